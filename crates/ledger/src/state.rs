@@ -1,0 +1,841 @@
+//! The state machine: applies batches of account creations and transfers.
+
+// `expect` here states invariants of the state machine (an undo record always
+// has the object it undoes, a stored pending transfer always has its entry),
+// in the manner of an assertion: breaking one is a bug, never bad input.
+#![allow(clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
+
+use crate::account::{Account, AccountFlags, Balances, NewAccount};
+use crate::result::{BatchError, CreateAccountResult, CreateTransferResult};
+use crate::transfer::{PendingStatus, Transfer, TransferFlags};
+use crate::{AMOUNT_MAX, Amount, BATCH_EVENTS_MAX, NANOS_PER_SECOND};
+
+/// A pending transfer's state beside the immutable transfer itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PendingEntry {
+    status: PendingStatus,
+    /// Ledger nanoseconds at which the hold is released; 0: never.
+    expires_at: u64,
+}
+
+/// What must be put back when a linked chain fails part-way.
+#[derive(Clone, Copy, Debug)]
+enum Undo {
+    AccountCreated,
+    AccountBalances { index: u32, balances: Balances },
+    TransferInserted,
+    PendingInserted { id: u128 },
+    PendingResolved { id: u128, previous: PendingEntry },
+}
+
+/// Counts of what the ledger holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    pub accounts: u64,
+    pub transfers: u64,
+    pub pending_open: u64,
+}
+
+/// The ledger state machine. Single-threaded by design: one writer applies
+/// batches in order; determinism makes replicas and recovery replays agree.
+#[derive(Default)]
+pub struct Ledger {
+    accounts: Vec<Account>,
+    account_index: HashMap<u128, u32>,
+    transfers: Vec<Transfer>,
+    transfer_index: HashMap<u128, u32>,
+    /// Per account (by index), its transfers (by index) in the order applied.
+    account_transfers: Vec<Vec<u32>>,
+    /// Every pending transfer ever created, by id: needed to refuse a second
+    /// post or void after the first.
+    pending: HashMap<u128, PendingEntry>,
+    /// Open pending transfers with a timeout, ordered by when they expire.
+    expiries: BTreeSet<(u64, u128)>,
+    /// The timestamp given to the last event; event timestamps strictly grow.
+    last_timestamp: u64,
+    /// Scratch space for the chain being applied; empty between events.
+    undo: Vec<Undo>,
+}
+
+/// What the chain driver needs to know of a result type.
+trait ChainResult: Copy {
+    const OK: Self;
+    const LINKED_EVENT_FAILED: Self;
+    const LINKED_EVENT_CHAIN_OPEN: Self;
+    fn keeps_chain(self) -> bool;
+}
+
+impl ChainResult for CreateAccountResult {
+    const OK: Self = CreateAccountResult::Ok;
+    const LINKED_EVENT_FAILED: Self = CreateAccountResult::LinkedEventFailed;
+    const LINKED_EVENT_CHAIN_OPEN: Self = CreateAccountResult::LinkedEventChainOpen;
+    fn keeps_chain(self) -> bool {
+        self.is_ok_or_exists()
+    }
+}
+
+impl ChainResult for CreateTransferResult {
+    const OK: Self = CreateTransferResult::Ok;
+    const LINKED_EVENT_FAILED: Self = CreateTransferResult::LinkedEventFailed;
+    const LINKED_EVENT_CHAIN_OPEN: Self = CreateTransferResult::LinkedEventChainOpen;
+    fn keeps_chain(self) -> bool {
+        self.is_ok_or_exists()
+    }
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Creates accounts. One result per event, in order.
+    pub fn create_accounts(
+        &mut self,
+        timestamp: u64,
+        events: &[NewAccount],
+    ) -> Result<Vec<CreateAccountResult>, BatchError> {
+        check_batch_size(events.len())?;
+        let timestamp_first = self.reserve_timestamps(timestamp, events.len());
+        Ok(self.apply_chains(
+            events,
+            timestamp_first,
+            |event| event.flags.contains(AccountFlags::LINKED),
+            Ledger::create_account,
+        ))
+    }
+
+    /// Applies transfers. First releases every pending transfer whose timeout
+    /// has passed by the batch's time, so that expiry is part of the replayed
+    /// history rather than a side effect of a clock. One result per event.
+    pub fn create_transfers(
+        &mut self,
+        timestamp: u64,
+        events: &[Transfer],
+    ) -> Result<Vec<CreateTransferResult>, BatchError> {
+        check_batch_size(events.len())?;
+        let timestamp_first = self.reserve_timestamps(timestamp, events.len());
+        let timestamp_last = timestamp_first + events.len().saturating_sub(1) as u64;
+        self.expire_pending_transfers(timestamp_last);
+        Ok(self.apply_chains(
+            events,
+            timestamp_first,
+            |event| event.flags.contains(TransferFlags::LINKED),
+            Ledger::create_transfer,
+        ))
+    }
+
+    /// Releases the holds of pending transfers that expire at or before `now`
+    /// and returns their ids in expiry order. Called by `create_transfers`;
+    /// callers that need to know what expired (to notify someone) call it
+    /// first with the batch's timestamp.
+    pub fn expire_pending_transfers(&mut self, now: u64) -> Vec<u128> {
+        let mut expired = Vec::new();
+        while let Some(&(expires_at, id)) = self.expiries.first() {
+            if expires_at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            self.release_expired(id);
+            expired.push(id);
+        }
+        expired
+    }
+
+    pub fn account(&self, id: u128) -> Option<&Account> {
+        let index = *self.account_index.get(&id)?;
+        Some(&self.accounts[index as usize])
+    }
+
+    pub fn transfer(&self, id: u128) -> Option<&Transfer> {
+        let index = *self.transfer_index.get(&id)?;
+        Some(&self.transfers[index as usize])
+    }
+
+    /// The status of a pending transfer, `None` if `id` is not one.
+    pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
+        self.pending.get(&id).map(|entry| entry.status)
+    }
+
+    /// An account's transfers in the order they were applied, starting after
+    /// the transfer with timestamp `after_timestamp` (0: from the first), at
+    /// most `limit` of them.
+    pub fn account_transfers(
+        &self,
+        account_id: u128,
+        after_timestamp: u64,
+        limit: usize,
+    ) -> Vec<Transfer> {
+        let Some(&index) = self.account_index.get(&account_id) else {
+            return Vec::new();
+        };
+        let list = &self.account_transfers[index as usize];
+        let start =
+            list.partition_point(|&t| self.transfers[t as usize].timestamp <= after_timestamp);
+        list[start..]
+            .iter()
+            .take(limit)
+            .map(|&t| self.transfers[t as usize])
+            .collect()
+    }
+
+    /// All accounts, in creation order.
+    pub fn accounts(&self) -> &[Account] {
+        &self.accounts
+    }
+
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            accounts: self.accounts.len() as u64,
+            transfers: self.transfers.len() as u64,
+            pending_open: self
+                .pending
+                .values()
+                .filter(|entry| entry.status == PendingStatus::Pending)
+                .count() as u64,
+        }
+    }
+
+    pub fn last_timestamp(&self) -> u64 {
+        self.last_timestamp
+    }
+
+    /// Event timestamps strictly increase even if the caller's clock does not,
+    /// so that every stored object has a unique, ordered timestamp.
+    fn reserve_timestamps(&mut self, timestamp: u64, count: usize) -> u64 {
+        let first = timestamp.max(self.last_timestamp + 1);
+        if count > 0 {
+            self.last_timestamp = first + count as u64 - 1;
+        }
+        first
+    }
+
+    /// Applies events one by one; a run of events joined by the linked flag
+    /// is a chain that is undone as a whole if any of its events fails.
+    fn apply_chains<E, R: ChainResult>(
+        &mut self,
+        events: &[E],
+        timestamp_first: u64,
+        is_linked: impl Fn(&E) -> bool,
+        execute: impl Fn(&mut Ledger, &E, u64) -> R,
+    ) -> Vec<R> {
+        debug_assert!(self.undo.is_empty());
+        let mut results = vec![R::OK; events.len()];
+        let mut chain_start: Option<usize> = None;
+        let mut chain_failed = false;
+        for (index, event) in events.iter().enumerate() {
+            let linked = is_linked(event);
+            if linked && chain_start.is_none() {
+                chain_start = Some(index);
+            }
+            if linked && index + 1 == events.len() {
+                // The chain never closes: nothing of it may apply.
+                results[index] = R::LINKED_EVENT_CHAIN_OPEN;
+                if let Some(start) = chain_start.filter(|_| !chain_failed) {
+                    self.rollback_chain();
+                    results[start..index].fill(R::LINKED_EVENT_FAILED);
+                }
+                break;
+            }
+            if chain_failed {
+                results[index] = R::LINKED_EVENT_FAILED;
+            } else {
+                let timestamp = timestamp_first + index as u64;
+                let result = execute(self, event, timestamp);
+                results[index] = result;
+                if !result.keeps_chain()
+                    && let Some(start) = chain_start
+                {
+                    chain_failed = true;
+                    self.rollback_chain();
+                    results[start..index].fill(R::LINKED_EVENT_FAILED);
+                }
+            }
+            if !linked {
+                chain_start = None;
+                chain_failed = false;
+                self.undo.clear();
+            }
+        }
+        self.undo.clear();
+        results
+    }
+
+    fn rollback_chain(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::AccountCreated => {
+                    let account = self.accounts.pop().expect("undo: account was created");
+                    self.account_index.remove(&account.id);
+                    self.account_transfers.pop();
+                }
+                Undo::AccountBalances { index, balances } => {
+                    self.accounts[index as usize].restore(balances);
+                }
+                Undo::TransferInserted => {
+                    let transfer = self.transfers.pop().expect("undo: transfer was inserted");
+                    self.transfer_index.remove(&transfer.id);
+                    for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
+                        let index = self.account_index[&account_id];
+                        self.account_transfers[index as usize].pop();
+                    }
+                }
+                Undo::PendingInserted { id } => {
+                    let entry = self
+                        .pending
+                        .remove(&id)
+                        .expect("undo: pending was inserted");
+                    self.expiries.remove(&(entry.expires_at, id));
+                }
+                Undo::PendingResolved { id, previous } => {
+                    if previous.expires_at != 0 {
+                        self.expiries.insert((previous.expires_at, id));
+                    }
+                    self.pending.insert(id, previous);
+                }
+            }
+        }
+    }
+
+    fn create_account(&mut self, event: &NewAccount, timestamp: u64) -> CreateAccountResult {
+        use CreateAccountResult as R;
+        if event.id == 0 {
+            return R::IdMustNotBeZero;
+        }
+        if event.id == u128::MAX {
+            return R::IdMustNotBeIntMax;
+        }
+        if event.flags.contains(
+            AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+        ) {
+            return R::FlagsAreMutuallyExclusive;
+        }
+        if event.flags.contains(AccountFlags::CLOSED) {
+            return R::ClosedFlagIsSetByTransfers;
+        }
+        if event.ledger == 0 {
+            return R::LedgerMustNotBeZero;
+        }
+        if event.code == 0 {
+            return R::CodeMustNotBeZero;
+        }
+        if let Some(existing) = self.account(event.id) {
+            return account_exists(event, existing);
+        }
+        let index = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
+        self.accounts.push(Account::new(event, timestamp));
+        self.account_index.insert(event.id, index);
+        self.account_transfers.push(Vec::new());
+        self.undo.push(Undo::AccountCreated);
+        R::Ok
+    }
+
+    fn create_transfer(&mut self, event: &Transfer, timestamp: u64) -> CreateTransferResult {
+        use CreateTransferResult as R;
+        if event.timestamp != 0 {
+            return R::TimestampMustBeZero;
+        }
+        if event.id == 0 {
+            return R::IdMustNotBeZero;
+        }
+        if event.id == u128::MAX {
+            return R::IdMustNotBeIntMax;
+        }
+        if flags_are_mutually_exclusive(event.flags) {
+            return R::FlagsAreMutuallyExclusive;
+        }
+        if event.flags.is_closing() && !event.flags.contains(TransferFlags::PENDING) {
+            return R::ClosingTransferMustBePending;
+        }
+        if event.flags.is_post_or_void() {
+            return self.post_or_void_pending(event, timestamp);
+        }
+        if let Some(existing) = self.transfer(event.id) {
+            return transfer_exists(event, existing);
+        }
+        if let Err(result) = validate_new_transfer_fields(event) {
+            return result;
+        }
+        let Some(&debit_index) = self.account_index.get(&event.debit_account_id) else {
+            return R::DebitAccountNotFound;
+        };
+        let Some(&credit_index) = self.account_index.get(&event.credit_account_id) else {
+            return R::CreditAccountNotFound;
+        };
+        let debit = self.accounts[debit_index as usize];
+        let credit = self.accounts[credit_index as usize];
+        if debit.ledger != credit.ledger {
+            return R::AccountsMustHaveTheSameLedger;
+        }
+        if event.ledger != debit.ledger {
+            return R::TransferMustHaveTheSameLedgerAsAccounts;
+        }
+        if debit.is_closed() {
+            return R::DebitAccountAlreadyClosed;
+        }
+        if credit.is_closed() {
+            return R::CreditAccountAlreadyClosed;
+        }
+        let amount = balanced_amount(event, &debit, &credit);
+        let pending = event.flags.contains(TransferFlags::PENDING);
+        if let Err(result) = check_new_transfer_balances(pending, amount, &debit, &credit) {
+            return result;
+        }
+        let expires_at = match pending_expiry(event, timestamp) {
+            Ok(expires_at) => expires_at,
+            Err(result) => return result,
+        };
+
+        self.save_balances(debit_index);
+        self.save_balances(credit_index);
+        {
+            let debit = &mut self.accounts[debit_index as usize];
+            if pending {
+                debit.debits_pending += amount;
+            } else {
+                debit.debits_posted += amount;
+            }
+            if event.flags.contains(TransferFlags::CLOSING_DEBIT) {
+                debit.flags |= AccountFlags::CLOSED;
+            }
+        }
+        {
+            let credit = &mut self.accounts[credit_index as usize];
+            if pending {
+                credit.credits_pending += amount;
+            } else {
+                credit.credits_posted += amount;
+            }
+            if event.flags.contains(TransferFlags::CLOSING_CREDIT) {
+                credit.flags |= AccountFlags::CLOSED;
+            }
+        }
+        if pending {
+            let entry = PendingEntry {
+                status: PendingStatus::Pending,
+                expires_at,
+            };
+            self.pending.insert(event.id, entry);
+            if expires_at != 0 {
+                self.expiries.insert((expires_at, event.id));
+            }
+            self.undo.push(Undo::PendingInserted { id: event.id });
+        }
+        let stored = Transfer {
+            amount,
+            timestamp,
+            ..*event
+        };
+        self.insert_transfer(stored, debit_index, credit_index);
+        R::Ok
+    }
+
+    fn post_or_void_pending(&mut self, event: &Transfer, timestamp: u64) -> CreateTransferResult {
+        use CreateTransferResult as R;
+        let post = event.flags.contains(TransferFlags::POST_PENDING);
+        if event.pending_id == 0 {
+            return R::PendingIdMustNotBeZero;
+        }
+        if event.pending_id == u128::MAX {
+            return R::PendingIdMustNotBeIntMax;
+        }
+        if event.pending_id == event.id {
+            return R::PendingIdMustBeDifferent;
+        }
+        if event.timeout_seconds != 0 {
+            return R::TimeoutReservedForPendingTransfer;
+        }
+        if let Some(existing) = self.transfer(event.id) {
+            return resolution_exists(event, existing);
+        }
+        let Some(pending) = self.transfer(event.pending_id).copied() else {
+            return R::PendingTransferNotFound;
+        };
+        if !pending.flags.contains(TransferFlags::PENDING) {
+            return R::PendingTransferNotPending;
+        }
+        if let Err(result) = check_resolution_matches(event, &pending) {
+            return result;
+        }
+        let amount = if post {
+            match event.amount {
+                AMOUNT_MAX => pending.amount,
+                0 => return R::AmountMustNotBeZero,
+                amount if amount > pending.amount => return R::ExceedsPendingTransferAmount,
+                amount => amount,
+            }
+        } else {
+            if event.amount != 0 && event.amount != pending.amount {
+                return R::PendingTransferHasDifferentAmount;
+            }
+            pending.amount
+        };
+        let entry = self.pending[&pending.id];
+        match entry.status {
+            PendingStatus::Pending => {}
+            PendingStatus::Posted => return R::PendingTransferAlreadyPosted,
+            PendingStatus::Voided => return R::PendingTransferAlreadyVoided,
+            PendingStatus::Expired => return R::PendingTransferExpired,
+        }
+        let debit_index = self.account_index[&pending.debit_account_id];
+        let credit_index = self.account_index[&pending.credit_account_id];
+        let debit = self.accounts[debit_index as usize];
+        let credit = self.accounts[credit_index as usize];
+        if post {
+            // A closed account takes no new postings, except the closing
+            // transfer itself (posting it keeps the account closed).
+            if debit.is_closed() && !pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
+                return R::DebitAccountAlreadyClosed;
+            }
+            if credit.is_closed() && !pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
+                return R::CreditAccountAlreadyClosed;
+            }
+            if debit.debits_posted.checked_add(amount).is_none() {
+                return R::OverflowsDebitsPosted;
+            }
+            if credit.credits_posted.checked_add(amount).is_none() {
+                return R::OverflowsCreditsPosted;
+            }
+        }
+
+        self.save_balances(debit_index);
+        self.save_balances(credit_index);
+        let reopen = !post;
+        {
+            let debit = &mut self.accounts[debit_index as usize];
+            debit.debits_pending -= pending.amount;
+            if post {
+                debit.debits_posted += amount;
+            }
+            if reopen && pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
+                debit.flags -= AccountFlags::CLOSED;
+            }
+        }
+        {
+            let credit = &mut self.accounts[credit_index as usize];
+            credit.credits_pending -= pending.amount;
+            if post {
+                credit.credits_posted += amount;
+            }
+            if reopen && pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
+                credit.flags -= AccountFlags::CLOSED;
+            }
+        }
+        let status = if post {
+            PendingStatus::Posted
+        } else {
+            PendingStatus::Voided
+        };
+        self.resolve_pending(pending.id, status);
+        let stored = Transfer {
+            debit_account_id: pending.debit_account_id,
+            credit_account_id: pending.credit_account_id,
+            amount,
+            ledger: pending.ledger,
+            code: pending.code,
+            timestamp,
+            ..*event
+        };
+        self.insert_transfer(stored, debit_index, credit_index);
+        R::Ok
+    }
+
+    fn release_expired(&mut self, id: u128) {
+        let transfer = *self
+            .transfer(id)
+            .expect("an expiring pending transfer is stored");
+        let debit_index = self.account_index[&transfer.debit_account_id] as usize;
+        let credit_index = self.account_index[&transfer.credit_account_id] as usize;
+        let debit = &mut self.accounts[debit_index];
+        debit.debits_pending -= transfer.amount;
+        if transfer.flags.contains(TransferFlags::CLOSING_DEBIT) {
+            debit.flags -= AccountFlags::CLOSED;
+        }
+        let credit = &mut self.accounts[credit_index];
+        credit.credits_pending -= transfer.amount;
+        if transfer.flags.contains(TransferFlags::CLOSING_CREDIT) {
+            credit.flags -= AccountFlags::CLOSED;
+        }
+        let entry = self
+            .pending
+            .get_mut(&id)
+            .expect("an expiring transfer has a pending entry");
+        assert_eq!(
+            entry.status,
+            PendingStatus::Pending,
+            "only open holds expire"
+        );
+        entry.status = PendingStatus::Expired;
+    }
+
+    fn resolve_pending(&mut self, id: u128, status: PendingStatus) {
+        let entry = self
+            .pending
+            .get_mut(&id)
+            .expect("a resolved transfer has a pending entry");
+        let previous = *entry;
+        entry.status = status;
+        if previous.expires_at != 0 {
+            self.expiries.remove(&(previous.expires_at, id));
+        }
+        self.undo.push(Undo::PendingResolved { id, previous });
+    }
+
+    fn save_balances(&mut self, index: u32) {
+        let balances = self.accounts[index as usize].balances();
+        self.undo.push(Undo::AccountBalances { index, balances });
+    }
+
+    fn insert_transfer(&mut self, transfer: Transfer, debit_index: u32, credit_index: u32) {
+        let index =
+            u32::try_from(self.transfers.len()).expect("fewer than 2^32 transfers in memory");
+        self.transfers.push(transfer);
+        self.transfer_index.insert(transfer.id, index);
+        self.account_transfers[debit_index as usize].push(index);
+        self.account_transfers[credit_index as usize].push(index);
+        self.undo.push(Undo::TransferInserted);
+    }
+}
+
+fn check_batch_size(count: usize) -> Result<(), BatchError> {
+    if count > BATCH_EVENTS_MAX {
+        return Err(BatchError::TooManyEvents { count });
+    }
+    Ok(())
+}
+
+fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
+    let phases = [
+        TransferFlags::PENDING,
+        TransferFlags::POST_PENDING,
+        TransferFlags::VOID_PENDING,
+    ]
+    .iter()
+    .filter(|&&phase| flags.contains(phase))
+    .count();
+    phases > 1 || (flags.is_balancing() && flags.is_post_or_void())
+}
+
+fn account_exists(event: &NewAccount, existing: &Account) -> CreateAccountResult {
+    use CreateAccountResult as R;
+    // The stored flags may have gained CLOSED since; compare what was asked.
+    let stored_flags = existing.flags - AccountFlags::CLOSED;
+    if event.flags - AccountFlags::LINKED != stored_flags {
+        return R::ExistsWithDifferentFlags;
+    }
+    if event.user_data != existing.user_data {
+        return R::ExistsWithDifferentUserData;
+    }
+    if event.ledger != existing.ledger {
+        return R::ExistsWithDifferentLedger;
+    }
+    if event.code != existing.code {
+        return R::ExistsWithDifferentCode;
+    }
+    R::Exists
+}
+
+/// Compares a new, non-resolving transfer with the stored one of the same id.
+fn transfer_exists(event: &Transfer, existing: &Transfer) -> CreateTransferResult {
+    use CreateTransferResult as R;
+    if event.flags != existing.flags {
+        return R::ExistsWithDifferentFlags;
+    }
+    if event.debit_account_id != existing.debit_account_id {
+        return R::ExistsWithDifferentDebitAccountId;
+    }
+    if event.credit_account_id != existing.credit_account_id {
+        return R::ExistsWithDifferentCreditAccountId;
+    }
+    // A balancing transfer stores what actually moved, at most what was asked.
+    let amount_differs = if event.flags.is_balancing() {
+        event.amount < existing.amount
+    } else {
+        event.amount != existing.amount
+    };
+    if amount_differs {
+        return R::ExistsWithDifferentAmount;
+    }
+    if event.pending_id != existing.pending_id {
+        return R::ExistsWithDifferentPendingId;
+    }
+    if event.user_data != existing.user_data {
+        return R::ExistsWithDifferentUserData;
+    }
+    if event.timeout_seconds != existing.timeout_seconds {
+        return R::ExistsWithDifferentTimeout;
+    }
+    if event.ledger != existing.ledger {
+        return R::ExistsWithDifferentLedger;
+    }
+    if event.code != existing.code {
+        return R::ExistsWithDifferentCode;
+    }
+    R::Exists
+}
+
+/// Compares a post or void with the stored transfer of the same id; fields a
+/// resolution may leave 0 (accounts, ledger, code) match anything.
+fn resolution_exists(event: &Transfer, existing: &Transfer) -> CreateTransferResult {
+    use CreateTransferResult as R;
+    if event.flags != existing.flags {
+        return R::ExistsWithDifferentFlags;
+    }
+    if event.pending_id != existing.pending_id {
+        return R::ExistsWithDifferentPendingId;
+    }
+    if event.debit_account_id != 0 && event.debit_account_id != existing.debit_account_id {
+        return R::ExistsWithDifferentDebitAccountId;
+    }
+    if event.credit_account_id != 0 && event.credit_account_id != existing.credit_account_id {
+        return R::ExistsWithDifferentCreditAccountId;
+    }
+    let amount_matches = if event.flags.contains(TransferFlags::POST_PENDING) {
+        event.amount == AMOUNT_MAX || event.amount == existing.amount
+    } else {
+        event.amount == 0 || event.amount == existing.amount
+    };
+    if !amount_matches {
+        return R::ExistsWithDifferentAmount;
+    }
+    if event.user_data != existing.user_data {
+        return R::ExistsWithDifferentUserData;
+    }
+    if event.ledger != 0 && event.ledger != existing.ledger {
+        return R::ExistsWithDifferentLedger;
+    }
+    if event.code != 0 && event.code != existing.code {
+        return R::ExistsWithDifferentCode;
+    }
+    R::Exists
+}
+
+fn validate_new_transfer_fields(event: &Transfer) -> Result<(), CreateTransferResult> {
+    use CreateTransferResult as R;
+    if event.debit_account_id == 0 {
+        return Err(R::DebitAccountIdMustNotBeZero);
+    }
+    if event.credit_account_id == 0 {
+        return Err(R::CreditAccountIdMustNotBeZero);
+    }
+    if event.debit_account_id == event.credit_account_id {
+        return Err(R::AccountsMustBeDifferent);
+    }
+    if event.pending_id != 0 {
+        return Err(R::PendingIdMustBeZero);
+    }
+    if event.timeout_seconds != 0 && !event.flags.contains(TransferFlags::PENDING) {
+        return Err(R::TimeoutReservedForPendingTransfer);
+    }
+    if event.ledger == 0 {
+        return Err(R::LedgerMustNotBeZero);
+    }
+    if event.code == 0 {
+        return Err(R::CodeMustNotBeZero);
+    }
+    if event.amount == 0 && !event.flags.is_balancing() {
+        return Err(R::AmountMustNotBeZero);
+    }
+    Ok(())
+}
+
+fn check_resolution_matches(
+    event: &Transfer,
+    pending: &Transfer,
+) -> Result<(), CreateTransferResult> {
+    use CreateTransferResult as R;
+    if event.debit_account_id != 0 && event.debit_account_id != pending.debit_account_id {
+        return Err(R::PendingTransferHasDifferentDebitAccountId);
+    }
+    if event.credit_account_id != 0 && event.credit_account_id != pending.credit_account_id {
+        return Err(R::PendingTransferHasDifferentCreditAccountId);
+    }
+    if event.ledger != 0 && event.ledger != pending.ledger {
+        return Err(R::PendingTransferHasDifferentLedger);
+    }
+    if event.code != 0 && event.code != pending.code {
+        return Err(R::PendingTransferHasDifferentCode);
+    }
+    Ok(())
+}
+
+/// The amount a transfer moves: as asked, or for a balancing transfer at most
+/// what the limited side can take.
+fn balanced_amount(event: &Transfer, debit: &Account, credit: &Account) -> Amount {
+    let mut amount = event.amount;
+    if event.flags.contains(TransferFlags::BALANCING_DEBIT) {
+        amount = amount.min(debit.debit_headroom());
+    }
+    if event.flags.contains(TransferFlags::BALANCING_CREDIT) {
+        amount = amount.min(credit.credit_headroom());
+    }
+    amount
+}
+
+fn check_new_transfer_balances(
+    pending: bool,
+    amount: Amount,
+    debit: &Account,
+    credit: &Account,
+) -> Result<(), CreateTransferResult> {
+    use CreateTransferResult as R;
+    if pending {
+        if debit.debits_pending.checked_add(amount).is_none() {
+            return Err(R::OverflowsDebitsPending);
+        }
+        if credit.credits_pending.checked_add(amount).is_none() {
+            return Err(R::OverflowsCreditsPending);
+        }
+    } else {
+        if debit.debits_posted.checked_add(amount).is_none() {
+            return Err(R::OverflowsDebitsPosted);
+        }
+        if credit.credits_posted.checked_add(amount).is_none() {
+            return Err(R::OverflowsCreditsPosted);
+        }
+    }
+    let debits_total = debit
+        .debits_pending
+        .checked_add(debit.debits_posted)
+        .and_then(|total| total.checked_add(amount));
+    let Some(debits_total) = debits_total else {
+        return Err(R::OverflowsDebits);
+    };
+    let credits_total = credit
+        .credits_pending
+        .checked_add(credit.credits_posted)
+        .and_then(|total| total.checked_add(amount));
+    let Some(credits_total) = credits_total else {
+        return Err(R::OverflowsCredits);
+    };
+    if debit
+        .flags
+        .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        && debits_total > debit.credits_posted
+    {
+        return Err(R::ExceedsCredits);
+    }
+    if credit
+        .flags
+        .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        && credits_total > credit.debits_posted
+    {
+        return Err(R::ExceedsDebits);
+    }
+    Ok(())
+}
+
+/// When a pending transfer's hold is released: 0 for never.
+fn pending_expiry(event: &Transfer, timestamp: u64) -> Result<u64, CreateTransferResult> {
+    if event.timeout_seconds == 0 {
+        return Ok(0);
+    }
+    u64::from(event.timeout_seconds)
+        .checked_mul(NANOS_PER_SECOND)
+        .and_then(|timeout| timestamp.checked_add(timeout))
+        .ok_or(CreateTransferResult::OverflowsTimeout)
+}
