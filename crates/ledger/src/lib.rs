@@ -11,11 +11,34 @@
 //! handed batches together with a timestamp and returns one result per event;
 //! the same batches in the same order always produce the same state, which is
 //! what makes recovery a replay of the journal.
+//!
+//! ```
+//! use ledger::{AccountFlags, CreateTransferResult, Ledger, NewAccount, Transfer};
+//!
+//! let mut ledger = Ledger::new();
+//! let wallet = AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+//! ledger.create_accounts(1, &[
+//!     NewAccount { id: 1, ledger: 1, code: 1, ..Default::default() }, // bank clearing
+//!     NewAccount { id: 2, ledger: 1, code: 2, flags: wallet, ..Default::default() }, // a wallet
+//! ])?;
+//! let top_up = Transfer {
+//!     id: 10, debit_account_id: 1, credit_account_id: 2, amount: 8_800, ledger: 1, code: 1,
+//!     ..Default::default()
+//! };
+//! let overspend = Transfer { id: 11, debit_account_id: 2, credit_account_id: 1, amount: 9_000, ..top_up };
+//! let results = ledger.create_transfers(2, &[top_up, overspend])?;
+//! assert_eq!(results, [CreateTransferResult::Ok, CreateTransferResult::ExceedsCredits]);
+//! assert_eq!(ledger.account(2).map(|a| a.credits_posted), Some(8_800));
+//! ledger.check_conservation()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod account;
 pub mod check;
+mod index;
 pub mod result;
 pub mod state;
+mod store;
 pub mod transfer;
 
 pub use account::{Account, AccountFlags, NewAccount};

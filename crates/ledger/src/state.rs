@@ -11,8 +11,14 @@ use hashbrown::HashMap;
 
 use crate::account::{Account, AccountFlags, Balances, NewAccount};
 use crate::result::{BatchError, CreateAccountResult, CreateTransferResult};
+use crate::store::{NO_TRANSFER, StoredTransfer, TransferStore};
 use crate::transfer::{PendingStatus, Transfer, TransferFlags};
 use crate::{AMOUNT_MAX, Amount, BATCH_EVENTS_MAX, NANOS_PER_SECOND};
+
+/// Events whose index slots are brought into cache at a time: enough
+/// independent loads to keep the memory system busy, few enough that the
+/// lines are still in cache when the events are applied.
+const WARM_WINDOW_EVENTS: usize = 512;
 
 /// A pending transfer's state beside the immutable transfer itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,10 +52,9 @@ pub struct LedgerStats {
 pub struct Ledger {
     accounts: Vec<Account>,
     account_index: HashMap<u128, u32>,
-    transfers: Vec<Transfer>,
-    transfer_index: HashMap<u128, u32>,
-    /// Per account (by index), its transfers (by index) in the order applied.
-    account_transfers: Vec<Vec<u32>>,
+    transfers: TransferStore,
+    /// Per account (by index), its newest transfer: the head of its history.
+    account_last_transfer: Vec<u32>,
     /// Every pending transfer ever created, by id: needed to refuse a second
     /// post or void after the first.
     pending: HashMap<u128, PendingEntry>,
@@ -92,6 +97,18 @@ impl Ledger {
         Ledger::default()
     }
 
+    /// A ledger with room reserved for this many accounts and transfers, so
+    /// that its indexes never rehash (and stall a batch) below those counts.
+    pub fn with_capacity(accounts: usize, transfers: usize) -> Ledger {
+        Ledger {
+            accounts: Vec::with_capacity(accounts),
+            account_index: HashMap::with_capacity(accounts),
+            account_last_transfer: Vec::with_capacity(accounts),
+            transfers: TransferStore::with_capacity(transfers),
+            ..Ledger::default()
+        }
+    }
+
     /// Creates accounts. One result per event, in order.
     pub fn create_accounts(
         &mut self,
@@ -104,6 +121,7 @@ impl Ledger {
             events,
             timestamp_first,
             |event| event.flags.contains(AccountFlags::LINKED),
+            |_, _| {},
             Ledger::create_account,
         ))
     }
@@ -124,6 +142,7 @@ impl Ledger {
             events,
             timestamp_first,
             |event| event.flags.contains(TransferFlags::LINKED),
+            |ledger, window| ledger.warm_transfer_ids(window),
             Ledger::create_transfer,
         ))
     }
@@ -151,8 +170,8 @@ impl Ledger {
     }
 
     pub fn transfer(&self, id: u128) -> Option<&Transfer> {
-        let index = *self.transfer_index.get(&id)?;
-        Some(&self.transfers[index as usize])
+        let index = self.transfers.index_of(id)?;
+        Some(&self.transfers.get(index).transfer)
     }
 
     /// The status of a pending transfer, `None` if `id` is not one.
@@ -162,24 +181,68 @@ impl Ledger {
 
     /// An account's transfers in the order they were applied, starting after
     /// the transfer with timestamp `after_timestamp` (0: from the first), at
-    /// most `limit` of them.
+    /// most `limit` of them. Walks back from the newest: cheap for recent
+    /// history, which is what statements read.
     pub fn account_transfers(
         &self,
         account_id: u128,
         after_timestamp: u64,
         limit: usize,
     ) -> Vec<Transfer> {
-        let Some(&index) = self.account_index.get(&account_id) else {
-            return Vec::new();
+        let mut newer: Vec<Transfer> = self
+            .history(account_id, self.last_transfer_of(account_id))
+            .take_while(|transfer| transfer.timestamp > after_timestamp)
+            .collect();
+        newer.reverse();
+        newer.truncate(limit);
+        newer
+    }
+
+    /// An account's transfers newest first, starting after (older than) the
+    /// transfer `before_id` (`None`: from the newest), at most `limit`.
+    pub fn account_transfers_newest_first(
+        &self,
+        account_id: u128,
+        before_id: Option<u128>,
+        limit: usize,
+    ) -> Vec<Transfer> {
+        let start = match before_id {
+            None => self.last_transfer_of(account_id),
+            Some(id) => match self.transfers.index_of(id) {
+                Some(index) => {
+                    let stored = self.transfers.get(index);
+                    let involved = stored.transfer.debit_account_id == account_id
+                        || stored.transfer.credit_account_id == account_id;
+                    if involved {
+                        stored.previous_of(account_id)
+                    } else {
+                        NO_TRANSFER
+                    }
+                }
+                None => NO_TRANSFER,
+            },
         };
-        let list = &self.account_transfers[index as usize];
-        let start =
-            list.partition_point(|&t| self.transfers[t as usize].timestamp <= after_timestamp);
-        list[start..]
-            .iter()
-            .take(limit)
-            .map(|&t| self.transfers[t as usize])
-            .collect()
+        self.history(account_id, start).take(limit).collect()
+    }
+
+    fn last_transfer_of(&self, account_id: u128) -> u32 {
+        match self.account_index.get(&account_id) {
+            Some(&index) => self.account_last_transfer[index as usize],
+            None => NO_TRANSFER,
+        }
+    }
+
+    /// An account's transfers from the one at `start` back to its first.
+    fn history(&self, account_id: u128, start: u32) -> impl Iterator<Item = Transfer> + '_ {
+        let mut next = start;
+        std::iter::from_fn(move || {
+            if next == NO_TRANSFER {
+                return None;
+            }
+            let stored = self.transfers.get(next);
+            next = stored.previous_of(account_id);
+            Some(stored.transfer)
+        })
     }
 
     /// All accounts, in creation order.
@@ -190,13 +253,28 @@ impl Ledger {
     pub fn stats(&self) -> LedgerStats {
         LedgerStats {
             accounts: self.accounts.len() as u64,
-            transfers: self.transfers.len() as u64,
+            transfers: u64::from(self.transfers.len()),
             pending_open: self
                 .pending
                 .values()
                 .filter(|entry| entry.status == PendingStatus::Pending)
                 .count() as u64,
         }
+    }
+
+    /// Bytes the ledger has allocated (capacity, not just what is used):
+    /// what a deployment must provision for its accounts and transfers.
+    pub fn memory_bytes(&self) -> usize {
+        // A hash-table entry: key, value, one control byte.
+        let account_entry = size_of::<(u128, u32)>() + 1;
+        let pending_entry = size_of::<(u128, PendingEntry)>() + 1;
+        let expiry_entry = size_of::<(u64, u128)>();
+        self.accounts.capacity() * size_of::<Account>()
+            + self.account_index.capacity() * account_entry
+            + self.account_last_transfer.capacity() * size_of::<u32>()
+            + self.transfers.memory_bytes()
+            + self.pending.capacity() * pending_entry
+            + self.expiries.len() * expiry_entry
     }
 
     pub fn last_timestamp(&self) -> u64 {
@@ -213,6 +291,16 @@ impl Ledger {
         first
     }
 
+    /// Ids are checked for existence and pending ids looked up: bring both
+    /// index slots into cache ahead of use.
+    fn warm_transfer_ids(&self, events: &[Transfer]) {
+        let ids = events
+            .iter()
+            .flat_map(|event| [event.id, event.pending_id])
+            .filter(|&id| id != 0 && id != u128::MAX);
+        self.transfers.warm(ids);
+    }
+
     /// Applies events one by one; a run of events joined by the linked flag
     /// is a chain that is undone as a whole if any of its events fails.
     fn apply_chains<E, R: ChainResult>(
@@ -220,6 +308,7 @@ impl Ledger {
         events: &[E],
         timestamp_first: u64,
         is_linked: impl Fn(&E) -> bool,
+        warm: impl Fn(&Ledger, &[E]),
         execute: impl Fn(&mut Ledger, &E, u64) -> R,
     ) -> Vec<R> {
         debug_assert!(self.undo.is_empty());
@@ -227,6 +316,10 @@ impl Ledger {
         let mut chain_start: Option<usize> = None;
         let mut chain_failed = false;
         for (index, event) in events.iter().enumerate() {
+            if index % WARM_WINDOW_EVENTS == 0 {
+                let window_end = (index + WARM_WINDOW_EVENTS).min(events.len());
+                warm(self, &events[index..window_end]);
+            }
             let linked = is_linked(event);
             if linked && chain_start.is_none() {
                 chain_start = Some(index);
@@ -270,18 +363,17 @@ impl Ledger {
                 Undo::AccountCreated => {
                     let account = self.accounts.pop().expect("undo: account was created");
                     self.account_index.remove(&account.id);
-                    self.account_transfers.pop();
+                    self.account_last_transfer.pop();
                 }
                 Undo::AccountBalances { index, balances } => {
                     self.accounts[index as usize].restore(balances);
                 }
                 Undo::TransferInserted => {
-                    let transfer = self.transfers.pop().expect("undo: transfer was inserted");
-                    self.transfer_index.remove(&transfer.id);
-                    for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-                        let index = self.account_index[&account_id];
-                        self.account_transfers[index as usize].pop();
-                    }
+                    let stored = self.transfers.pop().expect("undo: transfer was inserted");
+                    let debit_index = self.account_index[&stored.transfer.debit_account_id];
+                    let credit_index = self.account_index[&stored.transfer.credit_account_id];
+                    self.account_last_transfer[debit_index as usize] = stored.previous_of_debit;
+                    self.account_last_transfer[credit_index as usize] = stored.previous_of_credit;
                 }
                 Undo::PendingInserted { id } => {
                     let entry = self
@@ -329,7 +421,7 @@ impl Ledger {
         let index = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
         self.accounts.push(Account::new(event, timestamp));
         self.account_index.insert(event.id, index);
-        self.account_transfers.push(Vec::new());
+        self.account_last_transfer.push(NO_TRANSFER);
         self.undo.push(Undo::AccountCreated);
         R::Ok
     }
@@ -591,12 +683,14 @@ impl Ledger {
     }
 
     fn insert_transfer(&mut self, transfer: Transfer, debit_index: u32, credit_index: u32) {
-        let index =
-            u32::try_from(self.transfers.len()).expect("fewer than 2^32 transfers in memory");
-        self.transfers.push(transfer);
-        self.transfer_index.insert(transfer.id, index);
-        self.account_transfers[debit_index as usize].push(index);
-        self.account_transfers[credit_index as usize].push(index);
+        let stored = StoredTransfer {
+            transfer,
+            previous_of_debit: self.account_last_transfer[debit_index as usize],
+            previous_of_credit: self.account_last_transfer[credit_index as usize],
+        };
+        let index = self.transfers.push(stored);
+        self.account_last_transfer[debit_index as usize] = index;
+        self.account_last_transfer[credit_index as usize] = index;
         self.undo.push(Undo::TransferInserted);
     }
 }

@@ -1,1 +1,33 @@
-fn main() {}
+//! `zhifu`: the one binary. Subcommands live in their own modules; this file
+//! only parses the command line.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "zhifu",
+    version,
+    about = "zhifu (支付): an Alipay-style payment platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure parts of zhifu.
+    Bench {
+        #[command(subcommand)]
+        target: bench::BenchTarget,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench { target } => bench::run(target),
+    }
+}

@@ -1,0 +1,54 @@
+//! `zhifu bench …`: benchmarks that print what they measured and the machine
+//! they ran on, in a form that can be pasted into BENCHMARKS.md.
+
+mod ledger;
+pub mod workload;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchTarget {
+    /// The in-memory ledger state machine on one core.
+    Ledger(ledger::LedgerBenchArgs),
+}
+
+pub fn run(target: BenchTarget) -> anyhow::Result<()> {
+    match target {
+        BenchTarget::Ledger(args) => ledger::run(&args),
+    }
+}
+
+/// The machine, as a line for a benchmark report.
+pub fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|line| line.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib as f64 / (1024.0 * 1024.0))
+        })
+        .unwrap_or(0.0);
+    format!("{cpu}, {cores} cores, {memory_gib:.0} GiB")
+}
+
+pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>12} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(what.to_string());
+    bar
+}

@@ -1,0 +1,42 @@
+//! The binary as a newcomer runs it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::process::Command;
+
+fn zhifu(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zhifu"))
+        .args(args)
+        .output()
+        .expect("zhifu runs")
+}
+
+#[test]
+fn bench_ledger_reports_both_workloads_on_a_small_run() {
+    let output = zhifu(&[
+        "bench",
+        "ledger",
+        "--transfers",
+        "50000",
+        "--memory-accounts",
+        "1000",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("uniform") && stdout.contains("hot (90% to 10 accounts)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("memory per account"), "{stdout}");
+}
+
+#[test]
+fn bench_ledger_refuses_a_batch_over_the_maximum() {
+    let output = zhifu(&["bench", "ledger", "--batch", "9000"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--batch must be between 1 and 8189"));
+}
