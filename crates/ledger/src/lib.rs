@@ -6,6 +6,7 @@
 //! - [`result`]: one machine-readable result per event in a batch.
 //! - [`state`]: [`Ledger`], which applies batches and answers lookups.
 //! - [`check`]: the conservation invariant (debits equal credits, per ledger).
+//! - [`image`]: the state as plain data (for snapshots) and its digest.
 //!
 //! The ledger knows nothing of disks, clocks, threads, HTTP or JSON. It is
 //! handed batches together with a timestamp and returns one result per event;
@@ -35,6 +36,7 @@
 
 pub mod account;
 pub mod check;
+pub mod image;
 mod index;
 pub mod result;
 pub mod state;
@@ -43,6 +45,7 @@ pub mod transfer;
 
 pub use account::{Account, AccountFlags, NewAccount};
 pub use check::{ConservationError, LedgerTotals};
+pub use image::{ImageError, PendingRecord};
 pub use result::{BatchError, CreateAccountResult, CreateTransferResult};
 pub use state::{Ledger, LedgerStats};
 pub use transfer::{PendingStatus, Transfer, TransferFlags};

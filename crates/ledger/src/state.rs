@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use hashbrown::HashMap;
 
 use crate::account::{Account, AccountFlags, Balances, NewAccount};
+use crate::image::{ImageError, PendingRecord};
 use crate::result::{BatchError, CreateAccountResult, CreateTransferResult};
 use crate::store::{NO_TRANSFER, StoredTransfer, TransferStore};
 use crate::transfer::{PendingStatus, Transfer, TransferFlags};
@@ -279,6 +280,74 @@ impl Ledger {
 
     pub fn last_timestamp(&self) -> u64 {
         self.last_timestamp
+    }
+
+    pub(crate) fn transfer_store(&self) -> &TransferStore {
+        &self.transfers
+    }
+
+    pub(crate) fn pending_entries(&self) -> Vec<PendingRecord> {
+        self.pending
+            .iter()
+            .map(|(&id, entry)| PendingRecord {
+                id,
+                status: entry.status,
+                expires_at: entry.expires_at,
+            })
+            .collect()
+    }
+
+    pub(crate) fn set_last_timestamp(&mut self, timestamp: u64) {
+        self.last_timestamp = timestamp;
+    }
+
+    pub(crate) fn restore_account(&mut self, account: Account) -> Result<(), ImageError> {
+        if self.account_index.contains_key(&account.id) {
+            return Err(ImageError::DuplicateAccount { id: account.id });
+        }
+        let index = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
+        self.account_index.insert(account.id, index);
+        self.accounts.push(account);
+        self.account_last_transfer.push(NO_TRANSFER);
+        Ok(())
+    }
+
+    pub(crate) fn restore_transfer(&mut self, transfer: Transfer) -> Result<(), ImageError> {
+        if self.transfers.index_of(transfer.id).is_some() {
+            return Err(ImageError::DuplicateTransfer { id: transfer.id });
+        }
+        let mut indexes = [0u32; 2];
+        for (slot, account_id) in [transfer.debit_account_id, transfer.credit_account_id]
+            .into_iter()
+            .enumerate()
+        {
+            indexes[slot] =
+                *self
+                    .account_index
+                    .get(&account_id)
+                    .ok_or(ImageError::TransferAccountMissing {
+                        transfer_id: transfer.id,
+                        account_id,
+                    })?;
+        }
+        self.insert_transfer(transfer, indexes[0], indexes[1]);
+        self.undo.clear();
+        Ok(())
+    }
+
+    pub(crate) fn restore_pending(&mut self, record: PendingRecord) -> Result<(), ImageError> {
+        if self.transfers.index_of(record.id).is_none() {
+            return Err(ImageError::PendingTransferMissing { id: record.id });
+        }
+        let entry = PendingEntry {
+            status: record.status,
+            expires_at: record.expires_at,
+        };
+        self.pending.insert(record.id, entry);
+        if record.status == PendingStatus::Pending && record.expires_at != 0 {
+            self.expiries.insert((record.expires_at, record.id));
+        }
+        Ok(())
     }
 
     /// Event timestamps strictly increase even if the caller's clock does not,

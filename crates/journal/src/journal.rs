@@ -1,0 +1,289 @@
+//! `Journal`: opens a data directory (lock, recovery), appends groups of
+//! batches durably, and takes snapshots that let old log segments go.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use ledger::Ledger;
+
+use crate::codec::{self, Batch};
+use crate::error::{JournalError, io_error};
+use crate::snapshot;
+use crate::wal::{self, ActiveSegment};
+
+/// How the journal behaves; every limit is named here.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A snapshot is taken after this many log records, bounding the replay
+    /// at start to about this many batches.
+    pub snapshot_every_records: u64,
+    /// Batches waiting to be made durable; submitters block beyond it.
+    pub queue_batches_max: usize,
+    /// Batches that share one write and one fdatasync at most.
+    pub group_batches_max: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            snapshot_every_records: 4096,
+            queue_batches_max: 1024,
+            group_batches_max: 64,
+        }
+    }
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The log sequence of the snapshot loaded, if any.
+    pub snapshot_sequence: Option<u64>,
+    /// Newer snapshots that could not be read and were passed over.
+    pub snapshots_skipped: Vec<PathBuf>,
+    pub records_replayed: u64,
+    /// Bytes of a torn record cut from the end of the newest segment.
+    pub torn_bytes_cut: u64,
+    /// The sequence of the last durable record (0: none).
+    pub last_sequence: u64,
+    /// The digest of the recovered ledger.
+    pub digest: u64,
+}
+
+pub struct Journal {
+    directory: PathBuf,
+    /// Held for the journal's lifetime: the OS lock stops a second process.
+    _lock: File,
+    active: ActiveSegment,
+    next_sequence: u64,
+    records_since_snapshot: u64,
+    options: Options,
+    encoded: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+const LOCK_FILE: &str = "LOCK";
+
+impl Journal {
+    /// Opens (creating if needed) a data directory and recovers the ledger
+    /// it holds: the newest readable snapshot, then the log after it.
+    pub fn open(
+        directory: &Path,
+        options: Options,
+    ) -> Result<(Journal, Ledger, RecoveryReport), JournalError> {
+        fs::create_dir_all(directory)
+            .map_err(|source| io_error("create data directory", directory, source))?;
+        let lock = lock_directory(directory)?;
+        let listing = list_directory(directory)?;
+        let mut report = RecoveryReport::default();
+
+        let (snapshot_sequence, mut ledger) = load_newest_snapshot(&listing.snapshots, &mut report);
+        report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
+        let mut next_sequence = snapshot_sequence + 1;
+        let mut active = None;
+        for (position, (first_sequence, path)) in listing.segments.iter().enumerate() {
+            let is_newest = position + 1 == listing.segments.len();
+            let scanned = wal::scan_segment(path, is_newest)?;
+            if scanned.records.is_empty() && *first_sequence > next_sequence {
+                return Err(gap(path, next_sequence, *first_sequence));
+            }
+            for record in &scanned.records {
+                if record.sequence < next_sequence {
+                    continue; // covered by the snapshot
+                }
+                if record.sequence != next_sequence {
+                    return Err(gap(path, next_sequence, record.sequence));
+                }
+                let payload = &scanned.bytes[record.payload_start..record.payload_end];
+                let batch =
+                    codec::decode_batch(payload).map_err(|error| JournalError::Undecodable {
+                        path: path.clone(),
+                        sequence: record.sequence,
+                        detail: error.to_string(),
+                    })?;
+                apply(&mut ledger, &batch);
+                next_sequence += 1;
+                report.records_replayed += 1;
+            }
+            if is_newest {
+                report.torn_bytes_cut = scanned.torn_bytes;
+                active = Some(ActiveSegment::reopen(path, scanned.valid_length)?);
+            }
+        }
+        let active = match active {
+            Some(active) => active,
+            None => ActiveSegment::create(directory, next_sequence)?,
+        };
+        remove_temporary_files(&listing.temporary);
+        report.last_sequence = next_sequence - 1;
+        report.digest = ledger.digest();
+        let journal = Journal {
+            directory: directory.to_path_buf(),
+            _lock: lock,
+            active,
+            next_sequence,
+            records_since_snapshot: report.records_replayed,
+            options,
+            encoded: Vec::new(),
+            payload: Vec::new(),
+        };
+        Ok((journal, ledger, report))
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Appends batches as consecutive records with one write and one
+    /// fdatasync; when it returns Ok they survive a crash.
+    pub fn append(&mut self, batches: &[&Batch]) -> Result<(), JournalError> {
+        if self.active.length >= wal::SEGMENT_BYTES_TARGET {
+            self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
+        }
+        self.encoded.clear();
+        for (offset, batch) in batches.iter().enumerate() {
+            self.payload.clear();
+            codec::encode_batch(batch, &mut self.payload);
+            wal::encode_record(
+                self.next_sequence + offset as u64,
+                &self.payload,
+                &mut self.encoded,
+            );
+        }
+        self.active.append_durably(&self.encoded)?;
+        self.next_sequence += batches.len() as u64;
+        self.records_since_snapshot += batches.len() as u64;
+        Ok(())
+    }
+
+    pub fn snapshot_due(&self) -> bool {
+        self.records_since_snapshot >= self.options.snapshot_every_records
+    }
+
+    /// Snapshots `ledger`, which must reflect every appended record, then
+    /// deletes the snapshots and log segments it makes unnecessary.
+    pub fn snapshot(&mut self, ledger: &Ledger) -> Result<PathBuf, JournalError> {
+        let sequence = self.next_sequence - 1;
+        let path = snapshot::write(&self.directory, sequence, ledger)?;
+        // New records go to a fresh segment so that every older one is covered.
+        self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
+        self.records_since_snapshot = 0;
+        let listing = list_directory(&self.directory)?;
+        for (snapshot_sequence, old) in &listing.snapshots {
+            if *snapshot_sequence < sequence {
+                remove_file(old)?;
+            }
+        }
+        for (first_sequence, segment) in &listing.segments {
+            if *first_sequence <= sequence {
+                remove_file(segment)?;
+            }
+        }
+        wal::sync_directory(&self.directory)?;
+        Ok(path)
+    }
+
+    pub fn last_sequence(&self) -> u64 {
+        self.next_sequence - 1
+    }
+}
+
+/// Applies a batch as recovery and the writer both do: results are not kept,
+/// because they follow from the state and the batch.
+pub(crate) fn apply(ledger: &mut Ledger, batch: &Batch) -> crate::Outcome {
+    match &batch.command {
+        codec::Command::CreateAccounts(events) => {
+            match ledger.create_accounts(batch.timestamp, events) {
+                Ok(results) => crate::Outcome::Accounts(results),
+                Err(error) => crate::Outcome::Refused(error),
+            }
+        }
+        codec::Command::CreateTransfers(events) => {
+            match ledger.create_transfers(batch.timestamp, events) {
+                Ok(results) => crate::Outcome::Transfers(results),
+                Err(error) => crate::Outcome::Refused(error),
+            }
+        }
+    }
+}
+
+fn gap(path: &Path, expected: u64, found: u64) -> JournalError {
+    JournalError::Gap {
+        path: path.to_path_buf(),
+        detail: format!(
+            "expected record {expected} next, found {found}; a snapshot or segment is missing"
+        ),
+    }
+}
+
+fn lock_directory(directory: &Path) -> Result<File, JournalError> {
+    let path = directory.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| io_error("open lock file", &path, source))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: directory.to_path_buf(),
+        }),
+        Err(TryLockError::Error(source)) => Err(io_error("lock", &path, source)),
+    }
+}
+
+struct Listing {
+    snapshots: Vec<(u64, PathBuf)>,
+    segments: Vec<(u64, PathBuf)>,
+    temporary: Vec<PathBuf>,
+}
+
+fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
+    let mut listing = Listing {
+        snapshots: Vec::new(),
+        segments: Vec::new(),
+        temporary: Vec::new(),
+    };
+    let entries = fs::read_dir(directory)
+        .map_err(|source| io_error("list data directory", directory, source))?;
+    for entry in entries {
+        let entry = entry.map_err(|source| io_error("list data directory", directory, source))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(sequence) = snapshot::parse_snapshot_name(&name) {
+            listing.snapshots.push((sequence, entry.path()));
+        } else if let Some(sequence) = wal::parse_segment_name(&name) {
+            listing.segments.push((sequence, entry.path()));
+        } else if name.ends_with(".tmp") {
+            listing.temporary.push(entry.path());
+        }
+    }
+    listing.snapshots.sort();
+    listing.segments.sort();
+    Ok(listing)
+}
+
+/// The newest snapshot that reads back whole, or an empty ledger at 0.
+fn load_newest_snapshot(
+    snapshots: &[(u64, PathBuf)],
+    report: &mut RecoveryReport,
+) -> (u64, Ledger) {
+    for (_, path) in snapshots.iter().rev() {
+        match snapshot::read(path) {
+            Ok(loaded) => return loaded,
+            Err(_) => report.snapshots_skipped.push(path.clone()),
+        }
+    }
+    (0, Ledger::new())
+}
+
+fn remove_file(path: &Path) -> Result<(), JournalError> {
+    fs::remove_file(path).map_err(|source| io_error("remove", path, source))
+}
+
+/// A `.tmp` file is a snapshot that was being written when the process
+/// stopped: never renamed, so never relied on.
+fn remove_temporary_files(paths: &[PathBuf]) {
+    for path in paths {
+        let _ = fs::remove_file(path);
+    }
+}

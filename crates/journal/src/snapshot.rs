@@ -1,0 +1,155 @@
+//! Snapshots: the whole ledger as of a log sequence number, so that recovery
+//! replays only the log after it.
+//!
+//! `snapshot-<sequence, 20 digits>.snap`: a 40-byte header (magic `ZSNP`,
+//! version, sequence, body length, body CRC-32C, ledger digest, header
+//! CRC-32C) and a body (last timestamp, accounts, transfers in order,
+//! pending records). Written to a `.tmp` file, synced, renamed, and the
+//! directory synced, so a snapshot either exists whole or not at all.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use ledger::Ledger;
+
+use crate::codec::{self, ACCOUNT_BYTES, PENDING_BYTES, Reader, TRANSFER_BYTES, Writer};
+use crate::error::{JournalError, io_error};
+use crate::wal::sync_directory;
+
+const MAGIC: [u8; 4] = *b"ZSNP";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 40;
+
+pub(crate) fn snapshot_name(sequence: u64) -> String {
+    format!("snapshot-{sequence:020}.snap")
+}
+
+pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?
+        .strip_suffix(".snap")?
+        .parse()
+        .ok()
+}
+
+/// Writes a snapshot of `ledger` as of log sequence `sequence`; returns its path.
+pub(crate) fn write(
+    directory: &Path,
+    sequence: u64,
+    ledger: &Ledger,
+) -> Result<PathBuf, JournalError> {
+    let mut body = Vec::new();
+    let mut w = Writer(&mut body);
+    w.u64(ledger.last_timestamp());
+    w.u64(ledger.accounts().len() as u64);
+    for account in ledger.accounts() {
+        codec::write_account(&mut w, account);
+    }
+    w.u64(ledger.stats().transfers);
+    for transfer in ledger.transfers_in_order() {
+        codec::write_transfer(&mut w, transfer);
+    }
+    let pending = ledger.pending_records();
+    w.u64(pending.len() as u64);
+    for record in &pending {
+        codec::write_pending(&mut w, record);
+    }
+
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&sequence.to_le_bytes());
+    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    header.extend_from_slice(&ledger.digest().to_le_bytes());
+    let header_crc = crc32c::crc32c(&header);
+    header.extend_from_slice(&header_crc.to_le_bytes());
+    debug_assert_eq!(header.len(), HEADER_BYTES);
+
+    let path = directory.join(snapshot_name(sequence));
+    let temporary = path.with_extension("tmp");
+    let file = File::create(&temporary)
+        .map_err(|source| io_error("create snapshot", &temporary, source))?;
+    let mut out = BufWriter::new(file);
+    out.write_all(&header)
+        .and_then(|()| out.write_all(&body))
+        .and_then(|()| out.flush())
+        .map_err(|source| io_error("write snapshot", &temporary, source))?;
+    let file = out
+        .into_inner()
+        .map_err(|error| io_error("write snapshot", &temporary, error.into_error()))?;
+    file.sync_all()
+        .map_err(|source| io_error("fsync snapshot", &temporary, source))?;
+    fs::rename(&temporary, &path).map_err(|source| io_error("rename snapshot", &path, source))?;
+    sync_directory(directory)?;
+    Ok(path)
+}
+
+/// Reads and rebuilds a snapshot; checks both checksums and the digest.
+pub(crate) fn read(path: &Path) -> Result<(u64, Ledger), JournalError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(|source| io_error("read snapshot", path, source))?;
+    let corrupt = |offset: u64, reason: &'static str| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let Some((header, body)) = bytes.split_at_checked(HEADER_BYTES) else {
+        return Err(corrupt(0, "snapshot header cut short"));
+    };
+    let header_crc = u32::from_le_bytes([header[36], header[37], header[38], header[39]]);
+    if header[0..4] != MAGIC || crc32c::crc32c(&header[..36]) != header_crc {
+        return Err(corrupt(0, "snapshot header checksum mismatch"));
+    }
+    let mut r = Reader::new(&header[4..36], "snapshot header");
+    let bad_header = |_| corrupt(0, "snapshot header");
+    let version = r.u32().map_err(bad_header)?;
+    let sequence = r.u64().map_err(bad_header)?;
+    let body_length = r.u64().map_err(bad_header)?;
+    let body_crc = r.u32().map_err(bad_header)?;
+    let digest = r.u64().map_err(bad_header)?;
+    if version != VERSION {
+        return Err(corrupt(4, "unknown snapshot version"));
+    }
+    if body_length != body.len() as u64 || crc32c::crc32c(body) != body_crc {
+        return Err(corrupt(
+            HEADER_BYTES as u64,
+            "snapshot body checksum mismatch",
+        ));
+    }
+    let bad_body = |error: codec::DecodeError| JournalError::BadSnapshot {
+        path: path.to_path_buf(),
+        detail: error.to_string(),
+    };
+    let mut r = Reader::new(body, "snapshot body");
+    let last_timestamp = r.u64().map_err(bad_body)?;
+    let account_count = r.count(ACCOUNT_BYTES).map_err(bad_body)?;
+    let mut accounts = Vec::with_capacity(account_count);
+    for _ in 0..account_count {
+        accounts.push(codec::read_account(&mut r).map_err(bad_body)?);
+    }
+    let transfer_count = r.count(TRANSFER_BYTES).map_err(bad_body)?;
+    let mut transfers = Vec::with_capacity(transfer_count);
+    for _ in 0..transfer_count {
+        transfers.push(codec::read_transfer(&mut r).map_err(bad_body)?);
+    }
+    let pending_count = r.count(PENDING_BYTES).map_err(bad_body)?;
+    let mut pending = Vec::with_capacity(pending_count);
+    for _ in 0..pending_count {
+        pending.push(codec::read_pending(&mut r).map_err(bad_body)?);
+    }
+    let ledger = Ledger::restore(accounts, transfers.into_iter(), pending, last_timestamp)
+        .map_err(|error| JournalError::BadSnapshot {
+            path: path.to_path_buf(),
+            detail: error.to_string(),
+        })?;
+    if ledger.digest() != digest {
+        return Err(JournalError::BadSnapshot {
+            path: path.to_path_buf(),
+            detail: "the rebuilt ledger's digest differs from the one recorded".to_string(),
+        });
+    }
+    Ok((sequence, ledger))
+}

@@ -1,0 +1,231 @@
+//! The write-ahead log: segment files of checksummed records.
+//!
+//! A record is a 24-byte header and a payload (one encoded batch):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `ZWAL` |
+//! | 4..8 | payload length (u32 LE) |
+//! | 8..16 | sequence number (u64 LE), contiguous from 1 |
+//! | 16..20 | CRC-32C of the payload |
+//! | 20..24 | CRC-32C of bytes 0..20 |
+//!
+//! Segments are named `wal-<first sequence, 20 digits>.log`. A write can be
+//! torn at any byte, so only a suffix of the newest segment may be damaged by
+//! a crash: a bad record there with no valid record anywhere after it is a
+//! torn tail and is cut off. A bad record followed by a valid one, or a bad
+//! record in an older segment, is corruption of acknowledged data: recovery
+//! stops with the file and offset.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{JournalError, io_error};
+
+pub(crate) const MAGIC: [u8; 4] = *b"ZWAL";
+pub(crate) const HEADER_BYTES: usize = 24;
+/// The largest payload a record may carry: a full batch of transfers is
+/// about 1 MiB; anything claiming more is damage, not data.
+pub(crate) const PAYLOAD_BYTES_MAX: usize = 4 << 20;
+/// A segment is closed and a new one started past this size, so that
+/// segments covered by a snapshot can be deleted whole.
+pub(crate) const SEGMENT_BYTES_TARGET: u64 = 64 << 20;
+
+pub(crate) fn segment_name(first_sequence: u64) -> String {
+    format!("wal-{first_sequence:020}.log")
+}
+
+/// Parses `wal-<digits>.log`.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    name.strip_prefix("wal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+pub(crate) fn encode_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
+    assert!(
+        payload.len() <= PAYLOAD_BYTES_MAX,
+        "a record payload is at most {PAYLOAD_BYTES_MAX} bytes"
+    );
+    let start = out.len();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let header_crc = crc32c::crc32c(&out[start..start + 20]);
+    out.extend_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A record read back: its sequence and where its payload lies in the file.
+pub(crate) struct RecordSpan {
+    pub sequence: u64,
+    pub payload_start: usize,
+    pub payload_end: usize,
+}
+
+enum Parsed {
+    Record(RecordSpan),
+    Bad(&'static str),
+}
+
+fn parse_at(bytes: &[u8], offset: usize) -> Parsed {
+    let Some(header) = bytes.get(offset..offset + HEADER_BYTES) else {
+        return Parsed::Bad("header cut short");
+    };
+    if header[0..4] != MAGIC {
+        return Parsed::Bad("bad magic");
+    }
+    let header_crc = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
+    if crc32c::crc32c(&header[0..20]) != header_crc {
+        return Parsed::Bad("header checksum mismatch");
+    }
+    let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let mut sequence_bytes = [0u8; 8];
+    sequence_bytes.copy_from_slice(&header[8..16]);
+    let payload_crc = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+    if length > PAYLOAD_BYTES_MAX {
+        return Parsed::Bad("payload length over the maximum");
+    }
+    let payload_start = offset + HEADER_BYTES;
+    let Some(payload) = bytes.get(payload_start..payload_start + length) else {
+        return Parsed::Bad("payload cut short");
+    };
+    if crc32c::crc32c(payload) != payload_crc {
+        return Parsed::Bad("payload checksum mismatch");
+    }
+    Parsed::Record(RecordSpan {
+        sequence: u64::from_le_bytes(sequence_bytes),
+        payload_start,
+        payload_end: payload_start + length,
+    })
+}
+
+/// Whether any intact record starts anywhere after `offset`: the test that
+/// separates a torn tail (nothing valid after it) from corruption.
+fn valid_record_after(bytes: &[u8], offset: usize) -> bool {
+    (offset + 1..bytes.len().saturating_sub(HEADER_BYTES - 1))
+        .filter(|&at| bytes[at..at + 4] == MAGIC)
+        .any(|at| matches!(parse_at(bytes, at), Parsed::Record(_)))
+}
+
+/// One segment read whole: its records, and the length of its valid prefix.
+pub(crate) struct ScannedSegment {
+    pub bytes: Vec<u8>,
+    pub records: Vec<RecordSpan>,
+    pub valid_length: u64,
+    pub torn_bytes: u64,
+}
+
+/// Reads a segment. `is_newest` allows a torn tail to be cut off.
+pub(crate) fn scan_segment(path: &Path, is_newest: bool) -> Result<ScannedSegment, JournalError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(|source| io_error("read log segment", path, source))?;
+    let mut records = Vec::new();
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        match parse_at(&bytes, offset) {
+            Parsed::Record(span) => {
+                offset = span.payload_end;
+                records.push(span);
+            }
+            Parsed::Bad(reason) => {
+                if is_newest && !valid_record_after(&bytes, offset) {
+                    let torn_bytes = (bytes.len() - offset) as u64;
+                    return Ok(ScannedSegment {
+                        bytes,
+                        records,
+                        valid_length: offset as u64,
+                        torn_bytes,
+                    });
+                }
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: offset as u64,
+                    reason,
+                });
+            }
+        }
+    }
+    let valid_length = bytes.len() as u64;
+    Ok(ScannedSegment {
+        bytes,
+        records,
+        valid_length,
+        torn_bytes: 0,
+    })
+}
+
+/// The segment being appended to.
+pub(crate) struct ActiveSegment {
+    pub path: PathBuf,
+    file: File,
+    pub length: u64,
+}
+
+impl ActiveSegment {
+    /// Creates a new, empty segment and makes its name durable.
+    pub fn create(directory: &Path, first_sequence: u64) -> Result<ActiveSegment, JournalError> {
+        let path = directory.join(segment_name(first_sequence));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| io_error("create log segment", &path, source))?;
+        sync_directory(directory)?;
+        Ok(ActiveSegment {
+            path,
+            file,
+            length: 0,
+        })
+    }
+
+    /// Reopens an existing segment for appending after its valid prefix,
+    /// cutting off a torn tail durably first.
+    pub fn reopen(path: &Path, valid_length: u64) -> Result<ActiveSegment, JournalError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|source| io_error("open log segment", path, source))?;
+        let actual = file
+            .metadata()
+            .map_err(|source| io_error("stat log segment", path, source))?
+            .len();
+        if actual != valid_length {
+            file.set_len(valid_length)
+                .map_err(|source| io_error("cut torn tail of", path, source))?;
+            file.sync_all()
+                .map_err(|source| io_error("sync log segment", path, source))?;
+        }
+        Ok(ActiveSegment {
+            path: path.to_path_buf(),
+            file,
+            length: valid_length,
+        })
+    }
+
+    /// Appends bytes and waits until they are on disk. An error here is
+    /// fatal for the journal: after a failed fdatasync the kernel may have
+    /// dropped the dirty pages, so retrying could report lost data as durable.
+    pub fn append_durably(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|source| io_error("append to log segment", &self.path, source))?;
+        self.file
+            .sync_data()
+            .map_err(|source| io_error("fdatasync log segment", &self.path, source))?;
+        self.length += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Makes a new or renamed file's name durable.
+pub(crate) fn sync_directory(directory: &Path) -> Result<(), JournalError> {
+    File::open(directory)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| io_error("fsync directory", directory, source))
+}
