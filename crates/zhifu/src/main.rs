@@ -2,6 +2,7 @@
 //! only parses the command line.
 
 mod bench;
+mod load;
 
 use clap::{Parser, Subcommand};
 
@@ -23,11 +24,16 @@ enum Command {
         #[command(subcommand)]
         target: bench::BenchTarget,
     },
+    /// Write batches to a durable ledger until stopped, printing each one
+    /// acknowledged (used by the crash test).
+    #[command(hide = true)]
+    LoadJournal(load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { target } => bench::run(target),
+        Command::LoadJournal(args) => load::run(&args),
     }
 }

@@ -28,6 +28,16 @@ pub struct LedgerBenchArgs {
     memory_accounts: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Make every batch durable through the journal (write-ahead log with
+    /// group commit) before applying it.
+    #[arg(long)]
+    durable: bool,
+    /// With --durable: threads submitting batches concurrently.
+    #[arg(long, default_value_t = 4)]
+    submitters: usize,
+    /// With --durable: where the journal is written (a real disk, not tmpfs).
+    #[arg(long, default_value = "./zhifu-bench-data")]
+    data_dir: std::path::PathBuf,
 }
 
 struct RunReport {
@@ -52,6 +62,17 @@ pub fn run(args: &LedgerBenchArgs) -> anyhow::Result<()> {
     } else {
         args.workload.clone()
     };
+    if args.durable {
+        return super::durable::run(&super::durable::DurableArgs {
+            accounts: args.accounts,
+            transfers: args.transfers,
+            batch: args.batch,
+            shapes,
+            seed: args.seed,
+            submitters: args.submitters.max(1),
+            data_dir: args.data_dir.clone(),
+        });
+    }
     println!("zhifu bench ledger: the in-memory state machine on one core");
     println!("machine: {}", super::machine_line());
     println!(

@@ -1,6 +1,7 @@
 //! `zhifu bench …`: benchmarks that print what they measured and the machine
 //! they ran on, in a form that can be pasted into BENCHMARKS.md.
 
+mod durable;
 mod ledger;
 pub mod workload;
 

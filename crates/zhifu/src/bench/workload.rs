@@ -105,6 +105,12 @@ pub struct Payments {
 
 impl Payments {
     pub fn new(seed: u64, shape: Shape, accounts: u64) -> Payments {
+        Payments::starting_at(seed, shape, accounts, 1)
+    }
+
+    /// A generator whose ids count up from `first_id` (for several generators
+    /// feeding one ledger).
+    pub fn starting_at(seed: u64, shape: Shape, accounts: u64, first_id: u128) -> Payments {
         assert!(
             accounts > HOT_ACCOUNTS,
             "the hot set must be a strict subset of the accounts"
@@ -113,7 +119,7 @@ impl Payments {
             rng: Rng::new(seed),
             shape,
             accounts,
-            next_id: 1,
+            next_id: first_id,
         }
     }
 
