@@ -187,8 +187,8 @@ impl Journal {
     }
 }
 
-/// Applies a batch as recovery and the writer both do: results are not kept,
-/// because they follow from the state and the batch.
+/// Applies a batch, as recovery and the writer both do. Results are not
+/// logged: they follow from the state and the batch, so replay recomputes them.
 pub(crate) fn apply(ledger: &mut Ledger, batch: &Batch) -> crate::Outcome {
     match &batch.command {
         codec::Command::CreateAccounts(events) => {
