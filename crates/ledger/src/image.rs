@@ -18,16 +18,32 @@ pub struct PendingRecord {
 /// Why an image cannot be a ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageError {
-    DuplicateAccount { id: u128 },
-    DuplicateTransfer { id: u128 },
-    TransferAccountMissing { transfer_id: u128, account_id: u128 },
-    PendingTransferMissing { id: u128 },
+    /// Ids 0 and `u128::MAX` are never stored.
+    InvalidId {
+        id: u128,
+    },
+    DuplicateAccount {
+        id: u128,
+    },
+    DuplicateTransfer {
+        id: u128,
+    },
+    TransferAccountMissing {
+        transfer_id: u128,
+        account_id: u128,
+    },
+    PendingTransferMissing {
+        id: u128,
+    },
     Unbalanced(String),
 }
 
 impl std::fmt::Display for ImageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ImageError::InvalidId { id } => {
+                write!(f, "id {id} is not a valid account or transfer id")
+            }
             ImageError::DuplicateAccount { id } => write!(f, "account {id} appears twice"),
             ImageError::DuplicateTransfer { id } => write!(f, "transfer {id} appears twice"),
             ImageError::TransferAccountMissing {

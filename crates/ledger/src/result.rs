@@ -5,6 +5,8 @@
 pub enum BatchError {
     /// More events than [`crate::BATCH_EVENTS_MAX`].
     TooManyEvents { count: usize },
+    /// The batch's event timestamps would pass `u64::MAX` nanoseconds.
+    TimestampOverflow { timestamp: u64 },
 }
 
 impl std::fmt::Display for BatchError {
@@ -15,6 +17,12 @@ impl std::fmt::Display for BatchError {
                 "batch has {count} events, more than the maximum of {}",
                 crate::BATCH_EVENTS_MAX
             ),
+            BatchError::TimestampOverflow { timestamp } => {
+                write!(
+                    f,
+                    "batch timestamp {timestamp} leaves no room for its events' timestamps"
+                )
+            }
         }
     }
 }

@@ -117,7 +117,7 @@ impl Ledger {
         events: &[NewAccount],
     ) -> Result<Vec<CreateAccountResult>, BatchError> {
         check_batch_size(events.len())?;
-        let timestamp_first = self.reserve_timestamps(timestamp, events.len());
+        let timestamp_first = self.reserve_timestamps(timestamp, events.len())?;
         Ok(self.apply_chains(
             events,
             timestamp_first,
@@ -136,7 +136,7 @@ impl Ledger {
         events: &[Transfer],
     ) -> Result<Vec<CreateTransferResult>, BatchError> {
         check_batch_size(events.len())?;
-        let timestamp_first = self.reserve_timestamps(timestamp, events.len());
+        let timestamp_first = self.reserve_timestamps(timestamp, events.len())?;
         let timestamp_last = timestamp_first + events.len().saturating_sub(1) as u64;
         self.expire_pending_transfers(timestamp_last);
         Ok(self.apply_chains(
@@ -302,6 +302,9 @@ impl Ledger {
     }
 
     pub(crate) fn restore_account(&mut self, account: Account) -> Result<(), ImageError> {
+        if account.id == 0 || account.id == u128::MAX {
+            return Err(ImageError::InvalidId { id: account.id });
+        }
         if self.account_index.contains_key(&account.id) {
             return Err(ImageError::DuplicateAccount { id: account.id });
         }
@@ -313,6 +316,9 @@ impl Ledger {
     }
 
     pub(crate) fn restore_transfer(&mut self, transfer: Transfer) -> Result<(), ImageError> {
+        if transfer.id == 0 || transfer.id == u128::MAX {
+            return Err(ImageError::InvalidId { id: transfer.id });
+        }
         if self.transfers.index_of(transfer.id).is_some() {
             return Err(ImageError::DuplicateTransfer { id: transfer.id });
         }
@@ -352,12 +358,14 @@ impl Ledger {
 
     /// Event timestamps strictly increase even if the caller's clock does not,
     /// so that every stored object has a unique, ordered timestamp.
-    fn reserve_timestamps(&mut self, timestamp: u64, count: usize) -> u64 {
-        let first = timestamp.max(self.last_timestamp + 1);
+    /// A batch whose timestamps would pass `u64::MAX` is refused whole.
+    fn reserve_timestamps(&mut self, timestamp: u64, count: usize) -> Result<u64, BatchError> {
+        let overflow = BatchError::TimestampOverflow { timestamp };
+        let first = timestamp.max(self.last_timestamp.checked_add(1).ok_or(overflow)?);
         if count > 0 {
-            self.last_timestamp = first + count as u64 - 1;
+            self.last_timestamp = first.checked_add(count as u64 - 1).ok_or(overflow)?;
         }
-        first
+        Ok(first)
     }
 
     /// Ids are checked for existence and pending ids looked up: bring both

@@ -614,3 +614,50 @@ fn a_statement_pages_newest_first_from_a_cursor() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_batch_whose_timestamps_would_overflow_is_refused_whole() {
+    let mut ledger = ledger();
+    let events = [transfer(1, BANK, ALICE, 1), transfer(2, BANK, ALICE, 1)];
+    let refused = ledger.create_transfers(u64::MAX, &events);
+    assert_eq!(
+        refused,
+        Err(BatchError::TimestampOverflow {
+            timestamp: u64::MAX
+        })
+    );
+    assert_eq!(ledger.stats().transfers, 0);
+    // The last representable timestamp still takes a batch of one.
+    assert_eq!(
+        ledger.create_transfers(u64::MAX, &events[..1]).unwrap(),
+        [TR::Ok]
+    );
+    let after = ledger.create_accounts(5, &[account(9, 1, AccountFlags::empty())]);
+    assert_eq!(after, Err(BatchError::TimestampOverflow { timestamp: 5 }));
+}
+
+#[test]
+fn an_image_with_an_impossible_id_is_refused_not_a_panic() {
+    let accounts = vec![ledger::Account {
+        id: 0,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    }];
+    let error = Ledger::restore(accounts, std::iter::empty(), Vec::new(), 0).err();
+    assert_eq!(error, Some(ledger::ImageError::InvalidId { id: 0 }));
+    let good = ledger();
+    let mut transfers: Vec<Transfer> = vec![Transfer {
+        id: 0,
+        ..transfer(1, BANK, ALICE, 1)
+    }];
+    transfers[0].timestamp = 3;
+    let error = Ledger::restore(
+        good.accounts().to_vec(),
+        transfers.into_iter(),
+        Vec::new(),
+        3,
+    )
+    .err();
+    assert_eq!(error, Some(ledger::ImageError::InvalidId { id: 0 }));
+}
