@@ -21,6 +21,10 @@ pub struct Options {
     pub queue_batches_max: usize,
     /// Batches that share one write and one fdatasync at most.
     pub group_batches_max: usize,
+    /// Room reserved in the ledger at start (accounts, transfers), so that
+    /// its indexes do not grow, and stall a batch, below these counts.
+    pub accounts_capacity: usize,
+    pub transfers_capacity: usize,
 }
 
 impl Default for Options {
@@ -29,6 +33,8 @@ impl Default for Options {
             snapshot_every_records: 4096,
             queue_batches_max: 1024,
             group_batches_max: 64,
+            accounts_capacity: 0,
+            transfers_capacity: 0,
         }
     }
 }
@@ -77,6 +83,7 @@ impl Journal {
         let mut report = RecoveryReport::default();
 
         let (snapshot_sequence, mut ledger) = load_newest_snapshot(&listing.snapshots, &mut report);
+        ledger.reserve(options.accounts_capacity, options.transfers_capacity);
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let mut next_sequence = snapshot_sequence + 1;
         let mut active = None;

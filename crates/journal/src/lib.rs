@@ -44,6 +44,9 @@ pub struct WriterStats {
     pub batches: u64,
     pub groups: u64,
     pub snapshots: u64,
+    /// The slowest append (write + fdatasync) so far, and the slowest apply.
+    pub append_us_max: u64,
+    pub apply_us_max: u64,
 }
 
 struct Request {
@@ -171,7 +174,10 @@ fn write_loop(
             continue;
         }
         let batches: Vec<&Batch> = loggable.iter().map(|r| &r.batch).collect();
-        if let Err(error) = journal.append(&batches) {
+        let append_started = std::time::Instant::now();
+        let appended = journal.append(&batches);
+        let append_us = append_started.elapsed().as_micros() as u64;
+        if let Err(error) = appended {
             let reason = error.to_string();
             for request in loggable {
                 let _ = request
@@ -181,11 +187,13 @@ fn write_loop(
             failure = Some(reason);
             continue;
         }
+        let apply_started = std::time::Instant::now();
         let mut state = ledger.write().unwrap_or_else(PoisonError::into_inner);
         for request in &loggable {
             let outcome = journal::apply(&mut state, &request.batch);
             let _ = request.reply.send(Ok(outcome));
         }
+        let apply_us = apply_started.elapsed().as_micros() as u64;
         let mut snapshots = 0;
         if journal.snapshot_due() {
             match journal.snapshot(&state) {
@@ -200,6 +208,8 @@ fn write_loop(
         counters.batches += loggable.len() as u64;
         counters.groups += 1;
         counters.snapshots += snapshots;
+        counters.append_us_max = counters.append_us_max.max(append_us);
+        counters.apply_us_max = counters.apply_us_max.max(apply_us);
     }
 }
 

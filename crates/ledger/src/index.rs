@@ -9,9 +9,14 @@
 //! ledger` shows the difference).
 //!
 //! Open addressing with linear probing over two parallel arrays (ids, then
-//! values), at most half full. Id 0 marks an empty slot: the ledger never
-//! stores id 0. Removal (undoing a failed chain) shifts later entries back so
+//! values), at most half full. `EMPTY` (`u128::MAX`) marks an empty slot:
+//! the ledger never stores that id. (Not 0: a table filled with a non-zero
+//! value is written page by page when made, so its memory is mapped then and
+//! not by page faults in the middle of batches.) Removal (undoing a failed chain) shifts later entries back so
 //! that no tombstones accumulate.
+
+/// The id of an empty slot.
+const EMPTY: u128 = u128::MAX;
 
 /// The smallest table: 1,024 slots.
 const SLOTS_MIN: usize = 1 << 10;
@@ -36,8 +41,8 @@ impl IdIndex {
             .next_power_of_two()
             .max(SLOTS_MIN);
         IdIndex {
-            ids: vec![0; slots],
-            values: vec![0; slots],
+            ids: vec![EMPTY; slots],
+            values: vec![u32::MAX; slots],
             len: 0,
             mask: slots - 1,
         }
@@ -47,12 +52,15 @@ impl IdIndex {
         self.ids.len() * size_of::<u128>() + self.values.len() * size_of::<u32>()
     }
 
+    /// The value stored for `id`; `None` for `u128::MAX`, which is never stored.
     pub fn get(&self, id: u128) -> Option<u32> {
-        debug_assert_ne!(id, 0);
+        if id == EMPTY {
+            return None;
+        }
         let mut slot = self.home(id);
         loop {
             match self.ids[slot] {
-                0 => return None,
+                EMPTY => return None,
                 found if found == id => return Some(self.values[slot]),
                 _ => slot = (slot + 1) & self.mask,
             }
@@ -61,12 +69,12 @@ impl IdIndex {
 
     /// Inserts an id that is not in the index.
     pub fn insert(&mut self, id: u128, value: u32) {
-        assert_ne!(id, 0, "id 0 marks empty slots");
+        assert_ne!(id, EMPTY, "u128::MAX marks empty slots");
         if (self.len + 1) * 2 > self.ids.len() {
             self.grow();
         }
         let mut slot = self.home(id);
-        while self.ids[slot] != 0 {
+        while self.ids[slot] != EMPTY {
             debug_assert_ne!(self.ids[slot], id, "inserted twice");
             slot = (slot + 1) & self.mask;
         }
@@ -79,7 +87,7 @@ impl IdIndex {
         let mut slot = self.home(id);
         loop {
             match self.ids[slot] {
-                0 => return None,
+                EMPTY => return None,
                 found if found == id => break,
                 _ => slot = (slot + 1) & self.mask,
             }
@@ -89,7 +97,7 @@ impl IdIndex {
         // into the hole if its home is not between the hole and itself.
         let mut hole = slot;
         let mut next = (hole + 1) & self.mask;
-        while self.ids[next] != 0 {
+        while self.ids[next] != EMPTY {
             let home = self.home(self.ids[next]);
             let distance_to_home = next.wrapping_sub(home) & self.mask;
             let distance_to_hole = next.wrapping_sub(hole) & self.mask;
@@ -100,7 +108,7 @@ impl IdIndex {
             }
             next = (next + 1) & self.mask;
         }
-        self.ids[hole] = 0;
+        self.ids[hole] = EMPTY;
         self.len -= 1;
         Some(value)
     }
@@ -120,10 +128,21 @@ impl IdIndex {
         hash(id) as usize & self.mask
     }
 
+    /// Makes room for `capacity` ids in all without growing again.
+    pub fn reserve(&mut self, capacity: usize) {
+        if capacity.saturating_mul(2) > self.ids.len() {
+            self.rebuild(capacity);
+        }
+    }
+
     fn grow(&mut self) {
-        let mut bigger = IdIndex::with_capacity(self.ids.len());
+        self.rebuild(self.ids.len());
+    }
+
+    fn rebuild(&mut self, capacity: usize) {
+        let mut bigger = IdIndex::with_capacity(capacity);
         for (slot, &id) in self.ids.iter().enumerate() {
-            if id != 0 {
+            if id != EMPTY {
                 bigger.insert(id, self.values[slot]);
             }
         }

@@ -110,6 +110,16 @@ impl Ledger {
         }
     }
 
+    /// Makes room for this many accounts and transfers in all (what is
+    /// stored counts), so that nothing rehashes or reallocates below that.
+    pub fn reserve(&mut self, accounts: usize, transfers: usize) {
+        let more_accounts = accounts.saturating_sub(self.accounts.len());
+        self.accounts.reserve(more_accounts);
+        self.account_index.reserve(more_accounts);
+        self.account_last_transfer.reserve(more_accounts);
+        self.transfers.reserve(transfers);
+    }
+
     /// Creates accounts. One result per event, in order.
     pub fn create_accounts(
         &mut self,

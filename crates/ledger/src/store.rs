@@ -81,6 +81,14 @@ impl TransferStore {
         }
     }
 
+    /// Makes room for `transfers` in all (pre-mapped, see `with_capacity`).
+    pub fn reserve(&mut self, transfers: usize) {
+        self.index.reserve(transfers);
+        while self.chunks.len() < transfers.div_ceil(CHUNK_TRANSFERS) {
+            self.chunks.push(new_chunk());
+        }
+    }
+
     /// Bytes allocated for bodies and index.
     pub fn memory_bytes(&self) -> usize {
         self.chunks.len() * CHUNK_TRANSFERS * size_of::<StoredTransfer>()

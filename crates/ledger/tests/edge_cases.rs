@@ -661,3 +661,17 @@ fn an_image_with_an_impossible_id_is_refused_not_a_panic() {
     .err();
     assert_eq!(error, Some(ledger::ImageError::InvalidId { id: 0 }));
 }
+
+#[test]
+fn looking_up_the_reserved_ids_finds_nothing() {
+    let mut ledger = ledger();
+    apply(&mut ledger, 2 * SECOND, &[transfer(1, BANK, ALICE, 1)]);
+    for id in [0, u128::MAX] {
+        assert!(ledger.transfer(id).is_none());
+        assert!(
+            ledger
+                .account_transfers_newest_first(ALICE, Some(id), 5)
+                .is_empty()
+        );
+    }
+}

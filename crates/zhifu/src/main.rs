@@ -3,6 +3,7 @@
 
 mod bench;
 mod load;
+mod pg_local;
 
 use clap::{Parser, Subcommand};
 

@@ -11,7 +11,9 @@ use hdrhistogram::Histogram;
 use journal::{Batch, Command, DurableLedger, Options, Outcome};
 use ledger::BATCH_EVENTS_MAX;
 
+use super::postgres::{self, BaselineReport};
 use super::workload::{self, Payments, Shape};
+use crate::pg_local::LocalPostgres;
 
 pub struct DurableArgs {
     pub accounts: u64,
@@ -21,6 +23,10 @@ pub struct DurableArgs {
     pub seed: u64,
     pub submitters: usize,
     pub data_dir: PathBuf,
+    /// The baseline's PostgreSQL; `None`: start a local one if installed.
+    pub postgres: Option<String>,
+    pub postgres_transfers: u64,
+    pub postgres_clients: usize,
 }
 
 struct DurableReport {
@@ -47,6 +53,7 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
     for &shape in &args.shapes {
         reports.push(run_workload(args, shape)?);
     }
+    let baselines = run_baselines(args)?;
     println!(
         "{:<26} {:>10} {:>14} {:>10} {:>10} {:>10} {:>12}",
         "workload", "transfers", "durable/s", "batch p50", "batch p99", "p999", "batches/fsync"
@@ -64,8 +71,75 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
             report.batches as f64 / report.groups.max(1) as f64,
         );
     }
-    println!("(batch latency: from submit until durable and applied; one fdatasync per group)");
+    println!("(batch latency: from submit until durable and applied; one fdatasync per group)\n");
+    let Some((where_from, baselines)) = baselines else {
+        println!(
+            "PostgreSQL baseline skipped: no PostgreSQL found (give --postgres URL, or install postgresql)"
+        );
+        return Ok(());
+    };
+    println!(
+        "baseline: naive PostgreSQL ({where_from}), one transaction per transfer, {} clients",
+        args.postgres_clients
+    );
+    println!(
+        "{:<26} {:>10} {:>14} {:>10} {:>10} {:>10} {:>12}",
+        "workload", "transfers", "transfers/s", "p50", "p99", "p999", "zhifu/pg"
+    );
+    for (report, baseline) in reports.iter().zip(&baselines) {
+        let h = &baseline.latency_us;
+        let baseline_rate =
+            baseline.transfers as f64 / baseline.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let zhifu_rate =
+            report.transfers as f64 / report.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        println!(
+            "{:<26} {:>10} {:>14.0} {:>8}us {:>8}us {:>8}us {:>11.0}x",
+            report.shape.name(),
+            baseline.transfers,
+            baseline_rate,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            zhifu_rate / baseline_rate,
+        );
+    }
+    println!(
+        "(latency per transfer; zhifu/pg: durable transfers/s of zhifu over PostgreSQL's, same workload)"
+    );
     Ok(())
+}
+
+/// The naive PostgreSQL baseline for each workload, or `None` when there
+/// is no PostgreSQL to run it against.
+fn run_baselines(args: &DurableArgs) -> anyhow::Result<Option<(String, Vec<BaselineReport>)>> {
+    let (url, server, where_from) = match &args.postgres {
+        Some(url) => (url.clone(), None, "given by --postgres".to_string()),
+        None => match LocalPostgres::find_bin() {
+            Some(bin) => {
+                let server = LocalPostgres::start(&bin, &std::env::temp_dir())?;
+                (
+                    server.url(),
+                    Some(server),
+                    format!("local server from {}, default settings", bin.display()),
+                )
+            }
+            None => return Ok(None),
+        },
+    };
+    let mut baselines = Vec::new();
+    for &shape in &args.shapes {
+        let transfers = args.postgres_transfers;
+        baselines.push(postgres::run(
+            &url,
+            args.accounts,
+            transfers,
+            shape,
+            args.postgres_clients,
+            args.seed,
+        )?);
+    }
+    drop(server);
+    Ok(Some((where_from, baselines)))
 }
 
 fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableReport> {
@@ -82,8 +156,11 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
     }
     // Snapshots are left out of this measurement (they are the recovery
     // benchmark's subject): the log alone is what acknowledges a transfer.
+    // The ledger is sized for the run, as in the in-memory benchmark.
     let options = Options {
         snapshot_every_records: u64::MAX,
+        accounts_capacity: args.accounts as usize + 1,
+        transfers_capacity: (args.transfers + args.accounts) as usize,
         ..Options::default()
     };
     let (store, _) = DurableLedger::open(&directory, options)?;
@@ -157,6 +234,12 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     let after = store.stats();
+    println!(
+        "{}: slowest group append (write + fdatasync) {} us, slowest group apply {} us",
+        shape.name(),
+        after.append_us_max,
+        after.apply_us_max
+    );
     store
         .read(|ledger| ledger.check_conservation())
         .map_err(|e| anyhow::anyhow!("{e}"))?;

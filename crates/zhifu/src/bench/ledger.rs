@@ -38,6 +38,16 @@ pub struct LedgerBenchArgs {
     /// With --durable: where the journal is written (a real disk, not tmpfs).
     #[arg(long, default_value = "./zhifu-bench-data")]
     data_dir: std::path::PathBuf,
+    /// With --durable: the PostgreSQL for the naive baseline (a libpq URL or
+    /// key=value string); without it a local server is started if installed.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// With --durable: transfers per workload for the baseline (it is slow).
+    #[arg(long, default_value_t = 50_000)]
+    postgres_transfers: u64,
+    /// With --durable: baseline client connections (pgbench's usual 8).
+    #[arg(long, default_value_t = 8)]
+    postgres_clients: usize,
 }
 
 struct RunReport {
@@ -71,6 +81,9 @@ pub fn run(args: &LedgerBenchArgs) -> anyhow::Result<()> {
             seed: args.seed,
             submitters: args.submitters.max(1),
             data_dir: args.data_dir.clone(),
+            postgres: args.postgres.clone(),
+            postgres_transfers: args.postgres_transfers,
+            postgres_clients: args.postgres_clients.max(1),
         });
     }
     println!("zhifu bench ledger: the in-memory state machine on one core");

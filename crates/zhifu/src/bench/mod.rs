@@ -3,6 +3,7 @@
 
 mod durable;
 mod ledger;
+mod postgres;
 pub mod workload;
 
 use clap::Subcommand;
