@@ -2,7 +2,8 @@
 //! little-endian fields, no padding. Decoding never panics on bad bytes.
 
 use ledger::{
-    Account, AccountFlags, NewAccount, PendingRecord, PendingStatus, Transfer, TransferFlags,
+    Account, AccountFlags, NewAccount, PendingRecord, PendingStatus, StoredTransfer, Transfer,
+    TransferFlags,
 };
 
 /// What a batch asks of the ledger.
@@ -24,7 +25,8 @@ const KIND_TRANSFERS: u8 = 2;
 pub(crate) const NEW_ACCOUNT_BYTES: usize = 16 + 8 + 4 + 2 + 2;
 pub(crate) const TRANSFER_BYTES: usize = 16 * 6 + 4 + 4 + 2 + 2 + 8;
 pub(crate) const ACCOUNT_BYTES: usize = 16 * 5 + 8 + 8 + 4 + 2 + 2;
-pub(crate) const PENDING_BYTES: usize = 16 + 1 + 8;
+pub(crate) const PENDING_BYTES: usize = 16 + 1 + 8 + TRANSFER_BYTES;
+pub(crate) const STORED_BYTES: usize = TRANSFER_BYTES + 8 + 8;
 
 /// A decoding failure: what was being read when the bytes ran out or made no sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,6 +233,21 @@ pub(crate) fn write_pending(w: &mut Writer<'_>, p: &PendingRecord) {
         PendingStatus::Expired => 3,
     });
     w.u64(p.expires_at);
+    write_transfer(w, &p.transfer);
+}
+
+pub(crate) fn write_stored(w: &mut Writer<'_>, stored: &StoredTransfer) {
+    write_transfer(w, &stored.transfer);
+    w.u64(stored.previous_of_debit);
+    w.u64(stored.previous_of_credit);
+}
+
+pub(crate) fn read_stored(r: &mut Reader<'_>) -> Result<StoredTransfer, DecodeError> {
+    Ok(StoredTransfer {
+        transfer: read_transfer(r)?,
+        previous_of_debit: r.u64()?,
+        previous_of_credit: r.u64()?,
+    })
 }
 
 pub(crate) fn read_pending(r: &mut Reader<'_>) -> Result<PendingRecord, DecodeError> {
@@ -246,9 +263,11 @@ pub(crate) fn read_pending(r: &mut Reader<'_>) -> Result<PendingRecord, DecodeEr
             });
         }
     };
+    let expires_at = r.u64()?;
     Ok(PendingRecord {
         id,
         status,
-        expires_at: r.u64()?,
+        expires_at,
+        transfer: read_transfer(r)?,
     })
 }

@@ -4,10 +4,11 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-use ledger::Ledger;
+use ledger::{Ledger, LedgerConfig};
 
 use crate::codec::{self, Batch};
 use crate::error::{JournalError, io_error};
+use crate::history::History;
 use crate::snapshot;
 use crate::wal::{self, ActiveSegment};
 
@@ -25,6 +26,8 @@ pub struct Options {
     /// its indexes do not grow, and stall a batch, below these counts.
     pub accounts_capacity: usize,
     pub transfers_capacity: usize,
+    /// The configuration of a new ledger (a snapshot carries its own).
+    pub ledger: LedgerConfig,
 }
 
 impl Default for Options {
@@ -35,6 +38,7 @@ impl Default for Options {
             group_batches_max: 64,
             accounts_capacity: 0,
             transfers_capacity: 0,
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -60,6 +64,7 @@ pub struct Journal {
     /// Held for the journal's lifetime: the OS lock stops a second process.
     _lock: File,
     active: ActiveSegment,
+    history: History,
     next_sequence: u64,
     records_since_snapshot: u64,
     options: Options,
@@ -82,8 +87,10 @@ impl Journal {
         let listing = list_directory(directory)?;
         let mut report = RecoveryReport::default();
 
-        let (snapshot_sequence, mut ledger) = load_newest_snapshot(&listing.snapshots, &mut report);
+        let (snapshot_sequence, mut ledger) =
+            load_newest_snapshot(&listing.snapshots, options.ledger, &mut report);
         ledger.reserve(options.accounts_capacity, options.transfers_capacity);
+        let mut history = History::open(directory, ledger.transfer_count())?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let mut next_sequence = snapshot_sequence + 1;
         let mut active = None;
@@ -108,6 +115,7 @@ impl Journal {
                         detail: error.to_string(),
                     })?;
                 apply(&mut ledger, &batch);
+                history.collect(&ledger)?;
                 next_sequence += 1;
                 report.records_replayed += 1;
             }
@@ -116,6 +124,7 @@ impl Journal {
                 active = Some(ActiveSegment::reopen(path, scanned.valid_length)?);
             }
         }
+        history.write()?;
         let active = match active {
             Some(active) => active,
             None => ActiveSegment::create(directory, next_sequence)?,
@@ -127,6 +136,7 @@ impl Journal {
             directory: directory.to_path_buf(),
             _lock: lock,
             active,
+            history,
             next_sequence,
             records_since_snapshot: report.records_replayed,
             options,
@@ -162,6 +172,22 @@ impl Journal {
         Ok(())
     }
 
+    /// Takes the transfers a just-applied batch stored into the history
+    /// file's buffer; call after every batch, before the next one.
+    pub fn collect_history(&mut self, ledger: &Ledger) -> Result<(), JournalError> {
+        self.history.collect(ledger)
+    }
+
+    /// Writes the collected history (after each group).
+    pub fn write_history(&mut self) -> Result<(), JournalError> {
+        self.history.write()
+    }
+
+    /// A reader of the history file for other threads.
+    pub fn history_reader(&self) -> Result<crate::HistoryReader, JournalError> {
+        self.history.reader()
+    }
+
     pub fn snapshot_due(&self) -> bool {
         self.records_since_snapshot >= self.options.snapshot_every_records
     }
@@ -170,6 +196,15 @@ impl Journal {
     /// deletes the snapshots and log segments it makes unnecessary.
     pub fn snapshot(&mut self, ledger: &Ledger) -> Result<PathBuf, JournalError> {
         let sequence = self.next_sequence - 1;
+        // History first: a snapshot must never cover transfers that are
+        // only in the log segments it lets us delete.
+        self.history.collect(ledger)?;
+        self.history.sync()?;
+        assert_eq!(
+            self.history.count(),
+            ledger.transfer_count(),
+            "history holds every transfer"
+        );
         let path = snapshot::write(&self.directory, sequence, ledger)?;
         // New records go to a fresh segment so that every older one is covered.
         self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
@@ -272,6 +307,7 @@ fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
 /// The newest snapshot that reads back whole, or an empty ledger at 0.
 fn load_newest_snapshot(
     snapshots: &[(u64, PathBuf)],
+    config: LedgerConfig,
     report: &mut RecoveryReport,
 ) -> (u64, Ledger) {
     for (_, path) in snapshots.iter().rev() {
@@ -280,7 +316,7 @@ fn load_newest_snapshot(
             Err(_) => report.snapshots_skipped.push(path.clone()),
         }
     }
-    (0, Ledger::new())
+    (0, Ledger::with_config(config, 0, 0))
 }
 
 fn remove_file(path: &Path) -> Result<(), JournalError> {

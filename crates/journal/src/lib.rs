@@ -15,6 +15,7 @@
 
 pub mod codec;
 mod error;
+mod history;
 pub mod journal;
 mod snapshot;
 mod wal;
@@ -27,6 +28,7 @@ use ledger::{BATCH_EVENTS_MAX, BatchError, CreateAccountResult, CreateTransferRe
 
 pub use codec::{Batch, Command};
 pub use error::JournalError;
+pub use history::HistoryReader;
 pub use journal::{Journal, Options, RecoveryReport};
 
 /// The answer to one batch, given once it is durable and applied.
@@ -62,6 +64,7 @@ pub struct DurableLedger {
     ledger: Arc<RwLock<Ledger>>,
     stats: Arc<RwLock<WriterStats>>,
     writer: Option<JoinHandle<()>>,
+    history: HistoryReader,
 }
 
 impl DurableLedger {
@@ -71,6 +74,7 @@ impl DurableLedger {
     ) -> Result<(DurableLedger, RecoveryReport), JournalError> {
         let queue = options.queue_batches_max;
         let (journal, ledger, report) = Journal::open(directory, options)?;
+        let history = journal.history_reader()?;
         let ledger = Arc::new(RwLock::new(ledger));
         let stats = Arc::new(RwLock::new(WriterStats::default()));
         let (sender, receiver) = sync_channel(queue);
@@ -90,6 +94,7 @@ impl DurableLedger {
                 ledger,
                 stats,
                 writer: Some(writer),
+                history,
             },
             report,
         ))
@@ -109,6 +114,57 @@ impl DurableLedger {
     pub fn read<R>(&self, read: impl FnOnce(&Ledger) -> R) -> R {
         let ledger = self.ledger.read().unwrap_or_else(PoisonError::into_inner);
         read(&ledger)
+    }
+
+    /// The transfer at `position` (its place among all transfers ever
+    /// applied): from memory if it is still there, else from the history file.
+    pub fn stored_transfer(
+        &self,
+        position: u64,
+    ) -> Result<Option<ledger::StoredTransfer>, JournalError> {
+        let (in_memory, count) = self.read(|ledger| {
+            (
+                ledger.stored_transfer(position).copied(),
+                ledger.transfer_count(),
+            )
+        });
+        match in_memory {
+            Some(stored) => Ok(Some(stored)),
+            None if position < count => self.history.read(position).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An account's transfers, newest first, from memory and then from the
+    /// history file: at most `limit`, older than position `before` (`None`:
+    /// from the newest). Each with its position, the cursor for the next page.
+    pub fn account_history(
+        &self,
+        account_id: u128,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, ledger::Transfer)>, JournalError> {
+        let mut next = match before {
+            None => self.read(|ledger| ledger.last_transfer_of(account_id)),
+            Some(position) => match self.stored_transfer(position)? {
+                Some(stored) if involves(&stored.transfer, account_id) => {
+                    stored.previous_of(account_id)
+                }
+                _ => ledger::NO_TRANSFER,
+            },
+        };
+        let mut found = Vec::new();
+        while next != ledger::NO_TRANSFER && found.len() < limit {
+            let Some(stored) = self.stored_transfer(next)? else {
+                break;
+            };
+            if !involves(&stored.transfer, account_id) {
+                break;
+            }
+            found.push((next, stored.transfer));
+            next = stored.previous_of(account_id);
+        }
+        Ok(found)
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -189,9 +245,23 @@ fn write_loop(
         }
         let apply_started = std::time::Instant::now();
         let mut state = ledger.write().unwrap_or_else(PoisonError::into_inner);
+        let mut history_failure = None;
         for request in &loggable {
             let outcome = journal::apply(&mut state, &request.batch);
+            if let Err(error) = journal.collect_history(&state) {
+                history_failure = Some(error.to_string());
+            }
             let _ = request.reply.send(Ok(outcome));
+        }
+        if let Err(error) = journal.write_history() {
+            history_failure = Some(error.to_string());
+        }
+        if let Some(reason) = history_failure {
+            // Every batch is still in the log; stop before a snapshot could
+            // let the log go while the history is not on disk.
+            eprintln!("zhifu journal: history file failed, no more writes: {reason}");
+            failure = Some(reason);
+            continue;
         }
         let apply_us = apply_started.elapsed().as_micros() as u64;
         let mut snapshots = 0;
@@ -218,4 +288,8 @@ fn batch_len(batch: &Batch) -> usize {
         Command::CreateAccounts(events) => events.len(),
         Command::CreateTransfers(events) => events.len(),
     }
+}
+
+fn involves(transfer: &ledger::Transfer, account_id: u128) -> bool {
+    transfer.debit_account_id == account_id || transfer.credit_account_id == account_id
 }

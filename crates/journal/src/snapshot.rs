@@ -3,22 +3,24 @@
 //!
 //! `snapshot-<sequence, 20 digits>.snap`: a 40-byte header (magic `ZSNP`,
 //! version, sequence, body length, body CRC-32C, ledger digest, header
-//! CRC-32C) and a body (last timestamp, accounts, transfers in order,
-//! pending records). Written to a `.tmp` file, synced, renamed, and the
+//! CRC-32C) and a body (ledger configuration, last timestamp, first position
+//! in memory, accounts with their history heads, the transfers in memory
+//! with their back-links, pending records with their transfers). Written to a `.tmp` file, synced, renamed, and the
 //! directory synced, so a snapshot either exists whole or not at all.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use ledger::Ledger;
+use ledger::{Ledger, LedgerConfig, LedgerImage};
 
-use crate::codec::{self, ACCOUNT_BYTES, PENDING_BYTES, Reader, TRANSFER_BYTES, Writer};
+use crate::codec::{self, ACCOUNT_BYTES, PENDING_BYTES, Reader, STORED_BYTES, Writer};
 use crate::error::{JournalError, io_error};
 use crate::wal::sync_directory;
 
 const MAGIC: [u8; 4] = *b"ZSNP";
-const VERSION: u32 = 1;
+/// 2: transfer windows, account history heads, pending bodies.
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 40;
 
 pub(crate) fn snapshot_name(sequence: u64) -> String {
@@ -40,14 +42,20 @@ pub(crate) fn write(
 ) -> Result<PathBuf, JournalError> {
     let mut body = Vec::new();
     let mut w = Writer(&mut body);
+    let config = ledger.config();
+    w.u8(u8::from(config.id_horizon_ns.is_some()));
+    w.u64(config.id_horizon_ns.unwrap_or(0));
     w.u64(ledger.last_timestamp());
+    w.u64(ledger.first_position_in_memory());
     w.u64(ledger.accounts().len() as u64);
     for account in ledger.accounts() {
         codec::write_account(&mut w, account);
+        w.u64(ledger.last_transfer_of(account.id));
     }
-    w.u64(ledger.stats().transfers);
-    for transfer in ledger.transfers_in_order() {
-        codec::write_transfer(&mut w, transfer);
+    let in_memory = ledger.transfer_count() - ledger.first_position_in_memory();
+    w.u64(in_memory);
+    for stored in ledger.stored_transfers_from(0) {
+        codec::write_stored(&mut w, stored);
     }
     let pending = ledger.pending_records();
     w.u64(pending.len() as u64);
@@ -119,37 +127,56 @@ pub(crate) fn read(path: &Path) -> Result<(u64, Ledger), JournalError> {
             "snapshot body checksum mismatch",
         ));
     }
-    let bad_body = |error: codec::DecodeError| JournalError::BadSnapshot {
+    let bad = |detail: String| JournalError::BadSnapshot {
         path: path.to_path_buf(),
-        detail: error.to_string(),
+        detail,
     };
-    let mut r = Reader::new(body, "snapshot body");
-    let last_timestamp = r.u64().map_err(bad_body)?;
-    let account_count = r.count(ACCOUNT_BYTES).map_err(bad_body)?;
-    let mut accounts = Vec::with_capacity(account_count);
-    for _ in 0..account_count {
-        accounts.push(codec::read_account(&mut r).map_err(bad_body)?);
-    }
-    let transfer_count = r.count(TRANSFER_BYTES).map_err(bad_body)?;
-    let mut transfers = Vec::with_capacity(transfer_count);
-    for _ in 0..transfer_count {
-        transfers.push(codec::read_transfer(&mut r).map_err(bad_body)?);
-    }
-    let pending_count = r.count(PENDING_BYTES).map_err(bad_body)?;
-    let mut pending = Vec::with_capacity(pending_count);
-    for _ in 0..pending_count {
-        pending.push(codec::read_pending(&mut r).map_err(bad_body)?);
-    }
-    let ledger = Ledger::restore(accounts, transfers.into_iter(), pending, last_timestamp)
-        .map_err(|error| JournalError::BadSnapshot {
-            path: path.to_path_buf(),
-            detail: error.to_string(),
-        })?;
+    let image = read_image(body).map_err(|error| bad(error.to_string()))?;
+    let ledger = Ledger::restore(image).map_err(|error| bad(error.to_string()))?;
     if ledger.digest() != digest {
-        return Err(JournalError::BadSnapshot {
-            path: path.to_path_buf(),
-            detail: "the rebuilt ledger's digest differs from the one recorded".to_string(),
-        });
+        return Err(bad(
+            "the rebuilt ledger's digest differs from the one recorded".to_string(),
+        ));
     }
     Ok((sequence, ledger))
+}
+
+fn read_image(body: &[u8]) -> Result<LedgerImage, codec::DecodeError> {
+    let mut r = Reader::new(body, "snapshot body");
+    let has_horizon = r.u8()? == 1;
+    let horizon = r.u64()?;
+    let config = LedgerConfig {
+        id_horizon_ns: has_horizon.then_some(horizon),
+    };
+    let last_timestamp = r.u64()?;
+    let first_position = r.u64()?;
+    let account_count = r.count(ACCOUNT_BYTES + 8)?;
+    let mut accounts = Vec::with_capacity(account_count);
+    for _ in 0..account_count {
+        let account = codec::read_account(&mut r)?;
+        accounts.push((account, r.u64()?));
+    }
+    let transfer_count = r.count(STORED_BYTES)?;
+    let mut transfers = Vec::with_capacity(transfer_count);
+    for _ in 0..transfer_count {
+        transfers.push(codec::read_stored(&mut r)?);
+    }
+    let pending_count = r.count(PENDING_BYTES)?;
+    let mut pending = Vec::with_capacity(pending_count);
+    for _ in 0..pending_count {
+        pending.push(codec::read_pending(&mut r)?);
+    }
+    if !r.is_empty() {
+        return Err(codec::DecodeError {
+            what: "snapshot body (trailing bytes)",
+        });
+    }
+    Ok(LedgerImage {
+        config,
+        last_timestamp,
+        accounts,
+        first_position,
+        transfers,
+        pending,
+    })
 }

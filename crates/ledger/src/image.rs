@@ -4,15 +4,33 @@
 use std::hash::{Hash, Hasher};
 
 use crate::account::Account;
-use crate::state::Ledger;
+use crate::state::{Ledger, LedgerConfig};
+use crate::store::StoredTransfer;
 use crate::transfer::{PendingStatus, Transfer};
 
-/// One pending transfer's status and expiry (0: never), by id.
+/// One pending transfer's status and expiry (0: never), by id, with the
+/// pending transfer itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PendingRecord {
     pub id: u128,
     pub status: PendingStatus,
     pub expires_at: u64,
+    pub transfer: Transfer,
+}
+
+/// The whole state of a ledger as plain data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerImage {
+    pub config: LedgerConfig,
+    pub last_timestamp: u64,
+    /// Accounts in creation order, each with the position of its newest transfer.
+    pub accounts: Vec<(Account, u64)>,
+    /// The position of the first transfer in memory (a chunk boundary).
+    pub first_position: u64,
+    /// The transfers in memory, in position order from `first_position`.
+    pub transfers: Vec<StoredTransfer>,
+    /// Pending transfers by id, in id order.
+    pub pending: Vec<PendingRecord>,
 }
 
 /// Why an image cannot be a ledger.
@@ -69,9 +87,20 @@ impl std::fmt::Display for ImageError {
 impl std::error::Error for ImageError {}
 
 impl Ledger {
-    /// Every stored transfer, in the order applied.
-    pub fn transfers_in_order(&self) -> impl Iterator<Item = &Transfer> + '_ {
-        self.transfer_store().iter()
+    /// The ledger's state as plain data (copies the transfers in memory).
+    pub fn image(&self) -> LedgerImage {
+        LedgerImage {
+            config: self.config(),
+            last_timestamp: self.last_timestamp(),
+            accounts: self
+                .accounts()
+                .iter()
+                .map(|a| (*a, self.last_transfer_of(a.id)))
+                .collect(),
+            first_position: self.first_position_in_memory(),
+            transfers: self.stored_transfers_from(0).copied().collect(),
+            pending: self.pending_records(),
+        }
     }
 
     /// Every pending transfer's status, ordered by id (deterministic).
@@ -81,25 +110,25 @@ impl Ledger {
         records
     }
 
-    /// Rebuilds a ledger from the parts of an image. The result is checked:
-    /// every reference resolves and debits equal credits.
-    pub fn restore(
-        accounts: Vec<Account>,
-        transfers: impl ExactSizeIterator<Item = Transfer>,
-        pending: Vec<PendingRecord>,
-        last_timestamp: u64,
-    ) -> Result<Ledger, ImageError> {
-        let mut ledger = Ledger::with_capacity(accounts.len(), transfers.len());
-        for account in accounts {
-            ledger.restore_account(account)?;
+    /// Rebuilds a ledger from an image. The result is checked: every
+    /// reference resolves and debits equal credits.
+    pub fn restore(image: LedgerImage) -> Result<Ledger, ImageError> {
+        let mut ledger = Ledger::empty_for_image(
+            image.config,
+            image.accounts.len(),
+            image.first_position,
+            image.transfers.len(),
+        );
+        for (account, last_transfer) in image.accounts {
+            ledger.restore_account(account, last_transfer)?;
         }
-        for transfer in transfers {
-            ledger.restore_transfer(transfer)?;
+        for stored in image.transfers {
+            ledger.restore_stored(stored)?;
         }
-        for record in pending {
+        for record in image.pending {
             ledger.restore_pending(record)?;
         }
-        ledger.set_last_timestamp(last_timestamp);
+        ledger.set_last_timestamp(image.last_timestamp);
         ledger
             .check_conservation()
             .map_err(|error| ImageError::Unbalanced(error.to_string()))?;
@@ -110,10 +139,16 @@ impl Ledger {
     /// build of zhifu; the hash function is not promised across versions).
     pub fn digest(&self) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
+        self.config().hash(&mut hasher);
         self.last_timestamp().hash(&mut hasher);
-        self.accounts().hash(&mut hasher);
-        for transfer in self.transfers_in_order() {
-            transfer.hash(&mut hasher);
+        for account in self.accounts() {
+            account.hash(&mut hasher);
+            self.last_transfer_of(account.id).hash(&mut hasher);
+        }
+        self.first_position_in_memory().hash(&mut hasher);
+        self.transfer_count().hash(&mut hasher);
+        for stored in self.stored_transfers_from(0) {
+            stored.hash(&mut hasher);
         }
         self.pending_records().hash(&mut hasher);
         hasher.finish()

@@ -23,7 +23,7 @@ const SLOTS_MIN: usize = 1 << 10;
 
 pub(crate) struct IdIndex {
     ids: Vec<u128>,
-    values: Vec<u32>,
+    values: Vec<u64>,
     len: usize,
     mask: usize,
 }
@@ -42,18 +42,18 @@ impl IdIndex {
             .max(SLOTS_MIN);
         IdIndex {
             ids: vec![EMPTY; slots],
-            values: vec![u32::MAX; slots],
+            values: vec![u64::MAX; slots],
             len: 0,
             mask: slots - 1,
         }
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.ids.len() * size_of::<u128>() + self.values.len() * size_of::<u32>()
+        self.ids.len() * size_of::<u128>() + self.values.len() * size_of::<u64>()
     }
 
     /// The value stored for `id`; `None` for `u128::MAX`, which is never stored.
-    pub fn get(&self, id: u128) -> Option<u32> {
+    pub fn get(&self, id: u128) -> Option<u64> {
         if id == EMPTY {
             return None;
         }
@@ -68,7 +68,7 @@ impl IdIndex {
     }
 
     /// Inserts an id that is not in the index.
-    pub fn insert(&mut self, id: u128, value: u32) {
+    pub fn insert(&mut self, id: u128, value: u64) {
         assert_ne!(id, EMPTY, "u128::MAX marks empty slots");
         if (self.len + 1) * 2 > self.ids.len() {
             self.grow();
@@ -83,7 +83,7 @@ impl IdIndex {
         self.len += 1;
     }
 
-    pub fn remove(&mut self, id: u128) -> Option<u32> {
+    pub fn remove(&mut self, id: u128) -> Option<u64> {
         let mut slot = self.home(id);
         loop {
             match self.ids[slot] {
@@ -175,13 +175,13 @@ mod tests {
         #[test]
         fn behaves_like_a_map(operations in prop::collection::vec((any::<bool>(), 1u128..3000), 1..3000)) {
             let mut index = IdIndex::with_capacity(4);
-            let mut model: HashMap<u128, u32> = HashMap::new();
+            let mut model: HashMap<u128, u64> = HashMap::new();
             for (step, (insert, id)) in operations.into_iter().enumerate() {
                 // Crowd ids into few home slots to get long probe runs.
                 let id = id << 100 | id;
                 if insert && !model.contains_key(&id) {
-                    index.insert(id, step as u32);
-                    model.insert(id, step as u32);
+                    index.insert(id, step as u64);
+                    model.insert(id, step as u64);
                 } else {
                     prop_assert_eq!(index.remove(id), model.remove(&id));
                 }

@@ -45,9 +45,10 @@ pub mod transfer;
 
 pub use account::{Account, AccountFlags, NewAccount};
 pub use check::{ConservationError, LedgerTotals};
-pub use image::{ImageError, PendingRecord};
+pub use image::{ImageError, LedgerImage, PendingRecord};
 pub use result::{BatchError, CreateAccountResult, CreateTransferResult};
-pub use state::{Ledger, LedgerStats};
+pub use state::{Ledger, LedgerConfig, LedgerStats};
+pub use store::{NO_TRANSFER, StoredTransfer};
 pub use transfer::{PendingStatus, Transfer, TransferFlags};
 
 /// The most events one batch may carry. TigerBeetle's limit (what fits a 1 MiB

@@ -93,6 +93,8 @@ result_enum! {
         TimestampMustBeZero => "timestamp_must_be_zero",
         IdMustNotBeZero => "id_must_not_be_zero",
         IdMustNotBeIntMax => "id_must_not_be_int_max",
+        IdExpired => "id_expired",
+        IdTimeInTheFuture => "id_time_in_the_future",
         FlagsAreMutuallyExclusive => "flags_are_mutually_exclusive",
         DebitAccountIdMustNotBeZero => "debit_account_id_must_not_be_zero",
         CreditAccountIdMustNotBeZero => "credit_account_id_must_not_be_zero",

@@ -21,12 +21,27 @@ use crate::{AMOUNT_MAX, Amount, BATCH_EVENTS_MAX, NANOS_PER_SECOND};
 /// lines are still in cache when the events are applied.
 const WARM_WINDOW_EVENTS: usize = 512;
 
-/// A pending transfer's state beside the immutable transfer itself.
+/// A pending transfer's state, with a copy of the transfer itself: an open
+/// hold (an escrow) can outlive the window of transfers kept in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PendingEntry {
     status: PendingStatus,
     /// Ledger nanoseconds at which the hold is released; 0: never.
     expires_at: u64,
+    transfer: Transfer,
+}
+
+/// How the ledger is set up; fixed for its lifetime (a snapshot records it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LedgerConfig {
+    /// With a horizon, transfer ids carry their creation time (the high 64
+    /// bits, in the ledger's nanoseconds), an id older than the horizon or
+    /// newer than the event is refused, and transfers older than the horizon
+    /// leave memory (the journal keeps them in its history file). Together
+    /// these keep idempotency exact while memory holds only recent history:
+    /// a retry of an evicted transfer is always refused as expired, never
+    /// applied twice. `None`: every transfer stays in memory.
+    pub id_horizon_ns: Option<u64>,
 }
 
 /// What must be put back when a linked chain fails part-way.
@@ -36,7 +51,7 @@ enum Undo {
     AccountBalances { index: u32, balances: Balances },
     TransferInserted,
     PendingInserted { id: u128 },
-    PendingResolved { id: u128, previous: PendingEntry },
+    PendingResolved { id: u128, previous: PendingStatus },
 }
 
 /// Counts of what the ledger holds.
@@ -51,13 +66,15 @@ pub struct LedgerStats {
 /// batches in order; determinism makes replicas and recovery replays agree.
 #[derive(Default)]
 pub struct Ledger {
+    config: LedgerConfig,
     accounts: Vec<Account>,
     account_index: HashMap<u128, u32>,
     transfers: TransferStore,
-    /// Per account (by index), its newest transfer: the head of its history.
-    account_last_transfer: Vec<u32>,
-    /// Every pending transfer ever created, by id: needed to refuse a second
-    /// post or void after the first.
+    /// Per account (by index), the position of its newest transfer: the
+    /// head of its history.
+    account_last_transfer: Vec<u64>,
+    /// Every pending transfer in the window, and every open one, by id:
+    /// needed to refuse a second post or void after the first.
     pending: HashMap<u128, PendingEntry>,
     /// Open pending transfers with a timeout, ordered by when they expire.
     expiries: BTreeSet<(u64, u128)>,
@@ -101,7 +118,13 @@ impl Ledger {
     /// A ledger with room reserved for this many accounts and transfers, so
     /// that its indexes never rehash (and stall a batch) below those counts.
     pub fn with_capacity(accounts: usize, transfers: usize) -> Ledger {
+        Ledger::with_config(LedgerConfig::default(), accounts, transfers)
+    }
+
+    /// A ledger with this configuration and room reserved (see `with_capacity`).
+    pub fn with_config(config: LedgerConfig, accounts: usize, transfers: usize) -> Ledger {
         Ledger {
+            config,
             accounts: Vec::with_capacity(accounts),
             account_index: HashMap::with_capacity(accounts),
             account_last_transfer: Vec::with_capacity(accounts),
@@ -149,6 +172,9 @@ impl Ledger {
         let timestamp_first = self.reserve_timestamps(timestamp, events.len())?;
         let timestamp_last = timestamp_first + events.len().saturating_sub(1) as u64;
         self.expire_pending_transfers(timestamp_last);
+        if let Some(horizon) = self.config.id_horizon_ns {
+            self.evict_older_than(timestamp_first.saturating_sub(horizon));
+        }
         Ok(self.apply_chains(
             events,
             timestamp_first,
@@ -180,9 +206,20 @@ impl Ledger {
         Some(&self.accounts[index as usize])
     }
 
+    /// A transfer by id, if it is in memory (with an id horizon, older
+    /// transfers are in the journal's history file).
     pub fn transfer(&self, id: u128) -> Option<&Transfer> {
-        let index = self.transfers.index_of(id)?;
-        Some(&self.transfers.get(index).transfer)
+        let position = self.transfers.position_of(id)?;
+        Some(&self.transfers.get(position)?.transfer)
+    }
+
+    /// The position of a transfer in memory: its place among all transfers.
+    pub fn transfer_position(&self, id: u128) -> Option<u64> {
+        self.transfers.position_of(id)
+    }
+
+    pub fn config(&self) -> LedgerConfig {
+        self.config
     }
 
     /// The status of a pending transfer, `None` if `id` is not one.
@@ -219,9 +256,12 @@ impl Ledger {
     ) -> Vec<Transfer> {
         let start = match before_id {
             None => self.last_transfer_of(account_id),
-            Some(id) => match self.transfers.index_of(id) {
-                Some(index) => {
-                    let stored = self.transfers.get(index);
+            Some(id) => match self
+                .transfers
+                .position_of(id)
+                .and_then(|p| self.transfers.get(p))
+            {
+                Some(stored) => {
                     let involved = stored.transfer.debit_account_id == account_id
                         || stored.transfer.credit_account_id == account_id;
                     if involved {
@@ -236,24 +276,62 @@ impl Ledger {
         self.history(account_id, start).take(limit).collect()
     }
 
-    fn last_transfer_of(&self, account_id: u128) -> u32 {
+    /// The position of an account's newest transfer (`NO_TRANSFER`: none).
+    pub fn last_transfer_of(&self, account_id: u128) -> u64 {
         match self.account_index.get(&account_id) {
             Some(&index) => self.account_last_transfer[index as usize],
             None => NO_TRANSFER,
         }
     }
 
-    /// An account's transfers from the one at `start` back to its first.
-    fn history(&self, account_id: u128, start: u32) -> impl Iterator<Item = Transfer> + '_ {
+    /// An account's transfers from the one at `start` back to its first,
+    /// or to the oldest one still in memory.
+    fn history(&self, account_id: u128, start: u64) -> impl Iterator<Item = Transfer> + '_ {
         let mut next = start;
         std::iter::from_fn(move || {
-            if next == NO_TRANSFER {
-                return None;
-            }
-            let stored = self.transfers.get(next);
+            let stored = self.transfers.get(next)?;
             next = stored.previous_of(account_id);
             Some(stored.transfer)
         })
+    }
+
+    /// The stored transfer at `position`, if it is in memory.
+    pub fn stored_transfer(&self, position: u64) -> Option<&StoredTransfer> {
+        self.transfers.get(position)
+    }
+
+    /// The stored transfers in memory from `position` on, oldest first.
+    pub fn stored_transfers_from(
+        &self,
+        position: u64,
+    ) -> impl Iterator<Item = &StoredTransfer> + '_ {
+        self.transfers.iter_from(position)
+    }
+
+    /// Transfers ever stored: the position the next one will get.
+    pub fn transfer_count(&self) -> u64 {
+        self.transfers.len()
+    }
+
+    /// The oldest position still in memory.
+    pub fn first_position_in_memory(&self) -> u64 {
+        self.transfers.first()
+    }
+
+    /// Drops from memory the chunks of transfers applied before `cutoff`;
+    /// resolved pending transfers among them are forgotten, open ones keep
+    /// their entry (which holds a copy of the transfer).
+    fn evict_older_than(&mut self, cutoff: u64) {
+        let pending = &mut self.pending;
+        while self.transfers.evict_oldest_chunk(cutoff, |transfer| {
+            if transfer.flags.contains(TransferFlags::PENDING)
+                && pending
+                    .get(&transfer.id)
+                    .is_some_and(|entry| entry.status != PendingStatus::Pending)
+            {
+                pending.remove(&transfer.id);
+            }
+        }) {}
     }
 
     /// All accounts, in creation order.
@@ -264,7 +342,7 @@ impl Ledger {
     pub fn stats(&self) -> LedgerStats {
         LedgerStats {
             accounts: self.accounts.len() as u64,
-            transfers: u64::from(self.transfers.len()),
+            transfers: self.transfers.len(),
             pending_open: self
                 .pending
                 .values()
@@ -282,7 +360,7 @@ impl Ledger {
         let expiry_entry = size_of::<(u64, u128)>();
         self.accounts.capacity() * size_of::<Account>()
             + self.account_index.capacity() * account_entry
-            + self.account_last_transfer.capacity() * size_of::<u32>()
+            + self.account_last_transfer.capacity() * size_of::<u64>()
             + self.transfers.memory_bytes()
             + self.pending.capacity() * pending_entry
             + self.expiries.len() * expiry_entry
@@ -292,10 +370,6 @@ impl Ledger {
         self.last_timestamp
     }
 
-    pub(crate) fn transfer_store(&self) -> &TransferStore {
-        &self.transfers
-    }
-
     pub(crate) fn pending_entries(&self) -> Vec<PendingRecord> {
         self.pending
             .iter()
@@ -303,6 +377,7 @@ impl Ledger {
                 id,
                 status: entry.status,
                 expires_at: entry.expires_at,
+                transfer: entry.transfer,
             })
             .collect()
     }
@@ -311,7 +386,11 @@ impl Ledger {
         self.last_timestamp = timestamp;
     }
 
-    pub(crate) fn restore_account(&mut self, account: Account) -> Result<(), ImageError> {
+    pub(crate) fn restore_account(
+        &mut self,
+        account: Account,
+        last_transfer: u64,
+    ) -> Result<(), ImageError> {
         if account.id == 0 || account.id == u128::MAX {
             return Err(ImageError::InvalidId { id: account.id });
         }
@@ -321,49 +400,63 @@ impl Ledger {
         let index = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
         self.account_index.insert(account.id, index);
         self.accounts.push(account);
-        self.account_last_transfer.push(NO_TRANSFER);
+        self.account_last_transfer.push(last_transfer);
         Ok(())
     }
 
-    pub(crate) fn restore_transfer(&mut self, transfer: Transfer) -> Result<(), ImageError> {
+    pub(crate) fn restore_stored(&mut self, stored: StoredTransfer) -> Result<(), ImageError> {
+        let transfer = stored.transfer;
         if transfer.id == 0 || transfer.id == u128::MAX {
             return Err(ImageError::InvalidId { id: transfer.id });
         }
-        if self.transfers.index_of(transfer.id).is_some() {
+        if self.transfers.position_of(transfer.id).is_some() {
             return Err(ImageError::DuplicateTransfer { id: transfer.id });
         }
-        let mut indexes = [0u32; 2];
-        for (slot, account_id) in [transfer.debit_account_id, transfer.credit_account_id]
-            .into_iter()
-            .enumerate()
-        {
-            indexes[slot] =
-                *self
-                    .account_index
-                    .get(&account_id)
-                    .ok_or(ImageError::TransferAccountMissing {
-                        transfer_id: transfer.id,
-                        account_id,
-                    })?;
+        for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
+            if !self.account_index.contains_key(&account_id) {
+                return Err(ImageError::TransferAccountMissing {
+                    transfer_id: transfer.id,
+                    account_id,
+                });
+            }
         }
-        self.insert_transfer(transfer, indexes[0], indexes[1]);
-        self.undo.clear();
+        self.transfers.push(stored);
         Ok(())
     }
 
     pub(crate) fn restore_pending(&mut self, record: PendingRecord) -> Result<(), ImageError> {
-        if self.transfers.index_of(record.id).is_none() {
+        if record.transfer.id != record.id
+            || !record.transfer.flags.contains(TransferFlags::PENDING)
+        {
             return Err(ImageError::PendingTransferMissing { id: record.id });
         }
         let entry = PendingEntry {
             status: record.status,
             expires_at: record.expires_at,
+            transfer: record.transfer,
         };
         self.pending.insert(record.id, entry);
         if record.status == PendingStatus::Pending && record.expires_at != 0 {
             self.expiries.insert((record.expires_at, record.id));
         }
         Ok(())
+    }
+
+    /// A ledger whose transfer window starts at `first_position`.
+    pub(crate) fn empty_for_image(
+        config: LedgerConfig,
+        accounts: usize,
+        first_position: u64,
+        transfers: usize,
+    ) -> Ledger {
+        Ledger {
+            config,
+            accounts: Vec::with_capacity(accounts),
+            account_index: HashMap::with_capacity(accounts),
+            account_last_transfer: Vec::with_capacity(accounts),
+            transfers: TransferStore::starting_at(first_position, transfers),
+            ..Ledger::default()
+        }
     }
 
     /// Event timestamps strictly increase even if the caller's clock does not,
@@ -470,10 +563,14 @@ impl Ledger {
                     self.expiries.remove(&(entry.expires_at, id));
                 }
                 Undo::PendingResolved { id, previous } => {
-                    if previous.expires_at != 0 {
-                        self.expiries.insert((previous.expires_at, id));
+                    let entry = self
+                        .pending
+                        .get_mut(&id)
+                        .expect("undo: a resolved transfer has its entry");
+                    entry.status = previous;
+                    if entry.expires_at != 0 {
+                        self.expiries.insert((entry.expires_at, id));
                     }
-                    self.pending.insert(id, previous);
                 }
             }
         }
@@ -523,6 +620,15 @@ impl Ledger {
         }
         if event.id == u128::MAX {
             return R::IdMustNotBeIntMax;
+        }
+        if let Some(horizon) = self.config.id_horizon_ns {
+            let id_time = (event.id >> 64) as u64;
+            if id_time > timestamp {
+                return R::IdTimeInTheFuture;
+            }
+            if id_time.saturating_add(horizon) < timestamp {
+                return R::IdExpired;
+            }
         }
         if flags_are_mutually_exclusive(event.flags) {
             return R::FlagsAreMutuallyExclusive;
@@ -597,6 +703,11 @@ impl Ledger {
             let entry = PendingEntry {
                 status: PendingStatus::Pending,
                 expires_at,
+                transfer: Transfer {
+                    amount,
+                    timestamp,
+                    ..*event
+                },
             };
             self.pending.insert(event.id, entry);
             if expires_at != 0 {
@@ -631,12 +742,13 @@ impl Ledger {
         if let Some(existing) = self.transfer(event.id) {
             return resolution_exists(event, existing);
         }
-        let Some(pending) = self.transfer(event.pending_id).copied() else {
-            return R::PendingTransferNotFound;
+        let pending = match self.pending.get(&event.pending_id) {
+            Some(entry) => entry.transfer,
+            None if self.transfer(event.pending_id).is_some() => {
+                return R::PendingTransferNotPending;
+            }
+            None => return R::PendingTransferNotFound,
         };
-        if !pending.flags.contains(TransferFlags::PENDING) {
-            return R::PendingTransferNotPending;
-        }
         if let Err(result) = check_resolution_matches(event, &pending) {
             return result;
         }
@@ -724,9 +836,11 @@ impl Ledger {
     }
 
     fn release_expired(&mut self, id: u128) {
-        let transfer = *self
-            .transfer(id)
-            .expect("an expiring pending transfer is stored");
+        let transfer = self
+            .pending
+            .get(&id)
+            .expect("an expiring transfer has a pending entry")
+            .transfer;
         let debit_index = self.account_index[&transfer.debit_account_id] as usize;
         let credit_index = self.account_index[&transfer.credit_account_id] as usize;
         let debit = &mut self.accounts[debit_index];
@@ -756,10 +870,10 @@ impl Ledger {
             .pending
             .get_mut(&id)
             .expect("a resolved transfer has a pending entry");
-        let previous = *entry;
+        let previous = entry.status;
         entry.status = status;
-        if previous.expires_at != 0 {
-            self.expiries.remove(&(previous.expires_at, id));
+        if entry.expires_at != 0 {
+            self.expiries.remove(&(entry.expires_at, id));
         }
         self.undo.push(Undo::PendingResolved { id, previous });
     }

@@ -1,33 +1,39 @@
-//! Transfer storage inside the ledger: bodies in fixed-size chunks (growing
+//! Transfer storage inside the ledger: the window of recent transfers.
+//!
+//! Bodies sit in fixed-size chunks (growing never copies what is stored, so
+//! a batch never stalls on a reallocation of gigabytes), found by id through
+//! [`IdIndex`]. Every stored transfer has a position: its place in the order
+//! of all transfers ever applied, from 0. An account's history is a chain of
+//! back-links (positions) through its transfers. With an id horizon the
+//! oldest chunks are evicted, so memory holds a window of positions
+//! `first..len`; older transfers live on in the journal's history file, at
+//! the same positions.
 
-//! never copies what is stored, so a batch never stalls on a reallocation of
-//! gigabytes), an id index, and per-account history as back-links.
+use std::collections::VecDeque;
 
 use crate::index::IdIndex;
-
-use crate::transfer::Transfer;
+use crate::transfer::{Transfer, TransferFlags};
 
 /// Transfers per chunk: 16,384 × 144 bytes ≈ 2.3 MiB, small enough that a
-/// new chunk is cheap to allocate and map, large enough that the chunk table
-/// stays tiny (7,000 entries for 100 million transfers).
-const CHUNK_TRANSFERS: usize = 1 << 14;
+/// new chunk is cheap to allocate and map, and the unit of eviction.
+pub(crate) const CHUNK_TRANSFERS: usize = 1 << 14;
 
 /// "No transfer": the end of an account's back-links.
-pub(crate) const NO_TRANSFER: u32 = u32::MAX;
+pub const NO_TRANSFER: u64 = u64::MAX;
 
-/// A stored transfer and, for each of its two accounts, the account's
-/// previous transfer (so that an account's history is a linked list through
-/// the transfers themselves instead of a growing list per account).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct StoredTransfer {
+/// A stored transfer and, for each of its two accounts, the position of the
+/// account's previous transfer (so that an account's history is a linked
+/// list through the transfers themselves instead of a growing list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StoredTransfer {
     pub transfer: Transfer,
-    pub previous_of_debit: u32,
-    pub previous_of_credit: u32,
+    pub previous_of_debit: u64,
+    pub previous_of_credit: u64,
 }
 
 impl StoredTransfer {
-    /// The transfer before this one in `account_id`'s history.
-    pub fn previous_of(&self, account_id: u128) -> u32 {
+    /// The position of the transfer before this one in `account_id`'s history.
+    pub fn previous_of(&self, account_id: u128) -> u64 {
         if self.transfer.debit_account_id == account_id {
             self.previous_of_debit
         } else {
@@ -35,16 +41,6 @@ impl StoredTransfer {
             self.previous_of_credit
         }
     }
-}
-
-/// Chunks are allocated whole and written at once, so that their pages are
-/// mapped when the chunk is made (with `with_capacity`: at start), not by a
-/// page fault in the middle of a batch.
-#[derive(Default)]
-pub(crate) struct TransferStore {
-    chunks: Vec<Box<[StoredTransfer]>>,
-    len: u32,
-    index: IdIndex,
 }
 
 const EMPTY: StoredTransfer = StoredTransfer {
@@ -58,78 +54,106 @@ const EMPTY: StoredTransfer = StoredTransfer {
         timeout_seconds: 0,
         ledger: 0,
         code: 0,
-        flags: crate::TransferFlags::empty(),
+        flags: TransferFlags::empty(),
         timestamp: 0,
     },
     previous_of_debit: NO_TRANSFER,
     previous_of_credit: NO_TRANSFER,
 };
 
+/// Chunks are allocated whole and written at once (`EMPTY` is not all
+/// zeroes), so that their pages are mapped when the chunk is made, not by a
+/// page fault in the middle of a batch; evicted chunks are kept for reuse.
 fn new_chunk() -> Box<[StoredTransfer]> {
     vec![EMPTY; CHUNK_TRANSFERS].into_boxed_slice()
 }
 
+#[derive(Default)]
+pub(crate) struct TransferStore {
+    chunks: VecDeque<Box<[StoredTransfer]>>,
+    /// Mapped chunks waiting to be used (reserved or evicted).
+    spare: Vec<Box<[StoredTransfer]>>,
+    /// Position of the first transfer in memory (a multiple of the chunk size).
+    first: u64,
+    /// Position the next transfer will get: transfers ever stored.
+    len: u64,
+    index: IdIndex,
+}
+
 impl TransferStore {
     pub fn with_capacity(transfers: usize) -> TransferStore {
-        let chunks = (0..transfers.div_ceil(CHUNK_TRANSFERS))
-            .map(|_| new_chunk())
-            .collect();
-        TransferStore {
-            chunks,
-            len: 0,
-            index: IdIndex::with_capacity(transfers),
-        }
+        let mut store = TransferStore::default();
+        store.reserve(transfers);
+        store
     }
 
-    /// Makes room for `transfers` in all (pre-mapped, see `with_capacity`).
+    /// A store whose window starts at `first` (restoring from an image).
+    pub fn starting_at(first: u64, transfers: usize) -> TransferStore {
+        assert_eq!(
+            first % CHUNK_TRANSFERS as u64,
+            0,
+            "windows start at a chunk boundary"
+        );
+        let mut store = TransferStore::with_capacity(transfers);
+        store.first = first;
+        store.len = first;
+        store
+    }
+
+    /// Makes room for `transfers` in memory (pre-mapped).
     pub fn reserve(&mut self, transfers: usize) {
         self.index.reserve(transfers);
-        while self.chunks.len() < transfers.div_ceil(CHUNK_TRANSFERS) {
-            self.chunks.push(new_chunk());
+        while (self.chunks.len() + self.spare.len()) * CHUNK_TRANSFERS < transfers {
+            self.spare.push(new_chunk());
         }
     }
 
     /// Bytes allocated for bodies and index.
     pub fn memory_bytes(&self) -> usize {
-        self.chunks.len() * CHUNK_TRANSFERS * size_of::<StoredTransfer>()
+        (self.chunks.len() + self.spare.len()) * CHUNK_TRANSFERS * size_of::<StoredTransfer>()
             + self.index.memory_bytes()
     }
 
-    pub fn len(&self) -> u32 {
+    /// Transfers ever stored (the next position).
+    pub fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn get(&self, index: u32) -> &StoredTransfer {
-        let index = index as usize;
-        &self.chunks[index / CHUNK_TRANSFERS][index % CHUNK_TRANSFERS]
+    /// The first position still in memory.
+    pub fn first(&self) -> u64 {
+        self.first
     }
 
-    pub fn index_of(&self, id: u128) -> Option<u32> {
+    /// The transfer at `position`, if it is in memory.
+    pub fn get(&self, position: u64) -> Option<&StoredTransfer> {
+        if position < self.first || position >= self.len {
+            return None;
+        }
+        let offset = (position - self.first) as usize;
+        Some(&self.chunks[offset / CHUNK_TRANSFERS][offset % CHUNK_TRANSFERS])
+    }
+
+    pub fn position_of(&self, id: u128) -> Option<u64> {
         self.index.get(id)
     }
 
-    pub fn push(&mut self, stored: StoredTransfer) -> u32 {
-        let index = self.len;
-        assert!(
-            index < NO_TRANSFER,
-            "fewer than 2^32 - 1 transfers in memory"
-        );
-        let (chunk, offset) = (
-            index as usize / CHUNK_TRANSFERS,
-            index as usize % CHUNK_TRANSFERS,
-        );
+    pub fn push(&mut self, stored: StoredTransfer) -> u64 {
+        let position = self.len;
+        let offset = (position - self.first) as usize;
+        let (chunk, slot) = (offset / CHUNK_TRANSFERS, offset % CHUNK_TRANSFERS);
         if chunk == self.chunks.len() {
-            self.chunks.push(new_chunk());
+            let fresh = self.spare.pop().unwrap_or_else(new_chunk);
+            self.chunks.push_back(fresh);
         }
-        self.chunks[chunk][offset] = stored;
-        self.index.insert(stored.transfer.id, index);
+        self.chunks[chunk][slot] = stored;
+        self.index.insert(stored.transfer.id, position);
         self.len += 1;
-        index
+        position
     }
 
-    /// Every stored transfer, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Transfer> + '_ {
-        (0..self.len).map(|index| &self.get(index).transfer)
+    /// The transfers in memory, oldest first, from `position` on.
+    pub fn iter_from(&self, position: u64) -> impl Iterator<Item = &StoredTransfer> + '_ {
+        (position.max(self.first)..self.len).filter_map(|position| self.get(position))
     }
 
     /// Brings the index slots of these ids into cache (see [`IdIndex::warm`]).
@@ -139,10 +163,39 @@ impl TransferStore {
 
     /// Removes the newest transfer (undoing a failed linked chain).
     pub fn pop(&mut self) -> Option<StoredTransfer> {
-        let index = self.len.checked_sub(1)?;
-        let stored = *self.get(index);
+        if self.len == self.first {
+            return None;
+        }
+        let stored = *self.get(self.len - 1)?;
         self.index.remove(stored.transfer.id);
-        self.len = index;
+        self.len -= 1;
+        if (self.len - self.first) as usize % CHUNK_TRANSFERS == 0
+            && let Some(emptied) = self.chunks.pop_back()
+        {
+            self.spare.push(emptied);
+        }
         Some(stored)
+    }
+
+    /// Evicts the oldest chunk if it is full and its newest transfer is
+    /// older than `cutoff`; calls `evicted` for each transfer it drops.
+    pub fn evict_oldest_chunk(&mut self, cutoff: u64, mut evicted: impl FnMut(&Transfer)) -> bool {
+        let full = self.len - self.first >= CHUNK_TRANSFERS as u64;
+        let Some(oldest) = self.chunks.front() else {
+            return false;
+        };
+        if !full || oldest[CHUNK_TRANSFERS - 1].transfer.timestamp >= cutoff {
+            return false;
+        }
+        let Some(chunk) = self.chunks.pop_front() else {
+            return false;
+        };
+        for stored in chunk.iter() {
+            self.index.remove(stored.transfer.id);
+            evicted(&stored.transfer);
+        }
+        self.first += CHUNK_TRANSFERS as u64;
+        self.spare.push(chunk);
+        true
     }
 }

@@ -638,28 +638,20 @@ fn a_batch_whose_timestamps_would_overflow_is_refused_whole() {
 
 #[test]
 fn an_image_with_an_impossible_id_is_refused_not_a_panic() {
-    let accounts = vec![ledger::Account {
-        id: 0,
-        ledger: 1,
-        code: 1,
-        ..Default::default()
-    }];
-    let error = Ledger::restore(accounts, std::iter::empty(), Vec::new(), 0).err();
-    assert_eq!(error, Some(ledger::ImageError::InvalidId { id: 0 }));
-    let good = ledger();
-    let mut transfers: Vec<Transfer> = vec![Transfer {
-        id: 0,
-        ..transfer(1, BANK, ALICE, 1)
-    }];
-    transfers[0].timestamp = 3;
-    let error = Ledger::restore(
-        good.accounts().to_vec(),
-        transfers.into_iter(),
-        Vec::new(),
-        3,
-    )
-    .err();
-    assert_eq!(error, Some(ledger::ImageError::InvalidId { id: 0 }));
+    let mut good = ledger();
+    apply(&mut good, 2 * SECOND, &[transfer(1, BANK, ALICE, 1)]);
+    let mut image = good.image();
+    image.accounts[0].0.id = 0;
+    assert_eq!(
+        Ledger::restore(image).err(),
+        Some(ledger::ImageError::InvalidId { id: 0 })
+    );
+    let mut image = good.image();
+    image.transfers[0].transfer.id = u128::MAX;
+    assert_eq!(
+        Ledger::restore(image).err(),
+        Some(ledger::ImageError::InvalidId { id: u128::MAX })
+    );
 }
 
 #[test]
@@ -673,5 +665,147 @@ fn looking_up_the_reserved_ids_finds_nothing() {
                 .account_transfers_newest_first(ALICE, Some(id), 5)
                 .is_empty()
         );
+    }
+}
+
+mod with_an_id_horizon {
+    use super::*;
+    use ledger::LedgerConfig;
+
+    const HORIZON: u64 = 60 * SECOND;
+    /// Transfers per eviction unit (the store's chunk size).
+    const CHUNK: u128 = 1 << 14;
+
+    /// An id created at `time` (the high 64 bits), distinguished by `serial`.
+    fn id_at(time: u64, serial: u128) -> u128 {
+        (u128::from(time) << 64) | serial
+    }
+
+    fn horizon_ledger() -> Ledger {
+        let mut ledger = Ledger::with_config(
+            LedgerConfig {
+                id_horizon_ns: Some(HORIZON),
+            },
+            4,
+            0,
+        );
+        let base = self::ledger();
+        let accounts: Vec<NewAccount> = base
+            .accounts()
+            .iter()
+            .map(|a| NewAccount {
+                id: a.id,
+                user_data: 0,
+                ledger: a.ledger,
+                code: a.code,
+                flags: a.flags,
+            })
+            .collect();
+        assert!(
+            ledger
+                .create_accounts(SECOND, &accounts)
+                .unwrap()
+                .iter()
+                .all(|r| r.is_ok())
+        );
+        ledger
+    }
+
+    #[test]
+    fn ids_must_be_younger_than_the_horizon_and_not_from_the_future() {
+        let mut ledger = horizon_ledger();
+        let now = 100 * SECOND;
+        let results = apply(
+            &mut ledger,
+            now,
+            &[
+                transfer(id_at(now - HORIZON - 1, 1), BANK, ALICE, 1),
+                transfer(id_at(now + 5 * SECOND, 2), BANK, ALICE, 1),
+                transfer(id_at(now - HORIZON + 10, 3), BANK, ALICE, 1),
+            ],
+        );
+        assert_eq!(results, [TR::IdExpired, TR::IdTimeInTheFuture, TR::Ok]);
+    }
+
+    #[test]
+    fn old_transfers_leave_memory_and_their_retries_are_refused_not_applied_twice() {
+        let mut ledger = horizon_ledger();
+        let t0 = 10 * SECOND;
+        let hold = with(
+            TransferFlags::PENDING,
+            transfer(id_at(t0, 0), BANK, ALICE, 5),
+        );
+        let posted_hold = with(
+            TransferFlags::PENDING,
+            transfer(id_at(t0, 1), BANK, ALICE, 7),
+        );
+        let mut first: Vec<Transfer> = vec![hold, posted_hold];
+        first.extend((2..CHUNK + 100).map(|serial| transfer(id_at(t0, serial), BANK, ALICE, 1)));
+        for batch in first.chunks(BATCH_EVENTS_MAX) {
+            assert!(apply(&mut ledger, t0, batch).iter().all(|r| r.is_ok()));
+        }
+        let post = resolve(
+            id_at(t0, CHUNK + 200),
+            id_at(t0, 1),
+            TransferFlags::POST_PENDING,
+            AMOUNT_MAX,
+        );
+        assert_eq!(apply(&mut ledger, t0, &[post]), [TR::Ok]);
+        let credited = ledger.account(ALICE).unwrap().credits_posted;
+        assert_eq!(ledger.first_position_in_memory(), 0);
+
+        // Past the horizon, the first full chunk is evicted.
+        let later = t0 + HORIZON + SECOND;
+        let fresh = transfer(id_at(later, 1), BANK, BOB, 1);
+        assert_eq!(apply(&mut ledger, later, &[fresh]), [TR::Ok]);
+        assert_eq!(ledger.first_position_in_memory(), CHUNK as u64);
+        assert!(
+            ledger.transfer(id_at(t0, 2)).is_none(),
+            "evicted from memory"
+        );
+        assert!(
+            ledger.transfer(id_at(t0, CHUNK + 50)).is_some(),
+            "the newer chunk stays"
+        );
+        assert_eq!(ledger.transfer_count(), CHUNK as u64 + 102);
+
+        // A retry of an evicted transfer is refused, never applied again.
+        assert_eq!(
+            apply(
+                &mut ledger,
+                later,
+                &[transfer(id_at(t0, 2), BANK, ALICE, 1)]
+            ),
+            [TR::IdExpired]
+        );
+        assert_eq!(ledger.account(ALICE).unwrap().credits_posted, credited);
+
+        // The open hold survives eviction and can still be voided.
+        assert_eq!(
+            ledger.pending_status(id_at(t0, 0)),
+            Some(PendingStatus::Pending)
+        );
+        assert_eq!(
+            ledger.pending_status(id_at(t0, 1)),
+            None,
+            "a resolved, evicted hold is forgotten"
+        );
+        let void = resolve(
+            id_at(later, 2),
+            id_at(t0, 0),
+            TransferFlags::VOID_PENDING,
+            0,
+        );
+        assert_eq!(apply(&mut ledger, later, &[void]), [TR::Ok]);
+        assert_eq!(ledger.account(ALICE).unwrap().credits_pending, 0);
+
+        // The newest-first history stops at the edge of memory.
+        let history = ledger.account_transfers_newest_first(ALICE, None, usize::MAX);
+        assert!(history.iter().all(|t| ledger.transfer(t.id).is_some()));
+
+        // An image of the windowed ledger rebuilds it exactly.
+        let restored = Ledger::restore(ledger.image()).unwrap();
+        assert_eq!(restored.digest(), ledger.digest());
+        assert_eq!(restored.first_position_in_memory(), CHUNK as u64);
     }
 }
