@@ -169,7 +169,7 @@ impl TransferStore {
         let stored = *self.get(self.len - 1)?;
         self.index.remove(stored.transfer.id);
         self.len -= 1;
-        if (self.len - self.first) as usize % CHUNK_TRANSFERS == 0
+        if ((self.len - self.first) as usize).is_multiple_of(CHUNK_TRANSFERS)
             && let Some(emptied) = self.chunks.pop_back()
         {
             self.spare.push(emptied);
