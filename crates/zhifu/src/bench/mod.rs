@@ -4,6 +4,7 @@
 mod durable;
 mod ledger;
 mod postgres;
+mod recovery;
 pub mod workload;
 
 use clap::Subcommand;
@@ -12,11 +13,14 @@ use clap::Subcommand;
 pub enum BenchTarget {
     /// The in-memory ledger state machine on one core.
     Ledger(ledger::LedgerBenchArgs),
+    /// Store many transfers durably, restart, and time the recovery.
+    Recovery(recovery::RecoveryBenchArgs),
 }
 
 pub fn run(target: BenchTarget) -> anyhow::Result<()> {
     match target {
         BenchTarget::Ledger(args) => ledger::run(&args),
+        BenchTarget::Recovery(args) => recovery::run(&args),
     }
 }
 
