@@ -2,8 +2,7 @@
 //! little-endian fields, no padding. Decoding never panics on bad bytes.
 
 use ledger::{
-    Account, AccountFlags, NewAccount, PendingRecord, PendingStatus, StoredTransfer, Transfer,
-    TransferFlags,
+    Account, AccountFlags, NewAccount, PendingRecord, PendingStatus, StoredTransfer, Transfer, TransferFlags,
 };
 
 /// What a batch asks of the ledger.
@@ -66,10 +65,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let (head, rest) = self
-            .bytes
-            .split_first_chunk::<N>()
-            .ok_or(DecodeError { what: self.what })?;
+        let (head, rest) = self.bytes.split_first_chunk::<N>().ok_or(DecodeError { what: self.what })?;
         self.bytes = rest;
         Ok(*head)
     }
@@ -92,14 +88,18 @@ impl<'a> Reader<'a> {
     /// cannot hold that many (so a corrupt count never allocates wildly).
     pub fn count(&mut self, item_bytes: usize) -> Result<usize, DecodeError> {
         let count = usize::try_from(self.u64()?).map_err(|_| DecodeError { what: self.what })?;
-        if count
-            .checked_mul(item_bytes)
-            .is_none_or(|bytes| bytes > self.bytes.len())
-        {
+        if count.checked_mul(item_bytes).is_none_or(|bytes| bytes > self.bytes.len()) {
             return Err(DecodeError { what: self.what });
         }
         Ok(count)
     }
+    /// The next `count` bytes as they are.
+    pub fn take_bytes(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
+        let (head, rest) = self.bytes.split_at_checked(count).ok_or(DecodeError { what: self.what })?;
+        self.bytes = rest;
+        Ok(head)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
@@ -159,9 +159,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Batch, DecodeError> {
         _ => return Err(DecodeError { what: "batch kind" }),
     };
     if !r.is_empty() {
-        return Err(DecodeError {
-            what: "batch (trailing bytes)",
-        });
+        return Err(DecodeError { what: "batch (trailing bytes)" });
     }
     Ok(Batch { timestamp, command })
 }
@@ -243,11 +241,7 @@ pub(crate) fn write_stored(w: &mut Writer<'_>, stored: &StoredTransfer) {
 }
 
 pub(crate) fn read_stored(r: &mut Reader<'_>) -> Result<StoredTransfer, DecodeError> {
-    Ok(StoredTransfer {
-        transfer: read_transfer(r)?,
-        previous_of_debit: r.u64()?,
-        previous_of_credit: r.u64()?,
-    })
+    Ok(StoredTransfer { transfer: read_transfer(r)?, previous_of_debit: r.u64()?, previous_of_credit: r.u64()? })
 }
 
 pub(crate) fn read_pending(r: &mut Reader<'_>) -> Result<PendingRecord, DecodeError> {
@@ -258,16 +252,9 @@ pub(crate) fn read_pending(r: &mut Reader<'_>) -> Result<PendingRecord, DecodeEr
         2 => PendingStatus::Voided,
         3 => PendingStatus::Expired,
         _ => {
-            return Err(DecodeError {
-                what: "pending status",
-            });
+            return Err(DecodeError { what: "pending status" });
         }
     };
     let expires_at = r.u64()?;
-    Ok(PendingRecord {
-        id,
-        status,
-        expires_at,
-        transfer: read_transfer(r)?,
-    })
+    Ok(PendingRecord { id, status, expires_at, transfer: read_transfer(r)? })
 }

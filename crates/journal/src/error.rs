@@ -5,29 +5,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{path} is corrupt at byte offset {offset}: {reason}; acknowledged data may be damaged, refusing to start"
-    )]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: &'static str,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{path} is corrupt at byte offset {offset}: {reason}; acknowledged data may be damaged, refusing to start")]
+    Corrupt { path: PathBuf, offset: u64, reason: &'static str },
     #[error("data directory {path} is in use by another process (lock file held)")]
     Locked { path: PathBuf },
     #[error("log records are missing: {detail} (in {path})")]
     Gap { path: PathBuf, detail: String },
     #[error("cannot decode {path} at record {sequence}: {detail}")]
-    Undecodable {
-        path: PathBuf,
-        sequence: u64,
-        detail: String,
-    },
+    Undecodable { path: PathBuf, sequence: u64, detail: String },
     #[error("snapshot {path} does not rebuild its ledger: {detail}")]
     BadSnapshot { path: PathBuf, detail: String },
     #[error("the journal failed earlier and accepts no more writes: {0}")]
@@ -37,9 +23,5 @@ pub enum JournalError {
 }
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> JournalError {
-    JournalError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    JournalError::Io { action, path: path.to_path_buf(), source }
 }

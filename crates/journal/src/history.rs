@@ -45,10 +45,7 @@ impl History {
             .write(true)
             .open(&path)
             .map_err(|source| io_error("open history file", &path, source))?;
-        let length = file
-            .metadata()
-            .map_err(|source| io_error("stat history file", &path, source))?
-            .len();
+        let length = file.metadata().map_err(|source| io_error("stat history file", &path, source))?.len();
         let wanted = count * RECORD_BYTES as u64;
         if length < wanted {
             return Err(JournalError::Corrupt {
@@ -58,16 +55,9 @@ impl History {
             });
         }
         if length > wanted {
-            file.set_len(wanted)
-                .map_err(|source| io_error("cut history file", &path, source))?;
+            file.set_len(wanted).map_err(|source| io_error("cut history file", &path, source))?;
         }
-        Ok(History {
-            path,
-            file,
-            count,
-            buffer: Vec::new(),
-            buffered: 0,
-        })
+        Ok(History { path, file, count, buffer: Vec::new(), buffered: 0 })
     }
 
     /// Encodes the transfers the ledger stored since the last call. Called
@@ -108,9 +98,7 @@ impl History {
 
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.write()?;
-        self.file
-            .sync_data()
-            .map_err(|source| io_error("fdatasync history file", &self.path, source))
+        self.file.sync_data().map_err(|source| io_error("fdatasync history file", &self.path, source))
     }
 
     pub fn count(&self) -> u64 {
@@ -119,14 +107,8 @@ impl History {
 
     /// A handle for reading from other threads.
     pub fn reader(&self) -> Result<HistoryReader, JournalError> {
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|source| io_error("reopen history file", &self.path, source))?;
-        Ok(HistoryReader {
-            path: self.path.clone(),
-            file,
-        })
+        let file = self.file.try_clone().map_err(|source| io_error("reopen history file", &self.path, source))?;
+        Ok(HistoryReader { path: self.path.clone(), file })
     }
 }
 
@@ -144,11 +126,8 @@ impl HistoryReader {
         self.file
             .read_exact_at(&mut record, offset)
             .map_err(|source| io_error("read history file", &self.path, source))?;
-        let corrupt = JournalError::Corrupt {
-            path: self.path.clone(),
-            offset,
-            reason: "history record checksum mismatch",
-        };
+        let corrupt =
+            JournalError::Corrupt { path: self.path.clone(), offset, reason: "history record checksum mismatch" };
         let crc = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
         if crc32c::crc32c(&record[4..]) != crc {
             return Err(corrupt);

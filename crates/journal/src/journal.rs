@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use ledger::{Ledger, LedgerConfig};
 
-use crate::codec::{self, Batch};
 use crate::error::{JournalError, io_error};
 use crate::history::History;
+use crate::machine::StateMachine;
 use crate::snapshot;
 use crate::wal::{self, ActiveSegment};
 
@@ -59,7 +59,7 @@ pub struct RecoveryReport {
     pub digest: u64,
 }
 
-pub struct Journal {
+pub struct Journal<M: StateMachine> {
     directory: PathBuf,
     /// Held for the journal's lifetime: the OS lock stops a second process.
     _lock: File,
@@ -70,27 +70,24 @@ pub struct Journal {
     options: Options,
     encoded: Vec<u8>,
     payload: Vec<u8>,
+    machine: std::marker::PhantomData<fn() -> M>,
 }
 
 const LOCK_FILE: &str = "LOCK";
 
-impl Journal {
+impl<M: StateMachine> Journal<M> {
     /// Opens (creating if needed) a data directory and recovers the ledger
     /// it holds: the newest readable snapshot, then the log after it.
-    pub fn open(
-        directory: &Path,
-        options: Options,
-    ) -> Result<(Journal, Ledger, RecoveryReport), JournalError> {
-        fs::create_dir_all(directory)
-            .map_err(|source| io_error("create data directory", directory, source))?;
+    pub fn open(directory: &Path, options: Options) -> Result<(Journal<M>, M, RecoveryReport), JournalError> {
+        fs::create_dir_all(directory).map_err(|source| io_error("create data directory", directory, source))?;
         let lock = lock_directory(directory)?;
         let listing = list_directory(directory)?;
         let mut report = RecoveryReport::default();
 
-        let (snapshot_sequence, mut ledger) =
-            load_newest_snapshot(&listing.snapshots, options.ledger, &mut report);
-        ledger.reserve(options.accounts_capacity, options.transfers_capacity);
-        let mut history = History::open(directory, ledger.transfer_count())?;
+        let (snapshot_sequence, mut machine) =
+            load_newest_snapshot::<M>(&listing.snapshots, options.ledger, &mut report);
+        machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
+        let mut history = History::open(directory, machine.ledger().transfer_count())?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let mut next_sequence = snapshot_sequence + 1;
         let mut active = None;
@@ -108,14 +105,13 @@ impl Journal {
                     return Err(gap(path, next_sequence, record.sequence));
                 }
                 let payload = &scanned.bytes[record.payload_start..record.payload_end];
-                let batch =
-                    codec::decode_batch(payload).map_err(|error| JournalError::Undecodable {
-                        path: path.clone(),
-                        sequence: record.sequence,
-                        detail: error.to_string(),
-                    })?;
-                apply(&mut ledger, &batch);
-                history.collect(&ledger)?;
+                let command = M::decode_command(payload).map_err(|error| JournalError::Undecodable {
+                    path: path.clone(),
+                    sequence: record.sequence,
+                    detail: error.to_string(),
+                })?;
+                machine.apply(&command);
+                history.collect(machine.ledger())?;
                 next_sequence += 1;
                 report.records_replayed += 1;
             }
@@ -131,7 +127,7 @@ impl Journal {
         };
         remove_temporary_files(&listing.temporary);
         report.last_sequence = next_sequence - 1;
-        report.digest = ledger.digest();
+        report.digest = machine.digest();
         let journal = Journal {
             directory: directory.to_path_buf(),
             _lock: lock,
@@ -142,8 +138,9 @@ impl Journal {
             options,
             encoded: Vec::new(),
             payload: Vec::new(),
+            machine: std::marker::PhantomData,
         };
-        Ok((journal, ledger, report))
+        Ok((journal, machine, report))
     }
 
     pub fn options(&self) -> &Options {
@@ -152,23 +149,19 @@ impl Journal {
 
     /// Appends batches as consecutive records with one write and one
     /// fdatasync; when it returns Ok they survive a crash.
-    pub fn append(&mut self, batches: &[&Batch]) -> Result<(), JournalError> {
+    pub fn append(&mut self, commands: &[&M::Command]) -> Result<(), JournalError> {
         if self.active.length >= wal::SEGMENT_BYTES_TARGET {
             self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
         }
         self.encoded.clear();
-        for (offset, batch) in batches.iter().enumerate() {
+        for (offset, command) in commands.iter().enumerate() {
             self.payload.clear();
-            codec::encode_batch(batch, &mut self.payload);
-            wal::encode_record(
-                self.next_sequence + offset as u64,
-                &self.payload,
-                &mut self.encoded,
-            );
+            M::encode_command(command, &mut self.payload);
+            wal::encode_record(self.next_sequence + offset as u64, &self.payload, &mut self.encoded);
         }
         self.active.append_durably(&self.encoded)?;
-        self.next_sequence += batches.len() as u64;
-        self.records_since_snapshot += batches.len() as u64;
+        self.next_sequence += commands.len() as u64;
+        self.records_since_snapshot += commands.len() as u64;
         Ok(())
     }
 
@@ -194,18 +187,15 @@ impl Journal {
 
     /// Snapshots `ledger`, which must reflect every appended record, then
     /// deletes the snapshots and log segments it makes unnecessary.
-    pub fn snapshot(&mut self, ledger: &Ledger) -> Result<PathBuf, JournalError> {
+    pub fn snapshot(&mut self, machine: &M) -> Result<PathBuf, JournalError> {
+        let ledger = machine.ledger();
         let sequence = self.next_sequence - 1;
         // History first: a snapshot must never cover transfers that are
         // only in the log segments it lets us delete.
         self.history.collect(ledger)?;
         self.history.sync()?;
-        assert_eq!(
-            self.history.count(),
-            ledger.transfer_count(),
-            "history holds every transfer"
-        );
-        let path = snapshot::write(&self.directory, sequence, ledger)?;
+        assert_eq!(self.history.count(), ledger.transfer_count(), "history holds every transfer");
+        let path = snapshot::write(&self.directory, sequence, machine)?;
         // New records go to a fresh segment so that every older one is covered.
         self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
         self.records_since_snapshot = 0;
@@ -229,31 +219,10 @@ impl Journal {
     }
 }
 
-/// Applies a batch, as recovery and the writer both do. Results are not
-/// logged: they follow from the state and the batch, so replay recomputes them.
-pub(crate) fn apply(ledger: &mut Ledger, batch: &Batch) -> crate::Outcome {
-    match &batch.command {
-        codec::Command::CreateAccounts(events) => {
-            match ledger.create_accounts(batch.timestamp, events) {
-                Ok(results) => crate::Outcome::Accounts(results),
-                Err(error) => crate::Outcome::Refused(error),
-            }
-        }
-        codec::Command::CreateTransfers(events) => {
-            match ledger.create_transfers(batch.timestamp, events) {
-                Ok(results) => crate::Outcome::Transfers(results),
-                Err(error) => crate::Outcome::Refused(error),
-            }
-        }
-    }
-}
-
 fn gap(path: &Path, expected: u64, found: u64) -> JournalError {
     JournalError::Gap {
         path: path.to_path_buf(),
-        detail: format!(
-            "expected record {expected} next, found {found}; a snapshot or segment is missing"
-        ),
+        detail: format!("expected record {expected} next, found {found}; a snapshot or segment is missing"),
     }
 }
 
@@ -267,9 +236,7 @@ fn lock_directory(directory: &Path) -> Result<File, JournalError> {
         .map_err(|source| io_error("open lock file", &path, source))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(JournalError::Locked {
-            path: directory.to_path_buf(),
-        }),
+        Err(TryLockError::WouldBlock) => Err(JournalError::Locked { path: directory.to_path_buf() }),
         Err(TryLockError::Error(source)) => Err(io_error("lock", &path, source)),
     }
 }
@@ -281,13 +248,8 @@ struct Listing {
 }
 
 fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
-    let mut listing = Listing {
-        snapshots: Vec::new(),
-        segments: Vec::new(),
-        temporary: Vec::new(),
-    };
-    let entries = fs::read_dir(directory)
-        .map_err(|source| io_error("list data directory", directory, source))?;
+    let mut listing = Listing { snapshots: Vec::new(), segments: Vec::new(), temporary: Vec::new() };
+    let entries = fs::read_dir(directory).map_err(|source| io_error("list data directory", directory, source))?;
     for entry in entries {
         let entry = entry.map_err(|source| io_error("list data directory", directory, source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -305,18 +267,18 @@ fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
 }
 
 /// The newest snapshot that reads back whole, or an empty ledger at 0.
-fn load_newest_snapshot(
+fn load_newest_snapshot<M: StateMachine>(
     snapshots: &[(u64, PathBuf)],
     config: LedgerConfig,
     report: &mut RecoveryReport,
-) -> (u64, Ledger) {
+) -> (u64, M) {
     for (_, path) in snapshots.iter().rev() {
-        match snapshot::read(path) {
+        match snapshot::read::<M>(path) {
             Ok(loaded) => return loaded,
             Err(_) => report.snapshots_skipped.push(path.clone()),
         }
     }
-    (0, Ledger::with_config(config, 0, 0))
+    (0, M::create(config))
 }
 
 fn remove_file(path: &Path) -> Result<(), JournalError> {

@@ -1,22 +1,27 @@
-//! zhifu's durability: batches become durable in a write-ahead log before the
-//! ledger applies them, and the ledger is rebuilt from snapshot and log.
+//! zhifu's durability: commands become durable in a write-ahead log before
+//! the state machine applies them, and the machine is rebuilt from snapshot
+//! and log.
 //!
 //! Layout:
-//! - [`codec`]: the byte layout of batches and ledger images.
+//! - [`machine`]: [`StateMachine`], what the journal makes durable (the bare
+//!   ledger is one, with ledger batches as commands).
+//! - [`codec`]: the byte layout of ledger batches and ledger images.
 //! - `wal`: segment files of checksummed records; torn-tail handling.
-//! - `snapshot`: whole-ledger snapshots written atomically.
+//! - `snapshot`: snapshots of a machine, written atomically.
+//! - `history`: the file of every transfer ever applied, by position.
 //! - [`journal`]: [`Journal`], a data directory's lock, recovery, appends, snapshots.
-//! - [`DurableLedger`]: the one writer thread with group commit, which the
-//!   rest of zhifu submits batches to.
+//! - [`Durable`]: the one writer thread with group commit, which the rest of
+//!   zhifu submits commands to.
 //!
-//! The ledger stays the single writer of state; this crate only decides when
-//! a batch is durable. A PostgreSQL backend would implement the same
-//! contract (append a group of batches durably, load what was appended).
+//! The machine stays the single writer of state; this crate only decides
+//! when a command is durable. A PostgreSQL backend would implement the same
+//! contract (append a group of commands durably, load what was appended).
 
 pub mod codec;
 mod error;
 mod history;
 pub mod journal;
+pub mod machine;
 mod snapshot;
 mod wal;
 
@@ -24,26 +29,23 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use ledger::{BATCH_EVENTS_MAX, BatchError, CreateAccountResult, CreateTransferResult, Ledger};
+use ledger::Ledger;
 
-pub use codec::{Batch, Command};
+pub use codec::{Batch, Command, DecodeError};
 pub use error::JournalError;
 pub use history::HistoryReader;
 pub use journal::{Journal, Options, RecoveryReport};
+pub use machine::{Outcome, StateMachine};
 
-/// The answer to one batch, given once it is durable and applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Accounts(Vec<CreateAccountResult>),
-    Transfers(Vec<CreateTransferResult>),
-    /// Refused whole before it was logged (too many events).
-    Refused(BatchError),
-}
+/// The bare ledger made durable.
+pub type DurableLedger = Durable<Ledger>;
 
 /// Counters of the writer, for reports and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
+    /// Commands logged and applied.
     pub batches: u64,
+    /// Groups: each one write and one fdatasync.
     pub groups: u64,
     pub snapshots: u64,
     /// The slowest append (write + fdatasync) so far, and the slowest apply.
@@ -51,82 +53,63 @@ pub struct WriterStats {
     pub apply_us_max: u64,
 }
 
-struct Request {
-    batch: Batch,
-    reply: SyncSender<Result<Outcome, JournalError>>,
+struct Request<M: StateMachine> {
+    command: M::Command,
+    reply: SyncSender<Result<M::Outcome, JournalError>>,
 }
 
-/// A ledger made durable by a journal. Any thread may submit; one writer
-/// thread gathers what is waiting into a group, appends it with one
+/// A state machine made durable by a journal. Any thread may submit; one
+/// writer thread gathers what is waiting into a group, appends it with one
 /// fdatasync, applies it, and answers each submitter.
-pub struct DurableLedger {
-    sender: Option<SyncSender<Request>>,
-    ledger: Arc<RwLock<Ledger>>,
+pub struct Durable<M: StateMachine> {
+    sender: Option<SyncSender<Request<M>>>,
+    machine: Arc<RwLock<M>>,
     stats: Arc<RwLock<WriterStats>>,
     writer: Option<JoinHandle<()>>,
     history: HistoryReader,
 }
 
-impl DurableLedger {
-    pub fn open(
-        directory: &std::path::Path,
-        options: Options,
-    ) -> Result<(DurableLedger, RecoveryReport), JournalError> {
+impl<M: StateMachine> Durable<M> {
+    pub fn open(directory: &std::path::Path, options: Options) -> Result<(Durable<M>, RecoveryReport), JournalError> {
         let queue = options.queue_batches_max;
-        let (journal, ledger, report) = Journal::open(directory, options)?;
+        let (journal, machine, report) = Journal::<M>::open(directory, options)?;
         let history = journal.history_reader()?;
-        let ledger = Arc::new(RwLock::new(ledger));
+        let machine = Arc::new(RwLock::new(machine));
         let stats = Arc::new(RwLock::new(WriterStats::default()));
         let (sender, receiver) = sync_channel(queue);
-        let writer_ledger = Arc::clone(&ledger);
+        let writer_machine = Arc::clone(&machine);
         let writer_stats = Arc::clone(&stats);
         let writer = std::thread::Builder::new()
             .name("journal-writer".to_string())
-            .spawn(move || write_loop(journal, &writer_ledger, &writer_stats, &receiver))
+            .spawn(move || write_loop(journal, &writer_machine, &writer_stats, &receiver))
             .map_err(|source| JournalError::Io {
                 action: "start writer thread for",
                 path: directory.to_path_buf(),
                 source,
             })?;
-        Ok((
-            DurableLedger {
-                sender: Some(sender),
-                ledger,
-                stats,
-                writer: Some(writer),
-                history,
-            },
-            report,
-        ))
+        Ok((Durable { sender: Some(sender), machine, stats, writer: Some(writer), history }, report))
     }
 
-    /// Submits a batch and waits until it is durable and applied.
-    pub fn submit(&self, batch: Batch) -> Result<Outcome, JournalError> {
+    /// Submits a command and waits until it is durable and applied.
+    pub fn submit(&self, command: M::Command) -> Result<M::Outcome, JournalError> {
         let sender = self.sender.as_ref().ok_or(JournalError::Closed)?;
         let (reply, answer) = sync_channel(1);
-        sender
-            .send(Request { batch, reply })
-            .map_err(|_| JournalError::Closed)?;
+        sender.send(Request { command, reply }).map_err(|_| JournalError::Closed)?;
         answer.recv().map_err(|_| JournalError::Closed)?
     }
 
-    /// Reads the ledger (between batches: never a half-applied one).
-    pub fn read<R>(&self, read: impl FnOnce(&Ledger) -> R) -> R {
-        let ledger = self.ledger.read().unwrap_or_else(PoisonError::into_inner);
-        read(&ledger)
+    /// Reads the machine (between commands: never a half-applied one).
+    pub fn read<R>(&self, read: impl FnOnce(&M) -> R) -> R {
+        let machine = self.machine.read().unwrap_or_else(PoisonError::into_inner);
+        read(&machine)
     }
 
     /// The transfer at `position` (its place among all transfers ever
     /// applied): from memory if it is still there, else from the history file.
-    pub fn stored_transfer(
-        &self,
-        position: u64,
-    ) -> Result<Option<ledger::StoredTransfer>, JournalError> {
-        let (in_memory, count) = self.read(|ledger| {
-            (
-                ledger.stored_transfer(position).copied(),
-                ledger.transfer_count(),
-            )
+    pub fn stored_transfer(&self, position: u64) -> Result<Option<ledger::StoredTransfer>, JournalError> {
+        let (in_memory, count) = self.read(|machine| {
+            let ledger = machine.ledger();
+            (ledger.stored_transfer(position).copied(), ledger.transfer_count())
         });
         match in_memory {
             Some(stored) => Ok(Some(stored)),
@@ -145,19 +128,15 @@ impl DurableLedger {
         limit: usize,
     ) -> Result<Vec<(u64, ledger::Transfer)>, JournalError> {
         let mut next = match before {
-            None => self.read(|ledger| ledger.last_transfer_of(account_id)),
+            None => self.read(|machine| machine.ledger().last_transfer_of(account_id)),
             Some(position) => match self.stored_transfer(position)? {
-                Some(stored) if involves(&stored.transfer, account_id) => {
-                    stored.previous_of(account_id)
-                }
+                Some(stored) if involves(&stored.transfer, account_id) => stored.previous_of(account_id),
                 _ => ledger::NO_TRANSFER,
             },
         };
         let mut found = Vec::new();
         while next != ledger::NO_TRANSFER && found.len() < limit {
-            let Some(stored) = self.stored_transfer(next)? else {
-                break;
-            };
+            let Some(stored) = self.stored_transfer(next)? else { break };
             if !involves(&stored.transfer, account_id) {
                 break;
             }
@@ -171,7 +150,7 @@ impl DurableLedger {
         *self.stats.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Finishes every batch already submitted, then stops the writer.
+    /// Finishes every command already submitted, then stops the writer.
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -184,21 +163,21 @@ impl DurableLedger {
     }
 }
 
-impl Drop for DurableLedger {
+impl<M: StateMachine> Drop for Durable<M> {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-fn write_loop(
-    mut journal: Journal,
-    ledger: &RwLock<Ledger>,
+fn write_loop<M: StateMachine>(
+    mut journal: Journal<M>,
+    machine: &RwLock<M>,
     stats: &RwLock<WriterStats>,
-    receiver: &Receiver<Request>,
+    receiver: &Receiver<Request<M>>,
 ) {
     let group_max = journal.options().group_batches_max.max(1);
     let mut failure: Option<String> = None;
-    let mut group: Vec<Request> = Vec::with_capacity(group_max);
+    let mut group: Vec<Request<M>> = Vec::with_capacity(group_max);
     while let Ok(first) = receiver.recv() {
         group.clear();
         group.push(first);
@@ -210,45 +189,41 @@ fn write_loop(
         }
         if let Some(reason) = &failure {
             for request in group.drain(..) {
-                let _ = request
-                    .reply
-                    .send(Err(JournalError::Failed(reason.clone())));
+                let _ = request.reply.send(Err(JournalError::Failed(reason.clone())));
             }
             continue;
         }
-        // Oversized batches are refused before they reach the log.
-        let (loggable, refused): (Vec<Request>, Vec<Request>) = group
-            .drain(..)
-            .partition(|r| batch_len(&r.batch) <= BATCH_EVENTS_MAX);
-        for request in refused {
-            let count = batch_len(&request.batch);
-            let _ = request
-                .reply
-                .send(Ok(Outcome::Refused(BatchError::TooManyEvents { count })));
+        // Commands that can never apply are answered before they reach the log.
+        let mut loggable = Vec::with_capacity(group.len());
+        for request in group.drain(..) {
+            match M::refuse(&request.command) {
+                Some(outcome) => {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+                None => loggable.push(request),
+            }
         }
         if loggable.is_empty() {
             continue;
         }
-        let batches: Vec<&Batch> = loggable.iter().map(|r| &r.batch).collect();
+        let commands: Vec<&M::Command> = loggable.iter().map(|r| &r.command).collect();
         let append_started = std::time::Instant::now();
-        let appended = journal.append(&batches);
+        let appended = journal.append(&commands);
         let append_us = append_started.elapsed().as_micros() as u64;
         if let Err(error) = appended {
             let reason = error.to_string();
             for request in loggable {
-                let _ = request
-                    .reply
-                    .send(Err(JournalError::Failed(reason.clone())));
+                let _ = request.reply.send(Err(JournalError::Failed(reason.clone())));
             }
             failure = Some(reason);
             continue;
         }
         let apply_started = std::time::Instant::now();
-        let mut state = ledger.write().unwrap_or_else(PoisonError::into_inner);
+        let mut state = machine.write().unwrap_or_else(PoisonError::into_inner);
         let mut history_failure = None;
-        for request in &loggable {
-            let outcome = journal::apply(&mut state, &request.batch);
-            if let Err(error) = journal.collect_history(&state) {
+        for request in loggable.iter() {
+            let outcome = state.apply(&request.command);
+            if let Err(error) = journal.collect_history(state.ledger()) {
                 history_failure = Some(error.to_string());
             }
             let _ = request.reply.send(Ok(outcome));
@@ -257,7 +232,7 @@ fn write_loop(
             history_failure = Some(error.to_string());
         }
         if let Some(reason) = history_failure {
-            // Every batch is still in the log; stop before a snapshot could
+            // Every command is still in the log; stop before a snapshot could
             // let the log go while the history is not on disk.
             eprintln!("zhifu journal: history file failed, no more writes: {reason}");
             failure = Some(reason);
@@ -280,13 +255,6 @@ fn write_loop(
         counters.snapshots += snapshots;
         counters.append_us_max = counters.append_us_max.max(append_us);
         counters.apply_us_max = counters.apply_us_max.max(apply_us);
-    }
-}
-
-fn batch_len(batch: &Batch) -> usize {
-    match &batch.command {
-        Command::CreateAccounts(events) => events.len(),
-        Command::CreateTransfers(events) => events.len(),
     }
 }
 

@@ -16,6 +16,7 @@ use ledger::{Ledger, LedgerConfig, LedgerImage};
 
 use crate::codec::{self, ACCOUNT_BYTES, PENDING_BYTES, Reader, STORED_BYTES, Writer};
 use crate::error::{JournalError, io_error};
+use crate::machine::StateMachine;
 use crate::wal::sync_directory;
 
 const MAGIC: [u8; 4] = *b"ZSNP";
@@ -28,18 +29,12 @@ pub(crate) fn snapshot_name(sequence: u64) -> String {
 }
 
 pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
-    name.strip_prefix("snapshot-")?
-        .strip_suffix(".snap")?
-        .parse()
-        .ok()
+    name.strip_prefix("snapshot-")?.strip_suffix(".snap")?.parse().ok()
 }
 
 /// Writes a snapshot of `ledger` as of log sequence `sequence`; returns its path.
-pub(crate) fn write(
-    directory: &Path,
-    sequence: u64,
-    ledger: &Ledger,
-) -> Result<PathBuf, JournalError> {
+pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &M) -> Result<PathBuf, JournalError> {
+    let ledger = machine.ledger();
     let mut body = Vec::new();
     let mut w = Writer(&mut body);
     let config = ledger.config();
@@ -62,6 +57,11 @@ pub(crate) fn write(
     for record in &pending {
         codec::write_pending(&mut w, record);
     }
+    let mut state = Vec::new();
+    machine.encode_state(&mut state);
+    let mut w = Writer(&mut body);
+    w.u64(state.len() as u64);
+    body.extend_from_slice(&state);
 
     let mut header = Vec::with_capacity(HEADER_BYTES);
     header.extend_from_slice(&MAGIC);
@@ -69,41 +69,34 @@ pub(crate) fn write(
     header.extend_from_slice(&sequence.to_le_bytes());
     header.extend_from_slice(&(body.len() as u64).to_le_bytes());
     header.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    header.extend_from_slice(&ledger.digest().to_le_bytes());
+    header.extend_from_slice(&machine.digest().to_le_bytes());
     let header_crc = crc32c::crc32c(&header);
     header.extend_from_slice(&header_crc.to_le_bytes());
     debug_assert_eq!(header.len(), HEADER_BYTES);
 
     let path = directory.join(snapshot_name(sequence));
     let temporary = path.with_extension("tmp");
-    let file = File::create(&temporary)
-        .map_err(|source| io_error("create snapshot", &temporary, source))?;
+    let file = File::create(&temporary).map_err(|source| io_error("create snapshot", &temporary, source))?;
     let mut out = BufWriter::new(file);
     out.write_all(&header)
         .and_then(|()| out.write_all(&body))
         .and_then(|()| out.flush())
         .map_err(|source| io_error("write snapshot", &temporary, source))?;
-    let file = out
-        .into_inner()
-        .map_err(|error| io_error("write snapshot", &temporary, error.into_error()))?;
-    file.sync_all()
-        .map_err(|source| io_error("fsync snapshot", &temporary, source))?;
+    let file = out.into_inner().map_err(|error| io_error("write snapshot", &temporary, error.into_error()))?;
+    file.sync_all().map_err(|source| io_error("fsync snapshot", &temporary, source))?;
     fs::rename(&temporary, &path).map_err(|source| io_error("rename snapshot", &path, source))?;
     sync_directory(directory)?;
     Ok(path)
 }
 
 /// Reads and rebuilds a snapshot; checks both checksums and the digest.
-pub(crate) fn read(path: &Path) -> Result<(u64, Ledger), JournalError> {
+pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut file| file.read_to_end(&mut bytes))
         .map_err(|source| io_error("read snapshot", path, source))?;
-    let corrupt = |offset: u64, reason: &'static str| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
+    let corrupt =
+        |offset: u64, reason: &'static str| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
     let Some((header, body)) = bytes.split_at_checked(HEADER_BYTES) else {
         return Err(corrupt(0, "snapshot header cut short"));
     };
@@ -122,32 +115,24 @@ pub(crate) fn read(path: &Path) -> Result<(u64, Ledger), JournalError> {
         return Err(corrupt(4, "unknown snapshot version"));
     }
     if body_length != body.len() as u64 || crc32c::crc32c(body) != body_crc {
-        return Err(corrupt(
-            HEADER_BYTES as u64,
-            "snapshot body checksum mismatch",
-        ));
+        return Err(corrupt(HEADER_BYTES as u64, "snapshot body checksum mismatch"));
     }
-    let bad = |detail: String| JournalError::BadSnapshot {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let image = read_image(body).map_err(|error| bad(error.to_string()))?;
+    let bad = |detail: String| JournalError::BadSnapshot { path: path.to_path_buf(), detail };
+    let (image, state) = read_image(body).map_err(|error| bad(error.to_string()))?;
     let ledger = Ledger::restore(image).map_err(|error| bad(error.to_string()))?;
-    if ledger.digest() != digest {
-        return Err(bad(
-            "the rebuilt ledger's digest differs from the one recorded".to_string(),
-        ));
+    let machine = M::restore(ledger, state).map_err(|error| bad(error.to_string()))?;
+    if machine.digest() != digest {
+        return Err(bad("the rebuilt ledger's digest differs from the one recorded".to_string()));
     }
-    Ok((sequence, ledger))
+    Ok((sequence, machine))
 }
 
-fn read_image(body: &[u8]) -> Result<LedgerImage, codec::DecodeError> {
+/// The ledger image and the machine's own state bytes.
+fn read_image(body: &[u8]) -> Result<(LedgerImage, &[u8]), codec::DecodeError> {
     let mut r = Reader::new(body, "snapshot body");
     let has_horizon = r.u8()? == 1;
     let horizon = r.u64()?;
-    let config = LedgerConfig {
-        id_horizon_ns: has_horizon.then_some(horizon),
-    };
+    let config = LedgerConfig { id_horizon_ns: has_horizon.then_some(horizon) };
     let last_timestamp = r.u64()?;
     let first_position = r.u64()?;
     let account_count = r.count(ACCOUNT_BYTES + 8)?;
@@ -166,17 +151,10 @@ fn read_image(body: &[u8]) -> Result<LedgerImage, codec::DecodeError> {
     for _ in 0..pending_count {
         pending.push(codec::read_pending(&mut r)?);
     }
+    let state_length = r.count(1)?;
+    let state = r.take_bytes(state_length)?;
     if !r.is_empty() {
-        return Err(codec::DecodeError {
-            what: "snapshot body (trailing bytes)",
-        });
+        return Err(codec::DecodeError { what: "snapshot body (trailing bytes)" });
     }
-    Ok(LedgerImage {
-        config,
-        last_timestamp,
-        accounts,
-        first_position,
-        transfers,
-        pending,
-    })
+    Ok((LedgerImage { config, last_timestamp, accounts, first_position, transfers, pending }, state))
 }

@@ -38,17 +38,11 @@ pub(crate) fn segment_name(first_sequence: u64) -> String {
 
 /// Parses `wal-<digits>.log`.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_prefix("wal-")?
-        .strip_suffix(".log")?
-        .parse()
-        .ok()
+    name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
 }
 
 pub(crate) fn encode_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
-    assert!(
-        payload.len() <= PAYLOAD_BYTES_MAX,
-        "a record payload is at most {PAYLOAD_BYTES_MAX} bytes"
-    );
+    assert!(payload.len() <= PAYLOAD_BYTES_MAX, "a record payload is at most {PAYLOAD_BYTES_MAX} bytes");
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -136,28 +130,14 @@ pub(crate) fn scan_segment(path: &Path, is_newest: bool) -> Result<ScannedSegmen
             Parsed::Bad(reason) => {
                 if is_newest && !valid_record_after(&bytes, offset) {
                     let torn_bytes = (bytes.len() - offset) as u64;
-                    return Ok(ScannedSegment {
-                        bytes,
-                        records,
-                        valid_length: offset as u64,
-                        torn_bytes,
-                    });
+                    return Ok(ScannedSegment { bytes, records, valid_length: offset as u64, torn_bytes });
                 }
-                return Err(JournalError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: offset as u64,
-                    reason,
-                });
+                return Err(JournalError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason });
             }
         }
     }
     let valid_length = bytes.len() as u64;
-    Ok(ScannedSegment {
-        bytes,
-        records,
-        valid_length,
-        torn_bytes: 0,
-    })
+    Ok(ScannedSegment { bytes, records, valid_length, torn_bytes: 0 })
 }
 
 /// The segment being appended to.
@@ -177,47 +157,28 @@ impl ActiveSegment {
             .open(&path)
             .map_err(|source| io_error("create log segment", &path, source))?;
         sync_directory(directory)?;
-        Ok(ActiveSegment {
-            path,
-            file,
-            length: 0,
-        })
+        Ok(ActiveSegment { path, file, length: 0 })
     }
 
     /// Reopens an existing segment for appending after its valid prefix,
     /// cutting off a torn tail durably first.
     pub fn reopen(path: &Path, valid_length: u64) -> Result<ActiveSegment, JournalError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|source| io_error("open log segment", path, source))?;
-        let actual = file
-            .metadata()
-            .map_err(|source| io_error("stat log segment", path, source))?
-            .len();
+        let file =
+            OpenOptions::new().append(true).open(path).map_err(|source| io_error("open log segment", path, source))?;
+        let actual = file.metadata().map_err(|source| io_error("stat log segment", path, source))?.len();
         if actual != valid_length {
-            file.set_len(valid_length)
-                .map_err(|source| io_error("cut torn tail of", path, source))?;
-            file.sync_all()
-                .map_err(|source| io_error("sync log segment", path, source))?;
+            file.set_len(valid_length).map_err(|source| io_error("cut torn tail of", path, source))?;
+            file.sync_all().map_err(|source| io_error("sync log segment", path, source))?;
         }
-        Ok(ActiveSegment {
-            path: path.to_path_buf(),
-            file,
-            length: valid_length,
-        })
+        Ok(ActiveSegment { path: path.to_path_buf(), file, length: valid_length })
     }
 
     /// Appends bytes and waits until they are on disk. An error here is
     /// fatal for the journal: after a failed fdatasync the kernel may have
     /// dropped the dirty pages, so retrying could report lost data as durable.
     pub fn append_durably(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
-        self.file
-            .write_all(bytes)
-            .map_err(|source| io_error("append to log segment", &self.path, source))?;
-        self.file
-            .sync_data()
-            .map_err(|source| io_error("fdatasync log segment", &self.path, source))?;
+        self.file.write_all(bytes).map_err(|source| io_error("append to log segment", &self.path, source))?;
+        self.file.sync_data().map_err(|source| io_error("fdatasync log segment", &self.path, source))?;
         self.length += bytes.len() as u64;
         Ok(())
     }

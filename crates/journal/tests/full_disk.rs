@@ -30,11 +30,8 @@ impl SmallDisk {
 
 impl SmallDisk {
     fn grow(&self, bytes: u64) {
-        let status = Process::new("mount")
-            .args(["-o", &format!("remount,size={bytes}")])
-            .arg(&self.path)
-            .status()
-            .unwrap();
+        let status =
+            Process::new("mount").args(["-o", &format!("remount,size={bytes}")]).arg(&self.path).status().unwrap();
         assert!(status.success(), "remount to a larger size");
     }
 }
@@ -58,28 +55,13 @@ fn batch(n: u64) -> Batch {
             ..Transfer::default()
         })
         .collect();
-    Batch {
-        timestamp: n + 10,
-        command: Command::CreateTransfers(transfers),
-    }
+    Batch { timestamp: n + 10, command: Command::CreateTransfers(transfers) }
 }
 
 fn fill_until_full(directory: &Path) -> u64 {
     let (store, _) = DurableLedger::open(directory, Options::default()).unwrap();
-    let accounts = (1..=2)
-        .map(|id| NewAccount {
-            id,
-            ledger: 1,
-            code: 1,
-            ..NewAccount::default()
-        })
-        .collect();
-    store
-        .submit(Batch {
-            timestamp: 1,
-            command: Command::CreateAccounts(accounts),
-        })
-        .unwrap();
+    let accounts = (1..=2).map(|id| NewAccount { id, ledger: 1, code: 1, ..NewAccount::default() }).collect();
+    store.submit(Batch { timestamp: 1, command: Command::CreateAccounts(accounts) }).unwrap();
     let mut acknowledged = 0;
     for n in 1..100_000 {
         match store.submit(batch(n)) {
@@ -90,10 +72,7 @@ fn fill_until_full(directory: &Path) -> u64 {
             Ok(other) => panic!("{other:?}"),
             Err(error) => {
                 let message = error.to_string();
-                assert!(
-                    message.contains("No space left") || message.contains("failed earlier"),
-                    "{message}"
-                );
+                assert!(message.contains("No space left") || message.contains("failed earlier"), "{message}");
                 // Once failed, the journal refuses everything after.
                 assert!(store.submit(batch(n + 1)).is_err());
                 break;
@@ -112,23 +91,17 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
     };
     let directory = disk.path.join("data");
     let acknowledged = fill_until_full(&directory);
-    assert!(
-        acknowledged > 10,
-        "some batches fit before the disk filled: {acknowledged}"
-    );
+    assert!(acknowledged > 10, "some batches fit before the disk filled: {acknowledged}");
     // Recovery needs room too (it rewrites the history the log holds): on
     // the full disk it stops with a clear error; given room, it recovers.
-    if let Err(error) = Journal::open(&directory, Options::default()) {
+    if let Err(error) = Journal::<ledger::Ledger>::open(&directory, Options::default()) {
         assert!(error.to_string().contains("No space left"), "{error}");
     }
     disk.grow(4 * 1024 * 1024);
-    let (_, ledger, report) = Journal::open(&directory, Options::default()).unwrap();
+    let (_, ledger, report) = Journal::<ledger::Ledger>::open(&directory, Options::default()).unwrap();
     assert!(ledger.stats().transfers >= acknowledged * 20, "{report:?}");
     for n in 1..=acknowledged {
-        assert!(
-            ledger.transfer(u128::from(n) * 100 + 19).is_some(),
-            "acknowledged batch {n} is there"
-        );
+        assert!(ledger.transfer(u128::from(n) * 100 + 19).is_some(), "acknowledged batch {n} is there");
     }
     ledger.check_conservation().unwrap();
 }

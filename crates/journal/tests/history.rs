@@ -13,13 +13,7 @@ const BATCHES: u64 = 12;
 const PER_BATCH: u64 = 8_000;
 
 fn options() -> Options {
-    Options {
-        snapshot_every_records: 5,
-        ledger: LedgerConfig {
-            id_horizon_ns: Some(HORIZON),
-        },
-        ..Options::default()
-    }
+    Options { snapshot_every_records: 5, ledger: LedgerConfig { id_horizon_ns: Some(HORIZON) }, ..Options::default() }
 }
 
 /// Batch `n` happens at `n × 20 s`: every batch is past the previous one's horizon.
@@ -36,28 +30,13 @@ fn batch(n: u64) -> Batch {
             ..Transfer::default()
         })
         .collect();
-    Batch {
-        timestamp: time,
-        command: Command::CreateTransfers(transfers),
-    }
+    Batch { timestamp: time, command: Command::CreateTransfers(transfers) }
 }
 
 fn write_all(directory: &std::path::Path) {
     let (store, _) = DurableLedger::open(directory, options()).unwrap();
-    let accounts = (1..=4)
-        .map(|id| NewAccount {
-            id,
-            ledger: 1,
-            code: 1,
-            ..NewAccount::default()
-        })
-        .collect();
-    store
-        .submit(Batch {
-            timestamp: SECOND,
-            command: Command::CreateAccounts(accounts),
-        })
-        .unwrap();
+    let accounts = (1..=4).map(|id| NewAccount { id, ledger: 1, code: 1, ..NewAccount::default() }).collect();
+    store.submit(Batch { timestamp: SECOND, command: Command::CreateAccounts(accounts) }).unwrap();
     for n in 1..=BATCHES {
         match store.submit(batch(n)).unwrap() {
             Outcome::Transfers(results) => assert!(results.iter().all(|r| r.is_ok())),
@@ -83,22 +62,15 @@ fn evicted_transfers_are_read_back_from_the_history_file_after_a_restart() {
     let directory = tempfile::tempdir().unwrap();
     write_all(directory.path());
     let (store, report) = DurableLedger::open(directory.path(), options()).unwrap();
-    assert!(
-        report.snapshot_sequence.is_some(),
-        "snapshots were taken: {report:?}"
-    );
-    let (first_in_memory, count) =
-        store.read(|l| (l.first_position_in_memory(), l.transfer_count()));
+    assert!(report.snapshot_sequence.is_some(), "snapshots were taken: {report:?}");
+    let (first_in_memory, count) = store.read(|l| (l.first_position_in_memory(), l.transfer_count()));
     assert!(first_in_memory > 0, "old transfers left memory");
     assert_eq!(count, BATCHES * PER_BATCH);
 
     // Position 0 is the first transfer of batch 1, from the history file.
     let first = store.stored_transfer(0).unwrap().expect("on disk");
     assert_eq!(first.transfer.id, batch(1).command_transfers()[0].id);
-    assert!(
-        store.read(|l| l.transfer(first.transfer.id).is_none()),
-        "not in memory"
-    );
+    assert!(store.read(|l| l.transfer(first.transfer.id).is_none()), "not in memory");
 
     // A statement walks from memory into the history file without a seam.
     let mut ids = Vec::new();
@@ -123,9 +95,7 @@ fn a_history_file_shorter_than_the_snapshot_stops_the_start() {
     let length = std::fs::metadata(&path).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(length / 2).unwrap();
-    let error = Journal::open(directory.path(), options())
-        .err()
-        .expect("must not open");
+    let error = Journal::<ledger::Ledger>::open(directory.path(), options()).err().expect("must not open");
     assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
     assert!(error.to_string().contains("history.log"), "{error}");
 }

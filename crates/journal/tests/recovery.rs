@@ -17,17 +17,10 @@ fn accounts_batch() -> Batch {
             user_data: 0,
             ledger: 1,
             code: 1,
-            flags: if id == 1 {
-                AccountFlags::empty()
-            } else {
-                AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
-            },
+            flags: if id == 1 { AccountFlags::empty() } else { AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS },
         })
         .collect();
-    Batch {
-        timestamp: SECOND,
-        command: Command::CreateAccounts(accounts),
-    }
+    Batch { timestamp: SECOND, command: Command::CreateAccounts(accounts) }
 }
 
 /// Batch `n` (from 1): 20 top-ups from the bank, ids unique across batches.
@@ -43,26 +36,17 @@ fn transfers_batch(n: u64) -> Batch {
             ..Transfer::default()
         })
         .collect();
-    Batch {
-        timestamp: (n + 1) * SECOND,
-        command: Command::CreateTransfers(transfers),
-    }
+    Batch { timestamp: (n + 1) * SECOND, command: Command::CreateTransfers(transfers) }
 }
 
 fn options(snapshot_every_records: u64) -> Options {
-    Options {
-        snapshot_every_records,
-        ..Options::default()
-    }
+    Options { snapshot_every_records, ..Options::default() }
 }
 
 /// Writes `batches` transfer batches through a durable ledger; returns its digest.
 fn write_history(directory: &Path, batches: u64, snapshot_every_records: u64) -> u64 {
     let (store, _) = DurableLedger::open(directory, options(snapshot_every_records)).unwrap();
-    assert!(matches!(
-        store.submit(accounts_batch()).unwrap(),
-        Outcome::Accounts(_)
-    ));
+    assert!(matches!(store.submit(accounts_batch()).unwrap(), Outcome::Accounts(_)));
     for n in 1..=batches {
         match store.submit(transfers_batch(n)).unwrap() {
             Outcome::Transfers(results) => assert!(results.iter().all(|r| r.is_ok())),
@@ -78,12 +62,7 @@ fn files(directory: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(directory)
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            path.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(prefix)
-        })
+        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with(prefix))
         .collect();
     found.sort();
     found
@@ -92,8 +71,7 @@ fn files(directory: &Path, prefix: &str) -> Vec<PathBuf> {
 #[test]
 fn an_empty_directory_opens_as_an_empty_ledger() {
     let directory = tempfile::tempdir().unwrap();
-    let (_, ledger, report) =
-        Journal::open(&directory.path().join("new"), Options::default()).unwrap();
+    let (_, ledger, report) = Journal::<ledger::Ledger>::open(&directory.path().join("new"), Options::default()).unwrap();
     assert_eq!(ledger.accounts().len(), 0);
     assert_eq!(report.last_sequence, 0);
 }
@@ -102,7 +80,7 @@ fn an_empty_directory_opens_as_an_empty_ledger() {
 fn a_reopened_journal_has_exactly_the_state_it_had() {
     let directory = tempfile::tempdir().unwrap();
     let digest = write_history(directory.path(), 30, 1_000);
-    let (_, ledger, report) = Journal::open(directory.path(), options(1_000)).unwrap();
+    let (_, ledger, report) = Journal::<ledger::Ledger>::open(directory.path(), options(1_000)).unwrap();
     assert_eq!(report.digest, digest);
     assert_eq!(report.records_replayed, 31);
     assert_eq!(ledger.stats().transfers, 600);
@@ -113,18 +91,10 @@ fn a_reopened_journal_has_exactly_the_state_it_had() {
 fn snapshots_bound_the_replay_and_truncate_the_log() {
     let directory = tempfile::tempdir().unwrap();
     let digest = write_history(directory.path(), 45, 10);
-    assert_eq!(
-        files(directory.path(), "snapshot-").len(),
-        1,
-        "older snapshots are deleted"
-    );
-    let (_, ledger, report) = Journal::open(directory.path(), options(10)).unwrap();
+    assert_eq!(files(directory.path(), "snapshot-").len(), 1, "older snapshots are deleted");
+    let (_, ledger, report) = Journal::<ledger::Ledger>::open(directory.path(), options(10)).unwrap();
     assert_eq!(report.digest, digest);
-    assert_eq!(
-        report.snapshot_sequence,
-        Some(40),
-        "46 records, a snapshot every 10"
-    );
+    assert_eq!(report.snapshot_sequence, Some(40), "46 records, a snapshot every 10");
     assert_eq!(report.records_replayed, 6);
     assert_eq!(ledger.stats().transfers, 900);
 }
@@ -142,18 +112,14 @@ fn a_torn_tail_is_cut_off_and_everything_before_it_kept() {
     bytes.extend_from_slice(&torn);
     fs::write(&segment, &bytes).unwrap();
 
-    let (mut journal, ledger, report) = Journal::open(directory.path(), options(1_000)).unwrap();
+    let (mut journal, ledger, report) = Journal::<ledger::Ledger>::open(directory.path(), options(1_000)).unwrap();
     assert_eq!(report.digest, digest);
     assert_eq!(report.torn_bytes_cut, 1000);
-    assert_eq!(
-        fs::metadata(&segment).unwrap().len(),
-        intact,
-        "the tail is cut on disk too"
-    );
+    assert_eq!(fs::metadata(&segment).unwrap().len(), intact, "the tail is cut on disk too");
     // The journal appends after the cut and the result survives another start.
     journal.append(&[&transfers_batch(13)]).unwrap();
     drop((journal, ledger));
-    let (_, ledger, _) = Journal::open(directory.path(), options(1_000)).unwrap();
+    let (_, ledger, _) = Journal::<ledger::Ledger>::open(directory.path(), options(1_000)).unwrap();
     assert_eq!(ledger.stats().transfers, 13 * 20);
 }
 
@@ -166,7 +132,7 @@ fn a_flipped_byte_in_the_middle_stops_the_start_naming_file_and_offset() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     fs::write(&segment, &bytes).unwrap();
-    match Journal::open(directory.path(), options(1_000)) {
+    match Journal::<ledger::Ledger>::open(directory.path(), options(1_000)) {
         Err(JournalError::Corrupt { path, offset, .. }) => {
             assert_eq!(path, segment);
             assert!(
@@ -186,14 +152,9 @@ fn a_missing_snapshot_whose_log_is_gone_is_an_error_not_an_empty_ledger() {
     for snapshot in files(directory.path(), "snapshot-") {
         fs::remove_file(snapshot).unwrap();
     }
-    let error = Journal::open(directory.path(), options(10))
-        .err()
-        .expect("must not open");
+    let error = Journal::<ledger::Ledger>::open(directory.path(), options(10)).err().expect("must not open");
     assert!(matches!(error, JournalError::Gap { .. }), "{error}");
-    assert!(
-        error.to_string().contains("expected record 1 next"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("expected record 1 next"), "{error}");
 }
 
 #[test]
@@ -201,7 +162,7 @@ fn a_damaged_snapshot_falls_back_to_the_log_when_the_log_still_covers_it() {
     let directory = tempfile::tempdir().unwrap();
     let digest = write_history(directory.path(), 5, 1_000);
     // Snapshot by hand, keeping the segments it would delete.
-    let (mut journal, ledger, _) = Journal::open(directory.path(), options(1_000)).unwrap();
+    let (mut journal, ledger, _) = Journal::<ledger::Ledger>::open(directory.path(), options(1_000)).unwrap();
     let saved: Vec<(PathBuf, Vec<u8>)> = files(directory.path(), "wal-")
         .into_iter()
         .map(|p| {
@@ -218,7 +179,7 @@ fn a_damaged_snapshot_falls_back_to_the_log_when_the_log_still_covers_it() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     fs::write(&snapshot, bytes).unwrap();
-    let (_, _, report) = Journal::open(directory.path(), options(1_000)).unwrap();
+    let (_, _, report) = Journal::<ledger::Ledger>::open(directory.path(), options(1_000)).unwrap();
     assert_eq!(report.snapshots_skipped, [snapshot]);
     assert_eq!(report.digest, digest);
 }
@@ -226,10 +187,8 @@ fn a_damaged_snapshot_falls_back_to_the_log_when_the_log_still_covers_it() {
 #[test]
 fn a_second_process_cannot_open_the_same_directory() {
     let directory = tempfile::tempdir().unwrap();
-    let (_journal, _, _) = Journal::open(directory.path(), Options::default()).unwrap();
-    let error = Journal::open(directory.path(), Options::default())
-        .err()
-        .expect("locked");
+    let (_journal, _, _) = Journal::<ledger::Ledger>::open(directory.path(), Options::default()).unwrap();
+    let error = Journal::<ledger::Ledger>::open(directory.path(), Options::default()).err().expect("locked");
     assert!(matches!(error, JournalError::Locked { .. }), "{error}");
 }
 
@@ -238,14 +197,9 @@ fn a_directory_that_cannot_be_created_is_a_clear_error() {
     let directory = tempfile::tempdir().unwrap();
     let file = directory.path().join("a-file");
     fs::write(&file, b"not a directory").unwrap();
-    let error = Journal::open(&file.join("data"), Options::default())
-        .err()
-        .expect("cannot open");
+    let error = Journal::<ledger::Ledger>::open(&file.join("data"), Options::default()).err().expect("cannot open");
     let message = error.to_string();
-    assert!(
-        message.contains("cannot create data directory") && message.contains("a-file"),
-        "{message}"
-    );
+    assert!(message.contains("cannot create data directory") && message.contains("a-file"), "{message}");
 }
 
 #[test]
@@ -253,14 +207,9 @@ fn an_oversized_batch_is_refused_before_it_reaches_the_log() {
     let directory = tempfile::tempdir().unwrap();
     let (store, _) = DurableLedger::open(directory.path(), Options::default()).unwrap();
     let too_many = vec![Transfer::default(); ledger::BATCH_EVENTS_MAX + 1];
-    let outcome = store
-        .submit(Batch {
-            timestamp: 1,
-            command: Command::CreateTransfers(too_many),
-        })
-        .unwrap();
+    let outcome = store.submit(Batch { timestamp: 1, command: Command::CreateTransfers(too_many) }).unwrap();
     assert!(matches!(outcome, Outcome::Refused(_)));
     store.shutdown();
-    let (_, _, report) = Journal::open(directory.path(), Options::default()).unwrap();
+    let (_, _, report) = Journal::<ledger::Ledger>::open(directory.path(), Options::default()).unwrap();
     assert_eq!(report.last_sequence, 0);
 }

@@ -71,16 +71,12 @@ impl Account {
     /// What a debit-limited account (a wallet) can still spend: posted credits
     /// less everything debited or held. Zero when nothing is left.
     pub fn debit_headroom(&self) -> Amount {
-        self.credits_posted
-            .saturating_sub(self.debits_posted)
-            .saturating_sub(self.debits_pending)
+        self.credits_posted.saturating_sub(self.debits_posted).saturating_sub(self.debits_pending)
     }
 
     /// What a credit-limited account can still be credited.
     pub fn credit_headroom(&self) -> Amount {
-        self.debits_posted
-            .saturating_sub(self.credits_posted)
-            .saturating_sub(self.credits_pending)
+        self.debits_posted.saturating_sub(self.credits_posted).saturating_sub(self.credits_pending)
     }
 
     pub fn is_closed(&self) -> bool {

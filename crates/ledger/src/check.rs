@@ -81,13 +81,8 @@ impl Ledger {
     pub fn check_conservation(&self) -> Result<BTreeMap<u32, LedgerTotals>, ConservationError> {
         let totals = self.totals();
         for (&ledger, sums) in &totals {
-            if sums.debits_posted != sums.credits_posted
-                || sums.debits_pending != sums.credits_pending
-            {
-                return Err(ConservationError {
-                    ledger,
-                    totals: Box::new(*sums),
-                });
+            if sums.debits_posted != sums.credits_posted || sums.debits_pending != sums.credits_pending {
+                return Err(ConservationError { ledger, totals: Box::new(*sums) });
             }
         }
         Ok(totals)

@@ -64,20 +64,11 @@ impl std::fmt::Display for ImageError {
             }
             ImageError::DuplicateAccount { id } => write!(f, "account {id} appears twice"),
             ImageError::DuplicateTransfer { id } => write!(f, "transfer {id} appears twice"),
-            ImageError::TransferAccountMissing {
-                transfer_id,
-                account_id,
-            } => {
-                write!(
-                    f,
-                    "transfer {transfer_id} names account {account_id}, which is not in the image"
-                )
+            ImageError::TransferAccountMissing { transfer_id, account_id } => {
+                write!(f, "transfer {transfer_id} names account {account_id}, which is not in the image")
             }
             ImageError::PendingTransferMissing { id } => {
-                write!(
-                    f,
-                    "pending status for transfer {id}, which is not in the image"
-                )
+                write!(f, "pending status for transfer {id}, which is not in the image")
             }
             ImageError::Unbalanced(detail) => write!(f, "image is unbalanced: {detail}"),
         }
@@ -92,11 +83,7 @@ impl Ledger {
         LedgerImage {
             config: self.config(),
             last_timestamp: self.last_timestamp(),
-            accounts: self
-                .accounts()
-                .iter()
-                .map(|a| (*a, self.last_transfer_of(a.id)))
-                .collect(),
+            accounts: self.accounts().iter().map(|a| (*a, self.last_transfer_of(a.id))).collect(),
             first_position: self.first_position_in_memory(),
             transfers: self.stored_transfers_from(0).copied().collect(),
             pending: self.pending_records(),
@@ -113,12 +100,8 @@ impl Ledger {
     /// Rebuilds a ledger from an image. The result is checked: every
     /// reference resolves and debits equal credits.
     pub fn restore(image: LedgerImage) -> Result<Ledger, ImageError> {
-        let mut ledger = Ledger::empty_for_image(
-            image.config,
-            image.accounts.len(),
-            image.first_position,
-            image.transfers.len(),
-        );
+        let mut ledger =
+            Ledger::empty_for_image(image.config, image.accounts.len(), image.first_position, image.transfers.len());
         for (account, last_transfer) in image.accounts {
             ledger.restore_account(account, last_transfer)?;
         }
@@ -129,9 +112,7 @@ impl Ledger {
             ledger.restore_pending(record)?;
         }
         ledger.set_last_timestamp(image.last_timestamp);
-        ledger
-            .check_conservation()
-            .map_err(|error| ImageError::Unbalanced(error.to_string()))?;
+        ledger.check_conservation().map_err(|error| ImageError::Unbalanced(error.to_string()))?;
         Ok(ledger)
     }
 

@@ -36,16 +36,8 @@ impl Default for IdIndex {
 
 impl IdIndex {
     pub fn with_capacity(capacity: usize) -> IdIndex {
-        let slots = capacity
-            .saturating_mul(2)
-            .next_power_of_two()
-            .max(SLOTS_MIN);
-        IdIndex {
-            ids: vec![EMPTY; slots],
-            values: vec![u64::MAX; slots],
-            len: 0,
-            mask: slots - 1,
-        }
+        let slots = capacity.saturating_mul(2).next_power_of_two().max(SLOTS_MIN);
+        IdIndex { ids: vec![EMPTY; slots], values: vec![u64::MAX; slots], len: 0, mask: slots - 1 }
     }
 
     pub fn memory_bytes(&self) -> usize {

@@ -12,16 +12,11 @@ pub enum BatchError {
 impl std::fmt::Display for BatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BatchError::TooManyEvents { count } => write!(
-                f,
-                "batch has {count} events, more than the maximum of {}",
-                crate::BATCH_EVENTS_MAX
-            ),
+            BatchError::TooManyEvents { count } => {
+                write!(f, "batch has {count} events, more than the maximum of {}", crate::BATCH_EVENTS_MAX)
+            }
             BatchError::TimestampOverflow { timestamp } => {
-                write!(
-                    f,
-                    "batch timestamp {timestamp} leaves no room for its events' timestamps"
-                )
+                write!(f, "batch timestamp {timestamp} leaves no room for its events' timestamps")
             }
         }
     }

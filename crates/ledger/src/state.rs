@@ -231,12 +231,7 @@ impl Ledger {
     /// the transfer with timestamp `after_timestamp` (0: from the first), at
     /// most `limit` of them. Walks back from the newest: cheap for recent
     /// history, which is what statements read.
-    pub fn account_transfers(
-        &self,
-        account_id: u128,
-        after_timestamp: u64,
-        limit: usize,
-    ) -> Vec<Transfer> {
+    pub fn account_transfers(&self, account_id: u128, after_timestamp: u64, limit: usize) -> Vec<Transfer> {
         let mut newer: Vec<Transfer> = self
             .history(account_id, self.last_transfer_of(account_id))
             .take_while(|transfer| transfer.timestamp > after_timestamp)
@@ -256,19 +251,11 @@ impl Ledger {
     ) -> Vec<Transfer> {
         let start = match before_id {
             None => self.last_transfer_of(account_id),
-            Some(id) => match self
-                .transfers
-                .position_of(id)
-                .and_then(|p| self.transfers.get(p))
-            {
+            Some(id) => match self.transfers.position_of(id).and_then(|p| self.transfers.get(p)) {
                 Some(stored) => {
                     let involved = stored.transfer.debit_account_id == account_id
                         || stored.transfer.credit_account_id == account_id;
-                    if involved {
-                        stored.previous_of(account_id)
-                    } else {
-                        NO_TRANSFER
-                    }
+                    if involved { stored.previous_of(account_id) } else { NO_TRANSFER }
                 }
                 None => NO_TRANSFER,
             },
@@ -301,10 +288,7 @@ impl Ledger {
     }
 
     /// The stored transfers in memory from `position` on, oldest first.
-    pub fn stored_transfers_from(
-        &self,
-        position: u64,
-    ) -> impl Iterator<Item = &StoredTransfer> + '_ {
+    pub fn stored_transfers_from(&self, position: u64) -> impl Iterator<Item = &StoredTransfer> + '_ {
         self.transfers.iter_from(position)
     }
 
@@ -325,9 +309,7 @@ impl Ledger {
         let pending = &mut self.pending;
         while self.transfers.evict_oldest_chunk(cutoff, |transfer| {
             if transfer.flags.contains(TransferFlags::PENDING)
-                && pending
-                    .get(&transfer.id)
-                    .is_some_and(|entry| entry.status != PendingStatus::Pending)
+                && pending.get(&transfer.id).is_some_and(|entry| entry.status != PendingStatus::Pending)
             {
                 pending.remove(&transfer.id);
             }
@@ -343,11 +325,7 @@ impl Ledger {
         LedgerStats {
             accounts: self.accounts.len() as u64,
             transfers: self.transfers.len(),
-            pending_open: self
-                .pending
-                .values()
-                .filter(|entry| entry.status == PendingStatus::Pending)
-                .count() as u64,
+            pending_open: self.pending.values().filter(|entry| entry.status == PendingStatus::Pending).count() as u64,
         }
     }
 
@@ -386,11 +364,7 @@ impl Ledger {
         self.last_timestamp = timestamp;
     }
 
-    pub(crate) fn restore_account(
-        &mut self,
-        account: Account,
-        last_transfer: u64,
-    ) -> Result<(), ImageError> {
+    pub(crate) fn restore_account(&mut self, account: Account, last_transfer: u64) -> Result<(), ImageError> {
         if account.id == 0 || account.id == u128::MAX {
             return Err(ImageError::InvalidId { id: account.id });
         }
@@ -414,10 +388,7 @@ impl Ledger {
         }
         for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
             if !self.account_index.contains_key(&account_id) {
-                return Err(ImageError::TransferAccountMissing {
-                    transfer_id: transfer.id,
-                    account_id,
-                });
+                return Err(ImageError::TransferAccountMissing { transfer_id: transfer.id, account_id });
             }
         }
         self.transfers.push(stored);
@@ -425,16 +396,10 @@ impl Ledger {
     }
 
     pub(crate) fn restore_pending(&mut self, record: PendingRecord) -> Result<(), ImageError> {
-        if record.transfer.id != record.id
-            || !record.transfer.flags.contains(TransferFlags::PENDING)
-        {
+        if record.transfer.id != record.id || !record.transfer.flags.contains(TransferFlags::PENDING) {
             return Err(ImageError::PendingTransferMissing { id: record.id });
         }
-        let entry = PendingEntry {
-            status: record.status,
-            expires_at: record.expires_at,
-            transfer: record.transfer,
-        };
+        let entry = PendingEntry { status: record.status, expires_at: record.expires_at, transfer: record.transfer };
         self.pending.insert(record.id, entry);
         if record.status == PendingStatus::Pending && record.expires_at != 0 {
             self.expiries.insert((record.expires_at, record.id));
@@ -474,10 +439,7 @@ impl Ledger {
     /// Ids are checked for existence and pending ids looked up: bring both
     /// index slots into cache ahead of use.
     fn warm_transfer_ids(&self, events: &[Transfer]) {
-        let ids = events
-            .iter()
-            .flat_map(|event| [event.id, event.pending_id])
-            .filter(|&id| id != 0 && id != u128::MAX);
+        let ids = events.iter().flat_map(|event| [event.id, event.pending_id]).filter(|&id| id != 0 && id != u128::MAX);
         self.transfers.warm(ids);
     }
 
@@ -556,17 +518,11 @@ impl Ledger {
                     self.account_last_transfer[credit_index as usize] = stored.previous_of_credit;
                 }
                 Undo::PendingInserted { id } => {
-                    let entry = self
-                        .pending
-                        .remove(&id)
-                        .expect("undo: pending was inserted");
+                    let entry = self.pending.remove(&id).expect("undo: pending was inserted");
                     self.expiries.remove(&(entry.expires_at, id));
                 }
                 Undo::PendingResolved { id, previous } => {
-                    let entry = self
-                        .pending
-                        .get_mut(&id)
-                        .expect("undo: a resolved transfer has its entry");
+                    let entry = self.pending.get_mut(&id).expect("undo: a resolved transfer has its entry");
                     entry.status = previous;
                     if entry.expires_at != 0 {
                         self.expiries.insert((entry.expires_at, id));
@@ -584,10 +540,10 @@ impl Ledger {
         if event.id == u128::MAX {
             return R::IdMustNotBeIntMax;
         }
-        if event.flags.contains(
-            AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
-                | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
-        ) {
+        if event
+            .flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        {
             return R::FlagsAreMutuallyExclusive;
         }
         if event.flags.contains(AccountFlags::CLOSED) {
@@ -703,11 +659,7 @@ impl Ledger {
             let entry = PendingEntry {
                 status: PendingStatus::Pending,
                 expires_at,
-                transfer: Transfer {
-                    amount,
-                    timestamp,
-                    ..*event
-                },
+                transfer: Transfer { amount, timestamp, ..*event },
             };
             self.pending.insert(event.id, entry);
             if expires_at != 0 {
@@ -715,11 +667,7 @@ impl Ledger {
             }
             self.undo.push(Undo::PendingInserted { id: event.id });
         }
-        let stored = Transfer {
-            amount,
-            timestamp,
-            ..*event
-        };
+        let stored = Transfer { amount, timestamp, ..*event };
         self.insert_transfer(stored, debit_index, credit_index);
         R::Ok
     }
@@ -816,11 +764,7 @@ impl Ledger {
                 credit.flags -= AccountFlags::CLOSED;
             }
         }
-        let status = if post {
-            PendingStatus::Posted
-        } else {
-            PendingStatus::Voided
-        };
+        let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
         self.resolve_pending(pending.id, status);
         let stored = Transfer {
             debit_account_id: pending.debit_account_id,
@@ -836,11 +780,7 @@ impl Ledger {
     }
 
     fn release_expired(&mut self, id: u128) {
-        let transfer = self
-            .pending
-            .get(&id)
-            .expect("an expiring transfer has a pending entry")
-            .transfer;
+        let transfer = self.pending.get(&id).expect("an expiring transfer has a pending entry").transfer;
         let debit_index = self.account_index[&transfer.debit_account_id] as usize;
         let credit_index = self.account_index[&transfer.credit_account_id] as usize;
         let debit = &mut self.accounts[debit_index];
@@ -853,23 +793,13 @@ impl Ledger {
         if transfer.flags.contains(TransferFlags::CLOSING_CREDIT) {
             credit.flags -= AccountFlags::CLOSED;
         }
-        let entry = self
-            .pending
-            .get_mut(&id)
-            .expect("an expiring transfer has a pending entry");
-        assert_eq!(
-            entry.status,
-            PendingStatus::Pending,
-            "only open holds expire"
-        );
+        let entry = self.pending.get_mut(&id).expect("an expiring transfer has a pending entry");
+        assert_eq!(entry.status, PendingStatus::Pending, "only open holds expire");
         entry.status = PendingStatus::Expired;
     }
 
     fn resolve_pending(&mut self, id: u128, status: PendingStatus) {
-        let entry = self
-            .pending
-            .get_mut(&id)
-            .expect("a resolved transfer has a pending entry");
+        let entry = self.pending.get_mut(&id).expect("a resolved transfer has a pending entry");
         let previous = entry.status;
         entry.status = status;
         if entry.expires_at != 0 {
@@ -904,14 +834,10 @@ fn check_batch_size(count: usize) -> Result<(), BatchError> {
 }
 
 fn flags_are_mutually_exclusive(flags: TransferFlags) -> bool {
-    let phases = [
-        TransferFlags::PENDING,
-        TransferFlags::POST_PENDING,
-        TransferFlags::VOID_PENDING,
-    ]
-    .iter()
-    .filter(|&&phase| flags.contains(phase))
-    .count();
+    let phases = [TransferFlags::PENDING, TransferFlags::POST_PENDING, TransferFlags::VOID_PENDING]
+        .iter()
+        .filter(|&&phase| flags.contains(phase))
+        .count();
     phases > 1 || (flags.is_balancing() && flags.is_post_or_void())
 }
 
@@ -947,11 +873,8 @@ fn transfer_exists(event: &Transfer, existing: &Transfer) -> CreateTransferResul
         return R::ExistsWithDifferentCreditAccountId;
     }
     // A balancing transfer stores what actually moved, at most what was asked.
-    let amount_differs = if event.flags.is_balancing() {
-        event.amount < existing.amount
-    } else {
-        event.amount != existing.amount
-    };
+    let amount_differs =
+        if event.flags.is_balancing() { event.amount < existing.amount } else { event.amount != existing.amount };
     if amount_differs {
         return R::ExistsWithDifferentAmount;
     }
@@ -1038,10 +961,7 @@ fn validate_new_transfer_fields(event: &Transfer) -> Result<(), CreateTransferRe
     Ok(())
 }
 
-fn check_resolution_matches(
-    event: &Transfer,
-    pending: &Transfer,
-) -> Result<(), CreateTransferResult> {
+fn check_resolution_matches(event: &Transfer, pending: &Transfer) -> Result<(), CreateTransferResult> {
     use CreateTransferResult as R;
     if event.debit_account_id != 0 && event.debit_account_id != pending.debit_account_id {
         return Err(R::PendingTransferHasDifferentDebitAccountId);
@@ -1093,32 +1013,20 @@ fn check_new_transfer_balances(
             return Err(R::OverflowsCreditsPosted);
         }
     }
-    let debits_total = debit
-        .debits_pending
-        .checked_add(debit.debits_posted)
-        .and_then(|total| total.checked_add(amount));
+    let debits_total =
+        debit.debits_pending.checked_add(debit.debits_posted).and_then(|total| total.checked_add(amount));
     let Some(debits_total) = debits_total else {
         return Err(R::OverflowsDebits);
     };
-    let credits_total = credit
-        .credits_pending
-        .checked_add(credit.credits_posted)
-        .and_then(|total| total.checked_add(amount));
+    let credits_total =
+        credit.credits_pending.checked_add(credit.credits_posted).and_then(|total| total.checked_add(amount));
     let Some(credits_total) = credits_total else {
         return Err(R::OverflowsCredits);
     };
-    if debit
-        .flags
-        .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        && debits_total > debit.credits_posted
-    {
+    if debit.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits_total > debit.credits_posted {
         return Err(R::ExceedsCredits);
     }
-    if credit
-        .flags
-        .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-        && credits_total > credit.debits_posted
-    {
+    if credit.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits_total > credit.debits_posted {
         return Err(R::ExceedsDebits);
     }
     Ok(())

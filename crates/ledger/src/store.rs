@@ -89,11 +89,7 @@ impl TransferStore {
 
     /// A store whose window starts at `first` (restoring from an image).
     pub fn starting_at(first: u64, transfers: usize) -> TransferStore {
-        assert_eq!(
-            first % CHUNK_TRANSFERS as u64,
-            0,
-            "windows start at a chunk boundary"
-        );
+        assert_eq!(first % CHUNK_TRANSFERS as u64, 0, "windows start at a chunk boundary");
         let mut store = TransferStore::with_capacity(transfers);
         store.first = first;
         store.len = first;

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use ledger::{
-    AMOUNT_MAX, Account, AccountFlags, Amount, CreateAccountResult as AR,
-    CreateTransferResult as TR, Ledger, NewAccount, PendingStatus, Transfer, TransferFlags,
+    AMOUNT_MAX, Account, AccountFlags, Amount, CreateAccountResult as AR, CreateTransferResult as TR, Ledger,
+    NewAccount, PendingStatus, Transfer, TransferFlags,
 };
 use proptest::prelude::*;
 
@@ -32,10 +32,7 @@ impl Model {
 
     fn create_accounts(&mut self, timestamp: u64, events: &[NewAccount]) -> Vec<AR> {
         let first = self.timestamps(timestamp, events.len());
-        let linked: Vec<bool> = events
-            .iter()
-            .map(|e| e.flags.contains(AccountFlags::LINKED))
-            .collect();
+        let linked: Vec<bool> = events.iter().map(|e| e.flags.contains(AccountFlags::LINKED)).collect();
         run_chains(
             self,
             &linked,
@@ -54,10 +51,8 @@ impl Model {
         if e.id == u128::MAX {
             return AR::IdMustNotBeIntMax;
         }
-        if e.flags
-            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && e.flags
-                .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        if e.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            && e.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
         {
             return AR::FlagsAreMutuallyExclusive;
         }
@@ -101,10 +96,7 @@ impl Model {
         let first = self.timestamps(timestamp, events.len());
         let last = first + events.len().saturating_sub(1) as u64;
         self.expire(last);
-        let linked: Vec<bool> = events
-            .iter()
-            .map(|e| e.flags.contains(TransferFlags::LINKED))
-            .collect();
+        let linked: Vec<bool> = events.iter().map(|e| e.flags.contains(TransferFlags::LINKED)).collect();
         run_chains(
             self,
             &linked,
@@ -157,23 +149,16 @@ impl Model {
         if e.id == u128::MAX {
             return TR::IdMustNotBeIntMax;
         }
-        let phases = [
-            TransferFlags::PENDING,
-            TransferFlags::POST_PENDING,
-            TransferFlags::VOID_PENDING,
-        ]
-        .into_iter()
-        .filter(|p| f.contains(*p))
-        .count();
-        let balancing = f.contains(TransferFlags::BALANCING_DEBIT)
-            || f.contains(TransferFlags::BALANCING_CREDIT);
-        let resolving =
-            f.contains(TransferFlags::POST_PENDING) || f.contains(TransferFlags::VOID_PENDING);
+        let phases = [TransferFlags::PENDING, TransferFlags::POST_PENDING, TransferFlags::VOID_PENDING]
+            .into_iter()
+            .filter(|p| f.contains(*p))
+            .count();
+        let balancing = f.contains(TransferFlags::BALANCING_DEBIT) || f.contains(TransferFlags::BALANCING_CREDIT);
+        let resolving = f.contains(TransferFlags::POST_PENDING) || f.contains(TransferFlags::VOID_PENDING);
         if phases > 1 || (balancing && resolving) {
             return TR::FlagsAreMutuallyExclusive;
         }
-        let closing =
-            f.contains(TransferFlags::CLOSING_DEBIT) || f.contains(TransferFlags::CLOSING_CREDIT);
+        let closing = f.contains(TransferFlags::CLOSING_DEBIT) || f.contains(TransferFlags::CLOSING_CREDIT);
         if closing && !f.contains(TransferFlags::PENDING) {
             return TR::ClosingTransferMustBePending;
         }
@@ -181,11 +166,7 @@ impl Model {
             return self.resolve(e, timestamp);
         }
         if let Some(x) = self.transfers.get(&e.id) {
-            let amount_differs = if balancing {
-                e.amount < x.amount
-            } else {
-                e.amount != x.amount
-            };
+            let amount_differs = if balancing { e.amount < x.amount } else { e.amount != x.amount };
             return if e.flags != x.flags {
                 TR::ExistsWithDifferentFlags
             } else if e.debit_account_id != x.debit_account_id {
@@ -252,17 +233,11 @@ impl Model {
         }
         let mut amount = e.amount;
         if f.contains(TransferFlags::BALANCING_DEBIT) {
-            let room = d
-                .credits_posted
-                .saturating_sub(d.debits_posted)
-                .saturating_sub(d.debits_pending);
+            let room = d.credits_posted.saturating_sub(d.debits_posted).saturating_sub(d.debits_pending);
             amount = amount.min(room);
         }
         if f.contains(TransferFlags::BALANCING_CREDIT) {
-            let room = c
-                .debits_posted
-                .saturating_sub(c.credits_posted)
-                .saturating_sub(c.credits_pending);
+            let room = c.debits_posted.saturating_sub(c.credits_posted).saturating_sub(c.credits_pending);
             amount = amount.min(room);
         }
         let pending = f.contains(TransferFlags::PENDING);
@@ -282,33 +257,23 @@ impl Model {
                 return TR::OverflowsCreditsPosted;
             }
         }
-        let sum3 =
-            |a: Amount, b: Amount, x: Amount| a.checked_add(b).and_then(|s| s.checked_add(x));
+        let sum3 = |a: Amount, b: Amount, x: Amount| a.checked_add(b).and_then(|s| s.checked_add(x));
         let Some(debits) = sum3(d.debits_pending, d.debits_posted, amount) else {
             return TR::OverflowsDebits;
         };
         let Some(credits) = sum3(c.credits_pending, c.credits_posted, amount) else {
             return TR::OverflowsCredits;
         };
-        if d.flags
-            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && debits > d.credits_posted
-        {
+        if d.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > d.credits_posted {
             return TR::ExceedsCredits;
         }
-        if c.flags
-            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-            && credits > c.debits_posted
-        {
+        if c.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits > c.debits_posted {
             return TR::ExceedsDebits;
         }
         let expires_at = if e.timeout_seconds == 0 {
             0
         } else {
-            match (e.timeout_seconds as u64)
-                .checked_mul(1_000_000_000)
-                .and_then(|t| timestamp.checked_add(t))
-            {
+            match (e.timeout_seconds as u64).checked_mul(1_000_000_000).and_then(|t| timestamp.checked_add(t)) {
                 Some(at) => at,
                 None => return TR::OverflowsTimeout,
             }
@@ -332,17 +297,9 @@ impl Model {
             c.flags.insert(AccountFlags::CLOSED);
         }
         if pending {
-            self.pending
-                .insert(e.id, (PendingStatus::Pending, expires_at));
+            self.pending.insert(e.id, (PendingStatus::Pending, expires_at));
         }
-        self.transfers.insert(
-            e.id,
-            Transfer {
-                amount,
-                timestamp,
-                ..*e
-            },
-        );
+        self.transfers.insert(e.id, Transfer { amount, timestamp, ..*e });
         TR::Ok
     }
 
@@ -429,14 +386,10 @@ impl Model {
         let d = self.accounts[&p.debit_account_id];
         let c = self.accounts[&p.credit_account_id];
         if post {
-            if d.flags.contains(AccountFlags::CLOSED)
-                && !p.flags.contains(TransferFlags::CLOSING_DEBIT)
-            {
+            if d.flags.contains(AccountFlags::CLOSED) && !p.flags.contains(TransferFlags::CLOSING_DEBIT) {
                 return TR::DebitAccountAlreadyClosed;
             }
-            if c.flags.contains(AccountFlags::CLOSED)
-                && !p.flags.contains(TransferFlags::CLOSING_CREDIT)
-            {
+            if c.flags.contains(AccountFlags::CLOSED) && !p.flags.contains(TransferFlags::CLOSING_CREDIT) {
                 return TR::CreditAccountAlreadyClosed;
             }
             if d.debits_posted.checked_add(amount).is_none() {
@@ -448,20 +401,10 @@ impl Model {
         }
         self.release(&p, post);
         if post {
-            self.accounts
-                .get_mut(&p.debit_account_id)
-                .unwrap()
-                .debits_posted += amount;
-            self.accounts
-                .get_mut(&p.credit_account_id)
-                .unwrap()
-                .credits_posted += amount;
+            self.accounts.get_mut(&p.debit_account_id).unwrap().debits_posted += amount;
+            self.accounts.get_mut(&p.credit_account_id).unwrap().credits_posted += amount;
         }
-        self.pending.get_mut(&p.id).unwrap().0 = if post {
-            PendingStatus::Posted
-        } else {
-            PendingStatus::Voided
-        };
+        self.pending.get_mut(&p.id).unwrap().0 = if post { PendingStatus::Posted } else { PendingStatus::Voided };
         let stored = Transfer {
             debit_account_id: p.debit_account_id,
             credit_account_id: p.credit_account_id,
@@ -562,13 +505,7 @@ fn new_account() -> impl Strategy<Value = NewAccount> {
         prop_oneof![9 => Just(1u16), 1 => Just(0u16)],
         account_flags(),
     )
-        .prop_map(|(id, user_data, ledger, code, flags)| NewAccount {
-            id,
-            user_data,
-            ledger,
-            code,
-            flags,
-        })
+        .prop_map(|(id, user_data, ledger, code, flags)| NewAccount { id, user_data, ledger, code, flags })
 }
 
 fn amount() -> impl Strategy<Value = Amount> {
@@ -600,12 +537,7 @@ fn transfer_flags() -> impl Strategy<Value = TransferFlags> {
 
 fn transfer() -> impl Strategy<Value = Transfer> {
     (
-        (
-            0u128..24,
-            0..=ACCOUNT_IDS + 1,
-            0..=ACCOUNT_IDS + 1,
-            amount(),
-        ),
+        (0u128..24, 0..=ACCOUNT_IDS + 1, 0..=ACCOUNT_IDS + 1, amount()),
         (
             prop_oneof![3 => Just(0u128), 2 => 1u128..24],
             0u128..2,
@@ -649,8 +581,7 @@ enum Batch {
 }
 
 fn batch() -> impl Strategy<Value = (u64, Batch)> {
-    let step =
-        prop_oneof![3 => 1u64..1_000, 1 => Just(20_000_000_000u64), 1 => Just(45_000_000_000u64)];
+    let step = prop_oneof![3 => 1u64..1_000, 1 => Just(20_000_000_000u64), 1 => Just(45_000_000_000u64)];
     let batch = prop_oneof![
         1 => prop::collection::vec(new_account(), 0..8).prop_map(Batch::Accounts),
         4 => prop::collection::vec(transfer(), 0..16).prop_map(Batch::Transfers),
@@ -668,61 +599,32 @@ fn seed_accounts() -> Vec<NewAccount> {
             user_data: 0,
             ledger: 1,
             code: 1,
-            flags: if id > 4 {
-                AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
-            } else {
-                AccountFlags::empty()
-            },
+            flags: if id > 4 { AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS } else { AccountFlags::empty() },
         })
         .collect()
 }
 
 fn assert_same_state(ledger: &Ledger, model: &Model) {
-    assert_eq!(
-        ledger.accounts().len(),
-        model.accounts.len(),
-        "account count"
-    );
+    assert_eq!(ledger.accounts().len(), model.accounts.len(), "account count");
     for account in ledger.accounts() {
-        assert_eq!(
-            Some(account),
-            model.accounts.get(&account.id),
-            "account {}",
-            account.id
-        );
+        assert_eq!(Some(account), model.accounts.get(&account.id), "account {}", account.id);
     }
-    assert_eq!(
-        ledger.stats().transfers as usize,
-        model.transfers.len(),
-        "transfer count"
-    );
+    assert_eq!(ledger.stats().transfers as usize, model.transfers.len(), "transfer count");
     for (id, transfer) in &model.transfers {
         assert_eq!(ledger.transfer(*id), Some(transfer), "transfer {id}");
     }
     for (id, (status, _)) in &model.pending {
-        assert_eq!(
-            ledger.pending_status(*id),
-            Some(*status),
-            "pending status of {id}"
-        );
+        assert_eq!(ledger.pending_status(*id), Some(*status), "pending status of {id}");
     }
 }
 
 fn assert_invariants(ledger: &Ledger) {
     ledger.check_conservation().expect("debits equal credits");
     for a in ledger.accounts() {
-        if a.flags
-            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        {
-            assert!(
-                a.debits_pending + a.debits_posted <= a.credits_posted,
-                "account {} spent more than it has",
-                a.id
-            );
+        if a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+            assert!(a.debits_pending + a.debits_posted <= a.credits_posted, "account {} spent more than it has", a.id);
         }
-        if a.flags
-            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-        {
+        if a.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
             assert!(
                 a.credits_pending + a.credits_posted <= a.debits_posted,
                 "account {} took more credit than allowed",
@@ -742,10 +644,7 @@ fn assert_chains_atomic(flags: &[TransferFlags], results: &[TR]) {
         }
         let chain = &results[start..=i];
         if chain.iter().any(|r| !r.is_ok_or_exists()) {
-            assert!(
-                !chain.contains(&TR::Ok),
-                "chain {start}..={i} partly applied: {chain:?}"
-            );
+            assert!(!chain.contains(&TR::Ok), "chain {start}..={i} partly applied: {chain:?}");
         }
         start = i + 1;
     }
@@ -756,10 +655,7 @@ fn run_history(batches: Vec<(u64, Batch)>) {
     let mut model = Model::default();
     let mut now = 1_000_000_000u64;
     let seed = seed_accounts();
-    assert_eq!(
-        ledger.create_accounts(now, &seed).unwrap(),
-        model.create_accounts(now, &seed)
-    );
+    assert_eq!(ledger.create_accounts(now, &seed).unwrap(), model.create_accounts(now, &seed));
     for (step, batch) in batches {
         now += step;
         match batch {
@@ -769,11 +665,7 @@ fn run_history(batches: Vec<(u64, Batch)>) {
             }
             Batch::Transfers(events) => {
                 let results = ledger.create_transfers(now, &events).unwrap();
-                assert_eq!(
-                    results,
-                    model.create_transfers(now, &events),
-                    "batch {events:?}"
-                );
+                assert_eq!(results, model.create_transfers(now, &events), "batch {events:?}");
                 let flags: Vec<_> = events.iter().map(|e| e.flags).collect();
                 assert_chains_atomic(&flags, &results);
             }
@@ -826,10 +718,7 @@ fn assert_image_round_trips(mut ledger: Ledger) {
         }))
         .collect();
     let later = ledger.last_timestamp() + 60_000_000_000;
-    assert_eq!(
-        restored.create_transfers(later, &next),
-        ledger.create_transfers(later, &next)
-    );
+    assert_eq!(restored.create_transfers(later, &next), ledger.create_transfers(later, &next));
     assert_eq!(restored.digest(), ledger.digest());
 }
 

@@ -36,11 +36,7 @@ pub fn batch_transfers(n: u64) -> Vec<Transfer> {
     for pair in 0..u128::from(PAIRS_PER_BATCH) {
         let base = u128::from(n) * 1_000 + pair * 2;
         let wallet = 2 + (u128::from(n) + pair) % WALLETS;
-        let common = Transfer {
-            ledger: 1,
-            code: 1,
-            ..Transfer::default()
-        };
+        let common = Transfer { ledger: 1, code: 1, ..Transfer::default() };
         transfers.push(Transfer {
             id: base,
             debit_account_id: 1,
@@ -61,12 +57,8 @@ pub fn batch_transfers(n: u64) -> Vec<Transfer> {
 }
 
 pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
-    let options = Options {
-        snapshot_every_records: args.snapshot_every.max(1),
-        ..Options::default()
-    };
-    let (store, report) =
-        DurableLedger::open(&args.data_dir, options).context("open the data directory")?;
+    let options = Options { snapshot_every_records: args.snapshot_every.max(1), ..Options::default() };
+    let (store, report) = DurableLedger::open(&args.data_dir, options).context("open the data directory")?;
     eprintln!("recovered: {report:?}");
     let accounts: Vec<NewAccount> = (1..=REVENUE)
         .map(|id| NewAccount {
@@ -74,28 +66,18 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
             user_data: 0,
             ledger: 1,
             code: 1,
-            flags: if id == 1 {
-                AccountFlags::empty()
-            } else {
-                AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
-            },
+            flags: if id == 1 { AccountFlags::empty() } else { AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS },
         })
         .collect();
     let timestamp = store.read(|ledger| ledger.last_timestamp()) + 1;
-    store.submit(Batch {
-        timestamp,
-        command: Command::CreateAccounts(accounts),
-    })?;
+    store.submit(Batch { timestamp, command: Command::CreateAccounts(accounts) })?;
     // Batches are all-or-nothing records, so the count of transfers tells
     // how many batches are already durable.
     let done = store.read(|ledger| ledger.stats().transfers) / (2 * PAIRS_PER_BATCH);
     let mut stdout = std::io::stdout().lock();
     for n in done + 1..=done.saturating_add(args.batches) {
         let timestamp = store.read(|ledger| ledger.last_timestamp()) + 1;
-        let outcome = store.submit(Batch {
-            timestamp,
-            command: Command::CreateTransfers(batch_transfers(n)),
-        })?;
+        let outcome = store.submit(Batch { timestamp, command: Command::CreateTransfers(batch_transfers(n)) })?;
         match outcome {
             Outcome::Transfers(results) if results.iter().all(|r| r.is_ok()) => {}
             other => bail!("batch {n} failed: {other:?}"),

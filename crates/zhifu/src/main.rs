@@ -8,11 +8,7 @@ mod pg_local;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "zhifu",
-    version,
-    about = "zhifu (支付): an Alipay-style payment platform"
-)]
+#[command(name = "zhifu", version, about = "zhifu (支付): an Alipay-style payment platform")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -37,62 +37,25 @@ impl LocalPostgres {
     pub fn start(bin: &Path, parent: &Path) -> anyhow::Result<LocalPostgres> {
         let directory = parent.join(format!("zhifu-postgres-{}", std::process::id()));
         if directory.exists() {
-            std::fs::remove_dir_all(&directory)
-                .with_context(|| format!("clear {}", directory.display()))?;
+            std::fs::remove_dir_all(&directory).with_context(|| format!("clear {}", directory.display()))?;
         }
-        std::fs::create_dir_all(&directory)
-            .with_context(|| format!("create {}", directory.display()))?;
+        std::fs::create_dir_all(&directory).with_context(|| format!("create {}", directory.display()))?;
         let as_postgres_user = is_root();
         if as_postgres_user {
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&directory))?;
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&directory))?;
         }
-        let server = LocalPostgres {
-            bin: bin.to_path_buf(),
-            directory,
-            as_postgres_user,
-        };
+        let server = LocalPostgres { bin: bin.to_path_buf(), directory, as_postgres_user };
         let data = server.directory.join("data");
-        server.run_tool(
-            "initdb",
-            &[
-                "-D",
-                path_str(&data)?,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-instructions",
-            ],
-        )?;
-        let options = format!(
-            "-p {SOCKET_PORT} -k {} -c listen_addresses=''",
-            path_str(&server.directory)?
-        );
+        server.run_tool("initdb", &["-D", path_str(&data)?, "-A", "trust", "-U", "postgres", "--no-instructions"])?;
+        let options = format!("-p {SOCKET_PORT} -k {} -c listen_addresses=''", path_str(&server.directory)?);
         let log = server.directory.join("server.log");
-        server.run_tool(
-            "pg_ctl",
-            &[
-                "-D",
-                path_str(&data)?,
-                "-l",
-                path_str(&log)?,
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        )?;
+        server.run_tool("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &options, "-w", "start"])?;
         Ok(server)
     }
 
     /// A libpq connection string for the server.
     pub fn url(&self) -> String {
-        format!(
-            "host={} port={SOCKET_PORT} user=postgres dbname=postgres",
-            self.directory.display()
-        )
+        format!("host={} port={SOCKET_PORT} user=postgres dbname=postgres", self.directory.display())
     }
 
     fn run_tool(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -120,21 +83,15 @@ impl Drop for LocalPostgres {
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
-    let output = command
-        .output()
-        .with_context(|| format!("run {command:?}"))?;
+    let output = command.output().with_context(|| format!("run {command:?}"))?;
     if !output.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(())
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .with_context(|| format!("{} is not UTF-8", path.display()))
+    path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn is_root() -> bool {

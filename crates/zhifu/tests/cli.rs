@@ -5,32 +5,15 @@
 use std::process::Command;
 
 fn zhifu(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_zhifu"))
-        .args(args)
-        .output()
-        .expect("zhifu runs")
+    Command::new(env!("CARGO_BIN_EXE_zhifu")).args(args).output().expect("zhifu runs")
 }
 
 #[test]
 fn bench_ledger_reports_both_workloads_on_a_small_run() {
-    let output = zhifu(&[
-        "bench",
-        "ledger",
-        "--transfers",
-        "50000",
-        "--memory-accounts",
-        "1000",
-    ]);
+    let output = zhifu(&["bench", "ledger", "--transfers", "50000", "--memory-accounts", "1000"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("uniform") && stdout.contains("hot (90% to 10 accounts)"),
-        "{stdout}"
-    );
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("uniform") && stdout.contains("hot (90% to 10 accounts)"), "{stdout}");
     assert!(stdout.contains("memory per account"), "{stdout}");
 }
 

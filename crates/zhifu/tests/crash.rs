@@ -31,13 +31,7 @@ fn every_acknowledged_batch_survives_sigkill() {
     let mut acked_max = 0u64;
     for round in 0..KILLS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zhifu"))
-            .args([
-                "load-journal",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--snapshot-every",
-                "16",
-            ])
+            .args(["load-journal", "--data-dir", data.to_str().unwrap(), "--snapshot-every", "16"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -71,18 +65,12 @@ fn every_acknowledged_batch_survives_sigkill() {
             acked_max = acked_max.max(n);
         }
 
-        let (_, ledger, report) =
-            Journal::open(&data, Options::default()).unwrap_or_else(|error| {
-                panic!("round {round} (seed {seed:#x}): recovery failed: {error}")
-            });
+        let (_, ledger, report) = Journal::<ledger::Ledger>::open(&data, Options::default())
+            .unwrap_or_else(|error| panic!("round {round} (seed {seed:#x}): recovery failed: {error}"));
         ledger.check_conservation().unwrap();
         let transfers = ledger.stats().transfers;
         let pairs = zhifu_pairs_per_batch() * 2;
-        assert_eq!(
-            transfers % pairs,
-            0,
-            "round {round}: a batch was half applied ({transfers} transfers)"
-        );
+        assert_eq!(transfers % pairs, 0, "round {round}: a batch was half applied ({transfers} transfers)");
         let durable_batches = transfers / pairs;
         assert!(
             durable_batches >= acked_max,
@@ -96,10 +84,7 @@ fn every_acknowledged_batch_survives_sigkill() {
             );
         }
     }
-    assert!(
-        acked_max > 50,
-        "the load made too little progress to test anything: {acked_max}"
-    );
+    assert!(acked_max > 50, "the load made too little progress to test anything: {acked_max}");
 }
 
 fn zhifu_pairs_per_batch() -> u64 {

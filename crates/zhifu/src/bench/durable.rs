@@ -73,9 +73,7 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
     }
     println!("(batch latency: from submit until durable and applied; one fdatasync per group)\n");
     let Some((where_from, baselines)) = baselines else {
-        println!(
-            "PostgreSQL baseline skipped: no PostgreSQL found (give --postgres URL, or install postgresql)"
-        );
+        println!("PostgreSQL baseline skipped: no PostgreSQL found (give --postgres URL, or install postgresql)");
         return Ok(());
     };
     println!(
@@ -88,10 +86,8 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
     );
     for (report, baseline) in reports.iter().zip(&baselines) {
         let h = &baseline.latency_us;
-        let baseline_rate =
-            baseline.transfers as f64 / baseline.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
-        let zhifu_rate =
-            report.transfers as f64 / report.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let baseline_rate = baseline.transfers as f64 / baseline.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let zhifu_rate = report.transfers as f64 / report.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         println!(
             "{:<26} {:>10} {:>14.0} {:>8}us {:>8}us {:>8}us {:>11.0}x",
             report.shape.name(),
@@ -103,9 +99,7 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
             zhifu_rate / baseline_rate,
         );
     }
-    println!(
-        "(latency per transfer; zhifu/pg: durable transfers/s of zhifu over PostgreSQL's, same workload)"
-    );
+    println!("(latency per transfer; zhifu/pg: durable transfers/s of zhifu over PostgreSQL's, same workload)");
     Ok(())
 }
 
@@ -117,11 +111,7 @@ fn run_baselines(args: &DurableArgs) -> anyhow::Result<Option<(String, Vec<Basel
         None => match LocalPostgres::find_bin() {
             Some(bin) => {
                 let server = LocalPostgres::start(&bin, &std::env::temp_dir())?;
-                (
-                    server.url(),
-                    Some(server),
-                    format!("local server from {}, default settings", bin.display()),
-                )
+                (server.url(), Some(server), format!("local server from {}, default settings", bin.display()))
             }
             None => return Ok(None),
         },
@@ -129,14 +119,7 @@ fn run_baselines(args: &DurableArgs) -> anyhow::Result<Option<(String, Vec<Basel
     let mut baselines = Vec::new();
     for &shape in &args.shapes {
         let transfers = args.postgres_transfers;
-        baselines.push(postgres::run(
-            &url,
-            args.accounts,
-            transfers,
-            shape,
-            args.postgres_clients,
-            args.seed,
-        )?);
+        baselines.push(postgres::run(&url, args.accounts, transfers, shape, args.postgres_clients, args.seed)?);
     }
     drop(server);
     Ok(Some((where_from, baselines)))
@@ -146,13 +129,9 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
     if args.batch == 0 || args.batch > BATCH_EVENTS_MAX {
         bail!("--batch must be between 1 and {BATCH_EVENTS_MAX}");
     }
-    let directory = args.data_dir.join(format!(
-        "bench-{}",
-        shape.name().split(' ').next().unwrap_or("run")
-    ));
+    let directory = args.data_dir.join(format!("bench-{}", shape.name().split(' ').next().unwrap_or("run")));
     if directory.exists() {
-        std::fs::remove_dir_all(&directory)
-            .with_context(|| format!("clear {}", directory.display()))?;
+        std::fs::remove_dir_all(&directory).with_context(|| format!("clear {}", directory.display()))?;
     }
     // Snapshots are left out of this measurement (they are the recovery
     // benchmark's subject): the log alone is what acknowledges a transfer.
@@ -166,27 +145,18 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
     let (store, _) = DurableLedger::open(&directory, options)?;
     let mut timestamp = 1u64;
     for chunk in workload::accounts(args.accounts).chunks(BATCH_EVENTS_MAX) {
-        store.submit(Batch {
-            timestamp,
-            command: Command::CreateAccounts(chunk.to_vec()),
-        })?;
+        store.submit(Batch { timestamp, command: Command::CreateAccounts(chunk.to_vec()) })?;
         timestamp += 1;
     }
     for chunk in workload::opening_topups(args.accounts).chunks(BATCH_EVENTS_MAX) {
-        store.submit(Batch {
-            timestamp,
-            command: Command::CreateTransfers(chunk.to_vec()),
-        })?;
+        store.submit(Batch { timestamp, command: Command::CreateTransfers(chunk.to_vec()) })?;
         timestamp += 1;
     }
     let before = store.stats();
-    let latency_us =
-        Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?);
+    let latency_us = Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?);
     let per_submitter = args.transfers / args.submitters as u64;
-    let bar = super::progress_bar(
-        per_submitter * args.submitters as u64,
-        shape.name().split(' ').next().unwrap_or("run"),
-    );
+    let bar =
+        super::progress_bar(per_submitter * args.submitters as u64, shape.name().split(' ').next().unwrap_or("run"));
     let started = Instant::now();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut handles = Vec::new();
@@ -194,22 +164,15 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
             let (store, latency_us, bar) = (&store, &latency_us, &bar);
             handles.push(scope.spawn(move || -> anyhow::Result<()> {
                 let first_id = 1 + u128::from(submitter as u64) * (1 << 40);
-                let mut payments = Payments::starting_at(
-                    args.seed + submitter as u64,
-                    shape,
-                    args.accounts,
-                    first_id,
-                );
+                let mut payments = Payments::starting_at(args.seed + submitter as u64, shape, args.accounts, first_id);
                 let mut sent = 0u64;
                 let mut batch = Vec::with_capacity(args.batch);
                 while sent < per_submitter {
                     let count = (per_submitter - sent).min(args.batch as u64) as usize;
                     payments.fill(&mut batch, count);
                     let submitted = Instant::now();
-                    let outcome = store.submit(Batch {
-                        timestamp: 0,
-                        command: Command::CreateTransfers(batch.clone()),
-                    })?;
+                    let outcome =
+                        store.submit(Batch { timestamp: 0, command: Command::CreateTransfers(batch.clone()) })?;
                     let waited = submitted.elapsed().as_micros() as u64;
                     match outcome {
                         Outcome::Transfers(results) if results.iter().all(|r| r.is_ok()) => {}
@@ -225,9 +188,7 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
             }));
         }
         for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a submitter panicked"))??;
+            handle.join().map_err(|_| anyhow::anyhow!("a submitter panicked"))??;
         }
         Ok(())
     })?;
@@ -240,15 +201,10 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
         after.append_us_max,
         after.apply_us_max
     );
-    store
-        .read(|ledger| ledger.check_conservation())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.read(|ledger| ledger.check_conservation()).map_err(|e| anyhow::anyhow!("{e}"))?;
     store.shutdown();
-    std::fs::remove_dir_all(&directory)
-        .with_context(|| format!("remove {}", directory.display()))?;
-    let latency_us = latency_us
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
+    std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
+    let latency_us = latency_us.into_inner().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
     Ok(DurableReport {
         shape,
         transfers: per_submitter * args.submitters as u64,

@@ -67,11 +67,7 @@ pub fn run(args: &LedgerBenchArgs) -> anyhow::Result<()> {
     if args.accounts <= 10 {
         bail!("--accounts must be more than 10 (the hot set)");
     }
-    let shapes = if args.workload.is_empty() {
-        vec![Shape::Uniform, Shape::Hot]
-    } else {
-        args.workload.clone()
-    };
+    let shapes = if args.workload.is_empty() { vec![Shape::Uniform, Shape::Hot] } else { args.workload.clone() };
     if args.durable {
         return super::durable::run(&super::durable::DurableArgs {
             accounts: args.accounts,
@@ -95,10 +91,7 @@ pub fn run(args: &LedgerBenchArgs) -> anyhow::Result<()> {
     // The first run in a fresh process pays for the allocator and the kernel
     // setting up its address space (long batch tails in the first seconds);
     // a short unreported warm-up run keeps that out of the comparison.
-    let warm_up = LedgerBenchArgs {
-        transfers: args.transfers.div_ceil(10),
-        ..args.clone()
-    };
+    let warm_up = LedgerBenchArgs { transfers: args.transfers.div_ceil(10), ..args.clone() };
     run_workload(&warm_up, shapes[0])?;
     let mut reports = Vec::new();
     for shape in shapes {
@@ -137,13 +130,9 @@ fn run_workload(args: &LedgerBenchArgs, shape: Shape) -> anyhow::Result<RunRepor
     let mut payments = Payments::new(args.seed, shape, args.accounts);
     let mut batch = Vec::with_capacity(args.batch);
     // Up to a minute per batch, to three significant digits.
-    let mut batch_latency_us =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+    let mut batch_latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
     let mut applying = Duration::ZERO;
-    let bar = super::progress_bar(
-        args.transfers,
-        shape.name().split(' ').next().unwrap_or("run"),
-    );
+    let bar = super::progress_bar(args.transfers, shape.name().split(' ').next().unwrap_or("run"));
     let mut applied = 0u64;
     while applied < args.transfers {
         let count = (args.transfers - applied).min(args.batch as u64) as usize;
@@ -161,9 +150,7 @@ fn run_workload(args: &LedgerBenchArgs, shape: Shape) -> anyhow::Result<RunRepor
         bar.set_position(applied);
     }
     bar.finish_and_clear();
-    ledger
-        .check_conservation()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ledger.check_conservation().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(RunReport {
         shape,
         transfers: applied,
@@ -176,13 +163,7 @@ fn run_workload(args: &LedgerBenchArgs, shape: Shape) -> anyhow::Result<RunRepor
 fn print_reports(reports: &[RunReport]) {
     println!(
         "{:<26} {:>12} {:>14} {:>10} {:>10} {:>10} {:>14}",
-        "workload",
-        "transfers",
-        "transfers/s",
-        "batch p50",
-        "batch p99",
-        "batch max",
-        "bytes/transfer"
+        "workload", "transfers", "transfers/s", "batch p50", "batch p99", "batch max", "bytes/transfer"
     );
     let baseline = reports.first().map(rate);
     for report in reports {
@@ -202,12 +183,7 @@ fn print_reports(reports: &[RunReport]) {
         && reports.len() > 1
     {
         {
-            println!(
-                "{} / {}: {:.2}x",
-                last.shape.name(),
-                reports[0].shape.name(),
-                rate(last) / baseline
-            );
+            println!("{} / {}: {:.2}x", last.shape.name(), reports[0].shape.name(), rate(last) / baseline);
         }
     }
     println!(
@@ -226,9 +202,6 @@ fn account_memory(count: u64) -> anyhow::Result<f64> {
     for (index, chunk) in accounts.chunks(BATCH_EVENTS_MAX).enumerate() {
         ledger.create_accounts(index as u64 + 1, chunk)?;
     }
-    anyhow::ensure!(
-        ledger.accounts().len() as u64 == count + 1,
-        "accounts missing"
-    );
+    anyhow::ensure!(ledger.accounts().len() as u64 == count + 1, "accounts missing");
     Ok(ledger.memory_bytes().saturating_sub(empty) as f64 / count.max(1) as f64)
 }

@@ -49,11 +49,10 @@ pub fn machine_line() -> String {
 
 pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:>12} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(what.to_string());
     bar

@@ -57,8 +57,7 @@ pub fn run(
             handles.push(scope.spawn(move || -> anyhow::Result<()> {
                 let mut client = Client::connect(url, NoTls).context("connect to PostgreSQL")?;
                 let first_id = 1 + u128::from(client_index as u64) * (1 << 40);
-                let mut payments =
-                    Payments::starting_at(seed + client_index as u64, shape, accounts, first_id);
+                let mut payments = Payments::starting_at(seed + client_index as u64, shape, accounts, first_id);
                 for _ in 0..per_client {
                     let transfer = payments.next_transfer();
                     let started = Instant::now();
@@ -72,32 +71,19 @@ pub fn run(
             }));
         }
         for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a baseline client panicked"))??;
+            handle.join().map_err(|_| anyhow::anyhow!("a baseline client panicked"))??;
         }
         Ok(())
     })?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let total: i64 = setup
-        .query_one(
-            "SELECT sum(balance)::bigint FROM zhifu_baseline_accounts",
-            &[],
-        )?
-        .get(0);
+    let total: i64 = setup.query_one("SELECT sum(balance)::bigint FROM zhifu_baseline_accounts", &[])?.get(0);
     if total != OPENING_BALANCE_FEN * accounts as i64 {
         bail!("the baseline ledger is unbalanced: {total}");
     }
     setup.batch_execute("DROP TABLE zhifu_baseline_transfers, zhifu_baseline_accounts")?;
-    let latency_us = latency_us
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
-    Ok(BaselineReport {
-        transfers: per_client * clients as u64,
-        elapsed,
-        latency_us,
-    })
+    let latency_us = latency_us.into_inner().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
+    Ok(BaselineReport { transfers: per_client * clients as u64, elapsed, latency_us })
 }
 
 /// One transfer, one transaction. Rows are locked in account-id order so
@@ -112,11 +98,7 @@ fn transfer_once(client: &mut Client, transfer: &ledger::Transfer) -> anyhow::Re
     for _attempt in 0..10 {
         let mut tx = client.transaction()?;
         let mut moved = true;
-        for account in if debit < credit {
-            [debit, credit]
-        } else {
-            [credit, debit]
-        } {
+        for account in if debit < credit { [debit, credit] } else { [credit, debit] } {
             let changed = if account == debit {
                 tx.execute(
                     "UPDATE zhifu_baseline_accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1",

@@ -41,15 +41,12 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
     ensure!(args.accounts > 10, "--accounts must be more than 10");
     let directory = args.data_dir.join("bench-recovery");
     if directory.exists() {
-        std::fs::remove_dir_all(&directory)
-            .with_context(|| format!("clear {}", directory.display()))?;
+        std::fs::remove_dir_all(&directory).with_context(|| format!("clear {}", directory.display()))?;
     }
     let horizon_ns = args.horizon_ms * 1_000_000;
     let options = Options {
         snapshot_every_records: args.snapshot_every.max(1),
-        ledger: LedgerConfig {
-            id_horizon_ns: Some(horizon_ns),
-        },
+        ledger: LedgerConfig { id_horizon_ns: Some(horizon_ns) },
         ..Options::default()
     };
     println!("zhifu bench recovery: store, restart, compare");
@@ -68,14 +65,8 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
     let (store, _) = DurableLedger::open(&directory, options.clone())?;
     let clock = AtomicU64::new(NANOS_PER_SECOND + 1_000_000);
     for chunk in workload::accounts(args.accounts).chunks(BATCH_EVENTS_MAX) {
-        let outcome = store.submit(Batch {
-            timestamp: 1,
-            command: Command::CreateAccounts(chunk.to_vec()),
-        })?;
-        ensure!(
-            matches!(&outcome, Outcome::Accounts(r) if r.iter().all(|r| r.is_ok())),
-            "accounts: {outcome:?}"
-        );
+        let outcome = store.submit(Batch { timestamp: 1, command: Command::CreateAccounts(chunk.to_vec()) })?;
+        ensure!(matches!(&outcome, Outcome::Accounts(r) if r.iter().all(|r| r.is_ok())), "accounts: {outcome:?}");
     }
     for chunk in workload::opening_topups(args.accounts).chunks(BATCH_EVENTS_MAX) {
         // Opening top-ups carry ids of their own time (the start of the run).
@@ -86,14 +77,8 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
                 ..*t
             })
             .collect();
-        let outcome = store.submit(Batch {
-            timestamp: NANOS_PER_SECOND,
-            command: Command::CreateTransfers(topups),
-        })?;
-        ensure!(
-            matches!(&outcome, Outcome::Transfers(r) if r.iter().all(|r| r.is_ok())),
-            "top-ups failed"
-        );
+        let outcome = store.submit(Batch { timestamp: NANOS_PER_SECOND, command: Command::CreateTransfers(topups) })?;
+        ensure!(matches!(&outcome, Outcome::Transfers(r) if r.iter().all(|r| r.is_ok())), "top-ups failed");
     }
     let per_submitter = args.transfers / args.submitters.max(1) as u64;
     let bar = super::progress_bar(per_submitter * args.submitters as u64, "storing");
@@ -102,8 +87,7 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
         for submitter in 0..args.submitters.max(1) {
             let (store, clock, bar) = (&store, &clock, &bar);
             handles.push(scope.spawn(move || -> anyhow::Result<()> {
-                let mut payments =
-                    Payments::new(args.seed + submitter as u64, Shape::Hot, args.accounts);
+                let mut payments = Payments::new(args.seed + submitter as u64, Shape::Hot, args.accounts);
                 let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
                 let mut serial = 0u128;
                 let mut sent = 0;
@@ -113,15 +97,11 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
                     payments.fill(&mut batch, count);
                     for transfer in &mut batch {
                         // Ids carry their time; the submitter and a serial make them unique.
-                        transfer.id = (u128::from(time) << 64)
-                            | (u128::from(submitter as u64) << 48)
-                            | serial;
+                        transfer.id = (u128::from(time) << 64) | (u128::from(submitter as u64) << 48) | serial;
                         serial += 1;
                     }
-                    let outcome = store.submit(Batch {
-                        timestamp: time,
-                        command: Command::CreateTransfers(batch.clone()),
-                    })?;
+                    let outcome =
+                        store.submit(Batch { timestamp: time, command: Command::CreateTransfers(batch.clone()) })?;
                     match outcome {
                         Outcome::Transfers(results) if results.iter().all(|r| r.is_ok()) => {}
                         Outcome::Transfers(results) => {
@@ -137,21 +117,14 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
             }));
         }
         for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a submitter panicked"))??;
+            handle.join().map_err(|_| anyhow::anyhow!("a submitter panicked"))??;
         }
         Ok(())
     })?;
     bar.finish_and_clear();
     let storing = started.elapsed();
-    let (digest, stored, in_memory) = store.read(|l| {
-        (
-            l.digest(),
-            l.transfer_count(),
-            l.transfer_count() - l.first_position_in_memory(),
-        )
-    });
+    let (digest, stored, in_memory) =
+        store.read(|l| (l.digest(), l.transfer_count(), l.transfer_count() - l.first_position_in_memory()));
     let peak_while_storing = peak_resident_bytes();
     store.shutdown();
     println!(
@@ -159,25 +132,15 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
         storing.as_secs_f64(),
         stored as f64 / storing.as_secs_f64()
     );
-    println!(
-        "peak resident memory while storing: {:.2} GiB",
-        gib(peak_while_storing)
-    );
+    println!("peak resident memory while storing: {:.2} GiB", gib(peak_while_storing));
 
     let restart = Instant::now();
     let (store, report) = DurableLedger::open(&directory, options)?;
     let recovery = restart.elapsed();
     let recovered = store.read(|l| l.digest());
-    ensure!(
-        recovered == digest,
-        "the recovered ledger differs from the one before the restart"
-    );
-    let oldest = store
-        .stored_transfer(0)?
-        .context("position 0 is in the history file")?;
-    store
-        .read(|l| l.check_conservation())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(recovered == digest, "the recovered ledger differs from the one before the restart");
+    let oldest = store.stored_transfer(0)?.context("position 0 is in the history file")?;
+    store.read(|l| l.check_conservation()).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
         "restart: recovered in {:.2} s (snapshot at record {:?}, {} records replayed), same digest; \
          resident memory after recovery {:.2} GiB",
@@ -186,13 +149,9 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
         report.records_replayed,
         gib(current_resident_bytes())
     );
-    println!(
-        "oldest transfer read back from the history file: id {:#x}",
-        oldest.transfer.id
-    );
+    println!("oldest transfer read back from the history file: id {:#x}", oldest.transfer.id);
     store.shutdown();
-    std::fs::remove_dir_all(&directory)
-        .with_context(|| format!("remove {}", directory.display()))?;
+    std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
     Ok(())
 }
 

@@ -111,23 +111,13 @@ impl Payments {
     /// A generator whose ids count up from `first_id` (for several generators
     /// feeding one ledger).
     pub fn starting_at(seed: u64, shape: Shape, accounts: u64, first_id: u128) -> Payments {
-        assert!(
-            accounts > HOT_ACCOUNTS,
-            "the hot set must be a strict subset of the accounts"
-        );
-        Payments {
-            rng: Rng::new(seed),
-            shape,
-            accounts,
-            next_id: first_id,
-        }
+        assert!(accounts > HOT_ACCOUNTS, "the hot set must be a strict subset of the accounts");
+        Payments { rng: Rng::new(seed), shape, accounts, next_id: first_id }
     }
 
     pub fn next_transfer(&mut self) -> Transfer {
         let credit = match self.shape {
-            Shape::Hot if self.rng.below(100) < HOT_SHARE_PERCENT => {
-                1 + self.rng.below(HOT_ACCOUNTS)
-            }
+            Shape::Hot if self.rng.below(100) < HOT_SHARE_PERCENT => 1 + self.rng.below(HOT_ACCOUNTS),
             _ => 1 + self.rng.below(self.accounts),
         };
         let mut debit = 1 + self.rng.below(self.accounts);

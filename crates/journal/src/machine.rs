@@ -1,0 +1,98 @@
+//! `StateMachine`: what the journal makes durable. The ledger is one; the
+//! platform (ledger plus products) is another. The journal logs a machine's
+//! commands, replays them at start, and snapshots its state; the machine
+//! applies commands deterministically and owns a ledger, whose transfers the
+//! journal keeps in the history file.
+
+use ledger::{Ledger, LedgerConfig};
+
+use crate::codec::{self, Batch, Command, DecodeError};
+
+pub trait StateMachine: Send + Sync + Sized + 'static {
+    type Command: Send + 'static;
+    type Outcome: Send + 'static;
+
+    /// A machine with nothing applied yet.
+    fn create(config: LedgerConfig) -> Self;
+    fn ledger(&self) -> &Ledger;
+    fn ledger_mut(&mut self) -> &mut Ledger;
+
+    fn encode_command(command: &Self::Command, out: &mut Vec<u8>);
+    fn decode_command(bytes: &[u8]) -> Result<Self::Command, DecodeError>;
+    /// An answer given without logging or applying the command (one that
+    /// can never apply, such as an oversized batch), or `None` to go on.
+    fn refuse(command: &Self::Command) -> Option<Self::Outcome>;
+    /// Applies a command: deterministic, so that replay rebuilds the state.
+    fn apply(&mut self, command: &Self::Command) -> Self::Outcome;
+
+    /// The machine's state beyond its ledger, for snapshots.
+    fn encode_state(&self, out: &mut Vec<u8>);
+    /// Rebuilds a machine from its ledger and the bytes of `encode_state`.
+    fn restore(ledger: Ledger, state: &[u8]) -> Result<Self, DecodeError>;
+    /// Equal digests mean equal machines.
+    fn digest(&self) -> u64;
+}
+
+/// The answer to one ledger batch, given once it is durable and applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accounts(Vec<ledger::CreateAccountResult>),
+    Transfers(Vec<ledger::CreateTransferResult>),
+    /// Refused whole before it was logged or applied.
+    Refused(ledger::BatchError),
+}
+
+/// The bare ledger as a state machine: commands are ledger batches.
+impl StateMachine for Ledger {
+    type Command = Batch;
+    type Outcome = Outcome;
+
+    fn create(config: LedgerConfig) -> Ledger {
+        Ledger::with_config(config, 0, 0)
+    }
+
+    fn ledger(&self) -> &Ledger {
+        self
+    }
+
+    fn ledger_mut(&mut self) -> &mut Ledger {
+        self
+    }
+
+    fn encode_command(command: &Batch, out: &mut Vec<u8>) {
+        codec::encode_batch(command, out);
+    }
+
+    fn decode_command(bytes: &[u8]) -> Result<Batch, DecodeError> {
+        codec::decode_batch(bytes)
+    }
+
+    fn refuse(command: &Batch) -> Option<Outcome> {
+        let count = match &command.command {
+            Command::CreateAccounts(events) => events.len(),
+            Command::CreateTransfers(events) => events.len(),
+        };
+        (count > ledger::BATCH_EVENTS_MAX).then_some(Outcome::Refused(ledger::BatchError::TooManyEvents { count }))
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Outcome {
+        let applied = match &batch.command {
+            Command::CreateAccounts(events) => self.create_accounts(batch.timestamp, events).map(Outcome::Accounts),
+            Command::CreateTransfers(events) => self.create_transfers(batch.timestamp, events).map(Outcome::Transfers),
+        };
+        applied.unwrap_or_else(Outcome::Refused)
+    }
+
+    fn encode_state(&self, _out: &mut Vec<u8>) {}
+
+    fn restore(ledger: Ledger, state: &[u8]) -> Result<Ledger, DecodeError> {
+        if !state.is_empty() {
+            return Err(DecodeError { what: "ledger machine state (expected none)" });
+        }
+        Ok(ledger)
+    }
+
+    fn digest(&self) -> u64 {
+        Ledger::digest(self)
+    }
+}
