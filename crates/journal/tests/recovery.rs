@@ -71,7 +71,8 @@ fn files(directory: &Path, prefix: &str) -> Vec<PathBuf> {
 #[test]
 fn an_empty_directory_opens_as_an_empty_ledger() {
     let directory = tempfile::tempdir().unwrap();
-    let (_, ledger, report) = Journal::<ledger::Ledger>::open(&directory.path().join("new"), Options::default()).unwrap();
+    let (_, ledger, report) =
+        Journal::<ledger::Ledger>::open(&directory.path().join("new"), Options::default()).unwrap();
     assert_eq!(ledger.accounts().len(), 0);
     assert_eq!(report.last_sequence, 0);
 }

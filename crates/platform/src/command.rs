@@ -1,0 +1,137 @@
+//! What the platform is asked to do and what it answers. Commands carry
+//! everything that is not deterministic (the time, random key hashes), so
+//! that applying them is.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fees::{FeeSchedule, Product};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PartyKind {
+    User,
+    Merchant,
+}
+
+impl PartyKind {
+    /// The prefix of the party's public id.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            PartyKind::User => "usr_",
+            PartyKind::Merchant => "mch_",
+        }
+    }
+}
+
+/// Settings of the platform itself, changed only by a journaled command.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlatformConfig {
+    /// Clock time between a withdrawal and the bank's answer.
+    pub withdrawal_settle_seconds: u64,
+    /// Share of withdrawals the simulated bank fails, in basis points.
+    pub bank_failure_bps: u32,
+    /// Mixed into the bank's deterministic choice of which withdrawals fail.
+    pub bank_seed: u64,
+}
+
+impl Default for PlatformConfig {
+    fn default() -> PlatformConfig {
+        PlatformConfig { withdrawal_settle_seconds: 3_600, bank_failure_bps: 0, bank_seed: 0 }
+    }
+}
+
+/// An `Idempotency-Key` and the request it came with: the same key and
+/// request replay the stored outcome; the same key with another request is
+/// refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyTag {
+    /// The caller's party number (0: the admin).
+    pub caller: u64,
+    pub key: String,
+    /// SHA-256 of the method, path and body.
+    pub request_hash: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    Configure(PlatformConfig),
+    CreateParty {
+        kind: PartyKind,
+        name: String,
+        /// SHA-256 of the party's API key (the key itself is never stored).
+        key_hash: [u8; 32],
+        fee_rate_bps: Option<u32>,
+        webhook_url: Option<String>,
+        webhook_secret: String,
+    },
+    TopUp {
+        party: u64,
+        amount: u64,
+        bank: String,
+    },
+    Transfer {
+        from: u64,
+        to: u64,
+        amount: u64,
+        memo: Option<String>,
+    },
+    Withdraw {
+        party: u64,
+        amount: u64,
+    },
+    SetFeeSchedule {
+        product: Product,
+        schedule: FeeSchedule,
+    },
+    /// Runs what has fallen due by the command's time (bank settlements,
+    /// expiry of idempotency records).
+    Tick,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Nanoseconds since the Unix epoch, from the platform's clock.
+    pub now: u64,
+    pub idempotency: Option<IdempotencyTag>,
+    pub action: Action,
+}
+
+/// Why an action was refused: nothing moved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Rejection {
+    InsufficientFunds,
+    NotFound(String),
+    Invalid(String),
+    Conflict(String),
+    LimitExceeded(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    Configured,
+    PartyCreated {
+        number: u64,
+        kind: PartyKind,
+    },
+    ToppedUp {
+        number: u64,
+        amount: u64,
+    },
+    Transferred {
+        number: u64,
+        amount: u64,
+        fee: u64,
+    },
+    WithdrawalRequested {
+        number: u64,
+        amount: u64,
+        fee: u64,
+    },
+    FeeScheduleSet,
+    Ticked {
+        withdrawals_settled: u32,
+        withdrawals_failed: u32,
+    },
+    Rejected(Rejection),
+    /// The idempotency key was used before with another request.
+    IdempotencyMismatch,
+}

@@ -1,0 +1,22 @@
+//! zhifu's products as one journaled state machine over the ledger.
+//!
+//! Layout:
+//! - [`accounts`]: how products map onto ledger accounts and transfer codes.
+//! - [`calendar`]: business dates in China Standard Time.
+//! - [`command`]: commands (with their time and idempotency tag) and outcomes.
+//! - [`fees`]: fee schedules as data.
+//! - [`platform`]: [`Platform`], the state machine the journal makes durable.
+//!
+//! The platform never touches a balance: every movement is a ledger transfer
+//! or a linked chain of them, applied in the same command as the records it
+//! changes. It knows nothing of HTTP or JSON.
+
+pub mod accounts;
+pub mod calendar;
+pub mod command;
+pub mod fees;
+pub mod platform;
+
+pub use command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
+pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
+pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};

@@ -1,0 +1,614 @@
+//! `Platform`: the products as one deterministic state machine over a
+//! ledger. Every movement of money is a ledger transfer or a linked chain of
+//! them; the products' own records (parties, withdrawals, quotas,
+//! idempotency records) change in the same command, so a command's money and
+//! its records commit together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+
+use journal::{DecodeError, StateMachine};
+use ledger::{AccountFlags, CreateTransferResult, Ledger, LedgerConfig, NewAccount, Transfer, TransferFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{self, BANK_CLEARING, LEDGER_CNY, REVENUE, Reference};
+use crate::calendar::Date;
+use crate::command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
+use crate::fees::{FeeSchedule, Product, QuotaPeriod};
+
+/// The largest amount of one movement: 10^15 fen (10 trillion yuan).
+pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
+/// How long an idempotency key is remembered (at least the 24 h promised).
+pub const IDEMPOTENCY_RETENTION_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
+/// Party names are at most this many bytes.
+pub const NAME_BYTES_MAX: usize = 200;
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Party {
+    pub number: u64,
+    pub kind: PartyKind,
+    pub name: String,
+    pub fee_rate_bps: u32,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: String,
+    pub created_at: u64,
+}
+
+impl Party {
+    pub fn public_id(&self) -> String {
+        format!("{}{}", self.kind.prefix(), self.number)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WithdrawalStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl WithdrawalStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            WithdrawalStatus::Pending => "pending",
+            WithdrawalStatus::Succeeded => "succeeded",
+            WithdrawalStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub number: u64,
+    pub party: u64,
+    pub amount: u64,
+    pub fee: u64,
+    pub status: WithdrawalStatus,
+    pub created_at: u64,
+    pub settle_at: u64,
+    /// The pending transfers holding the amount and the fee.
+    pub hold_amount_id: u128,
+    pub hold_fee_id: Option<u128>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BankEntryKind {
+    TopUp,
+    Withdrawal,
+}
+
+/// One line of the simulated bank channel's own statement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BankEntry {
+    pub date: Date,
+    pub kind: BankEntryKind,
+    /// The top-up or withdrawal number.
+    pub reference: u64,
+    pub amount: u64,
+    /// The bank's view: paid (`true`) or refused/returned (`false`).
+    pub succeeded: bool,
+    /// The ledger transfer that moved the money through the clearing account
+    /// (the top-up, or the posting of a withdrawal), when there is one.
+    pub ledger_transfer_id: Option<u128>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    request_hash: [u8; 32],
+    outcome: Outcome,
+    created_at: u64,
+}
+
+/// Everything but the ledger; ordered maps only, so that its encoding (and
+/// so the digest) is the same for equal states.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct State {
+    config: PlatformConfig,
+    /// Public numbers of parties, top-ups, transfers and withdrawals.
+    next_number: u64,
+    /// Serial part of ledger transfer ids.
+    next_transfer_serial: u64,
+    parties: BTreeMap<u64, Party>,
+    keys: BTreeMap<[u8; 32], u64>,
+    fee_schedules: BTreeMap<Product, FeeSchedule>,
+    /// Free quota used, by (party, product, period: month index or 0 for life).
+    quota_used: BTreeMap<(u64, Product, u32), u64>,
+    withdrawals: BTreeMap<u64, Withdrawal>,
+    withdrawals_due: BTreeSet<(u64, u64)>,
+    bank_statement: Vec<BankEntry>,
+    idempotency: BTreeMap<(u64, String), IdempotencyRecord>,
+    idempotency_expiry: BTreeSet<(u64, u64, String)>,
+}
+
+pub struct Platform {
+    ledger: Ledger,
+    state: State,
+}
+
+/// What a party's wallet holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Balance {
+    /// What the party can spend now.
+    pub available: u64,
+    /// Held in pending transfers (withdrawals under way, escrow).
+    pub held: u64,
+}
+
+impl Platform {
+    pub fn party(&self, number: u64) -> Option<&Party> {
+        self.state.parties.get(&number)
+    }
+
+    /// The party an API key (by its SHA-256) belongs to.
+    pub fn party_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<&Party> {
+        let number = self.state.keys.get(key_hash)?;
+        self.state.parties.get(number)
+    }
+
+    pub fn balance(&self, number: u64) -> Option<Balance> {
+        let account = self.ledger.account(accounts::wallet(number))?;
+        let available = account.debit_headroom();
+        Some(Balance {
+            available: u64::try_from(available).unwrap_or(u64::MAX),
+            held: u64::try_from(account.debits_pending).unwrap_or(u64::MAX),
+        })
+    }
+
+    pub fn withdrawal(&self, number: u64) -> Option<&Withdrawal> {
+        self.state.withdrawals.get(&number)
+    }
+
+    pub fn config(&self) -> &PlatformConfig {
+        &self.state.config
+    }
+
+    pub fn fee_schedule(&self, product: Product) -> FeeSchedule {
+        self.state.fee_schedules.get(&product).copied().unwrap_or(FeeSchedule::FREE)
+    }
+
+    /// The bank's statement lines of one business day.
+    pub fn bank_statement(&self, date: Date) -> Vec<BankEntry> {
+        self.state.bank_statement.iter().filter(|entry| entry.date == date).cloned().collect()
+    }
+
+    /// When the next withdrawal falls due, if any (for a clock that skips ahead).
+    pub fn next_due(&self) -> Option<u64> {
+        self.state.withdrawals_due.first().map(|&(at, _)| at)
+    }
+
+    fn genesis(config: LedgerConfig) -> Platform {
+        let mut ledger = Ledger::with_config(config, 0, 0);
+        let system = [
+            NewAccount {
+                id: BANK_CLEARING,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_BANK_CLEARING,
+                flags: AccountFlags::empty(),
+            },
+            NewAccount {
+                id: REVENUE,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_REVENUE,
+                flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            },
+        ];
+        let created = ledger.create_accounts(1, &system);
+        assert!(created.is_ok_and(|results| results.iter().all(|r| r.is_ok())), "the system accounts are created once");
+        let mut state = State { next_number: 1, next_transfer_serial: 1, ..State::default() };
+        state.fee_schedules.insert(Product::Transfer, FeeSchedule::TRANSFER_2013);
+        state.fee_schedules.insert(Product::Withdrawal, FeeSchedule::WITHDRAWAL_2016);
+        Platform { ledger, state }
+    }
+
+    fn execute(&mut self, now: u64, action: &Action) -> Outcome {
+        match action {
+            Action::Configure(config) => {
+                self.state.config = config.clone();
+                Outcome::Configured
+            }
+            Action::CreateParty { kind, name, key_hash, fee_rate_bps, webhook_url, webhook_secret } => {
+                self.create_party(now, *kind, name, key_hash, *fee_rate_bps, webhook_url, webhook_secret)
+            }
+            Action::TopUp { party, amount, bank } => self.top_up(now, *party, *amount, bank),
+            Action::Transfer { from, to, amount, memo: _ } => self.transfer(now, *from, *to, *amount),
+            Action::Withdraw { party, amount } => self.withdraw(now, *party, *amount),
+            Action::SetFeeSchedule { product, schedule } => {
+                if schedule.rate_bps > 10_000 || schedule.maximum.is_some_and(|max| max < schedule.minimum) {
+                    return rejected_invalid("rate_bps must be at most 10000 and maximum at least minimum");
+                }
+                self.state.fee_schedules.insert(*product, *schedule);
+                Outcome::FeeScheduleSet
+            }
+            Action::Tick => self.tick(now),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the fields of one command
+    fn create_party(
+        &mut self,
+        now: u64,
+        kind: PartyKind,
+        name: &str,
+        key_hash: &[u8; 32],
+        fee_rate_bps: Option<u32>,
+        webhook_url: &Option<String>,
+        webhook_secret: &str,
+    ) -> Outcome {
+        if name.trim().is_empty() || name.len() > NAME_BYTES_MAX {
+            return rejected_invalid("name must be 1 to 200 bytes");
+        }
+        if fee_rate_bps.is_some_and(|rate| rate > 10_000) {
+            return rejected_invalid("fee_rate_bps must be at most 10000");
+        }
+        if self.state.keys.contains_key(key_hash) {
+            return Outcome::Rejected(Rejection::Conflict("api key already in use".to_string()));
+        }
+        let number = self.take_number();
+        let code = match kind {
+            PartyKind::User => accounts::CODE_USER_WALLET,
+            PartyKind::Merchant => accounts::CODE_MERCHANT_WALLET,
+        };
+        let wallet = NewAccount {
+            id: accounts::wallet(number),
+            user_data: number,
+            ledger: LEDGER_CNY,
+            code,
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        };
+        let created = self.ledger.create_accounts(now, &[wallet]);
+        if !created.is_ok_and(|results| results.iter().all(|r| r.is_ok())) {
+            return Outcome::Rejected(Rejection::Conflict("wallet could not be created".to_string()));
+        }
+        let party = Party {
+            number,
+            kind,
+            name: name.to_string(),
+            // Alipay's common rate for merchants: 0.6%.
+            fee_rate_bps: fee_rate_bps.unwrap_or(if kind == PartyKind::Merchant { 60 } else { 0 }),
+            webhook_url: webhook_url.clone(),
+            webhook_secret: webhook_secret.to_string(),
+            created_at: now,
+        };
+        self.state.parties.insert(number, party);
+        self.state.keys.insert(*key_hash, number);
+        Outcome::PartyCreated { number, kind }
+    }
+
+    fn top_up(&mut self, now: u64, party: u64, amount: u64, bank: &str) -> Outcome {
+        if let Err(rejection) = self.check_party_and_amount(party, amount) {
+            return Outcome::Rejected(rejection);
+        }
+        if bank.is_empty() || bank.len() > 32 {
+            return rejected_invalid("bank must be 1 to 32 bytes");
+        }
+        let number = self.take_number();
+        let transfer = self.new_transfer(
+            now,
+            BANK_CLEARING,
+            accounts::wallet(party),
+            amount,
+            accounts::CODE_TOPUP,
+            Reference::TopUp(number),
+        );
+        match self.apply_chain(now, &[transfer]) {
+            Ok(()) => {
+                let date = Date::of_nanos(now);
+                self.state.bank_statement.push(BankEntry {
+                    date,
+                    kind: BankEntryKind::TopUp,
+                    reference: number,
+                    amount,
+                    succeeded: true,
+                    ledger_transfer_id: Some(transfer.id),
+                });
+                Outcome::ToppedUp { number, amount }
+            }
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    }
+
+    fn transfer(&mut self, now: u64, from: u64, to: u64, amount: u64) -> Outcome {
+        if let Err(rejection) = self.check_party_and_amount(from, amount) {
+            return Outcome::Rejected(rejection);
+        }
+        if !self.state.parties.contains_key(&to) {
+            return Outcome::Rejected(Rejection::NotFound("recipient".to_string()));
+        }
+        if from == to {
+            return rejected_invalid("cannot transfer to yourself");
+        }
+        let (fee, quota_key, quota_used) = self.charge(now, from, Product::Transfer, amount);
+        let number = self.take_number();
+        let reference = Reference::Transfer(number);
+        let mut chain = vec![self.new_transfer(
+            now,
+            accounts::wallet(from),
+            accounts::wallet(to),
+            amount,
+            accounts::CODE_TRANSFER,
+            reference,
+        )];
+        if fee > 0 {
+            chain.push(self.new_transfer(
+                now,
+                accounts::wallet(from),
+                REVENUE,
+                fee,
+                accounts::CODE_TRANSFER_FEE,
+                reference,
+            ));
+        }
+        match self.apply_chain(now, &chain) {
+            Ok(()) => {
+                *self.state.quota_used.entry(quota_key).or_default() += quota_used;
+                Outcome::Transferred { number, amount, fee }
+            }
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    }
+
+    fn withdraw(&mut self, now: u64, party: u64, amount: u64) -> Outcome {
+        if let Err(rejection) = self.check_party_and_amount(party, amount) {
+            return Outcome::Rejected(rejection);
+        }
+        let (fee, quota_key, quota_used) = self.charge(now, party, Product::Withdrawal, amount);
+        let number = self.take_number();
+        let reference = Reference::Withdrawal(number);
+        let mut hold_amount = self.new_transfer(
+            now,
+            accounts::wallet(party),
+            BANK_CLEARING,
+            amount,
+            accounts::CODE_WITHDRAWAL,
+            reference,
+        );
+        hold_amount.flags = TransferFlags::PENDING;
+        let mut chain = vec![hold_amount];
+        if fee > 0 {
+            let mut hold_fee =
+                self.new_transfer(now, accounts::wallet(party), REVENUE, fee, accounts::CODE_WITHDRAWAL_FEE, reference);
+            hold_fee.flags = TransferFlags::PENDING;
+            chain.push(hold_fee);
+        }
+        if let Err(rejection) = self.apply_chain(now, &chain) {
+            return Outcome::Rejected(rejection);
+        }
+        *self.state.quota_used.entry(quota_key).or_default() += quota_used;
+        let settle_at =
+            now.saturating_add(self.state.config.withdrawal_settle_seconds.saturating_mul(NANOS_PER_SECOND));
+        self.state.withdrawals.insert(
+            number,
+            Withdrawal {
+                number,
+                party,
+                amount,
+                fee,
+                status: WithdrawalStatus::Pending,
+                created_at: now,
+                settle_at,
+                hold_amount_id: chain[0].id,
+                hold_fee_id: chain.get(1).map(|t| t.id),
+            },
+        );
+        self.state.withdrawals_due.insert((settle_at, number));
+        Outcome::WithdrawalRequested { number, amount, fee }
+    }
+
+    /// Settles the withdrawals that fell due and forgets old idempotency keys.
+    fn tick(&mut self, now: u64) -> Outcome {
+        let (mut settled, mut failed) = (0, 0);
+        while let Some(&(settle_at, number)) = self.state.withdrawals_due.first() {
+            if settle_at > now {
+                break;
+            }
+            self.state.withdrawals_due.pop_first();
+            if self.settle_withdrawal(now, number) {
+                settled += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
+        while let Some((created_at, caller, key)) = self.state.idempotency_expiry.first().cloned() {
+            if created_at >= horizon {
+                break;
+            }
+            self.state.idempotency_expiry.pop_first();
+            self.state.idempotency.remove(&(caller, key));
+        }
+        Outcome::Ticked { withdrawals_settled: settled, withdrawals_failed: failed }
+    }
+
+    /// The bank's answer to a withdrawal: posts the holds if it paid, voids
+    /// them (money and fee back to the party) if it refused. Which ones fail
+    /// is a deterministic function of the number, so replay agrees.
+    fn settle_withdrawal(&mut self, now: u64, number: u64) -> bool {
+        let Some(withdrawal) = self.state.withdrawals.get(&number).cloned() else { return false };
+        let bank_pays = !self.bank_refuses(number);
+        let flags = if bank_pays { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING };
+        let amount = if bank_pays { ledger::AMOUNT_MAX } else { 0 };
+        let holds = [Some(withdrawal.hold_amount_id), withdrawal.hold_fee_id];
+        let mut chain = Vec::new();
+        for hold in holds.into_iter().flatten() {
+            let id = self.next_transfer_id(now);
+            chain.push(Transfer { id, pending_id: hold, amount, flags, ..Transfer::default() });
+        }
+        let posted_id = chain[0].id;
+        let applied = self.apply_chain(now, &chain);
+        debug_assert!(applied.is_ok(), "a withdrawal's holds settle: {applied:?}");
+        let status = if bank_pays && applied.is_ok() { WithdrawalStatus::Succeeded } else { WithdrawalStatus::Failed };
+        if let Some(record) = self.state.withdrawals.get_mut(&number) {
+            record.status = status;
+        }
+        self.state.bank_statement.push(BankEntry {
+            date: Date::of_nanos(now),
+            kind: BankEntryKind::Withdrawal,
+            reference: number,
+            amount: withdrawal.amount,
+            succeeded: status == WithdrawalStatus::Succeeded,
+            ledger_transfer_id: (status == WithdrawalStatus::Succeeded).then_some(posted_id),
+        });
+        status == WithdrawalStatus::Succeeded
+    }
+
+    fn bank_refuses(&self, number: u64) -> bool {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.state.config.bank_seed, number).hash(&mut hasher);
+        (hasher.finish() % 10_000) < u64::from(self.state.config.bank_failure_bps)
+    }
+
+    /// The fee for `amount` of `product` by `party` now, the quota counter it
+    /// uses, and how much of the free quota it consumes.
+    fn charge(&self, now: u64, party: u64, product: Product, amount: u64) -> (u64, (u64, Product, u32), u64) {
+        let schedule = self.fee_schedule(product);
+        let period = match schedule.free_quota.map(|quota| quota.period) {
+            Some(QuotaPeriod::Month) => Date::of_nanos(now).month_index(),
+            _ => 0,
+        };
+        let key = (party, product, period);
+        let used = self.state.quota_used.get(&key).copied().unwrap_or(0);
+        let charge = schedule.fee(amount, used);
+        (charge.fee, key, charge.quota_used)
+    }
+
+    fn check_party_and_amount(&self, party: u64, amount: u64) -> Result<(), Rejection> {
+        if !self.state.parties.contains_key(&party) {
+            return Err(Rejection::NotFound("party".to_string()));
+        }
+        if amount == 0 || amount > AMOUNT_MAX {
+            return Err(Rejection::Invalid(format!("amount must be between 1 and {AMOUNT_MAX} fen")));
+        }
+        Ok(())
+    }
+
+    fn take_number(&mut self) -> u64 {
+        let number = self.state.next_number;
+        self.state.next_number += 1;
+        number
+    }
+
+    /// Ledger transfer ids carry the command's time in their high bits (the
+    /// ledger's id horizon relies on it) and a serial in the low bits.
+    fn next_transfer_id(&mut self, now: u64) -> u128 {
+        let serial = self.state.next_transfer_serial;
+        self.state.next_transfer_serial += 1;
+        (u128::from(now) << 64) | u128::from(serial)
+    }
+
+    fn new_transfer(
+        &mut self,
+        now: u64,
+        debit: u128,
+        credit: u128,
+        amount: u64,
+        code: u16,
+        reference: Reference,
+    ) -> Transfer {
+        Transfer {
+            id: self.next_transfer_id(now),
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount: u128::from(amount),
+            user_data: reference.encode(),
+            ledger: LEDGER_CNY,
+            code,
+            ..Transfer::default()
+        }
+    }
+
+    /// Applies transfers as one linked chain: all or nothing.
+    fn apply_chain(&mut self, now: u64, chain: &[Transfer]) -> Result<(), Rejection> {
+        let mut linked = chain.to_vec();
+        let last = linked.len().saturating_sub(1);
+        for transfer in &mut linked[..last] {
+            transfer.flags |= TransferFlags::LINKED;
+        }
+        let results =
+            self.ledger.create_transfers(now, &linked).map_err(|error| Rejection::Invalid(error.to_string()))?;
+        match results.iter().find(|result| !result.is_ok() && **result != CreateTransferResult::LinkedEventFailed) {
+            None => Ok(()),
+            Some(CreateTransferResult::ExceedsCredits) => Err(Rejection::InsufficientFunds),
+            Some(other) => Err(Rejection::Conflict(format!("ledger refused the transfer: {other}"))),
+        }
+    }
+
+    fn remember(&mut self, tag: &IdempotencyTag, outcome: &Outcome, now: u64) {
+        let record = IdempotencyRecord { request_hash: tag.request_hash, outcome: outcome.clone(), created_at: now };
+        self.state.idempotency.insert((tag.caller, tag.key.clone()), record);
+        self.state.idempotency_expiry.insert((now, tag.caller, tag.key.clone()));
+    }
+}
+
+fn rejected_invalid(message: &str) -> Outcome {
+    Outcome::Rejected(Rejection::Invalid(message.to_string()))
+}
+
+impl StateMachine for Platform {
+    type Command = Command;
+    type Outcome = Outcome;
+
+    fn create(config: LedgerConfig) -> Platform {
+        Platform::genesis(config)
+    }
+
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn ledger_mut(&mut self) -> &mut Ledger {
+        &mut self.ledger
+    }
+
+    fn encode_command(command: &Command, out: &mut Vec<u8>) {
+        // Encoding a plain data type into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_allocvec(command) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+
+    fn decode_command(bytes: &[u8]) -> Result<Command, DecodeError> {
+        postcard::from_bytes(bytes).map_err(|_| DecodeError { what: "platform command" })
+    }
+
+    fn refuse(_command: &Command) -> Option<Outcome> {
+        None
+    }
+
+    fn apply(&mut self, command: &Command) -> Outcome {
+        if let Some(tag) = &command.idempotency
+            && let Some(record) = self.state.idempotency.get(&(tag.caller, tag.key.clone()))
+        {
+            return if record.request_hash == tag.request_hash {
+                record.outcome.clone()
+            } else {
+                Outcome::IdempotencyMismatch
+            };
+        }
+        let outcome = self.execute(command.now, &command.action);
+        if let Some(tag) = &command.idempotency {
+            self.remember(tag, &outcome, command.now);
+        }
+        outcome
+    }
+
+    fn encode_state(&self, out: &mut Vec<u8>) {
+        if let Ok(bytes) = postcard::to_allocvec(&self.state) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+
+    fn restore(ledger: Ledger, state: &[u8]) -> Result<Platform, DecodeError> {
+        let state = postcard::from_bytes(state).map_err(|_| DecodeError { what: "platform state" })?;
+        Ok(Platform { ledger, state })
+    }
+
+    fn digest(&self) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.ledger.digest().hash(&mut hasher);
+        self.state.hash(&mut hasher);
+        hasher.finish()
+    }
+}

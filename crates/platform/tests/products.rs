@@ -1,0 +1,170 @@
+//! The wallet products through the state machine, as the journal drives it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use journal::{Durable, Options, StateMachine};
+use ledger::LedgerConfig;
+use platform::accounts::{BANK_CLEARING, REVENUE};
+use platform::{
+    Action, Command, IdempotencyTag, Outcome, PartyKind, Platform, PlatformConfig, Rejection, WithdrawalStatus,
+};
+
+const SECOND: u64 = 1_000_000_000;
+/// 2013-11-11T00:00:00+08:00.
+const START: u64 = 1_384_099_200 * SECOND;
+
+struct World {
+    platform: Platform,
+    now: u64,
+}
+
+impl World {
+    fn new() -> World {
+        World { platform: Platform::create(LedgerConfig::default()), now: START }
+    }
+
+    fn run(&mut self, action: Action) -> Outcome {
+        self.now += SECOND;
+        self.platform.apply(&Command { now: self.now, idempotency: None, action })
+    }
+
+    fn party(&mut self, kind: PartyKind, key: u8) -> u64 {
+        let outcome = self.run(Action::CreateParty {
+            kind,
+            name: format!("party {key}"),
+            key_hash: [key; 32],
+            fee_rate_bps: None,
+            webhook_url: None,
+            webhook_secret: String::new(),
+        });
+        match outcome {
+            Outcome::PartyCreated { number, .. } => number,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn available(&self, party: u64) -> u64 {
+        self.platform.balance(party).unwrap().available
+    }
+
+    fn revenue(&self) -> u128 {
+        self.platform.ledger().account(REVENUE).unwrap().credits_posted
+    }
+
+    fn check(&self) {
+        self.platform.ledger().check_conservation().unwrap();
+    }
+}
+
+#[test]
+fn a_transfer_pays_its_fee_to_revenue_in_the_same_chain() {
+    let mut world = World::new();
+    let alice = world.party(PartyKind::User, 1);
+    let bob = world.party(PartyKind::User, 2);
+    assert_eq!(
+        world.run(Action::TopUp { party: alice, amount: 300_000, bank: "ICBC".into() }),
+        Outcome::ToppedUp { number: 3, amount: 300_000 }
+    );
+    let outcome = world.run(Action::Transfer { from: alice, to: bob, amount: 200_000, memo: None });
+    assert_eq!(outcome, Outcome::Transferred { number: 4, amount: 200_000, fee: 200 });
+    assert_eq!((world.available(alice), world.available(bob), world.revenue()), (99_800, 200_000, 200));
+    // Too much: nothing moves, not even the fee.
+    let refused = world.run(Action::Transfer { from: alice, to: bob, amount: 99_790, memo: None });
+    assert_eq!(refused, Outcome::Rejected(Rejection::InsufficientFunds));
+    assert_eq!((world.available(alice), world.revenue()), (99_800, 200));
+    assert!(matches!(
+        world.run(Action::Transfer { from: alice, to: alice, amount: 1, memo: None }),
+        Outcome::Rejected(Rejection::Invalid(_))
+    ));
+    assert!(matches!(
+        world.run(Action::Transfer { from: alice, to: 999, amount: 1, memo: None }),
+        Outcome::Rejected(Rejection::NotFound(_))
+    ));
+    world.check();
+}
+
+#[test]
+fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
+    let mut world = World::new();
+    let config = PlatformConfig { withdrawal_settle_seconds: 3_600, bank_failure_bps: 0, bank_seed: 7 };
+    world.run(Action::Configure(config));
+    let alice = world.party(PartyKind::User, 1);
+    world.run(Action::TopUp { party: alice, amount: 3_000_000, bank: "ICBC".into() });
+    // 25,000 yuan: 20,000 free for life, 5,000 at 0.1% = 5 yuan.
+    let outcome = world.run(Action::Withdraw { party: alice, amount: 2_500_000 });
+    assert_eq!(outcome, Outcome::WithdrawalRequested { number: 3, amount: 2_500_000, fee: 500 });
+    let balance = world.platform.balance(alice).unwrap();
+    assert_eq!((balance.available, balance.held), (499_500, 2_500_500));
+    world.run(Action::Tick);
+    assert_eq!(world.platform.withdrawal(3).unwrap().status, WithdrawalStatus::Pending, "not due yet");
+    world.now += 3_600 * SECOND;
+    assert_eq!(world.run(Action::Tick), Outcome::Ticked { withdrawals_settled: 1, withdrawals_failed: 0 });
+    assert_eq!(world.platform.withdrawal(3).unwrap().status, WithdrawalStatus::Succeeded);
+    let balance = world.platform.balance(alice).unwrap();
+    assert_eq!((balance.available, balance.held, world.revenue()), (499_500, 0, 500));
+    let bank = world.platform.ledger().account(BANK_CLEARING).unwrap();
+    assert_eq!((bank.debits_posted, bank.credits_posted), (3_000_000, 2_500_000));
+
+    // A bank that refuses everything: money and fee come back.
+    world.run(Action::Configure(PlatformConfig { bank_failure_bps: 10_000, ..PlatformConfig::default() }));
+    world.run(Action::Withdraw { party: alice, amount: 100_000 });
+    world.now += 3_600 * SECOND;
+    assert_eq!(world.run(Action::Tick), Outcome::Ticked { withdrawals_settled: 0, withdrawals_failed: 1 });
+    assert_eq!((world.available(alice), world.revenue()), (499_500, 500));
+    world.check();
+}
+
+#[test]
+fn an_idempotency_key_replays_the_first_outcome_and_refuses_another_request() {
+    let mut world = World::new();
+    let alice = world.party(PartyKind::User, 1);
+    let tag = |hash: u8| Some(IdempotencyTag { caller: alice, key: "k1".into(), request_hash: [hash; 32] });
+    let top_up = Action::TopUp { party: alice, amount: 500, bank: "ICBC".into() };
+    let first =
+        world.platform.apply(&Command { now: START + 10 * SECOND, idempotency: tag(1), action: top_up.clone() });
+    let again =
+        world.platform.apply(&Command { now: START + 20 * SECOND, idempotency: tag(1), action: top_up.clone() });
+    assert_eq!(first, again);
+    assert_eq!(world.available(alice), 500, "moved once");
+    let other =
+        world.platform.apply(&Command { now: START + 30 * SECOND, idempotency: tag(2), action: top_up.clone() });
+    assert_eq!(other, Outcome::IdempotencyMismatch);
+    // After 24 hours the key is forgotten.
+    world.now = START + 25 * 3_600 * SECOND;
+    world.run(Action::Tick);
+    let later = world.platform.apply(&Command { now: world.now + SECOND, idempotency: tag(2), action: top_up });
+    assert!(matches!(later, Outcome::ToppedUp { .. }));
+    assert_eq!(world.available(alice), 1_000);
+}
+
+#[test]
+fn the_platform_survives_a_restart_through_its_journal() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = Options { snapshot_every_records: 3, ..Options::default() };
+    let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
+    let mut now = START;
+    let mut submit = |action: Action| {
+        now += SECOND;
+        store.submit(Command { now, idempotency: None, action }).unwrap()
+    };
+    let key = |byte: u8| Action::CreateParty {
+        kind: PartyKind::User,
+        name: "x".into(),
+        key_hash: [byte; 32],
+        fee_rate_bps: None,
+        webhook_url: None,
+        webhook_secret: "s".into(),
+    };
+    submit(key(1));
+    submit(key(2));
+    submit(Action::TopUp { party: 1, amount: 10_000, bank: "ICBC".into() });
+    submit(Action::Transfer { from: 1, to: 2, amount: 5_000, memo: None });
+    submit(Action::Withdraw { party: 2, amount: 1_000 });
+    let digest = store.read(|p| p.digest());
+    store.shutdown();
+    let (store, report) = Durable::<Platform>::open(directory.path(), options).unwrap();
+    assert!(report.snapshot_sequence.is_some());
+    assert_eq!(store.read(|p| p.digest()), digest);
+    assert_eq!(store.read(|p| p.party_by_key_hash(&[2; 32]).map(|p| p.number)), Some(2));
+    assert_eq!(store.read(|p| p.withdrawal(5).map(|w| w.status)), Some(WithdrawalStatus::Pending));
+}
