@@ -89,8 +89,10 @@ pub struct BankEntry {
     /// The bank's view: paid (`true`) or refused/returned (`false`).
     pub succeeded: bool,
     /// The ledger transfer that moved the money through the clearing account
-    /// (the top-up, or the posting of a withdrawal), when there is one.
+    /// (the top-up, or the posting of a withdrawal), when there is one, and
+    /// its position (where to find it once it has left memory).
     pub ledger_transfer_id: Option<u128>,
+    pub ledger_position: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -303,6 +305,7 @@ impl Platform {
                     amount,
                     succeeded: true,
                     ledger_transfer_id: Some(transfer.id),
+                    ledger_position: self.ledger.transfer_position(transfer.id),
                 });
                 Outcome::ToppedUp { number, amount }
             }
@@ -434,7 +437,8 @@ impl Platform {
         let mut chain = Vec::new();
         for hold in holds.into_iter().flatten() {
             let id = self.next_transfer_id(now);
-            chain.push(Transfer { id, pending_id: hold, amount, flags, ..Transfer::default() });
+            let user_data = Reference::Withdrawal(number).encode();
+            chain.push(Transfer { id, pending_id: hold, amount, flags, user_data, ..Transfer::default() });
         }
         let posted_id = chain[0].id;
         let applied = self.apply_chain(now, &chain);
@@ -450,6 +454,9 @@ impl Platform {
             amount: withdrawal.amount,
             succeeded: status == WithdrawalStatus::Succeeded,
             ledger_transfer_id: (status == WithdrawalStatus::Succeeded).then_some(posted_id),
+            ledger_position: (status == WithdrawalStatus::Succeeded)
+                .then(|| self.ledger.transfer_position(posted_id))
+                .flatten(),
         });
         status == WithdrawalStatus::Succeeded
     }

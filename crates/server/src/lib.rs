@@ -1,1 +1,23 @@
-pub fn placeholder() {}
+//! zhifu's HTTP API: the only crate that speaks the wire format.
+//!
+//! Layout:
+//! - [`app`]: shared state, the router and its layers (body limit, timeout,
+//!   request ids, metrics), `serve` with graceful shutdown.
+//! - `routes`: one module per area of the API; the OpenAPI document.
+//! - `auth`: API keys (hashed), roles, per-key rate limits.
+//! - `body`: JSON bodies with API errors, and `Idempotency-Key`.
+//! - `error`: the error format. `clock`: real or simulated time. `metrics`.
+//!
+//! Every request that changes state becomes one platform command, submitted
+//! to the journal's writer, which gathers concurrent commands into one
+//! durable commit; a request is answered only once its command is durable.
+
+pub mod app;
+mod auth;
+mod body;
+pub mod clock;
+mod error;
+mod metrics;
+mod routes;
+
+pub use app::{ServerConfig, serve};

@@ -4,6 +4,7 @@
 mod bench;
 mod load;
 mod pg_local;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP API (see ../shared/API.md).
+    Serve(serve::ServeArgs),
     /// Measure parts of zhifu.
     Bench {
         #[command(subcommand)]
@@ -30,6 +33,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Bench { target } => bench::run(target),
         Command::LoadJournal(args) => load::run(&args),
     }

@@ -1,0 +1,72 @@
+//! Request bodies: JSON parsed by us, so that every mistake is a 400 (or a
+//! 413 past the size limit) in the API's error format, and so that the raw
+//! bytes are at hand for the idempotency key's request hash.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use platform::IdempotencyTag;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// The longest `Idempotency-Key` accepted.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+pub struct JsonBody<T> {
+    pub value: T,
+    /// `Idempotency-Key` and what identifies the request (method, path, body).
+    key: Option<String>,
+    request_hash: [u8; 32],
+}
+
+impl<T> JsonBody<T> {
+    /// The idempotency tag for this request, when it carried a key.
+    pub fn idempotency(&self, caller: Caller) -> Option<IdempotencyTag> {
+        let key = self.key.clone()?;
+        Some(IdempotencyTag { caller: caller.scope(), key, request_hash: self.request_hash })
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+        let key = match request.headers().get("idempotency-key") {
+            None => None,
+            Some(value) => {
+                let key = value.to_str().map_err(|_| ApiError::invalid("Idempotency-Key must be ASCII"))?;
+                if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+                    return Err(ApiError::invalid("Idempotency-Key must be 1 to 255 characters"));
+                }
+                Some(key.to_string())
+            }
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(request.method().as_str().as_bytes());
+        hasher.update(b"\n");
+        hasher.update(request.uri().path().as_bytes());
+        hasher.update(b"\n");
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+            } else {
+                ApiError::invalid(format!("cannot read the body: {rejection}"))
+            }
+        })?;
+        hasher.update(&bytes);
+        let value =
+            serde_json::from_slice(&bytes).map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
+        Ok(JsonBody { value, key, request_hash: hasher.finalize().into() })
+    }
+}
+
+/// Checks an amount against the API's range: 1 to 10^15 fen.
+pub fn check_amount(amount: u64) -> Result<u64, ApiError> {
+    if amount == 0 || amount > platform::AMOUNT_MAX {
+        return Err(ApiError::invalid(format!("amount must be between 1 and {} fen", platform::AMOUNT_MAX)));
+    }
+    Ok(amount)
+}

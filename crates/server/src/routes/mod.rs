@@ -1,0 +1,148 @@
+//! The routes of the v1 API (`../shared/API.md`), one module per area, and
+//! the OpenAPI document generated from them.
+
+mod money;
+mod operations;
+mod parties;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use platform::PartyKind;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(operations::dashboard))
+        .route("/healthz", get(operations::healthz))
+        .route("/metrics", get(operations::metrics))
+        .route("/openapi.json", get(operations::openapi))
+        .route("/v1/users", post(parties::create_user))
+        .route("/v1/users/{id}", get(parties::get_user))
+        .route("/v1/merchants", post(parties::create_merchant))
+        .route("/v1/merchants/{id}", get(parties::get_merchant))
+        .route("/v1/balance", get(parties::balance))
+        .route("/v1/statement", get(parties::statement))
+        .route("/v1/topups", post(money::create_topup))
+        .route("/v1/withdrawals", post(money::create_withdrawal))
+        .route("/v1/withdrawals/{id}", get(money::get_withdrawal))
+        .route("/v1/transfers", post(money::create_transfer))
+        .route("/v1/admin/ledger/check", get(operations::ledger_check))
+        .route("/v1/admin/clock", post(operations::advance_clock))
+        .route("/v1/admin/reconciliation", get(operations::reconciliation))
+        .route("/v1/admin/fee-schedules", get(operations::fee_schedules))
+        .route("/v1/admin/fee-schedules/{product}", put(operations::set_fee_schedule))
+        .fallback(operations::not_found)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "zhifu", description = "zhifu (支付): an Alipay-style payment platform. Amounts are integers in fen."),
+    paths(
+        operations::healthz, operations::ledger_check, operations::advance_clock, operations::reconciliation,
+        operations::fee_schedules, operations::set_fee_schedule,
+        parties::create_user, parties::create_merchant, parties::get_user, parties::get_merchant,
+        parties::balance, parties::statement,
+        money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
+    ),
+    modifiers(&BearerKeys),
+    tags((name = "parties"), (name = "money"), (name = "operations"))
+)]
+pub struct ApiDoc;
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Turns an outcome into the expected value, or into the API error it means.
+macro_rules! outcome_or_error {
+    ($outcome:expr, $pattern:pat => $value:expr) => {
+        match $outcome {
+            $pattern => Ok($value),
+            platform::Outcome::Rejected(rejection) => Err($crate::error::ApiError::from(rejection)),
+            platform::Outcome::IdempotencyMismatch => Err($crate::error::ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "idempotency_mismatch",
+                "this Idempotency-Key was used with a different request",
+            )),
+            other => Err($crate::error::ApiError::unavailable(format!("unexpected outcome: {other:?}"))),
+        }
+    };
+}
+pub(crate) use outcome_or_error;
+
+/// `usr_12` (for `PartyKind::User`) to 12.
+pub fn parse_party_id(id: &str, kind: PartyKind) -> Option<u64> {
+    parse_prefixed(id, kind.prefix())
+}
+
+/// A user or merchant id to its number.
+pub fn parse_any_party_id(id: &str) -> Option<u64> {
+    parse_party_id(id, PartyKind::User).or_else(|| parse_party_id(id, PartyKind::Merchant))
+}
+
+/// `<prefix><digits>` to the number; no signs, no leading zeros, no spaces.
+pub fn parse_prefixed(id: &str, prefix: &str) -> Option<u64> {
+    let digits = id.strip_prefix(prefix)?;
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0')
+    {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A page request: `limit` (1 to 100, default 20) and a cursor.
+pub struct Page {
+    pub limit: usize,
+    pub after: Option<u64>,
+}
+
+/// The most items one page may ask for.
+pub const PAGE_LIMIT_MAX: u32 = 100;
+
+impl Page {
+    pub fn from_params(limit: Option<u32>, starting_after: Option<&str>, prefix: &str) -> Result<Page, ApiError> {
+        let limit = limit.unwrap_or(20);
+        if limit == 0 || limit > PAGE_LIMIT_MAX {
+            return Err(ApiError::invalid("limit must be between 1 and 100"));
+        }
+        let after = match starting_after {
+            None => None,
+            Some(cursor) => {
+                let position = cursor.strip_prefix(prefix).and_then(|digits| digits.parse::<u64>().ok());
+                Some(
+                    position
+                        .ok_or_else(|| ApiError::invalid(format!("starting_after must be an id like {prefix}123")))?,
+                )
+            }
+        };
+        Ok(Page { limit: limit as usize, after })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_strictly() {
+        assert_eq!(parse_party_id("usr_12", PartyKind::User), Some(12));
+        assert_eq!(parse_any_party_id("mch_7"), Some(7));
+        for bad in ["usr_", "usr_012", "usr_-1", "usr_1 ", "mch_12", "usr_99999999999999999999", "USR_1"] {
+            assert_eq!(parse_party_id(bad, PartyKind::User), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Operations: health, metrics, the OpenAPI document, the dashboard, the
+//! ledger check, the simulated clock, reconciliation, fee schedules.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use journal::StateMachine;
+use platform::accounts::{BANK_CLEARING, LEDGER_CNY};
+use platform::calendar::Date;
+use platform::{Action, BankEntryKind, FeeSchedule, FreeQuota, Outcome, Product, QuotaPeriod, WithdrawalStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::{ApiDoc, outcome_or_error};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::clock::rfc3339;
+use crate::error::{ApiError, ErrorBody};
+use crate::metrics::Gauges;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".to_string() })
+}
+
+/// Prometheus text, for scrapers on this machine only.
+pub async fn metrics(State(state): State<Arc<AppState>>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    if !peer.ip().is_loopback() {
+        return ApiError::forbidden().into_response();
+    }
+    let (transfers, accounts) = state.store.read(|p| (p.ledger().transfer_count(), p.ledger().accounts().len() as u64));
+    let gauges = Gauges { journal: state.store.stats(), transfers, accounts };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
+}
+
+pub async fn openapi() -> Response {
+    match ApiDoc::openapi().to_pretty_json() {
+        Ok(document) => ([(header::CONTENT_TYPE, "application/json")], document).into_response(),
+        Err(error) => ApiError::unavailable(format!("cannot render the OpenAPI document: {error}")).into_response(),
+    }
+}
+
+pub async fn dashboard() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>zhifu</title></head><body>\
+         <h1>zhifu (支付)</h1><p>The operator's dashboard is coming. Meanwhile: \
+         <a href=\"/openapi.json\">OpenAPI</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\
+         </body></html>",
+    )
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LedgerCheck {
+    pub balanced: bool,
+    /// Sum of posted debits over all CNY accounts, in fen.
+    pub debits_total: u128,
+    pub credits_total: u128,
+    pub accounts: u64,
+    pub transfers: u64,
+}
+
+#[utoipa::path(get, path = "/v1/admin/ledger/check", tag = "operations",
+    responses((status = 200, body = LedgerCheck), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn ledger_check(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<LedgerCheck>, ApiError> {
+    caller.require_admin()?;
+    let check = state.store.read(|p| {
+        let ledger = p.ledger();
+        let balanced = ledger.check_conservation().is_ok();
+        let totals = ledger.totals().get(&LEDGER_CNY).copied().unwrap_or_default();
+        LedgerCheck {
+            balanced,
+            debits_total: totals.debits_posted.to_u128().unwrap_or(u128::MAX),
+            credits_total: totals.credits_posted.to_u128().unwrap_or(u128::MAX),
+            accounts: ledger.accounts().len() as u64,
+            transfers: ledger.transfer_count(),
+        }
+    });
+    Ok(Json(check))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClockAdvance {
+    /// 0 to 315,360,000 (ten years).
+    pub advance_seconds: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClockView {
+    pub now: String,
+    pub withdrawals_settled: u32,
+    pub withdrawals_failed: u32,
+}
+
+/// The most one call may move the clock: ten years.
+const CLOCK_ADVANCE_SECONDS_MAX: u64 = 10 * 365 * 86_400;
+
+#[utoipa::path(post, path = "/v1/admin/clock", tag = "operations", request_body = ClockAdvance,
+    responses((status = 200, body = ClockView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn advance_clock(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<ClockAdvance>,
+) -> Result<Json<ClockView>, ApiError> {
+    caller.require_admin()?;
+    if !state.clock.is_simulated() {
+        return Err(ApiError::conflict("the clock is real; start the server with --clock simulated"));
+    }
+    if body.value.advance_seconds > CLOCK_ADVANCE_SECONDS_MAX {
+        return Err(ApiError::invalid("advance_seconds must be at most 315360000"));
+    }
+    let target = state.clock.now().saturating_add(body.value.advance_seconds.saturating_mul(1_000_000_000));
+    let (mut settled, mut failed) = (0, 0);
+    // What falls due runs at its own time, in order, before the answer.
+    loop {
+        let next_due = state.store.read(|p| p.next_due()).filter(|&due| due <= target);
+        state.clock.set(next_due.unwrap_or(target));
+        let outcome = state.submit(None, Action::Tick).await?;
+        let (s, f) = outcome_or_error!(outcome, Outcome::Ticked { withdrawals_settled, withdrawals_failed } => (withdrawals_settled, withdrawals_failed))?;
+        settled += s;
+        failed += f;
+        if next_due.is_none() {
+            break;
+        }
+    }
+    Ok(Json(ClockView { now: rfc3339(state.clock.now()), withdrawals_settled: settled, withdrawals_failed: failed }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReconciliationParams {
+    /// A business day (China Standard Time), `YYYY-MM-DD`.
+    pub date: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Reconciliation {
+    pub date: String,
+    /// Lines on the bank's statement that day.
+    pub bank_entries: u64,
+    pub matched: u64,
+    /// Bank lines whose ledger movement is not there.
+    pub missing: Vec<String>,
+    /// Bank lines whose ledger movement differs (amount or accounts).
+    pub mismatched: Vec<String>,
+    /// Ledger movements through the bank channel that the bank does not show.
+    pub unmatched_ledger: Vec<String>,
+    pub balanced: bool,
+}
+
+/// How many clearing-account transfers one reconciliation reads at most.
+const RECONCILIATION_SCAN_MAX: usize = 1_000_000;
+
+#[utoipa::path(get, path = "/v1/admin/reconciliation", tag = "operations", params(ReconciliationParams),
+    responses((status = 200, body = Reconciliation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn reconciliation(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(params): Query<ReconciliationParams>,
+) -> Result<Json<Reconciliation>, ApiError> {
+    caller.require_admin()?;
+    let date = Date::parse(&params.date).ok_or_else(|| ApiError::invalid("date must be a day like 2013-11-11"))?;
+    let state = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || reconcile(&state, date))
+        .await
+        .map_err(|_| ApiError::unavailable("the request was dropped"))?
+        .map(Json)
+}
+
+fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
+    let entries = state.store.read(|p| p.bank_statement(date));
+    let mut report = Reconciliation {
+        date: date.to_string(),
+        bank_entries: entries.len() as u64,
+        matched: 0,
+        missing: Vec::new(),
+        mismatched: Vec::new(),
+        unmatched_ledger: Vec::new(),
+        balanced: false,
+    };
+    let mut expected_ids = BTreeSet::new();
+    for entry in &entries {
+        let reference = match entry.kind {
+            BankEntryKind::TopUp => format!("top_{}", entry.reference),
+            BankEntryKind::Withdrawal => format!("wdr_{}", entry.reference),
+        };
+        if !entry.succeeded {
+            // The bank refused: the ledger must have given the money back.
+            let returned =
+                state.store.read(|p| p.withdrawal(entry.reference).map(|w| w.status)) == Some(WithdrawalStatus::Failed);
+            if returned {
+                report.matched += 1
+            } else {
+                report.mismatched.push(reference)
+            }
+            continue;
+        }
+        let found = match entry.ledger_position {
+            Some(position) => {
+                state.store.stored_transfer(position).map_err(|e| ApiError::unavailable(e.to_string()))?
+            }
+            None => None,
+        };
+        match found {
+            Some(stored) if Some(stored.transfer.id) == entry.ledger_transfer_id => {
+                expected_ids.insert(stored.transfer.id);
+                let through_bank = stored.transfer.debit_account_id == BANK_CLEARING
+                    || stored.transfer.credit_account_id == BANK_CLEARING;
+                if through_bank && stored.transfer.amount == u128::from(entry.amount) {
+                    report.matched += 1;
+                } else {
+                    report.mismatched.push(reference);
+                }
+            }
+            _ => report.missing.push(reference),
+        }
+    }
+    let mut before = None;
+    let mut scanned = 0;
+    'scan: loop {
+        let page = state
+            .store
+            .account_history(BANK_CLEARING, before, 1_000)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        if page.is_empty() {
+            break;
+        }
+        for (position, transfer) in &page {
+            scanned += 1;
+            let day = Date::of_nanos(transfer.timestamp);
+            if day < date || scanned > RECONCILIATION_SCAN_MAX {
+                break 'scan;
+            }
+            let moves_money =
+                !transfer.flags.intersects(ledger::TransferFlags::PENDING | ledger::TransferFlags::VOID_PENDING);
+            if day == date && moves_money && !expected_ids.contains(&transfer.id) {
+                report.unmatched_ledger.push(format!("ent_{position}"));
+            }
+            before = Some(*position);
+        }
+    }
+    report.balanced = report.missing.is_empty() && report.mismatched.is_empty() && report.unmatched_ledger.is_empty();
+    Ok(report)
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeeScheduleBody {
+    /// Basis points of the amount above the free quota (0 to 10,000).
+    pub rate_bps: u32,
+    /// In fen.
+    pub minimum: u64,
+    /// In fen; absent: no cap.
+    pub maximum: Option<u64>,
+    pub free_quota: Option<FreeQuotaBody>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreeQuotaBody {
+    pub amount: u64,
+    /// `month` (calendar month, China Standard Time) or `lifetime`.
+    pub period: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FeeScheduleView {
+    /// `transfer`, `withdrawal` or `merchant_trade`.
+    pub product: String,
+    pub schedule: FeeScheduleBody,
+}
+
+fn view(product: Product, schedule: FeeSchedule) -> FeeScheduleView {
+    FeeScheduleView {
+        product: product.name().to_string(),
+        schedule: FeeScheduleBody {
+            rate_bps: schedule.rate_bps,
+            minimum: schedule.minimum,
+            maximum: schedule.maximum,
+            free_quota: schedule.free_quota.map(|quota| FreeQuotaBody {
+                amount: quota.amount,
+                period: match quota.period {
+                    QuotaPeriod::Month => "month",
+                    QuotaPeriod::Lifetime => "lifetime",
+                }
+                .to_string(),
+            }),
+        },
+    }
+}
+
+#[utoipa::path(get, path = "/v1/admin/fee-schedules", tag = "operations",
+    responses((status = 200, body = Vec<FeeScheduleView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn fee_schedules(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Vec<FeeScheduleView>>, ApiError> {
+    caller.require_admin()?;
+    let products = [Product::Transfer, Product::Withdrawal, Product::MerchantTrade];
+    Ok(Json(state.store.read(|p| products.into_iter().map(|product| view(product, p.fee_schedule(product))).collect())))
+}
+
+#[utoipa::path(put, path = "/v1/admin/fee-schedules/{product}", tag = "operations", request_body = FeeScheduleBody,
+    params(("product" = String, Path, description = "transfer, withdrawal or merchant_trade")),
+    responses((status = 200, body = FeeScheduleView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn set_fee_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(product): Path<String>,
+    body: JsonBody<FeeScheduleBody>,
+) -> Result<(StatusCode, Json<FeeScheduleView>), ApiError> {
+    caller.require_admin()?;
+    let product = Product::parse(&product).ok_or_else(|| ApiError::not_found("product"))?;
+    let value = &body.value;
+    let free_quota = match &value.free_quota {
+        None => None,
+        Some(quota) => {
+            let period = match quota.period.as_str() {
+                "month" => QuotaPeriod::Month,
+                "lifetime" => QuotaPeriod::Lifetime,
+                _ => return Err(ApiError::invalid("free_quota.period must be month or lifetime")),
+            };
+            Some(FreeQuota { amount: quota.amount, period })
+        }
+    };
+    let schedule = FeeSchedule { rate_bps: value.rate_bps, minimum: value.minimum, maximum: value.maximum, free_quota };
+    let outcome = state.submit(body.idempotency(caller), Action::SetFeeSchedule { product, schedule }).await?;
+    outcome_or_error!(outcome, Outcome::FeeScheduleSet => ())?;
+    Ok((StatusCode::OK, Json(view(product, schedule))))
+}

@@ -1,0 +1,279 @@
+//! Parties and what they hold: users, merchants, balances, statements.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use platform::accounts::{self, Reference};
+use platform::{Action, Outcome, PartyKind};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Page, outcome_or_error, parse_party_id};
+use crate::app::AppState;
+use crate::auth::{Caller, new_key};
+use crate::body::JsonBody;
+use crate::clock::rfc3339;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// 1 to 200 bytes.
+    pub name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMerchant {
+    pub name: String,
+    /// The merchant's fee on settled trades, in basis points (default 60: 0.6%).
+    pub fee_rate_bps: Option<u32>,
+    /// Where notifications are POSTed (http or https).
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedParty {
+    pub id: String,
+    pub name: String,
+    /// Shown once: zhifu keeps only its hash.
+    pub api_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_rate_bps: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Balance {
+    /// What the party can spend now, in fen.
+    pub available: u64,
+    /// Held in escrow or pending transfers (withdrawals under way), in fen.
+    pub held: u64,
+    pub fund_value: u64,
+    pub loan_outstanding: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartyView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_rate_bps: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    pub balance: Balance,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatementEntry {
+    /// `ent_<position>`: the cursor for `starting_after`.
+    pub id: String,
+    /// `topup`, `transfer`, `transfer_fee`, `withdrawal`, `withdrawal_fee`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `credit` (money in) or `debit` (money out).
+    pub direction: String,
+    /// `posted`, `held` (pending), or `released` (a hold given back).
+    pub phase: String,
+    pub amount: u64,
+    /// The object the entry belongs to (`top_…`, `trf_…`, `wdr_…`).
+    pub reference: String,
+    pub created: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatementPage {
+    pub data: Vec<StatementEntry>,
+    pub has_more: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// An entry id: list the ones before it (older).
+    pub starting_after: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/users", tag = "parties", request_body = NewUser,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<NewUser>,
+) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
+    caller.require_admin()?;
+    create_party(&state, caller, &body, PartyKind::User, body.value.name.clone(), None, None).await
+}
+
+#[utoipa::path(post, path = "/v1/merchants", tag = "parties", request_body = NewMerchant,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_merchant(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<NewMerchant>,
+) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
+    caller.require_admin()?;
+    let valid_url = |url: &String| (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2_048;
+    if body.value.webhook_url.as_ref().is_some_and(|url| !valid_url(url)) {
+        return Err(ApiError::invalid("webhook_url must be an http or https URL of at most 2048 bytes"));
+    }
+    let value = &body.value;
+    create_party(
+        &state,
+        caller,
+        &body,
+        PartyKind::Merchant,
+        value.name.clone(),
+        value.fee_rate_bps,
+        value.webhook_url.clone(),
+    )
+    .await
+}
+
+async fn create_party<T>(
+    state: &Arc<AppState>,
+    caller: Caller,
+    body: &JsonBody<T>,
+    kind: PartyKind,
+    name: String,
+    fee_rate_bps: Option<u32>,
+    webhook_url: Option<String>,
+) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
+    // A retried request must answer with the same key, yet zhifu keeps only
+    // key hashes: with an Idempotency-Key, the key is derived from the
+    // request under the server's own secret, so the replay derives it again.
+    let api_key = match body.idempotency(caller) {
+        Some(tag) => format!("zk_{}", hex::encode(state.derive(b"api-key", &tag.request_hash, tag.key.as_bytes())?)),
+        None => new_key("zk_")?,
+    };
+    let webhook_secret = match kind {
+        PartyKind::Merchant => Some(format!("whsec_{}", &hex::encode(state.derive(b"webhook-secret", api_key.as_bytes(), b"")?)[..48])),
+        PartyKind::User => None,
+    };
+    let action = Action::CreateParty {
+        kind,
+        name: name.clone(),
+        key_hash: crate::auth::hash_key(&api_key),
+        fee_rate_bps,
+        webhook_url,
+        webhook_secret: webhook_secret.clone().unwrap_or_default(),
+    };
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let number = outcome_or_error!(outcome, Outcome::PartyCreated { number, .. } => number)?;
+    let fee_rate_bps = state.store.read(|p| p.party(number).map(|party| party.fee_rate_bps));
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedParty {
+            id: format!("{}{number}", kind.prefix()),
+            name,
+            api_key,
+            webhook_secret,
+            fee_rate_bps: if kind == PartyKind::Merchant { fee_rate_bps } else { None },
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/balance", tag = "parties",
+    responses((status = 200, body = Balance), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn balance(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<Balance>, ApiError> {
+    let number = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
+    Ok(Json(balance_of(&state, number)?))
+}
+
+fn balance_of(state: &AppState, number: u64) -> Result<Balance, ApiError> {
+    let balance = state.store.read(|p| p.balance(number)).ok_or_else(|| ApiError::not_found("party"))?;
+    Ok(Balance { available: balance.available, held: balance.held, fund_value: 0, loan_outstanding: 0 })
+}
+
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "parties", params(("id" = String, Path, description = "usr_…")),
+    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PartyView>, ApiError> {
+    get_party(&state, caller, &id, PartyKind::User)
+}
+
+#[utoipa::path(get, path = "/v1/merchants/{id}", tag = "parties", params(("id" = String, Path, description = "mch_…")),
+    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_merchant(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PartyView>, ApiError> {
+    get_party(&state, caller, &id, PartyKind::Merchant)
+}
+
+fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Result<Json<PartyView>, ApiError> {
+    caller.require_admin()?;
+    let number = parse_party_id(id, kind).ok_or_else(|| ApiError::not_found("party"))?;
+    let party = state.store.read(|p| p.party(number).filter(|party| party.kind == kind).cloned());
+    let party = party.ok_or_else(|| ApiError::not_found("party"))?;
+    Ok(Json(PartyView {
+        id: party.public_id(),
+        kind: if kind == PartyKind::User { "user" } else { "merchant" }.to_string(),
+        name: party.name,
+        created: rfc3339(party.created_at),
+        fee_rate_bps: (kind == PartyKind::Merchant).then_some(party.fee_rate_bps),
+        webhook_url: party.webhook_url,
+        balance: balance_of(state, number)?,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/statement", tag = "parties", params(ListParams),
+    responses((status = 200, body = StatementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn statement(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<StatementPage>, ApiError> {
+    let number = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
+    let page = Page::from_params(params.limit, params.starting_after.as_deref(), "ent_")?;
+    let wallet = accounts::wallet(number);
+    let state = Arc::clone(&state);
+    let found = tokio::task::spawn_blocking(move || state.store.account_history(wallet, page.after, page.limit + 1))
+        .await
+        .map_err(|_| ApiError::unavailable("the request was dropped"))?
+        .map_err(|error| ApiError::unavailable(format!("cannot read the history: {error}")))?;
+    let has_more = found.len() > page.limit;
+    let data =
+        found.into_iter().take(page.limit).map(|(position, transfer)| entry(wallet, position, &transfer)).collect();
+    Ok(Json(StatementPage { data, has_more }))
+}
+
+fn entry(wallet: u128, position: u64, transfer: &ledger::Transfer) -> StatementEntry {
+    use ledger::TransferFlags;
+    let phase = if transfer.flags.contains(TransferFlags::PENDING) {
+        "held"
+    } else if transfer.flags.contains(TransferFlags::VOID_PENDING) {
+        "released"
+    } else {
+        "posted"
+    };
+    StatementEntry {
+        id: format!("ent_{position}"),
+        kind: accounts::transfer_code_name(transfer.code).to_string(),
+        direction: if transfer.credit_account_id == wallet { "credit" } else { "debit" }.to_string(),
+        phase: phase.to_string(),
+        amount: u64::try_from(transfer.amount).unwrap_or(u64::MAX),
+        reference: Reference::decode(transfer.user_data).map(Reference::public_id).unwrap_or_default(),
+        created: rfc3339(transfer.timestamp),
+    }
+}

@@ -1,0 +1,94 @@
+//! `zhifu serve`: the HTTP API on the embedded store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use platform::PlatformConfig;
+use server::ServerConfig;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the journal, snapshots, history and keys live.
+    #[arg(long, default_value = "./zhifu-data")]
+    data_dir: PathBuf,
+    /// `embedded` (the default), or a PostgreSQL URL (not built yet).
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// The admin key; without it one is made on first start and kept in <data-dir>/admin.key.
+    #[arg(long, env = "ZHIFU_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// `real`, or `simulated`: time moves only by POST /v1/admin/clock.
+    #[arg(long, default_value = "real")]
+    clock: String,
+    /// Where simulated time starts (RFC 3339).
+    #[arg(long, default_value = "2013-11-11T00:00:00+08:00")]
+    clock_start: String,
+    /// Requests a second per API key.
+    #[arg(long, default_value_t = 10_000)]
+    rate_limit: u32,
+    /// The largest request body, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    body_limit: usize,
+    /// Requests unanswered after this many milliseconds get 503.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Clock seconds between a withdrawal and the bank's answer.
+    #[arg(long, default_value_t = 3_600)]
+    withdrawal_settle_seconds: u64,
+    /// Share of withdrawals the simulated bank fails, in basis points.
+    #[arg(long, default_value_t = 0)]
+    bank_failure_bps: u32,
+    /// Transfers older than this many clock seconds leave memory (they stay on disk).
+    #[arg(long, default_value_t = 3_600)]
+    memory_horizon_seconds: u64,
+    /// A snapshot after this many journal records.
+    #[arg(long, default_value_t = 100_000)]
+    snapshot_every: u64,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.store != "embedded" {
+        bail!("--store {}: only the embedded store is built so far", args.store);
+    }
+    let simulated_clock_start = match args.clock.as_str() {
+        "real" => None,
+        "simulated" => match server::clock::parse_rfc3339(&args.clock_start) {
+            Some(start) => Some(start),
+            None => bail!("--clock-start must be an RFC 3339 time, such as 2013-11-11T00:00:00+08:00"),
+        },
+        other => bail!("--clock {other}: use real or simulated"),
+    };
+    if args.bank_failure_bps > 10_000 {
+        bail!("--bank-failure-bps must be at most 10000");
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        admin_key: args.admin_key.filter(|key| !key.is_empty()),
+        simulated_clock_start,
+        rate_limit_per_second: args.rate_limit,
+        body_limit_bytes: args.body_limit,
+        request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        platform: PlatformConfig {
+            withdrawal_settle_seconds: args.withdrawal_settle_seconds,
+            bank_failure_bps: args.bank_failure_bps,
+            bank_seed: 0,
+        },
+        memory_horizon_seconds: args.memory_horizon_seconds,
+        snapshot_every_records: args.snapshot_every,
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(server::serve(config))
+}
