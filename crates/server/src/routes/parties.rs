@@ -159,7 +159,9 @@ async fn create_party<T>(
         None => new_key("zk_")?,
     };
     let webhook_secret = match kind {
-        PartyKind::Merchant => Some(format!("whsec_{}", &hex::encode(state.derive(b"webhook-secret", api_key.as_bytes(), b"")?)[..48])),
+        PartyKind::Merchant => {
+            Some(format!("whsec_{}", &hex::encode(state.derive(b"webhook-secret", api_key.as_bytes(), b"")?)[..48]))
+        }
         PartyKind::User => None,
     };
     let action = Action::CreateParty {

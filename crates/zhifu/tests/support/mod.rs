@@ -1,0 +1,150 @@
+//! A real `zhifu serve` process on a free port, and a small HTTP client.
+
+#![allow(dead_code)] // each test file uses a part of it
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub client: Client,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory inside `directory`.
+    pub fn start(directory: &Path, extra: &[&str]) -> Server {
+        let data_dir = directory.join("data");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Server::spawn(data_dir, extra)
+    }
+
+    fn spawn(data_dir: PathBuf, extra: Vec<String>) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zhifu"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-key", ADMIN_KEY, "--data-dir"])
+            .arg(&data_dir)
+            .args(&extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("zhifu serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("zhifu serve prints where it listens").expect("a line");
+            if let Some(address) = line.strip_prefix("zhifu listening on ") {
+                break address.to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let client = Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Server { child, base, data_dir, client, extra }
+    }
+
+    /// Kills the process at once (SIGKILL) and starts a new one on the same data.
+    pub fn crash_and_restart(mut self) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Server::spawn(self.data_dir.clone(), self.extra.clone())
+    }
+
+    pub fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_with(method, path, key, body, None)
+    }
+
+    pub fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().expect("the server answers");
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub fn get(&self, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, key, None)
+    }
+
+    pub fn post(&self, path: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, key, Some(body))
+    }
+
+    /// Creates a user; returns (id, api key).
+    pub fn user(&self, name: &str) -> (String, String) {
+        let (status, body) = self.post("/v1/users", Some(ADMIN_KEY), serde_json::json!({ "name": name }));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (body["id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
+    }
+
+    pub fn merchant(&self, name: &str) -> (String, String) {
+        let (status, body) = self.post("/v1/merchants", Some(ADMIN_KEY), serde_json::json!({ "name": name }));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (body["id"].as_str().unwrap().to_string(), body["api_key"].as_str().unwrap().to_string())
+    }
+
+    pub fn top_up(&self, key: &str, amount: u64) {
+        let (status, body) =
+            self.post("/v1/topups", Some(key), serde_json::json!({ "amount": amount, "bank": "ICBC" }));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    pub fn available(&self, key: &str) -> u64 {
+        let (status, body) = self.get("/v1/balance", Some(key));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["available"].as_u64().unwrap()
+    }
+
+    /// Sets a product's fee schedule (admin).
+    pub fn fees(&self, product: &str, schedule: Value) {
+        let (status, body) =
+            self.call(Method::PUT, &format!("/v1/admin/fee-schedules/{product}"), Some(ADMIN_KEY), Some(schedule));
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// The ledger check must say balanced.
+    pub fn assert_balanced(&self) {
+        let (status, body) = self.get("/v1/admin/ledger/check", Some(ADMIN_KEY));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["balanced"], Value::Bool(true), "{body}");
+        assert_eq!(body["debits_total"], body["credits_total"], "{body}");
+    }
+
+    pub fn error_code(body: &Value) -> &str {
+        body["error"]["code"].as_str().unwrap_or("<no error code>")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
