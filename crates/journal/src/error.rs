@@ -20,6 +20,8 @@ pub enum JournalError {
     Failed(String),
     #[error("the journal is shut down")]
     Closed,
+    #[error("the journal's queue is full; try again")]
+    Busy,
 }
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> JournalError {

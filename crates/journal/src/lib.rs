@@ -53,9 +53,12 @@ pub struct WriterStats {
     pub apply_us_max: u64,
 }
 
+/// Where the answer to a command goes.
+type Reply<M> = Box<dyn FnOnce(Result<<M as StateMachine>::Outcome, JournalError>) + Send>;
+
 struct Request<M: StateMachine> {
     command: M::Command,
-    reply: SyncSender<Result<M::Outcome, JournalError>>,
+    reply: Reply<M>,
 }
 
 /// A state machine made durable by a journal. Any thread may submit; one
@@ -94,8 +97,27 @@ impl<M: StateMachine> Durable<M> {
     pub fn submit(&self, command: M::Command) -> Result<M::Outcome, JournalError> {
         let sender = self.sender.as_ref().ok_or(JournalError::Closed)?;
         let (reply, answer) = sync_channel(1);
+        let reply: Reply<M> = Box::new(move |outcome| {
+            let _ = reply.send(outcome);
+        });
         sender.send(Request { command, reply }).map_err(|_| JournalError::Closed)?;
         answer.recv().map_err(|_| JournalError::Closed)?
+    }
+
+    /// Submits a command without waiting: `reply` is called (on the writer
+    /// thread, so it must be quick) once the command is durable and
+    /// applied. A full queue is refused at once with `JournalError::Busy`
+    /// rather than blocking the caller.
+    pub fn submit_with(
+        &self,
+        command: M::Command,
+        reply: impl FnOnce(Result<M::Outcome, JournalError>) + Send + 'static,
+    ) -> Result<(), JournalError> {
+        let sender = self.sender.as_ref().ok_or(JournalError::Closed)?;
+        sender.try_send(Request { command, reply: Box::new(reply) }).map_err(|error| match error {
+            std::sync::mpsc::TrySendError::Full(_) => JournalError::Busy,
+            std::sync::mpsc::TrySendError::Disconnected(_) => JournalError::Closed,
+        })
     }
 
     /// Reads the machine (between commands: never a half-applied one).
@@ -189,7 +211,7 @@ fn write_loop<M: StateMachine>(
         }
         if let Some(reason) = &failure {
             for request in group.drain(..) {
-                let _ = request.reply.send(Err(JournalError::Failed(reason.clone())));
+                (request.reply)(Err(JournalError::Failed(reason.clone())));
             }
             continue;
         }
@@ -197,9 +219,7 @@ fn write_loop<M: StateMachine>(
         let mut loggable = Vec::with_capacity(group.len());
         for request in group.drain(..) {
             match M::refuse(&request.command) {
-                Some(outcome) => {
-                    let _ = request.reply.send(Ok(outcome));
-                }
+                Some(outcome) => (request.reply)(Ok(outcome)),
                 None => loggable.push(request),
             }
         }
@@ -213,7 +233,7 @@ fn write_loop<M: StateMachine>(
         if let Err(error) = appended {
             let reason = error.to_string();
             for request in loggable {
-                let _ = request.reply.send(Err(JournalError::Failed(reason.clone())));
+                (request.reply)(Err(JournalError::Failed(reason.clone())));
             }
             failure = Some(reason);
             continue;
@@ -221,15 +241,23 @@ fn write_loop<M: StateMachine>(
         let apply_started = std::time::Instant::now();
         let mut state = machine.write().unwrap_or_else(PoisonError::into_inner);
         let mut history_failure = None;
-        for request in loggable.iter() {
+        let mut answers = Vec::with_capacity(loggable.len());
+        for request in loggable {
             let outcome = state.apply(&request.command);
             if let Err(error) = journal.collect_history(state.ledger()) {
                 history_failure = Some(error.to_string());
             }
-            let _ = request.reply.send(Ok(outcome));
+            answers.push((request.reply, outcome));
         }
+        let applied = answers.len() as u64;
+        let snapshot_due = journal.snapshot_due();
+        // Readers wait for the lock; the history write and the answers do not need it.
+        let state = if snapshot_due { Some(state) } else { None };
         if let Err(error) = journal.write_history() {
             history_failure = Some(error.to_string());
+        }
+        for (reply, outcome) in answers {
+            reply(Ok(outcome));
         }
         if let Some(reason) = history_failure {
             // Every command is still in the log; stop before a snapshot could
@@ -240,7 +268,7 @@ fn write_loop<M: StateMachine>(
         }
         let apply_us = apply_started.elapsed().as_micros() as u64;
         let mut snapshots = 0;
-        if journal.snapshot_due() {
+        if let Some(state) = state {
             match journal.snapshot(&state) {
                 Ok(_) => snapshots = 1,
                 // The log still holds everything: a failed snapshot costs
@@ -248,9 +276,8 @@ fn write_loop<M: StateMachine>(
                 Err(error) => eprintln!("zhifu journal: snapshot failed: {error}"),
             }
         }
-        drop(state);
         let mut counters = stats.write().unwrap_or_else(PoisonError::into_inner);
-        counters.batches += loggable.len() as u64;
+        counters.batches += applied;
         counters.groups += 1;
         counters.snapshots += snapshots;
         counters.append_us_max = counters.append_us_max.max(append_us);

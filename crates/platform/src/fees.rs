@@ -43,7 +43,8 @@ pub struct FreeQuota {
 
 /// A fee schedule. The fee on an amount is `rate_bps` of the part above the
 /// free quota, rounded half up to the fen, then raised to `minimum` and
-/// capped at `maximum` — and zero when nothing is above the quota.
+/// capped at `maximum` (the cap wins if it is below the minimum) — and zero
+/// when nothing is above the quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FeeSchedule {
     pub rate_bps: u32,

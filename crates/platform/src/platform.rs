@@ -20,8 +20,8 @@ use crate::fees::{FeeSchedule, Product, QuotaPeriod};
 pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
 /// How long an idempotency key is remembered (at least the 24 h promised).
 pub const IDEMPOTENCY_RETENTION_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
-/// Party names are at most this many bytes.
-pub const NAME_BYTES_MAX: usize = 200;
+/// Party names are at most this many characters.
+pub const NAME_CHARS_MAX: usize = 200;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -218,8 +218,8 @@ impl Platform {
             Action::Transfer { from, to, amount, memo: _ } => self.transfer(now, *from, *to, *amount),
             Action::Withdraw { party, amount } => self.withdraw(now, *party, *amount),
             Action::SetFeeSchedule { product, schedule } => {
-                if schedule.rate_bps > 10_000 || schedule.maximum.is_some_and(|max| max < schedule.minimum) {
-                    return rejected_invalid("rate_bps must be at most 10000 and maximum at least minimum");
+                if schedule.rate_bps > 10_000 {
+                    return rejected_invalid("rate_bps must be at most 10000");
                 }
                 self.state.fee_schedules.insert(*product, *schedule);
                 Outcome::FeeScheduleSet
@@ -239,8 +239,8 @@ impl Platform {
         webhook_url: &Option<String>,
         webhook_secret: &str,
     ) -> Outcome {
-        if name.trim().is_empty() || name.len() > NAME_BYTES_MAX {
-            return rejected_invalid("name must be 1 to 200 bytes");
+        if name.trim().is_empty() || name.chars().count() > NAME_CHARS_MAX {
+            return rejected_invalid("name must be 1 to 200 characters");
         }
         if fee_rate_bps.is_some_and(|rate| rate > 10_000) {
             return rejected_invalid("fee_rate_bps must be at most 10000");
@@ -283,8 +283,8 @@ impl Platform {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }
-        if bank.is_empty() || bank.len() > 32 {
-            return rejected_invalid("bank must be 1 to 32 bytes");
+        if bank.is_empty() || bank.chars().count() > 32 {
+            return rejected_invalid("bank must be 1 to 32 characters");
         }
         let number = self.take_number();
         let transfer = self.new_transfer(
@@ -321,7 +321,7 @@ impl Platform {
             return Outcome::Rejected(Rejection::NotFound("recipient".to_string()));
         }
         if from == to {
-            return rejected_invalid("cannot transfer to yourself");
+            return Outcome::Rejected(Rejection::Conflict("cannot transfer to yourself".to_string()));
         }
         let (fee, quota_key, quota_used) = self.charge(now, from, Product::Transfer, amount);
         let number = self.take_number();
@@ -571,8 +571,8 @@ impl StateMachine for Platform {
 
     fn encode_command(command: &Command, out: &mut Vec<u8>) {
         // Encoding a plain data type into a Vec cannot fail.
-        if let Ok(bytes) = postcard::to_allocvec(command) {
-            out.extend_from_slice(&bytes);
+        if let Ok(extended) = postcard::to_extend(command, std::mem::take(out)) {
+            *out = extended;
         }
     }
 

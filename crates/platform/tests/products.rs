@@ -74,7 +74,7 @@ fn a_transfer_pays_its_fee_to_revenue_in_the_same_chain() {
     assert_eq!((world.available(alice), world.revenue()), (99_800, 200));
     assert!(matches!(
         world.run(Action::Transfer { from: alice, to: alice, amount: 1, memo: None }),
-        Outcome::Rejected(Rejection::Invalid(_))
+        Outcome::Rejected(Rejection::Conflict(_))
     ));
     assert!(matches!(
         world.run(Action::Transfer { from: alice, to: 999, amount: 1, memo: None }),

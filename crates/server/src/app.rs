@@ -84,20 +84,27 @@ impl AppState {
         Ok(mac.finalize().into_bytes().into())
     }
 
-    /// Submits an action with the clock's time and waits until it is durable and applied.
+    /// Submits an action with the clock's time and waits (without holding a
+    /// thread) until it is durable and applied.
     pub async fn submit(
         self: &Arc<AppState>,
         idempotency: Option<platform::IdempotencyTag>,
         action: Action,
     ) -> Result<platform::Outcome, ApiError> {
-        let state = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let command = Command { now: state.clock.now(), idempotency, action };
-            state.store.submit(command)
-        })
-        .await
-        .map_err(|_| ApiError::unavailable("the request was dropped"))?
-        .map_err(|error| ApiError::unavailable(format!("could not make the change durable: {error}")))
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let command = Command { now: self.clock.now(), idempotency, action };
+        self.store
+            .submit_with(command, move |outcome| {
+                let _ = sender.send(outcome);
+            })
+            .map_err(|error| match error {
+                journal::JournalError::Busy => ApiError::unavailable("the server is busy; try again"),
+                other => ApiError::unavailable(format!("could not make the change durable: {other}")),
+            })?;
+        receiver
+            .await
+            .map_err(|_| ApiError::unavailable("the journal stopped"))?
+            .map_err(|error| ApiError::unavailable(format!("could not make the change durable: {error}")))
     }
 }
 
@@ -275,14 +282,16 @@ async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Respon
 
 /// Counts requests and their latency by route and status, and logs them.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    let request_id = request.headers().get("x-request-id").cloned();
     let started = Instant::now();
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state.metrics.record(method.as_str(), &route, status, elapsed);
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    state.metrics.record(method.as_str(), route, status, elapsed);
+    let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
     tracing::info!(request_id, method = %method, route, status, latency_us = elapsed.as_micros() as u64, "request");
     response
 }

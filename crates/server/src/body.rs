@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use platform::IdempotencyTag;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -60,6 +61,42 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let value =
             serde_json::from_slice(&bytes).map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
         Ok(JsonBody { value, key, request_hash: hasher.finalize().into() })
+    }
+}
+
+/// Deserializes a whole number given as `7` or `7.0` (JSON Schema counts
+/// both as integers), refusing fractions, negatives and anything above
+/// 2^53 written as a float (where floats stop being exact).
+pub fn whole<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<T, D::Error> {
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let value = match (number.as_u64(), number.as_f64()) {
+        (Some(value), _) => value,
+        (None, Some(float)) if float >= 0.0 && float.fract() == 0.0 && float <= 9_007_199_254_740_992.0 => float as u64,
+        _ => return Err(D::Error::custom(format!("expected a whole number, got {number}"))),
+    };
+    T::try_from(value).map_err(|_| D::Error::custom(format!("{value} is out of range")))
+}
+
+/// `whole` for optional fields.
+pub fn whole_option<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Wrapper<T: TryFrom<u64>>(#[serde(deserialize_with = "whole")] T);
+    let wrapper: Option<Wrapper<T>> = Option::deserialize(deserializer)?;
+    Ok(wrapper.map(|Wrapper(value)| value))
+}
+
+/// Query strings parsed by us, so that a bad one is a 400 in the API's format.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<ApiQuery<T>, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|error| ApiError::invalid(format!("invalid query string: {error}")))
     }
 }
 

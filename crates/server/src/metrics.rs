@@ -1,7 +1,7 @@
 //! Prometheus metrics: request counts and latency histograms by route and
 //! status, and the journal's and ledger's counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -18,9 +18,18 @@ struct RouteStats {
     buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
 }
 
+/// Counters by method, route and status; looked up by `&str`, so that a
+/// request allocates nothing once its route has been seen.
+type RouteTable = HashMap<&'static str, HashMap<String, HashMap<u16, RouteStats>>>;
+
 #[derive(Default)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<(String, String, u16), RouteStats>>,
+    routes: Mutex<RouteTable>,
+}
+
+/// The method's name as a static string (others are counted as `OTHER`).
+fn method_name(method: &str) -> &'static str {
+    ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"].into_iter().find(|m| *m == method).unwrap_or("OTHER")
 }
 
 /// What the metrics page shows beside the request counters.
@@ -33,7 +42,12 @@ pub struct Gauges {
 impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let stats = routes.entry((method.to_string(), route.to_string(), status)).or_default();
+        let by_route = routes.entry(method_name(method)).or_default();
+        if !by_route.contains_key(route) {
+            by_route.insert(route.to_string(), HashMap::new());
+        }
+        let Some(by_status) = by_route.get_mut(route) else { return };
+        let stats = by_status.entry(status).or_default();
         stats.count += 1;
         let seconds = elapsed.as_secs_f64();
         stats.latency_seconds_sum += seconds;
@@ -46,7 +60,16 @@ impl Metrics {
 
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
-        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        // Sorted, so that the page reads the same from scrape to scrape.
+        let mut routes: BTreeMap<(&str, &str, u16), &RouteStats> = BTreeMap::new();
+        for (method, by_route) in table.iter() {
+            for (route, by_status) in by_route {
+                for (status, stats) in by_status {
+                    routes.insert((method, route.as_str(), *status), stats);
+                }
+            }
+        }
         let _ = writeln!(out, "# HELP zhifu_http_requests_total HTTP requests by method, route and status.");
         let _ = writeln!(out, "# TYPE zhifu_http_requests_total counter");
         for ((method, route, status), stats) in routes.iter() {

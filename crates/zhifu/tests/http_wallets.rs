@@ -66,7 +66,7 @@ fn wallets_move_money_with_fees_and_statements() {
         assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{to}");
     }
     let (status, body) = server.post("/v1/transfers", Some(&alice), json!({ "to": "usr_1", "amount": 1 }));
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"), "to yourself");
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"), "to yourself");
     let (status, body) = server.post("/v1/transfers", Some(&bob), json!({ "to": "usr_1", "amount": 10_000_000 }));
     assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"));
     assert_eq!(server.available(&bob), 200_000);

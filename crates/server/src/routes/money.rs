@@ -19,8 +19,11 @@ use crate::error::{ApiError, ErrorBody};
 #[serde(deny_unknown_fields)]
 pub struct NewTopUp {
     /// In fen, 1 to 10^15.
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub amount: u64,
     /// The paying bank, such as `ICBC`.
+    #[schema(min_length = 1, max_length = 32)]
     pub bank: String,
 }
 
@@ -35,6 +38,8 @@ pub struct TopUp {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWithdrawal {
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub amount: u64,
 }
 
@@ -51,9 +56,13 @@ pub struct WithdrawalView {
 #[serde(deny_unknown_fields)]
 pub struct NewTransfer {
     /// A user or merchant id.
+    #[schema(pattern = "^(usr|mch)_[1-9][0-9]{0,18}$")]
     pub to: String,
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub amount: u64,
     /// At most 200 bytes.
+    #[schema(max_length = 200)]
     pub memo: Option<String>,
 }
 
@@ -65,8 +74,8 @@ pub struct TransferView {
 }
 
 #[utoipa::path(post, path = "/v1/topups", tag = "money", request_body = NewTopUp,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, body = TopUp), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = TopUp), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create_topup(
     State(state): State<Arc<AppState>>,
@@ -82,8 +91,8 @@ pub async fn create_topup(
 }
 
 #[utoipa::path(post, path = "/v1/withdrawals", tag = "money", request_body = NewWithdrawal,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create_withdrawal(
     State(state): State<Arc<AppState>>,
@@ -100,7 +109,7 @@ pub async fn create_withdrawal(
 }
 
 #[utoipa::path(get, path = "/v1/withdrawals/{id}", tag = "money", params(("id" = String, Path, description = "wdr_…")),
-    responses((status = 200, body = WithdrawalView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = WithdrawalView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn get_withdrawal(
     State(state): State<Arc<AppState>>,
@@ -123,8 +132,8 @@ pub async fn get_withdrawal(
 }
 
 #[utoipa::path(post, path = "/v1/transfers", tag = "money", request_body = NewTransfer,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create_transfer(
     State(state): State<Arc<AppState>>,
@@ -135,8 +144,8 @@ pub async fn create_transfer(
     let amount = check_amount(body.value.amount)?;
     let to = parse_any_party_id(&body.value.to).ok_or_else(|| ApiError::not_found("recipient"))?;
     let memo = body.value.memo.clone();
-    if memo.as_ref().is_some_and(|memo| memo.len() > 200) {
-        return Err(ApiError::invalid("memo must be at most 200 bytes"));
+    if memo.as_ref().is_some_and(|memo| memo.chars().count() > 200) {
+        return Err(ApiError::invalid("memo must be at most 200 characters"));
     }
     let known = state.store.read(|p| p.party(to).is_some_and(|party| party.public_id() == body.value.to));
     if !known {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use journal::StateMachine;
@@ -19,7 +19,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::{ApiDoc, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::JsonBody;
+use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::Gauges;
@@ -29,7 +29,7 @@ pub struct Health {
     pub status: String,
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".to_string() })
 }
@@ -75,7 +75,7 @@ pub struct LedgerCheck {
 }
 
 #[utoipa::path(get, path = "/v1/admin/ledger/check", tag = "operations",
-    responses((status = 200, body = LedgerCheck), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = LedgerCheck), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn ledger_check(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<LedgerCheck>, ApiError> {
     caller.require_admin()?;
@@ -98,6 +98,8 @@ pub async fn ledger_check(State(state): State<Arc<AppState>>, caller: Caller) ->
 #[serde(deny_unknown_fields)]
 pub struct ClockAdvance {
     /// 0 to 315,360,000 (ten years).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 315_360_000)]
     pub advance_seconds: u64,
 }
 
@@ -112,7 +114,7 @@ pub struct ClockView {
 const CLOCK_ADVANCE_SECONDS_MAX: u64 = 10 * 365 * 86_400;
 
 #[utoipa::path(post, path = "/v1/admin/clock", tag = "operations", request_body = ClockAdvance,
-    responses((status = 200, body = ClockView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 200, body = ClockView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn advance_clock(
     State(state): State<Arc<AppState>>,
@@ -147,6 +149,7 @@ pub async fn advance_clock(
 #[into_params(parameter_in = Query)]
 pub struct ReconciliationParams {
     /// A business day (China Standard Time), `YYYY-MM-DD`.
+    #[param(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
     pub date: String,
 }
 
@@ -169,12 +172,12 @@ pub struct Reconciliation {
 const RECONCILIATION_SCAN_MAX: usize = 1_000_000;
 
 #[utoipa::path(get, path = "/v1/admin/reconciliation", tag = "operations", params(ReconciliationParams),
-    responses((status = 200, body = Reconciliation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Reconciliation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn reconciliation(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(params): Query<ReconciliationParams>,
+    ApiQuery(params): ApiQuery<ReconciliationParams>,
 ) -> Result<Json<Reconciliation>, ApiError> {
     caller.require_admin()?;
     let date = Date::parse(&params.date).ok_or_else(|| ApiError::invalid("date must be a day like 2013-11-11"))?;
@@ -265,10 +268,17 @@ fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct FeeScheduleBody {
     /// Basis points of the amount above the free quota (0 to 10,000).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 10_000)]
     pub rate_bps: u32,
     /// In fen.
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub minimum: u64,
-    /// In fen; absent: no cap.
+    /// In fen; absent: no cap. The cap applies after the minimum, so a
+    /// maximum below the minimum caps every fee at the maximum.
+    #[serde(default, deserialize_with = "crate::body::whole_option")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub maximum: Option<u64>,
     pub free_quota: Option<FreeQuotaBody>,
 }
@@ -276,8 +286,11 @@ pub struct FeeScheduleBody {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FreeQuotaBody {
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
     pub amount: u64,
     /// `month` (calendar month, China Standard Time) or `lifetime`.
+    #[schema(pattern = "^(month|lifetime)$")]
     pub period: String,
 }
 
@@ -308,7 +321,7 @@ fn view(product: Product, schedule: FeeSchedule) -> FeeScheduleView {
 }
 
 #[utoipa::path(get, path = "/v1/admin/fee-schedules", tag = "operations",
-    responses((status = 200, body = Vec<FeeScheduleView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Vec<FeeScheduleView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn fee_schedules(
     State(state): State<Arc<AppState>>,
@@ -321,7 +334,7 @@ pub async fn fee_schedules(
 
 #[utoipa::path(put, path = "/v1/admin/fee-schedules/{product}", tag = "operations", request_body = FeeScheduleBody,
     params(("product" = String, Path, description = "transfer, withdrawal or merchant_trade")),
-    responses((status = 200, body = FeeScheduleView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = FeeScheduleView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn set_fee_schedule(
     State(state): State<Arc<AppState>>,

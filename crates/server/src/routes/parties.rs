@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::accounts::{self, Reference};
 use platform::{Action, Outcome, PartyKind};
@@ -13,24 +13,29 @@ use utoipa::{IntoParams, ToSchema};
 use super::{Page, outcome_or_error, parse_party_id};
 use crate::app::AppState;
 use crate::auth::{Caller, new_key};
-use crate::body::JsonBody;
+use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ErrorBody};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
-    /// 1 to 200 bytes.
+    /// 1 to 200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMerchant {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     /// The merchant's fee on settled trades, in basis points (default 60: 0.6%).
+    #[serde(default, deserialize_with = "crate::body::whole_option")]
+    #[schema(minimum = 0, maximum = 10_000)]
     pub fee_rate_bps: Option<u32>,
     /// Where notifications are POSTed (http or https).
+    #[schema(max_length = 2048, pattern = "^https?://")]
     pub webhook_url: Option<String>,
 }
 
@@ -97,14 +102,16 @@ pub struct StatementPage {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// An entry id: list the ones before it (older).
+    #[param(pattern = "^ent_[0-9]{1,19}$")]
     pub starting_after: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "parties", request_body = NewUser,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create_user(
     State(state): State<Arc<AppState>>,
@@ -116,8 +123,8 @@ pub async fn create_user(
 }
 
 #[utoipa::path(post, path = "/v1/merchants", tag = "parties", request_body = NewMerchant,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create_merchant(
     State(state): State<Arc<AppState>>,
@@ -125,9 +132,10 @@ pub async fn create_merchant(
     body: JsonBody<NewMerchant>,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
     caller.require_admin()?;
-    let valid_url = |url: &String| (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 2_048;
+    let valid_url =
+        |url: &String| (url.starts_with("http://") || url.starts_with("https://")) && url.chars().count() <= 2_048;
     if body.value.webhook_url.as_ref().is_some_and(|url| !valid_url(url)) {
-        return Err(ApiError::invalid("webhook_url must be an http or https URL of at most 2048 bytes"));
+        return Err(ApiError::invalid("webhook_url must be an http or https URL of at most 2048 characters"));
     }
     let value = &body.value;
     create_party(
@@ -188,7 +196,7 @@ async fn create_party<T>(
 }
 
 #[utoipa::path(get, path = "/v1/balance", tag = "parties",
-    responses((status = 200, body = Balance), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Balance), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn balance(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<Balance>, ApiError> {
     let number = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
@@ -201,7 +209,7 @@ fn balance_of(state: &AppState, number: u64) -> Result<Balance, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "parties", params(("id" = String, Path, description = "usr_…")),
-    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn get_user(
     State(state): State<Arc<AppState>>,
@@ -212,7 +220,7 @@ pub async fn get_user(
 }
 
 #[utoipa::path(get, path = "/v1/merchants/{id}", tag = "parties", params(("id" = String, Path, description = "mch_…")),
-    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn get_merchant(
     State(state): State<Arc<AppState>>,
@@ -239,12 +247,12 @@ fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Res
 }
 
 #[utoipa::path(get, path = "/v1/statement", tag = "parties", params(ListParams),
-    responses((status = 200, body = StatementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = StatementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn statement(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<StatementPage>, ApiError> {
     let number = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
     let page = Page::from_params(params.limit, params.starting_after.as_deref(), "ent_")?;

@@ -2,6 +2,7 @@
 //! they ran on, in a form that can be pasted into BENCHMARKS.md.
 
 mod durable;
+mod http;
 mod ledger;
 mod postgres;
 mod recovery;
@@ -13,6 +14,8 @@ use clap::Subcommand;
 pub enum BenchTarget {
     /// The in-memory ledger state machine on one core.
     Ledger(ledger::LedgerBenchArgs),
+    /// A zhifu serve process on loopback under concurrent requests.
+    Http(http::HttpBenchArgs),
     /// Store many transfers durably, restart, and time the recovery.
     Recovery(recovery::RecoveryBenchArgs),
 }
@@ -21,6 +24,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
     match target {
         BenchTarget::Ledger(args) => ledger::run(&args),
         BenchTarget::Recovery(args) => recovery::run(&args),
+        BenchTarget::Http(args) => http::run(&args),
     }
 }
 

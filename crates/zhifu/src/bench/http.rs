@@ -1,0 +1,207 @@
+//! `zhifu bench http`: a real `zhifu serve` process on loopback, driven by
+//! concurrent connections from this process: `GET /healthz` first (the HTTP
+//! stack alone, the baseline), then `POST /v1/transfers` between users
+//! (auth, JSON, a platform command, a durable group commit, the answer).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use super::workload::Rng;
+
+#[derive(clap::Args)]
+pub struct HttpBenchArgs {
+    /// Requests per phase.
+    #[arg(long, default_value_t = 200_000)]
+    requests: u64,
+    /// Concurrent connections (each one request at a time).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Users the transfers move between.
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Threads of the load generator (the server gets the rest of the machine).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    #[arg(long, default_value = "./zhifu-bench-data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+const ADMIN_KEY: &str = "bench-admin-key";
+
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct PhaseReport {
+    name: &'static str,
+    requests: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+    errors: u64,
+}
+
+pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
+    ensure!(args.users >= 2 && args.connections >= 1, "--users must be at least 2 and --connections at least 1");
+    let directory = args.data_dir.join("bench-http");
+    if directory.exists() {
+        std::fs::remove_dir_all(&directory).with_context(|| format!("clear {}", directory.display()))?;
+    }
+    let (server, base) = start_server(&directory)?;
+    println!("zhifu bench http: a zhifu serve process on loopback, driven from this process");
+    println!("machine: {}", super::machine_line());
+    println!(
+        "{} requests per phase, {} connections, {} users, {} load-generator thread(s), server at {base}\n",
+        args.requests, args.connections, args.users, args.client_threads
+    );
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
+    let reports = runtime.block_on(drive(args, &base))?;
+    println!(
+        "{:<34} {:>10} {:>12} {:>9} {:>9} {:>9} {:>8}",
+        "phase", "requests", "requests/s", "p50", "p99", "p999", "errors"
+    );
+    for report in &reports {
+        let h = &report.latency_us;
+        println!(
+            "{:<34} {:>10} {:>12.0} {:>7}us {:>7}us {:>7}us {:>8}",
+            report.name,
+            report.requests,
+            report.requests as f64 / report.elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            report.errors
+        );
+    }
+    let metrics = runtime.block_on(async { reqwest::get(format!("{base}/metrics")).await?.text().await })?;
+    if let Some(line) = metrics.lines().find(|l| l.starts_with("zhifu_journal_commands_per_fsync ")) {
+        println!("\nserver: {line}");
+    }
+    drop(server);
+    std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
+    Ok(())
+}
+
+fn start_server(directory: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-key", ADMIN_KEY, "--rate-limit", "10000000", "--data-dir"])
+        .arg(directory)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start zhifu serve")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let server = ServerProcess(child);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let base = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(address) = line.strip_prefix("zhifu listening on ") {
+                    break address.to_string();
+                }
+            }
+            _ => bail!("zhifu serve stopped before listening"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((server, base))
+}
+
+async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseReport>> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let mut users = Vec::with_capacity(args.users);
+    for index in 0..args.users {
+        let created = post(&client, base, "/v1/users", ADMIN_KEY, json!({ "name": format!("user {index}") })).await?;
+        let key = created["api_key"].as_str().context("api_key")?.to_string();
+        post(&client, base, "/v1/topups", &key, json!({ "amount": 100_000_000_000u64, "bank": "ICBC" })).await?;
+        users.push((created["id"].as_str().context("id")?.to_string(), key));
+    }
+    let users = Arc::new(users);
+    let health = run_phase("GET /healthz (baseline)", args, client.clone(), base, Arc::clone(&users), false).await?;
+    let transfers = run_phase("POST /v1/transfers (durable)", args, client.clone(), base, users, true).await?;
+    let check = get(&client, base, "/v1/admin/ledger/check", ADMIN_KEY).await?;
+    ensure!(check["balanced"] == json!(true), "the ledger is not balanced after the run: {check}");
+    Ok(vec![health, transfers])
+}
+
+async fn run_phase(
+    name: &'static str,
+    args: &HttpBenchArgs,
+    client: reqwest::Client,
+    base: &str,
+    users: Arc<Vec<(String, String)>>,
+    transfers: bool,
+) -> anyhow::Result<PhaseReport> {
+    let remaining = Arc::new(AtomicU64::new(args.requests));
+    let errors = Arc::new(AtomicU64::new(0));
+    let bar = super::progress_bar(args.requests, if transfers { "transfers" } else { "healthz" });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for connection in 0..args.connections {
+        let (client, users, remaining, errors, bar) =
+            (client.clone(), Arc::clone(&users), Arc::clone(&remaining), Arc::clone(&errors), bar.clone());
+        let base = base.to_string();
+        let seed = args.seed.wrapping_add(connection as u64 * 7919);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(seed);
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            while remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                let sent = Instant::now();
+                let ok = if transfers {
+                    let from = rng.below(users.len() as u64) as usize;
+                    let to = (from + 1 + rng.below(users.len() as u64 - 1) as usize) % users.len();
+                    let body = json!({ "to": users[to].0, "amount": 1 + rng.below(100_000) });
+                    let response = client
+                        .post(format!("{base}/v1/transfers"))
+                        .bearer_auth(&users[from].1)
+                        .json(&body)
+                        .send()
+                        .await;
+                    matches!(response, Ok(r) if r.status().as_u16() == 201)
+                } else {
+                    matches!(client.get(format!("{base}/healthz")).send().await, Ok(r) if r.status().is_success())
+                };
+                latency.saturating_record(sent.elapsed().as_micros() as u64);
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                bar.inc(1);
+            }
+            anyhow::Ok(latency)
+        }));
+    }
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        latency_us.add(task.await??)?;
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(PhaseReport { name, requests: args.requests, elapsed, latency_us, errors: errors.load(Ordering::Relaxed) })
+}
+
+async fn post(client: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> anyhow::Result<Value> {
+    let response = client.post(format!("{base}{path}")).bearer_auth(key).json(&body).send().await?;
+    let status = response.status();
+    let value: Value = response.json().await?;
+    ensure!(status.is_success(), "{path}: {status} {value}");
+    Ok(value)
+}
+
+async fn get(client: &reqwest::Client, base: &str, path: &str, key: &str) -> anyhow::Result<Value> {
+    Ok(client.get(format!("{base}{path}")).bearer_auth(key).send().await?.json().await?)
+}
