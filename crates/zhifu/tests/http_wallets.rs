@@ -297,6 +297,17 @@ fn a_restart_in_the_middle_loses_nothing_acknowledged() {
 }
 
 #[test]
+fn sigterm_stops_the_server_cleanly_and_keeps_what_it_acknowledged() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &[]);
+    let (_, alice) = server.user("alice");
+    server.top_up(&alice, 4_242);
+    assert!(server.terminate(), "zhifu serve exits 0 on SIGTERM");
+    let server = Server::start(directory.path(), &[]);
+    assert_eq!(server.available(&alice), 4_242);
+}
+
+#[test]
 fn limits_answer_413_and_429() {
     let directory = tempfile::tempdir().unwrap();
     let server = Server::start(directory.path(), &["--body-limit", "1024", "--rate-limit", "5"]);

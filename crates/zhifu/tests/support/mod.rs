@@ -53,6 +53,12 @@ impl Server {
         Server { child, base, data_dir, client, extra }
     }
 
+    /// Asks the server to stop (SIGTERM) and waits: true if it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().map(|status| status.success()).unwrap_or(false)
+    }
+
     /// Kills the process at once (SIGKILL) and starts a new one on the same data.
     pub fn crash_and_restart(mut self) -> Server {
         let _ = self.child.kill();
