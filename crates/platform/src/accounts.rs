@@ -31,6 +31,9 @@ pub const CODE_TRANSFER: u16 = 2;
 pub const CODE_TRANSFER_FEE: u16 = 3;
 pub const CODE_WITHDRAWAL: u16 = 4;
 pub const CODE_WITHDRAWAL_FEE: u16 = 5;
+pub const CODE_TRADE_PAYMENT: u16 = 6;
+pub const CODE_TRADE_FEE: u16 = 7;
+pub const CODE_TRADE_REFUND: u16 = 8;
 
 pub fn transfer_code_name(code: u16) -> &'static str {
     match code {
@@ -39,17 +42,21 @@ pub fn transfer_code_name(code: u16) -> &'static str {
         CODE_TRANSFER_FEE => "transfer_fee",
         CODE_WITHDRAWAL => "withdrawal",
         CODE_WITHDRAWAL_FEE => "withdrawal_fee",
+        CODE_TRADE_PAYMENT => "trade_payment",
+        CODE_TRADE_FEE => "trade_fee",
+        CODE_TRADE_REFUND => "trade_refund",
         _ => "other",
     }
 }
 
 /// What a ledger transfer's `user_data` names: the public object it belongs
-/// to (`top_…`, `trf_…`, `wdr_…`).
+/// to (`top_…`, `trf_…`, `wdr_…`, `trd_…`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reference {
     TopUp(u64),
     Transfer(u64),
     Withdrawal(u64),
+    Trade(u64),
 }
 
 impl Reference {
@@ -58,6 +65,7 @@ impl Reference {
             Reference::TopUp(number) => (1u128, number),
             Reference::Transfer(number) => (2, number),
             Reference::Withdrawal(number) => (3, number),
+            Reference::Trade(number) => (4, number),
         };
         (kind << 64) | u128::from(number)
     }
@@ -68,6 +76,7 @@ impl Reference {
             1 => Some(Reference::TopUp(number)),
             2 => Some(Reference::Transfer(number)),
             3 => Some(Reference::Withdrawal(number)),
+            4 => Some(Reference::Trade(number)),
             _ => None,
         }
     }
@@ -78,6 +87,7 @@ impl Reference {
             Reference::TopUp(number) => format!("top_{number}"),
             Reference::Transfer(number) => format!("trf_{number}"),
             Reference::Withdrawal(number) => format!("wdr_{number}"),
+            Reference::Trade(number) => format!("trd_{number}"),
         }
     }
 }

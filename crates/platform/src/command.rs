@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fees::{FeeSchedule, Product};
+use crate::trades::{Refund, Trade, TradeMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PartyKind {
@@ -83,8 +84,50 @@ pub enum Action {
         schedule: FeeSchedule,
     },
     /// Runs what has fallen due by the command's time (bank settlements,
-    /// expiry of idempotency records).
+    /// unpaid trades closing, escrow auto-confirmation, expiry of
+    /// idempotency records).
     Tick,
+    CreateTrade(NewTrade),
+    PayTrade {
+        trade: u64,
+        buyer: u64,
+    },
+    ShipTrade {
+        trade: u64,
+        merchant: u64,
+    },
+    ConfirmTrade {
+        trade: u64,
+        buyer: u64,
+    },
+    CloseTrade {
+        trade: u64,
+        merchant: u64,
+    },
+    RefundTrade {
+        trade: u64,
+        merchant: u64,
+        out_request_no: String,
+        amount: u64,
+        reason: Option<String>,
+    },
+    /// The outcome of one attempt to deliver an event to its merchant.
+    RecordDelivery {
+        event: u64,
+        delivered: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NewTrade {
+    pub merchant: u64,
+    pub out_trade_no: String,
+    pub amount: u64,
+    pub subject: String,
+    pub mode: TradeMode,
+    pub buyer: Option<u64>,
+    pub auto_confirm_days: Option<u32>,
+    pub expire_minutes: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +173,16 @@ pub enum Outcome {
     Ticked {
         withdrawals_settled: u32,
         withdrawals_failed: u32,
+        trades_closed: u32,
+        trades_settled: u32,
     },
+    /// A trade as the action left it.
+    TradeUpdated(Box<Trade>),
+    RefundCreated {
+        trade: Box<Trade>,
+        refund: Refund,
+    },
+    DeliveryRecorded,
     Rejected(Rejection),
     /// The idempotency key was used before with another request.
     IdempotencyMismatch,

@@ -6,6 +6,7 @@
 //! - [`command`]: commands (with their time and idempotency tag) and outcomes.
 //! - [`fees`]: fee schedules as data.
 //! - [`platform`]: [`Platform`], the state machine the journal makes durable.
+//! - [`trades`] and `trade_actions`: merchant trades, refunds, events, deliveries.
 //!
 //! The platform never touches a balance: every movement is a ledger transfer
 //! or a linked chain of them, applied in the same command as the records it
@@ -16,7 +17,10 @@ pub mod calendar;
 pub mod command;
 pub mod fees;
 pub mod platform;
+mod trade_actions;
+pub mod trades;
 
-pub use command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
+pub use command::{Action, Command, IdempotencyTag, NewTrade, Outcome, PartyKind, PlatformConfig, Rejection};
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};
+pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};

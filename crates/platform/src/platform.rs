@@ -15,6 +15,7 @@ use crate::accounts::{self, BANK_CLEARING, LEDGER_CNY, REVENUE, Reference};
 use crate::calendar::Date;
 use crate::command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
 use crate::fees::{FeeSchedule, Product, QuotaPeriod};
+use crate::trades::{Delivery, Event, Trade};
 
 /// The largest amount of one movement: 10^15 fen (10 trillion yuan).
 pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
@@ -96,7 +97,7 @@ pub struct BankEntry {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-struct IdempotencyRecord {
+pub(crate) struct IdempotencyRecord {
     request_hash: [u8; 32],
     outcome: Outcome,
     created_at: u64,
@@ -105,27 +106,36 @@ struct IdempotencyRecord {
 /// Everything but the ledger; ordered maps only, so that its encoding (and
 /// so the digest) is the same for equal states.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-struct State {
-    config: PlatformConfig,
+pub(crate) struct State {
+    pub(crate) config: PlatformConfig,
     /// Public numbers of parties, top-ups, transfers and withdrawals.
-    next_number: u64,
+    pub(crate) next_number: u64,
     /// Serial part of ledger transfer ids.
-    next_transfer_serial: u64,
-    parties: BTreeMap<u64, Party>,
-    keys: BTreeMap<[u8; 32], u64>,
-    fee_schedules: BTreeMap<Product, FeeSchedule>,
+    pub(crate) next_transfer_serial: u64,
+    pub(crate) parties: BTreeMap<u64, Party>,
+    pub(crate) keys: BTreeMap<[u8; 32], u64>,
+    pub(crate) fee_schedules: BTreeMap<Product, FeeSchedule>,
     /// Free quota used, by (party, product, period: month index or 0 for life).
-    quota_used: BTreeMap<(u64, Product, u32), u64>,
-    withdrawals: BTreeMap<u64, Withdrawal>,
-    withdrawals_due: BTreeSet<(u64, u64)>,
-    bank_statement: Vec<BankEntry>,
-    idempotency: BTreeMap<(u64, String), IdempotencyRecord>,
-    idempotency_expiry: BTreeSet<(u64, u64, String)>,
+    pub(crate) quota_used: BTreeMap<(u64, Product, u32), u64>,
+    pub(crate) withdrawals: BTreeMap<u64, Withdrawal>,
+    pub(crate) withdrawals_due: BTreeSet<(u64, u64)>,
+    pub(crate) bank_statement: Vec<BankEntry>,
+    pub(crate) idempotency: BTreeMap<(u64, String), IdempotencyRecord>,
+    pub(crate) idempotency_expiry: BTreeSet<(u64, u64, String)>,
+    pub(crate) trades: BTreeMap<u64, Trade>,
+    pub(crate) trade_numbers: BTreeMap<(u64, String), u64>,
+    /// (when, trade): expiry of unpaid trades, auto-confirmation of shipped ones.
+    pub(crate) trades_due: BTreeSet<(u64, u64)>,
+    pub(crate) events: BTreeMap<u64, Event>,
+    /// (party, event), for listing a party's events.
+    pub(crate) events_by_party: BTreeSet<(u64, u64)>,
+    /// Events not yet delivered (nor given up on), by event number.
+    pub(crate) deliveries: BTreeMap<u64, Delivery>,
 }
 
 pub struct Platform {
-    ledger: Ledger,
-    state: State,
+    pub(crate) ledger: Ledger,
+    pub(crate) state: State,
 }
 
 /// What a party's wallet holds.
@@ -176,7 +186,9 @@ impl Platform {
 
     /// When the next withdrawal falls due, if any (for a clock that skips ahead).
     pub fn next_due(&self) -> Option<u64> {
-        self.state.withdrawals_due.first().map(|&(at, _)| at)
+        let withdrawal = self.state.withdrawals_due.first().map(|&(at, _)| at);
+        let trade = self.state.trades_due.first().map(|&(at, _)| at);
+        withdrawal.into_iter().chain(trade).min()
     }
 
     fn genesis(config: LedgerConfig) -> Platform {
@@ -225,6 +237,15 @@ impl Platform {
                 Outcome::FeeScheduleSet
             }
             Action::Tick => self.tick(now),
+            Action::CreateTrade(new) => self.create_trade(now, new),
+            Action::PayTrade { trade, buyer } => self.pay_trade(now, *trade, *buyer),
+            Action::ShipTrade { trade, merchant } => self.ship_trade(now, *trade, *merchant),
+            Action::ConfirmTrade { trade, buyer } => self.confirm_trade(now, *trade, *buyer),
+            Action::CloseTrade { trade, merchant } => self.close_trade(now, *trade, *merchant),
+            Action::RefundTrade { trade, merchant, out_request_no, amount, reason } => {
+                self.refund_trade(now, *trade, *merchant, out_request_no, *amount, reason)
+            }
+            Action::RecordDelivery { event, delivered } => self.record_delivery(now, *event, *delivered),
         }
     }
 
@@ -414,6 +435,7 @@ impl Platform {
                 failed += 1;
             }
         }
+        let (trades_closed, trades_settled) = self.run_trades_due(now);
         let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
         while let Some((created_at, caller, key)) = self.state.idempotency_expiry.first().cloned() {
             if created_at >= horizon {
@@ -422,7 +444,7 @@ impl Platform {
             self.state.idempotency_expiry.pop_first();
             self.state.idempotency.remove(&(caller, key));
         }
-        Outcome::Ticked { withdrawals_settled: settled, withdrawals_failed: failed }
+        Outcome::Ticked { withdrawals_settled: settled, withdrawals_failed: failed, trades_closed, trades_settled }
     }
 
     /// The bank's answer to a withdrawal: posts the holds if it paid, voids
@@ -446,6 +468,9 @@ impl Platform {
         let status = if bank_pays && applied.is_ok() { WithdrawalStatus::Succeeded } else { WithdrawalStatus::Failed };
         if let Some(record) = self.state.withdrawals.get_mut(&number) {
             record.status = status;
+            let record = record.clone();
+            let kind = if status == WithdrawalStatus::Succeeded { "withdrawal.succeeded" } else { "withdrawal.failed" };
+            self.emit(now, record.party, kind, None, crate::trades::EventData::Withdrawal(record));
         }
         self.state.bank_statement.push(BankEntry {
             date: Date::of_nanos(now),
@@ -469,7 +494,13 @@ impl Platform {
 
     /// The fee for `amount` of `product` by `party` now, the quota counter it
     /// uses, and how much of the free quota it consumes.
-    fn charge(&self, now: u64, party: u64, product: Product, amount: u64) -> (u64, (u64, Product, u32), u64) {
+    pub(crate) fn charge(
+        &self,
+        now: u64,
+        party: u64,
+        product: Product,
+        amount: u64,
+    ) -> (u64, (u64, Product, u32), u64) {
         let schedule = self.fee_schedule(product);
         let period = match schedule.free_quota.map(|quota| quota.period) {
             Some(QuotaPeriod::Month) => Date::of_nanos(now).month_index(),
@@ -481,7 +512,7 @@ impl Platform {
         (charge.fee, key, charge.quota_used)
     }
 
-    fn check_party_and_amount(&self, party: u64, amount: u64) -> Result<(), Rejection> {
+    pub(crate) fn check_party_and_amount(&self, party: u64, amount: u64) -> Result<(), Rejection> {
         if !self.state.parties.contains_key(&party) {
             return Err(Rejection::NotFound("party".to_string()));
         }
@@ -491,7 +522,7 @@ impl Platform {
         Ok(())
     }
 
-    fn take_number(&mut self) -> u64 {
+    pub(crate) fn take_number(&mut self) -> u64 {
         let number = self.state.next_number;
         self.state.next_number += 1;
         number
@@ -499,13 +530,13 @@ impl Platform {
 
     /// Ledger transfer ids carry the command's time in their high bits (the
     /// ledger's id horizon relies on it) and a serial in the low bits.
-    fn next_transfer_id(&mut self, now: u64) -> u128 {
+    pub(crate) fn next_transfer_id(&mut self, now: u64) -> u128 {
         let serial = self.state.next_transfer_serial;
         self.state.next_transfer_serial += 1;
         (u128::from(now) << 64) | u128::from(serial)
     }
 
-    fn new_transfer(
+    pub(crate) fn new_transfer(
         &mut self,
         now: u64,
         debit: u128,
@@ -527,7 +558,7 @@ impl Platform {
     }
 
     /// Applies transfers as one linked chain: all or nothing.
-    fn apply_chain(&mut self, now: u64, chain: &[Transfer]) -> Result<(), Rejection> {
+    pub(crate) fn apply_chain(&mut self, now: u64, chain: &[Transfer]) -> Result<(), Rejection> {
         let mut linked = chain.to_vec();
         let last = linked.len().saturating_sub(1);
         for transfer in &mut linked[..last] {

@@ -98,7 +98,10 @@ fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
     world.run(Action::Tick);
     assert_eq!(world.platform.withdrawal(3).unwrap().status, WithdrawalStatus::Pending, "not due yet");
     world.now += 3_600 * SECOND;
-    assert_eq!(world.run(Action::Tick), Outcome::Ticked { withdrawals_settled: 1, withdrawals_failed: 0 });
+    assert_eq!(
+        world.run(Action::Tick),
+        Outcome::Ticked { withdrawals_settled: 1, withdrawals_failed: 0, trades_closed: 0, trades_settled: 0 }
+    );
     assert_eq!(world.platform.withdrawal(3).unwrap().status, WithdrawalStatus::Succeeded);
     let balance = world.platform.balance(alice).unwrap();
     assert_eq!((balance.available, balance.held, world.revenue()), (499_500, 0, 500));
@@ -109,7 +112,10 @@ fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
     world.run(Action::Configure(PlatformConfig { bank_failure_bps: 10_000, ..PlatformConfig::default() }));
     world.run(Action::Withdraw { party: alice, amount: 100_000 });
     world.now += 3_600 * SECOND;
-    assert_eq!(world.run(Action::Tick), Outcome::Ticked { withdrawals_settled: 0, withdrawals_failed: 1 });
+    assert_eq!(
+        world.run(Action::Tick),
+        Outcome::Ticked { withdrawals_settled: 0, withdrawals_failed: 1, trades_closed: 0, trades_settled: 0 }
+    );
     assert_eq!((world.available(alice), world.revenue()), (499_500, 500));
     world.check();
 }

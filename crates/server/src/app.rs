@@ -115,13 +115,16 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("zhifu listening on http://{address}");
     let ticker = spawn_ticker(Arc::clone(&state));
+    let dispatcher = crate::webhooks::spawn_dispatcher(Arc::clone(&state));
     let router = router(Arc::clone(&state), &config);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serve HTTP")?;
     ticker.abort();
+    dispatcher.abort();
     let _ = ticker.await;
+    let _ = dispatcher.await;
     // The last reference: dropping the store finishes its queued commands.
     if let Ok(state) = Arc::try_unwrap(state) {
         tokio::task::spawn_blocking(move || state.store.shutdown()).await?;

@@ -58,8 +58,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             }
         })?;
         hasher.update(&bytes);
+        // No body at all reads as `{}`: actions without fields need none.
+        let json: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let value =
-            serde_json::from_slice(&bytes).map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
+            serde_json::from_slice(json).map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
         Ok(JsonBody { value, key, request_hash: hasher.finalize().into() })
     }
 }

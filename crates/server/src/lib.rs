@@ -7,6 +7,7 @@
 //! - `auth`: API keys (hashed), roles, per-key rate limits.
 //! - `body`: JSON bodies with API errors, and `Idempotency-Key`.
 //! - `error`: the error format. `clock`: real or simulated time. `metrics`.
+//! - [`webhooks`]: signed notifications to merchants, retried on a schedule.
 //!
 //! Every request that changes state becomes one platform command, submitted
 //! to the journal's writer, which gathers concurrent commands into one
@@ -19,5 +20,6 @@ pub mod clock;
 mod error;
 mod metrics;
 mod routes;
+pub mod webhooks;
 
 pub use app::{ServerConfig, serve};

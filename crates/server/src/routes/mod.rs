@@ -4,6 +4,7 @@
 mod money;
 mod operations;
 mod parties;
+pub(crate) mod trades;
 
 use std::sync::Arc;
 
@@ -32,6 +33,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/withdrawals", post(money::create_withdrawal))
         .route("/v1/withdrawals/{id}", get(money::get_withdrawal))
         .route("/v1/transfers", post(money::create_transfer))
+        .route("/v1/trades", post(trades::create_trade).get(trades::list_trades))
+        .route("/v1/trades/{trade_no}", get(trades::get_trade))
+        .route("/v1/trades/{trade_no}/pay", post(trades::pay))
+        .route("/v1/trades/{trade_no}/ship", post(trades::ship))
+        .route("/v1/trades/{trade_no}/confirm", post(trades::confirm))
+        .route("/v1/trades/{trade_no}/close", post(trades::close))
+        .route("/v1/trades/{trade_no}/refunds", post(trades::refund))
+        .route("/v1/events", get(trades::list_events))
         .route("/v1/admin/ledger/check", get(operations::ledger_check))
         .route("/v1/admin/clock", post(operations::advance_clock))
         .route("/v1/admin/reconciliation", get(operations::reconciliation))
@@ -49,9 +58,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         parties::create_user, parties::create_merchant, parties::get_user, parties::get_merchant,
         parties::balance, parties::statement,
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
+        trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
+        trades::get_trade, trades::list_trades, trades::list_events,
     ),
     modifiers(&BearerKeys),
-    tags((name = "parties"), (name = "money"), (name = "operations"))
+    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

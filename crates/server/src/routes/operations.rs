@@ -108,6 +108,10 @@ pub struct ClockView {
     pub now: String,
     pub withdrawals_settled: u32,
     pub withdrawals_failed: u32,
+    /// Unpaid trades closed at their expiry.
+    pub trades_closed: u32,
+    /// Escrow trades confirmed automatically.
+    pub trades_settled: u32,
 }
 
 /// The most one call may move the clock: ten years.
@@ -129,20 +133,29 @@ pub async fn advance_clock(
         return Err(ApiError::invalid("advance_seconds must be at most 315360000"));
     }
     let target = state.clock.now().saturating_add(body.value.advance_seconds.saturating_mul(1_000_000_000));
-    let (mut settled, mut failed) = (0, 0);
+    let mut view = ClockView {
+        now: String::new(),
+        withdrawals_settled: 0,
+        withdrawals_failed: 0,
+        trades_closed: 0,
+        trades_settled: 0,
+    };
     // What falls due runs at its own time, in order, before the answer.
     loop {
         let next_due = state.store.read(|p| p.next_due()).filter(|&due| due <= target);
         state.clock.set(next_due.unwrap_or(target));
         let outcome = state.submit(None, Action::Tick).await?;
-        let (s, f) = outcome_or_error!(outcome, Outcome::Ticked { withdrawals_settled, withdrawals_failed } => (withdrawals_settled, withdrawals_failed))?;
-        settled += s;
-        failed += f;
+        let counts = outcome_or_error!(outcome, Outcome::Ticked { withdrawals_settled, withdrawals_failed, trades_closed, trades_settled } => [withdrawals_settled, withdrawals_failed, trades_closed, trades_settled])?;
+        view.withdrawals_settled += counts[0];
+        view.withdrawals_failed += counts[1];
+        view.trades_closed += counts[2];
+        view.trades_settled += counts[3];
         if next_due.is_none() {
             break;
         }
     }
-    Ok(Json(ClockView { now: rfc3339(state.clock.now()), withdrawals_settled: settled, withdrawals_failed: failed }))
+    view.now = rfc3339(state.clock.now());
+    Ok(Json(view))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -1,0 +1,516 @@
+//! The trade actions of `Platform`: each checks the transition, moves the
+//! money in one linked chain, and records the trade and its events in the
+//! same command.
+
+use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
+
+use crate::accounts::{self, REVENUE, Reference};
+use crate::command::{NewTrade, Outcome, PartyKind, Rejection};
+use crate::fees::Product;
+use crate::platform::{AMOUNT_MAX, Platform};
+use crate::trades::{
+    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT,
+    EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
+};
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+/// Merchant references (`out_trade_no`, `out_request_no`) are at most this long.
+pub const REFERENCE_CHARS_MAX: usize = 64;
+/// A trade's subject is at most this long.
+pub const SUBJECT_CHARS_MAX: usize = 256;
+/// A refund reason is at most this long.
+pub const REASON_CHARS_MAX: usize = 256;
+
+fn conflict(message: &str) -> Outcome {
+    Outcome::Rejected(Rejection::Conflict(message.to_string()))
+}
+
+fn invalid(message: &str) -> Outcome {
+    Outcome::Rejected(Rejection::Invalid(message.to_string()))
+}
+
+fn not_found() -> Outcome {
+    Outcome::Rejected(Rejection::NotFound("trade".to_string()))
+}
+
+fn valid_reference(text: &str) -> bool {
+    !text.is_empty() && text.chars().count() <= REFERENCE_CHARS_MAX && text.chars().all(|c| c.is_ascii_graphic())
+}
+
+impl Platform {
+    pub fn trade(&self, number: u64) -> Option<&Trade> {
+        self.state.trades.get(&number)
+    }
+
+    /// A merchant's trade by its own reference.
+    pub fn trade_by_out_trade_no(&self, merchant: u64, out_trade_no: &str) -> Option<&Trade> {
+        let number = self.state.trade_numbers.get(&(merchant, out_trade_no.to_string()))?;
+        self.state.trades.get(number)
+    }
+
+    /// Trades newest first, from below `before` (a trade number), that pass `keep`.
+    pub fn trades_newest_first(&self, before: Option<u64>, limit: usize, keep: impl Fn(&Trade) -> bool) -> Vec<Trade> {
+        let upper = before.unwrap_or(u64::MAX);
+        self.state
+            .trades
+            .range(..upper)
+            .rev()
+            .map(|(_, trade)| trade)
+            .filter(|trade| keep(trade))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    pub fn event(&self, number: u64) -> Option<&Event> {
+        self.state.events.get(&number)
+    }
+
+    /// A party's events newest first, from below `before` (an event number).
+    pub fn events_of(&self, party: u64, before: Option<u64>, limit: usize) -> Vec<Event> {
+        let upper = (party, before.unwrap_or(u64::MAX));
+        self.state
+            .events_by_party
+            .range((party, 0)..upper)
+            .rev()
+            .take(limit)
+            .filter_map(|(_, number)| self.state.events.get(number).cloned())
+            .collect()
+    }
+
+    /// Events whose delivery is due by `now`: the oldest undelivered event of
+    /// each trade (so a trade's events arrive in order), and every other one.
+    pub fn deliveries_due(&self, now: u64, limit: usize) -> Vec<Delivery> {
+        let mut blocked_trades = std::collections::BTreeSet::new();
+        let mut due = Vec::new();
+        for delivery in self.state.deliveries.values() {
+            let trade = self.state.events.get(&delivery.event).and_then(|event| event.trade);
+            if let Some(trade) = trade
+                && !blocked_trades.insert(trade)
+            {
+                continue;
+            }
+            if delivery.next_attempt_at <= now {
+                due.push(delivery.clone());
+                if due.len() == limit {
+                    break;
+                }
+            }
+        }
+        due
+    }
+
+    pub(crate) fn create_trade(&mut self, now: u64, new: &NewTrade) -> Outcome {
+        if self.state.parties.get(&new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+            return Outcome::Rejected(Rejection::NotFound("merchant".to_string()));
+        }
+        if let Some(existing) = self.trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
+            // The same out_trade_no is the same trade: a retry gets it back,
+            // a different request under it is refused.
+            let same = existing.amount == new.amount
+                && existing.subject == new.subject
+                && existing.mode == new.mode
+                && existing.buyer == new.buyer;
+            return if same {
+                Outcome::TradeUpdated(Box::new(existing.clone()))
+            } else {
+                conflict("out_trade_no is used by another trade")
+            };
+        }
+        if !valid_reference(&new.out_trade_no) {
+            return invalid("out_trade_no must be 1 to 64 visible ASCII characters");
+        }
+        if new.amount == 0 || new.amount > AMOUNT_MAX {
+            return invalid("amount must be between 1 and 10^15 fen");
+        }
+        if new.subject.trim().is_empty() || new.subject.chars().count() > SUBJECT_CHARS_MAX {
+            return invalid("subject must be 1 to 256 characters");
+        }
+        let auto_confirm_days = new.auto_confirm_days.unwrap_or(AUTO_CONFIRM_DAYS_DEFAULT);
+        let expire_minutes = new.expire_minutes.unwrap_or(EXPIRE_MINUTES_DEFAULT);
+        if auto_confirm_days == 0 || auto_confirm_days > AUTO_CONFIRM_DAYS_MAX {
+            return invalid("auto_confirm_days must be between 1 and 365");
+        }
+        if expire_minutes == 0 || expire_minutes > EXPIRE_MINUTES_MAX {
+            return invalid("expire_minutes must be between 1 and 43200");
+        }
+        if let Some(buyer) = new.buyer
+            && self.state.parties.get(&buyer).is_none_or(|p| p.kind != PartyKind::User)
+        {
+            return Outcome::Rejected(Rejection::NotFound("buyer".to_string()));
+        }
+        let number = self.take_number();
+        let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
+        let trade = Trade {
+            number,
+            merchant: new.merchant,
+            out_trade_no: new.out_trade_no.clone(),
+            amount: new.amount,
+            subject: new.subject.clone(),
+            mode: new.mode,
+            buyer: new.buyer,
+            status: TradeStatus::WaitBuyerPay,
+            auto_confirm_days,
+            expire_at,
+            created_at: now,
+            paid_at: None,
+            payer: None,
+            hold_id: None,
+            shipped_at: None,
+            confirm_due_at: None,
+            settled_at: None,
+            fee: 0,
+            refunded: 0,
+            refunds: Vec::new(),
+        };
+        self.state.trade_numbers.insert((new.merchant, new.out_trade_no.clone()), number);
+        self.state.trades_due.insert((expire_at, number));
+        self.state.trades.insert(number, trade.clone());
+        Outcome::TradeUpdated(Box::new(trade))
+    }
+
+    pub(crate) fn pay_trade(&mut self, now: u64, number: u64, buyer: u64) -> Outcome {
+        let Some(trade) = self.state.trades.get(&number).cloned() else { return not_found() };
+        if trade.buyer.is_some_and(|only| only != buyer) {
+            return not_found();
+        }
+        if trade.status != TradeStatus::WaitBuyerPay {
+            return conflict("the trade is not waiting for payment");
+        }
+        if trade.expire_at <= now {
+            self.close_unpaid(now, number);
+            return conflict("the trade expired unpaid and is closed");
+        }
+        let reference = Reference::Trade(number);
+        let mut payment = self.new_transfer(
+            now,
+            accounts::wallet(buyer),
+            accounts::wallet(trade.merchant),
+            trade.amount,
+            accounts::CODE_TRADE_PAYMENT,
+            reference,
+        );
+        let mut chain = Vec::new();
+        let (status, fee) = match trade.mode {
+            TradeMode::Instant => {
+                let fee = self.merchant_fee(trade.merchant, trade.amount);
+                chain.push(payment);
+                if fee > 0 {
+                    chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
+                }
+                (TradeStatus::TradeSuccess, fee)
+            }
+            TradeMode::Escrow => {
+                payment.flags = TransferFlags::PENDING;
+                chain.push(payment);
+                (TradeStatus::WaitSellerSend, 0)
+            }
+        };
+        if let Err(rejection) = self.apply_chain(now, &chain) {
+            return Outcome::Rejected(rejection);
+        }
+        let updated = self.update_trade(number, |trade| {
+            trade.status = status;
+            trade.paid_at = Some(now);
+            trade.payer = Some(buyer);
+            trade.fee = fee;
+            if trade.mode == TradeMode::Escrow {
+                trade.hold_id = Some(chain[0].id);
+            } else {
+                trade.settled_at = Some(now);
+            }
+        });
+        self.emit_trade(now, "trade.paid", &updated);
+        if updated.status == TradeStatus::TradeSuccess {
+            self.emit_trade(now, "trade.succeeded", &updated);
+        }
+        Outcome::TradeUpdated(Box::new(updated))
+    }
+
+    pub(crate) fn ship_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
+        let Some(trade) = self.state.trades.get(&number).filter(|t| t.merchant == merchant).cloned() else {
+            return not_found();
+        };
+        if trade.mode != TradeMode::Escrow {
+            return conflict("only escrow trades are shipped");
+        }
+        if trade.status != TradeStatus::WaitSellerSend {
+            return conflict("the trade is not waiting to be shipped");
+        }
+        let due = now.saturating_add(u64::from(trade.auto_confirm_days) * 86_400 * NANOS_PER_SECOND);
+        let updated = self.update_trade(number, |trade| {
+            trade.status = TradeStatus::WaitBuyerConfirm;
+            trade.shipped_at = Some(now);
+            trade.confirm_due_at = Some(due);
+        });
+        self.state.trades_due.insert((due, number));
+        self.emit_trade(now, "trade.shipped", &updated);
+        Outcome::TradeUpdated(Box::new(updated))
+    }
+
+    pub(crate) fn confirm_trade(&mut self, now: u64, number: u64, buyer: u64) -> Outcome {
+        let Some(trade) = self.state.trades.get(&number).filter(|t| t.payer == Some(buyer)).cloned() else {
+            return not_found();
+        };
+        if trade.mode != TradeMode::Escrow {
+            return conflict("only escrow trades are confirmed");
+        }
+        if trade.status != TradeStatus::WaitBuyerConfirm {
+            return conflict("the trade is not waiting for the buyer's confirmation");
+        }
+        match self.settle_escrow(now, number) {
+            Ok(updated) => Outcome::TradeUpdated(Box::new(updated)),
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    }
+
+    pub(crate) fn close_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
+        let Some(trade) = self.state.trades.get(&number).filter(|t| t.merchant == merchant).cloned() else {
+            return not_found();
+        };
+        if trade.status != TradeStatus::WaitBuyerPay {
+            return conflict("only an unpaid trade can be closed");
+        }
+        Outcome::TradeUpdated(Box::new(self.close_unpaid(now, number)))
+    }
+
+    pub(crate) fn refund_trade(
+        &mut self,
+        now: u64,
+        number: u64,
+        merchant: u64,
+        out_request_no: &str,
+        amount: u64,
+        reason: &Option<String>,
+    ) -> Outcome {
+        let Some(trade) = self.state.trades.get(&number).filter(|t| t.merchant == merchant).cloned() else {
+            return not_found();
+        };
+        if let Some(existing) = trade.refunds.iter().find(|r| r.out_request_no == out_request_no) {
+            return if existing.amount == amount {
+                Outcome::RefundCreated { trade: Box::new(trade.clone()), refund: existing.clone() }
+            } else {
+                conflict("out_request_no is used by a refund of another amount")
+            };
+        }
+        if !valid_reference(out_request_no) {
+            return invalid("out_request_no must be 1 to 64 visible ASCII characters");
+        }
+        if reason.as_ref().is_some_and(|reason| reason.chars().count() > REASON_CHARS_MAX) {
+            return invalid("reason must be at most 256 characters");
+        }
+        if amount == 0 || amount > AMOUNT_MAX {
+            return invalid("amount must be between 1 and 10^15 fen");
+        }
+        let Some(buyer) = trade.payer.filter(|_| trade.status != TradeStatus::WaitBuyerPay) else {
+            return conflict("the trade is not paid");
+        };
+        if trade.status == TradeStatus::TradeClosed {
+            return conflict("the trade is closed");
+        }
+        if amount > trade.refundable() {
+            return Outcome::Rejected(Rejection::LimitExceeded(format!(
+                "refunds would exceed what the buyer paid: {} fen can still be refunded",
+                trade.refundable()
+            )));
+        }
+        let reference = Reference::Trade(number);
+        let remaining = trade.amount - trade.refunded - amount;
+        let (chain, new_hold) = match (trade.mode, trade.status, trade.hold_id) {
+            (TradeMode::Escrow, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm, Some(hold)) => {
+                // Give back the hold, and hold again what is left.
+                let void_id = self.next_transfer_id(now);
+                let mut chain = vec![Transfer {
+                    id: void_id,
+                    pending_id: hold,
+                    flags: TransferFlags::VOID_PENDING,
+                    user_data: reference.encode(),
+                    ..Transfer::default()
+                }];
+                let mut new_hold = None;
+                if remaining > 0 {
+                    let mut rest = self.new_transfer(
+                        now,
+                        accounts::wallet(buyer),
+                        accounts::wallet(merchant),
+                        remaining,
+                        accounts::CODE_TRADE_PAYMENT,
+                        reference,
+                    );
+                    rest.flags = TransferFlags::PENDING;
+                    new_hold = Some(rest.id);
+                    chain.push(rest);
+                }
+                (chain, new_hold)
+            }
+            _ => {
+                let back = self.new_transfer(
+                    now,
+                    accounts::wallet(merchant),
+                    accounts::wallet(buyer),
+                    amount,
+                    accounts::CODE_TRADE_REFUND,
+                    reference,
+                );
+                (vec![back], None)
+            }
+        };
+        if let Err(rejection) = self.apply_chain(now, &chain) {
+            return Outcome::Rejected(rejection);
+        }
+        let refund_number = self.take_number();
+        let refund = Refund {
+            number: refund_number,
+            out_request_no: out_request_no.to_string(),
+            amount,
+            reason: reason.clone(),
+            created_at: now,
+        };
+        let unsettled_escrow = trade.mode == TradeMode::Escrow && trade.settled_at.is_none();
+        let updated = self.update_trade(number, |trade| {
+            trade.refunded += amount;
+            trade.refunds.push(refund.clone());
+            if unsettled_escrow {
+                trade.hold_id = new_hold;
+            }
+            if trade.refunded == trade.amount {
+                trade.status = TradeStatus::TradeClosed;
+            }
+        });
+        self.emit(
+            now,
+            merchant,
+            "refund.succeeded",
+            Some(number),
+            EventData::Refund { trade: Box::new(updated.clone()), refund: refund.clone() },
+        );
+        if updated.status == TradeStatus::TradeClosed {
+            self.emit_trade(now, "trade.closed", &updated);
+        }
+        Outcome::RefundCreated { trade: Box::new(updated), refund }
+    }
+
+    pub(crate) fn record_delivery(&mut self, now: u64, event: u64, delivered: bool) -> Outcome {
+        let Some(delivery) = self.state.deliveries.get_mut(&event) else { return Outcome::DeliveryRecorded };
+        delivery.attempts += 1;
+        if delivered || delivery.attempts >= DELIVERY_ATTEMPTS_MAX {
+            self.state.deliveries.remove(&event);
+        } else {
+            let wait = RETRY_DELAYS_SECONDS[(delivery.attempts as usize - 1).min(RETRY_DELAYS_SECONDS.len() - 1)];
+            delivery.next_attempt_at = now.saturating_add(wait * NANOS_PER_SECOND);
+        }
+        Outcome::DeliveryRecorded
+    }
+
+    /// Closes unpaid trades past their expiry and confirms shipped escrow
+    /// trades past their auto-confirmation time, in time order.
+    pub(crate) fn run_trades_due(&mut self, now: u64) -> (u32, u32) {
+        let (mut closed, mut settled) = (0, 0);
+        while let Some(&(due_at, number)) = self.state.trades_due.first() {
+            if due_at > now {
+                break;
+            }
+            self.state.trades_due.pop_first();
+            let Some(trade) = self.state.trades.get(&number).cloned() else { continue };
+            match trade.status {
+                TradeStatus::WaitBuyerPay if trade.expire_at <= due_at => {
+                    self.close_unpaid(due_at.max(trade.expire_at), number);
+                    closed += 1;
+                }
+                TradeStatus::WaitBuyerConfirm
+                    if trade.confirm_due_at.is_some_and(|at| at <= due_at)
+                        && self.settle_escrow(due_at, number).is_ok() =>
+                {
+                    settled += 1;
+                }
+                // Paid, shipped, closed or refunded since it was queued: nothing is due.
+                _ => {}
+            }
+        }
+        (closed, settled)
+    }
+
+    /// Posts an escrow hold to the merchant with the merchant's fee, in one chain.
+    fn settle_escrow(&mut self, now: u64, number: u64) -> Result<Trade, Rejection> {
+        let trade = self.state.trades.get(&number).cloned().ok_or_else(|| Rejection::NotFound("trade".to_string()))?;
+        let hold = trade.hold_id.ok_or_else(|| Rejection::Conflict("the trade holds no money".to_string()))?;
+        let settled_amount = trade.amount - trade.refunded;
+        let fee = self.merchant_fee(trade.merchant, settled_amount);
+        let reference = Reference::Trade(number);
+        let post_id = self.next_transfer_id(now);
+        let mut chain = vec![Transfer {
+            id: post_id,
+            pending_id: hold,
+            amount: LEDGER_AMOUNT_MAX,
+            flags: TransferFlags::POST_PENDING,
+            user_data: reference.encode(),
+            ..Transfer::default()
+        }];
+        if fee > 0 {
+            chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
+        }
+        self.apply_chain(now, &chain)?;
+        let updated = self.update_trade(number, |trade| {
+            trade.status = TradeStatus::TradeSuccess;
+            trade.settled_at = Some(now);
+            trade.hold_id = None;
+            trade.fee = fee;
+        });
+        self.emit_trade(now, "trade.succeeded", &updated);
+        Ok(updated)
+    }
+
+    fn close_unpaid(&mut self, now: u64, number: u64) -> Trade {
+        let updated = self.update_trade(number, |trade| trade.status = TradeStatus::TradeClosed);
+        self.emit_trade(now, "trade.closed", &updated);
+        updated
+    }
+
+    /// The merchant's fee on a settled amount: its own rate, with the
+    /// merchant-trade schedule's minimum, maximum and free quota.
+    fn merchant_fee(&self, merchant: u64, amount: u64) -> u64 {
+        let rate = self.state.parties.get(&merchant).map_or(0, |party| party.fee_rate_bps);
+        let schedule = crate::fees::FeeSchedule { rate_bps: rate, ..self.fee_schedule(Product::MerchantTrade) };
+        schedule.fee(amount, 0).fee
+    }
+
+    fn fee_transfer(&mut self, now: u64, merchant: u64, fee: u64, reference: Reference) -> Transfer {
+        self.new_transfer(now, accounts::wallet(merchant), REVENUE, fee, accounts::CODE_TRADE_FEE, reference)
+    }
+
+    fn update_trade(&mut self, number: u64, change: impl FnOnce(&mut Trade)) -> Trade {
+        match self.state.trades.get_mut(&number) {
+            Some(trade) => {
+                change(trade);
+                trade.clone()
+            }
+            None => unreachable_trade(number),
+        }
+    }
+
+    fn emit_trade(&mut self, now: u64, kind: &str, trade: &Trade) {
+        self.emit(now, trade.merchant, kind, Some(trade.number), EventData::Trade(Box::new(trade.clone())));
+    }
+
+    /// Records an event for a merchant and, when it has a webhook, queues
+    /// its delivery. Events for users are not kept (they have no webhook).
+    pub(crate) fn emit(&mut self, now: u64, party: u64, kind: &str, trade: Option<u64>, data: EventData) {
+        let Some(recipient) = self.state.parties.get(&party) else { return };
+        if recipient.kind != PartyKind::Merchant {
+            return;
+        }
+        let has_webhook = recipient.webhook_url.is_some();
+        let number = self.take_number();
+        self.state.events.insert(number, Event { number, party, kind: kind.to_string(), created_at: now, trade, data });
+        self.state.events_by_party.insert((party, number));
+        if has_webhook {
+            self.state.deliveries.insert(number, Delivery { event: number, attempts: 0, next_attempt_at: now });
+        }
+    }
+}
+
+/// Callers look a trade up before changing it; reaching here is a bug.
+#[allow(clippy::panic)]
+fn unreachable_trade(number: u64) -> ! {
+    panic!("trade {number} was looked up and then vanished")
+}

@@ -1,0 +1,147 @@
+//! Merchant trades (instant and escrow), refunds, timeouts, and the events
+//! merchants are notified of.
+//!
+//! Escrow ("guaranteed trade") is a pending ledger transfer from the buyer to
+//! the merchant: posted on confirmation (with the merchant's fee, in the same
+//! linked chain), voided on a full refund, and on a partial refund replaced
+//! by a smaller hold in one chain (void the old, hold the rest). Instant
+//! trades move the money and take the fee at payment.
+
+use serde::{Deserialize, Serialize};
+
+/// How a trade's money moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TradeMode {
+    Instant,
+    Escrow,
+}
+
+impl TradeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TradeMode::Instant => "instant",
+            TradeMode::Escrow => "escrow",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TradeStatus {
+    WaitBuyerPay,
+    WaitSellerSend,
+    WaitBuyerConfirm,
+    TradeSuccess,
+    TradeClosed,
+}
+
+impl TradeStatus {
+    /// As Alipay names them.
+    pub fn name(self) -> &'static str {
+        match self {
+            TradeStatus::WaitBuyerPay => "WAIT_BUYER_PAY",
+            TradeStatus::WaitSellerSend => "WAIT_SELLER_SEND",
+            TradeStatus::WaitBuyerConfirm => "WAIT_BUYER_CONFIRM",
+            TradeStatus::TradeSuccess => "TRADE_SUCCESS",
+            TradeStatus::TradeClosed => "TRADE_CLOSED",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TradeStatus> {
+        [
+            TradeStatus::WaitBuyerPay,
+            TradeStatus::WaitSellerSend,
+            TradeStatus::WaitBuyerConfirm,
+            TradeStatus::TradeSuccess,
+            TradeStatus::TradeClosed,
+        ]
+        .into_iter()
+        .find(|status| status.name() == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Refund {
+    pub number: u64,
+    pub out_request_no: String,
+    pub amount: u64,
+    pub reason: Option<String>,
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Trade {
+    pub number: u64,
+    pub merchant: u64,
+    pub out_trade_no: String,
+    pub amount: u64,
+    pub subject: String,
+    pub mode: TradeMode,
+    /// Only this user may pay, when set.
+    pub buyer: Option<u64>,
+    pub status: TradeStatus,
+    pub auto_confirm_days: u32,
+    pub expire_at: u64,
+    pub created_at: u64,
+    pub paid_at: Option<u64>,
+    /// Who paid (the buyer, once paid).
+    pub payer: Option<u64>,
+    /// The escrow hold, while there is one.
+    pub hold_id: Option<u128>,
+    pub shipped_at: Option<u64>,
+    pub confirm_due_at: Option<u64>,
+    pub settled_at: Option<u64>,
+    /// The merchant's fee, taken at settlement.
+    pub fee: u64,
+    pub refunded: u64,
+    pub refunds: Vec<Refund>,
+}
+
+impl Trade {
+    /// What the buyer paid and has not had back.
+    pub fn refundable(&self) -> u64 {
+        if self.paid_at.is_some() { self.amount - self.refunded } else { 0 }
+    }
+}
+
+/// Defaults from Alipay's practice: express goods auto-confirm 10 days
+/// after shipping; an unpaid trade closes after this many minutes.
+pub const AUTO_CONFIRM_DAYS_DEFAULT: u32 = 10;
+pub const EXPIRE_MINUTES_DEFAULT: u32 = 30;
+/// Bounds of the per-trade settings.
+pub const AUTO_CONFIRM_DAYS_MAX: u32 = 365;
+pub const EXPIRE_MINUTES_MAX: u32 = 30 * 24 * 60;
+
+/// What an event tells a merchant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventData {
+    Trade(Box<Trade>),
+    Refund { trade: Box<Trade>, refund: Refund },
+    Withdrawal(crate::platform::Withdrawal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Event {
+    pub number: u64,
+    /// The merchant (or party) it is for.
+    pub party: u64,
+    /// `trade.paid`, `trade.shipped`, `trade.succeeded`, `trade.closed`,
+    /// `refund.succeeded`, `withdrawal.succeeded`, `withdrawal.failed`.
+    pub kind: String,
+    pub created_at: u64,
+    /// Events of one trade are delivered in order.
+    pub trade: Option<u64>,
+    pub data: EventData,
+}
+
+/// Where the delivery of one event stands.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Delivery {
+    pub event: u64,
+    pub attempts: u32,
+    pub next_attempt_at: u64,
+}
+
+/// Waits after each failed attempt, as Alipay's notifications: 4 m, 10 m,
+/// 10 m, 1 h, 2 h, 6 h, 15 h — eight tries over about 24.5 hours.
+pub const RETRY_DELAYS_SECONDS: [u64; 7] = [240, 600, 600, 3_600, 7_200, 21_600, 54_000];
+pub const DELIVERY_ATTEMPTS_MAX: u32 = RETRY_DELAYS_SECONDS.len() as u32 + 1;

@@ -1,0 +1,414 @@
+//! Merchant trades: create, pay, ship, confirm, close, refund, look up; and
+//! the events merchants are notified of.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use platform::{Action, Event, EventData, NewTrade, Outcome, PartyKind, Trade, TradeMode, TradeStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Page, outcome_or_error, parse_party_id, parse_prefixed};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::{ApiQuery, JsonBody, check_amount};
+use crate::clock::rfc3339;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTradeBody {
+    /// The merchant's own reference, unique per merchant: a retry with the
+    /// same fields returns the same trade.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
+    pub out_trade_no: String,
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: u64,
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    pub subject: String,
+    /// `instant` or `escrow` (guaranteed trade).
+    #[schema(pattern = "^(instant|escrow)$")]
+    pub mode: String,
+    /// Only this user may pay.
+    #[schema(pattern = "^usr_[1-9][0-9]{0,18}$")]
+    pub buyer: Option<String>,
+    /// Escrow: days after shipping until the trade confirms itself (default 10).
+    #[serde(default, deserialize_with = "crate::body::whole_option")]
+    #[schema(minimum = 1, maximum = 365)]
+    pub auto_confirm_days: Option<u32>,
+    /// Minutes until an unpaid trade closes (default 30).
+    #[serde(default, deserialize_with = "crate::body::whole_option")]
+    #[schema(minimum = 1, maximum = 43_200)]
+    pub expire_minutes: Option<u32>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PayBody {
+    /// `balance` (the default). Paying from the fund comes with Yu'e Bao.
+    #[schema(pattern = "^balance$")]
+    pub source: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// Unique per trade; a retry with the same amount returns the same refund.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
+    pub out_request_no: String,
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: u64,
+    #[schema(max_length = 256)]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TradeView {
+    pub trade_no: String,
+    pub out_trade_no: String,
+    pub merchant: String,
+    pub buyer: Option<String>,
+    pub amount: u64,
+    pub subject: String,
+    pub mode: String,
+    /// `WAIT_BUYER_PAY`, `WAIT_SELLER_SEND`, `WAIT_BUYER_CONFIRM`, `TRADE_SUCCESS`, `TRADE_CLOSED`.
+    pub status: String,
+    pub refunded_amount: u64,
+    /// The merchant's fee, taken at settlement.
+    pub fee: u64,
+    pub auto_confirm_days: u32,
+    pub created: String,
+    pub expires_at: String,
+    pub paid_at: Option<String>,
+    pub shipped_at: Option<String>,
+    pub confirm_due_at: Option<String>,
+    pub settled_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RefundView {
+    pub id: String,
+    pub trade_no: String,
+    pub out_request_no: String,
+    pub amount: u64,
+    /// Always `succeeded`: refunds are applied at once.
+    pub status: String,
+    pub created: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TradePage {
+    pub data: Vec<TradeView>,
+    pub has_more: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created: String,
+    /// The trade, refund (with its trade) or withdrawal the event is about.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    pub data: Vec<EventView>,
+    pub has_more: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TradeListParams {
+    #[param(min_length = 1, max_length = 64)]
+    pub out_trade_no: Option<String>,
+    #[param(pattern = "^(WAIT_BUYER_PAY|WAIT_SELLER_SEND|WAIT_BUYER_CONFIRM|TRADE_SUCCESS|TRADE_CLOSED)$")]
+    pub status: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    #[param(pattern = "^trd_[0-9]{1,19}$")]
+    pub starting_after: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    #[param(pattern = "^evt_[0-9]{1,19}$")]
+    pub starting_after: Option<String>,
+}
+
+pub fn trade_view(trade: &Trade) -> TradeView {
+    TradeView {
+        trade_no: format!("trd_{}", trade.number),
+        out_trade_no: trade.out_trade_no.clone(),
+        merchant: format!("mch_{}", trade.merchant),
+        buyer: trade.payer.or(trade.buyer).map(|n| format!("usr_{n}")),
+        amount: trade.amount,
+        subject: trade.subject.clone(),
+        mode: trade.mode.name().to_string(),
+        status: trade.status.name().to_string(),
+        refunded_amount: trade.refunded,
+        fee: trade.fee,
+        auto_confirm_days: trade.auto_confirm_days,
+        created: rfc3339(trade.created_at),
+        expires_at: rfc3339(trade.expire_at),
+        paid_at: trade.paid_at.map(rfc3339),
+        shipped_at: trade.shipped_at.map(rfc3339),
+        confirm_due_at: trade.confirm_due_at.map(rfc3339),
+        settled_at: trade.settled_at.map(rfc3339),
+    }
+}
+
+fn refund_view(trade: &Trade, refund: &platform::Refund) -> RefundView {
+    RefundView {
+        id: format!("rfd_{}", refund.number),
+        trade_no: format!("trd_{}", trade.number),
+        out_request_no: refund.out_request_no.clone(),
+        amount: refund.amount,
+        status: "succeeded".to_string(),
+        created: rfc3339(refund.created_at),
+    }
+}
+
+/// An event as merchants receive it: the body of a notification and of
+/// `GET /v1/events`. Rendered from the stored event, so every retry of a
+/// notification carries the same bytes.
+pub fn event_view(event: &Event) -> EventView {
+    let data = match &event.data {
+        EventData::Trade(trade) => json!(trade_view(trade)),
+        EventData::Refund { trade, refund } => {
+            json!({ "refund": refund_view(trade, refund), "trade": trade_view(trade) })
+        }
+        EventData::Withdrawal(withdrawal) => json!({
+            "id": format!("wdr_{}", withdrawal.number),
+            "amount": withdrawal.amount,
+            "fee": withdrawal.fee,
+            "status": withdrawal.status.name(),
+        }),
+    };
+    EventView {
+        id: format!("evt_{}", event.number),
+        kind: event.kind.clone(),
+        created: rfc3339(event.created_at),
+        data,
+    }
+}
+
+fn trade_number(trade_no: &str) -> Result<u64, ApiError> {
+    parse_prefixed(trade_no, "trd_").ok_or_else(|| ApiError::not_found("trade"))
+}
+
+/// Whether `caller` may see `trade`: its merchant, its buyer, the admin.
+fn may_see(caller: Caller, trade: &Trade) -> bool {
+    match caller {
+        Caller::Admin => true,
+        Caller::Party { number, kind: PartyKind::Merchant } => trade.merchant == number,
+        Caller::Party { number, kind: PartyKind::User } => trade.payer == Some(number) || trade.buyer == Some(number),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/trades", tag = "trades", request_body = NewTradeBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_trade(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<NewTradeBody>,
+) -> Result<(StatusCode, Json<TradeView>), ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    let value = &body.value;
+    check_amount(value.amount)?;
+    let mode = match value.mode.as_str() {
+        "instant" => TradeMode::Instant,
+        "escrow" => TradeMode::Escrow,
+        _ => return Err(ApiError::invalid("mode must be instant or escrow")),
+    };
+    let buyer = match &value.buyer {
+        None => None,
+        Some(id) => Some(parse_party_id(id, PartyKind::User).ok_or_else(|| ApiError::not_found("buyer"))?),
+    };
+    let new = NewTrade {
+        merchant,
+        out_trade_no: value.out_trade_no.clone(),
+        amount: value.amount,
+        subject: value.subject.clone(),
+        mode,
+        buyer,
+        auto_confirm_days: value.auto_confirm_days,
+        expire_minutes: value.expire_minutes,
+    };
+    let outcome = state.submit(body.idempotency(caller), Action::CreateTrade(new)).await?;
+    let trade = outcome_or_error!(outcome, Outcome::TradeUpdated(trade) => trade)?;
+    Ok((StatusCode::CREATED, Json(trade_view(&trade))))
+}
+
+/// Runs a trade action for the caller and answers with the trade.
+async fn act<T>(
+    state: &Arc<AppState>,
+    caller: Caller,
+    body: &JsonBody<T>,
+    action: Action,
+) -> Result<Json<TradeView>, ApiError> {
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let trade = outcome_or_error!(outcome, Outcome::TradeUpdated(trade) => trade)?;
+    Ok(Json(trade_view(&trade)))
+}
+
+#[utoipa::path(post, path = "/v1/trades/{trade_no}/pay", tag = "trades", request_body = PayBody,
+    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn pay(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+    body: JsonBody<PayBody>,
+) -> Result<Json<TradeView>, ApiError> {
+    let buyer = caller.require_party(&[PartyKind::User])?;
+    let trade = trade_number(&trade_no)?;
+    if body.value.source.as_deref().is_some_and(|source| source != "balance") {
+        return Err(ApiError::invalid("source must be balance (paying from the fund is not built yet)"));
+    }
+    act(&state, caller, &body, Action::PayTrade { trade, buyer }).await
+}
+
+#[utoipa::path(post, path = "/v1/trades/{trade_no}/ship", tag = "trades",
+    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn ship(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+    body: JsonBody<EmptyBody>,
+) -> Result<Json<TradeView>, ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    act(&state, caller, &body, Action::ShipTrade { trade: trade_number(&trade_no)?, merchant }).await
+}
+
+#[utoipa::path(post, path = "/v1/trades/{trade_no}/confirm", tag = "trades",
+    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn confirm(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+    body: JsonBody<EmptyBody>,
+) -> Result<Json<TradeView>, ApiError> {
+    let buyer = caller.require_party(&[PartyKind::User])?;
+    act(&state, caller, &body, Action::ConfirmTrade { trade: trade_number(&trade_no)?, buyer }).await
+}
+
+#[utoipa::path(post, path = "/v1/trades/{trade_no}/close", tag = "trades",
+    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn close(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+    body: JsonBody<EmptyBody>,
+) -> Result<Json<TradeView>, ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    act(&state, caller, &body, Action::CloseTrade { trade: trade_number(&trade_no)?, merchant }).await
+}
+
+/// Bodies of actions that take no fields: `{}` or nothing.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
+
+#[utoipa::path(post, path = "/v1/trades/{trade_no}/refunds", tag = "trades", request_body = RefundBody,
+    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = RefundView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn refund(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+    body: JsonBody<RefundBody>,
+) -> Result<(StatusCode, Json<RefundView>), ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    let trade = trade_number(&trade_no)?;
+    let value = &body.value;
+    check_amount(value.amount)?;
+    let action = Action::RefundTrade {
+        trade,
+        merchant,
+        out_request_no: value.out_request_no.clone(),
+        amount: value.amount,
+        reason: value.reason.clone(),
+    };
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let (trade, refund) = outcome_or_error!(outcome, Outcome::RefundCreated { trade, refund } => (trade, refund))?;
+    Ok((StatusCode::CREATED, Json(refund_view(&trade, &refund))))
+}
+
+#[utoipa::path(get, path = "/v1/trades/{trade_no}", tag = "trades", params(("trade_no" = String, Path, description = "trd_…")),
+    responses((status = 200, body = TradeView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_trade(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+) -> Result<Json<TradeView>, ApiError> {
+    let number = trade_number(&trade_no)?;
+    let trade = state.store.read(|p| p.trade(number).cloned()).filter(|trade| may_see(caller, trade));
+    trade.map(|trade| Json(trade_view(&trade))).ok_or_else(|| ApiError::not_found("trade"))
+}
+
+#[utoipa::path(get, path = "/v1/trades", tag = "trades", params(TradeListParams),
+    responses((status = 200, body = TradePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list_trades(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<TradeListParams>,
+) -> Result<Json<TradePage>, ApiError> {
+    let page = Page::from_params(params.limit, params.starting_after.as_deref(), "trd_")?;
+    let status = match &params.status {
+        None => None,
+        Some(name) => Some(TradeStatus::parse(name).ok_or_else(|| ApiError::invalid("unknown status"))?),
+    };
+    let out_trade_no = params.out_trade_no.clone();
+    if out_trade_no.as_ref().is_some_and(|no| no.is_empty() || no.chars().count() > 64) {
+        return Err(ApiError::invalid("out_trade_no must be 1 to 64 characters"));
+    }
+    let mut found = state.store.read(|p| {
+        p.trades_newest_first(page.after, page.limit + 1, |trade| {
+            may_see(caller, trade)
+                && status.is_none_or(|status| trade.status == status)
+                && out_trade_no.as_ref().is_none_or(|no| &trade.out_trade_no == no)
+        })
+    });
+    let has_more = found.len() > page.limit;
+    found.truncate(page.limit);
+    Ok(Json(TradePage { data: found.iter().map(trade_view).collect(), has_more }))
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "trades", params(EventListParams),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<EventListParams>,
+) -> Result<Json<EventPage>, ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    let page = Page::from_params(params.limit, params.starting_after.as_deref(), "evt_")?;
+    let mut found = state.store.read(|p| p.events_of(merchant, page.after, page.limit + 1));
+    let has_more = found.len() > page.limit;
+    found.truncate(page.limit);
+    Ok(Json(EventPage { data: found.iter().map(event_view).collect(), has_more }))
+}
