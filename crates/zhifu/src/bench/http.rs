@@ -1,7 +1,8 @@
 //! `zhifu bench http`: a real `zhifu serve` process on loopback, driven by
 //! concurrent connections from this process: `GET /healthz` first (the HTTP
 //! stack alone, the baseline), then `POST /v1/transfers` between users
-//! (auth, JSON, a platform command, a durable group commit, the answer).
+//! (auth, JSON, a platform command, a durable group commit, the answer),
+//! then merchant trades created and paid (two durable commands each).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,12 @@ pub struct HttpBenchArgs {
     /// Users the transfers move between.
     #[arg(long, default_value_t = 1_000)]
     users: usize,
+    /// Trades created and paid (instant) in the last phase.
+    #[arg(long, default_value_t = 50_000)]
+    trades: u64,
+    /// Merchants the trades are spread over.
+    #[arg(long, default_value_t = 100)]
+    merchants: usize,
     /// Threads of the load generator (the server gets the rest of the machine).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -131,38 +138,89 @@ async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseRepo
         post(&client, base, "/v1/topups", &key, json!({ "amount": 100_000_000_000u64, "bank": "ICBC" })).await?;
         users.push((created["id"].as_str().context("id")?.to_string(), key));
     }
+    let mut merchants = Vec::with_capacity(args.merchants.max(1));
+    for index in 0..args.merchants.max(1) {
+        let created =
+            post(&client, base, "/v1/merchants", ADMIN_KEY, json!({ "name": format!("shop {index}") })).await?;
+        merchants.push(created["api_key"].as_str().context("api_key")?.to_string());
+    }
     let users = Arc::new(users);
-    let health = run_phase("GET /healthz (baseline)", args, client.clone(), base, Arc::clone(&users), false).await?;
-    let transfers = run_phase("POST /v1/transfers (durable)", args, client.clone(), base, users, true).await?;
+    let merchants = Arc::new(merchants);
+    let health =
+        run_phase(Phase::Health, args, client.clone(), base, Arc::clone(&users), Arc::clone(&merchants)).await?;
+    let transfers =
+        run_phase(Phase::Transfers, args, client.clone(), base, Arc::clone(&users), Arc::clone(&merchants)).await?;
+    let trades = run_phase(Phase::Trades, args, client.clone(), base, users, merchants).await?;
     let check = get(&client, base, "/v1/admin/ledger/check", ADMIN_KEY).await?;
     ensure!(check["balanced"] == json!(true), "the ledger is not balanced after the run: {check}");
-    Ok(vec![health, transfers])
+    Ok(vec![health, transfers, trades])
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Health,
+    Transfers,
+    Trades,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Health => "GET /healthz (baseline)",
+            Phase::Transfers => "POST /v1/transfers (durable)",
+            Phase::Trades => "trade created + paid (2 durable)",
+        }
+    }
 }
 
 async fn run_phase(
-    name: &'static str,
+    phase: Phase,
     args: &HttpBenchArgs,
     client: reqwest::Client,
     base: &str,
     users: Arc<Vec<(String, String)>>,
-    transfers: bool,
+    merchants: Arc<Vec<String>>,
 ) -> anyhow::Result<PhaseReport> {
-    let remaining = Arc::new(AtomicU64::new(args.requests));
+    let name = phase.name();
+    let count = if phase == Phase::Trades { args.trades } else { args.requests };
+    let remaining = Arc::new(AtomicU64::new(count));
     let errors = Arc::new(AtomicU64::new(0));
-    let bar = super::progress_bar(args.requests, if transfers { "transfers" } else { "healthz" });
+    let bar = super::progress_bar(count, name.split(' ').next().unwrap_or("phase"));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for connection in 0..args.connections {
-        let (client, users, remaining, errors, bar) =
-            (client.clone(), Arc::clone(&users), Arc::clone(&remaining), Arc::clone(&errors), bar.clone());
+        let (client, users, merchants, remaining, errors, bar) = (
+            client.clone(),
+            Arc::clone(&users),
+            Arc::clone(&merchants),
+            Arc::clone(&remaining),
+            Arc::clone(&errors),
+            bar.clone(),
+        );
         let base = base.to_string();
         let seed = args.seed.wrapping_add(connection as u64 * 7919);
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed);
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut serial = 0u64;
             while remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
                 let sent = Instant::now();
-                let ok = if transfers {
+                serial += 1;
+                let ok = if phase == Phase::Trades {
+                    let merchant = &merchants[rng.below(merchants.len() as u64) as usize];
+                    let buyer = &users[rng.below(users.len() as u64) as usize].1;
+                    let out_trade_no = format!("c{connection}-{serial}");
+                    let body = json!({ "out_trade_no": out_trade_no, "amount": 1 + rng.below(100_000), "subject": "bench", "mode": "instant" });
+                    match client.post(format!("{base}/v1/trades")).bearer_auth(merchant).json(&body).send().await {
+                        Ok(response) if response.status().as_u16() == 201 => {
+                            let trade: Value = response.json().await.unwrap_or_default();
+                            let trade_no = trade["trade_no"].as_str().unwrap_or_default().to_string();
+                            let paid = client.post(format!("{base}/v1/trades/{trade_no}/pay")).bearer_auth(buyer).json(&json!({})).send().await;
+                            matches!(paid, Ok(r) if r.status().as_u16() == 200)
+                        }
+                        _ => false,
+                    }
+                } else if phase == Phase::Transfers {
                     let from = rng.below(users.len() as u64) as usize;
                     let to = (from + 1 + rng.below(users.len() as u64 - 1) as usize) % users.len();
                     let body = json!({ "to": users[to].0, "amount": 1 + rng.below(100_000) });
@@ -191,7 +249,7 @@ async fn run_phase(
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    Ok(PhaseReport { name, requests: args.requests, elapsed, latency_us, errors: errors.load(Ordering::Relaxed) })
+    Ok(PhaseReport { name, requests: count, elapsed, latency_us, errors: errors.load(Ordering::Relaxed) })
 }
 
 async fn post(client: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> anyhow::Result<Value> {
