@@ -6,6 +6,7 @@ pub const LEDGER_CNY: u32 = 1;
 
 const KIND_WALLET: u128 = 1;
 const KIND_SYSTEM: u128 = 2;
+const KIND_FUND: u128 = 3;
 
 /// The bank channel's clearing account: debited when money comes in from
 /// banks, credited when it goes out. Its debit balance is the money the
@@ -13,6 +14,23 @@ const KIND_SYSTEM: u128 = 2;
 pub const BANK_CLEARING: u128 = (KIND_SYSTEM << 64) | 1;
 /// The platform's revenue: fees are credited here.
 pub const REVENUE: u128 = (KIND_SYSTEM << 64) | 2;
+
+/// Where Yu'e Bao's daily yield comes from: the fund's investment income
+/// (money entering the platform from outside, as the bank channel's does).
+pub const FUND_INCOME: u128 = (KIND_SYSTEM << 64) | 3;
+/// The platform's own marketing spending (campaigns the platform sponsors).
+pub const MARKETING: u128 = (KIND_SYSTEM << 64) | 4;
+/// Budgets of running campaigns.
+pub const CAMPAIGNS: u128 = (KIND_SYSTEM << 64) | 5;
+/// Money of red packets not yet claimed.
+pub const RED_PACKETS: u128 = (KIND_SYSTEM << 64) | 6;
+
+/// A party's Yu'e Bao holding. The fund's unit value is fixed at 1 fen, as a
+/// money-market fund's is, so a holding is an amount of fen and yield is
+/// paid as more of them.
+pub fn fund(number: u64) -> u128 {
+    (KIND_FUND << 64) | u128::from(number)
+}
 
 /// A party's wallet.
 pub fn wallet(number: u64) -> u128 {
@@ -24,6 +42,11 @@ pub const CODE_USER_WALLET: u16 = 10;
 pub const CODE_MERCHANT_WALLET: u16 = 11;
 pub const CODE_BANK_CLEARING: u16 = 20;
 pub const CODE_REVENUE: u16 = 21;
+pub const CODE_FUND_HOLDING: u16 = 12;
+pub const CODE_FUND_INCOME: u16 = 22;
+pub const CODE_MARKETING: u16 = 23;
+pub const CODE_CAMPAIGNS: u16 = 24;
+pub const CODE_RED_PACKETS: u16 = 25;
 
 /// Transfer codes: what a transfer is, as statements show it.
 pub const CODE_TOPUP: u16 = 1;
@@ -34,6 +57,15 @@ pub const CODE_WITHDRAWAL_FEE: u16 = 5;
 pub const CODE_TRADE_PAYMENT: u16 = 6;
 pub const CODE_TRADE_FEE: u16 = 7;
 pub const CODE_TRADE_REFUND: u16 = 8;
+pub const CODE_FUND_SUBSCRIPTION: u16 = 9;
+pub const CODE_FUND_REDEMPTION: u16 = 10;
+pub const CODE_FUND_YIELD: u16 = 11;
+pub const CODE_CAMPAIGN_BUDGET: u16 = 12;
+pub const CODE_CAMPAIGN_DISCOUNT: u16 = 13;
+pub const CODE_CAMPAIGN_RETURN: u16 = 14;
+pub const CODE_RED_PACKET: u16 = 15;
+pub const CODE_RED_PACKET_CLAIM: u16 = 16;
+pub const CODE_RED_PACKET_RETURN: u16 = 17;
 
 pub fn transfer_code_name(code: u16) -> &'static str {
     match code {
@@ -45,6 +77,15 @@ pub fn transfer_code_name(code: u16) -> &'static str {
         CODE_TRADE_PAYMENT => "trade_payment",
         CODE_TRADE_FEE => "trade_fee",
         CODE_TRADE_REFUND => "trade_refund",
+        CODE_FUND_SUBSCRIPTION => "fund_subscription",
+        CODE_FUND_REDEMPTION => "fund_redemption",
+        CODE_FUND_YIELD => "fund_yield",
+        CODE_CAMPAIGN_BUDGET => "campaign_budget",
+        CODE_CAMPAIGN_DISCOUNT => "campaign_discount",
+        CODE_CAMPAIGN_RETURN => "campaign_return",
+        CODE_RED_PACKET => "red_packet",
+        CODE_RED_PACKET_CLAIM => "red_packet_claim",
+        CODE_RED_PACKET_RETURN => "red_packet_return",
         _ => "other",
     }
 }
@@ -57,6 +98,9 @@ pub enum Reference {
     Transfer(u64),
     Withdrawal(u64),
     Trade(u64),
+    Fund(u64),
+    Campaign(u64),
+    RedPacket(u64),
 }
 
 impl Reference {
@@ -66,6 +110,9 @@ impl Reference {
             Reference::Transfer(number) => (2, number),
             Reference::Withdrawal(number) => (3, number),
             Reference::Trade(number) => (4, number),
+            Reference::Fund(number) => (5, number),
+            Reference::Campaign(number) => (6, number),
+            Reference::RedPacket(number) => (7, number),
         };
         (kind << 64) | u128::from(number)
     }
@@ -77,6 +124,9 @@ impl Reference {
             2 => Some(Reference::Transfer(number)),
             3 => Some(Reference::Withdrawal(number)),
             4 => Some(Reference::Trade(number)),
+            5 => Some(Reference::Fund(number)),
+            6 => Some(Reference::Campaign(number)),
+            7 => Some(Reference::RedPacket(number)),
             _ => None,
         }
     }
@@ -88,6 +138,9 @@ impl Reference {
             Reference::Transfer(number) => format!("trf_{number}"),
             Reference::Withdrawal(number) => format!("wdr_{number}"),
             Reference::Trade(number) => format!("trd_{number}"),
+            Reference::Fund(number) => format!("fnd_{number}"),
+            Reference::Campaign(number) => format!("cmp_{number}"),
+            Reference::RedPacket(number) => format!("rp_{number}"),
         }
     }
 }

@@ -32,11 +32,19 @@ pub struct PlatformConfig {
     pub bank_failure_bps: u32,
     /// Mixed into the bank's deterministic choice of which withdrawals fail.
     pub bank_seed: u64,
+    /// Yu'e Bao redemptions to the wallet per user per business day, in fen.
+    pub fund_redeem_daily_limit: u64,
 }
 
 impl Default for PlatformConfig {
     fn default() -> PlatformConfig {
-        PlatformConfig { withdrawal_settle_seconds: 3_600, bank_failure_bps: 0, bank_seed: 0 }
+        // 50,000 yuan a day: Yu'e Bao's same-day redemption cap in 2014.
+        PlatformConfig {
+            withdrawal_settle_seconds: 3_600,
+            bank_failure_bps: 0,
+            bank_seed: 0,
+            fund_redeem_daily_limit: 5_000_000,
+        }
     }
 }
 
@@ -91,6 +99,32 @@ pub enum Action {
     PayTrade {
         trade: u64,
         buyer: u64,
+        source: PaySource,
+    },
+    FundSubscribe {
+        party: u64,
+        amount: u64,
+    },
+    FundRedeem {
+        party: u64,
+        amount: u64,
+    },
+    CreateRedPacket {
+        sender: u64,
+        total: u64,
+        count: u32,
+        mode: crate::marketing::SplitMode,
+        greeting: Option<String>,
+    },
+    ClaimRedPacket {
+        packet: u64,
+        user: u64,
+    },
+    CreateCampaign(NewCampaign),
+    /// Credits one business day's yield at `annual_rate_bps` to every holder.
+    FundYield {
+        date: crate::calendar::Date,
+        annual_rate_bps: u32,
     },
     ShipTrade {
         trade: u64,
@@ -119,6 +153,27 @@ pub enum Action {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NewCampaign {
+    /// The merchant paying, or `None` for the platform.
+    pub sponsor: Option<u64>,
+    pub name: String,
+    pub budget: u64,
+    pub discount: u64,
+    pub min_spend: u64,
+    pub per_user_limit: u32,
+    pub starts_at: u64,
+    pub ends_at: u64,
+}
+
+/// Where a payment's money comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PaySource {
+    Balance,
+    /// The buyer's Yu'e Bao holding.
+    Fund,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NewTrade {
     pub merchant: u64,
     pub out_trade_no: String,
@@ -128,6 +183,8 @@ pub struct NewTrade {
     pub buyer: Option<u64>,
     pub auto_confirm_days: Option<u32>,
     pub expire_minutes: Option<u32>,
+    /// A campaign whose discount the payment may get.
+    pub campaign: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +240,21 @@ pub enum Outcome {
         refund: Refund,
     },
     DeliveryRecorded,
+    FundMoved {
+        number: u64,
+        amount: u64,
+    },
+    FundYieldPaid(crate::fund::YieldDay),
+    RedPacketCreated {
+        number: u64,
+        total: u64,
+        count: u32,
+    },
+    RedPacketClaimed {
+        number: u64,
+        amount: u64,
+    },
+    CampaignCreated(Box<crate::marketing::Campaign>),
     Rejected(Rejection),
     /// The idempotency key was used before with another request.
     IdempotencyMismatch,

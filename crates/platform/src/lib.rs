@@ -16,11 +16,17 @@ pub mod accounts;
 pub mod calendar;
 pub mod command;
 pub mod fees;
+pub mod fund;
+pub mod marketing;
 pub mod platform;
 mod trade_actions;
 pub mod trades;
 
-pub use command::{Action, Command, IdempotencyTag, NewTrade, Outcome, PartyKind, PlatformConfig, Rejection};
+pub use command::{
+    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
+};
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
+pub use fund::{FundPosition, YieldDay};
+pub use marketing::{Campaign, RedPacket, SplitMode};
 pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};

@@ -131,6 +131,11 @@ pub(crate) struct State {
     pub(crate) events_by_party: BTreeSet<(u64, u64)>,
     /// Events not yet delivered (nor given up on), by event number.
     pub(crate) deliveries: BTreeMap<u64, Delivery>,
+    pub(crate) fund: crate::fund::FundState,
+    pub(crate) red_packets: BTreeMap<u64, crate::marketing::RedPacket>,
+    pub(crate) campaigns: BTreeMap<u64, crate::marketing::Campaign>,
+    /// (when, red packet or campaign number): expiries and ends.
+    pub(crate) marketing_due: BTreeSet<(u64, u64)>,
 }
 
 pub struct Platform {
@@ -188,7 +193,8 @@ impl Platform {
     pub fn next_due(&self) -> Option<u64> {
         let withdrawal = self.state.withdrawals_due.first().map(|&(at, _)| at);
         let trade = self.state.trades_due.first().map(|&(at, _)| at);
-        withdrawal.into_iter().chain(trade).min()
+        let marketing = self.state.marketing_due.first().map(|&(at, _)| at);
+        withdrawal.into_iter().chain(trade).chain(marketing).min()
     }
 
     fn genesis(config: LedgerConfig) -> Platform {
@@ -200,6 +206,34 @@ impl Platform {
                 ledger: LEDGER_CNY,
                 code: accounts::CODE_BANK_CLEARING,
                 flags: AccountFlags::empty(),
+            },
+            NewAccount {
+                id: accounts::FUND_INCOME,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_FUND_INCOME,
+                flags: AccountFlags::empty(),
+            },
+            NewAccount {
+                id: accounts::MARKETING,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_MARKETING,
+                flags: AccountFlags::empty(),
+            },
+            NewAccount {
+                id: accounts::CAMPAIGNS,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_CAMPAIGNS,
+                flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            },
+            NewAccount {
+                id: accounts::RED_PACKETS,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_RED_PACKETS,
+                flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
             },
             NewAccount {
                 id: REVENUE,
@@ -238,7 +272,25 @@ impl Platform {
             }
             Action::Tick => self.tick(now),
             Action::CreateTrade(new) => self.create_trade(now, new),
-            Action::PayTrade { trade, buyer } => self.pay_trade(now, *trade, *buyer),
+            Action::PayTrade { trade, buyer, source } => self.pay_trade(now, *trade, *buyer, *source),
+            Action::FundSubscribe { party, amount } => self.fund_subscribe(now, *party, *amount),
+            Action::FundRedeem { party, amount } => self.fund_redeem(now, *party, *amount),
+            Action::FundYield { date, annual_rate_bps } => self.fund_yield(now, *date, *annual_rate_bps),
+            Action::CreateRedPacket { sender, total, count, mode, greeting } => {
+                self.create_red_packet(now, *sender, *total, *count, *mode, greeting)
+            }
+            Action::ClaimRedPacket { packet, user } => self.claim_red_packet(now, *packet, *user),
+            Action::CreateCampaign(new) => self.create_campaign(
+                now,
+                new.sponsor,
+                &new.name,
+                new.budget,
+                new.discount,
+                new.min_spend,
+                new.per_user_limit,
+                new.starts_at,
+                new.ends_at,
+            ),
             Action::ShipTrade { trade, merchant } => self.ship_trade(now, *trade, *merchant),
             Action::ConfirmTrade { trade, buyer } => self.confirm_trade(now, *trade, *buyer),
             Action::CloseTrade { trade, merchant } => self.close_trade(now, *trade, *merchant),
@@ -436,6 +488,7 @@ impl Platform {
             }
         }
         let (trades_closed, trades_settled) = self.run_trades_due(now);
+        self.run_marketing_due(now);
         let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
         while let Some((created_at, caller, key)) = self.state.idempotency_expiry.first().cloned() {
             if created_at >= horizon {

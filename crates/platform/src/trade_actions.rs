@@ -5,7 +5,7 @@
 use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
 
 use crate::accounts::{self, REVENUE, Reference};
-use crate::command::{NewTrade, Outcome, PartyKind, Rejection};
+use crate::command::{NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::trades::{
@@ -108,6 +108,7 @@ impl Platform {
             // The same out_trade_no is the same trade: a retry gets it back,
             // a different request under it is refused.
             let same = existing.amount == new.amount
+                && existing.campaign == new.campaign
                 && existing.subject == new.subject
                 && existing.mode == new.mode
                 && existing.buyer == new.buyer;
@@ -139,6 +140,11 @@ impl Platform {
         {
             return Outcome::Rejected(Rejection::NotFound("buyer".to_string()));
         }
+        if let Some(campaign) = new.campaign
+            && self.state.campaigns.get(&campaign).is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
+        {
+            return Outcome::Rejected(Rejection::NotFound("campaign".to_string()));
+        }
         let number = self.take_number();
         let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
         let trade = Trade {
@@ -155,6 +161,7 @@ impl Platform {
             created_at: now,
             paid_at: None,
             payer: None,
+            payer_account: None,
             hold_id: None,
             shipped_at: None,
             confirm_due_at: None,
@@ -162,6 +169,9 @@ impl Platform {
             fee: 0,
             refunded: 0,
             refunds: Vec::new(),
+            campaign: new.campaign,
+            discount: 0,
+            discount_note: None,
         };
         self.state.trade_numbers.insert((new.merchant, new.out_trade_no.clone()), number);
         self.state.trades_due.insert((expire_at, number));
@@ -169,7 +179,7 @@ impl Platform {
         Outcome::TradeUpdated(Box::new(trade))
     }
 
-    pub(crate) fn pay_trade(&mut self, now: u64, number: u64, buyer: u64) -> Outcome {
+    pub(crate) fn pay_trade(&mut self, now: u64, number: u64, buyer: u64, source: PaySource) -> Outcome {
         let Some(trade) = self.state.trades.get(&number).cloned() else { return not_found() };
         if trade.buyer.is_some_and(|only| only != buyer) {
             return not_found();
@@ -182,19 +192,38 @@ impl Platform {
             return conflict("the trade expired unpaid and is closed");
         }
         let reference = Reference::Trade(number);
+        let payer_account = match source {
+            PaySource::Balance => accounts::wallet(buyer),
+            PaySource::Fund => accounts::fund(buyer),
+        };
+        if self.ledger.account(payer_account).is_none() {
+            return Outcome::Rejected(Rejection::InsufficientFunds);
+        }
         let mut payment = self.new_transfer(
             now,
-            accounts::wallet(buyer),
+            payer_account,
             accounts::wallet(trade.merchant),
             trade.amount,
             accounts::CODE_TRADE_PAYMENT,
             reference,
         );
         let mut chain = Vec::new();
+        let (discount, discount_note) = self.campaign_discount(now, &trade, buyer);
         let (status, fee) = match trade.mode {
             TradeMode::Instant => {
                 let fee = self.merchant_fee(trade.merchant, trade.amount);
+                payment.amount -= u128::from(discount);
                 chain.push(payment);
+                if discount > 0 {
+                    chain.push(self.new_transfer(
+                        now,
+                        accounts::CAMPAIGNS,
+                        accounts::wallet(trade.merchant),
+                        discount,
+                        accounts::CODE_CAMPAIGN_DISCOUNT,
+                        reference,
+                    ));
+                }
                 if fee > 0 {
                     chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
                 }
@@ -209,10 +238,19 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &chain) {
             return Outcome::Rejected(rejection);
         }
+        if discount > 0
+            && let Some(campaign) = trade.campaign.and_then(|number| self.state.campaigns.get_mut(&number))
+        {
+            campaign.spent += discount;
+            *campaign.uses.entry(buyer).or_default() += 1;
+        }
         let updated = self.update_trade(number, |trade| {
             trade.status = status;
+            trade.discount = discount;
+            trade.discount_note = discount_note;
             trade.paid_at = Some(now);
             trade.payer = Some(buyer);
+            trade.payer_account = Some(payer_account);
             trade.fee = fee;
             if trade.mode == TradeMode::Escrow {
                 trade.hold_id = Some(chain[0].id);
@@ -315,7 +353,7 @@ impl Platform {
             )));
         }
         let reference = Reference::Trade(number);
-        let remaining = trade.amount - trade.refunded - amount;
+        let remaining = trade.paid_by_buyer() - trade.refunded - amount;
         let (chain, new_hold) = match (trade.mode, trade.status, trade.hold_id) {
             (TradeMode::Escrow, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm, Some(hold)) => {
                 // Give back the hold, and hold again what is left.
@@ -331,7 +369,7 @@ impl Platform {
                 if remaining > 0 {
                     let mut rest = self.new_transfer(
                         now,
-                        accounts::wallet(buyer),
+                        trade.payer_account.unwrap_or(accounts::wallet(buyer)),
                         accounts::wallet(merchant),
                         remaining,
                         accounts::CODE_TRADE_PAYMENT,
@@ -373,7 +411,7 @@ impl Platform {
             if unsettled_escrow {
                 trade.hold_id = new_hold;
             }
-            if trade.refunded == trade.amount {
+            if trade.refunded == trade.paid_by_buyer() {
                 trade.status = TradeStatus::TradeClosed;
             }
         });
@@ -464,6 +502,30 @@ impl Platform {
         let updated = self.update_trade(number, |trade| trade.status = TradeStatus::TradeClosed);
         self.emit_trade(now, "trade.closed", &updated);
         updated
+    }
+
+    /// The discount a payment gets from the trade's campaign, or why none.
+    fn campaign_discount(&self, now: u64, trade: &Trade, buyer: u64) -> (u64, Option<String>) {
+        let Some(campaign) = trade.campaign.and_then(|number| self.state.campaigns.get(&number)) else {
+            return (0, None);
+        };
+        let none = |why: &str| (0, Some(why.to_string()));
+        if trade.mode != TradeMode::Instant {
+            return none("campaign discounts apply to instant trades");
+        }
+        if now < campaign.starts_at || now >= campaign.ends_at || campaign.returned.is_some() {
+            return none("the campaign is not running");
+        }
+        if trade.amount < campaign.min_spend || trade.amount <= campaign.discount {
+            return none("the trade is below the campaign's minimum spend");
+        }
+        if campaign.uses.get(&buyer).copied().unwrap_or(0) >= campaign.per_user_limit {
+            return none("you have used this campaign as often as it allows");
+        }
+        if campaign.remaining() < campaign.discount {
+            return none("budget_exhausted: the campaign's budget is used up; full price");
+        }
+        (campaign.discount, None)
     }
 
     /// The merchant's fee on a settled amount: its own rate, with the

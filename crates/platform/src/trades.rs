@@ -85,6 +85,8 @@ pub struct Trade {
     pub paid_at: Option<u64>,
     /// Who paid (the buyer, once paid).
     pub payer: Option<u64>,
+    /// The ledger account the payment came from (wallet or fund holding).
+    pub payer_account: Option<u128>,
     /// The escrow hold, while there is one.
     pub hold_id: Option<u128>,
     pub shipped_at: Option<u64>,
@@ -94,12 +96,22 @@ pub struct Trade {
     pub fee: u64,
     pub refunded: u64,
     pub refunds: Vec<Refund>,
+    pub campaign: Option<u64>,
+    /// Paid by the campaign, not the buyer.
+    pub discount: u64,
+    /// Why a campaign gave no discount (budget used up, limit reached...).
+    pub discount_note: Option<String>,
 }
 
 impl Trade {
     /// What the buyer paid and has not had back.
     pub fn refundable(&self) -> u64 {
-        if self.paid_at.is_some() { self.amount - self.refunded } else { 0 }
+        if self.paid_at.is_some() { self.amount - self.discount - self.refunded } else { 0 }
+    }
+
+    /// What the buyer paid.
+    pub fn paid_by_buyer(&self) -> u64 {
+        self.amount - self.discount
     }
 }
 

@@ -86,7 +86,12 @@ fn a_transfer_pays_its_fee_to_revenue_in_the_same_chain() {
 #[test]
 fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
     let mut world = World::new();
-    let config = PlatformConfig { withdrawal_settle_seconds: 3_600, bank_failure_bps: 0, bank_seed: 7 };
+    let config = PlatformConfig {
+        withdrawal_settle_seconds: 3_600,
+        bank_failure_bps: 0,
+        bank_seed: 7,
+        ..PlatformConfig::default()
+    };
     world.run(Action::Configure(config));
     let alice = world.party(PartyKind::User, 1);
     world.run(Action::TopUp { party: alice, amount: 3_000_000, bank: "ICBC".into() });

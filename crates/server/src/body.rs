@@ -39,8 +39,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             None => None,
             Some(value) => {
                 let key = value.to_str().map_err(|_| ApiError::invalid("Idempotency-Key must be ASCII"))?;
-                if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
-                    return Err(ApiError::invalid("Idempotency-Key must be 1 to 255 characters"));
+                if key.is_empty()
+                    || key.len() > IDEMPOTENCY_KEY_BYTES_MAX
+                    || !key.bytes().all(|b| (b' '..=b'~').contains(&b))
+                {
+                    return Err(ApiError::invalid("Idempotency-Key must be 1 to 255 printable ASCII characters"));
                 }
                 Some(key.to_string())
             }

@@ -62,6 +62,13 @@ pub fn rfc3339(nanos: u64) -> String {
     }
 }
 
+/// Parses RFC 3339 (any offset) to nanoseconds since the Unix epoch,
+/// clamped to what the clock can count (1970 to 2554).
+pub fn parse_rfc3339_clamped(text: &str) -> Option<u64> {
+    let moment = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(u64::try_from(moment.unix_timestamp_nanos().max(0)).unwrap_or(u64::MAX))
+}
+
 /// Parses RFC 3339 (any offset) to nanoseconds since the Unix epoch.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let moment = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;

@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Share of withdrawals the simulated bank fails, in basis points.
     #[arg(long, default_value_t = 0)]
     bank_failure_bps: u32,
+    /// Yu'e Bao redemptions per user per business day, in fen (default 50,000 yuan).
+    #[arg(long, default_value_t = 5_000_000)]
+    fund_redeem_daily_limit: u64,
     /// Transfers older than this many clock seconds leave memory (they stay on disk).
     #[arg(long, default_value_t = 3_600)]
     memory_horizon_seconds: u64,
@@ -78,6 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             withdrawal_settle_seconds: args.withdrawal_settle_seconds,
             bank_failure_bps: args.bank_failure_bps,
             bank_seed: 0,
+            fund_redeem_daily_limit: args.fund_redeem_daily_limit,
         },
         memory_horizon_seconds: args.memory_horizon_seconds,
         snapshot_every_records: args.snapshot_every,

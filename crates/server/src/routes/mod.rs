@@ -4,6 +4,7 @@
 mod money;
 mod operations;
 mod parties;
+mod products;
 pub(crate) mod trades;
 
 use std::sync::Arc;
@@ -41,6 +42,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/close", post(trades::close))
         .route("/v1/trades/{trade_no}/refunds", post(trades::refund))
         .route("/v1/events", get(trades::list_events))
+        .route("/v1/fund", get(products::position))
+        .route("/v1/fund/subscriptions", post(products::subscribe))
+        .route("/v1/fund/redemptions", post(products::redeem))
+        .route("/v1/admin/fund/yield", post(products::pay_yield))
+        .route("/v1/campaigns", post(products::create_campaign))
+        .route("/v1/campaigns/{id}", get(products::get_campaign))
+        .route("/v1/red-packets", post(products::create_red_packet))
+        .route("/v1/red-packets/{id}", get(products::get_red_packet))
+        .route("/v1/red-packets/{id}/claims", post(products::claim))
         .route("/v1/admin/ledger/check", get(operations::ledger_check))
         .route("/v1/admin/clock", post(operations::advance_clock))
         .route("/v1/admin/reconciliation", get(operations::reconciliation))
@@ -60,9 +70,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::list_events,
+        products::subscribe, products::redeem, products::position, products::pay_yield,
+        products::create_campaign, products::get_campaign,
+        products::create_red_packet, products::get_red_packet, products::claim,
     ),
     modifiers(&BearerKeys),
-    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "operations"))
+    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use platform::{Action, Event, EventData, NewTrade, Outcome, PartyKind, Trade, TradeMode, TradeStatus};
+use platform::{Action, Event, EventData, NewTrade, Outcome, PartyKind, PaySource, Trade, TradeMode, TradeStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -44,13 +44,16 @@ pub struct NewTradeBody {
     #[serde(default, deserialize_with = "crate::body::whole_option")]
     #[schema(minimum = 1, maximum = 43_200)]
     pub expire_minutes: Option<u32>,
+    /// A campaign (`cmp_…`, the platform's or this merchant's) whose discount the payment may get.
+    #[schema(pattern = "^cmp_[1-9][0-9]{0,18}$")]
+    pub campaign: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PayBody {
-    /// `balance` (the default). Paying from the fund comes with Yu'e Bao.
-    #[schema(pattern = "^balance$")]
+    /// `balance` (the default) or `fund` (the buyer's Yu'e Bao holding).
+    #[schema(pattern = "^(balance|fund)$")]
     pub source: Option<String>,
 }
 
@@ -81,6 +84,10 @@ pub struct TradeView {
     pub refunded_amount: u64,
     /// The merchant's fee, taken at settlement.
     pub fee: u64,
+    /// Paid by the trade's campaign; the buyer paid `amount - discount`.
+    pub discount: u64,
+    /// Why the campaign gave no discount, when it did not.
+    pub discount_note: Option<String>,
     pub auto_confirm_days: u32,
     pub created: String,
     pub expires_at: String,
@@ -158,6 +165,8 @@ pub fn trade_view(trade: &Trade) -> TradeView {
         status: trade.status.name().to_string(),
         refunded_amount: trade.refunded,
         fee: trade.fee,
+        discount: trade.discount,
+        discount_note: trade.discount_note.clone(),
         auto_confirm_days: trade.auto_confirm_days,
         created: rfc3339(trade.created_at),
         expires_at: rfc3339(trade.expire_at),
@@ -237,7 +246,12 @@ pub async fn create_trade(
         None => None,
         Some(id) => Some(parse_party_id(id, PartyKind::User).ok_or_else(|| ApiError::not_found("buyer"))?),
     };
+    let campaign = match &value.campaign {
+        None => None,
+        Some(id) => Some(parse_prefixed(id, "cmp_").ok_or_else(|| ApiError::not_found("campaign"))?),
+    };
     let new = NewTrade {
+        campaign,
         merchant,
         out_trade_no: value.out_trade_no.clone(),
         amount: value.amount,
@@ -276,10 +290,12 @@ pub async fn pay(
 ) -> Result<Json<TradeView>, ApiError> {
     let buyer = caller.require_party(&[PartyKind::User])?;
     let trade = trade_number(&trade_no)?;
-    if body.value.source.as_deref().is_some_and(|source| source != "balance") {
-        return Err(ApiError::invalid("source must be balance (paying from the fund is not built yet)"));
-    }
-    act(&state, caller, &body, Action::PayTrade { trade, buyer }).await
+    let source = match body.value.source.as_deref() {
+        None | Some("balance") => PaySource::Balance,
+        Some("fund") => PaySource::Fund,
+        Some(_) => return Err(ApiError::invalid("source must be balance or fund")),
+    };
+    act(&state, caller, &body, Action::PayTrade { trade, buyer, source }).await
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/ship", tag = "trades",

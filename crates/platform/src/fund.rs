@@ -1,0 +1,300 @@
+//! Yu'e Bao: a money-market fund fed from the wallet.
+//!
+//! Design (documented as the equivalent of fund units): a holder's shares
+//! are a CNY account of its own (`accounts::fund`), since the unit value of
+//! a money-market fund stays at 1 and yield is paid as more units. Buying
+//! moves wallet → holding; redeeming (T+0, within a daily limit) moves it
+//! back; a day's yield moves `FUND_INCOME` → every holding.
+//!
+//! Yield of one business day at an annual rate `r` (basis points): the day's
+//! income is `floor((V × r + carry) / 3,650,000)` fen, where `V` is the sum
+//! of all holdings and `carry` the sub-fen remainder of earlier days (so no
+//! fraction of a fen is ever lost over time). Each holder gets
+//! `floor(v × income / V)`; the fen left over (fewer than the holders) go one
+//! each to the holders with the largest remainders (ties to the older
+//! holder), so the day pays exactly its income.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ledger::{AccountFlags, NewAccount, Transfer};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{self, FUND_INCOME, LEDGER_CNY, Reference};
+use crate::calendar::Date;
+use crate::command::{Outcome, PartyKind, Rejection};
+use crate::platform::Platform;
+
+/// The smallest subscription: 1 yuan.
+pub const SUBSCRIPTION_MIN: u64 = 100;
+/// Basis points × days in a year: the divisor of one day's yield.
+const DAILY_DIVISOR: u128 = 10_000 * 365;
+
+/// What one business day's yield paid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct YieldDay {
+    pub date: Date,
+    pub annual_rate_bps: u32,
+    /// The day's income, all of it paid to holders.
+    pub income: u64,
+    pub holders_paid: u64,
+    /// The fund's value before the yield.
+    pub fund_value: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HolderYield {
+    pub last_date: Option<Date>,
+    pub last_amount: u64,
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct FundState {
+    /// Everyone who ever bought, by party number.
+    pub holders: BTreeMap<u64, HolderYield>,
+    pub days: BTreeMap<Date, YieldDay>,
+    /// Sub-fen income carried to the next day, in fen × 3,650,000.
+    pub carry: u128,
+    pub redeemed: BTreeMap<(u64, Date), u64>,
+    /// (holder, date) redemption records older than the latest date are dropped.
+    pub redeemed_dates: BTreeSet<Date>,
+}
+
+/// A holder's view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FundPosition {
+    pub value: u64,
+    pub yesterday_yield: u64,
+    pub total_yield: u64,
+}
+
+impl Platform {
+    pub fn fund_position(&self, party: u64) -> FundPosition {
+        let value = self
+            .ledger
+            .account(accounts::fund(party))
+            .map_or(0, |a| u64::try_from(a.debit_headroom()).unwrap_or(u64::MAX));
+        let holder = self.state.fund.holders.get(&party).copied().unwrap_or_default();
+        let latest = self.state.fund.days.keys().next_back().copied();
+        let yesterday_yield =
+            if holder.last_date.is_some() && holder.last_date == latest { holder.last_amount } else { 0 };
+        FundPosition { value, yesterday_yield, total_yield: holder.total }
+    }
+
+    pub fn fund_yield_day(&self, date: Date) -> Option<&YieldDay> {
+        self.state.fund.days.get(&date)
+    }
+
+    pub(crate) fn fund_subscribe(&mut self, now: u64, party: u64, amount: u64) -> Outcome {
+        if let Err(rejection) = self.check_user(party, amount) {
+            return Outcome::Rejected(rejection);
+        }
+        if amount < SUBSCRIPTION_MIN {
+            return Outcome::Rejected(Rejection::Invalid("the smallest subscription is 100 fen (1 yuan)".to_string()));
+        }
+        if let Err(rejection) = self.open_holding(now, party) {
+            return Outcome::Rejected(rejection);
+        }
+        let number = self.take_number();
+        let transfer = self.new_transfer(
+            now,
+            accounts::wallet(party),
+            accounts::fund(party),
+            amount,
+            accounts::CODE_FUND_SUBSCRIPTION,
+            Reference::Fund(number),
+        );
+        match self.apply_chain(now, &[transfer]) {
+            Ok(()) => Outcome::FundMoved { number, amount },
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    }
+
+    pub(crate) fn fund_redeem(&mut self, now: u64, party: u64, amount: u64) -> Outcome {
+        if let Err(rejection) = self.check_user(party, amount) {
+            return Outcome::Rejected(rejection);
+        }
+        let today = Date::of_nanos(now);
+        let used = self.state.fund.redeemed.get(&(party, today)).copied().unwrap_or(0);
+        let limit = self.state.config.fund_redeem_daily_limit;
+        if used.saturating_add(amount) > limit {
+            return Outcome::Rejected(Rejection::LimitExceeded(format!(
+                "redemptions are limited to {limit} fen a day; {} fen are left today",
+                limit.saturating_sub(used)
+            )));
+        }
+        if self.ledger.account(accounts::fund(party)).is_none() {
+            return Outcome::Rejected(Rejection::InsufficientFunds);
+        }
+        let number = self.take_number();
+        let transfer = self.new_transfer(
+            now,
+            accounts::fund(party),
+            accounts::wallet(party),
+            amount,
+            accounts::CODE_FUND_REDEMPTION,
+            Reference::Fund(number),
+        );
+        if let Err(rejection) = self.apply_chain(now, &[transfer]) {
+            return Outcome::Rejected(rejection);
+        }
+        // Only today's use matters: older days are forgotten.
+        if self.state.fund.redeemed_dates.insert(today) {
+            let old: Vec<Date> = self.state.fund.redeemed_dates.range(..today).copied().collect();
+            for date in old {
+                self.state.fund.redeemed_dates.remove(&date);
+                self.state.fund.redeemed.retain(|(_, day), _| *day != date);
+            }
+        }
+        *self.state.fund.redeemed.entry((party, today)).or_default() += amount;
+        Outcome::FundMoved { number, amount }
+    }
+
+    pub(crate) fn fund_yield(&mut self, now: u64, date: Date, annual_rate_bps: u32) -> Outcome {
+        if let Some(day) = self.state.fund.days.get(&date) {
+            return Outcome::FundYieldPaid(day.clone());
+        }
+        if date >= Date::of_nanos(now) {
+            return Outcome::Rejected(Rejection::Conflict(format!("{date} has not ended yet")));
+        }
+        if annual_rate_bps > 10_000 {
+            return Outcome::Rejected(Rejection::Invalid("annual_rate_bps must be at most 10000".to_string()));
+        }
+        let holdings: Vec<(u64, u128)> = self
+            .state
+            .fund
+            .holders
+            .keys()
+            .filter_map(|&party| {
+                let value = self.ledger.account(accounts::fund(party))?.debit_headroom();
+                (value > 0).then_some((party, value))
+            })
+            .collect();
+        let fund_value: u128 = holdings.iter().map(|(_, value)| value).sum();
+        let numerator = fund_value * u128::from(annual_rate_bps) + self.state.fund.carry;
+        let income = numerator / DAILY_DIVISOR;
+        let carry = numerator % DAILY_DIVISOR;
+        let shares = split_income(&holdings, fund_value, income);
+        debug_assert_eq!(shares.iter().map(|(_, share)| u128::from(*share)).sum::<u128>(), income);
+        let reference =
+            Reference::Fund(u64::from(date.year as u32) * 10_000 + u64::from(date.month) * 100 + u64::from(date.day));
+        let mut batch = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
+        let mut paid = 0u64;
+        for &(party, share) in &shares {
+            if share == 0 {
+                continue;
+            }
+            let transfer =
+                self.new_transfer(now, FUND_INCOME, accounts::fund(party), share, accounts::CODE_FUND_YIELD, reference);
+            batch.push(transfer);
+            if batch.len() == ledger::BATCH_EVENTS_MAX {
+                paid += self.apply_independent(now, &mut batch);
+            }
+        }
+        paid += self.apply_independent(now, &mut batch);
+        for &(party, share) in &shares {
+            let holder = self.state.fund.holders.entry(party).or_default();
+            holder.last_date = Some(date);
+            holder.last_amount = share;
+            holder.total += share;
+        }
+        self.state.fund.carry = carry;
+        let day = YieldDay {
+            date,
+            annual_rate_bps,
+            income: u64::try_from(income).unwrap_or(u64::MAX),
+            holders_paid: paid,
+            fund_value: u64::try_from(fund_value).unwrap_or(u64::MAX),
+        };
+        self.state.fund.days.insert(date, day.clone());
+        Outcome::FundYieldPaid(day)
+    }
+
+    /// Applies transfers that stand alone (not a chain); returns how many did.
+    fn apply_independent(&mut self, now: u64, batch: &mut Vec<Transfer>) -> u64 {
+        if batch.is_empty() {
+            return 0;
+        }
+        let applied = match self.ledger.create_transfers(now, batch) {
+            Ok(results) => results.iter().filter(|result| result.is_ok()).count() as u64,
+            Err(_) => 0,
+        };
+        debug_assert_eq!(applied, batch.len() as u64, "yield transfers cannot fail");
+        batch.clear();
+        applied
+    }
+
+    fn open_holding(&mut self, now: u64, party: u64) -> Result<(), Rejection> {
+        if self.state.fund.holders.contains_key(&party) {
+            return Ok(());
+        }
+        let holding = NewAccount {
+            id: accounts::fund(party),
+            user_data: party,
+            ledger: LEDGER_CNY,
+            code: accounts::CODE_FUND_HOLDING,
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        };
+        match self.ledger.create_accounts(now, &[holding]) {
+            Ok(results) if results.iter().all(|r| r.is_ok_or_exists()) => {
+                self.state.fund.holders.insert(party, HolderYield::default());
+                Ok(())
+            }
+            _ => Err(Rejection::Conflict("the fund holding could not be opened".to_string())),
+        }
+    }
+
+    fn check_user(&self, party: u64, amount: u64) -> Result<(), Rejection> {
+        self.check_party_and_amount(party, amount)?;
+        match self.state.parties.get(&party) {
+            Some(p) if p.kind == PartyKind::User => Ok(()),
+            _ => Err(Rejection::NotFound("user".to_string())),
+        }
+    }
+}
+
+/// Splits `income` over holdings in proportion, exactly (see the module docs).
+fn split_income(holdings: &[(u64, u128)], total: u128, income: u128) -> Vec<(u64, u64)> {
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut shares: Vec<(u64, u64)> = Vec::with_capacity(holdings.len());
+    let mut remainders: Vec<(u128, usize)> = Vec::with_capacity(holdings.len());
+    let mut distributed = 0u128;
+    for (index, &(party, value)) in holdings.iter().enumerate() {
+        let product = value * income;
+        let share = product / total;
+        distributed += share;
+        shares.push((party, u64::try_from(share).unwrap_or(u64::MAX)));
+        remainders.push((product % total, index));
+    }
+    let leftover = usize::try_from(income - distributed).unwrap_or(usize::MAX).min(holdings.len());
+    if leftover > 0 {
+        // Largest remainders first; among equals, the older holder (lower index).
+        let by_claim = |a: &(u128, usize), b: &(u128, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        if leftover < remainders.len() {
+            remainders.select_nth_unstable_by(leftover - 1, by_claim);
+        }
+        for &(_, index) in &remainders[..leftover] {
+            shares[index].1 += 1;
+        }
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_pays_exactly_the_income_and_favours_largest_remainders() {
+        let holdings = [(1, 1u128), (2, 1), (3, 1)];
+        // 2 fen over three equal holders: the two oldest get one each.
+        assert_eq!(split_income(&holdings, 3, 2), vec![(1, 1), (2, 1), (3, 0)]);
+        let holdings = [(1, 333u128), (2, 333), (3, 334)];
+        let shares = split_income(&holdings, 1_000, 10);
+        assert_eq!(shares.iter().map(|s| s.1).sum::<u64>(), 10);
+        assert_eq!(shares, vec![(1, 3), (2, 3), (3, 4)]);
+        assert!(split_income(&[], 0, 5).is_empty());
+    }
+}

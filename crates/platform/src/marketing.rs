@@ -1,0 +1,359 @@
+//! Marketing: campaigns that pay part of a trade from a budget, and red
+//! packets ("lucky money"). Both hold their money in a system account that
+//! may never go below zero, so neither can pay out more than it holds,
+//! whatever the concurrency: the ledger refuses the transfer first.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{self, CAMPAIGNS, MARKETING, RED_PACKETS, Reference};
+use crate::command::{Outcome, PartyKind, Rejection};
+use crate::platform::{AMOUNT_MAX, Platform};
+
+/// A red packet is split into at most this many shares.
+pub const RED_PACKET_SHARES_MAX: u32 = 1_000;
+/// Unclaimed money goes back to the sender after this long.
+pub const RED_PACKET_LIFETIME_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
+/// A greeting or campaign name is at most this long.
+pub const TEXT_CHARS_MAX: usize = 200;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SplitMode {
+    Equal,
+    Random,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RedPacket {
+    pub number: u64,
+    pub sender: u64,
+    pub total: u64,
+    pub mode: SplitMode,
+    pub greeting: Option<String>,
+    /// Every share, fixed when the packet is made; claims take them in order.
+    pub shares: Vec<u64>,
+    /// (user, amount) in claim order.
+    pub claims: Vec<(u64, u64)>,
+    pub created_at: u64,
+    pub expires_at: u64,
+    /// What went back to the sender at expiry.
+    pub returned: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Campaign {
+    pub number: u64,
+    /// The merchant paying for it, or `None` for the platform.
+    pub sponsor: Option<u64>,
+    pub name: String,
+    pub budget: u64,
+    pub spent: u64,
+    pub discount: u64,
+    pub min_spend: u64,
+    pub per_user_limit: u32,
+    pub starts_at: u64,
+    pub ends_at: u64,
+    /// Discounts given, per user.
+    pub uses: BTreeMap<u64, u32>,
+    /// Set at the end, when the unspent budget went back.
+    pub returned: Option<u64>,
+}
+
+impl Campaign {
+    pub fn remaining(&self) -> u64 {
+        self.budget - self.spent - self.returned.unwrap_or(0)
+    }
+}
+
+/// Splits `total` into `count` shares of at least 1 fen that sum to `total`.
+/// `Equal`: as even as fen allow (the first shares take the odd fen).
+/// `Random`: the "double mean" rule of lucky money — each share is drawn
+/// uniformly between 1 fen and twice the mean of what is left (leaving at
+/// least 1 fen for every later share), and the last takes the rest — from a
+/// generator seeded by the packet, so that replay draws the same shares.
+pub fn split(total: u64, count: u32, mode: SplitMode, seed: u64) -> Vec<u64> {
+    let count = u64::from(count);
+    debug_assert!(count >= 1 && total >= count);
+    match mode {
+        SplitMode::Equal => (0..count).map(|i| total / count + u64::from(i < total % count)).collect(),
+        SplitMode::Random => {
+            // splitmix64 of the seed, so that nearby seeds start far apart.
+            let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            state = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            state = (state ^ (state >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            state = (state ^ (state >> 31)) | 1;
+            let mut next = move || {
+                // xorshift64*
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+            };
+            let mut left = total;
+            let mut shares = Vec::with_capacity(count as usize);
+            for remaining_shares in (2..=count).rev() {
+                let upper = (2 * left / remaining_shares).min(left - (remaining_shares - 1)).max(1);
+                let share = 1 + next() % upper;
+                let share = share.min(left - (remaining_shares - 1));
+                shares.push(share);
+                left -= share;
+            }
+            shares.push(left);
+            shares
+        }
+    }
+}
+
+impl Platform {
+    pub fn red_packet(&self, number: u64) -> Option<&RedPacket> {
+        self.state.red_packets.get(&number)
+    }
+
+    pub fn campaign(&self, number: u64) -> Option<&Campaign> {
+        self.state.campaigns.get(&number)
+    }
+
+    pub(crate) fn create_red_packet(
+        &mut self,
+        now: u64,
+        sender: u64,
+        total: u64,
+        count: u32,
+        mode: SplitMode,
+        greeting: &Option<String>,
+    ) -> Outcome {
+        if self.state.parties.get(&sender).is_none_or(|p| p.kind != PartyKind::User) {
+            return Outcome::Rejected(Rejection::NotFound("sender".to_string()));
+        }
+        if count == 0 || count > RED_PACKET_SHARES_MAX {
+            return invalid("count must be between 1 and 1000");
+        }
+        if total < u64::from(count) || total > AMOUNT_MAX {
+            return invalid("total must give every share at least 1 fen, and be at most 10^15");
+        }
+        if greeting.as_ref().is_some_and(|g| g.chars().count() > TEXT_CHARS_MAX) {
+            return invalid("greeting must be at most 200 characters");
+        }
+        let number = self.take_number();
+        let transfer = self.new_transfer(
+            now,
+            accounts::wallet(sender),
+            RED_PACKETS,
+            total,
+            accounts::CODE_RED_PACKET,
+            Reference::RedPacket(number),
+        );
+        if let Err(rejection) = self.apply_chain(now, &[transfer]) {
+            return Outcome::Rejected(rejection);
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        (number, sender, total, count, now).hash(&mut hasher);
+        let shares = split(total, count, mode, hasher.finish());
+        let expires_at = now.saturating_add(RED_PACKET_LIFETIME_NANOS);
+        let packet = RedPacket {
+            number,
+            sender,
+            total,
+            mode,
+            greeting: greeting.clone(),
+            shares,
+            claims: Vec::new(),
+            created_at: now,
+            expires_at,
+            returned: 0,
+        };
+        self.state.red_packets.insert(number, packet);
+        self.state.marketing_due.insert((expires_at, number));
+        Outcome::RedPacketCreated { number, total, count }
+    }
+
+    pub(crate) fn claim_red_packet(&mut self, now: u64, number: u64, user: u64) -> Outcome {
+        if self.state.parties.get(&user).is_none_or(|p| p.kind != PartyKind::User) {
+            return Outcome::Rejected(Rejection::NotFound("user".to_string()));
+        }
+        let Some(packet) = self.state.red_packets.get(&number) else {
+            return Outcome::Rejected(Rejection::NotFound("red packet".to_string()));
+        };
+        if packet.claims.iter().any(|(claimer, _)| *claimer == user) {
+            return conflict("you have claimed this red packet already");
+        }
+        if packet.expires_at <= now || packet.returned > 0 {
+            return conflict("the red packet has expired");
+        }
+        let Some(&amount) = packet.shares.get(packet.claims.len()) else {
+            return conflict("the red packet is empty");
+        };
+        let transfer = self.new_transfer(
+            now,
+            RED_PACKETS,
+            accounts::wallet(user),
+            amount,
+            accounts::CODE_RED_PACKET_CLAIM,
+            Reference::RedPacket(number),
+        );
+        if let Err(rejection) = self.apply_chain(now, &[transfer]) {
+            return Outcome::Rejected(rejection);
+        }
+        if let Some(packet) = self.state.red_packets.get_mut(&number) {
+            packet.claims.push((user, amount));
+        }
+        Outcome::RedPacketClaimed { number, amount }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the fields of one command
+    pub(crate) fn create_campaign(
+        &mut self,
+        now: u64,
+        sponsor: Option<u64>,
+        name: &str,
+        budget: u64,
+        discount: u64,
+        min_spend: u64,
+        per_user_limit: u32,
+        starts_at: u64,
+        ends_at: u64,
+    ) -> Outcome {
+        if let Some(merchant) = sponsor
+            && self.state.parties.get(&merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
+        {
+            return Outcome::Rejected(Rejection::NotFound("sponsor".to_string()));
+        }
+        if name.trim().is_empty() || name.chars().count() > TEXT_CHARS_MAX {
+            return invalid("name must be 1 to 200 characters");
+        }
+        if budget == 0 || budget > AMOUNT_MAX || discount == 0 {
+            return invalid("budget must be 1 to 10^15 fen and discount at least 1 fen");
+        }
+        if discount > budget {
+            return Outcome::Rejected(Rejection::LimitExceeded("the discount is larger than the budget".to_string()));
+        }
+        if min_spend > AMOUNT_MAX || per_user_limit == 0 {
+            return invalid("min_spend must be at most 10^15 fen and per_user_limit at least 1");
+        }
+        if ends_at <= starts_at || ends_at <= now {
+            return conflict("ends_at must be after starts_at and in the future");
+        }
+        let number = self.take_number();
+        let source = sponsor.map_or(MARKETING, accounts::wallet);
+        let transfer = self.new_transfer(
+            now,
+            source,
+            CAMPAIGNS,
+            budget,
+            accounts::CODE_CAMPAIGN_BUDGET,
+            Reference::Campaign(number),
+        );
+        if let Err(rejection) = self.apply_chain(now, &[transfer]) {
+            return Outcome::Rejected(rejection);
+        }
+        let campaign = Campaign {
+            number,
+            sponsor,
+            name: name.to_string(),
+            budget,
+            spent: 0,
+            discount,
+            min_spend,
+            per_user_limit,
+            starts_at,
+            ends_at,
+            uses: BTreeMap::new(),
+            returned: None,
+        };
+        self.state.campaigns.insert(number, campaign.clone());
+        self.state.marketing_due.insert((ends_at, number));
+        Outcome::CampaignCreated(Box::new(campaign))
+    }
+
+    /// Returns what expired red packets and ended campaigns still hold.
+    pub(crate) fn run_marketing_due(&mut self, now: u64) {
+        while let Some(&(due_at, number)) = self.state.marketing_due.first() {
+            if due_at > now {
+                break;
+            }
+            self.state.marketing_due.pop_first();
+            if let Some(packet) = self.state.red_packets.get(&number).cloned() {
+                let left: u64 = packet.shares[packet.claims.len()..].iter().sum();
+                if left > 0 && packet.returned == 0 {
+                    let back = self.new_transfer(
+                        due_at,
+                        RED_PACKETS,
+                        accounts::wallet(packet.sender),
+                        left,
+                        accounts::CODE_RED_PACKET_RETURN,
+                        Reference::RedPacket(number),
+                    );
+                    if self.apply_chain(due_at, &[back]).is_ok()
+                        && let Some(packet) = self.state.red_packets.get_mut(&number)
+                    {
+                        packet.returned = left;
+                    }
+                }
+            } else if let Some(campaign) = self.state.campaigns.get(&number).cloned() {
+                let left = campaign.remaining();
+                if campaign.returned.is_none() {
+                    let target = campaign.sponsor.map_or(MARKETING, accounts::wallet);
+                    let returned = if left > 0 {
+                        let back = self.new_transfer(
+                            due_at,
+                            CAMPAIGNS,
+                            target,
+                            left,
+                            accounts::CODE_CAMPAIGN_RETURN,
+                            Reference::Campaign(number),
+                        );
+                        if self.apply_chain(due_at, &[back]).is_ok() { left } else { 0 }
+                    } else {
+                        0
+                    };
+                    if let Some(campaign) = self.state.campaigns.get_mut(&number) {
+                        campaign.returned = Some(returned);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn invalid(message: &str) -> Outcome {
+    Outcome::Rejected(Rejection::Invalid(message.to_string()))
+}
+
+fn conflict(message: &str) -> Outcome {
+    Outcome::Rejected(Rejection::Conflict(message.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_split_sums_exactly_with_every_share_at_least_one_fen() {
+        for (total, count) in [(1, 1), (10, 10), (1_000, 7), (100, 3), (1_000_000, 1_000), (1_001, 1_000)] {
+            for mode in [SplitMode::Equal, SplitMode::Random] {
+                for seed in 0..20 {
+                    let shares = split(total, count, mode, seed);
+                    assert_eq!(shares.len(), count as usize);
+                    assert_eq!(shares.iter().sum::<u64>(), total, "{total} in {count} ({mode:?}, seed {seed})");
+                    assert!(shares.iter().all(|&s| s >= 1));
+                }
+            }
+        }
+        assert_eq!(split(10, 3, SplitMode::Equal, 0), vec![4, 3, 3]);
+    }
+
+    #[test]
+    fn random_splits_vary_but_replay_the_same() {
+        assert_eq!(split(10_000, 10, SplitMode::Random, 42), split(10_000, 10, SplitMode::Random, 42));
+        assert_ne!(split(10_000, 10, SplitMode::Random, 42), split(10_000, 10, SplitMode::Random, 43));
+        // No share is above twice the mean of what was left when it was drawn.
+        let shares = split(10_000, 10, SplitMode::Random, 7);
+        let mut left = 10_000;
+        for (i, &share) in shares.iter().enumerate().take(9) {
+            assert!(share <= 2 * left / (10 - i as u64), "{shares:?}");
+            left -= share;
+        }
+    }
+}

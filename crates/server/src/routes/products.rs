@@ -1,0 +1,385 @@
+//! Yu'e Bao (the fund), campaigns and red packets.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use platform::calendar::Date;
+use platform::{Action, Campaign, NewCampaign, Outcome, PartyKind, SplitMode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{outcome_or_error, parse_prefixed};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::{JsonBody, check_amount};
+use crate::clock::{parse_rfc3339_clamped, rfc3339};
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FundAmount {
+    /// In fen; subscriptions start at 100 (1 yuan).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionAmount {
+    /// In fen, at least 100 (1 yuan).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 100, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FundMove {
+    pub id: String,
+    pub amount: u64,
+    /// The holding's value after the move.
+    pub value: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FundView {
+    /// The holding, in fen (the unit value is fixed at 1 fen).
+    pub value: u64,
+    /// Paid for the most recent day the fund paid yield.
+    pub yesterday_yield: u64,
+    pub total_yield: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct YieldRequest {
+    /// A business day (China Standard Time) that has ended on the clock.
+    #[schema(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")]
+    pub date: String,
+    /// Annual rate in basis points; a day is 1/365 of it.
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 10_000)]
+    pub annual_rate_bps: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct YieldView {
+    pub date: String,
+    pub annual_rate_bps: u32,
+    /// The day's income, all of it paid to holders.
+    pub income: u64,
+    pub holders_paid: u64,
+    pub fund_value: u64,
+}
+
+#[utoipa::path(post, path = "/v1/fund/subscriptions", tag = "fund", request_body = SubscriptionAmount,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = FundMove), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<SubscriptionAmount>,
+) -> Result<(StatusCode, Json<FundMove>), ApiError> {
+    let party = caller.require_party(&[PartyKind::User])?;
+    let amount = check_amount(body.value.amount)?;
+    fund_move(&state, caller, &body, Action::FundSubscribe { party, amount }, party).await
+}
+
+#[utoipa::path(post, path = "/v1/fund/redemptions", tag = "fund", request_body = FundAmount,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = FundMove), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn redeem(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<FundAmount>,
+) -> Result<(StatusCode, Json<FundMove>), ApiError> {
+    let party = caller.require_party(&[PartyKind::User])?;
+    let amount = check_amount(body.value.amount)?;
+    fund_move(&state, caller, &body, Action::FundRedeem { party, amount }, party).await
+}
+
+async fn fund_move<T>(
+    state: &Arc<AppState>,
+    caller: Caller,
+    body: &JsonBody<T>,
+    action: Action,
+    party: u64,
+) -> Result<(StatusCode, Json<FundMove>), ApiError> {
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let (number, amount) = outcome_or_error!(outcome, Outcome::FundMoved { number, amount } => (number, amount))?;
+    let value = state.store.read(|p| p.fund_position(party).value);
+    Ok((StatusCode::CREATED, Json(FundMove { id: format!("fnd_{number}"), amount, value })))
+}
+
+#[utoipa::path(get, path = "/v1/fund", tag = "fund",
+    responses((status = 200, body = FundView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn position(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<FundView>, ApiError> {
+    let party = caller.require_party(&[PartyKind::User])?;
+    let position = state.store.read(|p| p.fund_position(party));
+    Ok(Json(FundView {
+        value: position.value,
+        yesterday_yield: position.yesterday_yield,
+        total_yield: position.total_yield,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/admin/fund/yield", tag = "fund", request_body = YieldRequest,
+    responses((status = 200, body = YieldView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn pay_yield(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<YieldRequest>,
+) -> Result<Json<YieldView>, ApiError> {
+    caller.require_admin()?;
+    let date = Date::parse(&body.value.date).ok_or_else(|| ApiError::invalid("date must be a day like 2013-11-11"))?;
+    let action = Action::FundYield { date, annual_rate_bps: body.value.annual_rate_bps };
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let day = outcome_or_error!(outcome, Outcome::FundYieldPaid(day) => day)?;
+    Ok(Json(YieldView {
+        date: day.date.to_string(),
+        annual_rate_bps: day.annual_rate_bps,
+        income: day.income,
+        holders_paid: day.holders_paid,
+        fund_value: day.fund_value,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaignBody {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    pub name: String,
+    /// Moved into the campaign from the sponsor at once.
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub budget: u64,
+    /// Paid by the campaign on each qualifying trade (at most the budget).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub discount: u64,
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    pub min_spend: u64,
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub per_user_limit: u32,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub starts_at: String,
+    /// RFC 3339, after `starts_at` and in the future; the unspent budget goes back then.
+    #[schema(format = DateTime)]
+    pub ends_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CampaignView {
+    pub id: String,
+    /// `mch_…`, or `platform`.
+    pub sponsor: String,
+    pub name: String,
+    pub budget: u64,
+    pub spent: u64,
+    pub remaining: u64,
+    pub discount: u64,
+    pub min_spend: u64,
+    pub per_user_limit: u32,
+    pub starts_at: String,
+    pub ends_at: String,
+    /// What went back to the sponsor at the end (absent while running).
+    pub returned: Option<u64>,
+}
+
+fn campaign_view(campaign: &Campaign) -> CampaignView {
+    CampaignView {
+        id: format!("cmp_{}", campaign.number),
+        sponsor: campaign.sponsor.map_or("platform".to_string(), |n| format!("mch_{n}")),
+        name: campaign.name.clone(),
+        budget: campaign.budget,
+        spent: campaign.spent,
+        remaining: campaign.remaining(),
+        discount: campaign.discount,
+        min_spend: campaign.min_spend,
+        per_user_limit: campaign.per_user_limit,
+        starts_at: rfc3339(campaign.starts_at),
+        ends_at: rfc3339(campaign.ends_at),
+        returned: campaign.returned,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/campaigns", tag = "marketing", request_body = NewCampaignBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_campaign(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<NewCampaignBody>,
+) -> Result<(StatusCode, Json<CampaignView>), ApiError> {
+    let sponsor = match caller {
+        Caller::Admin => None,
+        Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
+        Caller::Party { .. } => return Err(ApiError::forbidden()),
+    };
+    let value = &body.value;
+    let starts_at = parse_rfc3339_clamped(&value.starts_at)
+        .ok_or_else(|| ApiError::invalid("starts_at must be an RFC 3339 time"))?;
+    let ends_at =
+        parse_rfc3339_clamped(&value.ends_at).ok_or_else(|| ApiError::invalid("ends_at must be an RFC 3339 time"))?;
+    let new = NewCampaign {
+        sponsor,
+        name: value.name.clone(),
+        budget: check_amount(value.budget)?,
+        discount: check_amount(value.discount)?,
+        min_spend: value.min_spend,
+        per_user_limit: value.per_user_limit,
+        starts_at,
+        ends_at,
+    };
+    let outcome = state.submit(body.idempotency(caller), Action::CreateCampaign(new)).await?;
+    let campaign = outcome_or_error!(outcome, Outcome::CampaignCreated(campaign) => campaign)?;
+    Ok((StatusCode::CREATED, Json(campaign_view(&campaign))))
+}
+
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "marketing", params(("id" = String, Path, description = "cmp_…")),
+    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_campaign(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, ApiError> {
+    let number = parse_prefixed(&id, "cmp_").ok_or_else(|| ApiError::not_found("campaign"))?;
+    let campaign = state.store.read(|p| p.campaign(number).cloned()).ok_or_else(|| ApiError::not_found("campaign"))?;
+    let visible = match caller {
+        Caller::Admin => true,
+        Caller::Party { number, .. } => campaign.sponsor == Some(number),
+    };
+    if !visible {
+        return Err(ApiError::not_found("campaign"));
+    }
+    Ok(Json(campaign_view(&campaign)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRedPacket {
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub total: u64,
+    /// 1 to 1,000 shares, and at most `total` (every share is at least 1 fen).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub count: u32,
+    /// `random` (lucky money) or `equal`.
+    #[schema(pattern = "^(random|equal)$")]
+    pub mode: String,
+    #[schema(max_length = 200)]
+    pub greeting: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RedPacketView {
+    pub id: String,
+    pub total: u64,
+    pub count: u32,
+    pub mode: String,
+    pub claimed: u32,
+    /// Not yet claimed (and not yet returned).
+    pub remaining: u64,
+    pub expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Claim {
+    pub amount: u64,
+}
+
+#[utoipa::path(post, path = "/v1/red-packets", tag = "marketing", request_body = NewRedPacket,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = RedPacketView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_red_packet(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<NewRedPacket>,
+) -> Result<(StatusCode, Json<RedPacketView>), ApiError> {
+    let sender = caller.require_party(&[PartyKind::User])?;
+    let value = &body.value;
+    let mode = match value.mode.as_str() {
+        "random" => SplitMode::Random,
+        "equal" => SplitMode::Equal,
+        _ => return Err(ApiError::invalid("mode must be random or equal")),
+    };
+    if u64::from(value.count) > value.total {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit_exceeded",
+            "every share must be at least 1 fen",
+        ));
+    }
+    let action = Action::CreateRedPacket {
+        sender,
+        total: check_amount(value.total)?,
+        count: value.count,
+        mode,
+        greeting: value.greeting.clone(),
+    };
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let number = outcome_or_error!(outcome, Outcome::RedPacketCreated { number, .. } => number)?;
+    red_packet_view(&state, number).map(|view| (StatusCode::CREATED, Json(view)))
+}
+
+fn red_packet_view(state: &AppState, number: u64) -> Result<RedPacketView, ApiError> {
+    let packet =
+        state.store.read(|p| p.red_packet(number).cloned()).ok_or_else(|| ApiError::not_found("red packet"))?;
+    let claimed: u64 = packet.claims.iter().map(|(_, amount)| amount).sum();
+    Ok(RedPacketView {
+        id: format!("rp_{number}"),
+        total: packet.total,
+        count: packet.shares.len() as u32,
+        mode: if packet.mode == SplitMode::Random { "random" } else { "equal" }.to_string(),
+        claimed: packet.claims.len() as u32,
+        remaining: packet.total - claimed - packet.returned,
+        expires_at: rfc3339(packet.expires_at),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/red-packets/{id}", tag = "marketing", params(("id" = String, Path, description = "rp_…")),
+    responses((status = 200, body = RedPacketView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_red_packet(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RedPacketView>, ApiError> {
+    let number = parse_prefixed(&id, "rp_").ok_or_else(|| ApiError::not_found("red packet"))?;
+    let sender = state.store.read(|p| p.red_packet(number).map(|packet| packet.sender));
+    match (caller, sender) {
+        (Caller::Admin, Some(_)) => {}
+        (Caller::Party { number: party, .. }, Some(sender)) if party == sender => {}
+        _ => return Err(ApiError::not_found("red packet")),
+    }
+    Ok(Json(red_packet_view(&state, number)?))
+}
+
+#[utoipa::path(post, path = "/v1/red-packets/{id}/claims", tag = "marketing", params(("id" = String, Path, description = "rp_…")),
+    responses((status = 201, body = Claim), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn claim(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: JsonBody<super::trades::EmptyBody>,
+) -> Result<(StatusCode, Json<Claim>), ApiError> {
+    let user = caller.require_party(&[PartyKind::User])?;
+    let packet = parse_prefixed(&id, "rp_").ok_or_else(|| ApiError::not_found("red packet"))?;
+    let outcome = state.submit(body.idempotency(caller), Action::ClaimRedPacket { packet, user }).await?;
+    let amount = outcome_or_error!(outcome, Outcome::RedPacketClaimed { amount, .. } => amount)?;
+    Ok((StatusCode::CREATED, Json(Claim { amount })))
+}
