@@ -22,6 +22,8 @@ use crate::error::{JournalError, io_error};
 
 pub(crate) const RECORD_BYTES: usize = 4 + STORED_BYTES;
 pub(crate) const FILE_NAME: &str = "history.log";
+/// The history buffer is written out past this size.
+const BUFFER_BYTES_MAX: usize = 8 << 20;
 
 pub(crate) struct History {
     path: PathBuf,
@@ -77,6 +79,11 @@ impl History {
             let crc = crc32c::crc32c(&self.buffer[start + 4..]);
             self.buffer[start..start + 4].copy_from_slice(&crc.to_le_bytes());
             self.buffered += 1;
+            // A command that stores millions of transfers (a day's yield)
+            // is written out as it goes, so the buffer stays small.
+            if self.buffer.len() >= BUFFER_BYTES_MAX {
+                self.write()?;
+            }
         }
         Ok(())
     }

@@ -100,6 +100,16 @@ pub enum Action {
         trade: u64,
         buyer: u64,
         source: PaySource,
+        /// A coupon of the buyer's: its campaign's discount applies.
+        coupon: Option<u64>,
+    },
+    /// A coupon of `campaign` for `user`, issued by the campaign's sponsor
+    /// (`issuer`: the merchant, or `None` for the platform).
+    IssueCoupon {
+        campaign: u64,
+        issuer: Option<u64>,
+        user: u64,
+        expires_at: Option<u64>,
     },
     FundSubscribe {
         party: u64,
@@ -121,6 +131,14 @@ pub enum Action {
         user: u64,
     },
     CreateCampaign(NewCampaign),
+    /// Brings in existing fund holders (a migration from another system, or
+    /// a benchmark): `count` users, each with a wallet and a holding of
+    /// `amount_of(i)` fen received through the bank channel, where
+    /// `amount_of(i) = 100 + (i × 7,919 + seed) mod 1,000,000`. No API keys.
+    ImportFundHolders {
+        count: u32,
+        seed: u64,
+    },
     /// Credits one business day's yield at `annual_rate_bps` to every holder.
     FundYield {
         date: crate::calendar::Date,
@@ -255,6 +273,12 @@ pub enum Outcome {
         amount: u64,
     },
     CampaignCreated(Box<crate::marketing::Campaign>),
+    HoldersImported {
+        first: u64,
+        count: u32,
+        value: u64,
+    },
+    CouponIssued(crate::marketing::Coupon),
     Rejected(Rejection),
     /// The idempotency key was used before with another request.
     IdempotencyMismatch,

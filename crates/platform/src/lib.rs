@@ -27,6 +27,6 @@ pub use command::{
 };
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use fund::{FundPosition, YieldDay};
-pub use marketing::{Campaign, RedPacket, SplitMode};
+pub use marketing::{Campaign, Coupon, RedPacket, SplitMode};
 pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};

@@ -61,6 +61,17 @@ pub struct Campaign {
     pub returned: Option<u64>,
 }
 
+/// A coupon: one use of its campaign's discount, for one user, until it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Coupon {
+    pub number: u64,
+    pub campaign: u64,
+    pub user: u64,
+    pub expires_at: u64,
+    /// The trade it was used on.
+    pub used_on: Option<u64>,
+}
+
 impl Campaign {
     pub fn remaining(&self) -> u64 {
         self.budget - self.spent - self.returned.unwrap_or(0)
@@ -265,6 +276,34 @@ impl Platform {
         self.state.campaigns.insert(number, campaign.clone());
         self.state.marketing_due.insert((ends_at, number));
         Outcome::CampaignCreated(Box::new(campaign))
+    }
+
+    pub fn coupon(&self, number: u64) -> Option<&Coupon> {
+        self.state.coupons.get(&number)
+    }
+
+    pub(crate) fn issue_coupon(
+        &mut self,
+        now: u64,
+        campaign: u64,
+        issuer: Option<u64>,
+        user: u64,
+        expires_at: Option<u64>,
+    ) -> Outcome {
+        let Some(found) = self.state.campaigns.get(&campaign).filter(|c| c.sponsor == issuer) else {
+            return Outcome::Rejected(Rejection::NotFound("campaign".to_string()));
+        };
+        if self.state.parties.get(&user).is_none_or(|p| p.kind != PartyKind::User) {
+            return Outcome::Rejected(Rejection::NotFound("user".to_string()));
+        }
+        let expires_at = expires_at.unwrap_or(found.ends_at).min(found.ends_at);
+        if expires_at <= now || found.returned.is_some() {
+            return conflict("the coupon would expire before it can be used");
+        }
+        let number = self.take_number();
+        let coupon = Coupon { number, campaign, user, expires_at, used_on: None };
+        self.state.coupons.insert(number, coupon.clone());
+        Outcome::CouponIssued(coupon)
     }
 
     /// Returns what expired red packets and ended campaigns still hold.

@@ -134,6 +134,7 @@ pub(crate) struct State {
     pub(crate) fund: crate::fund::FundState,
     pub(crate) red_packets: BTreeMap<u64, crate::marketing::RedPacket>,
     pub(crate) campaigns: BTreeMap<u64, crate::marketing::Campaign>,
+    pub(crate) coupons: BTreeMap<u64, crate::marketing::Coupon>,
     /// (when, red packet or campaign number): expiries and ends.
     pub(crate) marketing_due: BTreeSet<(u64, u64)>,
 }
@@ -272,7 +273,10 @@ impl Platform {
             }
             Action::Tick => self.tick(now),
             Action::CreateTrade(new) => self.create_trade(now, new),
-            Action::PayTrade { trade, buyer, source } => self.pay_trade(now, *trade, *buyer, *source),
+            Action::PayTrade { trade, buyer, source, coupon } => self.pay_trade(now, *trade, *buyer, *source, *coupon),
+            Action::IssueCoupon { campaign, issuer, user, expires_at } => {
+                self.issue_coupon(now, *campaign, *issuer, *user, *expires_at)
+            }
             Action::FundSubscribe { party, amount } => self.fund_subscribe(now, *party, *amount),
             Action::FundRedeem { party, amount } => self.fund_redeem(now, *party, *amount),
             Action::FundYield { date, annual_rate_bps } => self.fund_yield(now, *date, *annual_rate_bps),
@@ -280,6 +284,7 @@ impl Platform {
                 self.create_red_packet(now, *sender, *total, *count, *mode, greeting)
             }
             Action::ClaimRedPacket { packet, user } => self.claim_red_packet(now, *packet, *user),
+            Action::ImportFundHolders { count, seed } => self.import_fund_holders(now, *count, *seed),
             Action::CreateCampaign(new) => self.create_campaign(
                 now,
                 new.sponsor,

@@ -179,7 +179,14 @@ impl Platform {
         Outcome::TradeUpdated(Box::new(trade))
     }
 
-    pub(crate) fn pay_trade(&mut self, now: u64, number: u64, buyer: u64, source: PaySource) -> Outcome {
+    pub(crate) fn pay_trade(
+        &mut self,
+        now: u64,
+        number: u64,
+        buyer: u64,
+        source: PaySource,
+        coupon: Option<u64>,
+    ) -> Outcome {
         let Some(trade) = self.state.trades.get(&number).cloned() else { return not_found() };
         if trade.buyer.is_some_and(|only| only != buyer) {
             return not_found();
@@ -208,7 +215,14 @@ impl Platform {
             reference,
         );
         let mut chain = Vec::new();
-        let (discount, discount_note) = self.campaign_discount(now, &trade, buyer);
+        let campaign = match coupon {
+            None => trade.campaign,
+            Some(coupon) => match self.usable_coupon(now, coupon, buyer, trade.merchant) {
+                Ok(campaign) => Some(campaign),
+                Err(outcome) => return outcome,
+            },
+        };
+        let (discount, discount_note) = self.campaign_discount(now, &trade, buyer, campaign);
         let (status, fee) = match trade.mode {
             TradeMode::Instant => {
                 let fee = self.merchant_fee(trade.merchant, trade.amount);
@@ -239,10 +253,13 @@ impl Platform {
             return Outcome::Rejected(rejection);
         }
         if discount > 0
-            && let Some(campaign) = trade.campaign.and_then(|number| self.state.campaigns.get_mut(&number))
+            && let Some(campaign) = campaign.and_then(|number| self.state.campaigns.get_mut(&number))
         {
             campaign.spent += discount;
             *campaign.uses.entry(buyer).or_default() += 1;
+            if let Some(coupon) = coupon.and_then(|number| self.state.coupons.get_mut(&number)) {
+                coupon.used_on = Some(number);
+            }
         }
         let updated = self.update_trade(number, |trade| {
             trade.status = status;
@@ -505,8 +522,26 @@ impl Platform {
     }
 
     /// The discount a payment gets from the trade's campaign, or why none.
-    fn campaign_discount(&self, now: u64, trade: &Trade, buyer: u64) -> (u64, Option<String>) {
-        let Some(campaign) = trade.campaign.and_then(|number| self.state.campaigns.get(&number)) else {
+    /// The campaign of a coupon the buyer may use on this merchant's trade now.
+    fn usable_coupon(&self, now: u64, coupon: u64, buyer: u64, merchant: u64) -> Result<u64, Outcome> {
+        let Some(coupon) = self.state.coupons.get(&coupon).filter(|c| c.user == buyer) else {
+            return Err(Outcome::Rejected(Rejection::NotFound("coupon".to_string())));
+        };
+        if coupon.used_on.is_some() {
+            return Err(conflict("the coupon has been used"));
+        }
+        if coupon.expires_at <= now {
+            return Err(conflict("the coupon has expired"));
+        }
+        let sponsor = self.state.campaigns.get(&coupon.campaign).and_then(|c| c.sponsor);
+        if sponsor.is_some_and(|sponsor| sponsor != merchant) {
+            return Err(conflict("the coupon is for another merchant"));
+        }
+        Ok(coupon.campaign)
+    }
+
+    fn campaign_discount(&self, now: u64, trade: &Trade, buyer: u64, campaign: Option<u64>) -> (u64, Option<String>) {
+        let Some(campaign) = campaign.and_then(|number| self.state.campaigns.get(&number)) else {
             return (0, None);
         };
         let none = |why: &str| (0, Some(why.to_string()));

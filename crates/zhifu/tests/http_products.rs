@@ -258,3 +258,58 @@ fn a_campaign_hit_concurrently_never_pays_more_than_its_budget() {
     assert_eq!(ended["returned"].as_u64(), Some(500));
     server.assert_balanced();
 }
+
+#[test]
+fn a_coupon_is_used_once_and_expires_on_the_clock() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = simulated(directory.path(), &[]);
+    let (_, shop) = server.merchant("shop");
+    let (_, other_shop) = server.merchant("other shop");
+    let (alice_id, alice) = server.user("alice");
+    let (_, bob) = server.user("bob");
+    server.top_up(&alice, 10_000);
+    let campaign = json!({ "name": "coupons", "budget": 1_000, "discount": 200, "min_spend": 0, "per_user_limit": 5,
+        "starts_at": "2013-11-11T00:00:00+08:00", "ends_at": "2013-11-20T00:00:00+08:00" });
+    server.top_up(&bob, 1);
+    let (_, created) = server.post("/v1/campaigns", Some(ADMIN_KEY), campaign);
+    let campaign_id = created["id"].as_str().unwrap();
+    let issue = |expires_at: Option<&str>| {
+        let mut body = json!({ "user": alice_id });
+        if let Some(at) = expires_at {
+            body["expires_at"] = json!(at);
+        }
+        let (status, coupon) = server.post(&format!("/v1/campaigns/{campaign_id}/coupons"), Some(ADMIN_KEY), body);
+        assert_eq!(status, StatusCode::CREATED, "{coupon}");
+        coupon["id"].as_str().unwrap().to_string()
+    };
+    let coupon = issue(None);
+    let trade = |shop: &str, no: &str| {
+        let body = json!({ "out_trade_no": no, "amount": 1_000, "subject": "s", "mode": "instant" });
+        server.post("/v1/trades", Some(shop), body).1["trade_no"].as_str().unwrap().to_string()
+    };
+    let first = trade(&shop, "k1");
+    let (status, paid) = server.post(&format!("/v1/trades/{first}/pay"), Some(&alice), json!({ "coupon": coupon }));
+    assert_eq!((status, paid["discount"].as_u64()), (StatusCode::OK, Some(200)), "{paid}");
+    assert_eq!(server.available(&alice), 9_200);
+    let second = trade(&shop, "k2");
+    let (status, body) = server.post(&format!("/v1/trades/{second}/pay"), Some(&alice), json!({ "coupon": coupon }));
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"), "used once");
+    // Only its owner may use it.
+    let (status, _) = server.post(&format!("/v1/trades/{second}/pay"), Some(&bob), json!({ "coupon": coupon }));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // It expires on the clock.
+    let short = issue(Some("2013-11-11T01:00:00+08:00"));
+    server.post("/v1/admin/clock", Some(ADMIN_KEY), json!({ "advance_seconds": 3_600 }));
+    let (status, body) = server.post(&format!("/v1/trades/{second}/pay"), Some(&alice), json!({ "coupon": short }));
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"), "expired");
+    // A merchant's coupon is not good at another merchant; the platform's are.
+    let (status, own) = server.post(
+        "/v1/campaigns",
+        Some(&other_shop),
+        json!({ "name": "own", "budget": 100, "discount": 10, "min_spend": 0,
+        "per_user_limit": 1, "starts_at": "2013-11-11T00:00:00+08:00", "ends_at": "2013-11-20T00:00:00+08:00" }),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "the sponsor has no money for the budget: {own}");
+    assert_eq!(server.available(&alice), 9_200, "nothing moved by the refused payments");
+    server.assert_balanced();
+}

@@ -48,6 +48,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/admin/fund/yield", post(products::pay_yield))
         .route("/v1/campaigns", post(products::create_campaign))
         .route("/v1/campaigns/{id}", get(products::get_campaign))
+        .route("/v1/campaigns/{id}/coupons", post(products::issue_coupon))
         .route("/v1/red-packets", post(products::create_red_packet))
         .route("/v1/red-packets/{id}", get(products::get_red_packet))
         .route("/v1/red-packets/{id}/claims", post(products::claim))
@@ -71,7 +72,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::list_events,
         products::subscribe, products::redeem, products::position, products::pay_yield,
-        products::create_campaign, products::get_campaign,
+        products::create_campaign, products::get_campaign, products::issue_coupon,
         products::create_red_packet, products::get_red_packet, products::claim,
     ),
     modifiers(&BearerKeys),

@@ -268,6 +268,65 @@ pub async fn get_campaign(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct NewCoupon {
+    /// The user it is for.
+    #[schema(pattern = "^usr_[1-9][0-9]{0,18}$")]
+    pub user: String,
+    /// RFC 3339; at most the campaign's end (the default).
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CouponView {
+    pub id: String,
+    pub campaign: String,
+    pub user: String,
+    pub expires_at: String,
+    /// The trade it paid part of, once used.
+    pub used_on: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/coupons", tag = "marketing", request_body = NewCoupon,
+    params(("id" = String, Path, description = "cmp_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = CouponView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn issue_coupon(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: JsonBody<NewCoupon>,
+) -> Result<(StatusCode, Json<CouponView>), ApiError> {
+    let issuer = match caller {
+        Caller::Admin => None,
+        Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
+        Caller::Party { .. } => return Err(ApiError::forbidden()),
+    };
+    let campaign = parse_prefixed(&id, "cmp_").ok_or_else(|| ApiError::not_found("campaign"))?;
+    let user = super::parse_party_id(&body.value.user, PartyKind::User).ok_or_else(|| ApiError::not_found("user"))?;
+    let expires_at = match &body.value.expires_at {
+        None => None,
+        Some(text) => {
+            Some(parse_rfc3339_clamped(text).ok_or_else(|| ApiError::invalid("expires_at must be an RFC 3339 time"))?)
+        }
+    };
+    let outcome =
+        state.submit(body.idempotency(caller), Action::IssueCoupon { campaign, issuer, user, expires_at }).await?;
+    let coupon = outcome_or_error!(outcome, Outcome::CouponIssued(coupon) => coupon)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CouponView {
+            id: format!("cpn_{}", coupon.number),
+            campaign: format!("cmp_{}", coupon.campaign),
+            user: format!("usr_{}", coupon.user),
+            expires_at: rfc3339(coupon.expires_at),
+            used_on: coupon.used_on.map(|t| format!("trd_{t}")),
+        }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewRedPacket {
     #[serde(deserialize_with = "crate::body::whole")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]

@@ -55,6 +55,9 @@ pub struct PayBody {
     /// `balance` (the default) or `fund` (the buyer's Yu'e Bao holding).
     #[schema(pattern = "^(balance|fund)$")]
     pub source: Option<String>,
+    /// One of the buyer's coupons (`cpn_…`): its campaign's discount applies, once.
+    #[schema(pattern = "^cpn_[1-9][0-9]{0,18}$")]
+    pub coupon: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -295,7 +298,11 @@ pub async fn pay(
         Some("fund") => PaySource::Fund,
         Some(_) => return Err(ApiError::invalid("source must be balance or fund")),
     };
-    act(&state, caller, &body, Action::PayTrade { trade, buyer, source }).await
+    let coupon = match &body.value.coupon {
+        None => None,
+        Some(id) => Some(parse_prefixed(id, "cpn_").ok_or_else(|| ApiError::not_found("coupon"))?),
+    };
+    act(&state, caller, &body, Action::PayTrade { trade, buyer, source, coupon }).await
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/ship", tag = "trades",

@@ -2,6 +2,7 @@
 //! they ran on, in a form that can be pasted into BENCHMARKS.md.
 
 mod durable;
+mod fund;
 mod http;
 mod ledger;
 mod postgres;
@@ -16,6 +17,8 @@ pub enum BenchTarget {
     Ledger(ledger::LedgerBenchArgs),
     /// A zhifu serve process on loopback under concurrent requests.
     Http(http::HttpBenchArgs),
+    /// Yu'e Bao's daily yield for millions of holders, and red-packet claims.
+    Fund(fund::FundBenchArgs),
     /// Store many transfers durably, restart, and time the recovery.
     Recovery(recovery::RecoveryBenchArgs),
 }
@@ -25,6 +28,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
         BenchTarget::Ledger(args) => ledger::run(&args),
         BenchTarget::Recovery(args) => recovery::run(&args),
         BenchTarget::Http(args) => http::run(&args),
+        BenchTarget::Fund(args) => fund::run(&args),
     }
 }
 
