@@ -7,6 +7,7 @@ pub const LEDGER_CNY: u32 = 1;
 const KIND_WALLET: u128 = 1;
 const KIND_SYSTEM: u128 = 2;
 const KIND_FUND: u128 = 3;
+const KIND_LOAN: u128 = 4;
 
 /// The bank channel's clearing account: debited when money comes in from
 /// banks, credited when it goes out. Its debit balance is the money the
@@ -24,6 +25,14 @@ pub const MARKETING: u128 = (KIND_SYSTEM << 64) | 4;
 pub const CAMPAIGNS: u128 = (KIND_SYSTEM << 64) | 5;
 /// Money of red packets not yet claimed.
 pub const RED_PACKETS: u128 = (KIND_SYSTEM << 64) | 6;
+
+/// Interest and penalties on loans are credited here.
+pub const LOAN_INCOME: u128 = (KIND_SYSTEM << 64) | 7;
+
+/// A loan's receivable: what the merchant owes on it.
+pub fn loan(number: u64) -> u128 {
+    (KIND_LOAN << 64) | u128::from(number)
+}
 
 /// A party's Yu'e Bao holding. The fund's unit value is fixed at 1 fen, as a
 /// money-market fund's is, so a holding is an amount of fen and yield is
@@ -47,6 +56,8 @@ pub const CODE_FUND_INCOME: u16 = 22;
 pub const CODE_MARKETING: u16 = 23;
 pub const CODE_CAMPAIGNS: u16 = 24;
 pub const CODE_RED_PACKETS: u16 = 25;
+pub const CODE_LOAN: u16 = 26;
+pub const CODE_LOAN_INCOME: u16 = 27;
 
 /// Transfer codes: what a transfer is, as statements show it.
 pub const CODE_TOPUP: u16 = 1;
@@ -66,6 +77,10 @@ pub const CODE_CAMPAIGN_RETURN: u16 = 14;
 pub const CODE_RED_PACKET: u16 = 15;
 pub const CODE_RED_PACKET_CLAIM: u16 = 16;
 pub const CODE_RED_PACKET_RETURN: u16 = 17;
+pub const CODE_LOAN_DISBURSEMENT: u16 = 18;
+pub const CODE_LOAN_INTEREST: u16 = 19;
+pub const CODE_LOAN_PENALTY: u16 = 20;
+pub const CODE_LOAN_REPAYMENT: u16 = 21;
 
 pub fn transfer_code_name(code: u16) -> &'static str {
     match code {
@@ -86,6 +101,10 @@ pub fn transfer_code_name(code: u16) -> &'static str {
         CODE_RED_PACKET => "red_packet",
         CODE_RED_PACKET_CLAIM => "red_packet_claim",
         CODE_RED_PACKET_RETURN => "red_packet_return",
+        CODE_LOAN_DISBURSEMENT => "loan_disbursement",
+        CODE_LOAN_INTEREST => "loan_interest",
+        CODE_LOAN_PENALTY => "loan_penalty",
+        CODE_LOAN_REPAYMENT => "loan_repayment",
         _ => "other",
     }
 }
@@ -101,6 +120,7 @@ pub enum Reference {
     Fund(u64),
     Campaign(u64),
     RedPacket(u64),
+    Loan(u64),
 }
 
 impl Reference {
@@ -113,6 +133,7 @@ impl Reference {
             Reference::Fund(number) => (5, number),
             Reference::Campaign(number) => (6, number),
             Reference::RedPacket(number) => (7, number),
+            Reference::Loan(number) => (8, number),
         };
         (kind << 64) | u128::from(number)
     }
@@ -127,6 +148,7 @@ impl Reference {
             5 => Some(Reference::Fund(number)),
             6 => Some(Reference::Campaign(number)),
             7 => Some(Reference::RedPacket(number)),
+            8 => Some(Reference::Loan(number)),
             _ => None,
         }
     }
@@ -141,6 +163,7 @@ impl Reference {
             Reference::Fund(number) => format!("fnd_{number}"),
             Reference::Campaign(number) => format!("cmp_{number}"),
             Reference::RedPacket(number) => format!("rp_{number}"),
+            Reference::Loan(number) => format!("loan_{number}"),
         }
     }
 }

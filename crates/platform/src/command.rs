@@ -139,6 +139,17 @@ pub enum Action {
         count: u32,
         seed: u64,
     },
+    TakeLoan {
+        merchant: u64,
+        amount: u64,
+        term_days: u32,
+        out_request_no: String,
+    },
+    RepayLoan {
+        loan: u64,
+        merchant: u64,
+        amount: u64,
+    },
     /// Credits one business day's yield at `annual_rate_bps` to every holder.
     FundYield {
         date: crate::calendar::Date,
@@ -279,6 +290,7 @@ pub enum Outcome {
         value: u64,
     },
     CouponIssued(crate::marketing::Coupon),
+    LoanUpdated(Box<crate::loans::Loan>),
     Rejected(Rejection),
     /// The idempotency key was used before with another request.
     IdempotencyMismatch,

@@ -17,6 +17,7 @@ pub mod calendar;
 pub mod command;
 pub mod fees;
 pub mod fund;
+pub mod loans;
 pub mod marketing;
 pub mod platform;
 mod trade_actions;
@@ -27,6 +28,7 @@ pub use command::{
 };
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use fund::{FundPosition, YieldDay};
+pub use loans::{Credit, Loan, LoanStatus, Portfolio};
 pub use marketing::{Campaign, Coupon, RedPacket, SplitMode};
 pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};

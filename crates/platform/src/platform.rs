@@ -135,6 +135,7 @@ pub(crate) struct State {
     pub(crate) red_packets: BTreeMap<u64, crate::marketing::RedPacket>,
     pub(crate) campaigns: BTreeMap<u64, crate::marketing::Campaign>,
     pub(crate) coupons: BTreeMap<u64, crate::marketing::Coupon>,
+    pub(crate) loans: crate::loans::LoanBook,
     /// (when, red packet or campaign number): expiries and ends.
     pub(crate) marketing_due: BTreeSet<(u64, u64)>,
 }
@@ -237,6 +238,13 @@ impl Platform {
                 flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
             },
             NewAccount {
+                id: accounts::LOAN_INCOME,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_LOAN_INCOME,
+                flags: AccountFlags::empty(),
+            },
+            NewAccount {
                 id: REVENUE,
                 user_data: 0,
                 ledger: LEDGER_CNY,
@@ -285,6 +293,10 @@ impl Platform {
             }
             Action::ClaimRedPacket { packet, user } => self.claim_red_packet(now, *packet, *user),
             Action::ImportFundHolders { count, seed } => self.import_fund_holders(now, *count, *seed),
+            Action::TakeLoan { merchant, amount, term_days, out_request_no } => {
+                self.take_loan(now, *merchant, *amount, *term_days, out_request_no)
+            }
+            Action::RepayLoan { loan, merchant, amount } => self.repay_loan(now, *loan, *merchant, *amount),
             Action::CreateCampaign(new) => self.create_campaign(
                 now,
                 new.sponsor,
@@ -494,6 +506,7 @@ impl Platform {
         }
         let (trades_closed, trades_settled) = self.run_trades_due(now);
         self.run_marketing_due(now);
+        self.accrue_loans(now);
         let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
         while let Some((created_at, caller, key)) = self.state.idempotency_expiry.first().cloned() {
             if created_at >= horizon {

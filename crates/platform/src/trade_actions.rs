@@ -277,6 +277,7 @@ impl Platform {
         });
         self.emit_trade(now, "trade.paid", &updated);
         if updated.status == TradeStatus::TradeSuccess {
+            self.record_settlement(now, updated.merchant, updated.amount);
             self.emit_trade(now, "trade.succeeded", &updated);
         }
         Outcome::TradeUpdated(Box::new(updated))
@@ -511,6 +512,7 @@ impl Platform {
             trade.hold_id = None;
             trade.fee = fee;
         });
+        self.record_settlement(now, updated.merchant, settled_amount);
         self.emit_trade(now, "trade.succeeded", &updated);
         Ok(updated)
     }

@@ -129,6 +129,7 @@ pub enum EventData {
     Trade(Box<Trade>),
     Refund { trade: Box<Trade>, refund: Refund },
     Withdrawal(crate::platform::Withdrawal),
+    Loan(Box<crate::loans::Loan>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

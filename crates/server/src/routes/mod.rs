@@ -1,6 +1,7 @@
 //! The routes of the v1 API (`../shared/API.md`), one module per area, and
 //! the OpenAPI document generated from them.
 
+mod loans;
 mod money;
 mod operations;
 mod parties;
@@ -42,6 +43,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/close", post(trades::close))
         .route("/v1/trades/{trade_no}/refunds", post(trades::refund))
         .route("/v1/events", get(trades::list_events))
+        .route("/v1/credit", get(loans::credit))
+        .route("/v1/loans", post(loans::take))
+        .route("/v1/loans/{id}", get(loans::get))
+        .route("/v1/loans/{id}/repayments", post(loans::repay))
+        .route("/v1/admin/loans/portfolio", get(loans::portfolio))
         .route("/v1/fund", get(products::position))
         .route("/v1/fund/subscriptions", post(products::subscribe))
         .route("/v1/fund/redemptions", post(products::redeem))
@@ -74,9 +80,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         products::subscribe, products::redeem, products::position, products::pay_yield,
         products::create_campaign, products::get_campaign, products::issue_coupon,
         products::create_red_packet, products::get_red_packet, products::claim,
+        loans::credit, loans::take, loans::repay, loans::get, loans::portfolio,
     ),
     modifiers(&BearerKeys),
-    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "operations"))
+    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

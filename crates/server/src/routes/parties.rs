@@ -206,7 +206,8 @@ pub async fn balance(State(state): State<Arc<AppState>>, caller: Caller) -> Resu
 fn balance_of(state: &AppState, number: u64) -> Result<Balance, ApiError> {
     let (balance, fund) = state.store.read(|p| (p.balance(number), p.fund_position(number)));
     let balance = balance.ok_or_else(|| ApiError::not_found("party"))?;
-    Ok(Balance { available: balance.available, held: balance.held, fund_value: fund.value, loan_outstanding: 0 })
+    let loan_outstanding = state.store.read(|p| p.loans_owed(number));
+    Ok(Balance { available: balance.available, held: balance.held, fund_value: fund.value, loan_outstanding })
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "parties", params(("id" = String, Path, description = "usr_…")),

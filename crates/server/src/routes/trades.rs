@@ -200,6 +200,12 @@ pub fn event_view(event: &Event) -> EventView {
         EventData::Refund { trade, refund } => {
             json!({ "refund": refund_view(trade, refund), "trade": trade_view(trade) })
         }
+        EventData::Loan(loan) => json!({
+            "id": format!("loan_{}", loan.number),
+            "status": loan.status.name(),
+            "principal": loan.outstanding_principal,
+            "owed": loan.owed(),
+        }),
         EventData::Withdrawal(withdrawal) => json!({
             "id": format!("wdr_{}", withdrawal.number),
             "amount": withdrawal.amount,

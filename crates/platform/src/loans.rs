@@ -1,0 +1,395 @@
+//! Micro-loans to merchants, priced by the day.
+//!
+//! Each loan has its own ledger account (`accounts::loan`), the receivable:
+//! disbursing debits it and credits the merchant's wallet; each day's
+//! interest (and, past due, penalty) debits it and credits `LOAN_INCOME`;
+//! repayments debit the wallet and credit it. The account may never be
+//! credited beyond its debits, so the ledger itself refuses an overpayment.
+//!
+//! Credit line (configuration below): `CREDIT_MULTIPLE_PERCENT` of the
+//! merchant's average monthly settled trade volume over the current and the
+//! two previous months, capped at `CREDIT_CAP`; zero without history.
+//!
+//! Interest: for each full day since disbursement, ⌊outstanding principal ×
+//! daily_rate_bps / 10,000⌋ fen (rounded down each day). Past the due date
+//! the loan is `overdue` and each further day also adds ⌊outstanding
+//! principal × PENALTY_DAILY_RATE_BPS / 10,000⌋ as a penalty. Days are
+//! accrued when the clock passes them and before every repayment, so a
+//! repayment lowers the principal from the next day on. Repayments go to
+//! interest, then penalties, then principal.
+
+use std::collections::BTreeMap;
+
+use ledger::{AccountFlags, NewAccount};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{self, LEDGER_CNY, Reference};
+use crate::calendar::Date;
+use crate::command::{Outcome, PartyKind, Rejection};
+use crate::platform::{AMOUNT_MAX, Platform};
+use crate::trades::EventData;
+
+/// The daily rate of new loans: 0.05% a day (Alibaba's small-loan pricing).
+pub const DAILY_RATE_BPS: u32 = 5;
+/// The extra daily rate past the due date.
+pub const PENALTY_DAILY_RATE_BPS: u32 = 5;
+/// The credit line: this share of the average monthly settled volume.
+pub const CREDIT_MULTIPLE_PERCENT: u64 = 200;
+/// Months of history the average covers (the current one included).
+pub const CREDIT_MONTHS: u32 = 3;
+/// No merchant's credit line exceeds this: 1,000,000 yuan.
+pub const CREDIT_CAP: u64 = 100_000_000;
+/// Loan terms, in days.
+pub const TERM_DAYS_MAX: u32 = 365;
+const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LoanStatus {
+    Active,
+    Overdue,
+    Repaid,
+}
+
+impl LoanStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoanStatus::Active => "active",
+            LoanStatus::Overdue => "overdue",
+            LoanStatus::Repaid => "repaid",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Loan {
+    pub number: u64,
+    pub merchant: u64,
+    pub out_request_no: String,
+    /// What was lent.
+    pub principal: u64,
+    /// What is still owed of it.
+    pub outstanding_principal: u64,
+    /// Interest and penalties accrued and not yet repaid.
+    pub interest: u64,
+    pub penalties: u64,
+    pub interest_accrued_total: u64,
+    pub penalties_accrued_total: u64,
+    pub repaid_total: u64,
+    pub daily_rate_bps: u32,
+    pub term_days: u32,
+    pub disbursed_at: u64,
+    pub due_at: u64,
+    /// Full days accrued so far.
+    pub days_accrued: u64,
+    pub status: LoanStatus,
+}
+
+impl Loan {
+    pub fn owed(&self) -> u64 {
+        self.outstanding_principal + self.interest + self.penalties
+    }
+}
+
+/// The admin's view of all loans.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Portfolio {
+    pub loans_active: u64,
+    pub loans_overdue: u64,
+    pub loans_repaid: u64,
+    pub outstanding_principal: u64,
+    pub outstanding_interest: u64,
+    pub outstanding_penalties: u64,
+    pub interest_earned: u64,
+    pub penalties_earned: u64,
+    /// Overdue principal by days past due: 1–30, 31–60, 61–90, over 90.
+    pub overdue_by_age: [u64; 4],
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct LoanBook {
+    pub loans: BTreeMap<u64, Loan>,
+    /// Loans not yet repaid.
+    pub open: std::collections::BTreeSet<u64>,
+    pub by_request: BTreeMap<(u64, String), u64>,
+    /// Settled trade volume by (merchant, month index).
+    pub settled: BTreeMap<(u64, u32), u64>,
+}
+
+/// A merchant's credit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credit {
+    pub limit: u64,
+    pub used: u64,
+    pub available: u64,
+    pub daily_rate_bps: u32,
+}
+
+impl Platform {
+    pub fn loan(&self, number: u64) -> Option<&Loan> {
+        self.state.loans.loans.get(&number)
+    }
+
+    pub fn credit(&self, merchant: u64, now: u64) -> Credit {
+        let month = Date::of_nanos(now).month_index();
+        let volume: u64 = (0..CREDIT_MONTHS)
+            .filter_map(|back| month.checked_sub(back))
+            .map(|m| self.state.loans.settled.get(&(merchant, m)).copied().unwrap_or(0))
+            .sum();
+        let average = volume / u64::from(CREDIT_MONTHS);
+        let limit =
+            (u128::from(average) * u128::from(CREDIT_MULTIPLE_PERCENT) / 100).min(u128::from(CREDIT_CAP)) as u64;
+        let used: u64 = self
+            .state
+            .loans
+            .open
+            .iter()
+            .filter_map(|n| self.state.loans.loans.get(n))
+            .filter(|loan| loan.merchant == merchant)
+            .map(|loan| loan.outstanding_principal)
+            .sum();
+        Credit { limit, used, available: limit.saturating_sub(used), daily_rate_bps: DAILY_RATE_BPS }
+    }
+
+    /// What a merchant owes on all its loans (principal, interest, penalties).
+    pub fn loans_owed(&self, merchant: u64) -> u64 {
+        self.state
+            .loans
+            .open
+            .iter()
+            .filter_map(|n| self.state.loans.loans.get(n))
+            .filter(|l| l.merchant == merchant)
+            .map(Loan::owed)
+            .sum()
+    }
+
+    pub fn portfolio(&self, now: u64) -> Portfolio {
+        let mut portfolio = Portfolio::default();
+        for loan in self.state.loans.loans.values() {
+            portfolio.interest_earned += loan.interest_accrued_total;
+            portfolio.penalties_earned += loan.penalties_accrued_total;
+            match loan.status {
+                LoanStatus::Repaid => portfolio.loans_repaid += 1,
+                status => {
+                    portfolio.outstanding_principal += loan.outstanding_principal;
+                    portfolio.outstanding_interest += loan.interest;
+                    portfolio.outstanding_penalties += loan.penalties;
+                    if status == LoanStatus::Overdue {
+                        portfolio.loans_overdue += 1;
+                        let days = now.saturating_sub(loan.due_at) / DAY_NANOS;
+                        let bucket = match days {
+                            0..=30 => 0,
+                            31..=60 => 1,
+                            61..=90 => 2,
+                            _ => 3,
+                        };
+                        portfolio.overdue_by_age[bucket] += loan.outstanding_principal;
+                    } else {
+                        portfolio.loans_active += 1;
+                    }
+                }
+            }
+        }
+        portfolio
+    }
+
+    /// Counts a trade's settled amount toward its merchant's credit line.
+    pub(crate) fn record_settlement(&mut self, now: u64, merchant: u64, amount: u64) {
+        *self.state.loans.settled.entry((merchant, Date::of_nanos(now).month_index())).or_default() += amount;
+    }
+
+    pub(crate) fn take_loan(
+        &mut self,
+        now: u64,
+        merchant: u64,
+        amount: u64,
+        term_days: u32,
+        out_request_no: &str,
+    ) -> Outcome {
+        if let Some(&number) = self.state.loans.by_request.get(&(merchant, out_request_no.to_string())) {
+            let loan = &self.state.loans.loans[&number];
+            return if loan.principal == amount && loan.term_days == term_days {
+                Outcome::LoanUpdated(Box::new(loan.clone()))
+            } else {
+                Outcome::Rejected(Rejection::Conflict("out_request_no is used by another loan".to_string()))
+            };
+        }
+        if self.state.parties.get(&merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+            return Outcome::Rejected(Rejection::NotFound("merchant".to_string()));
+        }
+        if amount == 0 || amount > AMOUNT_MAX || term_days == 0 || term_days > TERM_DAYS_MAX {
+            return Outcome::Rejected(Rejection::Invalid(
+                "amount must be 1 to 10^15 fen and term_days 1 to 365".to_string(),
+            ));
+        }
+        if out_request_no.is_empty() || out_request_no.chars().count() > 64 {
+            return Outcome::Rejected(Rejection::Invalid("out_request_no must be 1 to 64 characters".to_string()));
+        }
+        let credit = self.credit(merchant, now);
+        if amount > credit.available {
+            return Outcome::Rejected(Rejection::LimitExceeded(format!(
+                "the credit available is {} fen",
+                credit.available
+            )));
+        }
+        let number = self.take_number();
+        let account = NewAccount {
+            id: accounts::loan(number),
+            user_data: merchant,
+            ledger: LEDGER_CNY,
+            code: accounts::CODE_LOAN,
+            flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+        };
+        if !self.ledger.create_accounts(now, &[account]).is_ok_and(|r| r.iter().all(|r| r.is_ok())) {
+            return Outcome::Rejected(Rejection::Conflict("the loan account could not be opened".to_string()));
+        }
+        let disbursement = self.new_transfer(
+            now,
+            accounts::loan(number),
+            accounts::wallet(merchant),
+            amount,
+            accounts::CODE_LOAN_DISBURSEMENT,
+            Reference::Loan(number),
+        );
+        if let Err(rejection) = self.apply_chain(now, &[disbursement]) {
+            return Outcome::Rejected(rejection);
+        }
+        let loan = Loan {
+            number,
+            merchant,
+            out_request_no: out_request_no.to_string(),
+            principal: amount,
+            outstanding_principal: amount,
+            interest: 0,
+            penalties: 0,
+            interest_accrued_total: 0,
+            penalties_accrued_total: 0,
+            repaid_total: 0,
+            daily_rate_bps: DAILY_RATE_BPS,
+            term_days,
+            disbursed_at: now,
+            due_at: now + u64::from(term_days) * DAY_NANOS,
+            days_accrued: 0,
+            status: LoanStatus::Active,
+        };
+        self.state.loans.loans.insert(number, loan.clone());
+        self.state.loans.open.insert(number);
+        self.state.loans.by_request.insert((merchant, out_request_no.to_string()), number);
+        self.emit(now, merchant, "loan.disbursed", None, EventData::Loan(Box::new(loan.clone())));
+        Outcome::LoanUpdated(Box::new(loan))
+    }
+
+    pub(crate) fn repay_loan(&mut self, now: u64, number: u64, merchant: u64, amount: u64) -> Outcome {
+        if self.state.loans.loans.get(&number).is_none_or(|loan| loan.merchant != merchant) {
+            return Outcome::Rejected(Rejection::NotFound("loan".to_string()));
+        }
+        if amount == 0 || amount > AMOUNT_MAX {
+            return Outcome::Rejected(Rejection::Invalid("amount must be 1 to 10^15 fen".to_string()));
+        }
+        self.accrue_loan(now, number);
+        let loan = self.state.loans.loans[&number].clone();
+        if loan.status == LoanStatus::Repaid {
+            return Outcome::Rejected(Rejection::Conflict("the loan is repaid".to_string()));
+        }
+        if amount > loan.owed() {
+            return Outcome::Rejected(Rejection::LimitExceeded(format!("only {} fen is owed", loan.owed())));
+        }
+        let repayment = self.new_transfer(
+            now,
+            accounts::wallet(merchant),
+            accounts::loan(number),
+            amount,
+            accounts::CODE_LOAN_REPAYMENT,
+            Reference::Loan(number),
+        );
+        if let Err(rejection) = self.apply_chain(now, &[repayment]) {
+            return Outcome::Rejected(rejection);
+        }
+        let Some(loan) = self.state.loans.loans.get_mut(&number) else {
+            return Outcome::Rejected(Rejection::NotFound("loan".to_string()));
+        };
+        let mut left = amount;
+        let to_interest = left.min(loan.interest);
+        loan.interest -= to_interest;
+        left -= to_interest;
+        let to_penalties = left.min(loan.penalties);
+        loan.penalties -= to_penalties;
+        left -= to_penalties;
+        loan.outstanding_principal -= left;
+        loan.repaid_total += amount;
+        if loan.owed() == 0 {
+            loan.status = LoanStatus::Repaid;
+            self.state.loans.open.remove(&number);
+        }
+        Outcome::LoanUpdated(Box::new(self.state.loans.loans[&number].clone()))
+    }
+
+    /// Accrues every open loan's full days up to `now`.
+    pub(crate) fn accrue_loans(&mut self, now: u64) {
+        let open: Vec<u64> = self.state.loans.open.iter().copied().collect();
+        for number in open {
+            self.accrue_loan(now, number);
+        }
+    }
+
+    /// Accrues one loan's interest (and penalties past due) for every full
+    /// day since disbursement not yet accrued, as ledger transfers.
+    fn accrue_loan(&mut self, now: u64, number: u64) {
+        let Some(loan) = self.state.loans.loans.get(&number).cloned() else { return };
+        if loan.status == LoanStatus::Repaid {
+            return;
+        }
+        let days = now.saturating_sub(loan.disbursed_at) / DAY_NANOS;
+        let (mut interest, mut penalties) = (0u64, 0u64);
+        for day in loan.days_accrued + 1..=days {
+            interest += daily(loan.outstanding_principal, loan.daily_rate_bps);
+            if day > u64::from(loan.term_days) {
+                penalties += daily(loan.outstanding_principal, PENALTY_DAILY_RATE_BPS);
+            }
+        }
+        let reference = Reference::Loan(number);
+        let mut chain = Vec::new();
+        if interest > 0 {
+            chain.push(self.new_transfer(
+                now,
+                accounts::loan(number),
+                accounts::LOAN_INCOME,
+                interest,
+                accounts::CODE_LOAN_INTEREST,
+                reference,
+            ));
+        }
+        if penalties > 0 {
+            chain.push(self.new_transfer(
+                now,
+                accounts::loan(number),
+                accounts::LOAN_INCOME,
+                penalties,
+                accounts::CODE_LOAN_PENALTY,
+                reference,
+            ));
+        }
+        if !chain.is_empty() && self.apply_chain(now, &chain).is_err() {
+            return;
+        }
+        let became_overdue = loan.status == LoanStatus::Active && now >= loan.due_at;
+        if let Some(loan) = self.state.loans.loans.get_mut(&number) {
+            loan.days_accrued = loan.days_accrued.max(days);
+            loan.interest += interest;
+            loan.penalties += penalties;
+            loan.interest_accrued_total += interest;
+            loan.penalties_accrued_total += penalties;
+            if became_overdue {
+                loan.status = LoanStatus::Overdue;
+            }
+        }
+        if became_overdue {
+            let loan = self.state.loans.loans[&number].clone();
+            self.emit(now, loan.merchant, "loan.overdue", None, EventData::Loan(Box::new(loan)));
+        }
+    }
+}
+
+/// One day's interest on a principal, rounded down to the fen.
+pub fn daily(principal: u64, rate_bps: u32) -> u64 {
+    (u128::from(principal) * u128::from(rate_bps) / 10_000) as u64
+}

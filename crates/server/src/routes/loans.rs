@@ -1,0 +1,217 @@
+//! Micro-loans: credit, loans, repayments, the portfolio.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use platform::{Action, Loan, Outcome, PartyKind};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{outcome_or_error, parse_prefixed};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::body::{JsonBody, check_amount};
+use crate::clock::rfc3339;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Serialize, ToSchema)]
+pub struct CreditView {
+    pub limit: u64,
+    pub used: u64,
+    pub available: u64,
+    pub daily_rate_bps: u32,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLoan {
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: u64,
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 365)]
+    pub term_days: u32,
+    /// Unique per merchant: a retry with the same fields returns the same loan.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
+    pub out_request_no: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Repayment {
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleLine {
+    pub due_date: String,
+    pub principal: u64,
+    /// Interest for the whole term at the loan's rate, if nothing is repaid early.
+    pub interest: u64,
+    pub total: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoanView {
+    pub id: String,
+    /// `active`, `overdue` or `repaid`.
+    pub status: String,
+    /// Outstanding principal.
+    pub principal: u64,
+    pub original_principal: u64,
+    /// Interest accrued and not yet repaid.
+    pub accrued_interest: u64,
+    pub penalties: u64,
+    pub owed: u64,
+    pub interest_accrued_total: u64,
+    pub repaid_total: u64,
+    pub daily_rate_bps: u32,
+    pub term_days: u32,
+    pub disbursed_at: String,
+    pub due_date: String,
+    pub schedule: Vec<ScheduleLine>,
+}
+
+fn loan_view(loan: &Loan) -> LoanView {
+    let interest = platform::loans::daily(loan.principal, loan.daily_rate_bps) * u64::from(loan.term_days);
+    LoanView {
+        id: format!("loan_{}", loan.number),
+        status: loan.status.name().to_string(),
+        principal: loan.outstanding_principal,
+        original_principal: loan.principal,
+        accrued_interest: loan.interest,
+        penalties: loan.penalties,
+        owed: loan.owed(),
+        interest_accrued_total: loan.interest_accrued_total,
+        repaid_total: loan.repaid_total,
+        daily_rate_bps: loan.daily_rate_bps,
+        term_days: loan.term_days,
+        disbursed_at: rfc3339(loan.disbursed_at),
+        due_date: rfc3339(loan.due_at),
+        schedule: vec![ScheduleLine {
+            due_date: rfc3339(loan.due_at),
+            principal: loan.principal,
+            interest,
+            total: loan.principal + interest,
+        }],
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PortfolioView {
+    pub loans_active: u64,
+    pub loans_overdue: u64,
+    pub loans_repaid: u64,
+    pub outstanding_principal: u64,
+    pub outstanding_interest: u64,
+    pub outstanding_penalties: u64,
+    pub interest_earned: u64,
+    pub penalties_earned: u64,
+    /// Overdue principal by days past due.
+    pub overdue_1_30: u64,
+    pub overdue_31_60: u64,
+    pub overdue_61_90: u64,
+    pub overdue_over_90: u64,
+}
+
+#[utoipa::path(get, path = "/v1/credit", tag = "loans",
+    responses((status = 200, body = CreditView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn credit(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<CreditView>, ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    let now = state.clock.now();
+    let credit = state.store.read(|p| p.credit(merchant, now));
+    Ok(Json(CreditView {
+        limit: credit.limit,
+        used: credit.used,
+        available: credit.available,
+        daily_rate_bps: credit.daily_rate_bps,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/loans", tag = "loans", request_body = NewLoan,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = LoanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn take(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<NewLoan>,
+) -> Result<(StatusCode, Json<LoanView>), ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    let value = &body.value;
+    let action = Action::TakeLoan {
+        merchant,
+        amount: check_amount(value.amount)?,
+        term_days: value.term_days,
+        out_request_no: value.out_request_no.clone(),
+    };
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
+    Ok((StatusCode::CREATED, Json(loan_view(&loan))))
+}
+
+#[utoipa::path(post, path = "/v1/loans/{id}/repayments", tag = "loans", request_body = Repayment,
+    params(("id" = String, Path, description = "loan_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 200, body = LoanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn repay(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: JsonBody<Repayment>,
+) -> Result<Json<LoanView>, ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    let loan = parse_prefixed(&id, "loan_").ok_or_else(|| ApiError::not_found("loan"))?;
+    let action = Action::RepayLoan { loan, merchant, amount: check_amount(body.value.amount)? };
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
+    Ok(Json(loan_view(&loan)))
+}
+
+#[utoipa::path(get, path = "/v1/loans/{id}", tag = "loans", params(("id" = String, Path, description = "loan_…")),
+    responses((status = 200, body = LoanView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LoanView>, ApiError> {
+    let number = parse_prefixed(&id, "loan_").ok_or_else(|| ApiError::not_found("loan"))?;
+    let loan = state.store.read(|p| p.loan(number).cloned()).ok_or_else(|| ApiError::not_found("loan"))?;
+    let visible = match caller {
+        Caller::Admin => true,
+        Caller::Party { number, .. } => loan.merchant == number,
+    };
+    if !visible {
+        return Err(ApiError::not_found("loan"));
+    }
+    Ok(Json(loan_view(&loan)))
+}
+
+#[utoipa::path(get, path = "/v1/admin/loans/portfolio", tag = "loans",
+    responses((status = 200, body = PortfolioView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn portfolio(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<PortfolioView>, ApiError> {
+    caller.require_admin()?;
+    let now = state.clock.now();
+    let p = state.store.read(|platform| platform.portfolio(now));
+    Ok(Json(PortfolioView {
+        loans_active: p.loans_active,
+        loans_overdue: p.loans_overdue,
+        loans_repaid: p.loans_repaid,
+        outstanding_principal: p.outstanding_principal,
+        outstanding_interest: p.outstanding_interest,
+        outstanding_penalties: p.outstanding_penalties,
+        interest_earned: p.interest_earned,
+        penalties_earned: p.penalties_earned,
+        overdue_1_30: p.overdue_by_age[0],
+        overdue_31_60: p.overdue_by_age[1],
+        overdue_61_90: p.overdue_by_age[2],
+        overdue_over_90: p.overdue_by_age[3],
+    }))
+}
