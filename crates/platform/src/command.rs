@@ -150,6 +150,12 @@ pub enum Action {
         merchant: u64,
         amount: u64,
     },
+    /// An advance on an escrow trade, repaid from its settlement.
+    TakeOrderLoan {
+        merchant: u64,
+        trade: u64,
+        out_request_no: String,
+    },
     /// Credits one business day's yield at `annual_rate_bps` to every holder.
     FundYield {
         date: crate::calendar::Date,

@@ -82,6 +82,8 @@ pub struct Loan {
     /// Full days accrued so far.
     pub days_accrued: u64,
     pub status: LoanStatus,
+    /// For an order loan: the escrow trade whose settlement repays it.
+    pub trade: Option<u64>,
 }
 
 impl Loan {
@@ -113,7 +115,12 @@ pub(crate) struct LoanBook {
     pub by_request: BTreeMap<(u64, String), u64>,
     /// Settled trade volume by (merchant, month index).
     pub settled: BTreeMap<(u64, u32), u64>,
+    /// Open order loans by the trade they advance.
+    pub by_trade: BTreeMap<u64, u64>,
 }
+
+/// The term of an order loan: the trade should settle well within it.
+pub const ORDER_LOAN_TERM_DAYS: u32 = 30;
 
 /// A merchant's credit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,6 +238,65 @@ impl Platform {
                 credit.available
             )));
         }
+        self.open_loan(now, merchant, amount, term_days, out_request_no, None)
+    }
+
+    /// An advance on an escrow trade that waits for its buyer: what the
+    /// trade will pay, lent now, repaid from the trade's settlement.
+    pub(crate) fn take_order_loan(&mut self, now: u64, merchant: u64, trade: u64, out_request_no: &str) -> Outcome {
+        if let Some(&number) = self.state.loans.by_request.get(&(merchant, out_request_no.to_string())) {
+            let loan = &self.state.loans.loans[&number];
+            return if loan.trade == Some(trade) {
+                Outcome::LoanUpdated(Box::new(loan.clone()))
+            } else {
+                Outcome::Rejected(Rejection::Conflict("out_request_no is used by another loan".to_string()))
+            };
+        }
+        let Some(found) = self.state.trades.get(&trade).filter(|t| t.merchant == merchant) else {
+            return Outcome::Rejected(Rejection::NotFound("trade".to_string()));
+        };
+        let waiting = matches!(
+            found.status,
+            crate::trades::TradeStatus::WaitSellerSend | crate::trades::TradeStatus::WaitBuyerConfirm
+        );
+        if found.mode != crate::trades::TradeMode::Escrow || !waiting {
+            return Outcome::Rejected(Rejection::Conflict(
+                "advances are on escrow trades waiting for their buyer".to_string(),
+            ));
+        }
+        if self.state.loans.by_trade.contains_key(&trade) {
+            return Outcome::Rejected(Rejection::Conflict("the trade has an advance already".to_string()));
+        }
+        if out_request_no.is_empty() || out_request_no.chars().count() > 64 {
+            return Outcome::Rejected(Rejection::Invalid("out_request_no must be 1 to 64 characters".to_string()));
+        }
+        let amount = found.amount - found.discount - found.refunded;
+        let outcome = self.open_loan(now, merchant, amount, ORDER_LOAN_TERM_DAYS, out_request_no, Some(trade));
+        if let Outcome::LoanUpdated(loan) = &outcome {
+            self.state.loans.by_trade.insert(trade, loan.number);
+        }
+        outcome
+    }
+
+    /// The open order loan on a settling trade, accrued to now, and what its
+    /// settlement (`available` after the fee) repays of it.
+    pub(crate) fn order_loan_repayment(&mut self, now: u64, trade: u64, available: u64) -> Option<(u64, u64)> {
+        let number = *self.state.loans.by_trade.get(&trade)?;
+        self.accrue_loan(now, number);
+        let owed = self.state.loans.loans.get(&number)?.owed();
+        let repayment = owed.min(available);
+        (repayment > 0).then_some((number, repayment))
+    }
+
+    fn open_loan(
+        &mut self,
+        now: u64,
+        merchant: u64,
+        amount: u64,
+        term_days: u32,
+        out_request_no: &str,
+        trade: Option<u64>,
+    ) -> Outcome {
         let number = self.take_number();
         let account = NewAccount {
             id: accounts::loan(number),
@@ -270,6 +336,7 @@ impl Platform {
             due_at: now + u64::from(term_days) * DAY_NANOS,
             days_accrued: 0,
             status: LoanStatus::Active,
+            trade,
         };
         self.state.loans.loans.insert(number, loan.clone());
         self.state.loans.open.insert(number);
@@ -304,9 +371,14 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[repayment]) {
             return Outcome::Rejected(rejection);
         }
-        let Some(loan) = self.state.loans.loans.get_mut(&number) else {
-            return Outcome::Rejected(Rejection::NotFound("loan".to_string()));
-        };
+        self.allocate_repayment(number, amount);
+        Outcome::LoanUpdated(Box::new(self.state.loans.loans[&number].clone()))
+    }
+
+    /// Books a repayment that the ledger has taken: interest first, then
+    /// penalties, then principal.
+    pub(crate) fn allocate_repayment(&mut self, number: u64, amount: u64) {
+        let Some(loan) = self.state.loans.loans.get_mut(&number) else { return };
         let mut left = amount;
         let to_interest = left.min(loan.interest);
         loan.interest -= to_interest;
@@ -318,9 +390,12 @@ impl Platform {
         loan.repaid_total += amount;
         if loan.owed() == 0 {
             loan.status = LoanStatus::Repaid;
+            let trade = loan.trade;
             self.state.loans.open.remove(&number);
+            if let Some(trade) = trade {
+                self.state.loans.by_trade.remove(&trade);
+            }
         }
-        Outcome::LoanUpdated(Box::new(self.state.loans.loans[&number].clone()))
     }
 
     /// Accrues every open loan's full days up to `now`.
@@ -333,7 +408,7 @@ impl Platform {
 
     /// Accrues one loan's interest (and penalties past due) for every full
     /// day since disbursement not yet accrued, as ledger transfers.
-    fn accrue_loan(&mut self, now: u64, number: u64) {
+    pub(crate) fn accrue_loan(&mut self, now: u64, number: u64) {
         let Some(loan) = self.state.loans.loans.get(&number).cloned() else { return };
         if loan.status == LoanStatus::Repaid {
             return;

@@ -297,6 +297,9 @@ impl Platform {
                 self.take_loan(now, *merchant, *amount, *term_days, out_request_no)
             }
             Action::RepayLoan { loan, merchant, amount } => self.repay_loan(now, *loan, *merchant, *amount),
+            Action::TakeOrderLoan { merchant, trade, out_request_no } => {
+                self.take_order_loan(now, *merchant, *trade, out_request_no)
+            }
             Action::CreateCampaign(new) => self.create_campaign(
                 now,
                 new.sponsor,

@@ -505,7 +505,22 @@ impl Platform {
         if fee > 0 {
             chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
         }
+        // An advance on this trade is repaid from its settlement first, in the same chain.
+        let advance = self.order_loan_repayment(now, number, settled_amount - fee);
+        if let Some((loan, repayment)) = advance {
+            chain.push(self.new_transfer(
+                now,
+                accounts::wallet(trade.merchant),
+                accounts::loan(loan),
+                repayment,
+                accounts::CODE_LOAN_REPAYMENT,
+                Reference::Loan(loan),
+            ));
+        }
         self.apply_chain(now, &chain)?;
+        if let Some((loan, repayment)) = advance {
+            self.allocate_repayment(loan, repayment);
+        }
         let updated = self.update_trade(number, |trade| {
             trade.status = TradeStatus::TradeSuccess;
             trade.settled_at = Some(now);
@@ -523,7 +538,6 @@ impl Platform {
         updated
     }
 
-    /// The discount a payment gets from the trade's campaign, or why none.
     /// The campaign of a coupon the buyer may use on this merchant's trade now.
     fn usable_coupon(&self, now: u64, coupon: u64, buyer: u64, merchant: u64) -> Result<u64, Outcome> {
         let Some(coupon) = self.state.coupons.get(&coupon).filter(|c| c.user == buyer) else {
@@ -542,6 +556,7 @@ impl Platform {
         Ok(coupon.campaign)
     }
 
+    /// The discount a payment gets from the trade's campaign, or why none.
     fn campaign_discount(&self, now: u64, trade: &Trade, buyer: u64, campaign: Option<u64>) -> (u64, Option<String>) {
         let Some(campaign) = campaign.and_then(|number| self.state.campaigns.get(&number)) else {
             return (0, None);

@@ -46,6 +46,14 @@ pub struct Repayment {
     pub amount: u64,
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdvance {
+    /// Unique per merchant: a retry returns the same loan.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
+    pub out_request_no: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ScheduleLine {
     pub due_date: String,
@@ -150,6 +158,25 @@ pub async fn take(
         term_days: value.term_days,
         out_request_no: value.out_request_no.clone(),
     };
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
+    Ok((StatusCode::CREATED, Json(loan_view(&loan))))
+}
+
+#[utoipa::path(post, path = "/v1/trades/{trade_no}/advance", tag = "loans", request_body = NewAdvance,
+    params(("trade_no" = String, Path, description = "trd_…: an escrow trade waiting for its buyer"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
+    responses((status = 201, body = LoanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+/// An order loan: the trade's amount now, repaid from its settlement first.
+pub async fn advance(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+    body: JsonBody<NewAdvance>,
+) -> Result<(StatusCode, Json<LoanView>), ApiError> {
+    let merchant = caller.require_party(&[PartyKind::Merchant])?;
+    let trade = parse_prefixed(&trade_no, "trd_").ok_or_else(|| ApiError::not_found("trade"))?;
+    let action = Action::TakeOrderLoan { merchant, trade, out_request_no: body.value.out_request_no.clone() };
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
     Ok((StatusCode::CREATED, Json(loan_view(&loan))))

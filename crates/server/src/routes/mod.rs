@@ -47,6 +47,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/loans", post(loans::take))
         .route("/v1/loans/{id}", get(loans::get))
         .route("/v1/loans/{id}/repayments", post(loans::repay))
+        .route("/v1/trades/{trade_no}/advance", post(loans::advance))
         .route("/v1/admin/loans/portfolio", get(loans::portfolio))
         .route("/v1/fund", get(products::position))
         .route("/v1/fund/subscriptions", post(products::subscribe))
@@ -80,7 +81,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         products::subscribe, products::redeem, products::position, products::pay_yield,
         products::create_campaign, products::get_campaign, products::issue_coupon,
         products::create_red_packet, products::get_red_packet, products::claim,
-        loans::credit, loans::take, loans::repay, loans::get, loans::portfolio,
+        loans::credit, loans::take, loans::repay, loans::get, loans::portfolio, loans::advance,
     ),
     modifiers(&BearerKeys),
     tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "operations"))
