@@ -117,6 +117,8 @@ pub(crate) struct LoanBook {
     pub settled: BTreeMap<(u64, u32), u64>,
     /// Open order loans by the trade they advance.
     pub by_trade: BTreeMap<u64, u64>,
+    /// Open loans by (merchant, loan): a merchant's loans without a scan of all.
+    pub open_by_merchant: std::collections::BTreeSet<(u64, u64)>,
 }
 
 /// The term of an order loan: the trade should settle well within it.
@@ -145,28 +147,21 @@ impl Platform {
         let average = volume / u64::from(CREDIT_MONTHS);
         let limit =
             (u128::from(average) * u128::from(CREDIT_MULTIPLE_PERCENT) / 100).min(u128::from(CREDIT_CAP)) as u64;
-        let used: u64 = self
-            .state
-            .loans
-            .open
-            .iter()
-            .filter_map(|n| self.state.loans.loans.get(n))
-            .filter(|loan| loan.merchant == merchant)
-            .map(|loan| loan.outstanding_principal)
-            .sum();
+        let used: u64 = self.open_loans_of(merchant).map(|loan| loan.outstanding_principal).sum();
         Credit { limit, used, available: limit.saturating_sub(used), daily_rate_bps: DAILY_RATE_BPS }
     }
 
     /// What a merchant owes on all its loans (principal, interest, penalties).
     pub fn loans_owed(&self, merchant: u64) -> u64 {
+        self.open_loans_of(merchant).map(Loan::owed).sum()
+    }
+
+    fn open_loans_of(&self, merchant: u64) -> impl Iterator<Item = &Loan> + '_ {
         self.state
             .loans
-            .open
-            .iter()
-            .filter_map(|n| self.state.loans.loans.get(n))
-            .filter(|l| l.merchant == merchant)
-            .map(Loan::owed)
-            .sum()
+            .open_by_merchant
+            .range((merchant, 0)..=(merchant, u64::MAX))
+            .filter_map(|(_, number)| self.state.loans.loans.get(number))
     }
 
     pub fn portfolio(&self, now: u64) -> Portfolio {
@@ -340,6 +335,7 @@ impl Platform {
         };
         self.state.loans.loans.insert(number, loan.clone());
         self.state.loans.open.insert(number);
+        self.state.loans.open_by_merchant.insert((merchant, number));
         self.state.loans.by_request.insert((merchant, out_request_no.to_string()), number);
         self.emit(now, merchant, "loan.disbursed", None, EventData::Loan(Box::new(loan.clone())));
         Outcome::LoanUpdated(Box::new(loan))
@@ -390,28 +386,101 @@ impl Platform {
         loan.repaid_total += amount;
         if loan.owed() == 0 {
             loan.status = LoanStatus::Repaid;
-            let trade = loan.trade;
+            let (trade, merchant) = (loan.trade, loan.merchant);
             self.state.loans.open.remove(&number);
+            self.state.loans.open_by_merchant.remove(&(merchant, number));
             if let Some(trade) = trade {
                 self.state.loans.by_trade.remove(&trade);
             }
         }
     }
 
-    /// Accrues every open loan's full days up to `now`.
+    /// Accrues every open loan's full days up to `now`, in ledger batches
+    /// across loans (each loan's accrual stands alone), so that a day over a
+    /// million loans costs about what a million transfers cost.
     pub(crate) fn accrue_loans(&mut self, now: u64) {
         let open: Vec<u64> = self.state.loans.open.iter().copied().collect();
+        let mut pending: Vec<(u64, Accrual)> = Vec::new();
+        let mut batch: Vec<ledger::Transfer> = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
         for number in open {
-            self.accrue_loan(now, number);
+            let Some(accrual) = self.accrual_of(now, number) else { continue };
+            let reference = Reference::Loan(number);
+            for (amount, code) in
+                [(accrual.interest, accounts::CODE_LOAN_INTEREST), (accrual.penalties, accounts::CODE_LOAN_PENALTY)]
+            {
+                if amount > 0 {
+                    batch.push(self.new_transfer(
+                        now,
+                        accounts::loan(number),
+                        accounts::LOAN_INCOME,
+                        amount,
+                        code,
+                        reference,
+                    ));
+                }
+            }
+            pending.push((number, accrual));
+            if batch.len() + 2 > ledger::BATCH_EVENTS_MAX {
+                self.apply_accruals(now, &mut batch, &mut pending);
+            }
         }
+        self.apply_accruals(now, &mut batch, &mut pending);
     }
 
-    /// Accrues one loan's interest (and penalties past due) for every full
-    /// day since disbursement not yet accrued, as ledger transfers.
+    /// Applies a batch of accrual transfers and books the loans whose
+    /// transfers went through (they cannot fail: neither side is limited).
+    fn apply_accruals(&mut self, now: u64, batch: &mut Vec<ledger::Transfer>, pending: &mut Vec<(u64, Accrual)>) {
+        let results =
+            if batch.is_empty() { Vec::new() } else { self.ledger.create_transfers(now, batch).unwrap_or_default() };
+        let failed: std::collections::BTreeSet<u64> = batch
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| results.get(*index).is_none_or(|result| !result.is_ok()))
+            .filter_map(|(_, transfer)| match Reference::decode(transfer.user_data) {
+                Some(Reference::Loan(number)) => Some(number),
+                _ => None,
+            })
+            .collect();
+        debug_assert!(failed.is_empty(), "accruals cannot fail");
+        for (number, accrual) in pending.drain(..) {
+            if !failed.contains(&number) {
+                self.book_accrual(now, number, accrual);
+            }
+        }
+        batch.clear();
+    }
+
+    /// Accrues one loan (before a repayment or a settlement), as one chain.
     pub(crate) fn accrue_loan(&mut self, now: u64, number: u64) {
-        let Some(loan) = self.state.loans.loans.get(&number).cloned() else { return };
-        if loan.status == LoanStatus::Repaid {
+        let Some(accrual) = self.accrual_of(now, number) else { return };
+        let reference = Reference::Loan(number);
+        let mut chain = Vec::new();
+        for (amount, code) in
+            [(accrual.interest, accounts::CODE_LOAN_INTEREST), (accrual.penalties, accounts::CODE_LOAN_PENALTY)]
+        {
+            if amount > 0 {
+                chain.push(self.new_transfer(
+                    now,
+                    accounts::loan(number),
+                    accounts::LOAN_INCOME,
+                    amount,
+                    code,
+                    reference,
+                ));
+            }
+        }
+        if !chain.is_empty() && self.apply_chain(now, &chain).is_err() {
             return;
+        }
+        self.book_accrual(now, number, accrual);
+    }
+
+    /// What a loan accrues by `now`: each full day since disbursement not
+    /// yet accrued; `None` when nothing changes.
+    fn accrual_of(&self, now: u64, number: u64) -> Option<Accrual> {
+        let loan = self.state.loans.loans.get(&number)?;
+        if loan.status == LoanStatus::Repaid {
+            return None;
         }
         let days = now.saturating_sub(loan.disbursed_at) / DAY_NANOS;
         let (mut interest, mut penalties) = (0u64, 0u64);
@@ -421,47 +490,35 @@ impl Platform {
                 penalties += daily(loan.outstanding_principal, PENALTY_DAILY_RATE_BPS);
             }
         }
-        let reference = Reference::Loan(number);
-        let mut chain = Vec::new();
-        if interest > 0 {
-            chain.push(self.new_transfer(
-                now,
-                accounts::loan(number),
-                accounts::LOAN_INCOME,
-                interest,
-                accounts::CODE_LOAN_INTEREST,
-                reference,
-            ));
-        }
-        if penalties > 0 {
-            chain.push(self.new_transfer(
-                now,
-                accounts::loan(number),
-                accounts::LOAN_INCOME,
-                penalties,
-                accounts::CODE_LOAN_PENALTY,
-                reference,
-            ));
-        }
-        if !chain.is_empty() && self.apply_chain(now, &chain).is_err() {
-            return;
-        }
         let became_overdue = loan.status == LoanStatus::Active && now >= loan.due_at;
+        (days > loan.days_accrued || became_overdue).then_some(Accrual { days, interest, penalties, became_overdue })
+    }
+
+    fn book_accrual(&mut self, now: u64, number: u64, accrual: Accrual) {
         if let Some(loan) = self.state.loans.loans.get_mut(&number) {
-            loan.days_accrued = loan.days_accrued.max(days);
-            loan.interest += interest;
-            loan.penalties += penalties;
-            loan.interest_accrued_total += interest;
-            loan.penalties_accrued_total += penalties;
-            if became_overdue {
+            loan.days_accrued = loan.days_accrued.max(accrual.days);
+            loan.interest += accrual.interest;
+            loan.penalties += accrual.penalties;
+            loan.interest_accrued_total += accrual.interest;
+            loan.penalties_accrued_total += accrual.penalties;
+            if accrual.became_overdue {
                 loan.status = LoanStatus::Overdue;
             }
         }
-        if became_overdue {
+        if accrual.became_overdue {
             let loan = self.state.loans.loans[&number].clone();
             self.emit(now, loan.merchant, "loan.overdue", None, EventData::Loan(Box::new(loan)));
         }
     }
+}
+
+/// What one loan accrues at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Accrual {
+    days: u64,
+    interest: u64,
+    penalties: u64,
+    became_overdue: bool,
 }
 
 /// One day's interest on a principal, rounded down to the fen.

@@ -5,6 +5,7 @@ mod durable;
 mod fund;
 mod http;
 mod ledger;
+mod loans;
 mod postgres;
 mod recovery;
 pub mod workload;
@@ -19,6 +20,8 @@ pub enum BenchTarget {
     Http(http::HttpBenchArgs),
     /// Yu'e Bao's daily yield for millions of holders, and red-packet claims.
     Fund(fund::FundBenchArgs),
+    /// A day's interest accrual over a million active loans.
+    Loans(loans::LoansBenchArgs),
     /// Store many transfers durably, restart, and time the recovery.
     Recovery(recovery::RecoveryBenchArgs),
 }
@@ -29,6 +32,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
         BenchTarget::Recovery(args) => recovery::run(&args),
         BenchTarget::Http(args) => http::run(&args),
         BenchTarget::Fund(args) => fund::run(&args),
+        BenchTarget::Loans(args) => loans::run(&args),
     }
 }
 
