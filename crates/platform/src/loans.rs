@@ -404,21 +404,7 @@ impl Platform {
         let mut batch: Vec<ledger::Transfer> = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
         for number in open {
             let Some(accrual) = self.accrual_of(now, number) else { continue };
-            let reference = Reference::Loan(number);
-            for (amount, code) in
-                [(accrual.interest, accounts::CODE_LOAN_INTEREST), (accrual.penalties, accounts::CODE_LOAN_PENALTY)]
-            {
-                if amount > 0 {
-                    batch.push(self.new_transfer(
-                        now,
-                        accounts::loan(number),
-                        accounts::LOAN_INCOME,
-                        amount,
-                        code,
-                        reference,
-                    ));
-                }
-            }
+            self.push_accrual_transfers(now, number, accrual, &mut batch);
             pending.push((number, accrual));
             if batch.len() + 2 > ledger::BATCH_EVENTS_MAX {
                 self.apply_accruals(now, &mut batch, &mut pending);
@@ -453,13 +439,22 @@ impl Platform {
     /// Accrues one loan (before a repayment or a settlement), as one chain.
     pub(crate) fn accrue_loan(&mut self, now: u64, number: u64) {
         let Some(accrual) = self.accrual_of(now, number) else { return };
-        let reference = Reference::Loan(number);
         let mut chain = Vec::new();
+        self.push_accrual_transfers(now, number, accrual, &mut chain);
+        if !chain.is_empty() && self.apply_chain(now, &chain).is_err() {
+            return;
+        }
+        self.book_accrual(now, number, accrual);
+    }
+
+    /// The transfers of an accrual: interest and penalty, loan → `LOAN_INCOME`.
+    fn push_accrual_transfers(&mut self, now: u64, number: u64, accrual: Accrual, out: &mut Vec<ledger::Transfer>) {
+        let reference = Reference::Loan(number);
         for (amount, code) in
             [(accrual.interest, accounts::CODE_LOAN_INTEREST), (accrual.penalties, accounts::CODE_LOAN_PENALTY)]
         {
             if amount > 0 {
-                chain.push(self.new_transfer(
+                out.push(self.new_transfer(
                     now,
                     accounts::loan(number),
                     accounts::LOAN_INCOME,
@@ -469,10 +464,6 @@ impl Platform {
                 ));
             }
         }
-        if !chain.is_empty() && self.apply_chain(now, &chain).is_err() {
-            return;
-        }
-        self.book_accrual(now, number, accrual);
     }
 
     /// What a loan accrues by `now`: each full day since disbursement not
