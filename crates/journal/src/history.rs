@@ -88,6 +88,11 @@ impl History {
         Ok(())
     }
 
+    /// How many transfers have been taken (written or buffered).
+    pub fn collected(&self) -> u64 {
+        self.count + self.buffered
+    }
+
     /// Writes what was collected (one write; durability comes with `sync`).
     pub fn write(&mut self) -> Result<(), JournalError> {
         if self.buffered == 0 {

@@ -88,6 +88,7 @@ impl<M: StateMachine> Journal<M> {
             load_newest_snapshot::<M>(&listing.snapshots, options.ledger, &mut report);
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
         let mut history = History::open(directory, machine.ledger().transfer_count())?;
+        machine.ledger_mut().set_eviction_floor(history.collected());
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let mut next_sequence = snapshot_sequence + 1;
         let mut active = None;
@@ -112,6 +113,7 @@ impl<M: StateMachine> Journal<M> {
                 })?;
                 machine.apply(&command);
                 history.collect(machine.ledger())?;
+                machine.ledger_mut().set_eviction_floor(history.collected());
                 next_sequence += 1;
                 report.records_replayed += 1;
             }
@@ -167,8 +169,10 @@ impl<M: StateMachine> Journal<M> {
 
     /// Takes the transfers a just-applied batch stored into the history
     /// file's buffer; call after every batch, before the next one.
-    pub fn collect_history(&mut self, ledger: &Ledger) -> Result<(), JournalError> {
-        self.history.collect(ledger)
+    pub fn collect_history(&mut self, ledger: &mut Ledger) -> Result<(), JournalError> {
+        self.history.collect(ledger)?;
+        ledger.set_eviction_floor(self.history.collected());
+        Ok(())
     }
 
     /// Writes the collected history (after each group).

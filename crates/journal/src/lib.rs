@@ -244,7 +244,7 @@ fn write_loop<M: StateMachine>(
         let mut answers = Vec::with_capacity(loggable.len());
         for request in loggable {
             let outcome = state.apply(&request.command);
-            if let Err(error) = journal.collect_history(state.ledger()) {
+            if let Err(error) = journal.collect_history(state.ledger_mut()) {
                 history_failure = Some(error.to_string());
             }
             answers.push((request.reply, outcome));

@@ -82,6 +82,12 @@ pub struct Ledger {
     last_timestamp: u64,
     /// Scratch space for the chain being applied; empty between events.
     undo: Vec<Undo>,
+    /// Transfers at this position and after stay in memory whatever their
+    /// age: a journal sets it to what its history file has taken, so that a
+    /// command spanning more than the horizon (a tick running hours of due
+    /// work at their own times) cannot evict its own transfers before they
+    /// are written. `None`: no floor.
+    eviction_floor: Option<u64>,
 }
 
 /// What the chain driver needs to know of a result type.
@@ -302,12 +308,20 @@ impl Ledger {
         self.transfers.first()
     }
 
+    /// Keeps transfers from `position` on in memory until the floor moves
+    /// (see the field). Not part of the ledger's state: it changes only what
+    /// is cached, never a result.
+    pub fn set_eviction_floor(&mut self, position: u64) {
+        self.eviction_floor = Some(position);
+    }
+
     /// Drops from memory the chunks of transfers applied before `cutoff`;
     /// resolved pending transfers among them are forgotten, open ones keep
     /// their entry (which holds a copy of the transfer).
     fn evict_older_than(&mut self, cutoff: u64) {
         let pending = &mut self.pending;
-        while self.transfers.evict_oldest_chunk(cutoff, |transfer| {
+        let floor = self.eviction_floor.unwrap_or(u64::MAX);
+        while self.transfers.evict_oldest_chunk(cutoff, floor, |transfer| {
             if transfer.flags.contains(TransferFlags::PENDING)
                 && pending.get(&transfer.id).is_some_and(|entry| entry.status != PendingStatus::Pending)
             {

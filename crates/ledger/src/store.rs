@@ -175,8 +175,8 @@ impl TransferStore {
 
     /// Evicts the oldest chunk if it is full and its newest transfer is
     /// older than `cutoff`; calls `evicted` for each transfer it drops.
-    pub fn evict_oldest_chunk(&mut self, cutoff: u64, mut evicted: impl FnMut(&Transfer)) -> bool {
-        let full = self.len - self.first >= CHUNK_TRANSFERS as u64;
+    pub fn evict_oldest_chunk(&mut self, cutoff: u64, floor: u64, mut evicted: impl FnMut(&Transfer)) -> bool {
+        let full = self.len - self.first >= CHUNK_TRANSFERS as u64 && self.first + CHUNK_TRANSFERS as u64 <= floor;
         let Some(oldest) = self.chunks.front() else {
             return false;
         };

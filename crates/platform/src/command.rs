@@ -96,6 +96,15 @@ pub enum Action {
     /// idempotency records).
     Tick,
     CreateTrade(NewTrade),
+    /// Creates a trade and pays it in one command (a payment at a till, or a
+    /// checkout that already knows its buyer). A refused payment closes the
+    /// new trade; a retry with the same `out_trade_no` gets the trade back.
+    CreateAndPayTrade {
+        trade: NewTrade,
+        buyer: u64,
+        source: PaySource,
+        coupon: Option<u64>,
+    },
     PayTrade {
         trade: u64,
         buyer: u64,

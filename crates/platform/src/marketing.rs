@@ -118,8 +118,18 @@ pub fn split(total: u64, count: u32, mode: SplitMode, seed: u64) -> Vec<u64> {
 }
 
 impl Platform {
+    /// Every red packet, oldest first.
+    pub fn red_packets(&self) -> impl Iterator<Item = &RedPacket> {
+        self.state.red_packets.values()
+    }
+
     pub fn red_packet(&self, number: u64) -> Option<&RedPacket> {
         self.state.red_packets.get(&number)
+    }
+
+    /// Every campaign, oldest first.
+    pub fn campaigns(&self) -> impl Iterator<Item = &Campaign> {
+        self.state.campaigns.values()
     }
 
     pub fn campaign(&self, number: u64) -> Option<&Campaign> {

@@ -174,6 +174,11 @@ impl Platform {
         })
     }
 
+    /// Every withdrawal, oldest first.
+    pub fn withdrawals(&self) -> impl Iterator<Item = &Withdrawal> {
+        self.state.withdrawals.values()
+    }
+
     pub fn withdrawal(&self, number: u64) -> Option<&Withdrawal> {
         self.state.withdrawals.get(&number)
     }
@@ -282,6 +287,9 @@ impl Platform {
             Action::Tick => self.tick(now),
             Action::CreateTrade(new) => self.create_trade(now, new),
             Action::PayTrade { trade, buyer, source, coupon } => self.pay_trade(now, *trade, *buyer, *source, *coupon),
+            Action::CreateAndPayTrade { trade, buyer, source, coupon } => {
+                self.create_and_pay_trade(now, trade, *buyer, *source, *coupon)
+            }
             Action::IssueCoupon { campaign, issuer, user, expires_at } => {
                 self.issue_coupon(now, *campaign, *issuer, *user, *expires_at)
             }

@@ -38,6 +38,11 @@ fn valid_reference(text: &str) -> bool {
 }
 
 impl Platform {
+    /// Every trade, oldest first.
+    pub fn trades(&self) -> impl Iterator<Item = &Trade> {
+        self.state.trades.values()
+    }
+
     pub fn trade(&self, number: u64) -> Option<&Trade> {
         self.state.trades.get(&number)
     }
@@ -177,6 +182,27 @@ impl Platform {
         self.state.trades_due.insert((expire_at, number));
         self.state.trades.insert(number, trade.clone());
         Outcome::TradeUpdated(Box::new(trade))
+    }
+
+    pub(crate) fn create_and_pay_trade(
+        &mut self,
+        now: u64,
+        new: &NewTrade,
+        buyer: u64,
+        source: PaySource,
+        coupon: Option<u64>,
+    ) -> Outcome {
+        let created = self.create_trade(now, new);
+        let Outcome::TradeUpdated(trade) = &created else { return created };
+        if trade.status != TradeStatus::WaitBuyerPay || trade.paid_at.is_some() {
+            return created;
+        }
+        let number = trade.number;
+        let paid = self.pay_trade(now, number, buyer, source, coupon);
+        if matches!(paid, Outcome::Rejected(_)) {
+            self.close_unpaid(now, number);
+        }
+        paid
     }
 
     pub(crate) fn pay_trade(

@@ -179,3 +179,125 @@ fn the_platform_survives_a_restart_through_its_journal() {
     assert_eq!(store.read(|p| p.party_by_key_hash(&[2; 32]).map(|p| p.number)), Some(2));
     assert_eq!(store.read(|p| p.withdrawal(5).map(|w| w.status)), Some(WithdrawalStatus::Pending));
 }
+
+#[test]
+fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
+    use platform::{NewTrade, PaySource, TradeMode, TradeStatus};
+    let mut world = World::new();
+    let shop = world.party(PartyKind::Merchant, 1);
+    let buyer = world.party(PartyKind::User, 2);
+    world.run(Action::TopUp { party: buyer, amount: 10_000, bank: "ICBC".into() });
+    let new = |out_trade_no: &str, amount: u64| NewTrade {
+        merchant: shop,
+        out_trade_no: out_trade_no.to_string(),
+        amount,
+        subject: "tea".to_string(),
+        mode: TradeMode::Instant,
+        buyer: None,
+        auto_confirm_days: None,
+        expire_minutes: None,
+        campaign: None,
+    };
+    let pay = |trade: NewTrade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
+    let Outcome::TradeUpdated(paid) = world.run(pay(new("o-1", 6_000))) else { panic!("not paid") };
+    assert_eq!((paid.status, paid.payer, paid.fee), (TradeStatus::TradeSuccess, Some(buyer), 36));
+    // A retry is the same trade, paid once.
+    let Outcome::TradeUpdated(again) = world.run(pay(new("o-1", 6_000))) else { panic!("no replay") };
+    assert_eq!(again.number, paid.number);
+    assert_eq!((world.available(buyer), world.available(shop)), (4_000, 5_964));
+    // Too much: refused, nothing moved, and the trade is closed.
+    assert_eq!(world.run(pay(new("o-2", 6_000))), Outcome::Rejected(Rejection::InsufficientFunds));
+    let closed = world.platform.trade_by_out_trade_no(shop, "o-2").unwrap();
+    assert_eq!((closed.status, closed.paid_at), (TradeStatus::TradeClosed, None));
+    assert_eq!((world.available(buyer), world.available(shop), world.revenue()), (4_000, 5_964, 36));
+    world.check();
+}
+
+/// A tick runs due work at its own times, so one command can span more than
+/// the memory horizon: its early transfers must reach the history file
+/// before its later ones could push them out of memory.
+#[test]
+fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
+    use platform::{NewTrade, PaySource, TradeMode, TradeStatus};
+    let directory = tempfile::tempdir().unwrap();
+    let options = Options { ledger: LedgerConfig { id_horizon_ns: Some(3_600 * SECOND) }, ..Options::default() };
+    let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
+    let (sender, answers) = std::sync::mpsc::channel();
+    let submit = |now: u64, action: Action| {
+        let sender = sender.clone();
+        loop {
+            let sender = sender.clone();
+            let command = Command { now, idempotency: None, action: action.clone() };
+            match store.submit_with(command, move |outcome| sender.send(outcome.unwrap()).unwrap()) {
+                Ok(()) => return,
+                Err(journal::JournalError::Busy) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(other) => panic!("{other}"),
+            }
+        }
+    };
+    let party = |kind, byte: u8| Action::CreateParty {
+        kind,
+        name: "x".into(),
+        key_hash: [byte; 32],
+        fee_rate_bps: None,
+        webhook_url: None,
+        webhook_secret: String::new(),
+    };
+    assert!(matches!(
+        store.submit(Command { now: START, idempotency: None, action: party(PartyKind::Merchant, 1) }).unwrap(),
+        Outcome::PartyCreated { number: 1, .. }
+    ));
+    store.submit(Command { now: START, idempotency: None, action: party(PartyKind::User, 2) }).unwrap();
+    store
+        .submit(Command {
+            now: START,
+            idempotency: None,
+            action: Action::TopUp { party: 2, amount: 1 << 40, bank: "ICBC".into() },
+        })
+        .unwrap();
+    // 10,000 escrow trades (20,000 settlement transfers: more than a memory
+    // chunk), shipped over three hours.
+    let trades = 10_000u64;
+    for index in 0..trades {
+        let now = START + SECOND + index * (3 * 3_600 * SECOND / trades);
+        let trade = NewTrade {
+            merchant: 1,
+            out_trade_no: format!("t{index}"),
+            amount: 10_000,
+            subject: "s".into(),
+            mode: TradeMode::Escrow,
+            buyer: None,
+            auto_confirm_days: None,
+            expire_minutes: None,
+            campaign: None,
+        };
+        submit(now, Action::CreateAndPayTrade { trade, buyer: 2, source: PaySource::Balance, coupon: None });
+    }
+    let numbers: Vec<u64> = (0..trades)
+        .map(|_| match answers.recv().unwrap() {
+            Outcome::TradeUpdated(trade) => trade.number,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for (index, number) in numbers.iter().enumerate() {
+        let now = START + 4 * 3_600 * SECOND + index as u64 * (3 * 3_600 * SECOND / trades);
+        submit(now, Action::ShipTrade { trade: *number, merchant: 1 });
+    }
+    for _ in 0..trades {
+        assert!(matches!(answers.recv().unwrap(), Outcome::TradeUpdated(_)));
+    }
+    let later = START + 12 * 24 * 3_600 * SECOND;
+    let ticked = store.submit(Command { now: later, idempotency: None, action: Action::Tick }).unwrap();
+    assert!(matches!(ticked, Outcome::Ticked { trades_settled: 10_000, .. }), "{ticked:?}");
+    // The journal still takes commands, and every transfer is readable.
+    store.submit(Command { now: later + SECOND, idempotency: None, action: Action::Tick }).unwrap();
+    let count = store.read(|p| p.ledger().transfer_count());
+    for position in [0, count / 2, count - 1] {
+        assert!(store.stored_transfer(position).unwrap().is_some(), "transfer {position}");
+    }
+    assert!(store.read(|p| p.trades().all(|t| t.status == TradeStatus::TradeSuccess)));
+    let digest = store.read(|p| p.digest());
+    store.shutdown();
+    let (store, _) = Durable::<Platform>::open(directory.path(), options).unwrap();
+    assert_eq!(store.read(|p| p.digest()), digest);
+}

@@ -2,6 +2,7 @@
 //! only parses the command line.
 
 mod bench;
+mod double11;
 mod load;
 mod pg_local;
 mod serve;
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Live through a Double Eleven shaped like 2013's and report how it held.
+    Double11(double11::Double11Args),
     /// Run the HTTP API (see ../shared/API.md).
     Serve(serve::ServeArgs),
     /// Measure parts of zhifu.
@@ -33,6 +36,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Double11(args) => double11::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench { target } => bench::run(target),
         Command::LoadJournal(args) => load::run(&args),

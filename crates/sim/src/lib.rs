@@ -1,0 +1,14 @@
+//! Double Eleven, generated: the shape of 2013's day ([`day`]) and a
+//! deterministic stream of what buyers, merchants and the platform's clock do
+//! through it ([`workload`]).
+//!
+//! The crate knows nothing of the platform: it names buyers and merchants by
+//! index and trades by the simulation's own serial, and the driver maps them
+//! onto commands (in process) or requests (over HTTP). The same seed and
+//! scale give the same stream, operation for operation.
+
+pub mod day;
+pub mod workload;
+
+pub use day::{DAY_NANOS, DAY_SECONDS, DayCurve, MILESTONES_2013, Milestone};
+pub use workload::{Mode, Op, Payment, Plan, RefundShare, SimConfig, TimedOp, Workload};

@@ -1,0 +1,556 @@
+//! The in-process driver: the workload's operations become platform
+//! commands submitted to the durable store (the code `zhifu serve` runs,
+//! without HTTP), pipelined: the driver keeps submitting while the journal's
+//! writer commits groups, and each answer is tallied as it arrives.
+//!
+//! Resuming after a crash: the command stream is a function of the seed (and
+//! of state that only ever grows: a trade once paid stays paid), so the
+//! driver regenerates it, skips the commands the journal already holds, and
+//! goes on from the first one it lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use journal::{Durable, JournalError, Options, StateMachine, WriterStats};
+use ledger::LedgerConfig;
+use platform::accounts::{self, REVENUE};
+use platform::calendar::Date;
+use platform::{
+    Action, Command, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, Platform, Rejection, SplitMode, TradeMode,
+    TradeStatus, WithdrawalStatus,
+};
+use sim::workload::FOLLOW_UP_DELAY_MIN_NANOS;
+use sim::{Mode, Op, RefundShare, TimedOp, Workload};
+
+use super::progress::Progress;
+use super::tally::Tally;
+use super::{DAY_START_NANOS, LedgerFigures, RunOutput};
+
+/// Commands waiting for the writer; bounds the latency of each.
+const QUEUE_COMMANDS_MAX: usize = 8_192;
+/// Commands in one group commit (one write, one fdatasync).
+const GROUP_COMMANDS_MAX: usize = 2_048;
+/// The platform state is large (every trade of the day), so snapshots are rare.
+const SNAPSHOT_EVERY_COMMANDS: u64 = 2_000_000;
+/// Transfers older than this (clock time) leave memory for the history file.
+const MEMORY_HORIZON_NANOS: u64 = 3_600 * 1_000_000_000;
+
+pub struct EngineOptions<'a> {
+    pub data_dir: &'a Path,
+    /// Abort the process once this share of the payments has been submitted.
+    pub crash_at: Option<f64>,
+}
+
+/// What a command was, for tallying its answer.
+#[derive(Clone, Copy)]
+enum Kind {
+    Setup(&'static str),
+    Pay,
+    Ship,
+    Confirm,
+    Refund,
+    Transfer,
+    TopUp,
+    FundSubscribe,
+    Withdraw,
+    SendRedPacket { packet: u64 },
+    ClaimRedPacket,
+    Tick,
+    FundYield,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Setup(name) => name,
+            Kind::Pay => "payment",
+            Kind::Ship => "ship",
+            Kind::Confirm => "confirm",
+            Kind::Refund => "refund",
+            Kind::Transfer => "transfer",
+            Kind::TopUp => "top-up",
+            Kind::FundSubscribe => "fund subscription",
+            Kind::Withdraw => "withdrawal",
+            Kind::SendRedPacket { .. } => "red packet",
+            Kind::ClaimRedPacket => "red packet claim",
+            Kind::Tick => "tick",
+            Kind::FundYield => "fund yield",
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The made-up key hash of a simulated party: these parties act only in
+/// process, so no API key belongs to them; the hash finds them again after
+/// a restart.
+pub fn key_hash(kind: PartyKind, index: u32, seed: u64) -> [u8; 32] {
+    let mut hash = [0u8; 32];
+    hash[..4].copy_from_slice(b"d11-");
+    hash[4] = if kind == PartyKind::Merchant { b'm' } else { b'b' };
+    hash[8..12].copy_from_slice(&index.to_le_bytes());
+    hash[16..24].copy_from_slice(&seed.to_le_bytes());
+    hash
+}
+
+pub fn out_trade_no(trade: u64) -> String {
+    format!("d11-{trade}")
+}
+
+fn packet_greeting(packet: u64) -> String {
+    format!("d11-packet-{packet}")
+}
+
+struct Driver {
+    store: Durable<Platform>,
+    seed: u64,
+    tally: Arc<Mutex<Tally>>,
+    completed: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+    /// The platform numbers of the simulation's red packets.
+    packets: Arc<Mutex<HashMap<u64, u64>>>,
+    plan: sim::Plan,
+    merchants: Vec<u64>,
+    buyers: Vec<u64>,
+    campaign: Option<u64>,
+    /// Commands generated so far (skipped ones included).
+    generated: u64,
+    submitted: u64,
+    /// Submitted commands, by simulated time, not yet known to be answered.
+    recent: VecDeque<(u64, u64)>,
+    /// Every command up to this one must be answered before a follow-up.
+    follow_up_needs: u64,
+}
+
+pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress) -> anyhow::Result<RunOutput> {
+    let journal_options = Options {
+        snapshot_every_records: SNAPSHOT_EVERY_COMMANDS,
+        queue_batches_max: QUEUE_COMMANDS_MAX,
+        group_batches_max: GROUP_COMMANDS_MAX,
+        ledger: LedgerConfig { id_horizon_ns: Some(MEMORY_HORIZON_NANOS) },
+        ..Options::default()
+    };
+    let (store, recovery) = Durable::<Platform>::open(options.data_dir, journal_options)
+        .with_context(|| format!("open the data directory {}", options.data_dir.display()))?;
+    let resume_after = recovery.last_sequence;
+    let plan = workload.plan().clone();
+    let seed = progress.seed;
+    let mut driver = Driver {
+        store,
+        seed,
+        tally: Arc::new(Mutex::new(Tally::new())),
+        completed: Arc::new(AtomicU64::new(resume_after)),
+        failed: Arc::new(AtomicBool::new(false)),
+        packets: Arc::new(Mutex::new(HashMap::new())),
+        plan: plan.clone(),
+        merchants: Vec::new(),
+        buyers: Vec::new(),
+        campaign: None,
+        generated: 0,
+        submitted: resume_after,
+        recent: VecDeque::new(),
+        follow_up_needs: 0,
+    };
+    if resume_after > 0 {
+        progress.note(&format!("resuming: the journal holds {resume_after} commands of this run; going on from there"));
+        let packets: HashMap<u64, u64> = driver.store.read(|platform| {
+            platform
+                .red_packets()
+                .filter_map(|packet| {
+                    let serial = packet.greeting.as_deref()?.strip_prefix("d11-packet-")?.parse().ok()?;
+                    Some((serial, packet.number))
+                })
+                .collect()
+        });
+        *lock(&driver.packets) = packets;
+    }
+    let crash_after_payments = options.crash_at.map(|share| (plan.payments as f64 * share).ceil() as u64);
+    let mut payments_submitted = 0u64;
+    let mut in_setup = true;
+    let started = Instant::now();
+    for timed in workload {
+        if in_setup && !timed.setup {
+            in_setup = false;
+            driver.wait_for(driver.submitted)?;
+            driver.resolve_campaign();
+            lock(&driver.tally).day_started = Some(Instant::now());
+            progress.setup_done(started.elapsed());
+        }
+        let Some((action, kind)) = driver.action(&timed)? else { continue };
+        driver.generated += 1;
+        let is_payment = matches!(kind, Kind::Pay);
+        if is_payment {
+            payments_submitted += 1;
+        }
+        progress.advance(&timed, is_payment, &driver.tally);
+        if driver.generated <= resume_after {
+            continue;
+        }
+        driver.submit(&timed, action, kind)?;
+        if is_payment && crash_after_payments.is_some_and(|at| payments_submitted >= at) {
+            let answered = driver.completed.load(Ordering::Acquire);
+            eprintln!(
+                "double11: crashing on purpose after {payments_submitted} payments submitted; \
+                 {answered} commands acknowledged"
+            );
+            std::process::abort();
+        }
+    }
+    driver.wait_for(driver.submitted)?;
+    if in_setup {
+        bail!("the workload had no day");
+    }
+    lock(&driver.tally).day_finished = Some(Instant::now());
+    progress.finish();
+    let figures = driver.figures();
+    let writer: WriterStats = driver.store.stats();
+    let digest = driver.store.read(|platform| platform.digest());
+    let tally = Arc::try_unwrap(driver.tally)
+        .map(|mutex| mutex.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .map_err(|_| anyhow::anyhow!("answers still arriving after the run"))?;
+    driver.store.shutdown();
+    Ok(RunOutput {
+        tally,
+        figures: Some(figures),
+        digest: Some(digest),
+        resumed_after_commands: resume_after,
+        commands: writer.batches,
+        group_commits: writer.groups,
+        snapshots: writer.snapshots,
+        wall: started.elapsed(),
+        server_check: None,
+    })
+}
+
+impl Driver {
+    fn wait_for(&self, sequence: u64) -> anyhow::Result<()> {
+        while self.completed.load(Ordering::Acquire) < sequence {
+            if self.failed.load(Ordering::Acquire) {
+                bail!("the journal failed; see the rejections above");
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(())
+    }
+
+    fn resolve_parties(&mut self) -> anyhow::Result<()> {
+        let (seed, plan) = (self.seed, &self.plan);
+        let (merchants, buyers) = self.store.read(|platform| {
+            let find = |kind, index| platform.party_by_key_hash(&key_hash(kind, index, seed)).map(|p| p.number);
+            let merchants: Option<Vec<u64>> = (0..plan.merchants).map(|i| find(PartyKind::Merchant, i)).collect();
+            let buyers: Option<Vec<u64>> = (0..plan.buyers).map(|i| find(PartyKind::User, i)).collect();
+            (merchants, buyers)
+        });
+        match (merchants, buyers) {
+            (Some(merchants), Some(buyers)) => {
+                self.merchants = merchants;
+                self.buyers = buyers;
+                Ok(())
+            }
+            _ => bail!("the setup did not create every party; is this data directory from another run?"),
+        }
+    }
+
+    fn resolve_campaign(&mut self) {
+        self.campaign =
+            self.store.read(|platform| platform.campaigns().find(|c| c.name == "Double Eleven").map(|c| c.number));
+    }
+
+    /// The trade a follow-up refers to, if it was paid.
+    /// Waits until everything submitted a follow-up delay before `at` is
+    /// answered: then what a follow-up refers to has been applied (or
+    /// refused), whatever the pipeline holds, and the lookup gives the same
+    /// answer on every run. Commands skipped on resume are applied already.
+    fn wait_for_follow_up(&mut self, at: u64) -> anyhow::Result<()> {
+        while let Some(&(when, sequence)) = self.recent.front() {
+            if when + FOLLOW_UP_DELAY_MIN_NANOS > at {
+                break;
+            }
+            self.follow_up_needs = sequence;
+            self.recent.pop_front();
+        }
+        self.wait_for(self.follow_up_needs)
+    }
+
+    fn paid_trade(&mut self, at: u64, merchant: u32, trade: u64) -> anyhow::Result<Option<platform::Trade>> {
+        self.wait_for_follow_up(at)?;
+        let merchant = self.merchants[merchant as usize];
+        let out_trade_no = out_trade_no(trade);
+        Ok(self.store.read(|platform| {
+            platform.trade_by_out_trade_no(merchant, &out_trade_no).filter(|t| t.paid_at.is_some()).cloned()
+        }))
+    }
+
+    fn action(&mut self, timed: &TimedOp) -> anyhow::Result<Option<(Action, Kind)>> {
+        let seed = self.seed;
+        let party = |kind, index: u32, name: String| Action::CreateParty {
+            kind,
+            name,
+            key_hash: key_hash(kind, index, seed),
+            fee_rate_bps: None,
+            webhook_url: None,
+            webhook_secret: String::new(),
+        };
+        if !matches!(timed.op, Op::CreateMerchant { .. } | Op::CreateBuyer { .. }) && self.buyers.is_empty() {
+            // Everything after the parties refers to them by number.
+            self.wait_for(self.submitted)?;
+            self.resolve_parties()?;
+        }
+        Ok(Some(match timed.op {
+            Op::CreateMerchant { merchant } => {
+                (party(PartyKind::Merchant, merchant, format!("shop {merchant}")), Kind::Setup("merchant"))
+            }
+            Op::CreateBuyer { buyer } => {
+                (party(PartyKind::User, buyer, format!("buyer {buyer}")), Kind::Setup("buyer"))
+            }
+            Op::CreateCampaign { budget, discount, min_spend, per_user_limit } => (
+                Action::CreateCampaign(NewCampaign {
+                    sponsor: None,
+                    name: "Double Eleven".to_string(),
+                    budget,
+                    discount,
+                    min_spend,
+                    per_user_limit,
+                    starts_at: DAY_START_NANOS,
+                    ends_at: DAY_START_NANOS + sim::DAY_NANOS,
+                }),
+                Kind::Setup("campaign"),
+            ),
+            Op::TopUp { buyer, amount } => {
+                let party = self.buyer_number(buyer)?;
+                let kind = if timed.setup { Kind::Setup("top-up") } else { Kind::TopUp };
+                (Action::TopUp { party, amount, bank: "ICBC".to_string() }, kind)
+            }
+            Op::FundSubscribe { buyer, amount } => {
+                let party = self.buyer_number(buyer)?;
+                let kind = if timed.setup { Kind::Setup("fund subscription") } else { Kind::FundSubscribe };
+                (Action::FundSubscribe { party, amount }, kind)
+            }
+            Op::Pay(payment) => {
+                let trade = NewTrade {
+                    merchant: self.merchants[payment.merchant as usize],
+                    out_trade_no: out_trade_no(payment.trade),
+                    amount: payment.amount,
+                    subject: "Double Eleven order".to_string(),
+                    mode: if payment.mode == Mode::Escrow { TradeMode::Escrow } else { TradeMode::Instant },
+                    buyer: None,
+                    auto_confirm_days: None,
+                    expire_minutes: None,
+                    campaign: if payment.campaign { self.campaign } else { None },
+                };
+                let source = if payment.from_fund { PaySource::Fund } else { PaySource::Balance };
+                let buyer = self.buyers[payment.buyer as usize];
+                (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, Kind::Pay)
+            }
+            Op::Ship { merchant, trade } => {
+                let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
+                (Action::ShipTrade { trade: found.number, merchant: found.merchant }, Kind::Ship)
+            }
+            Op::Confirm { merchant, buyer, trade } => {
+                let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
+                let buyer = self.buyers[buyer as usize];
+                (Action::ConfirmTrade { trade: found.number, buyer }, Kind::Confirm)
+            }
+            Op::Refund { merchant, trade, refund, share } => {
+                let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
+                let amount = match share {
+                    RefundShare::Full => found.refundable(),
+                    RefundShare::Half => (found.paid_by_buyer() / 2).max(1),
+                };
+                (
+                    Action::RefundTrade {
+                        trade: found.number,
+                        merchant: found.merchant,
+                        out_request_no: format!("d11-{trade}-refund-{refund}"),
+                        amount,
+                        reason: Some("changed my mind".to_string()),
+                    },
+                    Kind::Refund,
+                )
+            }
+            Op::Transfer { from, to, amount } => (
+                Action::Transfer { from: self.buyers[from as usize], to: self.buyers[to as usize], amount, memo: None },
+                Kind::Transfer,
+            ),
+            Op::Withdraw { merchant, amount } => {
+                (Action::Withdraw { party: self.merchants[merchant as usize], amount }, Kind::Withdraw)
+            }
+            Op::SendRedPacket { sender, packet, total, count } => (
+                Action::CreateRedPacket {
+                    sender: self.buyers[sender as usize],
+                    total,
+                    count,
+                    mode: SplitMode::Random,
+                    greeting: Some(packet_greeting(packet)),
+                },
+                Kind::SendRedPacket { packet },
+            ),
+            Op::ClaimRedPacket { packet, claimer } => {
+                self.wait_for_follow_up(timed.at)?;
+                let Some(number) = lock(&self.packets).get(&packet).copied() else { return Ok(None) };
+                (Action::ClaimRedPacket { packet: number, user: self.buyers[claimer as usize] }, Kind::ClaimRedPacket)
+            }
+            Op::Tick => (Action::Tick, Kind::Tick),
+            Op::FundYield { annual_rate_bps } => {
+                (Action::FundYield { date: Date::of_nanos(DAY_START_NANOS), annual_rate_bps }, Kind::FundYield)
+            }
+        }))
+    }
+
+    fn buyer_number(&self, buyer: u32) -> anyhow::Result<u64> {
+        self.buyers.get(buyer as usize).copied().context("a buyer outside the plan")
+    }
+
+    fn submit(&mut self, timed: &TimedOp, action: Action, kind: Kind) -> anyhow::Result<()> {
+        let command = Command { now: DAY_START_NANOS + timed.at, idempotency: None, action };
+        let minute = (!timed.setup && timed.at < sim::DAY_NANOS).then_some((timed.at / 60_000_000_000) as usize);
+        let tally = Arc::clone(&self.tally);
+        let completed = Arc::clone(&self.completed);
+        let failed = Arc::clone(&self.failed);
+        let packets = Arc::clone(&self.packets);
+        let submitted = Instant::now();
+        let reply = move |result: Result<Outcome, JournalError>| {
+            let mut tally = lock(&tally);
+            match result {
+                Ok(outcome) => tally_outcome(&mut tally, kind, minute, submitted, outcome, &packets),
+                Err(error) => {
+                    failed.store(true, Ordering::Release);
+                    tally.reject(kind.name(), &error.to_string());
+                }
+            }
+            drop(tally);
+            completed.fetch_add(1, Ordering::Release);
+        };
+        // Only this driver submits: with fewer than a queue's worth in
+        // flight, the queue has room.
+        self.wait_for(self.submitted.saturating_sub(QUEUE_COMMANDS_MAX as u64 - 1))?;
+        self.store.submit_with(command, reply)?;
+        self.submitted += 1;
+        self.recent.push_back((timed.at, self.submitted));
+        Ok(())
+    }
+
+    fn figures(&self) -> LedgerFigures {
+        let merchants = &self.merchants;
+        self.store.read(|platform| {
+            let mut figures = LedgerFigures::default();
+            for trade in platform.trades() {
+                if trade.paid_at.is_none() {
+                    continue;
+                }
+                figures.paid_trades += 1;
+                figures.gmv_paid += u128::from(trade.amount);
+                figures.discounts += u128::from(trade.discount);
+                figures.refunded += u128::from(trade.refunded);
+                figures.trade_fees += u128::from(trade.fee);
+                if trade.settled_at.is_some() {
+                    figures.gmv_settled += u128::from(trade.amount);
+                    figures.merchant_net_of_trades +=
+                        u128::from(trade.amount) - u128::from(trade.refunded) - u128::from(trade.fee);
+                } else if trade.status == TradeStatus::TradeClosed {
+                    figures.closed_unsettled += u128::from(trade.amount);
+                } else {
+                    figures.unsettled_trades += 1;
+                }
+            }
+            let merchant_set: std::collections::HashSet<u64> = merchants.iter().copied().collect();
+            for withdrawal in platform.withdrawals() {
+                if withdrawal.status == WithdrawalStatus::Succeeded && merchant_set.contains(&withdrawal.party) {
+                    figures.merchant_withdrawals += u128::from(withdrawal.amount + withdrawal.fee);
+                }
+            }
+            let ledger = platform.ledger();
+            for &merchant in merchants {
+                if let Some(account) = ledger.account(accounts::wallet(merchant)) {
+                    figures.merchant_balances += account.credits_posted - account.debits_posted;
+                }
+            }
+            if let Some(revenue) = ledger.account(REVENUE) {
+                figures.revenue = revenue.credits_posted - revenue.debits_posted;
+            }
+            match ledger.check_conservation() {
+                Ok(totals) => {
+                    for total in totals.values() {
+                        figures.debits_posted += total.debits_posted.to_u128().unwrap_or(u128::MAX);
+                        figures.credits_posted += total.credits_posted.to_u128().unwrap_or(u128::MAX);
+                    }
+                    figures.conserved = true;
+                }
+                Err(_) => figures.conserved = false,
+            }
+            figures
+        })
+    }
+}
+
+fn tally_outcome(
+    tally: &mut Tally,
+    kind: Kind,
+    minute: Option<usize>,
+    submitted: Instant,
+    outcome: Outcome,
+    packets: &Mutex<HashMap<u64, u64>>,
+) {
+    let mut payment = None;
+    let acknowledged = &mut tally.acknowledged;
+    match (kind, outcome) {
+        (Kind::Pay, Outcome::TradeUpdated(trade)) if trade.paid_at.is_some() => {
+            acknowledged.payments += 1;
+            acknowledged.gmv += trade.amount;
+            acknowledged.discounts += trade.discount;
+            payment = Some(trade.amount);
+        }
+        (Kind::Pay, Outcome::Rejected(Rejection::InsufficientFunds)) => acknowledged.declined += 1,
+        (Kind::Refund, Outcome::RefundCreated { refund, .. }) => {
+            acknowledged.refunds += 1;
+            acknowledged.refunded += refund.amount;
+        }
+        (Kind::Transfer, Outcome::Transferred { fee, .. }) => {
+            acknowledged.transfers += 1;
+            acknowledged.transfer_fees += fee;
+        }
+        (Kind::TopUp, Outcome::ToppedUp { amount, .. }) => {
+            acknowledged.top_ups += 1;
+            acknowledged.topped_up += amount;
+        }
+        (Kind::FundSubscribe, Outcome::FundMoved { .. }) => acknowledged.fund_subscriptions += 1,
+        (Kind::Withdraw, Outcome::WithdrawalRequested { amount, fee, .. }) => {
+            acknowledged.withdrawals += 1;
+            acknowledged.withdrawn += amount;
+            acknowledged.withdrawal_fees += fee;
+        }
+        (Kind::SendRedPacket { packet }, Outcome::RedPacketCreated { number, .. }) => {
+            acknowledged.red_packets += 1;
+            lock(packets).insert(packet, number);
+        }
+        (Kind::ClaimRedPacket, Outcome::RedPacketClaimed { .. }) => acknowledged.red_packet_claims += 1,
+        (Kind::FundYield, Outcome::FundYieldPaid(day)) => acknowledged.fund_yield += day.income,
+        (Kind::Ship | Kind::Confirm, Outcome::TradeUpdated(_)) => {}
+        (Kind::Tick, Outcome::Ticked { .. }) => {}
+        (Kind::Setup(_), Outcome::Rejected(rejection)) | (_, Outcome::Rejected(rejection)) => {
+            tally.reject(kind.name(), &describe(&rejection));
+        }
+        (Kind::Setup(_), _) => {}
+        (_, other) => tally.reject(kind.name(), &format!("unexpected answer {}", short(&other))),
+    }
+    tally.answered(minute, submitted, payment);
+}
+
+fn describe(rejection: &Rejection) -> String {
+    match rejection {
+        Rejection::InsufficientFunds => "insufficient funds".to_string(),
+        Rejection::NotFound(what) => format!("{what} not found"),
+        Rejection::Invalid(why) | Rejection::Conflict(why) | Rejection::LimitExceeded(why) => why.clone(),
+    }
+}
+
+fn short(outcome: &Outcome) -> String {
+    let text = format!("{outcome:?}");
+    text.chars().take(60).collect()
+}

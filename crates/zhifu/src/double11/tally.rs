@@ -1,0 +1,115 @@
+//! What a run measures as it goes: the acknowledged money figures (from each
+//! command's outcome) and the timing (per simulated minute and per
+//! wall-clock second). Shared by the in-process and the HTTP drivers.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+const MINUTES_PER_DAY: usize = 24 * 60;
+/// Latencies are recorded in microseconds up to a minute.
+const LATENCY_MAX_US: u64 = 60_000_000;
+
+/// Money acknowledged to the driver, in fen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub commands: u64,
+    pub payments: u64,
+    pub gmv: u64,
+    pub discounts: u64,
+    /// Payments refused for want of money.
+    pub declined: u64,
+    pub refunds: u64,
+    pub refunded: u64,
+    pub transfers: u64,
+    pub transfer_fees: u64,
+    pub top_ups: u64,
+    pub topped_up: u64,
+    pub fund_subscriptions: u64,
+    pub withdrawals: u64,
+    pub withdrawn: u64,
+    pub withdrawal_fees: u64,
+    pub red_packets: u64,
+    pub red_packet_claims: u64,
+    pub fund_yield: u64,
+    /// Refusals other than declined payments, by what and why.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// One minute of the simulated day.
+pub struct Minute {
+    pub payments: u64,
+    pub gmv: u64,
+    pub latency: Histogram<u64>,
+}
+
+pub struct Tally {
+    pub acknowledged: Acknowledged,
+    /// Submit to answer of every command of the day (not the setup), in µs.
+    pub latency: Histogram<u64>,
+    pub minutes: Vec<Minute>,
+    /// Payments answered in each wall-clock second since the day began.
+    pub wall_seconds: Vec<u64>,
+    pub day_started: Option<Instant>,
+    pub day_finished: Option<Instant>,
+}
+
+#[allow(clippy::expect_used)] // constant bounds, valid for hdrhistogram: not input
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2).expect("valid histogram bounds")
+}
+
+impl Tally {
+    pub fn new() -> Tally {
+        Tally {
+            acknowledged: Acknowledged::default(),
+            latency: histogram(),
+            minutes: (0..MINUTES_PER_DAY).map(|_| Minute { payments: 0, gmv: 0, latency: histogram() }).collect(),
+            wall_seconds: Vec::new(),
+            day_started: None,
+            day_finished: None,
+        }
+    }
+
+    /// Records the answer to a command submitted at `submitted` for
+    /// simulated minute `minute` (`None`: outside the day).
+    pub fn answered(&mut self, minute: Option<usize>, submitted: Instant, payment: Option<u64>) {
+        let now = Instant::now();
+        let micros = u64::try_from(now.duration_since(submitted).as_micros()).unwrap_or(u64::MAX);
+        let micros = micros.clamp(1, LATENCY_MAX_US);
+        self.acknowledged.commands += 1;
+        let Some(minute) = minute.filter(|&m| m < MINUTES_PER_DAY) else { return };
+        let _ = self.latency.record(micros);
+        let slot = &mut self.minutes[minute];
+        let _ = slot.latency.record(micros);
+        if let Some(amount) = payment {
+            slot.payments += 1;
+            slot.gmv += amount;
+            if let Some(started) = self.day_started {
+                let second = now.duration_since(started).as_secs() as usize;
+                if self.wall_seconds.len() <= second {
+                    self.wall_seconds.resize(second + 1, 0);
+                }
+                self.wall_seconds[second] += 1;
+            }
+        }
+    }
+
+    pub fn reject(&mut self, what: &str, why: &str) {
+        *self.acknowledged.rejected.entry(format!("{what}: {why}")).or_default() += 1;
+    }
+
+    /// Wall-clock time the day's operations took.
+    pub fn day_elapsed(&self) -> Duration {
+        match (self.day_started, self.day_finished) {
+            (Some(start), Some(end)) => end.duration_since(start),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The most payments answered in one wall-clock second.
+    pub fn peak_per_second(&self) -> u64 {
+        self.wall_seconds.iter().copied().max().unwrap_or(0)
+    }
+}
