@@ -126,6 +126,8 @@ pub struct Payment {
     pub from_fund: bool,
     /// The platform's Double Eleven campaign applies (instant trades only).
     pub campaign: bool,
+    /// How many follow-ups (ship, confirm, refunds) refer to this trade.
+    pub follow_ups: u8,
 }
 
 /// One thing that happens. Buyers and merchants are indices (0-based) in the
@@ -371,7 +373,7 @@ impl Workload {
         let amount = round_to_dime(self.amounts.sample(&mut self.rng).clamp(100.0, 5_000_000.0));
         let mode = if self.rng.random_bool(0.7) { Mode::Escrow } else { Mode::Instant };
         let buyer = self.buyer();
-        let payment = Payment {
+        let mut payment = Payment {
             trade: self.next_trade,
             buyer,
             merchant: self.merchant(),
@@ -379,8 +381,10 @@ impl Workload {
             mode,
             from_fund: self.fund_holders[buyer as usize] && self.rng.random_bool(0.35),
             campaign: mode == Mode::Instant && amount >= self.plan.campaign_min_spend && self.rng.random_bool(0.25),
+            follow_ups: 0,
         };
         self.next_trade += 1;
+        let scheduled_before = self.serial;
         let (merchant, trade) = (payment.merchant, payment.trade);
         if mode == Mode::Escrow {
             let shipped = self.later(at, MINUTE, 3 * HOUR);
@@ -402,6 +406,7 @@ impl Workload {
                 }
             }
         }
+        payment.follow_ups = (self.serial - scheduled_before) as u8;
         Op::Pay(payment)
     }
 

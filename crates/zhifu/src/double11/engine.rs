@@ -34,8 +34,10 @@ use super::{DAY_START_NANOS, LedgerFigures, RunOutput};
 const QUEUE_COMMANDS_MAX: usize = 8_192;
 /// Commands in one group commit (one write, one fdatasync).
 const GROUP_COMMANDS_MAX: usize = 2_048;
-/// The platform state is large (every trade of the day), so snapshots are rare.
-const SNAPSHOT_EVERY_COMMANDS: u64 = 2_000_000;
+/// The platform state is large (every trade of the day) and a snapshot stops
+/// the writer while it is written (seconds at this size), so snapshots are
+/// rare: a resumed run replays at most this many commands instead.
+const SNAPSHOT_EVERY_COMMANDS: u64 = 10_000_000;
 /// Transfers older than this (clock time) leave memory for the history file.
 const MEMORY_HORIZON_NANOS: u64 = 3_600 * 1_000_000_000;
 
@@ -45,19 +47,37 @@ pub struct EngineOptions<'a> {
     pub crash_at: Option<f64>,
 }
 
+/// A paid trade, as its follow-ups need it.
+#[derive(Clone, Copy)]
+struct PaidTrade {
+    number: u64,
+    merchant: u64,
+    paid_by_buyer: u64,
+    refunded: u64,
+    follow_ups_left: u8,
+}
+
 /// What a command was, for tallying its answer.
 #[derive(Clone, Copy)]
 enum Kind {
     Setup(&'static str),
-    Pay,
+    /// The simulation's trade, and how many follow-ups will look it up.
+    Pay {
+        trade: u64,
+        follow_ups: u8,
+    },
     Ship,
     Confirm,
-    Refund,
+    Refund {
+        trade: u64,
+    },
     Transfer,
     TopUp,
     FundSubscribe,
     Withdraw,
-    SendRedPacket { packet: u64 },
+    SendRedPacket {
+        packet: u64,
+    },
     ClaimRedPacket,
     Tick,
     FundYield,
@@ -67,10 +87,10 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Setup(name) => name,
-            Kind::Pay => "payment",
+            Kind::Pay { .. } => "payment",
             Kind::Ship => "ship",
             Kind::Confirm => "confirm",
-            Kind::Refund => "refund",
+            Kind::Refund { .. } => "refund",
             Kind::Transfer => "transfer",
             Kind::TopUp => "top-up",
             Kind::FundSubscribe => "fund subscription",
@@ -115,6 +135,9 @@ struct Driver {
     failed: Arc<AtomicBool>,
     /// The platform numbers of the simulation's red packets.
     packets: Arc<Mutex<HashMap<u64, u64>>>,
+    /// Paid trades with follow-ups still to come, by the simulation's serial.
+    paid: Arc<Mutex<HashMap<u64, PaidTrade>>>,
+    resume_after: u64,
     plan: sim::Plan,
     merchants: Vec<u64>,
     buyers: Vec<u64>,
@@ -148,6 +171,8 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         completed: Arc::new(AtomicU64::new(resume_after)),
         failed: Arc::new(AtomicBool::new(false)),
         packets: Arc::new(Mutex::new(HashMap::new())),
+        paid: Arc::new(Mutex::new(HashMap::new())),
+        resume_after,
         plan: plan.clone(),
         merchants: Vec::new(),
         buyers: Vec::new(),
@@ -184,7 +209,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         }
         let Some((action, kind)) = driver.action(&timed)? else { continue };
         driver.generated += 1;
-        let is_payment = matches!(kind, Kind::Pay);
+        let is_payment = matches!(kind, Kind::Pay { .. });
         if is_payment {
             payments_submitted += 1;
         }
@@ -278,12 +303,36 @@ impl Driver {
         self.wait_for(self.follow_up_needs)
     }
 
-    fn paid_trade(&mut self, at: u64, merchant: u32, trade: u64) -> anyhow::Result<Option<platform::Trade>> {
+    /// A paid trade a follow-up refers to. Payments answered in this process
+    /// left it in `paid` (so the driver never waits for the state's lock);
+    /// one paid before a crash is read from the state, where a paid trade
+    /// stays paid: either way the answer is the same on every run.
+    fn paid_trade(&mut self, at: u64, merchant: u32, trade: u64) -> anyhow::Result<Option<PaidTrade>> {
         self.wait_for_follow_up(at)?;
+        {
+            let mut paid = lock(&self.paid);
+            if let Some(entry) = paid.get_mut(&trade) {
+                let found = *entry;
+                entry.follow_ups_left = entry.follow_ups_left.saturating_sub(1);
+                if entry.follow_ups_left == 0 {
+                    paid.remove(&trade);
+                }
+                return Ok(Some(found));
+            }
+        }
+        if self.resume_after == 0 {
+            return Ok(None);
+        }
         let merchant = self.merchants[merchant as usize];
         let out_trade_no = out_trade_no(trade);
         Ok(self.store.read(|platform| {
-            platform.trade_by_out_trade_no(merchant, &out_trade_no).filter(|t| t.paid_at.is_some()).cloned()
+            platform.trade_by_out_trade_no(merchant, &out_trade_no).filter(|t| t.paid_at.is_some()).map(|t| PaidTrade {
+                number: t.number,
+                merchant: t.merchant,
+                paid_by_buyer: t.paid_by_buyer(),
+                refunded: t.refunded,
+                follow_ups_left: 0,
+            })
         }))
     }
 
@@ -346,7 +395,8 @@ impl Driver {
                 };
                 let source = if payment.from_fund { PaySource::Fund } else { PaySource::Balance };
                 let buyer = self.buyers[payment.buyer as usize];
-                (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, Kind::Pay)
+                let kind = Kind::Pay { trade: payment.trade, follow_ups: payment.follow_ups };
+                (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, kind)
             }
             Op::Ship { merchant, trade } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
@@ -360,8 +410,8 @@ impl Driver {
             Op::Refund { merchant, trade, refund, share } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
                 let amount = match share {
-                    RefundShare::Full => found.refundable(),
-                    RefundShare::Half => (found.paid_by_buyer() / 2).max(1),
+                    RefundShare::Full => found.paid_by_buyer - found.refunded,
+                    RefundShare::Half => (found.paid_by_buyer / 2).max(1),
                 };
                 (
                     Action::RefundTrade {
@@ -371,7 +421,7 @@ impl Driver {
                         amount,
                         reason: Some("changed my mind".to_string()),
                     },
-                    Kind::Refund,
+                    Kind::Refund { trade },
                 )
             }
             Op::Transfer { from, to, amount } => (
@@ -414,11 +464,12 @@ impl Driver {
         let completed = Arc::clone(&self.completed);
         let failed = Arc::clone(&self.failed);
         let packets = Arc::clone(&self.packets);
+        let paid = Arc::clone(&self.paid);
         let submitted = Instant::now();
         let reply = move |result: Result<Outcome, JournalError>| {
             let mut tally = lock(&tally);
             match result {
-                Ok(outcome) => tally_outcome(&mut tally, kind, minute, submitted, outcome, &packets),
+                Ok(outcome) => tally_outcome(&mut tally, kind, minute, submitted, outcome, &packets, &paid),
                 Err(error) => {
                     failed.store(true, Ordering::Release);
                     tally.reject(kind.name(), &error.to_string());
@@ -496,20 +547,34 @@ fn tally_outcome(
     submitted: Instant,
     outcome: Outcome,
     packets: &Mutex<HashMap<u64, u64>>,
+    paid: &Mutex<HashMap<u64, PaidTrade>>,
 ) {
     let mut payment = None;
     let acknowledged = &mut tally.acknowledged;
     match (kind, outcome) {
-        (Kind::Pay, Outcome::TradeUpdated(trade)) if trade.paid_at.is_some() => {
+        (Kind::Pay { trade: serial, follow_ups }, Outcome::TradeUpdated(trade)) if trade.paid_at.is_some() => {
             acknowledged.payments += 1;
             acknowledged.gmv += trade.amount;
             acknowledged.discounts += trade.discount;
             payment = Some(trade.amount);
+            if follow_ups > 0 {
+                let entry = PaidTrade {
+                    number: trade.number,
+                    merchant: trade.merchant,
+                    paid_by_buyer: trade.paid_by_buyer(),
+                    refunded: 0,
+                    follow_ups_left: follow_ups,
+                };
+                lock(paid).insert(serial, entry);
+            }
         }
-        (Kind::Pay, Outcome::Rejected(Rejection::InsufficientFunds)) => acknowledged.declined += 1,
-        (Kind::Refund, Outcome::RefundCreated { refund, .. }) => {
+        (Kind::Pay { .. }, Outcome::Rejected(Rejection::InsufficientFunds)) => acknowledged.declined += 1,
+        (Kind::Refund { trade: serial }, Outcome::RefundCreated { refund, .. }) => {
             acknowledged.refunds += 1;
             acknowledged.refunded += refund.amount;
+            if let Some(entry) = lock(paid).get_mut(&serial) {
+                entry.refunded += refund.amount;
+            }
         }
         (Kind::Transfer, Outcome::Transferred { fee, .. }) => {
             acknowledged.transfers += 1;
