@@ -71,6 +71,8 @@ pub enum Action {
         fee_rate_bps: Option<u32>,
         webhook_url: Option<String>,
         webhook_secret: String,
+        /// A merchant's RSA public key (PEM) for the Alipay-compatible gateway.
+        app_public_key: Option<String>,
     },
     TopUp {
         party: u64,
@@ -104,6 +106,19 @@ pub enum Action {
         buyer: u64,
         source: PaySource,
         coupon: Option<u64>,
+    },
+    /// A one-time code for paying at a till (made by the server: the code
+    /// is random, so it is in the command).
+    IssuePaymentCode {
+        user: u64,
+        code: String,
+        expires_at: u64,
+    },
+    /// Creates a trade and charges the buyer whose payment code the till
+    /// scanned; the code is used up whatever the outcome.
+    PayWithCode {
+        trade: NewTrade,
+        code: String,
     },
     PayTrade {
         trade: u64,
@@ -305,6 +320,10 @@ pub enum Outcome {
         value: u64,
     },
     CouponIssued(crate::marketing::Coupon),
+    PaymentCodeIssued {
+        code: String,
+        expires_at: u64,
+    },
     LoanUpdated(Box<crate::loans::Loan>),
     Rejected(Rejection),
     /// The idempotency key was used before with another request.

@@ -254,6 +254,7 @@ impl Platform {
                 fee_rate_bps: 0,
                 webhook_url: None,
                 webhook_secret: String::new(),
+                app_public_key: None,
                 created_at: now,
             };
             self.state.parties.insert(number, party);

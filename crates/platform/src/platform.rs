@@ -33,6 +33,8 @@ pub struct Party {
     pub fee_rate_bps: u32,
     pub webhook_url: Option<String>,
     pub webhook_secret: String,
+    /// For the Alipay-compatible gateway: the merchant's RSA public key (PEM).
+    pub app_public_key: Option<String>,
     pub created_at: u64,
 }
 
@@ -138,11 +140,21 @@ pub(crate) struct State {
     pub(crate) loans: crate::loans::LoanBook,
     /// (when, red packet or campaign number): expiries and ends.
     pub(crate) marketing_due: BTreeSet<(u64, u64)>,
+    /// Payment codes not yet used: code → (user, expires_at).
+    pub(crate) payment_codes: BTreeMap<String, (u64, u64)>,
+    pub(crate) payment_codes_due: BTreeSet<(u64, String)>,
 }
 
 pub struct Platform {
     pub(crate) ledger: Ledger,
     pub(crate) state: State,
+}
+
+/// The secrets a new party comes with.
+struct PartyKeys<'a> {
+    key_hash: &'a [u8; 32],
+    webhook_secret: &'a str,
+    app_public_key: &'a Option<String>,
 }
 
 /// What a party's wallet holds.
@@ -271,9 +283,14 @@ impl Platform {
                 self.state.config = config.clone();
                 Outcome::Configured
             }
-            Action::CreateParty { kind, name, key_hash, fee_rate_bps, webhook_url, webhook_secret } => {
-                self.create_party(now, *kind, name, key_hash, *fee_rate_bps, webhook_url, webhook_secret)
+            Action::CreateParty { kind, name, key_hash, fee_rate_bps, webhook_url, webhook_secret, app_public_key } => {
+                let keys = PartyKeys { key_hash, webhook_secret, app_public_key };
+                self.create_party(now, *kind, name, *fee_rate_bps, webhook_url, keys)
             }
+            Action::IssuePaymentCode { user, code, expires_at } => {
+                self.issue_payment_code(now, *user, code, *expires_at)
+            }
+            Action::PayWithCode { trade, code } => self.pay_with_code(now, trade, code),
             Action::TopUp { party, amount, bank } => self.top_up(now, *party, *amount, bank),
             Action::Transfer { from, to, amount, memo: _ } => self.transfer(now, *from, *to, *amount),
             Action::Withdraw { party, amount } => self.withdraw(now, *party, *amount),
@@ -329,17 +346,16 @@ impl Platform {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // the fields of one command
     fn create_party(
         &mut self,
         now: u64,
         kind: PartyKind,
         name: &str,
-        key_hash: &[u8; 32],
         fee_rate_bps: Option<u32>,
         webhook_url: &Option<String>,
-        webhook_secret: &str,
+        keys: PartyKeys<'_>,
     ) -> Outcome {
+        let PartyKeys { key_hash, webhook_secret, app_public_key } = keys;
         if name.trim().is_empty() || name.chars().count() > NAME_CHARS_MAX {
             return rejected_invalid("name must be 1 to 200 characters");
         }
@@ -373,6 +389,7 @@ impl Platform {
             fee_rate_bps: fee_rate_bps.unwrap_or(if kind == PartyKind::Merchant { 60 } else { 0 }),
             webhook_url: webhook_url.clone(),
             webhook_secret: webhook_secret.to_string(),
+            app_public_key: app_public_key.clone(),
             created_at: now,
         };
         self.state.parties.insert(number, party);
@@ -516,6 +533,13 @@ impl Platform {
             }
         }
         let (trades_closed, trades_settled) = self.run_trades_due(now);
+        while let Some((expires_at, code)) = self.state.payment_codes_due.first().cloned() {
+            if expires_at > now {
+                break;
+            }
+            self.state.payment_codes_due.pop_first();
+            self.state.payment_codes.remove(&code);
+        }
         self.run_marketing_due(now);
         self.accrue_loans(now);
         let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);

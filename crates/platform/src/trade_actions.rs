@@ -16,6 +16,8 @@ use crate::trades::{
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// Merchant references (`out_trade_no`, `out_request_no`) are at most this long.
 pub const REFERENCE_CHARS_MAX: usize = 64;
+/// Payment codes are this many digits, as Alipay's.
+pub const PAYMENT_CODE_DIGITS: usize = 18;
 /// A trade's subject is at most this long.
 pub const SUBJECT_CHARS_MAX: usize = 256;
 /// A refund reason is at most this long.
@@ -182,6 +184,40 @@ impl Platform {
         self.state.trades_due.insert((expire_at, number));
         self.state.trades.insert(number, trade.clone());
         Outcome::TradeUpdated(Box::new(trade))
+    }
+
+    pub(crate) fn issue_payment_code(&mut self, now: u64, user: u64, code: &str, expires_at: u64) -> Outcome {
+        if self.state.parties.get(&user).is_none_or(|p| p.kind != PartyKind::User) {
+            return Outcome::Rejected(Rejection::NotFound("user".to_string()));
+        }
+        if code.len() != PAYMENT_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) || expires_at <= now {
+            return invalid("a payment code is 18 digits with an expiry in the future");
+        }
+        if self.state.payment_codes.contains_key(code) {
+            return conflict("payment code already issued");
+        }
+        self.state.payment_codes.insert(code.to_string(), (user, expires_at));
+        self.state.payment_codes_due.insert((expires_at, code.to_string()));
+        Outcome::PaymentCodeIssued { code: code.to_string(), expires_at }
+    }
+
+    pub(crate) fn pay_with_code(&mut self, now: u64, new: &NewTrade, code: &str) -> Outcome {
+        // A retry of a till payment that went through gets its trade back
+        // (the code is spent by then).
+        if let Some(existing) = self.trade_by_out_trade_no(new.merchant, &new.out_trade_no)
+            && existing.paid_at.is_some()
+        {
+            return self.create_trade(now, new);
+        }
+        let Some((user, expires_at)) = self.state.payment_codes.get(code).copied() else {
+            return Outcome::Rejected(Rejection::Invalid("payment code unknown or already used".to_string()));
+        };
+        self.state.payment_codes.remove(code);
+        self.state.payment_codes_due.remove(&(expires_at, code.to_string()));
+        if expires_at <= now {
+            return Outcome::Rejected(Rejection::Invalid("payment code expired".to_string()));
+        }
+        self.create_and_pay_trade(now, new, user, PaySource::Balance, None)
     }
 
     pub(crate) fn create_and_pay_trade(

@@ -36,6 +36,7 @@ impl World {
             fee_rate_bps: None,
             webhook_url: None,
             webhook_secret: String::new(),
+            app_public_key: None,
         });
         match outcome {
             Outcome::PartyCreated { number, .. } => number,
@@ -165,6 +166,7 @@ fn the_platform_survives_a_restart_through_its_journal() {
         fee_rate_bps: None,
         webhook_url: None,
         webhook_secret: "s".into(),
+        app_public_key: None,
     };
     submit(key(1));
     submit(key(2));
@@ -242,6 +244,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
         fee_rate_bps: None,
         webhook_url: None,
         webhook_secret: String::new(),
+        app_public_key: None,
     };
     assert!(matches!(
         store.submit(Command { now: START, idempotency: None, action: party(PartyKind::Merchant, 1) }).unwrap(),

@@ -70,6 +70,8 @@ pub struct AppState {
     pub server_secret: [u8; 32],
     pub limiter: RateLimiter,
     pub metrics: Metrics,
+    /// Signs the Alipay-compatible gateway's answers (made on first use).
+    pub gateway_key: crate::gateway::PlatformKey,
 }
 
 impl AppState {
@@ -166,6 +168,7 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         server_secret,
         limiter: RateLimiter::new(config.rate_limit_per_second),
         metrics: Metrics::default(),
+        gateway_key: crate::gateway::PlatformKey::in_directory(&config.data_dir),
     });
     if state.store.read(|p| p.config() != &config.platform) {
         state.submit(None, Action::Configure(config.platform.clone())).await.map_err(|e| anyhow::anyhow!(e.message))?;

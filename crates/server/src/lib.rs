@@ -8,6 +8,7 @@
 //! - `body`: JSON bodies with API errors, and `Idempotency-Key`.
 //! - `error`: the error format. `clock`: real or simulated time. `metrics`.
 //! - [`webhooks`]: signed notifications to merchants, retried on a schedule.
+//! - [`gateway`]: `/gateway.do`, Alipay's open-platform protocol (RSA2).
 //!
 //! Every request that changes state becomes one platform command, submitted
 //! to the journal's writer, which gathers concurrent commands into one
@@ -18,6 +19,7 @@ mod auth;
 mod body;
 pub mod clock;
 mod error;
+pub mod gateway;
 mod metrics;
 mod routes;
 pub mod webhooks;

@@ -60,6 +60,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/red-packets/{id}", get(products::get_red_packet))
         .route("/v1/red-packets/{id}/claims", post(products::claim))
         .route("/v1/admin/ledger/check", get(operations::ledger_check))
+        .route("/v1/payment-codes", post(trades::create_payment_code))
+        .route("/gateway.do", get(crate::gateway::gateway).post(crate::gateway::gateway))
         .route("/v1/admin/clock", post(operations::advance_clock))
         .route("/v1/admin/reconciliation", get(operations::reconciliation))
         .route("/v1/admin/fee-schedules", get(operations::fee_schedules))
@@ -77,7 +79,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         parties::balance, parties::statement,
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
-        trades::get_trade, trades::list_trades, trades::list_events,
+        trades::get_trade, trades::list_trades, trades::list_events, trades::create_payment_code,
         products::subscribe, products::redeem, products::position, products::pay_yield,
         products::create_campaign, products::get_campaign, products::issue_coupon,
         products::create_red_packet, products::get_red_packet, products::claim,

@@ -37,6 +37,11 @@ pub struct NewMerchant {
     /// Where notifications are POSTed (http or https).
     #[schema(max_length = 2048, pattern = "^https?://")]
     pub webhook_url: Option<String>,
+    /// For the Alipay-compatible gateway (`/gateway.do`): the merchant's RSA
+    /// public key (PEM or bare base64, at least 2048 bits) that verifies its
+    /// requests. The answer then carries `app_id` and `alipay_public_key`.
+    #[schema(max_length = 4096)]
+    pub app_public_key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -49,6 +54,13 @@ pub struct CreatedParty {
     pub webhook_secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fee_rate_bps: Option<u32>,
+    /// With `app_public_key`: the merchant's app id on the gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// With `app_public_key`: the platform's public key (PEM), which signs
+    /// the gateway's answers and notifications.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alipay_public_key: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,7 +131,8 @@ pub async fn create_user(
     body: JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
     caller.require_admin()?;
-    create_party(&state, caller, &body, PartyKind::User, body.value.name.clone(), None, None).await
+    let new = NewParty { kind: PartyKind::User, name: body.value.name.clone(), ..NewParty::default() };
+    create_party(&state, caller, &body, new).await
 }
 
 #[utoipa::path(post, path = "/v1/merchants", tag = "parties", request_body = NewMerchant,
@@ -138,27 +151,61 @@ pub async fn create_merchant(
         return Err(ApiError::invalid("webhook_url must be an http or https URL of at most 2048 characters"));
     }
     let value = &body.value;
-    create_party(
-        &state,
-        caller,
-        &body,
-        PartyKind::Merchant,
-        value.name.clone(),
-        value.fee_rate_bps,
-        value.webhook_url.clone(),
-    )
-    .await
+    let app_public_key = match &value.app_public_key {
+        Some(text) => {
+            crate::gateway::parse_public_key(text)
+                .map_err(|why| ApiError::invalid(format!("app_public_key is not a usable RSA public key: {why}")))?;
+            Some(text.trim().to_string())
+        }
+        None => None,
+    };
+    let new = NewParty {
+        kind: PartyKind::Merchant,
+        name: value.name.clone(),
+        fee_rate_bps: value.fee_rate_bps,
+        webhook_url: value.webhook_url.clone(),
+        app_public_key,
+    };
+    create_party(&state, caller, &body, new).await
+}
+
+/// What the admin asked for in a new party.
+struct NewParty {
+    kind: PartyKind,
+    name: String,
+    fee_rate_bps: Option<u32>,
+    webhook_url: Option<String>,
+    app_public_key: Option<String>,
+}
+
+impl Default for NewParty {
+    fn default() -> NewParty {
+        NewParty {
+            kind: PartyKind::User,
+            name: String::new(),
+            fee_rate_bps: None,
+            webhook_url: None,
+            app_public_key: None,
+        }
+    }
 }
 
 async fn create_party<T>(
     state: &Arc<AppState>,
     caller: Caller,
     body: &JsonBody<T>,
-    kind: PartyKind,
-    name: String,
-    fee_rate_bps: Option<u32>,
-    webhook_url: Option<String>,
+    new: NewParty,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
+    let NewParty { kind, name, fee_rate_bps, webhook_url, app_public_key } = new;
+    let alipay_public_key = match app_public_key {
+        Some(_) => Some(
+            state
+                .gateway_key
+                .public_pem()
+                .map_err(|error| ApiError::unavailable(format!("the gateway key: {error}")))?,
+        ),
+        None => None,
+    };
     // A retried request must answer with the same key, yet zhifu keeps only
     // key hashes: with an Idempotency-Key, the key is derived from the
     // request under the server's own secret, so the replay derives it again.
@@ -179,6 +226,7 @@ async fn create_party<T>(
         fee_rate_bps,
         webhook_url,
         webhook_secret: webhook_secret.clone().unwrap_or_default(),
+        app_public_key,
     };
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let number = outcome_or_error!(outcome, Outcome::PartyCreated { number, .. } => number)?;
@@ -191,6 +239,8 @@ async fn create_party<T>(
             api_key,
             webhook_secret,
             fee_rate_bps: if kind == PartyKind::Merchant { fee_rate_bps } else { None },
+            app_id: alipay_public_key.as_ref().map(|_| crate::gateway::app_id(number)),
+            alipay_public_key,
         }),
     ))
 }

@@ -276,6 +276,36 @@ pub async fn create_trade(
 }
 
 /// Runs a trade action for the caller and answers with the trade.
+/// A payment code is valid this long (clock time), as Alipay's.
+const PAYMENT_CODE_SECONDS: u64 = 60;
+
+#[derive(Serialize, ToSchema)]
+pub struct PaymentCode {
+    /// 18 digits, single use: what the buyer's app shows at a till, for
+    /// `alipay.trade.pay` on the gateway.
+    pub auth_code: String,
+    pub expires_at: String,
+}
+
+#[utoipa::path(post, path = "/v1/payment-codes", tag = "trades",
+    responses((status = 201, body = PaymentCode), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_payment_code(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<PaymentCode>), ApiError> {
+    let user = caller.require_party(&[PartyKind::User])?;
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|_| ApiError::unavailable("no randomness for a payment code"))?;
+    // Alipay's codes start 25 to 30; the rest is random digits.
+    let code: String = "28".chars().chain(random.iter().map(|byte| char::from(b'0' + byte % 10))).collect();
+    let expires_at = state.clock.now().saturating_add(PAYMENT_CODE_SECONDS * 1_000_000_000);
+    let outcome = state.submit(None, Action::IssuePaymentCode { user, code, expires_at }).await?;
+    let (code, expires_at) =
+        outcome_or_error!(outcome, Outcome::PaymentCodeIssued { code, expires_at } => (code, expires_at))?;
+    Ok((StatusCode::CREATED, Json(PaymentCode { auth_code: code, expires_at: rfc3339(expires_at) })))
+}
+
 async fn act<T>(
     state: &Arc<AppState>,
     caller: Caller,

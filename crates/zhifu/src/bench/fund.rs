@@ -105,6 +105,7 @@ fn red_packets(args: &FundBenchArgs, store: &Durable<Platform>) -> anyhow::Resul
             fee_rate_bps: None,
             webhook_url: None,
             webhook_secret: String::new(),
+            app_public_key: None,
         },
     })? {
         Outcome::PartyCreated { number, .. } => number,

@@ -120,5 +120,6 @@ fn create(kind: PartyKind, index: u64) -> Action {
         fee_rate_bps: None,
         webhook_url: None,
         webhook_secret: String::new(),
+        app_public_key: None,
     }
 }

@@ -345,6 +345,7 @@ impl Driver {
             fee_rate_bps: None,
             webhook_url: None,
             webhook_secret: String::new(),
+            app_public_key: None,
         };
         if !matches!(timed.op, Op::CreateMerchant { .. } | Op::CreateBuyer { .. }) && self.buyers.is_empty() {
             // Everything after the parties refers to them by number.

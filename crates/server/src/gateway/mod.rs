@@ -1,0 +1,556 @@
+//! `/gateway.do`: Alipay's open-platform protocol, so that merchant code
+//! written for Alipay's SDKs runs against zhifu unchanged. The gateway only
+//! translates: every method becomes the platform action the REST API uses
+//! for the same behaviour (create, pay, refund, close, transfer), and its
+//! outcome becomes Alipay's response, signed with the platform's key.
+//!
+//! - `keys`: RSA2 signing and verification, the platform's key.
+//! - `params`: the signed text of a request, decimal yuan amounts.
+
+mod keys;
+mod params;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use platform::{Action, NewTrade, Outcome, PartyKind, Rejection, Trade, TradeMode, TradeStatus};
+use serde_json::{Map, Value, json};
+
+pub use keys::{PlatformKey, parse_public_key};
+pub use params::{fen_to_yuan, sign_content, yuan_to_fen};
+
+use crate::app::AppState;
+use crate::routes::{parse_party_id, parse_prefixed};
+
+/// A request's `timestamp` may be this far from the server's clock.
+const TIMESTAMP_SKEW_NANOS: u64 = 15 * 60 * 1_000_000_000;
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+/// China Standard Time, in which Alipay's timestamps are written.
+const CST_OFFSET_SECONDS: i64 = 8 * 3_600;
+
+const METHODS: [&str; 9] = [
+    "alipay.trade.pay",
+    "alipay.trade.precreate",
+    "alipay.trade.create",
+    "alipay.trade.query",
+    "alipay.trade.refund",
+    "alipay.trade.fastpay.refund.query",
+    "alipay.trade.close",
+    "alipay.trade.cancel",
+    "alipay.fund.trans.uni.transfer",
+];
+
+/// The `app_id` of a merchant: 16 digits, as Alipay's.
+pub fn app_id(merchant: u64) -> String {
+    format!("2013{merchant:012}")
+}
+
+fn merchant_of_app_id(app_id: &str) -> Option<u64> {
+    let digits =
+        app_id.strip_prefix("2013").filter(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_digit()))?;
+    digits.parse().ok().filter(|&number| number > 0)
+}
+
+/// An answer that is not `10000 Success`, as Alipay words them.
+#[derive(Debug)]
+struct Failure {
+    code: &'static str,
+    msg: &'static str,
+    sub_code: String,
+    sub_msg: String,
+}
+
+impl Failure {
+    fn missing(name: &str) -> Failure {
+        Failure {
+            code: "40001",
+            msg: "Missing Required Arguments",
+            sub_code: format!("isv.missing-{}", name.replace('_', "-")),
+            sub_msg: format!("{name} is required"),
+        }
+    }
+
+    fn invalid(sub_code: &str, sub_msg: impl Into<String>) -> Failure {
+        Failure { code: "40002", msg: "Invalid Arguments", sub_code: sub_code.to_string(), sub_msg: sub_msg.into() }
+    }
+
+    fn business(sub_code: &str, sub_msg: impl Into<String>) -> Failure {
+        Failure { code: "40004", msg: "Business Failed", sub_code: sub_code.to_string(), sub_msg: sub_msg.into() }
+    }
+
+    fn unavailable(sub_msg: impl Into<String>) -> Failure {
+        Failure {
+            code: "20000",
+            msg: "Service Currently Unavailable",
+            sub_code: "isp.unknow-error".to_string(),
+            sub_msg: sub_msg.into(),
+        }
+    }
+
+    /// A platform refusal in Alipay's terms.
+    fn from_rejection(rejection: &Rejection) -> Failure {
+        match rejection {
+            Rejection::InsufficientFunds => {
+                Failure::business("ACQ.BUYER_BALANCE_NOT_ENOUGH", "the balance does not cover this")
+            }
+            Rejection::NotFound(what) if what == "trade" => Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"),
+            Rejection::NotFound(what) => Failure::business("ACQ.INVALID_PARAMETER", format!("no such {what}")),
+            Rejection::LimitExceeded(why) => Failure::business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", why.clone()),
+            Rejection::Invalid(why) if why.contains("payment code") => {
+                Failure::business("ACQ.PAYMENT_AUTH_CODE_INVALID", why.clone())
+            }
+            Rejection::Invalid(why) => Failure::invalid("isv.invalid-parameter", why.clone()),
+            Rejection::Conflict(why) if why.contains("another amount") || why.contains("another trade") => {
+                Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", why.clone())
+            }
+            Rejection::Conflict(why) if why.contains("closed") => Failure::business("ACQ.TRADE_HAS_CLOSE", why.clone()),
+            Rejection::Conflict(why) => Failure::business("ACQ.TRADE_STATUS_ERROR", why.clone()),
+        }
+    }
+}
+
+type Answer = Result<Map<String, Value>, Failure>;
+
+/// `GET` or `POST /gateway.do`. Always 200 with a signed body, as Alipay.
+pub async fn gateway(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = collect_params(query.as_deref(), &headers, &body);
+    let method = params.as_ref().ok().and_then(|params| params.get("method").cloned()).unwrap_or_default();
+    let name = if METHODS.contains(&method.as_str()) {
+        format!("{}_response", method.replace('.', "_"))
+    } else {
+        "error_response".to_string()
+    };
+    let answer = match params {
+        Ok(params) => handle(&state, &params, &method).await,
+        Err(failure) => Err(failure),
+    };
+    let mut object = Map::new();
+    match answer {
+        Ok(fields) => {
+            object.insert("code".to_string(), json!("10000"));
+            object.insert("msg".to_string(), json!("Success"));
+            object.extend(fields);
+        }
+        Err(failure) => {
+            object.insert("code".to_string(), json!(failure.code));
+            object.insert("msg".to_string(), json!(failure.msg));
+            object.insert("sub_code".to_string(), json!(failure.sub_code));
+            object.insert("sub_msg".to_string(), json!(failure.sub_msg));
+        }
+    }
+    let text = Value::Object(object).to_string();
+    // The signature covers the exact text sent.
+    let body = match state.gateway_key.sign(&text) {
+        Ok(signature) => format!("{{\"{name}\":{text},\"sign\":\"{signature}\"}}"),
+        Err(error) => {
+            tracing::error!(%error, "the gateway cannot sign");
+            let unsigned = json!({ "error_response": { "code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error", "sub_msg": "the platform cannot sign answers now" } });
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(unsigned)).into_response();
+        }
+    };
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=utf-8"));
+    response
+}
+
+/// The query string's parameters and a form body's, merged (the first of a
+/// repeated name counts).
+fn collect_params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut params = BTreeMap::new();
+    let bad_encoding = || Failure::invalid("isv.invalid-parameter", "parameters must be form-encoded UTF-8");
+    let mut add = |pairs: Vec<(String, String)>| {
+        for (name, value) in pairs {
+            params.entry(name).or_insert(value);
+        }
+    };
+    if let Some(query) = query {
+        add(serde_urlencoded::from_str(query).map_err(|_| bad_encoding())?);
+    }
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    if !body.is_empty() && is_form {
+        add(serde_urlencoded::from_bytes(body).map_err(|_| bad_encoding())?);
+    }
+    Ok(params)
+}
+
+async fn handle(state: &Arc<AppState>, params: &BTreeMap<String, String>, method: &str) -> Answer {
+    let required =
+        |name: &str| params.get(name).filter(|value| !value.is_empty()).ok_or_else(|| Failure::missing(name));
+    let app_id = required("app_id")?;
+    let method_param = required("method")?;
+    let signature = required("sign")
+        .map_err(|_| Failure { sub_code: "isv.missing-signature".to_string(), ..Failure::missing("sign") })?;
+    let sign_type = required("sign_type")?;
+    let timestamp = required("timestamp")?;
+    if !METHODS.contains(&method_param.as_str()) {
+        return Err(Failure::invalid("isv.invalid-method", format!("unknown method {method}")));
+    }
+    if params.get("charset").is_some_and(|charset| !charset.eq_ignore_ascii_case("utf-8")) {
+        return Err(Failure::invalid("isv.invalid-charset", "only utf-8 is supported"));
+    }
+    let merchant = merchant_of_app_id(app_id)
+        .filter(|&number| state.store.read(|p| p.party(number).is_some_and(|party| party.kind == PartyKind::Merchant)))
+        .ok_or_else(|| Failure::invalid("isv.invalid-app-id", "no such app_id"))?;
+    let pem = state
+        .store
+        .read(|p| p.party(merchant).and_then(|party| party.app_public_key.clone()))
+        .ok_or_else(|| Failure::invalid("isv.invalid-app-id", "this merchant has registered no app_public_key"))?;
+    if sign_type != "RSA2" {
+        return Err(Failure::invalid("isv.invalid-signature-type", "sign_type must be RSA2"));
+    }
+    let key =
+        parse_public_key(&pem).map_err(|_| Failure::invalid("isv.invalid-app-id", "the registered key is unusable"))?;
+    if !keys::verify(&key, &sign_content(params, &["sign"]), signature) {
+        return Err(Failure::invalid("isv.invalid-signature", "the signature does not verify"));
+    }
+    let sent_at = parse_timestamp(timestamp)
+        .ok_or_else(|| Failure::invalid("isv.invalid-timestamp", "timestamp must be yyyy-MM-dd HH:mm:ss"))?;
+    if !state.clock.is_simulated() && sent_at.abs_diff(state.clock.now()) > TIMESTAMP_SKEW_NANOS {
+        return Err(Failure::invalid(
+            "isv.invalid-timestamp",
+            "timestamp is more than 15 minutes from the server's time",
+        ));
+    }
+    let biz_text = required("biz_content")?;
+    let Ok(Value::Object(biz)) = serde_json::from_str::<Value>(biz_text) else {
+        return Err(Failure::invalid("isv.invalid-parameter", "biz_content must be a JSON object"));
+    };
+    let biz = Biz(&biz);
+    match method {
+        "alipay.trade.pay" => trade_pay(state, merchant, &biz).await,
+        "alipay.trade.precreate" => trade_create(state, merchant, &biz, None).await.map(|(trade, mut fields)| {
+            fields.insert("qr_code".to_string(), json!(format!("zhifu://pay?trade_no=trd_{}", trade.number)));
+            fields
+        }),
+        "alipay.trade.create" => {
+            let buyer = biz.required("buyer_id")?;
+            let buyer = parse_party_id(&buyer, PartyKind::User)
+                .ok_or_else(|| Failure::invalid("isv.invalid-parameter", "buyer_id must be a zhifu user id (usr_…)"))?;
+            trade_create(state, merchant, &biz, Some(buyer)).await.map(|(trade, mut fields)| {
+                fields.insert("trade_no".to_string(), json!(format!("trd_{}", trade.number)));
+                fields
+            })
+        }
+        "alipay.trade.query" => {
+            let trade = find_trade(state, merchant, &biz)?;
+            Ok(trade_fields(&trade))
+        }
+        "alipay.trade.refund" => trade_refund(state, merchant, &biz).await,
+        "alipay.trade.fastpay.refund.query" => refund_query(state, merchant, &biz),
+        "alipay.trade.close" => {
+            let trade = find_trade(state, merchant, &biz)?;
+            let outcome = submit(state, Action::CloseTrade { trade: trade.number, merchant }).await?;
+            let closed = updated_trade(outcome)?;
+            Ok(ids(&closed))
+        }
+        "alipay.trade.cancel" => trade_cancel(state, merchant, &biz).await,
+        _ => transfer(state, merchant, &biz).await,
+    }
+}
+
+/// `yyyy-MM-dd HH:mm:ss` in China Standard Time, to nanoseconds since the epoch.
+fn parse_timestamp(text: &str) -> Option<u64> {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let moment = time::PrimitiveDateTime::parse(text, &format).ok()?;
+    let offset = time::UtcOffset::from_whole_seconds(CST_OFFSET_SECONDS as i32).ok()?;
+    u64::try_from(moment.assume_offset(offset).unix_timestamp_nanos()).ok()
+}
+
+/// `yyyy-MM-dd HH:mm:ss` in China Standard Time.
+fn format_timestamp(nanos: u64) -> String {
+    let seconds = (nanos / NANOS_PER_SECOND) as i64 + CST_OFFSET_SECONDS;
+    match time::OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(moment) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            moment.year(),
+            u8::from(moment.month()),
+            moment.day(),
+            moment.hour(),
+            moment.minute(),
+            moment.second()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// The fields of `biz_content`: strings, as the SDKs send them.
+struct Biz<'a>(&'a Map<String, Value>);
+
+impl Biz<'_> {
+    fn optional(&self, name: &str) -> Result<Option<String>, Failure> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) if text.is_empty() => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            // Some integrations send plain numbers for amounts.
+            Some(Value::Number(number)) => Ok(Some(number.to_string())),
+            Some(_) => Err(Failure::invalid("isv.invalid-parameter", format!("{name} must be a string"))),
+        }
+    }
+
+    fn required(&self, name: &str) -> Result<String, Failure> {
+        self.optional(name)?.ok_or_else(|| Failure::missing(name))
+    }
+
+    fn amount(&self, name: &str) -> Result<u64, Failure> {
+        let text = self.required(name)?;
+        yuan_to_fen(&text).ok_or_else(|| {
+            Failure::invalid("isv.invalid-parameter", format!("{name} must be yuan with at most two decimals, above 0"))
+        })
+    }
+}
+
+async fn submit(state: &Arc<AppState>, action: Action) -> Result<Outcome, Failure> {
+    let outcome = state.submit(None, action).await.map_err(|error| Failure::unavailable(error.message))?;
+    match outcome {
+        Outcome::Rejected(rejection) => Err(Failure::from_rejection(&rejection)),
+        Outcome::IdempotencyMismatch => {
+            Err(Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", "the same request id came with another request"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn updated_trade(outcome: Outcome) -> Result<Trade, Failure> {
+    match outcome {
+        Outcome::TradeUpdated(trade) => Ok(*trade),
+        _ => Err(Failure::unavailable("unexpected answer from the platform")),
+    }
+}
+
+fn status_name(trade: &Trade) -> &'static str {
+    trade.status.name()
+}
+
+fn ids(trade: &Trade) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("trade_no".to_string(), json!(format!("trd_{}", trade.number)));
+    fields.insert("out_trade_no".to_string(), json!(trade.out_trade_no));
+    fields
+}
+
+fn trade_fields(trade: &Trade) -> Map<String, Value> {
+    let mut fields = ids(trade);
+    fields.insert("trade_status".to_string(), json!(status_name(trade)));
+    fields.insert("total_amount".to_string(), json!(fen_to_yuan(trade.amount)));
+    if let Some(paid_at) = trade.paid_at {
+        fields.insert("buyer_pay_amount".to_string(), json!(fen_to_yuan(trade.paid_by_buyer())));
+        fields.insert("receipt_amount".to_string(), json!(fen_to_yuan(trade.amount)));
+        fields.insert("send_pay_date".to_string(), json!(format_timestamp(paid_at)));
+    }
+    if let Some(buyer) = trade.payer.or(trade.buyer) {
+        fields.insert("buyer_user_id".to_string(), json!(format!("usr_{buyer}")));
+    }
+    fields
+}
+
+fn new_trade(merchant: u64, biz: &Biz<'_>, buyer: Option<u64>) -> Result<NewTrade, Failure> {
+    let out_trade_no = biz.required("out_trade_no")?;
+    let amount = biz.amount("total_amount")?;
+    let subject = biz.required("subject")?;
+    Ok(NewTrade {
+        merchant,
+        out_trade_no,
+        amount,
+        subject,
+        mode: TradeMode::Instant,
+        buyer,
+        auto_confirm_days: None,
+        expire_minutes: None,
+        campaign: None,
+    })
+}
+
+async fn trade_create(
+    state: &Arc<AppState>,
+    merchant: u64,
+    biz: &Biz<'_>,
+    buyer: Option<u64>,
+) -> Result<(Trade, Map<String, Value>), Failure> {
+    let new = new_trade(merchant, biz, buyer)?;
+    let trade = updated_trade(submit(state, Action::CreateTrade(new)).await?)?;
+    let mut fields = Map::new();
+    fields.insert("out_trade_no".to_string(), json!(trade.out_trade_no));
+    Ok((trade, fields))
+}
+
+async fn trade_pay(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+    let scene = biz.required("scene")?;
+    if scene != "bar_code" {
+        return Err(Failure::invalid("isv.invalid-parameter", "scene must be bar_code"));
+    }
+    let code = biz.required("auth_code")?;
+    let new = new_trade(merchant, biz, None)?;
+    let trade = updated_trade(submit(state, Action::PayWithCode { trade: new, code }).await?)?;
+    if trade.paid_at.is_none() {
+        return Err(Failure::business("ACQ.TRADE_STATUS_ERROR", "the trade was not paid"));
+    }
+    let mut fields = trade_fields(&trade);
+    fields.remove("trade_status");
+    fields.insert("gmt_payment".to_string(), json!(trade.paid_at.map(format_timestamp)));
+    Ok(fields)
+}
+
+/// The trade named by `trade_no` or `out_trade_no`, if it is this merchant's.
+fn find_trade(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Result<Trade, Failure> {
+    let by_number = biz.optional("trade_no")?;
+    let by_reference = biz.optional("out_trade_no")?;
+    let found = match (by_number, by_reference) {
+        (Some(trade_no), _) => {
+            let number = parse_prefixed(&trade_no, "trd_")
+                .ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))?;
+            state.store.read(|p| p.trade(number).filter(|t| t.merchant == merchant).cloned())
+        }
+        (None, Some(out_trade_no)) => state.store.read(|p| p.trade_by_out_trade_no(merchant, &out_trade_no).cloned()),
+        (None, None) => return Err(Failure::missing("out_trade_no")),
+    };
+    found.ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))
+}
+
+async fn trade_refund(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+    let trade = find_trade(state, merchant, biz)?;
+    let amount = biz.amount("refund_amount")?;
+    // Without out_request_no, Alipay takes the trade's own reference.
+    let out_request_no = biz.optional("out_request_no")?.unwrap_or_else(|| trade.out_trade_no.clone());
+    let repeated = trade.refunds.iter().any(|refund| refund.out_request_no == out_request_no);
+    let action = Action::RefundTrade {
+        trade: trade.number,
+        merchant,
+        out_request_no,
+        amount,
+        reason: biz.optional("refund_reason")?,
+    };
+    let (updated, refund) = match submit(state, action).await? {
+        Outcome::RefundCreated { trade, refund } => (*trade, refund),
+        _ => return Err(Failure::unavailable("unexpected answer from the platform")),
+    };
+    let mut fields = ids(&updated);
+    fields.insert("fund_change".to_string(), json!(if repeated { "N" } else { "Y" }));
+    fields.insert("refund_fee".to_string(), json!(fen_to_yuan(updated.refunded)));
+    fields.insert("gmt_refund_pay".to_string(), json!(format_timestamp(refund.created_at)));
+    if let Some(buyer) = updated.payer {
+        fields.insert("buyer_user_id".to_string(), json!(format!("usr_{buyer}")));
+    }
+    Ok(fields)
+}
+
+fn refund_query(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+    let trade = find_trade(state, merchant, biz)?;
+    let out_request_no = biz.required("out_request_no")?;
+    let mut fields = ids(&trade);
+    // As Alipay: an unknown refund is a success with no refund in it.
+    if let Some(refund) = trade.refunds.iter().find(|refund| refund.out_request_no == out_request_no) {
+        fields.insert("out_request_no".to_string(), json!(refund.out_request_no));
+        fields.insert("refund_amount".to_string(), json!(fen_to_yuan(refund.amount)));
+        fields.insert("total_amount".to_string(), json!(fen_to_yuan(trade.amount)));
+        fields.insert("refund_status".to_string(), json!("REFUND_SUCCESS"));
+    }
+    Ok(fields)
+}
+
+/// Cancels a till payment: closes it if unpaid, refunds it in full if paid.
+async fn trade_cancel(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+    let trade = find_trade(state, merchant, biz)?;
+    let action = match trade.status {
+        TradeStatus::WaitBuyerPay => {
+            submit(state, Action::CloseTrade { trade: trade.number, merchant }).await?;
+            "close"
+        }
+        TradeStatus::TradeClosed => "close",
+        _ => {
+            let refund = Action::RefundTrade {
+                trade: trade.number,
+                merchant,
+                out_request_no: format!("cancel-{}", trade.number),
+                amount: trade.refundable(),
+                reason: Some("cancelled".to_string()),
+            };
+            if trade.refundable() > 0 {
+                submit(state, refund).await?;
+            }
+            "refund"
+        }
+    };
+    let mut fields = ids(&trade);
+    fields.insert("action".to_string(), json!(action));
+    fields.insert("retry_flag".to_string(), json!("N"));
+    Ok(fields)
+}
+
+/// `alipay.fund.trans.uni.transfer`: from the merchant's balance to a user's.
+async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+    let out_biz_no = biz.required("out_biz_no")?;
+    let amount = biz.amount("trans_amount")?;
+    let payee = match biz.0.get("payee_info") {
+        Some(Value::Object(payee)) => payee,
+        Some(_) => return Err(Failure::invalid("isv.invalid-parameter", "payee_info must be an object")),
+        None => return Err(Failure::missing("payee_info")),
+    };
+    let identity = Biz(payee).required("identity")?;
+    let to = parse_party_id(&identity, PartyKind::User)
+        .ok_or_else(|| Failure::business("PAYEE_NOT_EXIST", "identity must be a zhifu user id (usr_…)"))?;
+    // out_biz_no makes the transfer idempotent: the platform remembers it
+    // with the request, as for an Idempotency-Key.
+    let request = format!("{out_biz_no}\0{amount}\0{to}");
+    let tag = platform::IdempotencyTag {
+        caller: merchant,
+        key: format!("alipay.fund.trans:{out_biz_no}"),
+        request_hash: <sha2::Sha256 as sha2::Digest>::digest(request.as_bytes()).into(),
+    };
+    let outcome = state
+        .submit(Some(tag), Action::Transfer { from: merchant, to, amount, memo: biz.optional("remark")? })
+        .await
+        .map_err(|error| Failure::unavailable(error.message))?;
+    let (number, created) = match outcome {
+        Outcome::Transferred { number, .. } => (number, state.clock.now()),
+        Outcome::Rejected(Rejection::InsufficientFunds) => {
+            return Err(Failure::business("PAYER_BALANCE_NOT_ENOUGH", "the merchant's balance does not cover this"));
+        }
+        Outcome::Rejected(rejection) => return Err(Failure::from_rejection(&rejection)),
+        Outcome::IdempotencyMismatch => {
+            return Err(Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", "out_biz_no was used for another transfer"));
+        }
+        _ => return Err(Failure::unavailable("unexpected answer from the platform")),
+    };
+    let mut fields = Map::new();
+    fields.insert("out_biz_no".to_string(), json!(out_biz_no));
+    fields.insert("order_id".to_string(), json!(format!("trf_{number}")));
+    fields.insert("status".to_string(), json!("SUCCESS"));
+    fields.insert("trans_date".to_string(), json!(format_timestamp(created)));
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids_are_sixteen_digits_and_read_back() {
+        assert_eq!(app_id(42), "2013000000000042");
+        assert_eq!(merchant_of_app_id("2013000000000042"), Some(42));
+        for bad in ["", "2013", "201300000000004x", "2014000000000042", "20130000000000042", "2013000000000000"] {
+            assert_eq!(merchant_of_app_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_china_standard_time() {
+        let nanos = parse_timestamp("2013-11-11 00:00:55").unwrap_or(0);
+        assert_eq!(nanos, (1_384_099_200 + 55) * NANOS_PER_SECOND);
+        assert_eq!(format_timestamp(nanos), "2013-11-11 00:00:55");
+        assert_eq!(parse_timestamp("2013-11-11T00:00:55"), None);
+        assert_eq!(parse_timestamp("2013-13-11 00:00:55"), None);
+    }
+}

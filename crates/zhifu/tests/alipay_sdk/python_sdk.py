@@ -1,0 +1,235 @@
+"""Drives zhifu's /gateway.do with Alipay's official Python SDK (alipay-sdk-python).
+
+Run by crates/zhifu/tests/gateway.rs against a real `zhifu serve --clock simulated`:
+    python3 python_sdk.py <base url> <admin key>
+Every SDK call below verifies the answer's signature with the platform's key
+(DefaultAlipayClient.execute raises if it does not verify).
+"""
+
+import json
+import sys
+import urllib.request
+
+from Crypto.PublicKey import RSA
+
+from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
+from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.domain.AlipayFundTransUniTransferModel import AlipayFundTransUniTransferModel
+from alipay.aop.api.domain.AlipayTradeCancelModel import AlipayTradeCancelModel
+from alipay.aop.api.domain.AlipayTradeCloseModel import AlipayTradeCloseModel
+from alipay.aop.api.domain.AlipayTradeFastpayRefundQueryModel import AlipayTradeFastpayRefundQueryModel
+from alipay.aop.api.domain.AlipayTradePayModel import AlipayTradePayModel
+from alipay.aop.api.domain.AlipayTradePrecreateModel import AlipayTradePrecreateModel
+from alipay.aop.api.domain.AlipayTradeQueryModel import AlipayTradeQueryModel
+from alipay.aop.api.domain.AlipayTradeRefundModel import AlipayTradeRefundModel
+from alipay.aop.api.domain.Participant import Participant
+from alipay.aop.api.request.AlipayFundTransUniTransferRequest import AlipayFundTransUniTransferRequest
+from alipay.aop.api.request.AlipayTradeCancelRequest import AlipayTradeCancelRequest
+from alipay.aop.api.request.AlipayTradeCloseRequest import AlipayTradeCloseRequest
+from alipay.aop.api.request.AlipayTradeFastpayRefundQueryRequest import AlipayTradeFastpayRefundQueryRequest
+from alipay.aop.api.request.AlipayTradePayRequest import AlipayTradePayRequest
+from alipay.aop.api.request.AlipayTradePrecreateRequest import AlipayTradePrecreateRequest
+from alipay.aop.api.request.AlipayTradeQueryRequest import AlipayTradeQueryRequest
+from alipay.aop.api.request.AlipayTradeRefundRequest import AlipayTradeRefundRequest
+from alipay.aop.api.util import WebUtils
+from alipay.aop.api.util.SignatureUtils import get_sign_content, sign_with_rsa2, verify_with_rsa
+
+BASE, ADMIN = sys.argv[1], sys.argv[2]
+
+
+def _connection_honouring_the_port(url, query_string, timeout):
+    """alipay-sdk-python 3.7 drops the port of server_url (it connects to 80
+    or 443 and fails to build the URL): the only change made to the SDK here,
+    so that the test server can use a free port. Signing and verification
+    are the SDK's own."""
+    import http.client
+    from urllib.parse import urlparse
+    parsed = urlparse(url)
+    kind = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    connection = kind(host=parsed.hostname, port=parsed.port, timeout=timeout)
+    return url + "?" + query_string, connection
+
+
+WebUtils.get_http_connection = _connection_honouring_the_port
+
+
+def rest(method, path, key, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(BASE + path, data=data, method=method)
+    request.add_header("Authorization", "Bearer " + key)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def bare(pem):
+    """A PEM key as the SDK wants it: the base64 alone."""
+    return "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+
+
+def client(app_id, private_key, alipay_public_key):
+    config = AlipayClientConfig()
+    config.server_url = BASE + "/gateway.do"
+    config.app_id = app_id
+    config.app_private_key = private_key
+    config.alipay_public_key = alipay_public_key
+    return DefaultAlipayClient(alipay_client_config=config)
+
+
+def call(sdk, request_class, model):
+    """Executes (verifying the answer's signature) and returns the answer object."""
+    request = request_class(biz_model=model)
+    return json.loads(sdk.execute(request))
+
+
+def expect(answer, code, sub_code=None):
+    assert answer["code"] == code, answer
+    if sub_code is not None:
+        assert answer.get("sub_code") == sub_code, answer
+
+
+# A merchant whose app key is registered with zhifu.
+app_key = RSA.generate(2048)
+app_private = bare(app_key.export_key("PEM", pkcs=1).decode())
+status, merchant = rest("POST", "/v1/merchants", ADMIN, {"name": "till shop", "app_public_key": app_key.publickey().export_key("PEM").decode()})
+assert status == 201, merchant
+alipay_public = bare(merchant["alipay_public_key"])
+sdk = client(merchant["app_id"], app_private, alipay_public)
+
+# A buyer with money, showing a payment code at the till.
+status, buyer = rest("POST", "/v1/users", ADMIN, {"name": "buyer"})
+assert status == 201, buyer
+assert rest("POST", "/v1/topups", buyer["api_key"], {"amount": 100000, "bank": "ICBC"})[0] == 201
+status, code = rest("POST", "/v1/payment-codes", buyer["api_key"])
+assert status == 201 and len(code["auth_code"]) == 18, code
+
+# alipay.trade.pay: the till charges the buyer at once.
+pay = AlipayTradePayModel()
+pay.out_trade_no, pay.scene, pay.auth_code, pay.subject, pay.total_amount = "till-1", "bar_code", code["auth_code"], "tea", "88.88"
+paid = call(sdk, AlipayTradePayRequest, pay)
+expect(paid, "10000")
+assert paid["out_trade_no"] == "till-1" and paid["total_amount"] == "88.88" and paid["buyer_user_id"] == buyer["id"], paid
+# The same code again: used up.
+pay.out_trade_no = "till-2"
+expect(call(sdk, AlipayTradePayRequest, pay), "40004", "ACQ.PAYMENT_AUTH_CODE_INVALID")
+# An expired code: 61 seconds of clock time later.
+status, late = rest("POST", "/v1/payment-codes", buyer["api_key"])
+assert rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 61})[0] == 200
+pay.auth_code = late["auth_code"]
+expect(call(sdk, AlipayTradePayRequest, pay), "40004", "ACQ.PAYMENT_AUTH_CODE_INVALID")
+
+# alipay.trade.query.
+query = AlipayTradeQueryModel()
+query.out_trade_no = "till-1"
+found = call(sdk, AlipayTradeQueryRequest, query)
+expect(found, "10000")
+assert found["trade_status"] == "TRADE_SUCCESS" and found["trade_no"] == paid["trade_no"], found
+query.out_trade_no = "no-such-trade"
+expect(call(sdk, AlipayTradeQueryRequest, query), "40004", "ACQ.TRADE_NOT_EXIST")
+
+# Partial refunds, a repeated one, one over what was paid.
+refund = AlipayTradeRefundModel()
+refund.out_trade_no, refund.refund_amount, refund.out_request_no = "till-1", "10.00", "r1"
+first = call(sdk, AlipayTradeRefundRequest, refund)
+expect(first, "10000")
+assert first["fund_change"] == "Y" and first["refund_fee"] == "10.00", first
+again = call(sdk, AlipayTradeRefundRequest, refund)
+expect(again, "10000")
+assert again["fund_change"] == "N" and again["refund_fee"] == "10.00", again
+refund.refund_amount, refund.out_request_no = "20.00", "r1"
+expect(call(sdk, AlipayTradeRefundRequest, refund), "40004", "ACQ.DISCORDANT_REPEAT_REQUEST")
+refund.refund_amount, refund.out_request_no = "30.00", "r2"
+second = call(sdk, AlipayTradeRefundRequest, refund)
+assert second["fund_change"] == "Y" and second["refund_fee"] == "40.00", second
+refund.refund_amount, refund.out_request_no = "48.89", "r3"
+expect(call(sdk, AlipayTradeRefundRequest, refund), "40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
+refund_query = AlipayTradeFastpayRefundQueryModel()
+refund_query.out_trade_no, refund_query.out_request_no = "till-1", "r2"
+refunded = call(sdk, AlipayTradeFastpayRefundQueryRequest, refund_query)
+assert refunded["refund_amount"] == "30.00" and refunded["refund_status"] == "REFUND_SUCCESS", refunded
+status, balance = rest("GET", "/v1/balance", buyer["api_key"])
+assert balance["available"] == 100000 - 8888 + 4000, balance
+
+# alipay.trade.precreate, then the buyer's app pays the QR code's trade.
+precreate = AlipayTradePrecreateModel()
+precreate.out_trade_no, precreate.total_amount, precreate.subject = "qr-1", "12.34", "cake"
+created = call(sdk, AlipayTradePrecreateRequest, precreate)
+expect(created, "10000")
+assert created["qr_code"].startswith("zhifu://pay?trade_no=trd_"), created
+trade_no = created["qr_code"].split("trade_no=")[1]
+status, view = rest("POST", "/v1/trades/%s/pay" % trade_no, buyer["api_key"], {})
+assert status == 200 and view["status"] == "TRADE_SUCCESS", view
+query.out_trade_no = "qr-1"
+assert call(sdk, AlipayTradeQueryRequest, query)["trade_status"] == "TRADE_SUCCESS"
+
+# alipay.trade.close of an unpaid trade; alipay.trade.cancel of a paid one refunds it.
+precreate.out_trade_no = "qr-2"
+call(sdk, AlipayTradePrecreateRequest, precreate)
+close = AlipayTradeCloseModel()
+close.out_trade_no = "qr-2"
+expect(call(sdk, AlipayTradeCloseRequest, close), "10000")
+query.out_trade_no = "qr-2"
+assert call(sdk, AlipayTradeQueryRequest, query)["trade_status"] == "TRADE_CLOSED"
+cancel = AlipayTradeCancelModel()
+cancel.out_trade_no = "qr-1"
+cancelled = call(sdk, AlipayTradeCancelRequest, cancel)
+assert cancelled["action"] == "refund", cancelled
+query.out_trade_no = "qr-1"
+assert call(sdk, AlipayTradeQueryRequest, query)["trade_status"] == "TRADE_CLOSED"
+
+# alipay.fund.trans.uni.transfer: the merchant pays the buyer; out_biz_no makes it once.
+transfer = AlipayFundTransUniTransferModel()
+transfer.out_biz_no, transfer.trans_amount, transfer.product_code, transfer.biz_scene = "bonus-1", "1.00", "TRANS_ACCOUNT_NO_PWD", "DIRECT_TRANSFER"
+payee = Participant()
+payee.identity, payee.identity_type = buyer["id"], "ALIPAY_USER_ID"
+transfer.payee_info = payee
+moved = call(sdk, AlipayFundTransUniTransferRequest, transfer)
+assert moved["status"] == "SUCCESS", moved
+assert call(sdk, AlipayFundTransUniTransferRequest, transfer)["order_id"] == moved["order_id"]
+
+# Amounts zhifu will not guess at.
+for amount in ["1.001", "-1", "1e3", "0", "abc"]:
+    pay.total_amount, pay.out_trade_no = amount, "odd-" + amount
+    expect(call(sdk, AlipayTradePayRequest, pay), "40002", "isv.invalid-parameter")
+
+# A request signed with another key.
+stranger = bare(RSA.generate(2048).export_key("PEM", pkcs=1).decode())
+expect(call(client(merchant["app_id"], stranger, alipay_public), AlipayTradeQueryRequest, query), "40002", "isv.invalid-signature")
+
+
+def raw(params, sign=True):
+    """A hand-made request (what no SDK would send), signed with the app key."""
+    params = dict(params)
+    if sign:
+        params["sign"] = sign_with_rsa2(app_private, get_sign_content(params), "utf-8")
+    body = urllib.parse.urlencode(params).encode()
+    request = urllib.request.Request(BASE + "/gateway.do", data=body, method="POST")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded;charset=utf-8")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    # The answer verifies with the SDK's own check, as execute() does.
+    start = text.index(":") + 1
+    end = text.rindex(',"sign":"')
+    signature = text[end + len(',"sign":"'):text.rindex('"')]
+    assert verify_with_rsa(alipay_public, text[start:end].encode(), signature), text
+    return json.loads(text)
+
+
+import urllib.parse  # noqa: E402
+
+common = {"app_id": merchant["app_id"], "method": "alipay.trade.query", "charset": "utf-8", "sign_type": "RSA2",
+          "timestamp": "2013-11-11 00:00:00", "version": "1.0"}
+answer = raw(dict(common, biz_content="{not json"))["alipay_trade_query_response"]
+expect(answer, "40002", "isv.invalid-parameter")
+answer = raw({k: v for k, v in common.items() if k != "timestamp"} | {"biz_content": "{}"})["alipay_trade_query_response"]
+expect(answer, "40001", "isv.missing-timestamp")
+answer = raw(dict(common, method="alipay.no.such.method", biz_content="{}"))["error_response"]
+expect(answer, "40002", "isv.invalid-method")
+answer = raw(dict(common, biz_content='{"out_trade_no":"till-1"}'), sign=False)["alipay_trade_query_response"]
+expect(answer, "40001", "isv.missing-signature")
+
+print("python sdk: all gateway checks passed")
