@@ -244,6 +244,10 @@ pub struct NewTrade {
     pub expire_minutes: Option<u32>,
     /// A campaign whose discount the payment may get.
     pub campaign: Option<u64>,
+    /// Alipay-style notifications of this trade go here (a trade made
+    /// through the gateway with `notify_url`), instead of the merchant's
+    /// webhook.
+    pub notify_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

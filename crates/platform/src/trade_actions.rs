@@ -16,6 +16,8 @@ use crate::trades::{
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// Merchant references (`out_trade_no`, `out_request_no`) are at most this long.
 pub const REFERENCE_CHARS_MAX: usize = 64;
+/// A notification URL is at most this long.
+pub const URL_CHARS_MAX: usize = 2_048;
 /// Payment codes are this many digits, as Alipay's.
 pub const PAYMENT_CODE_DIGITS: usize = 18;
 /// A trade's subject is at most this long.
@@ -131,6 +133,11 @@ impl Platform {
         if new.amount == 0 || new.amount > AMOUNT_MAX {
             return invalid("amount must be between 1 and 10^15 fen");
         }
+        if new.notify_url.as_ref().is_some_and(|url| {
+            !(url.starts_with("http://") || url.starts_with("https://")) || url.chars().count() > URL_CHARS_MAX
+        }) {
+            return invalid("notify_url must be an http or https URL of at most 2048 characters");
+        }
         if new.subject.trim().is_empty() || new.subject.chars().count() > SUBJECT_CHARS_MAX {
             return invalid("subject must be 1 to 256 characters");
         }
@@ -179,6 +186,7 @@ impl Platform {
             campaign: new.campaign,
             discount: 0,
             discount_note: None,
+            notify_url: new.notify_url.clone(),
         };
         self.state.trade_numbers.insert((new.merchant, new.out_trade_no.clone()), number);
         self.state.trades_due.insert((expire_at, number));
@@ -675,11 +683,19 @@ impl Platform {
         if recipient.kind != PartyKind::Merchant {
             return;
         }
-        let has_webhook = recipient.webhook_url.is_some();
+        // A trade with a notify_url is notified Alipay's way, once per change
+        // of its status or refunds; others through the merchant's webhook.
+        let alipay_style =
+            trade.and_then(|number| self.state.trades.get(&number)).is_some_and(|t| t.notify_url.is_some());
+        let deliver = if alipay_style {
+            matches!(kind, "trade.succeeded" | "trade.closed" | "refund.succeeded")
+        } else {
+            recipient.webhook_url.is_some()
+        };
         let number = self.take_number();
         self.state.events.insert(number, Event { number, party, kind: kind.to_string(), created_at: now, trade, data });
         self.state.events_by_party.insert((party, number));
-        if has_webhook {
+        if deliver {
             self.state.deliveries.insert(number, Delivery { event: number, attempts: 0, next_attempt_at: now });
         }
     }

@@ -101,6 +101,8 @@ pub struct Trade {
     pub discount: u64,
     /// Why a campaign gave no discount (budget used up, limit reached...).
     pub discount_note: Option<String>,
+    /// Where Alipay-style notifications of this trade go, if anywhere.
+    pub notify_url: Option<String>,
 }
 
 impl Trade {

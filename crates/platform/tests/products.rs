@@ -199,6 +199,7 @@ fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
         auto_confirm_days: None,
         expire_minutes: None,
         campaign: None,
+        notify_url: None,
     };
     let pay = |trade: NewTrade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
     let Outcome::TradeUpdated(paid) = world.run(pay(new("o-1", 6_000))) else { panic!("not paid") };
@@ -273,6 +274,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
             auto_confirm_days: None,
             expire_minutes: None,
             campaign: None,
+            notify_url: None,
         };
         submit(now, Action::CreateAndPayTrade { trade, buyer: 2, source: PaySource::Balance, coupon: None });
     }

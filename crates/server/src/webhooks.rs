@@ -77,6 +77,37 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 
 /// One attempt: true if the merchant answered 2xx.
 async fn deliver(state: &AppState, client: &reqwest::Client, event: u64) -> bool {
+    // Trades made through the gateway with a notify_url: Alipay's form.
+    let alipay = state.store.read(|p| {
+        let event = p.event(event)?;
+        let trade = p.trade(event.trade?)?;
+        let url = trade.notify_url.clone()?;
+        let data = match &event.data {
+            platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => (**trade).clone(),
+            _ => return None,
+        };
+        Some((url, event.number, event.kind.clone(), data))
+    });
+    if let Some((url, number, kind, trade)) = alipay {
+        let Ok(form) = crate::gateway::notification(&state.gateway_key, number, &kind, &trade, state.clock.now())
+        else {
+            return false;
+        };
+        let Ok(body) = serde_urlencoded::to_string(&form) else { return false };
+        let response = client
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded;charset=utf-8")
+            .body(body)
+            .send()
+            .await;
+        // Alipay's rule: delivered once the merchant answers `success`.
+        return match response {
+            Ok(response) if response.status().is_success() => {
+                response.text().await.is_ok_and(|text| text.trim() == "success")
+            }
+            _ => false,
+        };
+    }
     let target = state.store.read(|p| {
         let event = p.event(event)?.clone();
         let party = p.party(event.party)?;

@@ -228,17 +228,20 @@ async fn handle(state: &Arc<AppState>, params: &BTreeMap<String, String>, method
         return Err(Failure::invalid("isv.invalid-parameter", "biz_content must be a JSON object"));
     };
     let biz = Biz(&biz);
+    let notify_url = params.get("notify_url").filter(|url| !url.is_empty()).cloned();
     match method {
-        "alipay.trade.pay" => trade_pay(state, merchant, &biz).await,
-        "alipay.trade.precreate" => trade_create(state, merchant, &biz, None).await.map(|(trade, mut fields)| {
-            fields.insert("qr_code".to_string(), json!(format!("zhifu://pay?trade_no=trd_{}", trade.number)));
-            fields
-        }),
+        "alipay.trade.pay" => trade_pay(state, merchant, &biz, notify_url).await,
+        "alipay.trade.precreate" => {
+            trade_create(state, merchant, &biz, None, notify_url).await.map(|(trade, mut fields)| {
+                fields.insert("qr_code".to_string(), json!(format!("zhifu://pay?trade_no=trd_{}", trade.number)));
+                fields
+            })
+        }
         "alipay.trade.create" => {
             let buyer = biz.required("buyer_id")?;
             let buyer = parse_party_id(&buyer, PartyKind::User)
                 .ok_or_else(|| Failure::invalid("isv.invalid-parameter", "buyer_id must be a zhifu user id (usr_…)"))?;
-            trade_create(state, merchant, &biz, Some(buyer)).await.map(|(trade, mut fields)| {
+            trade_create(state, merchant, &biz, Some(buyer), notify_url).await.map(|(trade, mut fields)| {
                 fields.insert("trade_no".to_string(), json!(format!("trd_{}", trade.number)));
                 fields
             })
@@ -356,7 +359,12 @@ fn trade_fields(trade: &Trade) -> Map<String, Value> {
     fields
 }
 
-fn new_trade(merchant: u64, biz: &Biz<'_>, buyer: Option<u64>) -> Result<NewTrade, Failure> {
+fn new_trade(
+    merchant: u64,
+    biz: &Biz<'_>,
+    buyer: Option<u64>,
+    notify_url: Option<String>,
+) -> Result<NewTrade, Failure> {
     let out_trade_no = biz.required("out_trade_no")?;
     let amount = biz.amount("total_amount")?;
     let subject = biz.required("subject")?;
@@ -370,6 +378,7 @@ fn new_trade(merchant: u64, biz: &Biz<'_>, buyer: Option<u64>) -> Result<NewTrad
         auto_confirm_days: None,
         expire_minutes: None,
         campaign: None,
+        notify_url,
     })
 }
 
@@ -378,21 +387,22 @@ async fn trade_create(
     merchant: u64,
     biz: &Biz<'_>,
     buyer: Option<u64>,
+    notify_url: Option<String>,
 ) -> Result<(Trade, Map<String, Value>), Failure> {
-    let new = new_trade(merchant, biz, buyer)?;
+    let new = new_trade(merchant, biz, buyer, notify_url)?;
     let trade = updated_trade(submit(state, Action::CreateTrade(new)).await?)?;
     let mut fields = Map::new();
     fields.insert("out_trade_no".to_string(), json!(trade.out_trade_no));
     Ok((trade, fields))
 }
 
-async fn trade_pay(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+async fn trade_pay(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>, notify_url: Option<String>) -> Answer {
     let scene = biz.required("scene")?;
     if scene != "bar_code" {
         return Err(Failure::invalid("isv.invalid-parameter", "scene must be bar_code"));
     }
     let code = biz.required("auth_code")?;
-    let new = new_trade(merchant, biz, None)?;
+    let new = new_trade(merchant, biz, None, notify_url)?;
     let trade = updated_trade(submit(state, Action::PayWithCode { trade: new, code }).await?)?;
     if trade.paid_at.is_none() {
         return Err(Failure::business("ACQ.TRADE_STATUS_ERROR", "the trade was not paid"));
@@ -432,7 +442,17 @@ async fn trade_refund(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
         amount,
         reason: biz.optional("refund_reason")?,
     };
-    let (updated, refund) = match submit(state, action).await? {
+    let refunded = match submit(state, action).await {
+        // After settlement the refund comes from the merchant's balance.
+        Err(failure) if failure.sub_code == "ACQ.BUYER_BALANCE_NOT_ENOUGH" => {
+            return Err(Failure::business(
+                "ACQ.SELLER_BALANCE_NOT_ENOUGH",
+                "the merchant's balance does not cover the refund",
+            ));
+        }
+        other => other?,
+    };
+    let (updated, refund) = match refunded {
         Outcome::RefundCreated { trade, refund } => (*trade, refund),
         _ => return Err(Failure::unavailable("unexpected answer from the platform")),
     };
@@ -530,6 +550,56 @@ async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer
     fields.insert("status".to_string(), json!("SUCCESS"));
     fields.insert("trans_date".to_string(), json!(format_timestamp(created)));
     Ok(fields)
+}
+
+/// The form parameters of an Alipay-style notification of `trade` for an
+/// event of `kind`, signed (over the sorted parameters but `sign` and
+/// `sign_type`) with the platform's key.
+pub fn notification(
+    key: &PlatformKey,
+    notify_id: u64,
+    kind: &str,
+    trade: &Trade,
+    now: u64,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut params = BTreeMap::new();
+    let mut set = |name: &str, value: String| {
+        params.insert(name.to_string(), value);
+    };
+    set("notify_time", format_timestamp(now));
+    set("notify_type", "trade_status_sync".to_string());
+    set("notify_id", format!("ntf_{notify_id}"));
+    set("app_id", app_id(trade.merchant));
+    set("charset", "utf-8".to_string());
+    set("version", "1.0".to_string());
+    set("sign_type", "RSA2".to_string());
+    set("trade_no", format!("trd_{}", trade.number));
+    set("out_trade_no", trade.out_trade_no.clone());
+    set("trade_status", trade.status.name().to_string());
+    set("total_amount", fen_to_yuan(trade.amount));
+    set("subject", trade.subject.clone());
+    set("gmt_create", format_timestamp(trade.created_at));
+    if let Some(paid_at) = trade.paid_at {
+        set("gmt_payment", format_timestamp(paid_at));
+        set("receipt_amount", fen_to_yuan(trade.amount));
+        set("buyer_pay_amount", fen_to_yuan(trade.paid_by_buyer()));
+    }
+    if let Some(buyer) = trade.payer {
+        set("buyer_id", format!("usr_{buyer}"));
+    }
+    if trade.refunded > 0 {
+        set("refund_fee", fen_to_yuan(trade.refunded));
+        if let Some(refund) = trade.refunds.last() {
+            set("gmt_refund", format_timestamp(refund.created_at));
+            set("out_biz_no", refund.out_request_no.clone());
+        }
+    }
+    if kind == "trade.closed" {
+        set("gmt_close", format_timestamp(now));
+    }
+    let signature = key.sign(&sign_content(&params, &["sign", "sign_type"]))?;
+    params.insert("sign".to_string(), signature);
+    Ok(params.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -269,6 +269,7 @@ pub async fn create_trade(
         buyer,
         auto_confirm_days: value.auto_confirm_days,
         expire_minutes: value.expire_minutes,
+        notify_url: None,
     };
     let outcome = state.submit(body.idempotency(caller), Action::CreateTrade(new)).await?;
     let trade = outcome_or_error!(outcome, Outcome::TradeUpdated(trade) => trade)?;

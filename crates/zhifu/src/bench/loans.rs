@@ -56,6 +56,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
             auto_confirm_days: None,
             expire_minutes: None,
             campaign: None,
+            notify_url: None,
         };
         let Outcome::TradeUpdated(trade) = run(&mut platform, now, Action::CreateTrade(new)) else { bail!("trade") };
         run(

@@ -393,6 +393,7 @@ impl Driver {
                     auto_confirm_days: None,
                     expire_minutes: None,
                     campaign: if payment.campaign { self.campaign } else { None },
+                    notify_url: None,
                 };
                 let source = if payment.from_fund { PaySource::Fund } else { PaySource::Balance };
                 let buyer = self.buyers[payment.buyer as usize];

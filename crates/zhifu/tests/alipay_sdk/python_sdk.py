@@ -79,9 +79,11 @@ def client(app_id, private_key, alipay_public_key):
     return DefaultAlipayClient(alipay_client_config=config)
 
 
-def call(sdk, request_class, model):
+def call(sdk, request_class, model, notify_url=None):
     """Executes (verifying the answer's signature) and returns the answer object."""
     request = request_class(biz_model=model)
+    if notify_url:
+        request.notify_url = notify_url
     return json.loads(sdk.execute(request))
 
 
@@ -231,5 +233,69 @@ answer = raw(dict(common, method="alipay.no.such.method", biz_content="{}"))["er
 expect(answer, "40002", "isv.invalid-method")
 answer = raw(dict(common, biz_content='{"out_trade_no":"till-1"}'), sign=False)["alipay_trade_query_response"]
 expect(answer, "40001", "isv.missing-signature")
+
+# Notifications: Alipay's form, signed with the platform's key, retried on
+# Alipay's schedule until the merchant answers `success`.
+import http.server  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+received = []
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        params = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
+        received.append(params)
+        answer = b"fail" if len(received) == 1 else b"success"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+receiver = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+threading.Thread(target=receiver.serve_forever, daemon=True).start()
+notify_url = "http://127.0.0.1:%d/alipay/notify" % receiver.server_port
+
+
+def wait_for(count, seconds=10):
+    deadline = time.time() + seconds
+    while len(received) < count and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(received) >= count, received
+
+
+precreate.out_trade_no, precreate.total_amount = "notified-1", "6.66"
+created = call(sdk, AlipayTradePrecreateRequest, precreate, notify_url=notify_url)
+trade_no = created["qr_code"].split("trade_no=")[1]
+assert rest("POST", "/v1/trades/%s/pay" % trade_no, buyer["api_key"], {})[0] == 200
+wait_for(1)
+first = received[0]
+assert first["notify_type"] == "trade_status_sync" and first["trade_status"] == "TRADE_SUCCESS", first
+assert first["out_trade_no"] == "notified-1" and first["total_amount"] == "6.66" and first["app_id"] == merchant["app_id"], first
+# The merchant's check, with the SDK's functions: every parameter but sign
+# and sign_type, sorted, verified with the platform's public key.
+signature = first.pop("sign")
+first.pop("sign_type")
+assert verify_with_rsa(alipay_public, get_sign_content(first).encode(), signature), first
+# It answered "fail": the next try comes 4 minutes of clock time later.
+time.sleep(0.6)
+assert len(received) == 1, received
+assert rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 240})[0] == 200
+wait_for(2)
+retry = dict(received[1])
+assert retry["notify_id"] == first["notify_id"] and retry["trade_status"] == "TRADE_SUCCESS", retry
+retry_signature = retry.pop("sign")
+retry.pop("sign_type")
+assert verify_with_rsa(alipay_public, get_sign_content(retry).encode(), retry_signature), retry
+# Acknowledged with "success": no more tries.
+assert rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 3600})[0] == 200
+time.sleep(0.6)
+assert len(received) == 2, received
 
 print("python sdk: all gateway checks passed")

@@ -1,0 +1,106 @@
+// Drives zhifu's /gateway.do with Alipay's official Node.js SDK (alipay-sdk).
+// Run by crates/zhifu/tests/gateway.rs against a real `zhifu serve --clock simulated`:
+//     node node_sdk.mjs <base url> <admin key>
+// Every exec() passes validateSign, so the SDK verifies each answer's
+// signature with the platform's key (and throws if it does not verify).
+
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import http from 'node:http';
+import { AlipaySdk } from 'alipay-sdk';
+
+const [base, admin] = process.argv.slice(2);
+
+async function rest(method, path, key, body) {
+  const response = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return [response.status, await response.json()];
+}
+
+const keys = () => generateKeyPairSync('rsa', {
+  modulusLength: 2048,
+  publicKeyEncoding: { type: 'spki', format: 'pem' },
+  privateKeyEncoding: { type: 'pkcs1', format: 'pem' },
+});
+
+const app = keys();
+let [status, merchant] = await rest('POST', '/v1/merchants', admin, { name: 'node shop', app_public_key: app.publicKey });
+assert.equal(status, 201, JSON.stringify(merchant));
+const sdkWith = (privateKey) => new AlipaySdk({
+  appId: merchant.app_id,
+  privateKey,
+  alipayPublicKey: merchant.alipay_public_key,
+  gateway: `${base}/gateway.do`,
+  keyType: 'PKCS1',
+  camelcase: false,
+});
+const sdk = sdkWith(app.privateKey);
+const exec = (method, bizContent, extra = {}) => sdk.exec(method, { bizContent, ...extra }, { validateSign: true });
+
+let buyer;
+[status, buyer] = await rest('POST', '/v1/users', admin, { name: 'node buyer' });
+assert.equal(status, 201);
+assert.equal((await rest('POST', '/v1/topups', buyer.api_key, { amount: 50000, bank: 'ICBC' }))[0], 201);
+const [, code] = await rest('POST', '/v1/payment-codes', buyer.api_key);
+
+// A till payment, then the same code again.
+const paid = await exec('alipay.trade.pay', { out_trade_no: 'n-1', scene: 'bar_code', auth_code: code.auth_code, subject: 'tea', total_amount: '20.00' });
+assert.equal(paid.code, '10000', JSON.stringify(paid));
+assert.equal(paid.buyer_user_id, buyer.id);
+const reused = await exec('alipay.trade.pay', { out_trade_no: 'n-2', scene: 'bar_code', auth_code: code.auth_code, subject: 'tea', total_amount: '1.00' });
+assert.equal(reused.sub_code, 'ACQ.PAYMENT_AUTH_CODE_INVALID');
+
+// Query, partial and repeated refunds, one too many.
+assert.equal((await exec('alipay.trade.query', { out_trade_no: 'n-1' })).trade_status, 'TRADE_SUCCESS');
+const refund = (amount, no) => exec('alipay.trade.refund', { out_trade_no: 'n-1', refund_amount: amount, out_request_no: no });
+assert.equal((await refund('5.00', 'a')).fund_change, 'Y');
+assert.equal((await refund('5.00', 'a')).fund_change, 'N');
+assert.equal((await refund('15.01', 'b')).sub_code, 'ACQ.REFUND_AMT_NOT_EQUAL_TOTAL');
+const last = await refund('14.80', 'b');
+assert.equal(last.refund_fee, '19.80', JSON.stringify(last));
+// The merchant kept 19.88 after its 0.6% fee: it cannot refund the last 0.20.
+assert.equal((await refund('0.20', 'c')).sub_code, 'ACQ.SELLER_BALANCE_NOT_ENOUGH');
+
+// Precreate with a notify_url; the buyer pays; the notification verifies
+// with the SDK's own check and is acknowledged with "success".
+const notifications = [];
+const receiver = http.createServer((request, response) => {
+  let body = '';
+  request.on('data', (chunk) => { body += chunk; });
+  request.on('end', () => {
+    notifications.push(Object.fromEntries(new URLSearchParams(body)));
+    response.end('success');
+  });
+});
+await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+const notifyUrl = `http://127.0.0.1:${receiver.address().port}/notify`;
+const created = await exec('alipay.trade.precreate', { out_trade_no: 'n-qr', total_amount: '3.21', subject: 'cake' }, { notify_url: notifyUrl });
+assert.equal(created.code, '10000');
+const tradeNo = created.qr_code.split('trade_no=')[1];
+assert.equal((await rest('POST', `/v1/trades/${tradeNo}/pay`, buyer.api_key, {}))[0], 200);
+for (let waited = 0; notifications.length === 0 && waited < 100; waited++) {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
+assert.equal(notifications.length, 1, 'one notification');
+assert.equal(notifications[0].trade_status, 'TRADE_SUCCESS');
+assert.equal(notifications[0].out_trade_no, 'n-qr');
+assert.ok(sdk.checkNotifySignV2(notifications[0]), 'the notification verifies');
+assert.ok(!sdk.checkNotifySignV2({ ...notifications[0], total_amount: '321.00' }), 'a changed one does not');
+receiver.close();
+
+// Close an unpaid trade; odd amounts; a foreign signature.
+await exec('alipay.trade.precreate', { out_trade_no: 'n-close', total_amount: '1.00', subject: 'x' });
+assert.equal((await exec('alipay.trade.close', { out_trade_no: 'n-close' })).code, '10000');
+assert.equal((await exec('alipay.trade.query', { out_trade_no: 'n-close' })).trade_status, 'TRADE_CLOSED');
+for (const amount of ['1.001', '-1', '1e3']) {
+  const odd = await exec('alipay.trade.precreate', { out_trade_no: `odd${amount}`, total_amount: amount, subject: 'x' });
+  assert.equal(odd.sub_code, 'isv.invalid-parameter', JSON.stringify(odd));
+}
+const stranger = sdkWith(keys().privateKey);
+const refused = await stranger.exec('alipay.trade.query', { bizContent: { out_trade_no: 'n-1' } }, { validateSign: true });
+assert.equal(refused.sub_code, 'isv.invalid-signature');
+
+console.log('node sdk: all gateway checks passed');
