@@ -273,19 +273,12 @@ fn parse_timestamp(text: &str) -> Option<u64> {
 
 /// `yyyy-MM-dd HH:mm:ss` in China Standard Time.
 fn format_timestamp(nanos: u64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     let seconds = (nanos / NANOS_PER_SECOND) as i64 + CST_OFFSET_SECONDS;
-    match time::OffsetDateTime::from_unix_timestamp(seconds) {
-        Ok(moment) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            moment.year(),
-            u8::from(moment.month()),
-            moment.day(),
-            moment.hour(),
-            moment.minute(),
-            moment.second()
-        ),
-        Err(_) => String::new(),
-    }
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|moment| moment.format(&format).ok())
+        .unwrap_or_default()
 }
 
 /// The fields of `biz_content`: strings, as the SDKs send them.
