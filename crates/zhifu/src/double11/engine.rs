@@ -493,6 +493,9 @@ impl Driver {
         let merchants = &self.merchants;
         self.store.read(|platform| {
             let mut figures = LedgerFigures::default();
+            // One trade may cost its merchant more than it brought (a full
+            // refund after settlement keeps the fee): sum apart, subtract once.
+            let mut settled_deductions = 0u128;
             for trade in platform.trades() {
                 if trade.paid_at.is_none() {
                     continue;
@@ -504,14 +507,16 @@ impl Driver {
                 figures.trade_fees += u128::from(trade.fee);
                 if trade.settled_at.is_some() {
                     figures.gmv_settled += u128::from(trade.amount);
-                    figures.merchant_net_of_trades +=
-                        u128::from(trade.amount) - u128::from(trade.refunded) - u128::from(trade.fee);
+                    settled_deductions += u128::from(trade.refunded) + u128::from(trade.fee);
                 } else if trade.status == TradeStatus::TradeClosed {
                     figures.closed_unsettled += u128::from(trade.amount);
                 } else {
                     figures.unsettled_trades += 1;
                 }
             }
+            // Merchants' balances never go below zero, so neither does this in a
+            // consistent ledger; if it would, the check against the balances fails.
+            figures.merchant_net_of_trades = figures.gmv_settled.saturating_sub(settled_deductions);
             let merchant_set: std::collections::HashSet<u64> = merchants.iter().copied().collect();
             for withdrawal in platform.withdrawals() {
                 if withdrawal.status == WithdrawalStatus::Succeeded && merchant_set.contains(&withdrawal.party) {
