@@ -137,7 +137,7 @@ pub async fn create_user(
 
 #[utoipa::path(post, path = "/v1/merchants", tag = "parties", request_body = NewMerchant,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create_merchant(
     State(state): State<Arc<AppState>>,
@@ -153,8 +153,14 @@ pub async fn create_merchant(
     let value = &body.value;
     let app_public_key = match &value.app_public_key {
         Some(text) => {
-            crate::gateway::parse_public_key(text)
-                .map_err(|why| ApiError::invalid(format!("app_public_key is not a usable RSA public key: {why}")))?;
+            // Well-formed JSON the schema accepts, yet not a key: unprocessable.
+            crate::gateway::parse_public_key(text).map_err(|why| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_key",
+                    format!("app_public_key is not a usable RSA public key: {why}"),
+                )
+            })?;
             Some(text.trim().to_string())
         }
         None => None,
