@@ -33,24 +33,40 @@ pub struct DayCurve {
 
 impl DayCurve {
     pub fn double_eleven_2013() -> DayCurve {
-        let mut cumulative = Vec::with_capacity(DAY_SECONDS as usize + 1);
-        cumulative.push(0.0);
+        // Each stretch between milestones gets exactly its share, spread by
+        // the day's shape...
+        let mut density = Vec::with_capacity(DAY_SECONDS as usize);
         let mut start = 0u64;
         let mut share_before = 0.0;
         for milestone in MILESTONES_2013 {
             let share_after = milestone.gmv_fen as f64 / GMV_2013_FEN as f64;
             let weights: Vec<f64> = (start..milestone.seconds).map(|second| shape(second as f64 + 0.5)).collect();
             let total: f64 = weights.iter().sum();
+            density.extend(weights.iter().map(|weight| (share_after - share_before) * weight / total));
+            start = milestone.seconds;
+            share_before = share_after;
+        }
+        // ...then smoothed (over a window that is narrow near midnight, where
+        // the day is steep, and up to half an hour later), so that no step
+        // shows where two stretches meet, and put back to their shares.
+        let smoothed = smooth(&density);
+        let mut cumulative = Vec::with_capacity(DAY_SECONDS as usize + 1);
+        cumulative.push(0.0);
+        let (mut start, mut share_before) = (0usize, 0.0);
+        for milestone in MILESTONES_2013 {
+            let end = milestone.seconds as usize;
+            let share_after = milestone.gmv_fen as f64 / GMV_2013_FEN as f64;
+            let total: f64 = smoothed[start..end].iter().sum();
             let mut running = share_before;
-            for weight in weights {
-                running += (share_after - share_before) * weight / total;
+            for value in &smoothed[start..end] {
+                running += (share_after - share_before) * value / total;
                 cumulative.push(running);
             }
             // Exact at the milestone, whatever the rounding on the way.
             if let Some(last) = cumulative.last_mut() {
                 *last = share_after;
             }
-            start = milestone.seconds;
+            start = end;
             share_before = share_after;
         }
         debug_assert_eq!(cumulative.len(), DAY_SECONDS as usize + 1);
@@ -84,6 +100,23 @@ impl DayCurve {
         let second = second.min(DAY_SECONDS - 1) as usize;
         self.cumulative[second + 1] - self.cumulative[second]
     }
+}
+
+/// A moving average whose half-width is a tenth of the time since
+/// midnight, at most 15 minutes.
+fn smooth(values: &[f64]) -> Vec<f64> {
+    let mut prefix = Vec::with_capacity(values.len() + 1);
+    prefix.push(0.0);
+    for value in values {
+        prefix.push(prefix[prefix.len() - 1] + value);
+    }
+    (0..values.len())
+        .map(|second| {
+            let half = (second / 10).min(900);
+            let (low, high) = (second.saturating_sub(half), (second + half + 1).min(values.len()));
+            (prefix[high] - prefix[low]) / (high - low) as f64
+        })
+        .collect()
 }
 
 /// Relative activity at a time of day (seconds); only its shape within each
@@ -128,6 +161,15 @@ mod tests {
         let after_six_minutes = (400..DAY_SECONDS).map(|s| curve.share_in_second(s)).fold(0.0, f64::max);
         assert!(peak > 2.0 * after_six_minutes, "peak {peak} vs later {after_six_minutes}");
         assert!(peak > 5.0 / DAY_SECONDS as f64, "the peak is several times the day's mean");
+    }
+
+    #[test]
+    fn no_step_where_two_stretches_meet() {
+        let curve = DayCurve::double_eleven_2013();
+        for boundary in [367, 20_940] {
+            let (before, after) = (curve.share_in_second(boundary - 1), curve.share_in_second(boundary));
+            assert!((before - after).abs() < 0.05 * before, "at {boundary}: {before} then {after}");
+        }
     }
 
     #[test]
