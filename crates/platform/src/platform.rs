@@ -124,7 +124,7 @@ pub(crate) struct State {
     pub(crate) bank_statement: Vec<BankEntry>,
     pub(crate) idempotency: BTreeMap<(u64, String), IdempotencyRecord>,
     pub(crate) idempotency_expiry: BTreeSet<(u64, u64, String)>,
-    pub(crate) trades: BTreeMap<u64, Trade>,
+    pub(crate) trades: BTreeMap<u64, std::sync::Arc<Trade>>,
     pub(crate) trade_numbers: BTreeMap<(u64, String), u64>,
     /// (when, trade): expiry of unpaid trades, auto-confirmation of shipped ones.
     pub(crate) trades_due: BTreeSet<(u64, u64)>,

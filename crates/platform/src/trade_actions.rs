@@ -2,6 +2,8 @@
 //! money in one linked chain, and records the trade and its events in the
 //! same command.
 
+use std::sync::Arc;
+
 use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
 
 use crate::accounts::{self, REVENUE, Reference};
@@ -44,17 +46,17 @@ fn valid_reference(text: &str) -> bool {
 impl Platform {
     /// Every trade, oldest first.
     pub fn trades(&self) -> impl Iterator<Item = &Trade> {
-        self.state.trades.values()
+        self.state.trades.values().map(|trade| trade.as_ref())
     }
 
     pub fn trade(&self, number: u64) -> Option<&Trade> {
-        self.state.trades.get(&number)
+        self.state.trades.get(&number).map(|trade| trade.as_ref())
     }
 
     /// A merchant's trade by its own reference.
     pub fn trade_by_out_trade_no(&self, merchant: u64, out_trade_no: &str) -> Option<&Trade> {
         let number = self.state.trade_numbers.get(&(merchant, out_trade_no.to_string()))?;
-        self.state.trades.get(number)
+        self.state.trades.get(number).map(|trade| trade.as_ref())
     }
 
     /// Trades newest first, from below `before` (a trade number), that pass `keep`.
@@ -67,7 +69,7 @@ impl Platform {
             .map(|(_, trade)| trade)
             .filter(|trade| keep(trade))
             .take(limit)
-            .cloned()
+            .map(|trade| Trade::clone(trade))
             .collect()
     }
 
@@ -190,7 +192,7 @@ impl Platform {
         };
         self.state.trade_numbers.insert((new.merchant, new.out_trade_no.clone()), number);
         self.state.trades_due.insert((expire_at, number));
-        self.state.trades.insert(number, trade.clone());
+        self.state.trades.insert(number, Arc::new(trade.clone()));
         Outcome::TradeUpdated(Box::new(trade))
     }
 
@@ -220,12 +222,19 @@ impl Platform {
         let Some((user, expires_at)) = self.state.payment_codes.get(code).copied() else {
             return Outcome::Rejected(Rejection::Invalid("payment code unknown or already used".to_string()));
         };
-        self.state.payment_codes.remove(code);
-        self.state.payment_codes_due.remove(&(expires_at, code.to_string()));
         if expires_at <= now {
+            self.state.payment_codes.remove(code);
+            self.state.payment_codes_due.remove(&(expires_at, code.to_string()));
             return Outcome::Rejected(Rejection::Invalid("payment code expired".to_string()));
         }
-        self.create_and_pay_trade(now, new, user, PaySource::Balance, None)
+        let outcome = self.create_and_pay_trade(now, new, user, PaySource::Balance, None);
+        // Spent only by a payment: a refused one (no money, a bad request)
+        // leaves the code for another try until it expires.
+        if matches!(&outcome, Outcome::TradeUpdated(trade) if trade.paid_at == Some(now) && trade.payer == Some(user)) {
+            self.state.payment_codes.remove(code);
+            self.state.payment_codes_due.remove(&(expires_at, code.to_string()));
+        }
+        outcome
     }
 
     pub(crate) fn create_and_pay_trade(
@@ -236,6 +245,7 @@ impl Platform {
         source: PaySource,
         coupon: Option<u64>,
     ) -> Outcome {
+        let existed = self.trade_by_out_trade_no(new.merchant, &new.out_trade_no).is_some();
         let created = self.create_trade(now, new);
         let Outcome::TradeUpdated(trade) = &created else { return created };
         if trade.status != TradeStatus::WaitBuyerPay || trade.paid_at.is_some() {
@@ -243,7 +253,9 @@ impl Platform {
         }
         let number = trade.number;
         let paid = self.pay_trade(now, number, buyer, source, coupon);
-        if matches!(paid, Outcome::Rejected(_)) {
+        // Only the trade this call made is closed: an order the merchant
+        // opened before stays open for another payment.
+        if matches!(paid, Outcome::Rejected(_)) && !existed {
             self.close_unpaid(now, number);
         }
         paid
@@ -350,7 +362,7 @@ impl Platform {
             self.record_settlement(now, updated.merchant, updated.amount);
             self.emit_trade(now, "trade.succeeded", &updated);
         }
-        Outcome::TradeUpdated(Box::new(updated))
+        Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
     }
 
     pub(crate) fn ship_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
@@ -371,7 +383,7 @@ impl Platform {
         });
         self.state.trades_due.insert((due, number));
         self.emit_trade(now, "trade.shipped", &updated);
-        Outcome::TradeUpdated(Box::new(updated))
+        Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
     }
 
     pub(crate) fn confirm_trade(&mut self, now: u64, number: u64, buyer: u64) -> Outcome {
@@ -385,7 +397,7 @@ impl Platform {
             return conflict("the trade is not waiting for the buyer's confirmation");
         }
         match self.settle_escrow(now, number) {
-            Ok(updated) => Outcome::TradeUpdated(Box::new(updated)),
+            Ok(updated) => Outcome::TradeUpdated(Box::new(Trade::clone(&updated))),
             Err(rejection) => Outcome::Rejected(rejection),
         }
     }
@@ -414,7 +426,7 @@ impl Platform {
         };
         if let Some(existing) = trade.refunds.iter().find(|r| r.out_request_no == out_request_no) {
             return if existing.amount == amount {
-                Outcome::RefundCreated { trade: Box::new(trade.clone()), refund: existing.clone() }
+                Outcome::RefundCreated { trade: Box::new(Trade::clone(&trade)), refund: existing.clone() }
             } else {
                 conflict("out_request_no is used by a refund of another amount")
             };
@@ -508,12 +520,12 @@ impl Platform {
             merchant,
             "refund.succeeded",
             Some(number),
-            EventData::Refund { trade: Box::new(updated.clone()), refund: refund.clone() },
+            EventData::Refund { trade: Arc::clone(&updated), refund: refund.clone() },
         );
         if updated.status == TradeStatus::TradeClosed {
             self.emit_trade(now, "trade.closed", &updated);
         }
-        Outcome::RefundCreated { trade: Box::new(updated), refund }
+        Outcome::RefundCreated { trade: Box::new(Trade::clone(&updated)), refund }
     }
 
     pub(crate) fn record_delivery(&mut self, now: u64, event: u64, delivered: bool) -> Outcome {
@@ -599,13 +611,13 @@ impl Platform {
         });
         self.record_settlement(now, updated.merchant, settled_amount);
         self.emit_trade(now, "trade.succeeded", &updated);
-        Ok(updated)
+        Ok(Trade::clone(&updated))
     }
 
     fn close_unpaid(&mut self, now: u64, number: u64) -> Trade {
         let updated = self.update_trade(number, |trade| trade.status = TradeStatus::TradeClosed);
         self.emit_trade(now, "trade.closed", &updated);
-        updated
+        Trade::clone(&updated)
     }
 
     /// The campaign of a coupon the buyer may use on this merchant's trade now.
@@ -662,18 +674,20 @@ impl Platform {
         self.new_transfer(now, accounts::wallet(merchant), REVENUE, fee, accounts::CODE_TRADE_FEE, reference)
     }
 
-    fn update_trade(&mut self, number: u64, change: impl FnOnce(&mut Trade)) -> Trade {
+    /// Changes the live record (copying it first only if an event still
+    /// shares the old version) and returns it, shared.
+    fn update_trade(&mut self, number: u64, change: impl FnOnce(&mut Trade)) -> Arc<Trade> {
         match self.state.trades.get_mut(&number) {
             Some(trade) => {
-                change(trade);
-                trade.clone()
+                change(Arc::make_mut(trade));
+                Arc::clone(trade)
             }
             None => unreachable_trade(number),
         }
     }
 
-    fn emit_trade(&mut self, now: u64, kind: &str, trade: &Trade) {
-        self.emit(now, trade.merchant, kind, Some(trade.number), EventData::Trade(Box::new(trade.clone())));
+    fn emit_trade(&mut self, now: u64, kind: &str, trade: &Arc<Trade>) {
+        self.emit(now, trade.merchant, kind, Some(trade.number), EventData::Trade(Arc::clone(trade)));
     }
 
     /// Records an event for a merchant and, when it has a webhook, queues
@@ -688,7 +702,13 @@ impl Platform {
         let alipay_style =
             trade.and_then(|number| self.state.trades.get(&number)).is_some_and(|t| t.notify_url.is_some());
         let deliver = if alipay_style {
-            matches!(kind, "trade.succeeded" | "trade.closed" | "refund.succeeded")
+            // A full refund closes the trade: its refund notification already says so.
+            let refunded = trade.and_then(|number| self.state.trades.get(&number)).is_some_and(|t| t.refunded > 0);
+            match kind {
+                "trade.succeeded" | "refund.succeeded" => true,
+                "trade.closed" => !refunded,
+                _ => false,
+            }
         } else {
             recipient.webhook_url.is_some()
         };

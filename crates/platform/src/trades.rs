@@ -7,6 +7,8 @@
 //! by a smaller hold in one chain (void the old, hold the rest). Instant
 //! trades move the money and take the fee at payment.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// How a trade's money moves.
@@ -128,8 +130,13 @@ pub const EXPIRE_MINUTES_MAX: u32 = 30 * 24 * 60;
 /// What an event tells a merchant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventData {
-    Trade(Box<Trade>),
-    Refund { trade: Box<Trade>, refund: Refund },
+    /// The trade as the event left it; shared with the live record until
+    /// that changes again (copy on write), so an event costs no copy.
+    Trade(Arc<Trade>),
+    Refund {
+        trade: Arc<Trade>,
+        refund: Refund,
+    },
     Withdrawal(crate::platform::Withdrawal),
     Loan(Box<crate::loans::Loan>),
 }

@@ -213,6 +213,11 @@ fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
     let closed = world.platform.trade_by_out_trade_no(shop, "o-2").unwrap();
     assert_eq!((closed.status, closed.paid_at), (TradeStatus::TradeClosed, None));
     assert_eq!((world.available(buyer), world.available(shop), world.revenue()), (4_000, 5_964, 36));
+    // An order the merchant opened before is not closed by a refused payment.
+    assert!(matches!(world.run(Action::CreateTrade(new("o-3", 6_000))), Outcome::TradeUpdated(_)));
+    assert_eq!(world.run(pay(new("o-3", 6_000))), Outcome::Rejected(Rejection::InsufficientFunds));
+    let open = world.platform.trade_by_out_trade_no(shop, "o-3").unwrap();
+    assert_eq!(open.status, TradeStatus::WaitBuyerPay);
     world.check();
 }
 

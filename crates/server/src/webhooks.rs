@@ -86,11 +86,11 @@ async fn deliver(state: &AppState, client: &reqwest::Client, event: u64) -> bool
             platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => (**trade).clone(),
             _ => return None,
         };
-        Some((url, event.number, event.kind.clone(), data))
+        Some((url, event.number, event.kind.clone(), event.created_at, data))
     });
-    if let Some((url, number, kind, trade)) = alipay {
-        let Ok(form) = crate::gateway::notification(&state.gateway_key, number, &kind, &trade, state.clock.now())
-        else {
+    if let Some((url, number, kind, event_at, trade)) = alipay {
+        let now = state.clock.now();
+        let Ok(form) = crate::gateway::notification(&state.gateway_key, number, &kind, &trade, event_at, now) else {
             return false;
         };
         let Ok(body) = serde_urlencoded::to_string(&form) else { return false };

@@ -107,7 +107,9 @@ impl Failure {
             Rejection::Conflict(why) if why.contains("another amount") || why.contains("another trade") => {
                 Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", why.clone())
             }
-            Rejection::Conflict(why) if why.contains("closed") => Failure::business("ACQ.TRADE_HAS_CLOSE", why.clone()),
+            Rejection::Conflict(why) if why.contains("is closed") => {
+                Failure::business("ACQ.TRADE_HAS_CLOSE", why.clone())
+            }
             Rejection::Conflict(why) => Failure::business("ACQ.TRADE_STATUS_ERROR", why.clone()),
         }
     }
@@ -148,8 +150,14 @@ pub async fn gateway(
         }
     }
     let text = Value::Object(object).to_string();
-    // The signature covers the exact text sent.
-    let body = match state.gateway_key.sign(&text) {
+    // The signature covers the exact text sent. RSA (and making the key, the
+    // first time) takes milliseconds: not on the async workers.
+    let signer = Arc::clone(&state);
+    let signed_text = text.clone();
+    let signed = tokio::task::spawn_blocking(move || signer.gateway_key.sign(&signed_text))
+        .await
+        .unwrap_or_else(|error| Err(anyhow::anyhow!("the signing task failed: {error}")));
+    let body = match signed {
         Ok(signature) => format!("{{\"{name}\":{text},\"sign\":\"{signature}\"}}"),
         Err(error) => {
             tracing::error!(%error, "the gateway cannot sign");
@@ -254,6 +262,13 @@ async fn handle(state: &Arc<AppState>, params: &BTreeMap<String, String>, method
         "alipay.trade.fastpay.refund.query" => refund_query(state, merchant, &biz),
         "alipay.trade.close" => {
             let trade = find_trade(state, merchant, &biz)?;
+            match trade.status {
+                TradeStatus::WaitBuyerPay => {}
+                TradeStatus::TradeClosed => {
+                    return Err(Failure::business("ACQ.TRADE_HAS_CLOSE", "the trade is closed"));
+                }
+                _ => return Err(Failure::business("ACQ.TRADE_STATUS_ERROR", "only an unpaid trade can be closed")),
+            }
             let outcome = submit(state, Action::CloseTrade { trade: trade.number, merchant }).await?;
             let closed = updated_trade(outcome)?;
             Ok(ids(&closed))
@@ -473,6 +488,16 @@ fn refund_query(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
     Ok(fields)
 }
 
+/// A refund after settlement comes from the merchant's balance: when that
+/// is short, it is the seller's balance Alipay names.
+fn seller_short(failure: Failure) -> Failure {
+    if failure.sub_code == "ACQ.BUYER_BALANCE_NOT_ENOUGH" {
+        Failure::business("ACQ.SELLER_BALANCE_NOT_ENOUGH", "the merchant's balance does not cover the refund")
+    } else {
+        failure
+    }
+}
+
 /// Cancels a till payment: closes it if unpaid, refunds it in full if paid.
 async fn trade_cancel(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
     let trade = find_trade(state, merchant, biz)?;
@@ -481,6 +506,8 @@ async fn trade_cancel(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
             submit(state, Action::CloseTrade { trade: trade.number, merchant }).await?;
             "close"
         }
+        // Fully refunded: a repeat of a cancel that refunded it.
+        TradeStatus::TradeClosed if trade.paid_at.is_some() => "refund",
         TradeStatus::TradeClosed => "close",
         _ => {
             let refund = Action::RefundTrade {
@@ -491,7 +518,7 @@ async fn trade_cancel(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
                 reason: Some("cancelled".to_string()),
             };
             if trade.refundable() > 0 {
-                submit(state, refund).await?;
+                submit(state, refund).await.map_err(seller_short)?;
             }
             "refund"
         }
@@ -513,6 +540,7 @@ async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer
     };
     let identity = Biz(payee).required("identity")?;
     let to = parse_party_id(&identity, PartyKind::User)
+        .filter(|&number| state.store.read(|p| p.party(number).is_some_and(|party| party.kind == PartyKind::User)))
         .ok_or_else(|| Failure::business("PAYEE_NOT_EXIST", "identity must be a zhifu user id (usr_…)"))?;
     // out_biz_no makes the transfer idempotent: the platform remembers it
     // with the request, as for an Idempotency-Key.
@@ -553,6 +581,7 @@ pub fn notification(
     notify_id: u64,
     kind: &str,
     trade: &Trade,
+    event_at: u64,
     now: u64,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut params = BTreeMap::new();
@@ -587,8 +616,8 @@ pub fn notification(
             set("out_biz_no", refund.out_request_no.clone());
         }
     }
-    if kind == "trade.closed" {
-        set("gmt_close", format_timestamp(now));
+    if kind == "trade.closed" || trade.status == TradeStatus::TradeClosed {
+        set("gmt_close", format_timestamp(event_at));
     }
     let signature = key.sign(&sign_content(&params, &["sign", "sign_type"]))?;
     params.insert("sign".to_string(), signature);

@@ -204,12 +204,14 @@ async fn create_party<T>(
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
     let NewParty { kind, name, fee_rate_bps, webhook_url, app_public_key } = new;
     let alipay_public_key = match app_public_key {
-        Some(_) => Some(
-            state
-                .gateway_key
-                .public_pem()
-                .map_err(|error| ApiError::unavailable(format!("the gateway key: {error}")))?,
-        ),
+        // Making the platform's key (the first time) takes a moment: not on the async workers.
+        Some(_) => {
+            let keys = Arc::clone(state);
+            let pem = tokio::task::spawn_blocking(move || keys.gateway_key.public_pem())
+                .await
+                .map_err(|error| ApiError::unavailable(format!("the gateway key: {error}")))?;
+            Some(pem.map_err(|error| ApiError::unavailable(format!("the gateway key: {error}")))?)
+        }
         None => None,
     };
     // A retried request must answer with the same key, yet zhifu keeps only

@@ -43,7 +43,8 @@ const MEMORY_HORIZON_NANOS: u64 = 3_600 * 1_000_000_000;
 
 pub struct EngineOptions<'a> {
     pub data_dir: &'a Path,
-    /// Abort the process once this share of the payments has been submitted.
+    /// Abort the process once this share of the payments has been submitted
+    /// (by this process: a resumed run counts from where it resumed).
     pub crash_at: Option<f64>,
 }
 
@@ -210,12 +211,12 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         let Some((action, kind)) = driver.action(&timed)? else { continue };
         driver.generated += 1;
         let is_payment = matches!(kind, Kind::Pay { .. });
-        if is_payment {
-            payments_submitted += 1;
-        }
         progress.advance(&timed, is_payment, &driver.tally);
         if driver.generated <= resume_after {
             continue;
+        }
+        if is_payment {
+            payments_submitted += 1;
         }
         driver.submit(&timed, action, kind)?;
         if is_payment && crash_after_payments.is_some_and(|at| payments_submitted >= at) {

@@ -123,6 +123,16 @@ assert rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 61})[0] == 200
 pay.auth_code = late["auth_code"]
 expect(call(sdk, AlipayTradePayRequest, pay), "40004", "ACQ.PAYMENT_AUTH_CODE_INVALID")
 
+# A till payment the buyer cannot afford is refused, and leaves the code
+# usable once the money is there.
+status, poor = rest("POST", "/v1/users", ADMIN, {"name": "poor buyer"})
+status, poor_code = rest("POST", "/v1/payment-codes", poor["api_key"])
+pay.auth_code, pay.out_trade_no, pay.total_amount = poor_code["auth_code"], "till-3", "5.00"
+expect(call(sdk, AlipayTradePayRequest, pay), "40004", "ACQ.BUYER_BALANCE_NOT_ENOUGH")
+assert rest("POST", "/v1/topups", poor["api_key"], {"amount": 500, "bank": "ICBC"})[0] == 201
+pay.out_trade_no = "till-4"
+expect(call(sdk, AlipayTradePayRequest, pay), "10000")
+
 # alipay.trade.query.
 query = AlipayTradeQueryModel()
 query.out_trade_no = "till-1"
@@ -175,6 +185,8 @@ close.out_trade_no = "qr-2"
 expect(call(sdk, AlipayTradeCloseRequest, close), "10000")
 query.out_trade_no = "qr-2"
 assert call(sdk, AlipayTradeQueryRequest, query)["trade_status"] == "TRADE_CLOSED"
+close.out_trade_no = "qr-1"
+expect(call(sdk, AlipayTradeCloseRequest, close), "40004", "ACQ.TRADE_STATUS_ERROR")
 cancel = AlipayTradeCancelModel()
 cancel.out_trade_no = "qr-1"
 cancelled = call(sdk, AlipayTradeCancelRequest, cancel)
@@ -191,6 +203,9 @@ transfer.payee_info = payee
 moved = call(sdk, AlipayFundTransUniTransferRequest, transfer)
 assert moved["status"] == "SUCCESS", moved
 assert call(sdk, AlipayFundTransUniTransferRequest, transfer)["order_id"] == moved["order_id"]
+payee.identity = "usr_" + merchant["id"].split("_")[1]  # a merchant's number under a user's prefix
+transfer.out_biz_no, transfer.payee_info = "bonus-2", payee
+expect(call(sdk, AlipayFundTransUniTransferRequest, transfer), "40004", "PAYEE_NOT_EXIST")
 
 # Amounts zhifu will not guess at.
 for amount in ["1.001", "-1", "1e3", "0", "abc"]:
