@@ -43,6 +43,8 @@ const MEMORY_HORIZON_NANOS: u64 = 3_600 * 1_000_000_000;
 
 pub struct EngineOptions<'a> {
     pub data_dir: &'a Path,
+    /// The workload's seed: it also names the simulated parties' key hashes.
+    pub seed: u64,
     /// Abort the process once this share of the payments has been submitted
     /// (by this process: a resumed run counts from where it resumed).
     pub crash_at: Option<f64>,
@@ -164,10 +166,9 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         .with_context(|| format!("open the data directory {}", options.data_dir.display()))?;
     let resume_after = recovery.last_sequence;
     let plan = workload.plan().clone();
-    let seed = progress.seed;
     let mut driver = Driver {
         store,
-        seed,
+        seed: options.seed,
         tally: Arc::new(Mutex::new(Tally::new())),
         completed: Arc::new(AtomicU64::new(resume_after)),
         failed: Arc::new(AtomicBool::new(false)),
@@ -606,7 +607,7 @@ fn tally_outcome(
         (Kind::FundYield, Outcome::FundYieldPaid(day)) => acknowledged.fund_yield += day.income,
         (Kind::Ship | Kind::Confirm, Outcome::TradeUpdated(_)) => {}
         (Kind::Tick, Outcome::Ticked { .. }) => {}
-        (Kind::Setup(_), Outcome::Rejected(rejection)) | (_, Outcome::Rejected(rejection)) => {
+        (_, Outcome::Rejected(rejection)) => {
             tally.reject(kind.name(), &describe(&rejection));
         }
         (Kind::Setup(_), _) => {}

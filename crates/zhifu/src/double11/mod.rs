@@ -130,7 +130,7 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
         format_count(u64::from(plan.merchants)),
         format_count(u64::from(plan.buyers)),
     );
-    let progress = Progress::new(args.seed, plan.payments, visible);
+    let progress = Progress::new(plan.payments, visible);
     let output = match &args.target {
         Some(url) => {
             let admin_key = args.admin_key.clone().context("--target needs the server's --admin-key")?;
@@ -144,6 +144,7 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
             prepare_data_dir(&args.data_dir, &config, args.fresh)?;
             let options = engine::EngineOptions {
                 data_dir: &args.data_dir,
+                seed: args.seed,
                 crash_at: args.crash_at.map(|percent| percent / 100.0),
             };
             let output = engine::run(workload, &options, &progress)?;

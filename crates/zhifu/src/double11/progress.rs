@@ -13,14 +13,13 @@ use super::{format_clock, format_count, format_yuan};
 const UPDATE_EVERY: u64 = 4_096;
 
 pub struct Progress {
-    pub seed: u64,
     bar: ProgressBar,
     operations: Cell<u64>,
     payments: Cell<u64>,
 }
 
 impl Progress {
-    pub fn new(seed: u64, payments: u64, visible: bool) -> Progress {
+    pub fn new(payments: u64, visible: bool) -> Progress {
         let target = if visible { ProgressDrawTarget::stderr_with_hz(8) } else { ProgressDrawTarget::hidden() };
         let bar = ProgressBar::with_draw_target(Some(payments), target);
         let style = ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:28}] {percent:>3}% {msg}")
@@ -29,7 +28,7 @@ impl Progress {
         bar.set_style(style);
         bar.set_message("setting up merchants and buyers");
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { seed, bar, operations: Cell::new(0), payments: Cell::new(0) }
+        Progress { bar, operations: Cell::new(0), payments: Cell::new(0) }
     }
 
     pub fn note(&self, text: &str) {
