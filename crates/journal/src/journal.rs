@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ledger::{Ledger, LedgerConfig};
 
+use crate::archive::Archive;
 use crate::error::{JournalError, io_error};
 use crate::history::History;
 use crate::machine::StateMachine;
@@ -65,6 +66,7 @@ pub struct Journal<M: StateMachine> {
     _lock: File,
     active: ActiveSegment,
     history: History,
+    archive: Archive,
     next_sequence: u64,
     records_since_snapshot: u64,
     options: Options,
@@ -89,6 +91,7 @@ impl<M: StateMachine> Journal<M> {
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
         let mut history = History::open(directory, machine.ledger().transfer_count())?;
         machine.ledger_mut().set_eviction_floor(history.collected());
+        let mut archive = Archive::open(directory, machine.archive_len())?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let mut next_sequence = snapshot_sequence + 1;
         let mut active = None;
@@ -114,6 +117,7 @@ impl<M: StateMachine> Journal<M> {
                 machine.apply(&command);
                 history.collect(machine.ledger())?;
                 machine.ledger_mut().set_eviction_floor(history.collected());
+                archive.collect(&mut machine)?;
                 next_sequence += 1;
                 report.records_replayed += 1;
             }
@@ -123,6 +127,7 @@ impl<M: StateMachine> Journal<M> {
             }
         }
         history.write()?;
+        archive.write()?;
         let active = match active {
             Some(active) => active,
             None => ActiveSegment::create(directory, next_sequence)?,
@@ -135,6 +140,7 @@ impl<M: StateMachine> Journal<M> {
             _lock: lock,
             active,
             history,
+            archive,
             next_sequence,
             records_since_snapshot: report.records_replayed,
             options,
@@ -185,6 +191,22 @@ impl<M: StateMachine> Journal<M> {
         self.history.reader()
     }
 
+    /// Takes the archive records a just-applied command made; call after
+    /// every command, before the next one.
+    pub fn collect_archive(&mut self, machine: &mut M) -> Result<(), JournalError> {
+        self.archive.collect(machine)
+    }
+
+    /// Writes the collected archive records (after each group, before
+    /// readers may look for them).
+    pub fn write_archive(&mut self) -> Result<(), JournalError> {
+        self.archive.write()
+    }
+
+    pub fn archive_reader(&self) -> Result<crate::ArchiveReader, JournalError> {
+        self.archive.reader()
+    }
+
     pub fn snapshot_due(&self) -> bool {
         self.records_since_snapshot >= self.options.snapshot_every_records
     }
@@ -199,6 +221,8 @@ impl<M: StateMachine> Journal<M> {
         self.history.collect(ledger)?;
         self.history.sync()?;
         assert_eq!(self.history.count(), ledger.transfer_count(), "history holds every transfer");
+        self.archive.sync()?;
+        assert_eq!(self.archive.length(), machine.archive_len(), "the archive holds every record");
         let path = snapshot::write(&self.directory, sequence, machine)?;
         // New records go to a fresh segment so that every older one is covered.
         self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;

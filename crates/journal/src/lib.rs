@@ -9,6 +9,7 @@
 //! - `wal`: segment files of checksummed records; torn-tail handling.
 //! - `snapshot`: snapshots of a machine, written atomically.
 //! - `history`: the file of every transfer ever applied, by position.
+//! - [`archive`]: the file of records the machine moved out of memory, by offset.
 //! - [`journal`]: [`Journal`], a data directory's lock, recovery, appends, snapshots.
 //! - [`Durable`]: the one writer thread with group commit, which the rest of
 //!   zhifu submits commands to.
@@ -17,6 +18,7 @@
 //! when a command is durable. A PostgreSQL backend would implement the same
 //! contract (append a group of commands durably, load what was appended).
 
+pub mod archive;
 pub mod codec;
 mod error;
 mod history;
@@ -31,6 +33,7 @@ use std::thread::JoinHandle;
 
 use ledger::Ledger;
 
+pub use archive::{ArchiveReader, ArchiveSource, NoArchive};
 pub use codec::{Batch, Command, DecodeError};
 pub use error::JournalError;
 pub use history::HistoryReader;
@@ -70,6 +73,7 @@ pub struct Durable<M: StateMachine> {
     stats: Arc<RwLock<WriterStats>>,
     writer: Option<JoinHandle<()>>,
     history: HistoryReader,
+    archive: ArchiveReader,
 }
 
 impl<M: StateMachine> Durable<M> {
@@ -77,6 +81,7 @@ impl<M: StateMachine> Durable<M> {
         let queue = options.queue_batches_max;
         let (journal, machine, report) = Journal::<M>::open(directory, options)?;
         let history = journal.history_reader()?;
+        let archive = journal.archive_reader()?;
         let machine = Arc::new(RwLock::new(machine));
         let stats = Arc::new(RwLock::new(WriterStats::default()));
         let (sender, receiver) = sync_channel(queue);
@@ -90,7 +95,7 @@ impl<M: StateMachine> Durable<M> {
                 path: directory.to_path_buf(),
                 source,
             })?;
-        Ok((Durable { sender: Some(sender), machine, stats, writer: Some(writer), history }, report))
+        Ok((Durable { sender: Some(sender), machine, stats, writer: Some(writer), history, archive }, report))
     }
 
     /// Submits a command and waits until it is durable and applied.
@@ -124,6 +129,13 @@ impl<M: StateMachine> Durable<M> {
     pub fn read<R>(&self, read: impl FnOnce(&M) -> R) -> R {
         let machine = self.machine.read().unwrap_or_else(PoisonError::into_inner);
         read(&machine)
+    }
+
+    /// Reads the machine together with its archive file, for records it
+    /// moved out of memory. Keep the reads few: the writer waits for them.
+    pub fn read_with_archive<R>(&self, read: impl FnOnce(&M, &ArchiveReader) -> R) -> R {
+        let machine = self.machine.read().unwrap_or_else(PoisonError::into_inner);
+        read(&machine, &self.archive)
     }
 
     /// The transfer at `position` (its place among all transfers ever
@@ -247,7 +259,14 @@ fn write_loop<M: StateMachine>(
             if let Err(error) = journal.collect_history(state.ledger_mut()) {
                 history_failure = Some(error.to_string());
             }
+            if let Err(error) = journal.collect_archive(&mut *state) {
+                history_failure = Some(error.to_string());
+            }
             answers.push((request.reply, outcome));
+        }
+        // Before readers see the state: the records it points to are in the file.
+        if let Err(error) = journal.write_archive() {
+            history_failure = Some(error.to_string());
         }
         let applied = answers.len() as u64;
         let snapshot_due = journal.snapshot_due();
@@ -261,8 +280,8 @@ fn write_loop<M: StateMachine>(
         }
         if let Some(reason) = history_failure {
             // Every command is still in the log; stop before a snapshot could
-            // let the log go while the history is not on disk.
-            eprintln!("zhifu journal: history file failed, no more writes: {reason}");
+            // let the log go while the history or archive is not on disk.
+            eprintln!("zhifu journal: history or archive file failed, no more writes: {reason}");
             failure = Some(reason);
             continue;
         }

@@ -31,6 +31,14 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Self, DecodeError>;
     /// Equal digests mean equal machines.
     fn digest(&self) -> u64;
+
+    /// Bytes of archive records this state refers to, including those not
+    /// yet taken (see [`crate::archive`]). Machines that archive nothing: 0.
+    fn archive_len(&self) -> u64 {
+        0
+    }
+    /// Moves the archive records made since the last call to the end of `out`.
+    fn take_archive(&mut self, _out: &mut Vec<u8>) {}
 }
 
 /// The answer to one ledger batch, given once it is durable and applied.

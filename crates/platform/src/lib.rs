@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`accounts`]: how products map onto ledger accounts and transfer codes.
+//! - `archive`: records moved out of memory into the journal's archive file (events).
 //! - [`calendar`]: business dates in China Standard Time.
 //! - [`command`]: commands (with their time and idempotency tag) and outcomes.
 //! - [`fees`]: fee schedules as data.
@@ -13,6 +14,7 @@
 //! changes. It knows nothing of HTTP or JSON.
 
 pub mod accounts;
+mod archive;
 pub mod calendar;
 pub mod command;
 pub mod fees;

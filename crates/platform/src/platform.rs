@@ -15,7 +15,7 @@ use crate::accounts::{self, BANK_CLEARING, LEDGER_CNY, REVENUE, Reference};
 use crate::calendar::Date;
 use crate::command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
 use crate::fees::{FeeSchedule, Product, QuotaPeriod};
-use crate::trades::{Delivery, Event, Trade};
+use crate::trades::{Delivery, Trade};
 
 /// The largest amount of one movement: 10^15 fen (10 trillion yuan).
 pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
@@ -128,9 +128,10 @@ pub(crate) struct State {
     pub(crate) trade_numbers: BTreeMap<(u64, String), u64>,
     /// (when, trade): expiry of unpaid trades, auto-confirmation of shipped ones.
     pub(crate) trades_due: BTreeSet<(u64, u64)>,
-    pub(crate) events: BTreeMap<u64, Event>,
-    /// (party, event), for listing a party's events.
-    pub(crate) events_by_party: BTreeSet<(u64, u64)>,
+    /// Events live in the archive; each party's newest one is here and
+    /// each archived event points to the party's one before it.
+    pub(crate) last_event_of: BTreeMap<u64, u64>,
+    pub(crate) archive: crate::archive::Outbox,
     /// Events not yet delivered (nor given up on), by event number.
     pub(crate) deliveries: BTreeMap<u64, Delivery>,
     pub(crate) fund: crate::fund::FundState,
@@ -747,6 +748,14 @@ impl StateMachine for Platform {
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Platform, DecodeError> {
         let state = postcard::from_bytes(state).map_err(|_| DecodeError { what: "platform state" })?;
         Ok(Platform { ledger, state })
+    }
+
+    fn archive_len(&self) -> u64 {
+        self.state.archive.length()
+    }
+
+    fn take_archive(&mut self, out: &mut Vec<u8>) {
+        self.state.archive.take(out);
     }
 
     fn digest(&self) -> u64 {

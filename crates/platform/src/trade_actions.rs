@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use journal::{ArchiveSource, JournalError};
 use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
 
 use crate::accounts::{self, REVENUE, Reference};
@@ -11,8 +12,9 @@ use crate::command::{NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::trades::{
-    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT,
-    EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
+    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, ArchivedEvent, ArchivedEventRef, DELIVERY_ATTEMPTS_MAX, Delivery,
+    EXPIRE_MINUTES_DEFAULT, EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode,
+    TradeStatus,
 };
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -73,20 +75,33 @@ impl Platform {
             .collect()
     }
 
-    pub fn event(&self, number: u64) -> Option<&Event> {
-        self.state.events.get(&number)
+    /// The event archived at `offset` (a delivery's).
+    pub fn event_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Event, JournalError> {
+        self.state.archive.read::<ArchivedEvent>(archive, offset).map(|archived| archived.event)
     }
 
-    /// A party's events newest first, from below `before` (an event number).
-    pub fn events_of(&self, party: u64, before: Option<u64>, limit: usize) -> Vec<Event> {
-        let upper = (party, before.unwrap_or(u64::MAX));
-        self.state
-            .events_by_party
-            .range((party, 0)..upper)
-            .rev()
-            .take(limit)
-            .filter_map(|(_, number)| self.state.events.get(number).cloned())
-            .collect()
+    /// A party's events newest first, from below `before` (an event number):
+    /// a walk back along the party's chain in the archive.
+    pub fn events_of(
+        &self,
+        archive: &dyn ArchiveSource,
+        party: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Event>, JournalError> {
+        let before = before.unwrap_or(u64::MAX);
+        let mut found = Vec::new();
+        let mut next = self.state.last_event_of.get(&party).copied();
+        while let Some(offset) = next
+            && found.len() < limit
+        {
+            let archived: ArchivedEvent = self.state.archive.read(archive, offset)?;
+            if archived.event.number < before {
+                found.push(archived.event);
+            }
+            next = archived.previous_of_party;
+        }
+        Ok(found)
     }
 
     /// Events whose delivery is due by `now`: the oldest undelivered event of
@@ -95,8 +110,7 @@ impl Platform {
         let mut blocked_trades = std::collections::BTreeSet::new();
         let mut due = Vec::new();
         for delivery in self.state.deliveries.values() {
-            let trade = self.state.events.get(&delivery.event).and_then(|event| event.trade);
-            if let Some(trade) = trade
+            if let Some(trade) = delivery.trade
                 && !blocked_trades.insert(trade)
             {
                 continue;
@@ -713,10 +727,13 @@ impl Platform {
             recipient.webhook_url.is_some()
         };
         let number = self.take_number();
-        self.state.events.insert(number, Event { number, party, kind: kind.to_string(), created_at: now, trade, data });
-        self.state.events_by_party.insert((party, number));
+        let event = Event { number, party, kind: kind.to_string(), created_at: now, trade, data };
+        let previous_of_party = self.state.last_event_of.get(&party).copied();
+        let offset = self.state.archive.append(&ArchivedEventRef { event: &event, previous_of_party });
+        self.state.last_event_of.insert(party, offset);
         if deliver {
-            self.state.deliveries.insert(number, Delivery { event: number, attempts: 0, next_attempt_at: now });
+            let delivery = Delivery { event: number, offset, trade, attempts: 0, next_attempt_at: now };
+            self.state.deliveries.insert(number, delivery);
         }
     }
 }

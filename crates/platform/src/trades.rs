@@ -130,8 +130,8 @@ pub const EXPIRE_MINUTES_MAX: u32 = 30 * 24 * 60;
 /// What an event tells a merchant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventData {
-    /// The trade as the event left it; shared with the live record until
-    /// that changes again (copy on write), so an event costs no copy.
+    /// The trade as the event left it (shared with the live record while the
+    /// event is encoded into the archive, so it costs no copy).
     Trade(Arc<Trade>),
     Refund {
         trade: Arc<Trade>,
@@ -155,10 +155,27 @@ pub struct Event {
     pub data: EventData,
 }
 
+/// An event as archived: with where the same party's previous event is.
+#[derive(Serialize)]
+pub(crate) struct ArchivedEventRef<'a> {
+    pub event: &'a Event,
+    pub previous_of_party: Option<u64>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ArchivedEvent {
+    pub event: Event,
+    pub previous_of_party: Option<u64>,
+}
+
 /// Where the delivery of one event stands.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Delivery {
     pub event: u64,
+    /// Where the event is archived.
+    pub offset: u64,
+    /// Its trade: a trade's events are delivered in order.
+    pub trade: Option<u64>,
     pub attempts: u32,
     pub next_attempt_at: u64,
 }

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+use std::io::Write;
+
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
 use platform::accounts::{BANK_CLEARING, REVENUE};
@@ -310,4 +312,80 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     store.shutdown();
     let (store, _) = Durable::<Platform>::open(directory.path(), options).unwrap();
     assert_eq!(store.read(|p| p.digest()), digest);
+}
+
+/// Events leave memory for the journal's archive: they list the same from
+/// the file as from a bare platform's outbox, survive a restart (records past
+/// the snapshot are cut and replayed), and a shortened archive is refused.
+#[test]
+fn events_are_archived_listed_newest_first_and_survive_a_restart() {
+    use platform::{NewTrade, PaySource, TradeMode};
+    let directory = tempfile::tempdir().unwrap();
+    let options = Options { snapshot_every_records: 7, ..Options::default() };
+    let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
+    let mut bare = World::new();
+    let mut now = START;
+    let mut submit = |action: Action| {
+        now += SECOND;
+        let durable = store.submit(Command { now, idempotency: None, action: action.clone() }).unwrap();
+        let bare_outcome = bare.platform.apply(&Command { now, idempotency: None, action });
+        assert_eq!(durable, bare_outcome);
+        durable
+    };
+    let party = |kind: PartyKind, byte: u8| Action::CreateParty {
+        kind,
+        name: "x".into(),
+        key_hash: [byte; 32],
+        fee_rate_bps: None,
+        webhook_url: None,
+        webhook_secret: "s".into(),
+        app_public_key: None,
+    };
+    let Outcome::PartyCreated { number: shop, .. } = submit(party(PartyKind::Merchant, 1)) else { panic!() };
+    let Outcome::PartyCreated { number: buyer, .. } = submit(party(PartyKind::User, 2)) else { panic!() };
+    submit(Action::TopUp { party: buyer, amount: 1_000_000, bank: "ICBC".into() });
+    for order in 0..20 {
+        let trade = NewTrade {
+            merchant: shop,
+            out_trade_no: format!("o-{order}"),
+            amount: 100 + order,
+            subject: "tea".to_string(),
+            mode: TradeMode::Instant,
+            buyer: None,
+            auto_confirm_days: None,
+            expire_minutes: None,
+            campaign: None,
+            notify_url: None,
+        };
+        submit(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None });
+    }
+    let list = |store: &Durable<Platform>, before: Option<u64>, limit: usize| {
+        store.read_with_archive(|p, archive| p.events_of(archive, shop, before, limit)).unwrap()
+    };
+    let all = list(&store, None, 100);
+    assert_eq!(all.len(), 40, "paid and succeeded for each of 20 trades");
+    assert!(all.windows(2).all(|pair| pair[0].number > pair[1].number), "newest first");
+    assert_eq!(all.iter().filter(|e| e.kind == "trade.succeeded").count(), 20);
+    assert_eq!(all, bare.platform.events_of(&journal::NoArchive, shop, None, 100).unwrap());
+    let page = list(&store, Some(all[9].number), 5);
+    assert_eq!(page, all[10..15].to_vec());
+    assert!(list(&store, None, 100).iter().all(|e| e.party == shop));
+    let digest = store.read(|p| p.digest());
+    store.shutdown();
+
+    // Bytes past what the snapshot refers to are cut, then the replay writes them again.
+    let archive = directory.path().join("archive.log");
+    let length = std::fs::metadata(&archive).unwrap().len();
+    std::fs::OpenOptions::new().append(true).open(&archive).unwrap().write_all(b"torn tail").unwrap();
+    let (store, report) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
+    assert!(report.snapshot_sequence.is_some() && report.records_replayed > 0);
+    assert_eq!(store.read(|p| p.digest()), digest);
+    assert_eq!(list(&store, None, 100), all);
+    store.shutdown();
+    assert_eq!(std::fs::metadata(&archive).unwrap().len(), length);
+
+    // Records the snapshot relies on are gone: refuse to start, naming the file.
+    std::fs::OpenOptions::new().write(true).open(&archive).unwrap().set_len(10).unwrap();
+    let error = Durable::<Platform>::open(directory.path(), options).err().expect("a shortened archive is refused");
+    assert!(error.to_string().contains("archive.log"), "{error}");
 }

@@ -61,7 +61,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
                 let (state, client, in_flight) = (Arc::clone(&state), client.clone(), Arc::clone(&in_flight));
                 tokio::spawn(async move {
-                    let delivered = deliver(&state, &client, delivery.event).await;
+                    let delivered = deliver(&state, &client, delivery.offset).await;
                     if let Err(error) =
                         state.submit(None, Action::RecordDelivery { event: delivery.event, delivered }).await
                     {
@@ -75,20 +75,25 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// One attempt: true if the merchant answered 2xx.
-async fn deliver(state: &AppState, client: &reqwest::Client, event: u64) -> bool {
+/// One attempt (of the event archived at `offset`): true if the merchant answered 2xx.
+async fn deliver(state: &AppState, client: &reqwest::Client, offset: u64) -> bool {
+    let event = match state.store.read_with_archive(|p, archive| p.event_at(archive, offset)) {
+        Ok(event) => event,
+        Err(error) => {
+            // Retried on the usual schedule: the archive may be readable again.
+            eprintln!("zhifu: cannot read an event to deliver: {error}");
+            return false;
+        }
+    };
     // Trades made through the gateway with a notify_url: Alipay's form.
-    let alipay = state.store.read(|p| {
-        let event = p.event(event)?;
-        let trade = p.trade(event.trade?)?;
-        let url = trade.notify_url.clone()?;
-        let data = match &event.data {
-            platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => (**trade).clone(),
-            _ => return None,
-        };
-        Some((url, event.number, event.kind.clone(), event.created_at, data))
-    });
-    if let Some((url, number, kind, event_at, trade)) = alipay {
+    let alipay = match &event.data {
+        platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => {
+            trade.notify_url.clone().map(|url| (url, platform::Trade::clone(trade)))
+        }
+        _ => None,
+    };
+    if let Some((url, trade)) = alipay {
+        let (number, kind, event_at) = (event.number, event.kind.clone(), event.created_at);
         let now = state.clock.now();
         let Ok(form) = crate::gateway::notification(&state.gateway_key, number, &kind, &trade, event_at, now) else {
             return false;
@@ -109,11 +114,10 @@ async fn deliver(state: &AppState, client: &reqwest::Client, event: u64) -> bool
         };
     }
     let target = state.store.read(|p| {
-        let event = p.event(event)?.clone();
         let party = p.party(event.party)?;
-        Some((event, party.webhook_url.clone()?, party.webhook_secret.clone()))
+        Some((party.webhook_url.clone()?, party.webhook_secret.clone()))
     });
-    let Some((event, url, secret)) = target else { return false };
+    let Some((url, secret)) = target else { return false };
     let Ok(body) = serde_json::to_vec(&event_view(&event)) else { return false };
     let unix_seconds = state.clock.now() / 1_000_000_000;
     let Some(signature) = signature(&secret, unix_seconds, &body) else { return false };

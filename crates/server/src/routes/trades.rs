@@ -467,7 +467,10 @@ pub async fn list_events(
 ) -> Result<Json<EventPage>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
     let page = Page::from_params(params.limit, params.starting_after.as_deref(), "evt_")?;
-    let mut found = state.store.read(|p| p.events_of(merchant, page.after, page.limit + 1));
+    let mut found = state
+        .store
+        .read_with_archive(|p, archive| p.events_of(archive, merchant, page.after, page.limit + 1))
+        .map_err(|error| ApiError::unavailable(format!("cannot read the events: {error}")))?;
     let has_more = found.len() > page.limit;
     found.truncate(page.limit);
     Ok(Json(EventPage { data: found.iter().map(event_view).collect(), has_more }))

@@ -1,0 +1,190 @@
+//! The archive file: records a machine moved out of memory (its delivered
+//! events, its finished trades), found again by the byte offset the machine
+//! itself assigned when it made them.
+//!
+//! Offsets are part of the machine's state, so they must not depend on I/O:
+//! the machine frames each record with [`encode_record`] into an outbox and
+//! counts the bytes itself ([`StateMachine::archive_len`]); the journal moves
+//! the outbox into `archive.log` after every command, in order, so a record's
+//! offset is where it lands. Records are `[length u32][CRC-32C u32][payload]`.
+//! Like the history file, `archive.log` is written (not synced) after each
+//! command and synced before a snapshot; at start it is cut back to the
+//! snapshot's length and the log replay appends the rest again.
+//!
+//! [`StateMachine::archive_len`]: crate::StateMachine::archive_len
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{JournalError, io_error};
+use crate::machine::StateMachine;
+
+pub(crate) const FILE_NAME: &str = "archive.log";
+/// Bytes before each record's payload: its length and checksum.
+pub const RECORD_HEADER_BYTES: u64 = 8;
+/// One record is at most this long (a trade with its refunds is a few KB).
+pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 20;
+/// The buffer is written out past this size (a command can archive much).
+const BUFFER_BYTES_MAX: usize = 8 << 20;
+
+/// Frames `payload` as one archive record at the end of `out`; returns the
+/// bytes it took.
+pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) -> u64 {
+    assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX, "archive record of {} bytes", payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    RECORD_HEADER_BYTES + payload.len() as u64
+}
+
+/// The payload of the record at the start of `bytes`, if it is whole and intact.
+pub fn decode_record(bytes: &[u8]) -> Option<&[u8]> {
+    let length = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let payload = bytes.get(8..8 + length)?;
+    (length <= RECORD_PAYLOAD_BYTES_MAX && crc32c::crc32c(payload) == crc).then_some(payload)
+}
+
+/// Where archived records are read from: the file behind a journal, or
+/// nothing (a machine used without one keeps its records in its outbox).
+pub trait ArchiveSource {
+    /// The payload of the record at `offset`.
+    fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError>;
+}
+
+/// For machines without a journal: every record is still in their outbox.
+pub struct NoArchive;
+
+impl ArchiveSource for NoArchive {
+    fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
+        Err(JournalError::Failed(format!("archive record at {offset} asked of a machine without an archive file")))
+    }
+}
+
+pub(crate) struct Archive {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file (written, not necessarily synced).
+    length: u64,
+    buffer: Vec<u8>,
+}
+
+impl Archive {
+    /// Opens the archive and cuts it back to `length` bytes (what the
+    /// snapshot refers to); less than that is lost records: an error.
+    pub fn open(directory: &Path, length: u64) -> Result<Archive, JournalError> {
+        let path = directory.join(FILE_NAME);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| io_error("open archive file", &path, source))?;
+        let found = file.metadata().map_err(|source| io_error("stat archive file", &path, source))?.len();
+        if found < length {
+            return Err(JournalError::Corrupt {
+                path,
+                offset: found,
+                reason: "archive file is shorter than the snapshot says (records lost)",
+            });
+        }
+        if found > length {
+            file.set_len(length).map_err(|source| io_error("cut archive file", &path, source))?;
+        }
+        Ok(Archive { path, file, length, buffer: Vec::new() })
+    }
+
+    /// Takes the records the machine made since the last call. Called after
+    /// every command, so the machine's outbox never grows past one command.
+    pub fn collect<M: StateMachine>(&mut self, machine: &mut M) -> Result<(), JournalError> {
+        machine.take_archive(&mut self.buffer);
+        let expected = machine.archive_len();
+        let have = self.length + self.buffer.len() as u64;
+        if have != expected {
+            return Err(JournalError::Failed(format!(
+                "archive out of step: the machine counts {expected} bytes, {} holds {have}",
+                self.path.display()
+            )));
+        }
+        if self.buffer.len() >= BUFFER_BYTES_MAX {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what was collected; readers may find it from then on.
+    pub fn write(&mut self) -> Result<(), JournalError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(&self.buffer, self.length)
+            .map_err(|source| io_error("write archive file", &self.path, source))?;
+        self.length += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.write()?;
+        self.file.sync_data().map_err(|source| io_error("fdatasync archive file", &self.path, source))
+    }
+
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    pub fn reader(&self) -> Result<ArchiveReader, JournalError> {
+        let file = self.file.try_clone().map_err(|source| io_error("reopen archive file", &self.path, source))?;
+        Ok(ArchiveReader { path: self.path.clone(), file })
+    }
+}
+
+/// Reads archived records by offset, from any thread.
+pub struct ArchiveReader {
+    path: PathBuf,
+    file: File,
+}
+
+impl ArchiveSource for ArchiveReader {
+    fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
+        let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset, reason };
+        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+        self.file
+            .read_exact_at(&mut header, offset)
+            .map_err(|source| io_error("read archive file", &self.path, source))?;
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if length > RECORD_PAYLOAD_BYTES_MAX {
+            return Err(corrupt("archive record longer than any record"));
+        }
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let mut payload = vec![0u8; length];
+        self.file
+            .read_exact_at(&mut payload, offset + RECORD_HEADER_BYTES)
+            .map_err(|source| io_error("read archive file", &self.path, source))?;
+        if crc32c::crc32c(&payload) != crc {
+            return Err(corrupt("archive record checksum mismatch"));
+        }
+        Ok(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_and_a_damaged_one_does_not() {
+        let mut out = Vec::new();
+        let first = encode_record(b"hello", &mut out);
+        encode_record(b"", &mut out);
+        assert_eq!(first, RECORD_HEADER_BYTES + 5);
+        assert_eq!(decode_record(&out), Some(&b"hello"[..]));
+        assert_eq!(decode_record(&out[first as usize..]), Some(&b""[..]));
+        out[9] ^= 1;
+        assert_eq!(decode_record(&out), None);
+        assert_eq!(decode_record(&out[..6]), None);
+    }
+}
