@@ -124,6 +124,7 @@ impl Archive {
             .map_err(|source| io_error("write archive file", &self.path, source))?;
         self.length += self.buffer.len() as u64;
         self.buffer.clear();
+        self.buffer.shrink_to(BUFFER_BYTES_MAX);
         Ok(())
     }
 

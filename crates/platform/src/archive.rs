@@ -9,6 +9,8 @@ use journal::{ArchiveSource, JournalError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+const PENDING_CAPACITY_KEPT: usize = 1 << 20;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Outbox {
     /// Bytes of every record made so far: the next record's offset.
@@ -47,6 +49,10 @@ impl Outbox {
 
     pub fn take(&mut self, out: &mut Vec<u8>) {
         out.append(&mut self.pending);
+        // A command that archived much (a busy tick) leaves no large buffer behind.
+        if self.pending.capacity() > PENDING_CAPACITY_KEPT {
+            self.pending = Vec::new();
+        }
     }
 
     /// The record at `offset`: from the outbox if not taken yet, else from `source`.

@@ -209,6 +209,14 @@ pub enum Action {
         event: u64,
         delivered: bool,
     },
+    /// `action`, with a finished trade it needs read from the archive by the
+    /// submitter (apply does no I/O): the record at `offset`. Made by
+    /// `Platform::with_archived_trade` after an answer of `NeedsTrade`.
+    WithTrade {
+        trade: Box<Trade>,
+        offset: u64,
+        action: Box<Action>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -298,6 +306,9 @@ pub enum Outcome {
     },
     /// A trade as the action left it.
     TradeUpdated(Box<Trade>),
+    /// The action needs this finished trade, which is in the archive: submit
+    /// it again wrapped by `Platform::with_archived_trade`. Nothing changed.
+    NeedsTrade(u64),
     RefundCreated {
         trade: Box<Trade>,
         refund: Refund,

@@ -124,7 +124,11 @@ pub(crate) struct State {
     pub(crate) bank_statement: Vec<BankEntry>,
     pub(crate) idempotency: BTreeMap<(u64, String), IdempotencyRecord>,
     pub(crate) idempotency_expiry: BTreeSet<(u64, u64, String)>,
+    /// Live trades: open ones, and finished ones only within the command
+    /// that finished them (then they go to the archive).
     pub(crate) trades: BTreeMap<u64, std::sync::Arc<Trade>>,
+    /// Finished trades (settled or closed): where each is in the archive.
+    pub(crate) archived_trades: BTreeMap<u64, u64>,
     pub(crate) trade_numbers: BTreeMap<(u64, String), u64>,
     /// (when, trade): expiry of unpaid trades, auto-confirmation of shipped ones.
     pub(crate) trades_due: BTreeSet<(u64, u64)>,
@@ -149,6 +153,8 @@ pub(crate) struct State {
 pub struct Platform {
     pub(crate) ledger: Ledger,
     pub(crate) state: State,
+    /// What the command being applied did to trades (empty between commands).
+    pub(crate) touched: crate::trade_actions::Touched,
 }
 
 /// The secrets a new party comes with.
@@ -275,7 +281,7 @@ impl Platform {
         let mut state = State { next_number: 1, next_transfer_serial: 1, ..State::default() };
         state.fee_schedules.insert(Product::Transfer, FeeSchedule::TRANSFER_2013);
         state.fee_schedules.insert(Product::Withdrawal, FeeSchedule::WITHDRAWAL_2016);
-        Platform { ledger, state }
+        Platform { ledger, state, touched: Default::default() }
     }
 
     fn execute(&mut self, now: u64, action: &Action) -> Outcome {
@@ -344,6 +350,13 @@ impl Platform {
                 self.refund_trade(now, *trade, *merchant, out_request_no, *amount, reason)
             }
             Action::RecordDelivery { event, delivered } => self.record_delivery(now, *event, *delivered),
+            Action::WithTrade { trade, offset, action } => {
+                if matches!(**action, Action::WithTrade { .. }) {
+                    return rejected_invalid("one archived trade per command");
+                }
+                self.restore_archived_trade(trade, *offset);
+                self.execute(now, action)
+            }
         }
     }
 
@@ -733,7 +746,11 @@ impl StateMachine for Platform {
             };
         }
         let outcome = self.execute(command.now, &command.action);
-        if let Some(tag) = &command.idempotency {
+        self.archive_touched_trades();
+        // "Read the trade from the archive and ask again" is no answer to keep.
+        if let Some(tag) = &command.idempotency
+            && !matches!(outcome, Outcome::NeedsTrade(_))
+        {
             self.remember(tag, &outcome, command.now);
         }
         outcome
@@ -747,7 +764,7 @@ impl StateMachine for Platform {
 
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Platform, DecodeError> {
         let state = postcard::from_bytes(state).map_err(|_| DecodeError { what: "platform state" })?;
-        Ok(Platform { ledger, state })
+        Ok(Platform { ledger, state, touched: Default::default() })
     }
 
     fn archive_len(&self) -> u64 {

@@ -8,13 +8,13 @@ use journal::{ArchiveSource, JournalError};
 use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
 
 use crate::accounts::{self, REVENUE, Reference};
-use crate::command::{NewTrade, Outcome, PartyKind, PaySource, Rejection};
+use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::trades::{
-    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, ArchivedEvent, ArchivedEventRef, DELIVERY_ATTEMPTS_MAX, Delivery,
-    EXPIRE_MINUTES_DEFAULT, EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode,
-    TradeStatus,
+    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, ArchiveRecord, ArchiveRecordRef, ArchivedEventRef,
+    DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT, EXPIRE_MINUTES_MAX, Event, EventData,
+    RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
 };
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -28,6 +28,15 @@ pub const PAYMENT_CODE_DIGITS: usize = 18;
 pub const SUBJECT_CHARS_MAX: usize = 256;
 /// A refund reason is at most this long.
 pub const REASON_CHARS_MAX: usize = 256;
+
+/// What the command being applied did to trades.
+#[derive(Default)]
+pub(crate) struct Touched {
+    /// Trades it created or changed.
+    pub changed: Vec<u64>,
+    /// Archived trades it brought back, with where they were.
+    pub restored: Vec<(u64, u64)>,
+}
 
 fn conflict(message: &str) -> Outcome {
     Outcome::Rejected(Rejection::Conflict(message.to_string()))
@@ -46,38 +55,166 @@ fn valid_reference(text: &str) -> bool {
 }
 
 impl Platform {
-    /// Every trade, oldest first.
-    pub fn trades(&self) -> impl Iterator<Item = &Trade> {
-        self.state.trades.values().map(|trade| trade.as_ref())
+    /// Trades in memory (open ones) and in the archive (settled or closed).
+    pub fn trade_counts(&self) -> (usize, usize) {
+        (self.state.trades.len(), self.state.archived_trades.len())
     }
 
-    pub fn trade(&self, number: u64) -> Option<&Trade> {
-        self.state.trades.get(&number).map(|trade| trade.as_ref())
+    /// The trade with this number, live or archived.
+    pub fn trade(&self, archive: &dyn ArchiveSource, number: u64) -> Result<Option<Trade>, JournalError> {
+        if let Some(trade) = self.state.trades.get(&number) {
+            return Ok(Some(Trade::clone(trade)));
+        }
+        match self.state.archived_trades.get(&number) {
+            Some(&offset) => self.archived_trade_at(archive, offset).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A merchant's trade by its own reference.
-    pub fn trade_by_out_trade_no(&self, merchant: u64, out_trade_no: &str) -> Option<&Trade> {
-        let number = self.state.trade_numbers.get(&(merchant, out_trade_no.to_string()))?;
-        self.state.trades.get(number).map(|trade| trade.as_ref())
+    pub fn trade_by_out_trade_no(
+        &self,
+        archive: &dyn ArchiveSource,
+        merchant: u64,
+        out_trade_no: &str,
+    ) -> Result<Option<Trade>, JournalError> {
+        match self.state.trade_numbers.get(&(merchant, out_trade_no.to_string())) {
+            Some(&number) => self.trade(archive, number),
+            None => Ok(None),
+        }
     }
 
-    /// Trades newest first, from below `before` (a trade number), that pass `keep`.
-    pub fn trades_newest_first(&self, before: Option<u64>, limit: usize, keep: impl Fn(&Trade) -> bool) -> Vec<Trade> {
+    /// Trades newest first, from below `before` (a trade number), that pass
+    /// `keep`: live and archived ones merged by number. Archived ones are
+    /// read to be filtered, so a filter that keeps few reads many.
+    pub fn trades_newest_first(
+        &self,
+        archive: &dyn ArchiveSource,
+        before: Option<u64>,
+        limit: usize,
+        keep: impl Fn(&Trade) -> bool,
+    ) -> Result<Vec<Trade>, JournalError> {
         let upper = before.unwrap_or(u64::MAX);
-        self.state
-            .trades
-            .range(..upper)
-            .rev()
-            .map(|(_, trade)| trade)
-            .filter(|trade| keep(trade))
-            .take(limit)
-            .map(|trade| Trade::clone(trade))
-            .collect()
+        let mut live = self.state.trades.range(..upper).rev().peekable();
+        let mut archived = self.state.archived_trades.range(..upper).rev().peekable();
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let take_live = match (live.peek(), archived.peek()) {
+                (None, None) => break,
+                (Some((live_number, _)), Some((archived_number, _))) => live_number > archived_number,
+                (live_next, _) => live_next.is_some(),
+            };
+            let trade = match (take_live, live.next_if(|_| take_live), archived.next_if(|_| !take_live)) {
+                (_, Some((_, trade)), _) => Trade::clone(trade),
+                (_, _, Some((_, &offset))) => self.archived_trade_at(archive, offset)?,
+                _ => break,
+            };
+            if keep(&trade) {
+                found.push(trade);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every trade, live and archived, oldest first.
+    pub fn for_each_trade(
+        &self,
+        archive: &dyn ArchiveSource,
+        mut visit: impl FnMut(&Trade),
+    ) -> Result<(), JournalError> {
+        let mut live = self.state.trades.iter().peekable();
+        let mut archived = self.state.archived_trades.iter().peekable();
+        loop {
+            let take_live = match (live.peek(), archived.peek()) {
+                (None, None) => return Ok(()),
+                (Some((live_number, _)), Some((archived_number, _))) => live_number < archived_number,
+                (live_next, _) => live_next.is_some(),
+            };
+            if take_live {
+                if let Some((_, trade)) = live.next() {
+                    visit(trade);
+                }
+            } else if let Some((_, &offset)) = archived.next() {
+                visit(&self.archived_trade_at(archive, offset)?);
+            }
+        }
+    }
+
+    /// `action` wrapped with the archived trade it needs (see
+    /// `Outcome::NeedsTrade`); unchanged if the trade is not archived.
+    pub fn with_archived_trade(
+        &self,
+        archive: &dyn ArchiveSource,
+        number: u64,
+        action: Action,
+    ) -> Result<Action, JournalError> {
+        let Some(&offset) = self.state.archived_trades.get(&number) else { return Ok(action) };
+        let trade = self.archived_trade_at(archive, offset)?;
+        Ok(Action::WithTrade { trade: Box::new(trade), offset, action: Box::new(action) })
+    }
+
+    fn archived_trade_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Trade, JournalError> {
+        match self.state.archive.read(archive, offset)? {
+            ArchiveRecord::Trade(trade) => Ok(trade),
+            ArchiveRecord::Event(_) => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
+        }
+    }
+
+    /// A live trade for an action to change; an archived one is answered
+    /// `NeedsTrade` (apply does no I/O), an unknown one not found.
+    fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
+        match self.state.trades.get(&number) {
+            Some(trade) => Ok(Arc::clone(trade)),
+            None if self.state.archived_trades.contains_key(&number) => Err(Outcome::NeedsTrade(number)),
+            None => Err(not_found()),
+        }
+    }
+
+    fn live_trade_by_out_trade_no(&self, merchant: u64, out_trade_no: &str) -> Result<Option<Arc<Trade>>, Outcome> {
+        match self.state.trade_numbers.get(&(merchant, out_trade_no.to_string())) {
+            Some(&number) => self.live_trade(number).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Brings an archived trade back for the command that carries it (if
+    /// the copy is the current one: a stale copy is ignored).
+    pub(crate) fn restore_archived_trade(&mut self, trade: &Trade, offset: u64) {
+        if self.state.archived_trades.get(&trade.number) == Some(&offset) {
+            self.state.archived_trades.remove(&trade.number);
+            self.state.trades.insert(trade.number, Arc::new(trade.clone()));
+            self.touched.restored.push((trade.number, offset));
+        }
+    }
+
+    /// After each command: trades it finished go to the archive; trades it
+    /// brought back without changing go back to where they were.
+    pub(crate) fn archive_touched_trades(&mut self) {
+        let Touched { mut changed, restored } = std::mem::take(&mut self.touched);
+        changed.sort_unstable();
+        changed.dedup();
+        for (number, offset) in restored {
+            if changed.binary_search(&number).is_err() {
+                self.state.trades.remove(&number);
+                self.state.archived_trades.insert(number, offset);
+            }
+        }
+        for number in changed {
+            if self.state.trades.get(&number).is_some_and(|trade| trade.status.is_finished())
+                && let Some(trade) = self.state.trades.remove(&number)
+            {
+                let offset = self.state.archive.append(&ArchiveRecordRef::Trade(&trade));
+                self.state.archived_trades.insert(number, offset);
+            }
+        }
     }
 
     /// The event archived at `offset` (a delivery's).
     pub fn event_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Event, JournalError> {
-        self.state.archive.read::<ArchivedEvent>(archive, offset).map(|archived| archived.event)
+        match self.state.archive.read(archive, offset)? {
+            ArchiveRecord::Event(archived) => Ok(archived.event),
+            ArchiveRecord::Trade(_) => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
+        }
     }
 
     /// A party's events newest first, from below `before` (an event number):
@@ -95,7 +232,9 @@ impl Platform {
         while let Some(offset) = next
             && found.len() < limit
         {
-            let archived: ArchivedEvent = self.state.archive.read(archive, offset)?;
+            let ArchiveRecord::Event(archived) = self.state.archive.read(archive, offset)? else {
+                return Err(JournalError::Failed(format!("archive record at {offset} is not an event")));
+            };
             if archived.event.number < before {
                 found.push(archived.event);
             }
@@ -129,7 +268,11 @@ impl Platform {
         if self.state.parties.get(&new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound("merchant".to_string()));
         }
-        if let Some(existing) = self.trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
+        let existing = match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
+            Ok(existing) => existing,
+            Err(outcome) => return outcome,
+        };
+        if let Some(existing) = existing {
             // The same out_trade_no is the same trade: a retry gets it back,
             // a different request under it is refused.
             let same = existing.amount == new.amount
@@ -138,7 +281,7 @@ impl Platform {
                 && existing.mode == new.mode
                 && existing.buyer == new.buyer;
             return if same {
-                Outcome::TradeUpdated(Box::new(existing.clone()))
+                Outcome::TradeUpdated(Box::new(Trade::clone(&existing)))
             } else {
                 conflict("out_trade_no is used by another trade")
             };
@@ -207,6 +350,7 @@ impl Platform {
         self.state.trade_numbers.insert((new.merchant, new.out_trade_no.clone()), number);
         self.state.trades_due.insert((expire_at, number));
         self.state.trades.insert(number, Arc::new(trade.clone()));
+        self.touched.changed.push(number);
         Outcome::TradeUpdated(Box::new(trade))
     }
 
@@ -228,10 +372,10 @@ impl Platform {
     pub(crate) fn pay_with_code(&mut self, now: u64, new: &NewTrade, code: &str) -> Outcome {
         // A retry of a till payment that went through gets its trade back
         // (the code is spent by then).
-        if let Some(existing) = self.trade_by_out_trade_no(new.merchant, &new.out_trade_no)
-            && existing.paid_at.is_some()
-        {
-            return self.create_trade(now, new);
+        match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
+            Err(outcome) => return outcome,
+            Ok(Some(existing)) if existing.paid_at.is_some() => return self.create_trade(now, new),
+            Ok(_) => {}
         }
         let Some((user, expires_at)) = self.state.payment_codes.get(code).copied() else {
             return Outcome::Rejected(Rejection::Invalid("payment code unknown or already used".to_string()));
@@ -259,7 +403,7 @@ impl Platform {
         source: PaySource,
         coupon: Option<u64>,
     ) -> Outcome {
-        let existed = self.trade_by_out_trade_no(new.merchant, &new.out_trade_no).is_some();
+        let existed = self.state.trade_numbers.contains_key(&(new.merchant, new.out_trade_no.clone()));
         let created = self.create_trade(now, new);
         let Outcome::TradeUpdated(trade) = &created else { return created };
         if trade.status != TradeStatus::WaitBuyerPay || trade.paid_at.is_some() {
@@ -283,7 +427,10 @@ impl Platform {
         source: PaySource,
         coupon: Option<u64>,
     ) -> Outcome {
-        let Some(trade) = self.state.trades.get(&number).cloned() else { return not_found() };
+        let trade = match self.live_trade(number) {
+            Ok(trade) => trade,
+            Err(outcome) => return outcome,
+        };
         if trade.buyer.is_some_and(|only| only != buyer) {
             return not_found();
         }
@@ -357,6 +504,8 @@ impl Platform {
                 coupon.used_on = Some(number);
             }
         }
+        // The only other holder of the record: without it the change needs no copy.
+        drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.status = status;
             trade.discount = discount;
@@ -380,8 +529,10 @@ impl Platform {
     }
 
     pub(crate) fn ship_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
-        let Some(trade) = self.state.trades.get(&number).filter(|t| t.merchant == merchant).cloned() else {
-            return not_found();
+        let trade = match self.live_trade(number) {
+            Ok(trade) if trade.merchant == merchant => trade,
+            Ok(_) => return not_found(),
+            Err(outcome) => return outcome,
         };
         if trade.mode != TradeMode::Escrow {
             return conflict("only escrow trades are shipped");
@@ -390,6 +541,7 @@ impl Platform {
             return conflict("the trade is not waiting to be shipped");
         }
         let due = now.saturating_add(u64::from(trade.auto_confirm_days) * 86_400 * NANOS_PER_SECOND);
+        drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.status = TradeStatus::WaitBuyerConfirm;
             trade.shipped_at = Some(now);
@@ -401,8 +553,10 @@ impl Platform {
     }
 
     pub(crate) fn confirm_trade(&mut self, now: u64, number: u64, buyer: u64) -> Outcome {
-        let Some(trade) = self.state.trades.get(&number).filter(|t| t.payer == Some(buyer)).cloned() else {
-            return not_found();
+        let trade = match self.live_trade(number) {
+            Ok(trade) if trade.payer == Some(buyer) => trade,
+            Ok(_) => return not_found(),
+            Err(outcome) => return outcome,
         };
         if trade.mode != TradeMode::Escrow {
             return conflict("only escrow trades are confirmed");
@@ -410,6 +564,7 @@ impl Platform {
         if trade.status != TradeStatus::WaitBuyerConfirm {
             return conflict("the trade is not waiting for the buyer's confirmation");
         }
+        drop(trade);
         match self.settle_escrow(now, number) {
             Ok(updated) => Outcome::TradeUpdated(Box::new(Trade::clone(&updated))),
             Err(rejection) => Outcome::Rejected(rejection),
@@ -417,12 +572,15 @@ impl Platform {
     }
 
     pub(crate) fn close_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
-        let Some(trade) = self.state.trades.get(&number).filter(|t| t.merchant == merchant).cloned() else {
-            return not_found();
+        let trade = match self.live_trade(number) {
+            Ok(trade) if trade.merchant == merchant => trade,
+            Ok(_) => return not_found(),
+            Err(outcome) => return outcome,
         };
         if trade.status != TradeStatus::WaitBuyerPay {
             return conflict("only an unpaid trade can be closed");
         }
+        drop(trade);
         Outcome::TradeUpdated(Box::new(self.close_unpaid(now, number)))
     }
 
@@ -435,8 +593,10 @@ impl Platform {
         amount: u64,
         reason: &Option<String>,
     ) -> Outcome {
-        let Some(trade) = self.state.trades.get(&number).filter(|t| t.merchant == merchant).cloned() else {
-            return not_found();
+        let trade = match self.live_trade(number) {
+            Ok(trade) if trade.merchant == merchant => trade,
+            Ok(_) => return not_found(),
+            Err(outcome) => return outcome,
         };
         if let Some(existing) = trade.refunds.iter().find(|r| r.out_request_no == out_request_no) {
             return if existing.amount == amount {
@@ -519,6 +679,7 @@ impl Platform {
             created_at: now,
         };
         let unsettled_escrow = trade.mode == TradeMode::Escrow && trade.settled_at.is_none();
+        drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.refunded += amount;
             trade.refunds.push(refund.clone());
@@ -563,15 +724,18 @@ impl Platform {
                 break;
             }
             self.state.trades_due.pop_first();
-            let Some(trade) = self.state.trades.get(&number).cloned() else { continue };
-            match trade.status {
-                TradeStatus::WaitBuyerPay if trade.expire_at <= due_at => {
-                    self.close_unpaid(due_at.max(trade.expire_at), number);
+            let Some((status, expire_at, confirm_due_at)) =
+                self.state.trades.get(&number).map(|trade| (trade.status, trade.expire_at, trade.confirm_due_at))
+            else {
+                continue;
+            };
+            match status {
+                TradeStatus::WaitBuyerPay if expire_at <= due_at => {
+                    self.close_unpaid(due_at.max(expire_at), number);
                     closed += 1;
                 }
                 TradeStatus::WaitBuyerConfirm
-                    if trade.confirm_due_at.is_some_and(|at| at <= due_at)
-                        && self.settle_escrow(due_at, number).is_ok() =>
+                    if confirm_due_at.is_some_and(|at| at <= due_at) && self.settle_escrow(due_at, number).is_ok() =>
                 {
                     settled += 1;
                 }
@@ -584,6 +748,7 @@ impl Platform {
 
     /// Posts an escrow hold to the merchant with the merchant's fee, in one chain.
     fn settle_escrow(&mut self, now: u64, number: u64) -> Result<Trade, Rejection> {
+        // Only the tick and a confirmation settle, and only open (live) trades.
         let trade = self.state.trades.get(&number).cloned().ok_or_else(|| Rejection::NotFound("trade".to_string()))?;
         let hold = trade.hold_id.ok_or_else(|| Rejection::Conflict("the trade holds no money".to_string()))?;
         let settled_amount = trade.amount - trade.refunded;
@@ -617,6 +782,7 @@ impl Platform {
         if let Some((loan, repayment)) = advance {
             self.allocate_repayment(loan, repayment);
         }
+        drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.status = TradeStatus::TradeSuccess;
             trade.settled_at = Some(now);
@@ -688,9 +854,11 @@ impl Platform {
         self.new_transfer(now, accounts::wallet(merchant), REVENUE, fee, accounts::CODE_TRADE_FEE, reference)
     }
 
-    /// Changes the live record (copying it first only if an event still
-    /// shares the old version) and returns it, shared.
+    /// Changes the live record (copying it first only if someone still
+    /// holds the old version) and returns it, shared; the command's end
+    /// archives it if this finished it.
     fn update_trade(&mut self, number: u64, change: impl FnOnce(&mut Trade)) -> Arc<Trade> {
+        self.touched.changed.push(number);
         match self.state.trades.get_mut(&number) {
             Some(trade) => {
                 change(Arc::make_mut(trade));
@@ -713,11 +881,13 @@ impl Platform {
         }
         // A trade with a notify_url is notified Alipay's way, once per change
         // of its status or refunds; others through the merchant's webhook.
-        let alipay_style =
-            trade.and_then(|number| self.state.trades.get(&number)).is_some_and(|t| t.notify_url.is_some());
-        let deliver = if alipay_style {
+        let trade_record = match &data {
+            EventData::Trade(record) | EventData::Refund { trade: record, .. } => Some(record),
+            _ => None,
+        };
+        let deliver = if let Some(record) = trade_record.filter(|record| record.notify_url.is_some()) {
             // A full refund closes the trade: its refund notification already says so.
-            let refunded = trade.and_then(|number| self.state.trades.get(&number)).is_some_and(|t| t.refunded > 0);
+            let refunded = record.refunded > 0;
             match kind {
                 "trade.succeeded" | "refund.succeeded" => true,
                 "trade.closed" => !refunded,
@@ -729,7 +899,8 @@ impl Platform {
         let number = self.take_number();
         let event = Event { number, party, kind: kind.to_string(), created_at: now, trade, data };
         let previous_of_party = self.state.last_event_of.get(&party).copied();
-        let offset = self.state.archive.append(&ArchivedEventRef { event: &event, previous_of_party });
+        let offset =
+            self.state.archive.append(&ArchiveRecordRef::Event(ArchivedEventRef { event: &event, previous_of_party }));
         self.state.last_event_of.insert(party, offset);
         if deliver {
             let delivery = Delivery { event: number, offset, trade, attempts: 0, next_attempt_at: now };

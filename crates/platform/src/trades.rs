@@ -155,6 +155,28 @@ pub struct Event {
     pub data: EventData,
 }
 
+/// What the platform writes to the archive.
+#[derive(Serialize)]
+pub(crate) enum ArchiveRecordRef<'a> {
+    Event(ArchivedEventRef<'a>),
+    /// A finished trade (a later change archives it again, at a new offset).
+    Trade(&'a Trade),
+}
+
+#[derive(Deserialize)]
+pub(crate) enum ArchiveRecord {
+    Event(ArchivedEvent),
+    Trade(Trade),
+}
+
+impl TradeStatus {
+    /// Settled or closed: nothing is due on it, so it may leave memory
+    /// (a refund after settlement brings it back for one command).
+    pub fn is_finished(self) -> bool {
+        matches!(self, TradeStatus::TradeSuccess | TradeStatus::TradeClosed)
+    }
+}
+
 /// An event as archived: with where the same party's previous event is.
 #[derive(Serialize)]
 pub(crate) struct ArchivedEventRef<'a> {

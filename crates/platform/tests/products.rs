@@ -25,9 +25,18 @@ impl World {
         World { platform: Platform::create(LedgerConfig::default()), now: START }
     }
 
+    /// As the server submits: an action on a finished (archived) trade is
+    /// answered `NeedsTrade`, and goes again carrying the trade.
     fn run(&mut self, action: Action) -> Outcome {
         self.now += SECOND;
-        self.platform.apply(&Command { now: self.now, idempotency: None, action })
+        match self.platform.apply(&Command { now: self.now, idempotency: None, action: action.clone() }) {
+            Outcome::NeedsTrade(number) => {
+                let action = self.platform.with_archived_trade(&journal::NoArchive, number, action).unwrap();
+                assert!(matches!(action, Action::WithTrade { .. }));
+                self.platform.apply(&Command { now: self.now, idempotency: None, action })
+            }
+            outcome => outcome,
+        }
     }
 
     fn party(&mut self, kind: PartyKind, key: u8) -> u64 {
@@ -212,13 +221,13 @@ fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
     assert_eq!((world.available(buyer), world.available(shop)), (4_000, 5_964));
     // Too much: refused, nothing moved, and the trade is closed.
     assert_eq!(world.run(pay(new("o-2", 6_000))), Outcome::Rejected(Rejection::InsufficientFunds));
-    let closed = world.platform.trade_by_out_trade_no(shop, "o-2").unwrap();
+    let closed = world.platform.trade_by_out_trade_no(&journal::NoArchive, shop, "o-2").unwrap().unwrap();
     assert_eq!((closed.status, closed.paid_at), (TradeStatus::TradeClosed, None));
     assert_eq!((world.available(buyer), world.available(shop), world.revenue()), (4_000, 5_964, 36));
     // An order the merchant opened before is not closed by a refused payment.
     assert!(matches!(world.run(Action::CreateTrade(new("o-3", 6_000))), Outcome::TradeUpdated(_)));
     assert_eq!(world.run(pay(new("o-3", 6_000))), Outcome::Rejected(Rejection::InsufficientFunds));
-    let open = world.platform.trade_by_out_trade_no(shop, "o-3").unwrap();
+    let open = world.platform.trade_by_out_trade_no(&journal::NoArchive, shop, "o-3").unwrap().unwrap();
     assert_eq!(open.status, TradeStatus::WaitBuyerPay);
     world.check();
 }
@@ -307,7 +316,9 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     for position in [0, count / 2, count - 1] {
         assert!(store.stored_transfer(position).unwrap().is_some(), "transfer {position}");
     }
-    assert!(store.read(|p| p.trades().all(|t| t.status == TradeStatus::TradeSuccess)));
+    let mut statuses = Vec::new();
+    store.read_with_archive(|p, archive| p.for_each_trade(archive, |t| statuses.push(t.status))).unwrap();
+    assert!(statuses.len() == 10_000 && statuses.iter().all(|&status| status == TradeStatus::TradeSuccess));
     let digest = store.read(|p| p.digest());
     store.shutdown();
     let (store, _) = Durable::<Platform>::open(directory.path(), options).unwrap();
@@ -388,4 +399,99 @@ fn events_are_archived_listed_newest_first_and_survive_a_restart() {
     std::fs::OpenOptions::new().write(true).open(&archive).unwrap().set_len(10).unwrap();
     let error = Durable::<Platform>::open(directory.path(), options).err().expect("a shortened archive is refused");
     assert!(error.to_string().contains("archive.log"), "{error}");
+}
+
+/// A settled or closed trade leaves memory for the archive; a command that
+/// needs it is answered `NeedsTrade` with nothing changed, goes again
+/// carrying it, and a stale copy is never used.
+#[test]
+fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() {
+    use platform::{NewTrade, PaySource, TradeMode, TradeStatus};
+    let directory = tempfile::tempdir().unwrap();
+    let options = Options { snapshot_every_records: 5, ..Options::default() };
+    let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
+    let mut now = START;
+    let mut submit = |action: Action| {
+        now += SECOND;
+        store.submit(Command { now, idempotency: None, action }).unwrap()
+    };
+    let party = |kind: PartyKind, byte: u8| Action::CreateParty {
+        kind,
+        name: "x".into(),
+        key_hash: [byte; 32],
+        fee_rate_bps: None,
+        webhook_url: None,
+        webhook_secret: "s".into(),
+        app_public_key: None,
+    };
+    let Outcome::PartyCreated { number: shop, .. } = submit(party(PartyKind::Merchant, 1)) else { panic!() };
+    let Outcome::PartyCreated { number: buyer, .. } = submit(party(PartyKind::User, 2)) else { panic!() };
+    submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
+    let trade = |out_trade_no: &str, mode| NewTrade {
+        merchant: shop,
+        out_trade_no: out_trade_no.to_string(),
+        amount: 10_000,
+        subject: "tea".to_string(),
+        mode,
+        buyer: None,
+        auto_confirm_days: None,
+        expire_minutes: None,
+        campaign: None,
+        notify_url: None,
+    };
+    let pay = |trade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
+    let Outcome::TradeUpdated(instant) = submit(pay(trade("i-1", TradeMode::Instant))) else { panic!() };
+    let Outcome::TradeUpdated(escrow) = submit(pay(trade("e-1", TradeMode::Escrow))) else { panic!() };
+    assert_eq!(store.read(|p| p.trade_counts()), (1, 1), "the settled trade left memory, the open one stayed");
+    let read = |number| store.read_with_archive(|p, archive| p.trade(archive, number)).unwrap().unwrap();
+    assert_eq!(read(instant.number), *instant);
+
+    // Without the trade: nothing moves.
+    let refund = |out_request_no: &str| Action::RefundTrade {
+        trade: instant.number,
+        merchant: shop,
+        out_request_no: out_request_no.to_string(),
+        amount: 1_000,
+        reason: None,
+    };
+    let balances = store.read(|p| (p.balance(shop).unwrap().available, p.balance(buyer).unwrap().available));
+    let digest = store.read(|p| p.digest());
+    assert_eq!(submit(refund("r-1")), Outcome::NeedsTrade(instant.number));
+    assert_eq!(store.read(|p| p.digest()), digest, "a NeedsTrade answer changes nothing");
+    // Carrying it: refunded, and archived again at a new place.
+    let carrying =
+        store.read_with_archive(|p, archive| p.with_archived_trade(archive, instant.number, refund("r-1"))).unwrap();
+    let Outcome::RefundCreated { trade: refunded, .. } = submit(carrying.clone()) else { panic!() };
+    assert_eq!(refunded.refunded, 1_000);
+    assert_eq!(read(instant.number).refunded, 1_000);
+    assert_eq!(store.read(|p| p.trade_counts()), (1, 1));
+    assert_eq!(
+        store.read(|p| (p.balance(shop).unwrap().available, p.balance(buyer).unwrap().available)),
+        (balances.0 - 1_000, balances.1 + 1_000)
+    );
+    // The old copy is stale now: never used, asked for again.
+    let Action::WithTrade { trade: stale, offset, .. } = carrying else { panic!() };
+    let stale_refund = Action::WithTrade { trade: stale, offset, action: Box::new(refund("r-2")) };
+    assert_eq!(submit(stale_refund), Outcome::NeedsTrade(instant.number));
+    assert_eq!(read(instant.number).refunds.len(), 1);
+    // A retry of the payment finds the archived trade: the same trade, paid once.
+    assert_eq!(submit(pay(trade("i-1", TradeMode::Instant))), Outcome::NeedsTrade(instant.number));
+
+    // The escrow settles on confirmation and leaves memory too; the list merges both.
+    let Outcome::TradeUpdated(shipped) = submit(Action::ShipTrade { trade: escrow.number, merchant: shop }) else {
+        panic!()
+    };
+    assert_eq!(shipped.status, TradeStatus::WaitBuyerConfirm);
+    submit(Action::ConfirmTrade { trade: escrow.number, buyer });
+    assert_eq!(store.read(|p| p.trade_counts()), (0, 2));
+    let listed = store.read_with_archive(|p, archive| p.trades_newest_first(archive, None, 10, |_| true)).unwrap();
+    assert_eq!(listed.iter().map(|t| t.number).collect::<Vec<_>>(), vec![escrow.number, instant.number]);
+    assert_eq!(listed[0].status, TradeStatus::TradeSuccess);
+    let digest = store.read(|p| p.digest());
+    store.shutdown();
+
+    let (store, _) = Durable::<Platform>::open(directory.path(), options).unwrap();
+    assert_eq!(store.read(|p| p.digest()), digest);
+    let again = store.read_with_archive(|p, archive| p.trade(archive, instant.number)).unwrap().unwrap();
+    assert_eq!(again.refunded, 1_000);
 }

@@ -93,6 +93,29 @@ impl AppState {
         idempotency: Option<platform::IdempotencyTag>,
         action: Action,
     ) -> Result<platform::Outcome, ApiError> {
+        // An action on a finished trade is answered "needs the trade": read it
+        // from the archive and submit again with it (a second miss means the
+        // trade was archived again in between; rare, so a few tries).
+        let mut attempt = action.clone();
+        for _ in 0..ARCHIVED_TRADE_TRIES_MAX {
+            match self.submit_once(idempotency.clone(), attempt).await? {
+                platform::Outcome::NeedsTrade(number) => {
+                    let read = self
+                        .store
+                        .read_with_archive(|p, archive| p.with_archived_trade(archive, number, action.clone()));
+                    attempt = read.map_err(|error| ApiError::unavailable(format!("cannot read the trade: {error}")))?;
+                }
+                outcome => return Ok(outcome),
+            }
+        }
+        Err(ApiError::unavailable("the trade kept moving to the archive; try again"))
+    }
+
+    async fn submit_once(
+        self: &Arc<AppState>,
+        idempotency: Option<platform::IdempotencyTag>,
+        action: Action,
+    ) -> Result<platform::Outcome, ApiError> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let command = Command { now: self.clock.now(), idempotency, action };
         self.store
@@ -109,6 +132,8 @@ impl AppState {
             .map_err(|error| ApiError::unavailable(format!("could not make the change durable: {error}")))
     }
 }
+
+const ARCHIVED_TRADE_TRIES_MAX: usize = 4;
 
 /// Starts the server and runs until SIGINT or SIGTERM; in-flight requests
 /// and their commands finish before it returns.

@@ -8,8 +8,8 @@
 //! its follow-ups (shipping and confirming escrow trades, refunds, claims of
 //! red packets) at least [`FOLLOW_UP_DELAY_MIN_NANOS`] later, and the
 //! platform's clock ticks every simulated minute. After the last follow-up:
-//! one tick twelve days on (every escrow has auto-confirmed) and the day's Yu'e
-//! Bao yield.
+//! ticks every ten simulated minutes up to twelve days on (every escrow has
+//! auto-confirmed by then), and the day's Yu'e Bao yield.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -33,6 +33,10 @@ pub const TICK_NANOS: u64 = MINUTE;
 /// of ten days after shipping (the last ship the next morning), and a day to
 /// spare.
 pub const SETTLE_AT_NANOS: u64 = 12 * 24 * HOUR;
+/// After the day the clock ticks this often until [`SETTLE_AT_NANOS`], so the
+/// auto-confirmations run in many modest commands rather than one of millions
+/// (which would hold every transfer and event it makes in memory at once).
+pub const SETTLE_TICK_NANOS: u64 = 10 * MINUTE;
 pub const SCALE_MIN: f64 = 1e-6;
 pub const SCALE_MAX: f64 = 1.0;
 /// The yield credited for the day (6% a year, as Yu'e Bao paid in early 2014).
@@ -491,12 +495,18 @@ impl Iterator for Workload {
                     return Some(TimedOp { at: first, op, setup: false });
                 }
                 Stage::Settle => {
-                    self.stage = Stage::FundYield;
-                    return Some(TimedOp { at: SETTLE_AT_NANOS.max(self.next_tick), op: Op::Tick, setup: false });
+                    let at = self.next_tick;
+                    if at >= SETTLE_AT_NANOS {
+                        self.stage = Stage::FundYield;
+                    } else {
+                        self.next_tick = (at + SETTLE_TICK_NANOS).min(SETTLE_AT_NANOS);
+                    }
+                    return Some(TimedOp { at, op: Op::Tick, setup: false });
                 }
                 Stage::FundYield => {
                     self.stage = Stage::Done;
-                    let at = SETTLE_AT_NANOS.max(self.next_tick);
+                    // With the last tick.
+                    let at = self.next_tick;
                     return Some(TimedOp {
                         at,
                         op: Op::FundYield { annual_rate_bps: FUND_ANNUAL_RATE_BPS },
@@ -563,6 +573,12 @@ mod tests {
         let escrow = payments.iter().filter(|p| p.mode == Mode::Escrow).count();
         assert_eq!(shipped.len(), escrow, "every escrow trade ships");
         assert!(matches!(ops.last().unwrap().op, Op::FundYield { .. }));
+        // After the day, ticks at most ten minutes apart up to the settlement time.
+        let day_end = ops.iter().rposition(|timed| !matches!(timed.op, Op::Tick | Op::FundYield { .. })).unwrap();
+        let ticks: Vec<u64> = ops[day_end + 1..].iter().map(|timed| timed.at).collect();
+        assert!(ticks.windows(2).all(|pair| pair[1] - pair[0] <= SETTLE_TICK_NANOS), "settlement ticks");
+        assert_eq!(ticks.last(), Some(&SETTLE_AT_NANOS));
+        assert!(ticks.len() > 1_000);
     }
 
     #[test]

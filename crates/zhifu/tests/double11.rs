@@ -63,8 +63,15 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
     // The ledger left behind, read independently of the run.
     let options = Options { ledger: LedgerConfig { id_horizon_ns: Some(3_600_000_000_000) }, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(&directory.path().join("first-data"), options).unwrap();
-    let (gmv, settled, closed, paid, fees, revenue) = store.read(|platform| {
-        let paid: Vec<_> = platform.trades().filter(|t| t.paid_at.is_some()).collect();
+    let (gmv, settled, closed, paid, fees, revenue) = store.read_with_archive(|platform, archive| {
+        let mut paid = Vec::new();
+        platform
+            .for_each_trade(archive, |t| {
+                if t.paid_at.is_some() {
+                    paid.push(t.clone());
+                }
+            })
+            .unwrap();
         let gmv: u128 = paid.iter().map(|t| u128::from(t.amount)).sum();
         let settled: u128 = paid.iter().filter(|t| t.settled_at.is_some()).map(|t| u128::from(t.amount)).sum();
         let closed: u128 = paid.iter().filter(|t| t.settled_at.is_none()).map(|t| u128::from(t.amount)).sum();

@@ -429,12 +429,17 @@ fn find_trade(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Result<Tra
         (Some(trade_no), _) => {
             let number = parse_prefixed(&trade_no, "trd_")
                 .ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))?;
-            state.store.read(|p| p.trade(number).filter(|t| t.merchant == merchant).cloned())
+            state.store.read_with_archive(|p, archive| p.trade(archive, number))
         }
-        (None, Some(out_trade_no)) => state.store.read(|p| p.trade_by_out_trade_no(merchant, &out_trade_no).cloned()),
+        (None, Some(out_trade_no)) => {
+            state.store.read_with_archive(|p, archive| p.trade_by_out_trade_no(archive, merchant, &out_trade_no))
+        }
         (None, None) => return Err(Failure::missing("out_trade_no")),
     };
-    found.ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))
+    let found = found.map_err(|error| Failure::unavailable(format!("cannot read the trade: {error}")))?;
+    found
+        .filter(|trade| trade.merchant == merchant)
+        .ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))
 }
 
 async fn trade_refund(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {

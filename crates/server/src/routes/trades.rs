@@ -424,7 +424,11 @@ pub async fn get_trade(
     Path(trade_no): Path<String>,
 ) -> Result<Json<TradeView>, ApiError> {
     let number = trade_number(&trade_no)?;
-    let trade = state.store.read(|p| p.trade(number).cloned()).filter(|trade| may_see(caller, trade));
+    let trade = state
+        .store
+        .read_with_archive(|p, archive| p.trade(archive, number))
+        .map_err(|error| ApiError::unavailable(format!("cannot read the trade: {error}")))?
+        .filter(|trade| may_see(caller, trade));
     trade.map(|trade| Json(trade_view(&trade))).ok_or_else(|| ApiError::not_found("trade"))
 }
 
@@ -445,13 +449,16 @@ pub async fn list_trades(
     if out_trade_no.as_ref().is_some_and(|no| no.is_empty() || no.chars().count() > 64) {
         return Err(ApiError::invalid("out_trade_no must be 1 to 64 characters"));
     }
-    let mut found = state.store.read(|p| {
-        p.trades_newest_first(page.after, page.limit + 1, |trade| {
-            may_see(caller, trade)
-                && status.is_none_or(|status| trade.status == status)
-                && out_trade_no.as_ref().is_none_or(|no| &trade.out_trade_no == no)
+    let mut found = state
+        .store
+        .read_with_archive(|p, archive| {
+            p.trades_newest_first(archive, page.after, page.limit + 1, |trade| {
+                may_see(caller, trade)
+                    && status.is_none_or(|status| trade.status == status)
+                    && out_trade_no.as_ref().is_none_or(|no| &trade.out_trade_no == no)
+            })
         })
-    });
+        .map_err(|error| ApiError::unavailable(format!("cannot read the trades: {error}")))?;
     let has_more = found.len() > page.limit;
     found.truncate(page.limit);
     Ok(Json(TradePage { data: found.iter().map(trade_view).collect(), has_more }))

@@ -58,6 +58,8 @@ struct PaidTrade {
     paid_by_buyer: u64,
     refunded: u64,
     follow_ups_left: u8,
+    /// Settled or closed: in the archive, so a command on it carries it.
+    finished: bool,
 }
 
 /// What a command was, for tallying its answer.
@@ -69,8 +71,12 @@ enum Kind {
         trade: u64,
         follow_ups: u8,
     },
-    Ship,
-    Confirm,
+    Ship {
+        trade: u64,
+    },
+    Confirm {
+        trade: u64,
+    },
     Refund {
         trade: u64,
     },
@@ -91,8 +97,8 @@ impl Kind {
         match self {
             Kind::Setup(name) => name,
             Kind::Pay { .. } => "payment",
-            Kind::Ship => "ship",
-            Kind::Confirm => "confirm",
+            Kind::Ship { .. } => "ship",
+            Kind::Confirm { .. } => "confirm",
             Kind::Refund { .. } => "refund",
             Kind::Transfer => "transfer",
             Kind::TopUp => "top-up",
@@ -140,6 +146,9 @@ struct Driver {
     packets: Arc<Mutex<HashMap<u64, u64>>>,
     /// Paid trades with follow-ups still to come, by the simulation's serial.
     paid: Arc<Mutex<HashMap<u64, PaidTrade>>>,
+    /// Trade serial → the sequence of the last command submitted on it, while
+    /// more follow-ups will come (a refund waits for it: see `action`).
+    last_touch: HashMap<u64, u64>,
     resume_after: u64,
     plan: sim::Plan,
     merchants: Vec<u64>,
@@ -174,6 +183,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         failed: Arc::new(AtomicBool::new(false)),
         packets: Arc::new(Mutex::new(HashMap::new())),
         paid: Arc::new(Mutex::new(HashMap::new())),
+        last_touch: HashMap::new(),
         resume_after,
         plan: plan.clone(),
         merchants: Vec::new(),
@@ -235,7 +245,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     }
     lock(&driver.tally).day_finished = Some(Instant::now());
     progress.finish();
-    let figures = driver.figures();
+    let figures = driver.figures()?;
     let writer: WriterStats = driver.store.stats();
     let digest = driver.store.read(|platform| platform.digest());
     let tally = Arc::try_unwrap(driver.tally)
@@ -311,6 +321,11 @@ impl Driver {
     /// stays paid: either way the answer is the same on every run.
     fn paid_trade(&mut self, at: u64, merchant: u32, trade: u64) -> anyhow::Result<Option<PaidTrade>> {
         self.wait_for_follow_up(at)?;
+        // And the last command on this trade, however recent: whether it is
+        // finished (archived) is then the same on every run.
+        if let Some(&sequence) = self.last_touch.get(&trade) {
+            self.wait_for(sequence)?;
+        }
         {
             let mut paid = lock(&self.paid);
             if let Some(entry) = paid.get_mut(&trade) {
@@ -327,14 +342,16 @@ impl Driver {
         }
         let merchant = self.merchants[merchant as usize];
         let out_trade_no = out_trade_no(trade);
-        Ok(self.store.read(|platform| {
-            platform.trade_by_out_trade_no(merchant, &out_trade_no).filter(|t| t.paid_at.is_some()).map(|t| PaidTrade {
-                number: t.number,
-                merchant: t.merchant,
-                paid_by_buyer: t.paid_by_buyer(),
-                refunded: t.refunded,
-                follow_ups_left: 0,
-            })
+        let found = self
+            .store
+            .read_with_archive(|platform, archive| platform.trade_by_out_trade_no(archive, merchant, &out_trade_no))?;
+        Ok(found.filter(|t| t.paid_at.is_some()).map(|t| PaidTrade {
+            number: t.number,
+            merchant: t.merchant,
+            paid_by_buyer: t.paid_by_buyer(),
+            refunded: t.refunded,
+            follow_ups_left: 0,
+            finished: t.status.is_finished(),
         }))
     }
 
@@ -404,12 +421,15 @@ impl Driver {
             }
             Op::Ship { merchant, trade } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
-                (Action::ShipTrade { trade: found.number, merchant: found.merchant }, Kind::Ship)
+                self.touching(trade, &found);
+                let action = Action::ShipTrade { trade: found.number, merchant: found.merchant };
+                (self.carrying_if_finished(&found, action)?, Kind::Ship { trade })
             }
             Op::Confirm { merchant, buyer, trade } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
-                let buyer = self.buyers[buyer as usize];
-                (Action::ConfirmTrade { trade: found.number, buyer }, Kind::Confirm)
+                self.touching(trade, &found);
+                let action = Action::ConfirmTrade { trade: found.number, buyer: self.buyers[buyer as usize] };
+                (self.carrying_if_finished(&found, action)?, Kind::Confirm { trade })
             }
             Op::Refund { merchant, trade, refund, share } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
@@ -417,16 +437,15 @@ impl Driver {
                     RefundShare::Full => found.paid_by_buyer - found.refunded,
                     RefundShare::Half => (found.paid_by_buyer / 2).max(1),
                 };
-                (
-                    Action::RefundTrade {
-                        trade: found.number,
-                        merchant: found.merchant,
-                        out_request_no: format!("d11-{trade}-refund-{refund}"),
-                        amount,
-                        reason: Some("changed my mind".to_string()),
-                    },
-                    Kind::Refund { trade },
-                )
+                let action = Action::RefundTrade {
+                    trade: found.number,
+                    merchant: found.merchant,
+                    out_request_no: format!("d11-{trade}-refund-{refund}"),
+                    amount,
+                    reason: Some("changed my mind".to_string()),
+                };
+                self.touching(trade, &found);
+                (self.carrying_if_finished(&found, action)?, Kind::Refund { trade })
             }
             Op::Transfer { from, to, amount } => (
                 Action::Transfer { from: self.buyers[from as usize], to: self.buyers[to as usize], amount, memo: None },
@@ -455,6 +474,28 @@ impl Driver {
                 (Action::FundYield { date: Date::of_nanos(DAY_START_NANOS), annual_rate_bps }, Kind::FundYield)
             }
         }))
+    }
+
+    /// A finished trade is in the archive: the command carries it (read
+    /// here, the only state read on the way, and only for finished trades).
+    fn carrying_if_finished(&self, found: &PaidTrade, action: Action) -> anyhow::Result<Action> {
+        if !found.finished {
+            return Ok(action);
+        }
+        let number = found.number;
+        Ok(self.store.read_with_archive(|platform, archive| platform.with_archived_trade(archive, number, action))?)
+    }
+
+    /// Notes that the next command submitted touches trade `serial` (until
+    /// its last follow-up, whose command is the last to touch it).
+    fn touching(&mut self, serial: u64, found: &PaidTrade) {
+        // A command skipped on resume is applied already: nothing to wait for.
+        let skipped = self.generated < self.resume_after;
+        if found.follow_ups_left > 1 && !skipped {
+            self.last_touch.insert(serial, self.submitted + 1);
+        } else {
+            self.last_touch.remove(&serial);
+        }
     }
 
     fn buyer_number(&self, buyer: u32) -> anyhow::Result<u64> {
@@ -491,16 +532,16 @@ impl Driver {
         Ok(())
     }
 
-    fn figures(&self) -> LedgerFigures {
+    fn figures(&self) -> anyhow::Result<LedgerFigures> {
         let merchants = &self.merchants;
-        self.store.read(|platform| {
+        self.store.read_with_archive(|platform, archive| {
             let mut figures = LedgerFigures::default();
             // One trade may cost its merchant more than it brought (a full
             // refund after settlement keeps the fee): sum apart, subtract once.
             let mut settled_deductions = 0u128;
-            for trade in platform.trades() {
+            platform.for_each_trade(archive, |trade| {
                 if trade.paid_at.is_none() {
-                    continue;
+                    return;
                 }
                 figures.paid_trades += 1;
                 figures.gmv_paid += u128::from(trade.amount);
@@ -515,7 +556,7 @@ impl Driver {
                 } else {
                     figures.unsettled_trades += 1;
                 }
-            }
+            })?;
             // Merchants' balances never go below zero, so neither does this in a
             // consistent ledger; if it would, the check against the balances fails.
             figures.merchant_net_of_trades = figures.gmv_settled.saturating_sub(settled_deductions);
@@ -544,7 +585,7 @@ impl Driver {
                 }
                 Err(_) => figures.conserved = false,
             }
-            figures
+            Ok(figures)
         })
     }
 }
@@ -573,16 +614,18 @@ fn tally_outcome(
                     paid_by_buyer: trade.paid_by_buyer(),
                     refunded: 0,
                     follow_ups_left: follow_ups,
+                    finished: trade.status.is_finished(),
                 };
                 lock(paid).insert(serial, entry);
             }
         }
         (Kind::Pay { .. }, Outcome::Rejected(Rejection::InsufficientFunds)) => acknowledged.declined += 1,
-        (Kind::Refund { trade: serial }, Outcome::RefundCreated { refund, .. }) => {
+        (Kind::Refund { trade: serial }, Outcome::RefundCreated { refund, trade }) => {
             acknowledged.refunds += 1;
             acknowledged.refunded += refund.amount;
             if let Some(entry) = lock(paid).get_mut(&serial) {
                 entry.refunded += refund.amount;
+                entry.finished = trade.status.is_finished();
             }
         }
         (Kind::Transfer, Outcome::Transferred { fee, .. }) => {
@@ -605,7 +648,11 @@ fn tally_outcome(
         }
         (Kind::ClaimRedPacket, Outcome::RedPacketClaimed { .. }) => acknowledged.red_packet_claims += 1,
         (Kind::FundYield, Outcome::FundYieldPaid(day)) => acknowledged.fund_yield += day.income,
-        (Kind::Ship | Kind::Confirm, Outcome::TradeUpdated(_)) => {}
+        (Kind::Ship { trade: serial } | Kind::Confirm { trade: serial }, Outcome::TradeUpdated(trade)) => {
+            if let Some(entry) = lock(paid).get_mut(&serial) {
+                entry.finished = trade.status.is_finished();
+            }
+        }
         (Kind::Tick, Outcome::Ticked { .. }) => {}
         (_, Outcome::Rejected(rejection)) => {
             tally.reject(kind.name(), &describe(&rejection));
