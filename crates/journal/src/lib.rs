@@ -29,6 +29,8 @@ mod wal;
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, PoisonError, RwLock};
+
+use parking_lot::{RwLock as StateLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use ledger::Ledger;
@@ -69,7 +71,7 @@ struct Request<M: StateMachine> {
 /// fdatasync, applies it, and answers each submitter.
 pub struct Durable<M: StateMachine> {
     sender: Option<SyncSender<Request<M>>>,
-    machine: Arc<RwLock<M>>,
+    machine: Arc<StateLock<M>>,
     stats: Arc<RwLock<WriterStats>>,
     writer: Option<JoinHandle<()>>,
     history: HistoryReader,
@@ -82,7 +84,7 @@ impl<M: StateMachine> Durable<M> {
         let (journal, machine, report) = Journal::<M>::open(directory, options)?;
         let history = journal.history_reader()?;
         let archive = journal.archive_reader()?;
-        let machine = Arc::new(RwLock::new(machine));
+        let machine = Arc::new(StateLock::new(machine));
         let stats = Arc::new(RwLock::new(WriterStats::default()));
         let (sender, receiver) = sync_channel(queue);
         let writer_machine = Arc::clone(&machine);
@@ -127,14 +129,14 @@ impl<M: StateMachine> Durable<M> {
 
     /// Reads the machine (between commands: never a half-applied one).
     pub fn read<R>(&self, read: impl FnOnce(&M) -> R) -> R {
-        let machine = self.machine.read().unwrap_or_else(PoisonError::into_inner);
+        let machine = self.machine.read();
         read(&machine)
     }
 
     /// Reads the machine together with its archive file, for records it
     /// moved out of memory. Keep the reads few: the writer waits for them.
     pub fn read_with_archive<R>(&self, read: impl FnOnce(&M, &ArchiveReader) -> R) -> R {
-        let machine = self.machine.read().unwrap_or_else(PoisonError::into_inner);
+        let machine = self.machine.read();
         read(&machine, &self.archive)
     }
 
@@ -203,9 +205,12 @@ impl<M: StateMachine> Drop for Durable<M> {
     }
 }
 
+/// Commands applied between chances for readers to take the state lock.
+const APPLY_SLICE_COMMANDS: usize = 128;
+
 fn write_loop<M: StateMachine>(
     mut journal: Journal<M>,
-    machine: &RwLock<M>,
+    machine: &StateLock<M>,
     stats: &RwLock<WriterStats>,
     receiver: &Receiver<Request<M>>,
 ) {
@@ -251,10 +256,18 @@ fn write_loop<M: StateMachine>(
             continue;
         }
         let apply_started = std::time::Instant::now();
-        let mut state = machine.write().unwrap_or_else(PoisonError::into_inner);
+        let mut state = machine.write();
         let mut history_failure = None;
         let mut answers = Vec::with_capacity(loggable.len());
-        for request in loggable {
+        for (index, request) in loggable.into_iter().enumerate() {
+            // Readers wait for one slice of a group, not the whole group
+            // (every command is durable already; each is applied whole).
+            if index > 0 && index % APPLY_SLICE_COMMANDS == 0 {
+                if let Err(error) = journal.write_archive() {
+                    history_failure = Some(error.to_string());
+                }
+                RwLockWriteGuard::bump(&mut state);
+            }
             let outcome = state.apply(&request.command);
             if let Err(error) = journal.collect_history(state.ledger_mut()) {
                 history_failure = Some(error.to_string());

@@ -37,6 +37,9 @@ pub struct Gauges {
     pub journal: WriterStats,
     pub transfers: u64,
     pub accounts: u64,
+    /// Trades in memory (open) and in the archive (settled or closed).
+    pub trades_open: usize,
+    pub trades_archived: usize,
 }
 
 impl Metrics {
@@ -107,6 +110,12 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP zhifu_ledger_accounts Ledger accounts.\n# TYPE zhifu_ledger_accounts gauge");
         let _ = writeln!(out, "zhifu_ledger_accounts {}", gauges.accounts);
+        let trades = [("open", gauges.trades_open), ("archived", gauges.trades_archived)];
+        let _ = writeln!(out, "# HELP zhifu_trades Trades in memory (open) and in the archive file.");
+        let _ = writeln!(out, "# TYPE zhifu_trades gauge");
+        for (place, count) in trades {
+            let _ = writeln!(out, "zhifu_trades{{place=\"{place}\"}} {count}");
+        }
         out
     }
 }
