@@ -13,10 +13,11 @@
 //!
 //! [`StateMachine::archive_len`]: crate::StateMachine::archive_len
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::append_file::AppendFile;
 use crate::error::{JournalError, io_error};
 use crate::machine::StateMachine;
 
@@ -63,52 +64,30 @@ impl ArchiveSource for NoArchive {
 }
 
 pub(crate) struct Archive {
-    path: PathBuf,
-    file: File,
-    /// Bytes in the file (written, not necessarily synced).
-    length: u64,
-    buffer: Vec<u8>,
+    file: AppendFile,
 }
 
 impl Archive {
     /// Opens the archive and cuts it back to `length` bytes (what the
     /// snapshot refers to); less than that is lost records: an error.
     pub fn open(directory: &Path, length: u64) -> Result<Archive, JournalError> {
-        let path = directory.join(FILE_NAME);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|source| io_error("open archive file", &path, source))?;
-        let found = file.metadata().map_err(|source| io_error("stat archive file", &path, source))?.len();
-        if found < length {
-            return Err(JournalError::Corrupt {
-                path,
-                offset: found,
-                reason: "archive file is shorter than the snapshot says (records lost)",
-            });
-        }
-        if found > length {
-            file.set_len(length).map_err(|source| io_error("cut archive file", &path, source))?;
-        }
-        Ok(Archive { path, file, length, buffer: Vec::new() })
+        let lost = "archive file is shorter than the snapshot says (records lost)";
+        Ok(Archive { file: AppendFile::open(directory, FILE_NAME, length, lost)? })
     }
 
     /// Takes the records the machine made since the last call. Called after
     /// every command, so the machine's outbox never grows past one command.
     pub fn collect<M: StateMachine>(&mut self, machine: &mut M) -> Result<(), JournalError> {
-        machine.take_archive(&mut self.buffer);
+        machine.take_archive(&mut self.file.buffer);
         let expected = machine.archive_len();
-        let have = self.length + self.buffer.len() as u64;
+        let have = self.file.length() + self.file.buffer.len() as u64;
         if have != expected {
             return Err(JournalError::Failed(format!(
                 "archive out of step: the machine counts {expected} bytes, {} holds {have}",
-                self.path.display()
+                self.file.path.display()
             )));
         }
-        if self.buffer.len() >= BUFFER_BYTES_MAX {
+        if self.file.buffer.len() >= BUFFER_BYTES_MAX {
             self.write()?;
         }
         Ok(())
@@ -116,30 +95,21 @@ impl Archive {
 
     /// Writes what was collected; readers may find it from then on.
     pub fn write(&mut self) -> Result<(), JournalError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        self.file
-            .write_all_at(&self.buffer, self.length)
-            .map_err(|source| io_error("write archive file", &self.path, source))?;
-        self.length += self.buffer.len() as u64;
-        self.buffer.clear();
-        self.buffer.shrink_to(BUFFER_BYTES_MAX);
-        Ok(())
+        self.file.write(BUFFER_BYTES_MAX)
     }
 
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.write()?;
-        self.file.sync_data().map_err(|source| io_error("fdatasync archive file", &self.path, source))
+        self.file.sync()
     }
 
     pub fn length(&self) -> u64 {
-        self.length
+        self.file.length()
     }
 
     pub fn reader(&self) -> Result<ArchiveReader, JournalError> {
-        let file = self.file.try_clone().map_err(|source| io_error("reopen archive file", &self.path, source))?;
-        Ok(ArchiveReader { path: self.path.clone(), file })
+        let (path, file) = self.file.reader()?;
+        Ok(ArchiveReader { path, file })
     }
 }
 

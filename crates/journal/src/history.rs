@@ -11,12 +11,13 @@
 //! disk. At start it is cut back to the snapshot's transfer count and the
 //! log replay appends the rest.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ledger::{Ledger, StoredTransfer};
 
+use crate::append_file::AppendFile;
 use crate::codec::{self, Reader, STORED_BYTES, Writer};
 use crate::error::{JournalError, io_error};
 
@@ -26,12 +27,8 @@ pub(crate) const FILE_NAME: &str = "history.log";
 const BUFFER_BYTES_MAX: usize = 8 << 20;
 
 pub(crate) struct History {
-    path: PathBuf,
-    file: File,
-    /// Records in the file (written, not necessarily synced).
-    count: u64,
-    buffer: Vec<u8>,
-    /// Records encoded in `buffer`, not yet written.
+    file: AppendFile,
+    /// Records encoded in the buffer, not yet written.
     buffered: u64,
 }
 
@@ -39,49 +36,32 @@ impl History {
     /// Opens the history file and cuts it back to `count` records (what the
     /// snapshot covers); fewer than that is lost history: an error.
     pub fn open(directory: &Path, count: u64) -> Result<History, JournalError> {
-        let path = directory.join(FILE_NAME);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|source| io_error("open history file", &path, source))?;
-        let length = file.metadata().map_err(|source| io_error("stat history file", &path, source))?.len();
-        let wanted = count * RECORD_BYTES as u64;
-        if length < wanted {
-            return Err(JournalError::Corrupt {
-                path,
-                offset: length,
-                reason: "history file is shorter than the snapshot says (transfers lost)",
-            });
-        }
-        if length > wanted {
-            file.set_len(wanted).map_err(|source| io_error("cut history file", &path, source))?;
-        }
-        Ok(History { path, file, count, buffer: Vec::new(), buffered: 0 })
+        let lost = "history file is shorter than the snapshot says (transfers lost)";
+        let file = AppendFile::open(directory, FILE_NAME, count * RECORD_BYTES as u64, lost)?;
+        Ok(History { file, buffered: 0 })
     }
 
     /// Encodes the transfers the ledger stored since the last call. Called
     /// after every batch, before a later batch can evict them from memory.
     pub fn collect(&mut self, ledger: &Ledger) -> Result<(), JournalError> {
-        let next = self.count + self.buffered;
+        let next = self.collected();
         if ledger.first_position_in_memory() > next {
             return Err(JournalError::Failed(format!(
                 "transfers from position {next} left memory before reaching {}",
-                self.path.display()
+                self.file.path.display()
             )));
         }
         for stored in ledger.stored_transfers_from(next) {
-            let start = self.buffer.len();
-            self.buffer.extend_from_slice(&[0; 4]);
-            codec::write_stored(&mut Writer(&mut self.buffer), stored);
-            let crc = crc32c::crc32c(&self.buffer[start + 4..]);
-            self.buffer[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+            let buffer = &mut self.file.buffer;
+            let start = buffer.len();
+            buffer.extend_from_slice(&[0; 4]);
+            codec::write_stored(&mut Writer(buffer), stored);
+            let crc = crc32c::crc32c(&buffer[start + 4..]);
+            buffer[start..start + 4].copy_from_slice(&crc.to_le_bytes());
             self.buffered += 1;
             // A command that stores millions of transfers (a day's yield)
             // is written out as it goes, so the buffer stays small.
-            if self.buffer.len() >= BUFFER_BYTES_MAX {
+            if self.file.buffer.len() >= BUFFER_BYTES_MAX {
                 self.write()?;
             }
         }
@@ -90,37 +70,30 @@ impl History {
 
     /// How many transfers have been taken (written or buffered).
     pub fn collected(&self) -> u64 {
-        self.count + self.buffered
+        self.count() + self.buffered
     }
 
     /// Writes what was collected (one write; durability comes with `sync`).
     pub fn write(&mut self) -> Result<(), JournalError> {
-        if self.buffered == 0 {
-            return Ok(());
-        }
-        let offset = self.count * RECORD_BYTES as u64;
-        self.file
-            .write_all_at(&self.buffer, offset)
-            .map_err(|source| io_error("write history file", &self.path, source))?;
-        self.count += self.buffered;
+        self.file.write(BUFFER_BYTES_MAX)?;
         self.buffered = 0;
-        self.buffer.clear();
         Ok(())
     }
 
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.write()?;
-        self.file.sync_data().map_err(|source| io_error("fdatasync history file", &self.path, source))
+        self.file.sync()
     }
 
+    /// Records in the file (written, not necessarily synced).
     pub fn count(&self) -> u64 {
-        self.count
+        self.file.length() / RECORD_BYTES as u64
     }
 
     /// A handle for reading from other threads.
     pub fn reader(&self) -> Result<HistoryReader, JournalError> {
-        let file = self.file.try_clone().map_err(|source| io_error("reopen history file", &self.path, source))?;
-        Ok(HistoryReader { path: self.path.clone(), file })
+        let (path, file) = self.file.reader()?;
+        Ok(HistoryReader { path, file })
     }
 }
 

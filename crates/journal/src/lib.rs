@@ -18,6 +18,7 @@
 //! when a command is durable. A PostgreSQL backend would implement the same
 //! contract (append a group of commands durably, load what was appended).
 
+mod append_file;
 pub mod archive;
 pub mod codec;
 mod error;

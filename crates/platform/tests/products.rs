@@ -68,6 +68,33 @@ impl World {
     }
 }
 
+fn party_action(kind: PartyKind, byte: u8) -> Action {
+    Action::CreateParty {
+        kind,
+        name: "x".into(),
+        key_hash: [byte; 32],
+        fee_rate_bps: None,
+        webhook_url: None,
+        webhook_secret: "s".into(),
+        app_public_key: None,
+    }
+}
+
+fn new_trade(merchant: u64, out_trade_no: &str, amount: u64, mode: platform::TradeMode) -> platform::NewTrade {
+    platform::NewTrade {
+        merchant,
+        out_trade_no: out_trade_no.to_string(),
+        amount,
+        subject: "tea".to_string(),
+        mode,
+        buyer: None,
+        auto_confirm_days: None,
+        expire_minutes: None,
+        campaign: None,
+        notify_url: None,
+    }
+}
+
 #[test]
 fn a_transfer_pays_its_fee_to_revenue_in_the_same_chain() {
     let mut world = World::new();
@@ -330,7 +357,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
 /// the snapshot are cut and replayed), and a shortened archive is refused.
 #[test]
 fn events_are_archived_listed_newest_first_and_survive_a_restart() {
-    use platform::{NewTrade, PaySource, TradeMode};
+    use platform::{PaySource, TradeMode};
     let directory = tempfile::tempdir().unwrap();
     let options = Options { snapshot_every_records: 7, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
@@ -343,31 +370,11 @@ fn events_are_archived_listed_newest_first_and_survive_a_restart() {
         assert_eq!(durable, bare_outcome);
         durable
     };
-    let party = |kind: PartyKind, byte: u8| Action::CreateParty {
-        kind,
-        name: "x".into(),
-        key_hash: [byte; 32],
-        fee_rate_bps: None,
-        webhook_url: None,
-        webhook_secret: "s".into(),
-        app_public_key: None,
-    };
-    let Outcome::PartyCreated { number: shop, .. } = submit(party(PartyKind::Merchant, 1)) else { panic!() };
-    let Outcome::PartyCreated { number: buyer, .. } = submit(party(PartyKind::User, 2)) else { panic!() };
+    let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
+    let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
     submit(Action::TopUp { party: buyer, amount: 1_000_000, bank: "ICBC".into() });
     for order in 0..20 {
-        let trade = NewTrade {
-            merchant: shop,
-            out_trade_no: format!("o-{order}"),
-            amount: 100 + order,
-            subject: "tea".to_string(),
-            mode: TradeMode::Instant,
-            buyer: None,
-            auto_confirm_days: None,
-            expire_minutes: None,
-            campaign: None,
-            notify_url: None,
-        };
+        let trade = new_trade(shop, &format!("o-{order}"), 100 + order, TradeMode::Instant);
         submit(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None });
     }
     let list = |store: &Durable<Platform>, before: Option<u64>, limit: usize| {
@@ -406,7 +413,7 @@ fn events_are_archived_listed_newest_first_and_survive_a_restart() {
 /// carrying it, and a stale copy is never used.
 #[test]
 fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() {
-    use platform::{NewTrade, PaySource, TradeMode, TradeStatus};
+    use platform::{PaySource, TradeMode, TradeStatus};
     let directory = tempfile::tempdir().unwrap();
     let options = Options { snapshot_every_records: 5, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
@@ -415,30 +422,10 @@ fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() 
         now += SECOND;
         store.submit(Command { now, idempotency: None, action }).unwrap()
     };
-    let party = |kind: PartyKind, byte: u8| Action::CreateParty {
-        kind,
-        name: "x".into(),
-        key_hash: [byte; 32],
-        fee_rate_bps: None,
-        webhook_url: None,
-        webhook_secret: "s".into(),
-        app_public_key: None,
-    };
-    let Outcome::PartyCreated { number: shop, .. } = submit(party(PartyKind::Merchant, 1)) else { panic!() };
-    let Outcome::PartyCreated { number: buyer, .. } = submit(party(PartyKind::User, 2)) else { panic!() };
+    let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
+    let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
     submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
-    let trade = |out_trade_no: &str, mode| NewTrade {
-        merchant: shop,
-        out_trade_no: out_trade_no.to_string(),
-        amount: 10_000,
-        subject: "tea".to_string(),
-        mode,
-        buyer: None,
-        auto_confirm_days: None,
-        expire_minutes: None,
-        campaign: None,
-        notify_url: None,
-    };
+    let trade = |out_trade_no: &str, mode| new_trade(shop, out_trade_no, 10_000, mode);
     let pay = |trade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
     let Outcome::TradeUpdated(instant) = submit(pay(trade("i-1", TradeMode::Instant))) else { panic!() };
     let Outcome::TradeUpdated(escrow) = submit(pay(trade("e-1", TradeMode::Escrow))) else { panic!() };
