@@ -89,6 +89,20 @@ impl<M: StateMachine> Journal<M> {
         let (snapshot_sequence, mut machine) =
             load_newest_snapshot::<M>(&listing.snapshots, options.ledger, &mut report);
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
+        // The history and archive files are cut back to what the snapshot
+        // relies on: first make sure the log can take it from there, or an
+        // unreadable snapshot would cut them back to nothing.
+        if let Some((first_sequence, path)) = listing.segments.first()
+            && *first_sequence > snapshot_sequence + 1
+        {
+            return Err(gap(path, snapshot_sequence + 1, *first_sequence));
+        }
+        if listing.segments.is_empty() && !report.snapshots_skipped.is_empty() {
+            return Err(JournalError::Gap {
+                path: directory.to_path_buf(),
+                detail: format!("no snapshot could be read and no log covers them: {:?}", report.snapshots_skipped),
+            });
+        }
         let mut history = History::open(directory, machine.ledger().transfer_count())?;
         machine.ledger_mut().set_eviction_floor(history.collected());
         let mut archive = Archive::open(directory, machine.archive_len())?;

@@ -264,7 +264,7 @@ fn write_loop<M: StateMachine>(
             // Readers wait for one slice of a group, not the whole group
             // (every command is durable already; each is applied whole).
             if index > 0 && index % APPLY_SLICE_COMMANDS == 0 {
-                if let Err(error) = journal.write_archive() {
+                if let Err(error) = journal.write_archive().and_then(|()| journal.write_history()) {
                     history_failure = Some(error.to_string());
                 }
                 RwLockWriteGuard::bump(&mut state);

@@ -21,7 +21,9 @@ use crate::wal::sync_directory;
 
 const MAGIC: [u8; 4] = *b"ZSNP";
 /// 2: transfer windows, account history heads, pending bodies.
-const VERSION: u32 = 2;
+/// 3: machines with an archive (the platform's events and finished trades
+/// left its state for `archive.log`).
+const VERSION: u32 = 3;
 const HEADER_BYTES: usize = 40;
 
 pub(crate) fn snapshot_name(sequence: u64) -> String {

@@ -153,9 +153,13 @@ fn a_missing_snapshot_whose_log_is_gone_is_an_error_not_an_empty_ledger() {
     for snapshot in files(directory.path(), "snapshot-") {
         fs::remove_file(snapshot).unwrap();
     }
+    let history = directory.path().join("history.log");
+    let history_bytes = fs::metadata(&history).unwrap().len();
+    assert!(history_bytes > 0);
     let error = Journal::<ledger::Ledger>::open(directory.path(), options(10)).err().expect("must not open");
     assert!(matches!(error, JournalError::Gap { .. }), "{error}");
     assert!(error.to_string().contains("expected record 1 next"), "{error}");
+    assert_eq!(fs::metadata(&history).unwrap().len(), history_bytes, "the history is not cut before the gap is seen");
 }
 
 #[test]

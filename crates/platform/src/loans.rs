@@ -247,9 +247,10 @@ impl Platform {
                 Outcome::Rejected(Rejection::Conflict("out_request_no is used by another loan".to_string()))
             };
         }
-        // Archived trades are finished: no advance, whoever asks.
-        let Some(found) = self.state.trades.get(&trade).filter(|t| t.merchant == merchant) else {
-            return Outcome::Rejected(Rejection::NotFound("trade".to_string()));
+        let found = match self.live_trade(trade) {
+            Ok(found) if found.merchant == merchant => found,
+            Ok(_) => return Outcome::Rejected(Rejection::NotFound("trade".to_string())),
+            Err(outcome) => return outcome,
         };
         let waiting = matches!(
             found.status,

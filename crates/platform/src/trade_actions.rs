@@ -28,6 +28,9 @@ pub const PAYMENT_CODE_DIGITS: usize = 18;
 pub const SUBJECT_CHARS_MAX: usize = 256;
 /// A refund reason is at most this long.
 pub const REASON_CHARS_MAX: usize = 256;
+/// Refunds of one trade, at most (Alipay's limit): also bounds the size of
+/// a trade's archive record, which holds them all.
+pub const REFUNDS_PER_TRADE_MAX: usize = 50;
 
 /// What the command being applied did to trades.
 #[derive(Default)]
@@ -162,7 +165,7 @@ impl Platform {
 
     /// A live trade for an action to change; an archived one is answered
     /// `NeedsTrade` (apply does no I/O), an unknown one not found.
-    fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
+    pub(crate) fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
         match self.state.trades.get(&number) {
             Some(trade) => Ok(Arc::clone(trade)),
             None if self.state.archived_trades.contains_key(&number) => Err(Outcome::NeedsTrade(number)),
@@ -613,6 +616,11 @@ impl Platform {
         }
         if amount == 0 || amount > AMOUNT_MAX {
             return invalid("amount must be between 1 and 10^15 fen");
+        }
+        if trade.refunds.len() >= REFUNDS_PER_TRADE_MAX {
+            return Outcome::Rejected(Rejection::LimitExceeded(format!(
+                "a trade takes at most {REFUNDS_PER_TRADE_MAX} refunds"
+            )));
         }
         let Some(buyer) = trade.payer.filter(|_| trade.status != TradeStatus::WaitBuyerPay) else {
             return conflict("the trade is not paid");

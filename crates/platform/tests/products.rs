@@ -482,3 +482,36 @@ fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() 
     let again = store.read_with_archive(|p, archive| p.trade(archive, instant.number)).unwrap().unwrap();
     assert_eq!(again.refunded, 1_000);
 }
+
+/// Every refund is kept in its trade (and in each event and archive record
+/// of it): 50 at most, so no record grows without bound.
+#[test]
+fn a_trade_takes_at_most_fifty_refunds() {
+    use platform::{PaySource, TradeMode};
+    let mut world = World::new();
+    let shop = world.party(PartyKind::Merchant, 1);
+    let buyer = world.party(PartyKind::User, 2);
+    world.run(Action::TopUp { party: buyer, amount: 10_000, bank: "ICBC".into() });
+    let trade = new_trade(shop, "o-1", 1_000, TradeMode::Instant);
+    let Outcome::TradeUpdated(paid) =
+        world.run(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None })
+    else {
+        panic!("not paid")
+    };
+    let refund = |n: usize| Action::RefundTrade {
+        trade: paid.number,
+        merchant: shop,
+        out_request_no: format!("r-{n}"),
+        amount: 1,
+        reason: Some("x".repeat(256)),
+    };
+    for n in 0..50 {
+        assert!(matches!(world.run(refund(n)), Outcome::RefundCreated { .. }), "refund {n}");
+    }
+    let before = world.available(buyer);
+    assert!(matches!(world.run(refund(50)), Outcome::Rejected(Rejection::LimitExceeded(_))));
+    assert_eq!(world.available(buyer), before, "nothing moved");
+    // A repeat of one made is still answered as before.
+    assert!(matches!(world.run(refund(7)), Outcome::RefundCreated { .. }));
+    world.check();
+}

@@ -61,11 +61,19 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
                 let (state, client, in_flight) = (Arc::clone(&state), client.clone(), Arc::clone(&in_flight));
                 tokio::spawn(async move {
-                    let delivered = deliver(&state, &client, delivery.offset).await;
-                    if let Err(error) =
-                        state.submit(None, Action::RecordDelivery { event: delivery.event, delivered }).await
-                    {
-                        eprintln!("zhifu: cannot record a delivery of evt_{}: {}", delivery.event, error.message);
+                    match state.store.read_with_archive(|p, archive| p.event_at(archive, delivery.offset)) {
+                        Ok(event) => {
+                            let delivered = deliver(&state, &client, event).await;
+                            let record = Action::RecordDelivery { event: delivery.event, delivered };
+                            if let Err(error) = state.submit(None, record).await {
+                                eprintln!(
+                                    "zhifu: cannot record a delivery of evt_{}: {}",
+                                    delivery.event, error.message
+                                );
+                            }
+                        }
+                        // Not an attempt: the next poll tries again without using one up.
+                        Err(error) => eprintln!("zhifu: cannot read evt_{} to deliver it: {error}", delivery.event),
                     }
                     in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&delivery.event);
                     drop(permit);
@@ -75,16 +83,8 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// One attempt (of the event archived at `offset`): true if the merchant answered 2xx.
-async fn deliver(state: &AppState, client: &reqwest::Client, offset: u64) -> bool {
-    let event = match state.store.read_with_archive(|p, archive| p.event_at(archive, offset)) {
-        Ok(event) => event,
-        Err(error) => {
-            // Retried on the usual schedule: the archive may be readable again.
-            eprintln!("zhifu: cannot read an event to deliver: {error}");
-            return false;
-        }
-    };
+/// One attempt: true if the merchant answered 2xx.
+async fn deliver(state: &AppState, client: &reqwest::Client, event: platform::Event) -> bool {
     // Trades made through the gateway with a notify_url: Alipay's form.
     let alipay = match &event.data {
         platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => {

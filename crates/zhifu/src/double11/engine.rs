@@ -491,7 +491,10 @@ impl Driver {
     fn touching(&mut self, serial: u64, found: &PaidTrade) {
         // A command skipped on resume is applied already: nothing to wait for.
         let skipped = self.generated < self.resume_after;
-        if found.follow_ups_left > 1 && !skipped {
+        // 0: read from the store after a resume, how many follow-ups remain
+        // is unknown, so keep waiting on it.
+        let more_to_come = found.follow_ups_left != 1;
+        if more_to_come && !skipped {
             self.last_touch.insert(serial, self.submitted + 1);
         } else {
             self.last_touch.remove(&serial);
