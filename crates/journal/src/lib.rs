@@ -134,6 +134,12 @@ impl<M: StateMachine> Durable<M> {
         read(&machine)
     }
 
+    /// The archive file, to read records found in the machine once its lock
+    /// is let go (records below the file's length never change).
+    pub fn archive(&self) -> &ArchiveReader {
+        &self.archive
+    }
+
     /// Reads the machine together with its archive file, for records it
     /// moved out of memory. Keep the reads few: the writer waits for them.
     pub fn read_with_archive<R>(&self, read: impl FnOnce(&M, &ArchiveReader) -> R) -> R {

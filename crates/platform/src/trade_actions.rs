@@ -87,9 +87,32 @@ impl Platform {
         }
     }
 
-    /// Trades newest first, from below `before` (a trade number), that pass
-    /// `keep`: live and archived ones merged by number. Archived ones are
-    /// read to be filtered, so a filter that keeps few reads many.
+    /// Where the trades below `before` (a trade number) are, newest first, at
+    /// most `max`: for reading archived ones after the state's lock is let go
+    /// (see [`list_trades_newest_first`]).
+    pub fn trades_at_newest_first(&self, before: Option<u64>, max: usize) -> Vec<(u64, TradeAt)> {
+        let upper = before.unwrap_or(u64::MAX);
+        let mut live = self.state.trades.range(..upper).rev().peekable();
+        let mut archived = self.state.archived_trades.range(..upper).rev().peekable();
+        let mut found = Vec::new();
+        while found.len() < max {
+            let take_live = match (live.peek(), archived.peek()) {
+                (None, None) => break,
+                (Some((live_number, _)), Some((archived_number, _))) => live_number > archived_number,
+                (live_next, _) => live_next.is_some(),
+            };
+            let next = if take_live {
+                live.next().map(|(&number, trade)| (number, TradeAt::Memory(Arc::clone(trade))))
+            } else {
+                archived.next().map(|(&number, &offset)| (number, TradeAt::Archive(offset)))
+            };
+            found.extend(next);
+        }
+        found
+    }
+
+    /// Trades newest first, from below `before`, that pass `keep` (for a
+    /// platform read in one go; a server uses [`list_trades_newest_first`]).
     pub fn trades_newest_first(
         &self,
         archive: &dyn ArchiveSource,
@@ -97,26 +120,18 @@ impl Platform {
         limit: usize,
         keep: impl Fn(&Trade) -> bool,
     ) -> Result<Vec<Trade>, JournalError> {
-        let upper = before.unwrap_or(u64::MAX);
-        let mut live = self.state.trades.range(..upper).rev().peekable();
-        let mut archived = self.state.archived_trades.range(..upper).rev().peekable();
-        let mut found = Vec::new();
-        while found.len() < limit {
-            let take_live = match (live.peek(), archived.peek()) {
-                (None, None) => break,
-                (Some((live_number, _)), Some((archived_number, _))) => live_number > archived_number,
-                (live_next, _) => live_next.is_some(),
-            };
-            let trade = match (take_live, live.next_if(|_| take_live), archived.next_if(|_| !take_live)) {
-                (_, Some((_, trade)), _) => Trade::clone(trade),
-                (_, _, Some((_, &offset))) => self.archived_trade_at(archive, offset)?,
-                _ => break,
-            };
-            if keep(&trade) {
-                found.push(trade);
-            }
-        }
-        Ok(found)
+        list_trades_newest_first(
+            |before, max| Ok(self.trades_at_newest_first(before, max)),
+            |offset| self.archived_trade_at(archive, offset),
+            before,
+            limit,
+            keep,
+        )
+    }
+
+    /// The newest event of a party: where it is in the archive.
+    pub fn last_event_at(&self, party: u64) -> Option<u64> {
+        self.state.last_event_of.get(&party).copied()
     }
 
     /// Every trade, live and archived, oldest first.
@@ -216,7 +231,7 @@ impl Platform {
     pub fn event_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Event, JournalError> {
         match self.state.archive.read(archive, offset)? {
             ArchiveRecord::Event(archived) => Ok(archived.event),
-            ArchiveRecord::Trade(_) => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
+            ArchiveRecord::Trade(_) => Err(not_an_event(offset)),
         }
     }
 
@@ -229,21 +244,11 @@ impl Platform {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Event>, JournalError> {
-        let before = before.unwrap_or(u64::MAX);
-        let mut found = Vec::new();
-        let mut next = self.state.last_event_of.get(&party).copied();
-        while let Some(offset) = next
-            && found.len() < limit
-        {
-            let ArchiveRecord::Event(archived) = self.state.archive.read(archive, offset)? else {
-                return Err(JournalError::Failed(format!("archive record at {offset} is not an event")));
-            };
-            if archived.event.number < before {
-                found.push(archived.event);
-            }
-            next = archived.previous_of_party;
-        }
-        Ok(found)
+        let read = |offset| match self.state.archive.read(archive, offset)? {
+            ArchiveRecord::Event(archived) => Ok((archived.event, archived.previous_of_party)),
+            ArchiveRecord::Trade(_) => Err(not_an_event(offset)),
+        };
+        walk_events(self.last_event_at(party), read, before, limit)
     }
 
     /// Events whose delivery is due by `now`: the oldest undelivered event of
@@ -915,6 +920,100 @@ impl Platform {
             self.state.deliveries.insert(number, delivery);
         }
     }
+}
+
+/// Where a trade is: for reading the archived ones without the state's lock.
+pub enum TradeAt {
+    Memory(Arc<Trade>),
+    /// Its record's offset in the archive file (records there never change).
+    Archive(u64),
+}
+
+/// How many trades' places are taken per visit to the state.
+const TRADES_AT_PER_VISIT: usize = 256;
+
+/// Trades newest first, from below `before`, that pass `keep`, at most
+/// `limit`: `places` gives where the next ones are (a brief visit to the
+/// state) and `read` reads an archived one (the file, with no lock held).
+/// A filter that keeps few reads many: an index by party would help.
+pub fn list_trades_newest_first(
+    places: impl Fn(Option<u64>, usize) -> Result<Vec<(u64, TradeAt)>, JournalError>,
+    read: impl Fn(u64) -> Result<Trade, JournalError>,
+    before: Option<u64>,
+    limit: usize,
+    keep: impl Fn(&Trade) -> bool,
+) -> Result<Vec<Trade>, JournalError> {
+    let mut found = Vec::new();
+    let mut below = before;
+    while found.len() < limit {
+        let batch = places(below, TRADES_AT_PER_VISIT)?;
+        let Some(&(last, _)) = batch.last() else { break };
+        below = Some(last);
+        for (_, place) in batch {
+            let trade = match place {
+                TradeAt::Memory(trade) => Trade::clone(&trade),
+                TradeAt::Archive(offset) => read(offset)?,
+            };
+            if keep(&trade) {
+                found.push(trade);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A party's events newest first along its chain from `head`, below
+/// `before` (an event number), at most `limit`; `read` gives an archived
+/// event and where the party's previous one is.
+pub fn walk_events(
+    head: Option<u64>,
+    read: impl Fn(u64) -> Result<(Event, Option<u64>), JournalError>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<Event>, JournalError> {
+    let before = before.unwrap_or(u64::MAX);
+    let mut found = Vec::new();
+    let mut next = head;
+    while let Some(offset) = next
+        && found.len() < limit
+    {
+        let (event, previous) = read(offset)?;
+        if event.number < before {
+            found.push(event);
+        }
+        next = previous;
+    }
+    Ok(found)
+}
+
+/// An archived record read from the file alone: between commands a
+/// journaled platform's outbox is empty, so every record is there.
+pub fn read_archived_trade(archive: &dyn ArchiveSource, offset: u64) -> Result<Trade, JournalError> {
+    match decode_archived(archive, offset)? {
+        ArchiveRecord::Trade(trade) => Ok(trade),
+        ArchiveRecord::Event(_) => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
+    }
+}
+
+/// An archived event and where its party's previous one is (see `read_archived_trade`).
+pub fn read_archived_event(archive: &dyn ArchiveSource, offset: u64) -> Result<(Event, Option<u64>), JournalError> {
+    match decode_archived(archive, offset)? {
+        ArchiveRecord::Event(archived) => Ok((archived.event, archived.previous_of_party)),
+        ArchiveRecord::Trade(_) => Err(not_an_event(offset)),
+    }
+}
+
+fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRecord, JournalError> {
+    let payload = archive.read_record(offset)?;
+    postcard::from_bytes(&payload)
+        .map_err(|_| JournalError::Failed(format!("archive record at {offset} is not a platform record")))
+}
+
+fn not_an_event(offset: u64) -> JournalError {
+    JournalError::Failed(format!("archive record at {offset} is not an event"))
 }
 
 /// Callers look a trade up before changing it; reaching here is a bug.

@@ -449,16 +449,24 @@ pub async fn list_trades(
     if out_trade_no.as_ref().is_some_and(|no| no.is_empty() || no.chars().count() > 64) {
         return Err(ApiError::invalid("out_trade_no must be 1 to 64 characters"));
     }
-    let mut found = state
-        .store
-        .read_with_archive(|p, archive| {
-            p.trades_newest_first(archive, page.after, page.limit + 1, |trade| {
+    // Archived trades are read with the state's lock let go, off the async workers.
+    let reader = Arc::clone(&state);
+    let mut found = tokio::task::spawn_blocking(move || {
+        platform::list_trades_newest_first(
+            |before, max| Ok(reader.store.read(|p| p.trades_at_newest_first(before, max))),
+            |offset| platform::read_archived_trade(reader.store.archive(), offset),
+            page.after,
+            page.limit + 1,
+            |trade| {
                 may_see(caller, trade)
                     && status.is_none_or(|status| trade.status == status)
                     && out_trade_no.as_ref().is_none_or(|no| &trade.out_trade_no == no)
-            })
-        })
-        .map_err(|error| ApiError::unavailable(format!("cannot read the trades: {error}")))?;
+            },
+        )
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("the request was dropped"))?
+    .map_err(|error| ApiError::unavailable(format!("cannot read the trades: {error}")))?;
     let has_more = found.len() > page.limit;
     found.truncate(page.limit);
     Ok(Json(TradePage { data: found.iter().map(trade_view).collect(), has_more }))
@@ -474,10 +482,15 @@ pub async fn list_events(
 ) -> Result<Json<EventPage>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
     let page = Page::from_params(params.limit, params.starting_after.as_deref(), "evt_")?;
-    let mut found = state
-        .store
-        .read_with_archive(|p, archive| p.events_of(archive, merchant, page.after, page.limit + 1))
-        .map_err(|error| ApiError::unavailable(format!("cannot read the events: {error}")))?;
+    let head = state.store.read(|p| p.last_event_at(merchant));
+    let reader = Arc::clone(&state);
+    let mut found = tokio::task::spawn_blocking(move || {
+        let read = |offset| platform::read_archived_event(reader.store.archive(), offset);
+        platform::walk_events(head, read, page.after, page.limit + 1)
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("the request was dropped"))?
+    .map_err(|error| ApiError::unavailable(format!("cannot read the events: {error}")))?;
     let has_more = found.len() > page.limit;
     found.truncate(page.limit);
     Ok(Json(EventPage { data: found.iter().map(event_view).collect(), has_more }))
