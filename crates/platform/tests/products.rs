@@ -68,6 +68,15 @@ impl World {
     }
 }
 
+/// Submits actions a second apart, as a server would, and waits for each.
+fn submitter(store: &Durable<Platform>) -> impl FnMut(Action) -> Outcome + '_ {
+    let mut now = START;
+    move |action| {
+        now += SECOND;
+        store.submit(Command { now, idempotency: None, action }).unwrap()
+    }
+}
+
 fn party_action(kind: PartyKind, byte: u8) -> Action {
     Action::CreateParty {
         kind,
@@ -192,11 +201,7 @@ fn the_platform_survives_a_restart_through_its_journal() {
     let directory = tempfile::tempdir().unwrap();
     let options = Options { snapshot_every_records: 3, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
-    let mut now = START;
-    let mut submit = |action: Action| {
-        now += SECOND;
-        store.submit(Command { now, idempotency: None, action }).unwrap()
-    };
+    let mut submit = submitter(&store);
     let key = |byte: u8| Action::CreateParty {
         kind: PartyKind::User,
         name: "x".into(),
@@ -212,6 +217,7 @@ fn the_platform_survives_a_restart_through_its_journal() {
     submit(Action::Transfer { from: 1, to: 2, amount: 5_000, memo: None });
     submit(Action::Withdraw { party: 2, amount: 1_000 });
     let digest = store.read(|p| p.digest());
+    drop(submit);
     store.shutdown();
     let (store, report) = Durable::<Platform>::open(directory.path(), options).unwrap();
     assert!(report.snapshot_sequence.is_some());
@@ -417,11 +423,7 @@ fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() 
     let directory = tempfile::tempdir().unwrap();
     let options = Options { snapshot_every_records: 5, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
-    let mut now = START;
-    let mut submit = |action: Action| {
-        now += SECOND;
-        store.submit(Command { now, idempotency: None, action }).unwrap()
-    };
+    let mut submit = submitter(&store);
     let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
     let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
     submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
@@ -475,6 +477,7 @@ fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() 
     assert_eq!(listed.iter().map(|t| t.number).collect::<Vec<_>>(), vec![escrow.number, instant.number]);
     assert_eq!(listed[0].status, TradeStatus::TradeSuccess);
     let digest = store.read(|p| p.digest());
+    drop(submit);
     store.shutdown();
 
     let (store, _) = Durable::<Platform>::open(directory.path(), options).unwrap();

@@ -99,6 +99,10 @@ impl Failure {
             }
             Rejection::NotFound(what) if what == "trade" => Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"),
             Rejection::NotFound(what) => Failure::business("ACQ.INVALID_PARAMETER", format!("no such {what}")),
+            // The refund-count limit is not an amount error.
+            Rejection::LimitExceeded(why) if why.starts_with("a trade takes at most") => {
+                Failure::business("ACQ.INVALID_PARAMETER", why.clone())
+            }
             Rejection::LimitExceeded(why) => Failure::business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", why.clone()),
             Rejection::Invalid(why) if why.contains("payment code") => {
                 Failure::business("ACQ.PAYMENT_AUTH_CODE_INVALID", why.clone())
