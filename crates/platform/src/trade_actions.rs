@@ -172,10 +172,7 @@ impl Platform {
     }
 
     fn archived_trade_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Trade, JournalError> {
-        match self.state.archive.read(archive, offset)? {
-            ArchiveRecord::Trade(trade) => Ok(trade),
-            ArchiveRecord::Event(_) => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
-        }
+        self.state.archive.read::<ArchiveRecord>(archive, offset)?.into_trade(offset)
     }
 
     /// A live trade for an action to change; an archived one is answered
@@ -229,10 +226,7 @@ impl Platform {
 
     /// The event archived at `offset` (a delivery's).
     pub fn event_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Event, JournalError> {
-        match self.state.archive.read(archive, offset)? {
-            ArchiveRecord::Event(archived) => Ok(archived.event),
-            ArchiveRecord::Trade(_) => Err(not_an_event(offset)),
-        }
+        self.state.archive.read::<ArchiveRecord>(archive, offset)?.into_event(offset).map(|(event, _)| event)
     }
 
     /// A party's events newest first, from below `before` (an event number):
@@ -244,10 +238,7 @@ impl Platform {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Event>, JournalError> {
-        let read = |offset| match self.state.archive.read(archive, offset)? {
-            ArchiveRecord::Event(archived) => Ok((archived.event, archived.previous_of_party)),
-            ArchiveRecord::Trade(_) => Err(not_an_event(offset)),
-        };
+        let read = |offset| self.state.archive.read::<ArchiveRecord>(archive, offset)?.into_event(offset);
         walk_events(self.last_event_at(party), read, before, limit)
     }
 
@@ -992,18 +983,12 @@ pub fn walk_events(
 /// An archived record read from the file alone: between commands a
 /// journaled platform's outbox is empty, so every record is there.
 pub fn read_archived_trade(archive: &dyn ArchiveSource, offset: u64) -> Result<Trade, JournalError> {
-    match decode_archived(archive, offset)? {
-        ArchiveRecord::Trade(trade) => Ok(trade),
-        ArchiveRecord::Event(_) => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
-    }
+    decode_archived(archive, offset)?.into_trade(offset)
 }
 
 /// An archived event and where its party's previous one is (see `read_archived_trade`).
 pub fn read_archived_event(archive: &dyn ArchiveSource, offset: u64) -> Result<(Event, Option<u64>), JournalError> {
-    match decode_archived(archive, offset)? {
-        ArchiveRecord::Event(archived) => Ok((archived.event, archived.previous_of_party)),
-        ArchiveRecord::Trade(_) => Err(not_an_event(offset)),
-    }
+    decode_archived(archive, offset)?.into_event(offset)
 }
 
 fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRecord, JournalError> {
@@ -1012,8 +997,21 @@ fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRe
         .map_err(|_| JournalError::Failed(format!("archive record at {offset} is not a platform record")))
 }
 
-fn not_an_event(offset: u64) -> JournalError {
-    JournalError::Failed(format!("archive record at {offset} is not an event"))
+impl ArchiveRecord {
+    fn into_trade(self, offset: u64) -> Result<Trade, JournalError> {
+        match self {
+            ArchiveRecord::Trade(trade) => Ok(trade),
+            ArchiveRecord::Event(_) => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
+        }
+    }
+
+    /// The event and where its party's previous one is.
+    fn into_event(self, offset: u64) -> Result<(Event, Option<u64>), JournalError> {
+        match self {
+            ArchiveRecord::Event(archived) => Ok((archived.event, archived.previous_of_party)),
+            ArchiveRecord::Trade(_) => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
+        }
+    }
 }
 
 /// Callers look a trade up before changing it; reaching here is a bug.
