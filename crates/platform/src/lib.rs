@@ -26,7 +26,8 @@ mod trade_actions;
 pub mod trades;
 
 pub use command::{
-    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
+    Action, CARRIED_BYTES_MAX, CARRIED_TRADES_MAX, CarriedTrade, Command, IdempotencyTag, NewCampaign, NewTrade,
+    Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
 };
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use fund::{FundPosition, YieldDay};

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::{self, BANK_CLEARING, LEDGER_CNY, REVENUE, Reference};
 use crate::calendar::Date;
-use crate::command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
+use crate::command::{
+    Action, CARRIED_BYTES_MAX, CARRIED_TRADES_MAX, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig,
+    Rejection,
+};
 use crate::fees::{FeeSchedule, Product, QuotaPeriod};
 use crate::trades::{Delivery, Trade};
 
@@ -127,11 +130,16 @@ pub(crate) struct State {
     /// Live trades: open ones, and finished ones only within the command
     /// that finished them (then they go to the archive).
     pub(crate) trades: BTreeMap<u64, std::sync::Arc<Trade>>,
-    /// Finished trades (settled or closed): where each is in the archive.
+    /// Trades that rest in the archive (see `TradeStatus::rests_in_archive`):
+    /// where each is.
     pub(crate) archived_trades: BTreeMap<u64, u64>,
     pub(crate) trade_numbers: BTreeMap<(u64, String), u64>,
-    /// (when, trade): expiry of unpaid trades, auto-confirmation of shipped ones.
+    /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
+    /// of shipped ones (entries of trades no longer live are stale).
     pub(crate) trades_due: BTreeSet<(u64, u64)>,
+    /// (when, trade): auto-confirmation of shipped trades parked in the
+    /// archive; a tick carries those due back (see `Platform::parked_trades_due`).
+    pub(crate) parked_due: BTreeSet<(u64, u64)>,
     /// Events live in the archive; each party's newest one is here and
     /// each archived event points to the party's one before it.
     pub(crate) last_event_of: BTreeMap<u64, u64>,
@@ -219,8 +227,9 @@ impl Platform {
     pub fn next_due(&self) -> Option<u64> {
         let withdrawal = self.state.withdrawals_due.first().map(|&(at, _)| at);
         let trade = self.state.trades_due.first().map(|&(at, _)| at);
+        let parked = self.state.parked_due.first().map(|&(at, _)| at);
         let marketing = self.state.marketing_due.first().map(|&(at, _)| at);
-        withdrawal.into_iter().chain(trade).chain(marketing).min()
+        withdrawal.into_iter().chain(trade).chain(parked).chain(marketing).min()
     }
 
     fn genesis(config: LedgerConfig) -> Platform {
@@ -350,11 +359,16 @@ impl Platform {
                 self.refund_trade(now, *trade, *merchant, out_request_no, *amount, reason)
             }
             Action::RecordDelivery { event, delivered } => self.record_delivery(now, *event, *delivered),
-            Action::WithTrade { trade, offset, action } => {
-                if matches!(**action, Action::WithTrade { .. }) {
-                    return rejected_invalid("one archived trade per command");
+            Action::WithTrades { trades, action } => {
+                if matches!(**action, Action::WithTrades { .. }) {
+                    return rejected_invalid("archived trades are carried once per command");
                 }
-                self.restore_archived_trade(trade, *offset);
+                if trades.len() > CARRIED_TRADES_MAX {
+                    return rejected_invalid("too many archived trades carried");
+                }
+                for carried in trades {
+                    self.restore_archived_trade(&carried.trade, carried.offset);
+                }
                 self.execute(now, action)
             }
         }
@@ -534,6 +548,14 @@ impl Platform {
 
     /// Settles the withdrawals that fell due and forgets old idempotency keys.
     fn tick(&mut self, now: u64) -> Outcome {
+        // Parked trades due and none carried: ask for them first. Those due
+        // beyond what one command carries wait for the next tick.
+        if self.touched.restored.is_empty() {
+            let needed = self.parked_trades_due(now);
+            if !needed.is_empty() {
+                return Outcome::NeedsTrades(needed);
+            }
+        }
         let (mut settled, mut failed) = (0, 0);
         while let Some(&(settle_at, number)) = self.state.withdrawals_due.first() {
             if settle_at > now {
@@ -731,8 +753,13 @@ impl StateMachine for Platform {
         postcard::from_bytes(bytes).map_err(|_| DecodeError { what: "platform command" })
     }
 
-    fn refuse(_command: &Command) -> Option<Outcome> {
-        None
+    fn refuse(command: &Command) -> Option<Outcome> {
+        // Carried trades are the one part of a command with no field limit
+        // to bound it; a record over the journal's limit must not reach it.
+        let Action::WithTrades { trades, .. } = &command.action else { return None };
+        let too_large = trades.len() > CARRIED_TRADES_MAX
+            || postcard::to_allocvec(command).map_or(true, |bytes| bytes.len() > CARRIED_BYTES_MAX + (1 << 20));
+        too_large.then(|| rejected_invalid("the archived trades carried are too many or too large"))
     }
 
     fn apply(&mut self, command: &Command) -> Outcome {
@@ -749,7 +776,7 @@ impl StateMachine for Platform {
         self.archive_touched_trades();
         // "Read the trade from the archive and ask again" is no answer to keep.
         if let Some(tag) = &command.idempotency
-            && !matches!(outcome, Outcome::NeedsTrade(_))
+            && !matches!(outcome, Outcome::NeedsTrades(_))
         {
             self.remember(tag, &outcome, command.now);
         }

@@ -8,11 +8,13 @@ use journal::{ArchiveSource, JournalError};
 use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
 
 use crate::accounts::{self, REVENUE, Reference};
-use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
+use crate::command::{
+    Action, CARRIED_BYTES_MAX, CARRIED_TRADES_MAX, CarriedTrade, NewTrade, Outcome, PartyKind, PaySource, Rejection,
+};
 use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::trades::{
-    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, ArchiveRecord, ArchiveRecordRef, ArchivedEventRef,
+    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, ArchiveRecord, ArchiveRecordRef, ArchivedEvent, ArchivedEventRef,
     DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT, EXPIRE_MINUTES_MAX, Event, EventData,
     RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
 };
@@ -39,6 +41,10 @@ pub(crate) struct Touched {
     pub changed: Vec<u64>,
     /// Archived trades it brought back, with where they were.
     pub restored: Vec<(u64, u64)>,
+    /// Events it archived that hold a trade: (trade, event's offset, the
+    /// trade as the event holds it). Held, so that a later change within
+    /// the command copies the record (and so differs from the event's).
+    pub events: Vec<(u64, u64, Arc<Trade>)>,
 }
 
 fn conflict(message: &str) -> Outcome {
@@ -58,7 +64,8 @@ fn valid_reference(text: &str) -> bool {
 }
 
 impl Platform {
-    /// Trades in memory (open ones) and in the archive (settled or closed).
+    /// Trades in memory (unpaid or waiting to ship) and in the archive
+    /// (shipped and waiting for the buyer, settled or closed).
     pub fn trade_counts(&self) -> (usize, usize) {
         (self.state.trades.len(), self.state.archived_trades.len())
     }
@@ -158,17 +165,37 @@ impl Platform {
         }
     }
 
-    /// `action` wrapped with the archived trade it needs (see
-    /// `Outcome::NeedsTrade`); unchanged if the trade is not archived.
-    pub fn with_archived_trade(
+    /// `action` wrapped with the archived trades it needs (see
+    /// `Outcome::NeedsTrades`), as many as one command carries; unchanged
+    /// if none of them is archived.
+    pub fn with_archived_trades(
         &self,
         archive: &dyn ArchiveSource,
-        number: u64,
+        numbers: &[u64],
         action: Action,
     ) -> Result<Action, JournalError> {
-        let Some(&offset) = self.state.archived_trades.get(&number) else { return Ok(action) };
-        let trade = self.archived_trade_at(archive, offset)?;
-        Ok(Action::WithTrade { trade: Box::new(trade), offset, action: Box::new(action) })
+        let mut trades = Vec::new();
+        let mut bytes = 0;
+        for number in numbers {
+            let Some(&offset) = self.state.archived_trades.get(number) else { continue };
+            let (record, length) = self.state.archive.read_sized::<ArchiveRecord>(archive, offset)?;
+            bytes += length;
+            if trades.len() == CARRIED_TRADES_MAX || (bytes > CARRIED_BYTES_MAX && !trades.is_empty()) {
+                break;
+            }
+            trades.push(CarriedTrade { trade: record.into_trade(offset)?, offset });
+        }
+        if trades.is_empty() {
+            return Ok(action);
+        }
+        Ok(Action::WithTrades { trades, action: Box::new(action) })
+    }
+
+    /// Shipped trades waiting in the archive whose auto-confirmation is due
+    /// by `now`, the earliest first: what a tick at `now` needs carried.
+    pub fn parked_trades_due(&self, now: u64) -> Vec<u64> {
+        let due = self.state.parked_due.range(..=(now, u64::MAX));
+        due.take(CARRIED_TRADES_MAX).map(|&(_, number)| number).collect()
     }
 
     fn archived_trade_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Trade, JournalError> {
@@ -180,7 +207,7 @@ impl Platform {
     pub(crate) fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
         match self.state.trades.get(&number) {
             Some(trade) => Ok(Arc::clone(trade)),
-            None if self.state.archived_trades.contains_key(&number) => Err(Outcome::NeedsTrade(number)),
+            None if self.state.archived_trades.contains_key(&number) => Err(Outcome::NeedsTrades(vec![number])),
             None => Err(not_found()),
         }
     }
@@ -193,35 +220,56 @@ impl Platform {
     }
 
     /// Brings an archived trade back for the command that carries it (if
-    /// the copy is the current one: a stale copy is ignored).
+    /// the copy is the current one: a stale copy is ignored). A parked
+    /// trade's auto-confirmation goes back to the queue of live ones.
     pub(crate) fn restore_archived_trade(&mut self, trade: &Trade, offset: u64) {
         if self.state.archived_trades.get(&trade.number) == Some(&offset) {
             self.state.archived_trades.remove(&trade.number);
+            if let Some(due) = parked_due_of(trade) {
+                self.state.parked_due.remove(&(due, trade.number));
+                self.state.trades_due.insert((due, trade.number));
+            }
             self.state.trades.insert(trade.number, Arc::new(trade.clone()));
             self.touched.restored.push((trade.number, offset));
         }
     }
 
-    /// After each command: trades it finished go to the archive; trades it
-    /// brought back without changing go back to where they were.
+    /// After each command: trades it left with nothing to do but wait for a
+    /// request or a timer go to the archive (as the event that reported the
+    /// change, when one holds the trade as it is now, else as a record of
+    /// their own); trades it brought back without changing go back to where
+    /// they were.
     pub(crate) fn archive_touched_trades(&mut self) {
-        let Touched { mut changed, restored } = std::mem::take(&mut self.touched);
+        let Touched { mut changed, restored, events } = std::mem::take(&mut self.touched);
         changed.sort_unstable();
         changed.dedup();
         for (number, offset) in restored {
             if changed.binary_search(&number).is_err() {
-                self.state.trades.remove(&number);
-                self.state.archived_trades.insert(number, offset);
+                self.park(number, offset);
             }
         }
         for number in changed {
-            if self.state.trades.get(&number).is_some_and(|trade| trade.status.is_finished())
-                && let Some(trade) = self.state.trades.remove(&number)
-            {
-                let offset = self.state.archive.append(&ArchiveRecordRef::Trade(&trade));
-                self.state.archived_trades.insert(number, offset);
-            }
+            let Some(trade) = self.state.trades.get(&number).filter(|trade| trade.status.rests_in_archive()) else {
+                continue;
+            };
+            let reported = events.iter().rev().find(|(of, _, held)| *of == number && Arc::ptr_eq(held, trade));
+            let offset = match reported {
+                Some(&(_, offset, _)) => offset,
+                None => self.state.archive.append(&ArchiveRecordRef::Trade(trade)),
+            };
+            self.park(number, offset);
         }
+    }
+
+    /// Moves a live trade to the archive record at `offset` (a parked
+    /// one's auto-confirmation to the queue of archived ones).
+    fn park(&mut self, number: u64, offset: u64) {
+        let Some(trade) = self.state.trades.remove(&number) else { return };
+        if let Some(due) = parked_due_of(&trade) {
+            self.state.trades_due.remove(&(due, number));
+            self.state.parked_due.insert((due, number));
+        }
+        self.state.archived_trades.insert(number, offset);
     }
 
     /// The event archived at `offset` (a delivery's).
@@ -879,6 +927,10 @@ impl Platform {
     /// Records an event for a merchant and, when it has a webhook, queues
     /// its delivery. Events for users are not kept (they have no webhook).
     pub(crate) fn emit(&mut self, now: u64, party: u64, kind: &str, trade: Option<u64>, data: EventData) {
+        let holds_trade = match &data {
+            EventData::Trade(record) | EventData::Refund { trade: record, .. } => Some(Arc::clone(record)),
+            _ => None,
+        };
         let Some(recipient) = self.state.parties.get(&party) else { return };
         if recipient.kind != PartyKind::Merchant {
             return;
@@ -906,6 +958,9 @@ impl Platform {
         let offset =
             self.state.archive.append(&ArchiveRecordRef::Event(ArchivedEventRef { event: &event, previous_of_party }));
         self.state.last_event_of.insert(party, offset);
+        if let Some(record) = holds_trade {
+            self.touched.events.push((record.number, offset, record));
+        }
         if deliver {
             let delivery = Delivery { event: number, offset, trade, attempts: 0, next_attempt_at: now };
             self.state.deliveries.insert(number, delivery);
@@ -998,9 +1053,14 @@ fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRe
 }
 
 impl ArchiveRecord {
+    /// A trade's record: its own, or the event that reported its last change.
     fn into_trade(self, offset: u64) -> Result<Trade, JournalError> {
         match self {
             ArchiveRecord::Trade(trade) => Ok(trade),
+            ArchiveRecord::Event(ArchivedEvent {
+                event: Event { data: EventData::Trade(trade) | EventData::Refund { trade, .. }, .. },
+                ..
+            }) => Ok(Arc::unwrap_or_clone(trade)),
             ArchiveRecord::Event(_) => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
         }
     }
@@ -1012,6 +1072,11 @@ impl ArchiveRecord {
             ArchiveRecord::Trade(_) => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
         }
     }
+}
+
+/// When a trade parked in the archive auto-confirms, if it does.
+fn parked_due_of(trade: &Trade) -> Option<u64> {
+    if trade.status == TradeStatus::WaitBuyerConfirm { trade.confirm_due_at } else { None }
 }
 
 /// Callers look a trade up before changing it; reaching here is a bug.

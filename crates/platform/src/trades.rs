@@ -170,10 +170,17 @@ pub(crate) enum ArchiveRecord {
 }
 
 impl TradeStatus {
-    /// Settled or closed: nothing is due on it, so it may leave memory
-    /// (a refund after settlement brings it back for one command).
+    /// Settled or closed.
     pub fn is_finished(self) -> bool {
         matches!(self, TradeStatus::TradeSuccess | TradeStatus::TradeClosed)
+    }
+
+    /// Nothing happens to it but on a request or a timer: finished, or
+    /// shipped and waiting for its buyer (for days: most of a busy day's
+    /// open trades). Such a trade waits in the archive between commands; a
+    /// command that needs it carries it back (see `Outcome::NeedsTrades`).
+    pub fn rests_in_archive(self) -> bool {
+        self.is_finished() || self == TradeStatus::WaitBuyerConfirm
     }
 }
 

@@ -25,14 +25,14 @@ impl World {
         World { platform: Platform::create(LedgerConfig::default()), now: START }
     }
 
-    /// As the server submits: an action on a finished (archived) trade is
-    /// answered `NeedsTrade`, and goes again carrying the trade.
+    /// As the server submits: an action on trades waiting in the archive is
+    /// answered `NeedsTrades`, and goes again carrying them.
     fn run(&mut self, action: Action) -> Outcome {
         self.now += SECOND;
         match self.platform.apply(&Command { now: self.now, idempotency: None, action: action.clone() }) {
-            Outcome::NeedsTrade(number) => {
-                let action = self.platform.with_archived_trade(&journal::NoArchive, number, action).unwrap();
-                assert!(matches!(action, Action::WithTrade { .. }));
+            Outcome::NeedsTrades(numbers) => {
+                let action = self.platform.with_archived_trades(&journal::NoArchive, &numbers, action).unwrap();
+                assert!(matches!(action, Action::WithTrades { .. }));
                 self.platform.apply(&Command { now: self.now, idempotency: None, action })
             }
             outcome => outcome,
@@ -65,6 +65,28 @@ impl World {
 
     fn check(&self) {
         self.platform.ledger().check_conservation().unwrap();
+    }
+}
+
+/// Ticks at `now` until no parked trade is due: each tick carries the
+/// parked trades it asks for. The trades settled, and the ticks it took.
+fn tick_carrying(store: &Durable<Platform>, now: u64) -> (u32, u32) {
+    let (mut settled, mut ticks) = (0, 0);
+    loop {
+        let ticked = match store.submit(Command { now, idempotency: None, action: Action::Tick }).unwrap() {
+            Outcome::NeedsTrades(numbers) => {
+                let action =
+                    store.read_with_archive(|p, archive| p.with_archived_trades(archive, &numbers, Action::Tick));
+                store.submit(Command { now, idempotency: None, action: action.unwrap() }).unwrap()
+            }
+            ticked => {
+                assert!(matches!(ticked, Outcome::Ticked { .. }), "{ticked:?}");
+                return (settled, ticks);
+            }
+        };
+        let Outcome::Ticked { trades_settled, .. } = ticked else { panic!("{ticked:?}") };
+        settled += trades_settled;
+        ticks += 1;
     }
 }
 
@@ -340,9 +362,10 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     for _ in 0..trades {
         assert!(matches!(answers.recv().unwrap(), Outcome::TradeUpdated(_)));
     }
+    assert_eq!(store.read(|p| p.trade_counts()), (0, 10_000), "shipped trades wait in the archive");
+    // Auto-confirmed by ticks carrying them, as many as one command carries at a time.
     let later = START + 12 * 24 * 3_600 * SECOND;
-    let ticked = store.submit(Command { now: later, idempotency: None, action: Action::Tick }).unwrap();
-    assert!(matches!(ticked, Outcome::Ticked { trades_settled: 10_000, .. }), "{ticked:?}");
+    assert_eq!(tick_carrying(&store, later), (10_000, 10_000_u32.div_ceil(platform::CARRIED_TRADES_MAX as u32)));
     // The journal still takes commands, and every transfer is readable.
     store.submit(Command { now: later + SECOND, idempotency: None, action: Action::Tick }).unwrap();
     let count = store.read(|p| p.ledger().transfer_count());
@@ -415,7 +438,7 @@ fn events_are_archived_listed_newest_first_and_survive_a_restart() {
 }
 
 /// A settled or closed trade leaves memory for the archive; a command that
-/// needs it is answered `NeedsTrade` with nothing changed, goes again
+/// needs it is answered `NeedsTrades` with nothing changed, goes again
 /// carrying it, and a stale copy is never used.
 #[test]
 fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() {
@@ -445,11 +468,12 @@ fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() 
     };
     let balances = store.read(|p| (p.balance(shop).unwrap().available, p.balance(buyer).unwrap().available));
     let digest = store.read(|p| p.digest());
-    assert_eq!(submit(refund("r-1")), Outcome::NeedsTrade(instant.number));
-    assert_eq!(store.read(|p| p.digest()), digest, "a NeedsTrade answer changes nothing");
+    assert_eq!(submit(refund("r-1")), Outcome::NeedsTrades(vec![instant.number]));
+    assert_eq!(store.read(|p| p.digest()), digest, "a NeedsTrades answer changes nothing");
     // Carrying it: refunded, and archived again at a new place.
-    let carrying =
-        store.read_with_archive(|p, archive| p.with_archived_trade(archive, instant.number, refund("r-1"))).unwrap();
+    let carrying = store
+        .read_with_archive(|p, archive| p.with_archived_trades(archive, &[instant.number], refund("r-1")))
+        .unwrap();
     let Outcome::RefundCreated { trade: refunded, .. } = submit(carrying.clone()) else { panic!() };
     assert_eq!(refunded.refunded, 1_000);
     assert_eq!(read(instant.number).refunded, 1_000);
@@ -459,19 +483,27 @@ fn finished_trades_leave_memory_and_come_back_for_the_command_that_needs_them() 
         (balances.0 - 1_000, balances.1 + 1_000)
     );
     // The old copy is stale now: never used, asked for again.
-    let Action::WithTrade { trade: stale, offset, .. } = carrying else { panic!() };
-    let stale_refund = Action::WithTrade { trade: stale, offset, action: Box::new(refund("r-2")) };
-    assert_eq!(submit(stale_refund), Outcome::NeedsTrade(instant.number));
+    let Action::WithTrades { trades: stale, .. } = carrying else { panic!() };
+    let stale_refund = Action::WithTrades { trades: stale, action: Box::new(refund("r-2")) };
+    assert_eq!(submit(stale_refund), Outcome::NeedsTrades(vec![instant.number]));
     assert_eq!(read(instant.number).refunds.len(), 1);
     // A retry of the payment finds the archived trade: the same trade, paid once.
-    assert_eq!(submit(pay(trade("i-1", TradeMode::Instant))), Outcome::NeedsTrade(instant.number));
+    assert_eq!(submit(pay(trade("i-1", TradeMode::Instant))), Outcome::NeedsTrades(vec![instant.number]));
 
-    // The escrow settles on confirmation and leaves memory too; the list merges both.
+    // The escrow waits for its buyer in the archive once shipped, settles
+    // on confirmation (carried back for it); the list merges both.
     let Outcome::TradeUpdated(shipped) = submit(Action::ShipTrade { trade: escrow.number, merchant: shop }) else {
         panic!()
     };
     assert_eq!(shipped.status, TradeStatus::WaitBuyerConfirm);
-    submit(Action::ConfirmTrade { trade: escrow.number, buyer });
+    assert_eq!(store.read(|p| p.trade_counts()), (0, 2));
+    assert_eq!(read(escrow.number), *shipped, "read back from the event that reported it");
+    let confirm = Action::ConfirmTrade { trade: escrow.number, buyer };
+    assert_eq!(submit(confirm.clone()), Outcome::NeedsTrades(vec![escrow.number]));
+    let carrying =
+        store.read_with_archive(|p, archive| p.with_archived_trades(archive, &[escrow.number], confirm)).unwrap();
+    let Outcome::TradeUpdated(confirmed) = submit(carrying) else { panic!() };
+    assert_eq!(confirmed.status, TradeStatus::TradeSuccess);
     assert_eq!(store.read(|p| p.trade_counts()), (0, 2));
     let listed = store.read_with_archive(|p, archive| p.trades_newest_first(archive, None, 10, |_| true)).unwrap();
     assert_eq!(listed.iter().map(|t| t.number).collect::<Vec<_>>(), vec![escrow.number, instant.number]);
@@ -516,5 +548,59 @@ fn a_trade_takes_at_most_fifty_refunds() {
     assert_eq!(world.available(buyer), before, "nothing moved");
     // A repeat of one made is still answered as before.
     assert!(matches!(world.run(refund(7)), Outcome::RefundCreated { .. }));
+    world.check();
+}
+
+/// A shipped trade waits for its buyer in the archive: a tick asks for the
+/// due ones (earliest first) with nothing changed, settles them carried, and
+/// a partial refund in between keeps the trade's auto-confirmation time.
+#[test]
+fn shipped_trades_wait_in_the_archive_and_ticks_carry_the_due_ones_back() {
+    use platform::{PaySource, TradeMode, TradeStatus};
+    const DAY: u64 = 86_400 * SECOND;
+    let mut world = World::new();
+    let shop = world.party(PartyKind::Merchant, 1);
+    let buyer = world.party(PartyKind::User, 2);
+    world.run(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
+    let mut numbers = Vec::new();
+    for (name, days) in [("three", 3), ("one", 1), ("two", 2)] {
+        let mut trade = new_trade(shop, name, 10_000, TradeMode::Escrow);
+        trade.auto_confirm_days = Some(days);
+        let paid = world.run(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None });
+        let Outcome::TradeUpdated(paid) = paid else { panic!("{paid:?}") };
+        assert_eq!(world.platform.trade_counts().0, 1, "paid and waiting to ship: in memory");
+        world.run(Action::ShipTrade { trade: paid.number, merchant: shop });
+        numbers.push(paid.number);
+    }
+    assert_eq!(world.platform.trade_counts(), (0, 3));
+    let refund = Action::RefundTrade {
+        trade: numbers[0],
+        merchant: shop,
+        out_request_no: "r-1".into(),
+        amount: 1_000,
+        reason: None,
+    };
+    assert!(matches!(world.run(refund), Outcome::RefundCreated { .. }));
+    assert_eq!(world.platform.trade_counts(), (0, 3), "partly refunded, still waiting for its buyer");
+    let shop_before = world.available(shop);
+
+    // Two are due: asked for earliest first, and nothing moves until they come.
+    world.now += 2 * DAY + 60 * SECOND;
+    let digest = world.platform.digest();
+    let tick = Command { now: world.now, idempotency: None, action: Action::Tick };
+    assert_eq!(world.platform.apply(&tick), Outcome::NeedsTrades(vec![numbers[1], numbers[2]]));
+    assert_eq!(world.platform.digest(), digest);
+    assert!(matches!(world.run(Action::Tick), Outcome::Ticked { trades_settled: 2, .. }));
+    assert!(matches!(world.run(Action::Tick), Outcome::Ticked { trades_settled: 0, .. }), "the third is not due");
+    world.now += DAY;
+    assert!(matches!(world.run(Action::Tick), Outcome::Ticked { trades_settled: 1, .. }));
+    let statuses: Vec<TradeStatus> = numbers
+        .iter()
+        .map(|&number| world.platform.trade(&journal::NoArchive, number).unwrap().unwrap().status)
+        .collect();
+    assert_eq!(statuses, vec![TradeStatus::TradeSuccess; 3]);
+    // 29,000 settled less the 0.6% fee.
+    assert_eq!(world.available(shop), shop_before + 29_000 - 174);
+    assert_eq!(world.platform.next_due(), None, "nothing left to do");
     world.check();
 }

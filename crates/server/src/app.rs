@@ -93,16 +93,16 @@ impl AppState {
         idempotency: Option<platform::IdempotencyTag>,
         action: Action,
     ) -> Result<platform::Outcome, ApiError> {
-        // An action on a finished trade is answered "needs the trade": read it
-        // from the archive and submit again with it (a second miss means the
-        // trade was archived again in between; rare, so a few tries).
+        // An action on trades waiting in the archive is answered "needs the
+        // trades": read them and submit again with them (a second miss means
+        // a trade was archived again in between; rare, so a few tries).
         let mut attempt = action.clone();
         for _ in 0..ARCHIVED_TRADE_TRIES_MAX {
             match self.submit_once(idempotency.clone(), attempt).await? {
-                platform::Outcome::NeedsTrade(number) => {
+                platform::Outcome::NeedsTrades(numbers) => {
                     let read = self
                         .store
-                        .read_with_archive(|p, archive| p.with_archived_trade(archive, number, action.clone()));
+                        .read_with_archive(|p, archive| p.with_archived_trades(archive, &numbers, action.clone()));
                     attempt = read.map_err(|error| ApiError::unavailable(format!("cannot read the trade: {error}")))?;
                 }
                 outcome => return Ok(outcome),
