@@ -62,6 +62,11 @@ impl AppendFile {
         self.length
     }
 
+    /// The file, for reading what was written.
+    pub fn handle(&self) -> &File {
+        &self.file
+    }
+
     /// A handle for reading from other threads.
     pub fn reader(&self) -> Result<(PathBuf, File), JournalError> {
         let file = self.file.try_clone().map_err(|source| io_error("reopen", &self.path, source))?;

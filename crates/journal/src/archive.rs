@@ -121,25 +121,45 @@ pub struct ArchiveReader {
 
 impl ArchiveSource for ArchiveReader {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
-        let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset, reason };
-        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
-        self.file
-            .read_exact_at(&mut header, offset)
-            .map_err(|source| io_error("read archive file", &self.path, source))?;
-        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if length > RECORD_PAYLOAD_BYTES_MAX {
-            return Err(corrupt("archive record longer than any record"));
-        }
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut payload = vec![0u8; length];
-        self.file
-            .read_exact_at(&mut payload, offset + RECORD_HEADER_BYTES)
-            .map_err(|source| io_error("read archive file", &self.path, source))?;
-        if crc32c::crc32c(&payload) != crc {
-            return Err(corrupt("archive record checksum mismatch"));
-        }
-        Ok(payload)
+        read_record_at(&self.file, &self.path, offset)
     }
+}
+
+/// The writer's own reads (a command applied may read what earlier ones
+/// archived): from the file, or from the buffer not written yet.
+impl ArchiveSource for Archive {
+    fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
+        let written = self.file.length();
+        if offset < written {
+            return read_record_at(self.file.handle(), &self.file.path, offset);
+        }
+        let start = usize::try_from(offset - written).unwrap_or(usize::MAX);
+        let record = self.file.buffer.get(start..).and_then(decode_record);
+        let corrupt = || JournalError::Corrupt {
+            path: self.file.path.clone(),
+            offset,
+            reason: "no archive record at this offset",
+        };
+        record.map(<[u8]>::to_vec).ok_or_else(corrupt)
+    }
+}
+
+fn read_record_at(file: &File, path: &Path, offset: u64) -> Result<Vec<u8>, JournalError> {
+    let corrupt = |reason| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
+    let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, offset).map_err(|source| io_error("read archive file", path, source))?;
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if length > RECORD_PAYLOAD_BYTES_MAX {
+        return Err(corrupt("archive record longer than any record"));
+    }
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut payload = vec![0u8; length];
+    file.read_exact_at(&mut payload, offset + RECORD_HEADER_BYTES)
+        .map_err(|source| io_error("read archive file", path, source))?;
+    if crc32c::crc32c(&payload) != crc {
+        return Err(corrupt("archive record checksum mismatch"));
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ impl<M: StateMachine> Journal<M> {
                     sequence: record.sequence,
                     detail: error.to_string(),
                 })?;
-                machine.apply(&command);
+                machine.apply(&command, &archive)?;
                 history.collect(machine.ledger())?;
                 machine.ledger_mut().set_eviction_floor(history.collected());
                 archive.collect(&mut machine)?;
@@ -209,6 +209,11 @@ impl<M: StateMachine> Journal<M> {
     /// every command, before the next one.
     pub fn collect_archive(&mut self, machine: &mut M) -> Result<(), JournalError> {
         self.archive.collect(machine)
+    }
+
+    /// The archive as the writer reads it (written records and the buffer).
+    pub fn archive(&self) -> &dyn crate::ArchiveSource {
+        &self.archive
     }
 
     /// Writes the collected archive records (after each group, before

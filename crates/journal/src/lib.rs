@@ -275,14 +275,27 @@ fn write_loop<M: StateMachine>(
                 }
                 RwLockWriteGuard::bump(&mut state);
             }
-            let outcome = state.apply(&request.command);
+            if history_failure.is_some() {
+                answers.push((request.reply, Err(JournalError::Failed("an earlier command failed".to_string()))));
+                continue;
+            }
+            let outcome = match state.apply(&request.command, journal.archive()) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // An unreadable archive: the state may now differ from
+                    // what the log replays to, so nothing more is applied.
+                    history_failure = Some(error.to_string());
+                    answers.push((request.reply, Err(error)));
+                    continue;
+                }
+            };
             if let Err(error) = journal.collect_history(state.ledger_mut()) {
                 history_failure = Some(error.to_string());
             }
             if let Err(error) = journal.collect_archive(&mut *state) {
                 history_failure = Some(error.to_string());
             }
-            answers.push((request.reply, outcome));
+            answers.push((request.reply, Ok(outcome)));
         }
         // Before readers see the state: the records it points to are in the file.
         if let Err(error) = journal.write_archive() {
@@ -296,7 +309,7 @@ fn write_loop<M: StateMachine>(
             history_failure = Some(error.to_string());
         }
         for (reply, outcome) in answers {
-            reply(Ok(outcome));
+            reply(outcome);
         }
         if let Some(reason) = history_failure {
             // Every command is still in the log; stop before a snapshot could

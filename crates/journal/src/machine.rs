@@ -6,7 +6,9 @@
 
 use ledger::{Ledger, LedgerConfig};
 
+use crate::archive::ArchiveSource;
 use crate::codec::{self, Batch, Command, DecodeError};
+use crate::error::JournalError;
 
 pub trait StateMachine: Send + Sync + Sized + 'static {
     type Command: Send + 'static;
@@ -23,7 +25,10 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// can never apply, such as an oversized batch), or `None` to go on.
     fn refuse(command: &Self::Command) -> Option<Self::Outcome>;
     /// Applies a command: deterministic, so that replay rebuilds the state.
-    fn apply(&mut self, command: &Self::Command) -> Self::Outcome;
+    /// It may read records it archived earlier from `archive` (records
+    /// never change, and replay finds the same ones at the same offsets);
+    /// an error reading them is an error of the store, not an answer.
+    fn apply(&mut self, command: &Self::Command, archive: &dyn ArchiveSource) -> Result<Self::Outcome, JournalError>;
 
     /// The machine's state beyond its ledger, for snapshots.
     fn encode_state(&self, out: &mut Vec<u8>);
@@ -83,12 +88,12 @@ impl StateMachine for Ledger {
         (count > ledger::BATCH_EVENTS_MAX).then_some(Outcome::Refused(ledger::BatchError::TooManyEvents { count }))
     }
 
-    fn apply(&mut self, batch: &Batch) -> Outcome {
+    fn apply(&mut self, batch: &Batch, _archive: &dyn ArchiveSource) -> Result<Outcome, JournalError> {
         let applied = match &batch.command {
             Command::CreateAccounts(events) => self.create_accounts(batch.timestamp, events).map(Outcome::Accounts),
             Command::CreateTransfers(events) => self.create_transfers(batch.timestamp, events).map(Outcome::Transfers),
         };
-        applied.unwrap_or_else(Outcome::Refused)
+        Ok(applied.unwrap_or_else(Outcome::Refused))
     }
 
     fn encode_state(&self, _out: &mut Vec<u8>) {}

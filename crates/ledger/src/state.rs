@@ -362,16 +362,14 @@ impl Ledger {
         self.last_timestamp
     }
 
-    pub(crate) fn pending_entries(&self) -> Vec<PendingRecord> {
-        self.pending
-            .iter()
-            .map(|(&id, entry)| PendingRecord {
-                id,
-                status: entry.status,
-                expires_at: entry.expires_at,
-                transfer: entry.transfer,
-            })
-            .collect()
+    /// Every pending transfer's record, in no particular order.
+    pub(crate) fn pending_entries(&self) -> impl Iterator<Item = PendingRecord> + '_ {
+        self.pending.iter().map(|(&id, entry)| PendingRecord {
+            id,
+            status: entry.status,
+            expires_at: entry.expires_at,
+            transfer: entry.transfer,
+        })
     }
 
     pub(crate) fn set_last_timestamp(&mut self, timestamp: u64) {

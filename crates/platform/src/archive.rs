@@ -57,15 +57,6 @@ impl Outbox {
 
     /// The record at `offset`: from the outbox if not taken yet, else from `source`.
     pub fn read<T: DeserializeOwned>(&self, source: &dyn ArchiveSource, offset: u64) -> Result<T, JournalError> {
-        self.read_sized(source, offset).map(|(record, _)| record)
-    }
-
-    /// The record at `offset` and its encoded length.
-    pub fn read_sized<T: DeserializeOwned>(
-        &self,
-        source: &dyn ArchiveSource,
-        offset: u64,
-    ) -> Result<(T, usize), JournalError> {
         let taken = self.length - self.pending.len() as u64;
         let bad = || JournalError::Failed(format!("archive record at {offset} is not a platform record"));
         if offset >= self.length {
@@ -77,6 +68,6 @@ impl Outbox {
         } else {
             source.read_record(offset)?
         };
-        postcard::from_bytes(&payload).map(|record| (record, payload.len())).map_err(|_| bad())
+        postcard::from_bytes(&payload).map_err(|_| bad())
     }
 }

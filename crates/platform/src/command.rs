@@ -209,28 +209,6 @@ pub enum Action {
         event: u64,
         delivered: bool,
     },
-    /// `action`, with archived trades it needs read from the archive by the
-    /// submitter (apply does no I/O): at most [`CARRIED_TRADES_MAX`]. Made by
-    /// `Platform::with_archived_trades` after an answer of `NeedsTrades`.
-    WithTrades {
-        trades: Vec<CarriedTrade>,
-        action: Box<Action>,
-    },
-}
-
-/// Archived trades one command may carry: a tick's auto-confirmations come
-/// in portions of this many (with [`CARRIED_BYTES_MAX`], bounds a command).
-pub const CARRIED_TRADES_MAX: usize = 4_096;
-/// Encoded bytes of the trades one command carries, at most (well below the
-/// journal's 4 MiB record: a trade with fifty refunds is some 20 KB).
-pub const CARRIED_BYTES_MAX: usize = 2 << 20;
-
-/// An archived trade as read by a submitter, and where it was read: a copy
-/// from an older offset is stale and ignored.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CarriedTrade {
-    pub trade: Trade,
-    pub offset: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -320,9 +298,6 @@ pub enum Outcome {
     },
     /// A trade as the action left it.
     TradeUpdated(Box<Trade>),
-    /// The action needs these trades, which wait in the archive: submit it
-    /// again wrapped by `Platform::with_archived_trades`. Nothing changed.
-    NeedsTrades(Vec<u64>),
     RefundCreated {
         trade: Box<Trade>,
         refund: Refund,

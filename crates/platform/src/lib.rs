@@ -26,8 +26,7 @@ mod trade_actions;
 pub mod trades;
 
 pub use command::{
-    Action, CARRIED_BYTES_MAX, CARRIED_TRADES_MAX, CarriedTrade, Command, IdempotencyTag, NewCampaign, NewTrade,
-    Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
+    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
 };
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use fund::{FundPosition, YieldDay};

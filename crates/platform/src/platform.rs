@@ -7,16 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
-use journal::{DecodeError, StateMachine};
+use journal::{ArchiveSource, DecodeError, JournalError, StateMachine};
 use ledger::{AccountFlags, CreateTransferResult, Ledger, LedgerConfig, NewAccount, Transfer, TransferFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{self, BANK_CLEARING, LEDGER_CNY, REVENUE, Reference};
 use crate::calendar::Date;
-use crate::command::{
-    Action, CARRIED_BYTES_MAX, CARRIED_TRADES_MAX, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig,
-    Rejection,
-};
+use crate::command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
 use crate::fees::{FeeSchedule, Product, QuotaPeriod};
 use crate::trades::{Delivery, Trade};
 
@@ -359,18 +356,6 @@ impl Platform {
                 self.refund_trade(now, *trade, *merchant, out_request_no, *amount, reason)
             }
             Action::RecordDelivery { event, delivered } => self.record_delivery(now, *event, *delivered),
-            Action::WithTrades { trades, action } => {
-                if matches!(**action, Action::WithTrades { .. }) {
-                    return rejected_invalid("archived trades are carried once per command");
-                }
-                if trades.len() > CARRIED_TRADES_MAX {
-                    return rejected_invalid("too many archived trades carried");
-                }
-                for carried in trades {
-                    self.restore_archived_trade(&carried.trade, carried.offset);
-                }
-                self.execute(now, action)
-            }
         }
     }
 
@@ -548,14 +533,6 @@ impl Platform {
 
     /// Settles the withdrawals that fell due and forgets old idempotency keys.
     fn tick(&mut self, now: u64) -> Outcome {
-        // Parked trades due and none carried: ask for them first. Those due
-        // beyond what one command carries wait for the next tick.
-        if self.touched.restored.is_empty() {
-            let needed = self.parked_trades_due(now);
-            if !needed.is_empty() {
-                return Outcome::NeedsTrades(needed);
-            }
-        }
         let (mut settled, mut failed) = (0, 0);
         while let Some(&(settle_at, number)) = self.state.withdrawals_due.first() {
             if settle_at > now {
@@ -753,34 +730,31 @@ impl StateMachine for Platform {
         postcard::from_bytes(bytes).map_err(|_| DecodeError { what: "platform command" })
     }
 
-    fn refuse(command: &Command) -> Option<Outcome> {
-        // Carried trades are the one part of a command with no field limit
-        // to bound it; a record over the journal's limit must not reach it.
-        let Action::WithTrades { trades, .. } = &command.action else { return None };
-        let too_large = trades.len() > CARRIED_TRADES_MAX
-            || postcard::to_allocvec(command).map_or(true, |bytes| bytes.len() > CARRIED_BYTES_MAX + (1 << 20));
-        too_large.then(|| rejected_invalid("the archived trades carried are too many or too large"))
+    fn refuse(_command: &Command) -> Option<Outcome> {
+        None
     }
 
-    fn apply(&mut self, command: &Command) -> Outcome {
+    fn apply(&mut self, command: &Command, archive: &dyn ArchiveSource) -> Result<Outcome, JournalError> {
         if let Some(tag) = &command.idempotency
             && let Some(record) = self.state.idempotency.get(&(tag.caller, tag.key.clone()))
         {
-            return if record.request_hash == tag.request_hash {
+            return Ok(if record.request_hash == tag.request_hash {
                 record.outcome.clone()
             } else {
                 Outcome::IdempotencyMismatch
-            };
+            });
+        }
+        // The trades it names come back from the archive before anything changes.
+        if let Err(error) = self.bring_back_trades(command.now, &command.action, archive) {
+            self.archive_touched_trades();
+            return Err(error);
         }
         let outcome = self.execute(command.now, &command.action);
         self.archive_touched_trades();
-        // "Read the trade from the archive and ask again" is no answer to keep.
-        if let Some(tag) = &command.idempotency
-            && !matches!(outcome, Outcome::NeedsTrades(_))
-        {
+        if let Some(tag) = &command.idempotency {
             self.remember(tag, &outcome, command.now);
         }
-        outcome
+        Ok(outcome)
     }
 
     fn encode_state(&self, out: &mut Vec<u8>) {

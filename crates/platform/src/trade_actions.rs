@@ -8,9 +8,7 @@ use journal::{ArchiveSource, JournalError};
 use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
 
 use crate::accounts::{self, REVENUE, Reference};
-use crate::command::{
-    Action, CARRIED_BYTES_MAX, CARRIED_TRADES_MAX, CarriedTrade, NewTrade, Outcome, PartyKind, PaySource, Rejection,
-};
+use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::trades::{
@@ -165,49 +163,64 @@ impl Platform {
         }
     }
 
-    /// `action` wrapped with the archived trades it needs (see
-    /// `Outcome::NeedsTrades`), as many as one command carries; unchanged
-    /// if none of them is archived.
-    pub fn with_archived_trades(
-        &self,
+    /// Brings back to memory, for the command applying `action`, the trades
+    /// it names that wait in the archive (a tick: the shipped ones whose
+    /// auto-confirmation is due). The command's end parks them again. The
+    /// only reads apply does, and before anything changes.
+    pub(crate) fn bring_back_trades(
+        &mut self,
+        now: u64,
+        action: &Action,
         archive: &dyn ArchiveSource,
-        numbers: &[u64],
-        action: Action,
-    ) -> Result<Action, JournalError> {
-        let mut trades = Vec::new();
-        let mut bytes = 0;
-        for number in numbers {
-            let Some(&offset) = self.state.archived_trades.get(number) else { continue };
-            let (record, length) = self.state.archive.read_sized::<ArchiveRecord>(archive, offset)?;
-            bytes += length;
-            if trades.len() == CARRIED_TRADES_MAX || (bytes > CARRIED_BYTES_MAX && !trades.is_empty()) {
-                break;
+    ) -> Result<(), JournalError> {
+        let named = match action {
+            Action::PayTrade { trade, .. }
+            | Action::ShipTrade { trade, .. }
+            | Action::ConfirmTrade { trade, .. }
+            | Action::CloseTrade { trade, .. }
+            | Action::RefundTrade { trade, .. }
+            | Action::TakeOrderLoan { trade, .. } => Some(*trade),
+            Action::CreateTrade(new)
+            | Action::CreateAndPayTrade { trade: new, .. }
+            | Action::PayWithCode { trade: new, .. } => {
+                self.state.trade_numbers.get(&(new.merchant, new.out_trade_no.clone())).copied()
             }
-            trades.push(CarriedTrade { trade: record.into_trade(offset)?, offset });
+            Action::Tick => {
+                let due: Vec<u64> =
+                    self.state.parked_due.range(..=(now, u64::MAX)).map(|&(_, number)| number).collect();
+                for number in due {
+                    self.bring_back_trade(number, archive)?;
+                }
+                None
+            }
+            _ => None,
+        };
+        match named {
+            Some(number) => self.bring_back_trade(number, archive),
+            None => Ok(()),
         }
-        if trades.is_empty() {
-            return Ok(action);
-        }
-        Ok(Action::WithTrades { trades, action: Box::new(action) })
     }
 
-    /// Shipped trades waiting in the archive whose auto-confirmation is due
-    /// by `now`, the earliest first: what a tick at `now` needs carried.
-    pub fn parked_trades_due(&self, now: u64) -> Vec<u64> {
-        let due = self.state.parked_due.range(..=(now, u64::MAX));
-        due.take(CARRIED_TRADES_MAX).map(|&(_, number)| number).collect()
+    fn bring_back_trade(&mut self, number: u64, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
+        let Some(&offset) = self.state.archived_trades.get(&number) else { return Ok(()) };
+        let trade = self.archived_trade_at(archive, offset)?;
+        self.restore_archived_trade(trade, offset);
+        Ok(())
     }
 
     fn archived_trade_at(&self, archive: &dyn ArchiveSource, offset: u64) -> Result<Trade, JournalError> {
         self.state.archive.read::<ArchiveRecord>(archive, offset)?.into_trade(offset)
     }
 
-    /// A live trade for an action to change; an archived one is answered
-    /// `NeedsTrade` (apply does no I/O), an unknown one not found.
+    /// A live trade for an action to change (an archived one the action
+    /// names was brought back before it ran), an unknown one not found.
     pub(crate) fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
         match self.state.trades.get(&number) {
             Some(trade) => Ok(Arc::clone(trade)),
-            None if self.state.archived_trades.contains_key(&number) => Err(Outcome::NeedsTrades(vec![number])),
+            None if self.state.archived_trades.contains_key(&number) => {
+                debug_assert!(false, "trade {number} was not brought back from the archive");
+                Err(conflict("the trade is in the archive"))
+            }
             None => Err(not_found()),
         }
     }
@@ -219,19 +232,17 @@ impl Platform {
         }
     }
 
-    /// Brings an archived trade back for the command that carries it (if
-    /// the copy is the current one: a stale copy is ignored). A parked
-    /// trade's auto-confirmation goes back to the queue of live ones.
-    pub(crate) fn restore_archived_trade(&mut self, trade: &Trade, offset: u64) {
-        if self.state.archived_trades.get(&trade.number) == Some(&offset) {
-            self.state.archived_trades.remove(&trade.number);
-            if let Some(due) = parked_due_of(trade) {
-                self.state.parked_due.remove(&(due, trade.number));
-                self.state.trades_due.insert((due, trade.number));
-            }
-            self.state.trades.insert(trade.number, Arc::new(trade.clone()));
-            self.touched.restored.push((trade.number, offset));
+    /// Brings an archived trade (read at `offset`) back to memory for this
+    /// command; a parked one's auto-confirmation goes back to the queue of
+    /// live ones.
+    fn restore_archived_trade(&mut self, trade: Trade, offset: u64) {
+        self.state.archived_trades.remove(&trade.number);
+        if let Some(due) = parked_due_of(&trade) {
+            self.state.parked_due.remove(&(due, trade.number));
+            self.state.trades_due.insert((due, trade.number));
         }
+        self.touched.restored.push((trade.number, offset));
+        self.state.trades.insert(trade.number, Arc::new(trade));
     }
 
     /// After each command: trades it left with nothing to do but wait for a

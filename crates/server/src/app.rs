@@ -93,29 +93,6 @@ impl AppState {
         idempotency: Option<platform::IdempotencyTag>,
         action: Action,
     ) -> Result<platform::Outcome, ApiError> {
-        // An action on trades waiting in the archive is answered "needs the
-        // trades": read them and submit again with them (a second miss means
-        // a trade was archived again in between; rare, so a few tries).
-        let mut attempt = action.clone();
-        for _ in 0..ARCHIVED_TRADE_TRIES_MAX {
-            match self.submit_once(idempotency.clone(), attempt).await? {
-                platform::Outcome::NeedsTrades(numbers) => {
-                    let read = self
-                        .store
-                        .read_with_archive(|p, archive| p.with_archived_trades(archive, &numbers, action.clone()));
-                    attempt = read.map_err(|error| ApiError::unavailable(format!("cannot read the trade: {error}")))?;
-                }
-                outcome => return Ok(outcome),
-            }
-        }
-        Err(ApiError::unavailable("the trade kept moving to the archive; try again"))
-    }
-
-    async fn submit_once(
-        self: &Arc<AppState>,
-        idempotency: Option<platform::IdempotencyTag>,
-        action: Action,
-    ) -> Result<platform::Outcome, ApiError> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let command = Command { now: self.clock.now(), idempotency, action };
         self.store
@@ -132,8 +109,6 @@ impl AppState {
             .map_err(|error| ApiError::unavailable(format!("could not make the change durable: {error}")))
     }
 }
-
-const ARCHIVED_TRADE_TRIES_MAX: usize = 4;
 
 /// Starts the server and runs until SIGINT or SIGTERM; in-flight requests
 /// and their commands finish before it returns.

@@ -30,19 +30,21 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
     println!("machine: {}", super::machine_line());
     let mut platform = Platform::create(LedgerConfig { id_horizon_ns: Some(60 * DAY) });
     let mut now = START;
-    let run =
-        |platform: &mut Platform, now: u64, action: Action| platform.apply(&Command { now, idempotency: None, action });
+    let run = |platform: &mut Platform, now: u64, action: Action| {
+        // In memory: archived records stay in the platform's outbox.
+        platform.apply(&Command { now, idempotency: None, action }, &journal::NoArchive)
+    };
     let started = Instant::now();
-    let buyer = match run(&mut platform, now, create(PartyKind::User, 0)) {
+    let buyer = match run(&mut platform, now, create(PartyKind::User, 0))? {
         Outcome::PartyCreated { number, .. } => number,
         other => bail!("{other:?}"),
     };
     let per_merchant = args.loans / args.merchants;
     let sales = per_merchant * 10_000;
-    run(&mut platform, now, Action::TopUp { party: buyer, amount: sales * args.merchants, bank: "ICBC".into() });
+    run(&mut platform, now, Action::TopUp { party: buyer, amount: sales * args.merchants, bank: "ICBC".into() })?;
     let mut merchants = Vec::new();
     for index in 0..args.merchants {
-        let Outcome::PartyCreated { number, .. } = run(&mut platform, now, create(PartyKind::Merchant, index + 1))
+        let Outcome::PartyCreated { number, .. } = run(&mut platform, now, create(PartyKind::Merchant, index + 1))?
         else {
             bail!("merchant")
         };
@@ -58,12 +60,12 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
             campaign: None,
             notify_url: None,
         };
-        let Outcome::TradeUpdated(trade) = run(&mut platform, now, Action::CreateTrade(new)) else { bail!("trade") };
+        let Outcome::TradeUpdated(trade) = run(&mut platform, now, Action::CreateTrade(new))? else { bail!("trade") };
         run(
             &mut platform,
             now,
             Action::PayTrade { trade: trade.number, buyer, source: PaySource::Balance, coupon: None },
-        );
+        )?;
         merchants.push(number);
     }
     let bar = super::progress_bar(per_merchant * args.merchants, "loans");
@@ -76,7 +78,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
                 term_days: 30,
                 out_request_no: format!("{index}-{k}"),
             };
-            if !matches!(run(&mut platform, now, action), Outcome::LoanUpdated(_)) {
+            if !matches!(run(&mut platform, now, action)?, Outcome::LoanUpdated(_)) {
                 bail!("loan {index}-{k} refused");
             }
         }
@@ -93,7 +95,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
     let mut timings = Vec::new();
     for day in 1..=3 {
         let started = Instant::now();
-        run(&mut platform, START + day * DAY + SECOND, Action::Tick);
+        run(&mut platform, START + day * DAY + SECOND, Action::Tick)?;
         timings.push(started.elapsed());
     }
     platform.ledger().check_conservation().map_err(|e| anyhow::anyhow!("{e}"))?;

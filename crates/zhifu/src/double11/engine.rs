@@ -58,8 +58,6 @@ struct PaidTrade {
     paid_by_buyer: u64,
     refunded: u64,
     follow_ups_left: u8,
-    /// Shipped, settled or closed: in the archive, so a command on it carries it.
-    archived: bool,
 }
 
 /// What a command was, for tallying its answer.
@@ -71,12 +69,8 @@ enum Kind {
         trade: u64,
         follow_ups: u8,
     },
-    Ship {
-        trade: u64,
-    },
-    Confirm {
-        trade: u64,
-    },
+    Ship,
+    Confirm,
     Refund {
         trade: u64,
     },
@@ -97,8 +91,8 @@ impl Kind {
         match self {
             Kind::Setup(name) => name,
             Kind::Pay { .. } => "payment",
-            Kind::Ship { .. } => "ship",
-            Kind::Confirm { .. } => "confirm",
+            Kind::Ship => "ship",
+            Kind::Confirm => "confirm",
             Kind::Refund { .. } => "refund",
             Kind::Transfer => "transfer",
             Kind::TopUp => "top-up",
@@ -321,8 +315,8 @@ impl Driver {
     /// stays paid: either way the answer is the same on every run.
     fn paid_trade(&mut self, at: u64, merchant: u32, trade: u64) -> anyhow::Result<Option<PaidTrade>> {
         self.wait_for_follow_up(at)?;
-        // And the last command on this trade, however recent: whether it is
-        // archived is then the same on every run.
+        // And the last command on this trade, however recent: what it
+        // refunded is then known the same on every run.
         if let Some(&sequence) = self.last_touch.get(&trade) {
             self.wait_for(sequence)?;
         }
@@ -351,7 +345,6 @@ impl Driver {
             paid_by_buyer: t.paid_by_buyer(),
             refunded: t.refunded,
             follow_ups_left: 0,
-            archived: t.status.rests_in_archive(),
         }))
     }
 
@@ -423,13 +416,13 @@ impl Driver {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
                 self.touching(trade, &found);
                 let action = Action::ShipTrade { trade: found.number, merchant: found.merchant };
-                (self.carrying_if_archived(&found, action)?, Kind::Ship { trade })
+                (action, Kind::Ship)
             }
             Op::Confirm { merchant, buyer, trade } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
                 self.touching(trade, &found);
                 let action = Action::ConfirmTrade { trade: found.number, buyer: self.buyers[buyer as usize] };
-                (self.carrying_if_archived(&found, action)?, Kind::Confirm { trade })
+                (action, Kind::Confirm)
             }
             Op::Refund { merchant, trade, refund, share } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
@@ -445,7 +438,7 @@ impl Driver {
                     reason: Some("changed my mind".to_string()),
                 };
                 self.touching(trade, &found);
-                (self.carrying_if_archived(&found, action)?, Kind::Refund { trade })
+                (action, Kind::Refund { trade })
             }
             Op::Transfer { from, to, amount } => (
                 Action::Transfer { from: self.buyers[from as usize], to: self.buyers[to as usize], amount, memo: None },
@@ -469,37 +462,11 @@ impl Driver {
                 let Some(number) = lock(&self.packets).get(&packet).copied() else { return Ok(None) };
                 (Action::ClaimRedPacket { packet: number, user: self.buyers[claimer as usize] }, Kind::ClaimRedPacket)
             }
-            Op::Tick if timed.at >= sim::DAY_NANOS => (self.tick_carrying_due_trades(timed.at)?, Kind::Tick),
             Op::Tick => (Action::Tick, Kind::Tick),
             Op::FundYield { annual_rate_bps } => {
                 (Action::FundYield { date: Date::of_nanos(DAY_START_NANOS), annual_rate_bps }, Kind::FundYield)
             }
         }))
-    }
-
-    /// A shipped or finished trade is in the archive: the command carries
-    /// it (read here, one of the two state reads on the way).
-    fn carrying_if_archived(&self, found: &PaidTrade, action: Action) -> anyhow::Result<Action> {
-        if !found.archived {
-            return Ok(action);
-        }
-        let number = [found.number];
-        Ok(self.store.read_with_archive(|platform, archive| platform.with_archived_trades(archive, &number, action))?)
-    }
-
-    /// After the day, ticks auto-confirm the trades parked in the archive
-    /// since they shipped: the tick carries those due (once everything
-    /// before it is applied, so it carries the same ones on every run).
-    fn tick_carrying_due_trades(&self, at: u64) -> anyhow::Result<Action> {
-        // A command skipped on resume is applied already.
-        if self.generated < self.resume_after {
-            return Ok(Action::Tick);
-        }
-        self.wait_for(self.submitted)?;
-        let now = DAY_START_NANOS + at;
-        Ok(self.store.read_with_archive(|platform, archive| {
-            platform.with_archived_trades(archive, &platform.parked_trades_due(now), Action::Tick)
-        })?)
     }
 
     /// Notes that the next command submitted touches trade `serial` (until
@@ -633,18 +600,16 @@ fn tally_outcome(
                     paid_by_buyer: trade.paid_by_buyer(),
                     refunded: 0,
                     follow_ups_left: follow_ups,
-                    archived: trade.status.rests_in_archive(),
                 };
                 lock(paid).insert(serial, entry);
             }
         }
         (Kind::Pay { .. }, Outcome::Rejected(Rejection::InsufficientFunds)) => acknowledged.declined += 1,
-        (Kind::Refund { trade: serial }, Outcome::RefundCreated { refund, trade }) => {
+        (Kind::Refund { trade: serial }, Outcome::RefundCreated { refund, .. }) => {
             acknowledged.refunds += 1;
             acknowledged.refunded += refund.amount;
             if let Some(entry) = lock(paid).get_mut(&serial) {
                 entry.refunded += refund.amount;
-                entry.archived = trade.status.rests_in_archive();
             }
         }
         (Kind::Transfer, Outcome::Transferred { fee, .. }) => {
@@ -667,11 +632,7 @@ fn tally_outcome(
         }
         (Kind::ClaimRedPacket, Outcome::RedPacketClaimed { .. }) => acknowledged.red_packet_claims += 1,
         (Kind::FundYield, Outcome::FundYieldPaid(day)) => acknowledged.fund_yield += day.income,
-        (Kind::Ship { trade: serial } | Kind::Confirm { trade: serial }, Outcome::TradeUpdated(trade)) => {
-            if let Some(entry) = lock(paid).get_mut(&serial) {
-                entry.archived = trade.status.rests_in_archive();
-            }
-        }
+        (Kind::Ship | Kind::Confirm, Outcome::TradeUpdated(_)) => {}
         (Kind::Tick, Outcome::Ticked { .. }) => {}
         (_, Outcome::Rejected(rejection)) => {
             tally.reject(kind.name(), &describe(&rejection));
