@@ -130,7 +130,10 @@ pub(crate) struct State {
     /// Trades that rest in the archive (see `TradeStatus::rests_in_archive`):
     /// where each is.
     pub(crate) archived_trades: BTreeMap<u64, u64>,
-    pub(crate) trade_numbers: BTreeMap<(u64, String), u64>,
+    /// The `out_trade_no` index: (the merchant's reference hashed, see
+    /// `reference_key`; trade number). Eight bytes of key a trade instead of
+    /// the text: a lookup compares the trades it finds with the reference.
+    pub(crate) trade_numbers: BTreeSet<(u64, u64)>,
     /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
     /// of shipped ones (entries of trades no longer live are stale).
     pub(crate) trades_due: BTreeSet<(u64, u64)>,

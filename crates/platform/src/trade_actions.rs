@@ -86,10 +86,20 @@ impl Platform {
         merchant: u64,
         out_trade_no: &str,
     ) -> Result<Option<Trade>, JournalError> {
-        match self.state.trade_numbers.get(&(merchant, out_trade_no.to_string())) {
-            Some(&number) => self.trade(archive, number),
-            None => Ok(None),
+        for number in self.numbers_by_reference(merchant, out_trade_no) {
+            let trade = self.trade(archive, number)?;
+            if trade.as_ref().is_some_and(|trade| trade.merchant == merchant && trade.out_trade_no == out_trade_no) {
+                return Ok(trade);
+            }
         }
+        Ok(None)
+    }
+
+    /// The trades whose reference hashes as this one's (almost always the
+    /// one trade with it, if any).
+    fn numbers_by_reference(&self, merchant: u64, out_trade_no: &str) -> Vec<u64> {
+        let key = reference_key(merchant, out_trade_no);
+        self.state.trade_numbers.range((key, 0)..=(key, u64::MAX)).map(|&(_, number)| number).collect()
     }
 
     /// Where the trades below `before` (a trade number) are, newest first, at
@@ -183,7 +193,10 @@ impl Platform {
             Action::CreateTrade(new)
             | Action::CreateAndPayTrade { trade: new, .. }
             | Action::PayWithCode { trade: new, .. } => {
-                self.state.trade_numbers.get(&(new.merchant, new.out_trade_no.clone())).copied()
+                for number in self.numbers_by_reference(new.merchant, &new.out_trade_no) {
+                    self.bring_back_trade(number, archive)?;
+                }
+                None
             }
             Action::Tick => {
                 let due: Vec<u64> =
@@ -226,10 +239,13 @@ impl Platform {
     }
 
     fn live_trade_by_out_trade_no(&self, merchant: u64, out_trade_no: &str) -> Result<Option<Arc<Trade>>, Outcome> {
-        match self.state.trade_numbers.get(&(merchant, out_trade_no.to_string())) {
-            Some(&number) => self.live_trade(number).map(Some),
-            None => Ok(None),
+        for number in self.numbers_by_reference(merchant, out_trade_no) {
+            let trade = self.live_trade(number)?;
+            if trade.merchant == merchant && trade.out_trade_no == out_trade_no {
+                return Ok(Some(trade));
+            }
         }
+        Ok(None)
     }
 
     /// Brings an archived trade (read at `offset`) back to memory for this
@@ -405,7 +421,7 @@ impl Platform {
             discount_note: None,
             notify_url: new.notify_url.clone(),
         };
-        self.state.trade_numbers.insert((new.merchant, new.out_trade_no.clone()), number);
+        self.state.trade_numbers.insert((reference_key(new.merchant, &new.out_trade_no), number));
         self.state.trades_due.insert((expire_at, number));
         self.state.trades.insert(number, Arc::new(trade.clone()));
         self.touched.changed.push(number);
@@ -461,7 +477,7 @@ impl Platform {
         source: PaySource,
         coupon: Option<u64>,
     ) -> Outcome {
-        let existed = self.state.trade_numbers.contains_key(&(new.merchant, new.out_trade_no.clone()));
+        let existed = matches!(self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no), Ok(Some(_)));
         let created = self.create_trade(now, new);
         let Outcome::TradeUpdated(trade) = &created else { return created };
         if trade.status != TradeStatus::WaitBuyerPay || trade.paid_at.is_some() {
@@ -1083,6 +1099,17 @@ impl ArchiveRecord {
             ArchiveRecord::Trade(_) => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
         }
     }
+}
+
+/// A merchant's reference as the index keys it: the first 8 bytes of a
+/// SHA-256 (stable across builds, as the snapshot needs; hard to collide
+/// on purpose, and a collision costs a lookup one more trade).
+fn reference_key(merchant: u64, out_trade_no: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(merchant.to_le_bytes()).chain_update(out_trade_no.as_bytes()).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// When a trade parked in the archive auto-confirms, if it does.
