@@ -39,7 +39,11 @@ const GROUP_COMMANDS_MAX: usize = 2_048;
 /// rare: a resumed run replays at most this many commands instead.
 const SNAPSHOT_EVERY_COMMANDS: u64 = 10_000_000;
 /// Transfers older than this (clock time) leave memory for the history file.
-const MEMORY_HORIZON_NANOS: u64 = 3_600 * 1_000_000_000;
+/// A cache size only (the platform makes transfer ids from the command's
+/// time, so none is retried later), but longer than the ticks after the
+/// day are apart: a tick settles what fell due since the last one, with
+/// transfer ids of when each fell due.
+const MEMORY_HORIZON_NANOS: u64 = 20 * 60 * 1_000_000_000;
 
 pub struct EngineOptions<'a> {
     pub data_dir: &'a Path,
