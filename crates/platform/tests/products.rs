@@ -64,6 +64,14 @@ impl World {
     }
 }
 
+/// A merchant and a buyer holding 1,000 yuan.
+fn shop_and_buyer(submit: &mut impl FnMut(Action) -> Outcome) -> (u64, u64) {
+    let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
+    let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
+    submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
+    (shop, buyer)
+}
+
 /// Submits actions a second apart, as a server would, and waits for each.
 fn submitter(store: &Durable<Platform>) -> impl FnMut(Action) -> Outcome + '_ {
     let mut now = START;
@@ -419,9 +427,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     let options = Options { snapshot_every_records: 5, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
     let mut submit = submitter(&store);
-    let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
-    let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
-    submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
+    let (shop, buyer) = shop_and_buyer(&mut submit);
     let trade = |out_trade_no: &str, mode| new_trade(shop, out_trade_no, 10_000, mode);
     let pay = |trade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
     let Outcome::TradeUpdated(instant) = submit(pay(trade("i-1", TradeMode::Instant))) else { panic!() };
@@ -493,9 +499,7 @@ fn an_unreadable_archive_record_stops_the_writer_and_a_restart_rebuilds_it() {
     let options = Options { snapshot_every_records: 1_000, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
     let mut submit = submitter(&store);
-    let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
-    let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
-    submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
+    let (shop, buyer) = shop_and_buyer(&mut submit);
     let trade = new_trade(shop, "e-1", 10_000, TradeMode::Escrow);
     let paid = submit(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None });
     let Outcome::TradeUpdated(escrow) = paid else { panic!() };
