@@ -21,14 +21,62 @@ use crate::{AMOUNT_MAX, Amount, BATCH_EVENTS_MAX, NANOS_PER_SECOND};
 /// lines are still in cache when the events are applied.
 const WARM_WINDOW_EVENTS: usize = 512;
 
-/// A pending transfer's state, with a copy of the transfer itself: an open
-/// hold (an escrow) can outlive the window of transfers kept in memory.
+/// A pending transfer's state, with the rest of the transfer itself (an
+/// open hold, an escrow, can outlive the window of transfers kept in
+/// memory): its accounts by index, not id, and no `pending_id` (always 0
+/// for a pending transfer) — 80 bytes instead of 144, for what can be tens
+/// of millions of open holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PendingEntry {
-    status: PendingStatus,
+    amount: Amount,
+    user_data: u128,
+    timestamp: u64,
     /// Ledger nanoseconds at which the hold is released; 0: never.
     expires_at: u64,
-    transfer: Transfer,
+    debit_index: u32,
+    credit_index: u32,
+    timeout_seconds: u32,
+    ledger: u32,
+    code: u16,
+    flags: TransferFlags,
+    status: PendingStatus,
+}
+
+impl PendingEntry {
+    /// An open hold of the stored pending `transfer`.
+    fn open(transfer: &Transfer, debit_index: u32, credit_index: u32, expires_at: u64) -> PendingEntry {
+        debug_assert_eq!(transfer.pending_id, 0, "a pending transfer resolves nothing");
+        PendingEntry {
+            amount: transfer.amount,
+            user_data: transfer.user_data,
+            timestamp: transfer.timestamp,
+            expires_at,
+            debit_index,
+            credit_index,
+            timeout_seconds: transfer.timeout_seconds,
+            ledger: transfer.ledger,
+            code: transfer.code,
+            flags: transfer.flags,
+            status: PendingStatus::Pending,
+        }
+    }
+
+    /// The pending transfer `id` as it was stored.
+    fn transfer(&self, id: u128, accounts: &[Account]) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: accounts[self.debit_index as usize].id,
+            credit_account_id: accounts[self.credit_index as usize].id,
+            amount: self.amount,
+            pending_id: 0,
+            user_data: self.user_data,
+            timeout_seconds: self.timeout_seconds,
+            ledger: self.ledger,
+            code: self.code,
+            flags: self.flags,
+            timestamp: self.timestamp,
+        }
+    }
 }
 
 /// How the ledger is set up; fixed for its lifetime (a snapshot records it).
@@ -368,7 +416,7 @@ impl Ledger {
             id,
             status: entry.status,
             expires_at: entry.expires_at,
-            transfer: entry.transfer,
+            transfer: entry.transfer(id, &self.accounts),
         })
     }
 
@@ -408,10 +456,21 @@ impl Ledger {
     }
 
     pub(crate) fn restore_pending(&mut self, record: PendingRecord) -> Result<(), ImageError> {
-        if record.transfer.id != record.id || !record.transfer.flags.contains(TransferFlags::PENDING) {
+        let transfer = record.transfer;
+        if transfer.id != record.id || !transfer.flags.contains(TransferFlags::PENDING) || transfer.pending_id != 0 {
             return Err(ImageError::PendingTransferMissing { id: record.id });
         }
-        let entry = PendingEntry { status: record.status, expires_at: record.expires_at, transfer: record.transfer };
+        let index_of = |account_id| {
+            self.account_index
+                .get(&account_id)
+                .copied()
+                .ok_or(ImageError::TransferAccountMissing { transfer_id: record.id, account_id })
+        };
+        let (debit_index, credit_index) = (index_of(transfer.debit_account_id)?, index_of(transfer.credit_account_id)?);
+        let entry = PendingEntry {
+            status: record.status,
+            ..PendingEntry::open(&transfer, debit_index, credit_index, record.expires_at)
+        };
         self.pending.insert(record.id, entry);
         if record.status == PendingStatus::Pending && record.expires_at != 0 {
             self.expiries.insert((record.expires_at, record.id));
@@ -679,11 +738,8 @@ impl Ledger {
             }
         }
         if pending {
-            let entry = PendingEntry {
-                status: PendingStatus::Pending,
-                expires_at,
-                transfer: Transfer { amount, timestamp, ..*event },
-            };
+            let entry =
+                PendingEntry::open(&Transfer { amount, timestamp, ..*event }, debit_index, credit_index, expires_at);
             self.pending.insert(event.id, entry);
             if expires_at != 0 {
                 self.expiries.insert((expires_at, event.id));
@@ -713,8 +769,8 @@ impl Ledger {
         if let Some(existing) = self.transfer(event.id) {
             return resolution_exists(event, existing);
         }
-        let pending = match self.pending.get(&event.pending_id) {
-            Some(entry) => entry.transfer,
+        let (pending, debit_index, credit_index) = match self.pending.get(&event.pending_id) {
+            Some(entry) => (entry.transfer(event.pending_id, &self.accounts), entry.debit_index, entry.credit_index),
             None if self.transfer(event.pending_id).is_some() => {
                 return R::PendingTransferNotPending;
             }
@@ -743,8 +799,6 @@ impl Ledger {
             PendingStatus::Voided => return R::PendingTransferAlreadyVoided,
             PendingStatus::Expired => return R::PendingTransferExpired,
         }
-        let debit_index = self.account_index[&pending.debit_account_id];
-        let credit_index = self.account_index[&pending.credit_account_id];
         let debit = self.accounts[debit_index as usize];
         let credit = self.accounts[credit_index as usize];
         if post {
@@ -803,17 +857,15 @@ impl Ledger {
     }
 
     fn release_expired(&mut self, id: u128) {
-        let transfer = self.pending.get(&id).expect("an expiring transfer has a pending entry").transfer;
-        let debit_index = self.account_index[&transfer.debit_account_id] as usize;
-        let credit_index = self.account_index[&transfer.credit_account_id] as usize;
-        let debit = &mut self.accounts[debit_index];
-        debit.debits_pending -= transfer.amount;
-        if transfer.flags.contains(TransferFlags::CLOSING_DEBIT) {
+        let hold = *self.pending.get(&id).expect("an expiring transfer has a pending entry");
+        let debit = &mut self.accounts[hold.debit_index as usize];
+        debit.debits_pending -= hold.amount;
+        if hold.flags.contains(TransferFlags::CLOSING_DEBIT) {
             debit.flags -= AccountFlags::CLOSED;
         }
-        let credit = &mut self.accounts[credit_index];
-        credit.credits_pending -= transfer.amount;
-        if transfer.flags.contains(TransferFlags::CLOSING_CREDIT) {
+        let credit = &mut self.accounts[hold.credit_index as usize];
+        credit.credits_pending -= hold.amount;
+        if hold.flags.contains(TransferFlags::CLOSING_CREDIT) {
             credit.flags -= AccountFlags::CLOSED;
         }
         let entry = self.pending.get_mut(&id).expect("an expiring transfer has a pending entry");
