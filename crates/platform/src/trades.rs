@@ -178,7 +178,7 @@ impl TradeStatus {
     /// Nothing happens to it but on a request or a timer: finished, or
     /// shipped and waiting for its buyer (for days: most of a busy day's
     /// open trades). Such a trade waits in the archive between commands; a
-    /// command that needs it carries it back (see `Outcome::NeedsTrades`).
+    /// command that names it reads it back (`Platform::bring_back_trades`).
     pub fn rests_in_archive(self) -> bool {
         self.is_finished() || self == TradeStatus::WaitBuyerConfirm
     }
