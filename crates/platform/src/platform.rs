@@ -124,8 +124,9 @@ pub(crate) struct State {
     pub(crate) bank_statement: Vec<BankEntry>,
     pub(crate) idempotency: BTreeMap<(u64, String), IdempotencyRecord>,
     pub(crate) idempotency_expiry: BTreeSet<(u64, u64, String)>,
-    /// Live trades: open ones, and finished ones only within the command
-    /// that finished them (then they go to the archive).
+    /// Live trades: unpaid and unshipped ones, and others only within the
+    /// command that brought them back or changed them (then they go to the
+    /// archive, see `TradeStatus::rests_in_archive`).
     pub(crate) trades: BTreeMap<u64, std::sync::Arc<Trade>>,
     /// Trades that rest in the archive (see `TradeStatus::rests_in_archive`):
     /// where each is.
@@ -138,7 +139,7 @@ pub(crate) struct State {
     /// of shipped ones (entries of trades no longer live are stale).
     pub(crate) trades_due: BTreeSet<(u64, u64)>,
     /// (when, trade): auto-confirmation of shipped trades parked in the
-    /// archive; a tick carries those due back (see `Platform::parked_trades_due`).
+    /// archive; a tick brings those due back (`Platform::bring_back_trades`).
     pub(crate) parked_due: BTreeSet<(u64, u64)>,
     /// Events live in the archive; each party's newest one is here and
     /// each archived event points to the party's one before it.
