@@ -29,6 +29,12 @@ pub const RED_PACKETS: u128 = (KIND_SYSTEM << 64) | 6;
 /// Interest and penalties on loans are credited here.
 pub const LOAN_INCOME: u128 = (KIND_SYSTEM << 64) | 7;
 
+/// Money of paid escrow trades waiting for the buyer's confirmation: it
+/// leaves the buyer at payment and reaches the merchant at settlement. Its
+/// balance is the sum of what open escrow trades hold (the trades say whose),
+/// so the ledger keeps nothing per trade while it waits — days, for most.
+pub const ESCROW: u128 = (KIND_SYSTEM << 64) | 8;
+
 /// A loan's receivable: what the merchant owes on it.
 pub fn loan(number: u64) -> u128 {
     (KIND_LOAN << 64) | u128::from(number)
@@ -58,6 +64,7 @@ pub const CODE_CAMPAIGNS: u16 = 24;
 pub const CODE_RED_PACKETS: u16 = 25;
 pub const CODE_LOAN: u16 = 26;
 pub const CODE_LOAN_INCOME: u16 = 27;
+pub const CODE_ESCROW: u16 = 28;
 
 /// Transfer codes: what a transfer is, as statements show it.
 pub const CODE_TOPUP: u16 = 1;
@@ -81,6 +88,8 @@ pub const CODE_LOAN_DISBURSEMENT: u16 = 18;
 pub const CODE_LOAN_INTEREST: u16 = 19;
 pub const CODE_LOAN_PENALTY: u16 = 20;
 pub const CODE_LOAN_REPAYMENT: u16 = 21;
+/// An escrow trade's money, out of escrow to the merchant.
+pub const CODE_TRADE_SETTLEMENT: u16 = 22;
 
 pub fn transfer_code_name(code: u16) -> &'static str {
     match code {
@@ -92,6 +101,7 @@ pub fn transfer_code_name(code: u16) -> &'static str {
         CODE_TRADE_PAYMENT => "trade_payment",
         CODE_TRADE_FEE => "trade_fee",
         CODE_TRADE_REFUND => "trade_refund",
+        CODE_TRADE_SETTLEMENT => "trade_settlement",
         CODE_FUND_SUBSCRIPTION => "fund_subscription",
         CODE_FUND_REDEMPTION => "fund_redemption",
         CODE_FUND_YIELD => "fund_yield",

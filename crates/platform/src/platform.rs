@@ -178,7 +178,8 @@ struct PartyKeys<'a> {
 pub struct Balance {
     /// What the party can spend now.
     pub available: u64,
-    /// Held in pending transfers (withdrawals under way, escrow).
+    /// Held in pending transfers (withdrawals under way; escrow payments
+    /// have left the wallet and wait in the escrow account).
     pub held: u64,
 }
 
@@ -277,6 +278,13 @@ impl Platform {
                 ledger: LEDGER_CNY,
                 code: accounts::CODE_LOAN_INCOME,
                 flags: AccountFlags::empty(),
+            },
+            NewAccount {
+                id: accounts::ESCROW,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_ESCROW,
+                flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
             },
             NewAccount {
                 id: REVENUE,

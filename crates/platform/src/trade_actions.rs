@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use journal::{ArchiveSource, JournalError};
-use ledger::{AMOUNT_MAX as LEDGER_AMOUNT_MAX, Transfer, TransferFlags};
+use ledger::Transfer;
 
 use crate::accounts::{self, REVENUE, Reference};
 use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
@@ -409,7 +409,6 @@ impl Platform {
             paid_at: None,
             payer: None,
             payer_account: None,
-            hold_id: None,
             shipped_at: None,
             confirm_due_at: None,
             settled_at: None,
@@ -561,7 +560,7 @@ impl Platform {
                 (TradeStatus::TradeSuccess, fee)
             }
             TradeMode::Escrow => {
-                payment.flags = TransferFlags::PENDING;
+                payment.credit_account_id = accounts::ESCROW;
                 chain.push(payment);
                 (TradeStatus::WaitSellerSend, 0)
             }
@@ -588,9 +587,7 @@ impl Platform {
             trade.payer = Some(buyer);
             trade.payer_account = Some(payer_account);
             trade.fee = fee;
-            if trade.mode == TradeMode::Escrow {
-                trade.hold_id = Some(chain[0].id);
-            } else {
+            if trade.mode == TradeMode::Instant {
                 trade.settled_at = Some(now);
             }
         });
@@ -706,46 +703,27 @@ impl Platform {
             )));
         }
         let reference = Reference::Trade(number);
-        let remaining = trade.paid_by_buyer() - trade.refunded - amount;
-        let (chain, new_hold) = match (trade.mode, trade.status, trade.hold_id) {
-            (TradeMode::Escrow, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm, Some(hold)) => {
-                // Give back the hold, and hold again what is left.
-                let void_id = self.next_transfer_id(now);
-                let mut chain = vec![Transfer {
-                    id: void_id,
-                    pending_id: hold,
-                    flags: TransferFlags::VOID_PENDING,
-                    user_data: reference.encode(),
-                    ..Transfer::default()
-                }];
-                let mut new_hold = None;
-                if remaining > 0 {
-                    let mut rest = self.new_transfer(
-                        now,
-                        trade.payer_account.unwrap_or(accounts::wallet(buyer)),
-                        accounts::wallet(merchant),
-                        remaining,
-                        accounts::CODE_TRADE_PAYMENT,
-                        reference,
-                    );
-                    rest.flags = TransferFlags::PENDING;
-                    new_hold = Some(rest.id);
-                    chain.push(rest);
-                }
-                (chain, new_hold)
-            }
-            _ => {
-                let back = self.new_transfer(
-                    now,
-                    accounts::wallet(merchant),
-                    accounts::wallet(buyer),
-                    amount,
-                    accounts::CODE_TRADE_REFUND,
-                    reference,
-                );
-                (vec![back], None)
-            }
+        // Before settlement the money is still in escrow; after, the merchant has it.
+        let back = if trade.in_escrow() > 0 {
+            self.new_transfer(
+                now,
+                accounts::ESCROW,
+                trade.payer_account.unwrap_or(accounts::wallet(buyer)),
+                amount,
+                accounts::CODE_TRADE_REFUND,
+                reference,
+            )
+        } else {
+            self.new_transfer(
+                now,
+                accounts::wallet(merchant),
+                accounts::wallet(buyer),
+                amount,
+                accounts::CODE_TRADE_REFUND,
+                reference,
+            )
         };
+        let chain = [back];
         if let Err(rejection) = self.apply_chain(now, &chain) {
             return Outcome::Rejected(rejection);
         }
@@ -757,14 +735,10 @@ impl Platform {
             reason: reason.clone(),
             created_at: now,
         };
-        let unsettled_escrow = trade.mode == TradeMode::Escrow && trade.settled_at.is_none();
         drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.refunded += amount;
             trade.refunds.push(refund.clone());
-            if unsettled_escrow {
-                trade.hold_id = new_hold;
-            }
             if trade.refunded == trade.paid_by_buyer() {
                 trade.status = TradeStatus::TradeClosed;
             }
@@ -825,23 +799,25 @@ impl Platform {
         (closed, settled)
     }
 
-    /// Posts an escrow hold to the merchant with the merchant's fee, in one chain.
+    /// Pays what escrow holds for a trade to the merchant with the merchant's fee, in one chain.
     fn settle_escrow(&mut self, now: u64, number: u64) -> Result<Trade, Rejection> {
         // Only the tick and a confirmation settle, and only open (live) trades.
         let trade = self.state.trades.get(&number).cloned().ok_or_else(|| Rejection::NotFound("trade".to_string()))?;
-        let hold = trade.hold_id.ok_or_else(|| Rejection::Conflict("the trade holds no money".to_string()))?;
-        let settled_amount = trade.amount - trade.refunded;
+        let settled_amount = trade.in_escrow();
+        if settled_amount == 0 {
+            // A trade refunded in full is closed, never confirmed.
+            return Err(Rejection::Conflict("the trade holds no money".to_string()));
+        }
         let fee = self.merchant_fee(trade.merchant, settled_amount);
         let reference = Reference::Trade(number);
-        let post_id = self.next_transfer_id(now);
-        let mut chain = vec![Transfer {
-            id: post_id,
-            pending_id: hold,
-            amount: LEDGER_AMOUNT_MAX,
-            flags: TransferFlags::POST_PENDING,
-            user_data: reference.encode(),
-            ..Transfer::default()
-        }];
+        let mut chain = vec![self.new_transfer(
+            now,
+            accounts::ESCROW,
+            accounts::wallet(trade.merchant),
+            settled_amount,
+            accounts::CODE_TRADE_SETTLEMENT,
+            reference,
+        )];
         if fee > 0 {
             chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
         }
@@ -865,7 +841,6 @@ impl Platform {
         let updated = self.update_trade(number, |trade| {
             trade.status = TradeStatus::TradeSuccess;
             trade.settled_at = Some(now);
-            trade.hold_id = None;
             trade.fee = fee;
         });
         self.record_settlement(now, updated.merchant, settled_amount);

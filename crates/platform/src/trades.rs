@@ -1,11 +1,14 @@
 //! Merchant trades (instant and escrow), refunds, timeouts, and the events
 //! merchants are notified of.
 //!
-//! Escrow ("guaranteed trade") is a pending ledger transfer from the buyer to
-//! the merchant: posted on confirmation (with the merchant's fee, in the same
-//! linked chain), voided on a full refund, and on a partial refund replaced
-//! by a smaller hold in one chain (void the old, hold the rest). Instant
-//! trades move the money and take the fee at payment.
+//! Escrow ("guaranteed trade") moves the buyer's payment into the platform's
+//! escrow account; confirmation (the buyer's, or the automatic one after the
+//! trade's days) moves what is left of it to the merchant with the merchant's
+//! fee, in one linked chain, and a refund before then comes back out of
+//! escrow. Not a pending ledger transfer: a hold would keep ledger memory per
+//! trade for the ten days most wait, while the escrow account's one balance
+//! and the trade's record (what it was paid, what was refunded) say the same.
+//! Instant trades move the money and take the fee at payment.
 
 use std::sync::Arc;
 
@@ -89,8 +92,6 @@ pub struct Trade {
     pub payer: Option<u64>,
     /// The ledger account the payment came from (wallet or fund holding).
     pub payer_account: Option<u128>,
-    /// The escrow hold, while there is one.
-    pub hold_id: Option<u128>,
     pub shipped_at: Option<u64>,
     pub confirm_due_at: Option<u64>,
     pub settled_at: Option<u64>,
@@ -116,6 +117,13 @@ impl Trade {
     /// What the buyer paid.
     pub fn paid_by_buyer(&self) -> u64 {
         self.amount - self.discount
+    }
+
+    /// What the escrow account holds for this trade: from payment until it
+    /// settles or closes, what the buyer paid less refunds.
+    pub fn in_escrow(&self) -> u64 {
+        let waiting = matches!(self.status, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm);
+        if self.mode == TradeMode::Escrow && waiting { self.refundable() } else { 0 }
     }
 }
 

@@ -65,6 +65,13 @@ impl Shop {
     fn held(&self, key: &str) -> u64 {
         self.server.get("/v1/balance", Some(key)).1["held"].as_u64().unwrap()
     }
+
+    /// What a trade has in escrow and what the escrow account holds in all.
+    fn escrow(&self, trade: &str) -> (u64, u64) {
+        let (_, body) = self.server.get(&format!("/v1/trades/{trade}"), Some(&self.merchant));
+        let (_, check) = self.server.get("/v1/admin/ledger/check", Some(ADMIN_KEY));
+        (body["escrow_amount"].as_u64().unwrap(), check["escrow_total"].as_u64().unwrap())
+    }
 }
 
 #[test]
@@ -113,9 +120,14 @@ fn an_escrow_trade_holds_the_money_until_the_buyer_confirms() {
     let shop = shop(directory.path(), &[]);
     let trade = shop.trade("order-2", 100_000, "escrow");
     let (status, paid) = shop.act(&trade, "pay", &shop.buyer);
-    assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("WAIT_SELLER_SEND")));
-    assert_eq!((shop.server.available(&shop.buyer), shop.held(&shop.buyer)), (900_000, 100_000));
-    assert_eq!(shop.server.available(&shop.merchant), 0, "held, not the merchant's yet");
+    assert_eq!(
+        (status, paid["status"].as_str(), paid["escrow_amount"].as_u64()),
+        (StatusCode::OK, Some("WAIT_SELLER_SEND"), Some(100_000))
+    );
+    // The payment left the buyer's wallet; escrow holds it, not yet the merchant's.
+    assert_eq!((shop.server.available(&shop.buyer), shop.held(&shop.buyer)), (900_000, 0));
+    assert_eq!(shop.escrow(&trade), (100_000, 100_000));
+    assert_eq!(shop.server.available(&shop.merchant), 0, "in escrow, not the merchant's yet");
     let (status, shipped) = shop.act(&trade, "ship", &shop.merchant);
     assert_eq!((status, shipped["status"].as_str()), (StatusCode::OK, Some("WAIT_BUYER_CONFIRM")));
     let (status, done) = shop.act(&trade, "confirm", &shop.buyer);
@@ -123,7 +135,7 @@ fn an_escrow_trade_holds_the_money_until_the_buyer_confirms() {
         (status, done["status"].as_str(), done["fee"].as_u64()),
         (StatusCode::OK, Some("TRADE_SUCCESS"), Some(600))
     );
-    assert_eq!((shop.server.available(&shop.merchant), shop.held(&shop.buyer)), (99_400, 0));
+    assert_eq!((shop.server.available(&shop.merchant), shop.escrow(&trade)), (99_400, (0, 0)));
     // Refunds after settlement come from the merchant's balance.
     let refund = json!({ "out_request_no": "r1", "amount": 40_000, "reason": "damaged" });
     let (status, body) = shop.server.post(&format!("/v1/trades/{trade}/refunds"), Some(&shop.merchant), refund.clone());
@@ -154,7 +166,7 @@ fn a_partial_refund_before_settlement_gives_money_back_at_once_and_holds_the_res
         shop.server.post(&format!("/v1/trades/{trade}/refunds"), Some(&shop.merchant), refund).0,
         StatusCode::CREATED
     );
-    assert_eq!((shop.server.available(&shop.buyer), shop.held(&shop.buyer)), (993_000, 7_000));
+    assert_eq!((shop.server.available(&shop.buyer), shop.escrow(&trade)), (993_000, (7_000, 7_000)));
     shop.act(&trade, "ship", &shop.merchant);
     let (_, done) = shop.act(&trade, "confirm", &shop.buyer);
     // The fee is on what settled: 0.6% of 70 yuan = 0.42 yuan.
@@ -172,7 +184,7 @@ fn a_partial_refund_before_settlement_gives_money_back_at_once_and_holds_the_res
         StatusCode::CREATED
     );
     assert_eq!(shop.status(&second), "TRADE_CLOSED");
-    assert_eq!(shop.held(&shop.buyer), 0);
+    assert_eq!((shop.server.available(&shop.buyer), shop.escrow(&second)), (993_000, (0, 0)));
     shop.server.assert_balanced();
 }
 

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use journal::StateMachine;
-use platform::accounts::{BANK_CLEARING, LEDGER_CNY};
+use platform::accounts::{BANK_CLEARING, ESCROW, LEDGER_CNY};
 use platform::calendar::Date;
 use platform::{Action, BankEntryKind, FeeSchedule, FreeQuota, Outcome, Product, QuotaPeriod, WithdrawalStatus};
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,8 @@ pub struct LedgerCheck {
     /// Sum of posted debits over all CNY accounts, in fen.
     pub debits_total: u128,
     pub credits_total: u128,
+    /// What the escrow account holds: the sum of open escrow trades' `escrow_amount`.
+    pub escrow_total: u128,
     pub accounts: u64,
     pub transfers: u64,
 }
@@ -88,6 +90,7 @@ pub async fn ledger_check(State(state): State<Arc<AppState>>, caller: Caller) ->
             balanced,
             debits_total: totals.debits_posted.to_u128().unwrap_or(u128::MAX),
             credits_total: totals.credits_posted.to_u128().unwrap_or(u128::MAX),
+            escrow_total: ledger.account(ESCROW).map_or(0, |escrow| escrow.debit_headroom()),
             accounts: ledger.accounts().len() as u64,
             transfers: ledger.transfer_count(),
         }

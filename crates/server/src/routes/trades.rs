@@ -85,6 +85,9 @@ pub struct TradeView {
     /// `WAIT_BUYER_PAY`, `WAIT_SELLER_SEND`, `WAIT_BUYER_CONFIRM`, `TRADE_SUCCESS`, `TRADE_CLOSED`.
     pub status: String,
     pub refunded_amount: u64,
+    /// Held in escrow for this trade: from an escrow payment until the trade
+    /// settles (to the merchant) or closes, what the buyer paid less refunds.
+    pub escrow_amount: u64,
     /// The merchant's fee, taken at settlement.
     pub fee: u64,
     /// Paid by the trade's campaign; the buyer paid `amount - discount`.
@@ -167,6 +170,7 @@ pub fn trade_view(trade: &Trade) -> TradeView {
         mode: trade.mode.name().to_string(),
         status: trade.status.name().to_string(),
         refunded_amount: trade.refunded,
+        escrow_amount: trade.in_escrow(),
         fee: trade.fee,
         discount: trade.discount,
         discount_note: trade.discount_note.clone(),

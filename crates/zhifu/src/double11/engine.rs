@@ -538,6 +538,7 @@ impl Driver {
                 figures.discounts += u128::from(trade.discount);
                 figures.refunded += u128::from(trade.refunded);
                 figures.trade_fees += u128::from(trade.fee);
+                figures.escrow_of_trades += u128::from(trade.in_escrow());
                 if trade.settled_at.is_some() {
                     figures.gmv_settled += u128::from(trade.amount);
                     settled_deductions += u128::from(trade.refunded) + u128::from(trade.fee);
@@ -564,6 +565,9 @@ impl Driver {
             }
             if let Some(revenue) = ledger.account(REVENUE) {
                 figures.revenue = revenue.credits_posted - revenue.debits_posted;
+            }
+            if let Some(escrow) = ledger.account(accounts::ESCROW) {
+                figures.escrow_balance = escrow.credits_posted.saturating_sub(escrow.debits_posted);
             }
             match ledger.check_conservation() {
                 Ok(totals) => {

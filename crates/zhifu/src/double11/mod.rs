@@ -92,6 +92,10 @@ pub struct LedgerFigures {
     pub merchant_balances: u128,
     /// The revenue account in the ledger.
     pub revenue: u128,
+    /// What the trades say escrow holds for them, and what the ledger's
+    /// escrow account holds: equal, and zero once every trade has settled.
+    pub escrow_of_trades: u128,
+    pub escrow_balance: u128,
     pub debits_posted: u128,
     pub credits_posted: u128,
     pub conserved: bool,

@@ -75,6 +75,15 @@ impl Summary {
             ),
         });
         checks.push(Check {
+            name: "escrow holds what the open escrow trades hold",
+            passed: figures.escrow_balance == figures.escrow_of_trades,
+            detail: format!(
+                "{} in the escrow account = {} for open trades",
+                format_yuan(figures.escrow_balance),
+                format_yuan(figures.escrow_of_trades)
+            ),
+        });
+        checks.push(Check {
             name: "merchant balances equal settlements less refunds, fees and withdrawals",
             passed: figures.merchant_net_of_trades.checked_sub(figures.merchant_withdrawals)
                 == Some(figures.merchant_balances),
@@ -136,6 +145,8 @@ impl Summary {
                 "merchant_balances_fen": f.merchant_balances.to_string(),
                 "merchant_withdrawals_fen": f.merchant_withdrawals.to_string(),
                 "revenue_fen": f.revenue.to_string(),
+                "escrow_balance_fen": f.escrow_balance.to_string(),
+                "escrow_of_trades_fen": f.escrow_of_trades.to_string(),
                 "debits_posted_fen": f.debits_posted.to_string(),
                 "credits_posted_fen": f.credits_posted.to_string(),
                 "conserved": f.conserved,
