@@ -2,6 +2,7 @@
 //! money in one linked chain, and records the trade and its events in the
 //! same command.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use journal::{ArchiveSource, JournalError};
@@ -270,6 +271,13 @@ impl Platform {
         let Touched { mut changed, restored, events } = std::mem::take(&mut self.touched);
         changed.sort_unstable();
         changed.dedup();
+        // Only a trade's last event can hold it as it is now (a change after
+        // an event copies the trade). A map, not a search of the list: a tick
+        // settles a hundred thousand trades, each with its event.
+        let mut last_event: HashMap<u64, (u64, Arc<Trade>)> = HashMap::with_capacity(events.len());
+        for (number, offset, held) in events {
+            last_event.insert(number, (offset, held));
+        }
         for (number, offset) in restored {
             if changed.binary_search(&number).is_err() {
                 self.park(number, offset);
@@ -279,9 +287,9 @@ impl Platform {
             let Some(trade) = self.state.trades.get(&number).filter(|trade| trade.status.rests_in_archive()) else {
                 continue;
             };
-            let reported = events.iter().rev().find(|(of, _, held)| *of == number && Arc::ptr_eq(held, trade));
+            let reported = last_event.get(&number).filter(|(_, held)| Arc::ptr_eq(held, trade));
             let offset = match reported {
-                Some(&(_, offset, _)) => offset,
+                Some(&(offset, _)) => offset,
                 None => self.state.archive.append(&ArchiveRecordRef::Trade(trade)),
             };
             self.park(number, offset);
