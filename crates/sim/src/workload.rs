@@ -36,7 +36,7 @@ pub const SETTLE_AT_NANOS: u64 = 12 * 24 * HOUR;
 /// After the day the clock ticks this often until [`SETTLE_AT_NANOS`], so the
 /// auto-confirmations run in many modest commands rather than one of millions
 /// (which would hold every transfer and event it makes in memory at once).
-pub const SETTLE_TICK_NANOS: u64 = 10 * MINUTE;
+pub const SETTLE_TICK_NANOS: u64 = 5 * MINUTE;
 pub const SCALE_MIN: f64 = 1e-6;
 pub const SCALE_MAX: f64 = 1.0;
 /// The yield credited for the day (6% a year, as Yu'e Bao paid in early 2014).

@@ -41,9 +41,11 @@ const SNAPSHOT_EVERY_COMMANDS: u64 = 10_000_000;
 /// Transfers older than this (clock time) leave memory for the history file.
 /// A cache size only (the platform makes transfer ids from the command's
 /// time, so none is retried later), but longer than the ticks after the
-/// day are apart: a tick settles what fell due since the last one, with
-/// transfer ids of when each fell due.
-const MEMORY_HORIZON_NANOS: u64 = 20 * 60 * 1_000_000_000;
+/// day are apart (`sim::SETTLE_TICK_NANOS`): a tick settles what fell due
+/// since the last one, with transfer ids of when each fell due. Short,
+/// because at the midnight peak every minute of it is millions of transfers.
+const MEMORY_HORIZON_NANOS: u64 = 7 * 60 * 1_000_000_000;
+const _: () = assert!(MEMORY_HORIZON_NANOS > sim::workload::SETTLE_TICK_NANOS);
 
 pub struct EngineOptions<'a> {
     pub data_dir: &'a Path,
