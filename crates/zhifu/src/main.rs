@@ -9,6 +9,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+// The writer allocates and frees small objects (trades, events, chains) by
+// the million: glibc's malloc took a fifth of its time at `double11 --scale
+// 0.2` (perf; BENCHMARKS.md has the comparison).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "zhifu", version, about = "zhifu (支付): an Alipay-style payment platform")]
 struct Cli {

@@ -67,7 +67,8 @@ pub struct CreatedParty {
 pub struct Balance {
     /// What the party can spend now, in fen.
     pub available: u64,
-    /// Held in escrow or pending transfers (withdrawals under way), in fen.
+    /// Held by pending transfers (withdrawals under way), in fen. An escrow
+    /// payment is not held: it has left the wallet (see a trade's `escrow_amount`).
     pub held: u64,
     pub fund_value: u64,
     pub loan_outstanding: u64,
