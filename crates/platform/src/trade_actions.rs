@@ -712,25 +712,12 @@ impl Platform {
         }
         let reference = Reference::Trade(number);
         // Before settlement the money is still in escrow; after, the merchant has it.
-        let back = if trade.in_escrow() > 0 {
-            self.new_transfer(
-                now,
-                accounts::ESCROW,
-                trade.payer_account.unwrap_or(accounts::wallet(buyer)),
-                amount,
-                accounts::CODE_TRADE_REFUND,
-                reference,
-            )
+        let (from, to) = if trade.in_escrow() > 0 {
+            (accounts::ESCROW, trade.payer_account.unwrap_or(accounts::wallet(buyer)))
         } else {
-            self.new_transfer(
-                now,
-                accounts::wallet(merchant),
-                accounts::wallet(buyer),
-                amount,
-                accounts::CODE_TRADE_REFUND,
-                reference,
-            )
+            (accounts::wallet(merchant), accounts::wallet(buyer))
         };
+        let back = self.new_transfer(now, from, to, amount, accounts::CODE_TRADE_REFUND, reference);
         let chain = [back];
         if let Err(rejection) = self.apply_chain(now, &chain) {
             return Outcome::Rejected(rejection);
