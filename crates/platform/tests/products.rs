@@ -611,3 +611,59 @@ fn shipped_trades_wait_in_the_archive_and_ticks_bring_back_the_due_ones() {
     assert_eq!(world.platform.next_due(), None, "nothing left to do");
     world.check();
 }
+
+/// Escrow money waits in one account: after every step of a mix of escrow
+/// payments, partial and full refunds, shipping and confirmations, that
+/// account holds exactly what the open trades say they have in escrow, and
+/// the buyer's and merchant's wallets add up with it.
+#[test]
+fn the_escrow_account_always_holds_what_open_escrow_trades_hold() {
+    use platform::{PaySource, TradeMode};
+    let mut world = World::new();
+    let shop = world.party(PartyKind::Merchant, 1);
+    let buyer = world.party(PartyKind::User, 2);
+    world.run(Action::TopUp { party: buyer, amount: 1_000_000, bank: "ICBC".into() });
+    let mut trades = Vec::new();
+    let assert_escrow_matches = |world: &World, trades: &[u64]| {
+        let escrow = world.platform.ledger().account(platform::accounts::ESCROW).unwrap();
+        let held: u64 = trades
+            .iter()
+            .map(|&number| world.platform.trade(&journal::NoArchive, number).unwrap().unwrap().in_escrow())
+            .sum();
+        assert_eq!(escrow.credits_posted - escrow.debits_posted, u128::from(held));
+        let wallets = world.available(buyer) + world.available(shop) + held + world.revenue() as u64;
+        assert_eq!(wallets, 1_000_000, "money is neither made nor lost");
+        world.check();
+    };
+    for (index, amount) in [30_000u64, 20_000, 7_000, 1_000].into_iter().enumerate() {
+        let trade = new_trade(shop, &format!("e-{index}"), amount, TradeMode::Escrow);
+        let action = Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
+        let Outcome::TradeUpdated(paid) = world.run(action) else { panic!("not paid") };
+        trades.push(paid.number);
+        assert_escrow_matches(&world, &trades);
+    }
+    let refund = |trade: u64, request: &str, amount: u64| Action::RefundTrade {
+        trade,
+        merchant: shop,
+        out_request_no: request.into(),
+        amount,
+        reason: None,
+    };
+    let steps = [
+        refund(trades[0], "r-1", 5_000),
+        Action::ShipTrade { trade: trades[0], merchant: shop },
+        refund(trades[0], "r-2", 5_000),
+        refund(trades[2], "r-3", 7_000),
+        Action::ShipTrade { trade: trades[1], merchant: shop },
+        Action::ConfirmTrade { trade: trades[0], buyer },
+        refund(trades[0], "r-4", 1_000),
+        Action::ConfirmTrade { trade: trades[1], buyer },
+    ];
+    for step in steps {
+        assert!(!matches!(world.run(step), Outcome::Rejected(_)));
+        assert_escrow_matches(&world, &trades);
+    }
+    // A refund beyond what escrow holds for the trade is refused and moves nothing.
+    assert!(matches!(world.run(refund(trades[3], "r-5", 1_001)), Outcome::Rejected(_)));
+    assert_escrow_matches(&world, &trades);
+}
