@@ -52,6 +52,14 @@ impl Writer<'_> {
     pub fn u128(&mut self, value: u128) {
         self.0.extend_from_slice(&value.to_le_bytes());
     }
+    /// LEB128: seven bits a byte, small values in few bytes.
+    pub fn varint(&mut self, mut value: u128) {
+        while value >= 0x80 {
+            self.0.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.0.push(value as u8);
+    }
 }
 
 pub(crate) struct Reader<'a> {
@@ -84,6 +92,26 @@ impl<'a> Reader<'a> {
     pub fn u128(&mut self) -> Result<u128, DecodeError> {
         Ok(u128::from_le_bytes(self.take()?))
     }
+    /// A LEB128 value (see `Writer::varint`); longer than a `u128` is an error.
+    pub fn varint(&mut self) -> Result<u128, DecodeError> {
+        let mut value = 0u128;
+        for shift in (0..128).step_by(7) {
+            let byte = self.u8()?;
+            let bits = u128::from(byte & 0x7f);
+            if shift == 126 && bits > 0b11 {
+                break;
+            }
+            value |= bits << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError { what: self.what })
+    }
+    /// A varint that must fit in 64 bits.
+    pub fn varint_u64(&mut self) -> Result<u64, DecodeError> {
+        u64::try_from(self.varint()?).map_err(|_| DecodeError { what: self.what })
+    }
     /// A count of items of `item_bytes` each, refused if the bytes left
     /// cannot hold that many (so a corrupt count never allocates wildly).
     pub fn count(&mut self, item_bytes: usize) -> Result<usize, DecodeError> {
@@ -98,6 +126,11 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.bytes.split_at_checked(count).ok_or(DecodeError { what: self.what })?;
         self.bytes = rest;
         Ok(head)
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {

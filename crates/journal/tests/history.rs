@@ -100,6 +100,91 @@ fn a_history_file_shorter_than_the_snapshot_stops_the_start() {
     assert!(error.to_string().contains("history.log"), "{error}");
 }
 
+#[test]
+fn a_damaged_history_record_reads_as_an_error_never_as_another_transfer() {
+    let directory = tempfile::tempdir().unwrap();
+    write_all(directory.path());
+    let path = directory.path().join("history.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    let (store, _) = DurableLedger::open(directory.path(), options()).unwrap();
+    let expected: Vec<u128> = (1..=BATCHES).flat_map(|n| batch(n).command_transfers()).map(|t| t.id).collect();
+    let mut damaged = 0;
+    for (position, id) in (0..).zip(&expected) {
+        match store.stored_transfer(position) {
+            Ok(Some(stored)) => assert_eq!(stored.transfer.id, *id, "position {position}"),
+            Ok(None) => panic!("position {position} is missing"),
+            Err(error) => {
+                assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+                assert!(error.to_string().contains("history.log"), "{error}");
+                damaged += 1;
+            }
+        }
+    }
+    assert!((1..=64).contains(&damaged), "one block at most is unreadable, found {damaged} records");
+}
+
+/// Restarts at counts that cut the history mid-block (snapshots every
+/// three batches of odd sizes, replays of the rest): every transfer reads
+/// back at its position, with its accounts' previous transfers.
+#[test]
+fn restarts_mid_block_keep_every_transfer_at_its_position() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = Options { snapshot_every_records: 3, ..options() };
+    let mut written: Vec<Transfer> = Vec::new();
+    let mut time = SECOND;
+    for round in 0..6u64 {
+        let (store, _) = DurableLedger::open(directory.path(), options.clone()).unwrap();
+        if round == 0 {
+            let accounts = (1..=4).map(|id| NewAccount { id, ledger: 1, code: 1, ..NewAccount::default() }).collect();
+            store.submit(Batch { timestamp: time, command: Command::CreateAccounts(accounts) }).unwrap();
+        }
+        for size in [37 + round * 11, 5, 64, 129 + round, 1] {
+            time += 20 * SECOND;
+            let transfers: Vec<Transfer> = (0..size)
+                .map(|i| Transfer {
+                    id: (u128::from(time) << 64) | u128::from(i + 1),
+                    debit_account_id: 1,
+                    credit_account_id: 2 + u128::from(i % 3),
+                    amount: u128::from(time / SECOND + i),
+                    user_data: u128::from(i) << 70,
+                    ledger: 1,
+                    code: 1 + (i % 5) as u16,
+                    ..Transfer::default()
+                })
+                .collect();
+            match store.submit(Batch { timestamp: time, command: Command::CreateTransfers(transfers.clone()) }).unwrap()
+            {
+                Outcome::Transfers(results) => assert!(results.iter().all(|r| r.is_ok())),
+                other => panic!("{other:?}"),
+            }
+            written.extend(transfers);
+        }
+        store.shutdown();
+    }
+    // Straight from the file, whatever is still in memory.
+    let (journal, ledger, _) = Journal::<ledger::Ledger>::open(directory.path(), options).unwrap();
+    assert_eq!(ledger.transfer_count(), written.len() as u64);
+    let history = journal.history_reader().unwrap();
+    let mut previous_of_credit = [ledger::NO_TRANSFER; 3];
+    for (position, expected) in (0..).zip(&written) {
+        let stored = history.read(position).unwrap();
+        let t = stored.transfer;
+        assert_eq!(
+            (t.id, t.debit_account_id, t.credit_account_id, t.amount, t.user_data, t.code),
+            (expected.id, 1, expected.credit_account_id, expected.amount, expected.user_data, expected.code),
+            "position {position}"
+        );
+        assert_eq!(stored.previous_of_debit, position.checked_sub(1).unwrap_or(ledger::NO_TRANSFER));
+        let credited = (expected.credit_account_id - 2) as usize;
+        assert_eq!(stored.previous_of_credit, previous_of_credit[credited], "position {position}");
+        previous_of_credit[credited] = position;
+    }
+    assert!(history.read(written.len() as u64).is_err(), "nothing past the end");
+}
+
 trait BatchTransfers {
     fn command_transfers(&self) -> Vec<Transfer>;
 }

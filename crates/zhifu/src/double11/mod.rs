@@ -212,6 +212,8 @@ fn remove_run(dir: &Path) -> anyhow::Result<()> {
         let ours = name == MANIFEST
             || name == "LOCK"
             || name == "history.log"
+            || name == "history.idx"
+            || name == "archive.log"
             || name.starts_with("wal-")
             || name.starts_with("snapshot-");
         if ours {
