@@ -30,8 +30,9 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// an error reading them is an error of the store, not an answer.
     fn apply(&mut self, command: &Self::Command, archive: &dyn ArchiveSource) -> Result<Self::Outcome, JournalError>;
 
-    /// The machine's state beyond its ledger, for snapshots.
-    fn encode_state(&self, out: &mut Vec<u8>);
+    /// Writes the machine's state beyond its ledger, for snapshots
+    /// (streamed: it may be far larger than what is worth copying).
+    fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
     /// Rebuilds a machine from its ledger and the bytes of `encode_state`.
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Self, DecodeError>;
     /// Equal digests mean equal machines.
@@ -96,7 +97,9 @@ impl StateMachine for Ledger {
         Ok(applied.unwrap_or_else(Outcome::Refused))
     }
 
-    fn encode_state(&self, _out: &mut Vec<u8>) {}
+    fn encode_state(&self, _out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        Ok(())
+    }
 
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Ledger, DecodeError> {
         if !state.is_empty() {

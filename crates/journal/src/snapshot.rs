@@ -10,6 +10,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ledger::{Ledger, LedgerConfig, LedgerImage};
@@ -23,7 +24,8 @@ const MAGIC: [u8; 4] = *b"ZSNP";
 /// 2: transfer windows, account history heads, pending bodies.
 /// 3: machines with an archive (the platform's events and finished trades
 /// left its state for `archive.log`).
-const VERSION: u32 = 3;
+/// 4: the machine's state is the rest of the body (streamed: no length first).
+const VERSION: u32 = 4;
 const HEADER_BYTES: usize = 40;
 
 pub(crate) fn snapshot_name(sequence: u64) -> String {
@@ -35,10 +37,56 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 }
 
 /// Writes a snapshot of `ledger` as of log sequence `sequence`; returns its path.
+///
+/// Streamed to the file: a large state (gigabytes after a busy day) is
+/// never copied into memory whole; the header, whose length and checksum
+/// come last, is written over its placeholder at the end.
 pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &M) -> Result<PathBuf, JournalError> {
-    let ledger = machine.ledger();
-    let mut body = Vec::new();
-    let mut w = Writer(&mut body);
+    let path = directory.join(snapshot_name(sequence));
+    let temporary = path.with_extension("tmp");
+    let file = File::create(&temporary).map_err(|source| io_error("create snapshot", &temporary, source))?;
+    let write_error = |source| io_error("write snapshot", &temporary, source);
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&[0; HEADER_BYTES]).map_err(write_error)?;
+    let mut body = ChecksumWriter { inner: out, crc: 0, length: 0 };
+    write_ledger(machine.ledger(), &mut body).map_err(write_error)?;
+    // In pieces: an encoder writes field by field.
+    let mut state = BufWriter::with_capacity(1 << 16, &mut body);
+    machine.encode_state(&mut state).and_then(|()| state.flush()).map_err(write_error)?;
+    drop(state);
+    let ChecksumWriter { inner: mut out, crc: body_crc, length: body_length } = body;
+
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&sequence.to_le_bytes());
+    header.extend_from_slice(&body_length.to_le_bytes());
+    header.extend_from_slice(&body_crc.to_le_bytes());
+    header.extend_from_slice(&machine.digest().to_le_bytes());
+    let header_crc = crc32c::crc32c(&header);
+    header.extend_from_slice(&header_crc.to_le_bytes());
+    debug_assert_eq!(header.len(), HEADER_BYTES);
+    out.flush().map_err(write_error)?;
+    let file = out.into_inner().map_err(|error| write_error(error.into_error()))?;
+    file.write_all_at(&header, 0).map_err(write_error)?;
+    file.sync_all().map_err(|source| io_error("fsync snapshot", &temporary, source))?;
+    fs::rename(&temporary, &path).map_err(|source| io_error("rename snapshot", &path, source))?;
+    sync_directory(directory)?;
+    Ok(path)
+}
+
+/// The ledger part of a snapshot body, encoded a piece at a time.
+fn write_ledger(ledger: &Ledger, out: &mut impl Write) -> std::io::Result<()> {
+    const PIECE_BYTES: usize = 1 << 16;
+    let mut piece = Vec::with_capacity(PIECE_BYTES + 1024);
+    fn flush(piece: &mut Vec<u8>, out: &mut impl Write, at_least: usize) -> std::io::Result<()> {
+        if piece.len() >= at_least {
+            out.write_all(piece)?;
+            piece.clear();
+        }
+        Ok(())
+    }
+    let mut w = Writer(&mut piece);
     let config = ledger.config();
     w.u8(u8::from(config.id_horizon_ns.is_some()));
     w.u64(config.id_horizon_ns.unwrap_or(0));
@@ -46,49 +94,44 @@ pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &
     w.u64(ledger.first_position_in_memory());
     w.u64(ledger.accounts().len() as u64);
     for account in ledger.accounts() {
+        let mut w = Writer(&mut piece);
         codec::write_account(&mut w, account);
         w.u64(ledger.last_transfer_of(account.id));
+        flush(&mut piece, out, PIECE_BYTES)?;
     }
     let in_memory = ledger.transfer_count() - ledger.first_position_in_memory();
-    w.u64(in_memory);
+    Writer(&mut piece).u64(in_memory);
     for stored in ledger.stored_transfers_from(0) {
-        codec::write_stored(&mut w, stored);
+        codec::write_stored(&mut Writer(&mut piece), stored);
+        flush(&mut piece, out, PIECE_BYTES)?;
     }
     let pending = ledger.pending_records();
-    w.u64(pending.len() as u64);
+    Writer(&mut piece).u64(pending.len() as u64);
     for record in &pending {
-        codec::write_pending(&mut w, record);
+        codec::write_pending(&mut Writer(&mut piece), record);
+        flush(&mut piece, out, PIECE_BYTES)?;
     }
-    let mut state = Vec::new();
-    machine.encode_state(&mut state);
-    let mut w = Writer(&mut body);
-    w.u64(state.len() as u64);
-    body.extend_from_slice(&state);
+    flush(&mut piece, out, 0)
+}
 
-    let mut header = Vec::with_capacity(HEADER_BYTES);
-    header.extend_from_slice(&MAGIC);
-    header.extend_from_slice(&VERSION.to_le_bytes());
-    header.extend_from_slice(&sequence.to_le_bytes());
-    header.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    header.extend_from_slice(&machine.digest().to_le_bytes());
-    let header_crc = crc32c::crc32c(&header);
-    header.extend_from_slice(&header_crc.to_le_bytes());
-    debug_assert_eq!(header.len(), HEADER_BYTES);
+/// Counts and checksums what goes through it.
+struct ChecksumWriter<W> {
+    inner: W,
+    crc: u32,
+    length: u64,
+}
 
-    let path = directory.join(snapshot_name(sequence));
-    let temporary = path.with_extension("tmp");
-    let file = File::create(&temporary).map_err(|source| io_error("create snapshot", &temporary, source))?;
-    let mut out = BufWriter::new(file);
-    out.write_all(&header)
-        .and_then(|()| out.write_all(&body))
-        .and_then(|()| out.flush())
-        .map_err(|source| io_error("write snapshot", &temporary, source))?;
-    let file = out.into_inner().map_err(|error| io_error("write snapshot", &temporary, error.into_error()))?;
-    file.sync_all().map_err(|source| io_error("fsync snapshot", &temporary, source))?;
-    fs::rename(&temporary, &path).map_err(|source| io_error("rename snapshot", &path, source))?;
-    sync_directory(directory)?;
-    Ok(path)
+impl<W: Write> Write for ChecksumWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.crc = crc32c::crc32c_append(self.crc, &bytes[..written]);
+        self.length += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Reads and rebuilds a snapshot; checks both checksums and the digest.
@@ -153,10 +196,7 @@ fn read_image(body: &[u8]) -> Result<(LedgerImage, &[u8]), codec::DecodeError> {
     for _ in 0..pending_count {
         pending.push(codec::read_pending(&mut r)?);
     }
-    let state_length = r.count(1)?;
-    let state = r.take_bytes(state_length)?;
-    if !r.is_empty() {
-        return Err(codec::DecodeError { what: "snapshot body (trailing bytes)" });
-    }
+    // The machine's state is the rest of the body.
+    let state = r.take_bytes(r.remaining())?;
     Ok((LedgerImage { config, last_timestamp, accounts, first_position, transfers, pending }, state))
 }

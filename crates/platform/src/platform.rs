@@ -769,10 +769,8 @@ impl StateMachine for Platform {
         Ok(outcome)
     }
 
-    fn encode_state(&self, out: &mut Vec<u8>) {
-        if let Ok(bytes) = postcard::to_allocvec(&self.state) {
-            out.extend_from_slice(&bytes);
-        }
+    fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        postcard::to_io(&self.state, out).map(|_| ()).map_err(std::io::Error::other)
     }
 
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Platform, DecodeError> {
