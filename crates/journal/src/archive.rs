@@ -4,30 +4,59 @@
 //!
 //! Offsets are part of the machine's state, so they must not depend on I/O:
 //! the machine frames each record with [`encode_record`] into an outbox and
-//! counts the bytes itself ([`StateMachine::archive_len`]); the journal moves
-//! the outbox into `archive.log` after every command, in order, so a record's
-//! offset is where it lands. Records are `[length u32][CRC-32C u32][payload]`.
-//! Like the history file, `archive.log` is written (not synced) after each
-//! command and synced before a snapshot; at start it is cut back to the
-//! snapshot's length and the log replay appends the rest again.
+//! counts the bytes itself ([`StateMachine::archive_len`]); the journal takes
+//! the outbox after every command, in order, so a record's offset is the
+//! count of record bytes before it. Records are `[length u32][CRC-32C u32]
+//! [payload]`.
+//!
+//! A busy day's events are most of what the platform writes, and they are
+//! alike (the same fields, subjects, times a few seconds apart), so on disk
+//! the records are compressed (zstd) in frames of about
+//! [`FRAME_BYTES_DEFAULT`]: `archive.log` is a sequence of frames
+//! `[record bytes u32][stored bytes u32][CRC-32C of the stored bytes u32]
+//! [stored bytes]`, and `archive.idx` has a 16-byte entry a frame: the
+//! offset of its first record and where the frame starts in `archive.log`.
+//! Records after the last frame (the tail) wait in memory until a frame
+//! fills; readers find them there. Reading a record decompresses its frame
+//! (a few recently read frames are kept).
+//!
+//! Like the history file, both files are written (not synced) after each
+//! command group and synced before a snapshot, which first closes the tail
+//! into a frame: a snapshot's archive length is always a frame's end. At
+//! start the files are cut back to that frame and the log replay appends
+//! the rest again.
 //!
 //! [`StateMachine::archive_len`]: crate::StateMachine::archive_len
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use crate::append_file::AppendFile;
 use crate::error::{JournalError, io_error};
 use crate::machine::StateMachine;
 
 pub(crate) const FILE_NAME: &str = "archive.log";
+pub(crate) const INDEX_FILE_NAME: &str = "archive.idx";
 /// Bytes before each record's payload: its length and checksum.
 pub const RECORD_HEADER_BYTES: u64 = 8;
 /// One record is at most this long (a trade with its refunds is a few KB).
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 20;
-/// The buffer is written out past this size (a command can archive much).
+/// Record bytes a frame: a read decompresses this much (tens of
+/// microseconds), and zstd finds most of what repeats within it.
+pub const FRAME_BYTES_DEFAULT: usize = 64 << 10;
+const FRAME_HEADER_BYTES: u64 = 12;
+const INDEX_ENTRY_BYTES: u64 = 16;
+/// Fast: the writer thread compresses, and the ratio hardly improves above it.
+const COMPRESSION_LEVEL: i32 = 1;
+/// Decompressed frames kept for reads (settling parked trades reads them in order).
+const CACHED_FRAMES: usize = 16;
+/// The buffers are written out past this size (a command can archive much).
 const BUFFER_BYTES_MAX: usize = 8 << 20;
+const LOST: &str = "archive file is shorter than the snapshot says (records lost)";
 
 /// Frames `payload` as one archive record at the end of `out`; returns the
 /// bytes it took.
@@ -64,107 +93,448 @@ impl ArchiveSource for NoArchive {
 }
 
 pub(crate) struct Archive {
-    file: AppendFile,
+    log: AppendFile,
+    index: AppendFile,
+    shared: Arc<Shared>,
+    /// Frames encoded into the buffers, not yet written: (first record's
+    /// offset, where the frame starts).
+    unwritten: Vec<(u64, u64)>,
+    /// The offset up to which records are in frames (written or not).
+    framed_end: u64,
+    frame_bytes: usize,
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+/// What readers on any thread share with the writer.
+struct Shared {
+    path: PathBuf,
+    file: File,
+    frames: RwLock<Frames>,
+    tail: RwLock<Tail>,
+    cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+}
+
+/// The frames written to the file.
+struct Frames {
+    /// (first record's offset, where the frame starts in the file), by offset.
+    starts: Vec<(u64, u64)>,
+    /// Record bytes in written frames, and the file's length.
+    records_end: u64,
+    file_end: u64,
+}
+
+/// Records not yet in a written frame, from offset `start`.
+struct Tail {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+/// One frame's place: its records' offsets and its bytes in the file.
+#[derive(Clone, Copy)]
+struct FrameAt {
+    number: usize,
+    records_start: u64,
+    records_end: u64,
+    file_start: u64,
+    file_end: u64,
 }
 
 impl Archive {
-    /// Opens the archive and cuts it back to `length` bytes (what the
-    /// snapshot refers to); less than that is lost records: an error.
-    pub fn open(directory: &Path, length: u64) -> Result<Archive, JournalError> {
-        let lost = "archive file is shorter than the snapshot says (records lost)";
-        Ok(Archive { file: AppendFile::open(directory, FILE_NAME, length, lost)? })
+    /// Opens the archive and cuts it back to `length` bytes of records
+    /// (what the snapshot refers to: a frame's end); less than that is
+    /// lost records, an error.
+    pub fn open(directory: &Path, length: u64, frame_bytes: usize) -> Result<Archive, JournalError> {
+        let index_path = directory.join(INDEX_FILE_NAME);
+        let entries = match std::fs::read(&index_path) {
+            Ok(bytes) => bytes
+                .chunks_exact(INDEX_ENTRY_BYTES as usize)
+                .map(|entry| (le_u64(&entry[..8]), le_u64(&entry[8..])))
+                .collect::<Vec<_>>(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(io_error("read", &index_path, source)),
+        };
+        let kept = entries.partition_point(|&(records_start, _)| records_start < length);
+        let path = directory.join(FILE_NAME);
+        let lost = |offset| JournalError::Corrupt { path: path.clone(), offset, reason: LOST };
+        let in_order = entries[..kept].windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1);
+        if !in_order || entries.first().is_some_and(|&first| first != (0, 0)) {
+            return Err(JournalError::Corrupt { path: index_path, offset: 0, reason: "archive index out of order" });
+        }
+        let file_end = match kept.checked_sub(1) {
+            None if length == 0 => 0,
+            None => return Err(lost(0)),
+            Some(last) => {
+                let (records_start, file_start) = entries[last];
+                let file = File::open(&path).map_err(|_| lost(0))?;
+                let mut header = [0u8; FRAME_HEADER_BYTES as usize];
+                file.read_exact_at(&mut header, file_start).map_err(|_| lost(file_start))?;
+                let (records, stored) = (u64::from(le_u32(&header[..4])), u64::from(le_u32(&header[4..8])));
+                if records_start + records != length {
+                    return Err(JournalError::Corrupt {
+                        path,
+                        offset: file_start,
+                        reason: "archive frame does not end where the snapshot says",
+                    });
+                }
+                file_start + FRAME_HEADER_BYTES + stored
+            }
+        };
+        let index = AppendFile::open(directory, INDEX_FILE_NAME, kept as u64 * INDEX_ENTRY_BYTES, LOST)?;
+        let log = AppendFile::open(directory, FILE_NAME, file_end, LOST)?;
+        let (path, file) = log.reader()?;
+        let frames = Frames { starts: entries[..kept].to_vec(), records_end: length, file_end };
+        let shared = Shared {
+            path,
+            file,
+            frames: RwLock::new(frames),
+            tail: RwLock::new(Tail { start: length, bytes: Vec::new() }),
+            cache: Mutex::new(Vec::with_capacity(CACHED_FRAMES)),
+        };
+        let compressor = zstd::bulk::Compressor::new(COMPRESSION_LEVEL)
+            .map_err(|source| io_error("start compressing", &log.path, source))?;
+        Ok(Archive {
+            log,
+            index,
+            shared: Arc::new(shared),
+            unwritten: Vec::new(),
+            framed_end: length,
+            frame_bytes: frame_bytes.max(1),
+            compressor,
+        })
     }
 
     /// Takes the records the machine made since the last call. Called after
     /// every command, so the machine's outbox never grows past one command.
     pub fn collect<M: StateMachine>(&mut self, machine: &mut M) -> Result<(), JournalError> {
-        machine.take_archive(&mut self.file.buffer);
+        let have = {
+            let mut tail = self.shared.tail.write();
+            machine.take_archive(&mut tail.bytes);
+            tail.start + tail.bytes.len() as u64
+        };
         let expected = machine.archive_len();
-        let have = self.file.length() + self.file.buffer.len() as u64;
         if have != expected {
             return Err(JournalError::Failed(format!(
                 "archive out of step: the machine counts {expected} bytes, {} holds {have}",
-                self.file.path.display()
+                self.log.path.display()
             )));
         }
-        if self.file.buffer.len() >= BUFFER_BYTES_MAX {
+        self.close_frames(false)?;
+        if self.log.buffer.len() >= BUFFER_BYTES_MAX {
             self.write()?;
         }
         Ok(())
     }
 
-    /// Writes what was collected; readers may find it from then on.
+    /// Compresses the tail's records into frames of about `frame_bytes`
+    /// (`all`: the last one shorter, so that no record is left out).
+    fn close_frames(&mut self, all: bool) -> Result<(), JournalError> {
+        let tail = self.shared.tail.read();
+        let mut from = usize::try_from(self.framed_end - tail.start).unwrap_or(usize::MAX);
+        loop {
+            let records = &tail.bytes[from..];
+            // Whole records only: cut at the first record end past the frame size.
+            let mut cut = 0;
+            while cut < records.len() && cut < self.frame_bytes {
+                let length = records.get(cut..cut + 4).map_or(0, le_u32) as usize;
+                cut += RECORD_HEADER_BYTES as usize + length;
+            }
+            let cut = cut.min(records.len());
+            if cut == 0 || (cut < self.frame_bytes && !all) {
+                return Ok(());
+            }
+            let stored = self
+                .compressor
+                .compress(&records[..cut])
+                .map_err(|source| io_error("compress a frame of", &self.log.path, source))?;
+            let file_start = self.log.length() + self.log.buffer.len() as u64;
+            let buffer = &mut self.log.buffer;
+            buffer.extend_from_slice(&(cut as u32).to_le_bytes());
+            buffer.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+            buffer.extend_from_slice(&crc32c::crc32c(&stored).to_le_bytes());
+            buffer.extend_from_slice(&stored);
+            self.index.buffer.extend_from_slice(&self.framed_end.to_le_bytes());
+            self.index.buffer.extend_from_slice(&file_start.to_le_bytes());
+            self.unwritten.push((self.framed_end, file_start));
+            self.framed_end += cut as u64;
+            from += cut;
+        }
+    }
+
+    /// Writes the frames made so far; readers find their records in the
+    /// file from then on, and the tail lets them go.
     pub fn write(&mut self) -> Result<(), JournalError> {
-        self.file.write(BUFFER_BYTES_MAX)
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.log.write(BUFFER_BYTES_MAX)?;
+        self.index.write(BUFFER_BYTES_MAX)?;
+        // Frames first, then the tail: a reader looks in that order, and
+        // looks again if a record moved between its two looks.
+        {
+            let mut frames = self.shared.frames.write();
+            frames.starts.append(&mut self.unwritten);
+            frames.records_end = self.framed_end;
+            frames.file_end = self.log.length();
+        }
+        let mut tail = self.shared.tail.write();
+        let framed = usize::try_from(self.framed_end - tail.start).unwrap_or(usize::MAX);
+        tail.bytes.drain(..framed);
+        tail.start = self.framed_end;
+        Ok(())
     }
 
+    /// Closes the tail into a frame, writes and syncs (before a snapshot).
     pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.close_frames(true)?;
         self.write()?;
-        self.file.sync()
+        self.log.sync()?;
+        self.index.sync()
     }
 
+    /// Record bytes in written frames.
     pub fn length(&self) -> u64 {
-        self.file.length()
+        self.shared.frames.read().records_end
     }
 
     pub fn reader(&self) -> Result<ArchiveReader, JournalError> {
-        let (path, file) = self.file.reader()?;
-        Ok(ArchiveReader { path, file })
+        Ok(ArchiveReader { shared: Arc::clone(&self.shared) })
     }
 }
 
 /// Reads archived records by offset, from any thread.
 pub struct ArchiveReader {
-    path: PathBuf,
-    file: File,
+    shared: Arc<Shared>,
 }
 
 impl ArchiveSource for ArchiveReader {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
-        read_record_at(&self.file, &self.path, offset)
+        self.shared.read_record(offset)
     }
 }
 
-/// The writer's own reads (a command applied may read what earlier ones
-/// archived): from the file, or from the buffer not written yet.
+/// The writer's own reads (a command applied may read what earlier ones archived).
 impl ArchiveSource for Archive {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
-        let written = self.file.length();
-        if offset < written {
-            return read_record_at(self.file.handle(), &self.file.path, offset);
-        }
-        let start = usize::try_from(offset - written).unwrap_or(usize::MAX);
-        let record = self.file.buffer.get(start..).and_then(decode_record);
-        let corrupt = || JournalError::Corrupt {
-            path: self.file.path.clone(),
-            offset,
-            reason: "no archive record at this offset",
-        };
-        record.map(<[u8]>::to_vec).ok_or_else(corrupt)
+        self.shared.read_record(offset)
     }
 }
 
-fn read_record_at(file: &File, path: &Path, offset: u64) -> Result<Vec<u8>, JournalError> {
-    let corrupt = |reason| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
-    let mut header = [0u8; RECORD_HEADER_BYTES as usize];
-    file.read_exact_at(&mut header, offset).map_err(|source| io_error("read archive file", path, source))?;
-    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if length > RECORD_PAYLOAD_BYTES_MAX {
-        return Err(corrupt("archive record longer than any record"));
+impl Shared {
+    fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
+        let corrupt = |offset, reason| JournalError::Corrupt { path: self.path.clone(), offset, reason };
+        // Twice at most: the writer may move the record from the tail to a
+        // frame between the two looks, never back.
+        for _ in 0..2 {
+            if let Some(frame) = self.frame_of(offset) {
+                let records = self.frame_records(frame)?;
+                let at = usize::try_from(offset - frame.records_start).unwrap_or(usize::MAX);
+                let record = records.get(at..).and_then(decode_record);
+                return record
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| corrupt(frame.file_start, "no archive record at this offset"));
+            }
+            let tail = self.tail.read();
+            if offset >= tail.start {
+                let at = usize::try_from(offset - tail.start).unwrap_or(usize::MAX);
+                let record = tail.bytes.get(at..).and_then(decode_record);
+                return record.map(<[u8]>::to_vec).ok_or_else(|| corrupt(offset, "no archive record at this offset"));
+            }
+        }
+        Err(corrupt(offset, "no archive record at this offset"))
     }
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let mut payload = vec![0u8; length];
-    file.read_exact_at(&mut payload, offset + RECORD_HEADER_BYTES)
-        .map_err(|source| io_error("read archive file", path, source))?;
-    if crc32c::crc32c(&payload) != crc {
-        return Err(corrupt("archive record checksum mismatch"));
+
+    fn frame_of(&self, offset: u64) -> Option<FrameAt> {
+        let frames = self.frames.read();
+        if offset >= frames.records_end {
+            return None;
+        }
+        let number = frames.starts.partition_point(|&(records_start, _)| records_start <= offset).checked_sub(1)?;
+        let (records_start, file_start) = frames.starts[number];
+        let (records_end, file_end) =
+            frames.starts.get(number + 1).copied().unwrap_or((frames.records_end, frames.file_end));
+        Some(FrameAt { number, records_start, records_end, file_start, file_end })
     }
-    Ok(payload)
+
+    /// A frame's records, decompressed (or from the cache).
+    fn frame_records(&self, frame: FrameAt) -> Result<Arc<Vec<u8>>, JournalError> {
+        if let Some((_, records)) = self.cache.lock().iter().find(|(number, _)| *number == frame.number) {
+            return Ok(Arc::clone(records));
+        }
+        let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset: frame.file_start, reason };
+        let length = usize::try_from(frame.file_end - frame.file_start).unwrap_or(usize::MAX);
+        let mut bytes = vec![0u8; length];
+        self.file.read_exact_at(&mut bytes, frame.file_start).map_err(|source| io_error("read", &self.path, source))?;
+        let (header, stored) = bytes.split_at(FRAME_HEADER_BYTES as usize);
+        let records_length = usize::try_from(frame.records_end - frame.records_start).unwrap_or(usize::MAX);
+        let whole = le_u32(&header[..4]) as usize == records_length && le_u32(&header[4..8]) as usize == stored.len();
+        if !whole || crc32c::crc32c(stored) != le_u32(&header[8..12]) {
+            return Err(corrupt("archive frame checksum mismatch"));
+        }
+        let records =
+            zstd::bulk::decompress(stored, records_length).map_err(|_| corrupt("archive frame does not decompress"))?;
+        if records.len() != records_length {
+            return Err(corrupt("archive frame does not decompress"));
+        }
+        let records = Arc::new(records);
+        let mut cache = self.cache.lock();
+        if cache.len() == CACHED_FRAMES {
+            cache.remove(0);
+        }
+        cache.push((frame.number, Arc::clone(&records)));
+        Ok(records)
+    }
+}
+
+fn le_u32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes.try_into().unwrap_or_default())
+}
+
+fn le_u64(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
     use super::*;
+    use crate::codec::DecodeError;
+    use ledger::{Ledger, LedgerConfig};
+
+    /// A machine that only archives: each command is a record's payload.
+    struct Recorder {
+        ledger: Ledger,
+        outbox: Vec<u8>,
+        length: u64,
+    }
+
+    impl Recorder {
+        fn at(length: u64) -> Recorder {
+            Recorder { ledger: Ledger::with_config(LedgerConfig::default(), 0, 0), outbox: Vec::new(), length }
+        }
+        fn archive(&mut self, payload: &[u8]) -> u64 {
+            let offset = self.length;
+            self.length += encode_record(payload, &mut self.outbox);
+            offset
+        }
+    }
+
+    impl StateMachine for Recorder {
+        type Command = ();
+        type Outcome = ();
+        fn create(_: LedgerConfig) -> Recorder {
+            Recorder::at(0)
+        }
+        fn ledger(&self) -> &Ledger {
+            &self.ledger
+        }
+        fn ledger_mut(&mut self) -> &mut Ledger {
+            &mut self.ledger
+        }
+        fn encode_command(_: &(), _: &mut Vec<u8>) {}
+        fn decode_command(_: &[u8]) -> Result<(), DecodeError> {
+            Ok(())
+        }
+        fn refuse(_: &()) -> Option<()> {
+            None
+        }
+        fn apply(&mut self, _: &(), _: &dyn ArchiveSource) -> Result<(), JournalError> {
+            Ok(())
+        }
+        fn encode_state(&self, _: &mut dyn std::io::Write) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn restore(_: Ledger, _: &[u8]) -> Result<Recorder, DecodeError> {
+            Ok(Recorder::at(0))
+        }
+        fn digest(&self) -> u64 {
+            self.length
+        }
+        fn archive_len(&self) -> u64 {
+            self.length
+        }
+        fn take_archive(&mut self, out: &mut Vec<u8>) {
+            out.append(&mut self.outbox);
+        }
+    }
+
+    /// Payload `n`: alike enough to compress, of sizes from 0 to 300 bytes.
+    fn payload(n: u64) -> Vec<u8> {
+        format!("record {n} ").repeat((n % 23) as usize).into_bytes()
+    }
+
+    #[test]
+    fn records_read_back_from_frames_and_tail_and_a_restart_keeps_what_was_synced() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(directory.path(), 0, 200).unwrap();
+        let reader = archive.reader().unwrap();
+        let mut machine = Recorder::at(0);
+        let mut offsets = Vec::new();
+        let mut synced = (0, 0);
+        for n in 0..2_000u64 {
+            offsets.push(machine.archive(&payload(n)));
+            archive.collect(&mut machine).unwrap();
+            if n % 7 == 0 {
+                archive.write().unwrap();
+            }
+            if n == 1_234 {
+                archive.sync().unwrap();
+                assert_eq!(archive.length(), machine.archive_len(), "a sync leaves nothing in the tail");
+                synced = (n + 1, machine.archive_len());
+            }
+            // Any record, from the writer and from another reader, wherever it is now.
+            for m in [n, n / 2, n * 7 / 8] {
+                assert_eq!(archive.read_record(offsets[m as usize]).unwrap(), payload(m), "record {m} after {n}");
+                assert_eq!(reader.read_record(offsets[m as usize]).unwrap(), payload(m));
+            }
+        }
+        archive.sync().unwrap();
+        let written = std::fs::metadata(directory.path().join(FILE_NAME)).unwrap().len();
+        assert!(written * 3 < machine.archive_len(), "{written} bytes on disk for {}", machine.archive_len());
+        drop(archive);
+
+        // A restart at the snapshot's length cuts what follows, keeps the rest.
+        let (kept, length) = synced;
+        let archive = Archive::open(directory.path(), length, 200).unwrap();
+        assert_eq!(archive.length(), length);
+        for m in 0..kept {
+            assert_eq!(archive.read_record(offsets[m as usize]).unwrap(), payload(m));
+        }
+        assert!(archive.read_record(offsets[kept as usize]).is_err(), "cut");
+        drop(archive);
+        let error = Archive::open(directory.path(), length + 1, 200).err().expect("past the file");
+        assert!(error.to_string().contains("archive.log"), "{error}");
+        let error = Archive::open(directory.path(), offsets[kept as usize / 2] + 1, 200).err().expect("mid-record");
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_damaged_frame_is_an_error_not_another_record() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(directory.path(), 0, 500).unwrap();
+        let mut machine = Recorder::at(0);
+        let offsets: Vec<u64> = (0..200).map(|n| machine.archive(&payload(n))).collect();
+        archive.collect(&mut machine).unwrap();
+        archive.sync().unwrap();
+        drop(archive);
+        let path = directory.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        let archive = Archive::open(directory.path(), machine.archive_len(), 500).unwrap();
+        let mut damaged = 0;
+        for (n, offset) in (0..).zip(offsets) {
+            match archive.read_record(offset) {
+                Ok(read) => assert_eq!(read, payload(n)),
+                Err(error) => {
+                    assert!(error.to_string().contains("archive frame"), "{error}");
+                    damaged += 1;
+                }
+            }
+        }
+        assert!(damaged > 0 && damaged < 100, "one frame's records: {damaged}");
+    }
 
     #[test]
     fn a_record_reads_back_and_a_damaged_one_does_not() {

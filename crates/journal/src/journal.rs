@@ -29,6 +29,8 @@ pub struct Options {
     pub transfers_capacity: usize,
     /// The configuration of a new ledger (a snapshot carries its own).
     pub ledger: LedgerConfig,
+    /// Record bytes an archive frame compresses (see `archive`).
+    pub archive_frame_bytes: usize,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             accounts_capacity: 0,
             transfers_capacity: 0,
             ledger: LedgerConfig::default(),
+            archive_frame_bytes: crate::archive::FRAME_BYTES_DEFAULT,
         }
     }
 }
@@ -105,7 +108,7 @@ impl<M: StateMachine> Journal<M> {
         }
         let mut history = History::open(directory, machine.ledger().transfer_count())?;
         machine.ledger_mut().set_eviction_floor(history.collected());
-        let mut archive = Archive::open(directory, machine.archive_len())?;
+        let mut archive = Archive::open(directory, machine.archive_len(), options.archive_frame_bytes)?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let mut next_sequence = snapshot_sequence + 1;
         let mut active = None;

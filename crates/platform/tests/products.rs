@@ -496,7 +496,8 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
 fn an_unreadable_archive_record_stops_the_writer_and_a_restart_rebuilds_it() {
     use platform::{PaySource, TradeMode, TradeStatus};
     let directory = tempfile::tempdir().unwrap();
-    let options = Options { snapshot_every_records: 1_000, ..Options::default() };
+    // A frame a record: each is in the file once its command group is written.
+    let options = Options { snapshot_every_records: 1_000, archive_frame_bytes: 1, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
     let mut submit = submitter(&store);
     let (shop, buyer) = shop_and_buyer(&mut submit);
