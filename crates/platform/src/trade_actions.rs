@@ -150,25 +150,27 @@ impl Platform {
         self.state.last_event_of.get(&party).copied()
     }
 
-    /// Every trade, live and archived, oldest first.
+    /// Every trade, live and archived, in no particular order: the live ones,
+    /// then the archived ones a chunk at a time in the order they are in the
+    /// archive, so that each archive frame is read once a chunk rather than
+    /// once a trade.
     pub fn for_each_trade(
         &self,
         archive: &dyn ArchiveSource,
         mut visit: impl FnMut(&Trade),
     ) -> Result<(), JournalError> {
-        let mut live = self.state.trades.iter().peekable();
-        let mut archived = self.state.archived_trades.iter().peekable();
+        const CHUNK_TRADES: usize = 1 << 20;
+        self.state.trades.values().for_each(|trade| visit(trade));
+        let mut archived = self.state.archived_trades.values().copied();
+        let mut offsets = Vec::with_capacity(CHUNK_TRADES.min(self.state.archived_trades.len()));
         loop {
-            let take_live = match (live.peek(), archived.peek()) {
-                (None, None) => return Ok(()),
-                (Some((live_number, _)), Some((archived_number, _))) => live_number < archived_number,
-                (live_next, _) => live_next.is_some(),
-            };
-            if take_live {
-                if let Some((_, trade)) = live.next() {
-                    visit(trade);
-                }
-            } else if let Some((_, &offset)) = archived.next() {
+            offsets.clear();
+            offsets.extend(archived.by_ref().take(CHUNK_TRADES));
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            offsets.sort_unstable();
+            for &offset in &offsets {
                 visit(&self.archived_trade_at(archive, offset)?);
             }
         }
