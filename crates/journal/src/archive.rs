@@ -49,7 +49,7 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 20;
 /// most of what repeats within it. Buyers confirm trades archived hours
 /// before, in any order, so the writer reads frames at random: 64 KB
 /// frames (2.55 times smaller) cost it a third of its time; 4 KB frames
-/// compress a day's events 2.3 times, 16 KB ones 2.4, and were no faster.
+/// compress a day's events 2.1–2.3 times, 16 KB ones 2.4, and were no faster.
 pub const FRAME_BYTES_DEFAULT: usize = 4 << 10;
 const FRAME_HEADER_BYTES: u64 = 12;
 const INDEX_ENTRY_BYTES: u64 = 16;
