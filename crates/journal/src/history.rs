@@ -44,6 +44,7 @@ const RECORD_BYTES_MAX: usize = 2 + 4 + PAYLOAD_BYTES_MAX;
 const BUFFER_BYTES_MAX: usize = 8 << 20;
 const LOST: &str = "history file is shorter than the snapshot says (transfers lost)";
 const DAMAGED: &str = "history record checksum mismatch";
+const CUT_SHORT: &str = "history record cut short";
 
 pub(crate) struct History {
     log: AppendFile,
@@ -78,18 +79,12 @@ impl History {
                 })?;
                 let in_block = (count - 1) % BLOCK_RECORDS + 1;
                 let bytes = read_from(&file, &path, start, in_block as usize * RECORD_BYTES_MAX)?;
-                let mut at = 0;
-                for _ in 0..in_block {
-                    let record = split_record(&bytes[at..]).ok_or(JournalError::Corrupt {
-                        path: path.clone(),
-                        offset: start + at as u64,
-                        reason: LOST,
-                    })?;
-                    if !record.intact() {
-                        return Err(JournalError::Corrupt { path, offset: start + at as u64, reason: DAMAGED });
-                    }
-                    at += record.length;
-                }
+                // Every record the snapshot keeps in this block must be whole and intact.
+                let (at, last) = nth_record(&bytes, in_block as usize - 1, true).map_err(|(at, reason)| {
+                    let reason = if reason == CUT_SHORT { LOST } else { reason };
+                    JournalError::Corrupt { path: path.clone(), offset: start + at as u64, reason }
+                })?;
+                let at = at + last.length;
                 (start + at as u64, base)
             }
         };
@@ -192,14 +187,7 @@ impl HistoryReader {
             offset: start + at as u64,
             reason,
         };
-        let mut at = 0;
-        for _ in 0..before {
-            at += split_record(&bytes[at..]).ok_or_else(|| corrupt(at, "history record cut short"))?.length;
-        }
-        let record = split_record(&bytes[at..]).ok_or_else(|| corrupt(at, "history record cut short"))?;
-        if !record.intact() {
-            return Err(corrupt(at, DAMAGED));
-        }
+        let (at, record) = nth_record(&bytes, before, false).map_err(|(at, reason)| corrupt(at, reason))?;
         decode_payload(&mut Reader::new(record.payload, "history record"), position, base)
             .map_err(|_| corrupt(at, DAMAGED))
     }
@@ -241,6 +229,25 @@ impl Record<'_> {
     fn intact(&self) -> bool {
         crc32c::crc32c(self.payload) == self.crc
     }
+}
+
+/// Record `number` of a block whose bytes start `bytes`, whole and intact
+/// (`check_all`: the ones before it too), and where it starts; else where
+/// and why not.
+fn nth_record(bytes: &[u8], number: usize, check_all: bool) -> Result<(usize, Record<'_>), (usize, &'static str)> {
+    let mut at = 0;
+    for _ in 0..number {
+        let record = split_record(&bytes[at..]).ok_or((at, CUT_SHORT))?;
+        if check_all && !record.intact() {
+            return Err((at, DAMAGED));
+        }
+        at += record.length;
+    }
+    let record = split_record(&bytes[at..]).ok_or((at, CUT_SHORT))?;
+    if !record.intact() {
+        return Err((at, DAMAGED));
+    }
+    Ok((at, record))
 }
 
 /// The record at the start of `bytes`, if it is whole (not checked).
