@@ -19,6 +19,12 @@ pub struct Options {
     /// A snapshot is taken after this many log records, bounding the replay
     /// at start to about this many batches.
     pub snapshot_every_records: u64,
+    /// A snapshot also waits until the log written since the last one is at
+    /// least this percent of that snapshot's size, so that writing
+    /// snapshots costs at most 100/percent times writing the log however
+    /// large the state grows (a state of gigabytes written every few
+    /// million records would cost more than the records). 0: no wait.
+    pub snapshot_log_percent: u64,
     /// Batches waiting to be made durable; submitters block beyond it.
     pub queue_batches_max: usize,
     /// Batches that share one write and one fdatasync at most.
@@ -37,6 +43,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             snapshot_every_records: 4096,
+            snapshot_log_percent: 0,
             queue_batches_max: 1024,
             group_batches_max: 64,
             accounts_capacity: 0,
@@ -72,6 +79,9 @@ pub struct Journal<M: StateMachine> {
     archive: Archive,
     next_sequence: u64,
     records_since_snapshot: u64,
+    /// Log bytes written since the last snapshot, and that snapshot's size.
+    log_bytes_since_snapshot: u64,
+    snapshot_bytes: u64,
     options: Options,
     encoded: Vec<u8>,
     payload: Vec<u8>,
@@ -111,6 +121,7 @@ impl<M: StateMachine> Journal<M> {
         let mut archive = Archive::open(directory, machine.archive_len(), options.archive_frame_bytes)?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let mut next_sequence = snapshot_sequence + 1;
+        let mut log_bytes_replayed = 0;
         let mut active = None;
         for (position, (first_sequence, path)) in listing.segments.iter().enumerate() {
             let is_newest = position + 1 == listing.segments.len();
@@ -137,6 +148,7 @@ impl<M: StateMachine> Journal<M> {
                 archive.collect(&mut machine)?;
                 next_sequence += 1;
                 report.records_replayed += 1;
+                log_bytes_replayed += (wal::HEADER_BYTES + payload.len()) as u64;
             }
             if is_newest {
                 report.torn_bytes_cut = scanned.torn_bytes;
@@ -160,6 +172,8 @@ impl<M: StateMachine> Journal<M> {
             archive,
             next_sequence,
             records_since_snapshot: report.records_replayed,
+            log_bytes_since_snapshot: log_bytes_replayed,
+            snapshot_bytes: snapshot_bytes(&listing.snapshots, snapshot_sequence),
             options,
             encoded: Vec::new(),
             payload: Vec::new(),
@@ -187,6 +201,7 @@ impl<M: StateMachine> Journal<M> {
         self.active.append_durably(&self.encoded)?;
         self.next_sequence += commands.len() as u64;
         self.records_since_snapshot += commands.len() as u64;
+        self.log_bytes_since_snapshot += self.encoded.len() as u64;
         Ok(())
     }
 
@@ -230,7 +245,9 @@ impl<M: StateMachine> Journal<M> {
     }
 
     pub fn snapshot_due(&self) -> bool {
+        let log_share = u128::from(self.log_bytes_since_snapshot) * 100;
         self.records_since_snapshot >= self.options.snapshot_every_records
+            && log_share >= u128::from(self.snapshot_bytes) * u128::from(self.options.snapshot_log_percent)
     }
 
     /// Snapshots `ledger`, which must reflect every appended record, then
@@ -249,6 +266,8 @@ impl<M: StateMachine> Journal<M> {
         // New records go to a fresh segment so that every older one is covered.
         self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
         self.records_since_snapshot = 0;
+        self.log_bytes_since_snapshot = 0;
+        self.snapshot_bytes = fs::metadata(&path).map_err(|source| io_error("read the size of", &path, source))?.len();
         let listing = list_directory(&self.directory)?;
         for (snapshot_sequence, old) in &listing.snapshots {
             if *snapshot_sequence < sequence {
@@ -317,6 +336,13 @@ fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
 }
 
 /// The newest snapshot that reads back whole, or an empty ledger at 0.
+/// The size of the snapshot at `sequence` (0: none, or unreadable: the next
+/// snapshot is then due by the record count alone).
+fn snapshot_bytes(snapshots: &[(u64, PathBuf)], sequence: u64) -> u64 {
+    let path = snapshots.iter().find(|(at, _)| *at == sequence).map(|(_, path)| path);
+    path.and_then(|path| fs::metadata(path).ok()).map_or(0, |metadata| metadata.len())
+}
+
 fn load_newest_snapshot<M: StateMachine>(
     snapshots: &[(u64, PathBuf)],
     config: LedgerConfig,

@@ -218,3 +218,38 @@ fn an_oversized_batch_is_refused_before_it_reaches_the_log() {
     let (_, _, report) = Journal::<ledger::Ledger>::open(directory.path(), Options::default()).unwrap();
     assert_eq!(report.last_sequence, 0);
 }
+
+#[test]
+fn a_snapshot_waits_until_the_log_since_the_last_is_a_share_of_its_size() {
+    use journal::{NoArchive, StateMachine};
+    let directory = tempfile::tempdir().unwrap();
+    let options = Options { snapshot_every_records: 2, snapshot_log_percent: 300, ..Options::default() };
+    let (mut journal, mut ledger, _) = Journal::<ledger::Ledger>::open(directory.path(), options.clone()).unwrap();
+    let append = |journal: &mut Journal<ledger::Ledger>, ledger: &mut ledger::Ledger, batch: Batch| {
+        ledger.apply(&batch, &NoArchive).unwrap();
+        journal.append(&[&batch]).unwrap();
+        journal.collect_history(ledger).unwrap();
+    };
+    append(&mut journal, &mut ledger, accounts_batch());
+    assert!(!journal.snapshot_due(), "one record of the two the count asks for");
+    append(&mut journal, &mut ledger, transfers_batch(1));
+    assert!(journal.snapshot_due(), "no snapshot yet: the record count alone decides");
+    let snapshot_bytes = fs::metadata(journal.snapshot(&ledger).unwrap()).unwrap().len();
+    let mut batches = 1;
+    loop {
+        batches += 1;
+        append(&mut journal, &mut ledger, transfers_batch(batches));
+        let logged = fs::metadata(files(directory.path(), "wal-").pop().unwrap()).unwrap().len();
+        let enough = logged >= snapshot_bytes * 3;
+        assert_eq!(journal.snapshot_due(), enough && batches >= 3, "{logged} log bytes, snapshot {snapshot_bytes}");
+        if enough {
+            break;
+        }
+    }
+    assert!(batches > 3, "three times a snapshot of {snapshot_bytes} bytes outweighs two records");
+    // A restart counts the log it replays.
+    drop((journal, ledger));
+    let (journal, _, report) = Journal::<ledger::Ledger>::open(directory.path(), options).unwrap();
+    assert_eq!(report.records_replayed, batches - 1);
+    assert!(journal.snapshot_due());
+}

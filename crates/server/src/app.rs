@@ -40,8 +40,10 @@ pub struct ServerConfig {
     pub platform: PlatformConfig,
     /// Transfers older than this (clock time) leave memory for the history file.
     pub memory_horizon_seconds: u64,
-    /// A snapshot after this many journal records.
+    /// A snapshot after this many journal records, and once the log since
+    /// the last one is this percent of its size (see `journal::Options`).
     pub snapshot_every_records: u64,
+    pub snapshot_log_percent: u64,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             platform: PlatformConfig::default(),
             memory_horizon_seconds: 3_600,
             snapshot_every_records: 100_000,
+            snapshot_log_percent: 50,
         }
     }
 }
@@ -142,6 +145,7 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
     let server_secret = server_secret(&config.data_dir)?;
     let options = Options {
         snapshot_every_records: config.snapshot_every_records.max(1),
+        snapshot_log_percent: config.snapshot_log_percent,
         ledger: LedgerConfig {
             id_horizon_ns: Some(config.memory_horizon_seconds.max(1).saturating_mul(1_000_000_000)),
         },

@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// A snapshot after this many journal records.
     #[arg(long, default_value_t = 100_000)]
     snapshot_every: u64,
+    /// ...and once the log written since the last snapshot is this percent
+    /// of its size, so that snapshots of a large state cost at most twice
+    /// the log (0: by the record count alone).
+    #[arg(long, default_value_t = 50)]
+    snapshot_log_percent: u64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -85,6 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         memory_horizon_seconds: args.memory_horizon_seconds,
         snapshot_every_records: args.snapshot_every,
+        snapshot_log_percent: args.snapshot_log_percent,
     };
     tracing_subscriber::fmt()
         .json()

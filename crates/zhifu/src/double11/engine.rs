@@ -36,8 +36,12 @@ const QUEUE_COMMANDS_MAX: usize = 8_192;
 const GROUP_COMMANDS_MAX: usize = 2_048;
 /// The platform state is large (every trade of the day) and a snapshot stops
 /// the writer while it is written (seconds at this size), so snapshots are
-/// rare: a resumed run replays at most this many commands instead.
+/// rare: a resumed run replays at least this many commands instead...
 const SNAPSHOT_EVERY_COMMANDS: u64 = 10_000_000;
+/// ...and as the state grows, more: a snapshot waits until the log since the
+/// last one is half its size, so snapshots cost at most twice the log (at
+/// full scale the state is gigabytes, the log about 50 bytes a command).
+const SNAPSHOT_LOG_PERCENT: u64 = 50;
 /// Transfers older than this (clock time) leave memory for the history file.
 /// A cache size only (the platform makes transfer ids from the command's
 /// time, so none is retried later), but longer than the ticks after the
@@ -166,6 +170,7 @@ struct Driver {
 pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress) -> anyhow::Result<RunOutput> {
     let journal_options = Options {
         snapshot_every_records: SNAPSHOT_EVERY_COMMANDS,
+        snapshot_log_percent: SNAPSHOT_LOG_PERCENT,
         queue_batches_max: QUEUE_COMMANDS_MAX,
         group_batches_max: GROUP_COMMANDS_MAX,
         ledger: LedgerConfig { id_horizon_ns: Some(MEMORY_HORIZON_NANOS) },
