@@ -17,12 +17,14 @@ pub mod accounts;
 mod archive;
 pub mod calendar;
 pub mod command;
+mod due_queue;
 pub mod fees;
 pub mod fund;
 pub mod loans;
 pub mod marketing;
 pub mod platform;
 mod trade_actions;
+mod trade_directory;
 pub mod trades;
 
 pub use command::{

@@ -128,9 +128,9 @@ pub(crate) struct State {
     /// command that brought them back or changed them (then they go to the
     /// archive, see `TradeStatus::rests_in_archive`).
     pub(crate) trades: BTreeMap<u64, std::sync::Arc<Trade>>,
-    /// Trades that rest in the archive (see `TradeStatus::rests_in_archive`):
-    /// where each is.
-    pub(crate) archived_trades: BTreeMap<u64, u64>,
+    /// Every trade, and where those that rest in the archive are (see
+    /// `TradeStatus::rests_in_archive`).
+    pub(crate) trade_directory: crate::trade_directory::TradeDirectory,
     /// The `out_trade_no` index: (the merchant's reference hashed, see
     /// `reference_key`; trade number). Eight bytes of key a trade instead of
     /// the text: a lookup compares the trades it finds with the reference.
@@ -140,7 +140,7 @@ pub(crate) struct State {
     pub(crate) trades_due: BTreeSet<(u64, u64)>,
     /// (when, trade): auto-confirmation of shipped trades parked in the
     /// archive; a tick brings those due back (`Platform::bring_back_trades`).
-    pub(crate) parked_due: BTreeSet<(u64, u64)>,
+    pub(crate) parked_due: crate::due_queue::DueQueue,
     /// Events live in the archive; each party's newest one is here and
     /// each archived event points to the party's one before it.
     pub(crate) last_event_of: BTreeMap<u64, u64>,
@@ -229,7 +229,7 @@ impl Platform {
     pub fn next_due(&self) -> Option<u64> {
         let withdrawal = self.state.withdrawals_due.first().map(|&(at, _)| at);
         let trade = self.state.trades_due.first().map(|&(at, _)| at);
-        let parked = self.state.parked_due.first().map(|&(at, _)| at);
+        let parked = self.state.parked_due.first_due();
         let marketing = self.state.marketing_due.first().map(|&(at, _)| at);
         withdrawal.into_iter().chain(trade).chain(parked).chain(marketing).min()
     }

@@ -66,7 +66,7 @@ impl Platform {
     /// Trades in memory (unpaid or waiting to ship) and in the archive
     /// (shipped and waiting for the buyer, settled or closed).
     pub fn trade_counts(&self) -> (usize, usize) {
-        (self.state.trades.len(), self.state.archived_trades.len())
+        (self.state.trades.len(), self.state.trade_directory.archived_len())
     }
 
     /// The trade with this number, live or archived.
@@ -74,8 +74,8 @@ impl Platform {
         if let Some(trade) = self.state.trades.get(&number) {
             return Ok(Some(Trade::clone(trade)));
         }
-        match self.state.archived_trades.get(&number) {
-            Some(&offset) => self.archived_trade_at(archive, offset).map(Some),
+        match self.state.trade_directory.archived_at(number) {
+            Some(offset) => self.archived_trade_at(archive, offset).map(Some),
             None => Ok(None),
         }
     }
@@ -109,18 +109,18 @@ impl Platform {
     pub fn trades_at_newest_first(&self, before: Option<u64>, max: usize) -> Vec<(u64, TradeAt)> {
         let upper = before.unwrap_or(u64::MAX);
         let mut live = self.state.trades.range(..upper).rev().peekable();
-        let mut archived = self.state.archived_trades.range(..upper).rev().peekable();
+        let mut archived = self.state.trade_directory.archived_newest_first(upper).peekable();
         let mut found = Vec::new();
         while found.len() < max {
             let take_live = match (live.peek(), archived.peek()) {
                 (None, None) => break,
-                (Some((live_number, _)), Some((archived_number, _))) => live_number > archived_number,
+                (Some((live_number, _)), Some((archived_number, _))) => *live_number > archived_number,
                 (live_next, _) => live_next.is_some(),
             };
             let next = if take_live {
                 live.next().map(|(&number, trade)| (number, TradeAt::Memory(Arc::clone(trade))))
             } else {
-                archived.next().map(|(&number, &offset)| (number, TradeAt::Archive(offset)))
+                archived.next().map(|(number, offset)| (number, TradeAt::Archive(offset)))
             };
             found.extend(next);
         }
@@ -161,8 +161,8 @@ impl Platform {
     ) -> Result<(), JournalError> {
         const CHUNK_TRADES: usize = 1 << 20;
         self.state.trades.values().for_each(|trade| visit(trade));
-        let mut archived = self.state.archived_trades.values().copied();
-        let mut offsets = Vec::with_capacity(CHUNK_TRADES.min(self.state.archived_trades.len()));
+        let mut archived = self.state.trade_directory.archived_offsets();
+        let mut offsets = Vec::with_capacity(CHUNK_TRADES.min(self.state.trade_directory.archived_len()));
         loop {
             offsets.clear();
             offsets.extend(archived.by_ref().take(CHUNK_TRADES));
@@ -202,9 +202,7 @@ impl Platform {
                 None
             }
             Action::Tick => {
-                let due: Vec<u64> =
-                    self.state.parked_due.range(..=(now, u64::MAX)).map(|&(_, number)| number).collect();
-                for number in due {
+                for number in self.state.parked_due.due_up_to(now) {
                     self.bring_back_trade(number, archive)?;
                 }
                 None
@@ -218,7 +216,7 @@ impl Platform {
     }
 
     fn bring_back_trade(&mut self, number: u64, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
-        let Some(&offset) = self.state.archived_trades.get(&number) else { return Ok(()) };
+        let Some(offset) = self.state.trade_directory.archived_at(number) else { return Ok(()) };
         let trade = self.archived_trade_at(archive, offset)?;
         self.restore_archived_trade(trade, offset);
         Ok(())
@@ -233,7 +231,7 @@ impl Platform {
     pub(crate) fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
         match self.state.trades.get(&number) {
             Some(trade) => Ok(Arc::clone(trade)),
-            None if self.state.archived_trades.contains_key(&number) => {
+            None if self.state.trade_directory.archived_at(number).is_some() => {
                 debug_assert!(false, "trade {number} was not brought back from the archive");
                 Err(conflict("the trade is in the archive"))
             }
@@ -255,9 +253,9 @@ impl Platform {
     /// command; a parked one's auto-confirmation goes back to the queue of
     /// live ones.
     fn restore_archived_trade(&mut self, trade: Trade, offset: u64) {
-        self.state.archived_trades.remove(&trade.number);
+        self.state.trade_directory.bring_back(trade.number);
         if let Some(due) = parked_due_of(&trade) {
-            self.state.parked_due.remove(&(due, trade.number));
+            self.state.parked_due.remove(due, trade.number);
             self.state.trades_due.insert((due, trade.number));
         }
         self.touched.restored.push((trade.number, offset));
@@ -304,9 +302,9 @@ impl Platform {
         let Some(trade) = self.state.trades.remove(&number) else { return };
         if let Some(due) = parked_due_of(&trade) {
             self.state.trades_due.remove(&(due, number));
-            self.state.parked_due.insert((due, number));
+            self.state.parked_due.insert(due, number);
         }
-        self.state.archived_trades.insert(number, offset);
+        self.state.trade_directory.archive(number, offset);
     }
 
     /// The event archived at `offset` (a delivery's).
@@ -432,6 +430,7 @@ impl Platform {
         };
         self.state.trade_numbers.insert((reference_key(new.merchant, &new.out_trade_no), number));
         self.state.trades_due.insert((expire_at, number));
+        self.state.trade_directory.add_live(number);
         self.state.trades.insert(number, Arc::new(trade.clone()));
         self.touched.changed.push(number);
         Outcome::TradeUpdated(Box::new(trade))

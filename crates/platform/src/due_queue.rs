@@ -1,0 +1,204 @@
+//! (when, trade) pairs in time order, for the auto-confirmation of shipped
+//! trades parked in the archive: after a Double Eleven, tens of millions.
+//! Trades ship in clock order and wait the same days, so nearly every pair
+//! comes after the last one: those are appended to sorted chunks (16 bytes
+//! a pair, where an ordered set spends ~32), the rare one that does not (a
+//! trade brought back and parked again) goes to a small ordered set. A
+//! removed pair is marked, not moved, and dropped when the front passes it.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// Pairs a chunk: growing the queue never copies more than one chunk.
+const CHUNK_PAIRS: usize = 1 << 16;
+/// Marks a removed pair in its trade number (numbers stay far below).
+const REMOVED: u64 = 1 << 63;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Pair {
+    due: u64,
+    /// The trade number, with [`REMOVED`] set once removed.
+    number: u64,
+}
+
+impl Pair {
+    fn key(self) -> (u64, u64) {
+        (self.due, self.number & !REMOVED)
+    }
+    fn is_removed(self) -> bool {
+        self.number & REMOVED != 0
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct DueQueue {
+    /// Sorted by key throughout; the first chunk from `head` on, the others whole.
+    chunks: VecDeque<Vec<Pair>>,
+    head: usize,
+    out_of_order: BTreeSet<(u64, u64)>,
+}
+
+impl DueQueue {
+    pub(crate) fn insert(&mut self, due: u64, number: u64) {
+        assert!(number < REMOVED, "trade number {number}");
+        let last = self.chunks.back().and_then(|chunk| chunk.last()).map(|pair| pair.key());
+        if last.is_some_and(|last| last >= (due, number)) {
+            self.out_of_order.insert((due, number));
+            return;
+        }
+        if self.chunks.back().is_none_or(|chunk| chunk.len() == CHUNK_PAIRS) {
+            self.chunks.push_back(Vec::with_capacity(CHUNK_PAIRS));
+        }
+        if let Some(chunk) = self.chunks.back_mut() {
+            chunk.push(Pair { due, number });
+        }
+    }
+
+    /// Removes the pair if it is here.
+    pub(crate) fn remove(&mut self, due: u64, number: u64) {
+        if self.out_of_order.remove(&(due, number)) {
+            return;
+        }
+        let key = (due, number);
+        let chunk = self.chunks.partition_point(|chunk| chunk.first().is_some_and(|first| first.key() <= key));
+        let Some(chunk) = chunk.checked_sub(1) else { return };
+        let head = if chunk == 0 { self.head } else { 0 };
+        let Some(pairs) = self.chunks.get_mut(chunk) else { return };
+        if let Ok(at) = pairs[head..].binary_search_by_key(&key, |pair| pair.key()) {
+            pairs[head + at].number |= REMOVED;
+        }
+        self.drop_removed_front();
+    }
+
+    fn drop_removed_front(&mut self) {
+        while let Some(first) = self.chunks.front() {
+            match first.get(self.head) {
+                Some(pair) if pair.is_removed() => self.head += 1,
+                Some(_) => return,
+                None => {
+                    self.chunks.pop_front();
+                    self.head = 0;
+                }
+            }
+        }
+    }
+
+    /// The earliest due time.
+    pub(crate) fn first_due(&self) -> Option<u64> {
+        let sorted = self.chunks.front().and_then(|chunk| chunk.get(self.head)).map(|pair| pair.due);
+        let other = self.out_of_order.first().map(|&(due, _)| due);
+        sorted.into_iter().chain(other).min()
+    }
+
+    /// The trades due at or before `now`, in (due, number) order; they stay
+    /// until removed.
+    pub(crate) fn due_up_to(&self, now: u64) -> Vec<u64> {
+        let mut sorted = self
+            .chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(at, chunk)| chunk[if at == 0 { self.head } else { 0 }..].iter())
+            .take_while(|pair| pair.due <= now)
+            .filter(|pair| !pair.is_removed())
+            .map(|pair| pair.key())
+            .peekable();
+        let mut other = self.out_of_order.range(..=(now, u64::MAX)).copied().peekable();
+        let mut due = Vec::new();
+        loop {
+            let next = match (sorted.peek(), other.peek()) {
+                (Some(a), Some(b)) if a <= b => sorted.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => other.next(),
+                (Some(_), None) => sorted.next(),
+                (None, None) => return due,
+            };
+            due.extend(next.map(|(_, number)| number));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Insert(u64, u64),
+        /// Remove the nth pair inserted (if still there).
+        Remove(usize),
+        /// Take what is due by this time out, as a tick does.
+        Tick(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0..500u64, 1..50u64).prop_map(|(due, number)| Step::Insert(due, number)),
+            2 => any::<usize>().prop_map(Step::Remove),
+            1 => (0..500u64).prop_map(Step::Tick),
+        ]
+    }
+
+    proptest! {
+        /// The queue answers as an ordered set of pairs does, whatever the
+        /// order of inserts (mostly increasing, as in a day, or not).
+        #[test]
+        fn it_agrees_with_an_ordered_set(steps in proptest::collection::vec(step(), 0..300), rising in any::<bool>()) {
+            let mut queue = DueQueue::default();
+            let mut model = BTreeSet::new();
+            let mut inserted = Vec::new();
+            let mut clock = 0;
+            for step in steps {
+                match step {
+                    Step::Insert(due, number) => {
+                        let due = if rising { clock += due % 7; clock } else { due };
+                        if model.insert((due, number)) {
+                            queue.insert(due, number);
+                            inserted.push((due, number));
+                        }
+                    }
+                    Step::Remove(nth) if !inserted.is_empty() => {
+                        let (due, number) = inserted[nth % inserted.len()];
+                        model.remove(&(due, number));
+                        queue.remove(due, number);
+                    }
+                    Step::Remove(_) => {}
+                    Step::Tick(now) => {
+                        let expected: Vec<u64> = model.range(..=(now, u64::MAX)).map(|&(_, n)| n).collect();
+                        prop_assert_eq!(queue.due_up_to(now), expected);
+                        let due: Vec<_> = model.range(..=(now, u64::MAX)).copied().collect();
+                        for (due, number) in due {
+                            model.remove(&(due, number));
+                            queue.remove(due, number);
+                        }
+                    }
+                }
+                prop_assert_eq!(queue.first_due(), model.first().map(|&(due, _)| due));
+            }
+            prop_assert_eq!(queue.due_up_to(u64::MAX), model.iter().map(|&(_, n)| n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_day_of_pairs_in_order_fills_chunks_and_empties_them() {
+        let mut queue = DueQueue::default();
+        let count = CHUNK_PAIRS as u64 * 2 + 5;
+        for number in 1..=count {
+            queue.insert(number / 3, number);
+        }
+        assert_eq!(queue.chunks.len(), 3);
+        assert!(queue.out_of_order.is_empty(), "in order: none beside the chunks");
+        queue.insert(0, count + 1);
+        assert_eq!(queue.out_of_order.len(), 1, "behind the last: beside them");
+        for number in 1..=count {
+            queue.remove(number / 3, number);
+        }
+        assert!(queue.chunks.is_empty(), "removed from the front: dropped");
+        assert_eq!(queue.due_up_to(u64::MAX), vec![count + 1]);
+        let bytes = postcard::to_allocvec(&queue).unwrap();
+        assert_eq!(postcard::from_bytes::<DueQueue>(&bytes).unwrap(), queue);
+    }
+}
