@@ -20,11 +20,12 @@
 //! fills; readers find them there. Reading a record decompresses its frame
 //! (a few recently read frames are kept).
 //!
-//! Like the history file, both files are written (not synced) after each
-//! command group and synced before a snapshot, which first closes the tail
-//! into a frame: a snapshot's archive length is always a frame's end. At
-//! start the files are cut back to that frame and the log replay appends
-//! the rest again.
+//! The journal writer hands each frame's records to a compressor thread,
+//! which compresses and writes them (not synced: the log holds every
+//! command) in order; a snapshot first closes the tail into a frame and
+//! waits until every frame is written and synced, so a snapshot's archive
+//! length is always a frame's end. At start the files are cut back to that
+//! frame and the log replay appends the rest again.
 //!
 //! [`StateMachine::archive_len`]: crate::StateMachine::archive_len
 
@@ -32,6 +33,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -53,13 +56,20 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 1 << 20;
 pub const FRAME_BYTES_DEFAULT: usize = 4 << 10;
 const FRAME_HEADER_BYTES: u64 = 12;
 const INDEX_ENTRY_BYTES: u64 = 16;
-/// Fast: the writer thread compresses, and the ratio hardly improves above it.
+/// Fast (the compressor must keep up with the writer), and the ratio hardly
+/// improves above it.
 const COMPRESSION_LEVEL: i32 = 1;
 /// Decompressed frames kept for reads (settling parked trades reads them
 /// in order; 256 KB).
 const CACHED_FRAMES: usize = 64;
-/// The buffers are written out past this size (a command can archive much).
-const BUFFER_BYTES_MAX: usize = 8 << 20;
+/// The compressor writes its buffer when no frame waits, or past this size
+/// (until then readers find the records in the tail); it keeps at most
+/// `BUFFER_BYTES_MAX`.
+const WRITE_BYTES: usize = 64 << 10;
+const BUFFER_BYTES_MAX: usize = 1 << 20;
+/// Frames handed to the compressor and not yet compressed; the writer waits
+/// beyond (4 MB of records at the default frame size).
+const FRAMES_QUEUED_MAX: usize = 1024;
 const LOST: &str = "archive file is shorter than the snapshot says (records lost)";
 
 /// Frames `payload` as one archive record at the end of `out`; returns the
@@ -97,19 +107,37 @@ impl ArchiveSource for NoArchive {
 }
 
 pub(crate) struct Archive {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    /// The offset up to which records were handed to the compressor.
+    handed_end: u64,
+    frame_bytes: usize,
+    to_compressor: Option<SyncSender<ToCompressor>>,
+    compressor: Option<JoinHandle<()>>,
+}
+
+enum ToCompressor {
+    /// Whole records from offset `start`: one frame.
+    Frame { start: u64, records: Vec<u8> },
+    /// Write and sync every frame handed over before it, then answer.
+    Sync(SyncSender<Result<(), JournalError>>),
+}
+
+/// Compresses and writes frames on a thread of its own (zstd would take a
+/// tenth of the journal writer's time), in the order they were handed over.
+struct Compressor {
     log: AppendFile,
     index: AppendFile,
     shared: Arc<Shared>,
+    context: zstd::bulk::Compressor<'static>,
     /// Frames encoded into the buffers, not yet written: (first record's
     /// offset, where the frame starts).
     unwritten: Vec<(u64, u64)>,
     /// The offset up to which records are in frames (written or not).
     framed_end: u64,
-    frame_bytes: usize,
-    compressor: zstd::bulk::Compressor<'static>,
 }
 
-/// What readers on any thread share with the writer.
+/// What readers on any thread share with the writer and the compressor.
 struct Shared {
     path: PathBuf,
     file: File,
@@ -118,6 +146,8 @@ struct Shared {
     cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
     /// Kept: making a decompression context costs as much as using it.
     decompressor: Mutex<zstd::bulk::Decompressor<'static>>,
+    /// Why the compressor stopped, if it did: the writer stops too.
+    failure: Mutex<Option<String>>,
 }
 
 /// The frames written to the file.
@@ -189,26 +219,33 @@ impl Archive {
         let log = AppendFile::open(directory, FILE_NAME, file_end, LOST)?;
         let (path, file) = log.reader()?;
         let frames = Frames { starts: entries[..kept].to_vec(), records_end: length, file_end };
-        let shared = Shared {
-            path,
+        let shared = Arc::new(Shared {
+            path: path.clone(),
             file,
             frames: RwLock::new(frames),
             tail: RwLock::new(Tail { start: length, bytes: Vec::new() }),
             cache: Mutex::new(Vec::with_capacity(CACHED_FRAMES)),
             decompressor: Mutex::new(
-                zstd::bulk::Decompressor::new().map_err(|source| io_error("start decompressing", &log.path, source))?,
+                zstd::bulk::Decompressor::new().map_err(|source| io_error("start decompressing", &path, source))?,
             ),
-        };
-        let compressor = zstd::bulk::Compressor::new(COMPRESSION_LEVEL)
-            .map_err(|source| io_error("start compressing", &log.path, source))?;
+            failure: Mutex::new(None),
+        });
+        let context = zstd::bulk::Compressor::new(COMPRESSION_LEVEL)
+            .map_err(|source| io_error("start compressing", &path, source))?;
+        let compressor =
+            Compressor { log, index, shared: Arc::clone(&shared), context, unwritten: Vec::new(), framed_end: length };
+        let (to_compressor, frames) = mpsc::sync_channel(FRAMES_QUEUED_MAX);
+        let thread = std::thread::Builder::new()
+            .name("archive-compressor".to_string())
+            .spawn(move || compressor.run(&frames))
+            .map_err(|source| io_error("start the compressor of", &path, source))?;
         Ok(Archive {
-            log,
-            index,
-            shared: Arc::new(shared),
-            unwritten: Vec::new(),
-            framed_end: length,
+            shared,
+            path,
+            handed_end: length,
             frame_bytes: frame_bytes.max(1),
-            compressor,
+            to_compressor: Some(to_compressor),
+            compressor: Some(thread),
         })
     }
 
@@ -224,54 +261,166 @@ impl Archive {
         if have != expected {
             return Err(JournalError::Failed(format!(
                 "archive out of step: the machine counts {expected} bytes, {} holds {have}",
-                self.log.path.display()
+                self.path.display()
             )));
         }
-        self.close_frames(false)?;
-        if self.log.buffer.len() >= BUFFER_BYTES_MAX {
-            self.write()?;
+        self.hand_over(false)
+    }
+
+    /// Hands the tail's records not yet handed over to the compressor in
+    /// frames of about `frame_bytes` (`all`: the last one shorter, so that
+    /// no record is left out).
+    fn hand_over(&mut self, all: bool) -> Result<(), JournalError> {
+        let mut frames = Vec::new();
+        {
+            let tail = self.shared.tail.read();
+            let mut from = usize::try_from(self.handed_end - tail.start).unwrap_or(usize::MAX);
+            loop {
+                let records = &tail.bytes[from..];
+                // Whole records only: cut at the first record end past the frame size.
+                let mut cut = 0;
+                while cut < records.len() && cut < self.frame_bytes {
+                    let length = records.get(cut..cut + 4).map_or(0, le_u32) as usize;
+                    cut += RECORD_HEADER_BYTES as usize + length;
+                }
+                let cut = cut.min(records.len());
+                if cut == 0 || (cut < self.frame_bytes && !all) {
+                    break;
+                }
+                frames.push(ToCompressor::Frame { start: self.handed_end, records: records[..cut].to_vec() });
+                self.handed_end += cut as u64;
+                from += cut;
+            }
         }
+        // Not under the tail's lock: the compressor takes it to let records go.
+        for frame in frames {
+            self.send(frame)?;
+        }
+        self.check()
+    }
+
+    fn send(&self, message: ToCompressor) -> Result<(), JournalError> {
+        let sent = self.to_compressor.as_ref().is_some_and(|to| to.send(message).is_ok());
+        if sent { Ok(()) } else { Err(self.check().err().unwrap_or_else(|| self.stopped())) }
+    }
+
+    fn stopped(&self) -> JournalError {
+        JournalError::Failed(format!("the compressor of {} stopped", self.path.display()))
+    }
+
+    /// Fails once the compressor has (it cannot write the file).
+    fn check(&self) -> Result<(), JournalError> {
+        match &*self.shared.failure.lock() {
+            Some(reason) => Err(JournalError::Failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// After each command group: the compressor writes on its own, so this
+    /// only reports whether it still can.
+    pub fn write(&mut self) -> Result<(), JournalError> {
+        self.check()
+    }
+
+    /// Closes the tail into a frame and waits until every frame is written
+    /// and synced (before a snapshot).
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.hand_over(true)?;
+        let (answer, synced) = mpsc::sync_channel(1);
+        self.send(ToCompressor::Sync(answer))?;
+        synced.recv().map_err(|_| self.stopped())??;
+        assert_eq!(self.length(), self.handed_end, "a sync writes every record handed over");
         Ok(())
     }
 
-    /// Compresses the tail's records into frames of about `frame_bytes`
-    /// (`all`: the last one shorter, so that no record is left out).
-    fn close_frames(&mut self, all: bool) -> Result<(), JournalError> {
-        let tail = self.shared.tail.read();
-        let mut from = usize::try_from(self.framed_end - tail.start).unwrap_or(usize::MAX);
-        loop {
-            let records = &tail.bytes[from..];
-            // Whole records only: cut at the first record end past the frame size.
-            let mut cut = 0;
-            while cut < records.len() && cut < self.frame_bytes {
-                let length = records.get(cut..cut + 4).map_or(0, le_u32) as usize;
-                cut += RECORD_HEADER_BYTES as usize + length;
-            }
-            let cut = cut.min(records.len());
-            if cut == 0 || (cut < self.frame_bytes && !all) {
-                return Ok(());
-            }
-            let stored = self
-                .compressor
-                .compress(&records[..cut])
-                .map_err(|source| io_error("compress a frame of", &self.log.path, source))?;
-            let file_start = self.log.length() + self.log.buffer.len() as u64;
-            let buffer = &mut self.log.buffer;
-            buffer.extend_from_slice(&(cut as u32).to_le_bytes());
-            buffer.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-            buffer.extend_from_slice(&crc32c::crc32c(&stored).to_le_bytes());
-            buffer.extend_from_slice(&stored);
-            self.index.buffer.extend_from_slice(&self.framed_end.to_le_bytes());
-            self.index.buffer.extend_from_slice(&file_start.to_le_bytes());
-            self.unwritten.push((self.framed_end, file_start));
-            self.framed_end += cut as u64;
-            from += cut;
+    /// Record bytes in written frames.
+    pub fn length(&self) -> u64 {
+        self.shared.frames.read().records_end
+    }
+
+    pub fn reader(&self) -> Result<ArchiveReader, JournalError> {
+        Ok(ArchiveReader { shared: Arc::clone(&self.shared) })
+    }
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        // The compressor finishes what it was handed (nothing is lost if it
+        // does not: the log holds every command) and stops.
+        drop(self.to_compressor.take());
+        if let Some(thread) = self.compressor.take() {
+            let _ = thread.join();
         }
+    }
+}
+
+impl Compressor {
+    fn run(mut self, frames: &Receiver<ToCompressor>) {
+        loop {
+            // Frames queue up while the writer is busy and are written
+            // together; when none wait, what is made is written at once.
+            let message = match frames.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    self.write_or_fail();
+                    match frames.recv() {
+                        Ok(message) => message,
+                        Err(_) => return,
+                    }
+                }
+            };
+            let failed = self.shared.failure.lock().clone();
+            match (message, failed) {
+                (ToCompressor::Frame { start, records }, None) => match self.frame(start, &records) {
+                    Ok(()) if self.log.buffer.len() >= WRITE_BYTES => self.write_or_fail(),
+                    Ok(()) => {}
+                    Err(error) => *self.shared.failure.lock() = Some(error.to_string()),
+                },
+                (ToCompressor::Frame { .. }, Some(_)) => {}
+                (ToCompressor::Sync(answer), failed) => {
+                    let synced = match failed {
+                        Some(reason) => Err(JournalError::Failed(reason)),
+                        None => self.write().and_then(|()| self.log.sync()).and_then(|()| self.index.sync()),
+                    };
+                    if let Err(error) = &synced {
+                        self.shared.failure.lock().get_or_insert_with(|| error.to_string());
+                    }
+                    let _ = answer.send(synced);
+                }
+            }
+        }
+    }
+
+    fn write_or_fail(&mut self) {
+        if self.shared.failure.lock().is_some() {
+            return;
+        }
+        if let Err(error) = self.write() {
+            *self.shared.failure.lock() = Some(error.to_string());
+        }
+    }
+
+    fn frame(&mut self, start: u64, records: &[u8]) -> Result<(), JournalError> {
+        assert_eq!(start, self.framed_end, "archive frames in order");
+        let stored =
+            self.context.compress(records).map_err(|source| io_error("compress a frame of", &self.log.path, source))?;
+        let file_start = self.log.length() + self.log.buffer.len() as u64;
+        let buffer = &mut self.log.buffer;
+        buffer.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        buffer.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        buffer.extend_from_slice(&crc32c::crc32c(&stored).to_le_bytes());
+        buffer.extend_from_slice(&stored);
+        self.index.buffer.extend_from_slice(&start.to_le_bytes());
+        self.index.buffer.extend_from_slice(&file_start.to_le_bytes());
+        self.unwritten.push((start, file_start));
+        self.framed_end += records.len() as u64;
+        Ok(())
     }
 
     /// Writes the frames made so far; readers find their records in the
     /// file from then on, and the tail lets them go.
-    pub fn write(&mut self) -> Result<(), JournalError> {
+    fn write(&mut self) -> Result<(), JournalError> {
         if self.unwritten.is_empty() {
             return Ok(());
         }
@@ -290,23 +439,6 @@ impl Archive {
         tail.bytes.drain(..framed);
         tail.start = self.framed_end;
         Ok(())
-    }
-
-    /// Closes the tail into a frame, writes and syncs (before a snapshot).
-    pub fn sync(&mut self) -> Result<(), JournalError> {
-        self.close_frames(true)?;
-        self.write()?;
-        self.log.sync()?;
-        self.index.sync()
-    }
-
-    /// Record bytes in written frames.
-    pub fn length(&self) -> u64 {
-        self.shared.frames.read().records_end
-    }
-
-    pub fn reader(&self) -> Result<ArchiveReader, JournalError> {
-        Ok(ArchiveReader { shared: Arc::clone(&self.shared) })
     }
 }
 

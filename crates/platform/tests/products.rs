@@ -496,7 +496,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
 fn an_unreadable_archive_record_stops_the_writer_and_a_restart_rebuilds_it() {
     use platform::{PaySource, TradeMode, TradeStatus};
     let directory = tempfile::tempdir().unwrap();
-    // A frame a record: each is in the file once its command group is written.
+    // A frame a record: each is in the file soon after its command.
     let options = Options { snapshot_every_records: 1_000, archive_frame_bytes: 1, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(directory.path(), options.clone()).unwrap();
     let mut submit = submitter(&store);
@@ -507,10 +507,16 @@ fn an_unreadable_archive_record_stops_the_writer_and_a_restart_rebuilds_it() {
     submit(Action::ShipTrade { trade: escrow.number, merchant: shop });
     drop(submit);
 
-    // Damage every byte the archive holds so far (the shipped trade's record among them).
+    // Damage every byte the archive holds so far (the shipped trade's record
+    // among them), once the compressor has written it all.
     let archive = directory.path().join("archive.log");
+    let records = store.read(|p| p.archive_len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while archived_records(directory.path()) < records {
+        assert!(std::time::Instant::now() < deadline, "the compressor wrote {records} bytes of records");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let length = std::fs::metadata(&archive).unwrap().len();
-    assert!(length > 0);
     std::fs::OpenOptions::new().write(true).open(&archive).unwrap().write_all(&vec![0xA5; length as usize]).unwrap();
     let confirm = Action::ConfirmTrade { trade: escrow.number, buyer };
     let command = |action| Command { now: START + 100 * SECOND, idempotency: None, action };
@@ -527,6 +533,18 @@ fn an_unreadable_archive_record_stops_the_writer_and_a_restart_rebuilds_it() {
     let again = store.submit(command(confirm)).unwrap();
     assert!(matches!(again, Outcome::Rejected(Rejection::Conflict(_))), "{again:?}");
     assert!(store.read(|p| p.ledger().check_conservation().is_ok()));
+}
+
+/// Record bytes in the archive's written frames: where its last frame
+/// (by `archive.idx`) ends.
+fn archived_records(directory: &std::path::Path) -> u64 {
+    let index = std::fs::read(directory.join("archive.idx")).unwrap_or_default();
+    let Some(last) = index.len().checked_sub(16).map(|at| &index[at..at + 16]) else { return 0 };
+    let records_start = u64::from_le_bytes(last[..8].try_into().unwrap());
+    let file_start = u64::from_le_bytes(last[8..].try_into().unwrap());
+    let log = std::fs::read(directory.join("archive.log")).unwrap_or_default();
+    let Some(header) = log.get(file_start as usize..file_start as usize + 4) else { return 0 };
+    records_start + u64::from(u32::from_le_bytes(header.try_into().unwrap()))
 }
 
 /// Every refund is kept in its trade (and in each event and archive record
