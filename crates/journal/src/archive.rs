@@ -67,9 +67,12 @@ const CACHED_FRAMES: usize = 64;
 /// `BUFFER_BYTES_MAX`.
 const WRITE_BYTES: usize = 64 << 10;
 const BUFFER_BYTES_MAX: usize = 1 << 20;
-/// Frames handed to the compressor and not yet compressed; the writer waits
-/// beyond (4 MB of records at the default frame size).
-const FRAMES_QUEUED_MAX: usize = 1024;
+/// Hand-overs (a group's frames each) not yet taken by the compressor; the
+/// writer waits beyond.
+const HAND_OVERS_QUEUED_MAX: usize = 64;
+/// Records not yet handed over are handed over past this size even within
+/// a group (a replay collects a whole log before it writes).
+const HAND_OVER_BYTES_MAX: u64 = 1 << 20;
 const LOST: &str = "archive file is shorter than the snapshot says (records lost)";
 
 /// Frames `payload` as one archive record at the end of `out`; returns the
@@ -117,8 +120,8 @@ pub(crate) struct Archive {
 }
 
 enum ToCompressor {
-    /// Whole records from offset `start`: one frame.
-    Frame { start: u64, records: Vec<u8> },
+    /// Whole records from offset `start`, one frame each `frames` bytes.
+    Frames { start: u64, records: Vec<u8>, frames: Vec<usize> },
     /// Write and sync every frame handed over before it, then answer.
     Sync(SyncSender<Result<(), JournalError>>),
 }
@@ -234,10 +237,10 @@ impl Archive {
             .map_err(|source| io_error("start compressing", &path, source))?;
         let compressor =
             Compressor { log, index, shared: Arc::clone(&shared), context, unwritten: Vec::new(), framed_end: length };
-        let (to_compressor, frames) = mpsc::sync_channel(FRAMES_QUEUED_MAX);
+        let (to_compressor, inbox) = mpsc::sync_channel(HAND_OVERS_QUEUED_MAX);
         let thread = std::thread::Builder::new()
             .name("archive-compressor".to_string())
-            .spawn(move || compressor.run(&frames))
+            .spawn(move || compressor.run(&inbox))
             .map_err(|source| io_error("start the compressor of", &path, source))?;
         Ok(Archive {
             shared,
@@ -264,17 +267,20 @@ impl Archive {
                 self.path.display()
             )));
         }
-        self.hand_over(false)
+        // Once a group, but a replay or a huge command would fill memory.
+        if have - self.handed_end >= HAND_OVER_BYTES_MAX { self.hand_over(false) } else { Ok(()) }
     }
 
-    /// Hands the tail's records not yet handed over to the compressor in
-    /// frames of about `frame_bytes` (`all`: the last one shorter, so that
-    /// no record is left out).
+    /// Hands the tail's records not yet handed over to the compressor, cut
+    /// into frames of about `frame_bytes` (`all`: the last one shorter, so
+    /// that no record is left out), as one message: one wake-up a group.
     fn hand_over(&mut self, all: bool) -> Result<(), JournalError> {
+        let start = self.handed_end;
         let mut frames = Vec::new();
-        {
+        let records = {
             let tail = self.shared.tail.read();
-            let mut from = usize::try_from(self.handed_end - tail.start).unwrap_or(usize::MAX);
+            let first = usize::try_from(self.handed_end - tail.start).unwrap_or(usize::MAX);
+            let mut from = first;
             loop {
                 let records = &tail.bytes[from..];
                 // Whole records only: cut at the first record end past the frame size.
@@ -287,14 +293,15 @@ impl Archive {
                 if cut == 0 || (cut < self.frame_bytes && !all) {
                     break;
                 }
-                frames.push(ToCompressor::Frame { start: self.handed_end, records: records[..cut].to_vec() });
+                frames.push(cut);
                 self.handed_end += cut as u64;
                 from += cut;
             }
-        }
+            tail.bytes[first..from].to_vec()
+        };
         // Not under the tail's lock: the compressor takes it to let records go.
-        for frame in frames {
-            self.send(frame)?;
+        if !frames.is_empty() {
+            self.send(ToCompressor::Frames { start, records, frames })?;
         }
         self.check()
     }
@@ -316,10 +323,10 @@ impl Archive {
         }
     }
 
-    /// After each command group: the compressor writes on its own, so this
-    /// only reports whether it still can.
+    /// After each command group: hands the whole frames made to the
+    /// compressor, which writes them on its own.
     pub fn write(&mut self) -> Result<(), JournalError> {
-        self.check()
+        self.hand_over(false)
     }
 
     /// Closes the tail into a frame and waits until every frame is written
@@ -355,16 +362,16 @@ impl Drop for Archive {
 }
 
 impl Compressor {
-    fn run(mut self, frames: &Receiver<ToCompressor>) {
+    fn run(mut self, inbox: &Receiver<ToCompressor>) {
         loop {
             // Frames queue up while the writer is busy and are written
             // together; when none wait, what is made is written at once.
-            let message = match frames.try_recv() {
+            let message = match inbox.try_recv() {
                 Ok(message) => message,
                 Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => {
                     self.write_or_fail();
-                    match frames.recv() {
+                    match inbox.recv() {
                         Ok(message) => message,
                         Err(_) => return,
                     }
@@ -372,12 +379,22 @@ impl Compressor {
             };
             let failed = self.shared.failure.lock().clone();
             match (message, failed) {
-                (ToCompressor::Frame { start, records }, None) => match self.frame(start, &records) {
-                    Ok(()) if self.log.buffer.len() >= WRITE_BYTES => self.write_or_fail(),
-                    Ok(()) => {}
-                    Err(error) => *self.shared.failure.lock() = Some(error.to_string()),
-                },
-                (ToCompressor::Frame { .. }, Some(_)) => {}
+                (ToCompressor::Frames { start, records, frames }, None) => {
+                    let mut at = 0;
+                    for length in frames {
+                        let framed = match records.get(at..at + length) {
+                            Some(frame) => self.frame(start + at as u64, frame),
+                            None => Err(JournalError::Failed("archive frames past the records handed over".into())),
+                        };
+                        at += length;
+                        match framed {
+                            Ok(()) if self.log.buffer.len() >= WRITE_BYTES => self.write_or_fail(),
+                            Ok(()) => {}
+                            Err(error) => *self.shared.failure.lock() = Some(error.to_string()),
+                        }
+                    }
+                }
+                (ToCompressor::Frames { .. }, Some(_)) => {}
                 (ToCompressor::Sync(answer), failed) => {
                     let synced = match failed {
                         Some(reason) => Err(JournalError::Failed(reason)),
