@@ -168,7 +168,12 @@ struct Driver {
 }
 
 pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress) -> anyhow::Result<RunOutput> {
+    let plan = workload.plan();
     let journal_options = Options {
+        // Every party's wallet and, at most, every buyer's Yu'e Bao holding:
+        // reserved at once, so the accounts never grow by copying (untouched
+        // room costs address space, not memory).
+        accounts_capacity: (plan.merchants as usize + 2 * plan.buyers as usize).saturating_add(1_024),
         snapshot_every_records: SNAPSHOT_EVERY_COMMANDS,
         snapshot_log_percent: SNAPSHOT_LOG_PERCENT,
         queue_batches_max: QUEUE_COMMANDS_MAX,
@@ -179,7 +184,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     let (store, recovery) = Durable::<Platform>::open(options.data_dir, journal_options)
         .with_context(|| format!("open the data directory {}", options.data_dir.display()))?;
     let resume_after = recovery.last_sequence;
-    let plan = workload.plan().clone();
+    let plan = plan.clone();
     let mut driver = Driver {
         store,
         seed: options.seed,
