@@ -35,6 +35,9 @@ impl Pair {
 pub(crate) struct DueQueue {
     /// Sorted by key throughout; the first chunk from `head` on, the others whole.
     chunks: VecDeque<Vec<Pair>>,
+    /// Each chunk's first key, side by side: finding the chunk touches one
+    /// small array, not every chunk.
+    firsts: VecDeque<(u64, u64)>,
     head: usize,
     out_of_order: BTreeSet<(u64, u64)>,
 }
@@ -49,6 +52,7 @@ impl DueQueue {
         }
         if self.chunks.back().is_none_or(|chunk| chunk.len() == CHUNK_PAIRS) {
             self.chunks.push_back(Vec::with_capacity(CHUNK_PAIRS));
+            self.firsts.push_back((due, number));
         }
         if let Some(chunk) = self.chunks.back_mut() {
             chunk.push(Pair { due, number });
@@ -61,7 +65,7 @@ impl DueQueue {
             return;
         }
         let key = (due, number);
-        let chunk = self.chunks.partition_point(|chunk| chunk.first().is_some_and(|first| first.key() <= key));
+        let chunk = self.firsts.partition_point(|&first| first <= key);
         let Some(chunk) = chunk.checked_sub(1) else { return };
         let head = if chunk == 0 { self.head } else { 0 };
         let Some(pairs) = self.chunks.get_mut(chunk) else { return };
@@ -78,6 +82,7 @@ impl DueQueue {
                 Some(_) => return,
                 None => {
                     self.chunks.pop_front();
+                    self.firsts.pop_front();
                     self.head = 0;
                 }
             }

@@ -23,6 +23,9 @@ struct Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct TradeDirectory {
     chunks: Vec<Vec<Entry>>,
+    /// Each chunk's first number, side by side: finding the chunk touches
+    /// one small array, not every chunk.
+    firsts: Vec<u64>,
     archived: usize,
 }
 
@@ -33,23 +36,26 @@ impl TradeDirectory {
         assert!(last.is_none_or(|last| last.number < number), "trade {number} numbered out of order");
         if self.chunks.last().is_none_or(|chunk| chunk.len() == CHUNK_ENTRIES) {
             self.chunks.push(Vec::with_capacity(CHUNK_ENTRIES));
+            self.firsts.push(number);
         }
         if let Some(chunk) = self.chunks.last_mut() {
             chunk.push(Entry { number, offset: LIVE });
         }
     }
 
+    /// Where the trade's entry is: (chunk, index in it).
+    fn find(&self, number: u64) -> Option<(usize, usize)> {
+        let chunk = self.firsts.partition_point(|&first| first <= number).checked_sub(1)?;
+        let at = interpolation_search(self.chunks.get(chunk)?, number)?;
+        Some((chunk, at))
+    }
+
     fn entry(&self, number: u64) -> Option<&Entry> {
-        let chunk = self.chunks.partition_point(|chunk| chunk.first().is_some_and(|first| first.number <= number));
-        let chunk = self.chunks.get(chunk.checked_sub(1)?)?;
-        chunk.binary_search_by_key(&number, |entry| entry.number).ok().map(|at| &chunk[at])
+        self.find(number).map(|(chunk, at)| &self.chunks[chunk][at])
     }
 
     fn entry_mut(&mut self, number: u64) -> Option<&mut Entry> {
-        let chunk = self.chunks.partition_point(|chunk| chunk.first().is_some_and(|first| first.number <= number));
-        let chunk = self.chunks.get_mut(chunk.checked_sub(1)?)?;
-        let at = chunk.binary_search_by_key(&number, |entry| entry.number).ok()?;
-        Some(&mut chunk[at])
+        self.find(number).map(|(chunk, at)| &mut self.chunks[chunk][at])
     }
 
     /// Where the trade rests in the archive (`None`: live, or no such trade).
@@ -95,6 +101,38 @@ impl TradeDirectory {
     }
 }
 
+/// Where `number` is in `entries` (sorted by number). Numbers come from
+/// one counter the whole platform shares, so a chunk's are spread about
+/// evenly: a guess by proportion lands at or next to the entry, where a
+/// binary search would take 16 steps through a megabyte — the directory's
+/// lookups were 6% of the writer's time with it. A few guesses, then binary
+/// search, so uneven numbers cost no more than before.
+fn interpolation_search(entries: &[Entry], number: u64) -> Option<usize> {
+    const GUESSES: usize = 3;
+    let (mut low, mut high) = (0, entries.len().checked_sub(1)?);
+    for _ in 0..GUESSES {
+        let (low_number, high_number) = (entries[low].number, entries[high].number);
+        if number < low_number || number > high_number {
+            return None;
+        }
+        if high_number == low_number {
+            return (low_number == number).then_some(low);
+        }
+        let share = u128::from(number - low_number) * (high - low) as u128 / u128::from(high_number - low_number);
+        let guess = low + share as usize;
+        match entries[guess].number.cmp(&number) {
+            std::cmp::Ordering::Equal => return Some(guess),
+            std::cmp::Ordering::Less => low = guess + 1,
+            std::cmp::Ordering::Greater => high = guess.checked_sub(1)?,
+        }
+        if low > high {
+            return None;
+        }
+    }
+    let found = entries[low..=high].binary_search_by_key(&number, |entry| entry.number).ok()?;
+    Some(low + found)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
@@ -115,8 +153,10 @@ mod tests {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            (1..5u64).prop_map(Step::Add),
-            (any::<usize>(), 0..1_000_000u64).prop_map(|(n, o)| Step::Toggle(n, o))
+            // Mostly even gaps, with jumps: the search guesses by proportion.
+            4 => (1..5u64).prop_map(Step::Add),
+            1 => (1_000..1_000_000u64).prop_map(Step::Add),
+            4 => (any::<usize>(), 0..1_000_000u64).prop_map(|(n, o)| Step::Toggle(n, o)),
         ]
     }
 
