@@ -195,7 +195,9 @@ impl Archive {
         let kept = entries.partition_point(|&(records_start, _)| records_start < length);
         let path = directory.join(FILE_NAME);
         let lost = |offset| JournalError::Corrupt { path: path.clone(), offset, reason: LOST };
-        let in_order = entries[..kept].windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1);
+        // A frame has its header at least: entries closer are damage.
+        let in_order =
+            entries[..kept].windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 + FRAME_HEADER_BYTES <= pair[1].1);
         if !in_order || entries.first().is_some_and(|&first| first != (0, 0)) {
             return Err(JournalError::Corrupt { path: index_path, offset: 0, reason: "archive index out of order" });
         }
@@ -352,8 +354,9 @@ impl Archive {
 
 impl Drop for Archive {
     fn drop(&mut self) {
-        // The compressor finishes what it was handed (nothing is lost if it
-        // does not: the log holds every command) and stops.
+        // The compressor writes what it was handed (not synced: the log
+        // holds every command) and stops; the journal's directory lock is
+        // let go only after this.
         drop(self.to_compressor.take());
         if let Some(thread) = self.compressor.take() {
             let _ = thread.join();
@@ -368,12 +371,11 @@ impl Compressor {
             // together; when none wait, what is made is written at once.
             let message = match inbox.try_recv() {
                 Ok(message) => message,
-                Err(TryRecvError::Disconnected) => return,
-                Err(TryRecvError::Empty) => {
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
                     self.write_or_fail();
                     match inbox.recv() {
                         Ok(message) => message,
-                        Err(_) => return,
+                        Err(_) => return, // the archive was dropped, and all it handed over is written
                     }
                 }
             };
@@ -390,7 +392,11 @@ impl Compressor {
                         match framed {
                             Ok(()) if self.log.buffer.len() >= WRITE_BYTES => self.write_or_fail(),
                             Ok(()) => {}
-                            Err(error) => *self.shared.failure.lock() = Some(error.to_string()),
+                            Err(error) => {
+                                // The frames after it would not start where the file ends.
+                                *self.shared.failure.lock() = Some(error.to_string());
+                                break;
+                            }
                         }
                     }
                 }
@@ -522,7 +528,9 @@ impl Shared {
         let length = usize::try_from(frame.file_end - frame.file_start).unwrap_or(usize::MAX);
         let mut bytes = vec![0u8; length];
         self.file.read_exact_at(&mut bytes, frame.file_start).map_err(|source| io_error("read", &self.path, source))?;
-        let (header, stored) = bytes.split_at(FRAME_HEADER_BYTES as usize);
+        let Some((header, stored)) = bytes.split_at_checked(FRAME_HEADER_BYTES as usize) else {
+            return Err(corrupt("archive frame shorter than its header"));
+        };
         let records_length = usize::try_from(frame.records_end - frame.records_start).unwrap_or(usize::MAX);
         let whole = le_u32(&header[..4]) as usize == records_length && le_u32(&header[4..8]) as usize == stored.len();
         if !whole || crc32c::crc32c(stored) != le_u32(&header[8..12]) {

@@ -72,8 +72,6 @@ pub struct RecoveryReport {
 
 pub struct Journal<M: StateMachine> {
     directory: PathBuf,
-    /// Held for the journal's lifetime: the OS lock stops a second process.
-    _lock: File,
     active: ActiveSegment,
     history: History,
     archive: Archive,
@@ -86,6 +84,10 @@ pub struct Journal<M: StateMachine> {
     encoded: Vec<u8>,
     payload: Vec<u8>,
     machine: std::marker::PhantomData<fn() -> M>,
+    /// Held for the journal's lifetime: the OS lock stops a second process.
+    /// Last, so dropped last: the archive's compressor thread may still be
+    /// writing until the archive is dropped.
+    _lock: File,
 }
 
 const LOCK_FILE: &str = "LOCK";
@@ -335,7 +337,6 @@ fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
     Ok(listing)
 }
 
-/// The newest snapshot that reads back whole, or an empty ledger at 0.
 /// The size of the snapshot at `sequence` (0: none, or unreadable: the next
 /// snapshot is then due by the record count alone).
 fn snapshot_bytes(snapshots: &[(u64, PathBuf)], sequence: u64) -> u64 {
@@ -343,6 +344,7 @@ fn snapshot_bytes(snapshots: &[(u64, PathBuf)], sequence: u64) -> u64 {
     path.and_then(|path| fs::metadata(path).ok()).map_or(0, |metadata| metadata.len())
 }
 
+/// The newest snapshot that reads back whole, or an empty ledger at 0.
 fn load_newest_snapshot<M: StateMachine>(
     snapshots: &[(u64, PathBuf)],
     config: LedgerConfig,
