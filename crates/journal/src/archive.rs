@@ -394,7 +394,7 @@ impl Compressor {
                             Ok(()) => {}
                             Err(error) => {
                                 // The frames after it would not start where the file ends.
-                                *self.shared.failure.lock() = Some(error.to_string());
+                                self.fail(&error);
                                 break;
                             }
                         }
@@ -407,7 +407,7 @@ impl Compressor {
                         None => self.write().and_then(|()| self.log.sync()).and_then(|()| self.index.sync()),
                     };
                     if let Err(error) = &synced {
-                        self.shared.failure.lock().get_or_insert_with(|| error.to_string());
+                        self.fail(error);
                     }
                     let _ = answer.send(synced);
                 }
@@ -420,8 +420,13 @@ impl Compressor {
             return;
         }
         if let Err(error) = self.write() {
-            *self.shared.failure.lock() = Some(error.to_string());
+            self.fail(&error);
         }
+    }
+
+    /// Keeps the first failure for the writer to report; nothing more is written.
+    fn fail(&self, error: &JournalError) {
+        self.shared.failure.lock().get_or_insert_with(|| error.to_string());
     }
 
     fn frame(&mut self, start: u64, records: &[u8]) -> Result<(), JournalError> {

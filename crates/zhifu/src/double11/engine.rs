@@ -36,7 +36,7 @@ const QUEUE_COMMANDS_MAX: usize = 8_192;
 const GROUP_COMMANDS_MAX: usize = 2_048;
 /// The platform state is large (every trade of the day) and a snapshot stops
 /// the writer while it is written (seconds at this size), so snapshots are
-/// rare: a resumed run replays at least this many commands instead...
+/// rare: at least this many commands apart (a resumed run replays that many)...
 const SNAPSHOT_EVERY_COMMANDS: u64 = 10_000_000;
 /// ...and as the state grows, more: a snapshot waits until the log since the
 /// last one is half its size, so snapshots cost at most twice the log (at
