@@ -257,7 +257,7 @@ impl Platform {
                 app_public_key: None,
                 created_at: now,
             };
-            self.state.parties.insert(number, party);
+            self.state.parties.insert(number, Box::new(party));
             self.state.fund.holders.insert(number, HolderYield::default());
         }
         if !accounts_batch.is_empty() {

@@ -114,27 +114,31 @@ pub(crate) struct State {
     pub(crate) next_number: u64,
     /// Serial part of ledger transfer ids.
     pub(crate) next_transfer_serial: u64,
-    pub(crate) parties: BTreeMap<u64, Party>,
+    /// Boxed: numbers only grow, so the map's nodes stay half full, and a
+    /// half-empty slot of a pointer wastes less than one of a `Party`.
+    pub(crate) parties: BTreeMap<u64, Box<Party>>,
     pub(crate) keys: BTreeMap<[u8; 32], u64>,
     pub(crate) fee_schedules: BTreeMap<Product, FeeSchedule>,
     /// Free quota used, by (party, product, period: month index or 0 for life).
     pub(crate) quota_used: BTreeMap<(u64, Product, u32), u64>,
     pub(crate) withdrawals: BTreeMap<u64, Withdrawal>,
     pub(crate) withdrawals_due: BTreeSet<(u64, u64)>,
-    pub(crate) bank_statement: Vec<BankEntry>,
+    /// The bank's statement: where each day's lines are in the archive (a
+    /// Double Eleven's setup alone is millions of top-ups).
+    pub(crate) bank_statement: BTreeMap<Date, Vec<u64>>,
     pub(crate) idempotency: BTreeMap<(u64, String), IdempotencyRecord>,
     pub(crate) idempotency_expiry: BTreeSet<(u64, u64, String)>,
-    /// Live trades: unpaid and unshipped ones, and others only within the
+    /// Live trades: unpaid ones, and others only within the
     /// command that brought them back or changed them (then they go to the
     /// archive, see `TradeStatus::rests_in_archive`).
     pub(crate) trades: BTreeMap<u64, std::sync::Arc<Trade>>,
     /// Every trade, and where those that rest in the archive are (see
     /// `TradeStatus::rests_in_archive`).
     pub(crate) trade_directory: crate::trade_directory::TradeDirectory,
-    /// The `out_trade_no` index: (the merchant's reference hashed, see
-    /// `reference_key`; trade number). Eight bytes of key a trade instead of
-    /// the text: a lookup compares the trades it finds with the reference.
-    pub(crate) trade_numbers: BTreeSet<(u64, u64)>,
+    /// The `out_trade_no` index: the merchant's reference hashed (see
+    /// `reference_key`) → trade numbers; a lookup compares the trades it
+    /// finds with the reference.
+    pub(crate) trade_numbers: crate::reference_index::ReferenceIndex,
     /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
     /// of shipped ones (entries of trades no longer live are stale).
     pub(crate) trades_due: BTreeSet<(u64, u64)>,
@@ -185,13 +189,13 @@ pub struct Balance {
 
 impl Platform {
     pub fn party(&self, number: u64) -> Option<&Party> {
-        self.state.parties.get(&number)
+        self.state.parties.get(&number).map(|party| &**party)
     }
 
     /// The party an API key (by its SHA-256) belongs to.
     pub fn party_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<&Party> {
         let number = self.state.keys.get(key_hash)?;
-        self.state.parties.get(number)
+        self.state.parties.get(number).map(|party| &**party)
     }
 
     pub fn balance(&self, number: u64) -> Option<Balance> {
@@ -220,9 +224,22 @@ impl Platform {
         self.state.fee_schedules.get(&product).copied().unwrap_or(FeeSchedule::FREE)
     }
 
+    /// Where the bank's statement lines of one business day are in the
+    /// archive, in the order they were made (read each with
+    /// [`crate::read_archived_bank_entry`], with no lock on the state).
+    pub fn bank_statement_at(&self, date: Date) -> Vec<u64> {
+        self.state.bank_statement.get(&date).cloned().unwrap_or_default()
+    }
+
     /// The bank's statement lines of one business day.
-    pub fn bank_statement(&self, date: Date) -> Vec<BankEntry> {
-        self.state.bank_statement.iter().filter(|entry| entry.date == date).cloned().collect()
+    pub fn bank_statement(&self, archive: &dyn ArchiveSource, date: Date) -> Result<Vec<BankEntry>, JournalError> {
+        let offsets = self.state.bank_statement.get(&date).map_or(&[][..], Vec::as_slice);
+        offsets.iter().map(|&offset| crate::read_archived_bank_entry(archive, offset)).collect()
+    }
+
+    fn record_bank_entry(&mut self, entry: BankEntry) {
+        let offset = self.state.archive.append(&crate::trades::ArchiveRecordRef::BankEntry(&entry));
+        self.state.bank_statement.entry(entry.date).or_default().push(offset);
     }
 
     /// When the next withdrawal falls due, if any (for a clock that skips ahead).
@@ -417,7 +434,7 @@ impl Platform {
             app_public_key: app_public_key.clone(),
             created_at: now,
         };
-        self.state.parties.insert(number, party);
+        self.state.parties.insert(number, Box::new(party));
         self.state.keys.insert(*key_hash, number);
         Outcome::PartyCreated { number, kind }
     }
@@ -441,14 +458,15 @@ impl Platform {
         match self.apply_chain(now, &[transfer]) {
             Ok(()) => {
                 let date = Date::of_nanos(now);
-                self.state.bank_statement.push(BankEntry {
+                let ledger_position = self.ledger.transfer_position(transfer.id);
+                self.record_bank_entry(BankEntry {
                     date,
                     kind: BankEntryKind::TopUp,
                     reference: number,
                     amount,
                     succeeded: true,
                     ledger_transfer_id: Some(transfer.id),
-                    ledger_position: self.ledger.transfer_position(transfer.id),
+                    ledger_position,
                 });
                 Outcome::ToppedUp { number, amount }
             }
@@ -603,16 +621,16 @@ impl Platform {
             let kind = if status == WithdrawalStatus::Succeeded { "withdrawal.succeeded" } else { "withdrawal.failed" };
             self.emit(now, record.party, kind, None, crate::trades::EventData::Withdrawal(record));
         }
-        self.state.bank_statement.push(BankEntry {
+        let succeeded = status == WithdrawalStatus::Succeeded;
+        let ledger_position = succeeded.then(|| self.ledger.transfer_position(posted_id)).flatten();
+        self.record_bank_entry(BankEntry {
             date: Date::of_nanos(now),
             kind: BankEntryKind::Withdrawal,
             reference: number,
             amount: withdrawal.amount,
-            succeeded: status == WithdrawalStatus::Succeeded,
-            ledger_transfer_id: (status == WithdrawalStatus::Succeeded).then_some(posted_id),
-            ledger_position: (status == WithdrawalStatus::Succeeded)
-                .then(|| self.ledger.transfer_position(posted_id))
-                .flatten(),
+            succeeded,
+            ledger_transfer_id: succeeded.then_some(posted_id),
+            ledger_position,
         });
         status == WithdrawalStatus::Succeeded
     }

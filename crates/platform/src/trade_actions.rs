@@ -11,7 +11,7 @@ use ledger::Transfer;
 use crate::accounts::{self, REVENUE, Reference};
 use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
-use crate::platform::{AMOUNT_MAX, Platform};
+use crate::platform::{AMOUNT_MAX, BankEntry, Platform};
 use crate::trades::{
     AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, ArchiveRecord, ArchiveRecordRef, ArchivedEvent, ArchivedEventRef,
     DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT, EXPIRE_MINUTES_MAX, Event, EventData,
@@ -63,8 +63,8 @@ fn valid_reference(text: &str) -> bool {
 }
 
 impl Platform {
-    /// Trades in memory (unpaid or waiting to ship) and in the archive
-    /// (shipped and waiting for the buyer, settled or closed).
+    /// Trades in memory (unpaid) and in the archive (paid and waiting to
+    /// ship or for the buyer, settled or closed).
     pub fn trade_counts(&self) -> (usize, usize) {
         (self.state.trades.len(), self.state.trade_directory.archived_len())
     }
@@ -99,8 +99,7 @@ impl Platform {
     /// The trades whose reference hashes as this one's (almost always the
     /// one trade with it, if any).
     fn numbers_by_reference(&self, merchant: u64, out_trade_no: &str) -> Vec<u64> {
-        let key = reference_key(merchant, out_trade_no);
-        self.state.trade_numbers.range((key, 0)..=(key, u64::MAX)).map(|&(_, number)| number).collect()
+        self.state.trade_numbers.candidates(reference_key(merchant, out_trade_no)).collect()
     }
 
     /// Where the trades below `before` (a trade number) are, newest first, at
@@ -300,6 +299,8 @@ impl Platform {
     /// one's auto-confirmation to the queue of archived ones).
     fn park(&mut self, number: u64, offset: u64) {
         let Some(trade) = self.state.trades.remove(&number) else { return };
+        // A paid trade's expiry is stale: drop it now rather than when due.
+        self.state.trades_due.remove(&(trade.expire_at, number));
         if let Some(due) = parked_due_of(&trade) {
             self.state.trades_due.remove(&(due, number));
             self.state.parked_due.insert(due, number);
@@ -400,6 +401,9 @@ impl Platform {
         {
             return Outcome::Rejected(Rejection::NotFound("campaign".to_string()));
         }
+        if self.state.next_number > crate::reference_index::NUMBER_MAX {
+            return Outcome::Rejected(Rejection::LimitExceeded("the platform has made all the trades it can".into()));
+        }
         let number = self.take_number();
         let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
         let trade = Trade {
@@ -428,7 +432,7 @@ impl Platform {
             discount_note: None,
             notify_url: new.notify_url.clone(),
         };
-        self.state.trade_numbers.insert((reference_key(new.merchant, &new.out_trade_no), number));
+        self.state.trade_numbers.insert(reference_key(new.merchant, &new.out_trade_no), number);
         self.state.trades_due.insert((expire_at, number));
         self.state.trade_directory.add_live(number);
         self.state.trades.insert(number, Arc::new(trade.clone()));
@@ -1044,6 +1048,11 @@ pub fn read_archived_event(archive: &dyn ArchiveSource, offset: u64) -> Result<(
     decode_archived(archive, offset)?.into_event(offset)
 }
 
+/// An archived line of the bank's statement (see `Platform::bank_statement_at`).
+pub fn read_archived_bank_entry(archive: &dyn ArchiveSource, offset: u64) -> Result<BankEntry, JournalError> {
+    decode_archived(archive, offset)?.into_bank_entry(offset)
+}
+
 fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRecord, JournalError> {
     let payload = archive.read_record(offset)?;
     postcard::from_bytes(&payload)
@@ -1059,7 +1068,7 @@ impl ArchiveRecord {
                 event: Event { data: EventData::Trade(trade) | EventData::Refund { trade, .. }, .. },
                 ..
             }) => Ok(Arc::unwrap_or_clone(trade)),
-            ArchiveRecord::Event(_) => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
+            _ => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
         }
     }
 
@@ -1067,7 +1076,14 @@ impl ArchiveRecord {
     fn into_event(self, offset: u64) -> Result<(Event, Option<u64>), JournalError> {
         match self {
             ArchiveRecord::Event(archived) => Ok((archived.event, archived.previous_of_party)),
-            ArchiveRecord::Trade(_) => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
+            _ => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
+        }
+    }
+
+    fn into_bank_entry(self, offset: u64) -> Result<BankEntry, JournalError> {
+        match self {
+            ArchiveRecord::BankEntry(entry) => Ok(entry),
+            _ => Err(JournalError::Failed(format!("archive record at {offset} is not a bank statement line"))),
         }
     }
 }

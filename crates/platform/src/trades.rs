@@ -169,12 +169,15 @@ pub(crate) enum ArchiveRecordRef<'a> {
     Event(ArchivedEventRef<'a>),
     /// A finished trade (a later change archives it again, at a new offset).
     Trade(&'a Trade),
+    /// A line of the bank's statement.
+    BankEntry(&'a crate::platform::BankEntry),
 }
 
 #[derive(Deserialize)]
 pub(crate) enum ArchiveRecord {
     Event(ArchivedEvent),
     Trade(Trade),
+    BankEntry(crate::platform::BankEntry),
 }
 
 impl TradeStatus {
@@ -183,12 +186,14 @@ impl TradeStatus {
         matches!(self, TradeStatus::TradeSuccess | TradeStatus::TradeClosed)
     }
 
-    /// Nothing happens to it but on a request or a timer: finished, or
-    /// shipped and waiting for its buyer (for days: most of a busy day's
-    /// open trades). Such a trade waits in the archive between commands; a
-    /// command that names it reads it back (`Platform::bring_back_trades`).
+    /// Nothing happens to it but on a request or a timer: finished, paid
+    /// and waiting for its seller to ship (hours), or shipped and waiting for
+    /// its buyer (days): nearly all of a busy day's trades. Such a trade
+    /// waits in the archive between commands; a command that names it reads
+    /// it back (`Platform::bring_back_trades`). Only unpaid ones, whose
+    /// expiry the clock watches, stay in memory.
     pub fn rests_in_archive(self) -> bool {
-        self.is_finished() || self == TradeStatus::WaitBuyerConfirm
+        self.is_finished() || matches!(self, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm)
     }
 }
 

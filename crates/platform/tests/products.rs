@@ -432,7 +432,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     let pay = |trade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
     let Outcome::TradeUpdated(instant) = submit(pay(trade("i-1", TradeMode::Instant))) else { panic!() };
     let Outcome::TradeUpdated(escrow) = submit(pay(trade("e-1", TradeMode::Escrow))) else { panic!() };
-    assert_eq!(store.read(|p| p.trade_counts()), (1, 1), "the settled trade left memory, the unshipped one stayed");
+    assert_eq!(store.read(|p| p.trade_counts()), (0, 2), "paid trades, settled or waiting to ship, left memory");
     let read = |number| store.read_with_archive(|p, archive| p.trade(archive, number)).unwrap().unwrap();
     assert_eq!(read(instant.number), *instant, "read back from the event that reported it");
 
@@ -453,7 +453,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     let Outcome::RefundCreated { trade: refunded, .. } = submit(refund) else { panic!() };
     assert_eq!(refunded.refunded, 1_000);
     assert_eq!(read(instant.number), *refunded);
-    assert_eq!(store.read(|p| p.trade_counts()), (1, 1));
+    assert_eq!(store.read(|p| p.trade_counts()), (0, 2));
     assert_eq!(
         store.read(|p| (p.balance(shop).unwrap().available, p.balance(buyer).unwrap().available)),
         (balances.0 - 1_000, balances.1 + 1_000)
@@ -479,6 +479,13 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     let listed = store.read_with_archive(|p, archive| p.trades_newest_first(archive, None, 10, |_| true)).unwrap();
     assert_eq!(listed.iter().map(|t| t.number).collect::<Vec<_>>(), vec![escrow.number, instant.number]);
     assert_eq!(listed[0].status, TradeStatus::TradeSuccess);
+    // An unpaid trade stays in memory, where the clock watches its expiry;
+    // paid, it goes to the archive too.
+    let Outcome::TradeUpdated(unpaid) = submit(Action::CreateTrade(trade("e-2", TradeMode::Escrow))) else { panic!() };
+    assert_eq!(store.read(|p| p.trade_counts()), (1, 2));
+    let paid = submit(Action::PayTrade { trade: unpaid.number, buyer, source: PaySource::Balance, coupon: None });
+    assert!(matches!(&paid, Outcome::TradeUpdated(t) if t.status == TradeStatus::WaitSellerSend), "{paid:?}");
+    assert_eq!(store.read(|p| p.trade_counts()), (0, 3));
     let digest = store.read(|p| p.digest());
     drop(submit);
     store.shutdown();
@@ -597,7 +604,7 @@ fn shipped_trades_wait_in_the_archive_and_ticks_bring_back_the_due_ones() {
         trade.auto_confirm_days = Some(days);
         let paid = world.run(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None });
         let Outcome::TradeUpdated(paid) = paid else { panic!("{paid:?}") };
-        assert_eq!(world.platform.trade_counts().0, 1, "paid and waiting to ship: in memory");
+        assert_eq!(world.platform.trade_counts().0, 0, "paid and waiting to ship: in the archive");
         world.run(Action::ShipTrade { trade: paid.number, merchant: shop });
         numbers.push(paid.number);
     }

@@ -206,7 +206,14 @@ pub async fn reconciliation(
 }
 
 fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
-    let entries = state.store.read(|p| p.bank_statement(date));
+    // The lines are read from the archive with the state's lock let go.
+    let entries = state
+        .store
+        .read(|p| p.bank_statement_at(date))
+        .into_iter()
+        .map(|offset| platform::read_archived_bank_entry(state.store.archive(), offset))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ApiError::unavailable(format!("cannot read the bank statement: {error}")))?;
     let mut report = Reconciliation {
         date: date.to_string(),
         bank_entries: entries.len() as u64,
