@@ -24,6 +24,10 @@ pub const IDEMPOTENCY_RETENTION_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
 /// Party names are at most this many characters.
 pub const NAME_CHARS_MAX: usize = 200;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
+/// The layout of the platform's part of a snapshot: a change to `State`'s
+/// fields or their encoding takes the next number, so that a snapshot of
+/// another version is reported as such rather than as damaged.
+const STATE_FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {
@@ -788,10 +792,15 @@ impl StateMachine for Platform {
     }
 
     fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        postcard::to_io(&self.state, out).map(|_| ()).map_err(std::io::Error::other)
+        postcard::to_io(&(STATE_FORMAT, &self.state), out).map(|_| ()).map_err(std::io::Error::other)
     }
 
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Platform, DecodeError> {
+        let (format, state) =
+            postcard::take_from_bytes::<u32>(state).map_err(|_| DecodeError { what: "platform state" })?;
+        if format != STATE_FORMAT {
+            return Err(DecodeError { what: "platform state of another format (written by another version)" });
+        }
         let state = postcard::from_bytes(state).map_err(|_| DecodeError { what: "platform state" })?;
         Ok(Platform { ledger, state, touched: Default::default() })
     }

@@ -197,6 +197,23 @@ fn an_idempotency_key_replays_the_first_outcome_and_refuses_another_request() {
     assert_eq!(world.available(alice), 1_000);
 }
 
+/// A snapshot's platform state names its format: one of another version is
+/// refused as such, not read as something else.
+#[test]
+fn a_state_of_another_format_is_refused_by_name() {
+    let mut world = World::new();
+    let buyer = world.party(PartyKind::User, 1);
+    world.run(Action::TopUp { party: buyer, amount: 10_000, bank: "ICBC".into() });
+    let mut state = Vec::new();
+    world.platform.encode_state(&mut state).unwrap();
+    let restored = Platform::restore(ledger::Ledger::default(), &state).unwrap();
+    assert_eq!(restored.party(buyer), world.platform.party(buyer));
+    // The format is the first byte (a small varint): another number is refused.
+    state[0] += 1;
+    let refused = Platform::restore(ledger::Ledger::default(), &state).err().unwrap();
+    assert!(refused.what.contains("another format"), "{refused:?}");
+}
+
 #[test]
 fn the_platform_survives_a_restart_through_its_journal() {
     let directory = tempfile::tempdir().unwrap();
