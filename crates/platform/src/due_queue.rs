@@ -69,7 +69,7 @@ impl DueQueue {
         let Some(chunk) = chunk.checked_sub(1) else { return };
         let head = if chunk == 0 { self.head } else { 0 };
         let Some(pairs) = self.chunks.get_mut(chunk) else { return };
-        if let Ok(at) = pairs[head..].binary_search_by_key(&key, |pair| pair.key()) {
+        if let Some(at) = search(&pairs[head..], key) {
             pairs[head + at].number |= REMOVED;
         }
         self.drop_removed_front();
@@ -120,6 +120,37 @@ impl DueQueue {
             due.extend(next.map(|(_, number)| number));
         }
     }
+}
+
+/// Where `key` is in `pairs` (sorted by key). Due times are clock times
+/// of shipping plus the same days, spread about evenly through a chunk: a
+/// guess by proportion lands at or next to the pair, where a binary search
+/// takes 16 steps through a megabyte (removals were 2.6% of the writer's
+/// time with it). A few guesses, then binary search in what is left.
+fn search(pairs: &[Pair], key: (u64, u64)) -> Option<usize> {
+    const GUESSES: usize = 3;
+    let (mut low, mut high) = (0, pairs.len().checked_sub(1)?);
+    for _ in 0..GUESSES {
+        let (low_key, high_key) = (pairs[low].key(), pairs[high].key());
+        if key < low_key || key > high_key {
+            return None;
+        }
+        if high_key.0 == low_key.0 {
+            break;
+        }
+        let share = u128::from(key.0 - low_key.0) * (high - low) as u128 / u128::from(high_key.0 - low_key.0);
+        let guess = low + share as usize;
+        match pairs[guess].key().cmp(&key) {
+            std::cmp::Ordering::Equal => return Some(guess),
+            std::cmp::Ordering::Less => low = guess + 1,
+            std::cmp::Ordering::Greater => high = guess.checked_sub(1)?,
+        }
+        if low > high {
+            return None;
+        }
+    }
+    let found = pairs[low..=high].binary_search_by_key(&key, |pair| pair.key()).ok()?;
+    Some(low + found)
 }
 
 #[cfg(test)]
@@ -184,6 +215,28 @@ mod tests {
                 prop_assert_eq!(queue.first_due(), model.first().map(|&(due, _)| due));
             }
             prop_assert_eq!(queue.due_up_to(u64::MAX), model.iter().map(|&(_, n)| n).collect::<Vec<_>>());
+        }
+    }
+
+    proptest! {
+        /// The search by proportion finds what a binary search finds, however
+        /// uneven the due times (equal ones, jumps).
+        #[test]
+        fn search_agrees_with_binary_search(
+            gaps in proptest::collection::vec(prop_oneof![3 => 0..3u64, 1 => 0..1_000_000u64], 0..300),
+            probe in 0..2_000_000u64,
+        ) {
+            let mut due = 0;
+            let pairs: Vec<Pair> = gaps.iter().enumerate().map(|(at, gap)| {
+                due += gap;
+                Pair { due, number: at as u64 + 1 }
+            }).collect();
+            for (at, pair) in pairs.iter().enumerate() {
+                prop_assert_eq!(search(&pairs, pair.key()), Some(at));
+                prop_assert_eq!(search(&pairs, (pair.due, 0)), None);
+            }
+            let expected = pairs.binary_search_by_key(&(probe, 1), |pair| pair.key()).ok();
+            prop_assert_eq!(search(&pairs, (probe, 1)), expected);
         }
     }
 
