@@ -64,7 +64,6 @@ pub struct EngineOptions<'a> {
 #[derive(Clone, Copy)]
 struct PaidTrade {
     number: u64,
-    merchant: u64,
     paid_by_buyer: u64,
     refunded: u64,
     follow_ups_left: u8,
@@ -357,7 +356,6 @@ impl Driver {
             .read_with_archive(|platform, archive| platform.trade_by_out_trade_no(archive, merchant, &out_trade_no))?;
         Ok(found.filter(|t| t.paid_at.is_some()).map(|t| PaidTrade {
             number: t.number,
-            merchant: t.merchant,
             paid_by_buyer: t.paid_by_buyer(),
             refunded: t.refunded,
             follow_ups_left: 0,
@@ -431,7 +429,7 @@ impl Driver {
             Op::Ship { merchant, trade } => {
                 let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
                 self.touching(trade, &found);
-                let action = Action::ShipTrade { trade: found.number, merchant: found.merchant };
+                let action = Action::ShipTrade { trade: found.number, merchant: self.merchants[merchant as usize] };
                 (action, Kind::Ship)
             }
             Op::Confirm { merchant, buyer, trade } => {
@@ -448,7 +446,7 @@ impl Driver {
                 };
                 let action = Action::RefundTrade {
                     trade: found.number,
-                    merchant: found.merchant,
+                    merchant: self.merchants[merchant as usize],
                     out_request_no: format!("d11-{trade}-refund-{refund}"),
                     amount,
                     reason: Some("changed my mind".to_string()),
@@ -616,7 +614,6 @@ fn tally_outcome(
             if follow_ups > 0 {
                 let entry = PaidTrade {
                     number: trade.number,
-                    merchant: trade.merchant,
                     paid_by_buyer: trade.paid_by_buyer(),
                     refunded: 0,
                     follow_ups_left: follow_ups,
