@@ -36,5 +36,7 @@ pub use fund::{FundPosition, YieldDay};
 pub use loans::{Credit, Loan, LoanStatus, Portfolio};
 pub use marketing::{Campaign, Coupon, RedPacket, SplitMode};
 pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};
-pub use trade_actions::{TradeAt, list_trades_newest_first, read_archived_bank_entry, read_archived_event, read_archived_trade, walk_events};
+pub use trade_actions::{
+    TradeAt, list_trades_newest_first, read_archived_bank_entry, read_archived_event, read_archived_trade, walk_events,
+};
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};
