@@ -238,7 +238,12 @@ impl Platform {
     /// The bank's statement lines of one business day.
     pub fn bank_statement(&self, archive: &dyn ArchiveSource, date: Date) -> Result<Vec<BankEntry>, JournalError> {
         let offsets = self.state.bank_statement.get(&date).map_or(&[][..], Vec::as_slice);
-        offsets.iter().map(|&offset| crate::read_archived_bank_entry(archive, offset)).collect()
+        offsets
+            .iter()
+            .map(|&offset| {
+                self.state.archive.read::<crate::trades::ArchiveRecord>(archive, offset)?.into_bank_entry(offset)
+            })
+            .collect()
     }
 
     fn record_bank_entry(&mut self, entry: BankEntry) {

@@ -299,10 +299,14 @@ impl Platform {
     /// one's auto-confirmation to the queue of archived ones).
     fn park(&mut self, number: u64, offset: u64) {
         let Some(trade) = self.state.trades.remove(&number) else { return };
-        // A paid trade's expiry is stale: drop it now rather than when due.
+        // The clock watches only live trades: a parked one's entries (a paid
+        // trade's expiry, a settled one's auto-confirmation) go now rather
+        // than when due, days later.
         self.state.trades_due.remove(&(trade.expire_at, number));
-        if let Some(due) = parked_due_of(&trade) {
+        if let Some(due) = trade.confirm_due_at {
             self.state.trades_due.remove(&(due, number));
+        }
+        if let Some(due) = parked_due_of(&trade) {
             self.state.parked_due.insert(due, number);
         }
         self.state.trade_directory.archive(number, offset);
@@ -1080,7 +1084,7 @@ impl ArchiveRecord {
         }
     }
 
-    fn into_bank_entry(self, offset: u64) -> Result<BankEntry, JournalError> {
+    pub(crate) fn into_bank_entry(self, offset: u64) -> Result<BankEntry, JournalError> {
         match self {
             ArchiveRecord::BankEntry(entry) => Ok(entry),
             _ => Err(JournalError::Failed(format!("archive record at {offset} is not a bank statement line"))),

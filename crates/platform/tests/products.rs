@@ -174,6 +174,13 @@ fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
         Outcome::Ticked { withdrawals_settled: 0, withdrawals_failed: 1, trades_closed: 0, trades_settled: 0 }
     );
     assert_eq!((world.available(alice), world.revenue()), (499_500, 500));
+    // The bank's statement (archive records; here still in the platform's
+    // outbox): the top-up, the paid withdrawal, the returned one.
+    let day = platform::calendar::Date::of_nanos(world.now);
+    let lines = world.platform.bank_statement(&journal::NoArchive, day).unwrap();
+    let summary: Vec<_> = lines.iter().map(|line| (line.kind, line.amount, line.succeeded)).collect();
+    use platform::BankEntryKind::{TopUp, Withdrawal};
+    assert_eq!(summary, [(TopUp, 3_000_000, true), (Withdrawal, 2_500_000, true), (Withdrawal, 100_000, false)]);
     world.check();
 }
 

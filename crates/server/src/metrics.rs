@@ -37,8 +37,9 @@ pub struct Gauges {
     pub journal: WriterStats,
     pub transfers: u64,
     pub accounts: u64,
-    /// Trades in memory (open) and in the archive (settled or closed).
-    pub trades_open: usize,
+    /// Trades in memory (unpaid) and at rest in the archive (paid: waiting
+    /// to ship or for the buyer, settled or closed).
+    pub trades_in_memory: usize,
     pub trades_archived: usize,
 }
 
@@ -110,8 +111,8 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP zhifu_ledger_accounts Ledger accounts.\n# TYPE zhifu_ledger_accounts gauge");
         let _ = writeln!(out, "zhifu_ledger_accounts {}", gauges.accounts);
-        let trades = [("open", gauges.trades_open), ("archived", gauges.trades_archived)];
-        let _ = writeln!(out, "# HELP zhifu_trades Trades in memory (open) and in the archive file.");
+        let trades = [("memory", gauges.trades_in_memory), ("archived", gauges.trades_archived)];
+        let _ = writeln!(out, "# HELP zhifu_trades Trades in memory (unpaid) and at rest in the archive file (paid).");
         let _ = writeln!(out, "# TYPE zhifu_trades gauge");
         for (place, count) in trades {
             let _ = writeln!(out, "zhifu_trades{{place=\"{place}\"}} {count}");

@@ -109,7 +109,7 @@ fn an_instant_trade_pays_the_merchant_less_its_fee_at_once() {
     assert_eq!(events["data"][0]["data"]["trade_no"].as_str(), Some(trade.as_str()));
     // Settled, it left memory for the archive: everything above read it from there.
     let metrics = shop.server.client.get(format!("{}/metrics", shop.server.base)).send().unwrap().text().unwrap();
-    assert!(metrics.contains("zhifu_trades{place=\"open\"} 0"), "{metrics}");
+    assert!(metrics.contains("zhifu_trades{place=\"memory\"} 0"), "{metrics}");
     assert!(metrics.contains("zhifu_trades{place=\"archived\"} 1"), "{metrics}");
     shop.server.assert_balanced();
 }

@@ -39,9 +39,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ConnectInfo(peer): Conn
     if !peer.ip().is_loopback() {
         return ApiError::forbidden().into_response();
     }
-    let (transfers, accounts, (trades_open, trades_archived)) =
+    let (transfers, accounts, (trades_in_memory, trades_archived)) =
         state.store.read(|p| (p.ledger().transfer_count(), p.ledger().accounts().len() as u64, p.trade_counts()));
-    let gauges = Gauges { journal: state.store.stats(), transfers, accounts, trades_open, trades_archived };
+    let gauges = Gauges { journal: state.store.stats(), transfers, accounts, trades_in_memory, trades_archived };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
 }
 
