@@ -641,7 +641,7 @@ impl Platform {
             ledger_transfer_id: succeeded.then_some(posted_id),
             ledger_position,
         });
-        status == WithdrawalStatus::Succeeded
+        succeeded
     }
 
     fn bank_refuses(&self, number: u64) -> bool {

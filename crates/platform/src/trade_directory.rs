@@ -29,20 +29,22 @@ pub(crate) struct TradeDirectory {
     /// Each trade's offset (or `LIVE`), in number order, in chunks of
     /// [`CHUNK_ENTRIES`] (the last one partly filled).
     offsets: Vec<Vec<u64>>,
-    trades: u64,
-    last: u64,
     archived: usize,
 }
 
 impl TradeDirectory {
     /// A new trade, live; its number is above every number before it.
     pub(crate) fn add_live(&mut self, number: u64) {
-        assert!(self.trades == 0 || self.last < number, "trade {number} numbered out of order");
+        let trades = self.len();
+        assert!(
+            self.find(number).is_none() && self.count_below(number) == trades,
+            "trade {number} numbered out of order"
+        );
         let word = usize::try_from(number / 64).unwrap_or_else(|_| panic!("trade {number} beyond the address space"));
         while self.words.len() <= word {
             if self.words.len().is_multiple_of(WORDS_PER_RANK) {
                 // Every trade so far is numbered below this new word.
-                self.ranks.push(self.trades);
+                self.ranks.push(trades);
             }
             self.words.push(0);
         }
@@ -53,14 +55,18 @@ impl TradeDirectory {
         if let Some(chunk) = self.offsets.last_mut() {
             chunk.push(LIVE);
         }
-        self.trades += 1;
-        self.last = number;
+    }
+
+    /// How many trades there are.
+    fn len(&self) -> u64 {
+        let whole = self.offsets.len().saturating_sub(1) * CHUNK_ENTRIES;
+        (whole + self.offsets.last().map_or(0, Vec::len)) as u64
     }
 
     /// How many trades are numbered below `number`.
     fn count_below(&self, number: u64) -> u64 {
         let Some(word) = usize::try_from(number / 64).ok().filter(|&word| word < self.words.len()) else {
-            return self.trades;
+            return self.len();
         };
         let sample = word / WORDS_PER_RANK;
         let whole: u32 = self.words[sample * WORDS_PER_RANK..word].iter().map(|w| w.count_ones()).sum();
