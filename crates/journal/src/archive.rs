@@ -517,7 +517,12 @@ impl Shared {
         if offset >= frames.records_end {
             return None;
         }
-        let number = frames.starts.partition_point(|&(records_start, _)| records_start <= offset).checked_sub(1)?;
+        // Frames hold about the same bytes of records each: their starts are
+        // spread evenly over the offsets.
+        let guess = crate::search::proportional_guess(offset, 0, frames.records_end, frames.starts.len());
+        let number =
+            crate::search::partition_point_near(&frames.starts, guess, |&(records_start, _)| records_start <= offset)
+                .checked_sub(1)?;
         let (records_start, file_start) = frames.starts[number];
         let (records_end, file_end) =
             frames.starts.get(number + 1).copied().unwrap_or((frames.records_end, frames.file_end));

@@ -25,6 +25,7 @@ mod error;
 mod history;
 pub mod journal;
 pub mod machine;
+pub mod search;
 mod snapshot;
 mod wal;
 

@@ -126,31 +126,12 @@ impl DueQueue {
 /// of shipping plus the same days, spread about evenly through a chunk: a
 /// guess by proportion lands at or next to the pair, where a binary search
 /// takes 16 steps through a megabyte (removals were 2.6% of the writer's
-/// time with it). A few guesses, then binary search in what is left.
+/// time with it).
 fn search(pairs: &[Pair], key: (u64, u64)) -> Option<usize> {
-    const GUESSES: usize = 3;
-    let (mut low, mut high) = (0, pairs.len().checked_sub(1)?);
-    for _ in 0..GUESSES {
-        let (low_key, high_key) = (pairs[low].key(), pairs[high].key());
-        if key < low_key || key > high_key {
-            return None;
-        }
-        if high_key.0 == low_key.0 {
-            break;
-        }
-        let share = u128::from(key.0 - low_key.0) * (high - low) as u128 / u128::from(high_key.0 - low_key.0);
-        let guess = low + share as usize;
-        match pairs[guess].key().cmp(&key) {
-            std::cmp::Ordering::Equal => return Some(guess),
-            std::cmp::Ordering::Less => low = guess + 1,
-            std::cmp::Ordering::Greater => high = guess.checked_sub(1)?,
-        }
-        if low > high {
-            return None;
-        }
-    }
-    let found = pairs[low..=high].binary_search_by_key(&key, |pair| pair.key()).ok()?;
-    Some(low + found)
+    let (first, last) = (pairs.first()?.key(), pairs.last()?.key());
+    let guess = journal::search::proportional_guess(key.0, first.0, last.0, pairs.len());
+    let at = journal::search::partition_point_near(pairs, guess, |pair| pair.key() < key);
+    (pairs.get(at)?.key() == key).then_some(at)
 }
 
 #[cfg(test)]

@@ -65,9 +65,15 @@ impl ReferenceIndex {
         let (shard, fingerprint) = split(key);
         let shard = self.shards.get(shard);
         let sorted = shard.map_or(&[][..], |shard| {
-            let start = shard.sorted.partition_point(|&entry| entry >> NUMBER_BITS < fingerprint);
-            let end = start + shard.sorted[start..].partition_point(|&entry| entry >> NUMBER_BITS == fingerprint);
-            &shard.sorted[start..end]
+            // Fingerprints are hash bits, spread evenly: a guess by proportion
+            // is a few entries off, where bisecting a full day's shard is a
+            // dozen cache misses. Equal ones are almost never more than one.
+            let guess = journal::search::proportional_guess(fingerprint, 0, 1 << FINGERPRINT_BITS, shard.sorted.len());
+            let start = journal::search::partition_point_near(&shard.sorted, guess, |&entry| {
+                entry >> NUMBER_BITS < fingerprint
+            });
+            let equal = shard.sorted[start..].iter().take_while(|&&entry| entry >> NUMBER_BITS == fingerprint).count();
+            &shard.sorted[start..start + equal]
         });
         let recent = shard.map_or(&[][..], |shard| &shard.recent[..]);
         sorted
