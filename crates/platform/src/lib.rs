@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`accounts`]: how products map onto ledger accounts and transfer codes.
 //! - `archive`: records moved out of memory into the journal's archive file (events).
+//! - `at_rest`: how those records are encoded (compactly: times and numbers as distances).
 //! - [`calendar`]: business dates in China Standard Time.
 //! - [`command`]: commands (with their time and idempotency tag) and outcomes.
 //! - [`fees`]: fee schedules as data.
@@ -15,6 +16,7 @@
 
 pub mod accounts;
 mod archive;
+mod at_rest;
 pub mod calendar;
 pub mod command;
 mod due_queue;

@@ -26,8 +26,9 @@ pub const NAME_CHARS_MAX: usize = 200;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// The layout of the platform's part of a snapshot: a change to `State`'s
 /// fields or their encoding takes the next number, so that a snapshot of
-/// another version is reported as such rather than as damaged.
-const STATE_FORMAT: u32 = 2;
+/// another version is reported as such rather than as damaged. (3: the
+/// archive's records relative, `at_rest`; its offsets are state.)
+const STATE_FORMAT: u32 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {
@@ -241,13 +242,14 @@ impl Platform {
         offsets
             .iter()
             .map(|&offset| {
-                self.state.archive.read::<crate::trades::ArchiveRecord>(archive, offset)?.into_bank_entry(offset)
+                self.state.archive.read::<crate::at_rest::ArchiveRecord>(archive, offset)?.into_bank_entry(offset)
             })
             .collect()
     }
 
     fn record_bank_entry(&mut self, entry: BankEntry) {
-        let offset = self.state.archive.append(&crate::trades::ArchiveRecordRef::BankEntry(&entry));
+        let offset =
+            self.state.archive.append(&crate::at_rest::ArchiveRecord::BankEntry(std::borrow::Cow::Borrowed(&entry)));
         self.state.bank_statement.entry(entry.date).or_default().push(offset);
     }
 

@@ -9,13 +9,13 @@ use journal::{ArchiveSource, JournalError};
 use ledger::Transfer;
 
 use crate::accounts::{self, REVENUE, Reference};
+use crate::at_rest::{ArchiveRecord, TradeAtRest};
 use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, BankEntry, Platform};
 use crate::trades::{
-    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, ArchiveRecord, ArchiveRecordRef, ArchivedEvent, ArchivedEventRef,
-    DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT, EXPIRE_MINUTES_MAX, Event, EventData,
-    RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
+    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT,
+    EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
 };
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -289,7 +289,7 @@ impl Platform {
             let reported = last_event.get(&number).filter(|(_, held)| Arc::ptr_eq(held, trade));
             let offset = match reported {
                 Some(&(offset, _)) => offset,
-                None => self.state.archive.append(&ArchiveRecordRef::Trade(trade)),
+                None => self.state.archive.append(&ArchiveRecord::Trade(TradeAtRest::of(trade))),
             };
             self.park(number, offset);
         }
@@ -961,8 +961,8 @@ impl Platform {
         let number = self.take_number();
         let event = Event { number, party, kind: kind.to_string(), created_at: now, trade, data };
         let previous_of_party = self.state.last_event_of.get(&party).copied();
-        let offset =
-            self.state.archive.append(&ArchiveRecordRef::Event(ArchivedEventRef { event: &event, previous_of_party }));
+        let at = self.state.archive.length();
+        let offset = self.state.archive.append(&ArchiveRecord::of_event(&event, at, previous_of_party));
         self.state.last_event_of.insert(party, offset);
         if let Some(record) = holds_trade {
             self.touched.events.push((record.number, offset, record));
@@ -1057,39 +1057,8 @@ pub fn read_archived_bank_entry(archive: &dyn ArchiveSource, offset: u64) -> Res
     decode_archived(archive, offset)?.into_bank_entry(offset)
 }
 
-fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRecord, JournalError> {
-    let payload = archive.read_record(offset)?;
-    postcard::from_bytes(&payload)
-        .map_err(|_| JournalError::Failed(format!("archive record at {offset} is not a platform record")))
-}
-
-impl ArchiveRecord {
-    /// A trade's record: its own, or the event that reported its last change.
-    fn into_trade(self, offset: u64) -> Result<Trade, JournalError> {
-        match self {
-            ArchiveRecord::Trade(trade) => Ok(trade),
-            ArchiveRecord::Event(ArchivedEvent {
-                event: Event { data: EventData::Trade(trade) | EventData::Refund { trade, .. }, .. },
-                ..
-            }) => Ok(Arc::unwrap_or_clone(trade)),
-            _ => Err(JournalError::Failed(format!("archive record at {offset} is not a trade"))),
-        }
-    }
-
-    /// The event and where its party's previous one is.
-    fn into_event(self, offset: u64) -> Result<(Event, Option<u64>), JournalError> {
-        match self {
-            ArchiveRecord::Event(archived) => Ok((archived.event, archived.previous_of_party)),
-            _ => Err(JournalError::Failed(format!("archive record at {offset} is not an event"))),
-        }
-    }
-
-    pub(crate) fn into_bank_entry(self, offset: u64) -> Result<BankEntry, JournalError> {
-        match self {
-            ArchiveRecord::BankEntry(entry) => Ok(entry),
-            _ => Err(JournalError::Failed(format!("archive record at {offset} is not a bank statement line"))),
-        }
-    }
+fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRecord<'static>, JournalError> {
+    ArchiveRecord::decode(&archive.read_record(offset)?, offset)
 }
 
 /// A merchant's reference as the index keys it: the first 8 bytes of a

@@ -163,23 +163,6 @@ pub struct Event {
     pub data: EventData,
 }
 
-/// What the platform writes to the archive.
-#[derive(Serialize)]
-pub(crate) enum ArchiveRecordRef<'a> {
-    Event(ArchivedEventRef<'a>),
-    /// A finished trade (a later change archives it again, at a new offset).
-    Trade(&'a Trade),
-    /// A line of the bank's statement.
-    BankEntry(&'a crate::platform::BankEntry),
-}
-
-#[derive(Deserialize)]
-pub(crate) enum ArchiveRecord {
-    Event(ArchivedEvent),
-    Trade(Trade),
-    BankEntry(crate::platform::BankEntry),
-}
-
 impl TradeStatus {
     /// Settled or closed.
     pub fn is_finished(self) -> bool {
@@ -195,19 +178,6 @@ impl TradeStatus {
     pub fn rests_in_archive(self) -> bool {
         self.is_finished() || matches!(self, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm)
     }
-}
-
-/// An event as archived: with where the same party's previous event is.
-#[derive(Serialize)]
-pub(crate) struct ArchivedEventRef<'a> {
-    pub event: &'a Event,
-    pub previous_of_party: Option<u64>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ArchivedEvent {
-    pub event: Event,
-    pub previous_of_party: Option<u64>,
 }
 
 /// Where the delivery of one event stands.
