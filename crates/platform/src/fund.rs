@@ -257,7 +257,7 @@ impl Platform {
                 app_public_key: None,
                 created_at: now,
             };
-            self.state.parties.insert(number, Box::new(party));
+            self.state.parties.push(number, party);
             self.state.fund.holders.insert(number, HolderYield::default());
         }
         if !accounts_batch.is_empty() {
@@ -320,7 +320,7 @@ impl Platform {
 
     fn check_user(&self, party: u64, amount: u64) -> Result<(), Rejection> {
         self.check_party_and_amount(party, amount)?;
-        match self.state.parties.get(&party) {
+        match self.state.parties.get(party) {
             Some(p) if p.kind == PartyKind::User => Ok(()),
             _ => Err(Rejection::NotFound("user".to_string())),
         }

@@ -24,6 +24,7 @@ pub mod fees;
 pub mod fund;
 pub mod loans;
 pub mod marketing;
+mod numbered;
 pub mod platform;
 mod reference_index;
 mod trade_actions;

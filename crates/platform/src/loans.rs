@@ -215,7 +215,7 @@ impl Platform {
                 Outcome::Rejected(Rejection::Conflict("out_request_no is used by another loan".to_string()))
             };
         }
-        if self.state.parties.get(&merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+        if self.state.parties.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound("merchant".to_string()));
         }
         if amount == 0 || amount > AMOUNT_MAX || term_days == 0 || term_days > TERM_DAYS_MAX {

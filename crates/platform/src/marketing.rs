@@ -145,7 +145,7 @@ impl Platform {
         mode: SplitMode,
         greeting: &Option<String>,
     ) -> Outcome {
-        if self.state.parties.get(&sender).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.get(sender).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound("sender".to_string()));
         }
         if count == 0 || count > RED_PACKET_SHARES_MAX {
@@ -191,7 +191,7 @@ impl Platform {
     }
 
     pub(crate) fn claim_red_packet(&mut self, now: u64, number: u64, user: u64) -> Outcome {
-        if self.state.parties.get(&user).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound("user".to_string()));
         }
         let Some(packet) = self.state.red_packets.get(&number) else {
@@ -237,7 +237,7 @@ impl Platform {
         ends_at: u64,
     ) -> Outcome {
         if let Some(merchant) = sponsor
-            && self.state.parties.get(&merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
+            && self.state.parties.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
         {
             return Outcome::Rejected(Rejection::NotFound("sponsor".to_string()));
         }
@@ -303,7 +303,7 @@ impl Platform {
         let Some(found) = self.state.campaigns.get(&campaign).filter(|c| c.sponsor == issuer) else {
             return Outcome::Rejected(Rejection::NotFound("campaign".to_string()));
         };
-        if self.state.parties.get(&user).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound("user".to_string()));
         }
         let expires_at = expires_at.unwrap_or(found.ends_at).min(found.ends_at);

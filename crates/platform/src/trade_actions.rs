@@ -352,7 +352,7 @@ impl Platform {
     }
 
     pub(crate) fn create_trade(&mut self, now: u64, new: &NewTrade) -> Outcome {
-        if self.state.parties.get(&new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+        if self.state.parties.get(new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound("merchant".to_string()));
         }
         let existing = match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
@@ -396,7 +396,7 @@ impl Platform {
             return invalid("expire_minutes must be between 1 and 43200");
         }
         if let Some(buyer) = new.buyer
-            && self.state.parties.get(&buyer).is_none_or(|p| p.kind != PartyKind::User)
+            && self.state.parties.get(buyer).is_none_or(|p| p.kind != PartyKind::User)
         {
             return Outcome::Rejected(Rejection::NotFound("buyer".to_string()));
         }
@@ -445,7 +445,7 @@ impl Platform {
     }
 
     pub(crate) fn issue_payment_code(&mut self, now: u64, user: u64, code: &str, expires_at: u64) -> Outcome {
-        if self.state.parties.get(&user).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound("user".to_string()));
         }
         if code.len() != PAYMENT_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) || expires_at <= now {
@@ -903,7 +903,7 @@ impl Platform {
     /// The merchant's fee on a settled amount: its own rate, with the
     /// merchant-trade schedule's minimum, maximum and free quota.
     fn merchant_fee(&self, merchant: u64, amount: u64) -> u64 {
-        let rate = self.state.parties.get(&merchant).map_or(0, |party| party.fee_rate_bps);
+        let rate = self.state.parties.get(merchant).map_or(0, |party| party.fee_rate_bps);
         let schedule = crate::fees::FeeSchedule { rate_bps: rate, ..self.fee_schedule(Product::MerchantTrade) };
         schedule.fee(amount, 0).fee
     }
@@ -937,7 +937,7 @@ impl Platform {
             EventData::Trade(record) | EventData::Refund { trade: record, .. } => Some(Arc::clone(record)),
             _ => None,
         };
-        let Some(recipient) = self.state.parties.get(&party) else { return };
+        let Some(recipient) = self.state.parties.get(party) else { return };
         if recipient.kind != PartyKind::Merchant {
             return;
         }

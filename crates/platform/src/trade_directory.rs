@@ -1,106 +1,41 @@
 //! Where every trade is: live in memory, or resting at an offset in the
 //! archive. A Double Eleven leaves ~190 million trades, nearly all at rest;
-//! an ordered map of number → offset spends ~32 bytes on each (its nodes
-//! stay half full, as numbers only grow), this spends ~8.2: the offsets in
-//! the order the trades were made, and a bitmap over all numbers (the
-//! platform's one counter numbers events, top-ups and the rest too) telling
-//! which are trades. A trade's place among the offsets is how many trades
-//! have a lower number: a rank, counted from a sample every 512 numbers and
-//! at most eight words' popcounts — two or three cache lines, where a
-//! search through megabytes of sorted numbers missed the cache a dozen
-//! times (its lookups were 6% of the writer's time).
+//! an ordered map of number → offset spends ~32 bytes on each, this spends
+//! ~8.2: the offsets by trade number in a [`Numbered`] (a lookup is a rank in
+//! a bitmap over all numbers: two or three cache lines, where a search
+//! through megabytes of sorted numbers missed the cache a dozen times and
+//! was 6% of the writer's time).
 
 use serde::{Deserialize, Serialize};
 
-/// Offsets a chunk: growing the directory never copies more than one chunk.
-const CHUNK_ENTRIES: usize = 1 << 16;
+use crate::numbered::Numbered;
+
 /// The offset of a trade that is live (in memory, not in the archive).
 const LIVE: u64 = u64::MAX;
-/// Bitmap words a rank sample covers.
-const WORDS_PER_RANK: usize = 8;
 
 /// Every trade by number.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct TradeDirectory {
-    /// Bit `n % 64` of word `n / 64`: number `n` is a trade.
-    words: Vec<u64>,
-    /// Trades numbered below word `WORDS_PER_RANK * k`, for each `k`.
-    ranks: Vec<u64>,
-    /// Each trade's offset (or `LIVE`), in number order, in chunks of
-    /// [`CHUNK_ENTRIES`] (the last one partly filled).
-    offsets: Vec<Vec<u64>>,
+    /// Each trade's offset, or `LIVE`.
+    offsets: Numbered<u64>,
     archived: usize,
 }
 
 impl TradeDirectory {
     /// A new trade, live; its number is above every number before it.
     pub(crate) fn add_live(&mut self, number: u64) {
-        let trades = self.len();
-        assert!(
-            self.find(number).is_none() && self.count_below(number) == trades,
-            "trade {number} numbered out of order"
-        );
-        let word = usize::try_from(number / 64).unwrap_or_else(|_| panic!("trade {number} beyond the address space"));
-        while self.words.len() <= word {
-            if self.words.len().is_multiple_of(WORDS_PER_RANK) {
-                // Every trade so far is numbered below this new word.
-                self.ranks.push(trades);
-            }
-            self.words.push(0);
-        }
-        self.words[word] |= 1 << (number % 64);
-        if self.offsets.last().is_none_or(|chunk| chunk.len() == CHUNK_ENTRIES) {
-            self.offsets.push(Vec::with_capacity(CHUNK_ENTRIES));
-        }
-        if let Some(chunk) = self.offsets.last_mut() {
-            chunk.push(LIVE);
-        }
-    }
-
-    /// How many trades there are.
-    fn len(&self) -> u64 {
-        let whole = self.offsets.len().saturating_sub(1) * CHUNK_ENTRIES;
-        (whole + self.offsets.last().map_or(0, Vec::len)) as u64
-    }
-
-    /// How many trades are numbered below `number`.
-    fn count_below(&self, number: u64) -> u64 {
-        let Some(word) = usize::try_from(number / 64).ok().filter(|&word| word < self.words.len()) else {
-            return self.len();
-        };
-        let sample = word / WORDS_PER_RANK;
-        let whole: u32 = self.words[sample * WORDS_PER_RANK..word].iter().map(|w| w.count_ones()).sum();
-        let part = (self.words[word] & ((1 << (number % 64)) - 1)).count_ones();
-        self.ranks[sample] + u64::from(whole + part)
-    }
-
-    /// The trade's place among the offsets (`None`: not a trade).
-    fn find(&self, number: u64) -> Option<usize> {
-        let word = *self.words.get(usize::try_from(number / 64).ok()?)?;
-        if word >> (number % 64) & 1 == 0 {
-            return None;
-        }
-        usize::try_from(self.count_below(number)).ok()
-    }
-
-    fn offset(&self, index: usize) -> u64 {
-        self.offsets[index / CHUNK_ENTRIES][index % CHUNK_ENTRIES]
-    }
-
-    fn offset_mut(&mut self, number: u64) -> Option<&mut u64> {
-        let index = self.find(number)?;
-        Some(&mut self.offsets[index / CHUNK_ENTRIES][index % CHUNK_ENTRIES])
+        self.offsets.push(number, LIVE);
     }
 
     /// Where the trade rests in the archive (`None`: live, or no such trade).
     pub(crate) fn archived_at(&self, number: u64) -> Option<u64> {
-        self.find(number).map(|index| self.offset(index)).filter(|&offset| offset != LIVE)
+        self.offsets.get(number).copied().filter(|&offset| offset != LIVE)
     }
 
     /// The trade (live now) rests at `offset` from now on.
     pub(crate) fn archive(&mut self, number: u64, offset: u64) {
         assert_ne!(offset, LIVE, "archive offset of trade {number}");
-        let entry = self.offset_mut(number).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
+        let entry = self.offsets.get_mut(number).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
         assert_eq!(*entry, LIVE, "trade {number} archived twice");
         *entry = offset;
         self.archived += 1;
@@ -108,7 +43,7 @@ impl TradeDirectory {
 
     /// The archived trade is live again (brought back for a command).
     pub(crate) fn bring_back(&mut self, number: u64) {
-        let entry = self.offset_mut(number).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
+        let entry = self.offsets.get_mut(number).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
         assert_ne!(*entry, LIVE, "trade {number} brought back but live");
         *entry = LIVE;
         self.archived -= 1;
@@ -119,33 +54,16 @@ impl TradeDirectory {
     }
 
     /// Archived trades numbered below `before`, newest first: (number, offset).
-    /// Starts where `before` would be (a list's next page costs a rank, not a
-    /// walk over every newer trade).
     pub(crate) fn archived_newest_first(&self, before: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let mut index = self.count_below(before);
-        let (mut word, mut bits) = match usize::try_from(before / 64).ok().filter(|&word| word < self.words.len()) {
-            Some(word) => (word, self.words[word] & ((1 << (before % 64)) - 1)),
-            None => (self.words.len(), 0),
-        };
-        std::iter::from_fn(move || {
-            while bits == 0 {
-                word = word.checked_sub(1)?;
-                bits = self.words[word];
-            }
-            let top = 63 - u64::from(bits.leading_zeros());
-            bits &= !(1 << top);
-            index -= 1;
-            Some((word as u64 * 64 + top, index))
-        })
-        .filter_map(|(number, index)| {
-            let offset = self.offset(usize::try_from(index).ok()?);
-            (offset != LIVE).then_some((number, offset))
-        })
+        self.offsets
+            .newest_first(before)
+            .map(|(number, &offset)| (number, offset))
+            .filter(|&(_, offset)| offset != LIVE)
     }
 
     /// The offsets of every archived trade, by trade number.
     pub(crate) fn archived_offsets(&self) -> impl Iterator<Item = u64> + '_ {
-        self.offsets.iter().flatten().copied().filter(|&offset| offset != LIVE)
+        self.offsets.values().copied().filter(|&offset| offset != LIVE)
     }
 }
 
@@ -216,21 +134,20 @@ mod tests {
     #[test]
     fn many_chunks_find_every_trade() {
         let mut directory = TradeDirectory::default();
-        let count = CHUNK_ENTRIES as u64 * 3 + 17;
+        let count = (1u64 << 16) * 3 + 17;
         for number in 1..=count {
             directory.add_live(number * 3);
             if number % 2 == 0 {
                 directory.archive(number * 3, number);
             }
         }
-        assert_eq!(directory.offsets.len(), 4);
         for number in 1..=count {
             let expected = (number % 2 == 0).then_some(number);
             assert_eq!(directory.archived_at(number * 3), expected, "trade {}", number * 3);
             assert_eq!(directory.archived_at(number * 3 + 1), None);
         }
         assert_eq!(directory.archived_len() as u64, count / 2);
-        let chunk = CHUNK_ENTRIES as u64;
+        let chunk = 1u64 << 16;
         for before in [0, 3, 7, chunk * 3 + 1, chunk * 3 + 3, chunk * 6 + 7, count * 3, u64::MAX] {
             let expected = (1..=count).rev().filter(|n| n % 2 == 0 && n * 3 < before).map(|n| (n * 3, n));
             assert!(directory.archived_newest_first(before).eq(expected), "before {before}");
