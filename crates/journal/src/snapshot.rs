@@ -25,7 +25,8 @@ const MAGIC: [u8; 4] = *b"ZSNP";
 /// 3: machines with an archive (the platform's events and finished trades
 /// left its state for `archive.log`).
 /// 4: the machine's state is the rest of the body (streamed: no length first).
-const VERSION: u32 = 4;
+/// 5: the archive it counts on is in LZ4 frames (zstd before).
+const VERSION: u32 = 5;
 const HEADER_BYTES: usize = 40;
 
 pub(crate) fn snapshot_name(sequence: u64) -> String {

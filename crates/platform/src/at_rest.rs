@@ -6,7 +6,7 @@
 //! 30 minutes to expiry, is a few bytes, and compresses), the event's own
 //! number, party and time relative to its trade, and the party's previous
 //! event as a distance back. At scale 0.02 that made the archive's records
-//! a third smaller after compression (see BENCHMARKS.md).
+//! a third smaller after compression (BENCHMARKS.md, "Records at rest").
 //!
 //! Records are only appended, and a distance is always taken between two
 //! values of the same record (or from the record's own offset), with
@@ -67,7 +67,7 @@ pub(crate) struct TradeAtRest<'a> {
     shipped_after: Option<i64>,
     /// From shipping (or creation).
     confirm_due_after: Option<i64>,
-    /// From shipping, payment or creation, the latest there is.
+    /// From shipping, else payment, else creation (the first of them the trade has).
     settled_after: Option<i64>,
     fee: u64,
     refunded: u64,

@@ -4,6 +4,7 @@
 //! - [`accounts`]: how products map onto ledger accounts and transfer codes.
 //! - `archive`: records moved out of memory into the journal's archive file (events).
 //! - `at_rest`: how those records are encoded (compactly: times and numbers as distances).
+//! - `numbered`: values by ascending number (parties, the trade directory) in a ranked bitmap.
 //! - [`calendar`]: business dates in China Standard Time.
 //! - [`command`]: commands (with their time and idempotency tag) and outcomes.
 //! - [`fees`]: fee schedules as data.

@@ -27,8 +27,9 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// The layout of the platform's part of a snapshot: a change to `State`'s
 /// fields or their encoding takes the next number, so that a snapshot of
 /// another version is reported as such rather than as damaged. (3: the
-/// archive's records relative, `at_rest`; its offsets are state.)
-const STATE_FORMAT: u32 = 3;
+/// archive's records relative, `at_rest`, and its offsets are state;
+/// 4: parties in a `Numbered`.)
+const STATE_FORMAT: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {

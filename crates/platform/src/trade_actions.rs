@@ -1036,6 +1036,13 @@ pub fn walk_events(
         if event.number < before {
             found.push(event);
         }
+        // A party's chain only goes back: anything else is a damaged record,
+        // and would send the walk round in circles.
+        if previous.is_some_and(|previous| previous >= offset) {
+            return Err(JournalError::Failed(format!(
+                "archive record at {offset} points forward to its party's previous event"
+            )));
+        }
         next = previous;
     }
     Ok(found)
@@ -1081,4 +1088,35 @@ fn parked_due_of(trade: &Trade) -> Option<u64> {
 #[allow(clippy::panic)]
 fn unreachable_trade(number: u64) -> ! {
     panic!("trade {number} was looked up and then vanished")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(number: u64) -> Event {
+        let data = EventData::Withdrawal(crate::platform::Withdrawal {
+            number,
+            party: 7,
+            amount: 100,
+            fee: 0,
+            status: crate::platform::WithdrawalStatus::Succeeded,
+            created_at: number,
+            settle_at: number,
+            hold_amount_id: 1,
+            hold_fee_id: None,
+        });
+        Event { number, party: 7, kind: "withdrawal.succeeded".to_string(), created_at: number, trade: None, data }
+    }
+
+    #[test]
+    fn a_walk_follows_the_chain_back_and_refuses_a_link_forward() {
+        // Offsets 300 → 200 → 100, events 3, 2, 1.
+        let chain = |offset: u64| Ok((event(offset / 100), (offset > 100).then(|| offset - 100)));
+        let numbers = |found: Vec<Event>| found.iter().map(|event| event.number).collect::<Vec<_>>();
+        assert_eq!(numbers(walk_events(Some(300), chain, None, 10).unwrap_or_default()), [3, 2, 1]);
+        assert_eq!(numbers(walk_events(Some(300), chain, Some(3), 1).unwrap_or_default()), [2]);
+        let circle = |offset: u64| Ok((event(1), Some(offset)));
+        assert!(walk_events(Some(300), circle, Some(1), 10).is_err(), "a link to itself ends the walk");
+    }
 }
