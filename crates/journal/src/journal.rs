@@ -236,6 +236,12 @@ impl<M: StateMachine> Journal<M> {
         &self.archive
     }
 
+    /// Asks the disk for the frames holding these records, without waiting
+    /// (see `StateMachine::archive_records_needed`).
+    pub fn prefetch_archive(&self, offsets: &[u64]) {
+        self.archive.prefetch(offsets);
+    }
+
     /// Writes the collected archive records (after each group, before
     /// readers may look for them).
     pub fn write_archive(&mut self) -> Result<(), JournalError> {

@@ -225,6 +225,7 @@ fn write_loop<M: StateMachine>(
     let group_max = journal.options().group_batches_max.max(1);
     let mut failure: Option<String> = None;
     let mut group: Vec<Request<M>> = Vec::with_capacity(group_max);
+    let mut needed = Vec::new();
     while let Ok(first) = receiver.recv() {
         group.clear();
         group.push(first);
@@ -252,6 +253,9 @@ fn write_loop<M: StateMachine>(
             continue;
         }
         let commands: Vec<&M::Command> = loggable.iter().map(|r| &r.command).collect();
+        needed.clear();
+        machine.read().archive_records_needed(&commands, &mut needed);
+        journal.prefetch_archive(&needed);
         let append_started = std::time::Instant::now();
         let appended = journal.append(&commands);
         let append_us = append_started.elapsed().as_micros() as u64;

@@ -45,6 +45,14 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     }
     /// Moves the archive records made since the last call to the end of `out`.
     fn take_archive(&mut self, _out: &mut Vec<u8>) {}
+
+    /// Adds to `out` the offsets of archive records that applying `commands`
+    /// will read, as far as the state before them tells. A hint: the writer
+    /// asks the disk for them all while it logs the group, so that apply
+    /// finds them in memory instead of waiting on one read after another
+    /// (once a day's archive outgrows the page cache, the writer spent most
+    /// of its time so).
+    fn archive_records_needed(&self, _commands: &[&Self::Command], _out: &mut Vec<u64>) {}
 }
 
 /// The answer to one ledger batch, given once it is durable and applied.

@@ -821,6 +821,12 @@ impl StateMachine for Platform {
         self.state.archive.take(out);
     }
 
+    fn archive_records_needed(&self, commands: &[&Command], out: &mut Vec<u64>) {
+        for command in commands {
+            self.archived_trades_named(&command.action, out);
+        }
+    }
+
     fn digest(&self) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
         self.ledger.digest().hash(&mut hasher);

@@ -185,33 +185,29 @@ impl Platform {
         action: &Action,
         archive: &dyn ArchiveSource,
     ) -> Result<(), JournalError> {
-        let named = match action {
-            Action::PayTrade { trade, .. }
-            | Action::ShipTrade { trade, .. }
-            | Action::ConfirmTrade { trade, .. }
-            | Action::CloseTrade { trade, .. }
-            | Action::RefundTrade { trade, .. }
-            | Action::TakeOrderLoan { trade, .. } => Some(*trade),
-            Action::CreateTrade(new)
-            | Action::CreateAndPayTrade { trade: new, .. }
-            | Action::PayWithCode { trade: new, .. } => {
-                for number in self.numbers_by_reference(new.merchant, &new.out_trade_no) {
-                    self.bring_back_trade(number, archive)?;
-                }
-                None
-            }
-            Action::Tick => {
-                for number in self.state.parked_due.due_up_to(now) {
-                    self.bring_back_trade(number, archive)?;
-                }
-                None
-            }
-            _ => None,
+        let numbers = match named_trades(action) {
+            NamedTrades::Number(number) => vec![number],
+            NamedTrades::Reference(new) => self.numbers_by_reference(new.merchant, &new.out_trade_no),
+            NamedTrades::DueOnes => self.state.parked_due.due_up_to(now),
+            NamedTrades::None => Vec::new(),
         };
-        match named {
-            Some(number) => self.bring_back_trade(number, archive),
-            None => Ok(()),
+        for number in numbers {
+            self.bring_back_trade(number, archive)?;
         }
+        Ok(())
+    }
+
+    /// Adds the archive offsets of the trades `action` names (those
+    /// `bring_back_trades` will read) to `out`. Not a tick's due ones: it
+    /// reads them in the order they were archived, which the kernel's
+    /// readahead serves.
+    pub(crate) fn archived_trades_named(&self, action: &Action, out: &mut Vec<u64>) {
+        let numbers = match named_trades(action) {
+            NamedTrades::Number(number) => vec![number],
+            NamedTrades::Reference(new) => self.numbers_by_reference(new.merchant, &new.out_trade_no),
+            NamedTrades::DueOnes | NamedTrades::None => Vec::new(),
+        };
+        out.extend(numbers.into_iter().filter_map(|number| self.state.trade_directory.archived_at(number)));
     }
 
     fn bring_back_trade(&mut self, number: u64, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
@@ -1066,6 +1062,32 @@ pub fn read_archived_bank_entry(archive: &dyn ArchiveSource, offset: u64) -> Res
 
 fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRecord<'static>, JournalError> {
     ArchiveRecord::decode(&archive.read_record(offset)?, offset)
+}
+
+/// The trades an action names, which apply brings back from the archive first.
+enum NamedTrades<'a> {
+    Number(u64),
+    /// Those with this trade's `out_trade_no` (a create, or a retried payment).
+    Reference(&'a NewTrade),
+    /// A tick's: the parked ones whose auto-confirmation is due.
+    DueOnes,
+    None,
+}
+
+fn named_trades(action: &Action) -> NamedTrades<'_> {
+    match action {
+        Action::PayTrade { trade, .. }
+        | Action::ShipTrade { trade, .. }
+        | Action::ConfirmTrade { trade, .. }
+        | Action::CloseTrade { trade, .. }
+        | Action::RefundTrade { trade, .. }
+        | Action::TakeOrderLoan { trade, .. } => NamedTrades::Number(*trade),
+        Action::CreateTrade(new)
+        | Action::CreateAndPayTrade { trade: new, .. }
+        | Action::PayWithCode { trade: new, .. } => NamedTrades::Reference(new),
+        Action::Tick => NamedTrades::DueOnes,
+        _ => NamedTrades::None,
+    }
 }
 
 /// A merchant's reference as the index keys it: the first 8 bytes of a

@@ -459,6 +459,24 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     assert_eq!(store.read(|p| p.trade_counts()), (0, 2), "paid trades, settled or waiting to ship, left memory");
     let read = |number| store.read_with_archive(|p, archive| p.trade(archive, number)).unwrap().unwrap();
     assert_eq!(read(instant.number), *instant, "read back from the event that reported it");
+    // What a group will read is known before it is applied (the writer asks
+    // the disk for it while it logs the group): the record of a trade named
+    // by number, or by a reference already used; nothing for an unknown one.
+    let needed = |action| {
+        let command = Command { now: START, idempotency: None, action };
+        let mut offsets = Vec::new();
+        store.read(|p| p.archive_records_needed(&[&command], &mut offsets));
+        offsets
+    };
+    let needed_trades = |action| {
+        let offsets = needed(action);
+        let trades = offsets.iter().map(|&offset| platform::read_archived_trade(store.archive(), offset).unwrap());
+        trades.map(|trade| trade.number).collect::<Vec<_>>()
+    };
+    assert_eq!(needed_trades(Action::ShipTrade { trade: escrow.number, merchant: shop }), [escrow.number]);
+    assert_eq!(needed_trades(pay(trade("i-1", TradeMode::Instant))), [instant.number]);
+    assert!(needed(Action::ShipTrade { trade: escrow.number + 1_000, merchant: shop }).is_empty());
+    assert!(needed(pay(trade("i-new", TradeMode::Instant))).is_empty());
 
     // A refused command on it changes nothing, not even where it is.
     let digest = store.read(|p| p.digest());
