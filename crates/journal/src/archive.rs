@@ -494,7 +494,7 @@ impl Archive {
         let mut asked = None;
         for &offset in offsets {
             let Some(frame) = self.shared.frame_of(offset) else { continue };
-            if asked == Some(frame.number) || self.shared.is_cached(frame.number) {
+            if asked == Some(frame.number) || self.shared.cached(frame.number).is_some() {
                 continue;
             }
             asked = Some(frame.number);
@@ -505,8 +505,9 @@ impl Archive {
 }
 
 impl Shared {
-    fn is_cached(&self, frame: usize) -> bool {
-        self.cache.lock().iter().any(|(number, _)| *number == frame)
+    /// A frame's records if they are among those kept decompressed.
+    fn cached(&self, frame: usize) -> Option<Arc<Vec<u8>>> {
+        self.cache.lock().iter().find(|(number, _)| *number == frame).map(|(_, records)| Arc::clone(records))
     }
 
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
@@ -551,8 +552,8 @@ impl Shared {
 
     /// A frame's records, decompressed (or from the cache).
     fn frame_records(&self, frame: FrameAt) -> Result<Arc<Vec<u8>>, JournalError> {
-        if let Some((_, records)) = self.cache.lock().iter().find(|(number, _)| *number == frame.number) {
-            return Ok(Arc::clone(records));
+        if let Some(records) = self.cached(frame.number) {
+            return Ok(records);
         }
         let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset: frame.file_start, reason };
         let length = usize::try_from(frame.file_end - frame.file_start).unwrap_or(usize::MAX);

@@ -186,10 +186,11 @@ impl Platform {
         archive: &dyn ArchiveSource,
     ) -> Result<(), JournalError> {
         let numbers = match named_trades(action) {
-            NamedTrades::Number(number) => vec![number],
+            // Most commands name one trade: no list for it.
+            NamedTrades::Number(number) => return self.bring_back_trade(number, archive),
             NamedTrades::Reference(new) => self.numbers_by_reference(new.merchant, &new.out_trade_no),
             NamedTrades::DueOnes => self.state.parked_due.due_up_to(now),
-            NamedTrades::None => Vec::new(),
+            NamedTrades::None => return Ok(()),
         };
         for number in numbers {
             self.bring_back_trade(number, archive)?;
@@ -202,12 +203,16 @@ impl Platform {
     /// reads them in the order they were archived, which the kernel's
     /// readahead serves.
     pub(crate) fn archived_trades_named(&self, action: &Action, out: &mut Vec<u64>) {
-        let numbers = match named_trades(action) {
-            NamedTrades::Number(number) => vec![number],
-            NamedTrades::Reference(new) => self.numbers_by_reference(new.merchant, &new.out_trade_no),
-            NamedTrades::DueOnes | NamedTrades::None => Vec::new(),
-        };
-        out.extend(numbers.into_iter().filter_map(|number| self.state.trade_directory.archived_at(number)));
+        let directory = &self.state.trade_directory;
+        match named_trades(action) {
+            NamedTrades::Number(number) => out.extend(directory.archived_at(number)),
+            NamedTrades::Reference(new) => out.extend(
+                self.numbers_by_reference(new.merchant, &new.out_trade_no)
+                    .into_iter()
+                    .filter_map(|number| directory.archived_at(number)),
+            ),
+            NamedTrades::DueOnes | NamedTrades::None => {}
+        }
     }
 
     fn bring_back_trade(&mut self, number: u64, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
