@@ -646,9 +646,6 @@ mod tests {
         fn restore(_: Ledger, _: &[u8]) -> Result<Recorder, DecodeError> {
             Ok(Recorder::at(0))
         }
-        fn digest(&self) -> u64 {
-            self.length
-        }
         fn archive_len(&self) -> u64 {
             self.length
         }

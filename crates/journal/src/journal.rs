@@ -66,7 +66,7 @@ pub struct RecoveryReport {
     pub torn_bytes_cut: u64,
     /// The sequence of the last durable record (0: none).
     pub last_sequence: u64,
-    /// The digest of the recovered ledger.
+    /// The recovered machine's [`crate::digest`].
     pub digest: u64,
 }
 
@@ -165,7 +165,7 @@ impl<M: StateMachine> Journal<M> {
         };
         remove_temporary_files(&listing.temporary);
         report.last_sequence = next_sequence - 1;
-        report.digest = machine.digest();
+        report.digest = crate::snapshot::digest(&machine);
         let journal = Journal {
             directory: directory.to_path_buf(),
             _lock: lock,

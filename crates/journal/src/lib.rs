@@ -43,6 +43,7 @@ pub use error::JournalError;
 pub use history::HistoryReader;
 pub use journal::{Journal, Options, RecoveryReport};
 pub use machine::{Outcome, StateMachine};
+pub use snapshot::digest;
 
 /// The bare ledger made durable.
 pub type DurableLedger = Durable<Ledger>;
@@ -133,6 +134,12 @@ impl<M: StateMachine> Durable<M> {
     pub fn read<R>(&self, read: impl FnOnce(&M) -> R) -> R {
         let machine = self.machine.read();
         read(&machine)
+    }
+
+    /// The machine's [`digest`] (an encoding of the whole state: seconds
+    /// for a full day's, with writes waiting).
+    pub fn digest(&self) -> u64 {
+        self.read(digest)
     }
 
     /// The archive file, to read records found in the machine once its lock

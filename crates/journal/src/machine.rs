@@ -35,8 +35,6 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
     /// Rebuilds a machine from its ledger and the bytes of `encode_state`.
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Self, DecodeError>;
-    /// Equal digests mean equal machines.
-    fn digest(&self) -> u64;
 
     /// Bytes of archive records this state refers to, including those not
     /// yet taken (see [`crate::archive`]). Machines that archive nothing: 0.
@@ -114,9 +112,5 @@ impl StateMachine for Ledger {
             return Err(DecodeError { what: "ledger machine state (expected none)" });
         }
         Ok(ledger)
-    }
-
-    fn digest(&self) -> u64 {
-        Ledger::digest(self)
     }
 }

@@ -1,12 +1,17 @@
 //! Snapshots: the whole ledger as of a log sequence number, so that recovery
 //! replays only the log after it.
 //!
-//! `snapshot-<sequence, 20 digits>.snap`: a 40-byte header (magic `ZSNP`,
-//! version, sequence, body length, body CRC-32C, ledger digest, header
-//! CRC-32C) and a body (ledger configuration, last timestamp, first position
-//! in memory, accounts with their history heads, the transfers in memory
-//! with their back-links, pending records with their transfers). Written to a `.tmp` file, synced, renamed, and the
-//! directory synced, so a snapshot either exists whole or not at all.
+//! `snapshot-<sequence, 20 digits>.snap`: a 36-byte header (magic `ZSNP`,
+//! version, sequence, body length, the body's digest, header CRC-32C) and a
+//! body (ledger configuration, last timestamp, first position in memory,
+//! accounts with their history heads, the transfers in memory with their
+//! back-links, pending records with their transfers; then the machine's own
+//! state). Written to a `.tmp` file, synced, renamed, and the directory
+//! synced, so a snapshot either exists whole or not at all.
+//!
+//! The body is the machine's canonical encoding, so its digest is the
+//! machine's [`digest`]: one hash both checks the bytes read back and proves
+//! that the machine rebuilt from them encodes to the same bytes.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
@@ -19,6 +24,7 @@ use crate::codec::{self, ACCOUNT_BYTES, PENDING_BYTES, Reader, STORED_BYTES, Wri
 use crate::error::{JournalError, io_error};
 use crate::machine::StateMachine;
 use crate::wal::sync_directory;
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 const MAGIC: [u8; 4] = *b"ZSNP";
 /// 2: transfer windows, account history heads, pending bodies.
@@ -26,8 +32,10 @@ const MAGIC: [u8; 4] = *b"ZSNP";
 /// left its state for `archive.log`).
 /// 4: the machine's state is the rest of the body (streamed: no length first).
 /// 5: the archive it counts on is in LZ4 frames (zstd before).
-const VERSION: u32 = 5;
-const HEADER_BYTES: usize = 40;
+/// 6: the body's XXH3-64 digest instead of its CRC-32C and a `std` hash of
+/// the rebuilt state.
+const VERSION: u32 = 6;
+const HEADER_BYTES: usize = 36;
 
 pub(crate) fn snapshot_name(sequence: u64) -> String {
     format!("snapshot-{sequence:020}.snap")
@@ -49,21 +57,16 @@ pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &
     let write_error = |source| io_error("write snapshot", &temporary, source);
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&[0; HEADER_BYTES]).map_err(write_error)?;
-    let mut body = ChecksumWriter { inner: out, crc: 0, length: 0 };
-    write_ledger(machine.ledger(), &mut body).map_err(write_error)?;
-    // In pieces: an encoder writes field by field.
-    let mut state = BufWriter::with_capacity(1 << 16, &mut body);
-    machine.encode_state(&mut state).and_then(|()| state.flush()).map_err(write_error)?;
-    drop(state);
-    let ChecksumWriter { inner: mut out, crc: body_crc, length: body_length } = body;
+    let mut body = DigestWriter::new(out);
+    write_body(machine, &mut body).map_err(write_error)?;
+    let (mut out, body_length, digest) = body.finish();
 
     let mut header = Vec::with_capacity(HEADER_BYTES);
     header.extend_from_slice(&MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
     header.extend_from_slice(&sequence.to_le_bytes());
     header.extend_from_slice(&body_length.to_le_bytes());
-    header.extend_from_slice(&body_crc.to_le_bytes());
-    header.extend_from_slice(&machine.digest().to_le_bytes());
+    header.extend_from_slice(&digest.to_le_bytes());
     let header_crc = crc32c::crc32c(&header);
     header.extend_from_slice(&header_crc.to_le_bytes());
     debug_assert_eq!(header.len(), HEADER_BYTES);
@@ -74,6 +77,27 @@ pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &
     fs::rename(&temporary, &path).map_err(|source| io_error("rename snapshot", &path, source))?;
     sync_directory(directory)?;
     Ok(path)
+}
+
+/// A digest of the whole machine: XXH3-64 of its canonical encoding (a
+/// snapshot's body). Equal digests mean equal machines, in any build on any
+/// machine, unlike `std`'s hashes, which are not promised across releases.
+/// Costs an encoding of the whole state (no copy of it).
+pub fn digest<M: StateMachine>(machine: &M) -> u64 {
+    let mut sink = DigestWriter::new(std::io::sink());
+    // Writing to a sink cannot fail, and an encoder's own error would leave
+    // a shorter encoding, which has another digest.
+    let _ = write_body(machine, &mut sink);
+    sink.finish().2
+}
+
+/// The body of a snapshot: the ledger, then the machine's own state.
+fn write_body<M: StateMachine>(machine: &M, out: &mut impl Write) -> std::io::Result<()> {
+    write_ledger(machine.ledger(), out)?;
+    // In pieces: an encoder writes field by field.
+    let mut state = BufWriter::with_capacity(1 << 16, out);
+    machine.encode_state(&mut state)?;
+    state.flush()
 }
 
 /// The ledger part of a snapshot body, encoded a piece at a time.
@@ -115,17 +139,28 @@ fn write_ledger(ledger: &Ledger, out: &mut impl Write) -> std::io::Result<()> {
     flush(&mut piece, out, 0)
 }
 
-/// Counts and checksums what goes through it.
-struct ChecksumWriter<W> {
+/// Counts and digests what goes through it.
+struct DigestWriter<W> {
     inner: W,
-    crc: u32,
+    hasher: Xxh3Default,
     length: u64,
 }
 
-impl<W: Write> Write for ChecksumWriter<W> {
+impl<W: Write> DigestWriter<W> {
+    fn new(inner: W) -> DigestWriter<W> {
+        DigestWriter { inner, hasher: Xxh3Default::new(), length: 0 }
+    }
+
+    /// The writer, the bytes written and their digest.
+    fn finish(self) -> (W, u64, u64) {
+        (self.inner, self.length, self.hasher.digest())
+    }
+}
+
+impl<W: Write> Write for DigestWriter<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(bytes)?;
-        self.crc = crc32c::crc32c_append(self.crc, &bytes[..written]);
+        self.hasher.update(&bytes[..written]);
         self.length += written as u64;
         Ok(written)
     }
@@ -135,7 +170,8 @@ impl<W: Write> Write for ChecksumWriter<W> {
     }
 }
 
-/// Reads and rebuilds a snapshot; checks both checksums and the digest.
+/// Reads and rebuilds a snapshot; checks the header's checksum, the body's
+/// digest, and that the rebuilt machine has the same digest.
 pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalError> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -146,29 +182,28 @@ pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalErro
     let Some((header, body)) = bytes.split_at_checked(HEADER_BYTES) else {
         return Err(corrupt(0, "snapshot header cut short"));
     };
-    let header_crc = u32::from_le_bytes([header[36], header[37], header[38], header[39]]);
-    if header[0..4] != MAGIC || crc32c::crc32c(&header[..36]) != header_crc {
+    let header_crc = u32::from_le_bytes([header[32], header[33], header[34], header[35]]);
+    if header[0..4] != MAGIC || crc32c::crc32c(&header[..32]) != header_crc {
         return Err(corrupt(0, "snapshot header checksum mismatch"));
     }
-    let mut r = Reader::new(&header[4..36], "snapshot header");
+    let mut r = Reader::new(&header[4..32], "snapshot header");
     let bad_header = |_| corrupt(0, "snapshot header");
     let version = r.u32().map_err(bad_header)?;
     let sequence = r.u64().map_err(bad_header)?;
     let body_length = r.u64().map_err(bad_header)?;
-    let body_crc = r.u32().map_err(bad_header)?;
     let digest = r.u64().map_err(bad_header)?;
     if version != VERSION {
         return Err(corrupt(4, "unknown snapshot version"));
     }
-    if body_length != body.len() as u64 || crc32c::crc32c(body) != body_crc {
-        return Err(corrupt(HEADER_BYTES as u64, "snapshot body checksum mismatch"));
+    if body_length != body.len() as u64 || xxh3_64(body) != digest {
+        return Err(corrupt(HEADER_BYTES as u64, "snapshot body digest mismatch"));
     }
     let bad = |detail: String| JournalError::BadSnapshot { path: path.to_path_buf(), detail };
     let (image, state) = read_image(body).map_err(|error| bad(error.to_string()))?;
     let ledger = Ledger::restore(image).map_err(|error| bad(error.to_string()))?;
     let machine = M::restore(ledger, state).map_err(|error| bad(error.to_string()))?;
-    if machine.digest() != digest {
-        return Err(bad("the rebuilt ledger's digest differs from the one recorded".to_string()));
+    if self::digest(&machine) != digest {
+        return Err(bad("the rebuilt machine encodes to other bytes than it was rebuilt from".to_string()));
     }
     Ok((sequence, machine))
 }

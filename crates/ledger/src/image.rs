@@ -1,7 +1,5 @@
 //! The ledger's state as plain data, for snapshots: everything needed to
-//! rebuild an identical ledger, and a digest to prove that it is identical.
-
-use std::hash::{Hash, Hasher};
+//! rebuild an identical ledger.
 
 use crate::account::Account;
 use crate::state::{Ledger, LedgerConfig};
@@ -114,31 +112,5 @@ impl Ledger {
         ledger.set_last_timestamp(image.last_timestamp);
         ledger.check_conservation().map_err(|error| ImageError::Unbalanced(error.to_string()))?;
         Ok(ledger)
-    }
-
-    /// A digest of the whole state: equal digests mean equal ledgers (for one
-    /// build of zhifu; the hash function is not promised across versions).
-    pub fn digest(&self) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
-        self.config().hash(&mut hasher);
-        self.last_timestamp().hash(&mut hasher);
-        for account in self.accounts() {
-            account.hash(&mut hasher);
-            self.last_transfer_of(account.id).hash(&mut hasher);
-        }
-        self.first_position_in_memory().hash(&mut hasher);
-        self.transfer_count().hash(&mut hasher);
-        for stored in self.stored_transfers_from(0) {
-            stored.hash(&mut hasher);
-        }
-        // Open holds can be tens of millions: summed hashes need no sorted
-        // copy and do not depend on the map's order.
-        let pending = self.pending_entries().fold(0u64, |sum, record| {
-            let mut one = std::hash::DefaultHasher::new();
-            record.hash(&mut one);
-            sum.wrapping_add(one.finish())
-        });
-        pending.hash(&mut hasher);
-        hasher.finish()
     }
 }

@@ -27,11 +27,6 @@ impl PartialEq for Outbox {
     }
 }
 impl Eq for Outbox {}
-impl std::hash::Hash for Outbox {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.length.hash(state);
-    }
-}
 
 impl Outbox {
     /// Archives a record; returns its offset.

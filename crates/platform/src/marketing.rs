@@ -4,7 +4,6 @@
 //! whatever the concurrency: the ledger refuses the transfer first.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -169,9 +168,8 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
-        let mut hasher = std::hash::DefaultHasher::new();
-        (number, sender, total, count, now).hash(&mut hasher);
-        let shares = split(total, count, mode, hasher.finish());
+        let seed = crate::platform::hash_of(&[number, sender, total, u64::from(count), now]);
+        let shares = split(total, count, mode, seed);
         let expires_at = now.saturating_add(RED_PACKET_LIFETIME_NANOS);
         let packet = RedPacket {
             number,
