@@ -3,6 +3,7 @@
 
 mod bench;
 mod double11;
+mod host;
 mod load;
 mod pg_local;
 mod serve;

@@ -48,14 +48,7 @@ pub fn machine_line() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".to_string());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let line = info.lines().find(|line| line.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib as f64 / (1024.0 * 1024.0))
-        })
-        .unwrap_or(0.0);
+    let memory_gib = crate::host::memory_total_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0 * 1024.0);
     format!("{cpu}, {cores} cores, {memory_gib:.0} GiB")
 }
 

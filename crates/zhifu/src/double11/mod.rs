@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sim::{SimConfig, Workload};
 
+use crate::host;
 use progress::Progress;
 use tally::Tally;
 
@@ -145,6 +146,8 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
             )?
         }
         None => {
+            // Before the directory is made: a refused run leaves nothing.
+            check_room(&args.data_dir, plan.payments)?;
             prepare_data_dir(&args.data_dir, &config, args.fresh)?;
             let options = engine::EngineOptions {
                 data_dir: &args.data_dir,
@@ -165,6 +168,53 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
         bail!("the run does not reconcile (see the checks above)");
     }
     Ok(())
+}
+
+/// The most a run's data directory holds, per planned payment: the full
+/// day's (188 million payments) archive, history, log and two snapshots
+/// at once (the newest is written before the one it replaces is removed)
+/// come to ≈ 60 GB (BENCHMARKS.md, "The full day"), with a tenth to spare.
+const DISK_BYTES_PER_PAYMENT: u64 = 360;
+/// A run's peak resident memory: a fixed part and a part per planned
+/// payment (BENCHMARKS.md: `--scale 0.05` 1.6 GB, the full day ≈ 21.5 GB).
+const MEMORY_BYTES_BASE: u64 = 600_000_000;
+const MEMORY_BYTES_PER_PAYMENT: u64 = 112;
+
+/// Refuses a run the disk cannot hold (it would fail hours in, at the end
+/// of the day), and warns of one larger than the machine's memory. What is
+/// in the data directory counts as room: a resumed run's or a finished
+/// one's, which is removed.
+fn check_room(dir: &Path, payments: u64) -> anyhow::Result<()> {
+    let present = host::directory_bytes(dir).with_context(|| format!("measure {}", dir.display()))?;
+    let free = host::free_disk_bytes(dir).with_context(|| format!("ask for the free space of {}", dir.display()))?;
+    if let Some(message) = disk_shortfall(payments, present, free) {
+        bail!("{message} in {}: give another --data-dir or a smaller --scale", dir.display());
+    }
+    let peak = MEMORY_BYTES_BASE.saturating_add(payments.saturating_mul(MEMORY_BYTES_PER_PAYMENT));
+    if let Some(total) = host::memory_total_bytes()
+        && peak > total
+    {
+        eprintln!(
+            "warning: a run of this scale peaks at about {} of memory and this machine has {}; \
+             it may be stopped for want of memory (a smaller --scale fits)",
+            format_gb(peak),
+            format_gb(total)
+        );
+    }
+    Ok(())
+}
+
+/// Why `free` bytes of disk (with `present` bytes already in the data
+/// directory, a run being resumed) are too few for `payments`, if they are.
+fn disk_shortfall(payments: u64, present: u64, free: u64) -> Option<String> {
+    let needed = payments.saturating_mul(DISK_BYTES_PER_PAYMENT);
+    let room = free.saturating_add(present);
+    (room < needed)
+        .then(|| format!("a run of this scale needs about {} of disk and has {}", format_gb(needed), format_gb(room)))
+}
+
+fn format_gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
 }
 
 fn manifest(config: &SimConfig, finished: bool) -> String {
@@ -264,5 +314,16 @@ mod tests {
         assert_eq!(format_yuan(5), "¥0.05");
         assert_eq!(format_clock(367 * 1_000_000_000), "00:06:07");
         assert_eq!(format_clock((86_400 + 61) * 1_000_000_000), "+1d 00:01:01");
+    }
+
+    #[test]
+    fn a_disk_too_small_for_the_run_is_named_before_it_starts() {
+        let full_day = 188_000_000;
+        let needed = full_day * DISK_BYTES_PER_PAYMENT;
+        let message = disk_shortfall(full_day, 0, needed - 1).expect("one byte short");
+        assert!(message.contains(&format_gb(needed)), "{message}");
+        assert_eq!(disk_shortfall(full_day, 0, needed), None);
+        assert_eq!(disk_shortfall(full_day, needed / 2, needed / 2), None, "a resumed run has part of it already");
+        assert_eq!(disk_shortfall(940_000, 0, 2_000_000_000), None, "the default scale needs under 2 GB");
     }
 }
