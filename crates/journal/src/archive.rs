@@ -621,6 +621,7 @@ mod tests {
     impl StateMachine for Recorder {
         type Command = ();
         type Outcome = ();
+        const FORMAT: u32 = 1;
         fn create(_: LedgerConfig) -> Recorder {
             Recorder::at(0)
         }

@@ -16,6 +16,11 @@ pub enum JournalError {
     Undecodable { path: PathBuf, sequence: u64, detail: String },
     #[error("snapshot {path} does not rebuild its ledger: {detail}")]
     BadSnapshot { path: PathBuf, detail: String },
+    #[error(
+        "{path} says the data directory holds format {found}, and this build reads format {expected}: \
+         another version of zhifu wrote it (run that version, or start a new data directory)"
+    )]
+    OtherFormat { path: PathBuf, found: String, expected: u32 },
     #[error("the journal failed earlier and accepts no more writes: {0}")]
     Failed(String),
     #[error("the journal is shut down")]

@@ -2,6 +2,7 @@
 //! batches durably, and takes snapshots that let old log segments go.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ledger::{Ledger, LedgerConfig};
@@ -54,13 +55,20 @@ impl Default for Options {
     }
 }
 
+/// A snapshot recovery could not use, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedSnapshot {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
 /// What recovery found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// The log sequence of the snapshot loaded, if any.
     pub snapshot_sequence: Option<u64>,
     /// Newer snapshots that could not be read and were passed over.
-    pub snapshots_skipped: Vec<PathBuf>,
+    pub snapshots_skipped: Vec<SkippedSnapshot>,
     pub records_replayed: u64,
     /// Bytes of a torn record cut from the end of the newest segment.
     pub torn_bytes_cut: u64,
@@ -91,6 +99,8 @@ pub struct Journal<M: StateMachine> {
 }
 
 const LOCK_FILE: &str = "LOCK";
+/// `format <StateMachine::FORMAT>`: what the directory's log and snapshots mean.
+const FORMAT_FILE: &str = "FORMAT";
 
 impl<M: StateMachine> Journal<M> {
     /// Opens (creating if needed) a data directory and recovers the ledger
@@ -99,6 +109,7 @@ impl<M: StateMachine> Journal<M> {
         fs::create_dir_all(directory).map_err(|source| io_error("create data directory", directory, source))?;
         let lock = lock_directory(directory)?;
         let listing = list_directory(directory)?;
+        check_format::<M>(directory, &listing)?;
         let mut report = RecoveryReport::default();
 
         let (snapshot_sequence, mut machine) =
@@ -110,12 +121,19 @@ impl<M: StateMachine> Journal<M> {
         if let Some((first_sequence, path)) = listing.segments.first()
             && *first_sequence > snapshot_sequence + 1
         {
-            return Err(gap(path, snapshot_sequence + 1, *first_sequence));
+            let mut error = gap(path, snapshot_sequence + 1, *first_sequence);
+            if let JournalError::Gap { detail, .. } = &mut error {
+                detail.push_str(&skipped_list(&report.snapshots_skipped));
+            }
+            return Err(error);
         }
         if listing.segments.is_empty() && !report.snapshots_skipped.is_empty() {
             return Err(JournalError::Gap {
                 path: directory.to_path_buf(),
-                detail: format!("no snapshot could be read and no log covers them: {:?}", report.snapshots_skipped),
+                detail: format!(
+                    "no snapshot could be read and no log covers them{}",
+                    skipped_list(&report.snapshots_skipped)
+                ),
             });
         }
         let mut history = History::open(directory, machine.ledger().transfer_count())?;
@@ -165,7 +183,8 @@ impl<M: StateMachine> Journal<M> {
         };
         remove_temporary_files(&listing.temporary);
         report.last_sequence = next_sequence - 1;
-        report.digest = crate::snapshot::digest(&machine);
+        report.digest = crate::snapshot::digest(&machine)
+            .map_err(|source| io_error("digest the recovered state of", directory, source))?;
         let journal = Journal {
             directory: directory.to_path_buf(),
             _lock: lock,
@@ -296,10 +315,47 @@ impl<M: StateMachine> Journal<M> {
     }
 }
 
+/// `; passed over: <path>: <why>, …` (nothing if none was).
+fn skipped_list(skipped: &[SkippedSnapshot]) -> String {
+    skipped.iter().enumerate().fold(String::new(), |mut text, (index, skipped)| {
+        text.push_str(if index == 0 { "; passed over: " } else { ", " });
+        text.push_str(&format!("{}: {}", skipped.path.display(), skipped.reason));
+        text
+    })
+}
+
 fn gap(path: &Path, expected: u64, found: u64) -> JournalError {
     JournalError::Gap {
         path: path.to_path_buf(),
         detail: format!("expected record {expected} next, found {found}; a snapshot or segment is missing"),
+    }
+}
+
+/// Refuses a directory whose log and snapshots another format of machine
+/// wrote (replayed here, its commands could reach another state); gives a
+/// directory without any the machine's format.
+fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<(), JournalError> {
+    let path = directory.join(FORMAT_FILE);
+    let other = |found: String| JournalError::OtherFormat { path: path.clone(), found, expected: M::FORMAT };
+    match fs::read_to_string(&path) {
+        Ok(text) => match text.trim().strip_prefix("format ").and_then(|number| number.parse::<u32>().ok()) {
+            Some(found) if found == M::FORMAT => Ok(()),
+            Some(found) => Err(other(found.to_string())),
+            None => Err(other(format!("{:?} (unreadable)", text.trim()))),
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
+                return Err(other("none (written before formats were recorded)".to_string()));
+            }
+            let temporary = path.with_extension("tmp");
+            let write_error = |source| io_error("write", &temporary, source);
+            let mut file = File::create(&temporary).map_err(write_error)?;
+            file.write_all(format!("format {}\n", M::FORMAT).as_bytes()).map_err(write_error)?;
+            file.sync_all().map_err(write_error)?;
+            fs::rename(&temporary, &path).map_err(|source| io_error("rename", &path, source))?;
+            wal::sync_directory(directory)
+        }
+        Err(source) => Err(io_error("read", &path, source)),
     }
 }
 
@@ -359,7 +415,9 @@ fn load_newest_snapshot<M: StateMachine>(
     for (_, path) in snapshots.iter().rev() {
         match snapshot::read::<M>(path) {
             Ok(loaded) => return loaded,
-            Err(_) => report.snapshots_skipped.push(path.clone()),
+            Err(error) => {
+                report.snapshots_skipped.push(SkippedSnapshot { path: path.clone(), reason: error.to_string() })
+            }
         }
     }
     (0, M::create(config))

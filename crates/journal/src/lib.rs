@@ -41,7 +41,7 @@ pub use archive::{ArchiveReader, ArchiveSource, NoArchive};
 pub use codec::{Batch, Command, DecodeError};
 pub use error::JournalError;
 pub use history::HistoryReader;
-pub use journal::{Journal, Options, RecoveryReport};
+pub use journal::{Journal, Options, RecoveryReport, SkippedSnapshot};
 pub use machine::{Outcome, StateMachine};
 pub use snapshot::digest;
 
@@ -138,7 +138,7 @@ impl<M: StateMachine> Durable<M> {
 
     /// The machine's [`digest`] (an encoding of the whole state: seconds
     /// for a full day's, with writes waiting).
-    pub fn digest(&self) -> u64 {
+    pub fn digest(&self) -> std::io::Result<u64> {
         self.read(digest)
     }
 

@@ -13,6 +13,11 @@ use crate::error::JournalError;
 pub trait StateMachine: Send + Sync + Sized + 'static {
     type Command: Send + 'static;
     type Outcome: Send + 'static;
+    /// What the machine's log and snapshots mean: raised with any change to
+    /// what a command does (a replayed log must reach the same state) or to
+    /// how the state is encoded. The data directory records it, and a
+    /// directory of another format is refused by name.
+    const FORMAT: u32;
 
     /// A machine with nothing applied yet.
     fn create(config: LedgerConfig) -> Self;
@@ -31,7 +36,10 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     fn apply(&mut self, command: &Self::Command, archive: &dyn ArchiveSource) -> Result<Self::Outcome, JournalError>;
 
     /// Writes the machine's state beyond its ledger, for snapshots
-    /// (streamed: it may be far larger than what is worth copying).
+    /// (streamed: it may be far larger than what is worth copying). The
+    /// encoding is canonical, since the digest is its hash: equal states
+    /// give equal bytes (nothing of capacity or hash order enters), and
+    /// `restore` then `encode_state` gives back the bytes restored from.
     fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
     /// Rebuilds a machine from its ledger and the bytes of `encode_state`.
     fn restore(ledger: Ledger, state: &[u8]) -> Result<Self, DecodeError>;
@@ -66,6 +74,7 @@ pub enum Outcome {
 impl StateMachine for Ledger {
     type Command = Batch;
     type Outcome = Outcome;
+    const FORMAT: u32 = 1;
 
     fn create(config: LedgerConfig) -> Ledger {
         Ledger::with_config(config, 0, 0)

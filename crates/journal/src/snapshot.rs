@@ -48,7 +48,7 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 /// Writes a snapshot of `ledger` as of log sequence `sequence`; returns its path.
 ///
 /// Streamed to the file: a large state (gigabytes after a busy day) is
-/// never copied into memory whole; the header, whose length and checksum
+/// never copied into memory whole; the header, whose length and digest
 /// come last, is written over its placeholder at the end.
 pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &M) -> Result<PathBuf, JournalError> {
     let path = directory.join(snapshot_name(sequence));
@@ -82,13 +82,12 @@ pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &
 /// A digest of the whole machine: XXH3-64 of its canonical encoding (a
 /// snapshot's body). Equal digests mean equal machines, in any build on any
 /// machine, unlike `std`'s hashes, which are not promised across releases.
-/// Costs an encoding of the whole state (no copy of it).
-pub fn digest<M: StateMachine>(machine: &M) -> u64 {
+/// Costs an encoding of the whole state (no copy of it). An error is the
+/// machine's encoder's (the sink takes anything).
+pub fn digest<M: StateMachine>(machine: &M) -> std::io::Result<u64> {
     let mut sink = DigestWriter::new(std::io::sink());
-    // Writing to a sink cannot fail, and an encoder's own error would leave
-    // a shorter encoding, which has another digest.
-    let _ = write_body(machine, &mut sink);
-    sink.finish().2
+    write_body(machine, &mut sink)?;
+    Ok(sink.finish().2)
 }
 
 /// The body of a snapshot: the ledger, then the machine's own state.
@@ -182,19 +181,23 @@ pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalErro
     let Some((header, body)) = bytes.split_at_checked(HEADER_BYTES) else {
         return Err(corrupt(0, "snapshot header cut short"));
     };
+    // The version first: where the rest of the header lies depends on it.
+    let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if header[0..4] != MAGIC {
+        return Err(corrupt(0, "not a snapshot (magic)"));
+    }
+    if version != VERSION {
+        return Err(corrupt(4, "a snapshot of another version of zhifu"));
+    }
     let header_crc = u32::from_le_bytes([header[32], header[33], header[34], header[35]]);
-    if header[0..4] != MAGIC || crc32c::crc32c(&header[..32]) != header_crc {
+    if crc32c::crc32c(&header[..32]) != header_crc {
         return Err(corrupt(0, "snapshot header checksum mismatch"));
     }
-    let mut r = Reader::new(&header[4..32], "snapshot header");
+    let mut r = Reader::new(&header[8..32], "snapshot header");
     let bad_header = |_| corrupt(0, "snapshot header");
-    let version = r.u32().map_err(bad_header)?;
     let sequence = r.u64().map_err(bad_header)?;
     let body_length = r.u64().map_err(bad_header)?;
     let digest = r.u64().map_err(bad_header)?;
-    if version != VERSION {
-        return Err(corrupt(4, "unknown snapshot version"));
-    }
     if body_length != body.len() as u64 || xxh3_64(body) != digest {
         return Err(corrupt(HEADER_BYTES as u64, "snapshot body digest mismatch"));
     }
@@ -202,7 +205,9 @@ pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalErro
     let (image, state) = read_image(body).map_err(|error| bad(error.to_string()))?;
     let ledger = Ledger::restore(image).map_err(|error| bad(error.to_string()))?;
     let machine = M::restore(ledger, state).map_err(|error| bad(error.to_string()))?;
-    if self::digest(&machine) != digest {
+    let rebuilt =
+        self::digest(&machine).map_err(|error| bad(format!("the rebuilt machine does not encode: {error}")))?;
+    if rebuilt != digest {
         return Err(bad("the rebuilt machine encodes to other bytes than it was rebuilt from".to_string()));
     }
     Ok((sequence, machine))

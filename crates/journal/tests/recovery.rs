@@ -53,7 +53,7 @@ fn write_history(directory: &Path, batches: u64, snapshot_every_records: u64) ->
             other => panic!("unexpected {other:?}"),
         }
     }
-    let digest = store.digest();
+    let digest = store.digest().unwrap();
     store.shutdown();
     digest
 }
@@ -185,7 +185,9 @@ fn a_damaged_snapshot_falls_back_to_the_log_when_the_log_still_covers_it() {
     bytes[last] ^= 1;
     fs::write(&snapshot, bytes).unwrap();
     let (_, _, report) = Journal::<ledger::Ledger>::open(directory.path(), options(1_000)).unwrap();
-    assert_eq!(report.snapshots_skipped, [snapshot]);
+    assert_eq!(report.snapshots_skipped.len(), 1);
+    assert_eq!(report.snapshots_skipped[0].path, snapshot);
+    assert!(report.snapshots_skipped[0].reason.contains("digest mismatch"), "{:?}", report.snapshots_skipped);
     assert_eq!(report.digest, digest);
 }
 
@@ -268,4 +270,45 @@ fn the_digest_is_the_snapshot_body_hash_and_fixed_across_builds() {
     assert_eq!(xxhash_rust::xxh3::xxh3_64(&snapshot[36..]), digest);
     assert_eq!(snapshot[24..32], digest.to_le_bytes(), "stored in the header");
     assert_eq!(digest, 0xbbca_bc6c_e7c9_ae2a);
+}
+
+/// A machine of another format (its commands may mean something else)
+/// would replay the log to another state: the directory is refused by
+/// name, and so is one with a log but no record of its format.
+#[test]
+fn a_directory_of_another_machine_format_is_refused_by_name() {
+    let directory = tempfile::tempdir().unwrap();
+    write_history(directory.path(), 2, 1_000);
+    let format_file = directory.path().join("FORMAT");
+    assert_eq!(fs::read_to_string(&format_file).unwrap(), "format 1\n");
+
+    fs::write(&format_file, "format 7\n").unwrap();
+    let error = DurableLedger::open(directory.path(), options(1_000)).err().expect("refused");
+    assert!(matches!(error, JournalError::OtherFormat { expected: 1, .. }), "{error}");
+    assert!(error.to_string().contains("holds format 7, and this build reads format 1"), "{error}");
+
+    fs::remove_file(&format_file).unwrap();
+    let error = DurableLedger::open(directory.path(), options(1_000)).err().expect("refused");
+    assert!(error.to_string().contains("written before formats were recorded"), "{error}");
+
+    fs::write(&format_file, "format 1\n").unwrap();
+    let (store, report) = DurableLedger::open(directory.path(), options(1_000)).unwrap();
+    assert_eq!(report.records_replayed, 3);
+    store.shutdown();
+}
+
+/// A snapshot of another version says so (its header is laid out
+/// otherwise), and recovery names it when no log covers it.
+#[test]
+fn a_snapshot_of_another_version_is_named_as_such() {
+    let directory = tempfile::tempdir().unwrap();
+    write_history(directory.path(), 3, 2);
+    let snapshot = files(directory.path(), "snapshot-").pop().expect("a snapshot every 2 records");
+    let mut bytes = fs::read(&snapshot).unwrap();
+    bytes[4..8].copy_from_slice(&5u32.to_le_bytes());
+    fs::write(&snapshot, bytes).unwrap();
+    let error = DurableLedger::open(directory.path(), options(2)).err().expect("refused");
+    let text = error.to_string();
+    assert!(matches!(error, JournalError::Gap { .. }), "{text}");
+    assert!(text.contains("a snapshot of another version of zhifu") && text.contains("snapshot-"), "{text}");
 }

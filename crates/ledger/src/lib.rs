@@ -6,7 +6,7 @@
 //! - [`result`]: one machine-readable result per event in a batch.
 //! - [`state`]: [`Ledger`], which applies batches and answers lookups.
 //! - [`check`]: the conservation invariant (debits equal credits, per ledger).
-//! - [`image`]: the state as plain data (for snapshots) and its digest.
+//! - [`image`]: the state as plain data (for snapshots).
 //!
 //! The ledger knows nothing of disks, clocks, threads, HTTP or JSON. It is
 //! handed batches together with a timestamp and returns one result per event;

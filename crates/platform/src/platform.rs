@@ -23,12 +23,13 @@ pub const IDEMPOTENCY_RETENTION_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
 /// Party names are at most this many characters.
 pub const NAME_CHARS_MAX: usize = 200;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
-/// The layout of the platform's part of a snapshot: a change to `State`'s
-/// fields or their encoding takes the next number, so that a snapshot of
-/// another version is reported as such rather than as damaged. (3: the
-/// archive's records relative, `at_rest`, and its offsets are state;
-/// 4: parties in a `Numbered`.)
-const STATE_FORMAT: u32 = 4;
+/// The platform's format (`StateMachine::FORMAT`): a change to what a
+/// command does or to `State`'s fields or their encoding takes the next
+/// number, so that a data directory or snapshot of another version is
+/// reported as such rather than replayed wrongly or taken for damage.
+/// (3: the archive's records relative, `at_rest`, and its offsets are
+/// state; 4: parties in a `Numbered`; 5: choices by `hash_of`.)
+const STATE_FORMAT: u32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {
@@ -745,6 +746,7 @@ fn rejected_invalid(message: &str) -> Outcome {
 impl StateMachine for Platform {
     type Command = Command;
     type Outcome = Outcome;
+    const FORMAT: u32 = STATE_FORMAT;
 
     fn create(config: LedgerConfig) -> Platform {
         Platform::genesis(config)

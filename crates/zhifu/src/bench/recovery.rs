@@ -123,7 +123,7 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     let storing = started.elapsed();
-    let digest = store.digest();
+    let digest = store.digest().context("digest the ledger")?;
     let (stored, in_memory) = store.read(|l| (l.transfer_count(), l.transfer_count() - l.first_position_in_memory()));
     let peak_while_storing = peak_resident_bytes();
     store.shutdown();
@@ -137,7 +137,7 @@ pub fn run(args: &RecoveryBenchArgs) -> anyhow::Result<()> {
     let restart = Instant::now();
     let (store, report) = DurableLedger::open(&directory, options)?;
     let recovery = restart.elapsed();
-    let recovered = store.digest();
+    let recovered = store.digest().context("digest the recovered ledger")?;
     ensure!(recovered == digest, "the recovered ledger differs from the one before the restart");
     let oldest = store.stored_transfer(0)?.context("position 0 is in the history file")?;
     store.read(|l| l.check_conservation()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -256,7 +256,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     progress.finish();
     let figures = driver.figures()?;
     let writer: WriterStats = driver.store.stats();
-    let digest = driver.store.digest();
+    let digest = driver.store.digest().context("digest the state")?;
     let tally = Arc::try_unwrap(driver.tally)
         .map(|mutex| mutex.into_inner().unwrap_or_else(PoisonError::into_inner))
         .map_err(|_| anyhow::anyhow!("answers still arriving after the run"))?;

@@ -146,9 +146,7 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
             )?
         }
         None => {
-            // Before the directory is made: a refused run leaves nothing.
-            check_room(&args.data_dir, plan.payments)?;
-            prepare_data_dir(&args.data_dir, &config, args.fresh)?;
+            prepare_data_dir(&args.data_dir, &config, args.fresh, plan.payments)?;
             let options = engine::EngineOptions {
                 data_dir: &args.data_dir,
                 seed: args.seed,
@@ -182,7 +180,7 @@ const MEMORY_BYTES_PER_PAYMENT: u64 = 112;
 
 /// Refuses a run the disk cannot hold (it would fail hours in, at the end
 /// of the day), and warns of one larger than the machine's memory. What is
-/// in the data directory counts as room: a resumed run's or a finished
+/// in the data directory counts as room: a resumed run's, or a finished
 /// one's, which is removed.
 fn check_room(dir: &Path, payments: u64) -> anyhow::Result<()> {
     let present = host::directory_bytes(dir).with_context(|| format!("measure {}", dir.display()))?;
@@ -222,14 +220,15 @@ fn manifest(config: &SimConfig, finished: bool) -> String {
 }
 
 /// Makes the data directory ready: new, resumed (same seed and scale,
-/// unfinished), or started again (a finished run, or `--fresh`).
-fn prepare_data_dir(dir: &Path, config: &SimConfig, fresh: bool) -> anyhow::Result<()> {
+/// unfinished), or started again (a finished run, or `--fresh`) — once it
+/// is known to have room for `payments` (a refused run changes nothing).
+fn prepare_data_dir(dir: &Path, config: &SimConfig, fresh: bool, payments: u64) -> anyhow::Result<()> {
     let manifest_path = dir.join(MANIFEST);
     let existing = fs::read_to_string(&manifest_path).ok();
     let has_files = fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
-    match existing {
+    let start_again = match existing {
         None if has_files => bail!("{} is not empty and holds no double11 run; give another --data-dir", dir.display()),
-        None => {}
+        None => false,
         Some(text) => {
             let finished = text.contains("finished=true");
             let same = text == manifest(config, false) || text == manifest(config, true);
@@ -241,10 +240,12 @@ fn prepare_data_dir(dir: &Path, config: &SimConfig, fresh: bool) -> anyhow::Resu
                     text.lines().take(2).collect::<Vec<_>>().join(", ")
                 );
             }
-            if finished || fresh {
-                remove_run(dir)?;
-            }
+            finished || fresh
         }
+    };
+    check_room(dir, payments)?;
+    if start_again {
+        remove_run(dir)?;
     }
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     if !manifest_path.exists() {
@@ -261,6 +262,7 @@ fn remove_run(dir: &Path) -> anyhow::Result<()> {
         let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
         let ours = name == MANIFEST
             || name == "LOCK"
+            || name == "FORMAT"
             || name == "history.log"
             || name == "history.idx"
             || name == "archive.log"
