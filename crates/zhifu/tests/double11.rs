@@ -174,3 +174,25 @@ fn bad_options_get_clear_messages() {
         assert!(!stderr.contains("panicked"));
     }
 }
+
+/// Without a terminal (a log, `nohup`), progress comes as plain lines on
+/// stderr rather than a bar drawn for no one; `--quiet` keeps it silent.
+#[test]
+fn progress_without_a_terminal_is_written_as_lines() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_zhifu"))
+        .args(["double11", "--scale", SCALE, "--data-dir"])
+        .arg(directory.path().join("data"))
+        .arg("--report-dir")
+        .arg(directory.path().join("report"))
+        .output()
+        .expect("zhifu runs");
+    succeeded(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("setup done in") && stderr.contains("the day begins"), "{stderr}");
+    assert!(!stderr.contains('\r') && !stderr.contains("\u{1b}["), "no bar drawing: {stderr:?}");
+
+    let (quiet, _) = double11(directory.path(), "quiet", &[]);
+    succeeded(&quiet);
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("setup done"));
+}

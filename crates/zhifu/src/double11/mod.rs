@@ -65,7 +65,7 @@ pub struct Double11Args {
     /// Discard an unfinished run in the data directory and start again.
     #[arg(long)]
     fresh: bool,
-    /// No progress bar.
+    /// No progress (a bar on a terminal, otherwise a line a minute).
     #[arg(long)]
     quiet: bool,
 }
@@ -126,7 +126,11 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
         bail!("--crash-at must be a percentage between 0 and 100 (exclusive)");
     }
     let plan = workload.plan().clone();
-    let visible = !args.quiet && std::io::stderr().is_terminal();
+    let display = match (args.quiet, std::io::stderr().is_terminal()) {
+        (true, _) => progress::Display::Nothing,
+        (false, true) => progress::Display::Bar,
+        (false, false) => progress::Display::Lines,
+    };
     println!(
         "zhifu double11: seed {}, scale {} of 2013's day: {} payments planned, {} merchants, {} buyers",
         args.seed,
@@ -135,7 +139,7 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
         format_count(u64::from(plan.merchants)),
         format_count(u64::from(plan.buyers)),
     );
-    let progress = Progress::new(plan.payments, visible);
+    let progress = Progress::new(plan.payments, display);
     let output = match &args.target {
         Some(url) => {
             let admin_key = args.admin_key.clone().context("--target needs the server's --admin-key")?;

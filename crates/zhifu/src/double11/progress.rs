@@ -1,4 +1,6 @@
-//! The progress bar: simulated time, payments, GMV and payments per second.
+//! Progress: simulated time, payments, GMV and payments per second — a bar
+//! on a terminal, a line a minute otherwise (a full day runs for hours,
+//! often under `nohup` or in a log), nothing with `--quiet`.
 
 use std::cell::Cell;
 use std::sync::Mutex;
@@ -11,16 +13,29 @@ use super::{format_clock, format_count, format_yuan};
 
 /// Redraw after this many operations (reading the tally takes its lock).
 const UPDATE_EVERY: u64 = 4_096;
+/// How often a line is written when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(60);
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Display {
+    Bar,
+    Lines,
+    Nothing,
+}
 
 pub struct Progress {
     bar: ProgressBar,
+    display: Display,
     operations: Cell<u64>,
     payments: Cell<u64>,
+    last_line: Cell<Instant>,
 }
 
 impl Progress {
-    pub fn new(payments: u64, visible: bool) -> Progress {
-        let target = if visible { ProgressDrawTarget::stderr_with_hz(8) } else { ProgressDrawTarget::hidden() };
+    pub fn new(payments: u64, display: Display) -> Progress {
+        let target =
+            if display == Display::Bar { ProgressDrawTarget::stderr_with_hz(8) } else { ProgressDrawTarget::hidden() };
         let bar = ProgressBar::with_draw_target(Some(payments), target);
         let style = ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:28}] {percent:>3}% {msg}")
             .map(|style| style.progress_chars("=> "))
@@ -28,11 +43,21 @@ impl Progress {
         bar.set_style(style);
         bar.set_message("setting up merchants and buyers");
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar, operations: Cell::new(0), payments: Cell::new(0) }
+        Progress {
+            bar,
+            display,
+            operations: Cell::new(0),
+            payments: Cell::new(0),
+            last_line: Cell::new(Instant::now()),
+        }
     }
 
     pub fn note(&self, text: &str) {
-        self.bar.println(text);
+        match self.display {
+            Display::Bar => self.bar.println(text),
+            Display::Lines => eprintln!("{text}"),
+            Display::Nothing => {}
+        }
     }
 
     pub fn setup_done(&self, elapsed: Duration) {
@@ -53,13 +78,22 @@ impl Progress {
         let rate = tally.day_started.map_or(0.0, |started| {
             tally.acknowledged.payments as f64 / Instant::now().duration_since(started).as_secs_f64().max(1e-3)
         });
-        self.bar.set_message(format!(
+        let message = format!(
             "sim {} | {} paid | GMV {} | {} payments/s",
             format_clock(timed.at),
             format_count(tally.acknowledged.payments),
             format_yuan(u128::from(tally.acknowledged.gmv)),
             format_count(rate as u64),
-        ));
+        );
+        drop(tally);
+        let now = Instant::now();
+        if self.display == Display::Lines && now.duration_since(self.last_line.get()) >= LINE_EVERY {
+            self.last_line.set(now);
+            let elapsed = self.bar.elapsed().as_secs();
+            let percent = self.payments.get().saturating_mul(100) / self.bar.length().unwrap_or(1).max(1);
+            eprintln!("[{:02}:{:02}:{:02}] {percent:>3}% {message}", elapsed / 3_600, elapsed / 60 % 60, elapsed % 60);
+        }
+        self.bar.set_message(message);
     }
 
     pub fn finish(&self) {
