@@ -622,6 +622,7 @@ mod tests {
         type Command = ();
         type Outcome = ();
         const FORMAT: u32 = 1;
+        const NAME: &'static str = "recorder";
         fn create(_: LedgerConfig) -> Recorder {
             Recorder::at(0)
         }

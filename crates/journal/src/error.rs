@@ -17,10 +17,15 @@ pub enum JournalError {
     #[error("snapshot {path} does not rebuild its ledger: {detail}")]
     BadSnapshot { path: PathBuf, detail: String },
     #[error(
-        "{path} says the data directory holds format {found}, and this build reads format {expected}: \
-         another version of zhifu wrote it (run that version, or start a new data directory)"
+        "{path} says the data directory holds `{found}`, and this program reads `{expected}`: another \
+         version of zhifu, or another of its commands, wrote it (run that one, or give another data directory)"
     )]
-    OtherFormat { path: PathBuf, found: String, expected: u32 },
+    OtherFormat { path: PathBuf, found: String, expected: String },
+    #[error(
+        "data directory {path} holds a log or snapshots but no FORMAT file: a version of zhifu from before \
+         formats were recorded wrote it (this program reads `{expected}`; give another data directory)"
+    )]
+    FormatUnrecorded { path: PathBuf, expected: String },
     #[error("the journal failed earlier and accepts no more writes: {0}")]
     Failed(String),
     #[error("the journal is shut down")]

@@ -331,26 +331,28 @@ fn gap(path: &Path, expected: u64, found: u64) -> JournalError {
     }
 }
 
-/// Refuses a directory whose log and snapshots another format of machine
-/// wrote (replayed here, its commands could reach another state); gives a
-/// directory without any the machine's format.
+/// Refuses a directory whose log and snapshots another machine, or another
+/// format of this one, wrote (replayed here, its commands could reach
+/// another state); gives a directory without any this machine's format.
 fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<(), JournalError> {
     let path = directory.join(FORMAT_FILE);
-    let other = |found: String| JournalError::OtherFormat { path: path.clone(), found, expected: M::FORMAT };
+    let expected = format!("{} {}", M::NAME, M::FORMAT);
     match fs::read_to_string(&path) {
-        Ok(text) => match text.trim().strip_prefix("format ").and_then(|number| number.parse::<u32>().ok()) {
-            Some(found) if found == M::FORMAT => Ok(()),
-            Some(found) => Err(other(found.to_string())),
-            None => Err(other(format!("{:?} (unreadable)", text.trim()))),
+        Ok(text) => match text.trim().strip_prefix("format ") {
+            Some(found) if found == expected => Ok(()),
+            Some(found) if !found.is_empty() && found.len() <= 64 => {
+                Err(JournalError::OtherFormat { path, found: found.to_string(), expected })
+            }
+            _ => Err(JournalError::Corrupt { path, offset: 0, reason: "not a format record (`format <machine> <n>`)" }),
         },
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
-                return Err(other("none (written before formats were recorded)".to_string()));
+                return Err(JournalError::FormatUnrecorded { path: directory.to_path_buf(), expected });
             }
             let temporary = path.with_extension("tmp");
             let write_error = |source| io_error("write", &temporary, source);
             let mut file = File::create(&temporary).map_err(write_error)?;
-            file.write_all(format!("format {}\n", M::FORMAT).as_bytes()).map_err(write_error)?;
+            file.write_all(format!("format {expected}\n").as_bytes()).map_err(write_error)?;
             file.sync_all().map_err(write_error)?;
             fs::rename(&temporary, &path).map_err(|source| io_error("rename", &path, source))?;
             wal::sync_directory(directory)
@@ -416,7 +418,7 @@ fn load_newest_snapshot<M: StateMachine>(
         match snapshot::read::<M>(path) {
             Ok(loaded) => return loaded,
             Err(error) => {
-                report.snapshots_skipped.push(SkippedSnapshot { path: path.clone(), reason: error.to_string() })
+                report.snapshots_skipped.push(SkippedSnapshot { path: path.clone(), reason: problem(&error) })
             }
         }
     }
@@ -427,8 +429,19 @@ fn remove_file(path: &Path) -> Result<(), JournalError> {
     fs::remove_file(path).map_err(|source| io_error("remove", path, source))
 }
 
-/// A `.tmp` file is a snapshot that was being written when the process
-/// stopped: never renamed, so never relied on.
+/// What is wrong with a file, without the file's name or the verdict on
+/// starting (recovery may well start without it).
+fn problem(error: &JournalError) -> String {
+    match error {
+        JournalError::Corrupt { offset, reason, .. } => format!("byte {offset}: {reason}"),
+        JournalError::BadSnapshot { detail, .. } => detail.clone(),
+        JournalError::Io { action, source, .. } => format!("cannot {action}: {source}"),
+        other => other.to_string(),
+    }
+}
+
+/// A `.tmp` file is a snapshot (or `FORMAT`) that was being written when
+/// the process stopped: never renamed, so never relied on.
 fn remove_temporary_files(paths: &[PathBuf]) {
     for path in paths {
         let _ = fs::remove_file(path);

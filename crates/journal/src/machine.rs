@@ -18,6 +18,9 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// how the state is encoded. The data directory records it, and a
     /// directory of another format is refused by name.
     const FORMAT: u32;
+    /// Which machine this is, recorded with its format: a directory another
+    /// machine wrote is refused even where their numbers agree.
+    const NAME: &'static str;
 
     /// A machine with nothing applied yet.
     fn create(config: LedgerConfig) -> Self;
@@ -75,6 +78,7 @@ impl StateMachine for Ledger {
     type Command = Batch;
     type Outcome = Outcome;
     const FORMAT: u32 = 1;
+    const NAME: &'static str = "ledger";
 
     fn create(config: LedgerConfig) -> Ledger {
         Ledger::with_config(config, 0, 0)

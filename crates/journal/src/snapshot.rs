@@ -187,7 +187,7 @@ pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalErro
         return Err(corrupt(0, "not a snapshot (magic)"));
     }
     if version != VERSION {
-        return Err(corrupt(4, "a snapshot of another version of zhifu"));
+        return Err(corrupt(4, "a snapshot of another version of zhifu (or a damaged header)"));
     }
     let header_crc = u32::from_le_bytes([header[32], header[33], header[34], header[35]]);
     if crc32c::crc32c(&header[..32]) != header_crc {

@@ -280,18 +280,27 @@ fn a_directory_of_another_machine_format_is_refused_by_name() {
     let directory = tempfile::tempdir().unwrap();
     write_history(directory.path(), 2, 1_000);
     let format_file = directory.path().join("FORMAT");
-    assert_eq!(fs::read_to_string(&format_file).unwrap(), "format 1\n");
+    assert_eq!(fs::read_to_string(&format_file).unwrap(), "format ledger 1\n");
 
-    fs::write(&format_file, "format 7\n").unwrap();
+    fs::write(&format_file, "format ledger 7\n").unwrap();
     let error = DurableLedger::open(directory.path(), options(1_000)).err().expect("refused");
-    assert!(matches!(error, JournalError::OtherFormat { expected: 1, .. }), "{error}");
-    assert!(error.to_string().contains("holds format 7, and this build reads format 1"), "{error}");
+    assert!(matches!(error, JournalError::OtherFormat { .. }), "{error}");
+    assert!(error.to_string().contains("holds `ledger 7`, and this program reads `ledger 1`"), "{error}");
+
+    fs::write(&format_file, "format platform 1\n").unwrap();
+    let error = DurableLedger::open(directory.path(), options(1_000)).err().expect("another machine's");
+    assert!(error.to_string().contains("holds `platform 1`"), "{error}");
+
+    fs::write(&format_file, "garbage").unwrap();
+    let error = DurableLedger::open(directory.path(), options(1_000)).err().expect("unreadable");
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
 
     fs::remove_file(&format_file).unwrap();
     let error = DurableLedger::open(directory.path(), options(1_000)).err().expect("refused");
-    assert!(error.to_string().contains("written before formats were recorded"), "{error}");
+    assert!(matches!(error, JournalError::FormatUnrecorded { .. }), "{error}");
+    assert!(error.to_string().contains("no FORMAT file"), "{error}");
 
-    fs::write(&format_file, "format 1\n").unwrap();
+    fs::write(&format_file, "format ledger 1\n").unwrap();
     let (store, report) = DurableLedger::open(directory.path(), options(1_000)).unwrap();
     assert_eq!(report.records_replayed, 3);
     store.shutdown();
@@ -310,5 +319,6 @@ fn a_snapshot_of_another_version_is_named_as_such() {
     let error = DurableLedger::open(directory.path(), options(2)).err().expect("refused");
     let text = error.to_string();
     assert!(matches!(error, JournalError::Gap { .. }), "{text}");
-    assert!(text.contains("a snapshot of another version of zhifu") && text.contains("snapshot-"), "{text}");
+    assert!(text.contains("passed over: ") && text.contains("byte 4: a snapshot of another version"), "{text}");
+    assert!(!text.contains("acknowledged data may be damaged"), "the reason alone, not the file's error: {text}");
 }

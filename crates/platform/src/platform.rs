@@ -747,6 +747,7 @@ impl StateMachine for Platform {
     type Command = Command;
     type Outcome = Outcome;
     const FORMAT: u32 = STATE_FORMAT;
+    const NAME: &'static str = "platform";
 
     fn create(config: LedgerConfig) -> Platform {
         Platform::genesis(config)

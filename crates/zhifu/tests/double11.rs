@@ -196,3 +196,36 @@ fn progress_without_a_terminal_is_written_as_lines() {
     succeeded(&quiet);
     assert!(!String::from_utf8_lossy(&quiet.stderr).contains("setup done"));
 }
+
+/// `--fresh` discards a run only under the journal's lock: a run still
+/// going in another process keeps its files and goes on.
+#[test]
+fn fresh_does_not_discard_a_run_that_is_still_going() {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("going-data");
+    let mut going = Command::new(env!("CARGO_BIN_EXE_zhifu"))
+        .args(["double11", "--scale", "0.001", "--quiet", "--data-dir"])
+        .arg(&data)
+        .arg("--report-dir")
+        .arg(directory.path().join("going-report"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("zhifu runs");
+    let started = std::time::Instant::now();
+    let has_log = || {
+        std::fs::read_dir(&data)
+            .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("wal-")))
+    };
+    while !has_log() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the run never opened its journal");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (fresh, _) = double11(directory.path(), "going", &["--scale", "0.001", "--fresh"]);
+    let still_going = going.try_wait().unwrap().is_none();
+    going.kill().ok();
+    going.wait().ok();
+    assert!(still_going, "the first run was still going when --fresh was tried (make it longer)");
+    assert!(!fresh.status.success());
+    assert!(String::from_utf8_lossy(&fresh.stderr).contains("in use by another process"));
+    assert!(data.join("LOCK").exists() && has_log(), "the run's files are kept");
+}

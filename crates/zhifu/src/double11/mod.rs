@@ -249,6 +249,9 @@ fn prepare_data_dir(dir: &Path, config: &SimConfig, fresh: bool, payments: u64) 
     };
     check_room(dir, payments)?;
     if start_again {
+        // Under the journal's lock: a run still going in another process
+        // keeps its files (and the lock file stays, for it to go on holding).
+        let _lock = lock_run(dir)?;
         remove_run(dir)?;
     }
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -259,13 +262,30 @@ fn prepare_data_dir(dir: &Path, config: &SimConfig, fresh: bool, payments: u64) 
     Ok(())
 }
 
+/// The data directory's lock (the journal's `LOCK`), if no process holds it.
+fn lock_run(dir: &Path) -> anyhow::Result<fs::File> {
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {
+            bail!("{} is in use by another process (a run still going); stop it first", dir.display())
+        }
+        Err(fs::TryLockError::Error(error)) => Err(error).with_context(|| format!("lock {}", path.display())),
+    }
+}
+
 /// Removes what a run leaves in its data directory, and nothing else.
 fn remove_run(dir: &Path) -> anyhow::Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
         let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default().to_string();
         let ours = name == MANIFEST
-            || name == "LOCK"
             || name == "FORMAT"
             || name == "history.log"
             || name == "history.idx"

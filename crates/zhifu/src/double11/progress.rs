@@ -97,6 +97,9 @@ impl Progress {
     }
 
     pub fn finish(&self) {
+        if self.display == Display::Lines {
+            eprintln!("the day is over: {} payments submitted and answered", format_count(self.payments.get()));
+        }
         self.bar.set_position(self.payments.get());
         self.bar.finish_and_clear();
     }
