@@ -645,7 +645,7 @@ mod tests {
         fn encode_state(&self, _: &mut dyn std::io::Write) -> std::io::Result<()> {
             Ok(())
         }
-        fn restore(_: Ledger, _: &[u8]) -> Result<Recorder, DecodeError> {
+        fn restore(_: Ledger, _: &mut dyn std::io::Read) -> Result<Recorder, DecodeError> {
             Ok(Recorder::at(0))
         }
         fn archive_len(&self) -> u64 {

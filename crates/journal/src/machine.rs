@@ -44,8 +44,9 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// give equal bytes (nothing of capacity or hash order enters), and
     /// `restore` then `encode_state` gives back the bytes restored from.
     fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
-    /// Rebuilds a machine from its ledger and the bytes of `encode_state`.
-    fn restore(ledger: Ledger, state: &[u8]) -> Result<Self, DecodeError>;
+    /// Rebuilds a machine from its ledger and the bytes of `encode_state`,
+    /// read as it goes (a snapshot is not read into memory whole).
+    fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Self, DecodeError>;
 
     /// Bytes of archive records this state refers to, including those not
     /// yet taken (see [`crate::archive`]). Machines that archive nothing: 0.
@@ -120,10 +121,11 @@ impl StateMachine for Ledger {
         Ok(())
     }
 
-    fn restore(ledger: Ledger, state: &[u8]) -> Result<Ledger, DecodeError> {
-        if !state.is_empty() {
-            return Err(DecodeError { what: "ledger machine state (expected none)" });
+    fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Ledger, DecodeError> {
+        let mut probe = [0u8; 1];
+        match state.read(&mut probe) {
+            Ok(0) => Ok(ledger),
+            _ => Err(DecodeError { what: "ledger machine state (expected none)" }),
         }
-        Ok(ledger)
     }
 }

@@ -14,7 +14,7 @@
 //! that the machine rebuilt from them encodes to the same bytes.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ use crate::codec::{self, ACCOUNT_BYTES, PENDING_BYTES, Reader, STORED_BYTES, Wri
 use crate::error::{JournalError, io_error};
 use crate::machine::StateMachine;
 use crate::wal::sync_directory;
-use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
+use xxhash_rust::xxh3::Xxh3Default;
 
 const MAGIC: [u8; 4] = *b"ZSNP";
 /// 2: transfer windows, account history heads, pending bodies.
@@ -171,16 +171,22 @@ impl<W: Write> Write for DigestWriter<W> {
 
 /// Reads and rebuilds a snapshot; checks the header's checksum, the body's
 /// digest, and that the rebuilt machine has the same digest.
+///
+/// Streamed from the file: a full day's snapshot (≈ 10 GB) read whole
+/// beside the state it rebuilds (≈ 17 GB) would not fit the machine it was
+/// written on. The body is hashed as it is read and checked at its end; a
+/// body that does not decode is reported as damage if its digest is wrong.
 pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut file| file.read_to_end(&mut bytes))
-        .map_err(|source| io_error("read snapshot", path, source))?;
+    let read_error = |source| io_error("read snapshot", path, source);
+    let mut file = File::open(path).map_err(read_error)?;
+    let file_length = file.metadata().map_err(read_error)?.len();
     let corrupt =
         |offset: u64, reason: &'static str| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
-    let Some((header, body)) = bytes.split_at_checked(HEADER_BYTES) else {
+    let mut header = [0u8; HEADER_BYTES];
+    if file_length < HEADER_BYTES as u64 {
         return Err(corrupt(0, "snapshot header cut short"));
-    };
+    }
+    file.read_exact(&mut header).map_err(read_error)?;
     // The version first: where the rest of the header lies depends on it.
     let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if header[0..4] != MAGIC {
@@ -198,46 +204,98 @@ pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalErro
     let sequence = r.u64().map_err(bad_header)?;
     let body_length = r.u64().map_err(bad_header)?;
     let digest = r.u64().map_err(bad_header)?;
-    if body_length != body.len() as u64 || xxh3_64(body) != digest {
+    if body_length != file_length - HEADER_BYTES as u64 {
+        return Err(corrupt(HEADER_BYTES as u64, "snapshot body length mismatch"));
+    }
+    let mut body = BodyReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Xxh3Default::new(), read: 0 };
+    let bad = |detail: String| JournalError::BadSnapshot { path: path.to_path_buf(), detail };
+    let rebuilt = read_image(&mut body, body_length)
+        .map_err(|error| error.to_string())
+        .and_then(|image| Ledger::restore(image).map_err(|error| error.to_string()))
+        .and_then(|ledger| M::restore(ledger, &mut body).map_err(|error| error.to_string()));
+    // Whatever the machine left unread is hashed too: the digest covers the body.
+    std::io::copy(&mut body, &mut std::io::sink()).map_err(read_error)?;
+    if body.read != body_length || body.hasher.digest() != digest {
         return Err(corrupt(HEADER_BYTES as u64, "snapshot body digest mismatch"));
     }
-    let bad = |detail: String| JournalError::BadSnapshot { path: path.to_path_buf(), detail };
-    let (image, state) = read_image(body).map_err(|error| bad(error.to_string()))?;
-    let ledger = Ledger::restore(image).map_err(|error| bad(error.to_string()))?;
-    let machine = M::restore(ledger, state).map_err(|error| bad(error.to_string()))?;
-    let rebuilt =
+    let machine = rebuilt.map_err(bad)?;
+    let encoded =
         self::digest(&machine).map_err(|error| bad(format!("the rebuilt machine does not encode: {error}")))?;
-    if rebuilt != digest {
+    if encoded != digest {
         return Err(bad("the rebuilt machine encodes to other bytes than it was rebuilt from".to_string()));
     }
     Ok((sequence, machine))
 }
 
-/// The ledger image and the machine's own state bytes.
-fn read_image(body: &[u8]) -> Result<(LedgerImage, &[u8]), codec::DecodeError> {
-    let mut r = Reader::new(body, "snapshot body");
+/// A snapshot's body as it is read: hashed and counted.
+struct BodyReader<R> {
+    inner: R,
+    hasher: Xxh3Default,
+    read: u64,
+}
+
+impl<R: Read> Read for BodyReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..count]);
+        self.read += count as u64;
+        Ok(count)
+    }
+}
+
+impl<R: Read> BodyReader<R> {
+    /// The next `length` bytes, to decode with a `Reader`.
+    fn next<'b>(&mut self, buffer: &'b mut Vec<u8>, length: usize) -> Result<Reader<'b>, codec::DecodeError> {
+        buffer.resize(length, 0);
+        self.read_exact(buffer).map_err(|_| codec::DecodeError { what: "snapshot body cut short" })?;
+        Ok(Reader::new(buffer, "snapshot body"))
+    }
+
+    /// A count of items of `item_bytes` each, refused if the rest of the
+    /// body cannot hold that many (a corrupt count never allocates wildly).
+    fn count(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        item_bytes: usize,
+        body_length: u64,
+    ) -> Result<usize, codec::DecodeError> {
+        let count = self.next(buffer, 8)?.u64()?;
+        let left = body_length.saturating_sub(self.read);
+        match count.checked_mul(item_bytes as u64) {
+            Some(bytes) if bytes <= left => {
+                usize::try_from(count).map_err(|_| codec::DecodeError { what: "snapshot body" })
+            }
+            _ => Err(codec::DecodeError { what: "snapshot body (a count larger than the body)" }),
+        }
+    }
+}
+
+/// The ledger image, read from the start of a body; the machine's own state
+/// is the rest.
+fn read_image<R: Read>(body: &mut BodyReader<R>, body_length: u64) -> Result<LedgerImage, codec::DecodeError> {
+    let mut buffer = Vec::with_capacity(PENDING_BYTES.max(STORED_BYTES).max(ACCOUNT_BYTES + 8));
+    let mut r = body.next(&mut buffer, 1 + 8 * 3)?;
     let has_horizon = r.u8()? == 1;
     let horizon = r.u64()?;
     let config = LedgerConfig { id_horizon_ns: has_horizon.then_some(horizon) };
     let last_timestamp = r.u64()?;
     let first_position = r.u64()?;
-    let account_count = r.count(ACCOUNT_BYTES + 8)?;
+    let account_count = body.count(&mut buffer, ACCOUNT_BYTES + 8, body_length)?;
     let mut accounts = Vec::with_capacity(account_count);
     for _ in 0..account_count {
+        let mut r = body.next(&mut buffer, ACCOUNT_BYTES + 8)?;
         let account = codec::read_account(&mut r)?;
         accounts.push((account, r.u64()?));
     }
-    let transfer_count = r.count(STORED_BYTES)?;
+    let transfer_count = body.count(&mut buffer, STORED_BYTES, body_length)?;
     let mut transfers = Vec::with_capacity(transfer_count);
     for _ in 0..transfer_count {
-        transfers.push(codec::read_stored(&mut r)?);
+        transfers.push(codec::read_stored(&mut body.next(&mut buffer, STORED_BYTES)?)?);
     }
-    let pending_count = r.count(PENDING_BYTES)?;
+    let pending_count = body.count(&mut buffer, PENDING_BYTES, body_length)?;
     let mut pending = Vec::with_capacity(pending_count);
     for _ in 0..pending_count {
-        pending.push(codec::read_pending(&mut r)?);
+        pending.push(codec::read_pending(&mut body.next(&mut buffer, PENDING_BYTES)?)?);
     }
-    // The machine's state is the rest of the body.
-    let state = r.take_bytes(r.remaining())?;
-    Ok((LedgerImage { config, last_timestamp, accounts, first_position, transfers, pending }, state))
+    Ok(LedgerImage { config, last_timestamp, accounts, first_position, transfers, pending })
 }

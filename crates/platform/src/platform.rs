@@ -803,13 +803,17 @@ impl StateMachine for Platform {
         postcard::to_io(&(STATE_FORMAT, &self.state), out).map(|_| ()).map_err(std::io::Error::other)
     }
 
-    fn restore(ledger: Ledger, state: &[u8]) -> Result<Platform, DecodeError> {
-        let (format, state) =
-            postcard::take_from_bytes::<u32>(state).map_err(|_| DecodeError { what: "platform state" })?;
+    fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Platform, DecodeError> {
+        // Room for the longest string or byte run the state holds (texts
+        // are bounded well below it); everything else streams through.
+        let mut scratch = vec![0u8; 1 << 16];
+        let (format, (state, scratch)) = postcard::from_io::<u32, _>((state, scratch.as_mut_slice()))
+            .map_err(|_| DecodeError { what: "platform state" })?;
         if format != STATE_FORMAT {
             return Err(DecodeError { what: "platform state of another format (written by another version)" });
         }
-        let state = postcard::from_bytes(state).map_err(|_| DecodeError { what: "platform state" })?;
+        let (state, _) =
+            postcard::from_io::<State, _>((state, scratch)).map_err(|_| DecodeError { what: "platform state" })?;
         Ok(Platform { ledger, state, touched: Default::default() })
     }
 

@@ -213,11 +213,11 @@ fn a_state_of_another_format_is_refused_by_name() {
     world.run(Action::TopUp { party: buyer, amount: 10_000, bank: "ICBC".into() });
     let mut state = Vec::new();
     world.platform.encode_state(&mut state).unwrap();
-    let restored = Platform::restore(ledger::Ledger::default(), &state).unwrap();
+    let restored = Platform::restore(ledger::Ledger::default(), &mut state.as_slice()).unwrap();
     assert_eq!(restored.party(buyer), world.platform.party(buyer));
     // The format is the first byte (a small varint): another number is refused.
     state[0] += 1;
-    let refused = Platform::restore(ledger::Ledger::default(), &state).err().unwrap();
+    let refused = Platform::restore(ledger::Ledger::default(), &mut state.as_slice()).err().unwrap();
     assert!(refused.what.contains("another format"), "{refused:?}");
 }
 
