@@ -361,7 +361,10 @@ fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<
     }
 }
 
-fn lock_directory(directory: &Path) -> Result<File, JournalError> {
+/// Takes a data directory's lock (its `LOCK` file, held while the file is
+/// open), or says that another process holds it. The journal holds it while
+/// open; whoever removes a directory's files takes it first.
+pub fn lock_directory(directory: &Path) -> Result<File, JournalError> {
     let path = directory.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)

@@ -41,7 +41,7 @@ pub use archive::{ArchiveReader, ArchiveSource, NoArchive};
 pub use codec::{Batch, Command, DecodeError};
 pub use error::JournalError;
 pub use history::HistoryReader;
-pub use journal::{Journal, Options, RecoveryReport, SkippedSnapshot};
+pub use journal::{Journal, Options, RecoveryReport, SkippedSnapshot, lock_directory};
 pub use machine::{Outcome, StateMachine};
 pub use snapshot::digest;
 

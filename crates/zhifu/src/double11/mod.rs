@@ -255,7 +255,7 @@ fn prepare_data_dir(dir: &Path, config: &SimConfig, fresh: bool, payments: u64) 
     if start_again {
         // Under the journal's lock: a run still going in another process
         // keeps its files (and the lock file stays, for it to go on holding).
-        let _lock = lock_run(dir)?;
+        let _lock = journal::lock_directory(dir)?;
         remove_run(dir)?;
     }
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -264,24 +264,6 @@ fn prepare_data_dir(dir: &Path, config: &SimConfig, fresh: bool, payments: u64) 
             .with_context(|| format!("write {}", manifest_path.display()))?;
     }
     Ok(())
-}
-
-/// The data directory's lock (the journal's `LOCK`), if no process holds it.
-fn lock_run(dir: &Path) -> anyhow::Result<fs::File> {
-    let path = dir.join("LOCK");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => {
-            bail!("{} is in use by another process (a run still going); stop it first", dir.display())
-        }
-        Err(fs::TryLockError::Error(error)) => Err(error).with_context(|| format!("lock {}", path.display())),
-    }
 }
 
 /// Removes what a run leaves in its data directory, and nothing else.
