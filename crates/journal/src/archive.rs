@@ -101,6 +101,36 @@ pub fn decode_record(bytes: &[u8]) -> Option<&[u8]> {
 pub trait ArchiveSource {
     /// The payload of the record at `offset`.
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError>;
+
+    /// Every record, in the order they were archived: its offset and
+    /// payload. Reads each frame once, in file order (what a walk over
+    /// everything wants: records by offset would read a frame per record).
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), JournalError>;
+}
+
+/// What [`ArchiveSource::for_each_record`] calls with each record.
+pub type RecordVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), JournalError> + 'a;
+
+/// Calls `visit` with each record of `bytes`, whose first is at `offset`;
+/// `Err(offset)` at the first that is not whole and intact.
+pub fn for_each_record_in(bytes: &[u8], offset: u64, visit: &mut RecordVisitor<'_>) -> Result<(), RecordsError> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let here = offset + at as u64;
+        let payload = bytes.get(at..).and_then(decode_record).ok_or(RecordsError::Damaged(here))?;
+        visit(here, payload).map_err(RecordsError::Visit)?;
+        at += RECORD_HEADER_BYTES as usize + payload.len();
+    }
+    Ok(())
+}
+
+/// Why [`for_each_record_in`] stopped.
+#[derive(Debug)]
+pub enum RecordsError {
+    /// No whole record at this offset.
+    Damaged(u64),
+    /// The visitor's own error.
+    Visit(JournalError),
 }
 
 /// For machines without a journal: every record is still in their outbox.
@@ -109,6 +139,10 @@ pub struct NoArchive;
 impl ArchiveSource for NoArchive {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
         Err(JournalError::Failed(format!("archive record at {offset} asked of a machine without an archive file")))
+    }
+
+    fn for_each_record(&self, _visit: &mut RecordVisitor<'_>) -> Result<(), JournalError> {
+        Ok(())
     }
 }
 
@@ -475,12 +509,20 @@ impl ArchiveSource for ArchiveReader {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
         self.shared.read_record(offset)
     }
+
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), JournalError> {
+        self.shared.for_each_record(visit)
+    }
 }
 
 /// The writer's own reads (a command applied may read what earlier ones archived).
 impl ArchiveSource for Archive {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
         self.shared.read_record(offset)
+    }
+
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), JournalError> {
+        self.shared.for_each_record(visit)
     }
 }
 
@@ -533,6 +575,39 @@ impl Shared {
         Err(corrupt(offset, "no archive record at this offset"))
     }
 
+    /// Frame by frame from the first, then the tail. Records the writer
+    /// archives meanwhile are visited or not; none twice, none skipped
+    /// before them (the walk goes on from where the last record ended,
+    /// wherever that record is now).
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), JournalError> {
+        let corrupt = |offset, reason| JournalError::Corrupt { path: self.path.clone(), offset, reason };
+        let mut next = 0;
+        loop {
+            if let Some(frame) = self.frame_of(next) {
+                debug_assert_eq!(frame.records_start, next, "the walk goes from frame start to frame start");
+                let records = self.read_frame(frame)?;
+                for_each_record_in(&records, frame.records_start, visit).map_err(|error| match error {
+                    RecordsError::Damaged(_) => corrupt(frame.file_start, "archive frame holds a damaged record"),
+                    RecordsError::Visit(error) => error,
+                })?;
+                next = frame.records_end;
+                continue;
+            }
+            let tail = self.tail.read();
+            if next < tail.start {
+                continue; // framed between the two looks
+            }
+            let from = usize::try_from(next - tail.start).unwrap_or(usize::MAX);
+            // A copy: the visitor may read records (taking the lock again).
+            let bytes = tail.bytes.get(from..).unwrap_or_default().to_vec();
+            drop(tail);
+            return for_each_record_in(&bytes, next, visit).map_err(|error| match error {
+                RecordsError::Damaged(offset) => corrupt(offset, "no archive record at this offset"),
+                RecordsError::Visit(error) => error,
+            });
+        }
+    }
+
     fn frame_of(&self, offset: u64) -> Option<FrameAt> {
         let frames = self.frames.read();
         if offset >= frames.records_end {
@@ -555,6 +630,17 @@ impl Shared {
         if let Some(records) = self.cached(frame.number) {
             return Ok(records);
         }
+        let records = Arc::new(self.read_frame(frame)?);
+        let mut cache = self.cache.lock();
+        if cache.len() == CACHED_FRAMES {
+            cache.remove(0);
+        }
+        cache.push((frame.number, Arc::clone(&records)));
+        Ok(records)
+    }
+
+    /// A frame's records, read from the file and decompressed.
+    fn read_frame(&self, frame: FrameAt) -> Result<Vec<u8>, JournalError> {
         let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset: frame.file_start, reason };
         let length = usize::try_from(frame.file_end - frame.file_start).unwrap_or(usize::MAX);
         let mut bytes = vec![0u8; length];
@@ -574,12 +660,6 @@ impl Shared {
         if records.len() != records_length {
             return Err(corrupt("archive frame does not decompress"));
         }
-        let records = Arc::new(records);
-        let mut cache = self.cache.lock();
-        if cache.len() == CACHED_FRAMES {
-            cache.remove(0);
-        }
-        cache.push((frame.number, Arc::clone(&records)));
         Ok(records)
     }
 }
@@ -704,6 +784,49 @@ mod tests {
         assert!(error.to_string().contains("archive.log"), "{error}");
         let error = Archive::open(directory.path(), offsets[kept as usize / 2] + 1, 200).err().expect("mid-record");
         assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+    }
+
+    /// A walk over everything sees each record once, in order, from the
+    /// frames and from the tail alike; a visitor's error stops it.
+    #[test]
+    fn a_walk_visits_every_record_once_in_order() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(directory.path(), 0, 200).unwrap();
+        let reader = archive.reader().unwrap();
+        let mut machine = Recorder::at(0);
+        let mut offsets = Vec::new();
+        let walk = |source: &dyn ArchiveSource| {
+            let mut seen = Vec::new();
+            source
+                .for_each_record(&mut |offset, payload| {
+                    seen.push((offset, payload.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+            seen
+        };
+        for n in 0..500u64 {
+            offsets.push(machine.archive(&payload(n)));
+            archive.collect(&mut machine).unwrap();
+            if n % 11 == 0 {
+                archive.write().unwrap();
+            }
+            if n % 97 == 0 {
+                let expected: Vec<_> = (0..=n).map(|m| (offsets[m as usize], payload(m))).collect();
+                assert_eq!(walk(&reader), expected, "after {n}");
+                assert_eq!(walk(&archive), expected);
+            }
+        }
+        archive.sync().unwrap();
+        assert_eq!(walk(&reader).len(), 500, "all framed");
+        let mut visited = 0;
+        let stopped = reader.for_each_record(&mut |_, _| {
+            visited += 1;
+            if visited == 3 { Err(JournalError::Failed("enough".into())) } else { Ok(()) }
+        });
+        assert!(matches!(stopped, Err(JournalError::Failed(reason)) if reason == "enough"));
+        assert_eq!(visited, 3);
+        assert!(walk(&NoArchive).is_empty());
     }
 
     #[test]

@@ -50,6 +50,18 @@ impl Outbox {
         }
     }
 
+    /// Calls `visit` with each record not yet taken (all of them for a
+    /// platform without a journal), as [`ArchiveSource::for_each_record`].
+    pub fn for_each_pending(&self, visit: &mut journal::archive::RecordVisitor<'_>) -> Result<(), JournalError> {
+        let taken = self.length - self.pending.len() as u64;
+        journal::archive::for_each_record_in(&self.pending, taken, visit).map_err(|error| match error {
+            journal::archive::RecordsError::Damaged(offset) => {
+                JournalError::Failed(format!("archive record at {offset} in memory is damaged"))
+            }
+            journal::archive::RecordsError::Visit(error) => error,
+        })
+    }
+
     /// The record at `offset`: from the outbox if not taken yet, else from `source`.
     pub fn read<T: DeserializeOwned>(&self, source: &dyn ArchiveSource, offset: u64) -> Result<T, JournalError> {
         let taken = self.length - self.pending.len() as u64;

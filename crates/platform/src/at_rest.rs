@@ -207,6 +207,16 @@ impl ArchiveRecord<'static> {
     }
 
     /// A trade's record: its own, or the event that reported its last change.
+    /// The number of the trade the record holds, if it holds one.
+    pub(crate) fn trade_number(&self) -> Option<u64> {
+        match self {
+            ArchiveRecord::Trade(trade) | ArchiveRecord::TradeEvent(TradeEventAtRest { trade, .. }) => {
+                Some(trade.number)
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn into_trade(self, offset: u64) -> Result<Trade, JournalError> {
         match self {
             ArchiveRecord::Trade(trade) | ArchiveRecord::TradeEvent(TradeEventAtRest { trade, .. }) => {

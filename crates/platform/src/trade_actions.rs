@@ -150,29 +150,35 @@ impl Platform {
     }
 
     /// Every trade, live and archived, in no particular order: the live ones,
-    /// then the archived ones a chunk at a time in the order they are in the
-    /// archive, so that each archive frame is read once a chunk rather than
-    /// once a trade.
+    /// then the archived ones in the order they are in the archive (each
+    /// frame read once: the archive holds every version of a trade, and a
+    /// record is visited when it is the version the directory points to).
     pub fn for_each_trade(
         &self,
         archive: &dyn ArchiveSource,
         mut visit: impl FnMut(&Trade),
     ) -> Result<(), JournalError> {
-        const CHUNK_TRADES: usize = 1 << 20;
         self.state.trades.values().for_each(|trade| visit(trade));
-        let mut archived = self.state.trade_directory.archived_offsets();
-        let mut offsets = Vec::with_capacity(CHUNK_TRADES.min(self.state.trade_directory.archived_len()));
-        loop {
-            offsets.clear();
-            offsets.extend(archived.by_ref().take(CHUNK_TRADES));
-            if offsets.is_empty() {
-                return Ok(());
+        let directory = &self.state.trade_directory;
+        let mut archived = 0;
+        let mut at_rest = |offset: u64, payload: &[u8]| -> Result<(), JournalError> {
+            let record: ArchiveRecord = postcard::from_bytes(payload)
+                .map_err(|_| JournalError::Failed(format!("archive record at {offset} is not a platform record")))?;
+            if record.trade_number().is_some_and(|number| directory.archived_at(number) == Some(offset)) {
+                visit(&record.into_trade(offset)?);
+                archived += 1;
             }
-            offsets.sort_unstable();
-            for &offset in &offsets {
-                visit(&self.archived_trade_at(archive, offset)?);
-            }
+            Ok(())
+        };
+        archive.for_each_record(&mut at_rest)?;
+        self.state.archive.for_each_pending(&mut at_rest)?;
+        if archived != directory.archived_len() {
+            return Err(JournalError::Failed(format!(
+                "the archive holds {archived} of the {} archived trades",
+                directory.archived_len()
+            )));
         }
+        Ok(())
     }
 
     /// Brings back to memory, for the command applying `action`, the trades

@@ -62,6 +62,7 @@ impl TradeDirectory {
     }
 
     /// The offsets of every archived trade, by trade number.
+    #[cfg(test)]
     pub(crate) fn archived_offsets(&self) -> impl Iterator<Item = u64> + '_ {
         self.offsets.values().copied().filter(|&offset| offset != LIVE)
     }
