@@ -63,7 +63,7 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
     // The ledger left behind, read independently of the run.
     let options = Options { ledger: LedgerConfig { id_horizon_ns: Some(3_600_000_000_000) }, ..Options::default() };
     let (store, _) = Durable::<Platform>::open(&directory.path().join("first-data"), options).unwrap();
-    let (gmv, settled, closed, paid, fees, revenue) = store.read_with_archive(|platform, archive| {
+    let (gmv, settled, closed, paid, fees, revenue, auto_confirmed) = store.read_with_archive(|platform, archive| {
         let mut paid = Vec::new();
         platform
             .for_each_trade(archive, |t| {
@@ -76,10 +76,17 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
         let settled: u128 = paid.iter().filter(|t| t.settled_at.is_some()).map(|t| u128::from(t.amount)).sum();
         let closed: u128 = paid.iter().filter(|t| t.settled_at.is_none()).map(|t| u128::from(t.amount)).sum();
         let fees: u128 = paid.iter().map(|t| u128::from(t.fee)).sum();
+        // Settled when (or after) the confirmation fell due: by the clock.
+        let auto_confirmed = paid
+            .iter()
+            .filter(|t| t.confirm_due_at.is_some_and(|due| t.settled_at.is_some_and(|at| at >= due)))
+            .count();
         let revenue = platform.ledger().account(REVENUE).unwrap();
         platform.ledger().check_conservation().unwrap();
-        (gmv, settled, closed, paid.len() as u64, fees, revenue.credits_posted - revenue.debits_posted)
+        (gmv, settled, closed, paid.len() as u64, fees, revenue.credits_posted - revenue.debits_posted, auto_confirmed)
     });
+    assert!(auto_confirmed > 0, "escrow trades their buyers did not confirm");
+    assert_eq!(acknowledged["auto_confirmed"].as_u64().unwrap(), auto_confirmed as u64, "the clock's confirmations");
     assert_eq!(gmv, u128::from(acknowledged["gmv_fen"].as_u64().unwrap()), "GMV is what the ledger's trades were paid");
     assert_eq!(paid, payments);
     assert_eq!(settled + closed, gmv, "every payment settled, or refunded in full before it could");

@@ -174,15 +174,13 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
 
 /// The most a run's data directory holds, per planned payment, erring
 /// high (a run refused at its start costs nothing; one out of disk at the
-/// day's end costs hours): the full day's archive, history and log grow
-/// ≈ 0.12 GB a million commands (≈ 418 M commands: ≈ 51 GB with one
-/// snapshot), the settlement ticks add to them, and a second snapshot
-/// (≈ 10 GB) is on disk while the newest is written — ≈ 62–76 GB by the
-/// estimates so far (BENCHMARKS.md, the full-day attempts); 400 bytes a
-/// payment is 75 GB.
+/// day's end costs hours): the full day peaked at 64.9 GB (BENCHMARKS.md,
+/// "The full day, measured"), and a second full-size snapshot (7.5 GB) can
+/// be on disk beside the last one while it is written; 400 bytes a payment
+/// is 75 GB for the day.
 const DISK_BYTES_PER_PAYMENT: u64 = 400;
 /// A run's peak resident memory: a fixed part and a part per planned
-/// payment (BENCHMARKS.md: `--scale 0.05` 1.6 GB, the full day ≈ 21.5 GB).
+/// payment (BENCHMARKS.md: `--scale 0.05` 1.6 GB, the full day 21.4 GB).
 const MEMORY_BYTES_BASE: u64 = 600_000_000;
 const MEMORY_BYTES_PER_PAYMENT: u64 = 112;
 

@@ -70,7 +70,9 @@ impl Progress {
         if payment {
             self.payments.set(self.payments.get() + 1);
         }
-        if !operations.is_multiple_of(UPDATE_EVERY) || timed.setup {
+        // After the day, ticks come one at a time and each may take seconds.
+        let settling = matches!(timed.op, sim::Op::Tick) && timed.at >= sim::DAY_NANOS;
+        if !(operations.is_multiple_of(UPDATE_EVERY) || settling) || timed.setup {
             return;
         }
         self.bar.set_position(self.payments.get());
@@ -78,13 +80,16 @@ impl Progress {
         let rate = tally.day_started.map_or(0.0, |started| {
             tally.acknowledged.payments as f64 / Instant::now().duration_since(started).as_secs_f64().max(1e-3)
         });
-        let message = format!(
+        let mut message = format!(
             "sim {} | {} paid | GMV {} | {} payments/s",
             format_clock(timed.at),
             format_count(tally.acknowledged.payments),
             format_yuan(u128::from(tally.acknowledged.gmv)),
             format_count(rate as u64),
         );
+        if tally.acknowledged.auto_confirmed > 0 {
+            message.push_str(&format!(" | {} auto-confirmed", format_count(tally.acknowledged.auto_confirmed)));
+        }
         drop(tally);
         let now = Instant::now();
         if self.display == Display::Lines && now.duration_since(self.last_line.get()) >= LINE_EVERY {

@@ -179,6 +179,7 @@ impl Summary {
                 "red_packets": acknowledged.red_packets,
                 "red_packet_claims": acknowledged.red_packet_claims,
                 "fund_yield_fen": acknowledged.fund_yield,
+                "auto_confirmed": acknowledged.auto_confirmed,
                 "rejected": acknowledged.rejected,
             },
             "ledger": figures,
@@ -285,6 +286,16 @@ pub fn terminal(summary: &Summary) -> String {
         "refunds",
         format!("{} ({})", format_count(acknowledged.refunds), format_yuan(acknowledged.refunded.into())),
     );
+    if summary.target.is_none() {
+        line(
+            &mut text,
+            "escrow",
+            format!(
+                "{} trades auto-confirmed by the clock (their buyers had not confirmed in time)",
+                format_count(acknowledged.auto_confirmed)
+            ),
+        );
+    }
     line(
         &mut text,
         "also",

@@ -33,6 +33,8 @@ pub struct Acknowledged {
     pub red_packets: u64,
     pub red_packet_claims: u64,
     pub fund_yield: u64,
+    /// Escrow trades the clock confirmed (their buyers did not in time).
+    pub auto_confirmed: u64,
     /// Refusals other than declined payments, by what and why.
     pub rejected: BTreeMap<String, u64>,
 }
