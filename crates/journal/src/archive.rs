@@ -112,25 +112,22 @@ pub trait ArchiveSource {
 pub type RecordVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), JournalError> + 'a;
 
 /// Calls `visit` with each record of `bytes`, whose first is at `offset`;
-/// `Err(offset)` at the first that is not whole and intact.
-pub fn for_each_record_in(bytes: &[u8], offset: u64, visit: &mut RecordVisitor<'_>) -> Result<(), RecordsError> {
+/// at the first that is not whole and intact, the error `damaged` makes of
+/// its offset.
+pub fn for_each_record_in(
+    bytes: &[u8],
+    offset: u64,
+    visit: &mut RecordVisitor<'_>,
+    damaged: impl Fn(u64) -> JournalError,
+) -> Result<(), JournalError> {
     let mut at = 0;
     while at < bytes.len() {
         let here = offset + at as u64;
-        let payload = bytes.get(at..).and_then(decode_record).ok_or(RecordsError::Damaged(here))?;
-        visit(here, payload).map_err(RecordsError::Visit)?;
+        let payload = bytes.get(at..).and_then(decode_record).ok_or_else(|| damaged(here))?;
+        visit(here, payload)?;
         at += RECORD_HEADER_BYTES as usize + payload.len();
     }
     Ok(())
-}
-
-/// Why [`for_each_record_in`] stopped.
-#[derive(Debug)]
-pub enum RecordsError {
-    /// No whole record at this offset.
-    Damaged(u64),
-    /// The visitor's own error.
-    Visit(JournalError),
 }
 
 /// For machines without a journal: every record is still in their outbox.
@@ -586,9 +583,8 @@ impl Shared {
             if let Some(frame) = self.frame_of(next) {
                 debug_assert_eq!(frame.records_start, next, "the walk goes from frame start to frame start");
                 let records = self.read_frame(frame)?;
-                for_each_record_in(&records, frame.records_start, visit).map_err(|error| match error {
-                    RecordsError::Damaged(_) => corrupt(frame.file_start, "archive frame holds a damaged record"),
-                    RecordsError::Visit(error) => error,
+                for_each_record_in(&records, frame.records_start, visit, |_| {
+                    corrupt(frame.file_start, "archive frame holds a damaged record")
                 })?;
                 next = frame.records_end;
                 continue;
@@ -601,9 +597,8 @@ impl Shared {
             // A copy: the visitor may read records (taking the lock again).
             let bytes = tail.bytes.get(from..).unwrap_or_default().to_vec();
             drop(tail);
-            return for_each_record_in(&bytes, next, visit).map_err(|error| match error {
-                RecordsError::Damaged(offset) => corrupt(offset, "no archive record at this offset"),
-                RecordsError::Visit(error) => error,
+            return for_each_record_in(&bytes, next, visit, |offset| {
+                corrupt(offset, "no archive record at this offset")
             });
         }
     }

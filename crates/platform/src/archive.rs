@@ -54,11 +54,8 @@ impl Outbox {
     /// platform without a journal), as [`ArchiveSource::for_each_record`].
     pub fn for_each_pending(&self, visit: &mut journal::archive::RecordVisitor<'_>) -> Result<(), JournalError> {
         let taken = self.length - self.pending.len() as u64;
-        journal::archive::for_each_record_in(&self.pending, taken, visit).map_err(|error| match error {
-            journal::archive::RecordsError::Damaged(offset) => {
-                JournalError::Failed(format!("archive record at {offset} in memory is damaged"))
-            }
-            journal::archive::RecordsError::Visit(error) => error,
+        journal::archive::for_each_record_in(&self.pending, taken, visit, |offset| {
+            JournalError::Failed(format!("archive record at {offset} in memory is damaged"))
         })
     }
 

@@ -219,6 +219,14 @@ pub struct TimedOp {
     pub setup: bool,
 }
 
+impl TimedOp {
+    /// A tick of the clock after the day: the settlement (ten days on, each
+    /// auto-confirms the escrow trades shipped in its interval of the day).
+    pub fn is_settlement_tick(&self) -> bool {
+        matches!(self.op, Op::Tick) && self.at >= DAY_NANOS
+    }
+}
+
 /// A follow-up waiting for its time; ordered by time, then by when it was made.
 struct Scheduled {
     at: u64,

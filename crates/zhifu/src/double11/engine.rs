@@ -241,7 +241,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         // After the day the clock's ticks do the settling (ten days on, each
         // auto-confirms millions of escrow trades at full scale): one at a
         // time, so that progress shows how far the settling has got.
-        let settling = matches!(kind, Kind::Tick) && timed.at >= sim::DAY_NANOS;
+        let settling = timed.is_settlement_tick();
         driver.submit(&timed, action, kind)?;
         if settling {
             driver.wait_for(driver.submitted)?;

@@ -71,8 +71,7 @@ impl Progress {
             self.payments.set(self.payments.get() + 1);
         }
         // After the day, ticks come one at a time and each may take seconds.
-        let settling = matches!(timed.op, sim::Op::Tick) && timed.at >= sim::DAY_NANOS;
-        if !(operations.is_multiple_of(UPDATE_EVERY) || settling) || timed.setup {
+        if !(operations.is_multiple_of(UPDATE_EVERY) || timed.is_settlement_tick()) || timed.setup {
             return;
         }
         self.bar.set_position(self.payments.get());
