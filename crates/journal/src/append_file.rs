@@ -4,7 +4,7 @@
 //! every snapshot, and at start is cut back to the length the snapshot
 //! relies on — the log replay then appends the rest again.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ impl AppendFile {
     /// the snapshot relies on and lost: an error saying `lost`.
     pub fn open(directory: &Path, name: &str, length: u64, lost: &'static str) -> Result<AppendFile, JournalError> {
         let path = directory.join(name);
-        let file = OpenOptions::new()
+        let file = crate::journal::private_options()
             .create(true)
             .truncate(false)
             .read(true)

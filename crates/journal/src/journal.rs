@@ -106,7 +106,7 @@ impl<M: StateMachine> Journal<M> {
     /// Opens (creating if needed) a data directory and recovers the ledger
     /// it holds: the newest readable snapshot, then the log after it.
     pub fn open(directory: &Path, options: Options) -> Result<(Journal<M>, M, RecoveryReport), JournalError> {
-        fs::create_dir_all(directory).map_err(|source| io_error("create data directory", directory, source))?;
+        create_private_directory(directory)?;
         let lock = lock_directory(directory)?;
         let listing = list_directory(directory)?;
         check_format::<M>(directory, &listing)?;
@@ -351,7 +351,7 @@ fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<
             }
             let temporary = path.with_extension("tmp");
             let write_error = |source| io_error("write", &temporary, source);
-            let mut file = File::create(&temporary).map_err(write_error)?;
+            let mut file = create_private(&temporary).map_err(write_error)?;
             file.write_all(format!("format {expected}\n").as_bytes()).map_err(write_error)?;
             file.sync_all().map_err(write_error)?;
             fs::rename(&temporary, &path).map_err(|source| io_error("rename", &path, source))?;
@@ -361,12 +361,38 @@ fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<
     }
 }
 
+/// A data directory holds the platform's records and secrets: its owner's
+/// alone (0700; an existing one is made so too).
+fn create_private_directory(directory: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(directory)
+        .map_err(|source| io_error("create data directory", directory, source))?;
+    fs::set_permissions(directory, fs::Permissions::from_mode(0o700))
+        .map_err(|source| io_error("make private the data directory", directory, source))
+}
+
+/// Options for the journal's files: readable and writable by the owner only (0600).
+pub(crate) fn private_options() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
+/// Creates (or truncates) a file of the journal's, the owner's only.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
+    private_options().write(true).create(true).truncate(true).open(path)
+}
+
 /// Takes a data directory's lock (its `LOCK` file, held while the file is
 /// open), or says that another process holds it. The journal holds it while
 /// open; whoever removes a directory's files takes it first.
 pub fn lock_directory(directory: &Path) -> Result<File, JournalError> {
     let path = directory.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = private_options()
         .create(true)
         .truncate(false)
         .write(true)

@@ -53,7 +53,8 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &M) -> Result<PathBuf, JournalError> {
     let path = directory.join(snapshot_name(sequence));
     let temporary = path.with_extension("tmp");
-    let file = File::create(&temporary).map_err(|source| io_error("create snapshot", &temporary, source))?;
+    let file =
+        crate::journal::create_private(&temporary).map_err(|source| io_error("create snapshot", &temporary, source))?;
     let write_error = |source| io_error("write snapshot", &temporary, source);
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&[0; HEADER_BYTES]).map_err(write_error)?;

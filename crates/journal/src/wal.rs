@@ -151,7 +151,7 @@ impl ActiveSegment {
     /// Creates a new, empty segment and makes its name durable.
     pub fn create(directory: &Path, first_sequence: u64) -> Result<ActiveSegment, JournalError> {
         let path = directory.join(segment_name(first_sequence));
-        let file = OpenOptions::new()
+        let file = crate::journal::private_options()
             .create_new(true)
             .append(true)
             .open(&path)
