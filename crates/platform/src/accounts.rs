@@ -90,6 +90,11 @@ pub const CODE_LOAN_PENALTY: u16 = 20;
 pub const CODE_LOAN_REPAYMENT: u16 = 21;
 /// An escrow trade's money, out of escrow to the merchant.
 pub const CODE_TRADE_SETTLEMENT: u16 = 22;
+/// A refund's share of the merchant's fee, back to the merchant.
+pub const CODE_TRADE_FEE_RETURN: u16 = 23;
+/// A refund's share of a campaign's discount, back to the campaign (or,
+/// once it has ended, its sponsor).
+pub const CODE_CAMPAIGN_DISCOUNT_RETURN: u16 = 24;
 
 pub fn transfer_code_name(code: u16) -> &'static str {
     match code {
@@ -102,6 +107,8 @@ pub fn transfer_code_name(code: u16) -> &'static str {
         CODE_TRADE_FEE => "trade_fee",
         CODE_TRADE_REFUND => "trade_refund",
         CODE_TRADE_SETTLEMENT => "trade_settlement",
+        CODE_TRADE_FEE_RETURN => "trade_fee_return",
+        CODE_CAMPAIGN_DISCOUNT_RETURN => "campaign_discount_return",
         CODE_FUND_SUBSCRIPTION => "fund_subscription",
         CODE_FUND_REDEMPTION => "fund_redemption",
         CODE_FUND_YIELD => "fund_yield",
@@ -160,20 +167,6 @@ impl Reference {
             7 => Some(Reference::RedPacket(number)),
             8 => Some(Reference::Loan(number)),
             _ => None,
-        }
-    }
-
-    /// The public id: `top_12`, `trf_7`, `wdr_3`.
-    pub fn public_id(self) -> String {
-        match self {
-            Reference::TopUp(number) => format!("top_{number}"),
-            Reference::Transfer(number) => format!("trf_{number}"),
-            Reference::Withdrawal(number) => format!("wdr_{number}"),
-            Reference::Trade(number) => format!("trd_{number}"),
-            Reference::Fund(number) => format!("fnd_{number}"),
-            Reference::Campaign(number) => format!("cmp_{number}"),
-            Reference::RedPacket(number) => format!("rp_{number}"),
-            Reference::Loan(number) => format!("loan_{number}"),
         }
     }
 }

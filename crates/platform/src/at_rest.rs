@@ -74,8 +74,14 @@ pub(crate) struct TradeAtRest<'a> {
     refunds: Cow<'a, [Refund]>,
     campaign: Option<u64>,
     discount: u64,
+    discount_returned: u64,
+    discount_campaign: Option<u64>,
     discount_note: Option<Cow<'a, str>>,
     notify_url: Option<Cow<'a, str>>,
+    /// From `number`, back.
+    previous_of_merchant_back: Option<i64>,
+    /// From `number`, back.
+    previous_of_buyer_back: Option<i64>,
 }
 
 impl<'a> TradeAtRest<'a> {
@@ -107,8 +113,12 @@ impl<'a> TradeAtRest<'a> {
             refunds: Cow::Borrowed(&trade.refunds),
             campaign: trade.campaign,
             discount: trade.discount,
+            discount_returned: trade.discount_returned,
+            discount_campaign: trade.discount_campaign,
             discount_note: trade.discount_note.as_deref().map(Cow::Borrowed),
             notify_url: trade.notify_url.as_deref().map(Cow::Borrowed),
+            previous_of_merchant_back: trade.previous_of_merchant.map(|previous| since(previous, trade.number)),
+            previous_of_buyer_back: trade.previous_of_buyer.map(|previous| since(previous, trade.number)),
         }
     }
 
@@ -140,8 +150,12 @@ impl<'a> TradeAtRest<'a> {
             refunds: self.refunds.into_owned(),
             campaign: self.campaign,
             discount: self.discount,
+            discount_returned: self.discount_returned,
+            discount_campaign: self.discount_campaign,
             discount_note: self.discount_note.map(Cow::into_owned),
             notify_url: self.notify_url.map(Cow::into_owned),
+            previous_of_merchant: self.previous_of_merchant_back.map(|back| self.number.wrapping_sub(back as u64)),
+            previous_of_buyer: self.previous_of_buyer_back.map(|back| self.number.wrapping_sub(back as u64)),
         }
     }
 }
@@ -289,13 +303,15 @@ mod tests {
             (expire_at, created_at, paid_at, shipped_at, confirm_due_at, settled_at) in (time(), time(), proptest::option::of(time()), proptest::option::of(time()), proptest::option::of(time()), proptest::option::of(time())),
             (payer_account, fee, refunded, refunds) in (proptest::option::of(any::<u128>()), any::<u64>(), any::<u64>(), proptest::collection::vec(refund(), 0..3)),
             (campaign, discount, discount_note, notify_url) in (proptest::option::of(any::<u64>()), any::<u64>(), proptest::option::of("[a-z ]{0,10}"), proptest::option::of("https://[a-z]{1,8}/n")),
+            (discount_returned, discount_campaign, previous_of_merchant, previous_of_buyer) in (any::<u64>(), proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>())),
         ) -> Trade {
             let statuses = [TradeStatus::WaitBuyerPay, TradeStatus::WaitSellerSend, TradeStatus::WaitBuyerConfirm, TradeStatus::TradeSuccess, TradeStatus::TradeClosed];
             Trade {
                 number, merchant, out_trade_no, amount, subject,
                 mode: if escrow { TradeMode::Escrow } else { TradeMode::Instant },
                 buyer, status: statuses[status], auto_confirm_days, expire_at, created_at, paid_at, payer, payer_account,
-                shipped_at, confirm_due_at, settled_at, fee, refunded, refunds, campaign, discount, discount_note, notify_url,
+                shipped_at, confirm_due_at, settled_at, fee, refunded, refunds, campaign, discount, discount_returned,
+                discount_campaign, discount_note, notify_url, previous_of_merchant, previous_of_buyer,
             }
         }
     }
@@ -361,8 +377,12 @@ mod tests {
             refunds: Vec::new(),
             campaign: None,
             discount: 0,
+            discount_returned: 0,
+            discount_campaign: None,
             discount_note: None,
             notify_url: None,
+            previous_of_merchant: Some(123_456_700),
+            previous_of_buyer: Some(123_400_000),
         });
         let event = Event {
             number: trade.number + 1_000,

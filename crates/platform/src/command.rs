@@ -13,16 +13,6 @@ pub enum PartyKind {
     Merchant,
 }
 
-impl PartyKind {
-    /// The prefix of the party's public id.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            PartyKind::User => "usr_",
-            PartyKind::Merchant => "mch_",
-        }
-    }
-}
-
 /// Settings of the platform itself, changed only by a journaled command.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PlatformConfig {
@@ -63,6 +53,13 @@ pub struct IdempotencyTag {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     Configure(PlatformConfig),
+    /// The operator's secret, made once (random, by the server: so it is in
+    /// the command), from which the server derives public ids and the keys
+    /// a retried request must get again; in the log, so every node and
+    /// every replay derives the same.
+    InitializeSecret {
+        secret: [u8; 32],
+    },
     CreateParty {
         kind: PartyKind,
         name: String,
@@ -174,10 +171,12 @@ pub enum Action {
         merchant: u64,
         amount: u64,
     },
-    /// An advance on an escrow trade, repaid from its settlement.
+    /// An advance on a paid escrow trade, repaid from its settlement:
+    /// `amount`, or (`None`) the most the credit line and the trade allow.
     TakeOrderLoan {
         merchant: u64,
         trade: u64,
+        amount: Option<u64>,
         out_request_no: String,
     },
     /// Credits one business day's yield at `annual_rate_bps` to every holder.

@@ -256,6 +256,7 @@ impl Platform {
                 webhook_secret: String::new(),
                 app_public_key: None,
                 created_at: now,
+                last_trade: None,
             };
             self.state.parties.push(number, party);
             self.state.fund.holders.insert(number, HolderYield::default());

@@ -10,6 +10,7 @@
 //! - [`fees`]: fee schedules as data.
 //! - [`platform`]: [`Platform`], the state machine the journal makes durable.
 //! - [`trades`] and `trade_actions`: merchant trades, refunds, events, deliveries.
+//! - [`text`]: which texts from strangers are shown to others.
 //!
 //! The platform never touches a balance: every movement is a ledger transfer
 //! or a linked chain of them, applied in the same command as the records it
@@ -28,6 +29,7 @@ pub mod marketing;
 mod numbered;
 pub mod platform;
 mod reference_index;
+pub mod text;
 mod trade_actions;
 mod trade_directory;
 pub mod trades;
@@ -41,6 +43,7 @@ pub use loans::{Credit, Loan, LoanStatus, Portfolio};
 pub use marketing::{Campaign, Coupon, RedPacket, SplitMode};
 pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};
 pub use trade_actions::{
-    TradeAt, list_trades_newest_first, read_archived_bank_entry, read_archived_event, read_archived_trade, walk_events,
+    PartyTrades, TradeAt, list_trades_newest_first, read_archived_bank_entry, read_archived_event, read_archived_trade,
+    walk_events, walk_party_trades,
 };
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};

@@ -8,7 +8,19 @@
 //!
 //! Credit line (configuration below): `CREDIT_MULTIPLE_PERCENT` of the
 //! merchant's average monthly settled trade volume over the current and the
-//! two previous months, capped at `CREDIT_CAP`; zero without history.
+//! two previous months, capped at `CREDIT_CAP`; zero without history. The
+//! volume is net of the money the merchant sent back out in those months —
+//! refunds after settlement and transfers to other parties — so that money
+//! sent round in a circle (an accomplice pays, the merchant transfers it
+//! back) earns no credit. Every transfer out counts, not only those to the
+//! trade's own buyers: knowing who paid whom would take memory per pair of
+//! parties, and a lender can afford to be stricter than needed.
+//!
+//! Order loans (advances on a paid escrow trade) take the same credit
+//! line, and at most `ORDER_LOAN_SHARE_PERCENT` of what the trade will pay
+//! the merchant; a refund of an advanced trade repays the advance first, by
+//! as much as it refunds, in the same chain (so the trade's money left in
+//! escrow always covers what is owed on it).
 //!
 //! Interest: for each full day since disbursement, ⌊outstanding principal ×
 //! daily_rate_bps / 10,000⌋ fen (rounded down each day). Past the due date
@@ -41,6 +53,9 @@ pub const CREDIT_MONTHS: u32 = 3;
 pub const CREDIT_CAP: u64 = 100_000_000;
 /// Loan terms, in days.
 pub const TERM_DAYS_MAX: u32 = 365;
+/// An advance is at most this share of what its trade will pay the merchant
+/// (what escrow holds for it less the fee): the rest absorbs the interest.
+pub const ORDER_LOAN_SHARE_PERCENT: u64 = 80;
 const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,6 +130,9 @@ pub(crate) struct LoanBook {
     pub by_request: BTreeMap<(u64, String), u64>,
     /// Settled trade volume by (merchant, month index).
     pub settled: BTreeMap<(u64, u32), u64>,
+    /// Money the merchant sent back out by (merchant, month index): refunds
+    /// after settlement, transfers to other parties.
+    pub sent_back: BTreeMap<(u64, u32), u64>,
     /// Open order loans by the trade they advance.
     pub by_trade: BTreeMap<u64, u64>,
     /// Open loans by (merchant, loan): a merchant's loans without a scan of all.
@@ -140,11 +158,12 @@ impl Platform {
 
     pub fn credit(&self, merchant: u64, now: u64) -> Credit {
         let month = Date::of_nanos(now).month_index();
-        let volume: u64 = (0..CREDIT_MONTHS)
-            .filter_map(|back| month.checked_sub(back))
-            .map(|m| self.state.loans.settled.get(&(merchant, m)).copied().unwrap_or(0))
-            .sum();
-        let average = volume / u64::from(CREDIT_MONTHS);
+        let months = || (0..CREDIT_MONTHS).filter_map(|back| month.checked_sub(back));
+        let total = |book: &BTreeMap<(u64, u32), u64>| -> u128 {
+            months().map(|m| u128::from(book.get(&(merchant, m)).copied().unwrap_or(0))).sum()
+        };
+        let volume = total(&self.state.loans.settled).saturating_sub(total(&self.state.loans.sent_back));
+        let average = u64::try_from(volume / u128::from(CREDIT_MONTHS)).unwrap_or(u64::MAX);
         let limit =
             (u128::from(average) * u128::from(CREDIT_MULTIPLE_PERCENT) / 100).min(u128::from(CREDIT_CAP)) as u64;
         let used: u64 = self.open_loans_of(merchant).map(|loan| loan.outstanding_principal).sum();
@@ -196,7 +215,20 @@ impl Platform {
 
     /// Counts a trade's settled amount toward its merchant's credit line.
     pub(crate) fn record_settlement(&mut self, now: u64, merchant: u64, amount: u64) {
-        *self.state.loans.settled.entry((merchant, Date::of_nanos(now).month_index())).or_default() += amount;
+        let month = (merchant, Date::of_nanos(now).month_index());
+        let settled = self.state.loans.settled.entry(month).or_default();
+        *settled = settled.saturating_add(amount);
+    }
+
+    /// Counts money a merchant sent back out (a refund after settlement, a
+    /// transfer) against its credit line; other parties have none.
+    pub(crate) fn record_money_sent_back(&mut self, now: u64, party: u64, amount: u64) {
+        if self.state.parties.get(party).is_none_or(|p| p.kind != PartyKind::Merchant) {
+            return;
+        }
+        let month = (party, Date::of_nanos(now).month_index());
+        let sent_back = self.state.loans.sent_back.entry(month).or_default();
+        *sent_back = sent_back.saturating_add(amount);
     }
 
     pub(crate) fn take_loan(
@@ -236,12 +268,19 @@ impl Platform {
         self.open_loan(now, merchant, amount, term_days, out_request_no, None)
     }
 
-    /// An advance on an escrow trade that waits for its buyer: what the
-    /// trade will pay, lent now, repaid from the trade's settlement.
-    pub(crate) fn take_order_loan(&mut self, now: u64, merchant: u64, trade: u64, out_request_no: &str) -> Outcome {
+    /// An advance on a paid escrow trade: part of what the trade will
+    /// pay, lent now within the credit line, repaid from the settlement.
+    pub(crate) fn take_order_loan(
+        &mut self,
+        now: u64,
+        merchant: u64,
+        trade: u64,
+        amount: Option<u64>,
+        out_request_no: &str,
+    ) -> Outcome {
         if let Some(&number) = self.state.loans.by_request.get(&(merchant, out_request_no.to_string())) {
             let loan = &self.state.loans.loans[&number];
-            return if loan.trade == Some(trade) {
+            return if loan.trade == Some(trade) && amount.is_none_or(|amount| amount == loan.principal) {
                 Outcome::LoanUpdated(Box::new(loan.clone()))
             } else {
                 Outcome::Rejected(Rejection::Conflict("out_request_no is used by another loan".to_string()))
@@ -252,13 +291,9 @@ impl Platform {
             Ok(_) => return Outcome::Rejected(Rejection::NotFound("trade".to_string())),
             Err(outcome) => return outcome,
         };
-        let waiting = matches!(
-            found.status,
-            crate::trades::TradeStatus::WaitSellerSend | crate::trades::TradeStatus::WaitBuyerConfirm
-        );
-        if found.mode != crate::trades::TradeMode::Escrow || !waiting {
+        if found.in_escrow() == 0 {
             return Outcome::Rejected(Rejection::Conflict(
-                "advances are on escrow trades waiting for their buyer".to_string(),
+                "advances are on paid escrow trades not yet settled".to_string(),
             ));
         }
         if self.state.loans.by_trade.contains_key(&trade) {
@@ -267,12 +302,41 @@ impl Platform {
         if out_request_no.is_empty() || out_request_no.chars().count() > 64 {
             return Outcome::Rejected(Rejection::Invalid("out_request_no must be 1 to 64 characters".to_string()));
         }
-        let amount = found.amount - found.discount - found.refunded;
+        let limit = self.order_loan_limit(now, merchant, &found);
+        let amount = amount.unwrap_or(limit);
+        if amount == 0 || amount > limit {
+            return Outcome::Rejected(Rejection::LimitExceeded(format!(
+                "an advance on this trade is at most {limit} fen (the credit available, and {ORDER_LOAN_SHARE_PERCENT}% of what the trade will pay)"
+            )));
+        }
         let outcome = self.open_loan(now, merchant, amount, ORDER_LOAN_TERM_DAYS, out_request_no, Some(trade));
         if let Outcome::LoanUpdated(loan) = &outcome {
             self.state.loans.by_trade.insert(trade, loan.number);
         }
         outcome
+    }
+
+    /// The most a merchant may borrow against a trade now: its credit
+    /// available, and a share of what the trade will pay it.
+    fn order_loan_limit(&self, now: u64, merchant: u64, trade: &crate::trades::Trade) -> u64 {
+        let held = trade.in_escrow();
+        let will_pay = held.saturating_sub(self.merchant_fee(merchant, held));
+        let share = u64::try_from(u128::from(will_pay) * u128::from(ORDER_LOAN_SHARE_PERCENT) / 100).unwrap_or(0);
+        share.min(self.credit(merchant, now).available)
+    }
+
+    /// What a refund of `refunded` fen of an advanced trade repays of the
+    /// advance first (accrued to now): as much as it refunds, up to what is owed.
+    pub(crate) fn order_loan_repayment_for_refund(
+        &mut self,
+        now: u64,
+        trade: u64,
+        refunded: u64,
+    ) -> Option<(u64, u64)> {
+        let number = *self.state.loans.by_trade.get(&trade)?;
+        self.accrue_loan(now, number);
+        let repayment = self.state.loans.loans.get(&number)?.owed().min(refunded);
+        (repayment > 0).then_some((number, repayment))
     }
 
     /// The open order loan on a settling trade, accrued to now, and what its

@@ -153,8 +153,8 @@ impl Platform {
         if total < u64::from(count) || total > AMOUNT_MAX {
             return invalid("total must give every share at least 1 fen, and be at most 10^15");
         }
-        if greeting.as_ref().is_some_and(|g| g.chars().count() > TEXT_CHARS_MAX) {
-            return invalid("greeting must be at most 200 characters");
+        if greeting.as_ref().is_some_and(|g| crate::text::check_optional_text(g, TEXT_CHARS_MAX).is_err()) {
+            return invalid("greeting must be at most 200 printable characters");
         }
         let number = self.take_number();
         let transfer = self.new_transfer(
@@ -184,6 +184,7 @@ impl Platform {
             returned: 0,
         };
         self.state.red_packets.insert(number, packet);
+        *self.state.red_packets_unclaimed.entry(sender).or_default() += total;
         self.state.marketing_due.insert((expires_at, number));
         Outcome::RedPacketCreated { number, total, count }
     }
@@ -204,6 +205,7 @@ impl Platform {
         let Some(&amount) = packet.shares.get(packet.claims.len()) else {
             return conflict("the red packet is empty");
         };
+        let sender = packet.sender;
         let transfer = self.new_transfer(
             now,
             RED_PACKETS,
@@ -218,6 +220,7 @@ impl Platform {
         if let Some(packet) = self.state.red_packets.get_mut(&number) {
             packet.claims.push((user, amount));
         }
+        self.release_unclaimed(sender, amount);
         Outcome::RedPacketClaimed { number, amount }
     }
 
@@ -239,8 +242,8 @@ impl Platform {
         {
             return Outcome::Rejected(Rejection::NotFound("sponsor".to_string()));
         }
-        if name.trim().is_empty() || name.chars().count() > TEXT_CHARS_MAX {
-            return invalid("name must be 1 to 200 characters");
+        if crate::text::check_display_text(name, TEXT_CHARS_MAX).is_err() {
+            return invalid("name must be 1 to 200 printable characters");
         }
         if budget == 0 || budget > AMOUNT_MAX || discount == 0 {
             return invalid("budget must be 1 to 10^15 fen and discount at least 1 fen");
@@ -284,6 +287,16 @@ impl Platform {
         self.state.campaigns.insert(number, campaign.clone());
         self.state.marketing_due.insert((ends_at, number));
         Outcome::CampaignCreated(Box::new(campaign))
+    }
+
+    /// A red packet's share was claimed or its rest returned: no longer its sender's held money.
+    fn release_unclaimed(&mut self, sender: u64, amount: u64) {
+        if let Some(held) = self.state.red_packets_unclaimed.get_mut(&sender) {
+            *held -= amount;
+            if *held == 0 {
+                self.state.red_packets_unclaimed.remove(&sender);
+            }
+        }
     }
 
     pub fn coupon(&self, number: u64) -> Option<&Coupon> {
@@ -336,6 +349,8 @@ impl Platform {
                         && let Some(packet) = self.state.red_packets.get_mut(&number)
                     {
                         packet.returned = left;
+                        let sender = packet.sender;
+                        self.release_unclaimed(sender, left);
                     }
                 }
             } else if let Some(campaign) = self.state.campaigns.get(&number).cloned() {

@@ -20,6 +20,11 @@ use crate::trades::{Delivery, Trade};
 pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
 /// How long an idempotency key is remembered (at least the 24 h promised).
 pub const IDEMPOTENCY_RETENTION_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
+/// Refusals remembered under idempotency keys per caller at once (over the
+/// 24 h retention). A refusal moved nothing, so past this one is simply not
+/// remembered (a retry asks again): a caller sending refused requests
+/// without end cannot grow the state without end.
+pub const REMEMBERED_REFUSALS_PER_CALLER_MAX: u32 = 1_000;
 /// Party names are at most this many characters.
 pub const NAME_CHARS_MAX: usize = 200;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -28,8 +33,11 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// number, so that a data directory or snapshot of another version is
 /// reported as such rather than replayed wrongly or taken for damage.
 /// (3: the archive's records relative, `at_rest`, and its offsets are
-/// state; 4: parties in a `Numbered`; 5: choices by `hash_of`.)
-const STATE_FORMAT: u32 = 5;
+/// state; 4: parties in a `Numbered`; 5: choices by `hash_of`;
+/// 6: trades chained by party, refunds return fees and discounts, the
+/// platform's secret, unclaimed red packets by sender, credit net of money
+/// sent back, remembered rejections counted by caller.)
+const STATE_FORMAT: u32 = 6;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {
@@ -42,12 +50,9 @@ pub struct Party {
     /// For the Alipay-compatible gateway: the merchant's RSA public key (PEM).
     pub app_public_key: Option<String>,
     pub created_at: u64,
-}
-
-impl Party {
-    pub fn public_id(&self) -> String {
-        format!("{}{}", self.kind.prefix(), self.number)
-    }
+    /// The party's newest trade (a merchant's newest made, a buyer's newest
+    /// paid or made for it): the head of its chain of trades.
+    pub last_trade: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,6 +164,8 @@ pub(crate) struct State {
     pub(crate) deliveries: BTreeMap<u64, Delivery>,
     pub(crate) fund: crate::fund::FundState,
     pub(crate) red_packets: BTreeMap<u64, crate::marketing::RedPacket>,
+    /// What each sender's red packets still hold (its `held` money).
+    pub(crate) red_packets_unclaimed: BTreeMap<u64, u64>,
     pub(crate) campaigns: BTreeMap<u64, crate::marketing::Campaign>,
     pub(crate) coupons: BTreeMap<u64, crate::marketing::Coupon>,
     pub(crate) loans: crate::loans::LoanBook,
@@ -167,6 +174,12 @@ pub(crate) struct State {
     /// Payment codes not yet used: code → (user, expires_at).
     pub(crate) payment_codes: BTreeMap<String, (u64, u64)>,
     pub(crate) payment_codes_due: BTreeSet<(u64, String)>,
+    /// The operator's secret, from which the server derives what must come
+    /// out the same on every node and after every replay (public ids,
+    /// retried keys): made once, by a command, so the log carries it.
+    pub(crate) secret: Option<[u8; 32]>,
+    /// Refusals remembered under idempotency keys, by caller.
+    pub(crate) refusals_remembered: BTreeMap<u64, u32>,
 }
 
 pub struct Platform {
@@ -183,19 +196,26 @@ struct PartyKeys<'a> {
     app_public_key: &'a Option<String>,
 }
 
-/// What a party's wallet holds.
+/// What a party's wallet holds, exactly (a ledger balance is 128 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Balance {
     /// What the party can spend now.
-    pub available: u64,
-    /// Held in pending transfers (withdrawals under way; escrow payments
-    /// have left the wallet and wait in the escrow account).
-    pub held: u64,
+    pub available: u128,
+    /// The party's money that is on its way but not yet gone: pending
+    /// transfers (withdrawals under way) and its red packets' unclaimed
+    /// shares. Escrow payments have left the buyer's wallet and wait in the
+    /// escrow account.
+    pub held: u128,
 }
 
 impl Platform {
     pub fn party(&self, number: u64) -> Option<&Party> {
         self.state.parties.get(number)
+    }
+
+    /// The operator's secret (see `Action::InitializeSecret`), once made.
+    pub fn secret(&self) -> Option<&[u8; 32]> {
+        self.state.secret.as_ref()
     }
 
     /// The party an API key (by its SHA-256) belongs to.
@@ -206,11 +226,8 @@ impl Platform {
 
     pub fn balance(&self, number: u64) -> Option<Balance> {
         let account = self.ledger.account(accounts::wallet(number))?;
-        let available = account.debit_headroom();
-        Some(Balance {
-            available: u64::try_from(available).unwrap_or(u64::MAX),
-            held: u64::try_from(account.debits_pending).unwrap_or(u64::MAX),
-        })
+        let red_packets = self.state.red_packets_unclaimed.get(&number).copied().unwrap_or(0);
+        Some(Balance { available: account.debit_headroom(), held: account.debits_pending + u128::from(red_packets) })
     }
 
     /// Every withdrawal, oldest first.
@@ -337,6 +354,13 @@ impl Platform {
                 self.state.config = config.clone();
                 Outcome::Configured
             }
+            Action::InitializeSecret { secret } => {
+                if self.state.secret.is_some() {
+                    return Outcome::Rejected(Rejection::Conflict("the platform's secret is made once".to_string()));
+                }
+                self.state.secret = Some(*secret);
+                Outcome::Configured
+            }
             Action::CreateParty { kind, name, key_hash, fee_rate_bps, webhook_url, webhook_secret, app_public_key } => {
                 let keys = PartyKeys { key_hash, webhook_secret, app_public_key };
                 self.create_party(now, *kind, name, *fee_rate_bps, webhook_url, keys)
@@ -376,8 +400,8 @@ impl Platform {
                 self.take_loan(now, *merchant, *amount, *term_days, out_request_no)
             }
             Action::RepayLoan { loan, merchant, amount } => self.repay_loan(now, *loan, *merchant, *amount),
-            Action::TakeOrderLoan { merchant, trade, out_request_no } => {
-                self.take_order_loan(now, *merchant, *trade, out_request_no)
+            Action::TakeOrderLoan { merchant, trade, amount, out_request_no } => {
+                self.take_order_loan(now, *merchant, *trade, *amount, out_request_no)
             }
             Action::CreateCampaign(new) => self.create_campaign(
                 now,
@@ -410,11 +434,14 @@ impl Platform {
         keys: PartyKeys<'_>,
     ) -> Outcome {
         let PartyKeys { key_hash, webhook_secret, app_public_key } = keys;
-        if name.trim().is_empty() || name.chars().count() > NAME_CHARS_MAX {
-            return rejected_invalid("name must be 1 to 200 characters");
+        if crate::text::check_display_text(name, NAME_CHARS_MAX).is_err() {
+            return rejected_invalid("name must be 1 to 200 printable characters");
         }
         if fee_rate_bps.is_some_and(|rate| rate > 10_000) {
             return rejected_invalid("fee_rate_bps must be at most 10000");
+        }
+        if webhook_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, crate::trade_actions::URL_CHARS_MAX)) {
+            return rejected_invalid("webhook_url must be an http or https URL with a host");
         }
         if self.state.keys.contains_key(key_hash) {
             return Outcome::Rejected(Rejection::Conflict("api key already in use".to_string()));
@@ -445,6 +472,7 @@ impl Platform {
             webhook_secret: webhook_secret.to_string(),
             app_public_key: app_public_key.clone(),
             created_at: now,
+            last_trade: None,
         };
         self.state.parties.push(number, party);
         self.state.keys.insert(*key_hash, number);
@@ -455,8 +483,8 @@ impl Platform {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }
-        if bank.is_empty() || bank.chars().count() > 32 {
-            return rejected_invalid("bank must be 1 to 32 characters");
+        if crate::text::check_display_text(bank, 32).is_err() {
+            return rejected_invalid("bank must be 1 to 32 printable characters");
         }
         let number = self.take_number();
         let transfer = self.new_transfer(
@@ -520,6 +548,7 @@ impl Platform {
         match self.apply_chain(now, &chain) {
             Ok(()) => {
                 *self.state.quota_used.entry(quota_key).or_default() += quota_used;
+                self.record_money_sent_back(now, from, amount);
                 Outcome::Transferred { number, amount, fee }
             }
             Err(rejection) => Outcome::Rejected(rejection),
@@ -597,14 +626,7 @@ impl Platform {
         }
         self.run_marketing_due(now);
         self.accrue_loans(now);
-        let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
-        while let Some((created_at, caller, key)) = self.state.idempotency_expiry.first().cloned() {
-            if created_at >= horizon {
-                break;
-            }
-            self.state.idempotency_expiry.pop_first();
-            self.state.idempotency.remove(&(caller, key));
-        }
+        self.expire_idempotency(now);
         Outcome::Ticked { withdrawals_settled: settled, withdrawals_failed: failed, trades_closed, trades_settled }
     }
 
@@ -733,9 +755,36 @@ impl Platform {
     }
 
     fn remember(&mut self, tag: &IdempotencyTag, outcome: &Outcome, now: u64) {
+        if matches!(outcome, Outcome::Rejected(_)) {
+            let remembered = self.state.refusals_remembered.entry(tag.caller).or_default();
+            if *remembered >= REMEMBERED_REFUSALS_PER_CALLER_MAX {
+                return;
+            }
+            *remembered += 1;
+        }
         let record = IdempotencyRecord { request_hash: tag.request_hash, outcome: outcome.clone(), created_at: now };
         self.state.idempotency.insert((tag.caller, tag.key.clone()), record);
         self.state.idempotency_expiry.insert((now, tag.caller, tag.key.clone()));
+    }
+
+    /// Forgets idempotency records older than the retention.
+    fn expire_idempotency(&mut self, now: u64) {
+        let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
+        while let Some((created_at, caller, key)) = self.state.idempotency_expiry.first().cloned() {
+            if created_at >= horizon {
+                break;
+            }
+            self.state.idempotency_expiry.pop_first();
+            let forgotten = self.state.idempotency.remove(&(caller, key));
+            if forgotten.is_some_and(|record| matches!(record.outcome, Outcome::Rejected(_)))
+                && let Some(remembered) = self.state.refusals_remembered.get_mut(&caller)
+            {
+                *remembered -= 1;
+                if *remembered == 0 {
+                    self.state.refusals_remembered.remove(&caller);
+                }
+            }
+        }
     }
 }
 

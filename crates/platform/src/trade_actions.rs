@@ -58,6 +58,51 @@ fn not_found() -> Outcome {
     Outcome::Rejected(Rejection::NotFound("trade".to_string()))
 }
 
+/// What a refund moves besides the buyer's money (see `Platform::refund_plan`).
+struct RefundPlan {
+    /// The merchant has the money (and paid the fee): after settlement, or an instant trade.
+    settled: bool,
+    fee_back: u64,
+    discount_back: u64,
+    /// Where the discount goes, and whether that is the running campaign.
+    discount_to: Option<(u128, bool)>,
+    /// An advance on the trade: the loan and what the refund repays of it.
+    advance: Option<(u64, u64)>,
+}
+
+/// Whether a new refund of `amount` may be made on `trade` (whose refunds
+/// do not have `out_request_no` yet), and the account the buyer paid from,
+/// where it goes.
+fn check_refund(trade: &Trade, out_request_no: &str, amount: u64, reason: &Option<String>) -> Result<u128, Outcome> {
+    if !valid_reference(out_request_no) {
+        return Err(invalid("out_request_no must be 1 to 64 visible ASCII characters"));
+    }
+    if reason.as_ref().is_some_and(|reason| crate::text::check_optional_text(reason, REASON_CHARS_MAX).is_err()) {
+        return Err(invalid("reason must be at most 256 printable characters"));
+    }
+    if amount == 0 || amount > AMOUNT_MAX {
+        return Err(invalid("amount must be between 1 and 10^15 fen"));
+    }
+    if trade.refunds.len() >= REFUNDS_PER_TRADE_MAX {
+        return Err(Outcome::Rejected(Rejection::LimitExceeded(format!(
+            "a trade takes at most {REFUNDS_PER_TRADE_MAX} refunds"
+        ))));
+    }
+    let Some(source) = trade.payer_account.filter(|_| trade.status != TradeStatus::WaitBuyerPay) else {
+        return Err(conflict("the trade is not paid"));
+    };
+    if trade.status == TradeStatus::TradeClosed {
+        return Err(conflict("the trade is closed"));
+    }
+    if amount > trade.refundable() {
+        return Err(Outcome::Rejected(Rejection::LimitExceeded(format!(
+            "refunds would exceed what the buyer paid: {} fen can still be refunded",
+            trade.refundable()
+        ))));
+    }
+    Ok(source)
+}
+
 fn valid_reference(text: &str) -> bool {
     !text.is_empty() && text.chars().count() <= REFERENCE_CHARS_MAX && text.chars().all(|c| c.is_ascii_graphic())
 }
@@ -124,6 +169,25 @@ impl Platform {
             found.extend(next);
         }
         found
+    }
+
+    /// Where the trade with this number is (for reading an archived one after
+    /// the state's lock is let go).
+    pub fn trade_at(&self, number: u64) -> Option<TradeAt> {
+        if let Some(trade) = self.state.trades.get(&number) {
+            return Some(TradeAt::Memory(Arc::clone(trade)));
+        }
+        self.state.trade_directory.archived_at(number).map(TradeAt::Archive)
+    }
+
+    /// The newest trade of a party's chain (see `Trade::previous_of_merchant`).
+    pub fn last_trade_of(&self, party: u64) -> Option<u64> {
+        self.state.parties.get(party)?.last_trade
+    }
+
+    /// How many trades the platform has made: no chain is longer.
+    pub fn trades_made(&self) -> u64 {
+        self.state.trade_directory.len()
     }
 
     /// Trades newest first, from below `before`, that pass `keep` (for a
@@ -386,13 +450,11 @@ impl Platform {
         if new.amount == 0 || new.amount > AMOUNT_MAX {
             return invalid("amount must be between 1 and 10^15 fen");
         }
-        if new.notify_url.as_ref().is_some_and(|url| {
-            !(url.starts_with("http://") || url.starts_with("https://")) || url.chars().count() > URL_CHARS_MAX
-        }) {
-            return invalid("notify_url must be an http or https URL of at most 2048 characters");
+        if new.notify_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, URL_CHARS_MAX)) {
+            return invalid("notify_url must be an http or https URL with a host, of at most 2048 characters");
         }
-        if new.subject.trim().is_empty() || new.subject.chars().count() > SUBJECT_CHARS_MAX {
-            return invalid("subject must be 1 to 256 characters");
+        if crate::text::check_display_text(&new.subject, SUBJECT_CHARS_MAX).is_err() {
+            return invalid("subject must be 1 to 256 printable characters");
         }
         let auto_confirm_days = new.auto_confirm_days.unwrap_or(AUTO_CONFIRM_DAYS_DEFAULT);
         let expire_minutes = new.expire_minutes.unwrap_or(EXPIRE_MINUTES_DEFAULT);
@@ -417,6 +479,8 @@ impl Platform {
         }
         let number = self.take_number();
         let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
+        let previous_of_merchant = self.link_trade(new.merchant, number);
+        let previous_of_buyer = new.buyer.and_then(|buyer| self.link_trade(buyer, number));
         let trade = Trade {
             number,
             merchant: new.merchant,
@@ -440,8 +504,12 @@ impl Platform {
             refunds: Vec::new(),
             campaign: new.campaign,
             discount: 0,
+            discount_returned: 0,
+            discount_campaign: None,
             discount_note: None,
             notify_url: new.notify_url.clone(),
+            previous_of_merchant,
+            previous_of_buyer,
         };
         self.state.trade_numbers.insert(reference_key(new.merchant, &new.out_trade_no), number);
         self.state.trades_due.insert((expire_at, number));
@@ -601,11 +669,16 @@ impl Platform {
                 coupon.used_on = Some(number);
             }
         }
+        // A trade made for anyone becomes the buyer's when paid.
+        let previous_of_buyer =
+            if trade.buyer.is_none() { self.link_trade(buyer, number) } else { trade.previous_of_buyer };
         // The only other holder of the record: without it the change needs no copy.
         drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.status = status;
             trade.discount = discount;
+            trade.discount_campaign = campaign.filter(|_| discount > 0);
+            trade.previous_of_buyer = previous_of_buyer;
             trade.discount_note = discount_note;
             trade.paid_at = Some(now);
             trade.payer = Some(buyer);
@@ -700,47 +773,18 @@ impl Platform {
                 conflict("out_request_no is used by a refund of another amount")
             };
         }
-        if !valid_reference(out_request_no) {
-            return invalid("out_request_no must be 1 to 64 visible ASCII characters");
-        }
-        if reason.as_ref().is_some_and(|reason| reason.chars().count() > REASON_CHARS_MAX) {
-            return invalid("reason must be at most 256 characters");
-        }
-        if amount == 0 || amount > AMOUNT_MAX {
-            return invalid("amount must be between 1 and 10^15 fen");
-        }
-        if trade.refunds.len() >= REFUNDS_PER_TRADE_MAX {
-            return Outcome::Rejected(Rejection::LimitExceeded(format!(
-                "a trade takes at most {REFUNDS_PER_TRADE_MAX} refunds"
-            )));
-        }
-        let Some(buyer) = trade.payer.filter(|_| trade.status != TradeStatus::WaitBuyerPay) else {
-            return conflict("the trade is not paid");
+        let source = match check_refund(&trade, out_request_no, amount, reason) {
+            Ok(source) => source,
+            Err(refused) => return refused,
         };
-        if trade.status == TradeStatus::TradeClosed {
-            return conflict("the trade is closed");
-        }
-        if amount > trade.refundable() {
-            return Outcome::Rejected(Rejection::LimitExceeded(format!(
-                "refunds would exceed what the buyer paid: {} fen can still be refunded",
-                trade.refundable()
-            )));
-        }
-        let reference = Reference::Trade(number);
-        // Before settlement the money is still in escrow; after, the merchant has it.
-        let (from, to) = if trade.in_escrow() > 0 {
-            (accounts::ESCROW, trade.payer_account.unwrap_or(accounts::wallet(buyer)))
-        } else {
-            (accounts::wallet(merchant), accounts::wallet(buyer))
-        };
-        let back = self.new_transfer(now, from, to, amount, accounts::CODE_TRADE_REFUND, reference);
-        let chain = [back];
+        let plan = self.refund_plan(now, &trade, amount);
+        let chain = self.refund_chain(now, &trade, (source, amount), &plan);
         if let Err(rejection) = self.apply_chain(now, &chain) {
             return Outcome::Rejected(rejection);
         }
-        let refund_number = self.take_number();
+        self.book_refund(now, &trade, amount, &plan);
         let refund = Refund {
-            number: refund_number,
+            number: self.take_number(),
             out_request_no: out_request_no.to_string(),
             amount,
             reason: reason.clone(),
@@ -749,6 +793,8 @@ impl Platform {
         drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.refunded += amount;
+            trade.fee -= plan.fee_back;
+            trade.discount_returned += plan.discount_back;
             trade.refunds.push(refund.clone());
             if trade.refunded == trade.paid_by_buyer() {
                 trade.status = TradeStatus::TradeClosed;
@@ -765,6 +811,87 @@ impl Platform {
             self.emit_trade(now, "trade.closed", &updated);
         }
         Outcome::RefundCreated { trade: Box::new(Trade::clone(&updated)), refund }
+    }
+
+    /// What a refund of `amount` moves besides the buyer's money. Each share
+    /// is of what is left, in proportion to the part of the buyer's payment
+    /// not yet refunded, so the last refund takes back exactly the rest.
+    fn refund_plan(&mut self, now: u64, trade: &Trade, amount: u64) -> RefundPlan {
+        let refundable = trade.refundable();
+        let share = |of: u64| u64::try_from(u128::from(of) * u128::from(amount) / u128::from(refundable)).unwrap_or(of);
+        // Before settlement no fee was taken and escrow still has the money.
+        let settled = trade.in_escrow() == 0;
+        let discount_left = trade.discount - trade.discount_returned;
+        let discount_back = if settled { share(discount_left) } else { 0 };
+        let discount_to = trade.discount_campaign.and_then(|campaign| self.discount_return_target(campaign));
+        RefundPlan {
+            settled,
+            fee_back: if settled { share(trade.fee) } else { 0 },
+            // A sponsor that is the merchant itself, its campaign over: nothing moves.
+            discount_back: if discount_to.is_some_and(|(account, _)| account == accounts::wallet(trade.merchant)) {
+                0
+            } else {
+                discount_back
+            },
+            discount_to,
+            advance: self.order_loan_repayment_for_refund(now, trade.number, amount),
+        }
+    }
+
+    /// Where a returned discount goes: the campaign while it runs, its
+    /// sponsor once it has ended (its budget already went back).
+    fn discount_return_target(&self, campaign: u64) -> Option<(u128, bool)> {
+        let found = self.state.campaigns.get(&campaign)?;
+        if found.returned.is_none() {
+            return Some((accounts::CAMPAIGNS, true));
+        }
+        Some((found.sponsor.map_or(accounts::MARKETING, accounts::wallet), false))
+    }
+
+    /// The refund's chain: the fee's share back to the merchant, the advance
+    /// repaid first, the buyer's money to where it came from, the discount's
+    /// share back to the campaign.
+    fn refund_chain(&mut self, now: u64, trade: &Trade, back: (u128, u64), plan: &RefundPlan) -> Vec<Transfer> {
+        let (source, amount) = back;
+        let reference = Reference::Trade(trade.number);
+        let wallet = accounts::wallet(trade.merchant);
+        let mut chain = Vec::with_capacity(4);
+        if plan.fee_back > 0 {
+            chain.push(self.new_transfer(
+                now,
+                REVENUE,
+                wallet,
+                plan.fee_back,
+                accounts::CODE_TRADE_FEE_RETURN,
+                reference,
+            ));
+        }
+        if let Some((loan, repayment)) = plan.advance {
+            let code = accounts::CODE_LOAN_REPAYMENT;
+            chain.push(self.new_transfer(now, wallet, accounts::loan(loan), repayment, code, Reference::Loan(loan)));
+        }
+        let from = if plan.settled { wallet } else { accounts::ESCROW };
+        chain.push(self.new_transfer(now, from, source, amount, accounts::CODE_TRADE_REFUND, reference));
+        if let Some((target, _)) = plan.discount_to.filter(|_| plan.discount_back > 0) {
+            let code = accounts::CODE_CAMPAIGN_DISCOUNT_RETURN;
+            chain.push(self.new_transfer(now, wallet, target, plan.discount_back, code, reference));
+        }
+        chain
+    }
+
+    /// The records of a refund whose chain went through.
+    fn book_refund(&mut self, now: u64, trade: &Trade, amount: u64, plan: &RefundPlan) {
+        if let Some((loan, repayment)) = plan.advance {
+            self.allocate_repayment(loan, repayment);
+        }
+        if let Some((_, true)) = plan.discount_to
+            && let Some(campaign) = trade.discount_campaign.and_then(|number| self.state.campaigns.get_mut(&number))
+        {
+            campaign.spent -= plan.discount_back;
+        }
+        if plan.settled {
+            self.record_money_sent_back(now, trade.merchant, amount);
+        }
     }
 
     pub(crate) fn record_delivery(&mut self, now: u64, event: u64, delivered: bool) -> Outcome {
@@ -909,7 +1036,7 @@ impl Platform {
 
     /// The merchant's fee on a settled amount: its own rate, with the
     /// merchant-trade schedule's minimum, maximum and free quota.
-    fn merchant_fee(&self, merchant: u64, amount: u64) -> u64 {
+    pub(crate) fn merchant_fee(&self, merchant: u64, amount: u64) -> u64 {
         let rate = self.state.parties.get(merchant).map_or(0, |party| party.fee_rate_bps);
         let schedule = crate::fees::FeeSchedule { rate_bps: rate, ..self.fee_schedule(Product::MerchantTrade) };
         schedule.fee(amount, 0).fee
@@ -917,6 +1044,12 @@ impl Platform {
 
     fn fee_transfer(&mut self, now: u64, merchant: u64, fee: u64, reference: Reference) -> Transfer {
         self.new_transfer(now, accounts::wallet(merchant), REVENUE, fee, accounts::CODE_TRADE_FEE, reference)
+    }
+
+    /// Makes `trade` the newest of `party`'s chain of trades; answers the
+    /// one before it.
+    fn link_trade(&mut self, party: u64, trade: u64) -> Option<u64> {
+        self.state.parties.get_mut(party)?.last_trade.replace(trade)
     }
 
     /// Changes the live record (copying it first only if someone still
@@ -1019,6 +1152,70 @@ pub fn list_trades_newest_first(
                     break;
                 }
             }
+        }
+    }
+    Ok(found)
+}
+
+/// One party's trades, newest first along its chain (see
+/// `Trade::previous_of_merchant`), that pass `keep`, at most `limit`.
+pub struct PartyTrades<'a> {
+    pub party: u64,
+    pub kind: crate::command::PartyKind,
+    /// The chain's newest trade (`Platform::last_trade_of`).
+    pub head: Option<u64>,
+    /// A trade of the chain: list those after it.
+    pub starting_after: Option<u64>,
+    pub limit: usize,
+    /// No chain is longer than this (`Platform::trades_made`): a damaged
+    /// record that loops the chain ends the walk as an error.
+    pub steps_max: u64,
+    pub keep: &'a dyn Fn(&Trade) -> bool,
+}
+
+/// Walks a party's trades: `locate` finds where a trade is (a brief visit to
+/// the state), `read` reads an archived one (the file, with no lock held).
+/// Reads only the party's own trades, however many the platform has.
+pub fn walk_party_trades(
+    walk: PartyTrades<'_>,
+    locate: impl Fn(u64) -> Result<Option<TradeAt>, JournalError>,
+    read: impl Fn(u64) -> Result<Trade, JournalError>,
+) -> Result<Vec<Trade>, JournalError> {
+    let fetch = |number: u64| -> Result<Option<Trade>, JournalError> {
+        Ok(match locate(number)? {
+            Some(TradeAt::Memory(trade)) => Some(Trade::clone(&trade)),
+            Some(TradeAt::Archive(offset)) => Some(read(offset)?),
+            None => None,
+        })
+    };
+    let previous = |trade: &Trade| match walk.kind {
+        crate::command::PartyKind::Merchant => trade.previous_of_merchant,
+        crate::command::PartyKind::User => trade.previous_of_buyer,
+    };
+    let belongs = |trade: &Trade| match walk.kind {
+        crate::command::PartyKind::Merchant => trade.merchant == walk.party,
+        crate::command::PartyKind::User => trade.payer == Some(walk.party) || trade.buyer == Some(walk.party),
+    };
+    let mut next = match walk.starting_after {
+        None => walk.head,
+        Some(after) => match fetch(after)?.filter(|trade| belongs(trade)) {
+            Some(trade) => previous(&trade),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let mut found = Vec::new();
+    let mut steps = 0;
+    while let Some(number) = next
+        && found.len() < walk.limit
+    {
+        steps += 1;
+        let trade = fetch(number)?.filter(|trade| belongs(trade) && steps <= walk.steps_max);
+        let Some(trade) = trade else {
+            return Err(JournalError::Failed(format!("the trade chain of party {} is broken at {number}", walk.party)));
+        };
+        next = previous(&trade);
+        if (walk.keep)(&trade) {
+            found.push(trade);
         }
     }
     Ok(found)

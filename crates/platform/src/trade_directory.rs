@@ -53,6 +53,11 @@ impl TradeDirectory {
         self.archived
     }
 
+    /// Every trade, live and archived.
+    pub(crate) fn len(&self) -> u64 {
+        self.offsets.len()
+    }
+
     /// Archived trades numbered below `before`, newest first: (number, offset).
     pub(crate) fn archived_newest_first(&self, before: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.offsets

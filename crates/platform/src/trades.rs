@@ -95,17 +95,30 @@ pub struct Trade {
     pub shipped_at: Option<u64>,
     pub confirm_due_at: Option<u64>,
     pub settled_at: Option<u64>,
-    /// The merchant's fee, taken at settlement.
+    /// The merchant's fee, taken at settlement, less what refunds returned
+    /// of it (a refund returns the fee's share of what it gives back).
     pub fee: u64,
     pub refunded: u64,
     pub refunds: Vec<Refund>,
     pub campaign: Option<u64>,
     /// Paid by the campaign, not the buyer.
     pub discount: u64,
+    /// Of the discount, what refunds gave back to the campaign (or its
+    /// sponsor): a refund of `r` of what the buyer paid returns its share.
+    pub discount_returned: u64,
+    /// The campaign that paid the discount (the trade's, or a coupon's).
+    pub discount_campaign: Option<u64>,
     /// Why a campaign gave no discount (budget used up, limit reached...).
     pub discount_note: Option<String>,
     /// Where Alipay-style notifications of this trade go, if anywhere.
     pub notify_url: Option<String>,
+    /// The merchant's trade before this one: a party's trades are a chain
+    /// walked back from its newest (`Party::last_trade`), so listing them
+    /// reads only theirs.
+    pub previous_of_merchant: Option<u64>,
+    /// The buyer's trade before this one (set when the trade became the
+    /// buyer's: at creation for a trade made for one buyer, else at payment).
+    pub previous_of_buyer: Option<u64>,
 }
 
 impl Trade {

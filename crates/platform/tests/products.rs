@@ -52,11 +52,12 @@ impl World {
     }
 
     fn available(&self, party: u64) -> u64 {
-        self.platform.balance(party).unwrap().available
+        u64::try_from(self.platform.balance(party).unwrap().available).unwrap()
     }
 
     fn revenue(&self) -> u128 {
-        self.platform.ledger().account(REVENUE).unwrap().credits_posted
+        let revenue = self.platform.ledger().account(REVENUE).unwrap();
+        revenue.credits_posted - revenue.debits_posted
     }
 
     fn check(&self) {
@@ -492,13 +493,17 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
         reason: None,
     };
     let balances = store.read(|p| (p.balance(shop).unwrap().available, p.balance(buyer).unwrap().available));
+    let read_before_refund = read(instant.number);
     let Outcome::RefundCreated { trade: refunded, .. } = submit(refund) else { panic!() };
     assert_eq!(refunded.refunded, 1_000);
     assert_eq!(read(instant.number), *refunded);
     assert_eq!(store.read(|p| p.trade_counts()), (0, 2));
+    // The refund's share of the fee comes back to the merchant with it.
+    let fee_back = u128::from(read_before_refund.fee - refunded.fee);
+    assert!(fee_back > 0, "{read_before_refund:?}");
     assert_eq!(
         store.read(|p| (p.balance(shop).unwrap().available, p.balance(buyer).unwrap().available)),
-        (balances.0 - 1_000, balances.1 + 1_000)
+        (balances.0 - 1_000 + fee_back, balances.1 + 1_000)
     );
     // A retry of the payment finds the archived trade: the same trade, paid once.
     let Outcome::TradeUpdated(again) = submit(pay(trade("i-1", TradeMode::Instant))) else { panic!() };

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,9 +17,11 @@ use ledger::LedgerConfig;
 use platform::{Action, Command, Platform, PlatformConfig};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
-use crate::auth::{RateLimiter, hash_key, new_key};
+use crate::auth::{hash_key, new_key};
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::limits::{Limiters, RateLimits};
+use crate::listener::{ConnectionLimits, Refusals};
 use crate::metrics::Metrics;
 
 /// How the server is set up; every limit is named here.
@@ -31,12 +33,20 @@ pub struct ServerConfig {
     pub admin_key: Option<String>,
     /// `None`: real time; `Some(start)`: simulated time from `start` (ns since the epoch).
     pub simulated_clock_start: Option<u64>,
-    /// Requests a second per API key (bursts of twice that).
-    pub rate_limit_per_second: u32,
+    /// Requests a second per API key and per client address (bursts of twice that; 0: none).
+    pub rate_limits: RateLimits,
+    /// Open connections, and how long a client may take to send headers.
+    pub connections: ConnectionLimits,
     /// The largest request body accepted.
     pub body_limit_bytes: usize,
-    /// A request still unanswered after this is answered `503 overloaded`.
+    /// A body not received in full within this is answered `408`.
+    pub body_read_timeout: Duration,
+    /// A request still unanswered after this is answered `503 overloaded`
+    /// if it had not submitted a command, else `504 outcome_unknown`.
     pub request_timeout: Duration,
+    /// Deliver webhooks and notifications to loopback and private addresses
+    /// even when listening on a public one (see `webhooks::Destinations`).
+    pub webhook_allow_private: bool,
     pub platform: PlatformConfig,
     /// Transfers older than this (clock time) leave memory for the history file.
     pub memory_horizon_seconds: u64,
@@ -53,9 +63,17 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./zhifu-data"),
             admin_key: None,
             simulated_clock_start: None,
-            rate_limit_per_second: 10_000,
+            rate_limits: RateLimits { per_key: 10_000, per_address: 20_000 },
+            connections: ConnectionLimits {
+                connections_max: 10_000,
+                per_address_max: 512,
+                header_read_timeout: Duration::from_secs(10),
+                shutdown_grace: Duration::from_secs(10),
+            },
             body_limit_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            webhook_allow_private: false,
             platform: PlatformConfig::default(),
             memory_horizon_seconds: 3_600,
             snapshot_every_records: 100_000,
@@ -68,21 +86,28 @@ pub struct AppState {
     pub store: Durable<Platform>,
     pub clock: Clock,
     pub admin_key_hash: [u8; 32],
-    /// `<data-dir>/server.secret`: derives keys that must come out the same
-    /// on a retried request; never leaves the server.
-    pub server_secret: [u8; 32],
-    pub limiter: RateLimiter,
+    /// The platform's secret (journaled, so the same on every node): derives
+    /// keys that must come out the same on a retried request, and public ids.
+    secret: [u8; 32],
+    pub ids: crate::ids::PublicIds,
+    pub limiters: Limiters,
     pub metrics: Metrics,
+    /// Connections turned away at the listener's bounds.
+    pub refusals: Arc<Refusals>,
+    /// Where webhooks and notifications may be sent.
+    pub destinations: crate::webhooks::Destinations,
     /// Signs the Alipay-compatible gateway's answers (made on first use).
     pub gateway_key: crate::gateway::PlatformKey,
+    /// Signatures of the gateway's fixed answers to unverified requests.
+    pub gateway_signatures: crate::gateway::SignatureCache,
 }
 
 impl AppState {
     /// HMAC-SHA256 under the server's secret of a purpose and two parts.
     pub fn derive(&self, purpose: &[u8], first: &[u8], second: &[u8]) -> Result<[u8; 32], ApiError> {
         use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.server_secret)
-            .map_err(|_| ApiError::unavailable("the server secret is unusable"))?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.secret)
+            .map_err(|_| ApiError::internal("the platform's secret is unusable"))?;
         for part in [purpose, b"\0", first, b"\0", second] {
             mac.update(part);
         }
@@ -103,13 +128,18 @@ impl AppState {
                 let _ = sender.send(outcome);
             })
             .map_err(|error| match error {
-                journal::JournalError::Busy => ApiError::unavailable("the server is busy; try again"),
-                other => ApiError::unavailable(format!("could not make the change durable: {other}")),
+                journal::JournalError::Busy => ApiError::overloaded(),
+                other => ApiError::unavailable(format!("the journal refused a command: {other}")),
             })?;
-        receiver
-            .await
-            .map_err(|_| ApiError::unavailable("the journal stopped"))?
-            .map_err(|error| ApiError::unavailable(format!("could not make the change durable: {error}")))
+        // From here on the command may be applied: a request that stops
+        // waiting must say the outcome is unknown, never that nothing was done.
+        let _ = SUBMITTED.try_with(|submitted| submitted.store(true, Ordering::Release));
+        match receiver.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            // Logged before it was applied, and the log failed: never acknowledged.
+            Ok(Err(error)) => Err(ApiError::unavailable(format!("the journal failed: {error}"))),
+            Err(_) => Err(ApiError::unavailable("the journal's writer stopped before answering")),
+        }
     }
 }
 
@@ -121,15 +151,13 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     println!("zhifu listening on http://{address}");
     let ticker = spawn_ticker(Arc::clone(&state));
     let dispatcher = crate::webhooks::spawn_dispatcher(Arc::clone(&state));
+    let forgetter = spawn_limit_forgetter(Arc::clone(&state));
     let router = router(Arc::clone(&state), &config);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve HTTP")?;
-    ticker.abort();
-    dispatcher.abort();
-    let _ = ticker.await;
-    let _ = dispatcher.await;
+    crate::listener::serve(listener, router, config.connections, Arc::clone(&state.refusals), shutdown_signal()).await;
+    for task in [ticker, dispatcher, forgetter] {
+        task.abort();
+        let _ = task.await;
+    }
     // The last reference: dropping the store finishes its queued commands.
     if let Ok(state) = Arc::try_unwrap(state) {
         tokio::task::spawn_blocking(move || state.store.shutdown()).await?;
@@ -142,7 +170,6 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data directory {}", config.data_dir.display()))?;
     let admin_key = admin_key(config)?;
-    let server_secret = server_secret(&config.data_dir)?;
     let options = Options {
         snapshot_every_records: config.snapshot_every_records.max(1),
         snapshot_log_percent: config.snapshot_log_percent,
@@ -165,14 +192,19 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         Some(start) => Clock::simulated(start.max(store.read(|p| p.ledger().last_timestamp()))),
         None => Clock::Real,
     };
+    let (store, secret) = platform_secret(store, clock.now()).await?;
     let state = Arc::new(AppState {
         store,
         clock,
         admin_key_hash: hash_key(&admin_key),
-        server_secret,
-        limiter: RateLimiter::new(config.rate_limit_per_second),
+        ids: crate::ids::PublicIds::new(&secret),
+        secret,
+        limiters: Limiters::new(config.rate_limits),
         metrics: Metrics::default(),
+        refusals: Arc::default(),
+        destinations: crate::webhooks::Destinations::for_listener(config.listen, config.webhook_allow_private),
         gateway_key: crate::gateway::PlatformKey::in_directory(&config.data_dir),
+        gateway_signatures: crate::gateway::SignatureCache::default(),
     });
     if state.store.read(|p| p.config() != &config.platform) {
         state.submit(None, Action::Configure(config.platform.clone())).await.map_err(|e| anyhow::anyhow!(e.message))?;
@@ -201,16 +233,25 @@ fn admin_key(config: &ServerConfig) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// The server's secret, made on the first start (mode 0600).
-fn server_secret(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
-    let path = data_dir.join("server.secret");
-    if !path.exists() {
-        let secret = new_key("").map_err(|e| anyhow::anyhow!(e.message))?;
-        write_private(&path, &secret)?;
+/// The platform's secret: made at random on the very first start and
+/// journaled (`Action::InitializeSecret`), so that every later start, every
+/// replay and every node of a replicated store has the same.
+async fn platform_secret(store: Durable<Platform>, now: u64) -> anyhow::Result<(Durable<Platform>, [u8; 32])> {
+    if let Some(secret) = store.read(|p| p.secret().copied()) {
+        return Ok((store, secret));
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    let bytes = hex::decode(text.trim()).with_context(|| format!("{} is not hex", path.display()))?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("{} must hold 32 bytes of hex", path.display()))
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|error| anyhow::anyhow!("no randomness for the platform's secret: {error}"))?;
+    let command = Command { now, idempotency: None, action: Action::InitializeSecret { secret } };
+    let (store, outcome) = tokio::task::spawn_blocking(move || {
+        let outcome = store.submit(command);
+        (store, outcome)
+    })
+    .await?;
+    outcome.context("journal the platform's secret")?;
+    let secret = store.read(|p| p.secret().copied()).context("the platform's secret was not kept")?;
+    Ok((store, secret))
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -243,6 +284,19 @@ fn spawn_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// How often idle rate-limit buckets are dropped.
+const LIMIT_BUCKETS_FORGET_INTERVAL: Duration = Duration::from_secs(60);
+
+fn spawn_limit_forgetter(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(LIMIT_BUCKETS_FORGET_INTERVAL);
+        loop {
+            interval.tick().await;
+            state.limiters.forget_idle();
+        }
+    })
+}
+
 async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -263,10 +317,15 @@ async fn shutdown_signal() {
 
 pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     let timeout = config.request_timeout;
+    // Outermost first: request ids, then observe (so every answer is
+    // counted and logged, a timed-out one too), the per-address limit, the
+    // timeout, the body's limits.
     crate::routes::routes()
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
-        .layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.body_read_timeout))
+        .layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), limit_address))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
         .with_state(state)
@@ -283,11 +342,30 @@ impl MakeRequestId for CountingRequestId {
     }
 }
 
+tokio::task_local! {
+    /// Set by `AppState::submit` once the request's command is in the
+    /// journal's hands (so a timeout must not say nothing was done).
+    static SUBMITTED: Arc<AtomicBool>;
+}
+
+/// A request still unanswered after `timeout`: `503 overloaded` if it had
+/// submitted nothing, `504 outcome_unknown` if its command may be applied.
 async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    let submitted = Arc::new(AtomicBool::new(false));
+    match tokio::time::timeout(timeout, SUBMITTED.scope(Arc::clone(&submitted), next.run(request))).await {
         Ok(response) => response,
-        Err(_) => ApiError::unavailable("the request took too long").into_response(),
+        Err(_) if submitted.load(Ordering::Acquire) => ApiError::outcome_unknown().into_response(),
+        Err(_) => ApiError::overloaded().into_response(),
     }
+}
+
+/// Requests from one address beyond its rate: `429`.
+async fn limit_address(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let address = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    if address.is_some_and(|address| !state.limiters.allow_address(address)) {
+        return crate::auth::rate_limited("too many requests from this address").into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts requests and their latency by route and status, and logs them.
@@ -302,6 +380,12 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     state.metrics.record(method.as_str(), route, status, elapsed);
     let request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-    tracing::info!(request_id, method = %method, route, status, latency_us = elapsed.as_micros() as u64, "request");
+    let latency_us = elapsed.as_micros() as u64;
+    match response.extensions().get::<crate::error::InternalDetail>() {
+        Some(detail) => {
+            tracing::error!(request_id, method = %method, route, status, latency_us, detail = %detail.0, "request failed")
+        }
+        None => tracing::info!(request_id, method = %method, route, status, latency_us, "request"),
+    }
     response
 }

@@ -1,11 +1,11 @@
 //! Who is calling: API keys are stored only as SHA-256 hashes; the admin
-//! key's hash is compared in constant time; each key has a rate limit.
+//! key's hash is compared in constant time; each key has a rate limit, and
+//! failed sign-ins from one address have one too (`limits`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -45,6 +45,10 @@ impl Caller {
     }
 }
 
+pub fn rate_limited(message: &str) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+}
+
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -52,7 +56,7 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 /// A new random API key: `zk_` and 32 random bytes in hex.
 pub fn new_key(prefix: &str) -> Result<String, ApiError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|_| ApiError::unavailable("no randomness for a new key"))?;
+    getrandom::fill(&mut bytes).map_err(|_| ApiError::internal("no randomness for a new key"))?;
     Ok(format!("{prefix}{}", hex::encode(bytes)))
 }
 
@@ -66,56 +70,26 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|key| !key.is_empty() && key.len() <= 256)
-            .ok_or_else(ApiError::unauthorized)?;
-        let hash = hash_key(key);
-        let caller = if bool::from(hash.ct_eq(&state.admin_key_hash)) {
-            Caller::Admin
-        } else {
-            state
-                .store
-                .read(|platform| {
-                    platform.party_by_key_hash(&hash).map(|p| Caller::Party { number: p.number, kind: p.kind })
-                })
-                .ok_or_else(ApiError::unauthorized)?
+            .filter(|key| !key.is_empty() && key.len() <= 256);
+        let hash = key.map(hash_key);
+        let caller = match hash {
+            Some(hash) if bool::from(hash.ct_eq(&state.admin_key_hash)) => Some(Caller::Admin),
+            Some(hash) => state.store.read(|platform| {
+                platform.party_by_key_hash(&hash).map(|p| Caller::Party { number: p.number, kind: p.kind })
+            }),
+            None => None,
         };
-        if !state.limiter.allow(&hash) {
-            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this key"));
+        let (Some(caller), Some(hash)) = (caller, hash) else {
+            // Failing too often from one address is answered as a rate limit.
+            let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+            if address.is_some_and(|address| !state.limiters.allow_failure(address)) {
+                return Err(rate_limited("too many failed sign-ins from this address"));
+            }
+            return Err(ApiError::unauthorized());
+        };
+        if !state.limiters.allow_key(&hash) {
+            return Err(rate_limited("too many requests for this key"));
         }
         Ok(caller)
-    }
-}
-
-/// A token bucket per key: `per_second` requests a second, bursts of twice that.
-pub struct RateLimiter {
-    per_second: f64,
-    buckets: Mutex<HashMap<[u8; 32], (f64, Instant)>>,
-}
-
-/// Keys tracked at most; past it the table starts afresh (a burst of new
-/// keys must not grow memory without bound).
-const RATE_LIMITED_KEYS_MAX: usize = 100_000;
-
-impl RateLimiter {
-    pub fn new(per_second: u32) -> RateLimiter {
-        RateLimiter { per_second: f64::from(per_second.max(1)), buckets: Mutex::new(HashMap::new()) }
-    }
-
-    pub fn allow(&self, key_hash: &[u8; 32]) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= RATE_LIMITED_KEYS_MAX && !buckets.contains_key(key_hash) {
-            buckets.clear();
-        }
-        let now = Instant::now();
-        let burst = self.per_second * 2.0;
-        let (tokens, last) = buckets.entry(*key_hash).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }

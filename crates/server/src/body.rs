@@ -53,13 +53,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         hasher.update(b"\n");
         hasher.update(request.uri().path().as_bytes());
         hasher.update(b"\n");
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
-            } else {
-                ApiError::invalid(format!("cannot read the body: {rejection}"))
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(body_error)?;
         hasher.update(&bytes);
         // No body at all reads as `{}`: actions without fields need none.
         let json: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
@@ -67,6 +61,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             serde_json::from_slice(json).map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
         Ok(JsonBody { value, key, request_hash: hasher.finalize().into() })
     }
+}
+
+/// Why a body could not be read, as the client should hear it: too large
+/// (`413`), not sent in time (`408`: a stalled body, see `app::router`), or
+/// cut short or malformed (`400`). Never a `5xx`: the client stopped.
+pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large");
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body was not sent in time",
+            );
+        }
+        cause = error.source();
+    }
+    ApiError::invalid("the request body was cut short or could not be read")
 }
 
 /// Deserializes a whole number given as `7` or `7.0` (JSON Schema counts

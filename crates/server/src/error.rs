@@ -13,7 +13,16 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// For the log, never for the client: what went wrong inside.
+    detail: Option<String>,
 }
+
+/// Seconds a client should wait before retrying a `503`.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// What a server fault was, for the request's log line (see `app::observe`).
+#[derive(Clone, Debug)]
+pub struct InternalDetail(pub String);
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -23,15 +32,15 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `idempotency_mismatch`, `payload_too_large`, `insufficient_funds`, `limit_exceeded`,
-    /// `rate_limited`, `overloaded`, `internal`.
+    /// `idempotency_mismatch`, `payload_too_large`, `request_timeout`, `insufficient_funds`,
+    /// `limit_exceeded`, `rate_limited`, `internal`, `overloaded`, `unavailable`, `outcome_unknown`.
     pub code: String,
     pub message: String,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), detail: None }
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -58,9 +67,42 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
 
-    /// The journal could not make a write durable: the server's fault.
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+    /// A fault of the server: `500 internal`, the detail only in the log.
+    pub fn internal(detail: impl Into<String>) -> ApiError {
+        let message = "the server failed to answer this request; it is logged under the request's x-request-id";
+        ApiError {
+            detail: Some(detail.into()),
+            ..ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        }
+    }
+
+    /// The queue of commands is full: nothing was done, retry later.
+    pub fn overloaded() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the server is busy; nothing was done, retry later",
+        )
+    }
+
+    /// The store cannot take writes (its journal failed): nothing was done.
+    pub fn unavailable(detail: impl Into<String>) -> ApiError {
+        let message = "the store cannot take this change now; nothing was done, retry later";
+        ApiError {
+            detail: Some(detail.into()),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    /// The command reached the journal but the server stopped waiting for
+    /// its outcome: it may have been applied.
+    pub fn outcome_unknown() -> ApiError {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome_unknown",
+            "the change was submitted but its outcome is not known yet; retry with the same Idempotency-Key \
+             (or out_trade_no / out_request_no) to learn it",
+        )
     }
 }
 
@@ -83,6 +125,13 @@ impl From<Rejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+        }
+        if let Some(detail) = self.detail {
+            response.extensions_mut().insert(InternalDetail(detail));
+        }
+        response
     }
 }

@@ -20,8 +20,13 @@ mod body;
 pub mod clock;
 mod error;
 pub mod gateway;
+mod ids;
+mod limits;
+mod listener;
 mod metrics;
 mod routes;
 pub mod webhooks;
 
 pub use app::{ServerConfig, serve};
+pub use limits::RateLimits;
+pub use listener::ConnectionLimits;

@@ -41,6 +41,9 @@ pub struct Gauges {
     /// to ship or for the buyer, settled or closed).
     pub trades_in_memory: usize,
     pub trades_archived: usize,
+    /// Connections closed at once for being past a bound: everyone's, one address's.
+    pub connections_refused_over_total: u64,
+    pub connections_refused_over_address: u64,
 }
 
 impl Metrics {
@@ -116,6 +119,13 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE zhifu_trades gauge");
         for (place, count) in trades {
             let _ = writeln!(out, "zhifu_trades{{place=\"{place}\"}} {count}");
+        }
+        let _ = writeln!(out, "# HELP zhifu_connections_refused_total Connections closed at once, past a bound.");
+        let _ = writeln!(out, "# TYPE zhifu_connections_refused_total counter");
+        let refused =
+            [("total", gauges.connections_refused_over_total), ("address", gauges.connections_refused_over_address)];
+        for (bound, count) in refused {
+            let _ = writeln!(out, "zhifu_connections_refused_total{{bound=\"{bound}\"}} {count}");
         }
         out
     }

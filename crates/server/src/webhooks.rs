@@ -8,7 +8,8 @@
 //! on its own tasks with a timeout and a bound on concurrency, so a slow or
 //! dead endpoint never slows payments.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +29,141 @@ const DELIVERIES_IN_FLIGHT_MAX: usize = 16;
 const DELIVERIES_PER_POLL_MAX: usize = 64;
 /// A merchant endpoint has this long to answer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...and this long to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of an answer read (Alipay-style notifications are acknowledged
+/// by the body `success`; a longer one is not an acknowledgement).
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// Deliveries in flight at once to one host: a slow or dead merchant holds
+/// these, never the slots every other merchant's deliveries use.
+const DELIVERIES_PER_HOST_MAX: usize = 4;
+
+/// Where the server may send webhooks and notifications. A server that
+/// listens only on loopback (development, tests) may send anywhere; one
+/// that listens on another address refuses destinations that are, or
+/// resolve to, loopback, private, link-local or unspecified addresses
+/// (the platform must not be a way into the operator's own network),
+/// unless started with `--webhook-allow-private`.
+#[derive(Clone, Copy, Debug)]
+pub struct Destinations {
+    allow_private: bool,
+}
+
+impl Destinations {
+    pub fn for_listener(listen: SocketAddr, allow_private: bool) -> Destinations {
+        Destinations { allow_private: allow_private || listen.ip().is_loopback() }
+    }
+
+    pub fn allows(self, address: IpAddr) -> bool {
+        self.allow_private || is_public(address)
+    }
+
+    /// Whether a URL may be a destination: its host, resolved now.
+    pub async fn check_url(self, text: &str) -> Result<(), String> {
+        let url = url::Url::parse(text).map_err(|_| "not a URL".to_string())?;
+        let host = url.host_str().ok_or_else(|| "the URL has no host".to_string())?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(address) => vec![address],
+            Err(_) if self.allow_private => return Ok(()),
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|_| format!("{host} does not resolve"))?
+                .map(|address| address.ip())
+                .collect(),
+        };
+        match addresses.iter().find(|&&address| !self.allows(address)) {
+            Some(address) => Err(format!("{host} is a private or local address ({address})")),
+            None if addresses.is_empty() => Err(format!("{host} does not resolve")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An address on the public internet: not loopback, private, link-local,
+/// shared (carrier NAT), unspecified, broadcast, documentation or multicast.
+fn is_public(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
+/// Resolves a destination's host and keeps only the addresses it may use,
+/// so that a name that resolves to a private address is refused at the
+/// moment of delivery (after DNS), not only when it was registered.
+struct CheckedResolver(Destinations);
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let destinations = self.0;
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let allowed: Vec<SocketAddr> = found.filter(|address| destinations.allows(address.ip())).collect();
+            if allowed.is_empty() {
+                return Err(format!("{} resolves to no address deliveries may go to", name.as_str()).into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client of deliveries: no redirects (a destination is the URL
+/// registered, not wherever it points), timeouts, checked addresses.
+fn delivery_client(destinations: Destinations) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(DELIVERY_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(CheckedResolver(destinations)))
+        .build()
+}
+
+/// A destination's host, for the per-host bound; `None` if it may not be
+/// sent to at all (a literal address the resolver never sees).
+fn destination_host(destinations: Destinations, text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let host = url.host_str()?.to_string();
+    match url.host()? {
+        url::Host::Ipv4(address) if !destinations.allows(IpAddr::V4(address)) => None,
+        url::Host::Ipv6(address) if !destinations.allows(IpAddr::V6(address)) => None,
+        _ => Some(host),
+    }
+}
+
+/// The body of an answer, if it is at most `max` bytes (read no further).
+async fn read_bounded(mut response: reqwest::Response, max: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > max {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
+}
 
 /// The signature header's value for a body sent at `unix_seconds`.
 pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> Option<String> {
@@ -38,16 +174,35 @@ pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> Option<String>
     Some(format!("t={unix_seconds},v1={}", hex::encode(mac.finalize().into_bytes())))
 }
 
+/// One attempt's request: where, and what.
+struct Attempt {
+    url: String,
+    /// Host of `url`, for the per-host bound.
+    host: String,
+    content_type: &'static str,
+    signature: Option<String>,
+    body: Vec<u8>,
+    /// Alipay's rule: delivered once the merchant answers the body `success`.
+    needs_success_body: bool,
+}
+
+/// Deliveries in flight: by event (one attempt at a time) and by host.
+#[derive(Default)]
+struct InFlight {
+    events: HashSet<u64>,
+    hosts: HashMap<String, usize>,
+}
+
 pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build() {
+        let client = match delivery_client(state.destinations) {
             Ok(client) => client,
             Err(error) => {
-                eprintln!("zhifu: no HTTP client for webhooks: {error}");
+                tracing::error!(%error, "no HTTP client for webhooks: none will be delivered");
                 return;
             }
         };
-        let in_flight: Arc<Mutex<HashSet<u64>>> = Arc::default();
+        let in_flight: Arc<Mutex<InFlight>> = Arc::default();
         let permits = Arc::new(Semaphore::new(DELIVERIES_IN_FLIGHT_MAX));
         let mut interval = tokio::time::interval(POLL_INTERVAL);
         loop {
@@ -55,27 +210,39 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             let now = state.clock.now();
             let due = state.store.read(|p| p.deliveries_due(now, DELIVERIES_PER_POLL_MAX));
             for delivery in due {
-                if !in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(delivery.event) {
+                if lock(&in_flight).events.contains(&delivery.event) {
                     continue;
                 }
+                let event = match state.store.read_with_archive(|p, archive| p.event_at(archive, delivery.offset)) {
+                    Ok(event) => event,
+                    // Not an attempt: the next poll tries again without using one up.
+                    Err(error) => {
+                        tracing::error!(event = delivery.event, %error, "cannot read an event to deliver it");
+                        continue;
+                    }
+                };
+                let attempt = attempt_of(&state, &event);
+                if let Some(attempt) = &attempt {
+                    let busy = lock(&in_flight).hosts.get(&attempt.host).copied().unwrap_or(0);
+                    if busy >= DELIVERIES_PER_HOST_MAX {
+                        continue;
+                    }
+                }
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+                take_slot(&in_flight, delivery.event, attempt.as_ref().map(|attempt| attempt.host.clone()));
                 let (state, client, in_flight) = (Arc::clone(&state), client.clone(), Arc::clone(&in_flight));
                 tokio::spawn(async move {
-                    match state.store.read_with_archive(|p, archive| p.event_at(archive, delivery.offset)) {
-                        Ok(event) => {
-                            let delivered = deliver(&state, &client, event).await;
-                            let record = Action::RecordDelivery { event: delivery.event, delivered };
-                            if let Err(error) = state.submit(None, record).await {
-                                eprintln!(
-                                    "zhifu: cannot record a delivery of evt_{}: {}",
-                                    delivery.event, error.message
-                                );
-                            }
-                        }
-                        // Not an attempt: the next poll tries again without using one up.
-                        Err(error) => eprintln!("zhifu: cannot read evt_{} to deliver it: {error}", delivery.event),
+                    let host = attempt.as_ref().map(|attempt| attempt.host.clone());
+                    // No destination it may go to (none, or a refused address): a failed attempt.
+                    let delivered = match attempt {
+                        Some(attempt) => send(&client, attempt).await,
+                        None => false,
+                    };
+                    let record = Action::RecordDelivery { event: delivery.event, delivered };
+                    if let Err(error) = state.submit(None, record).await {
+                        tracing::error!(event = delivery.event, error = %error.message, "cannot record a delivery");
                     }
-                    in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&delivery.event);
+                    release_slot(&in_flight, delivery.event, host);
                     drop(permit);
                 });
             }
@@ -83,57 +250,120 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// One attempt: true if the merchant answered 2xx.
-async fn deliver(state: &AppState, client: &reqwest::Client, event: platform::Event) -> bool {
-    // Trades made through the gateway with a notify_url: Alipay's form.
+fn lock(in_flight: &Mutex<InFlight>) -> std::sync::MutexGuard<'_, InFlight> {
+    in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn take_slot(in_flight: &Mutex<InFlight>, event: u64, host: Option<String>) {
+    let mut in_flight = lock(in_flight);
+    in_flight.events.insert(event);
+    if let Some(host) = host {
+        *in_flight.hosts.entry(host).or_default() += 1;
+    }
+}
+
+fn release_slot(in_flight: &Mutex<InFlight>, event: u64, host: Option<String>) {
+    let mut in_flight = lock(in_flight);
+    in_flight.events.remove(&event);
+    if let Some(host) = host
+        && let Some(count) = in_flight.hosts.get_mut(&host)
+    {
+        *count -= 1;
+        if *count == 0 {
+            in_flight.hosts.remove(&host);
+        }
+    }
+}
+
+/// The request that delivers `event`, if it has a destination it may go to:
+/// Alipay's signed form to a gateway trade's `notify_url`, else the event as
+/// JSON, signed, to the merchant's webhook.
+fn attempt_of(state: &AppState, event: &platform::Event) -> Option<Attempt> {
     let alipay = match &event.data {
         platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => {
-            trade.notify_url.clone().map(|url| (url, platform::Trade::clone(trade)))
+            trade.notify_url.clone().map(|url| (url, trade))
         }
         _ => None,
     };
+    let now = state.clock.now();
     if let Some((url, trade)) = alipay {
-        let (number, kind, event_at) = (event.number, event.kind.clone(), event.created_at);
-        let now = state.clock.now();
-        let Ok(form) = crate::gateway::notification(&state.gateway_key, number, &kind, &trade, event_at, now) else {
-            return false;
-        };
-        let Ok(body) = serde_urlencoded::to_string(&form) else { return false };
-        let response = client
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded;charset=utf-8")
-            .body(body)
-            .send()
-            .await;
-        // Alipay's rule: delivered once the merchant answers `success`.
-        return match response {
-            Ok(response) if response.status().is_success() => {
-                response.text().await.is_ok_and(|text| text.trim() == "success")
-            }
-            _ => false,
-        };
+        let (number, kind, event_at) = (event.number, &event.kind, event.created_at);
+        let form = crate::gateway::notification(&state.gateway_key, &state.ids, number, kind, trade, event_at, now);
+        let body = serde_urlencoded::to_string(form.ok()?).ok()?.into_bytes();
+        return Some(Attempt {
+            host: destination_host(state.destinations, &url)?,
+            url,
+            content_type: "application/x-www-form-urlencoded;charset=utf-8",
+            signature: None,
+            body,
+            needs_success_body: true,
+        });
     }
-    let target = state.store.read(|p| {
+    let (url, secret) = state.store.read(|p| {
         let party = p.party(event.party)?;
         Some((party.webhook_url.clone()?, party.webhook_secret.clone()))
-    });
-    let Some((url, secret)) = target else { return false };
-    let Ok(body) = serde_json::to_vec(&event_view(&event)) else { return false };
-    let unix_seconds = state.clock.now() / 1_000_000_000;
-    let Some(signature) = signature(&secret, unix_seconds, &body) else { return false };
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("zhifu-signature", signature)
-        .body(body)
-        .send()
-        .await;
-    matches!(response, Ok(response) if response.status().is_success())
+    })?;
+    let body = serde_json::to_vec(&event_view(&state.ids, event)).ok()?;
+    let signature = signature(&secret, now / 1_000_000_000, &body)?;
+    Some(Attempt {
+        host: destination_host(state.destinations, &url)?,
+        url,
+        content_type: "application/json",
+        signature: Some(signature),
+        body,
+        needs_success_body: false,
+    })
+}
+
+/// One attempt: true if the merchant acknowledged it (a 2xx, and for
+/// Alipay's notifications the body `success`, read to at most 64 KiB).
+async fn send(client: &reqwest::Client, attempt: Attempt) -> bool {
+    let mut request = client.post(&attempt.url).header("content-type", attempt.content_type);
+    if let Some(signature) = &attempt.signature {
+        request = request.header("zhifu-signature", signature);
+    }
+    let Ok(response) = request.body(attempt.body).send().await else { return false };
+    if !response.status().is_success() {
+        return false;
+    }
+    if !attempt.needs_success_body {
+        return true;
+    }
+    read_bounded(response, RESPONSE_BYTES_MAX)
+        .await
+        .is_some_and(|body| String::from_utf8_lossy(&body).trim() == "success")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_public_addresses_are_destinations_unless_allowed() {
+        let public = Destinations { allow_private: false };
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!public.allows(private.parse().unwrap_or(IpAddr::from([0; 4]))), "{private}");
+        }
+        for open in ["8.8.8.8", "140.205.94.189", "2001:4860:4860::8888"] {
+            assert!(public.allows(open.parse().unwrap_or(IpAddr::from([0; 4]))), "{open}");
+        }
+        let loopback_server = Destinations::for_listener(SocketAddr::from(([127, 0, 0, 1], 8080)), false);
+        assert!(loopback_server.allows(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(destination_host(public, "http://10.0.0.1/hook"), None);
+        assert_eq!(destination_host(public, "https://shop.example/hook").as_deref(), Some("shop.example"));
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_over_time_dot_body() {

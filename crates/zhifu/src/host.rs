@@ -10,6 +10,22 @@ pub fn memory_total_bytes() -> Option<u64> {
     Some(kib.saturating_mul(1024))
 }
 
+/// File descriptors kept free of connections: the journal's files,
+/// snapshots being written, outgoing webhook connections.
+const FILES_RESERVED: u64 = 256;
+
+/// Raises the process's open-file limit to the most it may (a server holds
+/// a socket per connection), and answers how many connections, at most
+/// `wanted`, fit under it with room for the files the server itself opens.
+pub fn connections_the_file_limit_allows(wanted: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+    let current = if setrlimit(Resource::Nofile, raised).is_ok() { limit.maximum } else { limit.current };
+    let allowed = current.map_or(u64::MAX, |files| files.saturating_sub(FILES_RESERVED).max(1));
+    wanted.min(usize::try_from(allowed).unwrap_or(usize::MAX))
+}
+
 /// Bytes an unprivileged writer can still use on the filesystem that holds
 /// `path`, or would hold it (its nearest existing ancestor's).
 pub fn free_disk_bytes(path: &Path) -> std::io::Result<u64> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use platform::PlatformConfig;
-use server::ServerConfig;
+use server::{ConnectionLimits, RateLimits, ServerConfig};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -28,15 +28,36 @@ pub struct ServeArgs {
     /// Where simulated time starts (RFC 3339).
     #[arg(long, default_value = "2013-11-11T00:00:00+08:00")]
     clock_start: String,
-    /// Requests a second per API key.
+    /// Requests a second per API key (bursts of twice that; 0: no limit).
     #[arg(long, default_value_t = 10_000)]
     rate_limit: u32,
+    /// Requests a second per client address (bursts of twice that; 0: no limit).
+    #[arg(long, default_value_t = 20_000)]
+    rate_limit_per_address: u32,
+    /// Open connections at once (also kept below the process's file limit).
+    #[arg(long, default_value_t = 10_000)]
+    connections_max: usize,
+    /// Open connections at once from one client address (raise it behind a proxy).
+    #[arg(long, default_value_t = 512)]
+    connections_per_address_max: usize,
+    /// A client has this long to send a request's headers (and an idle
+    /// kept-alive connection this long to start the next), in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    header_read_timeout_ms: u64,
+    /// A request body not received in full after this many milliseconds gets 408.
+    #[arg(long, default_value_t = 10_000)]
+    body_read_timeout_ms: u64,
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     body_limit: usize,
-    /// Requests unanswered after this many milliseconds get 503.
+    /// Requests unanswered after this many milliseconds get 503 overloaded if
+    /// they had submitted nothing, else 504 outcome_unknown.
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
+    /// Deliver webhooks and notifications to loopback and private addresses
+    /// although listening on a public address.
+    #[arg(long)]
+    webhook_allow_private: bool,
     /// Clock seconds between a withdrawal and the bank's answer.
     #[arg(long, default_value_t = 3_600)]
     withdrawal_settle_seconds: u64,
@@ -79,9 +100,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         admin_key: args.admin_key.filter(|key| !key.is_empty()),
         simulated_clock_start,
-        rate_limit_per_second: args.rate_limit,
+        rate_limits: RateLimits { per_key: args.rate_limit, per_address: args.rate_limit_per_address },
+        connections: ConnectionLimits {
+            connections_max: crate::host::connections_the_file_limit_allows(args.connections_max.max(1)),
+            per_address_max: args.connections_per_address_max.max(1),
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+            shutdown_grace: Duration::from_secs(10),
+        },
         body_limit_bytes: args.body_limit,
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms.max(1)),
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        webhook_allow_private: args.webhook_allow_private,
         platform: PlatformConfig {
             withdrawal_settle_seconds: args.withdrawal_settle_seconds,
             bank_failure_bps: args.bank_failure_bps,
@@ -100,6 +129,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // What zhifu writes (the journal with its secrets, keys) is the owner's alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(server::serve(config))
 }

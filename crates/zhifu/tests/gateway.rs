@@ -107,11 +107,16 @@ fn malformed_gateway_requests_get_alipay_errors_never_a_server_error() {
         assert_eq!(answer[name]["sub_code"], sub_code, "{body}: {answer}");
         assert!(answer["sign"].as_str().is_some_and(|sign| sign.len() > 300), "signed: {answer}");
     }
-    // A GET with a query string works the same; an oversized body is a 413, not a crash.
+    // A GET with a query string works the same; an oversized body gets
+    // Alipay's signed answer too, not a plain-text 413.
     let response = server.client.get(format!("{}/gateway.do?method=alipay.trade.query", server.base)).send().unwrap();
     let answer: serde_json::Value = response.json().unwrap();
     assert_eq!(answer["alipay_trade_query_response"]["sub_code"], "isv.missing-app-id");
-    let huge = format!("biz_content={}", "x".repeat(200_000));
-    assert_eq!(form(&huge).status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let huge = format!("method=alipay.trade.query&biz_content={}", "x".repeat(200_000));
+    let response = form(&huge);
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let answer: serde_json::Value = response.json().unwrap();
+    assert_eq!(answer["error_response"]["sub_code"], "isv.invalid-parameter", "{answer}");
+    assert!(answer["sign"].as_str().is_some_and(|sign| sign.len() > 300), "signed: {answer}");
     assert!(server.terminate());
 }

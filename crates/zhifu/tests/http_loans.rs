@@ -160,43 +160,42 @@ fn a_loan_repaid_early_costs_only_the_days_it_ran() {
 #[test]
 fn an_order_loan_is_repaid_by_its_trades_settlement_in_the_same_chain() {
     let directory = tempfile::tempdir().unwrap();
-    let server = Server::start(directory.path(), &["--clock", "simulated"]);
-    let (_, shop) = server.merchant("shop");
-    let (_, buyer) = server.user("buyer");
+    // 900,000 fen sold this month: a credit line of 600,000.
+    let (server, shop) = merchant_with_sales(directory.path(), 900_000);
+    let (_, buyer) = server.user("escrow buyer");
     server.top_up(&buyer, 100_000);
     let body = json!({ "out_trade_no": "o1", "amount": 100_000, "subject": "sofa", "mode": "escrow", "auto_confirm_days": 10 });
     let (_, trade) = server.post("/v1/trades", Some(&shop), body);
     let trade_no = trade["trade_no"].as_str().unwrap().to_string();
+    let advance_on = |request: &str, body: Value| {
+        let mut body = body;
+        body["out_request_no"] = json!(request);
+        server.post(&format!("/v1/trades/{trade_no}/advance"), Some(&shop), body)
+    };
     // Not before the buyer paid.
-    let (status, _) =
-        server.post(&format!("/v1/trades/{trade_no}/advance"), Some(&shop), json!({ "out_request_no": "a0" }));
-    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(advance_on("a0", json!({})).0, StatusCode::CONFLICT);
     server.post(&format!("/v1/trades/{trade_no}/pay"), Some(&buyer), json!({}));
     server.post(&format!("/v1/trades/{trade_no}/ship"), Some(&shop), json!({}));
-    let (status, advance) =
-        server.post(&format!("/v1/trades/{trade_no}/advance"), Some(&shop), json!({ "out_request_no": "a1" }));
-    assert_eq!((status, advance["principal"].as_u64()), (StatusCode::CREATED, Some(100_000)), "{advance}");
+    // At most 80% of what the trade will pay: 80% of 100,000 less the 600 fee.
+    let (status, body) = advance_on("a0", json!({ "amount": 79_521 }));
+    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"), "{body}");
+    let wallet_before = server.available(&shop);
+    let (status, advance) = advance_on("a1", json!({}));
+    assert_eq!((status, advance["principal"].as_u64()), (StatusCode::CREATED, Some(79_520)), "{advance}");
     let id = advance["id"].as_str().unwrap().to_string();
-    assert_eq!(server.available(&shop), 100_000, "the trade's money, now");
-    assert_eq!(
-        server.post(&format!("/v1/trades/{trade_no}/advance"), Some(&shop), json!({ "out_request_no": "a2" })).0,
-        StatusCode::CONFLICT,
-        "one advance per trade"
-    );
-    // Ten days later the trade auto-confirms: the settlement repays the advance and 10 days of interest.
+    assert_eq!(server.available(&shop), wallet_before + 79_520, "the advance, now");
+    assert_eq!(advance_on("a2", json!({})).0, StatusCode::CONFLICT, "one advance per trade");
+    // Ten days later the trade auto-confirms: the settlement (100,000 less the
+    // 600 fee) repays the advance and its 10 days of interest first.
     advance_days(&server, 10);
     let (_, trade) = server.get(&format!("/v1/trades/{trade_no}"), Some(&shop));
     assert_eq!(trade["status"].as_str(), Some("TRADE_SUCCESS"));
-    // It settled 100,000 less the 0.6% fee: 99,400, all of it to the 100,500
-    // owed (the advance and 10 days of interest); 1,100 is left to repay.
     let after = loan(&server, &shop, &id);
+    let interest = 10 * (79_520 * 5 / 10_000);
     assert_eq!(
-        (after["interest_accrued_total"].as_u64(), after["repaid_total"].as_u64(), after["owed"].as_u64()),
-        (Some(10 * 50), Some(99_400), Some(1_100))
+        (after["status"].as_str(), after["interest_accrued_total"].as_u64(), after["repaid_total"].as_u64()),
+        (Some("repaid"), Some(interest), Some(79_520 + interest))
     );
-    assert_eq!(server.available(&shop), 100_000, "the advance stays; the settlement went to the loan");
-    let (_, done) = server.post(&format!("/v1/loans/{id}/repayments"), Some(&shop), json!({ "amount": 1_100 }));
-    assert_eq!(done["status"].as_str(), Some("repaid"));
-    assert_eq!(server.available(&shop), 100_000 - 600 - 500, "the trade's money less the fee and the interest");
+    assert_eq!(server.available(&shop), wallet_before + 100_000 - 600 - interest, "the trade less fee and interest");
     server.assert_balanced();
 }

@@ -17,7 +17,7 @@ fn code(body: &Value) -> &str {
 fn wallets_move_money_with_fees_and_statements() {
     let directory = tempfile::tempdir().unwrap();
     let server = Server::start(directory.path(), &[]);
-    let (_, alice) = server.user("alice");
+    let (alice_id, alice) = server.user("alice");
     let (bob_id, bob) = server.user("bob");
     let (merchant_id, merchant) = server.merchant("shop");
     server.top_up(&alice, 500_000);
@@ -61,13 +61,15 @@ fn wallets_move_money_with_fees_and_statements() {
         let (status, body) = server.post("/v1/transfers", Some(&alice), bad.clone());
         assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"), "{bad}");
     }
-    for to in ["usr_999", "usr_0", "nobody", "mch_1"] {
+    // Made-up ids, and a real party's id under another kind's prefix.
+    let merchant_as_user = merchant_id.replacen("mch_", "usr_", 1);
+    for to in ["usr_999", "usr_0", "nobody", "mch_1", &merchant_as_user] {
         let (status, body) = server.post("/v1/transfers", Some(&alice), json!({ "to": to, "amount": 1 }));
         assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{to}");
     }
-    let (status, body) = server.post("/v1/transfers", Some(&alice), json!({ "to": "usr_1", "amount": 1 }));
+    let (status, body) = server.post("/v1/transfers", Some(&alice), json!({ "to": alice_id, "amount": 1 }));
     assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"), "to yourself");
-    let (status, body) = server.post("/v1/transfers", Some(&bob), json!({ "to": "usr_1", "amount": 10_000_000 }));
+    let (status, body) = server.post("/v1/transfers", Some(&bob), json!({ "to": alice_id, "amount": 10_000_000 }));
     assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"));
     assert_eq!(server.available(&bob), 200_000);
     let (status, body) = server.post("/v1/transfers", Some(&alice), json!("not an object"));
@@ -131,7 +133,7 @@ fn roles_and_ownership_are_enforced_without_leaking_data() {
 fn an_idempotency_key_replays_the_first_answer_and_refuses_a_different_body() {
     let directory = tempfile::tempdir().unwrap();
     let server = Server::start(directory.path(), &[]);
-    let (_, alice) = server.user("alice");
+    let (alice_id, alice) = server.user("alice");
     let (bob_id, bob) = server.user("bob");
     server.top_up(&alice, 100_000);
     let transfer = json!({ "to": bob_id, "amount": 10_000 });
@@ -144,7 +146,7 @@ fn an_idempotency_key_replays_the_first_answer_and_refuses_a_different_body() {
     let (status, body) = server.call_with(Method::POST, "/v1/transfers", Some(&alice), Some(other), Some("pay-1"));
     assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "idempotency_mismatch"));
     // Keys are per API key: Bob may use the same key for his own request.
-    let back = json!({ "to": "usr_1", "amount": 1_000 });
+    let back = json!({ "to": alice_id, "amount": 1_000 });
     let (status, _) = server.call_with(Method::POST, "/v1/transfers", Some(&bob), Some(back), Some("pay-1"));
     assert_eq!(status, StatusCode::CREATED);
     // A refused request is replayed as refused, too.

@@ -24,7 +24,7 @@ pub use keys::{PlatformKey, parse_public_key};
 pub use params::{fen_to_yuan, sign_content, yuan_to_fen};
 
 use crate::app::AppState;
-use crate::routes::{parse_party_id, parse_prefixed};
+use crate::ids::{IdKind, PublicIds};
 
 /// A request's `timestamp` may be this far from the server's clock.
 const TIMESTAMP_SKEW_NANOS: u64 = 15 * 60 * 1_000_000_000;
@@ -82,6 +82,16 @@ impl Failure {
         Failure { code: "40004", msg: "Business Failed", sub_code: sub_code.to_string(), sub_msg: sub_msg.into() }
     }
 
+    /// Alipay's answer to calls beyond a rate.
+    fn limited(sub_msg: &str) -> Failure {
+        Failure {
+            code: "20000",
+            msg: "Service Currently Unavailable",
+            sub_code: "isp.call-limited".to_string(),
+            sub_msg: sub_msg.to_string(),
+        }
+    }
+
     fn unavailable(sub_msg: impl Into<String>) -> Failure {
         Failure {
             code: "20000",
@@ -121,24 +131,70 @@ impl Failure {
 
 type Answer = Result<Map<String, Value>, Failure>;
 
+/// Answers to requests that were not verified (missing parameters, an
+/// unknown app, a bad signature) are few and fixed texts: their signatures
+/// are kept, so that a flood of junk costs a lookup, not an RSA signature
+/// (3.7 ms of CPU each). At most this many are kept.
+const UNVERIFIED_SIGNATURES_MAX: usize = 256;
+
+/// Signatures of unverified answers' texts (see `UNVERIFIED_SIGNATURES_MAX`).
+#[derive(Default)]
+pub struct SignatureCache(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
 /// `GET` or `POST /gateway.do`. Always 200 with a signed body, as Alipay.
 pub async fn gateway(
     State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let params = collect_params(query.as_deref(), &headers, &body);
+    let params = match body {
+        Ok(body) => collect_params(query.as_deref(), &headers, &body),
+        Err(rejection) => Err(body_failure(&rejection)),
+    };
     let method = params.as_ref().ok().and_then(|params| params.get("method").cloned()).unwrap_or_default();
     let name = if METHODS.contains(&method.as_str()) {
         format!("{}_response", method.replace('.', "_"))
     } else {
         "error_response".to_string()
     };
-    let answer = match params {
-        Ok(params) => handle(&state, &params, &method).await,
-        Err(failure) => Err(failure),
+    let verified = params.and_then(|params| verify(&state, &params).map(|merchant| (merchant, params)));
+    let (answer, unverified) = match verified {
+        Ok((merchant, _)) if !state.limiters.allow_key(&app_limit_key(merchant)) => {
+            (Err(Failure::limited("too many requests for this app_id")), false)
+        }
+        Ok((merchant, params)) => (dispatch(&state, merchant, &params, &method).await, false),
+        // Junk from one address past its rate gets one fixed answer.
+        Err(_) if !state.limiters.allow_failure(peer.ip()) => {
+            (Err(Failure::limited("too many unverifiable requests from this address")), true)
+        }
+        Err(failure) => (Err(failure), true),
     };
+    let text = answer_text(answer);
+    let signed = if unverified { sign_cached(&state, &text).await } else { sign(&state, &text).await };
+    match signed {
+        Ok(signature) => {
+            let mut response = format!("{{\"{name}\":{text},\"sign\":\"{signature}\"}}").into_response();
+            let content_type = HeaderValue::from_static("application/json;charset=utf-8");
+            response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "the gateway cannot sign");
+            let unsigned = json!({ "error_response": { "code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error", "sub_msg": "the platform cannot sign answers now" } });
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(unsigned)).into_response()
+        }
+    }
+}
+
+/// The per-app rate limit's key (apps share the per-key limiter with API keys).
+fn app_limit_key(merchant: u64) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(format!("gateway app {merchant}").as_bytes()).into()
+}
+
+/// The exact text of an answer's object.
+fn answer_text(answer: Answer) -> String {
     let mut object = Map::new();
     match answer {
         Ok(fields) => {
@@ -153,25 +209,42 @@ pub async fn gateway(
             object.insert("sub_msg".to_string(), json!(failure.sub_msg));
         }
     }
-    let text = Value::Object(object).to_string();
-    // The signature covers the exact text sent. RSA (and making the key, the
-    // first time) takes milliseconds: not on the async workers.
-    let signer = Arc::clone(&state);
-    let signed_text = text.clone();
-    let signed = tokio::task::spawn_blocking(move || signer.gateway_key.sign(&signed_text))
+    Value::Object(object).to_string()
+}
+
+/// Signs the exact text sent. RSA (and making the key, the first time)
+/// takes milliseconds: not on the async workers.
+async fn sign(state: &Arc<AppState>, text: &str) -> anyhow::Result<String> {
+    let signer = Arc::clone(state);
+    let text = text.to_string();
+    tokio::task::spawn_blocking(move || signer.gateway_key.sign(&text))
         .await
-        .unwrap_or_else(|error| Err(anyhow::anyhow!("the signing task failed: {error}")));
-    let body = match signed {
-        Ok(signature) => format!("{{\"{name}\":{text},\"sign\":\"{signature}\"}}"),
-        Err(error) => {
-            tracing::error!(%error, "the gateway cannot sign");
-            let unsigned = json!({ "error_response": { "code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error", "sub_msg": "the platform cannot sign answers now" } });
-            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(unsigned)).into_response();
-        }
-    };
-    let mut response = body.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=utf-8"));
-    response
+        .unwrap_or_else(|error| Err(anyhow::anyhow!("the signing task failed: {error}")))
+}
+
+/// `sign`, for the fixed texts of unverified answers: each signed once.
+async fn sign_cached(state: &Arc<AppState>, text: &str) -> anyhow::Result<String> {
+    fn cache(state: &AppState) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        state.gateway_signatures.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    if let Some(signature) = cache(state).get(text) {
+        return Ok(signature.clone());
+    }
+    let signature = sign(state, text).await?;
+    let mut kept = cache(state);
+    if kept.len() < UNVERIFIED_SIGNATURES_MAX {
+        kept.insert(text.to_string(), signature.clone());
+    }
+    Ok(signature)
+}
+
+/// A body that could not be read, in Alipay's terms.
+fn body_failure(rejection: &axum::extract::rejection::BytesRejection) -> Failure {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Failure::invalid("isv.invalid-parameter", "the request is larger than 64 KiB")
+    } else {
+        Failure::invalid("isv.invalid-parameter", "the request body could not be read")
+    }
 }
 
 /// The query string's parameters and a form body's, merged (the first of a
@@ -197,7 +270,9 @@ fn collect_params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Resu
     Ok(params)
 }
 
-async fn handle(state: &Arc<AppState>, params: &BTreeMap<String, String>, method: &str) -> Answer {
+/// Checks a request's common parameters and its signature: the merchant
+/// whose app signed it. Nothing is done for a request that fails here.
+fn verify(state: &AppState, params: &BTreeMap<String, String>) -> Result<u64, Failure> {
     let required =
         |name: &str| params.get(name).filter(|value| !value.is_empty()).ok_or_else(|| Failure::missing(name));
     let app_id = required("app_id")?;
@@ -207,7 +282,7 @@ async fn handle(state: &Arc<AppState>, params: &BTreeMap<String, String>, method
     let sign_type = required("sign_type")?;
     let timestamp = required("timestamp")?;
     if !METHODS.contains(&method_param.as_str()) {
-        return Err(Failure::invalid("isv.invalid-method", format!("unknown method {method}")));
+        return Err(Failure::invalid("isv.invalid-method", "unknown method"));
     }
     if params.get("charset").is_some_and(|charset| !charset.eq_ignore_ascii_case("utf-8")) {
         return Err(Failure::invalid("isv.invalid-charset", "only utf-8 is supported"));
@@ -235,32 +310,49 @@ async fn handle(state: &Arc<AppState>, params: &BTreeMap<String, String>, method
             "timestamp is more than 15 minutes from the server's time",
         ));
     }
+    Ok(merchant)
+}
+
+/// Runs a verified request's method.
+async fn dispatch(state: &Arc<AppState>, merchant: u64, params: &BTreeMap<String, String>, method: &str) -> Answer {
+    let required =
+        |name: &str| params.get(name).filter(|value| !value.is_empty()).ok_or_else(|| Failure::missing(name));
     let biz_text = required("biz_content")?;
     let Ok(Value::Object(biz)) = serde_json::from_str::<Value>(biz_text) else {
         return Err(Failure::invalid("isv.invalid-parameter", "biz_content must be a JSON object"));
     };
     let biz = Biz(&biz);
     let notify_url = params.get("notify_url").filter(|url| !url.is_empty()).cloned();
+    if let Some(url) = &notify_url {
+        crate::routes::check_destination(state, url, "notify_url")
+            .await
+            .map_err(|error| Failure::invalid("isv.invalid-parameter", error.message))?;
+    }
     match method {
         "alipay.trade.pay" => trade_pay(state, merchant, &biz, notify_url).await,
         "alipay.trade.precreate" => {
             trade_create(state, merchant, &biz, None, notify_url).await.map(|(trade, mut fields)| {
-                fields.insert("qr_code".to_string(), json!(format!("zhifu://pay?trade_no=trd_{}", trade.number)));
+                fields.insert(
+                    "qr_code".to_string(),
+                    json!(format!("zhifu://pay?trade_no={}", state.ids.format(IdKind::Trade, trade.number))),
+                );
                 fields
             })
         }
         "alipay.trade.create" => {
             let buyer = biz.required("buyer_id")?;
-            let buyer = parse_party_id(&buyer, PartyKind::User)
+            let buyer = state
+                .ids
+                .parse(IdKind::User, &buyer)
                 .ok_or_else(|| Failure::invalid("isv.invalid-parameter", "buyer_id must be a zhifu user id (usr_…)"))?;
             trade_create(state, merchant, &biz, Some(buyer), notify_url).await.map(|(trade, mut fields)| {
-                fields.insert("trade_no".to_string(), json!(format!("trd_{}", trade.number)));
+                fields.insert("trade_no".to_string(), json!(state.ids.format(IdKind::Trade, trade.number)));
                 fields
             })
         }
         "alipay.trade.query" => {
             let trade = find_trade(state, merchant, &biz)?;
-            Ok(trade_fields(&trade))
+            Ok(trade_fields(&state.ids, &trade))
         }
         "alipay.trade.refund" => trade_refund(state, merchant, &biz).await,
         "alipay.trade.fastpay.refund.query" => refund_query(state, merchant, &biz),
@@ -275,7 +367,7 @@ async fn handle(state: &Arc<AppState>, params: &BTreeMap<String, String>, method
             }
             let outcome = submit(state, Action::CloseTrade { trade: trade.number, merchant }).await?;
             let closed = updated_trade(outcome)?;
-            Ok(ids(&closed))
+            Ok(ids(&state.ids, &closed))
         }
         "alipay.trade.cancel" => trade_cancel(state, merchant, &biz).await,
         _ => transfer(state, merchant, &biz).await,
@@ -349,15 +441,15 @@ fn status_name(trade: &Trade) -> &'static str {
     trade.status.name()
 }
 
-fn ids(trade: &Trade) -> Map<String, Value> {
+fn ids(public: &PublicIds, trade: &Trade) -> Map<String, Value> {
     let mut fields = Map::new();
-    fields.insert("trade_no".to_string(), json!(format!("trd_{}", trade.number)));
+    fields.insert("trade_no".to_string(), json!(public.format(IdKind::Trade, trade.number)));
     fields.insert("out_trade_no".to_string(), json!(trade.out_trade_no));
     fields
 }
 
-fn trade_fields(trade: &Trade) -> Map<String, Value> {
-    let mut fields = ids(trade);
+fn trade_fields(public: &PublicIds, trade: &Trade) -> Map<String, Value> {
+    let mut fields = ids(public, trade);
     fields.insert("trade_status".to_string(), json!(status_name(trade)));
     fields.insert("total_amount".to_string(), json!(fen_to_yuan(trade.amount)));
     if let Some(paid_at) = trade.paid_at {
@@ -366,7 +458,7 @@ fn trade_fields(trade: &Trade) -> Map<String, Value> {
         fields.insert("send_pay_date".to_string(), json!(format_timestamp(paid_at)));
     }
     if let Some(buyer) = trade.payer.or(trade.buyer) {
-        fields.insert("buyer_user_id".to_string(), json!(format!("usr_{buyer}")));
+        fields.insert("buyer_user_id".to_string(), json!(public.format(IdKind::User, buyer)));
     }
     fields
 }
@@ -419,7 +511,7 @@ async fn trade_pay(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>, notify_u
     if trade.paid_at.is_none() {
         return Err(Failure::business("ACQ.TRADE_STATUS_ERROR", "the trade was not paid"));
     }
-    let mut fields = trade_fields(&trade);
+    let mut fields = trade_fields(&state.ids, &trade);
     fields.remove("trade_status");
     fields.insert("gmt_payment".to_string(), json!(trade.paid_at.map(format_timestamp)));
     Ok(fields)
@@ -431,7 +523,9 @@ fn find_trade(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Result<Tra
     let by_reference = biz.optional("out_trade_no")?;
     let found = match (by_number, by_reference) {
         (Some(trade_no), _) => {
-            let number = parse_prefixed(&trade_no, "trd_")
+            let number = state
+                .ids
+                .parse(IdKind::Trade, &trade_no)
                 .ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))?;
             state.store.read_with_archive(|p, archive| p.trade(archive, number))
         }
@@ -473,12 +567,12 @@ async fn trade_refund(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
         Outcome::RefundCreated { trade, refund } => (*trade, refund),
         _ => return Err(Failure::unavailable("unexpected answer from the platform")),
     };
-    let mut fields = ids(&updated);
+    let mut fields = ids(&state.ids, &updated);
     fields.insert("fund_change".to_string(), json!(if repeated { "N" } else { "Y" }));
     fields.insert("refund_fee".to_string(), json!(fen_to_yuan(updated.refunded)));
     fields.insert("gmt_refund_pay".to_string(), json!(format_timestamp(refund.created_at)));
     if let Some(buyer) = updated.payer {
-        fields.insert("buyer_user_id".to_string(), json!(format!("usr_{buyer}")));
+        fields.insert("buyer_user_id".to_string(), json!(state.ids.format(IdKind::User, buyer)));
     }
     Ok(fields)
 }
@@ -486,7 +580,7 @@ async fn trade_refund(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
 fn refund_query(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
     let trade = find_trade(state, merchant, biz)?;
     let out_request_no = biz.required("out_request_no")?;
-    let mut fields = ids(&trade);
+    let mut fields = ids(&state.ids, &trade);
     // As Alipay: an unknown refund is a success with no refund in it.
     if let Some(refund) = trade.refunds.iter().find(|refund| refund.out_request_no == out_request_no) {
         fields.insert("out_request_no".to_string(), json!(refund.out_request_no));
@@ -532,7 +626,7 @@ async fn trade_cancel(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
             "refund"
         }
     };
-    let mut fields = ids(&trade);
+    let mut fields = ids(&state.ids, &trade);
     fields.insert("action".to_string(), json!(action));
     fields.insert("retry_flag".to_string(), json!("N"));
     Ok(fields)
@@ -548,7 +642,9 @@ async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer
         None => return Err(Failure::missing("payee_info")),
     };
     let identity = Biz(payee).required("identity")?;
-    let to = parse_party_id(&identity, PartyKind::User)
+    let to = state
+        .ids
+        .parse(IdKind::User, &identity)
         .filter(|&number| state.store.read(|p| p.party(number).is_some_and(|party| party.kind == PartyKind::User)))
         .ok_or_else(|| Failure::business("PAYEE_NOT_EXIST", "identity must be a zhifu user id (usr_…)"))?;
     // out_biz_no makes the transfer idempotent: the platform remembers it
@@ -576,7 +672,7 @@ async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer
     };
     let mut fields = Map::new();
     fields.insert("out_biz_no".to_string(), json!(out_biz_no));
-    fields.insert("order_id".to_string(), json!(format!("trf_{number}")));
+    fields.insert("order_id".to_string(), json!(state.ids.format(IdKind::Transfer, number)));
     fields.insert("status".to_string(), json!("SUCCESS"));
     fields.insert("trans_date".to_string(), json!(format_timestamp(created)));
     Ok(fields)
@@ -587,6 +683,7 @@ async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer
 /// `sign_type`) with the platform's key.
 pub fn notification(
     key: &PlatformKey,
+    public: &PublicIds,
     notify_id: u64,
     kind: &str,
     trade: &Trade,
@@ -599,12 +696,12 @@ pub fn notification(
     };
     set("notify_time", format_timestamp(now));
     set("notify_type", "trade_status_sync".to_string());
-    set("notify_id", format!("ntf_{notify_id}"));
+    set("notify_id", public.format(IdKind::Notification, notify_id));
     set("app_id", app_id(trade.merchant));
     set("charset", "utf-8".to_string());
     set("version", "1.0".to_string());
     set("sign_type", "RSA2".to_string());
-    set("trade_no", format!("trd_{}", trade.number));
+    set("trade_no", public.format(IdKind::Trade, trade.number));
     set("out_trade_no", trade.out_trade_no.clone());
     set("trade_status", trade.status.name().to_string());
     set("total_amount", fen_to_yuan(trade.amount));
@@ -616,7 +713,7 @@ pub fn notification(
         set("buyer_pay_amount", fen_to_yuan(trade.paid_by_buyer()));
     }
     if let Some(buyer) = trade.payer {
-        set("buyer_id", format!("usr_{buyer}"));
+        set("buyer_id", public.format(IdKind::User, buyer));
     }
     if trade.refunded > 0 {
         set("refund_fee", fen_to_yuan(trade.refunded));

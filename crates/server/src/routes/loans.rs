@@ -9,12 +9,13 @@ use platform::{Action, Loan, Outcome, PartyKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{outcome_or_error, parse_prefixed};
+use super::{id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{JsonBody, check_amount};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::{IdKind, PublicIds};
 
 #[derive(Serialize, ToSchema)]
 pub struct CreditView {
@@ -52,6 +53,11 @@ pub struct NewAdvance {
     /// Unique per merchant: a retry returns the same loan.
     #[schema(min_length = 1, max_length = 64, pattern = "^[!-~]+$")]
     pub out_request_no: String,
+    /// The advance, in fen: at most the credit available and 80% of what the
+    /// trade will pay (what escrow holds for it, less the fee). Default: that most.
+    #[serde(default, deserialize_with = "crate::body::whole_option")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    pub amount: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -84,10 +90,10 @@ pub struct LoanView {
     pub schedule: Vec<ScheduleLine>,
 }
 
-fn loan_view(loan: &Loan) -> LoanView {
+fn loan_view(ids: &PublicIds, loan: &Loan) -> LoanView {
     let interest = platform::loans::daily(loan.principal, loan.daily_rate_bps) * u64::from(loan.term_days);
     LoanView {
-        id: format!("loan_{}", loan.number),
+        id: ids.format(IdKind::Loan, loan.number),
         status: loan.status.name().to_string(),
         principal: loan.outstanding_principal,
         original_principal: loan.principal,
@@ -160,14 +166,16 @@ pub async fn take(
     };
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
-    Ok((StatusCode::CREATED, Json(loan_view(&loan))))
+    Ok((StatusCode::CREATED, Json(loan_view(&state.ids, &loan))))
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/advance", tag = "loans", request_body = NewAdvance,
     params(("trade_no" = String, Path, description = "trd_…: an escrow trade waiting for its buyer"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
     responses((status = 201, body = LoanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
-/// An order loan: the trade's amount now, repaid from its settlement first.
+/// An order loan: part of what a paid escrow trade will pay, now, within
+/// the credit line; repaid from the trade's settlement first, and by any
+/// refund of the trade first.
 pub async fn advance(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -175,11 +183,12 @@ pub async fn advance(
     body: JsonBody<NewAdvance>,
 ) -> Result<(StatusCode, Json<LoanView>), ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let trade = parse_prefixed(&trade_no, "trd_").ok_or_else(|| ApiError::not_found("trade"))?;
-    let action = Action::TakeOrderLoan { merchant, trade, out_request_no: body.value.out_request_no.clone() };
+    let trade = id_of(&state.ids, IdKind::Trade, &trade_no, "trade")?;
+    let amount = body.value.amount.map(check_amount).transpose()?;
+    let action = Action::TakeOrderLoan { merchant, trade, amount, out_request_no: body.value.out_request_no.clone() };
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
-    Ok((StatusCode::CREATED, Json(loan_view(&loan))))
+    Ok((StatusCode::CREATED, Json(loan_view(&state.ids, &loan))))
 }
 
 #[utoipa::path(post, path = "/v1/loans/{id}/repayments", tag = "loans", request_body = Repayment,
@@ -193,11 +202,11 @@ pub async fn repay(
     body: JsonBody<Repayment>,
 ) -> Result<Json<LoanView>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let loan = parse_prefixed(&id, "loan_").ok_or_else(|| ApiError::not_found("loan"))?;
+    let loan = id_of(&state.ids, IdKind::Loan, &id, "loan")?;
     let action = Action::RepayLoan { loan, merchant, amount: check_amount(body.value.amount)? };
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
-    Ok(Json(loan_view(&loan)))
+    Ok(Json(loan_view(&state.ids, &loan)))
 }
 
 #[utoipa::path(get, path = "/v1/loans/{id}", tag = "loans", params(("id" = String, Path, description = "loan_…")),
@@ -208,7 +217,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LoanView>, ApiError> {
-    let number = parse_prefixed(&id, "loan_").ok_or_else(|| ApiError::not_found("loan"))?;
+    let number = id_of(&state.ids, IdKind::Loan, &id, "loan")?;
     let loan = state.store.read(|p| p.loan(number).cloned()).ok_or_else(|| ApiError::not_found("loan"))?;
     let visible = match caller {
         Caller::Admin => true,
@@ -217,7 +226,7 @@ pub async fn get(
     if !visible {
         return Err(ApiError::not_found("loan"));
     }
-    Ok(Json(loan_view(&loan)))
+    Ok(Json(loan_view(&state.ids, &loan)))
 }
 
 #[utoipa::path(get, path = "/v1/admin/loans/portfolio", tag = "loans",

@@ -8,16 +8,18 @@ mod parties;
 mod products;
 pub(crate) mod trades;
 
+pub use parties::check_destination;
+
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use platform::PartyKind;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::ids::{IdKind, PublicIds};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -85,7 +87,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         products::create_red_packet, products::get_red_packet, products::claim,
         loans::credit, loans::take, loans::repay, loans::get, loans::portfolio, loans::advance,
     ),
-    modifiers(&BearerKeys),
+    modifiers(&BearerKeys, &TextPatterns),
     tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "operations"))
 )]
 pub struct ApiDoc;
@@ -102,6 +104,32 @@ impl Modify for BearerKeys {
     }
 }
 
+/// The patterns of texts and URLs the platform checks (`platform::text`),
+/// set on every property of those names, so the document states the rule
+/// the code applies, from the one place that defines it.
+struct TextPatterns;
+
+impl Modify for TextPatterns {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let pattern_of = |property: &str| match property {
+            "name" | "subject" | "bank" => Some(platform::text::DISPLAY_TEXT_PATTERN),
+            "greeting" | "reason" | "memo" => Some(platform::text::OPTIONAL_TEXT_PATTERN),
+            "webhook_url" | "notify_url" => Some(platform::text::WEB_URL_PATTERN),
+            _ => None,
+        };
+        let Some(components) = openapi.components.as_mut() else { return };
+        for schema in components.schemas.values_mut() {
+            let RefOr::T(Schema::Object(object)) = schema else { continue };
+            for (name, property) in object.properties.iter_mut() {
+                if let (Some(pattern), RefOr::T(Schema::Object(property))) = (pattern_of(name), property) {
+                    property.pattern = Some(pattern.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// Turns an outcome into the expected value, or into the API error it means.
 macro_rules! outcome_or_error {
     ($outcome:expr, $pattern:pat => $value:expr) => {
@@ -113,31 +141,11 @@ macro_rules! outcome_or_error {
                 "idempotency_mismatch",
                 "this Idempotency-Key was used with a different request",
             )),
-            other => Err($crate::error::ApiError::unavailable(format!("unexpected outcome: {other:?}"))),
+            other => Err($crate::error::ApiError::internal(format!("unexpected outcome: {other:?}"))),
         }
     };
 }
 pub(crate) use outcome_or_error;
-
-/// `usr_12` (for `PartyKind::User`) to 12.
-pub fn parse_party_id(id: &str, kind: PartyKind) -> Option<u64> {
-    parse_prefixed(id, kind.prefix())
-}
-
-/// A user or merchant id to its number.
-pub fn parse_any_party_id(id: &str) -> Option<u64> {
-    parse_party_id(id, PartyKind::User).or_else(|| parse_party_id(id, PartyKind::Merchant))
-}
-
-/// `<prefix><digits>` to the number; no signs, no leading zeros, no spaces.
-pub fn parse_prefixed(id: &str, prefix: &str) -> Option<u64> {
-    let digits = id.strip_prefix(prefix)?;
-    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0')
-    {
-        return None;
-    }
-    digits.parse().ok()
-}
 
 /// A page request: `limit` (1 to 100, default 20) and a cursor.
 pub struct Page {
@@ -149,35 +157,32 @@ pub struct Page {
 pub const PAGE_LIMIT_MAX: u32 = 100;
 
 impl Page {
-    pub fn from_params(limit: Option<u32>, starting_after: Option<&str>, prefix: &str) -> Result<Page, ApiError> {
+    /// `starting_after`, when given, must be an id of `kind`.
+    pub fn from_params(
+        limit: Option<u32>,
+        starting_after: Option<&str>,
+        ids: &PublicIds,
+        kind: IdKind,
+    ) -> Result<Page, ApiError> {
         let limit = limit.unwrap_or(20);
         if limit == 0 || limit > PAGE_LIMIT_MAX {
             return Err(ApiError::invalid("limit must be between 1 and 100"));
         }
         let after = match starting_after {
             None => None,
-            Some(cursor) => {
-                let position = cursor.strip_prefix(prefix).and_then(|digits| digits.parse::<u64>().ok());
-                Some(
-                    position
-                        .ok_or_else(|| ApiError::invalid(format!("starting_after must be an id like {prefix}123")))?,
-                )
+            Some(cursor) if !crate::ids::is_well_formed(kind, cursor) => {
+                return Err(ApiError::invalid(format!(
+                    "starting_after must be an id from this list ({}…)",
+                    kind.prefix()
+                )));
             }
+            Some(cursor) => Some(ids.parse(kind, cursor).ok_or_else(|| ApiError::not_found("starting_after"))?),
         };
         Ok(Page { limit: limit as usize, after })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_parse_strictly() {
-        assert_eq!(parse_party_id("usr_12", PartyKind::User), Some(12));
-        assert_eq!(parse_any_party_id("mch_7"), Some(7));
-        for bad in ["usr_", "usr_012", "usr_-1", "usr_1 ", "mch_12", "usr_99999999999999999999", "USR_1"] {
-            assert_eq!(parse_party_id(bad, PartyKind::User), None, "{bad}");
-        }
-    }
+/// The number of an id of `kind` in a path or body; another is `404 <what> not found`.
+pub fn id_of(ids: &PublicIds, kind: IdKind, text: &str, what: &str) -> Result<u64, ApiError> {
+    ids.parse(kind, text).ok_or_else(|| ApiError::not_found(what))
 }

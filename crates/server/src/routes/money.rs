@@ -9,11 +9,12 @@ use platform::{Action, Outcome, PartyKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{outcome_or_error, parse_any_party_id, parse_prefixed};
+use super::{id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{JsonBody, check_amount};
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::IdKind;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +57,7 @@ pub struct WithdrawalView {
 #[serde(deny_unknown_fields)]
 pub struct NewTransfer {
     /// A user or merchant id.
-    #[schema(pattern = "^(usr|mch)_[1-9][0-9]{0,18}$")]
+    #[schema(pattern = "^(usr|mch)_[0-9a-f]{32}$")]
     pub to: String,
     #[serde(deserialize_with = "crate::body::whole")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
@@ -87,7 +88,10 @@ pub async fn create_topup(
     let bank = body.value.bank.clone();
     let outcome = state.submit(body.idempotency(caller), Action::TopUp { party, amount, bank }).await?;
     let (number, amount) = outcome_or_error!(outcome, Outcome::ToppedUp { number, amount } => (number, amount))?;
-    Ok((StatusCode::CREATED, Json(TopUp { id: format!("top_{number}"), amount, status: "succeeded".to_string() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(TopUp { id: state.ids.format(IdKind::TopUp, number), amount, status: "succeeded".to_string() }),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/withdrawals", tag = "money", request_body = NewWithdrawal,
@@ -104,7 +108,8 @@ pub async fn create_withdrawal(
     let outcome = state.submit(body.idempotency(caller), Action::Withdraw { party, amount }).await?;
     let (number, amount, fee) =
         outcome_or_error!(outcome, Outcome::WithdrawalRequested { number, amount, fee } => (number, amount, fee))?;
-    let view = WithdrawalView { id: format!("wdr_{number}"), amount, fee, status: "pending".to_string() };
+    let view =
+        WithdrawalView { id: state.ids.format(IdKind::Withdrawal, number), amount, fee, status: "pending".to_string() };
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -116,7 +121,7 @@ pub async fn get_withdrawal(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
-    let number = parse_prefixed(&id, "wdr_").ok_or_else(|| ApiError::not_found("withdrawal"))?;
+    let number = id_of(&state.ids, IdKind::Withdrawal, &id, "withdrawal")?;
     let withdrawal =
         state.store.read(|p| p.withdrawal(number).cloned()).ok_or_else(|| ApiError::not_found("withdrawal"))?;
     // Another party's withdrawal does not exist, as far as this key can tell.
@@ -142,17 +147,17 @@ pub async fn create_transfer(
 ) -> Result<(StatusCode, Json<TransferView>), ApiError> {
     let from = caller.require_party(&[PartyKind::User])?;
     let amount = check_amount(body.value.amount)?;
-    let to = parse_any_party_id(&body.value.to).ok_or_else(|| ApiError::not_found("recipient"))?;
+    let (to, kind) = state.ids.parse_party(&body.value.to).ok_or_else(|| ApiError::not_found("recipient"))?;
     let memo = body.value.memo.clone();
-    if memo.as_ref().is_some_and(|memo| memo.chars().count() > 200) {
-        return Err(ApiError::invalid("memo must be at most 200 characters"));
+    if memo.as_ref().is_some_and(|memo| platform::text::check_optional_text(memo, 200).is_err()) {
+        return Err(ApiError::invalid("memo must be at most 200 printable characters"));
     }
-    let known = state.store.read(|p| p.party(to).is_some_and(|party| party.public_id() == body.value.to));
+    let known = state.store.read(|p| p.party(to).is_some_and(|party| party.kind == kind));
     if !known {
         return Err(ApiError::not_found("recipient"));
     }
     let outcome = state.submit(body.idempotency(caller), Action::Transfer { from, to, amount, memo }).await?;
     let (number, amount, fee) =
         outcome_or_error!(outcome, Outcome::Transferred { number, amount, fee } => (number, amount, fee))?;
-    Ok((StatusCode::CREATED, Json(TransferView { id: format!("trf_{number}"), amount, fee })))
+    Ok((StatusCode::CREATED, Json(TransferView { id: state.ids.format(IdKind::Transfer, number), amount, fee })))
 }

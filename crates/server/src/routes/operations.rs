@@ -22,6 +22,7 @@ use crate::auth::Caller;
 use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::IdKind;
 use crate::metrics::Gauges;
 
 #[derive(Serialize, ToSchema)]
@@ -41,14 +42,23 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ConnectInfo(peer): Conn
     }
     let (transfers, accounts, (trades_in_memory, trades_archived)) =
         state.store.read(|p| (p.ledger().transfer_count(), p.ledger().accounts().len() as u64, p.trade_counts()));
-    let gauges = Gauges { journal: state.store.stats(), transfers, accounts, trades_in_memory, trades_archived };
+    let refused = |count: &std::sync::atomic::AtomicU64| count.load(std::sync::atomic::Ordering::Relaxed);
+    let gauges = Gauges {
+        journal: state.store.stats(),
+        transfers,
+        accounts,
+        trades_in_memory,
+        trades_archived,
+        connections_refused_over_total: refused(&state.refusals.over_total),
+        connections_refused_over_address: refused(&state.refusals.over_address),
+    };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
 }
 
 pub async fn openapi() -> Response {
     match ApiDoc::openapi().to_pretty_json() {
         Ok(document) => ([(header::CONTENT_TYPE, "application/json")], document).into_response(),
-        Err(error) => ApiError::unavailable(format!("cannot render the OpenAPI document: {error}")).into_response(),
+        Err(error) => ApiError::internal(format!("cannot render the OpenAPI document: {error}")).into_response(),
     }
 }
 
@@ -201,7 +211,7 @@ pub async fn reconciliation(
     let state = Arc::clone(&state);
     tokio::task::spawn_blocking(move || reconcile(&state, date))
         .await
-        .map_err(|_| ApiError::unavailable("the request was dropped"))?
+        .map_err(|_| ApiError::internal("the request was dropped"))?
         .map(Json)
 }
 
@@ -213,7 +223,7 @@ fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
         .into_iter()
         .map(|offset| platform::read_archived_bank_entry(state.store.archive(), offset))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| ApiError::unavailable(format!("cannot read the bank statement: {error}")))?;
+        .map_err(|error| ApiError::internal(format!("cannot read the bank statement: {error}")))?;
     let mut report = Reconciliation {
         date: date.to_string(),
         bank_entries: entries.len() as u64,
@@ -226,8 +236,8 @@ fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
     let mut expected_ids = BTreeSet::new();
     for entry in &entries {
         let reference = match entry.kind {
-            BankEntryKind::TopUp => format!("top_{}", entry.reference),
-            BankEntryKind::Withdrawal => format!("wdr_{}", entry.reference),
+            BankEntryKind::TopUp => state.ids.format(IdKind::TopUp, entry.reference),
+            BankEntryKind::Withdrawal => state.ids.format(IdKind::Withdrawal, entry.reference),
         };
         if !entry.succeeded {
             // The bank refused: the ledger must have given the money back.
@@ -241,9 +251,7 @@ fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
             continue;
         }
         let found = match entry.ledger_position {
-            Some(position) => {
-                state.store.stored_transfer(position).map_err(|e| ApiError::unavailable(e.to_string()))?
-            }
+            Some(position) => state.store.stored_transfer(position).map_err(|e| ApiError::internal(e.to_string()))?,
             None => None,
         };
         match found {
@@ -263,10 +271,8 @@ fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
     let mut before = None;
     let mut scanned = 0;
     'scan: loop {
-        let page = state
-            .store
-            .account_history(BANK_CLEARING, before, 1_000)
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let page =
+            state.store.account_history(BANK_CLEARING, before, 1_000).map_err(|e| ApiError::internal(e.to_string()))?;
         if page.is_empty() {
             break;
         }
@@ -279,7 +285,7 @@ fn reconcile(state: &AppState, date: Date) -> Result<Reconciliation, ApiError> {
             let moves_money =
                 !transfer.flags.intersects(ledger::TransferFlags::PENDING | ledger::TransferFlags::VOID_PENDING);
             if day == date && moves_money && !expected_ids.contains(&transfer.id) {
-                report.unmatched_ledger.push(format!("ent_{position}"));
+                report.unmatched_ledger.push(state.ids.format(IdKind::Entry, *position));
             }
             before = Some(*position);
         }

@@ -10,32 +10,33 @@ use platform::{Action, Outcome, PartyKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Page, outcome_or_error, parse_party_id};
+use super::{Page, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::{Caller, new_key};
 use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::{IdKind, PublicIds};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// 1 to 200 characters, not only spaces.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMerchant {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// The merchant's fee on settled trades, in basis points (default 60: 0.6%).
     #[serde(default, deserialize_with = "crate::body::whole_option")]
     #[schema(minimum = 0, maximum = 10_000)]
     pub fee_rate_bps: Option<u32>,
     /// Where notifications are POSTed (http or https).
-    #[schema(max_length = 2048, pattern = "^https?://")]
+    #[schema(max_length = 2048)]
     pub webhook_url: Option<String>,
     /// For the Alipay-compatible gateway (`/gateway.do`): the merchant's RSA
     /// public key (PEM or bare base64, at least 2048 bits) that verifies its
@@ -65,11 +66,14 @@ pub struct CreatedParty {
 
 #[derive(Serialize, ToSchema)]
 pub struct Balance {
-    /// What the party can spend now, in fen.
-    pub available: u64,
-    /// Held by pending transfers (withdrawals under way), in fen. An escrow
+    /// What the party can spend now, in fen (exact, however large).
+    #[schema(value_type = u64)]
+    pub available: u128,
+    /// The party's money on its way but not yet gone, in fen: pending
+    /// withdrawals and the unclaimed shares of its red packets. An escrow
     /// payment is not held: it has left the wallet (see a trade's `escrow_amount`).
-    pub held: u64,
+    #[schema(value_type = u64)]
+    pub held: u128,
     pub fund_value: u64,
     pub loan_outstanding: u64,
 }
@@ -90,7 +94,7 @@ pub struct PartyView {
 
 #[derive(Serialize, ToSchema)]
 pub struct StatementEntry {
-    /// `ent_<position>`: the cursor for `starting_after`.
+    /// `ent_…`: the cursor for `starting_after`.
     pub id: String,
     /// `topup`, `transfer`, `transfer_fee`, `withdrawal`, `withdrawal_fee`.
     #[serde(rename = "type")]
@@ -99,7 +103,8 @@ pub struct StatementEntry {
     pub direction: String,
     /// `posted`, `held` (pending), or `released` (a hold given back).
     pub phase: String,
-    pub amount: u64,
+    #[schema(value_type = u64)]
+    pub amount: u128,
     /// The object the entry belongs to (`top_…`, `trf_…`, `wdr_…`).
     pub reference: String,
     pub created: String,
@@ -118,7 +123,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// An entry id: list the ones before it (older).
-    #[param(pattern = "^ent_[0-9]{1,19}$")]
+    #[param(pattern = "^ent_[0-9a-f]{32}$")]
     pub starting_after: Option<String>,
 }
 
@@ -146,10 +151,8 @@ pub async fn create_merchant(
     body: JsonBody<NewMerchant>,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
     caller.require_admin()?;
-    let valid_url =
-        |url: &String| (url.starts_with("http://") || url.starts_with("https://")) && url.chars().count() <= 2_048;
-    if body.value.webhook_url.as_ref().is_some_and(|url| !valid_url(url)) {
-        return Err(ApiError::invalid("webhook_url must be an http or https URL of at most 2048 characters"));
+    if let Some(url) = &body.value.webhook_url {
+        check_destination(&state, url, "webhook_url").await?;
     }
     let value = &body.value;
     let app_public_key = match &value.app_public_key {
@@ -175,6 +178,20 @@ pub async fn create_merchant(
     };
     create_party(&state, caller, &body, new).await
 }
+
+/// A URL the platform may send to: http(s) with a host, and (on a server
+/// listening beyond loopback) not a private or local address.
+pub async fn check_destination(state: &AppState, url: &str, field: &str) -> Result<(), ApiError> {
+    if !platform::text::is_web_url(url, URL_CHARS_MAX) {
+        return Err(ApiError::invalid(format!(
+            "{field} must be an http or https URL with a host, of at most 2048 characters"
+        )));
+    }
+    state.destinations.check_url(url).await.map_err(|why| ApiError::invalid(format!("{field} cannot be used: {why}")))
+}
+
+/// The longest URL the platform sends to.
+const URL_CHARS_MAX: usize = 2_048;
 
 /// What the admin asked for in a new party.
 struct NewParty {
@@ -210,8 +227,8 @@ async fn create_party<T>(
             let keys = Arc::clone(state);
             let pem = tokio::task::spawn_blocking(move || keys.gateway_key.public_pem())
                 .await
-                .map_err(|error| ApiError::unavailable(format!("the gateway key: {error}")))?;
-            Some(pem.map_err(|error| ApiError::unavailable(format!("the gateway key: {error}")))?)
+                .map_err(|error| ApiError::internal(format!("the gateway key: {error}")))?;
+            Some(pem.map_err(|error| ApiError::internal(format!("the gateway key: {error}")))?)
         }
         None => None,
     };
@@ -243,7 +260,7 @@ async fn create_party<T>(
     Ok((
         StatusCode::CREATED,
         Json(CreatedParty {
-            id: format!("{}{number}", kind.prefix()),
+            id: state.ids.format(IdKind::of_party(kind), number),
             name,
             api_key,
             webhook_secret,
@@ -293,11 +310,11 @@ pub async fn get_merchant(
 
 fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Result<Json<PartyView>, ApiError> {
     caller.require_admin()?;
-    let number = parse_party_id(id, kind).ok_or_else(|| ApiError::not_found("party"))?;
+    let number = id_of(&state.ids, IdKind::of_party(kind), id, "party")?;
     let party = state.store.read(|p| p.party(number).filter(|party| party.kind == kind).cloned());
     let party = party.ok_or_else(|| ApiError::not_found("party"))?;
     Ok(Json(PartyView {
-        id: party.public_id(),
+        id: state.ids.format(IdKind::of_party(kind), party.number),
         kind: if kind == PartyKind::User { "user" } else { "merchant" }.to_string(),
         name: party.name,
         created: rfc3339(party.created_at),
@@ -308,7 +325,7 @@ fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Res
 }
 
 #[utoipa::path(get, path = "/v1/statement", tag = "parties", params(ListParams),
-    responses((status = 200, body = StatementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = StatementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn statement(
     State(state): State<Arc<AppState>>,
@@ -316,20 +333,38 @@ pub async fn statement(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<StatementPage>, ApiError> {
     let number = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
-    let page = Page::from_params(params.limit, params.starting_after.as_deref(), "ent_")?;
+    let page = Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Entry)?;
     let wallet = accounts::wallet(number);
-    let state = Arc::clone(&state);
-    let found = tokio::task::spawn_blocking(move || state.store.account_history(wallet, page.after, page.limit + 1))
+    let reader = Arc::clone(&state);
+    let found = tokio::task::spawn_blocking(move || reader.store.account_history(wallet, page.after, page.limit + 1))
         .await
-        .map_err(|_| ApiError::unavailable("the request was dropped"))?
-        .map_err(|error| ApiError::unavailable(format!("cannot read the history: {error}")))?;
+        .map_err(|_| ApiError::internal("the request was dropped"))?
+        .map_err(|error| ApiError::internal(format!("cannot read the history: {error}")))?;
     let has_more = found.len() > page.limit;
-    let data =
-        found.into_iter().take(page.limit).map(|(position, transfer)| entry(wallet, position, &transfer)).collect();
+    let data = found
+        .into_iter()
+        .take(page.limit)
+        .map(|(position, transfer)| entry(&state.ids, wallet, position, &transfer))
+        .collect();
     Ok(Json(StatementPage { data, has_more }))
 }
 
-fn entry(wallet: u128, position: u64, transfer: &ledger::Transfer) -> StatementEntry {
+/// The public id of what a ledger transfer belongs to.
+fn reference_id(ids: &PublicIds, reference: Reference) -> String {
+    let (kind, number) = match reference {
+        Reference::TopUp(number) => (IdKind::TopUp, number),
+        Reference::Transfer(number) => (IdKind::Transfer, number),
+        Reference::Withdrawal(number) => (IdKind::Withdrawal, number),
+        Reference::Trade(number) => (IdKind::Trade, number),
+        Reference::Fund(number) => (IdKind::FundOrder, number),
+        Reference::Campaign(number) => (IdKind::Campaign, number),
+        Reference::RedPacket(number) => (IdKind::RedPacket, number),
+        Reference::Loan(number) => (IdKind::Loan, number),
+    };
+    ids.format(kind, number)
+}
+
+fn entry(ids: &PublicIds, wallet: u128, position: u64, transfer: &ledger::Transfer) -> StatementEntry {
     use ledger::TransferFlags;
     let phase = if transfer.flags.contains(TransferFlags::PENDING) {
         "held"
@@ -339,12 +374,14 @@ fn entry(wallet: u128, position: u64, transfer: &ledger::Transfer) -> StatementE
         "posted"
     };
     StatementEntry {
-        id: format!("ent_{position}"),
+        id: ids.format(IdKind::Entry, position),
         kind: accounts::transfer_code_name(transfer.code).to_string(),
         direction: if transfer.credit_account_id == wallet { "credit" } else { "debit" }.to_string(),
         phase: phase.to_string(),
-        amount: u64::try_from(transfer.amount).unwrap_or(u64::MAX),
-        reference: Reference::decode(transfer.user_data).map(Reference::public_id).unwrap_or_default(),
+        amount: transfer.amount,
+        reference: Reference::decode(transfer.user_data)
+            .map(|reference| reference_id(ids, reference))
+            .unwrap_or_default(),
         created: rfc3339(transfer.timestamp),
     }
 }

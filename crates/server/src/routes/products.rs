@@ -10,12 +10,13 @@ use platform::{Action, Campaign, NewCampaign, Outcome, PartyKind, SplitMode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{outcome_or_error, parse_prefixed};
+use super::{id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{JsonBody, check_amount};
 use crate::clock::{parse_rfc3339_clamped, rfc3339};
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::{IdKind, PublicIds};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +113,7 @@ async fn fund_move<T>(
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let (number, amount) = outcome_or_error!(outcome, Outcome::FundMoved { number, amount } => (number, amount))?;
     let value = state.store.read(|p| p.fund_position(party).value);
-    Ok((StatusCode::CREATED, Json(FundMove { id: format!("fnd_{number}"), amount, value })))
+    Ok((StatusCode::CREATED, Json(FundMove { id: state.ids.format(IdKind::FundOrder, number), amount, value })))
 }
 
 #[utoipa::path(get, path = "/v1/fund", tag = "fund",
@@ -153,7 +154,7 @@ pub async fn pay_yield(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaignBody {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Moved into the campaign from the sponsor at once.
     #[serde(deserialize_with = "crate::body::whole")]
@@ -195,10 +196,10 @@ pub struct CampaignView {
     pub returned: Option<u64>,
 }
 
-fn campaign_view(campaign: &Campaign) -> CampaignView {
+fn campaign_view(ids: &PublicIds, campaign: &Campaign) -> CampaignView {
     CampaignView {
-        id: format!("cmp_{}", campaign.number),
-        sponsor: campaign.sponsor.map_or("platform".to_string(), |n| format!("mch_{n}")),
+        id: ids.format(IdKind::Campaign, campaign.number),
+        sponsor: campaign.sponsor.map_or("platform".to_string(), |n| ids.format(IdKind::Merchant, n)),
         name: campaign.name.clone(),
         budget: campaign.budget,
         spent: campaign.spent,
@@ -243,7 +244,7 @@ pub async fn create_campaign(
     };
     let outcome = state.submit(body.idempotency(caller), Action::CreateCampaign(new)).await?;
     let campaign = outcome_or_error!(outcome, Outcome::CampaignCreated(campaign) => campaign)?;
-    Ok((StatusCode::CREATED, Json(campaign_view(&campaign))))
+    Ok((StatusCode::CREATED, Json(campaign_view(&state.ids, &campaign))))
 }
 
 #[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "marketing", params(("id" = String, Path, description = "cmp_…")),
@@ -254,7 +255,7 @@ pub async fn get_campaign(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    let number = parse_prefixed(&id, "cmp_").ok_or_else(|| ApiError::not_found("campaign"))?;
+    let number = id_of(&state.ids, IdKind::Campaign, &id, "campaign")?;
     let campaign = state.store.read(|p| p.campaign(number).cloned()).ok_or_else(|| ApiError::not_found("campaign"))?;
     let visible = match caller {
         Caller::Admin => true,
@@ -263,14 +264,14 @@ pub async fn get_campaign(
     if !visible {
         return Err(ApiError::not_found("campaign"));
     }
-    Ok(Json(campaign_view(&campaign)))
+    Ok(Json(campaign_view(&state.ids, &campaign)))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCoupon {
     /// The user it is for.
-    #[schema(pattern = "^usr_[1-9][0-9]{0,18}$")]
+    #[schema(pattern = "^usr_[0-9a-f]{32}$")]
     pub user: String,
     /// RFC 3339; at most the campaign's end (the default).
     #[schema(format = DateTime)]
@@ -302,8 +303,8 @@ pub async fn issue_coupon(
         Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
         Caller::Party { .. } => return Err(ApiError::forbidden()),
     };
-    let campaign = parse_prefixed(&id, "cmp_").ok_or_else(|| ApiError::not_found("campaign"))?;
-    let user = super::parse_party_id(&body.value.user, PartyKind::User).ok_or_else(|| ApiError::not_found("user"))?;
+    let campaign = id_of(&state.ids, IdKind::Campaign, &id, "campaign")?;
+    let user = id_of(&state.ids, IdKind::User, &body.value.user, "user")?;
     let expires_at = match &body.value.expires_at {
         None => None,
         Some(text) => {
@@ -316,11 +317,11 @@ pub async fn issue_coupon(
     Ok((
         StatusCode::CREATED,
         Json(CouponView {
-            id: format!("cpn_{}", coupon.number),
-            campaign: format!("cmp_{}", coupon.campaign),
-            user: format!("usr_{}", coupon.user),
+            id: state.ids.format(IdKind::Coupon, coupon.number),
+            campaign: state.ids.format(IdKind::Campaign, coupon.campaign),
+            user: state.ids.format(IdKind::User, coupon.user),
             expires_at: rfc3339(coupon.expires_at),
-            used_on: coupon.used_on.map(|t| format!("trd_{t}")),
+            used_on: coupon.used_on.map(|t| state.ids.format(IdKind::Trade, t)),
         }),
     ))
 }
@@ -399,7 +400,7 @@ fn red_packet_view(state: &AppState, number: u64) -> Result<RedPacketView, ApiEr
         state.store.read(|p| p.red_packet(number).cloned()).ok_or_else(|| ApiError::not_found("red packet"))?;
     let claimed: u64 = packet.claims.iter().map(|(_, amount)| amount).sum();
     Ok(RedPacketView {
-        id: format!("rp_{number}"),
+        id: state.ids.format(IdKind::RedPacket, number),
         total: packet.total,
         count: packet.shares.len() as u32,
         mode: if packet.mode == SplitMode::Random { "random" } else { "equal" }.to_string(),
@@ -417,7 +418,7 @@ pub async fn get_red_packet(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RedPacketView>, ApiError> {
-    let number = parse_prefixed(&id, "rp_").ok_or_else(|| ApiError::not_found("red packet"))?;
+    let number = id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?;
     let sender = state.store.read(|p| p.red_packet(number).map(|packet| packet.sender));
     match (caller, sender) {
         (Caller::Admin, Some(_)) => {}
@@ -437,7 +438,7 @@ pub async fn claim(
     body: JsonBody<super::trades::EmptyBody>,
 ) -> Result<(StatusCode, Json<Claim>), ApiError> {
     let user = caller.require_party(&[PartyKind::User])?;
-    let packet = parse_prefixed(&id, "rp_").ok_or_else(|| ApiError::not_found("red packet"))?;
+    let packet = id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?;
     let outcome = state.submit(body.idempotency(caller), Action::ClaimRedPacket { packet, user }).await?;
     let amount = outcome_or_error!(outcome, Outcome::RedPacketClaimed { amount, .. } => amount)?;
     Ok((StatusCode::CREATED, Json(Claim { amount })))

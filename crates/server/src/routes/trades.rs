@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Page, outcome_or_error, parse_party_id, parse_prefixed};
+use super::{Page, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{ApiQuery, JsonBody, check_amount};
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ErrorBody};
+use crate::ids::{IdKind, PublicIds};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,13 +29,13 @@ pub struct NewTradeBody {
     #[serde(deserialize_with = "crate::body::whole")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub amount: u64,
-    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 256)]
     pub subject: String,
     /// `instant` or `escrow` (guaranteed trade).
     #[schema(pattern = "^(instant|escrow)$")]
     pub mode: String,
     /// Only this user may pay.
-    #[schema(pattern = "^usr_[1-9][0-9]{0,18}$")]
+    #[schema(pattern = "^usr_[0-9a-f]{32}$")]
     pub buyer: Option<String>,
     /// Escrow: days after shipping until the trade confirms itself (default 10).
     #[serde(default, deserialize_with = "crate::body::whole_option")]
@@ -45,7 +46,7 @@ pub struct NewTradeBody {
     #[schema(minimum = 1, maximum = 43_200)]
     pub expire_minutes: Option<u32>,
     /// A campaign (`cmp_…`, the platform's or this merchant's) whose discount the payment may get.
-    #[schema(pattern = "^cmp_[1-9][0-9]{0,18}$")]
+    #[schema(pattern = "^cmp_[0-9a-f]{32}$")]
     pub campaign: Option<String>,
 }
 
@@ -56,7 +57,7 @@ pub struct PayBody {
     #[schema(pattern = "^(balance|fund)$")]
     pub source: Option<String>,
     /// One of the buyer's coupons (`cpn_…`): its campaign's discount applies, once.
-    #[schema(pattern = "^cpn_[1-9][0-9]{0,18}$")]
+    #[schema(pattern = "^cpn_[0-9a-f]{32}$")]
     pub coupon: Option<String>,
 }
 
@@ -146,7 +147,7 @@ pub struct TradeListParams {
     pub status: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    #[param(pattern = "^trd_[0-9]{1,19}$")]
+    #[param(pattern = "^trd_[0-9a-f]{32}$")]
     pub starting_after: Option<String>,
 }
 
@@ -155,16 +156,16 @@ pub struct TradeListParams {
 pub struct EventListParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    #[param(pattern = "^evt_[0-9]{1,19}$")]
+    #[param(pattern = "^evt_[0-9a-f]{32}$")]
     pub starting_after: Option<String>,
 }
 
-pub fn trade_view(trade: &Trade) -> TradeView {
+pub fn trade_view(ids: &PublicIds, trade: &Trade) -> TradeView {
     TradeView {
-        trade_no: format!("trd_{}", trade.number),
+        trade_no: ids.format(IdKind::Trade, trade.number),
         out_trade_no: trade.out_trade_no.clone(),
-        merchant: format!("mch_{}", trade.merchant),
-        buyer: trade.payer.or(trade.buyer).map(|n| format!("usr_{n}")),
+        merchant: ids.format(IdKind::Merchant, trade.merchant),
+        buyer: trade.payer.or(trade.buyer).map(|n| ids.format(IdKind::User, n)),
         amount: trade.amount,
         subject: trade.subject.clone(),
         mode: trade.mode.name().to_string(),
@@ -184,10 +185,10 @@ pub fn trade_view(trade: &Trade) -> TradeView {
     }
 }
 
-fn refund_view(trade: &Trade, refund: &platform::Refund) -> RefundView {
+fn refund_view(ids: &PublicIds, trade: &Trade, refund: &platform::Refund) -> RefundView {
     RefundView {
-        id: format!("rfd_{}", refund.number),
-        trade_no: format!("trd_{}", trade.number),
+        id: ids.format(IdKind::Refund, refund.number),
+        trade_no: ids.format(IdKind::Trade, trade.number),
         out_request_no: refund.out_request_no.clone(),
         amount: refund.amount,
         status: "succeeded".to_string(),
@@ -198,35 +199,35 @@ fn refund_view(trade: &Trade, refund: &platform::Refund) -> RefundView {
 /// An event as merchants receive it: the body of a notification and of
 /// `GET /v1/events`. Rendered from the stored event, so every retry of a
 /// notification carries the same bytes.
-pub fn event_view(event: &Event) -> EventView {
+pub fn event_view(ids: &PublicIds, event: &Event) -> EventView {
     let data = match &event.data {
-        EventData::Trade(trade) => json!(trade_view(trade)),
+        EventData::Trade(trade) => json!(trade_view(ids, trade)),
         EventData::Refund { trade, refund } => {
-            json!({ "refund": refund_view(trade, refund), "trade": trade_view(trade) })
+            json!({ "refund": refund_view(ids, trade, refund), "trade": trade_view(ids, trade) })
         }
         EventData::Loan(loan) => json!({
-            "id": format!("loan_{}", loan.number),
+            "id": ids.format(IdKind::Loan, loan.number),
             "status": loan.status.name(),
             "principal": loan.outstanding_principal,
             "owed": loan.owed(),
         }),
         EventData::Withdrawal(withdrawal) => json!({
-            "id": format!("wdr_{}", withdrawal.number),
+            "id": ids.format(IdKind::Withdrawal, withdrawal.number),
             "amount": withdrawal.amount,
             "fee": withdrawal.fee,
             "status": withdrawal.status.name(),
         }),
     };
     EventView {
-        id: format!("evt_{}", event.number),
+        id: ids.format(IdKind::Event, event.number),
         kind: event.kind.clone(),
         created: rfc3339(event.created_at),
         data,
     }
 }
 
-fn trade_number(trade_no: &str) -> Result<u64, ApiError> {
-    parse_prefixed(trade_no, "trd_").ok_or_else(|| ApiError::not_found("trade"))
+fn trade_number(state: &AppState, trade_no: &str) -> Result<u64, ApiError> {
+    id_of(&state.ids, IdKind::Trade, trade_no, "trade")
 }
 
 /// Whether `caller` may see `trade`: its merchant, its buyer, the admin.
@@ -255,14 +256,8 @@ pub async fn create_trade(
         "escrow" => TradeMode::Escrow,
         _ => return Err(ApiError::invalid("mode must be instant or escrow")),
     };
-    let buyer = match &value.buyer {
-        None => None,
-        Some(id) => Some(parse_party_id(id, PartyKind::User).ok_or_else(|| ApiError::not_found("buyer"))?),
-    };
-    let campaign = match &value.campaign {
-        None => None,
-        Some(id) => Some(parse_prefixed(id, "cmp_").ok_or_else(|| ApiError::not_found("campaign"))?),
-    };
+    let buyer = value.buyer.as_ref().map(|id| id_of(&state.ids, IdKind::User, id, "buyer")).transpose()?;
+    let campaign = value.campaign.as_ref().map(|id| id_of(&state.ids, IdKind::Campaign, id, "campaign")).transpose()?;
     let new = NewTrade {
         campaign,
         merchant,
@@ -277,7 +272,7 @@ pub async fn create_trade(
     };
     let outcome = state.submit(body.idempotency(caller), Action::CreateTrade(new)).await?;
     let trade = outcome_or_error!(outcome, Outcome::TradeUpdated(trade) => trade)?;
-    Ok((StatusCode::CREATED, Json(trade_view(&trade))))
+    Ok((StatusCode::CREATED, Json(trade_view(&state.ids, &trade))))
 }
 
 /// Runs a trade action for the caller and answers with the trade.
@@ -301,7 +296,7 @@ pub async fn create_payment_code(
 ) -> Result<(StatusCode, Json<PaymentCode>), ApiError> {
     let user = caller.require_party(&[PartyKind::User])?;
     let mut random = [0u8; 16];
-    getrandom::fill(&mut random).map_err(|_| ApiError::unavailable("no randomness for a payment code"))?;
+    getrandom::fill(&mut random).map_err(|_| ApiError::internal("no randomness for a payment code"))?;
     // Alipay's codes start 25 to 30; the rest is random digits.
     let code: String = "28".chars().chain(random.iter().map(|byte| char::from(b'0' + byte % 10))).collect();
     let expires_at = state.clock.now().saturating_add(PAYMENT_CODE_SECONDS * 1_000_000_000);
@@ -319,7 +314,7 @@ async fn act<T>(
 ) -> Result<Json<TradeView>, ApiError> {
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let trade = outcome_or_error!(outcome, Outcome::TradeUpdated(trade) => trade)?;
-    Ok(Json(trade_view(&trade)))
+    Ok(Json(trade_view(&state.ids, &trade)))
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/pay", tag = "trades", request_body = PayBody,
@@ -333,16 +328,13 @@ pub async fn pay(
     body: JsonBody<PayBody>,
 ) -> Result<Json<TradeView>, ApiError> {
     let buyer = caller.require_party(&[PartyKind::User])?;
-    let trade = trade_number(&trade_no)?;
+    let trade = trade_number(&state, &trade_no)?;
     let source = match body.value.source.as_deref() {
         None | Some("balance") => PaySource::Balance,
         Some("fund") => PaySource::Fund,
         Some(_) => return Err(ApiError::invalid("source must be balance or fund")),
     };
-    let coupon = match &body.value.coupon {
-        None => None,
-        Some(id) => Some(parse_prefixed(id, "cpn_").ok_or_else(|| ApiError::not_found("coupon"))?),
-    };
+    let coupon = body.value.coupon.as_ref().map(|id| id_of(&state.ids, IdKind::Coupon, id, "coupon")).transpose()?;
     act(&state, caller, &body, Action::PayTrade { trade, buyer, source, coupon }).await
 }
 
@@ -357,7 +349,7 @@ pub async fn ship(
     body: JsonBody<EmptyBody>,
 ) -> Result<Json<TradeView>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    act(&state, caller, &body, Action::ShipTrade { trade: trade_number(&trade_no)?, merchant }).await
+    act(&state, caller, &body, Action::ShipTrade { trade: trade_number(&state, &trade_no)?, merchant }).await
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/confirm", tag = "trades",
@@ -371,7 +363,7 @@ pub async fn confirm(
     body: JsonBody<EmptyBody>,
 ) -> Result<Json<TradeView>, ApiError> {
     let buyer = caller.require_party(&[PartyKind::User])?;
-    act(&state, caller, &body, Action::ConfirmTrade { trade: trade_number(&trade_no)?, buyer }).await
+    act(&state, caller, &body, Action::ConfirmTrade { trade: trade_number(&state, &trade_no)?, buyer }).await
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/close", tag = "trades",
@@ -385,7 +377,7 @@ pub async fn close(
     body: JsonBody<EmptyBody>,
 ) -> Result<Json<TradeView>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    act(&state, caller, &body, Action::CloseTrade { trade: trade_number(&trade_no)?, merchant }).await
+    act(&state, caller, &body, Action::CloseTrade { trade: trade_number(&state, &trade_no)?, merchant }).await
 }
 
 /// Bodies of actions that take no fields: `{}` or nothing.
@@ -404,7 +396,7 @@ pub async fn refund(
     body: JsonBody<RefundBody>,
 ) -> Result<(StatusCode, Json<RefundView>), ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let trade = trade_number(&trade_no)?;
+    let trade = trade_number(&state, &trade_no)?;
     let value = &body.value;
     check_amount(value.amount)?;
     let action = Action::RefundTrade {
@@ -416,7 +408,7 @@ pub async fn refund(
     };
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let (trade, refund) = outcome_or_error!(outcome, Outcome::RefundCreated { trade, refund } => (trade, refund))?;
-    Ok((StatusCode::CREATED, Json(refund_view(&trade, &refund))))
+    Ok((StatusCode::CREATED, Json(refund_view(&state.ids, &trade, &refund))))
 }
 
 #[utoipa::path(get, path = "/v1/trades/{trade_no}", tag = "trades", params(("trade_no" = String, Path, description = "trd_…")),
@@ -427,24 +419,24 @@ pub async fn get_trade(
     caller: Caller,
     Path(trade_no): Path<String>,
 ) -> Result<Json<TradeView>, ApiError> {
-    let number = trade_number(&trade_no)?;
+    let number = trade_number(&state, &trade_no)?;
     let trade = state
         .store
         .read_with_archive(|p, archive| p.trade(archive, number))
-        .map_err(|error| ApiError::unavailable(format!("cannot read the trade: {error}")))?
+        .map_err(|error| ApiError::internal(format!("cannot read the trade: {error}")))?
         .filter(|trade| may_see(caller, trade));
-    trade.map(|trade| Json(trade_view(&trade))).ok_or_else(|| ApiError::not_found("trade"))
+    trade.map(|trade| Json(trade_view(&state.ids, &trade))).ok_or_else(|| ApiError::not_found("trade"))
 }
 
 #[utoipa::path(get, path = "/v1/trades", tag = "trades", params(TradeListParams),
-    responses((status = 200, body = TradePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = TradePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn list_trades(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiQuery(params): ApiQuery<TradeListParams>,
 ) -> Result<Json<TradePage>, ApiError> {
-    let page = Page::from_params(params.limit, params.starting_after.as_deref(), "trd_")?;
+    let page = Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Trade)?;
     let status = match &params.status {
         None => None,
         Some(name) => Some(TradeStatus::parse(name).ok_or_else(|| ApiError::invalid("unknown status"))?),
@@ -453,31 +445,46 @@ pub async fn list_trades(
     if out_trade_no.as_ref().is_some_and(|no| no.is_empty() || no.chars().count() > 64) {
         return Err(ApiError::invalid("out_trade_no must be 1 to 64 characters"));
     }
+    let keep = move |trade: &Trade| {
+        may_see(caller, trade)
+            && status.is_none_or(|status| trade.status == status)
+            && out_trade_no.as_ref().is_none_or(|no| &trade.out_trade_no == no)
+    };
     // Archived trades are read with the state's lock let go, off the async workers.
     let reader = Arc::clone(&state);
-    let mut found = tokio::task::spawn_blocking(move || {
-        platform::list_trades_newest_first(
+    let mut found = tokio::task::spawn_blocking(move || match caller {
+        // A party's own trades, along its chain: never everyone else's.
+        Caller::Party { number, kind } => platform::walk_party_trades(
+            platform::PartyTrades {
+                party: number,
+                kind,
+                head: reader.store.read(|p| p.last_trade_of(number)),
+                starting_after: page.after,
+                limit: page.limit + 1,
+                steps_max: reader.store.read(|p| p.trades_made()),
+                keep: &keep,
+            },
+            |trade| Ok(reader.store.read(|p| p.trade_at(trade))),
+            |offset| platform::read_archived_trade(reader.store.archive(), offset),
+        ),
+        Caller::Admin => platform::list_trades_newest_first(
             |before, max| Ok(reader.store.read(|p| p.trades_at_newest_first(before, max))),
             |offset| platform::read_archived_trade(reader.store.archive(), offset),
             page.after,
             page.limit + 1,
-            |trade| {
-                may_see(caller, trade)
-                    && status.is_none_or(|status| trade.status == status)
-                    && out_trade_no.as_ref().is_none_or(|no| &trade.out_trade_no == no)
-            },
-        )
+            &keep,
+        ),
     })
     .await
-    .map_err(|_| ApiError::unavailable("the request was dropped"))?
-    .map_err(|error| ApiError::unavailable(format!("cannot read the trades: {error}")))?;
+    .map_err(|_| ApiError::internal("the request was dropped"))?
+    .map_err(|error| ApiError::internal(format!("cannot read the trades: {error}")))?;
     let has_more = found.len() > page.limit;
     found.truncate(page.limit);
-    Ok(Json(TradePage { data: found.iter().map(trade_view).collect(), has_more }))
+    Ok(Json(TradePage { data: found.iter().map(|trade| trade_view(&state.ids, trade)).collect(), has_more }))
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "trades", params(EventListParams),
-    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
@@ -485,7 +492,7 @@ pub async fn list_events(
     ApiQuery(params): ApiQuery<EventListParams>,
 ) -> Result<Json<EventPage>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let page = Page::from_params(params.limit, params.starting_after.as_deref(), "evt_")?;
+    let page = Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Event)?;
     let head = state.store.read(|p| p.last_event_at(merchant));
     let reader = Arc::clone(&state);
     let mut found = tokio::task::spawn_blocking(move || {
@@ -493,9 +500,9 @@ pub async fn list_events(
         platform::walk_events(head, read, page.after, page.limit + 1)
     })
     .await
-    .map_err(|_| ApiError::unavailable("the request was dropped"))?
-    .map_err(|error| ApiError::unavailable(format!("cannot read the events: {error}")))?;
+    .map_err(|_| ApiError::internal("the request was dropped"))?
+    .map_err(|error| ApiError::internal(format!("cannot read the events: {error}")))?;
     let has_more = found.len() > page.limit;
     found.truncate(page.limit);
-    Ok(Json(EventPage { data: found.iter().map(event_view).collect(), has_more }))
+    Ok(Json(EventPage { data: found.iter().map(|event| event_view(&state.ids, event)).collect(), has_more }))
 }

@@ -543,8 +543,7 @@ impl Driver {
         let merchants = &self.merchants;
         self.store.read_with_archive(|platform, archive| {
             let mut figures = LedgerFigures::default();
-            // One trade may cost its merchant more than it brought (a full
-            // refund after settlement keeps the fee): sum apart, subtract once.
+            // Sum what trades took from their merchants apart, and subtract once.
             let mut settled_deductions = 0u128;
             platform.for_each_trade(archive, |trade| {
                 if trade.paid_at.is_none() {
@@ -558,7 +557,9 @@ impl Driver {
                 figures.escrow_of_trades += u128::from(trade.in_escrow());
                 if trade.settled_at.is_some() {
                     figures.gmv_settled += u128::from(trade.amount);
-                    settled_deductions += u128::from(trade.refunded) + u128::from(trade.fee);
+                    // A refund takes back its share of the campaign's discount too.
+                    settled_deductions +=
+                        u128::from(trade.refunded) + u128::from(trade.fee) + u128::from(trade.discount_returned);
                 } else if trade.status == TradeStatus::TradeClosed {
                     figures.closed_unsettled += u128::from(trade.amount);
                 } else {

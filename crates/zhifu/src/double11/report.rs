@@ -84,7 +84,7 @@ impl Summary {
             ),
         });
         checks.push(Check {
-            name: "merchant balances equal settlements less refunds, fees and withdrawals",
+            name: "merchant balances equal settlements less refunds (and their discounts), fees and withdrawals",
             passed: figures.merchant_net_of_trades.checked_sub(figures.merchant_withdrawals)
                 == Some(figures.merchant_balances),
             detail: format!(

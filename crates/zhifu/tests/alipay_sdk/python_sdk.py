@@ -203,7 +203,7 @@ transfer.payee_info = payee
 moved = call(sdk, AlipayFundTransUniTransferRequest, transfer)
 assert moved["status"] == "SUCCESS", moved
 assert call(sdk, AlipayFundTransUniTransferRequest, transfer)["order_id"] == moved["order_id"]
-payee.identity = "usr_" + merchant["id"].split("_")[1]  # a merchant's number under a user's prefix
+payee.identity = "usr_" + merchant["id"].split("_")[1]  # a merchant's id under a user's prefix
 transfer.out_biz_no, transfer.payee_info = "bonus-2", payee
 expect(call(sdk, AlipayFundTransUniTransferRequest, transfer), "40004", "PAYEE_NOT_EXIST")
 

@@ -24,14 +24,29 @@ pub struct Server {
 impl Server {
     /// Starts a server on a fresh data directory inside `directory`.
     pub fn start(directory: &Path, extra: &[&str]) -> Server {
+        Server::start_listening(directory, "127.0.0.1:0", extra)
+    }
+
+    /// As `start`, listening on `listen` (`0.0.0.0:0`: beyond loopback).
+    pub fn start_listening(directory: &Path, listen: &str, extra: &[&str]) -> Server {
         let data_dir = directory.join("data");
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--listen".to_string(), listen.to_string()]);
+        Server::spawn(data_dir, extra)
+    }
+
+    /// Stops the server (SIGTERM) and starts it again on the same data with other flags.
+    pub fn restart_with(self, extra: &[&str]) -> Server {
+        let data_dir = self.data_dir.clone();
+        assert!(self.terminate(), "the server stops cleanly");
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
         Server::spawn(data_dir, extra)
     }
 
     fn spawn(data_dir: PathBuf, extra: Vec<String>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zhifu"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-key", ADMIN_KEY, "--data-dir"])
+            .args(["serve", "--admin-key", ADMIN_KEY, "--data-dir"])
             .arg(&data_dir)
             .args(&extra)
             .env("RUST_LOG", "warn")
@@ -145,6 +160,59 @@ impl Server {
 
     pub fn error_code(body: &Value) -> &str {
         body["error"]["code"].as_str().unwrap_or("<no error code>")
+    }
+}
+
+/// A merchant's app on the gateway: its id and its signing key.
+pub struct App {
+    pub app_id: String,
+    key: server::gateway::PlatformKey,
+    _directory: tempfile::TempDir,
+}
+
+impl Server {
+    /// The process id, to read its memory.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A merchant with a gateway app; returns (id, api key, app).
+    pub fn merchant_with_app(&self, name: &str) -> (String, String, App) {
+        let directory = tempfile::tempdir().expect("a directory for the app's key");
+        let key = server::gateway::PlatformKey::in_directory(directory.path());
+        let public = key.public_pem().expect("an RSA key");
+        let body = serde_json::json!({ "name": name, "app_public_key": public });
+        let (status, merchant) = self.post("/v1/merchants", Some(ADMIN_KEY), body);
+        assert_eq!(status, StatusCode::CREATED, "{merchant}");
+        let app = App { app_id: merchant["app_id"].as_str().unwrap().to_string(), key, _directory: directory };
+        (merchant["id"].as_str().unwrap().to_string(), merchant["api_key"].as_str().unwrap().to_string(), app)
+    }
+
+    /// A signed gateway request as the SDKs send it (common parameters and
+    /// `biz_content`, form-encoded); the answer's object under its name.
+    pub fn gateway(&self, app: &App, method: &str, biz: Value, extra: &[(&str, &str)]) -> Value {
+        let mut params = std::collections::BTreeMap::new();
+        for (name, value) in [
+            ("app_id", app.app_id.as_str()),
+            ("method", method),
+            ("charset", "utf-8"),
+            ("sign_type", "RSA2"),
+            ("timestamp", "2013-11-11 00:00:00"),
+            ("version", "1.0"),
+        ] {
+            params.insert(name.to_string(), value.to_string());
+        }
+        params.insert("biz_content".to_string(), biz.to_string());
+        for (name, value) in extra {
+            params.insert(name.to_string(), value.to_string());
+        }
+        let signature = app.key.sign(&server::gateway::sign_content(&params, &["sign"])).expect("signed");
+        params.insert("sign".to_string(), signature);
+        let response =
+            self.client.post(format!("{}/gateway.do", self.base)).form(&params).send().expect("the gateway answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        let answer: Value = response.json().expect("JSON");
+        answer[format!("{}_response", method.replace('.', "_"))].clone()
     }
 }
 
