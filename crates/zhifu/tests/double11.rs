@@ -147,7 +147,7 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
 #[test]
 fn a_day_over_http_leaves_the_server_balanced() {
     let directory = tempfile::tempdir().unwrap();
-    let server = support::Server::start(directory.path(), &["--rate-limit", "1000000"]);
+    let server = support::Server::start(directory.path(), &["--rate-limit", "0", "--rate-limit-per-address", "0"]);
     let (output, report) = double11(
         directory.path(),
         "http",
