@@ -32,6 +32,16 @@ pub enum JournalError {
     Closed,
     #[error("the journal's queue is full; try again")]
     Busy,
+    /// Another node leads the store this one shares: nothing was done.
+    #[error("this node follows the store's leader{}; nothing was done", leader.as_ref().map(|name| format!(" ({name})")).unwrap_or_default())]
+    NotLeader { leader: Option<String> },
+    /// The store cannot be reached now: nothing was done; retry later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store went away while committing: the records may or may not be
+    /// there (`Journal::resolve` finds out).
+    #[error("the store went away while committing: {0}")]
+    Ambiguous(String),
 }
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> JournalError {

@@ -10,9 +10,10 @@ use ledger::{Ledger, LedgerConfig};
 use crate::archive::Archive;
 use crate::error::{JournalError, io_error};
 use crate::history::History;
+use crate::log::{Lead, LogStore};
 use crate::machine::StateMachine;
 use crate::snapshot;
-use crate::wal::{self, ActiveSegment};
+use crate::wal::{self, FileLog};
 
 /// How the journal behaves; every limit is named here.
 #[derive(Clone, Debug)]
@@ -38,6 +39,9 @@ pub struct Options {
     pub ledger: LedgerConfig,
     /// Record bytes an archive frame compresses (see `archive`).
     pub archive_frame_bytes: usize,
+    /// Fault injection for tests of fail-stop: the writer panics just before
+    /// it applies the record with this sequence (replay at start does not).
+    pub panic_before_applying: Option<u64>,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
             transfers_capacity: 0,
             ledger: LedgerConfig::default(),
             archive_frame_bytes: crate::archive::FRAME_BYTES_DEFAULT,
+            panic_before_applying: None,
         }
     }
 }
@@ -80,7 +85,7 @@ pub struct RecoveryReport {
 
 pub struct Journal<M: StateMachine> {
     directory: PathBuf,
-    active: ActiveSegment,
+    log: Box<dyn LogStore>,
     history: History,
     archive: Archive,
     next_sequence: u64,
@@ -89,8 +94,8 @@ pub struct Journal<M: StateMachine> {
     log_bytes_since_snapshot: u64,
     snapshot_bytes: u64,
     options: Options,
-    encoded: Vec<u8>,
-    payload: Vec<u8>,
+    /// The encoded commands of the group being appended.
+    payloads: Vec<Vec<u8>>,
     machine: std::marker::PhantomData<fn() -> M>,
     /// Held for the journal's lifetime: the OS lock stops a second process.
     /// Last, so dropped last: the archive's compressor thread may still be
@@ -103,9 +108,22 @@ const LOCK_FILE: &str = "LOCK";
 const FORMAT_FILE: &str = "FORMAT";
 
 impl<M: StateMachine> Journal<M> {
-    /// Opens (creating if needed) a data directory and recovers the ledger
-    /// it holds: the newest readable snapshot, then the log after it.
+    /// Opens (creating if needed) a data directory whose log is its own
+    /// segment files, and recovers the machine it holds.
     pub fn open(directory: &Path, options: Options) -> Result<(Journal<M>, M, RecoveryReport), JournalError> {
+        create_private_directory(directory)?;
+        let log = FileLog::open(directory)?;
+        Journal::open_with(directory, Box::new(log), options)
+    }
+
+    /// Opens a data directory with its log in `log`, and recovers the
+    /// machine: the newest readable snapshot of the directory, then every
+    /// record of the log after it.
+    pub fn open_with(
+        directory: &Path,
+        mut log: Box<dyn LogStore>,
+        options: Options,
+    ) -> Result<(Journal<M>, M, RecoveryReport), JournalError> {
         create_private_directory(directory)?;
         let lock = lock_directory(directory)?;
         let listing = list_directory(directory)?;
@@ -118,112 +136,143 @@ impl<M: StateMachine> Journal<M> {
         // The history and archive files are cut back to what the snapshot
         // relies on: first make sure the log can take it from there, or an
         // unreadable snapshot would cut them back to nothing.
-        if let Some((first_sequence, path)) = listing.segments.first()
-            && *first_sequence > snapshot_sequence + 1
-        {
-            let mut error = gap(path, snapshot_sequence + 1, *first_sequence);
-            if let JournalError::Gap { detail, .. } = &mut error {
-                detail.push_str(&skipped_list(&report.snapshots_skipped));
-            }
-            return Err(error);
-        }
-        if listing.segments.is_empty() && !report.snapshots_skipped.is_empty() {
-            return Err(JournalError::Gap {
-                path: directory.to_path_buf(),
-                detail: format!(
-                    "no snapshot could be read and no log covers them{}",
-                    skipped_list(&report.snapshots_skipped)
-                ),
-            });
-        }
-        let mut history = History::open(directory, machine.ledger().transfer_count())?;
+        check_log_covers(&mut *log, directory, snapshot_sequence, &report.snapshots_skipped)?;
+        let history = History::open(directory, machine.ledger().transfer_count())?;
         machine.ledger_mut().set_eviction_floor(history.collected());
-        let mut archive = Archive::open(directory, machine.archive_len(), options.archive_frame_bytes)?;
+        let archive = Archive::open(directory, machine.archive_len(), options.archive_frame_bytes)?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
-        let mut next_sequence = snapshot_sequence + 1;
-        let mut log_bytes_replayed = 0;
-        let mut active = None;
-        for (position, (first_sequence, path)) in listing.segments.iter().enumerate() {
-            let is_newest = position + 1 == listing.segments.len();
-            let scanned = wal::scan_segment(path, is_newest)?;
-            if scanned.records.is_empty() && *first_sequence > next_sequence {
-                return Err(gap(path, next_sequence, *first_sequence));
-            }
-            for record in &scanned.records {
-                if record.sequence < next_sequence {
-                    continue; // covered by the snapshot
-                }
-                if record.sequence != next_sequence {
-                    return Err(gap(path, next_sequence, record.sequence));
-                }
-                let payload = &scanned.bytes[record.payload_start..record.payload_end];
-                let command = M::decode_command(payload).map_err(|error| JournalError::Undecodable {
-                    path: path.clone(),
-                    sequence: record.sequence,
-                    detail: error.to_string(),
-                })?;
-                machine.apply(&command, &archive)?;
-                history.collect(machine.ledger())?;
-                machine.ledger_mut().set_eviction_floor(history.collected());
-                archive.collect(&mut machine)?;
-                next_sequence += 1;
-                report.records_replayed += 1;
-                log_bytes_replayed += (wal::HEADER_BYTES + payload.len()) as u64;
-            }
-            if is_newest {
-                report.torn_bytes_cut = scanned.torn_bytes;
-                active = Some(ActiveSegment::reopen(path, scanned.valid_length)?);
-            }
-        }
-        history.write()?;
-        archive.write()?;
-        let active = match active {
-            Some(active) => active,
-            None => ActiveSegment::create(directory, next_sequence)?,
-        };
-        remove_temporary_files(&listing.temporary);
-        report.last_sequence = next_sequence - 1;
-        report.digest = crate::snapshot::digest(&machine)
-            .map_err(|source| io_error("digest the recovered state of", directory, source))?;
-        let journal = Journal {
+        let mut journal = Journal {
             directory: directory.to_path_buf(),
-            _lock: lock,
-            active,
+            log,
             history,
             archive,
-            next_sequence,
-            records_since_snapshot: report.records_replayed,
-            log_bytes_since_snapshot: log_bytes_replayed,
+            next_sequence: snapshot_sequence + 1,
+            records_since_snapshot: 0,
+            log_bytes_since_snapshot: 0,
             snapshot_bytes: snapshot_bytes(&listing.snapshots, snapshot_sequence),
             options,
-            encoded: Vec::new(),
-            payload: Vec::new(),
+            payloads: Vec::new(),
             machine: std::marker::PhantomData,
+            _lock: lock,
         };
+        report.records_replayed = journal.catch_up(&mut machine, u64::MAX)?;
+        journal.history.write()?;
+        journal.archive.write()?;
+        remove_temporary_files(&listing.temporary);
+        report.torn_bytes_cut = journal.log.torn_bytes_cut();
+        report.last_sequence = journal.next_sequence - 1;
+        report.digest = crate::snapshot::digest(&machine)
+            .map_err(|source| io_error("digest the recovered state of", directory, source))?;
         Ok((journal, machine, report))
+    }
+
+    /// Applies the log's records after the last one applied, at most
+    /// `limit` (recovery; a follower as its leader appends): each as the
+    /// writer applied it. Answers how many.
+    pub fn catch_up(&mut self, machine: &mut M, limit: u64) -> Result<u64, JournalError> {
+        let description = self.log.describe();
+        let Journal { log, history, archive, next_sequence, records_since_snapshot, log_bytes_since_snapshot, .. } =
+            self;
+        let after = *next_sequence - 1;
+        let mut apply = |sequence: u64, payload: &[u8]| -> Result<(), JournalError> {
+            let command = M::decode_command(payload).map_err(|error| JournalError::Undecodable {
+                path: PathBuf::from(&description),
+                sequence,
+                detail: error.to_string(),
+            })?;
+            machine.apply(&command, &*archive)?;
+            history.collect(machine.ledger())?;
+            machine.ledger_mut().set_eviction_floor(history.collected());
+            archive.collect(machine)?;
+            *next_sequence = sequence + 1;
+            *records_since_snapshot += 1;
+            *log_bytes_since_snapshot += (wal::HEADER_BYTES + payload.len()) as u64;
+            Ok(())
+        };
+        log.read_after(after, limit, &mut apply)
+    }
+
+    /// Whether this node may append (see `LogStore::lead`).
+    pub fn lead(&mut self) -> Result<Lead, JournalError> {
+        self.log.lead()
+    }
+
+    /// Whether another node may be appending to the log.
+    pub fn log_is_shared(&self) -> bool {
+        self.log.is_shared()
+    }
+
+    /// What the log is, for messages.
+    pub fn describe_log(&self) -> String {
+        self.log.describe()
     }
 
     pub fn options(&self) -> &Options {
         &self.options
     }
 
-    /// Appends batches as consecutive records with one write and one
-    /// fdatasync; when it returns Ok they survive a crash.
+    /// Appends commands as consecutive records, durably in one go (one
+    /// write and one fdatasync; one PostgreSQL transaction). On `Ok` they
+    /// survive a crash; on `Ambiguous` call [`Journal::resolve`] before
+    /// anything else.
     pub fn append(&mut self, commands: &[&M::Command]) -> Result<(), JournalError> {
-        if self.active.length >= wal::SEGMENT_BYTES_TARGET {
-            self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
+        self.payloads.resize_with(commands.len(), Vec::new);
+        for (payload, command) in self.payloads.iter_mut().zip(commands) {
+            payload.clear();
+            M::encode_command(command, payload);
         }
-        self.encoded.clear();
-        for (offset, command) in commands.iter().enumerate() {
-            self.payload.clear();
-            M::encode_command(command, &mut self.payload);
-            wal::encode_record(self.next_sequence + offset as u64, &self.payload, &mut self.encoded);
-        }
-        self.active.append_durably(&self.encoded)?;
-        self.next_sequence += commands.len() as u64;
-        self.records_since_snapshot += commands.len() as u64;
-        self.log_bytes_since_snapshot += self.encoded.len() as u64;
+        let payloads: Vec<&[u8]> = self.payloads[..commands.len()].iter().map(Vec::as_slice).collect();
+        self.log.append(self.next_sequence, &payloads)?;
+        self.count_appended(commands.len());
         Ok(())
+    }
+
+    /// After an ambiguous append of `commands`: whether the log holds them
+    /// (then they count as appended), asked of the log until it can say.
+    pub fn resolve(&mut self, commands: &[&M::Command]) -> Result<bool, JournalError> {
+        let last = self.log.last_sequence()?;
+        let group_last = self.next_sequence + commands.len() as u64 - 1;
+        if last >= group_last {
+            if last > group_last {
+                return Err(JournalError::Failed(format!(
+                    "{} holds records up to {last}, past the {group_last} this node appended: another node wrote to it",
+                    self.log.describe()
+                )));
+            }
+            self.count_appended(commands.len());
+            return Ok(true);
+        }
+        if last >= self.next_sequence {
+            return Err(JournalError::Failed(format!(
+                "{} holds part of a group ({last} of {}..={group_last}): a group is appended whole",
+                self.log.describe(),
+                self.next_sequence
+            )));
+        }
+        Ok(false)
+    }
+
+    /// Counts the first `records` of `payloads` as appended.
+    fn count_appended(&mut self, records: usize) {
+        let bytes: usize = self.payloads[..records].iter().map(|payload| wal::HEADER_BYTES + payload.len()).sum();
+        self.next_sequence += records as u64;
+        self.records_since_snapshot += records as u64;
+        self.log_bytes_since_snapshot += bytes as u64;
+    }
+
+    /// The sequence the next appended record gets.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Applies a command just appended (or read back), as recovery does:
+    /// the machine, then the transfers and records it made into the
+    /// history's and archive's buffers.
+    pub fn apply(&mut self, machine: &mut M, command: &M::Command) -> Result<M::Outcome, JournalError> {
+        let outcome = machine.apply(command, &self.archive)?;
+        self.collect_history(machine.ledger_mut())?;
+        self.collect_archive(machine)?;
+        Ok(outcome)
     }
 
     /// Takes the transfers a just-applied batch stored into the history
@@ -290,8 +339,7 @@ impl<M: StateMachine> Journal<M> {
         self.archive.sync()?;
         assert_eq!(self.archive.length(), machine.archive_len(), "the archive holds every record");
         let path = snapshot::write(&self.directory, sequence, machine)?;
-        // New records go to a fresh segment so that every older one is covered.
-        self.active = ActiveSegment::create(&self.directory, self.next_sequence)?;
+        self.log.release(sequence)?;
         self.records_since_snapshot = 0;
         self.log_bytes_since_snapshot = 0;
         self.snapshot_bytes = fs::metadata(&path).map_err(|source| io_error("read the size of", &path, source))?.len();
@@ -299,11 +347,6 @@ impl<M: StateMachine> Journal<M> {
         for (snapshot_sequence, old) in &listing.snapshots {
             if *snapshot_sequence < sequence {
                 remove_file(old)?;
-            }
-        }
-        for (first_sequence, segment) in &listing.segments {
-            if *first_sequence <= sequence {
-                remove_file(segment)?;
             }
         }
         wal::sync_directory(&self.directory)?;
@@ -324,10 +367,30 @@ fn skipped_list(skipped: &[SkippedSnapshot]) -> String {
     })
 }
 
-fn gap(path: &Path, expected: u64, found: u64) -> JournalError {
-    JournalError::Gap {
-        path: path.to_path_buf(),
-        detail: format!("expected record {expected} next, found {found}; a snapshot or segment is missing"),
+/// Whether the log holds what follows the snapshot at `snapshot_sequence`
+/// (checked before the history and archive are cut back to the snapshot).
+fn check_log_covers(
+    log: &mut dyn LogStore,
+    directory: &Path,
+    snapshot_sequence: u64,
+    skipped: &[SkippedSnapshot],
+) -> Result<(), JournalError> {
+    match log.first_sequence()? {
+        Some(first) if first > snapshot_sequence + 1 => {
+            let mut error = wal::gap(&directory.join(wal::segment_name(first)), snapshot_sequence + 1, first);
+            if let JournalError::Gap { detail, path } = &mut error {
+                if log.is_shared() {
+                    *path = PathBuf::from(log.describe());
+                }
+                detail.push_str(&skipped_list(skipped));
+            }
+            Err(error)
+        }
+        None if !skipped.is_empty() => Err(JournalError::Gap {
+            path: directory.to_path_buf(),
+            detail: format!("no snapshot could be read and no log covers them{}", skipped_list(skipped)),
+        }),
+        _ => Ok(()),
     }
 }
 

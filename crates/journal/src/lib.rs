@@ -11,12 +11,15 @@
 //! - `history`: the file of every transfer ever applied, by position.
 //! - [`archive`]: the file of records the machine moved out of memory, by offset.
 //! - [`journal`]: [`Journal`], a data directory's lock, recovery, appends, snapshots.
-//! - [`Durable`]: the one writer thread with group commit, which the rest of
-//!   zhifu submits commands to.
+//! - `log`: [`LogStore`], where the log is kept — `wal`'s [`FileLog`] (segment
+//!   files in the data directory) or `postgres`' [`PostgresLog`] (a table that
+//!   several nodes share, one leading).
+//! - `writer`: the one writer thread with group commit (leading), or
+//!   applying what the leader appends (following).
+//! - [`Durable`]: what the rest of zhifu submits commands to and reads from.
 //!
 //! The machine stays the single writer of state; this crate only decides
-//! when a command is durable. A PostgreSQL backend would implement the same
-//! contract (append a group of commands durably, load what was appended).
+//! when a command is durable.
 
 mod append_file;
 pub mod archive;
@@ -24,15 +27,18 @@ pub mod codec;
 mod error;
 mod history;
 pub mod journal;
+mod log;
 pub mod machine;
+mod postgres;
 pub mod search;
 mod snapshot;
 mod wal;
+mod writer;
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use parking_lot::{RwLock as StateLock, RwLockWriteGuard};
+use parking_lot::RwLock as StateLock;
 use std::thread::JoinHandle;
 
 use ledger::Ledger;
@@ -42,8 +48,17 @@ pub use codec::{Batch, Command, DecodeError};
 pub use error::JournalError;
 pub use history::HistoryReader;
 pub use journal::{Journal, Options, RecoveryReport, SkippedSnapshot, lock_directory};
+pub use log::{Lead, LogStore};
 pub use machine::{Outcome, StateMachine};
+pub use postgres::PostgresLog;
 pub use snapshot::digest;
+
+/// How long a node's lead of a PostgreSQL store lasts past each renewal, unless configured.
+pub fn postgres_lease_default() -> std::time::Duration {
+    postgres::LEASE_DEFAULT
+}
+pub use wal::FileLog;
+pub use writer::Health;
 
 /// The bare ledger made durable.
 pub type DurableLedger = Durable<Ledger>;
@@ -62,11 +77,11 @@ pub struct WriterStats {
 }
 
 /// Where the answer to a command goes.
-type Reply<M> = Box<dyn FnOnce(Result<<M as StateMachine>::Outcome, JournalError>) + Send>;
+pub(crate) type Reply<M> = Box<dyn FnOnce(Result<<M as StateMachine>::Outcome, JournalError>) + Send>;
 
-struct Request<M: StateMachine> {
-    command: M::Command,
-    reply: Reply<M>,
+pub(crate) struct Request<M: StateMachine> {
+    pub command: M::Command,
+    pub reply: Reply<M>,
 }
 
 /// A state machine made durable by a journal. Any thread may submit; one
@@ -76,31 +91,65 @@ pub struct Durable<M: StateMachine> {
     sender: Option<SyncSender<Request<M>>>,
     machine: Arc<StateLock<M>>,
     stats: Arc<RwLock<WriterStats>>,
+    health: Arc<Mutex<Health>>,
     writer: Option<JoinHandle<()>>,
     history: HistoryReader,
     archive: ArchiveReader,
 }
 
 impl<M: StateMachine> Durable<M> {
+    /// A machine made durable by the log files of `directory`.
     pub fn open(directory: &std::path::Path, options: Options) -> Result<(Durable<M>, RecoveryReport), JournalError> {
-        let queue = options.queue_batches_max;
         let (journal, machine, report) = Journal::<M>::open(directory, options)?;
+        Durable::start(directory, journal, machine, report)
+    }
+
+    /// A machine made durable by `log`, with its snapshots, history and
+    /// archive in `directory`. With a log other nodes share, this node
+    /// starts as a follower and takes the lead when it can.
+    pub fn open_with(
+        directory: &std::path::Path,
+        log: Box<dyn LogStore>,
+        options: Options,
+    ) -> Result<(Durable<M>, RecoveryReport), JournalError> {
+        let (journal, machine, report) = Journal::<M>::open_with(directory, log, options)?;
+        Durable::start(directory, journal, machine, report)
+    }
+
+    fn start(
+        directory: &std::path::Path,
+        journal: Journal<M>,
+        machine: M,
+        report: RecoveryReport,
+    ) -> Result<(Durable<M>, RecoveryReport), JournalError> {
+        let queue = journal.options().queue_batches_max;
         let history = journal.history_reader()?;
         let archive = journal.archive_reader()?;
+        let role = if journal.log_is_shared() { Lead::Follower { leader: None } } else { Lead::Leader };
+        let health = Health { role, last_applied: report.last_sequence, failure: None, store_problem: None };
+        let health = Arc::new(Mutex::new(health));
         let machine = Arc::new(StateLock::new(machine));
         let stats = Arc::new(RwLock::new(WriterStats::default()));
         let (sender, receiver) = sync_channel(queue);
-        let writer_machine = Arc::clone(&machine);
-        let writer_stats = Arc::clone(&stats);
-        let writer = std::thread::Builder::new()
-            .name("journal-writer".to_string())
-            .spawn(move || write_loop(journal, &writer_machine, &writer_stats, &receiver))
-            .map_err(|source| JournalError::Io {
-                action: "start writer thread for",
-                path: directory.to_path_buf(),
-                source,
-            })?;
-        Ok((Durable { sender: Some(sender), machine, stats, writer: Some(writer), history, archive }, report))
+        let writer = writer::Writer {
+            journal,
+            machine: Arc::clone(&machine),
+            stats: Arc::clone(&stats),
+            health: Arc::clone(&health),
+            receiver,
+        };
+        let writer =
+            std::thread::Builder::new().name("journal-writer".to_string()).spawn(move || writer.run()).map_err(
+                |source| JournalError::Io { action: "start writer thread for", path: directory.to_path_buf(), source },
+            )?;
+        let durable = Durable { sender: Some(sender), machine, stats, health, writer: Some(writer), history, archive };
+        Ok((durable, report))
+    }
+
+    /// What this node is doing: leading or following, the last record
+    /// applied, a failure that stopped it, a store it cannot reach.
+    pub fn health(&self) -> Health {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Submits a command and waits until it is durable and applied.
@@ -217,135 +266,6 @@ impl<M: StateMachine> Durable<M> {
 impl<M: StateMachine> Drop for Durable<M> {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Commands applied between chances for readers to take the state lock.
-const APPLY_SLICE_COMMANDS: usize = 128;
-
-fn write_loop<M: StateMachine>(
-    mut journal: Journal<M>,
-    machine: &StateLock<M>,
-    stats: &RwLock<WriterStats>,
-    receiver: &Receiver<Request<M>>,
-) {
-    let group_max = journal.options().group_batches_max.max(1);
-    let mut failure: Option<String> = None;
-    let mut group: Vec<Request<M>> = Vec::with_capacity(group_max);
-    let mut needed = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        group.clear();
-        group.push(first);
-        while group.len() < group_max {
-            match receiver.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
-            }
-        }
-        if let Some(reason) = &failure {
-            for request in group.drain(..) {
-                (request.reply)(Err(JournalError::Failed(reason.clone())));
-            }
-            continue;
-        }
-        // Commands that can never apply are answered before they reach the log.
-        let mut loggable = Vec::with_capacity(group.len());
-        for request in group.drain(..) {
-            match M::refuse(&request.command) {
-                Some(outcome) => (request.reply)(Ok(outcome)),
-                None => loggable.push(request),
-            }
-        }
-        if loggable.is_empty() {
-            continue;
-        }
-        let commands: Vec<&M::Command> = loggable.iter().map(|r| &r.command).collect();
-        needed.clear();
-        machine.read().archive_records_needed(&commands, &mut needed);
-        journal.prefetch_archive(&needed);
-        let append_started = std::time::Instant::now();
-        let appended = journal.append(&commands);
-        let append_us = append_started.elapsed().as_micros() as u64;
-        if let Err(error) = appended {
-            let reason = error.to_string();
-            for request in loggable {
-                (request.reply)(Err(JournalError::Failed(reason.clone())));
-            }
-            failure = Some(reason);
-            continue;
-        }
-        let apply_started = std::time::Instant::now();
-        let mut state = machine.write();
-        let mut history_failure = None;
-        let mut answers = Vec::with_capacity(loggable.len());
-        for (index, request) in loggable.into_iter().enumerate() {
-            // Readers wait for one slice of a group, not the whole group
-            // (every command is durable already; each is applied whole).
-            if index > 0 && index % APPLY_SLICE_COMMANDS == 0 {
-                if let Err(error) = journal.write_archive().and_then(|()| journal.write_history()) {
-                    history_failure = Some(error.to_string());
-                }
-                RwLockWriteGuard::bump(&mut state);
-            }
-            if history_failure.is_some() {
-                answers.push((request.reply, Err(JournalError::Failed("an earlier command failed".to_string()))));
-                continue;
-            }
-            let outcome = match state.apply(&request.command, journal.archive()) {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    // An unreadable archive: the state may now differ from
-                    // what the log replays to, so nothing more is applied.
-                    history_failure = Some(error.to_string());
-                    answers.push((request.reply, Err(error)));
-                    continue;
-                }
-            };
-            if let Err(error) = journal.collect_history(state.ledger_mut()) {
-                history_failure = Some(error.to_string());
-            }
-            if let Err(error) = journal.collect_archive(&mut *state) {
-                history_failure = Some(error.to_string());
-            }
-            answers.push((request.reply, Ok(outcome)));
-        }
-        // Before readers see the state: the records it points to are in the file.
-        if let Err(error) = journal.write_archive() {
-            history_failure = Some(error.to_string());
-        }
-        let applied = answers.len() as u64;
-        let snapshot_due = journal.snapshot_due();
-        // Readers wait for the lock; the history write and the answers do not need it.
-        let state = if snapshot_due { Some(state) } else { None };
-        if let Err(error) = journal.write_history() {
-            history_failure = Some(error.to_string());
-        }
-        for (reply, outcome) in answers {
-            reply(outcome);
-        }
-        if let Some(reason) = history_failure {
-            // Every command is still in the log; stop before a snapshot could
-            // let the log go while the history or archive is not on disk.
-            eprintln!("zhifu journal: history or archive file failed, no more writes: {reason}");
-            failure = Some(reason);
-            continue;
-        }
-        let apply_us = apply_started.elapsed().as_micros() as u64;
-        let mut snapshots = 0;
-        if let Some(state) = state {
-            match journal.snapshot(&state) {
-                Ok(_) => snapshots = 1,
-                // The log still holds everything: a failed snapshot costs
-                // replay time at the next start, not data.
-                Err(error) => eprintln!("zhifu journal: snapshot failed: {error}"),
-            }
-        }
-        let mut counters = stats.write().unwrap_or_else(PoisonError::into_inner);
-        counters.batches += applied;
-        counters.groups += 1;
-        counters.snapshots += snapshots;
-        counters.append_us_max = counters.append_us_max.max(append_us);
-        counters.apply_us_max = counters.apply_us_max.max(apply_us);
     }
 }
 

@@ -16,6 +16,8 @@
 //! torn tail and is cut off. A bad record followed by a valid one, or a bad
 //! record in an older segment, is corruption of acknowledged data: recovery
 //! stops with the file and offset.
+//!
+//! [`FileLog`] is the log store of these files (see `log`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -95,6 +97,14 @@ fn parse_at(bytes: &[u8], offset: usize) -> Parsed {
         payload_start,
         payload_end: payload_start + length,
     })
+}
+
+/// The intact record at `offset` of `bytes`, if there is one.
+pub(crate) fn parse_record(bytes: &[u8], offset: usize) -> Option<RecordSpan> {
+    match parse_at(bytes, offset) {
+        Parsed::Record(span) => Some(span),
+        Parsed::Bad(_) => None,
+    }
 }
 
 /// Whether any intact record starts anywhere after `offset`: the test that
@@ -181,6 +191,143 @@ impl ActiveSegment {
         self.file.sync_data().map_err(|source| io_error("fdatasync log segment", &self.path, source))?;
         self.length += bytes.len() as u64;
         Ok(())
+    }
+}
+
+/// The log as segment files in a data directory.
+pub struct FileLog {
+    directory: PathBuf,
+    /// Segments by their first sequence, oldest first, as found at open.
+    segments: Vec<(u64, PathBuf)>,
+    /// The segment appended to: the newest, once read to its end (or a new one).
+    active: Option<ActiveSegment>,
+    /// The last record read or appended.
+    last: u64,
+    torn_bytes_cut: u64,
+}
+
+impl FileLog {
+    /// The segments of `directory` (read by `read_after`, appended after).
+    pub fn open(directory: &Path) -> Result<FileLog, JournalError> {
+        let mut segments = Vec::new();
+        let entries =
+            std::fs::read_dir(directory).map_err(|source| io_error("list data directory", directory, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| io_error("list data directory", directory, source))?;
+            if let Some(sequence) = parse_segment_name(&entry.file_name().to_string_lossy()) {
+                segments.push((sequence, entry.path()));
+            }
+        }
+        segments.sort();
+        Ok(FileLog { directory: directory.to_path_buf(), segments, active: None, last: 0, torn_bytes_cut: 0 })
+    }
+
+    /// Whether the directory holds any log segment.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+/// Records missing between `expected` and `found`, where `path` says.
+pub(crate) fn gap(path: &Path, expected: u64, found: u64) -> JournalError {
+    JournalError::Gap {
+        path: path.to_path_buf(),
+        detail: format!("expected record {expected} next, found {found}; a snapshot or segment is missing"),
+    }
+}
+
+impl crate::log::LogStore for FileLog {
+    fn describe(&self) -> String {
+        format!("the log in {}", self.directory.display())
+    }
+
+    fn first_sequence(&mut self) -> Result<Option<u64>, JournalError> {
+        Ok(self.segments.first().map(|(first, _)| *first))
+    }
+
+    /// Reads the segments in order (each whole: at most 64 MiB), cutting a
+    /// torn tail off the newest, which is then appended to.
+    fn read_after(&mut self, after: u64, limit: u64, visit: &mut crate::log::Visit<'_>) -> Result<u64, JournalError> {
+        let mut next = after + 1;
+        let mut read = 0;
+        let count = self.segments.len();
+        for position in 0..count {
+            let (first_sequence, path) = self.segments[position].clone();
+            let is_newest = position + 1 == count;
+            if !is_newest && self.segments[position + 1].0 <= next {
+                continue; // every record of it is at or before `after`
+            }
+            let scanned = scan_segment(&path, is_newest)?;
+            if scanned.records.is_empty() && first_sequence > next {
+                return Err(gap(&path, next, first_sequence));
+            }
+            for record in &scanned.records {
+                if record.sequence < next {
+                    continue;
+                }
+                if record.sequence != next {
+                    return Err(gap(&path, next, record.sequence));
+                }
+                if read == limit {
+                    return Ok(read);
+                }
+                visit(record.sequence, &scanned.bytes[record.payload_start..record.payload_end])?;
+                self.last = record.sequence;
+                next += 1;
+                read += 1;
+            }
+            if is_newest && self.active.is_none() {
+                self.torn_bytes_cut = scanned.torn_bytes;
+                self.active = Some(ActiveSegment::reopen(&path, scanned.valid_length)?);
+            }
+        }
+        Ok(read)
+    }
+
+    fn append(&mut self, first: u64, payloads: &[&[u8]]) -> Result<(), JournalError> {
+        let active = match self.active.take() {
+            Some(active) if active.length < SEGMENT_BYTES_TARGET => active,
+            _ => ActiveSegment::create(&self.directory, first)?,
+        };
+        let active = self.active.insert(active);
+        let mut encoded = Vec::with_capacity(payloads.iter().map(|payload| HEADER_BYTES + payload.len()).sum());
+        for (offset, payload) in payloads.iter().enumerate() {
+            encode_record(first + offset as u64, payload, &mut encoded);
+        }
+        active.append_durably(&encoded)?;
+        self.last = first + payloads.len() as u64 - 1;
+        Ok(())
+    }
+
+    /// Only this process appends, and an append returns only once durable
+    /// or failed for good: never ambiguous.
+    fn last_sequence(&mut self) -> Result<u64, JournalError> {
+        Ok(self.last)
+    }
+
+    /// New records go to a fresh segment, so that every older one is
+    /// covered by the snapshot and deleted whole.
+    fn release(&mut self, sequence: u64) -> Result<(), JournalError> {
+        let fresh = self.active.as_ref().is_some_and(|active| {
+            active.length == 0 && active.path.file_name() == Some(segment_name(sequence + 1).as_ref())
+        });
+        if !fresh {
+            self.active = Some(ActiveSegment::create(&self.directory, sequence + 1)?);
+        }
+        let entries = std::fs::read_dir(&self.directory)
+            .map_err(|source| io_error("list data directory", &self.directory, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| io_error("list data directory", &self.directory, source))?;
+            if parse_segment_name(&entry.file_name().to_string_lossy()).is_some_and(|first| first <= sequence) {
+                std::fs::remove_file(entry.path()).map_err(|source| io_error("remove", &entry.path(), source))?;
+            }
+        }
+        self.segments.retain(|(first, _)| *first > sequence);
+        sync_directory(&self.directory)
+    }
+
+    fn torn_bytes_cut(&self) -> u64 {
+        self.torn_bytes_cut
     }
 }
 

@@ -60,6 +60,12 @@ pub enum Action {
     InitializeSecret {
         secret: [u8; 32],
     },
+    /// The platform's signing key for the Alipay-compatible gateway (PKCS#8
+    /// PEM), made once by the server on first use: in the log, so every
+    /// node signs with the same key.
+    InitializeGatewayKey {
+        private_key_pem: String,
+    },
     CreateParty {
         kind: PartyKind,
         name: String,

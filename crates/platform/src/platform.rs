@@ -25,6 +25,8 @@ pub const IDEMPOTENCY_RETENTION_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
 /// remembered (a retry asks again): a caller sending refused requests
 /// without end cannot grow the state without end.
 pub const REMEMBERED_REFUSALS_PER_CALLER_MAX: u32 = 1_000;
+/// The gateway's key, as PEM, is at most this long (RSA 2048 takes 1.7 KB).
+const GATEWAY_KEY_BYTES_MAX: usize = 8 * 1024;
 /// Party names are at most this many characters.
 pub const NAME_CHARS_MAX: usize = 200;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -180,6 +182,8 @@ pub(crate) struct State {
     pub(crate) secret: Option<[u8; 32]>,
     /// Refusals remembered under idempotency keys, by caller.
     pub(crate) refusals_remembered: BTreeMap<u64, u32>,
+    /// The gateway's signing key (PKCS#8 PEM), once made.
+    pub(crate) gateway_key: Option<String>,
 }
 
 pub struct Platform {
@@ -216,6 +220,11 @@ impl Platform {
     /// The operator's secret (see `Action::InitializeSecret`), once made.
     pub fn secret(&self) -> Option<&[u8; 32]> {
         self.state.secret.as_ref()
+    }
+
+    /// The gateway's signing key (PKCS#8 PEM), once made.
+    pub fn gateway_key(&self) -> Option<&str> {
+        self.state.gateway_key.as_deref()
     }
 
     /// The party an API key (by its SHA-256) belongs to.
@@ -359,6 +368,16 @@ impl Platform {
                     return Outcome::Rejected(Rejection::Conflict("the platform's secret is made once".to_string()));
                 }
                 self.state.secret = Some(*secret);
+                Outcome::Configured
+            }
+            Action::InitializeGatewayKey { private_key_pem } => {
+                if self.state.gateway_key.is_some() {
+                    return Outcome::Rejected(Rejection::Conflict("the gateway's key is made once".to_string()));
+                }
+                if private_key_pem.len() > GATEWAY_KEY_BYTES_MAX {
+                    return rejected_invalid("a gateway key is at most 8 KiB of PEM");
+                }
+                self.state.gateway_key = Some(private_key_pem.clone());
                 Outcome::Configured
             }
             Action::CreateParty { kind, name, key_hash, fee_rate_bps, webhook_url, webhook_secret, app_public_key } => {

@@ -24,11 +24,24 @@ use crate::limits::{Limiters, RateLimits};
 use crate::listener::{ConnectionLimits, Refusals};
 use crate::metrics::Metrics;
 
+/// Where the journal's log is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// Segment files in the data directory.
+    Embedded,
+    /// A PostgreSQL database (libpq's URI) that several nodes may share.
+    Postgres { url: String },
+}
+
 /// How the server is set up; every limit is named here.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    /// The base of URLs this node hands out, and its name as a leader
+    /// (`None`: `http://<listen address>`).
+    pub public_url: Option<String>,
     /// The admin key; `None`: the one in `<data-dir>/admin.key`, made on first start.
     pub admin_key: Option<String>,
     /// `None`: real time; `Some(start)`: simulated time from `start` (ns since the epoch).
@@ -54,6 +67,10 @@ pub struct ServerConfig {
     /// the last one is this percent of its size (see `journal::Options`).
     pub snapshot_every_records: u64,
     pub snapshot_log_percent: u64,
+    /// Fault injection (tests of fail-stop): see `journal::Options::panic_before_applying`.
+    pub fault_panic_at_sequence: Option<u64>,
+    /// With a shared store: how long this node's lead lasts past each renewal.
+    pub store_lease: Duration,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +78,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./zhifu-data"),
+            store: StoreConfig::Embedded,
+            public_url: None,
             admin_key: None,
             simulated_clock_start: None,
             rate_limits: RateLimits { per_key: 10_000, per_address: 20_000 },
@@ -78,6 +97,8 @@ impl Default for ServerConfig {
             memory_horizon_seconds: 3_600,
             snapshot_every_records: 100_000,
             snapshot_log_percent: 50,
+            fault_panic_at_sequence: None,
+            store_lease: journal::postgres_lease_default(),
         }
     }
 }
@@ -96,8 +117,9 @@ pub struct AppState {
     pub refusals: Arc<Refusals>,
     /// Where webhooks and notifications may be sent.
     pub destinations: crate::webhooks::Destinations,
-    /// Signs the Alipay-compatible gateway's answers (made on first use).
-    pub gateway_key: crate::gateway::PlatformKey,
+    /// Signs the Alipay-compatible gateway's answers: the key in the
+    /// platform's state, made on first use (see `AppState::gateway_key`).
+    gateway_key: std::sync::OnceLock<crate::gateway::SigningKeyPair>,
     /// Signatures of the gateway's fixed answers to unverified requests.
     pub gateway_signatures: crate::gateway::SignatureCache,
 }
@@ -114,6 +136,32 @@ impl AppState {
         Ok(mac.finalize().into_bytes().into())
     }
 
+    /// Whether this node leads its store (and so takes writes).
+    pub fn leads(&self) -> bool {
+        self.store.health().role == journal::Lead::Leader
+    }
+
+    /// The platform's signing key for the gateway: from the platform's
+    /// state, or made now and journaled (blocking: key generation and a
+    /// durable command; call it off the async workers).
+    pub fn gateway_key(&self) -> anyhow::Result<&crate::gateway::SigningKeyPair> {
+        if let Some(key) = self.gateway_key.get() {
+            return Ok(key);
+        }
+        let pem = match self.store.read(|p| p.gateway_key().map(str::to_string)) {
+            Some(pem) => pem,
+            None => {
+                let (_, pem) = crate::gateway::SigningKeyPair::generate()?;
+                let action = Action::InitializeGatewayKey { private_key_pem: pem };
+                self.store.submit(Command { now: self.clock.now(), idempotency: None, action })?;
+                // Whichever node's key was journaled first is the platform's.
+                self.store.read(|p| p.gateway_key().map(str::to_string)).context("the gateway key was not kept")?
+            }
+        };
+        let key = crate::gateway::SigningKeyPair::from_pem(&pem)?;
+        Ok(self.gateway_key.get_or_init(|| key))
+    }
+
     /// Submits an action with the clock's time and waits (without holding a
     /// thread) until it is durable and applied.
     pub async fn submit(
@@ -127,17 +175,14 @@ impl AppState {
             .submit_with(command, move |outcome| {
                 let _ = sender.send(outcome);
             })
-            .map_err(|error| match error {
-                journal::JournalError::Busy => ApiError::overloaded(),
-                other => ApiError::unavailable(format!("the journal refused a command: {other}")),
-            })?;
+            .map_err(ApiError::from_journal)?;
         // From here on the command may be applied: a request that stops
         // waiting must say the outcome is unknown, never that nothing was done.
         let _ = SUBMITTED.try_with(|submitted| submitted.store(true, Ordering::Release));
         match receiver.await {
             Ok(Ok(outcome)) => Ok(outcome),
-            // Logged before it was applied, and the log failed: never acknowledged.
-            Ok(Err(error)) => Err(ApiError::unavailable(format!("the journal failed: {error}"))),
+            // Refused, or the log failed before it held the command: never done.
+            Ok(Err(error)) => Err(ApiError::from_journal(error)),
             Err(_) => Err(ApiError::unavailable("the journal's writer stopped before answering")),
         }
     }
@@ -176,12 +221,16 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         ledger: LedgerConfig {
             id_horizon_ns: Some(config.memory_horizon_seconds.max(1).saturating_mul(1_000_000_000)),
         },
+        // A shared store takes a round trip a group: bigger groups carry more.
+        group_batches_max: if config.store == StoreConfig::Embedded { 64 } else { 1_024 },
+        panic_before_applying: config.fault_panic_at_sequence,
         ..Options::default()
     };
-    let data_dir = config.data_dir.clone();
-    let (store, report) = tokio::task::spawn_blocking(move || Durable::<Platform>::open(&data_dir, options))
-        .await?
-        .with_context(|| format!("open the data directory {}", config.data_dir.display()))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
+    let bound = listener.local_addr().unwrap_or(config.listen);
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let (store, report) = open_store(config, options, &public_url).await?;
     println!(
         "zhifu: data in {} (recovered {} journal records{})",
         config.data_dir.display(),
@@ -203,14 +252,10 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         metrics: Metrics::default(),
         refusals: Arc::default(),
         destinations: crate::webhooks::Destinations::for_listener(config.listen, config.webhook_allow_private),
-        gateway_key: crate::gateway::PlatformKey::in_directory(&config.data_dir),
+        gateway_key: std::sync::OnceLock::new(),
         gateway_signatures: crate::gateway::SignatureCache::default(),
     });
-    if state.store.read(|p| p.config() != &config.platform) {
-        state.submit(None, Action::Configure(config.platform.clone())).await.map_err(|e| anyhow::anyhow!(e.message))?;
-    }
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
+    configure(&state, &config.platform).await?;
     Ok((state, listener))
 }
 
@@ -233,26 +278,90 @@ fn admin_key(config: &ServerConfig) -> anyhow::Result<String> {
     Ok(key)
 }
 
+/// How long a node waits between attempts to reach its store at start.
+const STORE_RETRY_AT_START: Duration = Duration::from_secs(1);
+
+/// The journal on the configured store. A PostgreSQL store that cannot be
+/// reached yet is tried again every second (saying so), as a node that
+/// starts before its database would be.
+async fn open_store(
+    config: &ServerConfig,
+    options: Options,
+    public_url: &str,
+) -> anyhow::Result<(Durable<Platform>, journal::RecoveryReport)> {
+    let data_dir = config.data_dir.clone();
+    let url = match &config.store {
+        StoreConfig::Embedded => {
+            return tokio::task::spawn_blocking(move || Durable::<Platform>::open(&data_dir, options))
+                .await?
+                .with_context(|| format!("open the data directory {}", config.data_dir.display()));
+        }
+        StoreConfig::Postgres { url } => url.clone(),
+    };
+    loop {
+        let (url, node, data_dir, options) = (url.clone(), public_url.to_string(), data_dir.clone(), options.clone());
+        let lease = config.store_lease;
+        let opened = tokio::task::spawn_blocking(move || {
+            let log = journal::PostgresLog::connect(&url, &node, lease)?;
+            Durable::<Platform>::open_with(&data_dir, Box::new(log), options)
+        })
+        .await?;
+        match opened {
+            Ok(opened) => return Ok(opened),
+            Err(journal::JournalError::Unavailable(problem)) => {
+                eprintln!("zhifu: the store cannot be reached yet ({problem}); trying again");
+                tokio::time::sleep(STORE_RETRY_AT_START).await;
+            }
+            Err(error) => return Err(error).context("open the store"),
+        }
+    }
+}
+
+/// Journals the platform's settings when they differ from the configured
+/// ones; a follower leaves that to the leader.
+async fn configure(state: &Arc<AppState>, platform: &PlatformConfig) -> anyhow::Result<()> {
+    if state.store.read(|p| p.config() == platform) {
+        return Ok(());
+    }
+    match state.submit(None, Action::Configure(platform.clone())).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.code == "not_leader" => Ok(()),
+        Err(error) => Err(anyhow::anyhow!(error.message)),
+    }
+}
+
 /// The platform's secret: made at random on the very first start and
 /// journaled (`Action::InitializeSecret`), so that every later start, every
-/// replay and every node of a replicated store has the same.
-async fn platform_secret(store: Durable<Platform>, now: u64) -> anyhow::Result<(Durable<Platform>, [u8; 32])> {
-    if let Some(secret) = store.read(|p| p.secret().copied()) {
-        return Ok((store, secret));
+/// replay and every node of a replicated store has the same. A node that
+/// follows waits until the leader has made it.
+async fn platform_secret(mut store: Durable<Platform>, now: u64) -> anyhow::Result<(Durable<Platform>, [u8; 32])> {
+    loop {
+        if let Some(secret) = store.read(|p| p.secret().copied()) {
+            return Ok((store, secret));
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|error| anyhow::anyhow!("no randomness for the platform's secret: {error}"))?;
+        let command = Command { now, idempotency: None, action: Action::InitializeSecret { secret } };
+        let (back, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = store.submit(command);
+            (store, outcome)
+        })
+        .await?;
+        store = back;
+        match outcome {
+            // Made here, or by another node first: read it back either way.
+            Ok(_) => {}
+            Err(journal::JournalError::NotLeader { .. }) | Err(journal::JournalError::Unavailable(_)) => {
+                tokio::time::sleep(SECRET_WAIT).await;
+            }
+            Err(error) => return Err(error).context("journal the platform's secret"),
+        }
     }
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|error| anyhow::anyhow!("no randomness for the platform's secret: {error}"))?;
-    let command = Command { now, idempotency: None, action: Action::InitializeSecret { secret } };
-    let (store, outcome) = tokio::task::spawn_blocking(move || {
-        let outcome = store.submit(command);
-        (store, outcome)
-    })
-    .await?;
-    outcome.context("journal the platform's secret")?;
-    let secret = store.read(|p| p.secret().copied()).context("the platform's secret was not kept")?;
-    Ok((store, secret))
 }
+
+/// How often a node without the platform's secret looks for it again.
+const SECRET_WAIT: Duration = Duration::from_millis(200);
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -277,8 +386,11 @@ fn spawn_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
             interval.tick().await;
+            if !state.leads() {
+                continue;
+            }
             if let Err(error) = state.submit(None, Action::Tick).await {
-                eprintln!("zhifu: tick failed: {}", error.message);
+                tracing::warn!(error = %error.message, "tick failed");
             }
         }
     })
@@ -324,6 +436,7 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.body_read_timeout))
         .layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), only_on_leader))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), limit_address))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -357,6 +470,17 @@ async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Respon
         Err(_) if submitted.load(Ordering::Acquire) => ApiError::outcome_unknown().into_response(),
         Err(_) => ApiError::overloaded().into_response(),
     }
+}
+
+/// On a follower, the API and the gateway answer `503 not_leader` (with
+/// the leader's URL when known): only the leader changes or reads state.
+async fn only_on_leader(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let served_by_leader = path.starts_with("/v1/") || path == "/gateway.do";
+    if served_by_leader && let journal::Lead::Follower { leader } = state.store.health().role {
+        return ApiError::not_leader(leader).into_response();
+    }
+    next.run(request).await
 }
 
 /// Requests from one address beyond its rate: `429`.

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// For the log, never for the client: what went wrong inside.
     detail: Option<String>,
+    /// On a follower: the leader's `--public-url` (the `Zhifu-Leader` header).
+    leader: Option<String>,
 }
 
 /// Seconds a client should wait before retrying a `503`.
@@ -33,14 +35,15 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable: `invalid_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
     /// `idempotency_mismatch`, `payload_too_large`, `request_timeout`, `insufficient_funds`,
-    /// `limit_exceeded`, `rate_limited`, `internal`, `overloaded`, `unavailable`, `outcome_unknown`.
+    /// `limit_exceeded`, `rate_limited`, `internal`, `overloaded`, `unavailable`, `not_leader`,
+    /// `outcome_unknown`.
     pub code: String,
     pub message: String,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), detail: None }
+        ApiError { status, code, message: message.into(), detail: None, leader: None }
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -94,6 +97,21 @@ impl ApiError {
         }
     }
 
+    /// This node follows the store's leader: nothing was done here.
+    pub fn not_leader(leader: Option<String>) -> ApiError {
+        let message = "this node follows the store's leader: nothing was done; send the request to the leader";
+        ApiError { leader, ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message) }
+    }
+
+    /// What the journal's refusal of a command means for the client.
+    pub fn from_journal(error: journal::JournalError) -> ApiError {
+        match error {
+            journal::JournalError::Busy => ApiError::overloaded(),
+            journal::JournalError::NotLeader { leader } => ApiError::not_leader(leader),
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+
     /// The command reached the journal but the server stopped waiting for
     /// its outcome: it may have been applied.
     pub fn outcome_unknown() -> ApiError {
@@ -131,6 +149,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(detail) = self.detail {
             response.extensions_mut().insert(InternalDetail(detail));
+        }
+        if let Some(value) = self.leader.and_then(|leader| axum::http::HeaderValue::from_str(&leader).ok()) {
+            response.headers_mut().insert("zhifu-leader", value);
         }
         response
     }

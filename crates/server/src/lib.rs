@@ -27,6 +27,6 @@ mod metrics;
 mod routes;
 pub mod webhooks;
 
-pub use app::{ServerConfig, serve};
+pub use app::{ServerConfig, StoreConfig, serve};
 pub use limits::RateLimits;
 pub use listener::ConnectionLimits;

@@ -207,6 +207,10 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         let mut interval = tokio::time::interval(POLL_INTERVAL);
         loop {
             interval.tick().await;
+            // Only the leader delivers (and records what happened).
+            if !state.leads() {
+                continue;
+            }
             let now = state.clock.now();
             let due = state.store.read(|p| p.deliveries_due(now, DELIVERIES_PER_POLL_MAX));
             for delivery in due {
@@ -288,7 +292,8 @@ fn attempt_of(state: &AppState, event: &platform::Event) -> Option<Attempt> {
     let now = state.clock.now();
     if let Some((url, trade)) = alipay {
         let (number, kind, event_at) = (event.number, &event.kind, event.created_at);
-        let form = crate::gateway::notification(&state.gateway_key, &state.ids, number, kind, trade, event_at, now);
+        let key = state.gateway_key().ok()?;
+        let form = crate::gateway::notification(key, &state.ids, number, kind, trade, event_at, now);
         let body = serde_urlencoded::to_string(form.ok()?).ok()?.into_bytes();
         return Some(Attempt {
             host: destination_host(state.destinations, &url)?,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use platform::PlatformConfig;
-use server::{ConnectionLimits, RateLimits, ServerConfig};
+use server::{ConnectionLimits, RateLimits, ServerConfig, StoreConfig};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -16,9 +16,15 @@ pub struct ServeArgs {
     /// Where the journal, snapshots, history and keys live.
     #[arg(long, default_value = "./zhifu-data")]
     data_dir: PathBuf,
-    /// `embedded` (the default), or a PostgreSQL URL (not built yet).
+    /// `embedded` (the default: the log in the data directory), or a
+    /// PostgreSQL URL (`postgresql://user@host1:port1,host2:port2/db?target_session_attrs=read-write`)
+    /// that several nodes share, one leading.
     #[arg(long, default_value = "embedded")]
     store: String,
+    /// The base of the URLs this node hands out, and its name as leader
+    /// (default: http://<listen address>).
+    #[arg(long)]
+    public_url: Option<String>,
     /// The admin key; without it one is made on first start and kept in <data-dir>/admin.key.
     #[arg(long, env = "ZHIFU_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
@@ -78,12 +84,30 @@ pub struct ServeArgs {
     /// the log (0: by the record count alone).
     #[arg(long, default_value_t = 50)]
     snapshot_log_percent: u64,
+    /// With a PostgreSQL store: how long this node's lead lasts past each
+    /// renewal, in milliseconds (a follower takes over this long after the
+    /// leader stops).
+    #[arg(long, default_value_t = 10_000)]
+    store_lease_ms: u64,
+    /// Fault injection for tests of fail-stop: panic just before applying
+    /// the journal record with this sequence.
+    #[arg(long, hide = true)]
+    fault_panic_at_sequence: Option<u64>,
+}
+
+/// `embedded`, or a PostgreSQL URL.
+pub fn store_of(text: &str) -> anyhow::Result<StoreConfig> {
+    if text == "embedded" {
+        return Ok(StoreConfig::Embedded);
+    }
+    if text.starts_with("postgresql://") || text.starts_with("postgres://") {
+        return Ok(StoreConfig::Postgres { url: text.to_string() });
+    }
+    bail!("--store {text}: use embedded, or a postgresql:// URL")
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if args.store != "embedded" {
-        bail!("--store {}: only the embedded store is built so far", args.store);
-    }
+    let store = store_of(&args.store)?;
     let simulated_clock_start = match args.clock.as_str() {
         "real" => None,
         "simulated" => match server::clock::parse_rfc3339(&args.clock_start) {
@@ -98,6 +122,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        store,
+        public_url: args.public_url,
+        fault_panic_at_sequence: args.fault_panic_at_sequence,
+        store_lease: Duration::from_millis(args.store_lease_ms.max(3_000)),
         admin_key: args.admin_key.filter(|key| !key.is_empty()),
         simulated_clock_start,
         rate_limits: RateLimits { per_key: args.rate_limit, per_address: args.rate_limit_per_address },

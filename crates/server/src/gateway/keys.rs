@@ -17,14 +17,46 @@ use sha2::Sha256;
 const KEY_BITS: usize = 2_048;
 const KEY_FILE: &str = "gateway-key.pem";
 
-/// The signing key with its public half as PEM.
-type LoadedKey = Arc<(SigningKey<Sha256>, String)>;
+/// An RSA2 signing key with its public half as PEM.
+pub struct SigningKeyPair {
+    key: SigningKey<Sha256>,
+    public_pem: String,
+}
 
-/// The platform's signing key: made on first use (key generation takes a
-/// moment, and most servers never need it) and kept in the data directory.
+impl SigningKeyPair {
+    /// A key from its PKCS#8 PEM.
+    pub fn from_pem(pem: &str) -> anyhow::Result<SigningKeyPair> {
+        let private =
+            RsaPrivateKey::from_pkcs8_pem(pem).map_err(|error| anyhow::anyhow!("not a PKCS#8 RSA key: {error}"))?;
+        let public_pem = RsaPublicKey::from(&private).to_public_key_pem(LineEnding::LF)?;
+        Ok(SigningKeyPair { key: SigningKey::<Sha256>::new(private), public_pem })
+    }
+
+    /// A new key and its PKCS#8 PEM (a moment's work: RSA key generation).
+    pub fn generate() -> anyhow::Result<(SigningKeyPair, String)> {
+        let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS)?;
+        let pem = private.to_pkcs8_pem(LineEnding::LF)?.to_string();
+        Ok((SigningKeyPair::from_pem(&pem)?, pem))
+    }
+
+    /// The public key that verifies (PEM, SubjectPublicKeyInfo).
+    pub fn public_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// Base64 of the RSA2 signature of `text`.
+    pub fn sign(&self, text: &str) -> anyhow::Result<String> {
+        let signature = self.key.try_sign(text.as_bytes())?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()))
+    }
+}
+
+/// A signing key kept in a file of a directory, made on first use (a
+/// merchant's app key in tests and tools; the platform's own key lives in
+/// its journaled state, so that every node signs with the same).
 pub struct PlatformKey {
     path: PathBuf,
-    key: Mutex<Option<LoadedKey>>,
+    key: Mutex<Option<Arc<SigningKeyPair>>>,
 }
 
 impl PlatformKey {
@@ -32,39 +64,35 @@ impl PlatformKey {
         PlatformKey { path: directory.join(KEY_FILE), key: Mutex::new(None) }
     }
 
-    /// The signing key and its public half as PEM.
-    fn get(&self) -> anyhow::Result<LoadedKey> {
+    fn get(&self) -> anyhow::Result<Arc<SigningKeyPair>> {
         let mut slot = self.key.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(key) = slot.as_ref() {
             return Ok(Arc::clone(key));
         }
-        let private = match std::fs::read_to_string(&self.path) {
-            Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem)
-                .map_err(|error| anyhow::anyhow!("{} is not a PKCS#8 RSA key: {error}", self.path.display()))?,
+        let key = match std::fs::read_to_string(&self.path) {
+            Ok(pem) => {
+                SigningKeyPair::from_pem(&pem).map_err(|error| anyhow::anyhow!("{}: {error}", self.path.display()))?
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS)?;
-                let pem = private.to_pkcs8_pem(LineEnding::LF)?;
+                let (key, pem) = SigningKeyPair::generate()?;
                 write_private(&self.path, pem.as_bytes())?;
-                private
+                key
             }
             Err(error) => return Err(error.into()),
         };
-        let public = RsaPublicKey::from(&private).to_public_key_pem(LineEnding::LF)?;
-        let key = Arc::new((SigningKey::<Sha256>::new(private), public));
+        let key = Arc::new(key);
         *slot = Some(Arc::clone(&key));
         Ok(key)
     }
 
-    /// The public key merchants verify with (PEM, SubjectPublicKeyInfo).
+    /// The public key that verifies (PEM, SubjectPublicKeyInfo).
     pub fn public_pem(&self) -> anyhow::Result<String> {
-        Ok(self.get()?.1.clone())
+        Ok(self.get()?.public_pem().to_string())
     }
 
     /// Base64 of the RSA2 signature of `text`.
     pub fn sign(&self, text: &str) -> anyhow::Result<String> {
-        let key = self.get()?;
-        let signature = key.0.try_sign(text.as_bytes())?;
-        Ok(base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()))
+        self.get()?.sign(text)
     }
 }
 

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use platform::{Action, NewTrade, Outcome, PartyKind, Rejection, Trade, TradeMode, TradeStatus};
 use serde_json::{Map, Value, json};
 
-pub use keys::{PlatformKey, parse_public_key};
+pub use keys::{PlatformKey, SigningKeyPair, parse_public_key};
 pub use params::{fen_to_yuan, sign_content, yuan_to_fen};
 
 use crate::app::AppState;
@@ -217,7 +217,7 @@ fn answer_text(answer: Answer) -> String {
 async fn sign(state: &Arc<AppState>, text: &str) -> anyhow::Result<String> {
     let signer = Arc::clone(state);
     let text = text.to_string();
-    tokio::task::spawn_blocking(move || signer.gateway_key.sign(&text))
+    tokio::task::spawn_blocking(move || signer.gateway_key()?.sign(&text))
         .await
         .unwrap_or_else(|error| Err(anyhow::anyhow!("the signing task failed: {error}")))
 }
@@ -682,7 +682,7 @@ async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer
 /// event of `kind`, signed (over the sorted parameters but `sign` and
 /// `sign_type`) with the platform's key.
 pub fn notification(
-    key: &PlatformKey,
+    key: &SigningKeyPair,
     public: &PublicIds,
     notify_id: u64,
     kind: &str,

@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(operations::dashboard))
         .route("/healthz", get(operations::healthz))
+        .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/openapi.json", get(operations::openapi))
         .route("/v1/users", post(parties::create_user))
@@ -75,7 +76,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 #[openapi(
     info(title = "zhifu", description = "zhifu (支付): an Alipay-style payment platform. Amounts are integers in fen."),
     paths(
-        operations::healthz, operations::ledger_check, operations::advance_clock, operations::reconciliation,
+        operations::healthz, operations::readyz, operations::ledger_check, operations::advance_clock, operations::reconciliation,
         operations::fee_schedules, operations::set_fee_schedule,
         parties::create_user, parties::create_merchant, parties::get_user, parties::get_merchant,
         parties::balance, parties::statement,

@@ -27,12 +27,56 @@ use crate::metrics::Gauges;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`; `unavailable` (the store cannot be reached now); `failed` (the
+    /// node stopped applying for good: restart it once the cause is gone).
     pub status: String,
+    /// `leader` or `follower` (with the embedded store always `leader`).
+    pub role: String,
+    /// The last command applied here.
+    pub sequence: u64,
+    /// Why the node is not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The leader's `--public-url`, on a follower that knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".to_string() })
+fn health_of(state: &AppState) -> (StatusCode, Health) {
+    let health = state.store.health();
+    let (role, leader) = match &health.role {
+        journal::Lead::Leader => ("leader", None),
+        journal::Lead::Follower { leader } => ("follower", leader.clone()),
+    };
+    let (status, code, reason) = match (&health.failure, &health.store_problem) {
+        (Some(reason), _) => ("failed", StatusCode::SERVICE_UNAVAILABLE, Some(reason.clone())),
+        (None, Some(problem)) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE, Some(problem.clone())),
+        (None, None) => ("ok", StatusCode::OK, None),
+    };
+    let view =
+        Health { status: status.to_string(), role: role.to_string(), sequence: health.last_applied, reason, leader };
+    (code, view)
+}
+
+/// Whether the node can serve: `200` on a healthy leader or follower,
+/// `503` once its journal failed or while its store is out of reach — it
+/// never says `ok` when writes cannot succeed on a leader.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let (code, view) = health_of(&state);
+    (code, Json(view)).into_response()
+}
+
+/// Whether the node takes writes now (what a load balancer routes by):
+/// `200` only on a healthy leader whose store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let (code, mut view) = health_of(&state);
+    if code == StatusCode::OK && view.role != "leader" {
+        view.status = "not_leader".to_string();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(view)).into_response();
+    }
+    (code, Json(view)).into_response()
 }
 
 /// Prometheus text, for scrapers on this machine only.

@@ -225,7 +225,7 @@ async fn create_party<T>(
         // Making the platform's key (the first time) takes a moment: not on the async workers.
         Some(_) => {
             let keys = Arc::clone(state);
-            let pem = tokio::task::spawn_blocking(move || keys.gateway_key.public_pem())
+            let pem = tokio::task::spawn_blocking(move || keys.gateway_key().map(|key| key.public_pem().to_string()))
                 .await
                 .map_err(|error| ApiError::internal(format!("the gateway key: {error}")))?;
             Some(pem.map_err(|error| ApiError::internal(format!("the gateway key: {error}")))?)

@@ -105,7 +105,18 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
 
 fn start_server(directory: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-key", ADMIN_KEY, "--rate-limit", "0", "--rate-limit-per-address", "0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-key",
+            ADMIN_KEY,
+            "--rate-limit",
+            "0",
+            "--rate-limit-per-address",
+            "0",
+            "--data-dir",
+        ])
         .arg(directory)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

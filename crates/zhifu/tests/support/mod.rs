@@ -11,6 +11,8 @@ use reqwest::blocking::Client;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+pub mod postgres;
+
 pub const ADMIN_KEY: &str = "test-admin-key";
 
 pub struct Server {
@@ -44,6 +46,15 @@ impl Server {
         Server::spawn(data_dir, extra)
     }
 
+    /// Where the process's log goes: beside its data directory, kept across restarts.
+    fn log_file(data_dir: &Path) -> Stdio {
+        let path = data_dir.with_extension("log");
+        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(file) => Stdio::from(file),
+            Err(_) => Stdio::null(),
+        }
+    }
+
     fn spawn(data_dir: PathBuf, extra: Vec<String>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zhifu"))
             .args(["serve", "--admin-key", ADMIN_KEY, "--data-dir"])
@@ -51,7 +62,7 @@ impl Server {
             .args(&extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Server::log_file(&data_dir))
             .spawn()
             .expect("zhifu serve starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -72,6 +83,28 @@ impl Server {
     pub fn terminate(mut self) -> bool {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         self.child.wait().map(|status| status.success()).unwrap_or(false)
+    }
+
+    /// Kills the process at once (SIGKILL), leaving its data as it was.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again (after `kill`) on the same data and flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Server::spawn(self.data_dir.clone(), self.extra.clone());
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
+    }
+
+    /// Whether the process has ended, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Kills the process at once (SIGKILL) and starts a new one on the same data.

@@ -1,0 +1,399 @@
+//! The writer thread: the one place where the machine changes. As the
+//! leader it gathers what submitters wait with into a group, appends the
+//! group to the log in one go, applies it and answers each submitter; as a
+//! follower (of a log other nodes share) it applies what the leader
+//! appended, answers submitters `NotLeader`, and takes the lead when the
+//! leader's lease runs out.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::{RwLock as StateLock, RwLockWriteGuard};
+
+use crate::error::JournalError;
+use crate::journal::Journal;
+use crate::log::Lead;
+use crate::machine::StateMachine;
+use crate::{Reply, Request, WriterStats};
+
+/// Commands applied between chances for readers to take the state lock.
+const APPLY_SLICE_COMMANDS: usize = 128;
+/// A leader with nothing to append asks the log this often whether it still
+/// leads (renewing its lease); well inside the lease.
+const LEAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A follower looks for the leader's new records this often.
+const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Records a follower applies under one hold of the state's lock.
+const FOLLOW_SLICE_RECORDS: u64 = 1_024;
+/// After the store failed to answer, wait this long before asking again.
+const STORE_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// What a node is doing, for `/healthz` and `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub role: Lead,
+    /// The last record applied here.
+    pub last_applied: u64,
+    /// Why this node stopped applying for good (a failed `fdatasync`, an
+    /// unreadable archive, a panic-free refusal of a broken log): it must
+    /// be restarted once the cause is gone.
+    pub failure: Option<String>,
+    /// Why the store cannot be reached now, while it cannot.
+    pub store_problem: Option<String>,
+}
+
+pub(crate) struct Writer<M: StateMachine> {
+    pub journal: Journal<M>,
+    pub machine: Arc<StateLock<M>>,
+    pub stats: Arc<RwLock<WriterStats>>,
+    pub health: Arc<Mutex<Health>>,
+    pub receiver: Receiver<Request<M>>,
+}
+
+impl<M: StateMachine> Writer<M> {
+    /// Runs until every submitter has gone.
+    pub fn run(mut self) {
+        loop {
+            let role = self.health().role.clone();
+            let open = match role {
+                Lead::Leader => self.lead(),
+                Lead::Follower { .. } => self.follow(),
+            };
+            if !open {
+                return;
+            }
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_role(&self, role: Lead) {
+        self.health().role = role;
+    }
+
+    fn set_store_problem(&self, problem: Option<String>) {
+        self.health().store_problem = problem;
+    }
+
+    /// Stops applying for good: the state may no longer be what the log
+    /// replays to, or the log can no longer be trusted to hold what it says.
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "the journal failed: no more writes on this node until it is restarted");
+        self.health().failure = Some(reason);
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.health().failure.clone()
+    }
+
+    /// As the leader: group, append, apply, answer. Returns when it no
+    /// longer leads (true) or every submitter has gone (false).
+    fn lead(&mut self) -> bool {
+        let group_max = self.journal.options().group_batches_max.max(1);
+        let mut group: Vec<Request<M>> = Vec::with_capacity(group_max);
+        loop {
+            let first = match self.receiver.recv_timeout(LEAD_CHECK_INTERVAL) {
+                Ok(request) => request,
+                Err(RecvTimeoutError::Timeout) => {
+                    if !self.still_leads() {
+                        return true;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return false,
+            };
+            group.clear();
+            group.push(first);
+            while group.len() < group_max {
+                match self.receiver.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.write_group(std::mem::take(&mut group));
+            if self.health().role != Lead::Leader {
+                return true;
+            }
+        }
+    }
+
+    /// Whether this node still leads (a shared log renews its lease).
+    fn still_leads(&mut self) -> bool {
+        if !self.journal.log_is_shared() {
+            return true;
+        }
+        match self.journal.lead() {
+            Ok(Lead::Leader) => {
+                self.set_store_problem(None);
+                true
+            }
+            Ok(follower) => {
+                tracing::warn!(log = %self.journal.describe_log(), "another node leads now: following it");
+                self.set_role(follower);
+                false
+            }
+            Err(error) => {
+                self.set_store_problem(Some(error.to_string()));
+                true
+            }
+        }
+    }
+
+    fn write_group(&mut self, group: Vec<Request<M>>) {
+        if let Some(reason) = self.failure() {
+            answer_all(group, || JournalError::Failed(reason.clone()));
+            return;
+        }
+        // Commands that can never apply are answered before they reach the log.
+        let mut loggable = Vec::with_capacity(group.len());
+        for request in group {
+            match M::refuse(&request.command) {
+                Some(outcome) => (request.reply)(Ok(outcome)),
+                None => loggable.push(request),
+            }
+        }
+        if loggable.is_empty() {
+            return;
+        }
+        let first_sequence = self.journal.next_sequence();
+        let commands: Vec<&M::Command> = loggable.iter().map(|request| &request.command).collect();
+        let mut needed = Vec::new();
+        self.machine.read().archive_records_needed(&commands, &mut needed);
+        self.journal.prefetch_archive(&needed);
+        let append_started = Instant::now();
+        let appended = match self.journal.append(&commands) {
+            Err(JournalError::Ambiguous(why)) => self.resolve(&commands, &why),
+            other => other.map(|()| true),
+        };
+        drop(commands);
+        let append_us = append_started.elapsed().as_micros() as u64;
+        match appended {
+            Ok(true) => {
+                self.set_store_problem(None);
+                self.apply_group(loggable, first_sequence, append_us);
+            }
+            Ok(false) => answer_all(loggable, || JournalError::Unavailable("the group was not committed".to_string())),
+            Err(JournalError::NotLeader { leader }) => {
+                tracing::warn!(?leader, "another node leads now: following it");
+                self.set_role(Lead::Follower { leader: leader.clone() });
+                answer_all(loggable, || JournalError::NotLeader { leader: leader.clone() });
+            }
+            Err(JournalError::Unavailable(why)) => {
+                self.set_store_problem(Some(why.clone()));
+                answer_all(loggable, || JournalError::Unavailable(why.clone()));
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                self.fail(reason.clone());
+                answer_all(loggable, || JournalError::Failed(reason.clone()));
+            }
+        }
+    }
+
+    /// After an append whose outcome is unknown: asks the log (until it can
+    /// answer) whether the group is in it. No answer goes out meanwhile.
+    fn resolve(&mut self, commands: &[&M::Command], why: &str) -> Result<bool, JournalError> {
+        tracing::warn!(why, "the store went away while committing a group: asking it whether the group is there");
+        loop {
+            match self.journal.resolve(commands) {
+                Err(JournalError::Unavailable(problem)) | Err(JournalError::Ambiguous(problem)) => {
+                    self.set_store_problem(Some(problem));
+                    std::thread::sleep(STORE_RETRY_DELAY);
+                }
+                settled => return settled,
+            }
+        }
+    }
+
+    /// Applies a durable group and answers each submitter; every
+    /// `APPLY_SLICE_COMMANDS` it writes the archive's and history's
+    /// buffers and lets readers in.
+    fn apply_group(&mut self, loggable: Vec<Request<M>>, first_sequence: u64, append_us: u64) {
+        let apply_started = Instant::now();
+        let machine = Arc::clone(&self.machine);
+        let mut state = machine.write();
+        let mut broken: Option<String> = None;
+        let mut answers: Vec<Answer<M>> = Vec::with_capacity(loggable.len());
+        for (index, request) in loggable.into_iter().enumerate() {
+            // Readers wait for one slice of a group, not the whole group
+            // (every command is durable already; each is applied whole).
+            if index > 0 && index % APPLY_SLICE_COMMANDS == 0 {
+                if let Err(error) = self.journal.write_archive().and_then(|()| self.journal.write_history()) {
+                    broken.get_or_insert(error.to_string());
+                }
+                RwLockWriteGuard::bump(&mut state);
+            }
+            if broken.is_some() {
+                answers.push((request.reply, Err(JournalError::Failed("an earlier command failed".to_string()))));
+                continue;
+            }
+            let sequence = first_sequence + index as u64;
+            inject_panic(self.journal.options().panic_before_applying, sequence);
+            match self.journal.apply(&mut state, &request.command) {
+                Ok(outcome) => answers.push((request.reply, Ok(outcome))),
+                Err(error) => {
+                    // An unreadable archive: the state may now differ from
+                    // what the log replays to, so nothing more is applied.
+                    broken = Some(error.to_string());
+                    answers.push((request.reply, Err(error)));
+                }
+            }
+        }
+        // Before readers see the state: the records it points to are in the file.
+        if let Err(error) = self.journal.write_archive() {
+            broken.get_or_insert(error.to_string());
+        }
+        let applied = answers.len() as u64;
+        let snapshot_due = self.journal.snapshot_due();
+        // Readers wait for the lock; the history write and the answers do not need it.
+        let state = if snapshot_due { Some(state) } else { None };
+        if let Err(error) = self.journal.write_history() {
+            broken.get_or_insert(error.to_string());
+        }
+        for (reply, outcome) in answers {
+            reply(outcome);
+        }
+        self.health().last_applied = first_sequence + applied - 1;
+        if let Some(reason) = broken {
+            // Every command is still in the log; stop before a snapshot could
+            // let the log go while the history or archive is not on disk.
+            self.fail(format!("history or archive file failed: {reason}"));
+            return;
+        }
+        let apply_us = apply_started.elapsed().as_micros() as u64;
+        let snapshots = u64::from(state.is_some_and(|state| self.snapshot(&state)));
+        let mut counters = self.stats.write().unwrap_or_else(PoisonError::into_inner);
+        counters.batches += applied;
+        counters.groups += 1;
+        counters.snapshots += snapshots;
+        counters.append_us_max = counters.append_us_max.max(append_us);
+        counters.apply_us_max = counters.apply_us_max.max(apply_us);
+    }
+
+    /// Takes a snapshot; a failure costs replay time at the next start, not
+    /// data (the log still holds everything).
+    fn snapshot(&mut self, state: &M) -> bool {
+        match self.journal.snapshot(state) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::error!(%error, "snapshot failed");
+                false
+            }
+        }
+    }
+
+    /// As a follower: applies what the leader appends, answers submitters
+    /// that it does not lead, and takes the lead when it can. Returns when
+    /// it leads (true) or every submitter has gone (false).
+    fn follow(&mut self) -> bool {
+        loop {
+            let mut behind = false;
+            if self.failure().is_none() {
+                match self.catch_up_slice() {
+                    Ok(read) => {
+                        behind = read == FOLLOW_SLICE_RECORDS;
+                        self.set_store_problem(None);
+                    }
+                    Err(JournalError::Unavailable(problem)) => self.set_store_problem(Some(problem)),
+                    Err(error) => self.fail(format!("cannot follow the log: {error}")),
+                }
+                if !behind && self.failure().is_none() && self.try_to_lead() {
+                    return true;
+                }
+            }
+            let wait = if behind { Duration::ZERO } else { FOLLOW_POLL_INTERVAL };
+            let deadline = Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.receiver.recv_timeout(left) {
+                    Ok(request) => {
+                        let error = match self.failure() {
+                            Some(reason) => JournalError::Failed(reason),
+                            None => JournalError::NotLeader { leader: self.leader_name() },
+                        };
+                        (request.reply)(Err(error));
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                }
+            }
+        }
+    }
+
+    fn leader_name(&self) -> Option<String> {
+        match &self.health().role {
+            Lead::Follower { leader } => leader.clone(),
+            Lead::Leader => None,
+        }
+    }
+
+    /// Applies up to a slice of the leader's new records under one hold of
+    /// the state's lock; answers how many.
+    fn catch_up_slice(&mut self) -> Result<u64, JournalError> {
+        let machine = Arc::clone(&self.machine);
+        let mut state = machine.write();
+        let read = self.journal.catch_up(&mut state, FOLLOW_SLICE_RECORDS);
+        self.journal.write_archive()?;
+        self.journal.write_history()?;
+        let read = read?;
+        self.health().last_applied = self.journal.next_sequence() - 1;
+        if read > 0 && self.journal.snapshot_due() {
+            self.snapshot(&state);
+        }
+        Ok(read)
+    }
+
+    /// Takes the lead if the leader's lease has run out, then applies every
+    /// record the old leader appended before starting to append.
+    fn try_to_lead(&mut self) -> bool {
+        match self.journal.lead() {
+            Ok(Lead::Leader) => loop {
+                match self.catch_up_slice() {
+                    Ok(read) if read < FOLLOW_SLICE_RECORDS => {
+                        tracing::warn!(log = %self.journal.describe_log(), "this node leads now");
+                        self.set_role(Lead::Leader);
+                        return true;
+                    }
+                    Ok(_) => {}
+                    Err(JournalError::Unavailable(problem)) => {
+                        self.set_store_problem(Some(problem));
+                        std::thread::sleep(STORE_RETRY_DELAY);
+                    }
+                    Err(error) => {
+                        self.fail(format!("cannot read the log after taking the lead: {error}"));
+                        return false;
+                    }
+                }
+            },
+            Ok(follower) => {
+                self.set_role(follower);
+                false
+            }
+            Err(error) => {
+                self.set_store_problem(Some(error.to_string()));
+                false
+            }
+        }
+    }
+}
+
+/// A submitter and the answer it will get.
+type Answer<M> = (Reply<M>, Result<<M as StateMachine>::Outcome, JournalError>);
+
+fn answer_all<M: StateMachine>(requests: Vec<Request<M>>, error: impl Fn() -> JournalError) {
+    for request in requests {
+        (request.reply)(Err(error()));
+    }
+}
+
+/// Fault injection (`Options::panic_before_applying`): a bug in `apply`, as
+/// tests of fail-stop need one.
+#[allow(clippy::panic)]
+fn inject_panic(at: Option<u64>, sequence: u64) {
+    if at == Some(sequence) {
+        panic!("fault injected: a panic before applying record {sequence}");
+    }
+}
