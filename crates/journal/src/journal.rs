@@ -96,6 +96,7 @@ pub struct Journal<M: StateMachine> {
     options: Options,
     /// The encoded commands of the group being appended.
     payloads: Vec<Vec<u8>>,
+    last_group_bytes: u64,
     machine: std::marker::PhantomData<fn() -> M>,
     /// Held for the journal's lifetime: the OS lock stops a second process.
     /// Last, so dropped last: the archive's compressor thread may still be
@@ -152,6 +153,7 @@ impl<M: StateMachine> Journal<M> {
             snapshot_bytes: snapshot_bytes(&listing.snapshots, snapshot_sequence),
             options,
             payloads: Vec::new(),
+            last_group_bytes: 0,
             machine: std::marker::PhantomData,
             _lock: lock,
         };
@@ -255,9 +257,15 @@ impl<M: StateMachine> Journal<M> {
     /// Counts the first `records` of `payloads` as appended.
     fn count_appended(&mut self, records: usize) {
         let bytes: usize = self.payloads[..records].iter().map(|payload| wal::HEADER_BYTES + payload.len()).sum();
+        self.last_group_bytes = (bytes - records * wal::HEADER_BYTES) as u64;
         self.next_sequence += records as u64;
         self.records_since_snapshot += records as u64;
         self.log_bytes_since_snapshot += bytes as u64;
+    }
+
+    /// Bytes of the commands of the last group appended.
+    pub fn last_group_bytes(&self) -> u64 {
+        self.last_group_bytes
     }
 
     /// The sequence the next appended record gets.

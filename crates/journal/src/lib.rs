@@ -68,8 +68,10 @@ pub type DurableLedger = Durable<Ledger>;
 pub struct WriterStats {
     /// Commands logged and applied.
     pub batches: u64,
-    /// Groups: each one write and one fdatasync.
+    /// Groups: each one write and one fdatasync (one transaction on PostgreSQL).
     pub groups: u64,
+    /// Bytes of the commands logged (their encodings, without framing).
+    pub command_bytes: u64,
     pub snapshots: u64,
     /// The slowest append (write + fdatasync) so far, and the slowest apply.
     pub append_us_max: u64,
@@ -144,6 +146,28 @@ impl<M: StateMachine> Durable<M> {
             )?;
         let durable = Durable { sender: Some(sender), machine, stats, health, writer: Some(writer), history, archive };
         Ok((durable, report))
+    }
+
+    /// Waits until this node leads (a shared store's follower takes the
+    /// lead once the last leader's lease has run out).
+    pub fn wait_to_lead(&self, within: std::time::Duration) -> Result<(), JournalError> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let health = self.health();
+            if let Some(reason) = health.failure {
+                return Err(JournalError::Failed(reason));
+            }
+            if health.role == Lead::Leader {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(JournalError::NotLeader { leader: match health.role {
+                    Lead::Follower { leader } => leader,
+                    Lead::Leader => None,
+                } });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// What this node is doing: leading or following, the last record

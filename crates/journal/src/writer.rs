@@ -266,6 +266,7 @@ impl<M: StateMachine> Writer<M> {
         let apply_us = apply_started.elapsed().as_micros() as u64;
         let snapshots = u64::from(state.is_some_and(|state| self.snapshot(&state)));
         let mut counters = self.stats.write().unwrap_or_else(PoisonError::into_inner);
+        counters.command_bytes += self.journal.last_group_bytes();
         counters.batches += applied;
         counters.groups += 1;
         counters.snapshots += snapshots;

@@ -152,6 +152,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
+        // A log that cannot be written (its disk full) must not stop the
+        // server: the subscriber would report it with `eprint!`, which panics.
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

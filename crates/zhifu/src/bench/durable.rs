@@ -15,6 +15,80 @@ use super::postgres::{self, BaselineReport};
 use super::workload::{self, Payments, Shape};
 use crate::pg_local::LocalPostgres;
 
+/// Where a run's log is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    Embedded,
+    /// A local PostgreSQL started for the run, without or with a synchronous standby.
+    LocalPostgres { synchronous_standby: bool },
+    Url(String),
+}
+
+impl StoreChoice {
+    pub fn parse(text: &str) -> anyhow::Result<StoreChoice> {
+        Ok(match text {
+            "embedded" => StoreChoice::Embedded,
+            "postgres" => StoreChoice::LocalPostgres { synchronous_standby: false },
+            "postgres-sync" => StoreChoice::LocalPostgres { synchronous_standby: true },
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains("host=") => {
+                StoreChoice::Url(url.to_string())
+            }
+            other => bail!("--store {other}: use embedded, postgres, postgres-sync or a PostgreSQL URL"),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            StoreChoice::Embedded => "embedded",
+            StoreChoice::LocalPostgres { synchronous_standby: false } => "postgres",
+            StoreChoice::LocalPostgres { synchronous_standby: true } => "postgres+sync standby",
+            StoreChoice::Url(_) => "postgres (given)",
+        }
+    }
+}
+
+/// A store's servers, kept for all of its runs.
+struct StoreServers {
+    url: Option<String>,
+    _primary: Option<LocalPostgres>,
+    _standby: Option<LocalPostgres>,
+}
+
+impl StoreServers {
+    fn start(choice: &StoreChoice) -> anyhow::Result<StoreServers> {
+        let none = StoreServers { url: None, _primary: None, _standby: None };
+        match choice {
+            StoreChoice::Embedded => Ok(none),
+            StoreChoice::Url(url) => Ok(StoreServers { url: Some(url.clone()), ..none }),
+            StoreChoice::LocalPostgres { synchronous_standby } => {
+                let bin = LocalPostgres::find_bin().context("--store postgres needs PostgreSQL installed")?;
+                let primary = LocalPostgres::start(&bin, &std::env::temp_dir())?;
+                let standby = if *synchronous_standby {
+                    let standby = LocalPostgres::standby_of(&primary, &std::env::temp_dir(), "standby")?;
+                    primary.require_synchronous("standby")?;
+                    Some(standby)
+                } else {
+                    None
+                };
+                Ok(StoreServers { url: Some(primary.url()), _primary: Some(primary), _standby: standby })
+            }
+        }
+    }
+
+    /// The journal of one run, on an empty log.
+    fn open(&self, directory: &std::path::Path, options: Options) -> anyhow::Result<DurableLedger> {
+        let Some(url) = &self.url else { return Ok(DurableLedger::open(directory, options)?.0) };
+        let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).context("connect to the store")?;
+        client
+            .batch_execute("DROP TABLE IF EXISTS zhifu_log, zhifu_leader, zhifu_schema")
+            .context("empty the store")?;
+        let log = journal::PostgresLog::connect(url, "zhifu bench", journal::postgres_lease_default())?;
+        let (store, _) = DurableLedger::open_with(directory, Box::new(log), options)?;
+        store.wait_to_lead(Duration::from_secs(30))?;
+        Ok(store)
+    }
+}
+
 pub struct DurableArgs {
     pub accounts: u64,
     pub transfers: u64,
@@ -27,9 +101,11 @@ pub struct DurableArgs {
     pub postgres: Option<String>,
     pub postgres_transfers: u64,
     pub postgres_clients: usize,
+    pub stores: Vec<StoreChoice>,
 }
 
 struct DurableReport {
+    store: &'static str,
     shape: Shape,
     transfers: u64,
     elapsed: Duration,
@@ -50,18 +126,22 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
         args.data_dir.display()
     );
     let mut reports = Vec::new();
-    for &shape in &args.shapes {
-        reports.push(run_workload(args, shape)?);
+    for store in &args.stores {
+        let servers = StoreServers::start(store)?;
+        for &shape in &args.shapes {
+            reports.push(run_workload(args, store.name(), &servers, shape)?);
+        }
     }
     let baselines = run_baselines(args)?;
     println!(
-        "{:<26} {:>10} {:>14} {:>10} {:>10} {:>10} {:>12}",
-        "workload", "transfers", "durable/s", "batch p50", "batch p99", "p999", "batches/fsync"
+        "{:<22} {:<26} {:>10} {:>14} {:>10} {:>10} {:>10} {:>12}",
+        "store", "workload", "transfers", "durable/s", "batch p50", "batch p99", "p999", "batches/commit"
     );
     for report in &reports {
         let h = &report.latency_us;
         println!(
-            "{:<26} {:>10} {:>14.0} {:>8}us {:>8}us {:>8}us {:>12.1}",
+            "{:<22} {:<26} {:>10} {:>14.0} {:>8}us {:>8}us {:>8}us {:>12.1}",
+            report.store,
             report.shape.name(),
             report.transfers,
             report.transfers as f64 / report.elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
@@ -84,7 +164,7 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
         "{:<26} {:>10} {:>14} {:>10} {:>10} {:>10} {:>12}",
         "workload", "transfers", "transfers/s", "p50", "p99", "p999", "zhifu/pg"
     );
-    for (report, baseline) in reports.iter().zip(&baselines) {
+    for (report, baseline) in reports.iter().filter(|report| report.store == reports[0].store).zip(&baselines) {
         let h = &baseline.latency_us;
         let baseline_rate = baseline.transfers as f64 / baseline.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         let zhifu_rate = report.transfers as f64 / report.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
@@ -100,6 +180,19 @@ pub fn run(args: &DurableArgs) -> anyhow::Result<()> {
         );
     }
     println!("(latency per transfer; zhifu/pg: durable transfers/s of zhifu over PostgreSQL's, same workload)");
+    for store in args.stores.iter().skip(1) {
+        let ratios: Vec<String> = reports
+            .iter()
+            .filter(|report| report.store == store.name())
+            .zip(&baselines)
+            .map(|(report, baseline)| {
+                let zhifu = report.transfers as f64 / report.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+                let naive = baseline.transfers as f64 / baseline.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+                format!("{:.0}x ({})", zhifu / naive, report.shape.name())
+            })
+            .collect();
+        println!("zhifu on {} over the naive ledger: {}", store.name(), ratios.join(", "));
+    }
     Ok(())
 }
 
@@ -125,7 +218,12 @@ fn run_baselines(args: &DurableArgs) -> anyhow::Result<Option<(String, Vec<Basel
     Ok(Some((where_from, baselines)))
 }
 
-fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableReport> {
+fn run_workload(
+    args: &DurableArgs,
+    store_name: &'static str,
+    servers: &StoreServers,
+    shape: Shape,
+) -> anyhow::Result<DurableReport> {
     if args.batch == 0 || args.batch > BATCH_EVENTS_MAX {
         bail!("--batch must be between 1 and {BATCH_EVENTS_MAX}");
     }
@@ -142,7 +240,7 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
         transfers_capacity: (args.transfers + args.accounts) as usize,
         ..Options::default()
     };
-    let (store, _) = DurableLedger::open(&directory, options)?;
+    let store = servers.open(&directory, options)?;
     let mut timestamp = 1u64;
     for chunk in workload::accounts(args.accounts).chunks(BATCH_EVENTS_MAX) {
         store.submit(Batch { timestamp, command: Command::CreateAccounts(chunk.to_vec()) })?;
@@ -196,7 +294,7 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
     bar.finish_and_clear();
     let after = store.stats();
     println!(
-        "{}: slowest group append (write + fdatasync) {} us, slowest group apply {} us",
+        "{store_name}, {}: slowest group append (durable) {} us, slowest group apply {} us",
         shape.name(),
         after.append_us_max,
         after.apply_us_max
@@ -206,6 +304,7 @@ fn run_workload(args: &DurableArgs, shape: Shape) -> anyhow::Result<DurableRepor
     std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
     let latency_us = latency_us.into_inner().map_err(|_| anyhow::anyhow!("latency lock poisoned"))?;
     Ok(DurableReport {
+        store: store_name,
         shape,
         transfers: per_submitter * args.submitters as u64,
         elapsed,

@@ -40,6 +40,10 @@ pub struct HttpBenchArgs {
     data_dir: PathBuf,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The server's store: `embedded`, or a PostgreSQL URL of an empty
+    /// database (the server alone on it, so it leads at once).
+    #[arg(long, default_value = "embedded")]
+    store: String,
 }
 
 const ADMIN_KEY: &str = "bench-admin-key";
@@ -67,7 +71,7 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     if directory.exists() {
         std::fs::remove_dir_all(&directory).with_context(|| format!("clear {}", directory.display()))?;
     }
-    let (server, base) = start_server(&directory)?;
+    let (server, base) = start_server(&directory, &args.store)?;
     println!("zhifu bench http: a zhifu serve process on loopback, driven from this process");
     println!("machine: {}", super::machine_line());
     println!(
@@ -103,7 +107,7 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_server(directory: &std::path::Path) -> anyhow::Result<(ServerProcess, String)> {
+fn start_server(directory: &std::path::Path, store: &str) -> anyhow::Result<(ServerProcess, String)> {
     let mut child = Command::new(std::env::current_exe()?)
         .args([
             "serve",
@@ -115,6 +119,8 @@ fn start_server(directory: &std::path::Path) -> anyhow::Result<(ServerProcess, S
             "0",
             "--rate-limit-per-address",
             "0",
+            "--store",
+            store,
             "--data-dir",
         ])
         .arg(directory)

@@ -48,6 +48,12 @@ pub struct LedgerBenchArgs {
     /// With --durable: baseline client connections (pgbench's usual 8).
     #[arg(long, default_value_t = 8)]
     postgres_clients: usize,
+    /// With --durable: where the journal's log is kept, one run each:
+    /// `embedded` (files), `postgres` (a local PostgreSQL started here),
+    /// `postgres-sync` (the same with a synchronous standby), or a
+    /// PostgreSQL URL (its zhifu tables are dropped first).
+    #[arg(long, value_delimiter = ',', default_value = "embedded")]
+    store: Vec<String>,
 }
 
 struct RunReport {
@@ -80,6 +86,7 @@ pub fn run(args: &LedgerBenchArgs) -> anyhow::Result<()> {
             postgres: args.postgres.clone(),
             postgres_transfers: args.postgres_transfers,
             postgres_clients: args.postgres_clients.max(1),
+            stores: args.store.iter().map(|store| super::durable::StoreChoice::parse(store)).collect::<anyhow::Result<_>>()?,
         });
     }
     println!("zhifu bench ledger: the in-memory state machine on one core");

@@ -52,6 +52,7 @@ const MEMORY_HORIZON_NANOS: u64 = 7 * 60 * 1_000_000_000;
 const _: () = assert!(MEMORY_HORIZON_NANOS > sim::workload::SETTLE_TICK_NANOS);
 
 pub struct EngineOptions<'a> {
+    pub store: &'a server::StoreConfig,
     pub data_dir: &'a Path,
     /// The workload's seed: it also names the simulated parties' key hashes.
     pub seed: u64,
@@ -180,8 +181,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         ledger: LedgerConfig { id_horizon_ns: Some(MEMORY_HORIZON_NANOS) },
         ..Options::default()
     };
-    let (store, recovery) = Durable::<Platform>::open(options.data_dir, journal_options)
-        .with_context(|| format!("open the data directory {}", options.data_dir.display()))?;
+    let (store, recovery) = open_store(options, journal_options)?;
     let resume_after = recovery.last_sequence;
     let plan = plan.clone();
     let mut driver = Driver {
@@ -275,10 +275,29 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         resumed_after_commands: resume_after,
         commands: writer.batches,
         group_commits: writer.groups,
+        command_bytes: writer.command_bytes,
         snapshots: writer.snapshots,
         wall: started.elapsed(),
         server_check: None,
     })
+}
+
+/// The run's journal: on the data directory's files, or on PostgreSQL
+/// (leading it: the run is its only writer).
+fn open_store(options: &EngineOptions<'_>, journal_options: Options) -> anyhow::Result<(Durable<Platform>, journal::RecoveryReport)> {
+    let directory = options.data_dir;
+    let opened = match options.store {
+        server::StoreConfig::Embedded => Durable::<Platform>::open(directory, journal_options),
+        server::StoreConfig::Postgres { url } => {
+            let log = journal::PostgresLog::connect(url, "zhifu double11", journal::postgres_lease_default())
+                .context("connect to the store")?;
+            Durable::<Platform>::open_with(directory, Box::new(log), journal_options).and_then(|(store, report)| {
+                store.wait_to_lead(Duration::from_secs(60))?;
+                Ok((store, report))
+            })
+        }
+    };
+    opened.with_context(|| format!("open the data directory {}", directory.display()))
 }
 
 impl Driver {

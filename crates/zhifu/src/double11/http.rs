@@ -194,6 +194,7 @@ async fn drive(workload: Workload, options: &HttpOptions<'_>, progress: &Progres
         resumed_after_commands: 0,
         commands: 0,
         group_commits: 0,
+        command_bytes: 0,
         snapshots: 0,
         wall: started.elapsed(),
         server_check: Some((

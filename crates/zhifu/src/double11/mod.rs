@@ -43,6 +43,11 @@ pub struct Double11Args {
     /// The same seed gives the same day, payment for payment.
     #[arg(long, default_value_t = 11)]
     seed: u64,
+    /// `embedded` (the log in --data-dir), or a PostgreSQL URL whose log
+    /// is empty or holds this run (snapshots, history and archive stay in
+    /// --data-dir).
+    #[arg(long, default_value = "embedded")]
+    store: String,
     /// Where the embedded store keeps the run (resumed if it is unfinished).
     #[arg(long, default_value = "./double11-data")]
     data_dir: PathBuf,
@@ -111,6 +116,8 @@ pub struct RunOutput {
     /// Journal commands and group commits (each one write and one fdatasync).
     pub commands: u64,
     pub group_commits: u64,
+    /// Bytes of the commands logged (their encodings): what the log carries.
+    pub command_bytes: u64,
     pub snapshots: u64,
     pub wall: Duration,
     /// Over HTTP: the server's own ledger check (balanced, and what it says).
@@ -150,8 +157,13 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
             )?
         }
         None => {
+            let store = crate::serve::store_of(&args.store)?;
+            if args.fresh && store != server::StoreConfig::Embedded {
+                bail!("--fresh cannot discard a run's log in PostgreSQL: give an empty database instead");
+            }
             prepare_data_dir(&args.data_dir, &config, args.fresh, plan.payments)?;
             let options = engine::EngineOptions {
+                store: &store,
                 data_dir: &args.data_dir,
                 seed: args.seed,
                 crash_at: args.crash_at.map(|percent| percent / 100.0),

@@ -188,6 +188,7 @@ impl Summary {
             "journal": {
                 "commands": output.commands,
                 "group_commits": output.group_commits,
+                "command_bytes": output.command_bytes,
                 "snapshots": output.snapshots,
             },
             "throughput": {
@@ -274,10 +275,11 @@ pub fn terminal(summary: &Summary) -> String {
             &mut text,
             "journal",
             format!(
-                "{} commands in {} group commits (one fdatasync each), {} snapshots",
+                "{} commands in {} group commits (one fdatasync or transaction each), {} snapshots; {:.0} bytes a command",
                 format_count(output.commands),
                 format_count(output.group_commits),
-                output.snapshots
+                output.snapshots,
+                output.command_bytes as f64 / output.commands.max(1) as f64,
             ),
         );
     }
