@@ -161,10 +161,12 @@ impl<M: StateMachine> Durable<M> {
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {
-                return Err(JournalError::NotLeader { leader: match health.role {
-                    Lead::Follower { leader } => leader,
-                    Lead::Leader => None,
-                } });
+                return Err(JournalError::NotLeader {
+                    leader: match health.role {
+                        Lead::Follower { leader } => leader,
+                        Lead::Leader => None,
+                    },
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

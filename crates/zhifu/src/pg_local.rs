@@ -75,7 +75,21 @@ impl LocalPostgres {
         let source_port = primary.port.to_string();
         server.run_tool(
             "pg_basebackup",
-            &["-h", &source, "-p", &source_port, "-U", "postgres", "-D", path_str(&data)?, "-R", "-X", "stream", "-c", "fast"],
+            &[
+                "-h",
+                &source,
+                "-p",
+                &source_port,
+                "-U",
+                "postgres",
+                "-D",
+                path_str(&data)?,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
         )?;
         let conninfo = format!(
             "\nprimary_conninfo = 'host={source} port={source_port} user=postgres application_name={name}'\n\

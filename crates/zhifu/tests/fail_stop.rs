@@ -29,7 +29,12 @@ fn a_panic_in_apply_stops_the_process_and_a_restart_recovers() {
     let panic_at = (sequence + 2).to_string();
     let mut server = server.restart_with(&["--clock", "simulated", "--fault-panic-at-sequence", &panic_at]);
     let transfer = |server: &Server| {
-        server.client.post(format!("{}/v1/transfers", server.base)).bearer_auth(&payer).json(&json!({ "to": payee_id, "amount": 100 })).send()
+        server
+            .client
+            .post(format!("{}/v1/transfers", server.base))
+            .bearer_auth(&payer)
+            .json(&json!({ "to": payee_id, "amount": 100 }))
+            .send()
     };
     assert_eq!(transfer(&server).unwrap().status(), StatusCode::CREATED);
     let panicked = transfer(&server);
@@ -96,12 +101,16 @@ fn a_full_disk_latches_the_journal_and_healthz_says_so() {
     server.top_up(&payer, 1_000_000_000);
     // Fill the disk but for a little room.
     let filler = disk.path.join("filler");
-    let _ = Command::new("dd").args(["if=/dev/zero", "bs=64k", "status=none"]).arg(format!("of={}", filler.display())).status();
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .status();
     let mut acknowledged = 0u64;
     let mut refused = None;
     for n in 0..20_000 {
         let body = json!({ "to": payee_id, "amount": 1, "memo": "x".repeat(150) });
-        let (status, answer) = server.call_with(reqwest::Method::POST, "/v1/transfers", Some(&payer), Some(body), Some(&format!("f-{n}")));
+        let (status, answer) =
+            server.call_with(reqwest::Method::POST, "/v1/transfers", Some(&payer), Some(body), Some(&format!("f-{n}")));
         match status {
             StatusCode::CREATED => acknowledged += 1,
             StatusCode::SERVICE_UNAVAILABLE => {

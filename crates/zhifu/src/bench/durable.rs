@@ -20,7 +20,9 @@ use crate::pg_local::LocalPostgres;
 pub enum StoreChoice {
     Embedded,
     /// A local PostgreSQL started for the run, without or with a synchronous standby.
-    LocalPostgres { synchronous_standby: bool },
+    LocalPostgres {
+        synchronous_standby: bool,
+    },
     Url(String),
 }
 

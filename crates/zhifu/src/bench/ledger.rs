@@ -86,7 +86,11 @@ pub fn run(args: &LedgerBenchArgs) -> anyhow::Result<()> {
             postgres: args.postgres.clone(),
             postgres_transfers: args.postgres_transfers,
             postgres_clients: args.postgres_clients.max(1),
-            stores: args.store.iter().map(|store| super::durable::StoreChoice::parse(store)).collect::<anyhow::Result<_>>()?,
+            stores: args
+                .store
+                .iter()
+                .map(|store| super::durable::StoreChoice::parse(store))
+                .collect::<anyhow::Result<_>>()?,
         });
     }
     println!("zhifu bench ledger: the in-memory state machine on one core");

@@ -284,7 +284,10 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
 
 /// The run's journal: on the data directory's files, or on PostgreSQL
 /// (leading it: the run is its only writer).
-fn open_store(options: &EngineOptions<'_>, journal_options: Options) -> anyhow::Result<(Durable<Platform>, journal::RecoveryReport)> {
+fn open_store(
+    options: &EngineOptions<'_>,
+    journal_options: Options,
+) -> anyhow::Result<(Durable<Platform>, journal::RecoveryReport)> {
     let directory = options.data_dir;
     let opened = match options.store {
         server::StoreConfig::Embedded => Durable::<Platform>::open(directory, journal_options),
