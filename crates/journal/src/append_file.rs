@@ -4,15 +4,15 @@
 //! every snapshot, and at start is cut back to the length the snapshot
 //! relies on — the log replay then appends the rest again.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::disk::{Disk, DiskFile, Open};
 use crate::error::{JournalError, io_error};
 
 pub(crate) struct AppendFile {
     pub path: PathBuf,
-    file: File,
+    file: Arc<dyn DiskFile>,
     /// Bytes in the file (written, not necessarily synced).
     length: u64,
     /// Encoded, not yet written.
@@ -22,16 +22,16 @@ pub(crate) struct AppendFile {
 impl AppendFile {
     /// Opens `name` and cuts it to `length` bytes; shorter than that is data
     /// the snapshot relies on and lost: an error saying `lost`.
-    pub fn open(directory: &Path, name: &str, length: u64, lost: &'static str) -> Result<AppendFile, JournalError> {
+    pub fn open(
+        disk: &dyn Disk,
+        directory: &Path,
+        name: &str,
+        length: u64,
+        lost: &'static str,
+    ) -> Result<AppendFile, JournalError> {
         let path = directory.join(name);
-        let file = crate::journal::private_options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|source| io_error("open", &path, source))?;
-        let found = file.metadata().map_err(|source| io_error("stat", &path, source))?.len();
+        let file = disk.open(&path, Open::Create).map_err(|source| io_error("open", &path, source))?;
+        let found = file.size().map_err(|source| io_error("stat", &path, source))?;
         if found < length {
             return Err(JournalError::Corrupt { path, offset: found, reason: lost });
         }
@@ -46,7 +46,7 @@ impl AppendFile {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        self.file.write_all_at(&self.buffer, self.length).map_err(|source| io_error("write", &self.path, source))?;
+        self.file.write_at(&self.buffer, self.length).map_err(|source| io_error("write", &self.path, source))?;
         self.length += self.buffer.len() as u64;
         self.buffer.clear();
         self.buffer.shrink_to(buffer_capacity_kept);
@@ -55,7 +55,7 @@ impl AppendFile {
 
     /// Syncs what was written (call `write` first).
     pub fn sync(&mut self) -> Result<(), JournalError> {
-        self.file.sync_data().map_err(|source| io_error("fdatasync", &self.path, source))
+        self.file.sync().map_err(|source| io_error("fdatasync", &self.path, source))
     }
 
     pub fn length(&self) -> u64 {
@@ -63,13 +63,12 @@ impl AppendFile {
     }
 
     /// The file, for reading what was written.
-    pub fn handle(&self) -> &File {
-        &self.file
+    pub fn handle(&self) -> &dyn DiskFile {
+        &*self.file
     }
 
     /// A handle for reading from other threads.
-    pub fn reader(&self) -> Result<(PathBuf, File), JournalError> {
-        let file = self.file.try_clone().map_err(|source| io_error("reopen", &self.path, source))?;
-        Ok((self.path.clone(), file))
+    pub fn reader(&self) -> (PathBuf, Arc<dyn DiskFile>) {
+        (self.path.clone(), Arc::clone(&self.file))
     }
 }

@@ -29,8 +29,6 @@
 //!
 //! [`StateMachine::archive_len`]: crate::StateMachine::archive_len
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -39,6 +37,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Mutex, RwLock};
 
 use crate::append_file::AppendFile;
+use crate::disk::{Disk, DiskFile, Open};
 use crate::error::{JournalError, io_error};
 use crate::machine::StateMachine;
 
@@ -77,6 +76,10 @@ const HAND_OVERS_QUEUED_MAX: usize = 64;
 /// a group (a replay collects a whole log before it writes).
 const HAND_OVER_BYTES_MAX: u64 = 1 << 20;
 const LOST: &str = "archive file is shorter than the snapshot says (records lost)";
+
+// A record's length is a u32, and a frame holds at least one whole record.
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(FRAME_BYTES_DEFAULT <= BUFFER_BYTES_MAX);
 
 /// Frames `payload` as one archive record at the end of `out`; returns the
 /// bytes it took.
@@ -149,8 +152,16 @@ pub(crate) struct Archive {
     /// The offset up to which records were handed to the compressor.
     handed_end: u64,
     frame_bytes: usize,
-    to_compressor: Option<SyncSender<ToCompressor>>,
-    compressor: Option<JoinHandle<()>>,
+    compressor: Option<Compressing>,
+}
+
+/// Where frames are compressed and written.
+enum Compressing {
+    /// On the compressor's own thread, while the writer goes on.
+    Background { to_compressor: SyncSender<ToCompressor>, thread: JoinHandle<()> },
+    /// On the writer's thread, before it goes on: every disk operation in
+    /// one order, which a deterministic simulation needs.
+    Inline(Box<Compressor>),
 }
 
 enum ToCompressor {
@@ -176,7 +187,7 @@ struct Compressor {
 /// What readers on any thread share with the writer and the compressor.
 struct Shared {
     path: PathBuf,
-    file: File,
+    file: Arc<dyn DiskFile>,
     frames: RwLock<Frames>,
     tail: RwLock<Tail>,
     cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
@@ -209,13 +220,74 @@ struct FrameAt {
     file_end: u64,
 }
 
+/// How many of the index's entries the archive keeps at start, and where
+/// the last kept frame ends in the file: the frames up to `length` (what
+/// the snapshot counts on). Their entries were synced before the snapshot;
+/// the entries after them may be anything a crash left (lost, torn, zeros
+/// where a later write landed and an earlier one did not), so the last
+/// kept frame is found by its header: the latest one, among the leading
+/// entries in order (a frame has its header at least) below `length`,
+/// that ends at `length`. None is lost records.
+fn frames_kept(
+    disk: &dyn Disk,
+    path: &Path,
+    entries: &[(u64, u64)],
+    length: u64,
+) -> Result<(usize, u64), JournalError> {
+    if length == 0 {
+        return Ok((0, 0));
+    }
+    let lost = |offset| JournalError::Corrupt { path: path.to_path_buf(), offset, reason: LOST };
+    let in_order = |pair: &[(u64, u64)]| pair[0].0 < pair[1].0 && pair[0].1 + FRAME_HEADER_BYTES <= pair[1].1;
+    let ordered = entries.len().min(1 + entries.windows(2).take_while(|pair| in_order(pair)).count());
+    let below = entries[..ordered].partition_point(|&(records_start, _)| records_start < length);
+    let file = disk.open(path, Open::Read).map_err(|_| lost(0))?;
+    // Usually the first one looked at; after a crash, past the entries it tore.
+    for last in (0..below).rev() {
+        let (records_start, file_start) = entries[last];
+        let mut header = [0u8; FRAME_HEADER_BYTES as usize];
+        if file.read_exact_at(&mut header, file_start).is_err() {
+            continue;
+        }
+        let (records, stored) = (u64::from(le_u32(&header[..4])), u64::from(le_u32(&header[4..8])));
+        // The frame is read whole and checked: the files are cut where it
+        // ends, and a header a crash tore (or a read that flipped a bit of
+        // its length) would cut into frames the snapshot counts on.
+        if records_start + records == length && frame_intact(&*file, file_start, &header, stored) {
+            return Ok((last + 1, file_start + FRAME_HEADER_BYTES + stored));
+        }
+    }
+    Err(JournalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: entries.get(below.saturating_sub(1)).map_or(0, |&(_, file_start)| file_start),
+        reason: "no archive frame ends where the snapshot says (records lost)",
+    })
+}
+
+/// Whether the `stored` bytes after a frame's `header` match its checksum.
+fn frame_intact(file: &dyn DiskFile, file_start: u64, header: &[u8], stored: u64) -> bool {
+    let Ok(length) = usize::try_from(stored) else { return false };
+    if length > BUFFER_BYTES_MAX {
+        return false;
+    }
+    let mut bytes = vec![0u8; length];
+    file.read_exact_at(&mut bytes, file_start + FRAME_HEADER_BYTES).is_ok()
+        && crc32c::crc32c(&bytes) == le_u32(&header[8..12])
+}
+
 impl Archive {
     /// Opens the archive and cuts it back to `length` bytes of records
     /// (what the snapshot refers to: a frame's end); less than that is
     /// lost records, an error.
-    pub fn open(directory: &Path, length: u64, frame_bytes: usize) -> Result<Archive, JournalError> {
+    pub fn open(
+        disk: &dyn Disk,
+        directory: &Path,
+        length: u64,
+        frame_bytes: usize,
+        background: bool,
+    ) -> Result<Archive, JournalError> {
         let index_path = directory.join(INDEX_FILE_NAME);
-        let entries = match std::fs::read(&index_path) {
+        let entries = match disk.read(&index_path) {
             Ok(bytes) => bytes
                 .chunks_exact(INDEX_ENTRY_BYTES as usize)
                 .map(|entry| (le_u64(&entry[..8]), le_u64(&entry[8..])))
@@ -223,37 +295,14 @@ impl Archive {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => return Err(io_error("read", &index_path, source)),
         };
-        let kept = entries.partition_point(|&(records_start, _)| records_start < length);
-        let path = directory.join(FILE_NAME);
-        let lost = |offset| JournalError::Corrupt { path: path.clone(), offset, reason: LOST };
-        // A frame has its header at least: entries closer are damage.
-        let in_order =
-            entries[..kept].windows(2).all(|pair| pair[0].0 < pair[1].0 && pair[0].1 + FRAME_HEADER_BYTES <= pair[1].1);
-        if !in_order || entries.first().is_some_and(|&first| first != (0, 0)) {
+        if length > 0 && entries.first().is_some_and(|&first| first != (0, 0)) {
             return Err(JournalError::Corrupt { path: index_path, offset: 0, reason: "archive index out of order" });
         }
-        let file_end = match kept.checked_sub(1) {
-            None if length == 0 => 0,
-            None => return Err(lost(0)),
-            Some(last) => {
-                let (records_start, file_start) = entries[last];
-                let file = File::open(&path).map_err(|_| lost(0))?;
-                let mut header = [0u8; FRAME_HEADER_BYTES as usize];
-                file.read_exact_at(&mut header, file_start).map_err(|_| lost(file_start))?;
-                let (records, stored) = (u64::from(le_u32(&header[..4])), u64::from(le_u32(&header[4..8])));
-                if records_start + records != length {
-                    return Err(JournalError::Corrupt {
-                        path,
-                        offset: file_start,
-                        reason: "archive frame does not end where the snapshot says",
-                    });
-                }
-                file_start + FRAME_HEADER_BYTES + stored
-            }
-        };
-        let index = AppendFile::open(directory, INDEX_FILE_NAME, kept as u64 * INDEX_ENTRY_BYTES, LOST)?;
-        let log = AppendFile::open(directory, FILE_NAME, file_end, LOST)?;
-        let (path, file) = log.reader()?;
+        let path = directory.join(FILE_NAME);
+        let (kept, file_end) = frames_kept(disk, &path, &entries, length)?;
+        let index = AppendFile::open(disk, directory, INDEX_FILE_NAME, kept as u64 * INDEX_ENTRY_BYTES, LOST)?;
+        let log = AppendFile::open(disk, directory, FILE_NAME, file_end, LOST)?;
+        let (path, file) = log.reader();
         let frames = Frames { starts: entries[..kept].to_vec(), records_end: length, file_end };
         let shared = Arc::new(Shared {
             path: path.clone(),
@@ -265,19 +314,17 @@ impl Archive {
         });
         let compressor =
             Compressor { log, index, shared: Arc::clone(&shared), unwritten: Vec::new(), framed_end: length };
-        let (to_compressor, inbox) = mpsc::sync_channel(HAND_OVERS_QUEUED_MAX);
-        let thread = std::thread::Builder::new()
-            .name("archive-compressor".to_string())
-            .spawn(move || compressor.run(&inbox))
-            .map_err(|source| io_error("start the compressor of", &path, source))?;
-        Ok(Archive {
-            shared,
-            path,
-            handed_end: length,
-            frame_bytes: frame_bytes.max(1),
-            to_compressor: Some(to_compressor),
-            compressor: Some(thread),
-        })
+        let compressing = if background {
+            let (to_compressor, inbox) = mpsc::sync_channel(HAND_OVERS_QUEUED_MAX);
+            let thread = std::thread::Builder::new()
+                .name("archive-compressor".to_string())
+                .spawn(move || compressor.run(&inbox))
+                .map_err(|source| io_error("start the compressor of", &path, source))?;
+            Compressing::Background { to_compressor, thread }
+        } else {
+            Compressing::Inline(Box::new(compressor))
+        };
+        Ok(Archive { shared, path, handed_end: length, frame_bytes: frame_bytes.max(1), compressor: Some(compressing) })
     }
 
     /// Takes the records the machine made since the last call. Called after
@@ -334,8 +381,16 @@ impl Archive {
         self.check()
     }
 
-    fn send(&self, message: ToCompressor) -> Result<(), JournalError> {
-        let sent = self.to_compressor.as_ref().is_some_and(|to| to.send(message).is_ok());
+    fn send(&mut self, message: ToCompressor) -> Result<(), JournalError> {
+        let sent = match &mut self.compressor {
+            Some(Compressing::Background { to_compressor, .. }) => to_compressor.send(message).is_ok(),
+            Some(Compressing::Inline(compressor)) => {
+                compressor.handle(message);
+                compressor.write_or_fail();
+                true
+            }
+            None => false,
+        };
         if sent { Ok(()) } else { Err(self.check().err().unwrap_or_else(|| self.stopped())) }
     }
 
@@ -373,8 +428,8 @@ impl Archive {
         self.shared.frames.read().records_end
     }
 
-    pub fn reader(&self) -> Result<ArchiveReader, JournalError> {
-        Ok(ArchiveReader { shared: Arc::clone(&self.shared) })
+    pub fn reader(&self) -> ArchiveReader {
+        ArchiveReader { shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -383,9 +438,13 @@ impl Drop for Archive {
         // The compressor writes what it was handed (not synced: the log
         // holds every command) and stops; the journal's directory lock is
         // let go only after this.
-        drop(self.to_compressor.take());
-        if let Some(thread) = self.compressor.take() {
-            let _ = thread.join();
+        match self.compressor.take() {
+            Some(Compressing::Background { to_compressor, thread }) => {
+                drop(to_compressor);
+                let _ = thread.join();
+            }
+            Some(Compressing::Inline(mut compressor)) => compressor.write_or_fail(),
+            None => {}
         }
     }
 }
@@ -405,38 +464,42 @@ impl Compressor {
                     }
                 }
             };
-            let failed = self.shared.failure.lock().clone();
-            match (message, failed) {
-                (ToCompressor::Frames { start, records, frames }, None) => {
-                    let mut at = 0;
-                    for length in frames {
-                        let framed = match records.get(at..at + length) {
-                            Some(frame) => self.frame(start + at as u64, frame),
-                            None => Err(JournalError::Failed("archive frames past the records handed over".into())),
-                        };
-                        at += length;
-                        match framed {
-                            Ok(()) if self.log.buffer.len() >= WRITE_BYTES => self.write_or_fail(),
-                            Ok(()) => {}
-                            Err(error) => {
-                                // The frames after it would not start where the file ends.
-                                self.fail(&error);
-                                break;
-                            }
+            self.handle(message);
+        }
+    }
+
+    fn handle(&mut self, message: ToCompressor) {
+        let failed = self.shared.failure.lock().clone();
+        match (message, failed) {
+            (ToCompressor::Frames { start, records, frames }, None) => {
+                let mut at = 0;
+                for length in frames {
+                    let framed = match records.get(at..at + length) {
+                        Some(frame) => self.frame(start + at as u64, frame),
+                        None => Err(JournalError::Failed("archive frames past the records handed over".into())),
+                    };
+                    at += length;
+                    match framed {
+                        Ok(()) if self.log.buffer.len() >= WRITE_BYTES => self.write_or_fail(),
+                        Ok(()) => {}
+                        Err(error) => {
+                            // The frames after it would not start where the file ends.
+                            self.fail(&error);
+                            break;
                         }
                     }
                 }
-                (ToCompressor::Frames { .. }, Some(_)) => {}
-                (ToCompressor::Sync(answer), failed) => {
-                    let synced = match failed {
-                        Some(reason) => Err(JournalError::Failed(reason)),
-                        None => self.write().and_then(|()| self.log.sync()).and_then(|()| self.index.sync()),
-                    };
-                    if let Err(error) = &synced {
-                        self.fail(error);
-                    }
-                    let _ = answer.send(synced);
+            }
+            (ToCompressor::Frames { .. }, Some(_)) => {}
+            (ToCompressor::Sync(answer), failed) => {
+                let synced = match failed {
+                    Some(reason) => Err(JournalError::Failed(reason)),
+                    None => self.write().and_then(|()| self.log.sync()).and_then(|()| self.index.sync()),
+                };
+                if let Err(error) = &synced {
+                    self.fail(error);
                 }
+                let _ = answer.send(synced);
             }
         }
     }
@@ -537,8 +600,7 @@ impl Archive {
                 continue;
             }
             asked = Some(frame.number);
-            let length = std::num::NonZeroU64::new(frame.file_end - frame.file_start);
-            let _ = rustix::fs::fadvise(&self.shared.file, frame.file_start, length, rustix::fs::Advice::WillNeed);
+            self.shared.file.will_need(frame.file_start, frame.file_end - frame.file_start);
         }
     }
 }
@@ -739,8 +801,8 @@ mod tests {
     #[test]
     fn records_read_back_from_frames_and_tail_and_a_restart_keeps_what_was_synced() {
         let directory = tempfile::tempdir().unwrap();
-        let mut archive = Archive::open(directory.path(), 0, 200).unwrap();
-        let reader = archive.reader().unwrap();
+        let mut archive = Archive::open(&crate::disk::FileSystem, directory.path(), 0, 200, true).unwrap();
+        let reader = archive.reader();
         let mut machine = Recorder::at(0);
         let mut offsets = Vec::new();
         let mut synced = (0, 0);
@@ -768,16 +830,21 @@ mod tests {
 
         // A restart at the snapshot's length cuts what follows, keeps the rest.
         let (kept, length) = synced;
-        let archive = Archive::open(directory.path(), length, 200).unwrap();
+        let archive = Archive::open(&crate::disk::FileSystem, directory.path(), length, 200, true).unwrap();
         assert_eq!(archive.length(), length);
         for m in 0..kept {
             assert_eq!(archive.read_record(offsets[m as usize]).unwrap(), payload(m));
         }
         assert!(archive.read_record(offsets[kept as usize]).is_err(), "cut");
         drop(archive);
-        let error = Archive::open(directory.path(), length + 1, 200).err().expect("past the file");
+        let error = Archive::open(&crate::disk::FileSystem, directory.path(), length + 1, 200, true)
+            .err()
+            .expect("past the file");
         assert!(error.to_string().contains("archive.log"), "{error}");
-        let error = Archive::open(directory.path(), offsets[kept as usize / 2] + 1, 200).err().expect("mid-record");
+        let error =
+            Archive::open(&crate::disk::FileSystem, directory.path(), offsets[kept as usize / 2] + 1, 200, true)
+                .err()
+                .expect("mid-record");
         assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
     }
 
@@ -786,8 +853,8 @@ mod tests {
     #[test]
     fn a_walk_visits_every_record_once_in_order() {
         let directory = tempfile::tempdir().unwrap();
-        let mut archive = Archive::open(directory.path(), 0, 200).unwrap();
-        let reader = archive.reader().unwrap();
+        let mut archive = Archive::open(&crate::disk::FileSystem, directory.path(), 0, 200, true).unwrap();
+        let reader = archive.reader();
         let mut machine = Recorder::at(0);
         let mut offsets = Vec::new();
         let walk = |source: &dyn ArchiveSource| {
@@ -827,7 +894,7 @@ mod tests {
     #[test]
     fn a_damaged_frame_is_an_error_not_another_record() {
         let directory = tempfile::tempdir().unwrap();
-        let mut archive = Archive::open(directory.path(), 0, 500).unwrap();
+        let mut archive = Archive::open(&crate::disk::FileSystem, directory.path(), 0, 500, false).unwrap();
         let mut machine = Recorder::at(0);
         let offsets: Vec<u64> = (0..200).map(|n| machine.archive(&payload(n))).collect();
         archive.collect(&mut machine).unwrap();
@@ -838,7 +905,8 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        let archive = Archive::open(directory.path(), machine.archive_len(), 500).unwrap();
+        let archive =
+            Archive::open(&crate::disk::FileSystem, directory.path(), machine.archive_len(), 500, false).unwrap();
         let mut damaged = 0;
         for (n, offset) in (0..).zip(offsets) {
             match archive.read_record(offset) {

@@ -21,14 +21,14 @@
 //! is not on disk. At start both are cut back to the snapshot's transfer
 //! count and the log replay appends the rest.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ledger::{Ledger, NO_TRANSFER, StoredTransfer, Transfer, TransferFlags};
 
 use crate::append_file::AppendFile;
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::disk::{Disk, DiskFile, Open};
 use crate::error::{JournalError, io_error};
 
 pub(crate) const FILE_NAME: &str = "history.log";
@@ -63,22 +63,22 @@ pub(crate) struct History {
 impl History {
     /// Opens the history files and cuts them back to `count` records (what
     /// the snapshot covers); fewer than that is lost history: an error.
-    pub fn open(directory: &Path, count: u64) -> Result<History, JournalError> {
+    pub fn open(disk: &dyn Disk, directory: &Path, count: u64) -> Result<History, JournalError> {
         let blocks = count.div_ceil(BLOCK_RECORDS);
-        let index = AppendFile::open(directory, INDEX_FILE_NAME, blocks * INDEX_ENTRY_BYTES, LOST)?;
+        let index = AppendFile::open(disk, directory, INDEX_FILE_NAME, blocks * INDEX_ENTRY_BYTES, LOST)?;
         let (length, block_base) = match blocks.checked_sub(1) {
             None => (0, 0),
             Some(last_block) => {
                 let (start, base) = read_index_entry(index.handle(), &index.path, last_block)?;
                 let path = directory.join(FILE_NAME);
-                let file = File::open(&path).map_err(|source| match source.kind() {
+                let file = disk.open(&path, Open::Read).map_err(|source| match source.kind() {
                     std::io::ErrorKind::NotFound => {
                         JournalError::Corrupt { path: path.clone(), offset: 0, reason: LOST }
                     }
                     _ => io_error("open", &path, source),
                 })?;
                 let in_block = (count - 1) % BLOCK_RECORDS + 1;
-                let bytes = read_from(&file, &path, start, in_block as usize * RECORD_BYTES_MAX)?;
+                let bytes = read_from(&*file, &path, start, in_block as usize * RECORD_BYTES_MAX)?;
                 // Every record the snapshot keeps in this block must be whole and intact.
                 let (at, last) = nth_record(&bytes, in_block as usize - 1, true).map_err(|(at, reason)| {
                     let reason = if reason == CUT_SHORT { LOST } else { reason };
@@ -88,7 +88,7 @@ impl History {
                 (start + at as u64, base)
             }
         };
-        let log = AppendFile::open(directory, FILE_NAME, length, LOST)?;
+        let log = AppendFile::open(disk, directory, FILE_NAME, length, LOST)?;
         Ok(History {
             log,
             index,
@@ -161,27 +161,27 @@ impl History {
     }
 
     /// A handle for reading from other threads.
-    pub fn reader(&self) -> Result<HistoryReader, JournalError> {
-        let (log_path, log) = self.log.reader()?;
-        let (index_path, index) = self.index.reader()?;
-        Ok(HistoryReader { log_path, log, index_path, index })
+    pub fn reader(&self) -> HistoryReader {
+        let (log_path, log) = self.log.reader();
+        let (index_path, index) = self.index.reader();
+        HistoryReader { log_path, log, index_path, index }
     }
 }
 
 /// Reads transfers from the history file by position.
 pub struct HistoryReader {
     log_path: PathBuf,
-    log: File,
+    log: Arc<dyn DiskFile>,
     index_path: PathBuf,
-    index: File,
+    index: Arc<dyn DiskFile>,
 }
 
 impl HistoryReader {
     /// The transfer at `position`; an error if it is not there or damaged.
     pub fn read(&self, position: u64) -> Result<StoredTransfer, JournalError> {
-        let (start, base) = read_index_entry(&self.index, &self.index_path, position / BLOCK_RECORDS)?;
+        let (start, base) = read_index_entry(&*self.index, &self.index_path, position / BLOCK_RECORDS)?;
         let before = (position % BLOCK_RECORDS) as usize;
-        let bytes = read_from(&self.log, &self.log_path, start, (before + 1) * RECORD_BYTES_MAX)?;
+        let bytes = read_from(&*self.log, &self.log_path, start, (before + 1) * RECORD_BYTES_MAX)?;
         let corrupt = |at: usize, reason| JournalError::Corrupt {
             path: self.log_path.clone(),
             offset: start + at as u64,
@@ -194,7 +194,7 @@ impl HistoryReader {
 }
 
 /// Block `block`'s entry: where it starts and its first timestamp.
-fn read_index_entry(file: &File, path: &Path, block: u64) -> Result<(u64, u64), JournalError> {
+fn read_index_entry(file: &dyn DiskFile, path: &Path, block: u64) -> Result<(u64, u64), JournalError> {
     let mut entry = [0u8; INDEX_ENTRY_BYTES as usize];
     file.read_exact_at(&mut entry, block * INDEX_ENTRY_BYTES).map_err(|source| io_error("read", path, source))?;
     let (start, base) = entry.split_at(8);
@@ -203,7 +203,7 @@ fn read_index_entry(file: &File, path: &Path, block: u64) -> Result<(u64, u64), 
 }
 
 /// Up to `length` bytes from `offset` (fewer at the end of the file).
-fn read_from(file: &File, path: &Path, offset: u64, length: usize) -> Result<Vec<u8>, JournalError> {
+fn read_from(file: &dyn DiskFile, path: &Path, offset: u64, length: usize) -> Result<Vec<u8>, JournalError> {
     let mut bytes = vec![0u8; length];
     let mut filled = 0;
     while filled < length {

@@ -1,13 +1,13 @@
 //! `Journal`: opens a data directory (lock, recovery), appends groups of
 //! batches durably, and takes snapshots that let old log segments go.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ledger::{Ledger, LedgerConfig};
 
 use crate::archive::Archive;
+use crate::disk::{DirectoryLock, Disk, FileSystem, Open};
 use crate::error::{JournalError, io_error};
 use crate::history::History;
 use crate::log::{Lead, LogStore};
@@ -42,6 +42,12 @@ pub struct Options {
     /// Fault injection for tests of fail-stop: the writer panics just before
     /// it applies the record with this sequence (replay at start does not).
     pub panic_before_applying: Option<u64>,
+    /// Where the files are: the machine's file system, or a simulated disk in tests.
+    pub disk: Arc<dyn Disk>,
+    /// Archive frames are compressed and written on a thread of their own
+    /// (`true`), or on the writer's (a deterministic simulation: every disk
+    /// operation then comes in one order).
+    pub archive_in_background: bool,
 }
 
 impl Default for Options {
@@ -56,6 +62,8 @@ impl Default for Options {
             ledger: LedgerConfig::default(),
             archive_frame_bytes: crate::archive::FRAME_BYTES_DEFAULT,
             panic_before_applying: None,
+            disk: Arc::new(FileSystem),
+            archive_in_background: true,
         }
     }
 }
@@ -84,6 +92,7 @@ pub struct RecoveryReport {
 }
 
 pub struct Journal<M: StateMachine> {
+    disk: Arc<dyn Disk>,
     directory: PathBuf,
     log: Box<dyn LogStore>,
     history: History,
@@ -101,7 +110,7 @@ pub struct Journal<M: StateMachine> {
     /// Held for the journal's lifetime: the OS lock stops a second process.
     /// Last, so dropped last: the archive's compressor thread may still be
     /// writing until the archive is dropped.
-    _lock: File,
+    _lock: DirectoryLock,
 }
 
 const LOCK_FILE: &str = "LOCK";
@@ -112,8 +121,8 @@ impl<M: StateMachine> Journal<M> {
     /// Opens (creating if needed) a data directory whose log is its own
     /// segment files, and recovers the machine it holds.
     pub fn open(directory: &Path, options: Options) -> Result<(Journal<M>, M, RecoveryReport), JournalError> {
-        create_private_directory(directory)?;
-        let log = FileLog::open(directory)?;
+        create_private_directory(&*options.disk, directory)?;
+        let log = FileLog::open(Arc::clone(&options.disk), directory)?;
         Journal::open_with(directory, Box::new(log), options)
     }
 
@@ -125,24 +134,34 @@ impl<M: StateMachine> Journal<M> {
         mut log: Box<dyn LogStore>,
         options: Options,
     ) -> Result<(Journal<M>, M, RecoveryReport), JournalError> {
-        create_private_directory(directory)?;
-        let lock = lock_directory(directory)?;
-        let listing = list_directory(directory)?;
-        check_format::<M>(directory, &listing)?;
+        let disk = Arc::clone(&options.disk);
+        create_private_directory(&*disk, directory)?;
+        let lock = lock_with(&*disk, directory)?;
+        let listing = list_directory(&*disk, directory)?;
+        check_format::<M>(&*disk, directory, &listing)?;
         let mut report = RecoveryReport::default();
 
         let (snapshot_sequence, mut machine) =
-            load_newest_snapshot::<M>(&listing.snapshots, options.ledger, &mut report);
+            load_newest_snapshot::<M>(&*disk, &listing.snapshots, options.ledger, &mut report);
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
         // The history and archive files are cut back to what the snapshot
         // relies on: first make sure the log can take it from there, or an
         // unreadable snapshot would cut them back to nothing.
         check_log_covers(&mut *log, directory, snapshot_sequence, &report.snapshots_skipped)?;
-        let history = History::open(directory, machine.ledger().transfer_count())?;
+        set_aside(&*disk, directory, &report.snapshots_skipped)?;
+        let history = History::open(&*disk, directory, machine.ledger().transfer_count())?;
         machine.ledger_mut().set_eviction_floor(history.collected());
-        let archive = Archive::open(directory, machine.archive_len(), options.archive_frame_bytes)?;
+        let archive = Archive::open(
+            &*disk,
+            directory,
+            machine.archive_len(),
+            options.archive_frame_bytes,
+            options.archive_in_background,
+        )?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
+        let snapshot_bytes = snapshot_bytes(&*disk, &listing.snapshots, snapshot_sequence);
         let mut journal = Journal {
+            disk,
             directory: directory.to_path_buf(),
             log,
             history,
@@ -150,7 +169,7 @@ impl<M: StateMachine> Journal<M> {
             next_sequence: snapshot_sequence + 1,
             records_since_snapshot: 0,
             log_bytes_since_snapshot: 0,
-            snapshot_bytes: snapshot_bytes(&listing.snapshots, snapshot_sequence),
+            snapshot_bytes,
             options,
             payloads: Vec::new(),
             last_group_bytes: 0,
@@ -158,9 +177,10 @@ impl<M: StateMachine> Journal<M> {
             _lock: lock,
         };
         report.records_replayed = journal.catch_up(&mut machine, u64::MAX)?;
+        check_not_ahead(&mut *journal.log, snapshot_sequence)?;
         journal.history.write()?;
         journal.archive.write()?;
-        remove_temporary_files(&listing.temporary);
+        remove_temporary_files(&*journal.disk, &listing.temporary);
         report.torn_bytes_cut = journal.log.torn_bytes_cut();
         report.last_sequence = journal.next_sequence - 1;
         report.digest = crate::snapshot::digest(&machine)
@@ -230,28 +250,14 @@ impl<M: StateMachine> Journal<M> {
     }
 
     /// After an ambiguous append of `commands`: whether the log holds them
-    /// (then they count as appended), asked of the log until it can say.
+    /// as this node appended them (then they count as appended), asked of
+    /// the log until it can say.
     pub fn resolve(&mut self, commands: &[&M::Command]) -> Result<bool, JournalError> {
-        let last = self.log.last_sequence()?;
-        let group_last = self.next_sequence + commands.len() as u64 - 1;
-        if last >= group_last {
-            if last > group_last {
-                return Err(JournalError::Failed(format!(
-                    "{} holds records up to {last}, past the {group_last} this node appended: another node wrote to it",
-                    self.log.describe()
-                )));
-            }
+        let committed = self.log.committed(self.next_sequence, commands.len() as u64)?;
+        if committed {
             self.count_appended(commands.len());
-            return Ok(true);
         }
-        if last >= self.next_sequence {
-            return Err(JournalError::Failed(format!(
-                "{} holds part of a group ({last} of {}..={group_last}): a group is appended whole",
-                self.log.describe(),
-                self.next_sequence
-            )));
-        }
-        Ok(false)
+        Ok(committed)
     }
 
     /// Counts the first `records` of `payloads` as appended.
@@ -297,7 +303,7 @@ impl<M: StateMachine> Journal<M> {
     }
 
     /// A reader of the history file for other threads.
-    pub fn history_reader(&self) -> Result<crate::HistoryReader, JournalError> {
+    pub fn history_reader(&self) -> crate::HistoryReader {
         self.history.reader()
     }
 
@@ -324,7 +330,7 @@ impl<M: StateMachine> Journal<M> {
         self.archive.write()
     }
 
-    pub fn archive_reader(&self) -> Result<crate::ArchiveReader, JournalError> {
+    pub fn archive_reader(&self) -> crate::ArchiveReader {
         self.archive.reader()
     }
 
@@ -346,18 +352,18 @@ impl<M: StateMachine> Journal<M> {
         assert_eq!(self.history.count(), ledger.transfer_count(), "history holds every transfer");
         self.archive.sync()?;
         assert_eq!(self.archive.length(), machine.archive_len(), "the archive holds every record");
-        let path = snapshot::write(&self.directory, sequence, machine)?;
+        let path = snapshot::write(&*self.disk, &self.directory, sequence, machine)?;
         self.log.release(sequence)?;
         self.records_since_snapshot = 0;
         self.log_bytes_since_snapshot = 0;
-        self.snapshot_bytes = fs::metadata(&path).map_err(|source| io_error("read the size of", &path, source))?.len();
-        let listing = list_directory(&self.directory)?;
+        self.snapshot_bytes = file_length(&*self.disk, &path)?;
+        let listing = list_directory(&*self.disk, &self.directory)?;
         for (snapshot_sequence, old) in &listing.snapshots {
             if *snapshot_sequence < sequence {
-                remove_file(old)?;
+                remove_file(&*self.disk, old)?;
             }
         }
-        wal::sync_directory(&self.directory)?;
+        wal::sync_directory(&*self.disk, &self.directory)?;
         Ok(path)
     }
 
@@ -366,12 +372,49 @@ impl<M: StateMachine> Journal<M> {
     }
 }
 
+/// Renames the newer snapshots recovery passed over to `<name>.unreadable`
+/// (durably) before the history and archive are cut back to an older one:
+/// a later start must not take up a newer snapshot (its read may have
+/// failed only once) whose history was cut away meanwhile.
+fn set_aside(disk: &dyn Disk, directory: &Path, skipped: &[SkippedSnapshot]) -> Result<(), JournalError> {
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    for snapshot in skipped {
+        let mut aside = snapshot.path.clone().into_os_string();
+        aside.push(".unreadable");
+        disk.rename(&snapshot.path, Path::new(&aside))
+            .map_err(|source| io_error("set aside the unreadable snapshot", &snapshot.path, source))?;
+        tracing::warn!(path = %snapshot.path.display(), reason = %snapshot.reason, "set aside an unreadable snapshot");
+    }
+    wal::sync_directory(disk, directory)
+}
+
 /// `; passed over: <path>: <why>, …` (nothing if none was).
 fn skipped_list(skipped: &[SkippedSnapshot]) -> String {
     skipped.iter().enumerate().fold(String::new(), |mut text, (index, skipped)| {
         text.push_str(if index == 0 { "; passed over: " } else { ", " });
         text.push_str(&format!("{}: {}", skipped.path.display(), skipped.reason));
         text
+    })
+}
+
+/// A snapshot past the end of a shared log belongs to another store (or one
+/// restored from an older backup): following from it would diverge.
+fn check_not_ahead(log: &mut dyn LogStore, snapshot_sequence: u64) -> Result<(), JournalError> {
+    if snapshot_sequence == 0 || !log.is_shared() {
+        return Ok(());
+    }
+    let holds_it = log.read_after(snapshot_sequence - 1, 1, &mut |_, _| Ok(()))? == 1;
+    if holds_it {
+        return Ok(());
+    }
+    Err(JournalError::Gap {
+        path: PathBuf::from(log.describe()),
+        detail: format!(
+            "the data directory's snapshot is at record {snapshot_sequence}, past the end of this store's log: \
+             it belongs to another store (give this node an empty data directory)"
+        ),
     })
 }
 
@@ -405,11 +448,11 @@ fn check_log_covers(
 /// Refuses a directory whose log and snapshots another machine, or another
 /// format of this one, wrote (replayed here, its commands could reach
 /// another state); gives a directory without any this machine's format.
-fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<(), JournalError> {
+fn check_format<M: StateMachine>(disk: &dyn Disk, directory: &Path, listing: &Listing) -> Result<(), JournalError> {
     let path = directory.join(FORMAT_FILE);
     let expected = format!("{} {}", M::NAME, M::FORMAT);
-    match fs::read_to_string(&path) {
-        Ok(text) => match text.trim().strip_prefix("format ") {
+    match disk.read(&path) {
+        Ok(bytes) => match String::from_utf8_lossy(&bytes).trim().strip_prefix("format ") {
             Some(found) if found == expected => Ok(()),
             Some(found) if !found.is_empty() && found.len() <= 64 => {
                 Err(JournalError::OtherFormat { path, found: found.to_string(), expected })
@@ -422,11 +465,11 @@ fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<
             }
             let temporary = path.with_extension("tmp");
             let write_error = |source| io_error("write", &temporary, source);
-            let mut file = create_private(&temporary).map_err(write_error)?;
-            file.write_all(format!("format {expected}\n").as_bytes()).map_err(write_error)?;
-            file.sync_all().map_err(write_error)?;
-            fs::rename(&temporary, &path).map_err(|source| io_error("rename", &path, source))?;
-            wal::sync_directory(directory)
+            let file = disk.open(&temporary, Open::Truncate).map_err(write_error)?;
+            file.write_at(format!("format {expected}\n").as_bytes(), 0).map_err(write_error)?;
+            file.sync().map_err(write_error)?;
+            disk.rename(&temporary, &path).map_err(|source| io_error("rename", &path, source))?;
+            wal::sync_directory(disk, directory)
         }
         Err(source) => Err(io_error("read", &path, source)),
     }
@@ -434,45 +477,22 @@ fn check_format<M: StateMachine>(directory: &Path, listing: &Listing) -> Result<
 
 /// A data directory holds the platform's records and secrets: its owner's
 /// alone (0700; an existing one is made so too).
-fn create_private_directory(directory: &Path) -> Result<(), JournalError> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(directory)
-        .map_err(|source| io_error("create data directory", directory, source))?;
-    fs::set_permissions(directory, fs::Permissions::from_mode(0o700))
-        .map_err(|source| io_error("make private the data directory", directory, source))
-}
-
-/// Options for the journal's files: readable and writable by the owner only (0600).
-pub(crate) fn private_options() -> OpenOptions {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut options = OpenOptions::new();
-    options.mode(0o600);
-    options
-}
-
-/// Creates (or truncates) a file of the journal's, the owner's only.
-pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
-    private_options().write(true).create(true).truncate(true).open(path)
+fn create_private_directory(disk: &dyn Disk, directory: &Path) -> Result<(), JournalError> {
+    disk.create_directory(directory).map_err(|source| io_error("create data directory", directory, source))
 }
 
 /// Takes a data directory's lock (its `LOCK` file, held while the file is
 /// open), or says that another process holds it. The journal holds it while
 /// open; whoever removes a directory's files takes it first.
-pub fn lock_directory(directory: &Path) -> Result<File, JournalError> {
-    let path = directory.join(LOCK_FILE);
-    let file = private_options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| io_error("open lock file", &path, source))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(JournalError::Locked { path: directory.to_path_buf() }),
-        Err(TryLockError::Error(source)) => Err(io_error("lock", &path, source)),
+pub fn lock_directory(directory: &Path) -> Result<DirectoryLock, JournalError> {
+    lock_with(&FileSystem, directory)
+}
+
+fn lock_with(disk: &dyn Disk, directory: &Path) -> Result<DirectoryLock, JournalError> {
+    match disk.lock(directory) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(JournalError::Locked { path: directory.to_path_buf() }),
+        Err(source) => Err(io_error("lock", &directory.join(LOCK_FILE), source)),
     }
 }
 
@@ -482,18 +502,17 @@ struct Listing {
     temporary: Vec<PathBuf>,
 }
 
-fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
+fn list_directory(disk: &dyn Disk, directory: &Path) -> Result<Listing, JournalError> {
     let mut listing = Listing { snapshots: Vec::new(), segments: Vec::new(), temporary: Vec::new() };
-    let entries = fs::read_dir(directory).map_err(|source| io_error("list data directory", directory, source))?;
-    for entry in entries {
-        let entry = entry.map_err(|source| io_error("list data directory", directory, source))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    let names = disk.list(directory).map_err(|source| io_error("list data directory", directory, source))?;
+    for name in names {
+        let path = directory.join(&name);
         if let Some(sequence) = snapshot::parse_snapshot_name(&name) {
-            listing.snapshots.push((sequence, entry.path()));
+            listing.snapshots.push((sequence, path));
         } else if let Some(sequence) = wal::parse_segment_name(&name) {
-            listing.segments.push((sequence, entry.path()));
+            listing.segments.push((sequence, path));
         } else if name.ends_with(".tmp") {
-            listing.temporary.push(entry.path());
+            listing.temporary.push(path);
         }
     }
     listing.snapshots.sort();
@@ -503,19 +522,26 @@ fn list_directory(directory: &Path) -> Result<Listing, JournalError> {
 
 /// The size of the snapshot at `sequence` (0: none, or unreadable: the next
 /// snapshot is then due by the record count alone).
-fn snapshot_bytes(snapshots: &[(u64, PathBuf)], sequence: u64) -> u64 {
+fn snapshot_bytes(disk: &dyn Disk, snapshots: &[(u64, PathBuf)], sequence: u64) -> u64 {
     let path = snapshots.iter().find(|(at, _)| *at == sequence).map(|(_, path)| path);
-    path.and_then(|path| fs::metadata(path).ok()).map_or(0, |metadata| metadata.len())
+    path.and_then(|path| file_length(disk, path).ok()).unwrap_or(0)
+}
+
+fn file_length(disk: &dyn Disk, path: &Path) -> Result<u64, JournalError> {
+    disk.open(path, Open::Read)
+        .and_then(|file| file.size())
+        .map_err(|source| io_error("read the size of", path, source))
 }
 
 /// The newest snapshot that reads back whole, or an empty ledger at 0.
 fn load_newest_snapshot<M: StateMachine>(
+    disk: &dyn Disk,
     snapshots: &[(u64, PathBuf)],
     config: LedgerConfig,
     report: &mut RecoveryReport,
 ) -> (u64, M) {
     for (_, path) in snapshots.iter().rev() {
-        match snapshot::read::<M>(path) {
+        match snapshot::read::<M>(disk, path) {
             Ok(loaded) => return loaded,
             Err(error) => {
                 report.snapshots_skipped.push(SkippedSnapshot { path: path.clone(), reason: problem(&error) })
@@ -525,8 +551,8 @@ fn load_newest_snapshot<M: StateMachine>(
     (0, M::create(config))
 }
 
-fn remove_file(path: &Path) -> Result<(), JournalError> {
-    fs::remove_file(path).map_err(|source| io_error("remove", path, source))
+fn remove_file(disk: &dyn Disk, path: &Path) -> Result<(), JournalError> {
+    disk.remove(path).map_err(|source| io_error("remove", path, source))
 }
 
 /// What is wrong with a file, without the file's name or the verdict on
@@ -542,8 +568,8 @@ fn problem(error: &JournalError) -> String {
 
 /// A `.tmp` file is a snapshot (or `FORMAT`) that was being written when
 /// the process stopped: never renamed, so never relied on.
-fn remove_temporary_files(paths: &[PathBuf]) {
+fn remove_temporary_files(disk: &dyn Disk, paths: &[PathBuf]) {
     for path in paths {
-        let _ = fs::remove_file(path);
+        let _ = disk.remove(path);
     }
 }

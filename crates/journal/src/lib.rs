@@ -24,7 +24,10 @@
 mod append_file;
 pub mod archive;
 pub mod codec;
+pub mod disk;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod history;
 pub mod journal;
 mod log;
@@ -45,6 +48,7 @@ use ledger::Ledger;
 
 pub use archive::{ArchiveReader, ArchiveSource, NoArchive};
 pub use codec::{Batch, Command, DecodeError};
+pub use disk::{Disk, Faults, FileSystem, SimulatedDisk};
 pub use error::JournalError;
 pub use history::HistoryReader;
 pub use journal::{Journal, Options, RecoveryReport, SkippedSnapshot, lock_directory};
@@ -73,9 +77,17 @@ pub struct WriterStats {
     /// Bytes of the commands logged (their encodings, without framing).
     pub command_bytes: u64,
     pub snapshots: u64,
-    /// The slowest append (write + fdatasync) so far, and the slowest apply.
+    /// The slowest append (write + fdatasync) so far, and the slowest apply
+    /// of a group.
     pub append_us_max: u64,
     pub apply_us_max: u64,
+    /// The slowest single command's apply.
+    pub command_us_max: u64,
+    /// The longest the writer held the state's lock for itself: the longest
+    /// a reader waited for it.
+    pub exclusive_us_max: u64,
+    /// The slowest snapshot (written while readers read on).
+    pub snapshot_us_max: u64,
 }
 
 /// Where the answer to a command goes.
@@ -125,8 +137,8 @@ impl<M: StateMachine> Durable<M> {
         report: RecoveryReport,
     ) -> Result<(Durable<M>, RecoveryReport), JournalError> {
         let queue = journal.options().queue_batches_max;
-        let history = journal.history_reader()?;
-        let archive = journal.archive_reader()?;
+        let history = journal.history_reader();
+        let archive = journal.archive_reader();
         let role = if journal.log_is_shared() { Lead::Follower { leader: None } } else { Lead::Leader };
         let health = Health { role, last_applied: report.last_sequence, failure: None, store_problem: None };
         let health = Arc::new(Mutex::new(health));
@@ -203,6 +215,13 @@ impl<M: StateMachine> Durable<M> {
             std::sync::mpsc::TrySendError::Full(_) => JournalError::Busy,
             std::sync::mpsc::TrySendError::Disconnected(_) => JournalError::Closed,
         })
+    }
+
+    /// Waits until the writer has done what it does after answering a
+    /// group (a snapshot): a deterministic simulation then sees every disk
+    /// operation in one order.
+    pub fn wait_until_idle(&self) {
+        drop(self.machine.write());
     }
 
     /// Reads the machine (between commands: never a half-applied one).

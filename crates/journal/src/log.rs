@@ -30,14 +30,16 @@ pub trait LogStore: Send + 'static {
     /// Makes records `first, first + 1, …` durable: `Ok` only once they
     /// survive any crash (of this process, of the machine, of the store's
     /// primary). `Unavailable`: certainly not appended; `Ambiguous`: perhaps
-    /// appended (ask [`LogStore::last_sequence`] before anything else);
+    /// appended (ask [`LogStore::committed`] before anything else);
     /// `NotLeader`: another node leads, nothing appended; anything else is
     /// fatal (a failed `fdatasync`).
     fn append(&mut self, first: u64, payloads: &[&[u8]]) -> Result<(), JournalError>;
 
-    /// The last durable sequence (0: none). After an ambiguous append, the
-    /// truth: it returns only once no append of this node can still commit.
-    fn last_sequence(&mut self) -> Result<u64, JournalError>;
+    /// After an ambiguous append of `count` records from `first`: whether
+    /// they are in the log as this node appended them (not another node's
+    /// records at the same place). It answers only once no append of this
+    /// node can still commit, so its answer is final.
+    fn committed(&mut self, first: u64, count: u64) -> Result<bool, JournalError>;
 
     /// A snapshot covers every record up to `sequence`: the store may let
     /// them go (the file store deletes whole segments; the PostgreSQL store

@@ -19,9 +19,10 @@
 //!   longer the lease's.
 //!
 //! A connection lost while appending leaves the outcome unknown
-//! (`Ambiguous`); [`LogStore::last_sequence`] then takes the lease row's
-//! lock — which any statement of this node still in flight holds until it
-//! ends — before it reads the log's tail, so its answer is final.
+//! (`Ambiguous`); [`LogStore::committed`] then takes the lease row's lock —
+//! which any statement of this node still in flight holds until it ends —
+//! before it looks for the group's first row and the epoch that wrote it,
+//! so its answer is final.
 //!
 //! The log is kept whole: a node with an empty data directory catches up
 //! by replaying it from the first record. Snapshots stay in each node's
@@ -41,6 +42,9 @@ const SCHEMA_VERSION: i32 = 1;
 /// Compressed bytes in one row at most: rows below a page stay inline
 /// (`toast_tuple_target`), without TOAST's second write.
 const ROW_BYTES_MAX: usize = 7_900;
+// A row stays under `toast_tuple_target` (8160) with its other columns.
+const _: () = assert!(ROW_BYTES_MAX + 64 <= 8_160);
+
 /// Records' bytes gathered before a row is compressed (LZ4 takes platform
 /// commands to about a third).
 const ROW_RECORD_BYTES_TARGET: usize = 16 * 1024;
@@ -67,6 +71,8 @@ pub struct PostgresLog {
     client: Option<Connection>,
     /// The lease's epoch while this node holds it.
     epoch: Option<i64>,
+    /// The epoch of the last append tried, for `committed`.
+    appending_epoch: Option<i64>,
     last_takeover_check: Option<std::time::Instant>,
     last_leader: Option<String>,
     lease: Duration,
@@ -97,6 +103,7 @@ impl PostgresLog {
             node,
             client: None,
             epoch: None,
+            appending_epoch: None,
             last_takeover_check: None,
             last_leader: None,
             lease,
@@ -158,19 +165,30 @@ impl PostgresLog {
     }
 }
 
+/// One statement, so one transaction: renew the lease if this node's epoch
+/// holds it, and only then, and only if the group follows the log's last
+/// record exactly, insert the group's rows. Anything else inserts nothing.
 const APPEND: &str = "
     WITH lease AS (
         UPDATE zhifu_leader SET expires_at = now() + make_interval(secs => $4)
         WHERE id = 1 AND epoch = $5
         RETURNING epoch
+    ), tail AS (
+        SELECT coalesce((SELECT last_sequence FROM zhifu_log ORDER BY first_sequence DESC LIMIT 1), 0) AS last
     )
     INSERT INTO zhifu_log (first_sequence, last_sequence, epoch, records)
     SELECT first_sequence, last_sequence, lease.epoch, records
-    FROM unnest($1::int8[], $2::int8[], $3::bytea[]) AS rows(first_sequence, last_sequence, records), lease";
+    FROM unnest($1::int8[], $2::int8[], $3::bytea[]) AS rows(first_sequence, last_sequence, records), lease, tail
+    WHERE tail.last = $6";
 
+/// The rows from the one holding the record after `$1` on, in order: both
+/// by the primary key's index (the log is contiguous, so that row is the
+/// last one starting at or before it).
 const READ: &str = "
     SELECT first_sequence, last_sequence, records FROM zhifu_log
-    WHERE last_sequence > $1 ORDER BY first_sequence LIMIT $2";
+    WHERE first_sequence >= coalesce(
+        (SELECT first_sequence FROM zhifu_log WHERE first_sequence <= $1::int8 + 1 ORDER BY first_sequence DESC LIMIT 1), 0)
+    ORDER BY first_sequence LIMIT $2";
 
 fn create_schema(client: &mut Client) -> Result<(), postgres::Error> {
     let mut transaction = client.transaction()?;
@@ -267,6 +285,7 @@ impl LogStore for PostgresLog {
         let Some(epoch) = self.epoch else {
             return Err(JournalError::NotLeader { leader: self.last_leader.clone() });
         };
+        self.appending_epoch = Some(epoch);
         let rows = rows_of(first, payloads)?;
         let (firsts, lasts, records): (Vec<i64>, Vec<i64>, Vec<Vec<u8>>) = rows.into_iter().fold(
             (Vec::new(), Vec::new(), Vec::new()),
@@ -280,10 +299,13 @@ impl LogStore for PostgresLog {
         let expected = firsts.len() as u64;
         let lease = self.lease.as_secs_f64();
         let connection = self.connection()?;
-        let inserted = connection.client.execute(&connection.append, &[&firsts, &lasts, &records, &lease, &epoch]);
+        let follows = first as i64 - 1;
+        let inserted =
+            connection.client.execute(&connection.append, &[&firsts, &lasts, &records, &lease, &epoch, &follows]);
         match inserted {
             Ok(count) if count == expected => Ok(()),
-            // The lease is another epoch's: another node took the lead.
+            // The lease is another epoch's (another node took the lead), or
+            // the log goes on past what this node saw: it no longer leads.
             Ok(_) => {
                 self.epoch = None;
                 Err(JournalError::NotLeader { leader: self.last_leader.clone() })
@@ -294,19 +316,28 @@ impl LogStore for PostgresLog {
 
     /// Waits (up to the lock timeout, then says `Unavailable`) for any
     /// statement of this node still in flight — it holds the lease row —
-    /// then reads the tail.
-    fn last_sequence(&mut self) -> Result<u64, JournalError> {
+    /// then looks for the group's first row: there, and written under this
+    /// node's epoch, it committed; absent, or another node's, it did not.
+    fn committed(&mut self, first: u64, _count: u64) -> Result<bool, JournalError> {
+        let Some(epoch) = self.appending_epoch else { return Ok(false) };
         let connection = self.connection()?;
-        let settled = (|| -> Result<i64, postgres::Error> {
+        let settled = (|| -> Result<Option<i64>, postgres::Error> {
             let mut transaction = connection.client.transaction()?;
             transaction.batch_execute(&format!("SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))?;
             transaction.query_one("SELECT epoch FROM zhifu_leader WHERE id = 1 FOR UPDATE", &[])?;
-            let last: i64 = transaction.query_one("SELECT coalesce(max(last_sequence), 0) FROM zhifu_log", &[])?.get(0);
+            let row =
+                transaction.query_opt("SELECT epoch FROM zhifu_log WHERE first_sequence = $1", &[&(first as i64)])?;
             transaction.commit()?;
-            Ok(last)
+            Ok(row.map(|row| row.get(0)))
         })();
         match settled {
-            Ok(last) => Ok(last as u64),
+            Ok(Some(written)) if written == epoch => Ok(true),
+            Ok(Some(_)) => {
+                // Another leader's records are there: this node leads no more.
+                self.epoch = None;
+                Ok(false)
+            }
+            Ok(None) => Ok(false),
             Err(error) => Err(self.read_failed(&error)),
         }
     }

@@ -13,14 +13,13 @@
 //! machine's [`digest`]: one hash both checks the bytes read back and proves
 //! that the machine rebuilt from them encodes to the same bytes.
 
-use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ledger::{Ledger, LedgerConfig, LedgerImage};
 
 use crate::codec::{self, ACCOUNT_BYTES, PENDING_BYTES, Reader, STORED_BYTES, Writer};
+use crate::disk::{Disk, FileReader, FileWriter, Open};
 use crate::error::{JournalError, io_error};
 use crate::machine::StateMachine;
 use crate::wal::sync_directory;
@@ -50,13 +49,18 @@ pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
 /// Streamed to the file: a large state (gigabytes after a busy day) is
 /// never copied into memory whole; the header, whose length and digest
 /// come last, is written over its placeholder at the end.
-pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &M) -> Result<PathBuf, JournalError> {
+pub(crate) fn write<M: StateMachine>(
+    disk: &dyn Disk,
+    directory: &Path,
+    sequence: u64,
+    machine: &M,
+) -> Result<PathBuf, JournalError> {
     let path = directory.join(snapshot_name(sequence));
     let temporary = path.with_extension("tmp");
     let file =
-        crate::journal::create_private(&temporary).map_err(|source| io_error("create snapshot", &temporary, source))?;
+        disk.open(&temporary, Open::Truncate).map_err(|source| io_error("create snapshot", &temporary, source))?;
     let write_error = |source| io_error("write snapshot", &temporary, source);
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = BufWriter::with_capacity(1 << 20, FileWriter::new(file));
     out.write_all(&[0; HEADER_BYTES]).map_err(write_error)?;
     let mut body = DigestWriter::new(out);
     write_body(machine, &mut body).map_err(write_error)?;
@@ -72,11 +76,12 @@ pub(crate) fn write<M: StateMachine>(directory: &Path, sequence: u64, machine: &
     header.extend_from_slice(&header_crc.to_le_bytes());
     debug_assert_eq!(header.len(), HEADER_BYTES);
     out.flush().map_err(write_error)?;
-    let file = out.into_inner().map_err(|error| write_error(error.into_error()))?;
-    file.write_all_at(&header, 0).map_err(write_error)?;
-    file.sync_all().map_err(|source| io_error("fsync snapshot", &temporary, source))?;
-    fs::rename(&temporary, &path).map_err(|source| io_error("rename snapshot", &path, source))?;
-    sync_directory(directory)?;
+    let out = out.into_inner().map_err(|error| write_error(error.into_error()))?;
+    let file = out.file();
+    file.write_at(&header, 0).map_err(write_error)?;
+    file.sync().map_err(|source| io_error("fsync snapshot", &temporary, source))?;
+    disk.rename(&temporary, &path).map_err(|source| io_error("rename snapshot", &path, source))?;
+    sync_directory(disk, directory)?;
     Ok(path)
 }
 
@@ -177,10 +182,11 @@ impl<W: Write> Write for DigestWriter<W> {
 /// beside the state it rebuilds (≈ 17 GB) would not fit the machine it was
 /// written on. The body is hashed as it is read and checked at its end; a
 /// body that does not decode is reported as damage if its digest is wrong.
-pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalError> {
+pub(crate) fn read<M: StateMachine>(disk: &dyn Disk, path: &Path) -> Result<(u64, M), JournalError> {
     let read_error = |source| io_error("read snapshot", path, source);
-    let mut file = File::open(path).map_err(read_error)?;
-    let file_length = file.metadata().map_err(read_error)?.len();
+    let file = disk.open(path, Open::Read).map_err(read_error)?;
+    let file_length = file.size().map_err(read_error)?;
+    let mut file = FileReader::new(file);
     let corrupt =
         |offset: u64, reason: &'static str| JournalError::Corrupt { path: path.to_path_buf(), offset, reason };
     let mut header = [0u8; HEADER_BYTES];
@@ -226,6 +232,16 @@ pub(crate) fn read<M: StateMachine>(path: &Path) -> Result<(u64, M), JournalErro
         return Err(bad("the rebuilt machine encodes to other bytes than it was rebuilt from".to_string()));
     }
     Ok((sequence, machine))
+}
+
+/// Rebuilds a machine from a snapshot's body alone (no header, no digest
+/// check): what a damaged body that passed its checksums would meet.
+pub(crate) fn decode_body<M: StateMachine>(bytes: &[u8]) -> Result<M, String> {
+    let body_length = bytes.len() as u64;
+    let mut body = BodyReader { inner: bytes, hasher: Xxh3Default::new(), read: 0 };
+    let image = read_image(&mut body, body_length).map_err(|error| error.to_string())?;
+    let ledger = Ledger::restore(image).map_err(|error| error.to_string())?;
+    M::restore(ledger, &mut body).map_err(|error| error.to_string())
 }
 
 /// A snapshot's body as it is read: hashed and counted.

@@ -19,10 +19,10 @@
 //!
 //! [`FileLog`] is the log store of these files (see `log`).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::disk::{Disk, DiskFile, Open};
 use crate::error::{JournalError, io_error};
 
 pub(crate) const MAGIC: [u8; 4] = *b"ZWAL";
@@ -33,6 +33,10 @@ pub(crate) const PAYLOAD_BYTES_MAX: usize = 4 << 20;
 /// A segment is closed and a new one started past this size, so that
 /// segments covered by a snapshot can be deleted whole.
 pub(crate) const SEGMENT_BYTES_TARGET: u64 = 64 << 20;
+
+// A record's length is a u32; a segment holds at least one whole record.
+const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!((PAYLOAD_BYTES_MAX + HEADER_BYTES) as u64 <= SEGMENT_BYTES_TARGET);
 
 pub(crate) fn segment_name(first_sequence: u64) -> String {
     format!("wal-{first_sequence:020}.log")
@@ -115,6 +119,8 @@ fn valid_record_after(bytes: &[u8], offset: usize) -> bool {
         .any(|at| matches!(parse_at(bytes, at), Parsed::Record(_)))
 }
 
+const READS_DISAGREE: &str = "two reads of the torn tail disagree (the disk returned wrong bytes)";
+
 /// One segment read whole: its records, and the length of its valid prefix.
 pub(crate) struct ScannedSegment {
     pub bytes: Vec<u8>,
@@ -124,11 +130,8 @@ pub(crate) struct ScannedSegment {
 }
 
 /// Reads a segment. `is_newest` allows a torn tail to be cut off.
-pub(crate) fn scan_segment(path: &Path, is_newest: bool) -> Result<ScannedSegment, JournalError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut file| file.read_to_end(&mut bytes))
-        .map_err(|source| io_error("read log segment", path, source))?;
+pub(crate) fn scan_segment(disk: &dyn Disk, path: &Path, is_newest: bool) -> Result<ScannedSegment, JournalError> {
+    let bytes = disk.read(path).map_err(|source| io_error("read log segment", path, source))?;
     let mut records = Vec::new();
     let mut offset = 0usize;
     while offset < bytes.len() {
@@ -139,6 +142,12 @@ pub(crate) fn scan_segment(path: &Path, is_newest: bool) -> Result<ScannedSegmen
             }
             Parsed::Bad(reason) => {
                 if is_newest && !valid_record_after(&bytes, offset) {
+                    // Cut only what reads the same twice: a read that came
+                    // back wrong once must not cut an acknowledged record.
+                    let again = disk.read(path).map_err(|source| io_error("read log segment", path, source))?;
+                    if again != bytes {
+                        return Err(io_error("read log segment", path, std::io::Error::other(READS_DISAGREE)));
+                    }
                     let torn_bytes = (bytes.len() - offset) as u64;
                     return Ok(ScannedSegment { bytes, records, valid_length: offset as u64, torn_bytes });
                 }
@@ -153,32 +162,27 @@ pub(crate) fn scan_segment(path: &Path, is_newest: bool) -> Result<ScannedSegmen
 /// The segment being appended to.
 pub(crate) struct ActiveSegment {
     pub path: PathBuf,
-    file: File,
+    file: Arc<dyn DiskFile>,
     pub length: u64,
 }
 
 impl ActiveSegment {
     /// Creates a new, empty segment and makes its name durable.
-    pub fn create(directory: &Path, first_sequence: u64) -> Result<ActiveSegment, JournalError> {
+    pub fn create(disk: &dyn Disk, directory: &Path, first_sequence: u64) -> Result<ActiveSegment, JournalError> {
         let path = directory.join(segment_name(first_sequence));
-        let file = crate::journal::private_options()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| io_error("create log segment", &path, source))?;
-        sync_directory(directory)?;
+        let file = disk.open(&path, Open::CreateNew).map_err(|source| io_error("create log segment", &path, source))?;
+        sync_directory(disk, directory)?;
         Ok(ActiveSegment { path, file, length: 0 })
     }
 
     /// Reopens an existing segment for appending after its valid prefix,
     /// cutting off a torn tail durably first.
-    pub fn reopen(path: &Path, valid_length: u64) -> Result<ActiveSegment, JournalError> {
-        let file =
-            OpenOptions::new().append(true).open(path).map_err(|source| io_error("open log segment", path, source))?;
-        let actual = file.metadata().map_err(|source| io_error("stat log segment", path, source))?.len();
+    pub fn reopen(disk: &dyn Disk, path: &Path, valid_length: u64) -> Result<ActiveSegment, JournalError> {
+        let file = disk.open(path, Open::Write).map_err(|source| io_error("open log segment", path, source))?;
+        let actual = file.size().map_err(|source| io_error("stat log segment", path, source))?;
         if actual != valid_length {
             file.set_len(valid_length).map_err(|source| io_error("cut torn tail of", path, source))?;
-            file.sync_all().map_err(|source| io_error("sync log segment", path, source))?;
+            file.sync().map_err(|source| io_error("sync log segment", path, source))?;
         }
         Ok(ActiveSegment { path: path.to_path_buf(), file, length: valid_length })
     }
@@ -187,8 +191,10 @@ impl ActiveSegment {
     /// fatal for the journal: after a failed fdatasync the kernel may have
     /// dropped the dirty pages, so retrying could report lost data as durable.
     pub fn append_durably(&mut self, bytes: &[u8]) -> Result<(), JournalError> {
-        self.file.write_all(bytes).map_err(|source| io_error("append to log segment", &self.path, source))?;
-        self.file.sync_data().map_err(|source| io_error("fdatasync log segment", &self.path, source))?;
+        self.file
+            .write_at(bytes, self.length)
+            .map_err(|source| io_error("append to log segment", &self.path, source))?;
+        self.file.sync().map_err(|source| io_error("fdatasync log segment", &self.path, source))?;
         self.length += bytes.len() as u64;
         Ok(())
     }
@@ -196,6 +202,7 @@ impl ActiveSegment {
 
 /// The log as segment files in a data directory.
 pub struct FileLog {
+    disk: Arc<dyn Disk>,
     directory: PathBuf,
     /// Segments by their first sequence, oldest first, as found at open.
     segments: Vec<(u64, PathBuf)>,
@@ -208,18 +215,14 @@ pub struct FileLog {
 
 impl FileLog {
     /// The segments of `directory` (read by `read_after`, appended after).
-    pub fn open(directory: &Path) -> Result<FileLog, JournalError> {
-        let mut segments = Vec::new();
-        let entries =
-            std::fs::read_dir(directory).map_err(|source| io_error("list data directory", directory, source))?;
-        for entry in entries {
-            let entry = entry.map_err(|source| io_error("list data directory", directory, source))?;
-            if let Some(sequence) = parse_segment_name(&entry.file_name().to_string_lossy()) {
-                segments.push((sequence, entry.path()));
-            }
-        }
+    pub fn open(disk: Arc<dyn Disk>, directory: &Path) -> Result<FileLog, JournalError> {
+        let names = disk.list(directory).map_err(|source| io_error("list data directory", directory, source))?;
+        let mut segments: Vec<(u64, PathBuf)> = names
+            .iter()
+            .filter_map(|name| parse_segment_name(name).map(|sequence| (sequence, directory.join(name))))
+            .collect();
         segments.sort();
-        Ok(FileLog { directory: directory.to_path_buf(), segments, active: None, last: 0, torn_bytes_cut: 0 })
+        Ok(FileLog { disk, directory: directory.to_path_buf(), segments, active: None, last: 0, torn_bytes_cut: 0 })
     }
 
     /// Whether the directory holds any log segment.
@@ -257,7 +260,7 @@ impl crate::log::LogStore for FileLog {
             if !is_newest && self.segments[position + 1].0 <= next {
                 continue; // every record of it is at or before `after`
             }
-            let scanned = scan_segment(&path, is_newest)?;
+            let scanned = scan_segment(&*self.disk, &path, is_newest)?;
             if scanned.records.is_empty() && first_sequence > next {
                 return Err(gap(&path, next, first_sequence));
             }
@@ -278,7 +281,7 @@ impl crate::log::LogStore for FileLog {
             }
             if is_newest && self.active.is_none() {
                 self.torn_bytes_cut = scanned.torn_bytes;
-                self.active = Some(ActiveSegment::reopen(&path, scanned.valid_length)?);
+                self.active = Some(ActiveSegment::reopen(&*self.disk, &path, scanned.valid_length)?);
             }
         }
         Ok(read)
@@ -287,7 +290,7 @@ impl crate::log::LogStore for FileLog {
     fn append(&mut self, first: u64, payloads: &[&[u8]]) -> Result<(), JournalError> {
         let active = match self.active.take() {
             Some(active) if active.length < SEGMENT_BYTES_TARGET => active,
-            _ => ActiveSegment::create(&self.directory, first)?,
+            _ => ActiveSegment::create(&*self.disk, &self.directory, first)?,
         };
         let active = self.active.insert(active);
         let mut encoded = Vec::with_capacity(payloads.iter().map(|payload| HEADER_BYTES + payload.len()).sum());
@@ -301,8 +304,8 @@ impl crate::log::LogStore for FileLog {
 
     /// Only this process appends, and an append returns only once durable
     /// or failed for good: never ambiguous.
-    fn last_sequence(&mut self) -> Result<u64, JournalError> {
-        Ok(self.last)
+    fn committed(&mut self, first: u64, count: u64) -> Result<bool, JournalError> {
+        Ok(self.last >= first + count - 1)
     }
 
     /// New records go to a fresh segment, so that every older one is
@@ -312,18 +315,20 @@ impl crate::log::LogStore for FileLog {
             active.length == 0 && active.path.file_name() == Some(segment_name(sequence + 1).as_ref())
         });
         if !fresh {
-            self.active = Some(ActiveSegment::create(&self.directory, sequence + 1)?);
+            self.active = Some(ActiveSegment::create(&*self.disk, &self.directory, sequence + 1)?);
         }
-        let entries = std::fs::read_dir(&self.directory)
+        let names = self
+            .disk
+            .list(&self.directory)
             .map_err(|source| io_error("list data directory", &self.directory, source))?;
-        for entry in entries {
-            let entry = entry.map_err(|source| io_error("list data directory", &self.directory, source))?;
-            if parse_segment_name(&entry.file_name().to_string_lossy()).is_some_and(|first| first <= sequence) {
-                std::fs::remove_file(entry.path()).map_err(|source| io_error("remove", &entry.path(), source))?;
+        for name in names {
+            if parse_segment_name(&name).is_some_and(|first| first <= sequence) {
+                let path = self.directory.join(&name);
+                self.disk.remove(&path).map_err(|source| io_error("remove", &path, source))?;
             }
         }
         self.segments.retain(|(first, _)| *first > sequence);
-        sync_directory(&self.directory)
+        sync_directory(&*self.disk, &self.directory)
     }
 
     fn torn_bytes_cut(&self) -> u64 {
@@ -332,8 +337,6 @@ impl crate::log::LogStore for FileLog {
 }
 
 /// Makes a new or renamed file's name durable.
-pub(crate) fn sync_directory(directory: &Path) -> Result<(), JournalError> {
-    File::open(directory)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|source| io_error("fsync directory", directory, source))
+pub(crate) fn sync_directory(disk: &dyn Disk, directory: &Path) -> Result<(), JournalError> {
+    disk.sync_directory(directory).map_err(|source| io_error("fsync directory", directory, source))
 }

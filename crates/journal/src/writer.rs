@@ -29,6 +29,36 @@ const FOLLOW_SLICE_RECORDS: u64 = 1_024;
 /// After the store failed to answer, wait this long before asking again.
 const STORE_RETRY_DELAY: Duration = Duration::from_millis(200);
 
+/// How long the writer kept others waiting, within one group.
+struct Waits {
+    /// Since the writer last took the state's lock for itself.
+    exclusive_since: Instant,
+    /// The longest it held it (what a reader waited at most).
+    exclusive_us_max: u64,
+    /// The longest one command took to apply.
+    command_us_max: u64,
+}
+
+impl Default for Waits {
+    fn default() -> Waits {
+        Waits { exclusive_since: Instant::now(), exclusive_us_max: 0, command_us_max: 0 }
+    }
+}
+
+impl Waits {
+    fn exclusive_starts(&mut self) {
+        self.exclusive_since = Instant::now();
+    }
+
+    fn exclusive_ends(&mut self) {
+        self.exclusive_us_max = self.exclusive_us_max.max(micros(self.exclusive_since));
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// What a node is doing, for `/healthz` and `/readyz`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
@@ -208,63 +238,43 @@ impl<M: StateMachine> Writer<M> {
         }
     }
 
-    /// Applies a durable group and answers each submitter; every
-    /// `APPLY_SLICE_COMMANDS` it writes the archive's and history's
-    /// buffers and lets readers in.
+    /// Applies a durable group and answers each submitter, then takes a
+    /// snapshot if one is due. Readers wait only while commands apply: from
+    /// the answers on they read (the snapshot too), since only the writer
+    /// changes the state.
     fn apply_group(&mut self, loggable: Vec<Request<M>>, first_sequence: u64, append_us: u64) {
         let apply_started = Instant::now();
         let machine = Arc::clone(&self.machine);
         let mut state = machine.write();
-        let mut broken: Option<String> = None;
-        let mut answers: Vec<Answer<M>> = Vec::with_capacity(loggable.len());
-        for (index, request) in loggable.into_iter().enumerate() {
-            // Readers wait for one slice of a group, not the whole group
-            // (every command is durable already; each is applied whole).
-            if index > 0 && index % APPLY_SLICE_COMMANDS == 0 {
-                if let Err(error) = self.journal.write_archive().and_then(|()| self.journal.write_history()) {
-                    broken.get_or_insert(error.to_string());
-                }
-                RwLockWriteGuard::bump(&mut state);
-            }
-            if broken.is_some() {
-                answers.push((request.reply, Err(JournalError::Failed("an earlier command failed".to_string()))));
-                continue;
-            }
-            let sequence = first_sequence + index as u64;
-            inject_panic(self.journal.options().panic_before_applying, sequence);
-            match self.journal.apply(&mut state, &request.command) {
-                Ok(outcome) => answers.push((request.reply, Ok(outcome))),
-                Err(error) => {
-                    // An unreadable archive: the state may now differ from
-                    // what the log replays to, so nothing more is applied.
-                    broken = Some(error.to_string());
-                    answers.push((request.reply, Err(error)));
-                }
-            }
-        }
+        let mut waits = Waits::default();
+        let (answers, mut broken) = self.apply_commands(&mut state, loggable, first_sequence, &mut waits);
         // Before readers see the state: the records it points to are in the file.
         if let Err(error) = self.journal.write_archive() {
             broken.get_or_insert(error.to_string());
         }
-        let applied = answers.len() as u64;
-        let snapshot_due = self.journal.snapshot_due();
-        // Readers wait for the lock; the history write and the answers do not need it.
-        let state = if snapshot_due { Some(state) } else { None };
+        waits.exclusive_ends();
+        let state = RwLockWriteGuard::downgrade(state);
         if let Err(error) = self.journal.write_history() {
             broken.get_or_insert(error.to_string());
+        }
+        let applied = answers.len() as u64;
+        self.health().last_applied = first_sequence + applied - 1;
+        if let Some(reason) = &broken {
+            // Every command is still in the log; stop before a snapshot could
+            // let the log go while the history or archive is not on disk.
+            // (Before the answers: whoever hears of it finds the node failed.)
+            self.fail(format!("history or archive file failed: {reason}"));
         }
         for (reply, outcome) in answers {
             reply(outcome);
         }
-        self.health().last_applied = first_sequence + applied - 1;
-        if let Some(reason) = broken {
-            // Every command is still in the log; stop before a snapshot could
-            // let the log go while the history or archive is not on disk.
-            self.fail(format!("history or archive file failed: {reason}"));
+        if broken.is_some() {
             return;
         }
-        let apply_us = apply_started.elapsed().as_micros() as u64;
-        let snapshots = u64::from(state.is_some_and(|state| self.snapshot(&state)));
+        let apply_us = micros(apply_started);
+        let snapshot_started = Instant::now();
+        let snapshots = u64::from(self.journal.snapshot_due() && self.snapshot(&state));
+        drop(state);
         let mut counters = self.stats.write().unwrap_or_else(PoisonError::into_inner);
         counters.command_bytes += self.journal.last_group_bytes();
         counters.batches += applied;
@@ -272,15 +282,63 @@ impl<M: StateMachine> Writer<M> {
         counters.snapshots += snapshots;
         counters.append_us_max = counters.append_us_max.max(append_us);
         counters.apply_us_max = counters.apply_us_max.max(apply_us);
+        counters.command_us_max = counters.command_us_max.max(waits.command_us_max);
+        counters.exclusive_us_max = counters.exclusive_us_max.max(waits.exclusive_us_max);
+        if snapshots > 0 {
+            counters.snapshot_us_max = counters.snapshot_us_max.max(micros(snapshot_started));
+        }
     }
 
-    /// Takes a snapshot; a failure costs replay time at the next start, not
-    /// data (the log still holds everything).
+    /// Applies the group's commands under the state's write lock, letting
+    /// readers in every `APPLY_SLICE_COMMANDS` (every command is durable
+    /// already; each is applied whole). After a command fails (an
+    /// unreadable archive: the state may now differ from what the log
+    /// replays to) nothing more is applied. Returns each submitter's answer
+    /// and the first failure.
+    fn apply_commands(
+        &mut self,
+        state: &mut RwLockWriteGuard<'_, M>,
+        loggable: Vec<Request<M>>,
+        first_sequence: u64,
+        waits: &mut Waits,
+    ) -> (Vec<Answer<M>>, Option<String>) {
+        let mut broken: Option<String> = None;
+        let mut answers: Vec<Answer<M>> = Vec::with_capacity(loggable.len());
+        for (index, request) in loggable.into_iter().enumerate() {
+            if index > 0 && index % APPLY_SLICE_COMMANDS == 0 {
+                if let Err(error) = self.journal.write_archive().and_then(|()| self.journal.write_history()) {
+                    broken.get_or_insert(error.to_string());
+                }
+                waits.exclusive_ends();
+                RwLockWriteGuard::bump(state);
+                waits.exclusive_starts();
+            }
+            if broken.is_some() {
+                answers.push((request.reply, Err(JournalError::Failed("an earlier command failed".to_string()))));
+                continue;
+            }
+            inject_panic(self.journal.options().panic_before_applying, first_sequence + index as u64);
+            let command_started = Instant::now();
+            let applied = self.journal.apply(state, &request.command);
+            waits.command_us_max = waits.command_us_max.max(micros(command_started));
+            if let Err(error) = &applied {
+                broken = Some(error.to_string());
+            }
+            answers.push((request.reply, applied));
+        }
+        (answers, broken)
+    }
+
+    /// Takes a snapshot. A failure stops the writer: a snapshot first syncs
+    /// the history and archive, and after a failed sync their unwritten
+    /// pages may be gone while a later sync reports success, so a later
+    /// snapshot could count on records no longer on the disk and let go of
+    /// the log that holds them. The restart rebuilds both from the log.
     fn snapshot(&mut self, state: &M) -> bool {
         match self.journal.snapshot(state) {
             Ok(_) => true,
             Err(error) => {
-                tracing::error!(%error, "snapshot failed");
+                self.fail(format!("snapshot failed: {error}"));
                 false
             }
         }

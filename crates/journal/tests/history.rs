@@ -167,7 +167,7 @@ fn restarts_mid_block_keep_every_transfer_at_its_position() {
     // Straight from the file, whatever is still in memory.
     let (journal, ledger, _) = Journal::<ledger::Ledger>::open(directory.path(), options).unwrap();
     assert_eq!(ledger.transfer_count(), written.len() as u64);
-    let history = journal.history_reader().unwrap();
+    let history = journal.history_reader();
     let mut previous_of_credit = [ledger::NO_TRANSFER; 3];
     for (position, expected) in (0..).zip(&written) {
         let stored = history.read(position).unwrap();

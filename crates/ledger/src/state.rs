@@ -718,9 +718,9 @@ impl Ledger {
         {
             let debit = &mut self.accounts[debit_index as usize];
             if pending {
-                debit.debits_pending += amount;
+                add(&mut debit.debits_pending, amount, "debits pending");
             } else {
-                debit.debits_posted += amount;
+                add(&mut debit.debits_posted, amount, "debits posted");
             }
             if event.flags.contains(TransferFlags::CLOSING_DEBIT) {
                 debit.flags |= AccountFlags::CLOSED;
@@ -729,9 +729,9 @@ impl Ledger {
         {
             let credit = &mut self.accounts[credit_index as usize];
             if pending {
-                credit.credits_pending += amount;
+                add(&mut credit.credits_pending, amount, "credits pending");
             } else {
-                credit.credits_posted += amount;
+                add(&mut credit.credits_posted, amount, "credits posted");
             }
             if event.flags.contains(TransferFlags::CLOSING_CREDIT) {
                 credit.flags |= AccountFlags::CLOSED;
@@ -823,9 +823,9 @@ impl Ledger {
         let reopen = !post;
         {
             let debit = &mut self.accounts[debit_index as usize];
-            debit.debits_pending -= pending.amount;
+            subtract(&mut debit.debits_pending, pending.amount, "debits pending");
             if post {
-                debit.debits_posted += amount;
+                add(&mut debit.debits_posted, amount, "debits posted");
             }
             if reopen && pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
                 debit.flags -= AccountFlags::CLOSED;
@@ -833,9 +833,9 @@ impl Ledger {
         }
         {
             let credit = &mut self.accounts[credit_index as usize];
-            credit.credits_pending -= pending.amount;
+            subtract(&mut credit.credits_pending, pending.amount, "credits pending");
             if post {
-                credit.credits_posted += amount;
+                add(&mut credit.credits_posted, amount, "credits posted");
             }
             if reopen && pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
                 credit.flags -= AccountFlags::CLOSED;
@@ -859,12 +859,12 @@ impl Ledger {
     fn release_expired(&mut self, id: u128) {
         let hold = *self.pending.get(&id).expect("an expiring transfer has a pending entry");
         let debit = &mut self.accounts[hold.debit_index as usize];
-        debit.debits_pending -= hold.amount;
+        subtract(&mut debit.debits_pending, hold.amount, "debits pending");
         if hold.flags.contains(TransferFlags::CLOSING_DEBIT) {
             debit.flags -= AccountFlags::CLOSED;
         }
         let credit = &mut self.accounts[hold.credit_index as usize];
-        credit.credits_pending -= hold.amount;
+        subtract(&mut credit.credits_pending, hold.amount, "credits pending");
         if hold.flags.contains(TransferFlags::CLOSING_CREDIT) {
             credit.flags -= AccountFlags::CLOSED;
         }
@@ -1116,4 +1116,23 @@ fn pending_expiry(event: &Transfer, timestamp: u64) -> Result<u64, CreateTransfe
         .checked_mul(NANOS_PER_SECOND)
         .and_then(|timeout| timestamp.checked_add(timeout))
         .ok_or(CreateTransferResult::OverflowsTimeout)
+}
+
+/// Adds to a balance that the checks before it showed has room: an
+/// overflow here is a broken invariant (the checks and the change
+/// disagree), and carrying on with a wrapped balance would create money.
+#[allow(clippy::panic)]
+fn add(balance: &mut u128, amount: u128, what: &str) {
+    *balance = balance
+        .checked_add(amount)
+        .unwrap_or_else(|| panic!("broken invariant: {what} {balance} cannot take {amount} more"));
+}
+
+/// Takes from a balance that holds at least `amount` (a hold's amount is in
+/// its pending balances until it is posted, voided or expired).
+#[allow(clippy::panic)]
+fn subtract(balance: &mut u128, amount: u128, what: &str) {
+    *balance = balance
+        .checked_sub(amount)
+        .unwrap_or_else(|| panic!("broken invariant: {what} {balance} hold less than the {amount} released"));
 }

@@ -32,8 +32,11 @@ impl Outbox {
     /// Archives a record; returns its offset.
     pub fn append(&mut self, record: &impl Serialize) -> u64 {
         let offset = self.length;
-        // Encoding plain data into a Vec cannot fail.
-        let payload = postcard::to_allocvec(record).unwrap_or_default();
+        // Encoding plain data into a Vec cannot fail: an empty record at a
+        // real offset would be a hole in the books.
+        let payload = postcard::to_allocvec(record).unwrap_or_else(|error| {
+            crate::invariant::broken(format_args!("an archive record does not encode: {error}"))
+        });
         self.length += journal::archive::encode_record(&payload, &mut self.pending);
         offset
     }

@@ -300,6 +300,8 @@ pub enum Outcome {
         withdrawals_failed: u32,
         trades_closed: u32,
         trades_settled: u32,
+        /// More fell due than one tick does: tick again.
+        more_due: bool,
     },
     /// A trade as the action left it.
     TradeUpdated(Box<Trade>),

@@ -96,9 +96,15 @@ impl DueQueue {
         sorted.into_iter().chain(other).min()
     }
 
-    /// The trades due at or before `now`, in (due, number) order; they stay
-    /// until removed.
-    pub(crate) fn due_up_to(&self, now: u64) -> Vec<u64> {
+    /// The earliest (due, number) pair.
+    pub(crate) fn first_key(&self) -> Option<(u64, u64)> {
+        let sorted = self.chunks.front().and_then(|chunk| chunk.get(self.head)).map(|pair| pair.key());
+        sorted.into_iter().chain(self.out_of_order.first().copied()).min()
+    }
+
+    /// The first `limit` trades due at or before `now`, in (due, number)
+    /// order; they stay until removed.
+    pub(crate) fn due_up_to(&self, now: u64, limit: usize) -> Vec<u64> {
         let mut sorted = self
             .chunks
             .iter()
@@ -118,6 +124,9 @@ impl DueQueue {
                 (None, None) => return due,
             };
             due.extend(next.map(|(_, number)| number));
+            if due.len() == limit {
+                return due;
+            }
         }
     }
 }
@@ -185,7 +194,10 @@ mod tests {
                     Step::Remove(_) => {}
                     Step::Tick(now) => {
                         let expected: Vec<u64> = model.range(..=(now, u64::MAX)).map(|&(_, n)| n).collect();
-                        prop_assert_eq!(queue.due_up_to(now), expected);
+                        prop_assert_eq!(queue.due_up_to(now, usize::MAX), expected.clone());
+                        // A limit takes the first ones, in order.
+                        let limit = expected.len() / 2 + 1;
+                        prop_assert_eq!(queue.due_up_to(now, limit), expected.iter().copied().take(limit).collect::<Vec<_>>());
                         let due: Vec<_> = model.range(..=(now, u64::MAX)).copied().collect();
                         for (due, number) in due {
                             model.remove(&(due, number));
@@ -194,8 +206,9 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(queue.first_due(), model.first().map(|&(due, _)| due));
+                prop_assert_eq!(queue.first_key(), model.first().copied());
             }
-            prop_assert_eq!(queue.due_up_to(u64::MAX), model.iter().map(|&(_, n)| n).collect::<Vec<_>>());
+            prop_assert_eq!(queue.due_up_to(u64::MAX, usize::MAX), model.iter().map(|&(_, n)| n).collect::<Vec<_>>());
         }
     }
 
@@ -236,7 +249,7 @@ mod tests {
             queue.remove(number / 3, number);
         }
         assert!(queue.chunks.is_empty(), "removed from the front: dropped");
-        assert_eq!(queue.due_up_to(u64::MAX), vec![count + 1]);
+        assert_eq!(queue.due_up_to(u64::MAX, usize::MAX), vec![count + 1]);
         let bytes = postcard::to_allocvec(&queue).unwrap();
         assert_eq!(postcard::from_bytes::<DueQueue>(&bytes).unwrap(), queue);
     }

@@ -108,7 +108,10 @@ impl Platform {
             Reference::Fund(number),
         );
         match self.apply_chain(now, &[transfer]) {
-            Ok(()) => Outcome::FundMoved { number, amount },
+            Ok(()) => {
+                self.book_fund(amount, 0);
+                Outcome::FundMoved { number, amount }
+            }
             Err(rejection) => Outcome::Rejected(rejection),
         }
     }
@@ -141,6 +144,7 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
+        self.book_fund(0, amount);
         // Only today's use matters: older days are forgotten.
         if self.state.fund.redeemed_dates.insert(today) {
             let old: Vec<Date> = self.state.fund.redeemed_dates.range(..today).copied().collect();
@@ -179,7 +183,8 @@ impl Platform {
         let income = numerator / DAILY_DIVISOR;
         let carry = numerator % DAILY_DIVISOR;
         let shares = split_income(&holdings, fund_value, income);
-        debug_assert_eq!(shares.iter().map(|(_, share)| u128::from(*share)).sum::<u128>(), income);
+        let paid: u128 = shares.iter().map(|(_, share)| u128::from(*share)).sum();
+        crate::invariant::check(paid == income, format_args!("a day's yield pays {paid} of its income {income}"));
         let reference =
             Reference::Fund(u64::from(date.year as u32) * 10_000 + u64::from(date.month) * 100 + u64::from(date.day));
         let mut batch = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
@@ -196,6 +201,7 @@ impl Platform {
             }
         }
         paid += self.apply_independent(now, &mut batch);
+        self.book_fund(u64::try_from(income).unwrap_or(u64::MAX), 0);
         // Both are in party order: walk them together instead of looking
         // every holder up again.
         let mut shares_in_order = shares.iter().peekable();
@@ -243,7 +249,7 @@ impl Platform {
                     flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
                 });
                 if accounts_batch.len() >= ledger::BATCH_EVENTS_MAX - 1 {
-                    let _ = self.ledger.create_accounts(now, &accounts_batch);
+                    self.create_accounts_that_cannot_fail(now, &accounts_batch);
                     accounts_batch.clear();
                 }
             }
@@ -262,7 +268,7 @@ impl Platform {
             self.state.fund.holders.insert(number, HolderYield::default());
         }
         if !accounts_batch.is_empty() {
-            let _ = self.ledger.create_accounts(now, &accounts_batch);
+            self.create_accounts_that_cannot_fail(now, &accounts_batch);
         }
         let mut batch = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
         let mut value = 0u64;
@@ -282,6 +288,7 @@ impl Platform {
             }
         }
         self.apply_independent(now, &mut batch);
+        self.book_fund(value, 0);
         Outcome::HoldersImported { first, count, value }
     }
 
@@ -294,9 +301,20 @@ impl Platform {
             Ok(results) => results.iter().filter(|result| result.is_ok()).count() as u64,
             Err(_) => 0,
         };
-        debug_assert_eq!(applied, batch.len() as u64, "yield transfers cannot fail");
+        // From an account without limits to accounts just made: nothing can refuse them.
+        crate::invariant::check(
+            applied == batch.len() as u64,
+            format_args!("{} of {} fund transfers were refused", batch.len() as u64 - applied, batch.len()),
+        );
         batch.clear();
         applied
+    }
+
+    /// Accounts of new parties the platform numbered itself: none can exist.
+    fn create_accounts_that_cannot_fail(&mut self, now: u64, accounts: &[ledger::NewAccount]) {
+        let created = self.ledger.create_accounts(now, accounts);
+        let all = created.as_ref().is_ok_and(|results| results.iter().all(|result| result.is_ok()));
+        crate::invariant::check(all, format_args!("importing holders: accounts were refused: {created:?}"));
     }
 
     fn open_holding(&mut self, now: u64, party: u64) -> Result<(), Rejection> {

@@ -19,11 +19,14 @@
 pub mod accounts;
 mod archive;
 mod at_rest;
+mod books;
 pub mod calendar;
 pub mod command;
 mod due_queue;
+pub mod faults;
 pub mod fees;
 pub mod fund;
+mod invariant;
 pub mod loans;
 pub mod marketing;
 mod numbered;
@@ -34,6 +37,7 @@ mod trade_actions;
 mod trade_directory;
 pub mod trades;
 
+pub use books::Invariant;
 pub use command::{
     Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
 };
@@ -41,7 +45,10 @@ pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use fund::{FundPosition, YieldDay};
 pub use loans::{Credit, Loan, LoanStatus, Portfolio};
 pub use marketing::{Campaign, Coupon, RedPacket, SplitMode};
-pub use platform::{AMOUNT_MAX, Balance, BankEntry, BankEntryKind, Party, Platform, Withdrawal, WithdrawalStatus};
+pub use platform::{
+    AMOUNT_MAX, Balance, BankEntry, BankEntryKind, IDEMPOTENCY_RETENTION_NANOS, Party, Platform, TICK_ITEMS_MAX,
+    Withdrawal, WithdrawalStatus,
+};
 pub use trade_actions::{
     PartyTrades, TradeAt, list_trades_newest_first, read_archived_bank_entry, read_archived_event, read_archived_trade,
     walk_events, walk_party_trades,

@@ -13,6 +13,9 @@ use crate::platform::{AMOUNT_MAX, Platform};
 
 /// A red packet is split into at most this many shares.
 pub const RED_PACKET_SHARES_MAX: u32 = 1_000;
+// A red packet's shares (at least a fen each) fit the largest amount.
+const _: () = assert!((RED_PACKET_SHARES_MAX as u64) < AMOUNT_MAX);
+
 /// Unclaimed money goes back to the sender after this long.
 pub const RED_PACKET_LIFETIME_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
 /// A greeting or campaign name is at most this long.
@@ -85,7 +88,7 @@ impl Campaign {
 /// generator seeded by the packet, so that replay draws the same shares.
 pub fn split(total: u64, count: u32, mode: SplitMode, seed: u64) -> Vec<u64> {
     let count = u64::from(count);
-    debug_assert!(count >= 1 && total >= count);
+    crate::invariant::check(count >= 1 && total >= count, format_args!("{total} fen cannot make {count} shares"));
     match mode {
         SplitMode::Equal => (0..count).map(|i| total / count + u64::from(i < total % count)).collect(),
         SplitMode::Random => {
@@ -270,6 +273,9 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
+        if let Some(merchant) = sponsor {
+            self.book_merchant(merchant, -i128::from(budget));
+        }
         let campaign = Campaign {
             number,
             sponsor,
@@ -328,53 +334,77 @@ impl Platform {
     }
 
     /// Returns what expired red packets and ended campaigns still hold.
-    pub(crate) fn run_marketing_due(&mut self, now: u64) {
+    /// Done at the tick's time, not the due time: the ledger refuses
+    /// transfer ids older than its horizon, and a tick after an outage comes
+    /// long after the due time.
+    pub(crate) fn run_marketing_due(&mut self, now: u64, budget: &mut u32) {
         while let Some(&(due_at, number)) = self.state.marketing_due.first() {
-            if due_at > now {
+            if due_at > now || *budget == 0 {
                 break;
             }
+            *budget -= 1;
             self.state.marketing_due.pop_first();
-            if let Some(packet) = self.state.red_packets.get(&number).cloned() {
-                let left: u64 = packet.shares[packet.claims.len()..].iter().sum();
-                if left > 0 && packet.returned == 0 {
-                    let back = self.new_transfer(
-                        due_at,
-                        RED_PACKETS,
-                        accounts::wallet(packet.sender),
-                        left,
-                        accounts::CODE_RED_PACKET_RETURN,
-                        Reference::RedPacket(number),
-                    );
-                    if self.apply_chain(due_at, &[back]).is_ok()
-                        && let Some(packet) = self.state.red_packets.get_mut(&number)
-                    {
-                        packet.returned = left;
-                        let sender = packet.sender;
-                        self.release_unclaimed(sender, left);
-                    }
-                }
-            } else if let Some(campaign) = self.state.campaigns.get(&number).cloned() {
-                let left = campaign.remaining();
-                if campaign.returned.is_none() {
-                    let target = campaign.sponsor.map_or(MARKETING, accounts::wallet);
-                    let returned = if left > 0 {
-                        let back = self.new_transfer(
-                            due_at,
-                            CAMPAIGNS,
-                            target,
-                            left,
-                            accounts::CODE_CAMPAIGN_RETURN,
-                            Reference::Campaign(number),
-                        );
-                        if self.apply_chain(due_at, &[back]).is_ok() { left } else { 0 }
-                    } else {
-                        0
-                    };
-                    if let Some(campaign) = self.state.campaigns.get_mut(&number) {
-                        campaign.returned = Some(returned);
-                    }
-                }
+            if self.state.red_packets.contains_key(&number) {
+                self.return_red_packet(now, number);
+            } else if self.state.campaigns.contains_key(&number) {
+                self.return_campaign(now, number);
             }
+        }
+    }
+
+    /// An expired red packet's unclaimed shares go back to its sender.
+    fn return_red_packet(&mut self, now: u64, number: u64) {
+        let Some(packet) = self.state.red_packets.get(&number) else { return };
+        let left: u64 = packet.shares[packet.claims.len()..].iter().sum();
+        if left == 0 || packet.returned > 0 {
+            return;
+        }
+        let sender = packet.sender;
+        let back = self.new_transfer(
+            now,
+            RED_PACKETS,
+            accounts::wallet(sender),
+            left,
+            accounts::CODE_RED_PACKET_RETURN,
+            Reference::RedPacket(number),
+        );
+        // The pool holds every unclaimed share and wallets take any credit.
+        if let Err(refused) = self.apply_chain(now, &[back]) {
+            crate::invariant::broken(format_args!("red packet {number}'s return was refused: {refused:?}"));
+        }
+        if let Some(packet) = self.state.red_packets.get_mut(&number) {
+            packet.returned = left;
+        }
+        self.release_unclaimed(sender, left);
+    }
+
+    /// An ended campaign's unspent budget goes back to its sponsor (or the platform's marketing).
+    fn return_campaign(&mut self, now: u64, number: u64) {
+        let Some(campaign) = self.state.campaigns.get(&number) else { return };
+        if campaign.returned.is_some() {
+            return;
+        }
+        let (left, sponsor) = (campaign.remaining(), campaign.sponsor);
+        if left > 0 {
+            let target = sponsor.map_or(MARKETING, accounts::wallet);
+            let back = self.new_transfer(
+                now,
+                CAMPAIGNS,
+                target,
+                left,
+                accounts::CODE_CAMPAIGN_RETURN,
+                Reference::Campaign(number),
+            );
+            // The pool holds every unspent budget and the target takes any credit.
+            if let Err(refused) = self.apply_chain(now, &[back]) {
+                crate::invariant::broken(format_args!("campaign {number}'s return was refused: {refused:?}"));
+            }
+            if let Some(merchant) = sponsor {
+                self.book_merchant(merchant, i128::from(left));
+            }
+        }
+        if let Some(campaign) = self.state.campaigns.get_mut(&number) {
+            campaign.returned = Some(left);
         }
     }
 }

@@ -119,7 +119,6 @@ impl<T> Numbered<T> {
     }
 
     /// Every value, in number order.
-    #[cfg(test)]
     pub(crate) fn values(&self) -> impl Iterator<Item = &T> + '_ {
         self.chunks.iter().flatten()
     }

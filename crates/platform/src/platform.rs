@@ -38,8 +38,15 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// state; 4: parties in a `Numbered`; 5: choices by `hash_of`;
 /// 6: trades chained by party, refunds return fees and discounts, the
 /// platform's secret, unclaimed red packets by sender, credit net of money
-/// sent back, remembered rejections counted by caller.)
-const STATE_FORMAT: u32 = 6;
+/// sent back, remembered rejections counted by caller; 7: the gateway's key,
+/// the products' books, bounded ticks.)
+const STATE_FORMAT: u32 = 7;
+
+/// Due items one tick does at most (trades closed or settled, withdrawals
+/// answered, codes, red packets and campaigns expired, idempotency keys
+/// forgotten): settling a trade parked in the archive takes a few
+/// microseconds, so a tick holds the writer for tens of milliseconds at most.
+pub const TICK_ITEMS_MAX: u32 = 4_096;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {
@@ -184,6 +191,8 @@ pub(crate) struct State {
     pub(crate) refusals_remembered: BTreeMap<u64, u32>,
     /// The gateway's signing key (PKCS#8 PEM), once made.
     pub(crate) gateway_key: Option<String>,
+    /// What the products say their accounts hold (see `books`).
+    pub(crate) books: crate::books::Books,
 }
 
 pub struct Platform {
@@ -516,6 +525,7 @@ impl Platform {
         );
         match self.apply_chain(now, &[transfer]) {
             Ok(()) => {
+                self.book_merchant(party, i128::from(amount));
                 let date = Date::of_nanos(now);
                 let ledger_position = self.ledger.transfer_position(transfer.id);
                 self.record_bank_entry(BankEntry {
@@ -568,6 +578,8 @@ impl Platform {
             Ok(()) => {
                 *self.state.quota_used.entry(quota_key).or_default() += quota_used;
                 self.record_money_sent_back(now, from, amount);
+                self.book_merchant(from, -i128::from(amount + fee));
+                self.book_merchant(to, i128::from(amount));
                 Outcome::Transferred { number, amount, fee }
             }
             Err(rejection) => Outcome::Rejected(rejection),
@@ -601,6 +613,7 @@ impl Platform {
             return Outcome::Rejected(rejection);
         }
         *self.state.quota_used.entry(quota_key).or_default() += quota_used;
+        self.book_merchant(party, -i128::from(amount + fee));
         let settle_at =
             now.saturating_add(self.state.config.withdrawal_settle_seconds.saturating_mul(NANOS_PER_SECOND));
         self.state.withdrawals.insert(
@@ -621,13 +634,51 @@ impl Platform {
         Outcome::WithdrawalRequested { number, amount, fee }
     }
 
-    /// Settles the withdrawals that fell due and forgets old idempotency keys.
+    /// Does what fell due by `now`, each queue in its own time order, at
+    /// most [`TICK_ITEMS_MAX`] items: a clock that jumps days (a restart
+    /// after downtime, the day after a Double Eleven) would otherwise settle
+    /// millions of trades in one command while every request waits. What is
+    /// left (`more_due`) the next ticks do, in the same order.
     fn tick(&mut self, now: u64) -> Outcome {
-        let (mut settled, mut failed) = (0, 0);
-        while let Some(&(settle_at, number)) = self.state.withdrawals_due.first() {
-            if settle_at > now {
+        let mut budget = TICK_ITEMS_MAX;
+        let (settled, failed) = self.run_withdrawals_due(now, &mut budget);
+        let (trades_closed, trades_settled) = self.run_trades_due(now, &mut budget);
+        while let Some((expires_at, code)) = self.state.payment_codes_due.first().cloned() {
+            if expires_at > now || budget == 0 {
                 break;
             }
+            budget -= 1;
+            self.state.payment_codes_due.pop_first();
+            self.state.payment_codes.remove(&code);
+        }
+        self.run_marketing_due(now, &mut budget);
+        self.accrue_loans(now);
+        self.expire_idempotency(now, &mut budget);
+        Outcome::Ticked {
+            withdrawals_settled: settled,
+            withdrawals_failed: failed,
+            trades_closed,
+            trades_settled,
+            more_due: self.anything_due(now),
+        }
+    }
+
+    /// Whether anything that falls due by `now` is still waiting for a tick.
+    pub fn anything_due(&self, now: u64) -> bool {
+        let code = self.state.payment_codes_due.first().is_some_and(|(at, _)| *at <= now);
+        let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
+        let key = self.state.idempotency_expiry.first().is_some_and(|(created_at, _, _)| *created_at < horizon);
+        self.next_due().is_some_and(|due| due <= now) || code || key
+    }
+
+    /// Settles the withdrawals the bank has answered by `now`.
+    fn run_withdrawals_due(&mut self, now: u64, budget: &mut u32) -> (u32, u32) {
+        let (mut settled, mut failed) = (0, 0);
+        while let Some(&(settle_at, number)) = self.state.withdrawals_due.first() {
+            if settle_at > now || *budget == 0 {
+                break;
+            }
+            *budget -= 1;
             self.state.withdrawals_due.pop_first();
             if self.settle_withdrawal(now, number) {
                 settled += 1;
@@ -635,18 +686,7 @@ impl Platform {
                 failed += 1;
             }
         }
-        let (trades_closed, trades_settled) = self.run_trades_due(now);
-        while let Some((expires_at, code)) = self.state.payment_codes_due.first().cloned() {
-            if expires_at > now {
-                break;
-            }
-            self.state.payment_codes_due.pop_first();
-            self.state.payment_codes.remove(&code);
-        }
-        self.run_marketing_due(now);
-        self.accrue_loans(now);
-        self.expire_idempotency(now);
-        Outcome::Ticked { withdrawals_settled: settled, withdrawals_failed: failed, trades_closed, trades_settled }
+        (settled, failed)
     }
 
     /// The bank's answer to a withdrawal: posts the holds if it paid, voids
@@ -665,9 +705,15 @@ impl Platform {
             chain.push(Transfer { id, pending_id: hold, amount, flags, user_data, ..Transfer::default() });
         }
         let posted_id = chain[0].id;
-        let applied = self.apply_chain(now, &chain);
-        debug_assert!(applied.is_ok(), "a withdrawal's holds settle: {applied:?}");
-        let status = if bank_pays && applied.is_ok() { WithdrawalStatus::Succeeded } else { WithdrawalStatus::Failed };
+        // Its own holds, open until now: posting or voiding them cannot be
+        // refused, and a refusal would leave the money neither paid nor back.
+        if let Err(refused) = self.apply_chain(now, &chain) {
+            crate::invariant::broken(format_args!("withdrawal {number}'s holds did not settle: {refused:?}"));
+        }
+        let status = if bank_pays { WithdrawalStatus::Succeeded } else { WithdrawalStatus::Failed };
+        if !bank_pays {
+            self.book_merchant(withdrawal.party, i128::from(withdrawal.amount + withdrawal.fee));
+        }
         if let Some(record) = self.state.withdrawals.get_mut(&number) {
             record.status = status;
             let record = record.clone();
@@ -787,12 +833,13 @@ impl Platform {
     }
 
     /// Forgets idempotency records older than the retention.
-    fn expire_idempotency(&mut self, now: u64) {
+    fn expire_idempotency(&mut self, now: u64, budget: &mut u32) {
         let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
         while let Some((created_at, caller, key)) = self.state.idempotency_expiry.first().cloned() {
-            if created_at >= horizon {
+            if created_at >= horizon || *budget == 0 {
                 break;
             }
+            *budget -= 1;
             self.state.idempotency_expiry.pop_first();
             let forgotten = self.state.idempotency.remove(&(caller, key));
             if forgotten.is_some_and(|record| matches!(record.outcome, Outcome::Rejected(_)))

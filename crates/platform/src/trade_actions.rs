@@ -33,6 +33,9 @@ pub const REASON_CHARS_MAX: usize = 256;
 /// a trade's archive record, which holds them all.
 pub const REFUNDS_PER_TRADE_MAX: usize = 50;
 
+// A trade's refunds, each at most AMOUNT_MAX, sum without overflow.
+const _: () = assert!(AMOUNT_MAX.checked_mul(REFUNDS_PER_TRADE_MAX as u64).is_some());
+
 /// What the command being applied did to trades.
 #[derive(Default)]
 pub(crate) struct Touched {
@@ -259,7 +262,7 @@ impl Platform {
             // Most commands name one trade: no list for it.
             NamedTrades::Number(number) => return self.bring_back_trade(number, archive),
             NamedTrades::Reference(new) => self.numbers_by_reference(new.merchant, &new.out_trade_no),
-            NamedTrades::DueOnes => self.state.parked_due.due_up_to(now),
+            NamedTrades::DueOnes => self.state.parked_due.due_up_to(now, crate::platform::TICK_ITEMS_MAX as usize),
             NamedTrades::None => return Ok(()),
         };
         for number in numbers {
@@ -302,8 +305,7 @@ impl Platform {
         match self.state.trades.get(&number) {
             Some(trade) => Ok(Arc::clone(trade)),
             None if self.state.trade_directory.archived_at(number).is_some() => {
-                debug_assert!(false, "trade {number} was not brought back from the archive");
-                Err(conflict("the trade is in the archive"))
+                crate::invariant::broken(format_args!("trade {number} was not brought back from the archive"))
             }
             None => Err(not_found()),
         }
@@ -660,6 +662,15 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &chain) {
             return Outcome::Rejected(rejection);
         }
+        let paid = trade.amount - discount;
+        match trade.mode {
+            // The merchant has the buyer's part and the campaign's, less its fee.
+            TradeMode::Instant => self.book_merchant(trade.merchant, i128::from(trade.amount) - i128::from(fee)),
+            TradeMode::Escrow => self.book_escrow(paid, 0),
+        }
+        if source == PaySource::Fund {
+            self.book_fund(0, paid);
+        }
         if discount > 0
             && let Some(campaign) = campaign.and_then(|number| self.state.campaigns.get_mut(&number))
         {
@@ -856,7 +867,7 @@ impl Platform {
         let reference = Reference::Trade(trade.number);
         let wallet = accounts::wallet(trade.merchant);
         let mut chain = Vec::with_capacity(4);
-        if plan.fee_back > 0 {
+        if plan.fee_back > 0 && !crate::faults::refund_forgets_fee() {
             chain.push(self.new_transfer(
                 now,
                 REVENUE,
@@ -881,6 +892,17 @@ impl Platform {
 
     /// The records of a refund whose chain went through.
     fn book_refund(&mut self, now: u64, trade: &Trade, amount: u64, plan: &RefundPlan) {
+        let repaid = plan.advance.map_or(0, |(_, repayment)| repayment);
+        if plan.settled {
+            let back = i128::from(plan.fee_back) - i128::from(amount) - i128::from(plan.discount_back);
+            self.book_merchant(trade.merchant, back - i128::from(repaid));
+        } else {
+            self.book_escrow(0, amount);
+            self.book_merchant(trade.merchant, -i128::from(repaid));
+        }
+        if trade.payer.is_some_and(|payer| trade.payer_account == Some(accounts::fund(payer))) {
+            self.book_fund(amount, 0);
+        }
         if let Some((loan, repayment)) = plan.advance {
             self.allocate_repayment(loan, repayment);
         }
@@ -907,28 +929,41 @@ impl Platform {
     }
 
     /// Closes unpaid trades past their expiry and confirms shipped escrow
-    /// trades past their auto-confirmation time, in time order.
-    pub(crate) fn run_trades_due(&mut self, now: u64) -> (u32, u32) {
+    /// trades past their auto-confirmation time, in (time, number) order:
+    /// up to the first due trade still parked in the archive (the tick
+    /// brought back as many as it may do; the next tick does the rest).
+    pub(crate) fn run_trades_due(&mut self, now: u64, budget: &mut u32) -> (u32, u32) {
         let (mut closed, mut settled) = (0, 0);
+        let parked_first = self.state.parked_due.first_key();
         while let Some(&(due_at, number)) = self.state.trades_due.first() {
-            if due_at > now {
+            if due_at > now || *budget == 0 || parked_first.is_some_and(|parked| parked < (due_at, number)) {
                 break;
             }
+            *budget -= 1;
             self.state.trades_due.pop_first();
             let Some((status, expire_at, confirm_due_at)) =
                 self.state.trades.get(&number).map(|trade| (trade.status, trade.expire_at, trade.confirm_due_at))
             else {
                 continue;
             };
+            // What fell due is done now, at the tick's time: the ledger
+            // refuses transfer ids older than its horizon, and a tick after
+            // an outage comes long after the due time.
             match status {
                 TradeStatus::WaitBuyerPay if expire_at <= due_at => {
-                    self.close_unpaid(due_at.max(expire_at), number);
+                    self.close_unpaid(now, number);
                     closed += 1;
                 }
-                TradeStatus::WaitBuyerConfirm
-                    if confirm_due_at.is_some_and(|at| at <= due_at) && self.settle_escrow(due_at, number).is_ok() =>
-                {
-                    settled += 1;
+                TradeStatus::WaitBuyerConfirm if confirm_due_at.is_some_and(|at| at <= due_at) => {
+                    match self.settle_escrow(now, number) {
+                        Ok(_) => settled += 1,
+                        // Escrow pays the merchant and nothing limits its wallet:
+                        // a refusal means the books are wrong (a trade refunded in
+                        // full is closed, never waiting for confirmation).
+                        Err(refused) => crate::invariant::broken(format_args!(
+                            "trade {number}'s settlement was refused: {refused:?}"
+                        )),
+                    }
                 }
                 // Paid, shipped, closed or refunded since it was queued: nothing is due.
                 _ => {}
@@ -972,6 +1007,9 @@ impl Platform {
             ));
         }
         self.apply_chain(now, &chain)?;
+        let repaid = advance.map_or(0, |(_, repayment)| repayment);
+        self.book_escrow(0, settled_amount);
+        self.book_merchant(trade.merchant, i128::from(settled_amount) - i128::from(fee) - i128::from(repaid));
         if let Some((loan, repayment)) = advance {
             self.allocate_repayment(loan, repayment);
         }

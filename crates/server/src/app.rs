@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
-use platform::{Action, Command, Platform, PlatformConfig};
+use platform::{Action, Command, Outcome, Platform, PlatformConfig};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
 use crate::auth::{hash_key, new_key};
@@ -377,7 +377,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
-/// With the real clock, what falls due (bank settlements) runs every second.
+/// With the real clock, what falls due (bank settlements, expiries,
+/// auto-confirmations) runs every second; a tick does a bounded share, and
+/// while more is due the next one follows at once (requests go between).
 fn spawn_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if state.clock.is_simulated() {
@@ -386,11 +388,15 @@ fn spawn_ticker(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
             interval.tick().await;
-            if !state.leads() {
-                continue;
-            }
-            if let Err(error) = state.submit(None, Action::Tick).await {
-                tracing::warn!(error = %error.message, "tick failed");
+            while state.leads() {
+                match state.submit(None, Action::Tick).await {
+                    Ok(Outcome::Ticked { more_due: true, .. }) => {}
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(error = %error.message, "tick failed");
+                        break;
+                    }
+                }
             }
         }
     })

@@ -8,6 +8,7 @@ mod load;
 mod pg_local;
 mod recover;
 mod serve;
+mod vopr;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +60,9 @@ enum Command {
     /// print its last sequence and digest (used by the replication tests).
     #[command(hide = true)]
     Recover(recover::RecoverArgs),
+    /// Simulate the whole platform from a seed, with crashes and restarts,
+    /// checking its books after every step (see docs/testing.md).
+    Vopr(vopr::VoprArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { target } => bench::run(target),
         Command::LoadJournal(args) => load::run(&args),
         Command::Recover(args) => recover::run(&args),
+        Command::Vopr(args) => vopr::run(&args),
     }
 }

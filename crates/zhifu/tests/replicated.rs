@@ -134,6 +134,13 @@ fn a_follower_applies_the_log_and_takes_over_and_an_empty_node_catches_up() {
     eprintln!("takeover after the leader's kill -9: {took:?}");
     let leader = [&second, &third][leader];
     assert_eq!((leader.available(&payer), leader.available(&payee)), balances);
+    // The node that started empty, made leader, answers every balance as the old leader did.
+    let mut second = second;
+    second.kill();
+    wait_for_leader(&[&third], Duration::from_secs(30));
+    assert_eq!((third.available(&payer), third.available(&payee)), balances);
+    second.restart();
+    let leader = &third;
     // A retried request is answered as the first time, and moves nothing again.
     let body = json!({ "to": payee_id, "amount": 100 });
     let (status, _) = leader.call_with(reqwest::Method::POST, "/v1/transfers", Some(&payer), Some(body), Some("t-0"));
@@ -239,6 +246,8 @@ fn under_load_crashes_and_failovers_lose_nothing_acknowledged_and_apply_nothing_
         takeovers.push(took);
         nodes[leader].restart();
     }
+    let (leader, _) = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60));
+    nodes[leader].assert_balanced();
     // kill -9 of PostgreSQL's primary, three times: the standby is promoted,
     // and a new standby is made from it.
     let mut spare = 2;
@@ -253,7 +262,8 @@ fn under_load_crashes_and_failovers_lose_nothing_acknowledged_and_apply_nothing_
         while ports[spare] == primary.port || ports[spare] == standby.port {
             spare = (spare + 1) % ports.len();
         }
-        wait_for_leader(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60));
+        let (leader, _) = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(60));
+        nodes[leader].assert_balanced();
     }
     // PostgreSQL stopped for 30 s, then started again.
     primary.stop();

@@ -8,7 +8,7 @@
 //! - `params`: the signed text of a request, decimal yuan amounts.
 
 mod keys;
-mod params;
+pub mod params;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -372,6 +372,28 @@ async fn dispatch(state: &Arc<AppState>, merchant: u64, params: &BTreeMap<String
         "alipay.trade.cancel" => trade_cancel(state, merchant, &biz).await,
         _ => transfer(state, merchant, &biz).await,
     }
+}
+
+/// For the fuzzer in `fuzz/` (cargo fuzz): a request's parameters as the
+/// gateway reads them before any state is touched — the query and a form
+/// body, the text the signature covers, the timestamp, `biz_content` and
+/// its amounts. Any bytes give an answer or a refusal, never a panic.
+#[doc(hidden)]
+pub fn read_parameters_for_fuzzing(query: &str, body: &[u8]) -> Option<(String, Option<u64>, Vec<u64>)> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-www-form-urlencoded"));
+    let params = collect_params(Some(query), &headers, body).ok()?;
+    let content = params::sign_content(&params, &["sign", "sign_type"]);
+    let timestamp = params.get("timestamp").and_then(|text| parse_timestamp(text));
+    let biz = params.get("biz_content").and_then(|text| serde_json::from_str::<Value>(text).ok());
+    let amounts = match &biz {
+        Some(Value::Object(fields)) => ["total_amount", "refund_amount", "amount"]
+            .iter()
+            .filter_map(|name| Biz(fields).amount(name).ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((content, timestamp, amounts))
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in China Standard Time, to nanoseconds since the epoch.

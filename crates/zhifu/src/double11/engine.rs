@@ -21,14 +21,14 @@ use platform::accounts::{self, REVENUE};
 use platform::calendar::Date;
 use platform::{
     Action, Command, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, Platform, Rejection, SplitMode, TradeMode,
-    TradeStatus, WithdrawalStatus,
+    TradeStatus,
 };
 use sim::workload::FOLLOW_UP_DELAY_MIN_NANOS;
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
 
 use super::progress::Progress;
 use super::tally::Tally;
-use super::{DAY_START_NANOS, LedgerFigures, RunOutput};
+use super::{DAY_START_NANOS, LedgerFigures, PlatformCheck, RunOutput};
 
 /// Commands waiting for the writer; bounds the latency of each.
 const QUEUE_COMMANDS_MAX: usize = 8_192;
@@ -220,7 +220,9 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     let mut payments_submitted = 0u64;
     let mut in_setup = true;
     let started = Instant::now();
+    let mut last_at = 0;
     for timed in workload {
+        last_at = timed.at;
         if in_setup && !timed.setup {
             in_setup = false;
             driver.wait_for(driver.submitted)?;
@@ -259,6 +261,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     if in_setup {
         bail!("the workload had no day");
     }
+    driver.tick_until_nothing_due(last_at)?;
     lock(&driver.tally).day_finished = Some(Instant::now());
     progress.finish();
     let figures = driver.figures()?;
@@ -273,10 +276,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         figures: Some(figures),
         digest: Some(digest),
         resumed_after_commands: resume_after,
-        commands: writer.batches,
-        group_commits: writer.groups,
-        command_bytes: writer.command_bytes,
-        snapshots: writer.snapshots,
+        writer,
         wall: started.elapsed(),
         server_check: None,
     })
@@ -310,6 +310,20 @@ impl Driver {
                 bail!("the journal failed; see the rejections above");
             }
             std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(())
+    }
+
+    /// A tick does a bounded share of what fell due (`TICK_ITEMS_MAX`), and
+    /// the settlement's ticks leave the rest to the next ones: after the
+    /// last, more ticks at its time, as a clock would, until nothing is due.
+    /// (After every command of the workload: a resumed run does them again.)
+    fn tick_until_nothing_due(&mut self, at: u64) -> anyhow::Result<()> {
+        let now = DAY_START_NANOS + at;
+        while self.store.read(|platform| platform.anything_due(now)) {
+            let timed = TimedOp { at, op: Op::Tick, setup: false };
+            self.submit(&timed, Action::Tick, Kind::Tick)?;
+            self.wait_for(self.submitted)?;
         }
         Ok(())
     }
@@ -562,12 +576,9 @@ impl Driver {
     }
 
     fn figures(&self) -> anyhow::Result<LedgerFigures> {
-        let merchants = &self.merchants;
         self.store.read_with_archive(|platform, archive| {
             let mut figures = LedgerFigures::default();
-            // Sum what trades took from their merchants apart, and subtract once.
-            let mut settled_deductions = 0u128;
-            platform.for_each_trade(archive, |trade| {
+            let deep = platform.check_trades(archive, |trade| {
                 if trade.paid_at.is_none() {
                     return;
                 }
@@ -576,33 +587,21 @@ impl Driver {
                 figures.discounts += u128::from(trade.discount);
                 figures.refunded += u128::from(trade.refunded);
                 figures.trade_fees += u128::from(trade.fee);
-                figures.escrow_of_trades += u128::from(trade.in_escrow());
                 if trade.settled_at.is_some() {
                     figures.gmv_settled += u128::from(trade.amount);
-                    // A refund takes back its share of the campaign's discount too.
-                    settled_deductions +=
-                        u128::from(trade.refunded) + u128::from(trade.fee) + u128::from(trade.discount_returned);
                 } else if trade.status == TradeStatus::TradeClosed {
                     figures.closed_unsettled += u128::from(trade.amount);
                 } else {
                     figures.unsettled_trades += 1;
                 }
             })?;
-            // Merchants' balances never go below zero, so neither does this in a
-            // consistent ledger; if it would, the check against the balances fails.
-            figures.merchant_net_of_trades = figures.gmv_settled.saturating_sub(settled_deductions);
-            let merchant_set: std::collections::HashSet<u64> = merchants.iter().copied().collect();
-            for withdrawal in platform.withdrawals() {
-                if withdrawal.status == WithdrawalStatus::Succeeded && merchant_set.contains(&withdrawal.party) {
-                    figures.merchant_withdrawals += u128::from(withdrawal.amount + withdrawal.fee);
-                }
-            }
+            figures.platform_checks = platform
+                .check_invariants()
+                .into_iter()
+                .chain(deep)
+                .map(|check| PlatformCheck { name: check.name, ok: check.ok, detail: check.detail })
+                .collect();
             let ledger = platform.ledger();
-            for &merchant in merchants {
-                if let Some(account) = ledger.account(accounts::wallet(merchant)) {
-                    figures.merchant_balances += account.credits_posted - account.debits_posted;
-                }
-            }
             if let Some(revenue) = ledger.account(REVENUE) {
                 figures.revenue = revenue.credits_posted - revenue.debits_posted;
             }

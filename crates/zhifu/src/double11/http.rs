@@ -192,10 +192,7 @@ async fn drive(workload: Workload, options: &HttpOptions<'_>, progress: &Progres
         figures: None,
         digest: None,
         resumed_after_commands: 0,
-        commands: 0,
-        group_commits: 0,
-        command_bytes: 0,
-        snapshots: 0,
+        writer: journal::WriterStats::default(),
         wall: started.elapsed(),
         server_check: Some((
             check["balanced"].as_bool() == Some(true),

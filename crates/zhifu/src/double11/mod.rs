@@ -75,9 +75,19 @@ pub struct Double11Args {
     quiet: bool,
 }
 
+/// One of the platform's own checks of its books against the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformCheck {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
 /// What the ledger and the platform's records say once the run is over.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LedgerFigures {
+    /// `Platform::check_invariants` and `check_trades`.
+    pub platform_checks: Vec<PlatformCheck>,
     pub paid_trades: u64,
     /// Sum of the amounts of paid trades, in fen.
     pub gmv_paid: u128,
@@ -90,17 +100,9 @@ pub struct LedgerFigures {
     pub discounts: u128,
     pub refunded: u128,
     pub trade_fees: u128,
-    /// Per settled trade: amount − refunded − fee.
-    pub merchant_net_of_trades: u128,
-    /// Merchants' succeeded withdrawals, with their fees.
-    pub merchant_withdrawals: u128,
-    /// The merchants' wallets in the ledger.
-    pub merchant_balances: u128,
     /// The revenue account in the ledger.
     pub revenue: u128,
-    /// What the trades say escrow holds for them, and what the ledger's
-    /// escrow account holds: equal, and zero once every trade has settled.
-    pub escrow_of_trades: u128,
+    /// What the ledger's escrow account holds: zero once every trade has settled.
     pub escrow_balance: u128,
     pub debits_posted: u128,
     pub credits_posted: u128,
@@ -113,12 +115,10 @@ pub struct RunOutput {
     pub figures: Option<LedgerFigures>,
     pub digest: Option<u64>,
     pub resumed_after_commands: u64,
-    /// Journal commands and group commits (each one write and one fdatasync).
-    pub commands: u64,
-    pub group_commits: u64,
-    /// Bytes of the commands logged (their encodings): what the log carries.
-    pub command_bytes: u64,
-    pub snapshots: u64,
+    /// The journal's writer: commands, group commits (each one write and
+    /// one fdatasync), the bytes the log carries, snapshots, and the
+    /// longest waits it caused (in process only).
+    pub writer: journal::WriterStats,
     pub wall: Duration,
     /// Over HTTP: the server's own ledger check (balanced, and what it says).
     pub server_check: Option<(bool, String)>,

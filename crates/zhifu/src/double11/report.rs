@@ -74,26 +74,11 @@ impl Summary {
                 figures.unsettled_trades
             ),
         });
-        checks.push(Check {
-            name: "escrow holds what the open escrow trades hold",
-            passed: figures.escrow_balance == figures.escrow_of_trades,
-            detail: format!(
-                "{} in the escrow account = {} for open trades",
-                format_yuan(figures.escrow_balance),
-                format_yuan(figures.escrow_of_trades)
-            ),
-        });
-        checks.push(Check {
-            name: "merchant balances equal settlements less refunds (and their discounts), fees and withdrawals",
-            passed: figures.merchant_net_of_trades.checked_sub(figures.merchant_withdrawals)
-                == Some(figures.merchant_balances),
-            detail: format!(
-                "{} in the ledger = {} − {} withdrawn",
-                format_yuan(figures.merchant_balances),
-                format_yuan(figures.merchant_net_of_trades),
-                format_yuan(figures.merchant_withdrawals)
-            ),
-        });
+        // The platform's own books against the ledger: escrow, the fund,
+        // loans, campaigns, red packets, withdrawals, merchants' balances.
+        for check in &figures.platform_checks {
+            checks.push(Check { name: check.name, passed: check.ok, detail: check.detail.clone() });
+        }
         if resumed {
             // Answers before the crash died with the process: the checks
             // against acknowledged figures need an uninterrupted run.
@@ -142,11 +127,9 @@ impl Summary {
                 "discounts_fen": f.discounts.to_string(),
                 "refunded_fen": f.refunded.to_string(),
                 "trade_fees_fen": f.trade_fees.to_string(),
-                "merchant_balances_fen": f.merchant_balances.to_string(),
-                "merchant_withdrawals_fen": f.merchant_withdrawals.to_string(),
                 "revenue_fen": f.revenue.to_string(),
                 "escrow_balance_fen": f.escrow_balance.to_string(),
-                "escrow_of_trades_fen": f.escrow_of_trades.to_string(),
+                "platform_checks": f.platform_checks.iter().map(|check| json!({ "name": check.name, "ok": check.ok, "detail": check.detail })).collect::<Vec<_>>(),
                 "debits_posted_fen": f.debits_posted.to_string(),
                 "credits_posted_fen": f.credits_posted.to_string(),
                 "conserved": f.conserved,
@@ -186,10 +169,13 @@ impl Summary {
             "digest": output.digest.map(|digest| format!("{digest:016x}")),
             "resumed_after_commands": output.resumed_after_commands,
             "journal": {
-                "commands": output.commands,
-                "group_commits": output.group_commits,
-                "command_bytes": output.command_bytes,
-                "snapshots": output.snapshots,
+                "commands": output.writer.batches,
+                "group_commits": output.writer.groups,
+                "command_bytes": output.writer.command_bytes,
+                "snapshots": output.writer.snapshots,
+                "longest_read_wait_ms": output.writer.exclusive_us_max as f64 / 1_000.0,
+                "longest_command_ms": output.writer.command_us_max as f64 / 1_000.0,
+                "longest_snapshot_ms": output.writer.snapshot_us_max as f64 / 1_000.0,
             },
             "throughput": {
                 "day_seconds": output.tally.day_elapsed().as_secs_f64(),
@@ -276,10 +262,20 @@ pub fn terminal(summary: &Summary) -> String {
             "journal",
             format!(
                 "{} commands in {} group commits (one fdatasync or transaction each), {} snapshots; {:.0} bytes a command",
-                format_count(output.commands),
-                format_count(output.group_commits),
-                output.snapshots,
-                output.command_bytes as f64 / output.commands.max(1) as f64,
+                format_count(output.writer.batches),
+                format_count(output.writer.groups),
+                output.writer.snapshots,
+                output.writer.command_bytes as f64 / output.writer.batches.max(1) as f64,
+            ),
+        );
+        line(
+            &mut text,
+            "waits",
+            format!(
+                "readers waited {:.1} ms at most; the longest command took {:.1} ms, the longest snapshot {:.1} s",
+                output.writer.exclusive_us_max as f64 / 1_000.0,
+                output.writer.command_us_max as f64 / 1_000.0,
+                output.writer.snapshot_us_max as f64 / 1_000_000.0,
             ),
         );
     }

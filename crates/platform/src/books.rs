@@ -1,0 +1,161 @@
+//! The platform's own books, checked against the ledger.
+//!
+//! Each product keeps, beside its records, what it says some ledger
+//! accounts hold — the escrow account what open escrow trades hold, the
+//! fund's holdings what subscriptions, yields and payments left in them,
+//! merchants' wallets what their trades, loans and transfers left them —
+//! updated where the product changes its records, not from the chains it
+//! applies. [`Platform::check_invariants`] compares each with the ledger: a
+//! product that moved money its records do not say (or said what it did
+//! not move: a leg left out of a chain) shows there, by name.
+
+use serde::{Deserialize, Serialize};
+
+use crate::accounts;
+use crate::command::PartyKind;
+use crate::platform::{Platform, WithdrawalStatus};
+
+/// What the products say their accounts hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Books {
+    /// Open escrow trades: paid, less refunds, until settled or closed.
+    pub escrow: u128,
+    /// Yu'e Bao's holdings: subscribed, imported, earned and refunded,
+    /// less redeemed and spent.
+    pub fund: u128,
+    /// What merchants can spend: settlements and money in, less fees,
+    /// refunds, repayments, budgets and money out (withdrawals under way
+    /// included).
+    pub merchants: i128,
+}
+
+/// One of the platform's books against the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invariant {
+    /// `ledger`, `escrow`, `fund`, `loans`, `campaigns`, `red_packets`,
+    /// `withdrawals`, `merchant_balances`.
+    pub name: &'static str,
+    pub ok: bool,
+    /// What each side holds, in fen.
+    pub detail: String,
+}
+
+fn compare(name: &'static str, books: i128, ledger: i128, what: &str) -> Invariant {
+    Invariant { name, ok: books == ledger, detail: format!("{what}: the books say {books}, the ledger holds {ledger}") }
+}
+
+impl Platform {
+    /// Every product's books against the ledger, each named (see the module).
+    pub fn check_invariants(&self) -> Vec<Invariant> {
+        let ledger = &self.ledger;
+        let posted = |id: u128| {
+            ledger.account(id).map_or(0, |account| account.credits_posted as i128 - account.debits_posted as i128)
+        };
+        let conservation = ledger.check_conservation();
+        let mut checks = vec![Invariant {
+            name: "ledger",
+            ok: conservation.is_ok(),
+            detail: match &conservation {
+                Ok(_) => "debits equal credits, posted and pending, in every ledger".to_string(),
+                Err(error) => error.to_string(),
+            },
+        }];
+        checks.push(compare("escrow", self.state.books.escrow as i128, posted(accounts::ESCROW), "open escrow trades"));
+        let holdings: i128 = ledger
+            .accounts()
+            .iter()
+            .filter(|account| account.code == accounts::CODE_FUND_HOLDING)
+            .map(|account| account.credits_posted as i128 - account.debits_posted as i128)
+            .sum();
+        checks.push(compare("fund", self.state.books.fund as i128, holdings, "Yu'e Bao holdings"));
+        let owed: i128 = self.state.loans.loans.values().map(|loan| i128::from(loan.owed())).sum();
+        let receivable: i128 = ledger
+            .accounts()
+            .iter()
+            .filter(|account| account.code == accounts::CODE_LOAN)
+            .map(|account| account.debits_posted as i128 - account.credits_posted as i128)
+            .sum();
+        checks.push(compare("loans", owed, receivable, "owed on loans (principal, interest, penalties)"));
+        let budgets: i128 = self.state.campaigns.values().map(|campaign| i128::from(campaign.remaining())).sum();
+        checks.push(compare("campaigns", budgets, posted(accounts::CAMPAIGNS), "campaign budgets left"));
+        let unclaimed: i128 = self
+            .state
+            .red_packets
+            .values()
+            .map(|packet| {
+                let claimed: u64 = packet.claims.iter().map(|(_, amount)| amount).sum();
+                i128::from(packet.total - claimed - packet.returned)
+            })
+            .sum();
+        checks.push(compare("red_packets", unclaimed, posted(accounts::RED_PACKETS), "red packets unclaimed"));
+        checks.push(self.check_withdrawals());
+        let merchants: i128 = self
+            .state
+            .parties
+            .values()
+            .filter(|party| party.kind == PartyKind::Merchant)
+            .filter_map(|party| ledger.account(accounts::wallet(party.number)))
+            .map(|account| {
+                account.credits_posted as i128 - account.debits_posted as i128 - account.debits_pending as i128
+            })
+            .sum();
+        checks.push(compare("merchant_balances", self.state.books.merchants, merchants, "merchants' spendable money"));
+        checks
+    }
+
+    /// The checks that read every trade (the archive's too: minutes for a
+    /// full day's, so not part of `check_invariants`): the escrow account
+    /// holds exactly what open escrow trades hold, by their own records.
+    /// `visit` sees every trade on the way (one walk for a caller's own figures).
+    pub fn check_trades(
+        &self,
+        archive: &dyn journal::ArchiveSource,
+        mut visit: impl FnMut(&crate::trades::Trade),
+    ) -> Result<Vec<Invariant>, journal::JournalError> {
+        let mut held = 0i128;
+        self.for_each_trade(archive, |trade| {
+            held += i128::from(trade.in_escrow());
+            visit(trade);
+        })?;
+        let escrow = self
+            .ledger
+            .account(accounts::ESCROW)
+            .map_or(0, |account| account.credits_posted as i128 - account.debits_posted as i128);
+        Ok(vec![compare("escrow_of_trades", held, escrow, "what open escrow trades say they hold")])
+    }
+
+    /// Withdrawals under way hold their amount toward the bank's clearing
+    /// account and their fee toward revenue, and nothing else is pending there.
+    fn check_withdrawals(&self) -> Invariant {
+        let pending = self.withdrawals().filter(|withdrawal| withdrawal.status == WithdrawalStatus::Pending);
+        let (amounts, fees) = pending.fold((0u128, 0u128), |(amounts, fees), withdrawal| {
+            (amounts + u128::from(withdrawal.amount), fees + u128::from(withdrawal.fee))
+        });
+        let pending_of = |id| self.ledger.account(id).map_or(0, |account| account.credits_pending);
+        let (clearing, revenue) = (pending_of(accounts::BANK_CLEARING), pending_of(accounts::REVENUE));
+        Invariant {
+            name: "withdrawals",
+            ok: amounts == clearing && fees == revenue,
+            detail: format!(
+                "withdrawals under way: {amounts} to the bank and {fees} in fees; the ledger holds {clearing} and {revenue}"
+            ),
+        }
+    }
+
+    pub(crate) fn book_escrow(&mut self, paid: u64, released: u64) {
+        let books = &mut self.state.books;
+        books.escrow = books.escrow + u128::from(paid) - u128::from(released);
+    }
+
+    pub(crate) fn book_fund(&mut self, added: u64, taken: u64) {
+        let books = &mut self.state.books;
+        books.fund = books.fund + u128::from(added) - u128::from(taken);
+    }
+
+    /// A change of what a party can spend, counted if the party is a merchant.
+    pub(crate) fn book_merchant(&mut self, party: u64, change: i128) {
+        if self.state.parties.get(party).is_some_and(|party| party.kind == PartyKind::Merchant) {
+            self.state.books.merchants += change;
+        }
+    }
+}

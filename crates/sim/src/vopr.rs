@@ -1,0 +1,825 @@
+//! The VOPR: a deterministic simulator of the whole platform (after
+//! TigerBeetle's). From a seed it drives every product — parties, top-ups,
+//! transfers, withdrawals, trades of both modes with refunds, advances and
+//! timeouts, the fund, loans, campaigns, coupons, red packets, webhooks that
+//! fail — through the real journal and platform, with clock jumps, retried
+//! requests and crashes with restarts. After every step it checks the
+//! platform's books against the ledger (`Platform::check_invariants`),
+//! every user's wallet against a simple model of what the answers said, and
+//! at every restart that recovery rebuilt the very state (its digest). The
+//! same seed and steps replay exactly: a failure names both.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use journal::{Durable, Faults, Options, SimulatedDisk};
+use ledger::LedgerConfig;
+use platform::{
+    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, Platform, PlatformConfig,
+    TradeMode, TradeStatus, WithdrawalStatus,
+};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+/// 2013-11-11T00:00:00+08:00, where the simulated clock starts.
+const START_NANOS: u64 = 1_384_099_200 * 1_000_000_000;
+const SECOND: u64 = 1_000_000_000;
+/// Parties the simulation makes at most.
+const USERS_MAX: usize = 12;
+const MERCHANTS_MAX: usize = 4;
+/// Commands remembered for retrying under their idempotency key.
+const RETRIES_KEPT: usize = 32;
+/// Where the node keeps its data, on the simulated disk.
+const DIRECTORY: &str = "/vopr/node";
+/// Starts in a row that a fault may spoil before the run counts it a failure.
+const OPEN_ATTEMPTS_MAX: u32 = 16;
+/// Crashes in a row while one command goes through, at most.
+const CRASHES_PER_COMMAND_MAX: u32 = 16;
+
+/// The seed and step running now, for a panic's report (a broken
+/// invariant in the writer stops the process: `position` still names where).
+static SEED_NOW: AtomicU64 = AtomicU64::new(0);
+static STEP_NOW: AtomicU64 = AtomicU64::new(0);
+
+/// The seed and step of the latest run in this process.
+pub fn position() -> (u64, u64) {
+    (SEED_NOW.load(Ordering::Relaxed), STEP_NOW.load(Ordering::Relaxed))
+}
+
+/// What went wrong, and where: replay it with the same seed and steps.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "vopr seed={} step={}: {}", self.seed, self.step, self.what)
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub steps: u64,
+    pub commands: u64,
+    /// Clean restarts, and crashes (the power cut, or a fault that stopped the writer).
+    pub restarts: u64,
+    pub crashes: u64,
+    /// Disk faults injected (failed syncs, full writes, flipped reads).
+    pub faults: u64,
+    /// The final state's digest (`journal::digest`).
+    pub digest: u64,
+    /// Answers by kind (`TradeUpdated`, `Rejected(InsufficientFunds)`, …):
+    /// what the run exercised.
+    pub answers: BTreeMap<String, u64>,
+}
+
+/// An answer's kind: its variant, and a refusal's reason.
+fn kind_of(outcome: &Outcome) -> String {
+    let text = format!("{outcome:?}");
+    let end = |text: &str| text.find(|c: char| !c.is_alphanumeric()).unwrap_or(text.len());
+    match outcome {
+        Outcome::Rejected(_) => {
+            let reason = &text["Rejected(".len()..];
+            format!("Rejected({})", &reason[..end(reason)])
+        }
+        _ => text[..end(&text)].to_string(),
+    }
+}
+
+/// Wallets of users as the answers said they must be (available money).
+#[derive(Default)]
+struct Model {
+    wallets: BTreeMap<u64, i128>,
+    /// Withdrawals under way: (user, amount + fee), until the bank answers.
+    withdrawals: BTreeMap<u64, (u64, u64)>,
+    /// Red packets not yet returned: their sender.
+    packets: BTreeMap<u64, u64>,
+}
+
+impl Model {
+    fn credit(&mut self, user: u64, amount: u64) {
+        if let Some(wallet) = self.wallets.get_mut(&user) {
+            *wallet += i128::from(amount);
+        }
+    }
+
+    fn debit(&mut self, user: u64, amount: u64) {
+        self.credit(user, 0);
+        if let Some(wallet) = self.wallets.get_mut(&user) {
+            *wallet -= i128::from(amount);
+        }
+    }
+}
+
+pub struct Vopr {
+    seed: u64,
+    rng: Pcg64Mcg,
+    disk: SimulatedDisk,
+    store: Option<Durable<Platform>>,
+    /// Faults the disk had injected when the store last opened: a failure
+    /// after more is the fault's doing, not a bug.
+    faults_at_open: u64,
+    now: u64,
+    step: u64,
+    commands: u64,
+    restarts: u64,
+    crashes: u64,
+    users: Vec<u64>,
+    merchants: Vec<u64>,
+    trades: Vec<u64>,
+    loans: Vec<(u64, u64)>,
+    campaigns: Vec<(u64, Option<u64>)>,
+    coupons: Vec<(u64, u64)>,
+    /// Recent commands sent under an idempotency key, with their answers.
+    sent: Vec<(Command, Outcome)>,
+    model: Model,
+    answers: BTreeMap<String, u64>,
+}
+
+fn options(disk: &SimulatedDisk) -> Options {
+    Options {
+        // Snapshots often, so that restarts recover from one and the log after it.
+        snapshot_every_records: 64,
+        ledger: LedgerConfig { id_horizon_ns: Some(3_600 * SECOND) },
+        // Small frames: many archive writes, reads and frame boundaries.
+        archive_frame_bytes: 512,
+        disk: Arc::new(disk.clone()),
+        // Every disk operation in one order, so that a seed replays exactly.
+        archive_in_background: false,
+        ..Options::default()
+    }
+}
+
+/// How faulty a seed's disk is: a third of seeds have a perfect one.
+fn faults_of(rng: &mut Pcg64Mcg) -> Faults {
+    if rng.random_range(0..3) == 0 {
+        return Faults::default();
+    }
+    Faults {
+        sync_fails_bps: rng.random_range(0..20),
+        write_full_bps: rng.random_range(0..20),
+        read_flips_bps: rng.random_range(0..20),
+    }
+}
+
+impl Vopr {
+    /// A simulation of `seed`, on a simulated disk of its own.
+    pub fn new(seed: u64) -> Result<Vopr, Failure> {
+        let mut rng = Pcg64Mcg::seed_from_u64(seed);
+        let disk = SimulatedDisk::new(seed ^ 0x5eed_d15c);
+        disk.set_faults(faults_of(&mut rng));
+        let mut vopr = Vopr {
+            seed,
+            rng,
+            disk,
+            store: None,
+            faults_at_open: 0,
+            now: START_NANOS,
+            step: 0,
+            commands: 0,
+            restarts: 0,
+            crashes: 0,
+            users: Vec::new(),
+            merchants: Vec::new(),
+            trades: Vec::new(),
+            loans: Vec::new(),
+            campaigns: Vec::new(),
+            coupons: Vec::new(),
+            sent: Vec::new(),
+            model: Model::default(),
+            answers: BTreeMap::new(),
+        };
+        let (store, _) = vopr.open_store()?;
+        vopr.store = Some(store);
+        let bank_failure_bps = vopr.rng.random_range(0..3_000);
+        let config = PlatformConfig { bank_failure_bps, bank_seed: seed, ..PlatformConfig::default() };
+        vopr.submit(Action::Configure(config))?;
+        Ok(vopr)
+    }
+
+    /// Opens the node's store as a starting process does; a fault that
+    /// spoils the start (a flipped bit read, a failed sync) means another
+    /// start, as an operator's supervisor would.
+    fn open_store(&mut self) -> Result<(Durable<Platform>, journal::RecoveryReport), Failure> {
+        let mut last_error = None;
+        for _ in 0..OPEN_ATTEMPTS_MAX {
+            let faults_before = self.disk.faults_injected();
+            match Durable::<Platform>::open(Path::new(DIRECTORY), options(&self.disk)) {
+                Ok(opened) => {
+                    // A fault during the start (a flipped bit of an index it
+                    // read) may show only later: it counts as after the start.
+                    self.faults_at_open = faults_before;
+                    return Ok(opened);
+                }
+                // The power may go during a start too.
+                Err(error) if self.disk.faults_injected() > faults_before || self.disk.powered_off() => {
+                    last_error = Some(error);
+                    self.disk.crash();
+                }
+                Err(error) => return Err(self.fail(format!("recovery failed with no fault to blame: {error}"))),
+            }
+        }
+        Err(self.fail(format!("{OPEN_ATTEMPTS_MAX} starts in a row failed: {last_error:?}")))
+    }
+
+    /// Whether the disk's faults explain a failure (an injected fault since
+    /// the store opened, or the power cut).
+    fn disk_to_blame(&self) -> bool {
+        self.disk.faults_injected() > self.faults_at_open || self.disk.powered_off()
+    }
+
+    /// A failure here, with what the disk did last.
+    fn fail(&self, what: impl Into<String>) -> Failure {
+        let mut what = what.into();
+        let events = self.disk.events();
+        if !events.is_empty() {
+            what.push_str(&format!(" (the disk, latest last: {})", events.join("; ")));
+        }
+        Failure { seed: self.seed, step: self.step, what }
+    }
+
+    fn store(&self) -> Result<&Durable<Platform>, Failure> {
+        self.store.as_ref().ok_or_else(|| self.fail("no store"))
+    }
+
+    /// Submits an action under an idempotency key of its own, as a careful
+    /// client does: when the node crashes before it answers, the same
+    /// request goes again after the restart and gets the answer the first
+    /// one got, if it got through.
+    fn submit(&mut self, action: Action) -> Result<Outcome, Failure> {
+        let mut request_hash = [0u8; 32];
+        request_hash[..8].copy_from_slice(&self.commands.to_le_bytes());
+        let idempotency = IdempotencyTag { caller: 0, key: format!("k-{}", self.commands), request_hash };
+        self.now += self.rng.random_range(1..1_000) * 1_000_000;
+        let command = Command { now: self.now, idempotency: Some(idempotency), action };
+        let outcome = self.submit_until_answered(&command)?;
+        self.commands += 1;
+        *self.answers.entry(kind_of(&outcome)).or_default() += 1;
+        self.sent.push((command, outcome.clone()));
+        if self.sent.len() > RETRIES_KEPT {
+            self.sent.remove(0);
+        }
+        Ok(outcome)
+    }
+
+    fn submit_until_answered(&mut self, command: &Command) -> Result<Outcome, Failure> {
+        for _ in 0..CRASHES_PER_COMMAND_MAX {
+            match self.store()?.submit(command.clone()) {
+                Ok(outcome) => {
+                    // A snapshot the answer started ends before the disk is
+                    // touched again: every disk operation in one order.
+                    self.store()?.wait_until_idle();
+                    return Ok(outcome);
+                }
+                Err(_) if self.disk_to_blame() => self.crash(true)?,
+                Err(error) => return Err(self.fail(format!("the store failed with no fault to blame: {error}"))),
+            }
+        }
+        Err(self.fail(format!("{CRASHES_PER_COMMAND_MAX} crashes in a row on one command")))
+    }
+
+    /// Runs `steps` steps, checking after each.
+    pub fn run(mut self, steps: u64) -> Result<Report, Failure> {
+        SEED_NOW.store(self.seed, Ordering::Relaxed);
+        for _ in 0..steps {
+            self.step += 1;
+            STEP_NOW.store(self.step, Ordering::Relaxed);
+            self.act()?;
+            self.reconcile();
+            self.check()?;
+        }
+        let digest = self.store()?.digest().map_err(|error| self.fail(error.to_string()))?;
+        if let Some(store) = self.store.take() {
+            store.shutdown();
+        }
+        Ok(Report {
+            steps: self.step,
+            commands: self.commands,
+            restarts: self.restarts,
+            crashes: self.crashes,
+            faults: self.disk.faults_injected(),
+            digest,
+            answers: self.answers,
+        })
+    }
+
+    fn pick(&mut self, from: &[u64]) -> Option<u64> {
+        (!from.is_empty()).then(|| from[self.rng.random_range(0..from.len())])
+    }
+
+    /// Mostly one of the latest few (trades and packets expire; old ones
+    /// have mostly run their course), sometimes any.
+    fn pick_recent(&mut self, from: &[u64]) -> Option<u64> {
+        const LATEST: usize = 6;
+        if from.len() > LATEST && self.rng.random_bool(0.75) {
+            return self.pick(&from[from.len() - LATEST..]);
+        }
+        self.pick(from)
+    }
+
+    fn amount(&mut self) -> u64 {
+        match self.rng.random_range(0..10) {
+            0 => self.rng.random_range(1..10),
+            1..=7 => self.rng.random_range(100..100_000),
+            _ => self.rng.random_range(100_000..10_000_000),
+        }
+    }
+
+    fn act(&mut self) -> Result<(), Failure> {
+        if self.users.len() < 2 || self.merchants.is_empty() {
+            return self.create_party(if self.users.len() < 2 { PartyKind::User } else { PartyKind::Merchant });
+        }
+        match self.rng.random_range(0..100) {
+            0..=2 => {
+                let kind = if self.rng.random_bool(0.7) { PartyKind::User } else { PartyKind::Merchant };
+                self.create_party(kind)
+            }
+            3..=14 => self.top_up(),
+            15..=22 => self.transfer(),
+            23..=26 => self.withdraw(),
+            27..=38 => self.create_trade(),
+            39..=50 => self.pay_trade(),
+            51..=55 => self.trade_step(),
+            56..=61 => self.refund(),
+            62..=65 => self.fund(),
+            66..=69 => self.loan(),
+            70..=73 => self.marketing(),
+            74..=78 => self.red_packet(),
+            79..=82 => self.deliveries(),
+            83..=89 => self.tick(),
+            90..=93 => self.retry(),
+            94 => self.restart(),
+            _ => self.top_up(),
+        }
+    }
+
+    fn create_party(&mut self, kind: PartyKind) -> Result<(), Failure> {
+        let full = match kind {
+            PartyKind::User => self.users.len() >= USERS_MAX,
+            PartyKind::Merchant => self.merchants.len() >= MERCHANTS_MAX,
+        };
+        if full {
+            return self.top_up();
+        }
+        let mut key_hash = [0u8; 32];
+        key_hash[..8].copy_from_slice(&self.commands.to_le_bytes());
+        key_hash[8] = kind as u8 + 1;
+        let webhook_url = (kind == PartyKind::Merchant).then(|| "http://127.0.0.1:9/hook".to_string());
+        let fee_rate_bps = (kind == PartyKind::Merchant).then(|| self.rng.random_range(0..200));
+        let action = Action::CreateParty {
+            kind,
+            name: format!("party {}", self.commands),
+            key_hash,
+            fee_rate_bps,
+            webhook_url,
+            webhook_secret: "whsec".to_string(),
+            app_public_key: None,
+        };
+        if let Outcome::PartyCreated { number, .. } = self.submit(action)? {
+            match kind {
+                PartyKind::User => {
+                    self.users.push(number);
+                    self.model.wallets.insert(number, 0);
+                }
+                PartyKind::Merchant => self.merchants.push(number),
+            }
+        }
+        Ok(())
+    }
+
+    fn top_up(&mut self) -> Result<(), Failure> {
+        let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
+        let amount = self.amount() * 10;
+        if let Outcome::ToppedUp { amount, .. } =
+            self.submit(Action::TopUp { party: user, amount, bank: "ICBC".into() })?
+        {
+            self.model.credit(user, amount);
+        }
+        Ok(())
+    }
+
+    fn transfer(&mut self) -> Result<(), Failure> {
+        let Some(from) = self.pick(&self.users.clone()) else { return Ok(()) };
+        let everyone: Vec<u64> = self.users.iter().chain(&self.merchants).copied().collect();
+        let Some(to) = self.pick(&everyone) else { return Ok(()) };
+        let amount = self.amount();
+        if let Outcome::Transferred { amount, fee, .. } =
+            self.submit(Action::Transfer { from, to, amount, memo: None })?
+        {
+            self.model.debit(from, amount + fee);
+            self.model.credit(to, amount);
+        }
+        Ok(())
+    }
+
+    fn withdraw(&mut self) -> Result<(), Failure> {
+        let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
+        let amount = self.amount();
+        if let Outcome::WithdrawalRequested { number, amount, fee } =
+            self.submit(Action::Withdraw { party: user, amount })?
+        {
+            self.model.debit(user, amount + fee);
+            self.model.withdrawals.insert(number, (user, amount + fee));
+        }
+        Ok(())
+    }
+
+    fn create_trade(&mut self) -> Result<(), Failure> {
+        let Some(merchant) = self.pick(&self.merchants.clone()) else { return Ok(()) };
+        let mode = if self.rng.random_bool(0.5) { TradeMode::Escrow } else { TradeMode::Instant };
+        let campaign = self
+            .campaigns
+            .iter()
+            .filter(|(_, sponsor)| sponsor.is_none_or(|sponsor| sponsor == merchant))
+            .map(|(number, _)| *number)
+            .next()
+            .filter(|_| self.rng.random_bool(0.3));
+        let new = NewTrade {
+            merchant,
+            out_trade_no: format!("o-{}", self.commands),
+            amount: self.amount(),
+            subject: "goods".to_string(),
+            mode,
+            buyer: None,
+            auto_confirm_days: Some(self.rng.random_range(1..4)),
+            expire_minutes: Some(self.rng.random_range(1..60)),
+            campaign,
+            notify_url: None,
+        };
+        if let Outcome::TradeUpdated(trade) = self.submit(Action::CreateTrade(new))? {
+            self.trades.push(trade.number);
+        }
+        Ok(())
+    }
+
+    /// A trade as a reader finds it; a read the disk spoiled (a flipped bit
+    /// the archive's checksum caught) is read again after a restart.
+    fn trade_now(&mut self, number: u64) -> Result<Option<platform::Trade>, Failure> {
+        for _ in 0..CRASHES_PER_COMMAND_MAX {
+            match self.store()?.read_with_archive(|p, archive| p.trade(archive, number)) {
+                Ok(trade) => return Ok(trade),
+                Err(_) if self.disk_to_blame() => self.crash(true)?,
+                Err(error) => return Err(self.fail(format!("reading trade {number}: {error}"))),
+            }
+        }
+        Err(self.fail(format!("{CRASHES_PER_COMMAND_MAX} crashes in a row reading trade {number}")))
+    }
+
+    fn pay_trade(&mut self) -> Result<(), Failure> {
+        let Some(trade) = self.pick_recent(&self.trades.clone()) else { return Ok(()) };
+        let Some(buyer) = self.pick(&self.users.clone()) else { return Ok(()) };
+        let source = if self.rng.random_bool(0.2) { PaySource::Fund } else { PaySource::Balance };
+        let coupon = self.coupons.iter().find(|(_, user)| *user == buyer).map(|(coupon, _)| *coupon);
+        let coupon = coupon.filter(|_| self.rng.random_bool(0.5));
+        if let Outcome::TradeUpdated(paid) = self.submit(Action::PayTrade { trade, buyer, source, coupon })?
+            && paid.paid_at == Some(self.now)
+            && source == PaySource::Balance
+        {
+            self.model.debit(buyer, paid.paid_by_buyer());
+        }
+        Ok(())
+    }
+
+    fn trade_step(&mut self) -> Result<(), Failure> {
+        let Some(number) = self.pick_recent(&self.trades.clone()) else { return Ok(()) };
+        let Some(trade) = self.trade_now(number)? else { return Ok(()) };
+        let action = match trade.status {
+            TradeStatus::WaitBuyerPay => Action::CloseTrade { trade: number, merchant: trade.merchant },
+            TradeStatus::WaitSellerSend => Action::ShipTrade { trade: number, merchant: trade.merchant },
+            TradeStatus::WaitBuyerConfirm => match trade.payer {
+                Some(buyer) => Action::ConfirmTrade { trade: number, buyer },
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        self.submit(action)?;
+        Ok(())
+    }
+
+    fn refund(&mut self) -> Result<(), Failure> {
+        let Some(number) = self.pick_recent(&self.trades.clone()) else { return Ok(()) };
+        let Some(trade) = self.trade_now(number)? else { return Ok(()) };
+        let refundable = trade.refundable();
+        let amount = if refundable > 0 && self.rng.random_bool(0.5) {
+            refundable
+        } else {
+            self.rng.random_range(1..refundable.max(2))
+        };
+        let action = Action::RefundTrade {
+            trade: number,
+            merchant: trade.merchant,
+            out_request_no: format!("r-{}", self.commands),
+            amount,
+            reason: None,
+        };
+        if let Outcome::RefundCreated { trade: refunded, refund } = self.submit(action)?
+            && refund.created_at == self.now
+            && let Some(payer) = refunded.payer
+            && refunded.payer_account == Some(platform::accounts::wallet(payer))
+        {
+            self.model.credit(payer, refund.amount);
+        }
+        Ok(())
+    }
+
+    fn fund(&mut self) -> Result<(), Failure> {
+        let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
+        let amount = self.amount().max(100);
+        match self.rng.random_range(0..3) {
+            0 => {
+                if let Outcome::FundMoved { amount, .. } = self.submit(Action::FundSubscribe { party: user, amount })? {
+                    self.model.debit(user, amount);
+                }
+            }
+            1 => {
+                if let Outcome::FundMoved { amount, .. } = self.submit(Action::FundRedeem { party: user, amount })? {
+                    self.model.credit(user, amount);
+                }
+            }
+            _ => {
+                let date = platform::calendar::Date::of_nanos(self.now.saturating_sub(86_400 * SECOND));
+                let annual_rate_bps = self.rng.random_range(0..800);
+                self.submit(Action::FundYield { date, annual_rate_bps })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn loan(&mut self) -> Result<(), Failure> {
+        let Some(merchant) = self.pick(&self.merchants.clone()) else { return Ok(()) };
+        match self.rng.random_range(0..3) {
+            0 => {
+                let action = Action::TakeLoan {
+                    merchant,
+                    amount: self.amount(),
+                    term_days: self.rng.random_range(1..30),
+                    out_request_no: format!("l-{}", self.commands),
+                };
+                if let Outcome::LoanUpdated(loan) = self.submit(action)? {
+                    self.loans.push((loan.number, merchant));
+                }
+            }
+            1 => {
+                let Some(&(loan, merchant)) = self.loans.get(self.rng.random_range(0..self.loans.len().max(1))) else {
+                    return Ok(());
+                };
+                let amount = self.amount();
+                self.submit(Action::RepayLoan { loan, merchant, amount })?;
+            }
+            _ => {
+                let Some(trade) = self.pick_recent(&self.trades.clone()) else { return Ok(()) };
+                // Mostly the trade's own merchant; sometimes another, who must be refused.
+                let merchant = match self.trade_now(trade)? {
+                    Some(found) if self.rng.random_bool(0.9) => found.merchant,
+                    _ => merchant,
+                };
+                let amount = self.rng.random_bool(0.5).then(|| self.amount());
+                let action =
+                    Action::TakeOrderLoan { merchant, trade, amount, out_request_no: format!("a-{}", self.commands) };
+                if let Outcome::LoanUpdated(loan) = self.submit(action)? {
+                    self.loans.push((loan.number, merchant));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn marketing(&mut self) -> Result<(), Failure> {
+        if self.campaigns.is_empty() || self.rng.random_bool(0.3) {
+            let sponsor = if self.rng.random_bool(0.5) { self.pick(&self.merchants.clone()) } else { None };
+            let discount = self.rng.random_range(1..2_000);
+            let new = NewCampaign {
+                sponsor,
+                name: format!("campaign {}", self.commands),
+                budget: discount * self.rng.random_range(1..20),
+                discount,
+                min_spend: self.rng.random_range(0..5_000),
+                per_user_limit: self.rng.random_range(1..4),
+                starts_at: self.now,
+                ends_at: self.now + self.rng.random_range(60..86_400) * SECOND,
+            };
+            if let Outcome::CampaignCreated(campaign) = self.submit(Action::CreateCampaign(new))? {
+                self.campaigns.push((campaign.number, campaign.sponsor));
+            }
+            return Ok(());
+        }
+        let numbers: Vec<u64> = self.campaigns.iter().map(|(number, _)| *number).collect();
+        let Some(campaign) = self.pick_recent(&numbers) else { return Ok(()) };
+        let issuer = self.campaigns.iter().find(|(number, _)| *number == campaign).and_then(|(_, sponsor)| *sponsor);
+        let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
+        if let Outcome::CouponIssued(coupon) =
+            self.submit(Action::IssueCoupon { campaign, issuer, user, expires_at: None })?
+        {
+            self.coupons.push((coupon.number, user));
+        }
+        Ok(())
+    }
+
+    fn red_packet(&mut self) -> Result<(), Failure> {
+        let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
+        let packets: Vec<u64> = self.model.packets.keys().copied().collect();
+        if packets.is_empty() || self.rng.random_bool(0.4) {
+            let count = self.rng.random_range(1..8);
+            let total = self.amount().max(u64::from(count));
+            let mode = if self.rng.random_bool(0.5) { platform::SplitMode::Random } else { platform::SplitMode::Equal };
+            let action = Action::CreateRedPacket { sender: user, total, count, mode, greeting: None };
+            if let Outcome::RedPacketCreated { number, total, .. } = self.submit(action)? {
+                self.model.debit(user, total);
+                self.model.packets.insert(number, user);
+            }
+            return Ok(());
+        }
+        let Some(packet) = self.pick_recent(&packets) else { return Ok(()) };
+        if let Outcome::RedPacketClaimed { amount, .. } = self.submit(Action::ClaimRedPacket { packet, user })? {
+            self.model.credit(user, amount);
+        }
+        Ok(())
+    }
+
+    fn deliveries(&mut self) -> Result<(), Failure> {
+        let due = self.store()?.read(|p| p.deliveries_due(self.now, 4));
+        for delivery in due {
+            let delivered = self.rng.random_bool(0.6);
+            self.submit(Action::RecordDelivery { event: delivery.event, delivered })?;
+        }
+        Ok(())
+    }
+
+    /// The clock moves (seconds, hours, or days at once) and what fell due runs.
+    fn tick(&mut self) -> Result<(), Failure> {
+        self.now += match self.rng.random_range(0..10) {
+            0..=5 => self.rng.random_range(1..120) * SECOND,
+            6..=8 => self.rng.random_range(1..6) * 3_600 * SECOND,
+            _ => self.rng.random_range(1..12) * 86_400 * SECOND,
+        };
+        // A tick does a bounded share of what fell due: tick until it is all done.
+        while let Outcome::Ticked { more_due: true, .. } = self.submit(Action::Tick)? {}
+        self.check_nothing_overdue()
+    }
+
+    /// After a tick nothing that fell due is left waiting, however late the
+    /// tick came: unpaid trades past expiry are closed, escrow past its
+    /// confirmation day is settled, expired red packets and ended campaigns
+    /// have given back what they held.
+    fn check_nothing_overdue(&mut self) -> Result<(), Failure> {
+        let now = self.now;
+        for number in self.trades.clone() {
+            let Some(trade) = self.trade_now(number)? else { continue };
+            let overdue = match trade.status {
+                TradeStatus::WaitBuyerPay => trade.expire_at <= now,
+                TradeStatus::WaitBuyerConfirm => trade.confirm_due_at.is_some_and(|due| due <= now),
+                _ => false,
+            };
+            if overdue {
+                return Err(self.fail(format!("trade {number} is overdue after a tick: {trade:?}")));
+            }
+        }
+        let stuck = self.store()?.read(|p| {
+            let packets = self.model.packets.keys().filter_map(|&number| p.red_packet(number)).find(|packet| {
+                let left: u64 = packet.shares[packet.claims.len()..].iter().sum();
+                packet.expires_at <= now && left > 0 && packet.returned == 0
+            });
+            let campaigns = self.campaigns.iter().filter_map(|&(number, _)| p.campaign(number));
+            let campaigns = campaigns.filter(|campaign| campaign.ends_at <= now && campaign.returned.is_none()).count();
+            (packets.map(|packet| packet.number), campaigns)
+        });
+        match stuck {
+            (Some(packet), _) => Err(self.fail(format!("red packet {packet} expired and kept its shares"))),
+            (None, campaigns) if campaigns > 0 => {
+                Err(self.fail(format!("{campaigns} ended campaigns kept their budgets")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A client retries a request under its idempotency key: the same answer, nothing done again.
+    fn retry(&mut self) -> Result<(), Failure> {
+        // Keys are remembered for 24 h (`IDEMPOTENCY_RETENTION_NANOS`); later a retry is a new request.
+        let horizon = self.now.saturating_sub(platform::IDEMPOTENCY_RETENTION_NANOS);
+        self.sent.retain(|(command, _)| command.now > horizon);
+        if self.sent.is_empty() {
+            return self.tick();
+        }
+        let (command, first) = self.sent[self.rng.random_range(0..self.sent.len())].clone();
+        let again = self.submit_until_answered(&Command { now: self.now + 1, ..command })?;
+        self.commands += 1;
+        if again != first {
+            return Err(self.fail(format!("a retry under its idempotency key answered {again:?}, first {first:?}")));
+        }
+        Ok(())
+    }
+
+    /// The process stops and starts again: cleanly (every answer given was
+    /// durable), or by a crash — the power goes within the next few writes,
+    /// whatever they are.
+    fn restart(&mut self) -> Result<(), Failure> {
+        if self.rng.random_bool(0.5) {
+            return self.crash(false);
+        }
+        let changes = self.rng.random_range(0..40);
+        self.disk.cut_power_after(changes);
+        Ok(())
+    }
+
+    /// Stops the node and starts it again (`crashed`: the disk then keeps
+    /// what a crash may keep of what was not synced). Recovery must rebuild
+    /// the very state the node had — or that state and the one command it
+    /// was writing when it stopped, which the log may or may not have kept.
+    fn crash(&mut self, crashed: bool) -> Result<(), Failure> {
+        let store = self.store.take().ok_or_else(|| self.fail("no store"))?;
+        let before = store.digest().map_err(|error| self.fail(error.to_string()))?;
+        let health = store.health();
+        let sequence_before = health.last_applied;
+        // A writer that stopped on a fault (an archive read the disk spoiled
+        // mid-command) left a state that need not be the log's: recovery
+        // rebuilds the log's, and the checks after every step judge it.
+        let trusted = health.failure.is_none();
+        drop(store);
+        if crashed {
+            self.disk.crash();
+            self.crashes += 1;
+        } else {
+            self.restarts += 1;
+        }
+        let (store, report) = self.open_store()?;
+        let in_flight_kept = crashed && report.last_sequence == sequence_before + 1;
+        if report.last_sequence != sequence_before && !in_flight_kept {
+            return Err(self.fail(format!(
+                "recovered up to record {}, the node had applied {sequence_before}",
+                report.last_sequence
+            )));
+        }
+        if trusted && report.last_sequence == sequence_before && report.digest != before {
+            let how = if crashed { "crash" } else { "clean stop" };
+            return Err(self.fail(format!(
+                "recovered digest {:016x}, {before:016x} before the {how} ({report:?})",
+                report.digest
+            )));
+        }
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// What the clock did to users' wallets: withdrawals the bank refused
+    /// came back; expired red packets returned their rest.
+    fn reconcile(&mut self) {
+        let Some(store) = self.store.as_ref() else { return };
+        let (settled, returned) = store.read(|p| {
+            let settled: Vec<(u64, bool)> = self
+                .model
+                .withdrawals
+                .keys()
+                .filter_map(|&number| p.withdrawal(number).map(|w| (number, w.status)))
+                .filter(|(_, status)| *status != WithdrawalStatus::Pending)
+                .map(|(number, status)| (number, status == WithdrawalStatus::Failed))
+                .collect();
+            let returned: Vec<(u64, u64)> = self
+                .model
+                .packets
+                .keys()
+                .filter_map(|&number| p.red_packet(number).map(|packet| (number, packet.returned)))
+                .filter(|(_, returned)| *returned > 0)
+                .collect();
+            (settled, returned)
+        });
+        for (number, failed) in settled {
+            if let Some((user, amount)) = self.model.withdrawals.remove(&number)
+                && failed
+            {
+                self.model.credit(user, amount);
+            }
+        }
+        for (number, back) in returned {
+            if let Some(sender) = self.model.packets.remove(&number) {
+                self.model.credit(sender, back);
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), Failure> {
+        let store = self.store()?;
+        let broken: Vec<String> = store.read(|p| {
+            p.check_invariants()
+                .into_iter()
+                .filter(|check| !check.ok)
+                .map(|check| format!("{}: {}", check.name, check.detail))
+                .collect()
+        });
+        if !broken.is_empty() {
+            return Err(self.fail(format!("broken invariants: {}", broken.join("; "))));
+        }
+        for (&user, &expected) in &self.model.wallets {
+            let found = store.read(|p| p.balance(user).map(|balance| balance.available as i128));
+            if found != Some(expected) {
+                return Err(self.fail(format!("user {user}'s wallet holds {found:?}, the answers say {expected}")));
+            }
+        }
+        Ok(())
+    }
+}
