@@ -120,7 +120,9 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
 
     // A crash halfway, resumed from what is durable, ends where the
     // uninterrupted day ended: nothing acknowledged lost, nothing twice.
-    let (crashed, _) = double11(directory.path(), "crash", &["--seed", "7", "--crash-at", "50"]);
+    // (Checkpoints every 20 ms: the resumed run skips to the last by count.)
+    let crash = ["--seed", "7", "--crash-at", "50", "--checkpoint-every-ms", "20"];
+    let (crashed, _) = double11(directory.path(), "crash", &crash);
     assert!(!crashed.status.success());
     let stderr = String::from_utf8_lossy(&crashed.stderr);
     let acknowledged_before: u64 = stderr
@@ -132,9 +134,23 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
     let report_after = report_after.unwrap();
     let durable = report_after["resumed_after_commands"].as_u64().unwrap();
     assert!(durable >= acknowledged_before, "durable {durable} < acknowledged {acknowledged_before}");
+    let skipped = report_after["resume_skipped_operations"].as_u64().unwrap();
+    assert!(skipped > 0, "the resumed run skipped operations by count");
     assert_eq!(report_after["digest"], report["digest"]);
     assert_eq!(report_after["ledger"], report["ledger"]);
     assert!(report_after["checks"].as_array().unwrap().iter().all(|check| check["passed"] == true));
+
+    // A crash in the settlement, after a tick and before the checkpoint past
+    // it: the resumed run counts the journal's last commands as that tick's.
+    let crash = ["--seed", "7", "--crash-in-settlement", "100", "--checkpoint-every-ms", "20"];
+    let (crashed, _) = double11(directory.path(), "settling", &crash);
+    assert!(!crashed.status.success());
+    assert!(String::from_utf8_lossy(&crashed.stderr).contains("after settlement tick 100"));
+    let (resumed, report_after) = double11(directory.path(), "settling", &["--seed", "7"]);
+    succeeded(&resumed);
+    let report_after = report_after.unwrap();
+    assert_eq!(report_after["digest"], report["digest"]);
+    assert_eq!(report_after["ledger"], report["ledger"]);
 
     // Another seed in the same data directory is refused, not mixed in.
     let (crashed, _) = double11(directory.path(), "mixed", &["--seed", "7", "--crash-at", "10"]);

@@ -6,7 +6,11 @@
 //! Resuming after a crash: the command stream is a function of the seed (and
 //! of state that only ever grows: a trade once paid stays paid), so the
 //! driver regenerates it, skips the commands the journal already holds, and
-//! goes on from the first one it lost.
+//! goes on from the first one it lost. Which operations made those commands
+//! (a follow-up of a trade never paid makes none) it learns from its last
+//! checkpoint (`double11.progress`: operations and commands, written every
+//! few seconds once those commands are durable): it skips that many
+//! operations by count and works out only the few after it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -50,6 +54,12 @@ const SNAPSHOT_LOG_PERCENT: u64 = 50;
 /// because at the midnight peak every minute of it is millions of transfers.
 const MEMORY_HORIZON_NANOS: u64 = 7 * 60 * 1_000_000_000;
 const _: () = assert!(MEMORY_HORIZON_NANOS > sim::workload::SETTLE_TICK_NANOS);
+/// The checkpoint a resumed run skips to (see the module).
+const CHECKPOINT_FILE: &str = "double11.progress";
+/// How often a checkpoint is taken (`--checkpoint-every-ms`): a resumed
+/// run works out at most this much of the day's operations again (a full
+/// day's 415 M commands, worked out one by one, took half an hour to skip).
+pub const CHECKPOINT_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
 
 pub struct EngineOptions<'a> {
     pub store: &'a server::StoreConfig,
@@ -58,6 +68,10 @@ pub struct EngineOptions<'a> {
     pub seed: u64,
     /// Abort the process once this share of the payments has been submitted
     /// (by this process: a resumed run counts from where it resumed).
+    pub checkpoint_every: Duration,
+    /// Abort the process once this settlement tick is answered, before the
+    /// ticks that finish it and its checkpoint (fault injection).
+    pub crash_in_settlement: Option<u64>,
     pub crash_at: Option<f64>,
 }
 
@@ -221,8 +235,33 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     let mut in_setup = true;
     let started = Instant::now();
     let mut last_at = 0;
+    let mut checkpoints = Checkpoints::new(options.data_dir, options.checkpoint_every);
+    let mut skipped_operations = 0;
+    let mut settlement_ticks = 0u64;
+    let mut workload = workload.into_iter();
+    let mut operations = 0u64;
+    if let Some(checkpoint) = checkpoints.read().filter(|checkpoint| checkpoint.commands <= resume_after) {
+        progress.note(&format!(
+            "skipping {} operations ({} commands) by count, to the last checkpoint",
+            checkpoint.operations, checkpoint.commands
+        ));
+        for timed in workload.by_ref().take(usize::try_from(checkpoint.operations).unwrap_or(usize::MAX)) {
+            progress.advance(&timed, matches!(timed.op, Op::Pay(_)), &driver.tally);
+            in_setup = timed.setup;
+            last_at = timed.at;
+        }
+        operations = checkpoint.operations;
+        skipped_operations = checkpoint.operations;
+        driver.generated = checkpoint.commands;
+        if !in_setup {
+            driver.resolve_campaign();
+            lock(&driver.tally).day_started = Some(Instant::now());
+        }
+    }
     for timed in workload {
         last_at = timed.at;
+        checkpoints.at_operation(operations, driver.generated, driver.completed.load(Ordering::Acquire));
+        operations += 1;
         if in_setup && !timed.setup {
             in_setup = false;
             driver.wait_for(driver.submitted)?;
@@ -234,19 +273,34 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         driver.generated += 1;
         let is_payment = matches!(kind, Kind::Pay { .. });
         progress.advance(&timed, is_payment, &driver.tally);
+        // After the day the clock's ticks do the settling (ten days on, each
+        // auto-confirms millions of escrow trades at full scale): one at a
+        // time, so that progress shows how far the settling has got, and
+        // each followed by more at the same time while more is due (a tick
+        // does a bounded share), as the server's clock does.
+        let settling = timed.is_settlement_tick();
         if driver.generated <= resume_after {
+            if settling {
+                // Nothing was submitted after a settlement tick but its
+                // followers until the checkpoint after them: the journal's
+                // commands from here are this tick's.
+                driver.generated = resume_after;
+                driver.settle_at(timed.at, operations, &mut checkpoints)?;
+            }
             continue;
         }
         if is_payment {
             payments_submitted += 1;
         }
-        // After the day the clock's ticks do the settling (ten days on, each
-        // auto-confirms millions of escrow trades at full scale): one at a
-        // time, so that progress shows how far the settling has got.
-        let settling = timed.is_settlement_tick();
         driver.submit(&timed, action, kind)?;
         if settling {
             driver.wait_for(driver.submitted)?;
+            settlement_ticks += 1;
+            if options.crash_in_settlement == Some(settlement_ticks) {
+                eprintln!("double11: crashing on purpose after settlement tick {settlement_ticks}");
+                std::process::abort();
+            }
+            driver.settle_at(timed.at, operations, &mut checkpoints)?;
         }
         if is_payment && crash_after_payments.is_some_and(|at| payments_submitted >= at) {
             let answered = driver.completed.load(Ordering::Acquire);
@@ -276,10 +330,76 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         figures: Some(figures),
         digest: Some(digest),
         resumed_after_commands: resume_after,
+        resume_skipped_operations: skipped_operations,
         writer,
         wall: started.elapsed(),
         server_check: None,
     })
+}
+
+/// Where a resumed run can skip to by count: this many of the workload's
+/// operations made this many commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Checkpoint {
+    operations: u64,
+    commands: u64,
+}
+
+/// Takes checkpoints as the run goes: one is noted every
+/// `CHECKPOINT_INTERVAL` at an operation's start, and written once every
+/// command up to it is durable (so a checkpoint never counts a command the
+/// journal may not hold).
+struct Checkpoints {
+    path: std::path::PathBuf,
+    every: Duration,
+    noted_at: Instant,
+    waiting: Option<Checkpoint>,
+}
+
+impl Checkpoints {
+    fn new(data_dir: &Path, every: Duration) -> Checkpoints {
+        Checkpoints { path: data_dir.join(CHECKPOINT_FILE), every, noted_at: Instant::now(), waiting: None }
+    }
+
+    /// The last checkpoint written, if one was (and reads whole).
+    fn read(&self) -> Option<Checkpoint> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let field = |name: &str| {
+            text.split_whitespace().find_map(|part| part.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        };
+        Some(Checkpoint { operations: field("operations")?, commands: field("commands")? })
+    }
+
+    /// Before operation `operations` (0-based), with `commands` made so far
+    /// and `durable` of them answered.
+    fn at_operation(&mut self, operations: u64, commands: u64, durable: u64) {
+        if let Some(waiting) = self.waiting
+            && waiting.commands <= durable
+        {
+            self.waiting = None;
+            // A checkpoint that cannot be written costs a slower resume, nothing more.
+            if let Err(error) = self.write(waiting) {
+                eprintln!("double11: cannot write the checkpoint {}: {error}", self.path.display());
+            }
+        }
+        if self.waiting.is_none() && self.noted_at.elapsed() >= self.every {
+            self.waiting = Some(Checkpoint { operations, commands });
+            self.noted_at = Instant::now();
+        }
+    }
+
+    /// Replaces the checkpoint whole and durably (a new file, synced,
+    /// renamed over the old).
+    fn write(&mut self, checkpoint: Checkpoint) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let temporary = self.path.with_extension("tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        writeln!(file, "operations={} commands={}", checkpoint.operations, checkpoint.commands)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &self.path)?;
+        self.waiting = self.waiting.filter(|waiting| waiting.commands > checkpoint.commands);
+        Ok(())
+    }
 }
 
 /// The run's journal: on the data directory's files, or on PostgreSQL
@@ -314,18 +434,27 @@ impl Driver {
         Ok(())
     }
 
-    /// A tick does a bounded share of what fell due (`TICK_ITEMS_MAX`), and
-    /// the settlement's ticks leave the rest to the next ones: after the
-    /// last, more ticks at its time, as a clock would, until nothing is due.
-    /// (After every command of the workload: a resumed run does them again.)
+    /// A tick does a bounded share of what fell due (`TICK_ITEMS_MAX`):
+    /// more ticks at the same time, one at a time, until nothing is due.
     fn tick_until_nothing_due(&mut self, at: u64) -> anyhow::Result<()> {
         let now = DAY_START_NANOS + at;
         while self.store.read(|platform| platform.anything_due(now)) {
             let timed = TimedOp { at, op: Op::Tick, setup: false };
+            self.generated += 1;
             self.submit(&timed, Action::Tick, Kind::Tick)?;
             self.wait_for(self.submitted)?;
         }
         Ok(())
+    }
+
+    /// After the settlement tick that is operation `operation`: the ticks
+    /// that finish what it left, then a checkpoint past them, written at
+    /// once (a resumed run counts on finding one after every settlement
+    /// tick whose followers all reached the journal).
+    fn settle_at(&mut self, at: u64, operation: u64, checkpoints: &mut Checkpoints) -> anyhow::Result<()> {
+        self.tick_until_nothing_due(at)?;
+        let checkpoint = Checkpoint { operations: operation, commands: self.generated };
+        checkpoints.write(checkpoint).with_context(|| format!("write {}", checkpoints.path.display()))
     }
 
     fn resolve_parties(&mut self) -> anyhow::Result<()> {

@@ -192,6 +192,7 @@ async fn drive(workload: Workload, options: &HttpOptions<'_>, progress: &Progres
         figures: None,
         digest: None,
         resumed_after_commands: 0,
+        resume_skipped_operations: 0,
         writer: journal::WriterStats::default(),
         wall: started.elapsed(),
         server_check: Some((

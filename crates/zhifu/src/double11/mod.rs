@@ -73,6 +73,12 @@ pub struct Double11Args {
     /// No progress (a bar on a terminal, otherwise a line a minute).
     #[arg(long)]
     quiet: bool,
+    /// How often the run notes how far it got, for a resume to skip to.
+    #[arg(long, hide = true, default_value_t = engine::CHECKPOINT_INTERVAL_DEFAULT.as_millis() as u64)]
+    checkpoint_every_ms: u64,
+    /// Kill the process once this settlement tick (after the day) is answered.
+    #[arg(long, hide = true)]
+    crash_in_settlement: Option<u64>,
 }
 
 /// One of the platform's own checks of its books against the ledger.
@@ -115,6 +121,8 @@ pub struct RunOutput {
     pub figures: Option<LedgerFigures>,
     pub digest: Option<u64>,
     pub resumed_after_commands: u64,
+    /// Of the workload's operations, those a resumed run skipped by count.
+    pub resume_skipped_operations: u64,
     /// The journal's writer: commands, group commits (each one write and
     /// one fdatasync), the bytes the log carries, snapshots, and the
     /// longest waits it caused (in process only).
@@ -167,6 +175,8 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
                 data_dir: &args.data_dir,
                 seed: args.seed,
                 crash_at: args.crash_at.map(|percent| percent / 100.0),
+                checkpoint_every: Duration::from_millis(args.checkpoint_every_ms),
+                crash_in_settlement: args.crash_in_settlement,
             };
             let output = engine::run(workload, &options, &progress)?;
             fs::write(args.data_dir.join(MANIFEST), manifest(&config, true))

@@ -168,6 +168,7 @@ impl Summary {
             "ledger": figures,
             "digest": output.digest.map(|digest| format!("{digest:016x}")),
             "resumed_after_commands": output.resumed_after_commands,
+            "resume_skipped_operations": output.resume_skipped_operations,
             "journal": {
                 "commands": output.writer.batches,
                 "group_commits": output.writer.groups,
