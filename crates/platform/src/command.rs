@@ -263,15 +263,7 @@ pub struct Command {
     pub action: Action,
 }
 
-/// Why an action was refused: nothing moved.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Rejection {
-    InsufficientFunds,
-    NotFound(String),
-    Invalid(String),
-    Conflict(String),
-    LimitExceeded(String),
-}
+pub use crate::rejection::Rejection;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Outcome {

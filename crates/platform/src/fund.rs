@@ -23,6 +23,7 @@ use crate::accounts::{self, FUND_INCOME, LEDGER_CNY, Reference};
 use crate::calendar::Date;
 use crate::command::{Outcome, PartyKind, Rejection};
 use crate::platform::Platform;
+use crate::rejection::{Conflict, Invalid, Limit, Missing};
 
 /// Holders one import command brings in at most (it is applied as one
 /// command, so it is bounded like a batch is).
@@ -93,7 +94,7 @@ impl Platform {
             return Outcome::Rejected(rejection);
         }
         if amount < SUBSCRIPTION_MIN {
-            return Outcome::Rejected(Rejection::Invalid("the smallest subscription is 100 fen (1 yuan)".to_string()));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::Subscription));
         }
         if let Err(rejection) = self.open_holding(now, party) {
             return Outcome::Rejected(rejection);
@@ -124,10 +125,10 @@ impl Platform {
         let used = self.state.fund.redeemed.get(&(party, today)).copied().unwrap_or(0);
         let limit = self.state.config.fund_redeem_daily_limit;
         if used.saturating_add(amount) > limit {
-            return Outcome::Rejected(Rejection::LimitExceeded(format!(
-                "redemptions are limited to {limit} fen a day; {} fen are left today",
-                limit.saturating_sub(used)
-            )));
+            return Outcome::Rejected(Rejection::LimitExceeded(Limit::Redemption {
+                limit,
+                left: limit.saturating_sub(used),
+            }));
         }
         if self.ledger.account(accounts::fund(party)).is_none() {
             return Outcome::Rejected(Rejection::InsufficientFunds);
@@ -162,10 +163,10 @@ impl Platform {
             return Outcome::FundYieldPaid(day.clone());
         }
         if date >= Date::of_nanos(now) {
-            return Outcome::Rejected(Rejection::Conflict(format!("{date} has not ended yet")));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::DayNotEnded(date)));
         }
         if annual_rate_bps > 10_000 {
-            return Outcome::Rejected(Rejection::Invalid("annual_rate_bps must be at most 10000".to_string()));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::AnnualRate));
         }
         // One pass over the accounts in creation order (sequential memory)
         // rather than a hash lookup per holder; sorted by party afterwards.
@@ -229,7 +230,7 @@ impl Platform {
 
     pub(crate) fn import_fund_holders(&mut self, now: u64, count: u32, seed: u64) -> Outcome {
         if count == 0 || count > IMPORT_HOLDERS_MAX {
-            return Outcome::Rejected(Rejection::Invalid(format!("count must be 1 to {IMPORT_HOLDERS_MAX}")));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::ImportCount));
         }
         let first = self.state.next_number;
         let mut accounts_batch = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
@@ -333,7 +334,7 @@ impl Platform {
                 self.state.fund.holders.insert(party, HolderYield::default());
                 Ok(())
             }
-            _ => Err(Rejection::Conflict("the fund holding could not be opened".to_string())),
+            _ => Err(Rejection::Conflict(Conflict::FundHoldingNotOpened)),
         }
     }
 
@@ -341,7 +342,7 @@ impl Platform {
         self.check_party_and_amount(party, amount)?;
         match self.state.parties.get(party) {
             Some(p) if p.kind == PartyKind::User => Ok(()),
-            _ => Err(Rejection::NotFound("user".to_string())),
+            _ => Err(Rejection::NotFound(Missing::User)),
         }
     }
 }

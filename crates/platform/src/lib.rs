@@ -32,6 +32,7 @@ pub mod marketing;
 mod numbered;
 pub mod platform;
 mod reference_index;
+pub mod rejection;
 pub mod text;
 mod trade_actions;
 mod trade_directory;
@@ -50,7 +51,7 @@ pub use platform::{
     Withdrawal, WithdrawalStatus,
 };
 pub use trade_actions::{
-    PartyTrades, TradeAt, list_trades_newest_first, read_archived_bank_entry, read_archived_event, read_archived_trade,
-    walk_events, walk_party_trades,
+    PartyTrades, REFUNDS_PER_TRADE_MAX, TradeAt, list_trades_newest_first, read_archived_bank_entry,
+    read_archived_event, read_archived_trade, walk_events, walk_party_trades,
 };
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};

@@ -39,6 +39,7 @@ use crate::accounts::{self, LEDGER_CNY, Reference};
 use crate::calendar::Date;
 use crate::command::{Outcome, PartyKind, Rejection};
 use crate::platform::{AMOUNT_MAX, Platform};
+use crate::rejection::{Conflict, Invalid, Limit, Missing};
 use crate::trades::EventData;
 
 /// The daily rate of new loans: 0.05% a day (Alibaba's small-loan pricing).
@@ -244,26 +245,21 @@ impl Platform {
             return if loan.principal == amount && loan.term_days == term_days {
                 Outcome::LoanUpdated(Box::new(loan.clone()))
             } else {
-                Outcome::Rejected(Rejection::Conflict("out_request_no is used by another loan".to_string()))
+                Outcome::Rejected(Rejection::Conflict(Conflict::LoanRequestNoUsed))
             };
         }
         if self.state.parties.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
-            return Outcome::Rejected(Rejection::NotFound("merchant".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
         if amount == 0 || amount > AMOUNT_MAX || term_days == 0 || term_days > TERM_DAYS_MAX {
-            return Outcome::Rejected(Rejection::Invalid(
-                "amount must be 1 to 10^15 fen and term_days 1 to 365".to_string(),
-            ));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::LoanAmountOrTerm));
         }
         if out_request_no.is_empty() || out_request_no.chars().count() > 64 {
-            return Outcome::Rejected(Rejection::Invalid("out_request_no must be 1 to 64 characters".to_string()));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::LoanRequestNo));
         }
         let credit = self.credit(merchant, now);
         if amount > credit.available {
-            return Outcome::Rejected(Rejection::LimitExceeded(format!(
-                "the credit available is {} fen",
-                credit.available
-            )));
+            return Outcome::Rejected(Rejection::LimitExceeded(Limit::Credit { available: credit.available }));
         }
         self.open_loan(now, merchant, amount, term_days, out_request_no, None)
     }
@@ -283,31 +279,27 @@ impl Platform {
             return if loan.trade == Some(trade) && amount.is_none_or(|amount| amount == loan.principal) {
                 Outcome::LoanUpdated(Box::new(loan.clone()))
             } else {
-                Outcome::Rejected(Rejection::Conflict("out_request_no is used by another loan".to_string()))
+                Outcome::Rejected(Rejection::Conflict(Conflict::LoanRequestNoUsed))
             };
         }
         let found = match self.live_trade(trade) {
             Ok(found) if found.merchant == merchant => found,
-            Ok(_) => return Outcome::Rejected(Rejection::NotFound("trade".to_string())),
+            Ok(_) => return Outcome::Rejected(Rejection::NotFound(Missing::Trade)),
             Err(outcome) => return outcome,
         };
         if found.in_escrow() == 0 {
-            return Outcome::Rejected(Rejection::Conflict(
-                "advances are on paid escrow trades not yet settled".to_string(),
-            ));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::AdvanceNeedsEscrowTrade));
         }
         if self.state.loans.by_trade.contains_key(&trade) {
-            return Outcome::Rejected(Rejection::Conflict("the trade has an advance already".to_string()));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::AdvanceExists));
         }
         if out_request_no.is_empty() || out_request_no.chars().count() > 64 {
-            return Outcome::Rejected(Rejection::Invalid("out_request_no must be 1 to 64 characters".to_string()));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::LoanRequestNo));
         }
         let limit = self.order_loan_limit(now, merchant, &found);
         let amount = amount.unwrap_or(limit);
         if amount == 0 || amount > limit {
-            return Outcome::Rejected(Rejection::LimitExceeded(format!(
-                "an advance on this trade is at most {limit} fen (the credit available, and {ORDER_LOAN_SHARE_PERCENT}% of what the trade will pay)"
-            )));
+            return Outcome::Rejected(Rejection::LimitExceeded(Limit::Advance { most: limit }));
         }
         let outcome = self.open_loan(now, merchant, amount, ORDER_LOAN_TERM_DAYS, out_request_no, Some(trade));
         if let Outcome::LoanUpdated(loan) = &outcome {
@@ -367,7 +359,7 @@ impl Platform {
             flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
         };
         if !self.ledger.create_accounts(now, &[account]).is_ok_and(|r| r.iter().all(|r| r.is_ok())) {
-            return Outcome::Rejected(Rejection::Conflict("the loan account could not be opened".to_string()));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::LoanAccountNotOpened));
         }
         let disbursement = self.new_transfer(
             now,
@@ -410,18 +402,18 @@ impl Platform {
 
     pub(crate) fn repay_loan(&mut self, now: u64, number: u64, merchant: u64, amount: u64) -> Outcome {
         if self.state.loans.loans.get(&number).is_none_or(|loan| loan.merchant != merchant) {
-            return Outcome::Rejected(Rejection::NotFound("loan".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Loan));
         }
         if amount == 0 || amount > AMOUNT_MAX {
-            return Outcome::Rejected(Rejection::Invalid("amount must be 1 to 10^15 fen".to_string()));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::Amount));
         }
         self.accrue_loan(now, number);
         let loan = self.state.loans.loans[&number].clone();
         if loan.status == LoanStatus::Repaid {
-            return Outcome::Rejected(Rejection::Conflict("the loan is repaid".to_string()));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::LoanRepaid));
         }
         if amount > loan.owed() {
-            return Outcome::Rejected(Rejection::LimitExceeded(format!("only {} fen is owed", loan.owed())));
+            return Outcome::Rejected(Rejection::LimitExceeded(Limit::Owed { owed: loan.owed() }));
         }
         let repayment = self.new_transfer(
             now,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::{self, CAMPAIGNS, MARKETING, RED_PACKETS, Reference};
 use crate::command::{Outcome, PartyKind, Rejection};
 use crate::platform::{AMOUNT_MAX, Platform};
+use crate::rejection::{Conflict, Invalid, Limit, Missing, conflict, invalid};
 
 /// A red packet is split into at most this many shares.
 pub const RED_PACKET_SHARES_MAX: u32 = 1_000;
@@ -148,16 +149,16 @@ impl Platform {
         greeting: &Option<String>,
     ) -> Outcome {
         if self.state.parties.get(sender).is_none_or(|p| p.kind != PartyKind::User) {
-            return Outcome::Rejected(Rejection::NotFound("sender".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Sender));
         }
         if count == 0 || count > RED_PACKET_SHARES_MAX {
-            return invalid("count must be between 1 and 1000");
+            return invalid(Invalid::RedPacketCount);
         }
         if total < u64::from(count) || total > AMOUNT_MAX {
-            return invalid("total must give every share at least 1 fen, and be at most 10^15");
+            return invalid(Invalid::RedPacketTotal);
         }
         if greeting.as_ref().is_some_and(|g| crate::text::check_optional_text(g, TEXT_CHARS_MAX).is_err()) {
-            return invalid("greeting must be at most 200 printable characters");
+            return invalid(Invalid::Greeting);
         }
         let number = self.take_number();
         let transfer = self.new_transfer(
@@ -194,19 +195,19 @@ impl Platform {
 
     pub(crate) fn claim_red_packet(&mut self, now: u64, number: u64, user: u64) -> Outcome {
         if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
-            return Outcome::Rejected(Rejection::NotFound("user".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         let Some(packet) = self.state.red_packets.get(&number) else {
-            return Outcome::Rejected(Rejection::NotFound("red packet".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::RedPacket));
         };
         if packet.claims.iter().any(|(claimer, _)| *claimer == user) {
-            return conflict("you have claimed this red packet already");
+            return conflict(Conflict::RedPacketClaimedAlready);
         }
         if packet.expires_at <= now || packet.returned > 0 {
-            return conflict("the red packet has expired");
+            return conflict(Conflict::RedPacketExpired);
         }
         let Some(&amount) = packet.shares.get(packet.claims.len()) else {
-            return conflict("the red packet is empty");
+            return conflict(Conflict::RedPacketEmpty);
         };
         let sender = packet.sender;
         let transfer = self.new_transfer(
@@ -243,22 +244,22 @@ impl Platform {
         if let Some(merchant) = sponsor
             && self.state.parties.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
         {
-            return Outcome::Rejected(Rejection::NotFound("sponsor".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Sponsor));
         }
         if crate::text::check_display_text(name, TEXT_CHARS_MAX).is_err() {
-            return invalid("name must be 1 to 200 printable characters");
+            return invalid(Invalid::CampaignName);
         }
         if budget == 0 || budget > AMOUNT_MAX || discount == 0 {
-            return invalid("budget must be 1 to 10^15 fen and discount at least 1 fen");
+            return invalid(Invalid::BudgetOrDiscount);
         }
         if discount > budget {
-            return Outcome::Rejected(Rejection::LimitExceeded("the discount is larger than the budget".to_string()));
+            return Outcome::Rejected(Rejection::LimitExceeded(Limit::DiscountOverBudget));
         }
         if min_spend > AMOUNT_MAX || per_user_limit == 0 {
-            return invalid("min_spend must be at most 10^15 fen and per_user_limit at least 1");
+            return invalid(Invalid::MinSpendOrPerUserLimit);
         }
         if ends_at <= starts_at || ends_at <= now {
-            return conflict("ends_at must be after starts_at and in the future");
+            return conflict(Conflict::CampaignDates);
         }
         let number = self.take_number();
         let source = sponsor.map_or(MARKETING, accounts::wallet);
@@ -318,14 +319,14 @@ impl Platform {
         expires_at: Option<u64>,
     ) -> Outcome {
         let Some(found) = self.state.campaigns.get(&campaign).filter(|c| c.sponsor == issuer) else {
-            return Outcome::Rejected(Rejection::NotFound("campaign".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
         };
         if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
-            return Outcome::Rejected(Rejection::NotFound("user".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         let expires_at = expires_at.unwrap_or(found.ends_at).min(found.ends_at);
         if expires_at <= now || found.returned.is_some() {
-            return conflict("the coupon would expire before it can be used");
+            return conflict(Conflict::CouponWouldExpireFirst);
         }
         let number = self.take_number();
         let coupon = Coupon { number, campaign, user, expires_at, used_on: None };
@@ -407,14 +408,6 @@ impl Platform {
             campaign.returned = Some(left);
         }
     }
-}
-
-fn invalid(message: &str) -> Outcome {
-    Outcome::Rejected(Rejection::Invalid(message.to_string()))
-}
-
-fn conflict(message: &str) -> Outcome {
-    Outcome::Rejected(Rejection::Conflict(message.to_string()))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::accounts::{self, BANK_CLEARING, LEDGER_CNY, REVENUE, Reference};
 use crate::calendar::Date;
 use crate::command::{Action, Command, IdempotencyTag, Outcome, PartyKind, PlatformConfig, Rejection};
 use crate::fees::{FeeSchedule, Product, QuotaPeriod};
+use crate::rejection::{Conflict, Invalid, Missing, invalid};
 use crate::trades::{Delivery, Trade};
 
 /// The largest amount of one movement: 10^15 fen (10 trillion yuan).
@@ -39,8 +40,8 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// 6: trades chained by party, refunds return fees and discounts, the
 /// platform's secret, unclaimed red packets by sender, credit net of money
 /// sent back, remembered rejections counted by caller; 7: the gateway's key,
-/// the products' books, bounded ticks.)
-const STATE_FORMAT: u32 = 7;
+/// the products' books, bounded ticks; 8: rejections as codes, without text.)
+const STATE_FORMAT: u32 = 8;
 
 /// Due items one tick does at most (trades closed or settled, withdrawals
 /// answered, codes, red packets and campaigns expired, idempotency keys
@@ -374,17 +375,17 @@ impl Platform {
             }
             Action::InitializeSecret { secret } => {
                 if self.state.secret.is_some() {
-                    return Outcome::Rejected(Rejection::Conflict("the platform's secret is made once".to_string()));
+                    return Outcome::Rejected(Rejection::Conflict(Conflict::SecretMadeOnce));
                 }
                 self.state.secret = Some(*secret);
                 Outcome::Configured
             }
             Action::InitializeGatewayKey { private_key_pem } => {
                 if self.state.gateway_key.is_some() {
-                    return Outcome::Rejected(Rejection::Conflict("the gateway's key is made once".to_string()));
+                    return Outcome::Rejected(Rejection::Conflict(Conflict::GatewayKeyMadeOnce));
                 }
                 if private_key_pem.len() > GATEWAY_KEY_BYTES_MAX {
-                    return rejected_invalid("a gateway key is at most 8 KiB of PEM");
+                    return invalid(Invalid::GatewayKey);
                 }
                 self.state.gateway_key = Some(private_key_pem.clone());
                 Outcome::Configured
@@ -402,7 +403,7 @@ impl Platform {
             Action::Withdraw { party, amount } => self.withdraw(now, *party, *amount),
             Action::SetFeeSchedule { product, schedule } => {
                 if schedule.rate_bps > 10_000 {
-                    return rejected_invalid("rate_bps must be at most 10000");
+                    return invalid(Invalid::FeeRate);
                 }
                 self.state.fee_schedules.insert(*product, *schedule);
                 Outcome::FeeScheduleSet
@@ -463,16 +464,16 @@ impl Platform {
     ) -> Outcome {
         let PartyKeys { key_hash, webhook_secret, app_public_key } = keys;
         if crate::text::check_display_text(name, NAME_CHARS_MAX).is_err() {
-            return rejected_invalid("name must be 1 to 200 printable characters");
+            return invalid(Invalid::PartyName);
         }
         if fee_rate_bps.is_some_and(|rate| rate > 10_000) {
-            return rejected_invalid("fee_rate_bps must be at most 10000");
+            return invalid(Invalid::PartyFeeRate);
         }
         if webhook_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, crate::trade_actions::URL_CHARS_MAX)) {
-            return rejected_invalid("webhook_url must be an http or https URL with a host");
+            return invalid(Invalid::WebhookUrl);
         }
         if self.state.keys.contains_key(key_hash) {
-            return Outcome::Rejected(Rejection::Conflict("api key already in use".to_string()));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::KeyInUse));
         }
         let number = self.take_number();
         let code = match kind {
@@ -488,7 +489,7 @@ impl Platform {
         };
         let created = self.ledger.create_accounts(now, &[wallet]);
         if !created.is_ok_and(|results| results.iter().all(|r| r.is_ok())) {
-            return Outcome::Rejected(Rejection::Conflict("wallet could not be created".to_string()));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::WalletNotCreated));
         }
         let party = Party {
             number,
@@ -512,7 +513,7 @@ impl Platform {
             return Outcome::Rejected(rejection);
         }
         if crate::text::check_display_text(bank, 32).is_err() {
-            return rejected_invalid("bank must be 1 to 32 printable characters");
+            return invalid(Invalid::Bank);
         }
         let number = self.take_number();
         let transfer = self.new_transfer(
@@ -548,10 +549,10 @@ impl Platform {
             return Outcome::Rejected(rejection);
         }
         if !self.state.parties.contains(to) {
-            return Outcome::Rejected(Rejection::NotFound("recipient".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Recipient));
         }
         if from == to {
-            return Outcome::Rejected(Rejection::Conflict("cannot transfer to yourself".to_string()));
+            return Outcome::Rejected(Rejection::Conflict(Conflict::TransferToSelf));
         }
         let (fee, quota_key, quota_used) = self.charge(now, from, Product::Transfer, amount);
         let number = self.take_number();
@@ -760,10 +761,10 @@ impl Platform {
 
     pub(crate) fn check_party_and_amount(&self, party: u64, amount: u64) -> Result<(), Rejection> {
         if !self.state.parties.contains(party) {
-            return Err(Rejection::NotFound("party".to_string()));
+            return Err(Rejection::NotFound(Missing::Party));
         }
         if amount == 0 || amount > AMOUNT_MAX {
-            return Err(Rejection::Invalid(format!("amount must be between 1 and {AMOUNT_MAX} fen")));
+            return Err(Rejection::Invalid(Invalid::Amount));
         }
         Ok(())
     }
@@ -811,11 +812,11 @@ impl Platform {
             transfer.flags |= TransferFlags::LINKED;
         }
         let results =
-            self.ledger.create_transfers(now, &linked).map_err(|error| Rejection::Invalid(error.to_string()))?;
+            self.ledger.create_transfers(now, &linked).map_err(|_| Rejection::Invalid(Invalid::LedgerBatch))?;
         match results.iter().find(|result| !result.is_ok() && **result != CreateTransferResult::LinkedEventFailed) {
             None => Ok(()),
             Some(CreateTransferResult::ExceedsCredits) => Err(Rejection::InsufficientFunds),
-            Some(other) => Err(Rejection::Conflict(format!("ledger refused the transfer: {other}"))),
+            Some(other) => Err(Rejection::Conflict(Conflict::LedgerRefused(other.code().to_string()))),
         }
     }
 
@@ -852,10 +853,6 @@ impl Platform {
             }
         }
     }
-}
-
-fn rejected_invalid(message: &str) -> Outcome {
-    Outcome::Rejected(Rejection::Invalid(message.to_string()))
 }
 
 impl StateMachine for Platform {

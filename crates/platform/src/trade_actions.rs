@@ -13,6 +13,7 @@ use crate::at_rest::{ArchiveRecord, TradeAtRest};
 use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, BankEntry, Platform};
+use crate::rejection::{Conflict, Invalid, Limit, Missing, conflict, invalid};
 use crate::trades::{
     AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT,
     EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
@@ -49,16 +50,8 @@ pub(crate) struct Touched {
     pub events: Vec<(u64, u64, Arc<Trade>)>,
 }
 
-fn conflict(message: &str) -> Outcome {
-    Outcome::Rejected(Rejection::Conflict(message.to_string()))
-}
-
-fn invalid(message: &str) -> Outcome {
-    Outcome::Rejected(Rejection::Invalid(message.to_string()))
-}
-
 fn not_found() -> Outcome {
-    Outcome::Rejected(Rejection::NotFound("trade".to_string()))
+    crate::rejection::not_found(Missing::Trade)
 }
 
 /// What a refund moves besides the buyer's money (see `Platform::refund_plan`).
@@ -78,30 +71,25 @@ struct RefundPlan {
 /// where it goes.
 fn check_refund(trade: &Trade, out_request_no: &str, amount: u64, reason: &Option<String>) -> Result<u128, Outcome> {
     if !valid_reference(out_request_no) {
-        return Err(invalid("out_request_no must be 1 to 64 visible ASCII characters"));
+        return Err(invalid(Invalid::RefundRequestNo));
     }
     if reason.as_ref().is_some_and(|reason| crate::text::check_optional_text(reason, REASON_CHARS_MAX).is_err()) {
-        return Err(invalid("reason must be at most 256 printable characters"));
+        return Err(invalid(Invalid::Reason));
     }
     if amount == 0 || amount > AMOUNT_MAX {
-        return Err(invalid("amount must be between 1 and 10^15 fen"));
+        return Err(invalid(Invalid::Amount));
     }
     if trade.refunds.len() >= REFUNDS_PER_TRADE_MAX {
-        return Err(Outcome::Rejected(Rejection::LimitExceeded(format!(
-            "a trade takes at most {REFUNDS_PER_TRADE_MAX} refunds"
-        ))));
+        return Err(Outcome::Rejected(Rejection::LimitExceeded(Limit::RefundsPerTrade)));
     }
     let Some(source) = trade.payer_account.filter(|_| trade.status != TradeStatus::WaitBuyerPay) else {
-        return Err(conflict("the trade is not paid"));
+        return Err(conflict(Conflict::TradeNotPaid));
     };
     if trade.status == TradeStatus::TradeClosed {
-        return Err(conflict("the trade is closed"));
+        return Err(conflict(Conflict::TradeClosed));
     }
     if amount > trade.refundable() {
-        return Err(Outcome::Rejected(Rejection::LimitExceeded(format!(
-            "refunds would exceed what the buyer paid: {} fen can still be refunded",
-            trade.refundable()
-        ))));
+        return Err(Outcome::Rejected(Rejection::LimitExceeded(Limit::Refundable { left: trade.refundable() })));
     }
     Ok(source)
 }
@@ -426,7 +414,7 @@ impl Platform {
 
     pub(crate) fn create_trade(&mut self, now: u64, new: &NewTrade) -> Outcome {
         if self.state.parties.get(new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
-            return Outcome::Rejected(Rejection::NotFound("merchant".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
         let existing = match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
             Ok(existing) => existing,
@@ -443,41 +431,41 @@ impl Platform {
             return if same {
                 Outcome::TradeUpdated(Box::new(Trade::clone(&existing)))
             } else {
-                conflict("out_trade_no is used by another trade")
+                conflict(Conflict::OutTradeNoUsed)
             };
         }
         if !valid_reference(&new.out_trade_no) {
-            return invalid("out_trade_no must be 1 to 64 visible ASCII characters");
+            return invalid(Invalid::OutTradeNo);
         }
         if new.amount == 0 || new.amount > AMOUNT_MAX {
-            return invalid("amount must be between 1 and 10^15 fen");
+            return invalid(Invalid::Amount);
         }
         if new.notify_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, URL_CHARS_MAX)) {
-            return invalid("notify_url must be an http or https URL with a host, of at most 2048 characters");
+            return invalid(Invalid::NotifyUrl);
         }
         if crate::text::check_display_text(&new.subject, SUBJECT_CHARS_MAX).is_err() {
-            return invalid("subject must be 1 to 256 printable characters");
+            return invalid(Invalid::Subject);
         }
         let auto_confirm_days = new.auto_confirm_days.unwrap_or(AUTO_CONFIRM_DAYS_DEFAULT);
         let expire_minutes = new.expire_minutes.unwrap_or(EXPIRE_MINUTES_DEFAULT);
         if auto_confirm_days == 0 || auto_confirm_days > AUTO_CONFIRM_DAYS_MAX {
-            return invalid("auto_confirm_days must be between 1 and 365");
+            return invalid(Invalid::AutoConfirmDays);
         }
         if expire_minutes == 0 || expire_minutes > EXPIRE_MINUTES_MAX {
-            return invalid("expire_minutes must be between 1 and 43200");
+            return invalid(Invalid::ExpireMinutes);
         }
         if let Some(buyer) = new.buyer
             && self.state.parties.get(buyer).is_none_or(|p| p.kind != PartyKind::User)
         {
-            return Outcome::Rejected(Rejection::NotFound("buyer".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Buyer));
         }
         if let Some(campaign) = new.campaign
             && self.state.campaigns.get(&campaign).is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
         {
-            return Outcome::Rejected(Rejection::NotFound("campaign".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
         }
         if self.state.next_number > crate::reference_index::NUMBER_MAX {
-            return Outcome::Rejected(Rejection::LimitExceeded("the platform has made all the trades it can".into()));
+            return Outcome::Rejected(Rejection::LimitExceeded(Limit::TradeNumbers));
         }
         let number = self.take_number();
         let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
@@ -523,13 +511,13 @@ impl Platform {
 
     pub(crate) fn issue_payment_code(&mut self, now: u64, user: u64, code: &str, expires_at: u64) -> Outcome {
         if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
-            return Outcome::Rejected(Rejection::NotFound("user".to_string()));
+            return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         if code.len() != PAYMENT_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) || expires_at <= now {
-            return invalid("a payment code is 18 digits with an expiry in the future");
+            return invalid(Invalid::PaymentCode);
         }
         if self.state.payment_codes.contains_key(code) {
-            return conflict("payment code already issued");
+            return conflict(Conflict::PaymentCodeIssued);
         }
         self.state.payment_codes.insert(code.to_string(), (user, expires_at));
         self.state.payment_codes_due.insert((expires_at, code.to_string()));
@@ -545,12 +533,12 @@ impl Platform {
             Ok(_) => {}
         }
         let Some((user, expires_at)) = self.state.payment_codes.get(code).copied() else {
-            return Outcome::Rejected(Rejection::Invalid("payment code unknown or already used".to_string()));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::PaymentCodeUnknown));
         };
         if expires_at <= now {
             self.state.payment_codes.remove(code);
             self.state.payment_codes_due.remove(&(expires_at, code.to_string()));
-            return Outcome::Rejected(Rejection::Invalid("payment code expired".to_string()));
+            return Outcome::Rejected(Rejection::Invalid(Invalid::PaymentCodeExpired));
         }
         let outcome = self.create_and_pay_trade(now, new, user, PaySource::Balance, None);
         // Spent only by a payment: a refused one (no money, a bad request)
@@ -602,11 +590,11 @@ impl Platform {
             return not_found();
         }
         if trade.status != TradeStatus::WaitBuyerPay {
-            return conflict("the trade is not waiting for payment");
+            return conflict(Conflict::TradeNotWaitingForPayment);
         }
         if trade.expire_at <= now {
             self.close_unpaid(now, number);
-            return conflict("the trade expired unpaid and is closed");
+            return conflict(Conflict::TradeExpiredUnpaid);
         }
         let reference = Reference::Trade(number);
         let payer_account = match source {
@@ -714,10 +702,10 @@ impl Platform {
             Err(outcome) => return outcome,
         };
         if trade.mode != TradeMode::Escrow {
-            return conflict("only escrow trades are shipped");
+            return conflict(Conflict::OnlyEscrowShips);
         }
         if trade.status != TradeStatus::WaitSellerSend {
-            return conflict("the trade is not waiting to be shipped");
+            return conflict(Conflict::TradeNotWaitingToShip);
         }
         let due = now.saturating_add(u64::from(trade.auto_confirm_days) * 86_400 * NANOS_PER_SECOND);
         drop(trade);
@@ -738,10 +726,10 @@ impl Platform {
             Err(outcome) => return outcome,
         };
         if trade.mode != TradeMode::Escrow {
-            return conflict("only escrow trades are confirmed");
+            return conflict(Conflict::OnlyEscrowConfirms);
         }
         if trade.status != TradeStatus::WaitBuyerConfirm {
-            return conflict("the trade is not waiting for the buyer's confirmation");
+            return conflict(Conflict::TradeNotWaitingForConfirmation);
         }
         drop(trade);
         match self.settle_escrow(now, number) {
@@ -757,7 +745,7 @@ impl Platform {
             Err(outcome) => return outcome,
         };
         if trade.status != TradeStatus::WaitBuyerPay {
-            return conflict("only an unpaid trade can be closed");
+            return conflict(Conflict::OnlyUnpaidCloses);
         }
         drop(trade);
         Outcome::TradeUpdated(Box::new(self.close_unpaid(now, number)))
@@ -781,7 +769,7 @@ impl Platform {
             return if existing.amount == amount {
                 Outcome::RefundCreated { trade: Box::new(Trade::clone(&trade)), refund: existing.clone() }
             } else {
-                conflict("out_request_no is used by a refund of another amount")
+                conflict(Conflict::RefundRequestNoUsed)
             };
         }
         let source = match check_refund(&trade, out_request_no, amount, reason) {
@@ -975,11 +963,11 @@ impl Platform {
     /// Pays what escrow holds for a trade to the merchant with the merchant's fee, in one chain.
     fn settle_escrow(&mut self, now: u64, number: u64) -> Result<Trade, Rejection> {
         // Only the tick and a confirmation settle, and only open (live) trades.
-        let trade = self.state.trades.get(&number).cloned().ok_or_else(|| Rejection::NotFound("trade".to_string()))?;
+        let trade = self.state.trades.get(&number).cloned().ok_or(Rejection::NotFound(Missing::Trade))?;
         let settled_amount = trade.in_escrow();
         if settled_amount == 0 {
             // A trade refunded in full is closed, never confirmed.
-            return Err(Rejection::Conflict("the trade holds no money".to_string()));
+            return Err(Rejection::Conflict(Conflict::TradeHoldsNoMoney));
         }
         let fee = self.merchant_fee(trade.merchant, settled_amount);
         let reference = Reference::Trade(number);
@@ -1033,17 +1021,17 @@ impl Platform {
     /// The campaign of a coupon the buyer may use on this merchant's trade now.
     fn usable_coupon(&self, now: u64, coupon: u64, buyer: u64, merchant: u64) -> Result<u64, Outcome> {
         let Some(coupon) = self.state.coupons.get(&coupon).filter(|c| c.user == buyer) else {
-            return Err(Outcome::Rejected(Rejection::NotFound("coupon".to_string())));
+            return Err(Outcome::Rejected(Rejection::NotFound(Missing::Coupon)));
         };
         if coupon.used_on.is_some() {
-            return Err(conflict("the coupon has been used"));
+            return Err(conflict(Conflict::CouponUsed));
         }
         if coupon.expires_at <= now {
-            return Err(conflict("the coupon has expired"));
+            return Err(conflict(Conflict::CouponExpired));
         }
         let sponsor = self.state.campaigns.get(&coupon.campaign).and_then(|c| c.sponsor);
         if sponsor.is_some_and(|sponsor| sponsor != merchant) {
-            return Err(conflict("the coupon is for another merchant"));
+            return Err(conflict(Conflict::CouponOfAnotherMerchant));
         }
         Ok(coupon.campaign)
     }

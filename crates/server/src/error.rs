@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use platform::Rejection;
+use platform::rejection::{Conflict, Invalid, Limit, Missing};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -126,16 +127,15 @@ impl ApiError {
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> ApiError {
+        let message = describe(&rejection);
         match rejection {
             Rejection::InsufficientFunds => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds", "the balance does not cover this")
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds", message)
             }
-            Rejection::NotFound(what) => ApiError::not_found(&what),
-            Rejection::Invalid(message) => ApiError::invalid(message),
-            Rejection::Conflict(message) => ApiError::conflict(message),
-            Rejection::LimitExceeded(message) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", message)
-            }
+            Rejection::NotFound(what) => ApiError::not_found(missing_name(what)),
+            Rejection::Invalid(_) => ApiError::invalid(message),
+            Rejection::Conflict(_) => ApiError::conflict(message),
+            Rejection::LimitExceeded(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", message),
         }
     }
 }
@@ -154,5 +154,133 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert("zhifu-leader", value);
         }
         response
+    }
+}
+
+/// The words for a refusal, in the API's and the gateway's messages (the
+/// state machine answers with codes only).
+pub fn describe(rejection: &Rejection) -> String {
+    match rejection {
+        Rejection::InsufficientFunds => "the balance does not cover this".to_string(),
+        Rejection::NotFound(what) => format!("{} not found", missing_name(*what)),
+        Rejection::Invalid(Invalid::ImportCount) => {
+            format!("count must be 1 to {}", platform::fund::IMPORT_HOLDERS_MAX)
+        }
+        Rejection::Invalid(what) => invalid_text(*what).to_string(),
+        Rejection::Conflict(why) => conflict_text(why),
+        Rejection::LimitExceeded(limit) => limit_text(*limit),
+    }
+}
+
+/// What was not found, as a noun.
+pub fn missing_name(what: Missing) -> &'static str {
+    match what {
+        Missing::Party => "party",
+        Missing::User => "user",
+        Missing::Merchant => "merchant",
+        Missing::Buyer => "buyer",
+        Missing::Recipient => "recipient",
+        Missing::Sender => "sender",
+        Missing::Sponsor => "sponsor",
+        Missing::Trade => "trade",
+        Missing::Campaign => "campaign",
+        Missing::Coupon => "coupon",
+        Missing::Loan => "loan",
+        Missing::RedPacket => "red packet",
+    }
+}
+
+fn invalid_text(what: Invalid) -> &'static str {
+    match what {
+        Invalid::Amount => "amount must be between 1 and 10^15 fen",
+        Invalid::OutTradeNo => "out_trade_no must be 1 to 64 visible ASCII characters",
+        Invalid::RefundRequestNo => "out_request_no must be 1 to 64 visible ASCII characters",
+        Invalid::LoanRequestNo => "out_request_no must be 1 to 64 characters",
+        Invalid::Reason => "reason must be at most 256 printable characters",
+        Invalid::Subject => "subject must be 1 to 256 printable characters",
+        Invalid::NotifyUrl => "notify_url must be an http or https URL with a host, of at most 2048 characters",
+        Invalid::AutoConfirmDays => "auto_confirm_days must be between 1 and 365",
+        Invalid::ExpireMinutes => "expire_minutes must be between 1 and 43200",
+        Invalid::PaymentCode => "a payment code is 18 digits with an expiry in the future",
+        Invalid::PaymentCodeUnknown => "payment code unknown or already used",
+        Invalid::PaymentCodeExpired => "payment code expired",
+        Invalid::Subscription => "the smallest subscription is 100 fen (1 yuan)",
+        Invalid::AnnualRate => "annual_rate_bps must be at most 10000",
+        Invalid::ImportCount => "count is out of range",
+        Invalid::LoanAmountOrTerm => "amount must be 1 to 10^15 fen and term_days 1 to 365",
+        Invalid::RedPacketCount => "count must be between 1 and 1000",
+        Invalid::RedPacketTotal => "total must give every share at least 1 fen, and be at most 10^15",
+        Invalid::Greeting => "greeting must be at most 200 printable characters",
+        Invalid::CampaignName | Invalid::PartyName => "name must be 1 to 200 printable characters",
+        Invalid::BudgetOrDiscount => "budget must be 1 to 10^15 fen and discount at least 1 fen",
+        Invalid::MinSpendOrPerUserLimit => "min_spend must be at most 10^15 fen and per_user_limit at least 1",
+        Invalid::GatewayKey => "a gateway key is at most 8 KiB of PEM",
+        Invalid::FeeRate => "rate_bps must be at most 10000",
+        Invalid::PartyFeeRate => "fee_rate_bps must be at most 10000",
+        Invalid::WebhookUrl => "webhook_url must be an http or https URL with a host",
+        Invalid::Bank => "bank must be 1 to 32 printable characters",
+        Invalid::LedgerBatch => "the ledger refused the batch whole",
+    }
+}
+
+fn conflict_text(why: &Conflict) -> String {
+    let text = match why {
+        Conflict::TradeNotPaid => "the trade is not paid",
+        Conflict::TradeClosed => "the trade is closed",
+        Conflict::TradeNotWaitingForPayment => "the trade is not waiting for payment",
+        Conflict::TradeExpiredUnpaid => "the trade expired unpaid and is closed",
+        Conflict::OnlyEscrowShips => "only escrow trades are shipped",
+        Conflict::TradeNotWaitingToShip => "the trade is not waiting to be shipped",
+        Conflict::OnlyEscrowConfirms => "only escrow trades are confirmed",
+        Conflict::TradeNotWaitingForConfirmation => "the trade is not waiting for the buyer's confirmation",
+        Conflict::OnlyUnpaidCloses => "only an unpaid trade can be closed",
+        Conflict::TradeHoldsNoMoney => "the trade holds no money",
+        Conflict::OutTradeNoUsed => "out_trade_no is used by another trade",
+        Conflict::RefundRequestNoUsed => "out_request_no is used by a refund of another amount",
+        Conflict::PaymentCodeIssued => "payment code already issued",
+        Conflict::CouponUsed => "the coupon has been used",
+        Conflict::CouponExpired => "the coupon has expired",
+        Conflict::CouponOfAnotherMerchant => "the coupon is for another merchant",
+        Conflict::CouponWouldExpireFirst => "the coupon would expire before it can be used",
+        Conflict::DayNotEnded(date) => return format!("{date} has not ended yet"),
+        Conflict::FundHoldingNotOpened => "the fund holding could not be opened",
+        Conflict::LoanRequestNoUsed => "out_request_no is used by another loan",
+        Conflict::AdvanceNeedsEscrowTrade => "advances are on paid escrow trades not yet settled",
+        Conflict::AdvanceExists => "the trade has an advance already",
+        Conflict::LoanAccountNotOpened => "the loan account could not be opened",
+        Conflict::LoanRepaid => "the loan is repaid",
+        Conflict::RedPacketClaimedAlready => "you have claimed this red packet already",
+        Conflict::RedPacketExpired => "the red packet has expired",
+        Conflict::RedPacketEmpty => "the red packet is empty",
+        Conflict::CampaignDates => "ends_at must be after starts_at and in the future",
+        Conflict::SecretMadeOnce => "the platform's secret is made once",
+        Conflict::GatewayKeyMadeOnce => "the gateway's key is made once",
+        Conflict::KeyInUse => "api key already in use",
+        Conflict::WalletNotCreated => "wallet could not be created",
+        Conflict::TransferToSelf => "cannot transfer to yourself",
+        Conflict::LedgerRefused(code) => return format!("ledger refused the transfer: {code}"),
+    };
+    text.to_string()
+}
+
+fn limit_text(limit: Limit) -> String {
+    match limit {
+        Limit::RefundsPerTrade => {
+            format!("a trade takes at most {} refunds", platform::REFUNDS_PER_TRADE_MAX)
+        }
+        Limit::Refundable { left } => {
+            format!("refunds would exceed what the buyer paid: {left} fen can still be refunded")
+        }
+        Limit::TradeNumbers => "the platform has made all the trades it can".to_string(),
+        Limit::Redemption { limit, left } => {
+            format!("redemptions are limited to {limit} fen a day; {left} fen are left today")
+        }
+        Limit::Credit { available } => format!("the credit available is {available} fen"),
+        Limit::Advance { most } => format!(
+            "an advance on this trade is at most {most} fen (the credit available, and {}% of what the trade will pay)",
+            platform::loans::ORDER_LOAN_SHARE_PERCENT
+        ),
+        Limit::Owed { owed } => format!("only {owed} fen is owed"),
+        Limit::DiscountOverBudget => "the discount is larger than the budget".to_string(),
     }
 }

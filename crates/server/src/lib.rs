@@ -18,7 +18,7 @@ pub mod app;
 mod auth;
 mod body;
 pub mod clock;
-mod error;
+pub mod error;
 pub mod gateway;
 mod ids;
 mod limits;

@@ -17,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use platform::rejection::{Conflict, Invalid, Limit, Missing};
 use platform::{Action, NewTrade, Outcome, PartyKind, Rejection, Trade, TradeMode, TradeStatus};
 use serde_json::{Map, Value, json};
 
@@ -103,28 +104,27 @@ impl Failure {
 
     /// A platform refusal in Alipay's terms.
     fn from_rejection(rejection: &Rejection) -> Failure {
+        let message = crate::error::describe(rejection);
         match rejection {
-            Rejection::InsufficientFunds => {
-                Failure::business("ACQ.BUYER_BALANCE_NOT_ENOUGH", "the balance does not cover this")
+            Rejection::InsufficientFunds => Failure::business("ACQ.BUYER_BALANCE_NOT_ENOUGH", message),
+            Rejection::NotFound(Missing::Trade) => Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"),
+            Rejection::NotFound(what) => {
+                Failure::business("ACQ.INVALID_PARAMETER", format!("no such {}", crate::error::missing_name(*what)))
             }
-            Rejection::NotFound(what) if what == "trade" => Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"),
-            Rejection::NotFound(what) => Failure::business("ACQ.INVALID_PARAMETER", format!("no such {what}")),
             // The refund-count limit is not an amount error.
-            Rejection::LimitExceeded(why) if why.starts_with("a trade takes at most") => {
-                Failure::business("ACQ.INVALID_PARAMETER", why.clone())
+            Rejection::LimitExceeded(Limit::RefundsPerTrade) => Failure::business("ACQ.INVALID_PARAMETER", message),
+            Rejection::LimitExceeded(_) => Failure::business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", message),
+            Rejection::Invalid(Invalid::PaymentCode | Invalid::PaymentCodeUnknown | Invalid::PaymentCodeExpired) => {
+                Failure::business("ACQ.PAYMENT_AUTH_CODE_INVALID", message)
             }
-            Rejection::LimitExceeded(why) => Failure::business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", why.clone()),
-            Rejection::Invalid(why) if why.contains("payment code") => {
-                Failure::business("ACQ.PAYMENT_AUTH_CODE_INVALID", why.clone())
+            Rejection::Invalid(_) => Failure::invalid("isv.invalid-parameter", message),
+            Rejection::Conflict(Conflict::RefundRequestNoUsed | Conflict::OutTradeNoUsed) => {
+                Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", message)
             }
-            Rejection::Invalid(why) => Failure::invalid("isv.invalid-parameter", why.clone()),
-            Rejection::Conflict(why) if why.contains("another amount") || why.contains("another trade") => {
-                Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", why.clone())
+            Rejection::Conflict(Conflict::TradeClosed | Conflict::TradeExpiredUnpaid) => {
+                Failure::business("ACQ.TRADE_HAS_CLOSE", message)
             }
-            Rejection::Conflict(why) if why.contains("is closed") => {
-                Failure::business("ACQ.TRADE_HAS_CLOSE", why.clone())
-            }
-            Rejection::Conflict(why) => Failure::business("ACQ.TRADE_STATUS_ERROR", why.clone()),
+            Rejection::Conflict(_) => Failure::business("ACQ.TRADE_STATUS_ERROR", message),
         }
     }
 }

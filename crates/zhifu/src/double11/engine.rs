@@ -812,20 +812,12 @@ fn tally_outcome(
             acknowledged.auto_confirmed += u64::from(trades_settled);
         }
         (_, Outcome::Rejected(rejection)) => {
-            tally.reject(kind.name(), &describe(&rejection));
+            tally.reject(kind.name(), &server::error::describe(&rejection));
         }
         (Kind::Setup(_), _) => {}
         (_, other) => tally.reject(kind.name(), &format!("unexpected answer {}", short(&other))),
     }
     tally.answered(minute, submitted, payment);
-}
-
-fn describe(rejection: &Rejection) -> String {
-    match rejection {
-        Rejection::InsufficientFunds => "insufficient funds".to_string(),
-        Rejection::NotFound(what) => format!("{what} not found"),
-        Rejection::Invalid(why) | Rejection::Conflict(why) | Rejection::LimitExceeded(why) => why.clone(),
-    }
 }
 
 fn short(outcome: &Outcome) -> String {

@@ -1,0 +1,162 @@
+//! Why an action was refused, as codes: what the state machine answers and
+//! what idempotency records keep. The words are the server's and the
+//! gateway's (`server::error::describe`): rewording a message must not
+//! change what a replay of the log produces.
+
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::Date;
+use crate::command::Outcome;
+
+/// The answer to an action refused for `what` input.
+pub(crate) fn invalid(what: Invalid) -> Outcome {
+    Outcome::Rejected(Rejection::Invalid(what))
+}
+
+/// The answer to an action the state of things does not allow.
+pub(crate) fn conflict(why: Conflict) -> Outcome {
+    Outcome::Rejected(Rejection::Conflict(why))
+}
+
+/// The answer to an action naming what does not exist.
+pub(crate) fn not_found(what: Missing) -> Outcome {
+    Outcome::Rejected(Rejection::NotFound(what))
+}
+
+/// Why an action was refused: nothing moved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Rejection {
+    InsufficientFunds,
+    NotFound(Missing),
+    Invalid(Invalid),
+    Conflict(Conflict),
+    LimitExceeded(Limit),
+}
+
+/// What an action named that does not exist (or is not the caller's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Missing {
+    Party,
+    User,
+    Merchant,
+    Buyer,
+    Recipient,
+    Sender,
+    Sponsor,
+    Trade,
+    Campaign,
+    Coupon,
+    Loan,
+    RedPacket,
+}
+
+/// Which input is not acceptable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Invalid {
+    /// Of money moved: 1 fen to `AMOUNT_MAX`.
+    Amount,
+    OutTradeNo,
+    /// A refund's request number.
+    RefundRequestNo,
+    /// A loan's request number.
+    LoanRequestNo,
+    Reason,
+    Subject,
+    NotifyUrl,
+    AutoConfirmDays,
+    ExpireMinutes,
+    /// A payment code's form (18 digits, an expiry in the future).
+    PaymentCode,
+    PaymentCodeUnknown,
+    PaymentCodeExpired,
+    /// Below the fund's smallest subscription.
+    Subscription,
+    AnnualRate,
+    ImportCount,
+    LoanAmountOrTerm,
+    RedPacketCount,
+    RedPacketTotal,
+    Greeting,
+    CampaignName,
+    BudgetOrDiscount,
+    MinSpendOrPerUserLimit,
+    GatewayKey,
+    FeeRate,
+    PartyName,
+    PartyFeeRate,
+    WebhookUrl,
+    Bank,
+    /// A batch the ledger refused whole (more events than a batch holds).
+    LedgerBatch,
+}
+
+/// What the state of things does not allow now.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Conflict {
+    TradeNotPaid,
+    TradeClosed,
+    TradeNotWaitingForPayment,
+    TradeExpiredUnpaid,
+    OnlyEscrowShips,
+    TradeNotWaitingToShip,
+    OnlyEscrowConfirms,
+    TradeNotWaitingForConfirmation,
+    OnlyUnpaidCloses,
+    TradeHoldsNoMoney,
+    /// The `out_trade_no` belongs to another trade.
+    OutTradeNoUsed,
+    /// The refund's request number belongs to a refund of another amount.
+    RefundRequestNoUsed,
+    PaymentCodeIssued,
+    CouponUsed,
+    CouponExpired,
+    CouponOfAnotherMerchant,
+    CouponWouldExpireFirst,
+    /// A fund yield for a day that has not ended.
+    DayNotEnded(Date),
+    FundHoldingNotOpened,
+    /// The loan's request number belongs to another loan.
+    LoanRequestNoUsed,
+    AdvanceNeedsEscrowTrade,
+    AdvanceExists,
+    LoanAccountNotOpened,
+    LoanRepaid,
+    RedPacketClaimedAlready,
+    RedPacketExpired,
+    RedPacketEmpty,
+    CampaignDates,
+    SecretMadeOnce,
+    GatewayKeyMadeOnce,
+    KeyInUse,
+    WalletNotCreated,
+    TransferToSelf,
+    /// The ledger refused a transfer for a reason no product expects: its
+    /// result's code (`CreateTransferResult::code`).
+    LedgerRefused(String),
+}
+
+/// A limit the action would pass, with the room left where there is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Limit {
+    RefundsPerTrade,
+    /// Refunds would exceed what the buyer paid: this much is left.
+    Refundable {
+        left: u64,
+    },
+    TradeNumbers,
+    /// The fund's daily redemption limit, and what is left of it today.
+    Redemption {
+        limit: u64,
+        left: u64,
+    },
+    Credit {
+        available: u64,
+    },
+    Advance {
+        most: u64,
+    },
+    Owed {
+        owed: u64,
+    },
+    DiscountOverBudget,
+}
