@@ -29,6 +29,7 @@
 //!
 //! [`StateMachine::archive_len`]: crate::StateMachine::archive_len
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -190,7 +191,7 @@ struct Shared {
     file: Arc<dyn DiskFile>,
     frames: RwLock<Frames>,
     tail: RwLock<Tail>,
-    cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    cache: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
     /// Why the compressor stopped, if it did: the writer stops too.
     failure: Mutex<Option<String>>,
 }
@@ -309,7 +310,7 @@ impl Archive {
             file,
             frames: RwLock::new(frames),
             tail: RwLock::new(Tail { start: length, bytes: Vec::new() }),
-            cache: Mutex::new(Vec::with_capacity(CACHED_FRAMES)),
+            cache: Mutex::new(VecDeque::with_capacity(CACHED_FRAMES)),
             failure: Mutex::new(None),
         });
         let compressor =
@@ -690,9 +691,9 @@ impl Shared {
         let records = Arc::new(self.read_frame(frame)?);
         let mut cache = self.cache.lock();
         if cache.len() == CACHED_FRAMES {
-            cache.remove(0);
+            cache.pop_front();
         }
-        cache.push((frame.number, Arc::clone(&records)));
+        cache.push_back((frame.number, Arc::clone(&records)));
         Ok(records)
     }
 

@@ -291,6 +291,16 @@ enum Rename {
     Unlink { path: PathBuf },
 }
 
+/// The generator of a disk's choices (seed 0 unless given one).
+struct Choices(rand_pcg::Pcg64Mcg);
+
+impl Default for Choices {
+    fn default() -> Choices {
+        use rand::SeedableRng as _;
+        Choices(rand_pcg::Pcg64Mcg::seed_from_u64(0))
+    }
+}
+
 #[derive(Default)]
 struct SimulatedState {
     inodes: Vec<Inode>,
@@ -303,7 +313,7 @@ struct SimulatedState {
     directories: BTreeSet<PathBuf>,
     locked: BTreeSet<PathBuf>,
     faults: Faults,
-    random: u64,
+    random: Choices,
     /// Operations that change the disk before the power goes (`None`: it stays).
     power_left: Option<u64>,
     powered_off: bool,
@@ -328,17 +338,10 @@ impl SimulatedState {
         self.events.push_back(event);
     }
 
-    /// SplitMix64: the disk's own choices, from its seed.
-    fn next(&mut self) -> u64 {
-        self.random = self.random.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.random;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+    /// The disk's own choices, from its seed: in `0..bound` (0 if `bound` is 0).
     fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 { 0 } else { self.next() % bound }
+        use rand::Rng as _;
+        if bound == 0 { 0 } else { self.random.0.random_range(0..bound) }
     }
 
     /// Whether the fault `chance` picks strikes this operation.
@@ -436,8 +439,9 @@ impl SimulatedDisk {
     /// An empty disk whose choices (what a crash keeps, when a fault
     /// strikes) follow from `seed`.
     pub fn new(seed: u64) -> SimulatedDisk {
+        use rand::SeedableRng as _;
         let disk = SimulatedDisk::default();
-        disk.state().random = seed;
+        disk.state().random = Choices(rand_pcg::Pcg64Mcg::seed_from_u64(seed));
         disk
     }
 

@@ -31,20 +31,19 @@ const STARTS_MAX: usize = 32;
 /// Reads of one thing a flipped bit may spoil, at most.
 const READS_MAX: usize = 16;
 
-/// SplitMix64: the test's own choices, from the seed.
-struct Choices(u64);
+/// The test's own choices, from the seed.
+struct Choices(rand_pcg::Pcg64Mcg);
 
 impl Choices {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Choices {
+        use rand::SeedableRng as _;
+        Choices(rand_pcg::Pcg64Mcg::seed_from_u64(seed))
     }
 
+    /// In `0..bound` (0 if `bound` is 0).
     fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
+        use rand::Rng as _;
+        if bound == 0 { 0 } else { self.0.random_range(0..bound) }
     }
 }
 
@@ -312,7 +311,7 @@ fn read_again<T>(read: impl Fn() -> Result<T, JournalError>, what: impl Fn() -> 
 
 /// One seed: submit, crash at a chosen change, recover and check, again.
 fn run_seed(seed: u64) -> (usize, usize) {
-    let mut choices = Choices(seed);
+    let mut choices = Choices::new(seed);
     let disk = SimulatedDisk::new(seed ^ 0xd15c);
     if choices.below(3) == 0 {
         disk.set_faults(Faults { sync_fails_bps: 100, write_full_bps: 100, read_flips_bps: 100 });

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use rand::{RngCore as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{self, CAMPAIGNS, MARKETING, RED_PACKETS, Reference};
-use crate::command::{Outcome, PartyKind, Rejection};
+use crate::command::{NewCampaign, Outcome, PartyKind, Rejection};
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::rejection::{Conflict, Invalid, Limit, Missing, conflict, invalid};
 
@@ -93,18 +94,10 @@ pub fn split(total: u64, count: u32, mode: SplitMode, seed: u64) -> Vec<u64> {
     match mode {
         SplitMode::Equal => (0..count).map(|i| total / count + u64::from(i < total % count)).collect(),
         SplitMode::Random => {
-            // splitmix64 of the seed, so that nearby seeds start far apart.
-            let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            state = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            state = (state ^ (state >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            state = (state ^ (state >> 31)) | 1;
-            let mut next = move || {
-                // xorshift64*
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-            };
+            // PCG's raw output is specified (rand_pcg keeps it value-stable),
+            // so a replay in any build draws the same shares.
+            let mut generator = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+            let mut next = move || generator.next_u64();
             let mut left = total;
             let mut shares = Vec::with_capacity(count as usize);
             for remaining_shares in (2..=count).rev() {
@@ -228,19 +221,8 @@ impl Platform {
         Outcome::RedPacketClaimed { number, amount }
     }
 
-    #[allow(clippy::too_many_arguments)] // the fields of one command
-    pub(crate) fn create_campaign(
-        &mut self,
-        now: u64,
-        sponsor: Option<u64>,
-        name: &str,
-        budget: u64,
-        discount: u64,
-        min_spend: u64,
-        per_user_limit: u32,
-        starts_at: u64,
-        ends_at: u64,
-    ) -> Outcome {
+    pub(crate) fn create_campaign(&mut self, now: u64, new: &NewCampaign) -> Outcome {
+        let NewCampaign { sponsor, ref name, budget, discount, min_spend, per_user_limit, starts_at, ends_at } = *new;
         if let Some(merchant) = sponsor
             && self.state.parties.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
         {

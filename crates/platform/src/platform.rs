@@ -40,8 +40,9 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// 6: trades chained by party, refunds return fees and discounts, the
 /// platform's secret, unclaimed red packets by sender, credit net of money
 /// sent back, remembered rejections counted by caller; 7: the gateway's key,
-/// the products' books, bounded ticks; 8: rejections as codes, without text.)
-const STATE_FORMAT: u32 = 8;
+/// the products' books, bounded ticks; 8: rejections as codes, without text;
+/// 9: red packets split by PCG.)
+const STATE_FORMAT: u32 = 9;
 
 /// Due items one tick does at most (trades closed or settled, withdrawals
 /// answered, codes, red packets and campaigns expired, idempotency keys
@@ -432,17 +433,7 @@ impl Platform {
             Action::TakeOrderLoan { merchant, trade, amount, out_request_no } => {
                 self.take_order_loan(now, *merchant, *trade, *amount, out_request_no)
             }
-            Action::CreateCampaign(new) => self.create_campaign(
-                now,
-                new.sponsor,
-                &new.name,
-                new.budget,
-                new.discount,
-                new.min_spend,
-                new.per_user_limit,
-                new.starts_at,
-                new.ends_at,
-            ),
+            Action::CreateCampaign(new) => self.create_campaign(now, new),
             Action::ShipTrade { trade, merchant } => self.ship_trade(now, *trade, *merchant),
             Action::ConfirmTrade { trade, buyer } => self.confirm_trade(now, *trade, *buyer),
             Action::CloseTrade { trade, merchant } => self.close_trade(now, *trade, *merchant),

@@ -309,7 +309,7 @@ async fn open_store(
         match opened {
             Ok(opened) => return Ok(opened),
             Err(journal::JournalError::Unavailable(problem)) => {
-                eprintln!("zhifu: the store cannot be reached yet ({problem}); trying again");
+                tracing::warn!(%problem, "the store cannot be reached yet; trying again");
                 tokio::time::sleep(STORE_RETRY_AT_START).await;
             }
             Err(error) => return Err(error).context("open the store"),

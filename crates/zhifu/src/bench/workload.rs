@@ -39,25 +39,19 @@ impl Shape {
 const HOT_SHARE_PERCENT: u64 = 90;
 const HOT_ACCOUNTS: u64 = 10;
 
-/// xorshift64*: a tiny deterministic generator; benchmarks need
-/// reproducibility, not cryptographic quality.
-pub struct Rng(u64);
+/// The benchmarks' generator: reproducible from a seed, as the simulators'.
+pub struct Rng(rand_pcg::Pcg64Mcg);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
+        use rand::SeedableRng as _;
+        Rng(rand_pcg::Pcg64Mcg::seed_from_u64(seed))
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..bound` (bound > 0), by multiply-shift.
+    /// Uniform in `0..bound` (0 if `bound` is 0).
     pub fn below(&mut self, bound: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+        use rand::Rng as _;
+        if bound == 0 { 0 } else { self.0.random_range(0..bound) }
     }
 }
 
