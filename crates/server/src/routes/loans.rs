@@ -9,12 +9,12 @@ use platform::{Action, Loan, Outcome, PartyKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{id_of, outcome_or_error};
+use super::{ChangeErrors, IdempotencyKey, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{JsonBody, check_amount};
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
 
 #[derive(Serialize, ToSchema)]
@@ -133,7 +133,7 @@ pub struct PortfolioView {
 }
 
 #[utoipa::path(get, path = "/v1/credit", tag = "loans",
-    responses((status = 200, body = CreditView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = CreditView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn credit(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<CreditView>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
@@ -148,8 +148,8 @@ pub async fn credit(State(state): State<Arc<AppState>>, caller: Caller) -> Resul
 }
 
 #[utoipa::path(post, path = "/v1/loans", tag = "loans", request_body = NewLoan,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = LoanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = LoanView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn take(
     State(state): State<Arc<AppState>>,
@@ -170,8 +170,8 @@ pub async fn take(
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/advance", tag = "loans", request_body = NewAdvance,
-    params(("trade_no" = String, Path, description = "trd_…: an escrow trade waiting for its buyer"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = LoanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("trade_no" = String, Path, description = "trd_…: an escrow trade waiting for its buyer"), IdempotencyKey),
+    responses((status = 201, body = LoanView), ChangeErrors),
     security(("api_key" = [])))]
 /// An order loan: part of what a paid escrow trade will pay, now, within
 /// the credit line; repaid from the trade's settlement first, and by any
@@ -192,8 +192,8 @@ pub async fn advance(
 }
 
 #[utoipa::path(post, path = "/v1/loans/{id}/repayments", tag = "loans", request_body = Repayment,
-    params(("id" = String, Path, description = "loan_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 200, body = LoanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("id" = String, Path, description = "loan_…"), IdempotencyKey),
+    responses((status = 200, body = LoanView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn repay(
     State(state): State<Arc<AppState>>,
@@ -210,7 +210,7 @@ pub async fn repay(
 }
 
 #[utoipa::path(get, path = "/v1/loans/{id}", tag = "loans", params(("id" = String, Path, description = "loan_…")),
-    responses((status = 200, body = LoanView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = LoanView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
@@ -230,7 +230,7 @@ pub async fn get(
 }
 
 #[utoipa::path(get, path = "/v1/admin/loans/portfolio", tag = "loans",
-    responses((status = 200, body = PortfolioView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = PortfolioView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn portfolio(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<PortfolioView>, ApiError> {
     caller.require_admin()?;

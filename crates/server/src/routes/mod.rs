@@ -187,3 +187,73 @@ impl Page {
 pub fn id_of(ids: &PublicIds, kind: IdKind, text: &str, what: &str) -> Result<u64, ApiError> {
     ids.parse(kind, text).ok_or_else(|| ApiError::not_found(what))
 }
+
+/// The errors a read may answer (the API's error shape; `../shared/API.md`,
+/// Conventions), stated once for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description for the document, never built
+pub enum ReadErrors {
+    #[response(status = 400, description = "`invalid_request`: a malformed id or query")]
+    InvalidRequest(crate::error::ErrorBody),
+    #[response(status = 401, description = "`unauthorized`: no key, or an unknown one")]
+    Unauthorized(crate::error::ErrorBody),
+    #[response(status = 403, description = "`forbidden`: this key may not do that")]
+    Forbidden(crate::error::ErrorBody),
+    #[response(status = 404, description = "`not_found`: no such object, or not the caller's")]
+    NotFound(crate::error::ErrorBody),
+    #[response(status = 409, description = "`conflict`")]
+    Conflict(crate::error::ErrorBody),
+    #[response(status = 413, description = "`payload_too_large`")]
+    PayloadTooLarge(crate::error::ErrorBody),
+    #[response(status = 429, description = "`rate_limited`")]
+    RateLimited(crate::error::ErrorBody),
+    #[response(status = 500, description = "`internal`: a fault of the server, logged under the request id")]
+    Internal(crate::error::ErrorBody),
+    #[response(status = 503, description = "`overloaded`, `unavailable` or `not_leader`: nothing was done")]
+    Unavailable(crate::error::ErrorBody),
+}
+
+/// The errors a change may answer: a read's, and refusals of the change
+/// itself (422), and a change whose outcome is not known yet (504).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description for the document, never built
+pub enum ChangeErrors {
+    #[response(status = 400, description = "`invalid_request`")]
+    InvalidRequest(crate::error::ErrorBody),
+    #[response(status = 401, description = "`unauthorized`: no key, or an unknown one")]
+    Unauthorized(crate::error::ErrorBody),
+    #[response(status = 403, description = "`forbidden`: this key may not do that")]
+    Forbidden(crate::error::ErrorBody),
+    #[response(status = 404, description = "`not_found`: no such object, or not the caller's")]
+    NotFound(crate::error::ErrorBody),
+    #[response(status = 409, description = "`conflict` or `idempotency_mismatch`")]
+    Conflict(crate::error::ErrorBody),
+    #[response(status = 413, description = "`payload_too_large`")]
+    PayloadTooLarge(crate::error::ErrorBody),
+    #[response(
+        status = 422,
+        description = "`insufficient_funds`, `limit_exceeded` or `budget_exhausted`: refused, nothing moved"
+    )]
+    Refused(crate::error::ErrorBody),
+    #[response(status = 429, description = "`rate_limited`")]
+    RateLimited(crate::error::ErrorBody),
+    #[response(status = 500, description = "`internal`: a fault of the server, logged under the request id")]
+    Internal(crate::error::ErrorBody),
+    #[response(status = 503, description = "`overloaded`, `unavailable` or `not_leader`: nothing was done")]
+    Unavailable(crate::error::ErrorBody),
+    #[response(
+        status = 504,
+        description = "`outcome_unknown`: submitted, outcome not known yet; retry with the same Idempotency-Key"
+    )]
+    OutcomeUnknown(crate::error::ErrorBody),
+}
+
+/// The `Idempotency-Key` header a change may carry, stated once.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // a description for the document, never built
+pub struct IdempotencyKey {
+    /// Makes a retry safe: the same key and request get the first answer.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[ -~]+$")]
+    key: Option<String>,
+}

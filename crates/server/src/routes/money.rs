@@ -9,11 +9,11 @@ use platform::{Action, Outcome, PartyKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{id_of, outcome_or_error};
+use super::{ChangeErrors, IdempotencyKey, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{JsonBody, check_amount};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::ids::IdKind;
 
 #[derive(Deserialize, ToSchema)]
@@ -75,8 +75,8 @@ pub struct TransferView {
 }
 
 #[utoipa::path(post, path = "/v1/topups", tag = "money", request_body = NewTopUp,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = TopUp), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = TopUp), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_topup(
     State(state): State<Arc<AppState>>,
@@ -95,8 +95,8 @@ pub async fn create_topup(
 }
 
 #[utoipa::path(post, path = "/v1/withdrawals", tag = "money", request_body = NewWithdrawal,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = WithdrawalView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_withdrawal(
     State(state): State<Arc<AppState>>,
@@ -114,7 +114,7 @@ pub async fn create_withdrawal(
 }
 
 #[utoipa::path(get, path = "/v1/withdrawals/{id}", tag = "money", params(("id" = String, Path, description = "wdr_…")),
-    responses((status = 200, body = WithdrawalView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = WithdrawalView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn get_withdrawal(
     State(state): State<Arc<AppState>>,
@@ -137,8 +137,8 @@ pub async fn get_withdrawal(
 }
 
 #[utoipa::path(post, path = "/v1/transfers", tag = "money", request_body = NewTransfer,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = TransferView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_transfer(
     State(state): State<Arc<AppState>>,

@@ -16,12 +16,12 @@ use platform::{Action, BankEntryKind, FeeSchedule, FreeQuota, Outcome, Product, 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::{ApiDoc, outcome_or_error};
+use super::{ApiDoc, ChangeErrors, ReadErrors, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::ids::IdKind;
 use crate::metrics::Gauges;
 
@@ -144,7 +144,7 @@ pub struct LedgerCheck {
 }
 
 #[utoipa::path(get, path = "/v1/admin/ledger/check", tag = "operations",
-    responses((status = 200, body = LedgerCheck), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = LedgerCheck), ReadErrors),
     security(("api_key" = [])))]
 pub async fn ledger_check(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<LedgerCheck>, ApiError> {
     caller.require_admin()?;
@@ -199,7 +199,7 @@ pub struct ClockView {
 const CLOCK_ADVANCE_SECONDS_MAX: u64 = 10 * 365 * 86_400;
 
 #[utoipa::path(post, path = "/v1/admin/clock", tag = "operations", request_body = ClockAdvance,
-    responses((status = 200, body = ClockView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = ClockView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn advance_clock(
     State(state): State<Arc<AppState>>,
@@ -267,7 +267,7 @@ pub struct Reconciliation {
 const RECONCILIATION_SCAN_MAX: usize = 1_000_000;
 
 #[utoipa::path(get, path = "/v1/admin/reconciliation", tag = "operations", params(ReconciliationParams),
-    responses((status = 200, body = Reconciliation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = Reconciliation), ReadErrors),
     security(("api_key" = [])))]
 pub async fn reconciliation(
     State(state): State<Arc<AppState>>,
@@ -419,7 +419,7 @@ fn view(product: Product, schedule: FeeSchedule) -> FeeScheduleView {
 }
 
 #[utoipa::path(get, path = "/v1/admin/fee-schedules", tag = "operations",
-    responses((status = 200, body = Vec<FeeScheduleView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = Vec<FeeScheduleView>), ReadErrors),
     security(("api_key" = [])))]
 pub async fn fee_schedules(
     State(state): State<Arc<AppState>>,
@@ -432,7 +432,7 @@ pub async fn fee_schedules(
 
 #[utoipa::path(put, path = "/v1/admin/fee-schedules/{product}", tag = "operations", request_body = FeeScheduleBody,
     params(("product" = String, Path, description = "transfer, withdrawal or merchant_trade")),
-    responses((status = 200, body = FeeScheduleView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = FeeScheduleView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn set_fee_schedule(
     State(state): State<Arc<AppState>>,

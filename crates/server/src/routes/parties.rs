@@ -10,12 +10,12 @@ use platform::{Action, Outcome, PartyKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Page, id_of, outcome_or_error};
+use super::{ChangeErrors, IdempotencyKey, Page, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::{Caller, new_key};
 use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
 
 #[derive(Deserialize, ToSchema)]
@@ -128,8 +128,8 @@ pub struct ListParams {
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "parties", request_body = NewUser,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = CreatedParty), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_user(
     State(state): State<Arc<AppState>>,
@@ -142,8 +142,8 @@ pub async fn create_user(
 }
 
 #[utoipa::path(post, path = "/v1/merchants", tag = "parties", request_body = NewMerchant,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = CreatedParty), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = CreatedParty), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_merchant(
     State(state): State<Arc<AppState>>,
@@ -272,7 +272,7 @@ async fn create_party<T>(
 }
 
 #[utoipa::path(get, path = "/v1/balance", tag = "parties",
-    responses((status = 200, body = Balance), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = Balance), ReadErrors),
     security(("api_key" = [])))]
 pub async fn balance(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<Balance>, ApiError> {
     let number = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
@@ -287,7 +287,7 @@ fn balance_of(state: &AppState, number: u64) -> Result<Balance, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "parties", params(("id" = String, Path, description = "usr_…")),
-    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = PartyView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn get_user(
     State(state): State<Arc<AppState>>,
@@ -298,7 +298,7 @@ pub async fn get_user(
 }
 
 #[utoipa::path(get, path = "/v1/merchants/{id}", tag = "parties", params(("id" = String, Path, description = "mch_…")),
-    responses((status = 200, body = PartyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = PartyView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn get_merchant(
     State(state): State<Arc<AppState>>,
@@ -325,7 +325,7 @@ fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Res
 }
 
 #[utoipa::path(get, path = "/v1/statement", tag = "parties", params(ListParams),
-    responses((status = 200, body = StatementPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = StatementPage), ReadErrors),
     security(("api_key" = [])))]
 pub async fn statement(
     State(state): State<Arc<AppState>>,

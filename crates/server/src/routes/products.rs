@@ -10,12 +10,12 @@ use platform::{Action, Campaign, NewCampaign, Outcome, PartyKind, SplitMode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{id_of, outcome_or_error};
+use super::{ChangeErrors, IdempotencyKey, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{JsonBody, check_amount};
 use crate::clock::{parse_rfc3339_clamped, rfc3339};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
 
 #[derive(Deserialize, ToSchema)]
@@ -76,8 +76,8 @@ pub struct YieldView {
 }
 
 #[utoipa::path(post, path = "/v1/fund/subscriptions", tag = "fund", request_body = SubscriptionAmount,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = FundMove), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = FundMove), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn subscribe(
     State(state): State<Arc<AppState>>,
@@ -90,8 +90,8 @@ pub async fn subscribe(
 }
 
 #[utoipa::path(post, path = "/v1/fund/redemptions", tag = "fund", request_body = FundAmount,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = FundMove), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = FundMove), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn redeem(
     State(state): State<Arc<AppState>>,
@@ -117,7 +117,7 @@ async fn fund_move<T>(
 }
 
 #[utoipa::path(get, path = "/v1/fund", tag = "fund",
-    responses((status = 200, body = FundView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = FundView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn position(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<FundView>, ApiError> {
     let party = caller.require_party(&[PartyKind::User])?;
@@ -130,7 +130,7 @@ pub async fn position(State(state): State<Arc<AppState>>, caller: Caller) -> Res
 }
 
 #[utoipa::path(post, path = "/v1/admin/fund/yield", tag = "fund", request_body = YieldRequest,
-    responses((status = 200, body = YieldView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = YieldView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn pay_yield(
     State(state): State<Arc<AppState>>,
@@ -214,8 +214,8 @@ fn campaign_view(ids: &PublicIds, campaign: &Campaign) -> CampaignView {
 }
 
 #[utoipa::path(post, path = "/v1/campaigns", tag = "marketing", request_body = NewCampaignBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = CampaignView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = CampaignView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_campaign(
     State(state): State<Arc<AppState>>,
@@ -248,7 +248,7 @@ pub async fn create_campaign(
 }
 
 #[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "marketing", params(("id" = String, Path, description = "cmp_…")),
-    responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = CampaignView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn get_campaign(
     State(state): State<Arc<AppState>>,
@@ -289,8 +289,8 @@ pub struct CouponView {
 }
 
 #[utoipa::path(post, path = "/v1/campaigns/{id}/coupons", tag = "marketing", request_body = NewCoupon,
-    params(("id" = String, Path, description = "cmp_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = CouponView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("id" = String, Path, description = "cmp_…"), IdempotencyKey),
+    responses((status = 201, body = CouponView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn issue_coupon(
     State(state): State<Arc<AppState>>,
@@ -361,8 +361,8 @@ pub struct Claim {
 }
 
 #[utoipa::path(post, path = "/v1/red-packets", tag = "marketing", request_body = NewRedPacket,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = RedPacketView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = RedPacketView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_red_packet(
     State(state): State<Arc<AppState>>,
@@ -411,7 +411,7 @@ fn red_packet_view(state: &AppState, number: u64) -> Result<RedPacketView, ApiEr
 }
 
 #[utoipa::path(get, path = "/v1/red-packets/{id}", tag = "marketing", params(("id" = String, Path, description = "rp_…")),
-    responses((status = 200, body = RedPacketView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = RedPacketView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn get_red_packet(
     State(state): State<Arc<AppState>>,
@@ -429,7 +429,7 @@ pub async fn get_red_packet(
 }
 
 #[utoipa::path(post, path = "/v1/red-packets/{id}/claims", tag = "marketing", params(("id" = String, Path, description = "rp_…")),
-    responses((status = 201, body = Claim), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 201, body = Claim), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn claim(
     State(state): State<Arc<AppState>>,

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Page, id_of, outcome_or_error};
+use super::{ChangeErrors, IdempotencyKey, Page, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::body::{ApiQuery, JsonBody, check_amount};
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
 
 #[derive(Deserialize, ToSchema)]
@@ -240,8 +240,8 @@ fn may_see(caller: Caller, trade: &Trade) -> bool {
 }
 
 #[utoipa::path(post, path = "/v1/trades", tag = "trades", request_body = NewTradeBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(IdempotencyKey),
+    responses((status = 201, body = TradeView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_trade(
     State(state): State<Arc<AppState>>,
@@ -288,7 +288,7 @@ pub struct PaymentCode {
 }
 
 #[utoipa::path(post, path = "/v1/payment-codes", tag = "trades",
-    responses((status = 201, body = PaymentCode), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 201, body = PaymentCode), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn create_payment_code(
     State(state): State<Arc<AppState>>,
@@ -318,8 +318,8 @@ async fn act<T>(
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/pay", tag = "trades", request_body = PayBody,
-    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("trade_no" = String, Path, description = "trd_…"), IdempotencyKey),
+    responses((status = 200, body = TradeView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn pay(
     State(state): State<Arc<AppState>>,
@@ -339,8 +339,8 @@ pub async fn pay(
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/ship", tag = "trades",
-    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("trade_no" = String, Path, description = "trd_…"), IdempotencyKey),
+    responses((status = 200, body = TradeView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn ship(
     State(state): State<Arc<AppState>>,
@@ -353,8 +353,8 @@ pub async fn ship(
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/confirm", tag = "trades",
-    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("trade_no" = String, Path, description = "trd_…"), IdempotencyKey),
+    responses((status = 200, body = TradeView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn confirm(
     State(state): State<Arc<AppState>>,
@@ -367,8 +367,8 @@ pub async fn confirm(
 }
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/close", tag = "trades",
-    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 200, body = TradeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("trade_no" = String, Path, description = "trd_…"), IdempotencyKey),
+    responses((status = 200, body = TradeView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn close(
     State(state): State<Arc<AppState>>,
@@ -386,8 +386,8 @@ pub async fn close(
 pub struct EmptyBody {}
 
 #[utoipa::path(post, path = "/v1/trades/{trade_no}/refunds", tag = "trades", request_body = RefundBody,
-    params(("trade_no" = String, Path, description = "trd_…"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe", min_length = 1, max_length = 255, pattern = "^[ -~]+$")),
-    responses((status = 201, body = RefundView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    params(("trade_no" = String, Path, description = "trd_…"), IdempotencyKey),
+    responses((status = 201, body = RefundView), ChangeErrors),
     security(("api_key" = [])))]
 pub async fn refund(
     State(state): State<Arc<AppState>>,
@@ -412,7 +412,7 @@ pub async fn refund(
 }
 
 #[utoipa::path(get, path = "/v1/trades/{trade_no}", tag = "trades", params(("trade_no" = String, Path, description = "trd_…")),
-    responses((status = 200, body = TradeView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = TradeView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn get_trade(
     State(state): State<Arc<AppState>>,
@@ -429,7 +429,7 @@ pub async fn get_trade(
 }
 
 #[utoipa::path(get, path = "/v1/trades", tag = "trades", params(TradeListParams),
-    responses((status = 200, body = TradePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = TradePage), ReadErrors),
     security(("api_key" = [])))]
 pub async fn list_trades(
     State(state): State<Arc<AppState>>,
@@ -484,7 +484,7 @@ pub async fn list_trades(
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "trades", params(EventListParams),
-    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = EventPage), ReadErrors),
     security(("api_key" = [])))]
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
