@@ -30,3 +30,4 @@ pub mod webhooks;
 pub use app::{ServerConfig, StoreConfig, serve};
 pub use limits::RateLimits;
 pub use listener::ConnectionLimits;
+pub use routes::requests;

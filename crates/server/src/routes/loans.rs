@@ -25,7 +25,7 @@ pub struct CreditView {
     pub daily_rate_bps: u32,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLoan {
     #[serde(deserialize_with = "crate::body::whole")]
@@ -39,7 +39,7 @@ pub struct NewLoan {
     pub out_request_no: String,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Repayment {
     #[serde(deserialize_with = "crate::body::whole")]
@@ -47,7 +47,7 @@ pub struct Repayment {
     pub amount: u64,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAdvance {
     /// Unique per merchant: a retry returns the same loan.
@@ -57,6 +57,7 @@ pub struct NewAdvance {
     /// trade will pay (what escrow holds for it, less the fee). Default: that most.
     #[serde(default, deserialize_with = "crate::body::whole_option")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<u64>,
 }
 

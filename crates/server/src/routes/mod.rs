@@ -10,6 +10,18 @@ pub(crate) mod trades;
 
 pub use parties::check_destination;
 
+/// The body of each request that carries one, as the server reads it: what
+/// a client in Rust (double11's HTTP driver, `bench http`) sends, so that
+/// the wire format is written once.
+pub mod requests {
+    pub use super::loans::{NewAdvance, NewLoan, Repayment};
+    pub use super::money::{NewTopUp, NewTransfer, NewWithdrawal};
+    pub use super::operations::{ClockAdvance, FeeScheduleBody};
+    pub use super::parties::{NewMerchant, NewUser};
+    pub use super::products::{FundAmount, NewCampaignBody, NewCoupon, NewRedPacket, SubscriptionAmount, YieldRequest};
+    pub use super::trades::{EmptyBody, NewTradeBody, PayBody, RefundBody};
+}
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -16,7 +16,7 @@ use crate::body::{JsonBody, check_amount};
 use crate::error::ApiError;
 use crate::ids::IdKind;
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTopUp {
     /// In fen, 1 to 10^15.
@@ -36,7 +36,7 @@ pub struct TopUp {
     pub status: String,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWithdrawal {
     #[serde(deserialize_with = "crate::body::whole")]
@@ -53,7 +53,7 @@ pub struct WithdrawalView {
     pub status: String,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTransfer {
     /// A user or merchant id.
@@ -64,6 +64,7 @@ pub struct NewTransfer {
     pub amount: u64,
     /// At most 200 bytes.
     #[schema(max_length = 200)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memo: Option<String>,
 }
 

@@ -175,7 +175,7 @@ pub async fn ledger_check(State(state): State<Arc<AppState>>, caller: Caller) ->
     Ok(Json(check))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClockAdvance {
     /// 0 to 315,360,000 (ten years).
@@ -377,7 +377,9 @@ pub struct FeeScheduleBody {
     /// maximum below the minimum caps every fee at the maximum.
     #[serde(default, deserialize_with = "crate::body::whole_option")]
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub maximum: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub free_quota: Option<FreeQuotaBody>,
 }
 

@@ -18,7 +18,7 @@ use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// 1 to 200 characters, not only spaces.
@@ -26,7 +26,7 @@ pub struct NewUser {
     pub name: String,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMerchant {
     #[schema(min_length = 1, max_length = 200)]
@@ -34,14 +34,17 @@ pub struct NewMerchant {
     /// The merchant's fee on settled trades, in basis points (default 60: 0.6%).
     #[serde(default, deserialize_with = "crate::body::whole_option")]
     #[schema(minimum = 0, maximum = 10_000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fee_rate_bps: Option<u32>,
     /// Where notifications are POSTed (http or https).
     #[schema(max_length = 2048)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// For the Alipay-compatible gateway (`/gateway.do`): the merchant's RSA
     /// public key (PEM or bare base64, at least 2048 bits) that verifies its
     /// requests. The answer then carries `app_id` and `alipay_public_key`.
     #[schema(max_length = 4096)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_public_key: Option<String>,
 }
 

@@ -18,7 +18,7 @@ use crate::clock::{parse_rfc3339_clamped, rfc3339};
 use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FundAmount {
     /// In fen; subscriptions start at 100 (1 yuan).
@@ -27,7 +27,7 @@ pub struct FundAmount {
     pub amount: u64,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionAmount {
     /// In fen, at least 100 (1 yuan).
@@ -53,7 +53,7 @@ pub struct FundView {
     pub total_yield: u64,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct YieldRequest {
     /// A business day (China Standard Time) that has ended on the clock.
@@ -151,7 +151,7 @@ pub async fn pay_yield(
     }))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaignBody {
     #[schema(min_length = 1, max_length = 200)]
@@ -267,7 +267,7 @@ pub async fn get_campaign(
     Ok(Json(campaign_view(&state.ids, &campaign)))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCoupon {
     /// The user it is for.
@@ -275,6 +275,7 @@ pub struct NewCoupon {
     pub user: String,
     /// RFC 3339; at most the campaign's end (the default).
     #[schema(format = DateTime)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
 }
 
@@ -326,7 +327,7 @@ pub async fn issue_coupon(
     ))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRedPacket {
     #[serde(deserialize_with = "crate::body::whole")]
@@ -340,6 +341,7 @@ pub struct NewRedPacket {
     #[schema(pattern = "^(random|equal)$")]
     pub mode: String,
     #[schema(max_length = 200)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub greeting: Option<String>,
 }
 

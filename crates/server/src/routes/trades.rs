@@ -19,7 +19,7 @@ use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTradeBody {
     /// The merchant's own reference, unique per merchant: a retry with the
@@ -36,32 +36,38 @@ pub struct NewTradeBody {
     pub mode: String,
     /// Only this user may pay.
     #[schema(pattern = "^usr_[0-9a-f]{32}$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub buyer: Option<String>,
     /// Escrow: days after shipping until the trade confirms itself (default 10).
     #[serde(default, deserialize_with = "crate::body::whole_option")]
     #[schema(minimum = 1, maximum = 365)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_confirm_days: Option<u32>,
     /// Minutes until an unpaid trade closes (default 30).
     #[serde(default, deserialize_with = "crate::body::whole_option")]
     #[schema(minimum = 1, maximum = 43_200)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_minutes: Option<u32>,
     /// A campaign (`cmp_…`, the platform's or this merchant's) whose discount the payment may get.
     #[schema(pattern = "^cmp_[0-9a-f]{32}$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
 }
 
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Deserialize, Serialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PayBody {
     /// `balance` (the default) or `fund` (the buyer's Yu'e Bao holding).
     #[schema(pattern = "^(balance|fund)$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// One of the buyer's coupons (`cpn_…`): its campaign's discount applies, once.
     #[schema(pattern = "^cpn_[0-9a-f]{32}$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub coupon: Option<String>,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// Unique per trade; a retry with the same amount returns the same refund.
@@ -71,6 +77,7 @@ pub struct RefundBody {
     #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub amount: u64,
     #[schema(max_length = 256)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -381,7 +388,7 @@ pub async fn close(
 }
 
 /// Bodies of actions that take no fields: `{}` or nothing.
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Deserialize, Serialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyBody {}
 

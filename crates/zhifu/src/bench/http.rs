@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use serde_json::Value;
+use server::requests;
 
 use super::workload::Rng;
 
@@ -150,15 +151,22 @@ async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseRepo
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
     let mut users = Vec::with_capacity(args.users);
     for index in 0..args.users {
-        let created = post(&client, base, "/v1/users", ADMIN_KEY, json!({ "name": format!("user {index}") })).await?;
+        let user = requests::NewUser { name: format!("user {index}") };
+        let created = post(&client, base, "/v1/users", ADMIN_KEY, &user).await?;
         let key = created["api_key"].as_str().context("api_key")?.to_string();
-        post(&client, base, "/v1/topups", &key, json!({ "amount": 100_000_000_000u64, "bank": "ICBC" })).await?;
+        let top_up = requests::NewTopUp { amount: 100_000_000_000, bank: "ICBC".to_string() };
+        post(&client, base, "/v1/topups", &key, &top_up).await?;
         users.push((created["id"].as_str().context("id")?.to_string(), key));
     }
     let mut merchants = Vec::with_capacity(args.merchants.max(1));
     for index in 0..args.merchants.max(1) {
-        let created =
-            post(&client, base, "/v1/merchants", ADMIN_KEY, json!({ "name": format!("shop {index}") })).await?;
+        let merchant = requests::NewMerchant {
+            name: format!("shop {index}"),
+            fee_rate_bps: None,
+            webhook_url: None,
+            app_public_key: None,
+        };
+        let created = post(&client, base, "/v1/merchants", ADMIN_KEY, &merchant).await?;
         merchants.push(created["api_key"].as_str().context("api_key")?.to_string());
     }
     let users = Arc::new(users);
@@ -169,7 +177,7 @@ async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseRepo
         run_phase(Phase::Transfers, args, client.clone(), base, Arc::clone(&users), Arc::clone(&merchants)).await?;
     let trades = run_phase(Phase::Trades, args, client.clone(), base, users, merchants).await?;
     let check = get(&client, base, "/v1/admin/ledger/check", ADMIN_KEY).await?;
-    ensure!(check["balanced"] == json!(true), "the ledger is not balanced after the run: {check}");
+    ensure!(check["balanced"] == Value::Bool(true), "the ledger is not balanced after the run: {check}");
     Ok(vec![health, transfers, trades])
 }
 
@@ -227,12 +235,26 @@ async fn run_phase(
                     let merchant = &merchants[rng.below(merchants.len() as u64) as usize];
                     let buyer = &users[rng.below(users.len() as u64) as usize].1;
                     let out_trade_no = format!("c{connection}-{serial}");
-                    let body = json!({ "out_trade_no": out_trade_no, "amount": 1 + rng.below(100_000), "subject": "bench", "mode": "instant" });
+                    let body = requests::NewTradeBody {
+                        out_trade_no,
+                        amount: 1 + rng.below(100_000),
+                        subject: "bench".to_string(),
+                        mode: "instant".to_string(),
+                        buyer: None,
+                        auto_confirm_days: None,
+                        expire_minutes: None,
+                        campaign: None,
+                    };
                     match client.post(format!("{base}/v1/trades")).bearer_auth(merchant).json(&body).send().await {
                         Ok(response) if response.status().as_u16() == 201 => {
                             let trade: Value = response.json().await.unwrap_or_default();
                             let trade_no = trade["trade_no"].as_str().unwrap_or_default().to_string();
-                            let paid = client.post(format!("{base}/v1/trades/{trade_no}/pay")).bearer_auth(buyer).json(&json!({})).send().await;
+                            let paid = client
+                                .post(format!("{base}/v1/trades/{trade_no}/pay"))
+                                .bearer_auth(buyer)
+                                .json(&requests::PayBody { source: None, coupon: None })
+                                .send()
+                                .await;
                             matches!(paid, Ok(r) if r.status().as_u16() == 200)
                         }
                         _ => false,
@@ -240,7 +262,8 @@ async fn run_phase(
                 } else if phase == Phase::Transfers {
                     let from = rng.below(users.len() as u64) as usize;
                     let to = (from + 1 + rng.below(users.len() as u64 - 1) as usize) % users.len();
-                    let body = json!({ "to": users[to].0, "amount": 1 + rng.below(100_000) });
+                    let body =
+                        requests::NewTransfer { to: users[to].0.clone(), amount: 1 + rng.below(100_000), memo: None };
                     let response = client
                         .post(format!("{base}/v1/transfers"))
                         .bearer_auth(&users[from].1)
@@ -269,8 +292,14 @@ async fn run_phase(
     Ok(PhaseReport { name, requests: count, elapsed, latency_us, errors: errors.load(Ordering::Relaxed) })
 }
 
-async fn post(client: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> anyhow::Result<Value> {
-    let response = client.post(format!("{base}{path}")).bearer_auth(key).json(&body).send().await?;
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<Value> {
+    let response = client.post(format!("{base}{path}")).bearer_auth(key).json(body).send().await?;
     let status = response.status();
     let value: Value = response.json().await?;
     ensure!(status.is_success(), "{path}: {status} {value}");

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use reqwest::{Client, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
+use server::requests;
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 
@@ -50,6 +51,7 @@ struct Shared {
 
 impl Shared {
     async fn post(&self, path: &str, key: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        // (A `Value` so that the arms of a match can send different requests.)
         let response = self.client.post(format!("{}{path}", self.base)).bearer_auth(key).json(&body).send().await?;
         let status = response.status();
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
@@ -214,7 +216,12 @@ async fn create_parties(shared: &mut Shared, setup: &[TimedOp], limit: &Arc<Sema
         let (client, url, admin_key) =
             (shared.client.clone(), format!("{}{path}", shared.base), shared.admin_key.clone());
         tasks.spawn(async move {
-            let response = client.post(url).bearer_auth(admin_key).json(&json!({ "name": name })).send().await?;
+            let body = if path == "/v1/merchants" {
+                request(&requests::NewMerchant { name, fee_rate_bps: None, webhook_url: None, app_public_key: None })
+            } else {
+                request(&requests::NewUser { name })
+            };
+            let response = client.post(url).bearer_auth(admin_key).json(&body).send().await?;
             let status = response.status();
             let body = response.json::<Value>().await.unwrap_or(Value::Null);
             drop(permit);
@@ -248,14 +255,14 @@ async fn find_campaign(shared: &Shared, setup: &[TimedOp]) -> anyhow::Result<Opt
         return Ok(None);
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
-    let body = json!({
-        "name": "Double Eleven",
-        "budget": budget,
-        "discount": discount,
-        "min_spend": min_spend,
-        "per_user_limit": per_user_limit,
-        "starts_at": server::clock::rfc3339(now),
-        "ends_at": server::clock::rfc3339(now + 86_400 * 1_000_000_000),
+    let body = request(&requests::NewCampaignBody {
+        name: "Double Eleven".to_string(),
+        budget,
+        discount,
+        min_spend,
+        per_user_limit,
+        starts_at: server::clock::rfc3339(now),
+        ends_at: server::clock::rfc3339(now + 86_400 * 1_000_000_000),
     });
     let (status, created) = shared.post("/v1/campaigns", &shared.admin_key, body).await?;
     if status != StatusCode::CREATED {
@@ -263,6 +270,11 @@ async fn find_campaign(shared: &Shared, setup: &[TimedOp]) -> anyhow::Result<Opt
         return Ok(None);
     }
     Ok(created["id"].as_str().map(str::to_string))
+}
+
+/// A request's body as JSON (plain data: it always encodes).
+fn request(body: &impl serde::Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 fn minute_of(timed: &TimedOp) -> Option<usize> {
@@ -275,19 +287,21 @@ async fn simple(shared: &Shared, timed: &TimedOp) -> anyhow::Result<()> {
     let buyer_key = |index: u32| shared.buyers[index as usize].1.as_str();
     let (what, path, key, body) = match timed.op {
         Op::TopUp { buyer, amount } => {
-            ("top-up", "/v1/topups", buyer_key(buyer), json!({ "amount": amount, "bank": "ICBC" }))
+            ("top-up", "/v1/topups", buyer_key(buyer), request(&requests::NewTopUp { amount, bank: "ICBC".into() }))
         }
         Op::FundSubscribe { buyer, amount } => {
-            ("fund subscription", "/v1/fund/subscriptions", buyer_key(buyer), json!({ "amount": amount }))
+            let body = request(&requests::SubscriptionAmount { amount });
+            ("fund subscription", "/v1/fund/subscriptions", buyer_key(buyer), body)
         }
         Op::Transfer { from, to, amount } => (
             "transfer",
             "/v1/transfers",
             buyer_key(from),
-            json!({ "to": shared.buyers[to as usize].0, "amount": amount }),
+            request(&requests::NewTransfer { to: shared.buyers[to as usize].0.clone(), amount, memo: None }),
         ),
         Op::Withdraw { merchant, amount } => {
-            ("withdrawal", "/v1/withdrawals", shared.merchants[merchant as usize].as_str(), json!({ "amount": amount }))
+            let body = request(&requests::NewWithdrawal { amount });
+            ("withdrawal", "/v1/withdrawals", shared.merchants[merchant as usize].as_str(), body)
         }
         _ => return Ok(()),
     };
@@ -330,17 +344,16 @@ async fn trade_op(
     match timed.op {
         Op::Pay(payment) => {
             let merchant_key = &shared.merchants[payment.merchant as usize];
-            let mut body = json!({
-                "out_trade_no": out_trade_no(payment.trade),
-                "amount": payment.amount,
-                "subject": "Double Eleven order",
-                "mode": if payment.mode == Mode::Escrow { "escrow" } else { "instant" },
+            let body = request(&requests::NewTradeBody {
+                out_trade_no: out_trade_no(payment.trade),
+                amount: payment.amount,
+                subject: "Double Eleven order".to_string(),
+                mode: if payment.mode == Mode::Escrow { "escrow" } else { "instant" }.to_string(),
+                buyer: None,
+                auto_confirm_days: None,
+                expire_minutes: None,
+                campaign: shared.campaign.clone().filter(|_| payment.campaign),
             });
-            if payment.campaign
-                && let Some(campaign) = &shared.campaign
-            {
-                body["campaign"] = json!(campaign);
-            }
             let (status, created) = shared.post("/v1/trades", merchant_key, body).await?;
             let Some(trade_no) = created["trade_no"].as_str().filter(|_| status.is_success()) else {
                 shared.record("create trade", status, &created);
@@ -349,7 +362,8 @@ async fn trade_op(
             let buyer_key = &shared.buyers[payment.buyer as usize].1;
             let source = if payment.from_fund { "fund" } else { "balance" };
             let path = format!("/v1/trades/{trade_no}/pay");
-            let (status, paid) = shared.post(&path, buyer_key, json!({ "source": source })).await?;
+            let pay = requests::PayBody { source: Some(source.to_string()), coupon: None };
+            let (status, paid) = shared.post(&path, buyer_key, request(&pay)).await?;
             if status.is_success() {
                 let discount = paid["discount"].as_u64().unwrap_or(0);
                 {
@@ -376,7 +390,8 @@ async fn trade_op(
         Op::Ship { merchant, .. } => {
             let Some(trade) = slot.as_ref() else { return Ok(()) };
             let path = format!("/v1/trades/{}/ship", trade.trade_no);
-            let (status, body) = shared.post(&path, &shared.merchants[merchant as usize], json!({})).await?;
+            let (status, body) =
+                shared.post(&path, &shared.merchants[merchant as usize], request(&requests::EmptyBody {})).await?;
             if !status.is_success() {
                 shared.record("ship", status, &body);
             }
@@ -385,7 +400,8 @@ async fn trade_op(
         Op::Confirm { buyer, .. } => {
             let Some(trade) = slot.as_ref() else { return Ok(()) };
             let path = format!("/v1/trades/{}/confirm", trade.trade_no);
-            let (status, body) = shared.post(&path, &shared.buyers[buyer as usize].1, json!({})).await?;
+            let (status, body) =
+                shared.post(&path, &shared.buyers[buyer as usize].1, request(&requests::EmptyBody {})).await?;
             if !status.is_success() {
                 shared.record("confirm", status, &body);
             }
@@ -398,7 +414,8 @@ async fn trade_op(
                 RefundShare::Half => (paid.paid_by_buyer / 2).max(1),
             };
             let path = format!("/v1/trades/{}/refunds", paid.trade_no);
-            let body = json!({ "out_request_no": format!("d11-{trade}-refund-{refund}"), "amount": amount });
+            let out_request_no = format!("d11-{trade}-refund-{refund}");
+            let body = request(&requests::RefundBody { out_request_no, amount, reason: None });
             let (status, answer) = shared.post(&path, &shared.merchants[merchant as usize], body).await?;
             if status.is_success() {
                 paid.refunded += amount;
@@ -419,7 +436,7 @@ async fn packet_op(shared: &Shared, timed: &TimedOp, mut slot: OwnedMutexGuard<O
     let submitted = Instant::now();
     match timed.op {
         Op::SendRedPacket { sender, total, count, .. } => {
-            let body = json!({ "total": total, "count": count, "mode": "random" });
+            let body = request(&requests::NewRedPacket { total, count, mode: "random".to_string(), greeting: None });
             let (status, answer) = shared.post("/v1/red-packets", &shared.buyers[sender as usize].1, body).await?;
             match answer["id"].as_str().filter(|_| status.is_success()) {
                 Some(id) => {
@@ -432,7 +449,8 @@ async fn packet_op(shared: &Shared, timed: &TimedOp, mut slot: OwnedMutexGuard<O
         Op::ClaimRedPacket { claimer, .. } => {
             let Some(id) = slot.as_ref() else { return Ok(()) };
             let path = format!("/v1/red-packets/{id}/claims");
-            let (status, answer) = shared.post(&path, &shared.buyers[claimer as usize].1, json!({})).await?;
+            let (status, answer) =
+                shared.post(&path, &shared.buyers[claimer as usize].1, request(&requests::EmptyBody {})).await?;
             if status.is_success() {
                 shared.tally.lock().unwrap_or_else(PoisonError::into_inner).acknowledged.red_packet_claims += 1;
             } else {
