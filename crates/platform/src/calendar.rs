@@ -16,19 +16,21 @@ impl Date {
     /// The CST date of a time in nanoseconds since the Unix epoch.
     pub fn of_nanos(nanos: u64) -> Date {
         let seconds = (nanos / NANOS_PER_SECOND) as i64 + CST_OFFSET_SECONDS;
-        civil_from_days(seconds.div_euclid(86_400))
+        // Every u64 of nanoseconds is a second within the `time` crate's range.
+        let date = time::OffsetDateTime::from_unix_timestamp(seconds)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            .date();
+        Date::from(date)
     }
 
-    /// `YYYY-MM-DD`.
+    /// `YYYY-MM-DD`, a date that exists.
     pub fn parse(text: &str) -> Option<Date> {
-        let mut parts = text.splitn(3, '-');
-        let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
-        if year.len() != 4 || month.len() != 2 || day.len() != 2 {
+        // Four digits of year, no sign: what `[year]` alone would let through.
+        if text.len() != 10 || !text.starts_with(|c: char| c.is_ascii_digit()) {
             return None;
         }
-        let date = Date { year: year.parse().ok()?, month: month.parse().ok()?, day: day.parse().ok()? };
-        (1..=12).contains(&date.month).then_some(())?;
-        (date.day >= 1 && date.day <= days_in_month(date.year, date.month)).then_some(date)
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(text, &format).ok().map(Date::from)
     }
 
     /// The month as one number (`year × 12 + month`), for monthly quotas.
@@ -37,33 +39,16 @@ impl Date {
     }
 }
 
+impl From<time::Date> for Date {
+    fn from(date: time::Date) -> Date {
+        Date { year: date.year(), month: u8::from(date.month()), day: date.day() }
+    }
+}
+
 impl std::fmt::Display for Date {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
     }
-}
-
-fn days_in_month(year: i32, month: u8) -> u8 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        _ => 28,
-    }
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to a date.
-fn civil_from_days(days: i64) -> Date {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u8;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u8;
-    let year = (year_of_era + era * 400 + i64::from(month <= 2)) as i32;
-    Date { year, month, day }
 }
 
 #[cfg(test)]
@@ -79,9 +64,19 @@ mod tests {
     }
 
     #[test]
+    fn dates_far_apart_agree_with_the_civil_calendar() {
+        // 1970-01-01 CST, midnight of 2000-03-01 CST (after a century's leap
+        // day) and the second before it, and u64's last nanosecond.
+        assert_eq!(Date::of_nanos(0), Date { year: 1970, month: 1, day: 1 });
+        assert_eq!(Date::of_nanos(951_840_000 * NANOS_PER_SECOND), Date { year: 2000, month: 3, day: 1 });
+        assert_eq!(Date::of_nanos(951_839_999 * NANOS_PER_SECOND), Date { year: 2000, month: 2, day: 29 });
+        assert_eq!(Date::of_nanos(u64::MAX), Date { year: 2554, month: 7, day: 22 });
+    }
+
+    #[test]
     fn dates_parse_strictly() {
         assert_eq!(Date::parse("2016-02-29"), Some(Date { year: 2016, month: 2, day: 29 }));
-        for bad in ["2015-02-29", "2013-13-01", "2013-1-01", "2013-11-31", "", "x"] {
+        for bad in ["2015-02-29", "2013-13-01", "2013-1-01", "2013-11-31", "", "x", "+2013-11-11", "2013-11-11 "] {
             assert_eq!(Date::parse(bad), None, "{bad}");
         }
         assert_eq!(Date::parse("2013-11-11").map(|d| d.to_string()).as_deref(), Some("2013-11-11"));
