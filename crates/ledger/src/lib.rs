@@ -62,8 +62,12 @@ pub const BATCH_EVENTS_MAX: usize = 8189;
 pub type Amount = u128;
 
 /// Posting a pending transfer with this amount posts whatever is pending.
-pub const AMOUNT_MAX: Amount = u128::MAX;
+pub const AMOUNT_PENDING_WHOLE: Amount = u128::MAX;
 
 /// Nanoseconds in a second: pending timeouts are given in seconds, the ledger
-/// counts time in nanoseconds.
+/// counts time in nanoseconds. zhifu's one home for time constants: every
+/// crate counts time as nanoseconds since the Unix epoch.
 pub const NANOS_PER_SECOND: u64 = 1_000_000_000;
+pub const NANOS_PER_MINUTE: u64 = 60 * NANOS_PER_SECOND;
+pub const NANOS_PER_HOUR: u64 = 60 * NANOS_PER_MINUTE;
+pub const NANOS_PER_DAY: u64 = 24 * NANOS_PER_HOUR;

@@ -14,7 +14,7 @@ use crate::image::{ImageError, PendingRecord};
 use crate::result::{BatchError, CreateAccountResult, CreateTransferResult};
 use crate::store::{NO_TRANSFER, StoredTransfer, TransferStore};
 use crate::transfer::{PendingStatus, Transfer, TransferFlags};
-use crate::{AMOUNT_MAX, Amount, BATCH_EVENTS_MAX, NANOS_PER_SECOND};
+use crate::{AMOUNT_PENDING_WHOLE, Amount, BATCH_EVENTS_MAX, NANOS_PER_SECOND};
 
 /// Events whose index slots are brought into cache at a time: enough
 /// independent loads to keep the memory system busy, few enough that the
@@ -781,7 +781,7 @@ impl Ledger {
         }
         let amount = if post {
             match event.amount {
-                AMOUNT_MAX => pending.amount,
+                AMOUNT_PENDING_WHOLE => pending.amount,
                 0 => return R::AmountMustNotBeZero,
                 amount if amount > pending.amount => return R::ExceedsPendingTransferAmount,
                 amount => amount,
@@ -988,7 +988,7 @@ fn resolution_exists(event: &Transfer, existing: &Transfer) -> CreateTransferRes
         return R::ExistsWithDifferentCreditAccountId;
     }
     let amount_matches = if event.flags.contains(TransferFlags::POST_PENDING) {
-        event.amount == AMOUNT_MAX || event.amount == existing.amount
+        event.amount == AMOUNT_PENDING_WHOLE || event.amount == existing.amount
     } else {
         event.amount == 0 || event.amount == existing.amount
     };

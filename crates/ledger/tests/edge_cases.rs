@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use ledger::{
-    AMOUNT_MAX, AccountFlags, BATCH_EVENTS_MAX, BatchError, CreateAccountResult as AR, CreateTransferResult as TR,
-    Ledger, NewAccount, PendingStatus, Transfer, TransferFlags,
+    AMOUNT_PENDING_WHOLE, AccountFlags, BATCH_EVENTS_MAX, BatchError, CreateAccountResult as AR,
+    CreateTransferResult as TR, Ledger, NewAccount, PendingStatus, Transfer, TransferFlags,
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -138,10 +138,10 @@ fn a_pending_transfer_is_resolved_exactly_once() {
         &mut ledger,
         4 * SECOND,
         &[
-            resolve(2, 1, TransferFlags::POST_PENDING, AMOUNT_MAX),
-            resolve(3, 1, TransferFlags::POST_PENDING, AMOUNT_MAX),
+            resolve(2, 1, TransferFlags::POST_PENDING, AMOUNT_PENDING_WHOLE),
+            resolve(3, 1, TransferFlags::POST_PENDING, AMOUNT_PENDING_WHOLE),
             resolve(4, 1, TransferFlags::VOID_PENDING, 0),
-            resolve(2, 1, TransferFlags::POST_PENDING, AMOUNT_MAX),
+            resolve(2, 1, TransferFlags::POST_PENDING, AMOUNT_PENDING_WHOLE),
         ],
     );
     assert_eq!(results, [TR::Ok, TR::PendingTransferAlreadyPosted, TR::PendingTransferAlreadyPosted, TR::Exists]);
@@ -171,7 +171,7 @@ fn an_expired_pending_transfer_releases_its_hold_and_cannot_be_posted() {
     // One second before the timeout the hold stands.
     assert!(ledger.expire_pending_transfers(69 * SECOND).is_empty());
     assert_eq!(ledger.account(ALICE).unwrap().debits_pending, 600);
-    let post = resolve(2, 1, TransferFlags::POST_PENDING, AMOUNT_MAX);
+    let post = resolve(2, 1, TransferFlags::POST_PENDING, AMOUNT_PENDING_WHOLE);
     assert_eq!(apply(&mut ledger, 71 * SECOND, &[post]), [TR::PendingTransferExpired]);
     assert_eq!(ledger.pending_status(1), Some(PendingStatus::Expired));
     assert_eq!(ledger.account(ALICE).unwrap().debits_pending, 0);
@@ -184,7 +184,7 @@ fn a_rolled_back_post_keeps_the_pending_transfers_timeout() {
     fund_alice(&mut ledger, 1_000);
     let hold = Transfer { timeout_seconds: 60, ..with(TransferFlags::PENDING, transfer(1, ALICE, BOB, 600)) };
     apply(&mut ledger, 10 * SECOND, &[hold]);
-    let post = resolve(2, 1, TransferFlags::POST_PENDING | TransferFlags::LINKED, AMOUNT_MAX);
+    let post = resolve(2, 1, TransferFlags::POST_PENDING | TransferFlags::LINKED, AMOUNT_PENDING_WHOLE);
     let fails = transfer(3, ALICE, BOB, 5_000);
     assert_eq!(apply(&mut ledger, 20 * SECOND, &[post, fails]), [TR::LinkedEventFailed, TR::ExceedsCredits]);
     assert_eq!(ledger.pending_status(1), Some(PendingStatus::Pending));
@@ -470,7 +470,7 @@ mod with_an_id_horizon {
         for batch in first.chunks(BATCH_EVENTS_MAX) {
             assert!(apply(&mut ledger, t0, batch).iter().all(|r| r.is_ok()));
         }
-        let post = resolve(id_at(t0, CHUNK + 200), id_at(t0, 1), TransferFlags::POST_PENDING, AMOUNT_MAX);
+        let post = resolve(id_at(t0, CHUNK + 200), id_at(t0, 1), TransferFlags::POST_PENDING, AMOUNT_PENDING_WHOLE);
         assert_eq!(apply(&mut ledger, t0, &[post]), [TR::Ok]);
         let credited = ledger.account(ALICE).unwrap().credits_posted;
         assert_eq!(ledger.first_position_in_memory(), 0);

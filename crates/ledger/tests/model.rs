@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use ledger::{
-    AMOUNT_MAX, Account, AccountFlags, Amount, CreateAccountResult as AR, CreateTransferResult as TR, Ledger,
+    AMOUNT_PENDING_WHOLE, Account, AccountFlags, Amount, CreateAccountResult as AR, CreateTransferResult as TR, Ledger,
     NewAccount, PendingStatus, Transfer, TransferFlags,
 };
 use proptest::prelude::*;
@@ -319,7 +319,7 @@ impl Model {
         }
         if let Some(x) = self.transfers.get(&e.id) {
             let amount_ok = if post {
-                e.amount == AMOUNT_MAX || e.amount == x.amount
+                e.amount == AMOUNT_PENDING_WHOLE || e.amount == x.amount
             } else {
                 e.amount == 0 || e.amount == x.amount
             };
@@ -362,7 +362,7 @@ impl Model {
             return TR::PendingTransferHasDifferentCode;
         }
         let amount = if post {
-            if e.amount == AMOUNT_MAX {
+            if e.amount == AMOUNT_PENDING_WHOLE {
                 p.amount
             } else if e.amount == 0 {
                 return TR::AmountMustNotBeZero;
@@ -512,7 +512,7 @@ fn amount() -> impl Strategy<Value = Amount> {
     prop_oneof![
         6 => 1u128..200,
         1 => Just(0u128),
-        1 => Just(AMOUNT_MAX),
+        1 => Just(AMOUNT_PENDING_WHOLE),
         1 => (0u128..3).prop_map(|d| u128::MAX / 2 - d),
         1 => (0u128..3).prop_map(|d| u64::MAX as u128 + d),
     ]
@@ -713,7 +713,7 @@ fn assert_image_round_trips(mut ledger: Ledger) {
             id: 200 + pending_id,
             pending_id,
             flags: TransferFlags::POST_PENDING,
-            amount: AMOUNT_MAX,
+            amount: AMOUNT_PENDING_WHOLE,
             ..Transfer::default()
         }))
         .collect();

@@ -2,7 +2,7 @@
 
 /// Seconds east of UTC of China Standard Time.
 pub const CST_OFFSET_SECONDS: i64 = 8 * 3600;
-const NANOS_PER_SECOND: u64 = 1_000_000_000;
+use ledger::NANOS_PER_SECOND;
 
 /// A calendar date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -17,9 +17,8 @@ impl Date {
     pub fn of_nanos(nanos: u64) -> Date {
         let seconds = (nanos / NANOS_PER_SECOND) as i64 + CST_OFFSET_SECONDS;
         // Every u64 of nanoseconds is a second within the `time` crate's range.
-        let date = time::OffsetDateTime::from_unix_timestamp(seconds)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-            .date();
+        let date =
+            time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH).date();
         Date::from(date)
     }
 

@@ -57,7 +57,7 @@ pub const TERM_DAYS_MAX: u32 = 365;
 /// An advance is at most this share of what its trade will pay the merchant
 /// (what escrow holds for it less the fee): the rest absorbs the interest.
 pub const ORDER_LOAN_SHARE_PERCENT: u64 = 80;
-const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
+const DAY_NANOS: u64 = ledger::NANOS_PER_DAY;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LoanStatus {

@@ -19,7 +19,7 @@ pub const RED_PACKET_SHARES_MAX: u32 = 1_000;
 const _: () = assert!((RED_PACKET_SHARES_MAX as u64) < AMOUNT_MAX);
 
 /// Unclaimed money goes back to the sender after this long.
-pub const RED_PACKET_LIFETIME_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
+pub const RED_PACKET_LIFETIME_NANOS: u64 = ledger::NANOS_PER_DAY;
 /// A greeting or campaign name is at most this long.
 pub const TEXT_CHARS_MAX: usize = 200;
 

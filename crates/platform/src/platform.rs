@@ -20,7 +20,7 @@ use crate::trades::{Delivery, Trade};
 /// The largest amount of one movement: 10^15 fen (10 trillion yuan).
 pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
 /// How long an idempotency key is remembered (at least the 24 h promised).
-pub const IDEMPOTENCY_RETENTION_NANOS: u64 = 24 * 3_600 * 1_000_000_000;
+pub const IDEMPOTENCY_RETENTION_NANOS: u64 = ledger::NANOS_PER_DAY;
 /// Refusals remembered under idempotency keys per caller at once (over the
 /// 24 h retention). A refusal moved nothing, so past this one is simply not
 /// remembered (a retry asks again): a caller sending refused requests
@@ -30,7 +30,7 @@ pub const REMEMBERED_REFUSALS_PER_CALLER_MAX: u32 = 1_000;
 const GATEWAY_KEY_BYTES_MAX: usize = 8 * 1024;
 /// Party names are at most this many characters.
 pub const NAME_CHARS_MAX: usize = 200;
-const NANOS_PER_SECOND: u64 = 1_000_000_000;
+use ledger::NANOS_PER_SECOND;
 /// The platform's format (`StateMachine::FORMAT`): a change to what a
 /// command does or to `State`'s fields or their encoding takes the next
 /// number, so that a data directory or snapshot of another version is
@@ -688,7 +688,7 @@ impl Platform {
         let Some(withdrawal) = self.state.withdrawals.get(&number).cloned() else { return false };
         let bank_pays = !self.bank_refuses(number);
         let flags = if bank_pays { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING };
-        let amount = if bank_pays { ledger::AMOUNT_MAX } else { 0 };
+        let amount = if bank_pays { ledger::AMOUNT_PENDING_WHOLE } else { 0 };
         let holds = [Some(withdrawal.hold_amount_id), withdrawal.hold_fee_id];
         let mut chain = Vec::new();
         for hold in holds.into_iter().flatten() {

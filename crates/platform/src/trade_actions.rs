@@ -19,7 +19,7 @@ use crate::trades::{
     EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
 };
 
-const NANOS_PER_SECOND: u64 = 1_000_000_000;
+use ledger::NANOS_PER_SECOND;
 /// Merchant references (`out_trade_no`, `out_request_no`) are at most this long.
 pub const REFERENCE_CHARS_MAX: usize = 64;
 /// A notification URL is at most this long.

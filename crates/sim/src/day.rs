@@ -5,7 +5,7 @@
 //! afternoon and an evening peak); at the milestones it is exact.
 
 pub const DAY_SECONDS: u64 = 86_400;
-pub const DAY_NANOS: u64 = DAY_SECONDS * 1_000_000_000;
+pub const DAY_NANOS: u64 = DAY_SECONDS * ledger::NANOS_PER_SECOND;
 /// The day's payments and sales at full scale.
 pub const PAYMENTS_2013: u64 = 188_000_000;
 pub const GMV_2013_FEN: u64 = 3_501_900_000_000;

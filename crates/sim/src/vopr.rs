@@ -24,8 +24,8 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 /// 2013-11-11T00:00:00+08:00, where the simulated clock starts.
-const START_NANOS: u64 = 1_384_099_200 * 1_000_000_000;
-const SECOND: u64 = 1_000_000_000;
+const START_NANOS: u64 = 1_384_099_200 * SECOND;
+const SECOND: u64 = ledger::NANOS_PER_SECOND;
 /// Parties the simulation makes at most.
 const USERS_MAX: usize = 12;
 const MERCHANTS_MAX: usize = 4;

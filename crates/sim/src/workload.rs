@@ -20,7 +20,7 @@ use rand_pcg::Pcg64Mcg;
 
 use crate::day::{DAY_NANOS, DayCurve, GMV_2013_FEN, PAYMENTS_2013};
 
-const SECOND: u64 = 1_000_000_000;
+const SECOND: u64 = ledger::NANOS_PER_SECOND;
 const MINUTE: u64 = 60 * SECOND;
 const HOUR: u64 = 60 * MINUTE;
 /// Follow-ups come at least this long after what they follow, so a driver

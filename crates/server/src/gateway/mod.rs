@@ -28,8 +28,8 @@ use crate::app::AppState;
 use crate::ids::{IdKind, PublicIds};
 
 /// A request's `timestamp` may be this far from the server's clock.
-const TIMESTAMP_SKEW_NANOS: u64 = 15 * 60 * 1_000_000_000;
-const NANOS_PER_SECOND: u64 = 1_000_000_000;
+const TIMESTAMP_SKEW_NANOS: u64 = 15 * ledger::NANOS_PER_MINUTE;
+use ledger::NANOS_PER_SECOND;
 /// China Standard Time, in which Alipay's timestamps are written.
 const CST_OFFSET_SECONDS: i64 = 8 * 3_600;
 

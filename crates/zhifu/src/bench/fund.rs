@@ -26,7 +26,7 @@ pub struct FundBenchArgs {
     data_dir: PathBuf,
 }
 
-const SECOND: u64 = 1_000_000_000;
+const SECOND: u64 = ledger::NANOS_PER_SECOND;
 /// 2013-11-11T00:00:00+08:00.
 const START: u64 = 1_384_099_200 * SECOND;
 const SHARES_PER_PACKET: u32 = 1_000;

@@ -19,7 +19,7 @@ pub struct LoansBenchArgs {
     merchants: u64,
 }
 
-const SECOND: u64 = 1_000_000_000;
+const SECOND: u64 = ledger::NANOS_PER_SECOND;
 const DAY: u64 = 86_400 * SECOND;
 /// 2013-11-11T00:00:00+08:00.
 const START: u64 = 1_384_099_200 * SECOND;

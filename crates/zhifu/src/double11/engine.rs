@@ -52,7 +52,7 @@ const SNAPSHOT_LOG_PERCENT: u64 = 50;
 /// day are apart (`sim::SETTLE_TICK_NANOS`): a tick settles what fell due
 /// since the last one, with transfer ids of when each fell due. Short,
 /// because at the midnight peak every minute of it is millions of transfers.
-const MEMORY_HORIZON_NANOS: u64 = 7 * 60 * 1_000_000_000;
+const MEMORY_HORIZON_NANOS: u64 = 7 * ledger::NANOS_PER_MINUTE;
 const _: () = assert!(MEMORY_HORIZON_NANOS > sim::workload::SETTLE_TICK_NANOS);
 /// The checkpoint a resumed run skips to (see the module).
 const CHECKPOINT_FILE: &str = "double11.progress";
@@ -72,7 +72,7 @@ pub struct EngineOptions<'a> {
     /// Abort the process once this settlement tick is answered, before the
     /// ticks that finish it and its checkpoint (fault injection).
     pub crash_in_settlement: Option<u64>,
-    pub crash_at: Option<f64>,
+    pub crash_at_share: Option<f64>,
 }
 
 /// A paid trade, as its follow-ups need it.
@@ -230,7 +230,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         });
         *lock(&driver.packets) = packets;
     }
-    let crash_after_payments = options.crash_at.map(|share| (plan.payments as f64 * share).ceil() as u64);
+    let crash_after_payments = options.crash_at_share.map(|share| (plan.payments as f64 * share).ceil() as u64);
     let mut payments_submitted = 0u64;
     let mut in_setup = true;
     let started = Instant::now();

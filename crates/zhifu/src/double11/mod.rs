@@ -30,7 +30,7 @@ use progress::Progress;
 use tally::Tally;
 
 /// 2013-11-11T00:00:00+08:00, in nanoseconds since the Unix epoch.
-pub const DAY_START_NANOS: u64 = 1_384_099_200 * 1_000_000_000;
+pub const DAY_START_NANOS: u64 = 1_384_099_200 * ledger::NANOS_PER_SECOND;
 const MANIFEST: &str = "double11.run";
 
 #[derive(clap::Args)]
@@ -174,7 +174,7 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
                 store: &store,
                 data_dir: &args.data_dir,
                 seed: args.seed,
-                crash_at: args.crash_at.map(|percent| percent / 100.0),
+                crash_at_share: args.crash_at.map(|percent| percent / 100.0),
                 checkpoint_every: Duration::from_millis(args.checkpoint_every_ms),
                 crash_in_settlement: args.crash_in_settlement,
             };
@@ -307,7 +307,7 @@ fn remove_run(dir: &Path) -> anyhow::Result<()> {
 
 /// `HH:MM:SS` of the simulated day (past midnight: `+Nd HH:MM:SS`).
 pub fn format_clock(nanos_into_day: u64) -> String {
-    let seconds = nanos_into_day / 1_000_000_000;
+    let seconds = nanos_into_day / ledger::NANOS_PER_SECOND;
     let (days, rest) = (seconds / 86_400, seconds % 86_400);
     let clock = format!("{:02}:{:02}:{:02}", rest / 3_600, rest / 60 % 60, rest % 60);
     if days == 0 { clock } else { format!("+{days}d {clock}") }
