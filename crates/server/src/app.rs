@@ -193,7 +193,9 @@ impl AppState {
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let (state, listener) = start(&config).await?;
     let address = listener.local_addr()?;
+    // The command's output (scripts read it), not a log line.
     println!("zhifu listening on http://{address}");
+    tracing::info!(%address, "listening");
     let ticker = spawn_ticker(Arc::clone(&state));
     let dispatcher = crate::webhooks::spawn_dispatcher(Arc::clone(&state));
     let forgetter = spawn_limit_forgetter(Arc::clone(&state));
@@ -207,7 +209,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     if let Ok(state) = Arc::try_unwrap(state) {
         tokio::task::spawn_blocking(move || state.store.shutdown()).await?;
     }
-    println!("zhifu stopped");
+    tracing::info!("stopped: every command taken is applied and durable");
     Ok(())
 }
 
@@ -231,11 +233,12 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
     let bound = listener.local_addr().unwrap_or(config.listen);
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
     let (store, report) = open_store(config, options, &public_url).await?;
-    println!(
-        "zhifu: data in {} (recovered {} journal records{})",
-        config.data_dir.display(),
-        report.last_sequence,
-        report.snapshot_sequence.map(|s| format!(", snapshot at {s}")).unwrap_or_default()
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        records = report.last_sequence,
+        snapshot = ?report.snapshot_sequence,
+        digest = format_args!("{:016x}", report.digest),
+        "recovered"
     );
     let clock = match config.simulated_clock_start {
         Some(start) => Clock::simulated(start.max(store.read(|p| p.ledger().last_timestamp()))),
@@ -263,17 +266,18 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
 /// made and printed once on the first start.
 fn admin_key(config: &ServerConfig) -> anyhow::Result<String> {
     if let Some(key) = &config.admin_key {
-        println!("zhifu: admin key from --admin-key / ZHIFU_ADMIN_KEY");
+        tracing::info!("the admin key is the one given (--admin-key / ZHIFU_ADMIN_KEY)");
         return Ok(key.clone());
     }
     let path = config.data_dir.join("admin.key");
     if path.exists() {
         let key = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        println!("zhifu: admin key in {}", path.display());
+        tracing::info!(path = %path.display(), "the admin key is the one in this file");
         return Ok(key.trim().to_string());
     }
     let key = new_key("zk_admin_").map_err(|e| anyhow::anyhow!(e.message))?;
     write_private(&path, &key)?;
+    // Shown once, on the command's output: a key never goes into a log.
     println!("zhifu: new admin key (also written to {}): {key}", path.display());
     Ok(key)
 }
