@@ -18,7 +18,7 @@ use std::sync::Arc;
 use journal::JournalError;
 use serde::{Deserialize, Serialize};
 
-use crate::platform::BankEntry;
+use crate::bank::BankEntry;
 use crate::trades::{Event, EventData, Refund, Trade, TradeMode, TradeStatus};
 
 /// A record of the archive. Borrowed when written, owned when read.

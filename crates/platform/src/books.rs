@@ -12,8 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::accounts;
+use crate::bank::WithdrawalStatus;
 use crate::command::PartyKind;
-use crate::platform::{Platform, WithdrawalStatus};
+use crate::platform::Platform;
 
 /// What the products say their accounts hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,10 +77,12 @@ impl Platform {
             .map(|account| account.debits_posted as i128 - account.credits_posted as i128)
             .sum();
         checks.push(compare("loans", owed, receivable, "owed on loans (principal, interest, penalties)"));
-        let budgets: i128 = self.state.campaigns.values().map(|campaign| i128::from(campaign.remaining())).sum();
+        let budgets: i128 =
+            self.state.marketing.campaigns.values().map(|campaign| i128::from(campaign.remaining())).sum();
         checks.push(compare("campaigns", budgets, posted(accounts::CAMPAIGNS), "campaign budgets left"));
         let unclaimed: i128 = self
             .state
+            .marketing
             .red_packets
             .values()
             .map(|packet| {
@@ -92,6 +95,7 @@ impl Platform {
         let merchants: i128 = self
             .state
             .parties
+            .by_number
             .values()
             .filter(|party| party.kind == PartyKind::Merchant)
             .filter_map(|party| ledger.account(accounts::wallet(party.number)))
@@ -154,7 +158,7 @@ impl Platform {
 
     /// A change of what a party can spend, counted if the party is a merchant.
     pub(crate) fn book_merchant(&mut self, party: u64, change: i128) {
-        if self.state.parties.get(party).is_some_and(|party| party.kind == PartyKind::Merchant) {
+        if self.state.parties.by_number.get(party).is_some_and(|party| party.kind == PartyKind::Merchant) {
             self.state.books.merchants += change;
         }
     }

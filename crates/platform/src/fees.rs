@@ -96,6 +96,14 @@ pub struct Charge {
     pub quota_used: u64,
 }
 
+/// Fee schedules by product, and the free quota each party has used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Fees {
+    pub(crate) schedules: std::collections::BTreeMap<Product, FeeSchedule>,
+    /// Free quota used, by (party, product, period: month index or 0 for life).
+    pub(crate) quota_used: std::collections::BTreeMap<(u64, Product, u32), u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

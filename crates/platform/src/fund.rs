@@ -265,7 +265,7 @@ impl Platform {
                 created_at: now,
                 last_trade: None,
             };
-            self.state.parties.push(number, party);
+            self.state.parties.by_number.push(number, party);
             self.state.fund.holders.insert(number, HolderYield::default());
         }
         if !accounts_batch.is_empty() {
@@ -340,7 +340,7 @@ impl Platform {
 
     fn check_user(&self, party: u64, amount: u64) -> Result<(), Rejection> {
         self.check_party_and_amount(party, amount)?;
-        match self.state.parties.get(party) {
+        match self.state.parties.by_number.get(party) {
             Some(p) if p.kind == PartyKind::User => Ok(()),
             _ => Err(Rejection::NotFound(Missing::User)),
         }

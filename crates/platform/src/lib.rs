@@ -19,6 +19,7 @@
 pub mod accounts;
 mod archive;
 mod at_rest;
+mod bank;
 mod books;
 pub mod calendar;
 pub mod command;
@@ -26,6 +27,7 @@ mod due_queue;
 pub mod faults;
 pub mod fees;
 pub mod fund;
+mod idempotency;
 mod invariant;
 pub mod loans;
 pub mod marketing;
@@ -38,18 +40,17 @@ mod trade_actions;
 mod trade_directory;
 pub mod trades;
 
+pub use bank::{BankEntry, BankEntryKind, Withdrawal, WithdrawalStatus};
 pub use books::Invariant;
 pub use command::{
     Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
 };
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use fund::{FundPosition, YieldDay};
+pub use idempotency::{IDEMPOTENCY_RETENTION_NANOS, REMEMBERED_REFUSALS_PER_CALLER_MAX};
 pub use loans::{Credit, Loan, LoanStatus, Portfolio};
 pub use marketing::{Campaign, Coupon, RedPacket, SplitMode};
-pub use platform::{
-    AMOUNT_MAX, Balance, BankEntry, BankEntryKind, IDEMPOTENCY_RETENTION_NANOS, Party, Platform, TICK_ITEMS_MAX,
-    Withdrawal, WithdrawalStatus,
-};
+pub use platform::{AMOUNT_MAX, Balance, Party, Platform, TICK_ITEMS_MAX};
 pub use trade_actions::{
     PartyTrades, REFUNDS_PER_TRADE_MAX, TradeAt, list_trades_newest_first, read_archived_bank_entry,
     read_archived_event, read_archived_trade, walk_events, walk_party_trades,

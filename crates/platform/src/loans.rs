@@ -224,7 +224,7 @@ impl Platform {
     /// Counts money a merchant sent back out (a refund after settlement, a
     /// transfer) against its credit line; other parties have none.
     pub(crate) fn record_money_sent_back(&mut self, now: u64, party: u64, amount: u64) {
-        if self.state.parties.get(party).is_none_or(|p| p.kind != PartyKind::Merchant) {
+        if self.state.parties.by_number.get(party).is_none_or(|p| p.kind != PartyKind::Merchant) {
             return;
         }
         let month = (party, Date::of_nanos(now).month_index());
@@ -248,7 +248,7 @@ impl Platform {
                 Outcome::Rejected(Rejection::Conflict(Conflict::LoanRequestNoUsed))
             };
         }
-        if self.state.parties.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+        if self.state.parties.by_number.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
         if amount == 0 || amount > AMOUNT_MAX || term_days == 0 || term_days > TERM_DAYS_MAX {

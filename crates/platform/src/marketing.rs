@@ -3,7 +3,7 @@
 //! may never go below zero, so neither can pay out more than it holds,
 //! whatever the concurrency: the ledger refuses the transfer first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngCore as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,18 @@ impl Campaign {
     }
 }
 
+/// Campaigns, their coupons and red packets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Marketing {
+    pub(crate) red_packets: BTreeMap<u64, RedPacket>,
+    /// What each sender's red packets still hold (its `held` money).
+    pub(crate) unclaimed: BTreeMap<u64, u64>,
+    pub(crate) campaigns: BTreeMap<u64, Campaign>,
+    pub(crate) coupons: BTreeMap<u64, Coupon>,
+    /// (when, red packet or campaign number): expiries and ends.
+    pub(crate) due: BTreeSet<(u64, u64)>,
+}
+
 /// Splits `total` into `count` shares of at least 1 fen that sum to `total`.
 /// `Equal`: as even as fen allow (the first shares take the odd fen).
 /// `Random`: the "double mean" rule of lucky money — each share is drawn
@@ -116,20 +128,20 @@ pub fn split(total: u64, count: u32, mode: SplitMode, seed: u64) -> Vec<u64> {
 impl Platform {
     /// Every red packet, oldest first.
     pub fn red_packets(&self) -> impl Iterator<Item = &RedPacket> {
-        self.state.red_packets.values()
+        self.state.marketing.red_packets.values()
     }
 
     pub fn red_packet(&self, number: u64) -> Option<&RedPacket> {
-        self.state.red_packets.get(&number)
+        self.state.marketing.red_packets.get(&number)
     }
 
     /// Every campaign, oldest first.
     pub fn campaigns(&self) -> impl Iterator<Item = &Campaign> {
-        self.state.campaigns.values()
+        self.state.marketing.campaigns.values()
     }
 
     pub fn campaign(&self, number: u64) -> Option<&Campaign> {
-        self.state.campaigns.get(&number)
+        self.state.marketing.campaigns.get(&number)
     }
 
     pub(crate) fn create_red_packet(
@@ -141,7 +153,7 @@ impl Platform {
         mode: SplitMode,
         greeting: &Option<String>,
     ) -> Outcome {
-        if self.state.parties.get(sender).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.by_number.get(sender).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Sender));
         }
         if count == 0 || count > RED_PACKET_SHARES_MAX {
@@ -180,17 +192,17 @@ impl Platform {
             expires_at,
             returned: 0,
         };
-        self.state.red_packets.insert(number, packet);
-        *self.state.red_packets_unclaimed.entry(sender).or_default() += total;
-        self.state.marketing_due.insert((expires_at, number));
+        self.state.marketing.red_packets.insert(number, packet);
+        *self.state.marketing.unclaimed.entry(sender).or_default() += total;
+        self.state.marketing.due.insert((expires_at, number));
         Outcome::RedPacketCreated { number, total, count }
     }
 
     pub(crate) fn claim_red_packet(&mut self, now: u64, number: u64, user: u64) -> Outcome {
-        if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.by_number.get(user).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
-        let Some(packet) = self.state.red_packets.get(&number) else {
+        let Some(packet) = self.state.marketing.red_packets.get(&number) else {
             return Outcome::Rejected(Rejection::NotFound(Missing::RedPacket));
         };
         if packet.claims.iter().any(|(claimer, _)| *claimer == user) {
@@ -214,7 +226,7 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
-        if let Some(packet) = self.state.red_packets.get_mut(&number) {
+        if let Some(packet) = self.state.marketing.red_packets.get_mut(&number) {
             packet.claims.push((user, amount));
         }
         self.release_unclaimed(sender, amount);
@@ -224,7 +236,7 @@ impl Platform {
     pub(crate) fn create_campaign(&mut self, now: u64, new: &NewCampaign) -> Outcome {
         let NewCampaign { sponsor, ref name, budget, discount, min_spend, per_user_limit, starts_at, ends_at } = *new;
         if let Some(merchant) = sponsor
-            && self.state.parties.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
+            && self.state.parties.by_number.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
         {
             return Outcome::Rejected(Rejection::NotFound(Missing::Sponsor));
         }
@@ -273,23 +285,23 @@ impl Platform {
             uses: BTreeMap::new(),
             returned: None,
         };
-        self.state.campaigns.insert(number, campaign.clone());
-        self.state.marketing_due.insert((ends_at, number));
+        self.state.marketing.campaigns.insert(number, campaign.clone());
+        self.state.marketing.due.insert((ends_at, number));
         Outcome::CampaignCreated(Box::new(campaign))
     }
 
     /// A red packet's share was claimed or its rest returned: no longer its sender's held money.
     fn release_unclaimed(&mut self, sender: u64, amount: u64) {
-        if let Some(held) = self.state.red_packets_unclaimed.get_mut(&sender) {
+        if let Some(held) = self.state.marketing.unclaimed.get_mut(&sender) {
             *held -= amount;
             if *held == 0 {
-                self.state.red_packets_unclaimed.remove(&sender);
+                self.state.marketing.unclaimed.remove(&sender);
             }
         }
     }
 
     pub fn coupon(&self, number: u64) -> Option<&Coupon> {
-        self.state.coupons.get(&number)
+        self.state.marketing.coupons.get(&number)
     }
 
     pub(crate) fn issue_coupon(
@@ -300,10 +312,10 @@ impl Platform {
         user: u64,
         expires_at: Option<u64>,
     ) -> Outcome {
-        let Some(found) = self.state.campaigns.get(&campaign).filter(|c| c.sponsor == issuer) else {
+        let Some(found) = self.state.marketing.campaigns.get(&campaign).filter(|c| c.sponsor == issuer) else {
             return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
         };
-        if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.by_number.get(user).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         let expires_at = expires_at.unwrap_or(found.ends_at).min(found.ends_at);
@@ -312,7 +324,7 @@ impl Platform {
         }
         let number = self.take_number();
         let coupon = Coupon { number, campaign, user, expires_at, used_on: None };
-        self.state.coupons.insert(number, coupon.clone());
+        self.state.marketing.coupons.insert(number, coupon.clone());
         Outcome::CouponIssued(coupon)
     }
 
@@ -321,15 +333,15 @@ impl Platform {
     /// transfer ids older than its horizon, and a tick after an outage comes
     /// long after the due time.
     pub(crate) fn run_marketing_due(&mut self, now: u64, budget: &mut u32) {
-        while let Some(&(due_at, number)) = self.state.marketing_due.first() {
+        while let Some(&(due_at, number)) = self.state.marketing.due.first() {
             if due_at > now || *budget == 0 {
                 break;
             }
             *budget -= 1;
-            self.state.marketing_due.pop_first();
-            if self.state.red_packets.contains_key(&number) {
+            self.state.marketing.due.pop_first();
+            if self.state.marketing.red_packets.contains_key(&number) {
                 self.return_red_packet(now, number);
-            } else if self.state.campaigns.contains_key(&number) {
+            } else if self.state.marketing.campaigns.contains_key(&number) {
                 self.return_campaign(now, number);
             }
         }
@@ -337,7 +349,7 @@ impl Platform {
 
     /// An expired red packet's unclaimed shares go back to its sender.
     fn return_red_packet(&mut self, now: u64, number: u64) {
-        let Some(packet) = self.state.red_packets.get(&number) else { return };
+        let Some(packet) = self.state.marketing.red_packets.get(&number) else { return };
         let left: u64 = packet.shares[packet.claims.len()..].iter().sum();
         if left == 0 || packet.returned > 0 {
             return;
@@ -355,7 +367,7 @@ impl Platform {
         if let Err(refused) = self.apply_chain(now, &[back]) {
             crate::invariant::broken(format_args!("red packet {number}'s return was refused: {refused:?}"));
         }
-        if let Some(packet) = self.state.red_packets.get_mut(&number) {
+        if let Some(packet) = self.state.marketing.red_packets.get_mut(&number) {
             packet.returned = left;
         }
         self.release_unclaimed(sender, left);
@@ -363,7 +375,7 @@ impl Platform {
 
     /// An ended campaign's unspent budget goes back to its sponsor (or the platform's marketing).
     fn return_campaign(&mut self, now: u64, number: u64) {
-        let Some(campaign) = self.state.campaigns.get(&number) else { return };
+        let Some(campaign) = self.state.marketing.campaigns.get(&number) else { return };
         if campaign.returned.is_some() {
             return;
         }
@@ -386,7 +398,7 @@ impl Platform {
                 self.book_merchant(merchant, i128::from(left));
             }
         }
-        if let Some(campaign) = self.state.campaigns.get_mut(&number) {
+        if let Some(campaign) = self.state.marketing.campaigns.get_mut(&number) {
             campaign.returned = Some(left);
         }
     }

@@ -10,9 +10,10 @@ use ledger::Transfer;
 
 use crate::accounts::{self, REVENUE, Reference};
 use crate::at_rest::{ArchiveRecord, TradeAtRest};
+use crate::bank::BankEntry;
 use crate::command::{Action, NewTrade, Outcome, PartyKind, PaySource, Rejection};
 use crate::fees::Product;
-use crate::platform::{AMOUNT_MAX, BankEntry, Platform};
+use crate::platform::{AMOUNT_MAX, Platform};
 use crate::rejection::{Conflict, Invalid, Limit, Missing, conflict, invalid};
 use crate::trades::{
     AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT,
@@ -102,15 +103,15 @@ impl Platform {
     /// Trades in memory (unpaid) and in the archive (paid and waiting to
     /// ship or for the buyer, settled or closed).
     pub fn trade_counts(&self) -> (usize, usize) {
-        (self.state.trades.len(), self.state.trade_directory.archived_len())
+        (self.state.trades.live.len(), self.state.trades.directory.archived_len())
     }
 
     /// The trade with this number, live or archived.
     pub fn trade(&self, archive: &dyn ArchiveSource, number: u64) -> Result<Option<Trade>, JournalError> {
-        if let Some(trade) = self.state.trades.get(&number) {
+        if let Some(trade) = self.state.trades.live.get(&number) {
             return Ok(Some(Trade::clone(trade)));
         }
-        match self.state.trade_directory.archived_at(number) {
+        match self.state.trades.directory.archived_at(number) {
             Some(offset) => self.archived_trade_at(archive, offset).map(Some),
             None => Ok(None),
         }
@@ -135,7 +136,7 @@ impl Platform {
     /// The trades whose reference hashes as this one's (almost always the
     /// one trade with it, if any).
     fn numbers_by_reference(&self, merchant: u64, out_trade_no: &str) -> Vec<u64> {
-        self.state.trade_numbers.candidates(reference_key(merchant, out_trade_no)).collect()
+        self.state.trades.by_reference.candidates(reference_key(merchant, out_trade_no)).collect()
     }
 
     /// Where the trades below `before` (a trade number) are, newest first, at
@@ -143,8 +144,8 @@ impl Platform {
     /// (see [`list_trades_newest_first`]).
     pub fn trades_at_newest_first(&self, before: Option<u64>, max: usize) -> Vec<(u64, TradeAt)> {
         let upper = before.unwrap_or(u64::MAX);
-        let mut live = self.state.trades.range(..upper).rev().peekable();
-        let mut archived = self.state.trade_directory.archived_newest_first(upper).peekable();
+        let mut live = self.state.trades.live.range(..upper).rev().peekable();
+        let mut archived = self.state.trades.directory.archived_newest_first(upper).peekable();
         let mut found = Vec::new();
         while found.len() < max {
             let take_live = match (live.peek(), archived.peek()) {
@@ -165,20 +166,20 @@ impl Platform {
     /// Where the trade with this number is (for reading an archived one after
     /// the state's lock is let go).
     pub fn trade_at(&self, number: u64) -> Option<TradeAt> {
-        if let Some(trade) = self.state.trades.get(&number) {
+        if let Some(trade) = self.state.trades.live.get(&number) {
             return Some(TradeAt::Memory(Arc::clone(trade)));
         }
-        self.state.trade_directory.archived_at(number).map(TradeAt::Archive)
+        self.state.trades.directory.archived_at(number).map(TradeAt::Archive)
     }
 
     /// The newest trade of a party's chain (see `Trade::previous_of_merchant`).
     pub fn last_trade_of(&self, party: u64) -> Option<u64> {
-        self.state.parties.get(party)?.last_trade
+        self.state.parties.by_number.get(party)?.last_trade
     }
 
     /// How many trades the platform has made: no chain is longer.
     pub fn trades_made(&self) -> u64 {
-        self.state.trade_directory.len()
+        self.state.trades.directory.len()
     }
 
     /// Trades newest first, from below `before`, that pass `keep` (for a
@@ -201,7 +202,7 @@ impl Platform {
 
     /// The newest event of a party: where it is in the archive.
     pub fn last_event_at(&self, party: u64) -> Option<u64> {
-        self.state.last_event_of.get(&party).copied()
+        self.state.events.last_of_party.get(&party).copied()
     }
 
     /// Every trade, live and archived, in no particular order: the live ones,
@@ -213,8 +214,8 @@ impl Platform {
         archive: &dyn ArchiveSource,
         mut visit: impl FnMut(&Trade),
     ) -> Result<(), JournalError> {
-        self.state.trades.values().for_each(|trade| visit(trade));
-        let directory = &self.state.trade_directory;
+        self.state.trades.live.values().for_each(|trade| visit(trade));
+        let directory = &self.state.trades.directory;
         let mut archived = 0;
         let mut at_rest = |offset: u64, payload: &[u8]| -> Result<(), JournalError> {
             let record: ArchiveRecord = postcard::from_bytes(payload)
@@ -250,7 +251,9 @@ impl Platform {
             // Most commands name one trade: no list for it.
             NamedTrades::Number(number) => return self.bring_back_trade(number, archive),
             NamedTrades::Reference(new) => self.numbers_by_reference(new.merchant, &new.out_trade_no),
-            NamedTrades::DueOnes => self.state.parked_due.due_up_to(now, crate::platform::TICK_ITEMS_MAX as usize),
+            NamedTrades::DueOnes => {
+                self.state.trades.parked_due.due_up_to(now, crate::platform::TICK_ITEMS_MAX as usize)
+            }
             NamedTrades::None => return Ok(()),
         };
         for number in numbers {
@@ -264,7 +267,7 @@ impl Platform {
     /// reads them in the order they were archived, which the kernel's
     /// readahead serves.
     pub(crate) fn archived_trades_named(&self, action: &Action, out: &mut Vec<u64>) {
-        let directory = &self.state.trade_directory;
+        let directory = &self.state.trades.directory;
         match named_trades(action) {
             NamedTrades::Number(number) => out.extend(directory.archived_at(number)),
             NamedTrades::Reference(new) => out.extend(
@@ -277,7 +280,7 @@ impl Platform {
     }
 
     fn bring_back_trade(&mut self, number: u64, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
-        let Some(offset) = self.state.trade_directory.archived_at(number) else { return Ok(()) };
+        let Some(offset) = self.state.trades.directory.archived_at(number) else { return Ok(()) };
         let trade = self.archived_trade_at(archive, offset)?;
         self.restore_archived_trade(trade, offset);
         Ok(())
@@ -290,9 +293,9 @@ impl Platform {
     /// A live trade for an action to change (an archived one the action
     /// names was brought back before it ran), an unknown one not found.
     pub(crate) fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
-        match self.state.trades.get(&number) {
+        match self.state.trades.live.get(&number) {
             Some(trade) => Ok(Arc::clone(trade)),
-            None if self.state.trade_directory.archived_at(number).is_some() => {
+            None if self.state.trades.directory.archived_at(number).is_some() => {
                 crate::invariant::broken(format_args!("trade {number} was not brought back from the archive"))
             }
             None => Err(not_found()),
@@ -313,13 +316,13 @@ impl Platform {
     /// command; a parked one's auto-confirmation goes back to the queue of
     /// live ones.
     fn restore_archived_trade(&mut self, trade: Trade, offset: u64) {
-        self.state.trade_directory.bring_back(trade.number);
+        self.state.trades.directory.bring_back(trade.number);
         if let Some(due) = parked_due_of(&trade) {
-            self.state.parked_due.remove(due, trade.number);
-            self.state.trades_due.insert((due, trade.number));
+            self.state.trades.parked_due.remove(due, trade.number);
+            self.state.trades.due.insert((due, trade.number));
         }
         self.touched.restored.push((trade.number, offset));
-        self.state.trades.insert(trade.number, Arc::new(trade));
+        self.state.trades.live.insert(trade.number, Arc::new(trade));
     }
 
     /// After each command: trades it left with nothing to do but wait for a
@@ -344,7 +347,8 @@ impl Platform {
             }
         }
         for number in changed {
-            let Some(trade) = self.state.trades.get(&number).filter(|trade| trade.status.rests_in_archive()) else {
+            let Some(trade) = self.state.trades.live.get(&number).filter(|trade| trade.status.rests_in_archive())
+            else {
                 continue;
             };
             let reported = last_event.get(&number).filter(|(_, held)| Arc::ptr_eq(held, trade));
@@ -359,18 +363,18 @@ impl Platform {
     /// Moves a live trade to the archive record at `offset` (a parked
     /// one's auto-confirmation to the queue of archived ones).
     fn park(&mut self, number: u64, offset: u64) {
-        let Some(trade) = self.state.trades.remove(&number) else { return };
+        let Some(trade) = self.state.trades.live.remove(&number) else { return };
         // The clock watches only live trades: a parked one's entries (a paid
         // trade's expiry, a settled one's auto-confirmation) go now rather
         // than when due, days later.
-        self.state.trades_due.remove(&(trade.expire_at, number));
+        self.state.trades.due.remove(&(trade.expire_at, number));
         if let Some(due) = trade.confirm_due_at {
-            self.state.trades_due.remove(&(due, number));
+            self.state.trades.due.remove(&(due, number));
         }
         if let Some(due) = parked_due_of(&trade) {
-            self.state.parked_due.insert(due, number);
+            self.state.trades.parked_due.insert(due, number);
         }
-        self.state.trade_directory.archive(number, offset);
+        self.state.trades.directory.archive(number, offset);
     }
 
     /// The event archived at `offset` (a delivery's).
@@ -396,7 +400,7 @@ impl Platform {
     pub fn deliveries_due(&self, now: u64, limit: usize) -> Vec<Delivery> {
         let mut blocked_trades = std::collections::BTreeSet::new();
         let mut due = Vec::new();
-        for delivery in self.state.deliveries.values() {
+        for delivery in self.state.events.deliveries.values() {
             if let Some(trade) = delivery.trade
                 && !blocked_trades.insert(trade)
             {
@@ -413,7 +417,7 @@ impl Platform {
     }
 
     pub(crate) fn create_trade(&mut self, now: u64, new: &NewTrade) -> Outcome {
-        if self.state.parties.get(new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+        if self.state.parties.by_number.get(new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
         let existing = match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
@@ -455,12 +459,17 @@ impl Platform {
             return invalid(Invalid::ExpireMinutes);
         }
         if let Some(buyer) = new.buyer
-            && self.state.parties.get(buyer).is_none_or(|p| p.kind != PartyKind::User)
+            && self.state.parties.by_number.get(buyer).is_none_or(|p| p.kind != PartyKind::User)
         {
             return Outcome::Rejected(Rejection::NotFound(Missing::Buyer));
         }
         if let Some(campaign) = new.campaign
-            && self.state.campaigns.get(&campaign).is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
+            && self
+                .state
+                .marketing
+                .campaigns
+                .get(&campaign)
+                .is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
         {
             return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
         }
@@ -501,26 +510,26 @@ impl Platform {
             previous_of_merchant,
             previous_of_buyer,
         };
-        self.state.trade_numbers.insert(reference_key(new.merchant, &new.out_trade_no), number);
-        self.state.trades_due.insert((expire_at, number));
-        self.state.trade_directory.add_live(number);
-        self.state.trades.insert(number, Arc::new(trade.clone()));
+        self.state.trades.by_reference.insert(reference_key(new.merchant, &new.out_trade_no), number);
+        self.state.trades.due.insert((expire_at, number));
+        self.state.trades.directory.add_live(number);
+        self.state.trades.live.insert(number, Arc::new(trade.clone()));
         self.touched.changed.push(number);
         Outcome::TradeUpdated(Box::new(trade))
     }
 
     pub(crate) fn issue_payment_code(&mut self, now: u64, user: u64, code: &str, expires_at: u64) -> Outcome {
-        if self.state.parties.get(user).is_none_or(|p| p.kind != PartyKind::User) {
+        if self.state.parties.by_number.get(user).is_none_or(|p| p.kind != PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         if code.len() != PAYMENT_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) || expires_at <= now {
             return invalid(Invalid::PaymentCode);
         }
-        if self.state.payment_codes.contains_key(code) {
+        if self.state.trades.payment_codes.contains_key(code) {
             return conflict(Conflict::PaymentCodeIssued);
         }
-        self.state.payment_codes.insert(code.to_string(), (user, expires_at));
-        self.state.payment_codes_due.insert((expires_at, code.to_string()));
+        self.state.trades.payment_codes.insert(code.to_string(), (user, expires_at));
+        self.state.trades.payment_codes_due.insert((expires_at, code.to_string()));
         Outcome::PaymentCodeIssued { code: code.to_string(), expires_at }
     }
 
@@ -532,20 +541,20 @@ impl Platform {
             Ok(Some(existing)) if existing.paid_at.is_some() => return self.create_trade(now, new),
             Ok(_) => {}
         }
-        let Some((user, expires_at)) = self.state.payment_codes.get(code).copied() else {
+        let Some((user, expires_at)) = self.state.trades.payment_codes.get(code).copied() else {
             return Outcome::Rejected(Rejection::Invalid(Invalid::PaymentCodeUnknown));
         };
         if expires_at <= now {
-            self.state.payment_codes.remove(code);
-            self.state.payment_codes_due.remove(&(expires_at, code.to_string()));
+            self.state.trades.payment_codes.remove(code);
+            self.state.trades.payment_codes_due.remove(&(expires_at, code.to_string()));
             return Outcome::Rejected(Rejection::Invalid(Invalid::PaymentCodeExpired));
         }
         let outcome = self.create_and_pay_trade(now, new, user, PaySource::Balance, None);
         // Spent only by a payment: a refused one (no money, a bad request)
         // leaves the code for another try until it expires.
         if matches!(&outcome, Outcome::TradeUpdated(trade) if trade.paid_at == Some(now) && trade.payer == Some(user)) {
-            self.state.payment_codes.remove(code);
-            self.state.payment_codes_due.remove(&(expires_at, code.to_string()));
+            self.state.trades.payment_codes.remove(code);
+            self.state.trades.payment_codes_due.remove(&(expires_at, code.to_string()));
         }
         outcome
     }
@@ -660,11 +669,11 @@ impl Platform {
             self.book_fund(0, paid);
         }
         if discount > 0
-            && let Some(campaign) = campaign.and_then(|number| self.state.campaigns.get_mut(&number))
+            && let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaigns.get_mut(&number))
         {
             campaign.spent += discount;
             *campaign.uses.entry(buyer).or_default() += 1;
-            if let Some(coupon) = coupon.and_then(|number| self.state.coupons.get_mut(&number)) {
+            if let Some(coupon) = coupon.and_then(|number| self.state.marketing.coupons.get_mut(&number)) {
                 coupon.used_on = Some(number);
             }
         }
@@ -714,7 +723,7 @@ impl Platform {
             trade.shipped_at = Some(now);
             trade.confirm_due_at = Some(due);
         });
-        self.state.trades_due.insert((due, number));
+        self.state.trades.due.insert((due, number));
         self.emit_trade(now, "trade.shipped", &updated);
         Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
     }
@@ -840,7 +849,7 @@ impl Platform {
     /// Where a returned discount goes: the campaign while it runs, its
     /// sponsor once it has ended (its budget already went back).
     fn discount_return_target(&self, campaign: u64) -> Option<(u128, bool)> {
-        let found = self.state.campaigns.get(&campaign)?;
+        let found = self.state.marketing.campaigns.get(&campaign)?;
         if found.returned.is_none() {
             return Some((accounts::CAMPAIGNS, true));
         }
@@ -895,7 +904,8 @@ impl Platform {
             self.allocate_repayment(loan, repayment);
         }
         if let Some((_, true)) = plan.discount_to
-            && let Some(campaign) = trade.discount_campaign.and_then(|number| self.state.campaigns.get_mut(&number))
+            && let Some(campaign) =
+                trade.discount_campaign.and_then(|number| self.state.marketing.campaigns.get_mut(&number))
         {
             campaign.spent -= plan.discount_back;
         }
@@ -905,10 +915,10 @@ impl Platform {
     }
 
     pub(crate) fn record_delivery(&mut self, now: u64, event: u64, delivered: bool) -> Outcome {
-        let Some(delivery) = self.state.deliveries.get_mut(&event) else { return Outcome::DeliveryRecorded };
+        let Some(delivery) = self.state.events.deliveries.get_mut(&event) else { return Outcome::DeliveryRecorded };
         delivery.attempts += 1;
         if delivered || delivery.attempts >= DELIVERY_ATTEMPTS_MAX {
-            self.state.deliveries.remove(&event);
+            self.state.events.deliveries.remove(&event);
         } else {
             let wait = RETRY_DELAYS_SECONDS[(delivery.attempts as usize - 1).min(RETRY_DELAYS_SECONDS.len() - 1)];
             delivery.next_attempt_at = now.saturating_add(wait * NANOS_PER_SECOND);
@@ -922,15 +932,15 @@ impl Platform {
     /// brought back as many as it may do; the next tick does the rest).
     pub(crate) fn run_trades_due(&mut self, now: u64, budget: &mut u32) -> (u32, u32) {
         let (mut closed, mut settled) = (0, 0);
-        let parked_first = self.state.parked_due.first_key();
-        while let Some(&(due_at, number)) = self.state.trades_due.first() {
+        let parked_first = self.state.trades.parked_due.first_key();
+        while let Some(&(due_at, number)) = self.state.trades.due.first() {
             if due_at > now || *budget == 0 || parked_first.is_some_and(|parked| parked < (due_at, number)) {
                 break;
             }
             *budget -= 1;
-            self.state.trades_due.pop_first();
+            self.state.trades.due.pop_first();
             let Some((status, expire_at, confirm_due_at)) =
-                self.state.trades.get(&number).map(|trade| (trade.status, trade.expire_at, trade.confirm_due_at))
+                self.state.trades.live.get(&number).map(|trade| (trade.status, trade.expire_at, trade.confirm_due_at))
             else {
                 continue;
             };
@@ -963,7 +973,7 @@ impl Platform {
     /// Pays what escrow holds for a trade to the merchant with the merchant's fee, in one chain.
     fn settle_escrow(&mut self, now: u64, number: u64) -> Result<Trade, Rejection> {
         // Only the tick and a confirmation settle, and only open (live) trades.
-        let trade = self.state.trades.get(&number).cloned().ok_or(Rejection::NotFound(Missing::Trade))?;
+        let trade = self.state.trades.live.get(&number).cloned().ok_or(Rejection::NotFound(Missing::Trade))?;
         let settled_amount = trade.in_escrow();
         if settled_amount == 0 {
             // A trade refunded in full is closed, never confirmed.
@@ -1020,7 +1030,7 @@ impl Platform {
 
     /// The campaign of a coupon the buyer may use on this merchant's trade now.
     fn usable_coupon(&self, now: u64, coupon: u64, buyer: u64, merchant: u64) -> Result<u64, Outcome> {
-        let Some(coupon) = self.state.coupons.get(&coupon).filter(|c| c.user == buyer) else {
+        let Some(coupon) = self.state.marketing.coupons.get(&coupon).filter(|c| c.user == buyer) else {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Coupon)));
         };
         if coupon.used_on.is_some() {
@@ -1029,7 +1039,7 @@ impl Platform {
         if coupon.expires_at <= now {
             return Err(conflict(Conflict::CouponExpired));
         }
-        let sponsor = self.state.campaigns.get(&coupon.campaign).and_then(|c| c.sponsor);
+        let sponsor = self.state.marketing.campaigns.get(&coupon.campaign).and_then(|c| c.sponsor);
         if sponsor.is_some_and(|sponsor| sponsor != merchant) {
             return Err(conflict(Conflict::CouponOfAnotherMerchant));
         }
@@ -1038,7 +1048,7 @@ impl Platform {
 
     /// The discount a payment gets from the trade's campaign, or why none.
     fn campaign_discount(&self, now: u64, trade: &Trade, buyer: u64, campaign: Option<u64>) -> (u64, Option<String>) {
-        let Some(campaign) = campaign.and_then(|number| self.state.campaigns.get(&number)) else {
+        let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaigns.get(&number)) else {
             return (0, None);
         };
         let none = |why: &str| (0, Some(why.to_string()));
@@ -1063,7 +1073,7 @@ impl Platform {
     /// The merchant's fee on a settled amount: its own rate, with the
     /// merchant-trade schedule's minimum, maximum and free quota.
     pub(crate) fn merchant_fee(&self, merchant: u64, amount: u64) -> u64 {
-        let rate = self.state.parties.get(merchant).map_or(0, |party| party.fee_rate_bps);
+        let rate = self.state.parties.by_number.get(merchant).map_or(0, |party| party.fee_rate_bps);
         let schedule = crate::fees::FeeSchedule { rate_bps: rate, ..self.fee_schedule(Product::MerchantTrade) };
         schedule.fee(amount, 0).fee
     }
@@ -1075,7 +1085,7 @@ impl Platform {
     /// Makes `trade` the newest of `party`'s chain of trades; answers the
     /// one before it.
     fn link_trade(&mut self, party: u64, trade: u64) -> Option<u64> {
-        self.state.parties.get_mut(party)?.last_trade.replace(trade)
+        self.state.parties.by_number.get_mut(party)?.last_trade.replace(trade)
     }
 
     /// Changes the live record (copying it first only if someone still
@@ -1083,7 +1093,7 @@ impl Platform {
     /// archives it if this finished it.
     fn update_trade(&mut self, number: u64, change: impl FnOnce(&mut Trade)) -> Arc<Trade> {
         self.touched.changed.push(number);
-        match self.state.trades.get_mut(&number) {
+        match self.state.trades.live.get_mut(&number) {
             Some(trade) => {
                 change(Arc::make_mut(trade));
                 Arc::clone(trade)
@@ -1103,7 +1113,7 @@ impl Platform {
             EventData::Trade(record) | EventData::Refund { trade: record, .. } => Some(Arc::clone(record)),
             _ => None,
         };
-        let Some(recipient) = self.state.parties.get(party) else { return };
+        let Some(recipient) = self.state.parties.by_number.get(party) else { return };
         if recipient.kind != PartyKind::Merchant {
             return;
         }
@@ -1126,16 +1136,16 @@ impl Platform {
         };
         let number = self.take_number();
         let event = Event { number, party, kind: kind.to_string(), created_at: now, trade, data };
-        let previous_of_party = self.state.last_event_of.get(&party).copied();
+        let previous_of_party = self.state.events.last_of_party.get(&party).copied();
         let at = self.state.archive.length();
         let offset = self.state.archive.append(&ArchiveRecord::of_event(&event, at, previous_of_party));
-        self.state.last_event_of.insert(party, offset);
+        self.state.events.last_of_party.insert(party, offset);
         if let Some(record) = holds_trade {
             self.touched.events.push((record.number, offset, record));
         }
         if deliver {
             let delivery = Delivery { event: number, offset, trade, attempts: 0, next_attempt_at: now };
-            self.state.deliveries.insert(number, delivery);
+            self.state.events.deliveries.insert(number, delivery);
         }
     }
 }
@@ -1351,12 +1361,12 @@ mod tests {
     use super::*;
 
     fn event(number: u64) -> Event {
-        let data = EventData::Withdrawal(crate::platform::Withdrawal {
+        let data = EventData::Withdrawal(crate::bank::Withdrawal {
             number,
             party: 7,
             amount: 100,
             fee: 0,
-            status: crate::platform::WithdrawalStatus::Succeeded,
+            status: crate::bank::WithdrawalStatus::Succeeded,
             created_at: number,
             settle_at: number,
             hold_amount_id: 1,
