@@ -51,6 +51,10 @@ pub enum ImageError {
     PendingTransferMissing {
         id: u128,
     },
+    /// The transfers in memory start mid-chunk: windows start at a chunk's first.
+    WindowStart {
+        first_position: u64,
+    },
     Unbalanced(String),
 }
 
@@ -67,6 +71,9 @@ impl std::fmt::Display for ImageError {
             }
             ImageError::PendingTransferMissing { id } => {
                 write!(f, "pending status for transfer {id}, which is not in the image")
+            }
+            ImageError::WindowStart { first_position } => {
+                write!(f, "the transfers in memory start at {first_position}, not at a chunk's first")
             }
             ImageError::Unbalanced(detail) => write!(f, "image is unbalanced: {detail}"),
         }
@@ -98,6 +105,11 @@ impl Ledger {
     /// Rebuilds a ledger from an image. The result is checked: every
     /// reference resolves and debits equal credits.
     pub fn restore(image: LedgerImage) -> Result<Ledger, ImageError> {
+        // A snapshot's body is decoded before its digest is checked: a
+        // damaged one must come back as an error, never stop the process.
+        if !image.first_position.is_multiple_of(crate::store::CHUNK_TRANSFERS as u64) {
+            return Err(ImageError::WindowStart { first_position: image.first_position });
+        }
         let mut ledger =
             Ledger::empty_for_image(image.config, image.accounts.len(), image.first_position, image.transfers.len());
         for (account, last_transfer) in image.accounts {
