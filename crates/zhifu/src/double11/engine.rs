@@ -182,8 +182,35 @@ struct Driver {
 }
 
 pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress) -> anyhow::Result<RunOutput> {
-    let plan = workload.plan();
-    let journal_options = Options {
+    let plan = workload.plan().clone();
+    let (store, recovery) = open_store(options, journal_options(&plan))?;
+    let mut driver = Driver::new(store, options.seed, plan, recovery.last_sequence);
+    if driver.resume_after > 0 {
+        progress.note(&format!(
+            "resuming: the journal holds {} commands of this run; going on from there",
+            driver.resume_after
+        ));
+        driver.restore_packets();
+    }
+    let mut pass = Pass::new(options, driver.plan.payments);
+    let mut workload = workload.into_iter();
+    let skipped_operations = pass.skip_to_checkpoint(&mut workload, &mut driver, progress);
+    for timed in workload {
+        pass.step(&timed, &mut driver, progress)?;
+    }
+    driver.wait_for(driver.submitted)?;
+    if pass.in_setup {
+        bail!("the workload had no day");
+    }
+    driver.tick_until_nothing_due(pass.last_at)?;
+    lock(&driver.tally).day_finished = Some(Instant::now());
+    progress.finish();
+    driver.finish(skipped_operations, pass.started)
+}
+
+/// The journal's settings for a day of this plan.
+fn journal_options(plan: &sim::Plan) -> Options {
+    Options {
         // Every party's wallet and, at most, every buyer's Yu'e Bao holding:
         // reserved at once, so the accounts never grow by copying (untouched
         // room costs address space, not memory).
@@ -194,147 +221,125 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
         group_batches_max: GROUP_COMMANDS_MAX,
         ledger: LedgerConfig { id_horizon_ns: Some(MEMORY_HORIZON_NANOS) },
         ..Options::default()
-    };
-    let (store, recovery) = open_store(options, journal_options)?;
-    let resume_after = recovery.last_sequence;
-    let plan = plan.clone();
-    let mut driver = Driver {
-        store,
-        seed: options.seed,
-        tally: Arc::new(Mutex::new(Tally::new())),
-        completed: Arc::new(AtomicU64::new(resume_after)),
-        failed: Arc::new(AtomicBool::new(false)),
-        packets: Arc::new(Mutex::new(HashMap::new())),
-        paid: Arc::new(Mutex::new(HashMap::new())),
-        last_touch: HashMap::new(),
-        resume_after,
-        plan: plan.clone(),
-        merchants: Vec::new(),
-        buyers: Vec::new(),
-        campaign: None,
-        generated: 0,
-        submitted: resume_after,
-        recent: VecDeque::new(),
-        follow_up_needs: 0,
-    };
-    if resume_after > 0 {
-        progress.note(&format!("resuming: the journal holds {resume_after} commands of this run; going on from there"));
-        let packets: HashMap<u64, u64> = driver.store.read(|platform| {
-            platform
-                .red_packets()
-                .filter_map(|packet| {
-                    let serial = packet.greeting.as_deref()?.strip_prefix("d11-packet-")?.parse().ok()?;
-                    Some((serial, packet.number))
-                })
-                .collect()
-        });
-        *lock(&driver.packets) = packets;
     }
-    let crash_after_payments = options.crash_at_share.map(|share| (plan.payments as f64 * share).ceil() as u64);
-    let mut payments_submitted = 0u64;
-    let mut in_setup = true;
-    let started = Instant::now();
-    let mut last_at = 0;
-    let mut checkpoints = Checkpoints::new(options.data_dir, options.checkpoint_every);
-    let mut skipped_operations = 0;
-    let mut settlement_ticks = 0u64;
-    let mut workload = workload.into_iter();
-    let mut operations = 0u64;
-    if let Some(checkpoint) = checkpoints.read().filter(|checkpoint| checkpoint.commands <= resume_after) {
+}
+
+/// One pass over the workload: where it is, and what it injects.
+struct Pass<'a> {
+    options: &'a EngineOptions<'a>,
+    checkpoints: Checkpoints,
+    /// Operations taken from the workload so far.
+    operations: u64,
+    in_setup: bool,
+    last_at: u64,
+    started: Instant,
+    payments_submitted: u64,
+    settlement_ticks: u64,
+    crash_after_payments: Option<u64>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(options: &'a EngineOptions<'a>, payments: u64) -> Pass<'a> {
+        let crash_after_payments = options.crash_at_share.map(|share| (payments as f64 * share).ceil() as u64);
+        Pass {
+            options,
+            checkpoints: Checkpoints::new(options.data_dir, options.checkpoint_every),
+            operations: 0,
+            in_setup: true,
+            last_at: 0,
+            started: Instant::now(),
+            payments_submitted: 0,
+            settlement_ticks: 0,
+            crash_after_payments,
+        }
+    }
+
+    /// On a resume, takes the operations up to the last checkpoint from
+    /// the workload by count, without working them out; returns how many.
+    fn skip_to_checkpoint(
+        &mut self,
+        workload: &mut impl Iterator<Item = TimedOp>,
+        driver: &mut Driver,
+        progress: &Progress,
+    ) -> u64 {
+        let checkpoint = self.checkpoints.read().filter(|checkpoint| checkpoint.commands <= driver.resume_after);
+        let Some(checkpoint) = checkpoint else { return 0 };
         progress.note(&format!(
             "skipping {} operations ({} commands) by count, to the last checkpoint",
             checkpoint.operations, checkpoint.commands
         ));
         for timed in workload.by_ref().take(usize::try_from(checkpoint.operations).unwrap_or(usize::MAX)) {
             progress.advance(&timed, matches!(timed.op, Op::Pay(_)), &driver.tally);
-            in_setup = timed.setup;
-            last_at = timed.at;
+            self.in_setup = timed.setup;
+            self.last_at = timed.at;
         }
-        operations = checkpoint.operations;
-        skipped_operations = checkpoint.operations;
+        self.operations = checkpoint.operations;
         driver.generated = checkpoint.commands;
-        if !in_setup {
+        if !self.in_setup {
             driver.resolve_campaign();
             lock(&driver.tally).day_started = Some(Instant::now());
         }
+        checkpoint.operations
     }
-    for timed in workload {
-        last_at = timed.at;
-        checkpoints.at_operation(operations, driver.generated, driver.completed.load(Ordering::Acquire));
-        operations += 1;
-        if in_setup && !timed.setup {
-            in_setup = false;
+
+    /// One operation of the workload: its command worked out, and
+    /// submitted unless the journal holds it already.
+    fn step(&mut self, timed: &TimedOp, driver: &mut Driver, progress: &Progress) -> anyhow::Result<()> {
+        self.last_at = timed.at;
+        self.checkpoints.at_operation(self.operations, driver.generated, driver.completed.load(Ordering::Acquire));
+        self.operations += 1;
+        if self.in_setup && !timed.setup {
+            self.in_setup = false;
             driver.wait_for(driver.submitted)?;
             driver.resolve_campaign();
             lock(&driver.tally).day_started = Some(Instant::now());
-            progress.setup_done(started.elapsed());
+            progress.setup_done(self.started.elapsed());
         }
-        let Some((action, kind)) = driver.action(&timed)? else { continue };
+        let Some((action, kind)) = driver.action(timed)? else { return Ok(()) };
         driver.generated += 1;
         let is_payment = matches!(kind, Kind::Pay { .. });
-        progress.advance(&timed, is_payment, &driver.tally);
+        progress.advance(timed, is_payment, &driver.tally);
         // After the day the clock's ticks do the settling (ten days on, each
         // auto-confirms millions of escrow trades at full scale): one at a
         // time, so that progress shows how far the settling has got, and
         // each followed by more at the same time while more is due (a tick
         // does a bounded share), as the server's clock does.
         let settling = timed.is_settlement_tick();
-        if driver.generated <= resume_after {
+        if driver.generated <= driver.resume_after {
             if settling {
                 // Nothing was submitted after a settlement tick but its
                 // followers until the checkpoint after them: the journal's
                 // commands from here are this tick's.
-                driver.generated = resume_after;
-                driver.settle_at(timed.at, operations, &mut checkpoints)?;
+                driver.generated = driver.resume_after;
+                driver.settle_at(timed.at, self.operations, &mut self.checkpoints)?;
             }
-            continue;
+            return Ok(());
         }
-        if is_payment {
-            payments_submitted += 1;
-        }
-        driver.submit(&timed, action, kind)?;
+        self.payments_submitted += u64::from(is_payment);
+        driver.submit(timed, action, kind)?;
         if settling {
             driver.wait_for(driver.submitted)?;
-            settlement_ticks += 1;
-            if options.crash_in_settlement == Some(settlement_ticks) {
-                eprintln!("double11: crashing on purpose after settlement tick {settlement_ticks}");
-                std::process::abort();
-            }
-            driver.settle_at(timed.at, operations, &mut checkpoints)?;
+            self.settlement_ticks += 1;
+            self.crash_if_asked_in_settlement();
+            driver.settle_at(timed.at, self.operations, &mut self.checkpoints)?;
         }
-        if is_payment && crash_after_payments.is_some_and(|at| payments_submitted >= at) {
+        if is_payment && self.crash_after_payments.is_some_and(|at| self.payments_submitted >= at) {
             let answered = driver.completed.load(Ordering::Acquire);
             eprintln!(
-                "double11: crashing on purpose after {payments_submitted} payments submitted; \
-                 {answered} commands acknowledged"
+                "double11: crashing on purpose after {} payments submitted; {answered} commands acknowledged",
+                self.payments_submitted
             );
             std::process::abort();
         }
+        Ok(())
     }
-    driver.wait_for(driver.submitted)?;
-    if in_setup {
-        bail!("the workload had no day");
+
+    fn crash_if_asked_in_settlement(&self) {
+        if self.options.crash_in_settlement == Some(self.settlement_ticks) {
+            eprintln!("double11: crashing on purpose after settlement tick {}", self.settlement_ticks);
+            std::process::abort();
+        }
     }
-    driver.tick_until_nothing_due(last_at)?;
-    lock(&driver.tally).day_finished = Some(Instant::now());
-    progress.finish();
-    let figures = driver.figures()?;
-    let writer: WriterStats = driver.store.stats();
-    let digest = driver.store.digest().context("digest the state")?;
-    let tally = Arc::try_unwrap(driver.tally)
-        .map(|mutex| mutex.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .map_err(|_| anyhow::anyhow!("answers still arriving after the run"))?;
-    driver.store.shutdown();
-    Ok(RunOutput {
-        tally,
-        figures: Some(figures),
-        digest: Some(digest),
-        resumed_after_commands: resume_after,
-        resume_skipped_operations: skipped_operations,
-        writer,
-        wall: started.elapsed(),
-        server_check: None,
-    })
 }
 
 /// Where a resumed run can skip to by count: this many of the workload's
@@ -424,6 +429,63 @@ fn open_store(
 }
 
 impl Driver {
+    fn new(store: Durable<Platform>, seed: u64, plan: sim::Plan, resume_after: u64) -> Driver {
+        Driver {
+            store,
+            seed,
+            tally: Arc::new(Mutex::new(Tally::new())),
+            completed: Arc::new(AtomicU64::new(resume_after)),
+            failed: Arc::new(AtomicBool::new(false)),
+            packets: Arc::new(Mutex::new(HashMap::new())),
+            paid: Arc::new(Mutex::new(HashMap::new())),
+            last_touch: HashMap::new(),
+            resume_after,
+            plan,
+            merchants: Vec::new(),
+            buyers: Vec::new(),
+            campaign: None,
+            generated: 0,
+            submitted: resume_after,
+            recent: VecDeque::new(),
+            follow_up_needs: 0,
+        }
+    }
+
+    /// After a crash: the red packets sent before it, by the simulation's serial.
+    fn restore_packets(&mut self) {
+        let packets: HashMap<u64, u64> = self.store.read(|platform| {
+            platform
+                .red_packets()
+                .filter_map(|packet| {
+                    let serial = packet.greeting.as_deref()?.strip_prefix("d11-packet-")?.parse().ok()?;
+                    Some((serial, packet.number))
+                })
+                .collect()
+        });
+        *lock(&self.packets) = packets;
+    }
+
+    /// The run's figures, checks and counters, once every command is answered.
+    fn finish(self, skipped_operations: u64, started: Instant) -> anyhow::Result<RunOutput> {
+        let figures = self.figures()?;
+        let writer: WriterStats = self.store.stats();
+        let digest = self.store.digest().context("digest the state")?;
+        let tally = Arc::try_unwrap(self.tally)
+            .map(|mutex| mutex.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .map_err(|_| anyhow::anyhow!("answers still arriving after the run"))?;
+        self.store.shutdown();
+        Ok(RunOutput {
+            tally,
+            figures: Some(figures),
+            digest: Some(digest),
+            resumed_after_commands: self.resume_after,
+            resume_skipped_operations: skipped_operations,
+            writer,
+            wall: started.elapsed(),
+            server_check: None,
+        })
+    }
+
     fn wait_for(&self, sequence: u64) -> anyhow::Result<()> {
         while self.completed.load(Ordering::Acquire) < sequence {
             if self.failed.load(Ordering::Acquire) {
