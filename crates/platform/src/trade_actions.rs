@@ -591,21 +591,10 @@ impl Platform {
         source: PaySource,
         coupon: Option<u64>,
     ) -> Outcome {
-        let trade = match self.live_trade(number) {
+        let trade = match self.payable_trade(now, number, buyer) {
             Ok(trade) => trade,
             Err(outcome) => return outcome,
         };
-        if trade.buyer.is_some_and(|only| only != buyer) {
-            return not_found();
-        }
-        if trade.status != TradeStatus::WaitBuyerPay {
-            return conflict(Conflict::TradeNotWaitingForPayment);
-        }
-        if trade.expire_at <= now {
-            self.close_unpaid(now, number);
-            return conflict(Conflict::TradeExpiredUnpaid);
-        }
-        let reference = Reference::Trade(number);
         let payer_account = match source {
             PaySource::Balance => accounts::wallet(buyer),
             PaySource::Fund => accounts::fund(buyer),
@@ -613,15 +602,11 @@ impl Platform {
         if self.ledger.account(payer_account).is_none() {
             return Outcome::Rejected(Rejection::InsufficientFunds);
         }
-        let mut payment = self.new_transfer(
-            now,
-            payer_account,
-            accounts::wallet(trade.merchant),
-            trade.amount,
-            accounts::CODE_TRADE_PAYMENT,
-            reference,
-        );
-        let mut chain = Vec::new();
+        // (Its id is taken before the coupon is checked, as it always was:
+        // a replay must number transfers as the log's first run did.)
+        let reference = Reference::Trade(number);
+        let to = accounts::wallet(trade.merchant);
+        let payment = self.new_transfer(now, payer_account, to, trade.amount, accounts::CODE_TRADE_PAYMENT, reference);
         let campaign = match coupon {
             None => trade.campaign,
             Some(coupon) => match self.usable_coupon(now, coupon, buyer, trade.merchant) {
@@ -630,52 +615,13 @@ impl Platform {
             },
         };
         let (discount, discount_note) = self.campaign_discount(now, &trade, buyer, campaign);
-        let (status, fee) = match trade.mode {
-            TradeMode::Instant => {
-                let fee = self.merchant_fee(trade.merchant, trade.amount);
-                payment.amount -= u128::from(discount);
-                chain.push(payment);
-                if discount > 0 {
-                    chain.push(self.new_transfer(
-                        now,
-                        accounts::CAMPAIGNS,
-                        accounts::wallet(trade.merchant),
-                        discount,
-                        accounts::CODE_CAMPAIGN_DISCOUNT,
-                        reference,
-                    ));
-                }
-                if fee > 0 {
-                    chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
-                }
-                (TradeStatus::TradeSuccess, fee)
-            }
-            TradeMode::Escrow => {
-                payment.credit_account_id = accounts::ESCROW;
-                chain.push(payment);
-                (TradeStatus::WaitSellerSend, 0)
-            }
-        };
+        let (chain, status, fee) = self.payment_chain(now, &trade, payment, discount);
         if let Err(rejection) = self.apply_chain(now, &chain) {
             return Outcome::Rejected(rejection);
         }
-        let paid = trade.amount - discount;
-        match trade.mode {
-            // The merchant has the buyer's part and the campaign's, less its fee.
-            TradeMode::Instant => self.book_merchant(trade.merchant, i128::from(trade.amount) - i128::from(fee)),
-            TradeMode::Escrow => self.book_escrow(paid, 0),
-        }
-        if source == PaySource::Fund {
-            self.book_fund(0, paid);
-        }
-        if discount > 0
-            && let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaigns.get_mut(&number))
-        {
-            campaign.spent += discount;
-            *campaign.uses.entry(buyer).or_default() += 1;
-            if let Some(coupon) = coupon.and_then(|number| self.state.marketing.coupons.get_mut(&number)) {
-                coupon.used_on = Some(number);
-            }
+        self.book_payment(&trade, source, fee, discount);
+        if discount > 0 {
+            self.use_discount(buyer, number, campaign, coupon, discount);
         }
         // A trade made for anyone becomes the buyer's when paid.
         let previous_of_buyer =
@@ -702,6 +648,78 @@ impl Platform {
             self.emit_trade(now, "trade.succeeded", &updated);
         }
         Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
+    }
+
+    /// The trade, if `buyer` may pay it now (an expired one is closed on the way).
+    fn payable_trade(&mut self, now: u64, number: u64, buyer: u64) -> Result<Arc<Trade>, Outcome> {
+        let trade = self.live_trade(number)?;
+        if trade.buyer.is_some_and(|only| only != buyer) {
+            return Err(not_found());
+        }
+        if trade.status != TradeStatus::WaitBuyerPay {
+            return Err(conflict(Conflict::TradeNotWaitingForPayment));
+        }
+        if trade.expire_at <= now {
+            self.close_unpaid(now, number);
+            return Err(conflict(Conflict::TradeExpiredUnpaid));
+        }
+        Ok(trade)
+    }
+
+    /// A payment's chain from its `payment` transfer, the trade's status
+    /// after it, and the fee: an instant trade pays the merchant (the
+    /// campaign paying the discount) and its fee at once; an escrow trade
+    /// pays into escrow.
+    fn payment_chain(
+        &mut self,
+        now: u64,
+        trade: &Trade,
+        mut payment: Transfer,
+        discount: u64,
+    ) -> (Vec<Transfer>, TradeStatus, u64) {
+        let reference = Reference::Trade(trade.number);
+        let merchant_wallet = accounts::wallet(trade.merchant);
+        if trade.mode == TradeMode::Escrow {
+            payment.credit_account_id = accounts::ESCROW;
+            return (vec![payment], TradeStatus::WaitSellerSend, 0);
+        }
+        let fee = self.merchant_fee(trade.merchant, trade.amount);
+        payment.amount -= u128::from(discount);
+        let mut chain = vec![payment];
+        if discount > 0 {
+            let code = accounts::CODE_CAMPAIGN_DISCOUNT;
+            chain.push(self.new_transfer(now, accounts::CAMPAIGNS, merchant_wallet, discount, code, reference));
+        }
+        if fee > 0 {
+            chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
+        }
+        (chain, TradeStatus::TradeSuccess, fee)
+    }
+
+    /// The books after a payment went through.
+    fn book_payment(&mut self, trade: &Trade, source: PaySource, fee: u64, discount: u64) {
+        let paid = trade.amount - discount;
+        match trade.mode {
+            // The merchant has the buyer's part and the campaign's, less its fee.
+            TradeMode::Instant => self.book_merchant(trade.merchant, i128::from(trade.amount) - i128::from(fee)),
+            TradeMode::Escrow => self.book_escrow(paid, 0),
+        }
+        if source == PaySource::Fund {
+            self.book_fund(0, paid);
+        }
+    }
+
+    /// A campaign's discount given on trade `number`: its budget spent, the
+    /// buyer's use counted, the coupon used.
+    fn use_discount(&mut self, buyer: u64, number: u64, campaign: Option<u64>, coupon: Option<u64>, discount: u64) {
+        let Some(campaign) = campaign.and_then(|campaign| self.state.marketing.campaigns.get_mut(&campaign)) else {
+            return;
+        };
+        campaign.spent += discount;
+        *campaign.uses.entry(buyer).or_default() += 1;
+        if let Some(coupon) = coupon.and_then(|coupon| self.state.marketing.coupons.get_mut(&coupon)) {
+            coupon.used_on = Some(number);
+        }
     }
 
     pub(crate) fn ship_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
