@@ -35,6 +35,9 @@ pub const REASON_CHARS_MAX: usize = 256;
 /// a trade's archive record, which holds them all.
 pub const REFUNDS_PER_TRADE_MAX: usize = 50;
 
+// The defaults a new trade takes pass the checks a given value must.
+const _: () = assert!(AUTO_CONFIRM_DAYS_DEFAULT >= 1 && AUTO_CONFIRM_DAYS_DEFAULT <= AUTO_CONFIRM_DAYS_MAX);
+const _: () = assert!(EXPIRE_MINUTES_DEFAULT >= 1 && EXPIRE_MINUTES_DEFAULT <= EXPIRE_MINUTES_MAX);
 // A trade's refunds, each at most AMOUNT_MAX, sum without overflow.
 const _: () = assert!(AMOUNT_MAX.checked_mul(REFUNDS_PER_TRADE_MAX as u64).is_some());
 
@@ -438,44 +441,14 @@ impl Platform {
                 conflict(Conflict::OutTradeNoUsed)
             };
         }
-        if !valid_reference(&new.out_trade_no) {
-            return invalid(Invalid::OutTradeNo);
-        }
-        if new.amount == 0 || new.amount > AMOUNT_MAX {
-            return invalid(Invalid::Amount);
-        }
-        if new.notify_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, URL_CHARS_MAX)) {
-            return invalid(Invalid::NotifyUrl);
-        }
-        if crate::text::check_display_text(&new.subject, SUBJECT_CHARS_MAX).is_err() {
-            return invalid(Invalid::Subject);
-        }
-        let auto_confirm_days = new.auto_confirm_days.unwrap_or(AUTO_CONFIRM_DAYS_DEFAULT);
-        let expire_minutes = new.expire_minutes.unwrap_or(EXPIRE_MINUTES_DEFAULT);
-        if auto_confirm_days == 0 || auto_confirm_days > AUTO_CONFIRM_DAYS_MAX {
-            return invalid(Invalid::AutoConfirmDays);
-        }
-        if expire_minutes == 0 || expire_minutes > EXPIRE_MINUTES_MAX {
-            return invalid(Invalid::ExpireMinutes);
-        }
-        if let Some(buyer) = new.buyer
-            && self.state.parties.by_number.get(buyer).is_none_or(|p| p.kind != PartyKind::User)
-        {
-            return Outcome::Rejected(Rejection::NotFound(Missing::Buyer));
-        }
-        if let Some(campaign) = new.campaign
-            && self
-                .state
-                .marketing
-                .campaigns
-                .get(&campaign)
-                .is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
-        {
-            return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
+        if let Err(refused) = self.check_new_trade(new) {
+            return refused;
         }
         if self.state.next_number > crate::reference_index::NUMBER_MAX {
             return Outcome::Rejected(Rejection::LimitExceeded(Limit::TradeNumbers));
         }
+        let auto_confirm_days = new.auto_confirm_days.unwrap_or(AUTO_CONFIRM_DAYS_DEFAULT);
+        let expire_minutes = new.expire_minutes.unwrap_or(EXPIRE_MINUTES_DEFAULT);
         let number = self.take_number();
         let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
         let previous_of_merchant = self.link_trade(new.merchant, number);
@@ -516,6 +489,45 @@ impl Platform {
         self.state.trades.live.insert(number, Arc::new(trade.clone()));
         self.touched.changed.push(number);
         Outcome::TradeUpdated(Box::new(trade))
+    }
+
+    /// Why a new trade cannot be made (its texts, amount, limits, buyer
+    /// and campaign), or `Ok`.
+    fn check_new_trade(&self, new: &NewTrade) -> Result<(), Outcome> {
+        if !valid_reference(&new.out_trade_no) {
+            return Err(invalid(Invalid::OutTradeNo));
+        }
+        if new.amount == 0 || new.amount > AMOUNT_MAX {
+            return Err(invalid(Invalid::Amount));
+        }
+        if new.notify_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, URL_CHARS_MAX)) {
+            return Err(invalid(Invalid::NotifyUrl));
+        }
+        if crate::text::check_display_text(&new.subject, SUBJECT_CHARS_MAX).is_err() {
+            return Err(invalid(Invalid::Subject));
+        }
+        if new.auto_confirm_days.is_some_and(|days| days == 0 || days > AUTO_CONFIRM_DAYS_MAX) {
+            return Err(invalid(Invalid::AutoConfirmDays));
+        }
+        if new.expire_minutes.is_some_and(|minutes| minutes == 0 || minutes > EXPIRE_MINUTES_MAX) {
+            return Err(invalid(Invalid::ExpireMinutes));
+        }
+        if let Some(buyer) = new.buyer
+            && self.state.parties.by_number.get(buyer).is_none_or(|p| p.kind != PartyKind::User)
+        {
+            return Err(Outcome::Rejected(Rejection::NotFound(Missing::Buyer)));
+        }
+        if let Some(campaign) = new.campaign
+            && self
+                .state
+                .marketing
+                .campaigns
+                .get(&campaign)
+                .is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
+        {
+            return Err(Outcome::Rejected(Rejection::NotFound(Missing::Campaign)));
+        }
+        Ok(())
     }
 
     pub(crate) fn issue_payment_code(&mut self, now: u64, user: u64, code: &str, expires_at: u64) -> Outcome {
