@@ -201,123 +201,15 @@ impl Summary {
 
 /// The summary printed at the end of a run.
 pub fn terminal(summary: &Summary) -> String {
-    let output = &summary.output;
-    let acknowledged = &output.tally.acknowledged;
-    let mut text = String::new();
-    let line = |text: &mut String, label: &str, value: String| {
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    lines.extend(day_lines(summary));
+    if summary.target.is_none() {
+        lines.extend(journal_lines(&summary.output.writer));
+    }
+    lines.extend(money_lines(summary));
+    let mut text = String::from("\n");
+    for (label, value) in lines {
         let _ = writeln!(text, "  {label:<14} {value}");
-    };
-    let _ = writeln!(text);
-    if output.resumed_after_commands > 0 {
-        line(
-            &mut text,
-            "resumed",
-            format!(
-                "after {} durable commands; figures below marked (this process) count only what it answered",
-                format_count(output.resumed_after_commands)
-            ),
-        );
-    }
-    line(
-        &mut text,
-        "payments",
-        format!(
-            "{} paid, {} declined for want of money (this process)",
-            format_count(acknowledged.payments),
-            format_count(acknowledged.declined)
-        ),
-    );
-    let full_day = acknowledged.gmv as f64 / summary.config.scale / 1e11;
-    line(
-        &mut text,
-        "GMV",
-        format!(
-            "{} (×{} → {full_day:.1} billion yuan; 2013: 35.0 billion)",
-            format_yuan(acknowledged.gmv.into()),
-            1.0 / summary.config.scale
-        ),
-    );
-    line(
-        &mut text,
-        "throughput",
-        format!(
-            "peak {} payments/s (busiest wall-clock second), sustained {} payments/s over {:.1} s",
-            format_count(output.tally.peak_per_second()),
-            format_count(summary.sustained_per_second() as u64),
-            output.tally.day_elapsed().as_secs_f64()
-        ),
-    );
-    line(
-        &mut text,
-        "latency",
-        format!(
-            "p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms (submitted → durable and applied)",
-            summary.percentile_ms(0.5),
-            summary.percentile_ms(0.99),
-            summary.percentile_ms(0.999)
-        ),
-    );
-    if summary.target.is_none() {
-        line(
-            &mut text,
-            "journal",
-            format!(
-                "{} commands in {} group commits (one fdatasync or transaction each), {} snapshots; {:.0} bytes a command",
-                format_count(output.writer.batches),
-                format_count(output.writer.groups),
-                output.writer.snapshots,
-                output.writer.command_bytes as f64 / output.writer.batches.max(1) as f64,
-            ),
-        );
-        line(
-            &mut text,
-            "waits",
-            format!(
-                "readers waited {:.1} ms at most; the longest command took {:.1} ms, the longest snapshot {:.1} s",
-                output.writer.exclusive_us_max as f64 / 1_000.0,
-                output.writer.command_us_max as f64 / 1_000.0,
-                output.writer.snapshot_us_max as f64 / 1_000_000.0,
-            ),
-        );
-    }
-    line(
-        &mut text,
-        "refunds",
-        format!("{} ({})", format_count(acknowledged.refunds), format_yuan(acknowledged.refunded.into())),
-    );
-    if summary.target.is_none() {
-        line(
-            &mut text,
-            "escrow",
-            format!(
-                "{} trades auto-confirmed by the clock (their buyers had not confirmed in time)",
-                format_count(acknowledged.auto_confirmed)
-            ),
-        );
-    }
-    line(
-        &mut text,
-        "also",
-        format!(
-            "{} transfers, {} top-ups, {} withdrawals, {} Yu'e Bao subscriptions, {} red packets ({} claims), {} campaign discounts",
-            format_count(acknowledged.transfers),
-            format_count(acknowledged.top_ups),
-            format_count(acknowledged.withdrawals),
-            format_count(acknowledged.fund_subscriptions),
-            format_count(acknowledged.red_packets),
-            format_count(acknowledged.red_packet_claims),
-            format_yuan(acknowledged.discounts.into()),
-        ),
-    );
-    if let Some(figures) = &output.figures {
-        line(&mut text, "fees earned", format!("{} (the revenue account)", format_yuan(figures.revenue)));
-        line(&mut text, "Yu'e Bao", format!("{} yield paid for the day", format_yuan(acknowledged.fund_yield.into())));
-    }
-    for (reason, count) in &acknowledged.rejected {
-        line(&mut text, "refused", format!("{} × {reason}", format_count(*count)));
-    }
-    if let Some(digest) = output.digest {
-        line(&mut text, "state digest", format!("{digest:016x}"));
     }
     let _ = writeln!(text, "  checks");
     for check in summary.checks() {
@@ -325,6 +217,104 @@ pub fn terminal(summary: &Summary) -> String {
         let _ = writeln!(text, "    {mark} {}: {}", check.name, check.detail);
     }
     text
+}
+
+/// The day: payments, GMV, throughput and latency (and a resume).
+fn day_lines(summary: &Summary) -> Vec<(&'static str, String)> {
+    let output = &summary.output;
+    let acknowledged = &output.tally.acknowledged;
+    let mut lines = Vec::new();
+    if output.resumed_after_commands > 0 {
+        let resumed = format!(
+            "after {} durable commands; figures below marked (this process) count only what it answered",
+            format_count(output.resumed_after_commands)
+        );
+        lines.push(("resumed", resumed));
+    }
+    let payments = format!(
+        "{} paid, {} declined for want of money (this process)",
+        format_count(acknowledged.payments),
+        format_count(acknowledged.declined)
+    );
+    lines.push(("payments", payments));
+    let full_day = acknowledged.gmv as f64 / summary.config.scale / 1e11;
+    let gmv = format!(
+        "{} (×{} → {full_day:.1} billion yuan; 2013: 35.0 billion)",
+        format_yuan(acknowledged.gmv.into()),
+        1.0 / summary.config.scale
+    );
+    lines.push(("GMV", gmv));
+    let throughput = format!(
+        "peak {} payments/s (busiest wall-clock second), sustained {} payments/s over {:.1} s",
+        format_count(output.tally.peak_per_second()),
+        format_count(summary.sustained_per_second() as u64),
+        output.tally.day_elapsed().as_secs_f64()
+    );
+    lines.push(("throughput", throughput));
+    let latency = format!(
+        "p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms (submitted → durable and applied)",
+        summary.percentile_ms(0.5),
+        summary.percentile_ms(0.99),
+        summary.percentile_ms(0.999)
+    );
+    lines.push(("latency", latency));
+    lines
+}
+
+/// The journal's work and the waits it caused (in process only).
+fn journal_lines(writer: &journal::WriterStats) -> Vec<(&'static str, String)> {
+    let journal = format!(
+        "{} commands in {} group commits (one fdatasync or transaction each), {} snapshots; {:.0} bytes a command",
+        format_count(writer.batches),
+        format_count(writer.groups),
+        writer.snapshots,
+        writer.command_bytes as f64 / writer.batches.max(1) as f64,
+    );
+    let waits = format!(
+        "readers waited {:.1} ms at most; the longest command took {:.1} ms, the longest snapshot {:.1} s",
+        writer.exclusive_us_max as f64 / 1_000.0,
+        writer.command_us_max as f64 / 1_000.0,
+        writer.snapshot_us_max as f64 / 1_000_000.0,
+    );
+    vec![("journal", journal), ("waits", waits)]
+}
+
+/// Refunds, escrow, the other products, fees, refusals and the digest.
+fn money_lines(summary: &Summary) -> Vec<(&'static str, String)> {
+    let output = &summary.output;
+    let acknowledged = &output.tally.acknowledged;
+    let mut lines = Vec::new();
+    let refunds = format!("{} ({})", format_count(acknowledged.refunds), format_yuan(acknowledged.refunded.into()));
+    lines.push(("refunds", refunds));
+    if summary.target.is_none() {
+        let escrow = format!(
+            "{} trades auto-confirmed by the clock (their buyers had not confirmed in time)",
+            format_count(acknowledged.auto_confirmed)
+        );
+        lines.push(("escrow", escrow));
+    }
+    let also = format!(
+        "{} transfers, {} top-ups, {} withdrawals, {} Yu'e Bao subscriptions, {} red packets ({} claims), {} campaign discounts",
+        format_count(acknowledged.transfers),
+        format_count(acknowledged.top_ups),
+        format_count(acknowledged.withdrawals),
+        format_count(acknowledged.fund_subscriptions),
+        format_count(acknowledged.red_packets),
+        format_count(acknowledged.red_packet_claims),
+        format_yuan(acknowledged.discounts.into()),
+    );
+    lines.push(("also", also));
+    if let Some(figures) = &output.figures {
+        lines.push(("fees earned", format!("{} (the revenue account)", format_yuan(figures.revenue))));
+        lines.push(("Yu'e Bao", format!("{} yield paid for the day", format_yuan(acknowledged.fund_yield.into()))));
+    }
+    for (reason, count) in &acknowledged.rejected {
+        lines.push(("refused", format!("{} × {reason}", format_count(*count))));
+    }
+    if let Some(digest) = output.digest {
+        lines.push(("state digest", format!("{digest:016x}")));
+    }
+    lines
 }
 
 /// Writes report.json, the PNG charts and report.html; returns the HTML's path.
