@@ -81,7 +81,7 @@ async fn drive(workload: Workload, options: &HttpOptions<'_>, progress: &Progres
     let started = Instant::now();
     let client =
         Client::builder().pool_max_idle_per_host(options.connections).timeout(Duration::from_secs(30)).build()?;
-    let mut shared = Shared {
+    let shared = Shared {
         client,
         base: options.url.trim_end_matches('/').to_string(),
         admin_key: options.admin_key.to_string(),
@@ -96,87 +96,14 @@ async fn drive(workload: Workload, options: &HttpOptions<'_>, progress: &Progres
     }
     let limit = Arc::new(Semaphore::new(options.connections));
     let mut workload = workload.peekable();
-    // The setup: parties first (their keys are needed by everything else).
     let mut setup = Vec::new();
     while let Some(timed) = workload.next_if(|timed| timed.setup) {
         setup.push(timed);
     }
-    create_parties(&mut shared, &setup, &limit).await?;
-    let shared = Arc::new(shared);
-    let mut tasks = tokio::task::JoinSet::new();
-    // Top-ups before subscriptions: a buyer subscribes from the money topped up.
-    for wave in [true, false] {
-        for timed in setup.iter().filter(|t| matches!(t.op, Op::TopUp { .. }) == wave) {
-            if !matches!(timed.op, Op::TopUp { .. } | Op::FundSubscribe { .. }) {
-                continue;
-            }
-            let permit = Arc::clone(&limit).acquire_owned().await?;
-            let (shared, timed) = (Arc::clone(&shared), *timed);
-            tasks.spawn(async move {
-                let result = simple(&shared, &timed).await;
-                drop(permit);
-                result
-            });
-        }
-        while let Some(result) = tasks.join_next().await {
-            result??;
-        }
-    }
-    let shared = match Arc::try_unwrap(shared) {
-        Ok(mut shared) => {
-            shared.campaign = find_campaign(&shared, &setup).await?;
-            Arc::new(shared)
-        }
-        Err(_) => bail!("setup requests still running"),
-    };
+    let shared = set_up(shared, &setup, &limit).await?;
     progress.setup_done(started.elapsed());
     shared.tally.lock().unwrap_or_else(PoisonError::into_inner).day_started = Some(Instant::now());
-    let mut trades: HashMap<u64, TradeSlot> = HashMap::new();
-    let mut packets: HashMap<u64, Arc<AsyncMutex<Option<String>>>> = HashMap::new();
-    for timed in workload {
-        let is_payment = matches!(timed.op, Op::Pay(_));
-        progress.advance(&timed, is_payment, &shared.tally);
-        // One trade's (or packet's) operations in order: take its lock here,
-        // in the day's order, and hand it to the task.
-        let guard: Option<OwnedMutexGuard<Option<PaidTrade>>> = match timed.op {
-            Op::Pay(payment) => {
-                let slot = trades.entry(payment.trade).or_default();
-                Some(Arc::clone(slot).lock_owned().await)
-            }
-            Op::Ship { trade, .. } | Op::Confirm { trade, .. } | Op::Refund { trade, .. } => match trades.get(&trade) {
-                Some(slot) => Some(Arc::clone(slot).lock_owned().await),
-                None => continue,
-            },
-            _ => None,
-        };
-        let packet_guard = match timed.op {
-            Op::SendRedPacket { packet, .. } | Op::ClaimRedPacket { packet, .. } => {
-                let slot = packets.entry(packet).or_default();
-                Some(Arc::clone(slot).lock_owned().await)
-            }
-            _ => None,
-        };
-        if matches!(timed.op, Op::Tick | Op::FundYield { .. }) {
-            continue;
-        }
-        let permit = Arc::clone(&limit).acquire_owned().await?;
-        let shared = Arc::clone(&shared);
-        tasks.spawn(async move {
-            let result = match (guard, packet_guard) {
-                (Some(guard), _) => trade_op(&shared, &timed, guard).await,
-                (_, Some(guard)) => packet_op(&shared, &timed, guard).await,
-                _ => simple(&shared, &timed).await,
-            };
-            drop(permit);
-            result
-        });
-        while let Some(result) = tasks.try_join_next() {
-            result??;
-        }
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
+    run_day(&shared, workload, &limit, progress).await?;
     let shared = Arc::try_unwrap(shared).map_err(|_| anyhow::anyhow!("requests still running after the day"))?;
     let mut tally = shared.tally.into_inner().unwrap_or_else(PoisonError::into_inner);
     tally.day_finished = Some(Instant::now());
@@ -202,6 +129,96 @@ async fn drive(workload: Workload, options: &HttpOptions<'_>, progress: &Progres
             format!("debits {} and credits {}", check["debits_total"], check["credits_total"]),
         )),
     })
+}
+
+/// The setup: parties first (their keys are needed by everything else),
+/// then top-ups before subscriptions (a buyer subscribes from the money
+/// topped up), then the campaign.
+async fn set_up(mut shared: Shared, setup: &[TimedOp], limit: &Arc<Semaphore>) -> anyhow::Result<Arc<Shared>> {
+    create_parties(&mut shared, setup, limit).await?;
+    let shared = Arc::new(shared);
+    let mut tasks = tokio::task::JoinSet::new();
+    for wave in [true, false] {
+        for timed in setup.iter().filter(|t| matches!(t.op, Op::TopUp { .. }) == wave) {
+            if !matches!(timed.op, Op::TopUp { .. } | Op::FundSubscribe { .. }) {
+                continue;
+            }
+            let permit = Arc::clone(limit).acquire_owned().await?;
+            let (shared, timed) = (Arc::clone(&shared), *timed);
+            tasks.spawn(async move {
+                let result = simple(&shared, &timed).await;
+                drop(permit);
+                result
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result??;
+        }
+    }
+    match Arc::try_unwrap(shared) {
+        Ok(mut shared) => {
+            shared.campaign = find_campaign(&shared, setup).await?;
+            Ok(Arc::new(shared))
+        }
+        Err(_) => bail!("setup requests still running"),
+    }
+}
+
+/// The day's operations, as many at once as the connections allow; each
+/// trade's (and red packet's) own in order.
+async fn run_day(
+    shared: &Arc<Shared>,
+    workload: impl Iterator<Item = TimedOp>,
+    limit: &Arc<Semaphore>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut trades: HashMap<u64, TradeSlot> = HashMap::new();
+    let mut packets: HashMap<u64, Arc<AsyncMutex<Option<String>>>> = HashMap::new();
+    for timed in workload {
+        progress.advance(&timed, matches!(timed.op, Op::Pay(_)), &shared.tally);
+        // One trade's (or packet's) operations in order: take its lock here,
+        // in the day's order, and hand it to the task.
+        let guard: Option<OwnedMutexGuard<Option<PaidTrade>>> = match timed.op {
+            Op::Pay(payment) => {
+                let slot = trades.entry(payment.trade).or_default();
+                Some(Arc::clone(slot).lock_owned().await)
+            }
+            Op::Ship { trade, .. } | Op::Confirm { trade, .. } | Op::Refund { trade, .. } => match trades.get(&trade) {
+                Some(slot) => Some(Arc::clone(slot).lock_owned().await),
+                None => continue,
+            },
+            _ => None,
+        };
+        let packet_guard = match timed.op {
+            Op::SendRedPacket { packet, .. } | Op::ClaimRedPacket { packet, .. } => {
+                let slot = packets.entry(packet).or_default();
+                Some(Arc::clone(slot).lock_owned().await)
+            }
+            _ => None,
+        };
+        if matches!(timed.op, Op::Tick | Op::FundYield { .. }) {
+            continue;
+        }
+        let permit = Arc::clone(limit).acquire_owned().await?;
+        let shared = Arc::clone(shared);
+        tasks.spawn(async move {
+            let result = match (guard, packet_guard) {
+                (Some(guard), _) => trade_op(&shared, &timed, guard).await,
+                (_, Some(guard)) => packet_op(&shared, &timed, guard).await,
+                _ => simple(&shared, &timed).await,
+            };
+            drop(permit);
+            result
+        });
+        while let Some(result) = tasks.try_join_next() {
+            result??;
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
 }
 
 async fn create_parties(shared: &mut Shared, setup: &[TimedOp], limit: &Arc<Semaphore>) -> anyhow::Result<()> {
