@@ -596,42 +596,16 @@ impl Driver {
         }))
     }
 
+    /// The command an operation makes, if any (a follow-up of a trade never
+    /// paid, or a claim of a packet never sent, makes none).
     fn action(&mut self, timed: &TimedOp) -> anyhow::Result<Option<(Action, Kind)>> {
-        let seed = self.seed;
-        let party = |kind, index: u32, name: String| Action::CreateParty {
-            kind,
-            name,
-            key_hash: key_hash(kind, index, seed),
-            fee_rate_bps: None,
-            webhook_url: None,
-            webhook_secret: String::new(),
-            app_public_key: None,
-        };
         if !matches!(timed.op, Op::CreateMerchant { .. } | Op::CreateBuyer { .. }) && self.buyers.is_empty() {
             // Everything after the parties refers to them by number.
             self.wait_for(self.submitted)?;
             self.resolve_parties()?;
         }
         Ok(Some(match timed.op {
-            Op::CreateMerchant { merchant } => {
-                (party(PartyKind::Merchant, merchant, format!("shop {merchant}")), Kind::Setup("merchant"))
-            }
-            Op::CreateBuyer { buyer } => {
-                (party(PartyKind::User, buyer, format!("buyer {buyer}")), Kind::Setup("buyer"))
-            }
-            Op::CreateCampaign { budget, discount, min_spend, per_user_limit } => (
-                Action::CreateCampaign(NewCampaign {
-                    sponsor: None,
-                    name: "Double Eleven".to_string(),
-                    budget,
-                    discount,
-                    min_spend,
-                    per_user_limit,
-                    starts_at: DAY_START_NANOS,
-                    ends_at: DAY_START_NANOS + sim::DAY_NANOS,
-                }),
-                Kind::Setup("campaign"),
-            ),
+            Op::CreateMerchant { .. } | Op::CreateBuyer { .. } | Op::CreateCampaign { .. } => self.setup_action(timed),
             Op::TopUp { buyer, amount } => {
                 let party = self.buyer_number(buyer)?;
                 let kind = if timed.setup { Kind::Setup("top-up") } else { Kind::TopUp };
@@ -642,52 +616,11 @@ impl Driver {
                 let kind = if timed.setup { Kind::Setup("fund subscription") } else { Kind::FundSubscribe };
                 (Action::FundSubscribe { party, amount }, kind)
             }
-            Op::Pay(payment) => {
-                let trade = NewTrade {
-                    merchant: self.merchants[payment.merchant as usize],
-                    out_trade_no: out_trade_no(payment.trade),
-                    amount: payment.amount,
-                    subject: "Double Eleven order".to_string(),
-                    mode: if payment.mode == Mode::Escrow { TradeMode::Escrow } else { TradeMode::Instant },
-                    buyer: None,
-                    auto_confirm_days: None,
-                    expire_minutes: None,
-                    campaign: if payment.campaign { self.campaign } else { None },
-                    notify_url: None,
-                };
-                let source = if payment.from_fund { PaySource::Fund } else { PaySource::Balance };
-                let buyer = self.buyers[payment.buyer as usize];
-                let kind = Kind::Pay { trade: payment.trade, follow_ups: payment.follow_ups };
-                (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, kind)
-            }
-            Op::Ship { merchant, trade } => {
-                let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
-                self.touching(trade, &found);
-                let action = Action::ShipTrade { trade: found.number, merchant: self.merchants[merchant as usize] };
-                (action, Kind::Ship)
-            }
-            Op::Confirm { merchant, buyer, trade } => {
-                let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
-                self.touching(trade, &found);
-                let action = Action::ConfirmTrade { trade: found.number, buyer: self.buyers[buyer as usize] };
-                (action, Kind::Confirm)
-            }
-            Op::Refund { merchant, trade, refund, share } => {
-                let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
-                let amount = match share {
-                    RefundShare::Full => found.paid_by_buyer - found.refunded,
-                    RefundShare::Half => (found.paid_by_buyer / 2).max(1),
-                };
-                let action = Action::RefundTrade {
-                    trade: found.number,
-                    merchant: self.merchants[merchant as usize],
-                    out_request_no: format!("d11-{trade}-refund-{refund}"),
-                    amount,
-                    reason: Some("changed my mind".to_string()),
-                };
-                self.touching(trade, &found);
-                (action, Kind::Refund { trade })
-            }
+            Op::Pay(payment) => self.pay_action(&payment),
+            Op::Ship { .. } | Op::Confirm { .. } | Op::Refund { .. } => match self.follow_up_action(timed)? {
+                Some(made) => made,
+                None => return Ok(None),
+            },
             Op::Transfer { from, to, amount } => (
                 Action::Transfer { from: self.buyers[from as usize], to: self.buyers[to as usize], amount, memo: None },
                 Kind::Transfer,
@@ -714,6 +647,93 @@ impl Driver {
             Op::FundYield { annual_rate_bps } => {
                 (Action::FundYield { date: Date::of_nanos(DAY_START_NANOS), annual_rate_bps }, Kind::FundYield)
             }
+        }))
+    }
+
+    /// The parties and the day's campaign.
+    fn setup_action(&self, timed: &TimedOp) -> (Action, Kind) {
+        let party = |kind, index: u32, name: String| Action::CreateParty {
+            kind,
+            name,
+            key_hash: key_hash(kind, index, self.seed),
+            fee_rate_bps: None,
+            webhook_url: None,
+            webhook_secret: String::new(),
+            app_public_key: None,
+        };
+        match timed.op {
+            Op::CreateMerchant { merchant } => {
+                (party(PartyKind::Merchant, merchant, format!("shop {merchant}")), Kind::Setup("merchant"))
+            }
+            Op::CreateBuyer { buyer } => {
+                (party(PartyKind::User, buyer, format!("buyer {buyer}")), Kind::Setup("buyer"))
+            }
+            Op::CreateCampaign { budget, discount, min_spend, per_user_limit } => (
+                Action::CreateCampaign(NewCampaign {
+                    sponsor: None,
+                    name: "Double Eleven".to_string(),
+                    budget,
+                    discount,
+                    min_spend,
+                    per_user_limit,
+                    starts_at: DAY_START_NANOS,
+                    ends_at: DAY_START_NANOS + sim::DAY_NANOS,
+                }),
+                Kind::Setup("campaign"),
+            ),
+            _ => unreachable!("setup_action is given setup operations only"),
+        }
+    }
+
+    /// A payment: the trade made and paid in one command.
+    fn pay_action(&self, payment: &sim::Payment) -> (Action, Kind) {
+        let trade = NewTrade {
+            merchant: self.merchants[payment.merchant as usize],
+            out_trade_no: out_trade_no(payment.trade),
+            amount: payment.amount,
+            subject: "Double Eleven order".to_string(),
+            mode: if payment.mode == Mode::Escrow { TradeMode::Escrow } else { TradeMode::Instant },
+            buyer: None,
+            auto_confirm_days: None,
+            expire_minutes: None,
+            campaign: if payment.campaign { self.campaign } else { None },
+            notify_url: None,
+        };
+        let source = if payment.from_fund { PaySource::Fund } else { PaySource::Balance };
+        let buyer = self.buyers[payment.buyer as usize];
+        let kind = Kind::Pay { trade: payment.trade, follow_ups: payment.follow_ups };
+        (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, kind)
+    }
+
+    /// A ship, confirmation or refund of a paid trade (`None`: it was not paid).
+    fn follow_up_action(&mut self, timed: &TimedOp) -> anyhow::Result<Option<(Action, Kind)>> {
+        let (Op::Ship { merchant, trade } | Op::Confirm { merchant, trade, .. } | Op::Refund { merchant, trade, .. }) =
+            timed.op
+        else {
+            return Ok(None);
+        };
+        let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
+        self.touching(trade, &found);
+        let merchant_number = self.merchants[merchant as usize];
+        Ok(Some(match timed.op {
+            Op::Confirm { buyer, .. } => {
+                (Action::ConfirmTrade { trade: found.number, buyer: self.buyers[buyer as usize] }, Kind::Confirm)
+            }
+            Op::Refund { refund, share, .. } => {
+                let amount = match share {
+                    RefundShare::Full => found.paid_by_buyer - found.refunded,
+                    RefundShare::Half => (found.paid_by_buyer / 2).max(1),
+                };
+                let action = Action::RefundTrade {
+                    trade: found.number,
+                    merchant: merchant_number,
+                    out_request_no: format!("d11-{trade}-refund-{refund}"),
+                    amount,
+                    reason: Some("changed my mind".to_string()),
+                };
+                (action, Kind::Refund { trade })
+            }
+            _ => (Action::ShipTrade { trade: found.number, merchant: merchant_number }, Kind::Ship),
         }))
     }
 
