@@ -1,30 +1,63 @@
-//! Prometheus metrics: request counts and latency histograms by route and
-//! status, and the journal's and ledger's counters.
+//! Prometheus metrics (`prometheus-client`, OpenMetrics text): request
+//! counts and latency histograms by method, route and status, and the
+//! journal's, ledger's and listener's figures, read when scraped.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use journal::WriterStats;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Latency histogram bucket bounds, in seconds.
 const LATENCY_BUCKETS_SECONDS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
 
-#[derive(Default)]
-struct RouteStats {
-    count: u64,
-    latency_seconds_sum: f64,
-    buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
+/// The content type of the page.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
 }
 
-/// Counters by method, route and status; looked up by `&str`, so that a
-/// request allocates nothing once its route has been seen.
-type RouteTable = HashMap<&'static str, HashMap<String, HashMap<u16, RouteStats>>>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaceLabels {
+    place: &'static str,
+}
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BoundLabels {
+    bound: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_SECONDS)
+}
+
+/// Figures kept elsewhere, counted up to now: set when the page is scraped.
 #[derive(Default)]
+struct Totals {
+    commands: Counter,
+    fsyncs: Counter,
+    snapshots: Counter,
+    transfers: Counter,
+    commands_per_fsync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    accounts: Gauge,
+    trades: Family<PlaceLabels, Gauge>,
+    refused: Family<BoundLabels, Counter>,
+}
+
 pub struct Metrics {
-    routes: Mutex<RouteTable>,
+    registry: Registry,
+    requests: Family<RouteLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    totals: Totals,
 }
 
 /// The method's name as a static string (others are counted as `OTHER`).
@@ -46,87 +79,71 @@ pub struct Gauges {
     pub connections_refused_over_address: u64,
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RouteLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let totals = Totals::default();
+        registry.register("zhifu_http_requests", "HTTP requests by method, route and status", requests.clone());
+        registry.register("zhifu_http_request_duration_seconds", "HTTP request latency", latency.clone());
+        registry.register("zhifu_journal_commands", "Commands made durable and applied", totals.commands.clone());
+        registry.register(
+            "zhifu_journal_fsyncs",
+            "Group commits: one write and one fdatasync each",
+            totals.fsyncs.clone(),
+        );
+        registry.register("zhifu_journal_snapshots", "Snapshots taken", totals.snapshots.clone());
+        registry.register(
+            "zhifu_journal_commands_per_fsync",
+            "Mean commands sharing one fdatasync",
+            totals.commands_per_fsync.clone(),
+        );
+        registry.register("zhifu_ledger_transfers", "Ledger transfers stored", totals.transfers.clone());
+        registry.register("zhifu_ledger_accounts", "Ledger accounts", totals.accounts.clone());
+        registry.register(
+            "zhifu_trades",
+            "Trades in memory (unpaid) and at rest in the archive file (paid)",
+            totals.trades.clone(),
+        );
+        registry.register(
+            "zhifu_connections_refused",
+            "Connections closed at once, past a bound",
+            totals.refused.clone(),
+        );
+        Metrics { registry, requests, latency, totals }
+    }
+}
+
 impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let by_route = routes.entry(method_name(method)).or_default();
-        if !by_route.contains_key(route) {
-            by_route.insert(route.to_string(), HashMap::new());
-        }
-        let Some(by_status) = by_route.get_mut(route) else { return };
-        let stats = by_status.entry(status).or_default();
-        stats.count += 1;
-        let seconds = elapsed.as_secs_f64();
-        stats.latency_seconds_sum += seconds;
-        for (bucket, bound) in stats.buckets.iter_mut().zip(LATENCY_BUCKETS_SECONDS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
+        let labels = RouteLabels { method: method_name(method), route: route.to_string(), status };
+        self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&labels).inc();
     }
 
+    /// The page, with the figures read now.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let mut out = String::new();
-        let table = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        // Sorted, so that the page reads the same from scrape to scrape.
-        let mut routes: BTreeMap<(&str, &str, u16), &RouteStats> = BTreeMap::new();
-        for (method, by_route) in table.iter() {
-            for (route, by_status) in by_route {
-                for (status, stats) in by_status {
-                    routes.insert((method, route.as_str(), *status), stats);
-                }
-            }
+        let totals = &self.totals;
+        // Counted elsewhere, so set rather than added to.
+        let set = |counter: &Counter, value: u64| counter.inner().store(value, Ordering::Relaxed);
+        set(&totals.commands, gauges.journal.batches);
+        set(&totals.fsyncs, gauges.journal.groups);
+        set(&totals.snapshots, gauges.journal.snapshots);
+        set(&totals.transfers, gauges.transfers);
+        totals.commands_per_fsync.set(gauges.journal.batches as f64 / gauges.journal.groups.max(1) as f64);
+        totals.accounts.set(i64::try_from(gauges.accounts).unwrap_or(i64::MAX));
+        for (place, count) in [("memory", gauges.trades_in_memory), ("archived", gauges.trades_archived)] {
+            totals.trades.get_or_create(&PlaceLabels { place }).set(i64::try_from(count).unwrap_or(i64::MAX));
         }
-        let _ = writeln!(out, "# HELP zhifu_http_requests_total HTTP requests by method, route and status.");
-        let _ = writeln!(out, "# TYPE zhifu_http_requests_total counter");
-        for ((method, route, status), stats) in routes.iter() {
-            let _ = writeln!(
-                out,
-                "zhifu_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}",
-                stats.count
-            );
-        }
-        let _ = writeln!(out, "# HELP zhifu_http_request_duration_seconds HTTP request latency.");
-        let _ = writeln!(out, "# TYPE zhifu_http_request_duration_seconds histogram");
-        for ((method, route, status), stats) in routes.iter() {
-            let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-            for (bucket, bound) in stats.buckets.iter().zip(LATENCY_BUCKETS_SECONDS) {
-                let _ = writeln!(out, "zhifu_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {bucket}");
-            }
-            let _ = writeln!(out, "zhifu_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", stats.count);
-            let _ = writeln!(out, "zhifu_http_request_duration_seconds_sum{{{labels}}} {}", stats.latency_seconds_sum);
-            let _ = writeln!(out, "zhifu_http_request_duration_seconds_count{{{labels}}} {}", stats.count);
-        }
-        let counters = [
-            ("zhifu_journal_commands_total", "Commands made durable and applied.", gauges.journal.batches),
-            ("zhifu_journal_fsyncs_total", "Group commits: one write and one fdatasync each.", gauges.journal.groups),
-            ("zhifu_journal_snapshots_total", "Snapshots taken.", gauges.journal.snapshots),
-            ("zhifu_ledger_transfers_total", "Ledger transfers stored.", gauges.transfers),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-        }
-        let commands_per_fsync = gauges.journal.batches as f64 / gauges.journal.groups.max(1) as f64;
-        let _ = writeln!(out, "# HELP zhifu_journal_commands_per_fsync Mean commands sharing one fdatasync.");
-        let _ = writeln!(
-            out,
-            "# TYPE zhifu_journal_commands_per_fsync gauge\nzhifu_journal_commands_per_fsync {commands_per_fsync}"
-        );
-        let _ = writeln!(out, "# HELP zhifu_ledger_accounts Ledger accounts.\n# TYPE zhifu_ledger_accounts gauge");
-        let _ = writeln!(out, "zhifu_ledger_accounts {}", gauges.accounts);
-        let trades = [("memory", gauges.trades_in_memory), ("archived", gauges.trades_archived)];
-        let _ = writeln!(out, "# HELP zhifu_trades Trades in memory (unpaid) and at rest in the archive file (paid).");
-        let _ = writeln!(out, "# TYPE zhifu_trades gauge");
-        for (place, count) in trades {
-            let _ = writeln!(out, "zhifu_trades{{place=\"{place}\"}} {count}");
-        }
-        let _ = writeln!(out, "# HELP zhifu_connections_refused_total Connections closed at once, past a bound.");
-        let _ = writeln!(out, "# TYPE zhifu_connections_refused_total counter");
         let refused =
             [("total", gauges.connections_refused_over_total), ("address", gauges.connections_refused_over_address)];
         for (bound, count) in refused {
-            let _ = writeln!(out, "zhifu_connections_refused_total{{bound=\"{bound}\"}} {count}");
+            set(&totals.refused.get_or_create(&BoundLabels { bound }), count);
         }
-        out
+        let mut page = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut page, &self.registry);
+        page
     }
 }

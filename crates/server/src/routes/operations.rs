@@ -96,7 +96,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ConnectInfo(peer): Conn
         connections_refused_over_total: refused(&state.refusals.over_total),
         connections_refused_over_address: refused(&state.refusals.over_address),
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render(&gauges)).into_response()
 }
 
 pub async fn openapi() -> Response {
