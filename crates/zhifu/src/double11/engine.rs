@@ -402,6 +402,11 @@ impl Checkpoints {
         writeln!(file, "operations={} commands={}", checkpoint.operations, checkpoint.commands)?;
         file.sync_all()?;
         std::fs::rename(&temporary, &self.path)?;
+        // The rename too: a resume that found an older checkpoint after a
+        // settlement tick would count later commands as that tick's.
+        if let Some(directory) = self.path.parent() {
+            std::fs::File::open(directory)?.sync_all()?;
+        }
         self.waiting = self.waiting.filter(|waiting| waiting.commands > checkpoint.commands);
         Ok(())
     }
