@@ -70,6 +70,14 @@ const CACHED_FRAMES: usize = 64;
 /// `BUFFER_BYTES_MAX`.
 const WRITE_BYTES: usize = 64 << 10;
 const BUFFER_BYTES_MAX: usize = 1 << 20;
+/// A frame's records at most: it closes past `frame_bytes` (at most
+/// `BUFFER_BYTES_MAX`), so it holds that and one record more.
+const FRAME_RECORD_BYTES_MAX: usize = BUFFER_BYTES_MAX + RECORD_HEADER_BYTES as usize + RECORD_PAYLOAD_BYTES_MAX;
+/// A frame in the file at most: its header and LZ4's bound for its records
+/// (incompressible bytes grow by 1/255, and a little). Anything the index
+/// claims past this is damage, never an allocation of that size.
+const FRAME_FILE_BYTES_MAX: usize =
+    FRAME_HEADER_BYTES as usize + FRAME_RECORD_BYTES_MAX + FRAME_RECORD_BYTES_MAX / 255 + 64;
 /// Hand-overs (a group's frames each) not yet taken by the compressor; the
 /// writer waits beyond.
 const HAND_OVERS_QUEUED_MAX: usize = 64;
@@ -78,7 +86,9 @@ const HAND_OVERS_QUEUED_MAX: usize = 64;
 const HAND_OVER_BYTES_MAX: u64 = 1 << 20;
 const LOST: &str = "archive file is shorter than the snapshot says (records lost)";
 
-// A record's length is a u32, and a frame holds at least one whole record.
+// A record's length is a u32, and a frame holds at least one whole record;
+// a frame's sizes fit its header's u32s and LZ4's i32.
+const _: () = assert!(FRAME_FILE_BYTES_MAX < i32::MAX as usize);
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(FRAME_BYTES_DEFAULT <= BUFFER_BYTES_MAX);
 
@@ -239,7 +249,9 @@ fn frames_kept(
         return Ok((0, 0));
     }
     let lost = |offset| JournalError::Corrupt { path: path.to_path_buf(), offset, reason: LOST };
-    let in_order = |pair: &[(u64, u64)]| pair[0].0 < pair[1].0 && pair[0].1 + FRAME_HEADER_BYTES <= pair[1].1;
+    // (The entries are read from a file bits may rot in: no arithmetic on them may overflow.)
+    let in_order =
+        |pair: &[(u64, u64)]| pair[0].0 < pair[1].0 && pair[0].1.saturating_add(FRAME_HEADER_BYTES) <= pair[1].1;
     let ordered = entries.len().min(1 + entries.windows(2).take_while(|pair| in_order(pair)).count());
     let below = entries[..ordered].partition_point(|&(records_start, _)| records_start < length);
     let file = disk.open(path, Open::Read).map_err(|_| lost(0))?;
@@ -254,8 +266,12 @@ fn frames_kept(
         // The frame is read whole and checked: the files are cut where it
         // ends, and a header a crash tore (or a read that flipped a bit of
         // its length) would cut into frames the snapshot counts on.
-        if records_start + records == length && frame_intact(&*file, file_start, &header, stored) {
-            return Ok((last + 1, file_start + FRAME_HEADER_BYTES + stored));
+        let frame_end = file_start.checked_add(FRAME_HEADER_BYTES + stored);
+        if records_start.checked_add(records) == Some(length)
+            && let Some(frame_end) = frame_end
+            && frame_intact(&*file, file_start, &header, stored)
+        {
+            return Ok((last + 1, frame_end));
         }
     }
     Err(JournalError::Corrupt {
@@ -268,7 +284,7 @@ fn frames_kept(
 /// Whether the `stored` bytes after a frame's `header` match its checksum.
 fn frame_intact(file: &dyn DiskFile, file_start: u64, header: &[u8], stored: u64) -> bool {
     let Ok(length) = usize::try_from(stored) else { return false };
-    if length > BUFFER_BYTES_MAX {
+    if length > FRAME_FILE_BYTES_MAX {
         return false;
     }
     let mut bytes = vec![0u8; length];
@@ -325,7 +341,13 @@ impl Archive {
         } else {
             Compressing::Inline(Box::new(compressor))
         };
-        Ok(Archive { shared, path, handed_end: length, frame_bytes: frame_bytes.max(1), compressor: Some(compressing) })
+        Ok(Archive {
+            shared,
+            path,
+            handed_end: length,
+            frame_bytes: frame_bytes.clamp(1, BUFFER_BYTES_MAX),
+            compressor: Some(compressing),
+        })
     }
 
     /// Takes the records the machine made since the last call. Called after
@@ -601,7 +623,7 @@ impl Archive {
                 continue;
             }
             asked = Some(frame.number);
-            self.shared.file.will_need(frame.file_start, frame.file_end - frame.file_start);
+            self.shared.file.will_need(frame.file_start, frame.file_end.saturating_sub(frame.file_start));
         }
     }
 }
@@ -644,7 +666,9 @@ impl Shared {
         let mut next = 0;
         loop {
             if let Some(frame) = self.frame_of(next) {
-                debug_assert_eq!(frame.records_start, next, "the walk goes from frame start to frame start");
+                if frame.records_start != next {
+                    return Err(corrupt(frame.file_start, "archive index out of order"));
+                }
                 let records = self.read_frame(frame)?;
                 for_each_record_in(&records, frame.records_start, visit, |_| {
                     corrupt(frame.file_start, "archive frame holds a damaged record")
@@ -700,13 +724,22 @@ impl Shared {
     /// A frame's records, read from the file and decompressed.
     fn read_frame(&self, frame: FrameAt) -> Result<Vec<u8>, JournalError> {
         let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset: frame.file_start, reason };
-        let length = usize::try_from(frame.file_end - frame.file_start).unwrap_or(usize::MAX);
+        // Where the index (which bits may rot) places the frame, bounded
+        // before anything is allocated for it.
+        let length = frame.file_end.checked_sub(frame.file_start).and_then(|length| usize::try_from(length).ok());
+        let records_length = frame.records_end.checked_sub(frame.records_start);
+        let records_length = records_length.and_then(|length| usize::try_from(length).ok());
+        let (Some(length), Some(records_length)) = (length, records_length) else {
+            return Err(corrupt("archive index out of order"));
+        };
+        if length > FRAME_FILE_BYTES_MAX || records_length > FRAME_RECORD_BYTES_MAX {
+            return Err(corrupt("archive index places a frame larger than any frame"));
+        }
         let mut bytes = vec![0u8; length];
         self.file.read_exact_at(&mut bytes, frame.file_start).map_err(|source| io_error("read", &self.path, source))?;
         let Some((header, stored)) = bytes.split_at_checked(FRAME_HEADER_BYTES as usize) else {
             return Err(corrupt("archive frame shorter than its header"));
         };
-        let records_length = usize::try_from(frame.records_end - frame.records_start).unwrap_or(usize::MAX);
         let whole = le_u32(&header[..4]) as usize == records_length && le_u32(&header[4..8]) as usize == stored.len();
         if !whole || crc32c::crc32c(stored) != le_u32(&header[8..12]) {
             return Err(corrupt("archive frame checksum mismatch"));
