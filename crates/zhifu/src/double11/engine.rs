@@ -194,7 +194,7 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     }
     let mut pass = Pass::new(options, driver.plan.payments);
     let mut workload = workload.into_iter();
-    let skipped_operations = pass.skip_to_checkpoint(&mut workload, &mut driver, progress);
+    let skipped_operations = pass.skip_to_checkpoint(&mut workload, &mut driver, progress)?;
     for timed in workload {
         pass.step(&timed, &mut driver, progress)?;
     }
@@ -236,6 +236,8 @@ struct Pass<'a> {
     payments_submitted: u64,
     settlement_ticks: u64,
     crash_after_payments: Option<u64>,
+    /// A resumed run that found no checkpoint to skip to.
+    without_checkpoint: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -251,6 +253,7 @@ impl<'a> Pass<'a> {
             payments_submitted: 0,
             settlement_ticks: 0,
             crash_after_payments,
+            without_checkpoint: false,
         }
     }
 
@@ -261,9 +264,19 @@ impl<'a> Pass<'a> {
         workload: &mut impl Iterator<Item = TimedOp>,
         driver: &mut Driver,
         progress: &Progress,
-    ) -> u64 {
-        let checkpoint = self.checkpoints.read().filter(|checkpoint| checkpoint.commands <= driver.resume_after);
-        let Some(checkpoint) = checkpoint else { return 0 };
+    ) -> anyhow::Result<u64> {
+        let Some(checkpoint) = self.checkpoints.read()? else {
+            self.without_checkpoint = driver.resume_after > 0;
+            return Ok(0);
+        };
+        if checkpoint.commands > driver.resume_after {
+            bail!(
+                "the checkpoint counts {} commands, the journal holds {}: the run cannot be resumed safely \
+                 (--fresh starts it again)",
+                checkpoint.commands,
+                driver.resume_after
+            );
+        }
         progress.note(&format!(
             "skipping {} operations ({} commands) by count, to the last checkpoint",
             checkpoint.operations, checkpoint.commands
@@ -279,14 +292,15 @@ impl<'a> Pass<'a> {
             driver.resolve_campaign();
             lock(&driver.tally).day_started = Some(Instant::now());
         }
-        checkpoint.operations
+        Ok(checkpoint.operations)
     }
 
     /// One operation of the workload: its command worked out, and
     /// submitted unless the journal holds it already.
     fn step(&mut self, timed: &TimedOp, driver: &mut Driver, progress: &Progress) -> anyhow::Result<()> {
         self.last_at = timed.at;
-        self.checkpoints.at_operation(self.operations, driver.generated, driver.completed.load(Ordering::Acquire));
+        let (durable, failed) = (driver.completed.load(Ordering::Acquire), driver.failed.load(Ordering::Acquire));
+        self.checkpoints.at_operation(self.operations, driver.generated, durable, failed);
         self.operations += 1;
         if self.in_setup && !timed.setup {
             self.in_setup = false;
@@ -309,7 +323,14 @@ impl<'a> Pass<'a> {
             if settling {
                 // Nothing was submitted after a settlement tick but its
                 // followers until the checkpoint after them: the journal's
-                // commands from here are this tick's.
+                // commands from here are this tick's. (That checkpoint is
+                // written after every settlement tick: without any, the
+                // journal's count cannot be trusted to mean this.)
+                if self.without_checkpoint {
+                    bail!(
+                        "the journal holds settlement ticks but the run left no checkpoint: it cannot be resumed safely (--fresh starts it again)"
+                    );
+                }
                 driver.generated = driver.resume_after;
                 driver.settle_at(timed.at, self.operations, &mut self.checkpoints)?;
             }
@@ -367,19 +388,30 @@ impl Checkpoints {
     }
 
     /// The last checkpoint written, if one was (and reads whole).
-    fn read(&self) -> Option<Checkpoint> {
-        let text = std::fs::read_to_string(&self.path).ok()?;
+    fn read(&self) -> anyhow::Result<Option<Checkpoint>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error).with_context(|| format!("read {}", self.path.display())),
+        };
         let field = |name: &str| {
             text.split_whitespace().find_map(|part| part.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
         };
-        Some(Checkpoint { operations: field("operations")?, commands: field("commands")? })
+        match (field("operations"), field("commands")) {
+            (Some(operations), Some(commands)) => Ok(Some(Checkpoint { operations, commands })),
+            _ => {
+                bail!("{} is damaged: the run cannot be resumed safely (--fresh starts it again)", self.path.display())
+            }
+        }
     }
 
     /// Before operation `operations` (0-based), with `commands` made so far
-    /// and `durable` of them answered.
-    fn at_operation(&mut self, operations: u64, commands: u64, durable: u64) {
+    /// and `durable` of them answered (`failed`: some answer was a failure,
+    /// and no checkpoint is written past it).
+    fn at_operation(&mut self, operations: u64, commands: u64, durable: u64, failed: bool) {
         if let Some(waiting) = self.waiting
             && waiting.commands <= durable
+            && !failed
         {
             self.waiting = None;
             // A checkpoint that cannot be written costs a slower resume, nothing more.
@@ -491,14 +523,19 @@ impl Driver {
         })
     }
 
+    /// Waits until `sequence` commands are answered; an error once any
+    /// answer was a failure (checked first: what waits on an answer must
+    /// not go on past a failed one, and a checkpoint must not count it).
     fn wait_for(&self, sequence: u64) -> anyhow::Result<()> {
-        while self.completed.load(Ordering::Acquire) < sequence {
+        loop {
             if self.failed.load(Ordering::Acquire) {
                 bail!("the journal failed; see the rejections above");
             }
+            if self.completed.load(Ordering::Acquire) >= sequence {
+                return Ok(());
+            }
             std::thread::sleep(Duration::from_micros(50));
         }
-        Ok(())
     }
 
     /// A tick does a bounded share of what fell due (`TICK_ITEMS_MAX`):
