@@ -323,6 +323,9 @@ struct SimulatedState {
     events: std::collections::VecDeque<String>,
 }
 
+/// What a write tears at, at most: a disk's sector.
+const SECTOR_BYTES: usize = 512;
+
 /// Events a simulated disk remembers for a failure's report.
 const EVENTS_KEPT: usize = 32;
 
@@ -381,14 +384,24 @@ impl SimulatedState {
         self.names.get(path).copied().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
-    /// Some of the changes, each kept, lost or torn (a write's first bytes only).
+    /// Some of the changes, each kept, lost or torn: a write's first bytes
+    /// only, or some of its sectors and not others, in any order (the
+    /// pages of one write reach the disk in any order before its sync).
     fn survive(&mut self, durable: &mut Vec<u8>, changes: &[Change]) {
         for change in changes {
-            match (self.below(3), change) {
+            match (self.below(4), change) {
                 (0, _) => {}
                 (1, Change::Write { offset, bytes }) => {
                     let kept = self.below(bytes.len() as u64) as usize;
                     Change::Write { offset: *offset, bytes: bytes[..kept].to_vec() }.apply(durable);
+                }
+                (2, Change::Write { offset, bytes }) => {
+                    for (index, sector) in bytes.chunks(SECTOR_BYTES).enumerate() {
+                        if self.below(2) == 0 {
+                            let at = *offset + (index * SECTOR_BYTES) as u64;
+                            Change::Write { offset: at, bytes: sector.to_vec() }.apply(durable);
+                        }
+                    }
                 }
                 _ => change.apply(durable),
             }

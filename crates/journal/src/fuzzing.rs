@@ -30,7 +30,7 @@ fn disk_with(files: &[(&str, &[u8])]) -> Result<SimulatedDisk, JournalError> {
 pub fn log_segment(bytes: &[u8]) -> Result<usize, JournalError> {
     let name = crate::wal::segment_name(1);
     let disk = disk_with(&[(&name, bytes)])?;
-    let scanned = crate::wal::scan_segment(&disk, &Path::new(DIRECTORY).join(name), true)?;
+    let scanned = crate::wal::scan_segment(&disk, &Path::new(DIRECTORY).join(name), 1, true)?;
     Ok(scanned.records.len())
 }
 

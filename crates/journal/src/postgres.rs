@@ -38,7 +38,7 @@ use crate::log::{Lead, LogStore, Visit};
 use crate::wal;
 
 /// The schema this code reads and writes; raised with any change to it.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// Compressed bytes in one row at most: rows below a page stay inline
 /// (`toast_tuple_target`), without TOAST's second write.
 const ROW_BYTES_MAX: usize = 7_900;
@@ -119,7 +119,13 @@ impl PostgresLog {
         }
         if self.client.is_none() {
             let mut client = self.config.connect(NoTls).map_err(|error| self.unavailable(&error))?;
-            create_schema(&mut client).map_err(|error| self.unavailable(&error))?;
+            let found = create_schema(&mut client).map_err(|error| self.unavailable(&error))?;
+            if let Some(version) = found.filter(|&version| version != SCHEMA_VERSION) {
+                return Err(JournalError::Failed(format!(
+                    "{} holds a log of schema version {version}; this zhifu reads version {SCHEMA_VERSION}",
+                    self.description
+                )));
+            }
             let append = client.prepare(APPEND).map_err(|error| self.unavailable(&error))?;
             let read = client.prepare(READ).map_err(|error| self.unavailable(&error))?;
             self.client = Some(Connection { client, append, read });
@@ -190,7 +196,9 @@ const READ: &str = "
         (SELECT first_sequence FROM zhifu_log WHERE first_sequence <= $1::int8 + 1 ORDER BY first_sequence DESC LIMIT 1), 0)
     ORDER BY first_sequence LIMIT $2";
 
-fn create_schema(client: &mut Client) -> Result<(), postgres::Error> {
+/// Makes the tables if they are missing; returns the schema version an
+/// existing log was written in (`None`: a new one, of this version).
+fn create_schema(client: &mut Client) -> Result<Option<i32>, postgres::Error> {
     let mut transaction = client.transaction()?;
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])?;
     transaction.batch_execute(
@@ -215,7 +223,7 @@ fn create_schema(client: &mut Client) -> Result<(), postgres::Error> {
         transaction.execute("INSERT INTO zhifu_schema VALUES ($1)", &[&SCHEMA_VERSION])?;
     }
     transaction.commit()?;
-    Ok(())
+    Ok(versions.iter().copied().find(|&version| version != SCHEMA_VERSION).or(versions.first().copied()))
 }
 
 impl LogStore for PostgresLog {
@@ -434,7 +442,7 @@ fn push_rows(
 ) -> Result<(), JournalError> {
     let mut framed = Vec::new();
     for (index, payload) in payloads.iter().enumerate().take(end).skip(start) {
-        wal::encode_record(first + index as u64, payload, &mut framed);
+        wal::encode_record(first + index as u64, first, payload, &mut framed);
     }
     let compressed = lz4::block::compress(&framed, Some(lz4::block::CompressionMode::FAST(1)), true)
         .map_err(|error| JournalError::Failed(format!("cannot compress a group for PostgreSQL: {error}")))?;

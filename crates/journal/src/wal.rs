@@ -1,21 +1,25 @@
 //! The write-ahead log: segment files of checksummed records.
 //!
-//! A record is a 24-byte header and a payload (one encoded batch):
+//! A record is a 32-byte header and a payload (one encoded batch):
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0..4 | magic `ZWAL` |
+//! | 0..4 | magic `ZWL2` |
 //! | 4..8 | payload length (u32 LE) |
 //! | 8..16 | sequence number (u64 LE), contiguous from 1 |
-//! | 16..20 | CRC-32C of the payload |
-//! | 20..24 | CRC-32C of bytes 0..20 |
+//! | 16..24 | the sequence of its group's first record (u64 LE) |
+//! | 24..28 | CRC-32C of the payload |
+//! | 28..32 | CRC-32C of bytes 0..28 |
 //!
-//! Segments are named `wal-<first sequence, 20 digits>.log`. A write can be
-//! torn at any byte, so only a suffix of the newest segment may be damaged by
-//! a crash: a bad record there with no valid record anywhere after it is a
-//! torn tail and is cut off. A bad record followed by a valid one, or a bad
-//! record in an older segment, is corruption of acknowledged data: recovery
-//! stops with the file and offset.
+//! Segments are named `wal-<first sequence, 20 digits>.log`. A group is one
+//! write and one `fdatasync`, and is acknowledged only after both: a crash
+//! during them can leave any of its pages on the disk and not others, so the
+//! newest segment may end in a group with bad records and good ones in any
+//! order. A bad record is a torn tail, cut off with everything after it, if
+//! every valid record after it belongs to its group (their group's first
+//! sequence is at or before it): that group was never acknowledged. A bad
+//! record followed by another group's, or one in an older segment, is
+//! damage to acknowledged data: recovery stops with the file and offset.
 //!
 //! [`FileLog`] is the log store of these files (see `log`).
 
@@ -25,8 +29,10 @@ use std::sync::Arc;
 use crate::disk::{Disk, DiskFile, Open};
 use crate::error::{JournalError, io_error};
 
-pub(crate) const MAGIC: [u8; 4] = *b"ZWAL";
-pub(crate) const HEADER_BYTES: usize = 24;
+pub(crate) const MAGIC: [u8; 4] = *b"ZWL2";
+/// The magic of the records before groups were marked (refused by name).
+const MAGIC_VERSION_1: [u8; 4] = *b"ZWAL";
+pub(crate) const HEADER_BYTES: usize = 32;
 /// The largest payload a record may carry: a full batch of transfers is
 /// about 1 MiB; anything claiming more is damage, not data.
 pub(crate) const PAYLOAD_BYTES_MAX: usize = 4 << 20;
@@ -47,21 +53,26 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
 }
 
-pub(crate) fn encode_record(sequence: u64, payload: &[u8], out: &mut Vec<u8>) {
+/// Frames record `sequence` of the group whose first record is `group_first`.
+pub(crate) fn encode_record(sequence: u64, group_first: u64, payload: &[u8], out: &mut Vec<u8>) {
     assert!(payload.len() <= PAYLOAD_BYTES_MAX, "a record payload is at most {PAYLOAD_BYTES_MAX} bytes");
+    assert!(group_first <= sequence, "a group's first record comes first");
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&group_first.to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    let header_crc = crc32c::crc32c(&out[start..start + 20]);
+    let header_crc = crc32c::crc32c(&out[start..start + 28]);
     out.extend_from_slice(&header_crc.to_le_bytes());
     out.extend_from_slice(payload);
 }
 
-/// A record read back: its sequence and where its payload lies in the file.
+/// A record read back: its sequence, its group's first, and where its
+/// payload lies in the file.
 pub(crate) struct RecordSpan {
     pub sequence: u64,
+    pub group_first: u64,
     pub payload_start: usize,
     pub payload_end: usize,
 }
@@ -75,17 +86,23 @@ fn parse_at(bytes: &[u8], offset: usize) -> Parsed {
     let Some(header) = bytes.get(offset..offset + HEADER_BYTES) else {
         return Parsed::Bad("header cut short");
     };
+    if header[0..4] == MAGIC_VERSION_1 {
+        return Parsed::Bad("a record of an older version of zhifu's log");
+    }
     if header[0..4] != MAGIC {
         return Parsed::Bad("bad magic");
     }
-    let header_crc = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
-    if crc32c::crc32c(&header[0..20]) != header_crc {
+    let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let long = |at: usize| u64::from(word(at)) | (u64::from(word(at + 4)) << 32);
+    if crc32c::crc32c(&header[0..28]) != word(28) {
         return Parsed::Bad("header checksum mismatch");
     }
-    let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    let mut sequence_bytes = [0u8; 8];
-    sequence_bytes.copy_from_slice(&header[8..16]);
-    let payload_crc = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
+    let length = word(4) as usize;
+    let (sequence, group_first) = (long(8), long(16));
+    let payload_crc = word(24);
+    if group_first > sequence {
+        return Parsed::Bad("a record before its group's first");
+    }
     if length > PAYLOAD_BYTES_MAX {
         return Parsed::Bad("payload length over the maximum");
     }
@@ -96,11 +113,7 @@ fn parse_at(bytes: &[u8], offset: usize) -> Parsed {
     if crc32c::crc32c(payload) != payload_crc {
         return Parsed::Bad("payload checksum mismatch");
     }
-    Parsed::Record(RecordSpan {
-        sequence: u64::from_le_bytes(sequence_bytes),
-        payload_start,
-        payload_end: payload_start + length,
-    })
+    Parsed::Record(RecordSpan { sequence, group_first, payload_start, payload_end: payload_start + length })
 }
 
 /// The intact record at `offset` of `bytes`, if there is one.
@@ -111,12 +124,17 @@ pub(crate) fn parse_record(bytes: &[u8], offset: usize) -> Option<RecordSpan> {
     }
 }
 
-/// Whether any intact record starts anywhere after `offset`: the test that
-/// separates a torn tail (nothing valid after it) from corruption.
-fn valid_record_after(bytes: &[u8], offset: usize) -> bool {
+/// Whether an intact record after `offset` belongs to a group other than
+/// that of record `expected` (which is bad at `offset`): the test that
+/// separates a torn tail (the last group, never acknowledged) from damage.
+fn another_group_after(bytes: &[u8], offset: usize, expected: u64) -> bool {
     (offset + 1..bytes.len().saturating_sub(HEADER_BYTES - 1))
         .filter(|&at| bytes[at..at + 4] == MAGIC)
-        .any(|at| matches!(parse_at(bytes, at), Parsed::Record(_)))
+        .filter_map(|at| match parse_at(bytes, at) {
+            Parsed::Record(span) => Some(span),
+            Parsed::Bad(_) => None,
+        })
+        .any(|span| span.group_first > expected || span.sequence <= expected)
 }
 
 const READS_DISAGREE: &str = "two reads of the torn tail disagree (the disk returned wrong bytes)";
@@ -129,8 +147,14 @@ pub(crate) struct ScannedSegment {
     pub torn_bytes: u64,
 }
 
-/// Reads a segment. `is_newest` allows a torn tail to be cut off.
-pub(crate) fn scan_segment(disk: &dyn Disk, path: &Path, is_newest: bool) -> Result<ScannedSegment, JournalError> {
+/// Reads a segment whose first record is `first_sequence`. `is_newest`
+/// allows a torn tail to be cut off.
+pub(crate) fn scan_segment(
+    disk: &dyn Disk,
+    path: &Path,
+    first_sequence: u64,
+    is_newest: bool,
+) -> Result<ScannedSegment, JournalError> {
     let bytes = disk.read(path).map_err(|source| io_error("read log segment", path, source))?;
     let mut records = Vec::new();
     let mut offset = 0usize;
@@ -141,7 +165,8 @@ pub(crate) fn scan_segment(disk: &dyn Disk, path: &Path, is_newest: bool) -> Res
                 records.push(span);
             }
             Parsed::Bad(reason) => {
-                if is_newest && !valid_record_after(&bytes, offset) {
+                let expected = records.last().map_or(first_sequence, |last: &RecordSpan| last.sequence + 1);
+                if is_newest && !another_group_after(&bytes, offset, expected) {
                     // Cut only what reads the same twice: a read that came
                     // back wrong once must not cut an acknowledged record.
                     let again = disk.read(path).map_err(|source| io_error("read log segment", path, source))?;
@@ -260,7 +285,7 @@ impl crate::log::LogStore for FileLog {
             if !is_newest && self.segments[position + 1].0 <= next {
                 continue; // every record of it is at or before `after`
             }
-            let scanned = scan_segment(&*self.disk, &path, is_newest)?;
+            let scanned = scan_segment(&*self.disk, &path, first_sequence, is_newest)?;
             if scanned.records.is_empty() && first_sequence > next {
                 return Err(gap(&path, next, first_sequence));
             }
@@ -295,7 +320,7 @@ impl crate::log::LogStore for FileLog {
         let active = self.active.insert(active);
         let mut encoded = Vec::with_capacity(payloads.iter().map(|payload| HEADER_BYTES + payload.len()).sum());
         for (offset, payload) in payloads.iter().enumerate() {
-            encode_record(first + offset as u64, payload, &mut encoded);
+            encode_record(first + offset as u64, first, payload, &mut encoded);
         }
         active.append_durably(&encoded)?;
         self.last = first + payloads.len() as u64 - 1;

@@ -3,7 +3,9 @@
 //! sync or rename of the log, a snapshot, the history or the archive —
 //! writes not yet synced are lost or torn at any byte, names not yet synced
 //! vanish, and on some seeds syncs fail, writes find the disk full and
-//! reads flip a bit. After every crash the journal must come back with
+//! reads flip a bit. Commands go in groups of one to eight (one write and
+//! one sync each, as the writer makes them), so a crash can leave any of a
+//! group's records on the disk and not others. After every crash the journal must come back with
 //! every acknowledged command, as a prefix of what was submitted, to the
 //! very state that prefix gives applied in memory, with every transfer in
 //! its history and every record in its archive readable as written.
@@ -14,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use journal::{
-    ArchiveSource, Batch, Command, DecodeError, Durable, Faults, JournalError, Options, SimulatedDisk, StateMachine,
+    ArchiveSource, Batch, Command, DecodeError, Faults, Journal, JournalError, Options, SimulatedDisk, StateMachine,
 };
 use ledger::{AccountFlags, Ledger, LedgerConfig, NewAccount, Transfer};
 
@@ -30,6 +32,8 @@ const DIRECTORY: &str = "/data/node";
 const STARTS_MAX: usize = 32;
 /// Reads of one thing a flipped bit may spoil, at most.
 const READS_MAX: usize = 16;
+/// Commands in one group at most.
+const GROUP_COMMANDS_MAX: u64 = 8;
 
 /// The test's own choices, from the seed.
 struct Choices(rand_pcg::Pcg64Mcg);
@@ -224,14 +228,49 @@ fn reference(commands: &[Batch], count: usize) -> (Archiving, Vec<Transfer>) {
     (machine, transfers)
 }
 
+/// The node: the journal and its machine, driven as the writer drives them
+/// (a group appended in one write and sync, then applied), on one thread so
+/// that a seed's groups and crash points are always the same.
+struct Node {
+    journal: Journal<Archiving>,
+    machine: Archiving,
+}
+
+impl Node {
+    /// Appends `group` as one group, applies it, writes the history and
+    /// archive and takes a snapshot when due; `false` when it stopped (the
+    /// append's outcome is then unknown: it is not acknowledged).
+    fn commit(&mut self, group: &[Batch]) -> bool {
+        let commands: Vec<&Batch> = group.iter().collect();
+        if self.journal.append(&commands).is_err() {
+            return false;
+        }
+        for command in group {
+            if self.journal.apply(&mut self.machine, command).is_err() {
+                return false;
+            }
+        }
+        let written = self.journal.write_archive().and_then(|()| self.journal.write_history());
+        written.is_ok() && (!self.journal.snapshot_due() || self.journal.snapshot(&self.machine).is_ok())
+    }
+
+    /// The transfer at `position`: from memory, else from the history file.
+    fn transfer(&self, position: u64) -> Result<Option<Transfer>, JournalError> {
+        match self.machine.ledger.stored_transfer(position) {
+            Some(stored) => Ok(Some(stored.transfer)),
+            None => self.journal.history_reader().read(position).map(|stored| Some(stored.transfer)),
+        }
+    }
+}
+
 /// Opens the node as a supervisor restarts it: a start a fault or a power
 /// cut spoiled is followed by a crash and another start.
-fn start(disk: &SimulatedDisk, seed: u64) -> (Durable<Archiving>, journal::RecoveryReport) {
+fn start(disk: &SimulatedDisk, seed: u64) -> (Node, journal::RecoveryReport) {
     let mut failures = Vec::new();
     for _ in 0..STARTS_MAX {
         let faults_before = disk.faults_injected();
-        match Durable::<Archiving>::open(Path::new(DIRECTORY), options(disk)) {
-            Ok(opened) => return opened,
+        match Journal::<Archiving>::open(Path::new(DIRECTORY), options(disk)) {
+            Ok((journal, machine, report)) => return (Node { journal, machine }, report),
             Err(error) if disk.faults_injected() > faults_before || disk.powered_off() => {
                 failures.push(error.to_string());
                 disk.crash();
@@ -246,23 +285,18 @@ fn start(disk: &SimulatedDisk, seed: u64) -> (Durable<Archiving>, journal::Recov
 /// during the start (a flipped bit of an index it keeps) may fail later
 /// reads of what that index points to, as a bad read at boot does on a
 /// real machine: the answer is another start, never a wrong value.
-fn start_checked(
-    disk: &SimulatedDisk,
-    seed: u64,
-    commands: &[Batch],
-    acknowledged: usize,
-) -> (Durable<Archiving>, usize) {
+fn start_checked(disk: &SimulatedDisk, seed: u64, commands: &[Batch], acknowledged: usize) -> (Node, usize) {
     let mut problems = Vec::new();
     for _ in 0..STARTS_MAX {
         let faults_before = disk.faults_injected();
-        let (store, report) = start(disk, seed);
+        let (node, report) = start(disk, seed);
         let logged = usize::try_from(report.last_sequence).unwrap();
         assert!(logged >= acknowledged, "seed {seed}: {acknowledged} acknowledged, {logged} recovered");
-        match check_recovered(&store, commands, logged, seed) {
-            Ok(()) => return (store, logged),
+        match check_recovered(&node, commands, logged, seed) {
+            Ok(()) => return (node, logged),
             Err(problem) if disk.faults_injected() > faults_before => {
                 problems.push(problem);
-                drop(store);
+                drop(node);
                 disk.crash();
             }
             Err(problem) => panic!("seed {seed}: {problem} with no fault to blame ({:?})", disk.events()),
@@ -274,23 +308,23 @@ fn start_checked(
 /// The recovered node holds exactly what the first `count` commands make:
 /// the same digest, every transfer from the history file, every record.
 /// (`Err`: a read failed however often it was tried.)
-fn check_recovered(store: &Durable<Archiving>, commands: &[Batch], count: usize, seed: u64) -> Result<(), String> {
+fn check_recovered(node: &Node, commands: &[Batch], count: usize, seed: u64) -> Result<(), String> {
     let (expected, transfers) = reference(commands, count);
     assert_eq!(
-        store.digest().unwrap(),
+        journal::digest(&node.machine).unwrap(),
         journal::digest(&expected).unwrap(),
         "seed {seed}: the state after {count} commands"
     );
-    assert_eq!(store.read(|machine| machine.ledger.transfer_count()), transfers.len() as u64);
+    assert_eq!(node.machine.ledger.transfer_count(), transfers.len() as u64);
     for (position, want) in transfers.iter().enumerate() {
         let position = position as u64;
         // A flipped bit on the way is caught by the checksum: read again.
-        let stored = read_again(|| store.stored_transfer(position), || format!("transfer {position}"))?;
-        assert_eq!(stored.map(|stored| stored.transfer).as_ref(), Some(want), "seed {seed}: transfer {position}");
+        let stored = read_again(|| node.transfer(position), || format!("transfer {position}"))?;
+        assert_eq!(stored.as_ref(), Some(want), "seed {seed}: transfer {position}");
     }
-    let offsets = store.read(|machine| machine.offsets.clone());
-    for (index, offset) in offsets.into_iter().enumerate() {
-        let read = read_again(|| store.archive().read_record(offset), || format!("archive record {index}"))?;
+    let archive = node.journal.archive_reader();
+    for (index, &offset) in node.machine.offsets.iter().enumerate() {
+        let read = read_again(|| archive.read_record(offset), || format!("archive record {index}"))?;
         assert_eq!(read, record_of(index as u64), "seed {seed}: archive record {index}");
     }
     Ok(())
@@ -309,7 +343,8 @@ fn read_again<T>(read: impl Fn() -> Result<T, JournalError>, what: impl Fn() -> 
     Err(format!("{}: {READS_MAX} reads failed: {errors:?}", what()))
 }
 
-/// One seed: submit, crash at a chosen change, recover and check, again.
+/// One seed: submit groups of commands, crash at a chosen change, recover
+/// and check, again.
 fn run_seed(seed: u64) -> (usize, usize) {
     let mut choices = Choices::new(seed);
     let disk = SimulatedDisk::new(seed ^ 0xd15c);
@@ -320,21 +355,23 @@ fn run_seed(seed: u64) -> (usize, usize) {
     let mut acknowledged = 0usize;
     let mut crashes = 0;
     for _ in 0..CRASHES_PER_SEED {
-        let (store, logged) = start_checked(&disk, seed, &commands, acknowledged);
+        let (mut node, logged) = start_checked(&disk, seed, &commands, acknowledged);
         acknowledged = logged;
         // The power goes within the next changes (or a fault stops the writer first).
         disk.cut_power_after(choices.below(150));
-        for (index, command) in commands.iter().enumerate().skip(logged) {
-            match store.submit(command.clone()) {
-                Ok(_) => acknowledged = index + 1,
-                Err(_) => break,
+        while acknowledged < commands.len() {
+            // Groups of one to eight commands: one write and one sync each.
+            let end = (acknowledged + 1 + choices.below(GROUP_COMMANDS_MAX) as usize).min(commands.len());
+            if !node.commit(&commands[acknowledged..end]) {
+                break;
             }
+            acknowledged = end;
         }
-        drop(store);
+        drop(node);
         disk.crash();
         crashes += 1;
     }
-    let (_store, logged) = start_checked(&disk, seed, &commands, acknowledged);
+    let (_node, logged) = start_checked(&disk, seed, &commands, acknowledged);
     (crashes, logged)
 }
 
