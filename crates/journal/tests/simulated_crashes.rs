@@ -21,7 +21,7 @@ use journal::{
 use ledger::{AccountFlags, Ledger, LedgerConfig, NewAccount, Transfer};
 
 const SECOND: u64 = 1_000_000_000;
-const SEEDS: u64 = 1_000;
+const SEEDS: u64 = 2_000;
 /// Crashes (and starts after them) per seed.
 const CRASHES_PER_SEED: usize = 3;
 /// Commands one seed submits at most.
