@@ -28,6 +28,11 @@ pub enum JournalError {
     FormatUnrecorded { path: PathBuf, expected: String },
     #[error("the journal failed earlier and accepts no more writes: {0}")]
     Failed(String),
+    /// The command is in the log, durably, but this node stopped before
+    /// applying it: it is applied when the node starts again (its outcome
+    /// is not known yet; nothing may be assumed undone).
+    #[error("the command is logged but not applied (the node stopped: {0}); it is applied when it starts again")]
+    LoggedNotApplied(String),
     #[error("the journal is shut down")]
     Closed,
     #[error("the journal's queue is full; try again")]

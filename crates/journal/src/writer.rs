@@ -313,18 +313,25 @@ impl<M: StateMachine> Writer<M> {
                 RwLockWriteGuard::bump(state);
                 waits.exclusive_starts();
             }
-            if broken.is_some() {
-                answers.push((request.reply, Err(JournalError::Failed("an earlier command failed".to_string()))));
+            // Every command of the group is in the log: one not applied here
+            // is applied at the next start, so its answer is "not known yet",
+            // never "nothing was done".
+            if let Some(reason) = &broken {
+                answers.push((request.reply, Err(JournalError::LoggedNotApplied(reason.clone()))));
                 continue;
             }
             inject_panic(self.journal.options().panic_before_applying, first_sequence + index as u64);
             let command_started = Instant::now();
             let applied = self.journal.apply(state, &request.command);
             waits.command_us_max = waits.command_us_max.max(micros(command_started));
-            if let Err(error) = &applied {
-                broken = Some(error.to_string());
+            match applied {
+                Ok(outcome) => answers.push((request.reply, Ok(outcome))),
+                Err(error) => {
+                    let reason = error.to_string();
+                    answers.push((request.reply, Err(JournalError::LoggedNotApplied(reason.clone()))));
+                    broken = Some(reason);
+                }
             }
-            answers.push((request.reply, applied));
         }
         (answers, broken)
     }

@@ -391,3 +391,30 @@ fn every_acknowledged_command_survives_every_crash_point() {
     // The power cuts leave room to work: most seeds get well into their commands.
     assert!(recovered as u64 > seeds * COMMANDS as u64 / 3, "{recovered} commands recovered");
 }
+
+/// A command logged but not applied — its apply met a read the disk
+/// spoiled — is answered as not known yet, never as not done: the next
+/// start applies it.
+#[test]
+fn a_command_logged_but_not_applied_is_answered_as_unknown_and_applied_at_the_next_start() {
+    let disk = SimulatedDisk::new(7);
+    let commands = commands(&mut Choices::new(7));
+    let options = Options { snapshot_every_records: u64::MAX, ..options(&disk) };
+    let (store, _) = journal::Durable::<Archiving>::open(Path::new(DIRECTORY), options.clone()).unwrap();
+    // Command n reads record n / 2 back: the first 80 read records 0..40,
+    // so the 81st reads record 40 from the disk, not from the frames cached.
+    for command in &commands[..80] {
+        store.submit(command.clone()).unwrap();
+    }
+    store.wait_until_idle();
+    disk.set_faults(Faults { read_flips_bps: 10_000, ..Faults::default() });
+    let answer = store.submit(commands[80].clone());
+    assert!(matches!(answer, Err(JournalError::LoggedNotApplied(_))), "{answer:?}");
+    assert!(matches!(store.submit(commands[81].clone()), Err(JournalError::Failed(_))), "the node stopped");
+    drop(store);
+    disk.set_faults(Faults::default());
+    let (store, report) = journal::Durable::<Archiving>::open(Path::new(DIRECTORY), options).unwrap();
+    assert_eq!(report.last_sequence, 81, "the command the node could not apply is in the log");
+    let (expected, _) = reference(&commands, 81);
+    assert_eq!(store.digest().unwrap(), journal::digest(&expected).unwrap());
+}

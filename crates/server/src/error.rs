@@ -109,6 +109,8 @@ impl ApiError {
         match error {
             journal::JournalError::Busy => ApiError::overloaded(),
             journal::JournalError::NotLeader { leader } => ApiError::not_leader(leader),
+            // In the log: applied when the node starts again.
+            journal::JournalError::LoggedNotApplied(_) => ApiError::outcome_unknown(),
             other => ApiError::unavailable(other.to_string()),
         }
     }
