@@ -1,6 +1,8 @@
 //! How the platform lays its products onto the ledger: account ids, account
 //! codes, transfer codes, and the reference each transfer carries.
 
+use crate::units::{PartyNumber, TradeNumber};
+
 /// The ledger of Chinese yuan, in fen.
 pub const LEDGER_CNY: u32 = 1;
 
@@ -43,13 +45,13 @@ pub fn loan(number: u64) -> u128 {
 /// A party's Yu'e Bao holding. The fund's unit value is fixed at 1 fen, as a
 /// money-market fund's is, so a holding is an amount of fen and yield is
 /// paid as more of them.
-pub fn fund(number: u64) -> u128 {
-    (KIND_FUND << 64) | u128::from(number)
+pub fn fund(party: PartyNumber) -> u128 {
+    (KIND_FUND << 64) | u128::from(party.get())
 }
 
 /// A party's wallet.
-pub fn wallet(number: u64) -> u128 {
-    (KIND_WALLET << 64) | u128::from(number)
+pub fn wallet(party: PartyNumber) -> u128 {
+    (KIND_WALLET << 64) | u128::from(party.get())
 }
 
 /// Account codes.
@@ -133,7 +135,7 @@ pub enum Reference {
     TopUp(u64),
     Transfer(u64),
     Withdrawal(u64),
-    Trade(u64),
+    Trade(TradeNumber),
     Fund(u64),
     Campaign(u64),
     RedPacket(u64),
@@ -146,7 +148,7 @@ impl Reference {
             Reference::TopUp(number) => (1u128, number),
             Reference::Transfer(number) => (2, number),
             Reference::Withdrawal(number) => (3, number),
-            Reference::Trade(number) => (4, number),
+            Reference::Trade(number) => (4, number.get()),
             Reference::Fund(number) => (5, number),
             Reference::Campaign(number) => (6, number),
             Reference::RedPacket(number) => (7, number),
@@ -161,7 +163,7 @@ impl Reference {
             1 => Some(Reference::TopUp(number)),
             2 => Some(Reference::Transfer(number)),
             3 => Some(Reference::Withdrawal(number)),
-            4 => Some(Reference::Trade(number)),
+            4 => Some(Reference::Trade(TradeNumber::new(number))),
             5 => Some(Reference::Fund(number)),
             6 => Some(Reference::Campaign(number)),
             7 => Some(Reference::RedPacket(number)),

@@ -12,6 +12,7 @@
 //! values of the same record (or from the record's own offset), with
 //! wrapping arithmetic: any values round-trip, however unusual.
 
+use crate::units::{PartyNumber, TradeNumber};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -47,13 +48,13 @@ fn from(base: u64, since: i64) -> u64 {
 /// A trade with each time relative to the step before it.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct TradeAtRest<'a> {
-    number: u64,
-    merchant: u64,
+    number: TradeNumber,
+    merchant: PartyNumber,
     out_trade_no: Cow<'a, str>,
     amount: u64,
     subject: Cow<'a, str>,
     mode: TradeMode,
-    buyer: Option<u64>,
+    buyer: Option<PartyNumber>,
     status: TradeStatus,
     auto_confirm_days: u32,
     created_at: u64,
@@ -61,7 +62,7 @@ pub(crate) struct TradeAtRest<'a> {
     expire_after: i64,
     /// From `created_at`.
     paid_after: Option<i64>,
-    payer: Option<u64>,
+    payer: Option<PartyNumber>,
     payer_account: Option<u128>,
     /// From payment (or creation).
     shipped_after: Option<i64>,
@@ -117,8 +118,10 @@ impl<'a> TradeAtRest<'a> {
             discount_campaign: trade.discount_campaign,
             discount_note: trade.discount_note.as_deref().map(Cow::Borrowed),
             notify_url: trade.notify_url.as_deref().map(Cow::Borrowed),
-            previous_of_merchant_back: trade.previous_of_merchant.map(|previous| since(previous, trade.number)),
-            previous_of_buyer_back: trade.previous_of_buyer.map(|previous| since(previous, trade.number)),
+            previous_of_merchant_back: trade
+                .previous_of_merchant
+                .map(|previous| since(previous.get(), trade.number.get())),
+            previous_of_buyer_back: trade.previous_of_buyer.map(|previous| since(previous.get(), trade.number.get())),
         }
     }
 
@@ -154,8 +157,12 @@ impl<'a> TradeAtRest<'a> {
             discount_campaign: self.discount_campaign,
             discount_note: self.discount_note.map(Cow::into_owned),
             notify_url: self.notify_url.map(Cow::into_owned),
-            previous_of_merchant: self.previous_of_merchant_back.map(|back| self.number.wrapping_sub(back as u64)),
-            previous_of_buyer: self.previous_of_buyer_back.map(|back| self.number.wrapping_sub(back as u64)),
+            previous_of_merchant: self
+                .previous_of_merchant_back
+                .map(|back| TradeNumber::new(self.number.get().wrapping_sub(back as u64))),
+            previous_of_buyer: self
+                .previous_of_buyer_back
+                .map(|back| TradeNumber::new(self.number.get().wrapping_sub(back as u64))),
         }
     }
 }
@@ -201,11 +208,11 @@ impl<'a> ArchiveRecord<'a> {
             }
         };
         ArchiveRecord::TradeEvent(TradeEventAtRest {
-            number_after_trade: since(trade.number, event.number),
-            party_after_merchant: since(trade.merchant, event.party),
+            number_after_trade: since(trade.number.get(), event.number),
+            party_after_merchant: since(trade.merchant.get(), event.party.get()),
             kind: Cow::Borrowed(&event.kind),
             created_after_trade: since(last_time_of(trade), event.created_at),
-            trade_after_trade: event.trade.map(|number| since(trade.number, number)),
+            trade_after_trade: event.trade.map(|number| since(trade.number.get(), number.get())),
             previous_of_party_back: previous_of_party.map(|previous| offset.wrapping_sub(previous)),
             trade: TradeAtRest::of(trade),
             refund,
@@ -222,7 +229,7 @@ impl ArchiveRecord<'static> {
 
     /// A trade's record: its own, or the event that reported its last change.
     /// The number of the trade the record holds, if it holds one.
-    pub(crate) fn trade_number(&self) -> Option<u64> {
+    pub(crate) fn trade_number(&self) -> Option<TradeNumber> {
         match self {
             ArchiveRecord::Trade(trade) | ArchiveRecord::TradeEvent(TradeEventAtRest { trade, .. }) => {
                 Some(trade.number)
@@ -247,11 +254,11 @@ impl ArchiveRecord<'static> {
             ArchiveRecord::TradeEvent(at_rest) => {
                 let trade = at_rest.trade.into_trade();
                 let event = Event {
-                    number: from(trade.number, at_rest.number_after_trade),
-                    party: from(trade.merchant, at_rest.party_after_merchant),
+                    number: from(trade.number.get(), at_rest.number_after_trade),
+                    party: PartyNumber::new(from(trade.merchant.get(), at_rest.party_after_merchant)),
                     kind: at_rest.kind.into_owned(),
                     created_at: from(last_time_of(&trade), at_rest.created_after_trade),
-                    trade: at_rest.trade_after_trade.map(|after| from(trade.number, after)),
+                    trade: at_rest.trade_after_trade.map(|after| TradeNumber::new(from(trade.number.get(), after))),
                     data: match at_rest.refund {
                         Some(refund) => EventData::Refund { trade: Arc::new(trade), refund: refund.into_owned() },
                         None => EventData::Trade(Arc::new(trade)),
@@ -307,11 +314,12 @@ mod tests {
         ) -> Trade {
             let statuses = [TradeStatus::WaitBuyerPay, TradeStatus::WaitSellerSend, TradeStatus::WaitBuyerConfirm, TradeStatus::TradeSuccess, TradeStatus::TradeClosed];
             Trade {
-                number, merchant, out_trade_no, amount, subject,
+                number: TradeNumber::new(number), merchant: PartyNumber::new(merchant), out_trade_no, amount, subject,
                 mode: if escrow { TradeMode::Escrow } else { TradeMode::Instant },
-                buyer, status: statuses[status], auto_confirm_days, expire_at, created_at, paid_at, payer, payer_account,
+                buyer: buyer.map(PartyNumber::new), status: statuses[status], auto_confirm_days, expire_at, created_at, paid_at, payer: payer.map(PartyNumber::new), payer_account,
                 shipped_at, confirm_due_at, settled_at, fee, refunded, refunds, campaign, discount, discount_returned,
-                discount_campaign, discount_note, notify_url, previous_of_merchant, previous_of_buyer,
+                discount_campaign, discount_note, notify_url,
+                previous_of_merchant: previous_of_merchant.map(TradeNumber::new), previous_of_buyer: previous_of_buyer.map(TradeNumber::new),
             }
         }
     }
@@ -343,7 +351,7 @@ mod tests {
                 None => EventData::Trade(Arc::clone(&trade)),
             };
             let kind = "trade.paid".to_string();
-            let event = Event { number, party, kind, created_at, trade: names_trade.then_some(trade.number), data };
+            let event = Event { number, party: PartyNumber::new(party), kind, created_at, trade: names_trade.then_some(trade.number), data };
             let record = ArchiveRecord::of_event(&event, offset, previous_of_party);
             prop_assert!(matches!(record, ArchiveRecord::TradeEvent(_)));
             prop_assert_eq!(round_trip(&record, offset).into_event(offset).unwrap(), (event.clone(), previous_of_party));
@@ -355,8 +363,8 @@ mod tests {
     fn a_days_trade_event_is_smaller_than_its_full_encoding() {
         let created_at = 1_731_254_400_123_456_789;
         let trade = Arc::new(Trade {
-            number: 123_456_789,
-            merchant: 4_321,
+            number: TradeNumber::new(123_456_789),
+            merchant: PartyNumber::new(4_321),
             out_trade_no: "d11-123456".to_string(),
             amount: 19_990,
             subject: "Double Eleven order".to_string(),
@@ -367,7 +375,7 @@ mod tests {
             expire_at: created_at + 30 * 60 * 1_000_000_000,
             created_at,
             paid_at: Some(created_at + 12_345_678),
-            payer: Some(7_654_321),
+            payer: Some(PartyNumber::new(7_654_321)),
             payer_account: Some(7_654_321 << 16 | 1),
             shipped_at: Some(created_at + 3_600_000_000_000),
             confirm_due_at: Some(created_at + 3_600_000_000_000 + 10 * 86_400_000_000_000),
@@ -381,11 +389,11 @@ mod tests {
             discount_campaign: None,
             discount_note: None,
             notify_url: None,
-            previous_of_merchant: Some(123_456_700),
-            previous_of_buyer: Some(123_400_000),
+            previous_of_merchant: Some(TradeNumber::new(123_456_700)),
+            previous_of_buyer: Some(TradeNumber::new(123_400_000)),
         });
         let event = Event {
-            number: trade.number + 1_000,
+            number: trade.number.get() + 1_000,
             party: trade.merchant,
             kind: "trade.succeeded".to_string(),
             created_at: trade.settled_at.unwrap(),

@@ -1,6 +1,7 @@
 //! The bank's side: withdrawals waiting for the bank's answer, and the
 //! bank's statement of top-ups and withdrawals, by day.
 
+use crate::units::PartyNumber;
 use std::collections::{BTreeMap, BTreeSet};
 
 use journal::{ArchiveSource, JournalError};
@@ -44,7 +45,7 @@ impl WithdrawalStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Withdrawal {
     pub number: u64,
-    pub party: u64,
+    pub party: PartyNumber,
     pub amount: u64,
     pub fee: u64,
     pub status: WithdrawalStatus,
@@ -112,7 +113,7 @@ impl Platform {
         self.state.bank.statement.entry(entry.date).or_default().push(offset);
     }
 
-    pub(crate) fn top_up(&mut self, now: u64, party: u64, amount: u64, bank: &str) -> Outcome {
+    pub(crate) fn top_up(&mut self, now: u64, party: PartyNumber, amount: u64, bank: &str) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -148,7 +149,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn withdraw(&mut self, now: u64, party: u64, amount: u64) -> Outcome {
+    pub(crate) fn withdraw(&mut self, now: u64, party: PartyNumber, amount: u64) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }

@@ -9,6 +9,7 @@
 //! product that moved money its records do not say (or said what it did
 //! not move: a leg left out of a chain) shows there, by name.
 
+use crate::units::PartyNumber;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts;
@@ -95,8 +96,7 @@ impl Platform {
         let merchants: i128 = self
             .state
             .parties
-            .by_number
-            .values()
+            .all()
             .filter(|party| party.kind == PartyKind::Merchant)
             .filter_map(|party| ledger.account(accounts::wallet(party.number)))
             .map(|account| {
@@ -157,8 +157,8 @@ impl Platform {
     }
 
     /// A change of what a party can spend, counted if the party is a merchant.
-    pub(crate) fn book_merchant(&mut self, party: u64, change: i128) {
-        if self.state.parties.by_number.get(party).is_some_and(|party| party.kind == PartyKind::Merchant) {
+    pub(crate) fn book_merchant(&mut self, party: PartyNumber, change: i128) {
+        if self.state.parties.is(party, PartyKind::Merchant) {
             self.state.books.merchants += change;
         }
     }

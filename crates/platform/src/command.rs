@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fees::{FeeSchedule, Product};
 use crate::trades::{Refund, Trade, TradeMode};
+use crate::units::{PartyNumber, TradeNumber};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PartyKind {
@@ -44,7 +45,7 @@ impl Default for PlatformConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IdempotencyTag {
     /// The caller's party number (0: the admin).
-    pub caller: u64,
+    pub caller: PartyNumber,
     pub key: String,
     /// SHA-256 of the method, path and body.
     pub request_hash: [u8; 32],
@@ -78,18 +79,18 @@ pub enum Action {
         app_public_key: Option<String>,
     },
     TopUp {
-        party: u64,
+        party: PartyNumber,
         amount: u64,
         bank: String,
     },
     Transfer {
-        from: u64,
-        to: u64,
+        from: PartyNumber,
+        to: PartyNumber,
         amount: u64,
         memo: Option<String>,
     },
     Withdraw {
-        party: u64,
+        party: PartyNumber,
         amount: u64,
     },
     SetFeeSchedule {
@@ -106,14 +107,14 @@ pub enum Action {
     /// new trade; a retry with the same `out_trade_no` gets the trade back.
     CreateAndPayTrade {
         trade: NewTrade,
-        buyer: u64,
+        buyer: PartyNumber,
         source: PaySource,
         coupon: Option<u64>,
     },
     /// A one-time code for paying at a till (made by the server: the code
     /// is random, so it is in the command).
     IssuePaymentCode {
-        user: u64,
+        user: PartyNumber,
         code: String,
         expires_at: u64,
     },
@@ -124,8 +125,8 @@ pub enum Action {
         code: String,
     },
     PayTrade {
-        trade: u64,
-        buyer: u64,
+        trade: TradeNumber,
+        buyer: PartyNumber,
         source: PaySource,
         /// A coupon of the buyer's: its campaign's discount applies.
         coupon: Option<u64>,
@@ -134,20 +135,20 @@ pub enum Action {
     /// (`issuer`: the merchant, or `None` for the platform).
     IssueCoupon {
         campaign: u64,
-        issuer: Option<u64>,
-        user: u64,
+        issuer: Option<PartyNumber>,
+        user: PartyNumber,
         expires_at: Option<u64>,
     },
     FundSubscribe {
-        party: u64,
+        party: PartyNumber,
         amount: u64,
     },
     FundRedeem {
-        party: u64,
+        party: PartyNumber,
         amount: u64,
     },
     CreateRedPacket {
-        sender: u64,
+        sender: PartyNumber,
         total: u64,
         count: u32,
         mode: crate::marketing::SplitMode,
@@ -155,7 +156,7 @@ pub enum Action {
     },
     ClaimRedPacket {
         packet: u64,
-        user: u64,
+        user: PartyNumber,
     },
     CreateCampaign(NewCampaign),
     /// Brings in existing fund holders (a migration from another system, or
@@ -167,21 +168,21 @@ pub enum Action {
         seed: u64,
     },
     TakeLoan {
-        merchant: u64,
+        merchant: PartyNumber,
         amount: u64,
         term_days: u32,
         out_request_no: String,
     },
     RepayLoan {
         loan: u64,
-        merchant: u64,
+        merchant: PartyNumber,
         amount: u64,
     },
     /// An advance on a paid escrow trade, repaid from its settlement:
     /// `amount`, or (`None`) the most the credit line and the trade allow.
     TakeOrderLoan {
-        merchant: u64,
-        trade: u64,
+        merchant: PartyNumber,
+        trade: TradeNumber,
         amount: Option<u64>,
         out_request_no: String,
     },
@@ -191,20 +192,20 @@ pub enum Action {
         annual_rate_bps: u32,
     },
     ShipTrade {
-        trade: u64,
-        merchant: u64,
+        trade: TradeNumber,
+        merchant: PartyNumber,
     },
     ConfirmTrade {
-        trade: u64,
-        buyer: u64,
+        trade: TradeNumber,
+        buyer: PartyNumber,
     },
     CloseTrade {
-        trade: u64,
-        merchant: u64,
+        trade: TradeNumber,
+        merchant: PartyNumber,
     },
     RefundTrade {
-        trade: u64,
-        merchant: u64,
+        trade: TradeNumber,
+        merchant: PartyNumber,
         out_request_no: String,
         amount: u64,
         reason: Option<String>,
@@ -219,7 +220,7 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NewCampaign {
     /// The merchant paying, or `None` for the platform.
-    pub sponsor: Option<u64>,
+    pub sponsor: Option<PartyNumber>,
     pub name: String,
     pub budget: u64,
     pub discount: u64,
@@ -239,12 +240,12 @@ pub enum PaySource {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NewTrade {
-    pub merchant: u64,
+    pub merchant: PartyNumber,
     pub out_trade_no: String,
     pub amount: u64,
     pub subject: String,
     pub mode: TradeMode,
-    pub buyer: Option<u64>,
+    pub buyer: Option<PartyNumber>,
     pub auto_confirm_days: Option<u32>,
     pub expire_minutes: Option<u32>,
     /// A campaign whose discount the payment may get.
@@ -269,7 +270,7 @@ pub use crate::rejection::Rejection;
 pub enum Outcome {
     Configured,
     PartyCreated {
-        number: u64,
+        number: PartyNumber,
         kind: PartyKind,
     },
     ToppedUp {
@@ -318,7 +319,7 @@ pub enum Outcome {
     },
     CampaignCreated(Box<crate::marketing::Campaign>),
     HoldersImported {
-        first: u64,
+        first: PartyNumber,
         count: u32,
         value: u64,
     },

@@ -2,6 +2,7 @@
 //! maximum, and a free quota per party per period), kept in the platform's
 //! state and changed by a journaled command.
 
+use crate::units::PartyNumber;
 use serde::{Deserialize, Serialize};
 
 /// What a fee is charged on.
@@ -101,7 +102,7 @@ pub struct Charge {
 pub(crate) struct Fees {
     pub(crate) schedules: std::collections::BTreeMap<Product, FeeSchedule>,
     /// Free quota used, by (party, product, period: month index or 0 for life).
-    pub(crate) quota_used: std::collections::BTreeMap<(u64, Product, u32), u64>,
+    pub(crate) quota_used: std::collections::BTreeMap<(PartyNumber, Product, u32), u64>,
 }
 
 #[cfg(test)]

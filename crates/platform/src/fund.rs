@@ -14,6 +14,7 @@
 //! each to the holders with the largest remainders (ties to the older
 //! holder), so the day pays exactly its income.
 
+use crate::units::PartyNumber;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ledger::{AccountFlags, NewAccount, Transfer};
@@ -55,11 +56,11 @@ pub struct HolderYield {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct FundState {
     /// Everyone who ever bought, by party number.
-    pub holders: BTreeMap<u64, HolderYield>,
+    pub holders: BTreeMap<PartyNumber, HolderYield>,
     pub days: BTreeMap<Date, YieldDay>,
     /// Sub-fen income carried to the next day, in fen × 3,650,000.
     pub carry: u128,
-    pub redeemed: BTreeMap<(u64, Date), u64>,
+    pub redeemed: BTreeMap<(PartyNumber, Date), u64>,
     /// (holder, date) redemption records older than the latest date are dropped.
     pub redeemed_dates: BTreeSet<Date>,
 }
@@ -73,7 +74,7 @@ pub struct FundPosition {
 }
 
 impl Platform {
-    pub fn fund_position(&self, party: u64) -> FundPosition {
+    pub fn fund_position(&self, party: PartyNumber) -> FundPosition {
         let value = self
             .ledger
             .account(accounts::fund(party))
@@ -89,7 +90,7 @@ impl Platform {
         self.state.fund.days.get(&date)
     }
 
-    pub(crate) fn fund_subscribe(&mut self, now: u64, party: u64, amount: u64) -> Outcome {
+    pub(crate) fn fund_subscribe(&mut self, now: u64, party: PartyNumber, amount: u64) -> Outcome {
         if let Err(rejection) = self.check_user(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -117,7 +118,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn fund_redeem(&mut self, now: u64, party: u64, amount: u64) -> Outcome {
+    pub(crate) fn fund_redeem(&mut self, now: u64, party: PartyNumber, amount: u64) -> Outcome {
         if let Err(rejection) = self.check_user(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -170,12 +171,12 @@ impl Platform {
         }
         // One pass over the accounts in creation order (sequential memory)
         // rather than a hash lookup per holder; sorted by party afterwards.
-        let mut holdings: Vec<(u64, u128)> = self
+        let mut holdings: Vec<(PartyNumber, u128)> = self
             .ledger
             .accounts()
             .iter()
             .filter(|account| account.code == accounts::CODE_FUND_HOLDING)
-            .map(|account| (account.user_data, account.debit_headroom()))
+            .map(|account| (PartyNumber::new(account.user_data), account.debit_headroom()))
             .filter(|&(_, value)| value > 0)
             .collect();
         holdings.sort_unstable_by_key(|&(party, _)| party);
@@ -236,7 +237,7 @@ impl Platform {
         let mut accounts_batch = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
         let mut numbers = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            let number = self.take_number();
+            let number = PartyNumber::new(self.take_number());
             numbers.push(number);
             for (id, code) in [
                 (accounts::wallet(number), accounts::CODE_USER_WALLET),
@@ -244,7 +245,7 @@ impl Platform {
             ] {
                 accounts_batch.push(NewAccount {
                     id,
-                    user_data: number,
+                    user_data: number.get(),
                     ledger: LEDGER_CNY,
                     code,
                     flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
@@ -265,7 +266,7 @@ impl Platform {
                 created_at: now,
                 last_trade: None,
             };
-            self.state.parties.by_number.push(number, party);
+            self.state.parties.push(party, None);
             self.state.fund.holders.insert(number, HolderYield::default());
         }
         if !accounts_batch.is_empty() {
@@ -282,7 +283,7 @@ impl Platform {
                 accounts::fund(number),
                 amount,
                 accounts::CODE_FUND_SUBSCRIPTION,
-                Reference::Fund(number),
+                Reference::Fund(number.get()),
             ));
             if batch.len() == ledger::BATCH_EVENTS_MAX {
                 self.apply_independent(now, &mut batch);
@@ -290,7 +291,7 @@ impl Platform {
         }
         self.apply_independent(now, &mut batch);
         self.book_fund(value, 0);
-        Outcome::HoldersImported { first, count, value }
+        Outcome::HoldersImported { first: PartyNumber::new(first), count, value }
     }
 
     /// Applies transfers that stand alone (not a chain); returns how many did.
@@ -318,13 +319,13 @@ impl Platform {
         crate::invariant::check(all, format_args!("importing holders: accounts were refused: {created:?}"));
     }
 
-    fn open_holding(&mut self, now: u64, party: u64) -> Result<(), Rejection> {
+    fn open_holding(&mut self, now: u64, party: PartyNumber) -> Result<(), Rejection> {
         if self.state.fund.holders.contains_key(&party) {
             return Ok(());
         }
         let holding = NewAccount {
             id: accounts::fund(party),
-            user_data: party,
+            user_data: party.get(),
             ledger: LEDGER_CNY,
             code: accounts::CODE_FUND_HOLDING,
             flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
@@ -338,9 +339,9 @@ impl Platform {
         }
     }
 
-    fn check_user(&self, party: u64, amount: u64) -> Result<(), Rejection> {
+    fn check_user(&self, party: PartyNumber, amount: u64) -> Result<(), Rejection> {
         self.check_party_and_amount(party, amount)?;
-        match self.state.parties.by_number.get(party) {
+        match self.state.parties.get(party) {
             Some(p) if p.kind == PartyKind::User => Ok(()),
             _ => Err(Rejection::NotFound(Missing::User)),
         }
@@ -348,11 +349,11 @@ impl Platform {
 }
 
 /// Splits `income` over holdings in proportion, exactly (see the module docs).
-fn split_income(holdings: &[(u64, u128)], total: u128, income: u128) -> Vec<(u64, u64)> {
+fn split_income(holdings: &[(PartyNumber, u128)], total: u128, income: u128) -> Vec<(PartyNumber, u64)> {
     if total == 0 {
         return Vec::new();
     }
-    let mut shares: Vec<(u64, u64)> = Vec::with_capacity(holdings.len());
+    let mut shares: Vec<(PartyNumber, u64)> = Vec::with_capacity(holdings.len());
     let mut remainders: Vec<(u128, usize)> = Vec::with_capacity(holdings.len());
     let mut distributed = 0u128;
     // 64-bit division when everything fits (always, at realistic sizes): a
@@ -391,13 +392,14 @@ mod tests {
 
     #[test]
     fn the_split_pays_exactly_the_income_and_favours_largest_remainders() {
-        let holdings = [(1, 1u128), (2, 1), (3, 1)];
+        let party = PartyNumber::new;
+        let holdings = [(party(1), 1u128), (party(2), 1), (party(3), 1)];
         // 2 fen over three equal holders: the two oldest get one each.
-        assert_eq!(split_income(&holdings, 3, 2), vec![(1, 1), (2, 1), (3, 0)]);
-        let holdings = [(1, 333u128), (2, 333), (3, 334)];
+        assert_eq!(split_income(&holdings, 3, 2), vec![(party(1), 1), (party(2), 1), (party(3), 0)]);
+        let holdings = [(party(1), 333u128), (party(2), 333), (party(3), 334)];
         let shares = split_income(&holdings, 1_000, 10);
         assert_eq!(shares.iter().map(|s| s.1).sum::<u64>(), 10);
-        assert_eq!(shares, vec![(1, 3), (2, 3), (3, 4)]);
+        assert_eq!(shares, vec![(party(1), 3), (party(2), 3), (party(3), 4)]);
         assert!(split_income(&[], 0, 5).is_empty());
     }
 }

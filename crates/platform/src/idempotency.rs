@@ -1,6 +1,7 @@
 //! Idempotency keys: the answer each caller's key got, kept for a day, so
 //! that a retried request gets the same answer and moves nothing again.
 
+use crate::units::PartyNumber;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -25,11 +26,11 @@ struct Record {
 /// The answers remembered, by (caller, key).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Idempotency {
-    records: BTreeMap<(u64, String), Record>,
+    records: BTreeMap<(PartyNumber, String), Record>,
     /// (created at, caller, key): what to forget, oldest first.
-    expiry: BTreeSet<(u64, u64, String)>,
+    expiry: BTreeSet<(u64, PartyNumber, String)>,
     /// Refusals remembered, by caller (see `REMEMBERED_REFUSALS_PER_CALLER_MAX`).
-    refusals: BTreeMap<u64, u32>,
+    refusals: BTreeMap<PartyNumber, u32>,
 }
 
 impl Idempotency {

@@ -39,6 +39,7 @@ pub mod text;
 mod trade_actions;
 mod trade_directory;
 pub mod trades;
+pub mod units;
 
 pub use bank::{BankEntry, BankEntryKind, Withdrawal, WithdrawalStatus};
 pub use books::Invariant;
@@ -56,3 +57,4 @@ pub use trade_actions::{
     read_archived_event, read_archived_trade, walk_events, walk_party_trades,
 };
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};
+pub use units::{Fen, PartyNumber, TradeNumber};

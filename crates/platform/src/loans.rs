@@ -30,6 +30,7 @@
 //! repayment lowers the principal from the next day on. Repayments go to
 //! interest, then penalties, then principal.
 
+use crate::units::{PartyNumber, TradeNumber};
 use std::collections::BTreeMap;
 
 use ledger::{AccountFlags, NewAccount};
@@ -79,7 +80,7 @@ impl LoanStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Loan {
     pub number: u64,
-    pub merchant: u64,
+    pub merchant: PartyNumber,
     pub out_request_no: String,
     /// What was lent.
     pub principal: u64,
@@ -99,7 +100,7 @@ pub struct Loan {
     pub days_accrued: u64,
     pub status: LoanStatus,
     /// For an order loan: the escrow trade whose settlement repays it.
-    pub trade: Option<u64>,
+    pub trade: Option<TradeNumber>,
 }
 
 impl Loan {
@@ -128,16 +129,16 @@ pub(crate) struct LoanBook {
     pub loans: BTreeMap<u64, Loan>,
     /// Loans not yet repaid.
     pub open: std::collections::BTreeSet<u64>,
-    pub by_request: BTreeMap<(u64, String), u64>,
+    pub by_request: BTreeMap<(PartyNumber, String), u64>,
     /// Settled trade volume by (merchant, month index).
-    pub settled: BTreeMap<(u64, u32), u64>,
+    pub settled: BTreeMap<(PartyNumber, u32), u64>,
     /// Money the merchant sent back out by (merchant, month index): refunds
     /// after settlement, transfers to other parties.
-    pub sent_back: BTreeMap<(u64, u32), u64>,
+    pub sent_back: BTreeMap<(PartyNumber, u32), u64>,
     /// Open order loans by the trade they advance.
-    pub by_trade: BTreeMap<u64, u64>,
+    pub by_trade: BTreeMap<TradeNumber, u64>,
     /// Open loans by (merchant, loan): a merchant's loans without a scan of all.
-    pub open_by_merchant: std::collections::BTreeSet<(u64, u64)>,
+    pub open_by_merchant: std::collections::BTreeSet<(PartyNumber, u64)>,
 }
 
 /// The term of an order loan: the trade should settle well within it.
@@ -157,10 +158,10 @@ impl Platform {
         self.state.loans.loans.get(&number)
     }
 
-    pub fn credit(&self, merchant: u64, now: u64) -> Credit {
+    pub fn credit(&self, merchant: PartyNumber, now: u64) -> Credit {
         let month = Date::of_nanos(now).month_index();
         let months = || (0..CREDIT_MONTHS).filter_map(|back| month.checked_sub(back));
-        let total = |book: &BTreeMap<(u64, u32), u64>| -> u128 {
+        let total = |book: &BTreeMap<(PartyNumber, u32), u64>| -> u128 {
             months().map(|m| u128::from(book.get(&(merchant, m)).copied().unwrap_or(0))).sum()
         };
         let volume = total(&self.state.loans.settled).saturating_sub(total(&self.state.loans.sent_back));
@@ -172,11 +173,11 @@ impl Platform {
     }
 
     /// What a merchant owes on all its loans (principal, interest, penalties).
-    pub fn loans_owed(&self, merchant: u64) -> u64 {
+    pub fn loans_owed(&self, merchant: PartyNumber) -> u64 {
         self.open_loans_of(merchant).map(Loan::owed).sum()
     }
 
-    fn open_loans_of(&self, merchant: u64) -> impl Iterator<Item = &Loan> + '_ {
+    fn open_loans_of(&self, merchant: PartyNumber) -> impl Iterator<Item = &Loan> + '_ {
         self.state
             .loans
             .open_by_merchant
@@ -215,7 +216,7 @@ impl Platform {
     }
 
     /// Counts a trade's settled amount toward its merchant's credit line.
-    pub(crate) fn record_settlement(&mut self, now: u64, merchant: u64, amount: u64) {
+    pub(crate) fn record_settlement(&mut self, now: u64, merchant: PartyNumber, amount: u64) {
         let month = (merchant, Date::of_nanos(now).month_index());
         let settled = self.state.loans.settled.entry(month).or_default();
         *settled = settled.saturating_add(amount);
@@ -223,8 +224,8 @@ impl Platform {
 
     /// Counts money a merchant sent back out (a refund after settlement, a
     /// transfer) against its credit line; other parties have none.
-    pub(crate) fn record_money_sent_back(&mut self, now: u64, party: u64, amount: u64) {
-        if self.state.parties.by_number.get(party).is_none_or(|p| p.kind != PartyKind::Merchant) {
+    pub(crate) fn record_money_sent_back(&mut self, now: u64, party: PartyNumber, amount: u64) {
+        if !self.state.parties.is(party, PartyKind::Merchant) {
             return;
         }
         let month = (party, Date::of_nanos(now).month_index());
@@ -235,7 +236,7 @@ impl Platform {
     pub(crate) fn take_loan(
         &mut self,
         now: u64,
-        merchant: u64,
+        merchant: PartyNumber,
         amount: u64,
         term_days: u32,
         out_request_no: &str,
@@ -248,7 +249,7 @@ impl Platform {
                 Outcome::Rejected(Rejection::Conflict(Conflict::LoanRequestNoUsed))
             };
         }
-        if self.state.parties.by_number.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+        if !self.state.parties.is(merchant, PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
         if amount == 0 || amount > AMOUNT_MAX || term_days == 0 || term_days > TERM_DAYS_MAX {
@@ -269,8 +270,8 @@ impl Platform {
     pub(crate) fn take_order_loan(
         &mut self,
         now: u64,
-        merchant: u64,
-        trade: u64,
+        merchant: PartyNumber,
+        trade: TradeNumber,
         amount: Option<u64>,
         out_request_no: &str,
     ) -> Outcome {
@@ -310,7 +311,7 @@ impl Platform {
 
     /// The most a merchant may borrow against a trade now: its credit
     /// available, and a share of what the trade will pay it.
-    fn order_loan_limit(&self, now: u64, merchant: u64, trade: &crate::trades::Trade) -> u64 {
+    fn order_loan_limit(&self, now: u64, merchant: PartyNumber, trade: &crate::trades::Trade) -> u64 {
         let held = trade.in_escrow();
         let will_pay = held.saturating_sub(self.merchant_fee(merchant, held));
         let share = u64::try_from(u128::from(will_pay) * u128::from(ORDER_LOAN_SHARE_PERCENT) / 100).unwrap_or(0);
@@ -322,7 +323,7 @@ impl Platform {
     pub(crate) fn order_loan_repayment_for_refund(
         &mut self,
         now: u64,
-        trade: u64,
+        trade: TradeNumber,
         refunded: u64,
     ) -> Option<(u64, u64)> {
         let number = *self.state.loans.by_trade.get(&trade)?;
@@ -333,7 +334,7 @@ impl Platform {
 
     /// The open order loan on a settling trade, accrued to now, and what its
     /// settlement (`available` after the fee) repays of it.
-    pub(crate) fn order_loan_repayment(&mut self, now: u64, trade: u64, available: u64) -> Option<(u64, u64)> {
+    pub(crate) fn order_loan_repayment(&mut self, now: u64, trade: TradeNumber, available: u64) -> Option<(u64, u64)> {
         let number = *self.state.loans.by_trade.get(&trade)?;
         self.accrue_loan(now, number);
         let owed = self.state.loans.loans.get(&number)?.owed();
@@ -344,16 +345,16 @@ impl Platform {
     fn open_loan(
         &mut self,
         now: u64,
-        merchant: u64,
+        merchant: PartyNumber,
         amount: u64,
         term_days: u32,
         out_request_no: &str,
-        trade: Option<u64>,
+        trade: Option<TradeNumber>,
     ) -> Outcome {
         let number = self.take_number();
         let account = NewAccount {
             id: accounts::loan(number),
-            user_data: merchant,
+            user_data: merchant.get(),
             ledger: LEDGER_CNY,
             code: accounts::CODE_LOAN,
             flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
@@ -400,7 +401,7 @@ impl Platform {
         Outcome::LoanUpdated(Box::new(loan))
     }
 
-    pub(crate) fn repay_loan(&mut self, now: u64, number: u64, merchant: u64, amount: u64) -> Outcome {
+    pub(crate) fn repay_loan(&mut self, now: u64, number: u64, merchant: PartyNumber, amount: u64) -> Outcome {
         if self.state.loans.loans.get(&number).is_none_or(|loan| loan.merchant != merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Loan));
         }

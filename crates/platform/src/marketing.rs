@@ -3,6 +3,7 @@
 //! may never go below zero, so neither can pay out more than it holds,
 //! whatever the concurrency: the ledger refuses the transfer first.
 
+use crate::units::{PartyNumber, TradeNumber};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngCore as _, SeedableRng as _};
@@ -32,14 +33,14 @@ pub enum SplitMode {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RedPacket {
     pub number: u64,
-    pub sender: u64,
+    pub sender: PartyNumber,
     pub total: u64,
     pub mode: SplitMode,
     pub greeting: Option<String>,
     /// Every share, fixed when the packet is made; claims take them in order.
     pub shares: Vec<u64>,
     /// (user, amount) in claim order.
-    pub claims: Vec<(u64, u64)>,
+    pub claims: Vec<(PartyNumber, u64)>,
     pub created_at: u64,
     pub expires_at: u64,
     /// What went back to the sender at expiry.
@@ -50,7 +51,7 @@ pub struct RedPacket {
 pub struct Campaign {
     pub number: u64,
     /// The merchant paying for it, or `None` for the platform.
-    pub sponsor: Option<u64>,
+    pub sponsor: Option<PartyNumber>,
     pub name: String,
     pub budget: u64,
     pub spent: u64,
@@ -60,7 +61,7 @@ pub struct Campaign {
     pub starts_at: u64,
     pub ends_at: u64,
     /// Discounts given, per user.
-    pub uses: BTreeMap<u64, u32>,
+    pub uses: BTreeMap<PartyNumber, u32>,
     /// Set at the end, when the unspent budget went back.
     pub returned: Option<u64>,
 }
@@ -70,10 +71,10 @@ pub struct Campaign {
 pub struct Coupon {
     pub number: u64,
     pub campaign: u64,
-    pub user: u64,
+    pub user: PartyNumber,
     pub expires_at: u64,
     /// The trade it was used on.
-    pub used_on: Option<u64>,
+    pub used_on: Option<TradeNumber>,
 }
 
 impl Campaign {
@@ -87,7 +88,7 @@ impl Campaign {
 pub(crate) struct Marketing {
     pub(crate) red_packets: BTreeMap<u64, RedPacket>,
     /// What each sender's red packets still hold (its `held` money).
-    pub(crate) unclaimed: BTreeMap<u64, u64>,
+    pub(crate) unclaimed: BTreeMap<PartyNumber, u64>,
     pub(crate) campaigns: BTreeMap<u64, Campaign>,
     pub(crate) coupons: BTreeMap<u64, Coupon>,
     /// (when, red packet or campaign number): expiries and ends.
@@ -147,13 +148,13 @@ impl Platform {
     pub(crate) fn create_red_packet(
         &mut self,
         now: u64,
-        sender: u64,
+        sender: PartyNumber,
         total: u64,
         count: u32,
         mode: SplitMode,
         greeting: &Option<String>,
     ) -> Outcome {
-        if self.state.parties.by_number.get(sender).is_none_or(|p| p.kind != PartyKind::User) {
+        if !self.state.parties.is(sender, PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Sender));
         }
         if count == 0 || count > RED_PACKET_SHARES_MAX {
@@ -177,7 +178,7 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
-        let seed = crate::platform::hash_of(&[number, sender, total, u64::from(count), now]);
+        let seed = crate::platform::hash_of(&[number, sender.get(), total, u64::from(count), now]);
         let shares = split(total, count, mode, seed);
         let expires_at = now.saturating_add(RED_PACKET_LIFETIME_NANOS);
         let packet = RedPacket {
@@ -198,8 +199,8 @@ impl Platform {
         Outcome::RedPacketCreated { number, total, count }
     }
 
-    pub(crate) fn claim_red_packet(&mut self, now: u64, number: u64, user: u64) -> Outcome {
-        if self.state.parties.by_number.get(user).is_none_or(|p| p.kind != PartyKind::User) {
+    pub(crate) fn claim_red_packet(&mut self, now: u64, number: u64, user: PartyNumber) -> Outcome {
+        if !self.state.parties.is(user, PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         let Some(packet) = self.state.marketing.red_packets.get(&number) else {
@@ -236,7 +237,7 @@ impl Platform {
     pub(crate) fn create_campaign(&mut self, now: u64, new: &NewCampaign) -> Outcome {
         let NewCampaign { sponsor, ref name, budget, discount, min_spend, per_user_limit, starts_at, ends_at } = *new;
         if let Some(merchant) = sponsor
-            && self.state.parties.by_number.get(merchant).is_none_or(|p| p.kind != PartyKind::Merchant)
+            && !self.state.parties.is(merchant, PartyKind::Merchant)
         {
             return Outcome::Rejected(Rejection::NotFound(Missing::Sponsor));
         }
@@ -291,7 +292,7 @@ impl Platform {
     }
 
     /// A red packet's share was claimed or its rest returned: no longer its sender's held money.
-    fn release_unclaimed(&mut self, sender: u64, amount: u64) {
+    fn release_unclaimed(&mut self, sender: PartyNumber, amount: u64) {
         if let Some(held) = self.state.marketing.unclaimed.get_mut(&sender) {
             *held -= amount;
             if *held == 0 {
@@ -308,14 +309,14 @@ impl Platform {
         &mut self,
         now: u64,
         campaign: u64,
-        issuer: Option<u64>,
-        user: u64,
+        issuer: Option<PartyNumber>,
+        user: PartyNumber,
         expires_at: Option<u64>,
     ) -> Outcome {
         let Some(found) = self.state.marketing.campaigns.get(&campaign).filter(|c| c.sponsor == issuer) else {
             return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
         };
-        if self.state.parties.by_number.get(user).is_none_or(|p| p.kind != PartyKind::User) {
+        if !self.state.parties.is(user, PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         let expires_at = expires_at.unwrap_or(found.ends_at).min(found.ends_at);

@@ -4,6 +4,7 @@
 //! idempotency records) change in the same command, so a command's money and
 //! its records commit together.
 
+use crate::units::{PartyNumber, TradeNumber};
 use std::collections::BTreeMap;
 
 use journal::{ArchiveSource, DecodeError, JournalError, StateMachine};
@@ -43,7 +44,7 @@ pub const TICK_ITEMS_MAX: u32 = 4_096;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Party {
-    pub number: u64,
+    pub number: PartyNumber,
     pub kind: PartyKind,
     pub name: String,
     pub fee_rate_bps: u32,
@@ -54,7 +55,7 @@ pub struct Party {
     pub created_at: u64,
     /// The party's newest trade (a merchant's newest made, a buyer's newest
     /// paid or made for it): the head of its chain of trades.
-    pub last_trade: Option<u64>,
+    pub last_trade: Option<TradeNumber>,
 }
 
 /// Everything but the ledger; ordered maps only, so that its encoding (and
@@ -99,8 +100,47 @@ pub struct Platform {
 pub(crate) struct Parties {
     /// By number (see `Numbered`: a full day's 8 million buyers, looked up
     /// for nearly every command).
-    pub(crate) by_number: crate::numbered::Numbered<Party>,
-    pub(crate) by_key: BTreeMap<[u8; 32], u64>,
+    by_number: crate::numbered::Numbered<Party>,
+    by_key: BTreeMap<[u8; 32], PartyNumber>,
+}
+
+impl Parties {
+    pub(crate) fn get(&self, number: PartyNumber) -> Option<&Party> {
+        self.by_number.get(number.get())
+    }
+
+    pub(crate) fn get_mut(&mut self, number: PartyNumber) -> Option<&mut Party> {
+        self.by_number.get_mut(number.get())
+    }
+
+    pub(crate) fn contains(&self, number: PartyNumber) -> bool {
+        self.by_number.contains(number.get())
+    }
+
+    /// Whether `number` is a party of this kind.
+    pub(crate) fn is(&self, number: PartyNumber, kind: PartyKind) -> bool {
+        self.get(number).is_some_and(|party| party.kind == kind)
+    }
+
+    pub(crate) fn by_key_hash(&self, key_hash: &[u8; 32]) -> Option<&Party> {
+        self.get(*self.by_key.get(key_hash)?)
+    }
+
+    pub(crate) fn key_in_use(&self, key_hash: &[u8; 32]) -> bool {
+        self.by_key.contains_key(key_hash)
+    }
+
+    /// Adds a party, numbered above every party before it.
+    pub(crate) fn push(&mut self, party: Party, key_hash: Option<[u8; 32]>) {
+        if let Some(key_hash) = key_hash {
+            self.by_key.insert(key_hash, party.number);
+        }
+        self.by_number.push(party.number.get(), party);
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Party> + '_ {
+        self.by_number.values()
+    }
 }
 
 /// The secrets a new party comes with.
@@ -123,8 +163,8 @@ pub struct Balance {
 }
 
 impl Platform {
-    pub fn party(&self, number: u64) -> Option<&Party> {
-        self.state.parties.by_number.get(number)
+    pub fn party(&self, number: PartyNumber) -> Option<&Party> {
+        self.state.parties.get(number)
     }
 
     /// The operator's secret (see `Action::InitializeSecret`), once made.
@@ -139,11 +179,10 @@ impl Platform {
 
     /// The party an API key (by its SHA-256) belongs to.
     pub fn party_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<&Party> {
-        let number = self.state.parties.by_key.get(key_hash)?;
-        self.state.parties.by_number.get(*number)
+        self.state.parties.by_key_hash(key_hash)
     }
 
-    pub fn balance(&self, number: u64) -> Option<Balance> {
+    pub fn balance(&self, number: PartyNumber) -> Option<Balance> {
         let account = self.ledger.account(accounts::wallet(number))?;
         let red_packets = self.state.marketing.unclaimed.get(&number).copied().unwrap_or(0);
         Some(Balance { available: account.debit_headroom(), held: account.debits_pending + u128::from(red_packets) })
@@ -329,17 +368,17 @@ impl Platform {
         if webhook_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, crate::trade_actions::URL_CHARS_MAX)) {
             return invalid(Invalid::WebhookUrl);
         }
-        if self.state.parties.by_key.contains_key(key_hash) {
+        if self.state.parties.key_in_use(key_hash) {
             return Outcome::Rejected(Rejection::Conflict(Conflict::KeyInUse));
         }
-        let number = self.take_number();
+        let number = PartyNumber::new(self.take_number());
         let code = match kind {
             PartyKind::User => accounts::CODE_USER_WALLET,
             PartyKind::Merchant => accounts::CODE_MERCHANT_WALLET,
         };
         let wallet = NewAccount {
             id: accounts::wallet(number),
-            user_data: number,
+            user_data: number.get(),
             ledger: LEDGER_CNY,
             code,
             flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
@@ -360,16 +399,15 @@ impl Platform {
             created_at: now,
             last_trade: None,
         };
-        self.state.parties.by_number.push(number, party);
-        self.state.parties.by_key.insert(*key_hash, number);
+        self.state.parties.push(party, Some(*key_hash));
         Outcome::PartyCreated { number, kind }
     }
 
-    fn transfer(&mut self, now: u64, from: u64, to: u64, amount: u64) -> Outcome {
+    fn transfer(&mut self, now: u64, from: PartyNumber, to: PartyNumber, amount: u64) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(from, amount) {
             return Outcome::Rejected(rejection);
         }
-        if !self.state.parties.by_number.contains(to) {
+        if !self.state.parties.contains(to) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Recipient));
         }
         if from == to {
@@ -448,10 +486,10 @@ impl Platform {
     pub(crate) fn charge(
         &self,
         now: u64,
-        party: u64,
+        party: PartyNumber,
         product: Product,
         amount: u64,
-    ) -> (u64, (u64, Product, u32), u64) {
+    ) -> (u64, (PartyNumber, Product, u32), u64) {
         let schedule = self.fee_schedule(product);
         let period = match schedule.free_quota.map(|quota| quota.period) {
             Some(QuotaPeriod::Month) => Date::of_nanos(now).month_index(),
@@ -463,8 +501,8 @@ impl Platform {
         (charge.fee, key, charge.quota_used)
     }
 
-    pub(crate) fn check_party_and_amount(&self, party: u64, amount: u64) -> Result<(), Rejection> {
-        if !self.state.parties.by_number.contains(party) {
+    pub(crate) fn check_party_and_amount(&self, party: PartyNumber, amount: u64) -> Result<(), Rejection> {
+        if !self.state.parties.contains(party) {
             return Err(Rejection::NotFound(Missing::Party));
         }
         if amount == 0 || amount > AMOUNT_MAX {

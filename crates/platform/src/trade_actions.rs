@@ -2,6 +2,7 @@
 //! money in one linked chain, and records the trade and its events in the
 //! same command.
 
+use crate::units::{PartyNumber, TradeNumber};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -45,13 +46,13 @@ const _: () = assert!(AMOUNT_MAX.checked_mul(REFUNDS_PER_TRADE_MAX as u64).is_so
 #[derive(Default)]
 pub(crate) struct Touched {
     /// Trades it created or changed.
-    pub changed: Vec<u64>,
+    pub changed: Vec<TradeNumber>,
     /// Archived trades it brought back, with where they were.
-    pub restored: Vec<(u64, u64)>,
+    pub restored: Vec<(TradeNumber, u64)>,
     /// Events it archived that hold a trade: (trade, event's offset, the
     /// trade as the event holds it). Held, so that a later change within
     /// the command copies the record (and so differs from the event's).
-    pub events: Vec<(u64, u64, Arc<Trade>)>,
+    pub events: Vec<(TradeNumber, u64, Arc<Trade>)>,
 }
 
 fn not_found() -> Outcome {
@@ -110,7 +111,7 @@ impl Platform {
     }
 
     /// The trade with this number, live or archived.
-    pub fn trade(&self, archive: &dyn ArchiveSource, number: u64) -> Result<Option<Trade>, JournalError> {
+    pub fn trade(&self, archive: &dyn ArchiveSource, number: TradeNumber) -> Result<Option<Trade>, JournalError> {
         if let Some(trade) = self.state.trades.live.get(&number) {
             return Ok(Some(Trade::clone(trade)));
         }
@@ -124,7 +125,7 @@ impl Platform {
     pub fn trade_by_out_trade_no(
         &self,
         archive: &dyn ArchiveSource,
-        merchant: u64,
+        merchant: PartyNumber,
         out_trade_no: &str,
     ) -> Result<Option<Trade>, JournalError> {
         for number in self.numbers_by_reference(merchant, out_trade_no) {
@@ -138,15 +139,15 @@ impl Platform {
 
     /// The trades whose reference hashes as this one's (almost always the
     /// one trade with it, if any).
-    fn numbers_by_reference(&self, merchant: u64, out_trade_no: &str) -> Vec<u64> {
-        self.state.trades.by_reference.candidates(reference_key(merchant, out_trade_no)).collect()
+    fn numbers_by_reference(&self, merchant: PartyNumber, out_trade_no: &str) -> Vec<TradeNumber> {
+        self.state.trades.by_reference.candidates(reference_key(merchant, out_trade_no)).map(TradeNumber::new).collect()
     }
 
     /// Where the trades below `before` (a trade number) are, newest first, at
     /// most `max`: for reading archived ones after the state's lock is let go
     /// (see [`list_trades_newest_first`]).
-    pub fn trades_at_newest_first(&self, before: Option<u64>, max: usize) -> Vec<(u64, TradeAt)> {
-        let upper = before.unwrap_or(u64::MAX);
+    pub fn trades_at_newest_first(&self, before: Option<TradeNumber>, max: usize) -> Vec<(TradeNumber, TradeAt)> {
+        let upper = before.unwrap_or(TradeNumber::new(u64::MAX));
         let mut live = self.state.trades.live.range(..upper).rev().peekable();
         let mut archived = self.state.trades.directory.archived_newest_first(upper).peekable();
         let mut found = Vec::new();
@@ -168,7 +169,7 @@ impl Platform {
 
     /// Where the trade with this number is (for reading an archived one after
     /// the state's lock is let go).
-    pub fn trade_at(&self, number: u64) -> Option<TradeAt> {
+    pub fn trade_at(&self, number: TradeNumber) -> Option<TradeAt> {
         if let Some(trade) = self.state.trades.live.get(&number) {
             return Some(TradeAt::Memory(Arc::clone(trade)));
         }
@@ -176,8 +177,8 @@ impl Platform {
     }
 
     /// The newest trade of a party's chain (see `Trade::previous_of_merchant`).
-    pub fn last_trade_of(&self, party: u64) -> Option<u64> {
-        self.state.parties.by_number.get(party)?.last_trade
+    pub fn last_trade_of(&self, party: PartyNumber) -> Option<TradeNumber> {
+        self.state.parties.get(party)?.last_trade
     }
 
     /// How many trades the platform has made: no chain is longer.
@@ -190,7 +191,7 @@ impl Platform {
     pub fn trades_newest_first(
         &self,
         archive: &dyn ArchiveSource,
-        before: Option<u64>,
+        before: Option<TradeNumber>,
         limit: usize,
         keep: impl Fn(&Trade) -> bool,
     ) -> Result<Vec<Trade>, JournalError> {
@@ -204,7 +205,7 @@ impl Platform {
     }
 
     /// The newest event of a party: where it is in the archive.
-    pub fn last_event_at(&self, party: u64) -> Option<u64> {
+    pub fn last_event_at(&self, party: PartyNumber) -> Option<u64> {
         self.state.events.last_of_party.get(&party).copied()
     }
 
@@ -282,7 +283,7 @@ impl Platform {
         }
     }
 
-    fn bring_back_trade(&mut self, number: u64, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
+    fn bring_back_trade(&mut self, number: TradeNumber, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
         let Some(offset) = self.state.trades.directory.archived_at(number) else { return Ok(()) };
         let trade = self.archived_trade_at(archive, offset)?;
         self.restore_archived_trade(trade, offset);
@@ -295,7 +296,7 @@ impl Platform {
 
     /// A live trade for an action to change (an archived one the action
     /// names was brought back before it ran), an unknown one not found.
-    pub(crate) fn live_trade(&self, number: u64) -> Result<Arc<Trade>, Outcome> {
+    pub(crate) fn live_trade(&self, number: TradeNumber) -> Result<Arc<Trade>, Outcome> {
         match self.state.trades.live.get(&number) {
             Some(trade) => Ok(Arc::clone(trade)),
             None if self.state.trades.directory.archived_at(number).is_some() => {
@@ -305,7 +306,11 @@ impl Platform {
         }
     }
 
-    fn live_trade_by_out_trade_no(&self, merchant: u64, out_trade_no: &str) -> Result<Option<Arc<Trade>>, Outcome> {
+    fn live_trade_by_out_trade_no(
+        &self,
+        merchant: PartyNumber,
+        out_trade_no: &str,
+    ) -> Result<Option<Arc<Trade>>, Outcome> {
         for number in self.numbers_by_reference(merchant, out_trade_no) {
             let trade = self.live_trade(number)?;
             if trade.merchant == merchant && trade.out_trade_no == out_trade_no {
@@ -340,7 +345,7 @@ impl Platform {
         // Only a trade's last event can hold it as it is now (a change after
         // an event copies the trade). A map, not a search of the list: a tick
         // settles a hundred thousand trades, each with its event.
-        let mut last_event: HashMap<u64, (u64, Arc<Trade>)> = HashMap::with_capacity(events.len());
+        let mut last_event: HashMap<TradeNumber, (u64, Arc<Trade>)> = HashMap::with_capacity(events.len());
         for (number, offset, held) in events {
             last_event.insert(number, (offset, held));
         }
@@ -365,7 +370,7 @@ impl Platform {
 
     /// Moves a live trade to the archive record at `offset` (a parked
     /// one's auto-confirmation to the queue of archived ones).
-    fn park(&mut self, number: u64, offset: u64) {
+    fn park(&mut self, number: TradeNumber, offset: u64) {
         let Some(trade) = self.state.trades.live.remove(&number) else { return };
         // The clock watches only live trades: a parked one's entries (a paid
         // trade's expiry, a settled one's auto-confirmation) go now rather
@@ -390,7 +395,7 @@ impl Platform {
     pub fn events_of(
         &self,
         archive: &dyn ArchiveSource,
-        party: u64,
+        party: PartyNumber,
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Event>, JournalError> {
@@ -420,7 +425,7 @@ impl Platform {
     }
 
     pub(crate) fn create_trade(&mut self, now: u64, new: &NewTrade) -> Outcome {
-        if self.state.parties.by_number.get(new.merchant).is_none_or(|p| p.kind != PartyKind::Merchant) {
+        if !self.state.parties.is(new.merchant, PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
         let existing = match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
@@ -449,7 +454,7 @@ impl Platform {
         }
         let auto_confirm_days = new.auto_confirm_days.unwrap_or(AUTO_CONFIRM_DAYS_DEFAULT);
         let expire_minutes = new.expire_minutes.unwrap_or(EXPIRE_MINUTES_DEFAULT);
-        let number = self.take_number();
+        let number = TradeNumber::new(self.take_number());
         let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
         let previous_of_merchant = self.link_trade(new.merchant, number);
         let previous_of_buyer = new.buyer.and_then(|buyer| self.link_trade(buyer, number));
@@ -483,7 +488,7 @@ impl Platform {
             previous_of_merchant,
             previous_of_buyer,
         };
-        self.state.trades.by_reference.insert(reference_key(new.merchant, &new.out_trade_no), number);
+        self.state.trades.by_reference.insert(reference_key(new.merchant, &new.out_trade_no), number.get());
         self.state.trades.due.insert((expire_at, number));
         self.state.trades.directory.add_live(number);
         self.state.trades.live.insert(number, Arc::new(trade.clone()));
@@ -513,7 +518,7 @@ impl Platform {
             return Err(invalid(Invalid::ExpireMinutes));
         }
         if let Some(buyer) = new.buyer
-            && self.state.parties.by_number.get(buyer).is_none_or(|p| p.kind != PartyKind::User)
+            && !self.state.parties.is(buyer, PartyKind::User)
         {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Buyer)));
         }
@@ -530,8 +535,8 @@ impl Platform {
         Ok(())
     }
 
-    pub(crate) fn issue_payment_code(&mut self, now: u64, user: u64, code: &str, expires_at: u64) -> Outcome {
-        if self.state.parties.by_number.get(user).is_none_or(|p| p.kind != PartyKind::User) {
+    pub(crate) fn issue_payment_code(&mut self, now: u64, user: PartyNumber, code: &str, expires_at: u64) -> Outcome {
+        if !self.state.parties.is(user, PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
         if code.len() != PAYMENT_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) || expires_at <= now {
@@ -575,7 +580,7 @@ impl Platform {
         &mut self,
         now: u64,
         new: &NewTrade,
-        buyer: u64,
+        buyer: PartyNumber,
         source: PaySource,
         coupon: Option<u64>,
     ) -> Outcome {
@@ -598,8 +603,8 @@ impl Platform {
     pub(crate) fn pay_trade(
         &mut self,
         now: u64,
-        number: u64,
-        buyer: u64,
+        number: TradeNumber,
+        buyer: PartyNumber,
         source: PaySource,
         coupon: Option<u64>,
     ) -> Outcome {
@@ -663,7 +668,7 @@ impl Platform {
     }
 
     /// The trade, if `buyer` may pay it now (an expired one is closed on the way).
-    fn payable_trade(&mut self, now: u64, number: u64, buyer: u64) -> Result<Arc<Trade>, Outcome> {
+    fn payable_trade(&mut self, now: u64, number: TradeNumber, buyer: PartyNumber) -> Result<Arc<Trade>, Outcome> {
         let trade = self.live_trade(number)?;
         if trade.buyer.is_some_and(|only| only != buyer) {
             return Err(not_found());
@@ -723,7 +728,14 @@ impl Platform {
 
     /// A campaign's discount given on trade `number`: its budget spent, the
     /// buyer's use counted, the coupon used.
-    fn use_discount(&mut self, buyer: u64, number: u64, campaign: Option<u64>, coupon: Option<u64>, discount: u64) {
+    fn use_discount(
+        &mut self,
+        buyer: PartyNumber,
+        number: TradeNumber,
+        campaign: Option<u64>,
+        coupon: Option<u64>,
+        discount: u64,
+    ) {
         let Some(campaign) = campaign.and_then(|campaign| self.state.marketing.campaigns.get_mut(&campaign)) else {
             return;
         };
@@ -734,7 +746,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn ship_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
+    pub(crate) fn ship_trade(&mut self, now: u64, number: TradeNumber, merchant: PartyNumber) -> Outcome {
         let trade = match self.live_trade(number) {
             Ok(trade) if trade.merchant == merchant => trade,
             Ok(_) => return not_found(),
@@ -758,7 +770,7 @@ impl Platform {
         Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
     }
 
-    pub(crate) fn confirm_trade(&mut self, now: u64, number: u64, buyer: u64) -> Outcome {
+    pub(crate) fn confirm_trade(&mut self, now: u64, number: TradeNumber, buyer: PartyNumber) -> Outcome {
         let trade = match self.live_trade(number) {
             Ok(trade) if trade.payer == Some(buyer) => trade,
             Ok(_) => return not_found(),
@@ -777,7 +789,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn close_trade(&mut self, now: u64, number: u64, merchant: u64) -> Outcome {
+    pub(crate) fn close_trade(&mut self, now: u64, number: TradeNumber, merchant: PartyNumber) -> Outcome {
         let trade = match self.live_trade(number) {
             Ok(trade) if trade.merchant == merchant => trade,
             Ok(_) => return not_found(),
@@ -793,8 +805,8 @@ impl Platform {
     pub(crate) fn refund_trade(
         &mut self,
         now: u64,
-        number: u64,
-        merchant: u64,
+        number: TradeNumber,
+        merchant: PartyNumber,
         out_request_no: &str,
         amount: u64,
         reason: &Option<String>,
@@ -1001,7 +1013,7 @@ impl Platform {
     }
 
     /// Pays what escrow holds for a trade to the merchant with the merchant's fee, in one chain.
-    fn settle_escrow(&mut self, now: u64, number: u64) -> Result<Trade, Rejection> {
+    fn settle_escrow(&mut self, now: u64, number: TradeNumber) -> Result<Trade, Rejection> {
         // Only the tick and a confirmation settle, and only open (live) trades.
         let trade = self.state.trades.live.get(&number).cloned().ok_or(Rejection::NotFound(Missing::Trade))?;
         let settled_amount = trade.in_escrow();
@@ -1052,14 +1064,14 @@ impl Platform {
         Ok(Trade::clone(&updated))
     }
 
-    fn close_unpaid(&mut self, now: u64, number: u64) -> Trade {
+    fn close_unpaid(&mut self, now: u64, number: TradeNumber) -> Trade {
         let updated = self.update_trade(number, |trade| trade.status = TradeStatus::TradeClosed);
         self.emit_trade(now, "trade.closed", &updated);
         Trade::clone(&updated)
     }
 
     /// The campaign of a coupon the buyer may use on this merchant's trade now.
-    fn usable_coupon(&self, now: u64, coupon: u64, buyer: u64, merchant: u64) -> Result<u64, Outcome> {
+    fn usable_coupon(&self, now: u64, coupon: u64, buyer: PartyNumber, merchant: PartyNumber) -> Result<u64, Outcome> {
         let Some(coupon) = self.state.marketing.coupons.get(&coupon).filter(|c| c.user == buyer) else {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Coupon)));
         };
@@ -1077,7 +1089,13 @@ impl Platform {
     }
 
     /// The discount a payment gets from the trade's campaign, or why none.
-    fn campaign_discount(&self, now: u64, trade: &Trade, buyer: u64, campaign: Option<u64>) -> (u64, Option<String>) {
+    fn campaign_discount(
+        &self,
+        now: u64,
+        trade: &Trade,
+        buyer: PartyNumber,
+        campaign: Option<u64>,
+    ) -> (u64, Option<String>) {
         let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaigns.get(&number)) else {
             return (0, None);
         };
@@ -1102,26 +1120,26 @@ impl Platform {
 
     /// The merchant's fee on a settled amount: its own rate, with the
     /// merchant-trade schedule's minimum, maximum and free quota.
-    pub(crate) fn merchant_fee(&self, merchant: u64, amount: u64) -> u64 {
-        let rate = self.state.parties.by_number.get(merchant).map_or(0, |party| party.fee_rate_bps);
+    pub(crate) fn merchant_fee(&self, merchant: PartyNumber, amount: u64) -> u64 {
+        let rate = self.state.parties.get(merchant).map_or(0, |party| party.fee_rate_bps);
         let schedule = crate::fees::FeeSchedule { rate_bps: rate, ..self.fee_schedule(Product::MerchantTrade) };
         schedule.fee(amount, 0).fee
     }
 
-    fn fee_transfer(&mut self, now: u64, merchant: u64, fee: u64, reference: Reference) -> Transfer {
+    fn fee_transfer(&mut self, now: u64, merchant: PartyNumber, fee: u64, reference: Reference) -> Transfer {
         self.new_transfer(now, accounts::wallet(merchant), REVENUE, fee, accounts::CODE_TRADE_FEE, reference)
     }
 
     /// Makes `trade` the newest of `party`'s chain of trades; answers the
     /// one before it.
-    fn link_trade(&mut self, party: u64, trade: u64) -> Option<u64> {
-        self.state.parties.by_number.get_mut(party)?.last_trade.replace(trade)
+    fn link_trade(&mut self, party: PartyNumber, trade: TradeNumber) -> Option<TradeNumber> {
+        self.state.parties.get_mut(party)?.last_trade.replace(trade)
     }
 
     /// Changes the live record (copying it first only if someone still
     /// holds the old version) and returns it, shared; the command's end
     /// archives it if this finished it.
-    fn update_trade(&mut self, number: u64, change: impl FnOnce(&mut Trade)) -> Arc<Trade> {
+    fn update_trade(&mut self, number: TradeNumber, change: impl FnOnce(&mut Trade)) -> Arc<Trade> {
         self.touched.changed.push(number);
         match self.state.trades.live.get_mut(&number) {
             Some(trade) => {
@@ -1138,12 +1156,19 @@ impl Platform {
 
     /// Records an event for a merchant and, when it has a webhook, queues
     /// its delivery. Events for users are not kept (they have no webhook).
-    pub(crate) fn emit(&mut self, now: u64, party: u64, kind: &str, trade: Option<u64>, data: EventData) {
+    pub(crate) fn emit(
+        &mut self,
+        now: u64,
+        party: PartyNumber,
+        kind: &str,
+        trade: Option<TradeNumber>,
+        data: EventData,
+    ) {
         let holds_trade = match &data {
             EventData::Trade(record) | EventData::Refund { trade: record, .. } => Some(Arc::clone(record)),
             _ => None,
         };
-        let Some(recipient) = self.state.parties.by_number.get(party) else { return };
+        let Some(recipient) = self.state.parties.get(party) else { return };
         if recipient.kind != PartyKind::Merchant {
             return;
         }
@@ -1195,9 +1220,9 @@ const TRADES_AT_PER_VISIT: usize = 256;
 /// state) and `read` reads an archived one (the file, with no lock held).
 /// A filter that keeps few reads many: an index by party would help.
 pub fn list_trades_newest_first(
-    places: impl Fn(Option<u64>, usize) -> Result<Vec<(u64, TradeAt)>, JournalError>,
+    places: impl Fn(Option<TradeNumber>, usize) -> Result<Vec<(TradeNumber, TradeAt)>, JournalError>,
     read: impl Fn(u64) -> Result<Trade, JournalError>,
-    before: Option<u64>,
+    before: Option<TradeNumber>,
     limit: usize,
     keep: impl Fn(&Trade) -> bool,
 ) -> Result<Vec<Trade>, JournalError> {
@@ -1226,12 +1251,12 @@ pub fn list_trades_newest_first(
 /// One party's trades, newest first along its chain (see
 /// `Trade::previous_of_merchant`), that pass `keep`, at most `limit`.
 pub struct PartyTrades<'a> {
-    pub party: u64,
+    pub party: PartyNumber,
     pub kind: crate::command::PartyKind,
     /// The chain's newest trade (`Platform::last_trade_of`).
-    pub head: Option<u64>,
+    pub head: Option<TradeNumber>,
     /// A trade of the chain: list those after it.
-    pub starting_after: Option<u64>,
+    pub starting_after: Option<TradeNumber>,
     pub limit: usize,
     /// No chain is longer than this (`Platform::trades_made`): a damaged
     /// record that loops the chain ends the walk as an error.
@@ -1244,10 +1269,10 @@ pub struct PartyTrades<'a> {
 /// Reads only the party's own trades, however many the platform has.
 pub fn walk_party_trades(
     walk: PartyTrades<'_>,
-    locate: impl Fn(u64) -> Result<Option<TradeAt>, JournalError>,
+    locate: impl Fn(TradeNumber) -> Result<Option<TradeAt>, JournalError>,
     read: impl Fn(u64) -> Result<Trade, JournalError>,
 ) -> Result<Vec<Trade>, JournalError> {
-    let fetch = |number: u64| -> Result<Option<Trade>, JournalError> {
+    let fetch = |number: TradeNumber| -> Result<Option<Trade>, JournalError> {
         Ok(match locate(number)? {
             Some(TradeAt::Memory(trade)) => Some(Trade::clone(&trade)),
             Some(TradeAt::Archive(offset)) => Some(read(offset)?),
@@ -1340,7 +1365,7 @@ fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRe
 
 /// The trades an action names, which apply brings back from the archive first.
 enum NamedTrades<'a> {
-    Number(u64),
+    Number(TradeNumber),
     /// Those with this trade's `out_trade_no` (a create, or a retried payment).
     Reference(&'a NewTrade),
     /// A tick's: the parked ones whose auto-confirmation is due.
@@ -1367,9 +1392,10 @@ fn named_trades(action: &Action) -> NamedTrades<'_> {
 /// A merchant's reference as the index keys it: the first 8 bytes of a
 /// SHA-256 (stable across builds, as the snapshot needs; hard to collide
 /// on purpose, and a collision costs a lookup one more trade).
-fn reference_key(merchant: u64, out_trade_no: &str) -> u64 {
+fn reference_key(merchant: PartyNumber, out_trade_no: &str) -> u64 {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::new().chain_update(merchant.to_le_bytes()).chain_update(out_trade_no.as_bytes()).finalize();
+    let digest =
+        Sha256::new().chain_update(merchant.get().to_le_bytes()).chain_update(out_trade_no.as_bytes()).finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_le_bytes(first)
@@ -1382,7 +1408,7 @@ fn parked_due_of(trade: &Trade) -> Option<u64> {
 
 /// Callers look a trade up before changing it; reaching here is a bug.
 #[allow(clippy::panic)]
-fn unreachable_trade(number: u64) -> ! {
+fn unreachable_trade(number: TradeNumber) -> ! {
     panic!("trade {number} was looked up and then vanished")
 }
 
@@ -1393,7 +1419,7 @@ mod tests {
     fn event(number: u64) -> Event {
         let data = EventData::Withdrawal(crate::bank::Withdrawal {
             number,
-            party: 7,
+            party: PartyNumber::new(7),
             amount: 100,
             fee: 0,
             status: crate::bank::WithdrawalStatus::Succeeded,
@@ -1402,7 +1428,14 @@ mod tests {
             hold_amount_id: 1,
             hold_fee_id: None,
         });
-        Event { number, party: 7, kind: "withdrawal.succeeded".to_string(), created_at: number, trade: None, data }
+        Event {
+            number,
+            party: PartyNumber::new(7),
+            kind: "withdrawal.succeeded".to_string(),
+            created_at: number,
+            trade: None,
+            data,
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::numbered::Numbered;
+use crate::units::TradeNumber;
 
 /// The offset of a trade that is live (in memory, not in the archive).
 const LIVE: u64 = u64::MAX;
@@ -23,27 +24,29 @@ pub(crate) struct TradeDirectory {
 
 impl TradeDirectory {
     /// A new trade, live; its number is above every number before it.
-    pub(crate) fn add_live(&mut self, number: u64) {
-        self.offsets.push(number, LIVE);
+    pub(crate) fn add_live(&mut self, number: TradeNumber) {
+        self.offsets.push(number.get(), LIVE);
     }
 
     /// Where the trade rests in the archive (`None`: live, or no such trade).
-    pub(crate) fn archived_at(&self, number: u64) -> Option<u64> {
-        self.offsets.get(number).copied().filter(|&offset| offset != LIVE)
+    pub(crate) fn archived_at(&self, number: TradeNumber) -> Option<u64> {
+        self.offsets.get(number.get()).copied().filter(|&offset| offset != LIVE)
     }
 
     /// The trade (live now) rests at `offset` from now on.
-    pub(crate) fn archive(&mut self, number: u64, offset: u64) {
+    pub(crate) fn archive(&mut self, number: TradeNumber, offset: u64) {
         assert_ne!(offset, LIVE, "archive offset of trade {number}");
-        let entry = self.offsets.get_mut(number).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
+        let entry =
+            self.offsets.get_mut(number.get()).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
         assert_eq!(*entry, LIVE, "trade {number} archived twice");
         *entry = offset;
         self.archived += 1;
     }
 
     /// The archived trade is live again (brought back for a command).
-    pub(crate) fn bring_back(&mut self, number: u64) {
-        let entry = self.offsets.get_mut(number).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
+    pub(crate) fn bring_back(&mut self, number: TradeNumber) {
+        let entry =
+            self.offsets.get_mut(number.get()).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
         assert_ne!(*entry, LIVE, "trade {number} brought back but live");
         *entry = LIVE;
         self.archived -= 1;
@@ -59,10 +62,10 @@ impl TradeDirectory {
     }
 
     /// Archived trades numbered below `before`, newest first: (number, offset).
-    pub(crate) fn archived_newest_first(&self, before: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    pub(crate) fn archived_newest_first(&self, before: TradeNumber) -> impl Iterator<Item = (TradeNumber, u64)> + '_ {
         self.offsets
-            .newest_first(before)
-            .map(|(number, &offset)| (number, offset))
+            .newest_first(before.get())
+            .map(|(number, &offset)| (TradeNumber::new(number), offset))
             .filter(|&(_, offset)| offset != LIVE)
     }
 
@@ -111,15 +114,15 @@ mod tests {
                 match step {
                     Step::Add(gap) => {
                         let number = numbers.last().copied().unwrap_or(0) + gap;
-                        directory.add_live(number);
+                        directory.add_live(TradeNumber::new(number));
                         numbers.push(number);
                     }
                     Step::Toggle(nth, offset) if !numbers.is_empty() => {
                         let number = numbers[nth % numbers.len()];
                         if model.remove(&number).is_some() {
-                            directory.bring_back(number);
+                            directory.bring_back(TradeNumber::new(number));
                         } else {
-                            directory.archive(number, offset);
+                            directory.archive(TradeNumber::new(number), offset);
                             model.insert(number, offset);
                         }
                     }
@@ -128,10 +131,10 @@ mod tests {
             }
             prop_assert_eq!(directory.archived_len(), model.len());
             for number in numbers.iter().copied().chain([0, probe, u64::MAX]) {
-                prop_assert_eq!(directory.archived_at(number), model.get(&number).copied());
+                prop_assert_eq!(directory.archived_at(TradeNumber::new(number)), model.get(&number).copied());
             }
-            let newest: Vec<_> = directory.archived_newest_first(probe).collect();
-            let expected: Vec<_> = model.range(..probe).rev().map(|(&n, &o)| (n, o)).collect();
+            let newest: Vec<_> = directory.archived_newest_first(TradeNumber::new(probe)).collect();
+            let expected: Vec<_> = model.range(..probe).rev().map(|(&n, &o)| (TradeNumber::new(n), o)).collect();
             prop_assert_eq!(newest, expected);
             prop_assert!(directory.archived_offsets().eq(model.values().copied()));
         }
@@ -142,21 +145,22 @@ mod tests {
         let mut directory = TradeDirectory::default();
         let count = (1u64 << 16) * 3 + 17;
         for number in 1..=count {
-            directory.add_live(number * 3);
+            directory.add_live(TradeNumber::new(number * 3));
             if number % 2 == 0 {
-                directory.archive(number * 3, number);
+                directory.archive(TradeNumber::new(number * 3), number);
             }
         }
         for number in 1..=count {
             let expected = (number % 2 == 0).then_some(number);
-            assert_eq!(directory.archived_at(number * 3), expected, "trade {}", number * 3);
-            assert_eq!(directory.archived_at(number * 3 + 1), None);
+            assert_eq!(directory.archived_at(TradeNumber::new(number * 3)), expected, "trade {}", number * 3);
+            assert_eq!(directory.archived_at(TradeNumber::new(number * 3 + 1)), None);
         }
         assert_eq!(directory.archived_len() as u64, count / 2);
         let chunk = 1u64 << 16;
         for before in [0, 3, 7, chunk * 3 + 1, chunk * 3 + 3, chunk * 6 + 7, count * 3, u64::MAX] {
-            let expected = (1..=count).rev().filter(|n| n % 2 == 0 && n * 3 < before).map(|n| (n * 3, n));
-            assert!(directory.archived_newest_first(before).eq(expected), "before {before}");
+            let expected =
+                (1..=count).rev().filter(|n| n % 2 == 0 && n * 3 < before).map(|n| (TradeNumber::new(n * 3), n));
+            assert!(directory.archived_newest_first(TradeNumber::new(before)).eq(expected), "before {before}");
         }
         let bytes = postcard::to_allocvec(&directory).unwrap();
         assert_eq!(postcard::from_bytes::<TradeDirectory>(&bytes).unwrap(), directory);
@@ -166,7 +170,7 @@ mod tests {
     #[should_panic(expected = "out of order")]
     fn a_number_below_the_last_is_refused() {
         let mut directory = TradeDirectory::default();
-        directory.add_live(5);
-        directory.add_live(5);
+        directory.add_live(TradeNumber::new(5));
+        directory.add_live(TradeNumber::new(5));
     }
 }

@@ -10,6 +10,7 @@
 //! and the trade's record (what it was paid, what was refunded) say the same.
 //! Instant trades move the money and take the fee at payment.
 
+use crate::units::{PartyNumber, TradeNumber};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -75,21 +76,21 @@ pub struct Refund {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Trade {
-    pub number: u64,
-    pub merchant: u64,
+    pub number: TradeNumber,
+    pub merchant: PartyNumber,
     pub out_trade_no: String,
     pub amount: u64,
     pub subject: String,
     pub mode: TradeMode,
     /// Only this user may pay, when set.
-    pub buyer: Option<u64>,
+    pub buyer: Option<PartyNumber>,
     pub status: TradeStatus,
     pub auto_confirm_days: u32,
     pub expire_at: u64,
     pub created_at: u64,
     pub paid_at: Option<u64>,
     /// Who paid (the buyer, once paid).
-    pub payer: Option<u64>,
+    pub payer: Option<PartyNumber>,
     /// The ledger account the payment came from (wallet or fund holding).
     pub payer_account: Option<u128>,
     pub shipped_at: Option<u64>,
@@ -115,10 +116,10 @@ pub struct Trade {
     /// The merchant's trade before this one: a party's trades are a chain
     /// walked back from its newest (`Party::last_trade`), so listing them
     /// reads only theirs.
-    pub previous_of_merchant: Option<u64>,
+    pub previous_of_merchant: Option<TradeNumber>,
     /// The buyer's trade before this one (set when the trade became the
     /// buyer's: at creation for a trade made for one buyer, else at payment).
-    pub previous_of_buyer: Option<u64>,
+    pub previous_of_buyer: Option<TradeNumber>,
 }
 
 impl Trade {
@@ -166,13 +167,13 @@ pub enum EventData {
 pub struct Event {
     pub number: u64,
     /// The merchant (or party) it is for.
-    pub party: u64,
+    pub party: PartyNumber,
     /// `trade.paid`, `trade.shipped`, `trade.succeeded`, `trade.closed`,
     /// `refund.succeeded`, `withdrawal.succeeded`, `withdrawal.failed`.
     pub kind: String,
     pub created_at: u64,
     /// Events of one trade are delivered in order.
-    pub trade: Option<u64>,
+    pub trade: Option<TradeNumber>,
     pub data: EventData,
 }
 
@@ -200,7 +201,7 @@ pub struct Delivery {
     /// Where the event is archived.
     pub offset: u64,
     /// Its trade: a trade's events are delivered in order.
-    pub trade: Option<u64>,
+    pub trade: Option<TradeNumber>,
     pub attempts: u32,
     pub next_attempt_at: u64,
 }
@@ -217,7 +218,7 @@ pub(crate) struct TradeBook {
     /// Live trades: unpaid ones, and others only within the command that
     /// brought them back or changed them (then they go to the archive, see
     /// `TradeStatus::rests_in_archive`).
-    pub(crate) live: std::collections::BTreeMap<u64, std::sync::Arc<Trade>>,
+    pub(crate) live: std::collections::BTreeMap<TradeNumber, std::sync::Arc<Trade>>,
     /// Every trade, and where those that rest in the archive are.
     pub(crate) directory: crate::trade_directory::TradeDirectory,
     /// The `out_trade_no` index: the merchant's reference hashed (see
@@ -226,12 +227,12 @@ pub(crate) struct TradeBook {
     pub(crate) by_reference: crate::reference_index::ReferenceIndex,
     /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
     /// of shipped ones (entries of trades no longer live are stale).
-    pub(crate) due: std::collections::BTreeSet<(u64, u64)>,
+    pub(crate) due: std::collections::BTreeSet<(u64, TradeNumber)>,
     /// (when, trade): auto-confirmation of shipped trades parked in the
     /// archive; a tick brings those due back (`Platform::bring_back_trades`).
     pub(crate) parked_due: crate::due_queue::DueQueue,
     /// Payment codes not yet used: code → (user, expires_at).
-    pub(crate) payment_codes: std::collections::BTreeMap<String, (u64, u64)>,
+    pub(crate) payment_codes: std::collections::BTreeMap<String, (PartyNumber, u64)>,
     pub(crate) payment_codes_due: std::collections::BTreeSet<(u64, String)>,
 }
 
@@ -240,7 +241,7 @@ pub(crate) struct TradeBook {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct EventBook {
     /// Each party's newest event (each archived event points to the one before).
-    pub(crate) last_of_party: std::collections::BTreeMap<u64, u64>,
+    pub(crate) last_of_party: std::collections::BTreeMap<PartyNumber, u64>,
     /// Events not yet delivered (nor given up on), by event number.
     pub(crate) deliveries: std::collections::BTreeMap<u64, Delivery>,
 }

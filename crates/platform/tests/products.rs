@@ -8,7 +8,8 @@ use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
 use platform::accounts::{BANK_CLEARING, REVENUE};
 use platform::{
-    Action, Command, IdempotencyTag, Outcome, PartyKind, Platform, PlatformConfig, Rejection, WithdrawalStatus,
+    Action, Command, IdempotencyTag, Outcome, PartyKind, PartyNumber, Platform, PlatformConfig, Rejection, TradeNumber,
+    WithdrawalStatus,
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -38,7 +39,7 @@ impl World {
         outcome
     }
 
-    fn party(&mut self, kind: PartyKind, key: u8) -> u64 {
+    fn party(&mut self, kind: PartyKind, key: u8) -> PartyNumber {
         let outcome = self.run(Action::CreateParty {
             kind,
             name: format!("party {key}"),
@@ -54,7 +55,7 @@ impl World {
         }
     }
 
-    fn available(&self, party: u64) -> u64 {
+    fn available(&self, party: PartyNumber) -> u64 {
         u64::try_from(self.platform.balance(party).unwrap().available).unwrap()
     }
 
@@ -72,7 +73,7 @@ impl World {
 }
 
 /// A merchant and a buyer holding 1,000 yuan.
-fn shop_and_buyer(submit: &mut impl FnMut(Action) -> Outcome) -> (u64, u64) {
+fn shop_and_buyer(submit: &mut impl FnMut(Action) -> Outcome) -> (PartyNumber, PartyNumber) {
     let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
     let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
     submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
@@ -100,7 +101,7 @@ fn party_action(kind: PartyKind, byte: u8) -> Action {
     }
 }
 
-fn new_trade(merchant: u64, out_trade_no: &str, amount: u64, mode: platform::TradeMode) -> platform::NewTrade {
+fn new_trade(merchant: PartyNumber, out_trade_no: &str, amount: u64, mode: platform::TradeMode) -> platform::NewTrade {
     platform::NewTrade {
         merchant,
         out_trade_no: out_trade_no.to_string(),
@@ -136,7 +137,7 @@ fn a_transfer_pays_its_fee_to_revenue_in_the_same_chain() {
         Outcome::Rejected(Rejection::Conflict(_))
     ));
     assert!(matches!(
-        world.run(Action::Transfer { from: alice, to: 999, amount: 1, memo: None }),
+        world.run(Action::Transfer { from: alice, to: PartyNumber::new(999), amount: 1, memo: None }),
         Outcome::Rejected(Rejection::NotFound(_))
     ));
     world.check();
@@ -257,16 +258,16 @@ fn the_platform_survives_a_restart_through_its_journal() {
     };
     submit(key(1));
     submit(key(2));
-    submit(Action::TopUp { party: 1, amount: 10_000, bank: "ICBC".into() });
-    submit(Action::Transfer { from: 1, to: 2, amount: 5_000, memo: None });
-    submit(Action::Withdraw { party: 2, amount: 1_000 });
+    submit(Action::TopUp { party: PartyNumber::new(1), amount: 10_000, bank: "ICBC".into() });
+    submit(Action::Transfer { from: PartyNumber::new(1), to: PartyNumber::new(2), amount: 5_000, memo: None });
+    submit(Action::Withdraw { party: PartyNumber::new(2), amount: 1_000 });
     let digest = store.digest().unwrap();
     drop(submit);
     store.shutdown();
     let (store, report) = Durable::<Platform>::open(directory.path(), options).unwrap();
     assert!(report.snapshot_sequence.is_some());
     assert_eq!(store.digest().unwrap(), digest);
-    assert_eq!(store.read(|p| p.party_by_key_hash(&[2; 32]).map(|p| p.number)), Some(2));
+    assert_eq!(store.read(|p| p.party_by_key_hash(&[2; 32]).map(|p| p.number)), Some(PartyNumber::new(2)));
     assert_eq!(store.read(|p| p.withdrawal(5).map(|w| w.status)), Some(WithdrawalStatus::Pending));
 }
 
@@ -342,14 +343,14 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     };
     assert!(matches!(
         store.submit(Command { now: START, idempotency: None, action: party(PartyKind::Merchant, 1) }).unwrap(),
-        Outcome::PartyCreated { number: 1, .. }
+        Outcome::PartyCreated { number, .. } if number == PartyNumber::new(1)
     ));
     store.submit(Command { now: START, idempotency: None, action: party(PartyKind::User, 2) }).unwrap();
     store
         .submit(Command {
             now: START,
             idempotency: None,
-            action: Action::TopUp { party: 2, amount: 1 << 40, bank: "ICBC".into() },
+            action: Action::TopUp { party: PartyNumber::new(2), amount: 1 << 40, bank: "ICBC".into() },
         })
         .unwrap();
     // 10,000 escrow trades (20,000 settlement transfers: more than a memory
@@ -358,7 +359,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     for index in 0..trades {
         let now = START + SECOND + index * (3 * 3_600 * SECOND / trades);
         let trade = NewTrade {
-            merchant: 1,
+            merchant: PartyNumber::new(1),
             out_trade_no: format!("t{index}"),
             amount: 10_000,
             subject: "s".into(),
@@ -369,9 +370,12 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
             campaign: None,
             notify_url: None,
         };
-        submit(now, Action::CreateAndPayTrade { trade, buyer: 2, source: PaySource::Balance, coupon: None });
+        submit(
+            now,
+            Action::CreateAndPayTrade { trade, buyer: PartyNumber::new(2), source: PaySource::Balance, coupon: None },
+        );
     }
-    let numbers: Vec<u64> = (0..trades)
+    let numbers: Vec<TradeNumber> = (0..trades)
         .map(|_| match answers.recv().unwrap() {
             Outcome::TradeUpdated(trade) => trade.number,
             other => panic!("{other:?}"),
@@ -379,7 +383,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
         .collect();
     for (index, number) in numbers.iter().enumerate() {
         let now = START + 4 * 3_600 * SECOND + index as u64 * (3 * 3_600 * SECOND / trades);
-        submit(now, Action::ShipTrade { trade: *number, merchant: 1 });
+        submit(now, Action::ShipTrade { trade: *number, merchant: PartyNumber::new(1) });
     }
     for _ in 0..trades {
         assert!(matches!(answers.recv().unwrap(), Outcome::TradeUpdated(_)));
@@ -505,7 +509,9 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     };
     assert_eq!(needed_trades(Action::ShipTrade { trade: escrow.number, merchant: shop }), [escrow.number]);
     assert_eq!(needed_trades(pay(trade("i-1", TradeMode::Instant))), [instant.number]);
-    assert!(needed(Action::ShipTrade { trade: escrow.number + 1_000, merchant: shop }).is_empty());
+    assert!(
+        needed(Action::ShipTrade { trade: TradeNumber::new(escrow.number.get() + 1_000), merchant: shop }).is_empty()
+    );
     assert!(needed(pay(trade("i-new", TradeMode::Instant))).is_empty());
 
     // A refused command on it changes nothing, not even where it is.
@@ -775,7 +781,7 @@ fn the_escrow_account_always_holds_what_open_escrow_trades_hold() {
     let buyer = world.party(PartyKind::User, 2);
     world.run(Action::TopUp { party: buyer, amount: 1_000_000, bank: "ICBC".into() });
     let mut trades = Vec::new();
-    let assert_escrow_matches = |world: &World, trades: &[u64]| {
+    let assert_escrow_matches = |world: &World, trades: &[TradeNumber]| {
         let escrow = world.platform.ledger().account(platform::accounts::ESCROW).unwrap();
         let held: u64 = trades
             .iter()
@@ -793,7 +799,7 @@ fn the_escrow_account_always_holds_what_open_escrow_trades_hold() {
         trades.push(paid.number);
         assert_escrow_matches(&world, &trades);
     }
-    let refund = |trade: u64, request: &str, amount: u64| Action::RefundTrade {
+    let refund = |trade: TradeNumber, request: &str, amount: u64| Action::RefundTrade {
         trade,
         merchant: shop,
         out_request_no: request.into(),

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use platform::PartyKind;
+use platform::{PartyKind, PartyNumber};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -20,14 +20,14 @@ use crate::error::ApiError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
     Admin,
-    Party { number: u64, kind: PartyKind },
+    Party { number: PartyNumber, kind: PartyKind },
 }
 
 impl Caller {
     /// The number idempotency keys are scoped by (0: the admin).
-    pub fn scope(self) -> u64 {
+    pub fn scope(self) -> PartyNumber {
         match self {
-            Caller::Admin => 0,
+            Caller::Admin => PartyNumber::new(0),
             Caller::Party { number, .. } => number,
         }
     }
@@ -37,7 +37,7 @@ impl Caller {
     }
 
     /// A party of one of these kinds; the admin does not spend.
-    pub fn require_party(self, kinds: &[PartyKind]) -> Result<u64, ApiError> {
+    pub fn require_party(self, kinds: &[PartyKind]) -> Result<PartyNumber, ApiError> {
         match self {
             Caller::Party { number, kind } if kinds.contains(&kind) => Ok(number),
             _ => Err(ApiError::forbidden()),

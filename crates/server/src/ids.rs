@@ -116,7 +116,8 @@ impl PublicIds {
         PublicIds { cipher: Aes128::new(&key.into()) }
     }
 
-    pub fn format(&self, kind: IdKind, number: u64) -> String {
+    pub fn format(&self, kind: IdKind, number: impl Into<u64>) -> String {
+        let number: u64 = number.into();
         let mut block = [0u8; 16];
         block[0] = kind.tag();
         block[8..].copy_from_slice(&number.to_le_bytes());
@@ -146,11 +147,11 @@ impl PublicIds {
     }
 
     /// A user's or a merchant's id: the party's number and kind.
-    pub fn parse_party(&self, text: &str) -> Option<(u64, platform::PartyKind)> {
+    pub fn parse_party(&self, text: &str) -> Option<(platform::PartyNumber, platform::PartyKind)> {
         use platform::PartyKind;
-        [PartyKind::User, PartyKind::Merchant]
-            .into_iter()
-            .find_map(|kind| self.parse(IdKind::of_party(kind), text).map(|number| (number, kind)))
+        [PartyKind::User, PartyKind::Merchant].into_iter().find_map(|kind| {
+            self.parse(IdKind::of_party(kind), text).map(|number| (platform::PartyNumber::new(number), kind))
+        })
     }
 }
 
@@ -177,13 +178,13 @@ mod tests {
         assert_eq!(ids.parse(IdKind::RedPacket, "rp_1"), None);
         assert_eq!(ids.parse(IdKind::RedPacket, &format!("rp_{}", "0".repeat(32))), None);
         let other = PublicIds::new(&[8; 32]);
-        assert_eq!(other.parse(IdKind::RedPacket, &ids.format(IdKind::RedPacket, 5)), None, "another key");
+        assert_eq!(other.parse(IdKind::RedPacket, &ids.format(IdKind::RedPacket, 5u64)), None, "another key");
     }
 
     #[test]
     fn neighbouring_numbers_give_unrelated_ids() {
         let ids = PublicIds::new(&[1; 32]);
-        let (one, two) = (ids.format(IdKind::Trade, 1), ids.format(IdKind::Trade, 2));
+        let (one, two) = (ids.format(IdKind::Trade, 1u64), ids.format(IdKind::Trade, 2u64));
         let same = one.bytes().zip(two.bytes()).skip(4).filter(|(a, b)| a == b).count();
         assert!(same < 12, "{one} {two}");
     }

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use journal::{Durable, Faults, Options, SimulatedDisk};
 use ledger::LedgerConfig;
 use platform::{
-    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, Platform, PlatformConfig,
-    TradeMode, TradeStatus, WithdrawalStatus,
+    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
+    PlatformConfig, TradeMode, TradeNumber, TradeStatus, WithdrawalStatus,
 };
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -95,21 +95,21 @@ fn kind_of(outcome: &Outcome) -> String {
 /// Wallets of users as the answers said they must be (available money).
 #[derive(Default)]
 struct Model {
-    wallets: BTreeMap<u64, i128>,
+    wallets: BTreeMap<PartyNumber, i128>,
     /// Withdrawals under way: (user, amount + fee), until the bank answers.
-    withdrawals: BTreeMap<u64, (u64, u64)>,
+    withdrawals: BTreeMap<u64, (PartyNumber, u64)>,
     /// Red packets not yet returned: their sender.
-    packets: BTreeMap<u64, u64>,
+    packets: BTreeMap<u64, PartyNumber>,
 }
 
 impl Model {
-    fn credit(&mut self, user: u64, amount: u64) {
+    fn credit(&mut self, user: PartyNumber, amount: u64) {
         if let Some(wallet) = self.wallets.get_mut(&user) {
             *wallet += i128::from(amount);
         }
     }
 
-    fn debit(&mut self, user: u64, amount: u64) {
+    fn debit(&mut self, user: PartyNumber, amount: u64) {
         self.credit(user, 0);
         if let Some(wallet) = self.wallets.get_mut(&user) {
             *wallet -= i128::from(amount);
@@ -130,12 +130,12 @@ pub struct Vopr {
     commands: u64,
     restarts: u64,
     crashes: u64,
-    users: Vec<u64>,
-    merchants: Vec<u64>,
-    trades: Vec<u64>,
-    loans: Vec<(u64, u64)>,
-    campaigns: Vec<(u64, Option<u64>)>,
-    coupons: Vec<(u64, u64)>,
+    users: Vec<PartyNumber>,
+    merchants: Vec<PartyNumber>,
+    trades: Vec<TradeNumber>,
+    loans: Vec<(u64, PartyNumber)>,
+    campaigns: Vec<(u64, Option<PartyNumber>)>,
+    coupons: Vec<(u64, PartyNumber)>,
     /// Recent commands sent under an idempotency key, with their answers.
     sent: Vec<(Command, Outcome)>,
     model: Model,
@@ -255,7 +255,8 @@ impl Vopr {
     fn submit(&mut self, action: Action) -> Result<Outcome, Failure> {
         let mut request_hash = [0u8; 32];
         request_hash[..8].copy_from_slice(&self.commands.to_le_bytes());
-        let idempotency = IdempotencyTag { caller: 0, key: format!("k-{}", self.commands), request_hash };
+        let idempotency =
+            IdempotencyTag { caller: PartyNumber::new(0), key: format!("k-{}", self.commands), request_hash };
         self.now += self.rng.random_range(1..1_000) * 1_000_000;
         let command = Command { now: self.now, idempotency: Some(idempotency), action };
         let outcome = self.submit_until_answered(&command)?;
@@ -309,13 +310,13 @@ impl Vopr {
         })
     }
 
-    fn pick(&mut self, from: &[u64]) -> Option<u64> {
+    fn pick<T: Copy>(&mut self, from: &[T]) -> Option<T> {
         (!from.is_empty()).then(|| from[self.rng.random_range(0..from.len())])
     }
 
     /// Mostly one of the latest few (trades and packets expire; old ones
     /// have mostly run their course), sometimes any.
-    fn pick_recent(&mut self, from: &[u64]) -> Option<u64> {
+    fn pick_recent<T: Copy>(&mut self, from: &[T]) -> Option<T> {
         const LATEST: usize = 6;
         if from.len() > LATEST && self.rng.random_bool(0.75) {
             return self.pick(&from[from.len() - LATEST..]);
@@ -406,7 +407,7 @@ impl Vopr {
 
     fn transfer(&mut self) -> Result<(), Failure> {
         let Some(from) = self.pick(&self.users.clone()) else { return Ok(()) };
-        let everyone: Vec<u64> = self.users.iter().chain(&self.merchants).copied().collect();
+        let everyone: Vec<PartyNumber> = self.users.iter().chain(&self.merchants).copied().collect();
         let Some(to) = self.pick(&everyone) else { return Ok(()) };
         let amount = self.amount();
         if let Outcome::Transferred { amount, fee, .. } =
@@ -460,7 +461,7 @@ impl Vopr {
 
     /// A trade as a reader finds it; a read the disk spoiled (a flipped bit
     /// the archive's checksum caught) is read again after a restart.
-    fn trade_now(&mut self, number: u64) -> Result<Option<platform::Trade>, Failure> {
+    fn trade_now(&mut self, number: TradeNumber) -> Result<Option<platform::Trade>, Failure> {
         for _ in 0..CRASHES_PER_COMMAND_MAX {
             match self.store()?.read_with_archive(|p, archive| p.trade(archive, number)) {
                 Ok(trade) => return Ok(trade),

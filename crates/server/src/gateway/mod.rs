@@ -18,7 +18,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use platform::rejection::{Conflict, Invalid, Limit, Missing};
-use platform::{Action, NewTrade, Outcome, PartyKind, Rejection, Trade, TradeMode, TradeStatus};
+use platform::{
+    Action, NewTrade, Outcome, PartyKind, PartyNumber, Rejection, Trade, TradeMode, TradeNumber, TradeStatus,
+};
 use serde_json::{Map, Value, json};
 
 pub use keys::{PlatformKey, SigningKeyPair, parse_public_key};
@@ -46,14 +48,14 @@ const METHODS: [&str; 9] = [
 ];
 
 /// The `app_id` of a merchant: 16 digits, as Alipay's.
-pub fn app_id(merchant: u64) -> String {
-    format!("2013{merchant:012}")
+pub fn app_id(merchant: PartyNumber) -> String {
+    format!("2013{:012}", merchant.get())
 }
 
-fn merchant_of_app_id(app_id: &str) -> Option<u64> {
+fn merchant_of_app_id(app_id: &str) -> Option<PartyNumber> {
     let digits =
         app_id.strip_prefix("2013").filter(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_digit()))?;
-    digits.parse().ok().filter(|&number| number > 0)
+    digits.parse().ok().filter(|&number| number > 0).map(PartyNumber::new)
 }
 
 /// An answer that is not `10000 Success`, as Alipay words them.
@@ -189,7 +191,7 @@ pub async fn gateway(
 }
 
 /// The per-app rate limit's key (apps share the per-key limiter with API keys).
-fn app_limit_key(merchant: u64) -> [u8; 32] {
+fn app_limit_key(merchant: PartyNumber) -> [u8; 32] {
     <sha2::Sha256 as sha2::Digest>::digest(format!("gateway app {merchant}").as_bytes()).into()
 }
 
@@ -272,7 +274,7 @@ fn collect_params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Resu
 
 /// Checks a request's common parameters and its signature: the merchant
 /// whose app signed it. Nothing is done for a request that fails here.
-fn verify(state: &AppState, params: &BTreeMap<String, String>) -> Result<u64, Failure> {
+fn verify(state: &AppState, params: &BTreeMap<String, String>) -> Result<PartyNumber, Failure> {
     let required =
         |name: &str| params.get(name).filter(|value| !value.is_empty()).ok_or_else(|| Failure::missing(name));
     let app_id = required("app_id")?;
@@ -314,7 +316,12 @@ fn verify(state: &AppState, params: &BTreeMap<String, String>) -> Result<u64, Fa
 }
 
 /// Runs a verified request's method.
-async fn dispatch(state: &Arc<AppState>, merchant: u64, params: &BTreeMap<String, String>, method: &str) -> Answer {
+async fn dispatch(
+    state: &Arc<AppState>,
+    merchant: PartyNumber,
+    params: &BTreeMap<String, String>,
+    method: &str,
+) -> Answer {
     let required =
         |name: &str| params.get(name).filter(|value| !value.is_empty()).ok_or_else(|| Failure::missing(name));
     let biz_text = required("biz_content")?;
@@ -341,10 +348,10 @@ async fn dispatch(state: &Arc<AppState>, merchant: u64, params: &BTreeMap<String
         }
         "alipay.trade.create" => {
             let buyer = biz.required("buyer_id")?;
-            let buyer = state
-                .ids
-                .parse(IdKind::User, &buyer)
-                .ok_or_else(|| Failure::invalid("isv.invalid-parameter", "buyer_id must be a zhifu user id (usr_…)"))?;
+            let buyer =
+                state.ids.parse(IdKind::User, &buyer).map(PartyNumber::new).ok_or_else(|| {
+                    Failure::invalid("isv.invalid-parameter", "buyer_id must be a zhifu user id (usr_…)")
+                })?;
             trade_create(state, merchant, &biz, Some(buyer), notify_url).await.map(|(trade, mut fields)| {
                 fields.insert("trade_no".to_string(), json!(state.ids.format(IdKind::Trade, trade.number)));
                 fields
@@ -486,9 +493,9 @@ fn trade_fields(public: &PublicIds, trade: &Trade) -> Map<String, Value> {
 }
 
 fn new_trade(
-    merchant: u64,
+    merchant: PartyNumber,
     biz: &Biz<'_>,
-    buyer: Option<u64>,
+    buyer: Option<PartyNumber>,
     notify_url: Option<String>,
 ) -> Result<NewTrade, Failure> {
     let out_trade_no = biz.required("out_trade_no")?;
@@ -510,9 +517,9 @@ fn new_trade(
 
 async fn trade_create(
     state: &Arc<AppState>,
-    merchant: u64,
+    merchant: PartyNumber,
     biz: &Biz<'_>,
-    buyer: Option<u64>,
+    buyer: Option<PartyNumber>,
     notify_url: Option<String>,
 ) -> Result<(Trade, Map<String, Value>), Failure> {
     let new = new_trade(merchant, biz, buyer, notify_url)?;
@@ -522,7 +529,7 @@ async fn trade_create(
     Ok((trade, fields))
 }
 
-async fn trade_pay(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>, notify_url: Option<String>) -> Answer {
+async fn trade_pay(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>, notify_url: Option<String>) -> Answer {
     let scene = biz.required("scene")?;
     if scene != "bar_code" {
         return Err(Failure::invalid("isv.invalid-parameter", "scene must be bar_code"));
@@ -540,7 +547,7 @@ async fn trade_pay(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>, notify_u
 }
 
 /// The trade named by `trade_no` or `out_trade_no`, if it is this merchant's.
-fn find_trade(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Result<Trade, Failure> {
+fn find_trade(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -> Result<Trade, Failure> {
     let by_number = biz.optional("trade_no")?;
     let by_reference = biz.optional("out_trade_no")?;
     let found = match (by_number, by_reference) {
@@ -548,6 +555,7 @@ fn find_trade(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Result<Tra
             let number = state
                 .ids
                 .parse(IdKind::Trade, &trade_no)
+                .map(TradeNumber::new)
                 .ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))?;
             state.store.read_with_archive(|p, archive| p.trade(archive, number))
         }
@@ -562,7 +570,7 @@ fn find_trade(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Result<Tra
         .ok_or_else(|| Failure::business("ACQ.TRADE_NOT_EXIST", "no such trade"))
 }
 
-async fn trade_refund(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+async fn trade_refund(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -> Answer {
     let trade = find_trade(state, merchant, biz)?;
     let amount = biz.amount("refund_amount")?;
     // Without out_request_no, Alipay takes the trade's own reference.
@@ -599,7 +607,7 @@ async fn trade_refund(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
     Ok(fields)
 }
 
-fn refund_query(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+fn refund_query(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -> Answer {
     let trade = find_trade(state, merchant, biz)?;
     let out_request_no = biz.required("out_request_no")?;
     let mut fields = ids(&state.ids, &trade);
@@ -624,7 +632,7 @@ fn seller_short(failure: Failure) -> Failure {
 }
 
 /// Cancels a till payment: closes it if unpaid, refunds it in full if paid.
-async fn trade_cancel(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+async fn trade_cancel(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -> Answer {
     let trade = find_trade(state, merchant, biz)?;
     let action = match trade.status {
         TradeStatus::WaitBuyerPay => {
@@ -655,7 +663,7 @@ async fn trade_cancel(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> An
 }
 
 /// `alipay.fund.trans.uni.transfer`: from the merchant's balance to a user's.
-async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer {
+async fn transfer(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -> Answer {
     let out_biz_no = biz.required("out_biz_no")?;
     let amount = biz.amount("trans_amount")?;
     let payee = match biz.0.get("payee_info") {
@@ -667,6 +675,7 @@ async fn transfer(state: &Arc<AppState>, merchant: u64, biz: &Biz<'_>) -> Answer
     let to = state
         .ids
         .parse(IdKind::User, &identity)
+        .map(PartyNumber::new)
         .filter(|&number| state.store.read(|p| p.party(number).is_some_and(|party| party.kind == PartyKind::User)))
         .ok_or_else(|| Failure::business("PAYEE_NOT_EXIST", "identity must be a zhifu user id (usr_…)"))?;
     // out_biz_no makes the transfer idempotent: the platform remembers it
@@ -758,8 +767,8 @@ mod tests {
 
     #[test]
     fn app_ids_are_sixteen_digits_and_read_back() {
-        assert_eq!(app_id(42), "2013000000000042");
-        assert_eq!(merchant_of_app_id("2013000000000042"), Some(42));
+        assert_eq!(app_id(PartyNumber::new(42)), "2013000000000042");
+        assert_eq!(merchant_of_app_id("2013000000000042"), Some(PartyNumber::new(42)));
         for bad in ["", "2013", "201300000000004x", "2014000000000042", "20130000000000042", "2013000000000000"] {
             assert_eq!(merchant_of_app_id(bad), None, "{bad}");
         }

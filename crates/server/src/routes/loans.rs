@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use platform::{Action, Loan, Outcome, PartyKind};
+use platform::{Action, Loan, Outcome, PartyKind, TradeNumber};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -184,7 +184,7 @@ pub async fn advance(
     body: JsonBody<NewAdvance>,
 ) -> Result<(StatusCode, Json<LoanView>), ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let trade = id_of(&state.ids, IdKind::Trade, &trade_no, "trade")?;
+    let trade = TradeNumber::new(id_of(&state.ids, IdKind::Trade, &trade_no, "trade")?);
     let amount = body.value.amount.map(check_amount).transpose()?;
     let action = Action::TakeOrderLoan { merchant, trade, amount, out_request_no: body.value.out_request_no.clone() };
     let outcome = state.submit(body.idempotency(caller), action).await?;

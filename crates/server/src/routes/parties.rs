@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::accounts::{self, Reference};
-use platform::{Action, Outcome, PartyKind};
+use platform::{Action, Outcome, PartyKind, PartyNumber};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -282,7 +282,7 @@ pub async fn balance(State(state): State<Arc<AppState>>, caller: Caller) -> Resu
     Ok(Json(balance_of(&state, number)?))
 }
 
-fn balance_of(state: &AppState, number: u64) -> Result<Balance, ApiError> {
+fn balance_of(state: &AppState, number: PartyNumber) -> Result<Balance, ApiError> {
     let (balance, fund) = state.store.read(|p| (p.balance(number), p.fund_position(number)));
     let balance = balance.ok_or_else(|| ApiError::not_found("party"))?;
     let loan_outstanding = state.store.read(|p| p.loans_owed(number));
@@ -313,7 +313,7 @@ pub async fn get_merchant(
 
 fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Result<Json<PartyView>, ApiError> {
     caller.require_admin()?;
-    let number = id_of(&state.ids, IdKind::of_party(kind), id, "party")?;
+    let number = PartyNumber::new(id_of(&state.ids, IdKind::of_party(kind), id, "party")?);
     let party = state.store.read(|p| p.party(number).filter(|party| party.kind == kind).cloned());
     let party = party.ok_or_else(|| ApiError::not_found("party"))?;
     Ok(Json(PartyView {
@@ -358,7 +358,7 @@ fn reference_id(ids: &PublicIds, reference: Reference) -> String {
         Reference::TopUp(number) => (IdKind::TopUp, number),
         Reference::Transfer(number) => (IdKind::Transfer, number),
         Reference::Withdrawal(number) => (IdKind::Withdrawal, number),
-        Reference::Trade(number) => (IdKind::Trade, number),
+        Reference::Trade(number) => (IdKind::Trade, number.get()),
         Reference::Fund(number) => (IdKind::FundOrder, number),
         Reference::Campaign(number) => (IdKind::Campaign, number),
         Reference::RedPacket(number) => (IdKind::RedPacket, number),

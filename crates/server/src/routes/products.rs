@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::calendar::Date;
-use platform::{Action, Campaign, NewCampaign, Outcome, PartyKind, SplitMode};
+use platform::{Action, Campaign, NewCampaign, Outcome, PartyKind, PartyNumber, SplitMode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -108,7 +108,7 @@ async fn fund_move<T>(
     caller: Caller,
     body: &JsonBody<T>,
     action: Action,
-    party: u64,
+    party: PartyNumber,
 ) -> Result<(StatusCode, Json<FundMove>), ApiError> {
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let (number, amount) = outcome_or_error!(outcome, Outcome::FundMoved { number, amount } => (number, amount))?;
@@ -305,7 +305,7 @@ pub async fn issue_coupon(
         Caller::Party { .. } => return Err(ApiError::forbidden()),
     };
     let campaign = id_of(&state.ids, IdKind::Campaign, &id, "campaign")?;
-    let user = id_of(&state.ids, IdKind::User, &body.value.user, "user")?;
+    let user = PartyNumber::new(id_of(&state.ids, IdKind::User, &body.value.user, "user")?);
     let expires_at = match &body.value.expires_at {
         None => None,
         Some(text) => {

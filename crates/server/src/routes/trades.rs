@@ -6,7 +6,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use platform::{Action, Event, EventData, NewTrade, Outcome, PartyKind, PaySource, Trade, TradeMode, TradeStatus};
+use platform::{
+    Action, Event, EventData, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Trade, TradeMode, TradeNumber,
+    TradeStatus,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -233,8 +236,8 @@ pub fn event_view(ids: &PublicIds, event: &Event) -> EventView {
     }
 }
 
-fn trade_number(state: &AppState, trade_no: &str) -> Result<u64, ApiError> {
-    id_of(&state.ids, IdKind::Trade, trade_no, "trade")
+fn trade_number(state: &AppState, trade_no: &str) -> Result<TradeNumber, ApiError> {
+    id_of(&state.ids, IdKind::Trade, trade_no, "trade").map(TradeNumber::new)
 }
 
 /// Whether `caller` may see `trade`: its merchant, its buyer, the admin.
@@ -263,7 +266,11 @@ pub async fn create_trade(
         "escrow" => TradeMode::Escrow,
         _ => return Err(ApiError::invalid("mode must be instant or escrow")),
     };
-    let buyer = value.buyer.as_ref().map(|id| id_of(&state.ids, IdKind::User, id, "buyer")).transpose()?;
+    let buyer = value
+        .buyer
+        .as_ref()
+        .map(|id| id_of(&state.ids, IdKind::User, id, "buyer").map(PartyNumber::new))
+        .transpose()?;
     let campaign = value.campaign.as_ref().map(|id| id_of(&state.ids, IdKind::Campaign, id, "campaign")).transpose()?;
     let new = NewTrade {
         campaign,
@@ -466,7 +473,7 @@ pub async fn list_trades(
                 party: number,
                 kind,
                 head: reader.store.read(|p| p.last_trade_of(number)),
-                starting_after: page.after,
+                starting_after: page.after.map(TradeNumber::new),
                 limit: page.limit + 1,
                 steps_max: reader.store.read(|p| p.trades_made()),
                 keep: &keep,
@@ -477,7 +484,7 @@ pub async fn list_trades(
         Caller::Admin => platform::list_trades_newest_first(
             |before, max| Ok(reader.store.read(|p| p.trades_at_newest_first(before, max))),
             |offset| platform::read_archived_trade(reader.store.archive(), offset),
-            page.after,
+            page.after.map(TradeNumber::new),
             page.limit + 1,
             &keep,
         ),

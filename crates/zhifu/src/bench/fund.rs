@@ -9,7 +9,7 @@ use anyhow::{Context, bail, ensure};
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
 use platform::calendar::Date;
-use platform::{Action, Command, Outcome, PartyKind, Platform, SplitMode};
+use platform::{Action, Command, Outcome, PartyKind, PartyNumber, Platform, SplitMode};
 
 #[derive(clap::Args)]
 pub struct FundBenchArgs {
@@ -144,7 +144,7 @@ fn red_packets(args: &FundBenchArgs, store: &Durable<Platform>) -> anyhow::Resul
                     for k in 0..per_submitter {
                         let claim = submitter * per_submitter + k;
                         let packet = numbers[(claim / u64::from(SHARES_PER_PACKET)) as usize % numbers.len()];
-                        let user = 1 + claim % claimers;
+                        let user = PartyNumber::new(1 + claim % claimers);
                         let outcome = store.submit(Command {
                             now,
                             idempotency: None,

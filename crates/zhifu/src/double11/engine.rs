@@ -24,8 +24,8 @@ use ledger::LedgerConfig;
 use platform::accounts::{self, REVENUE};
 use platform::calendar::Date;
 use platform::{
-    Action, Command, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, Platform, Rejection, SplitMode, TradeMode,
-    TradeStatus,
+    Action, Command, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform, Rejection, SplitMode,
+    TradeMode, TradeNumber, TradeStatus,
 };
 use sim::workload::FOLLOW_UP_DELAY_MIN_NANOS;
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
@@ -78,7 +78,7 @@ pub struct EngineOptions<'a> {
 /// A paid trade, as its follow-ups need it.
 #[derive(Clone, Copy)]
 struct PaidTrade {
-    number: u64,
+    number: TradeNumber,
     paid_by_buyer: u64,
     refunded: u64,
     follow_ups_left: u8,
@@ -169,8 +169,8 @@ struct Driver {
     last_touch: HashMap<u64, u64>,
     resume_after: u64,
     plan: sim::Plan,
-    merchants: Vec<u64>,
-    buyers: Vec<u64>,
+    merchants: Vec<PartyNumber>,
+    buyers: Vec<PartyNumber>,
     campaign: Option<u64>,
     /// Commands generated so far (skipped ones included).
     generated: u64,
@@ -565,8 +565,9 @@ impl Driver {
         let (seed, plan) = (self.seed, &self.plan);
         let (merchants, buyers) = self.store.read(|platform| {
             let find = |kind, index| platform.party_by_key_hash(&key_hash(kind, index, seed)).map(|p| p.number);
-            let merchants: Option<Vec<u64>> = (0..plan.merchants).map(|i| find(PartyKind::Merchant, i)).collect();
-            let buyers: Option<Vec<u64>> = (0..plan.buyers).map(|i| find(PartyKind::User, i)).collect();
+            let merchants: Option<Vec<PartyNumber>> =
+                (0..plan.merchants).map(|i| find(PartyKind::Merchant, i)).collect();
+            let buyers: Option<Vec<PartyNumber>> = (0..plan.buyers).map(|i| find(PartyKind::User, i)).collect();
             (merchants, buyers)
         });
         match (merchants, buyers) {
@@ -794,7 +795,7 @@ impl Driver {
         }
     }
 
-    fn buyer_number(&self, buyer: u32) -> anyhow::Result<u64> {
+    fn buyer_number(&self, buyer: u32) -> anyhow::Result<PartyNumber> {
         self.buyers.get(buyer as usize).copied().context("a buyer outside the plan")
     }
 
