@@ -12,7 +12,7 @@
 //! values of the same record (or from the record's own offset), with
 //! wrapping arithmetic: any values round-trip, however unusual.
 
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, TradeNumber};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -51,7 +51,7 @@ pub(crate) struct TradeAtRest<'a> {
     number: TradeNumber,
     merchant: PartyNumber,
     out_trade_no: Cow<'a, str>,
-    amount: u64,
+    amount: Fen,
     subject: Cow<'a, str>,
     mode: TradeMode,
     buyer: Option<PartyNumber>,
@@ -70,12 +70,12 @@ pub(crate) struct TradeAtRest<'a> {
     confirm_due_after: Option<i64>,
     /// From shipping, else payment, else creation (the first of them the trade has).
     settled_after: Option<i64>,
-    fee: u64,
-    refunded: u64,
+    fee: Fen,
+    refunded: Fen,
     refunds: Cow<'a, [Refund]>,
     campaign: Option<u64>,
-    discount: u64,
-    discount_returned: u64,
+    discount: Fen,
+    discount_returned: Fen,
     discount_campaign: Option<u64>,
     discount_note: Option<Cow<'a, str>>,
     notify_url: Option<Cow<'a, str>>,
@@ -296,7 +296,7 @@ mod tests {
             |(number, out_request_no, amount, reason, created_at)| Refund {
                 number,
                 out_request_no,
-                amount,
+                amount: Fen::new(amount),
                 reason,
                 created_at,
             },
@@ -314,10 +314,11 @@ mod tests {
         ) -> Trade {
             let statuses = [TradeStatus::WaitBuyerPay, TradeStatus::WaitSellerSend, TradeStatus::WaitBuyerConfirm, TradeStatus::TradeSuccess, TradeStatus::TradeClosed];
             Trade {
-                number: TradeNumber::new(number), merchant: PartyNumber::new(merchant), out_trade_no, amount, subject,
+                number: TradeNumber::new(number), merchant: PartyNumber::new(merchant), out_trade_no, amount: Fen::new(amount), subject,
                 mode: if escrow { TradeMode::Escrow } else { TradeMode::Instant },
                 buyer: buyer.map(PartyNumber::new), status: statuses[status], auto_confirm_days, expire_at, created_at, paid_at, payer: payer.map(PartyNumber::new), payer_account,
-                shipped_at, confirm_due_at, settled_at, fee, refunded, refunds, campaign, discount, discount_returned,
+                shipped_at, confirm_due_at, settled_at, fee: Fen::new(fee), refunded: Fen::new(refunded), refunds, campaign,
+                discount: Fen::new(discount), discount_returned: Fen::new(discount_returned),
                 discount_campaign, discount_note, notify_url,
                 previous_of_merchant: previous_of_merchant.map(TradeNumber::new), previous_of_buyer: previous_of_buyer.map(TradeNumber::new),
             }
@@ -366,7 +367,7 @@ mod tests {
             number: TradeNumber::new(123_456_789),
             merchant: PartyNumber::new(4_321),
             out_trade_no: "d11-123456".to_string(),
-            amount: 19_990,
+            amount: Fen::new(19_990),
             subject: "Double Eleven order".to_string(),
             mode: TradeMode::Escrow,
             buyer: None,
@@ -380,12 +381,12 @@ mod tests {
             shipped_at: Some(created_at + 3_600_000_000_000),
             confirm_due_at: Some(created_at + 3_600_000_000_000 + 10 * 86_400_000_000_000),
             settled_at: Some(created_at + 7_200_000_000_000),
-            fee: 120,
-            refunded: 0,
+            fee: Fen::new(120),
+            refunded: Fen::ZERO,
             refunds: Vec::new(),
             campaign: None,
-            discount: 0,
-            discount_returned: 0,
+            discount: Fen::ZERO,
+            discount_returned: Fen::ZERO,
             discount_campaign: None,
             discount_note: None,
             notify_url: None,

@@ -1,7 +1,7 @@
 //! The bank's side: withdrawals waiting for the bank's answer, and the
 //! bank's statement of top-ups and withdrawals, by day.
 
-use crate::units::PartyNumber;
+use crate::units::{Fen, PartyNumber};
 use std::collections::{BTreeMap, BTreeSet};
 
 use journal::{ArchiveSource, JournalError};
@@ -46,8 +46,8 @@ impl WithdrawalStatus {
 pub struct Withdrawal {
     pub number: u64,
     pub party: PartyNumber,
-    pub amount: u64,
-    pub fee: u64,
+    pub amount: Fen,
+    pub fee: Fen,
     pub status: WithdrawalStatus,
     pub created_at: u64,
     pub settle_at: u64,
@@ -69,7 +69,7 @@ pub struct BankEntry {
     pub kind: BankEntryKind,
     /// The top-up or withdrawal number.
     pub reference: u64,
-    pub amount: u64,
+    pub amount: Fen,
     /// The bank's view: paid (`true`) or refused/returned (`false`).
     pub succeeded: bool,
     /// The ledger transfer that moved the money through the clearing account
@@ -113,7 +113,7 @@ impl Platform {
         self.state.bank.statement.entry(entry.date).or_default().push(offset);
     }
 
-    pub(crate) fn top_up(&mut self, now: u64, party: PartyNumber, amount: u64, bank: &str) -> Outcome {
+    pub(crate) fn top_up(&mut self, now: u64, party: PartyNumber, amount: Fen, bank: &str) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -149,7 +149,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn withdraw(&mut self, now: u64, party: PartyNumber, amount: u64) -> Outcome {
+    pub(crate) fn withdraw(&mut self, now: u64, party: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -166,7 +166,7 @@ impl Platform {
         );
         hold_amount.flags = TransferFlags::PENDING;
         let mut chain = vec![hold_amount];
-        if fee > 0 {
+        if !fee.is_zero() {
             let mut hold_fee =
                 self.new_transfer(now, accounts::wallet(party), REVENUE, fee, accounts::CODE_WITHDRAWAL_FEE, reference);
             hold_fee.flags = TransferFlags::PENDING;

@@ -9,7 +9,7 @@
 //! product that moved money its records do not say (or said what it did
 //! not move: a leg left out of a chain) shows there, by name.
 
-use crate::units::PartyNumber;
+use crate::units::{Fen, PartyNumber};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts;
@@ -87,7 +87,7 @@ impl Platform {
             .red_packets
             .values()
             .map(|packet| {
-                let claimed: u64 = packet.claims.iter().map(|(_, amount)| amount).sum();
+                let claimed: Fen = packet.claims.iter().map(|&(_, amount)| amount).sum();
                 i128::from(packet.total - claimed - packet.returned)
             })
             .sum();
@@ -146,12 +146,12 @@ impl Platform {
         }
     }
 
-    pub(crate) fn book_escrow(&mut self, paid: u64, released: u64) {
+    pub(crate) fn book_escrow(&mut self, paid: Fen, released: Fen) {
         let books = &mut self.state.books;
         books.escrow = books.escrow + u128::from(paid) - u128::from(released);
     }
 
-    pub(crate) fn book_fund(&mut self, added: u64, taken: u64) {
+    pub(crate) fn book_fund(&mut self, added: Fen, taken: Fen) {
         let books = &mut self.state.books;
         books.fund = books.fund + u128::from(added) - u128::from(taken);
     }

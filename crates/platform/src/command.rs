@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fees::{FeeSchedule, Product};
 use crate::trades::{Refund, Trade, TradeMode};
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, TradeNumber};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PartyKind {
@@ -24,7 +24,7 @@ pub struct PlatformConfig {
     /// Mixed into the bank's deterministic choice of which withdrawals fail.
     pub bank_seed: u64,
     /// Yu'e Bao redemptions to the wallet per user per business day, in fen.
-    pub fund_redeem_daily_limit: u64,
+    pub fund_redeem_daily_limit: Fen,
 }
 
 impl Default for PlatformConfig {
@@ -34,7 +34,7 @@ impl Default for PlatformConfig {
             withdrawal_settle_seconds: 3_600,
             bank_failure_bps: 0,
             bank_seed: 0,
-            fund_redeem_daily_limit: 5_000_000,
+            fund_redeem_daily_limit: Fen::new(5_000_000),
         }
     }
 }
@@ -80,18 +80,18 @@ pub enum Action {
     },
     TopUp {
         party: PartyNumber,
-        amount: u64,
+        amount: Fen,
         bank: String,
     },
     Transfer {
         from: PartyNumber,
         to: PartyNumber,
-        amount: u64,
+        amount: Fen,
         memo: Option<String>,
     },
     Withdraw {
         party: PartyNumber,
-        amount: u64,
+        amount: Fen,
     },
     SetFeeSchedule {
         product: Product,
@@ -141,15 +141,15 @@ pub enum Action {
     },
     FundSubscribe {
         party: PartyNumber,
-        amount: u64,
+        amount: Fen,
     },
     FundRedeem {
         party: PartyNumber,
-        amount: u64,
+        amount: Fen,
     },
     CreateRedPacket {
         sender: PartyNumber,
-        total: u64,
+        total: Fen,
         count: u32,
         mode: crate::marketing::SplitMode,
         greeting: Option<String>,
@@ -169,21 +169,21 @@ pub enum Action {
     },
     TakeLoan {
         merchant: PartyNumber,
-        amount: u64,
+        amount: Fen,
         term_days: u32,
         out_request_no: String,
     },
     RepayLoan {
         loan: u64,
         merchant: PartyNumber,
-        amount: u64,
+        amount: Fen,
     },
     /// An advance on a paid escrow trade, repaid from its settlement:
     /// `amount`, or (`None`) the most the credit line and the trade allow.
     TakeOrderLoan {
         merchant: PartyNumber,
         trade: TradeNumber,
-        amount: Option<u64>,
+        amount: Option<Fen>,
         out_request_no: String,
     },
     /// Credits one business day's yield at `annual_rate_bps` to every holder.
@@ -207,7 +207,7 @@ pub enum Action {
         trade: TradeNumber,
         merchant: PartyNumber,
         out_request_no: String,
-        amount: u64,
+        amount: Fen,
         reason: Option<String>,
     },
     /// The outcome of one attempt to deliver an event to its merchant.
@@ -222,9 +222,9 @@ pub struct NewCampaign {
     /// The merchant paying, or `None` for the platform.
     pub sponsor: Option<PartyNumber>,
     pub name: String,
-    pub budget: u64,
-    pub discount: u64,
-    pub min_spend: u64,
+    pub budget: Fen,
+    pub discount: Fen,
+    pub min_spend: Fen,
     pub per_user_limit: u32,
     pub starts_at: u64,
     pub ends_at: u64,
@@ -242,7 +242,7 @@ pub enum PaySource {
 pub struct NewTrade {
     pub merchant: PartyNumber,
     pub out_trade_no: String,
-    pub amount: u64,
+    pub amount: Fen,
     pub subject: String,
     pub mode: TradeMode,
     pub buyer: Option<PartyNumber>,
@@ -275,17 +275,17 @@ pub enum Outcome {
     },
     ToppedUp {
         number: u64,
-        amount: u64,
+        amount: Fen,
     },
     Transferred {
         number: u64,
-        amount: u64,
-        fee: u64,
+        amount: Fen,
+        fee: Fen,
     },
     WithdrawalRequested {
         number: u64,
-        amount: u64,
-        fee: u64,
+        amount: Fen,
+        fee: Fen,
     },
     FeeScheduleSet,
     Ticked {
@@ -305,23 +305,23 @@ pub enum Outcome {
     DeliveryRecorded,
     FundMoved {
         number: u64,
-        amount: u64,
+        amount: Fen,
     },
     FundYieldPaid(crate::fund::YieldDay),
     RedPacketCreated {
         number: u64,
-        total: u64,
+        total: Fen,
         count: u32,
     },
     RedPacketClaimed {
         number: u64,
-        amount: u64,
+        amount: Fen,
     },
     CampaignCreated(Box<crate::marketing::Campaign>),
     HoldersImported {
         first: PartyNumber,
         count: u32,
-        value: u64,
+        value: Fen,
     },
     CouponIssued(crate::marketing::Coupon),
     PaymentCodeIssued {

@@ -2,7 +2,7 @@
 //! maximum, and a free quota per party per period), kept in the platform's
 //! state and changed by a journaled command.
 
-use crate::units::PartyNumber;
+use crate::units::{Fen, PartyNumber};
 use serde::{Deserialize, Serialize};
 
 /// What a fee is charged on.
@@ -38,7 +38,7 @@ pub enum QuotaPeriod {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FreeQuota {
-    pub amount: u64,
+    pub amount: Fen,
     pub period: QuotaPeriod,
 }
 
@@ -49,39 +49,39 @@ pub struct FreeQuota {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FeeSchedule {
     pub rate_bps: u32,
-    pub minimum: u64,
+    pub minimum: Fen,
     /// `None`: no cap.
-    pub maximum: Option<u64>,
+    pub maximum: Option<Fen>,
     pub free_quota: Option<FreeQuota>,
 }
 
 impl FeeSchedule {
-    pub const FREE: FeeSchedule = FeeSchedule { rate_bps: 0, minimum: 0, maximum: None, free_quota: None };
+    pub const FREE: FeeSchedule = FeeSchedule { rate_bps: 0, minimum: Fen::new(0), maximum: None, free_quota: None };
 
     /// December 2013, PC transfers: 0.1%, at least 0.5 yuan, at most 10 yuan.
     pub const TRANSFER_2013: FeeSchedule =
-        FeeSchedule { rate_bps: 10, minimum: 50, maximum: Some(1_000), free_quota: None };
+        FeeSchedule { rate_bps: 10, minimum: Fen::new(50), maximum: Some(Fen::new(1_000)), free_quota: None };
 
     /// 2016, withdrawals to a bank card: 20,000 yuan free per person for
     /// life, then 0.1%, at least 0.1 yuan.
     pub const WITHDRAWAL_2016: FeeSchedule = FeeSchedule {
         rate_bps: 10,
-        minimum: 10,
+        minimum: Fen::new(10),
         maximum: None,
-        free_quota: Some(FreeQuota { amount: 2_000_000, period: QuotaPeriod::Lifetime }),
+        free_quota: Some(FreeQuota { amount: Fen::new(2_000_000), period: QuotaPeriod::Lifetime }),
     };
 
     /// The fee on `amount` when `quota_used` of the free quota is used
     /// already; also how much of the quota this amount uses.
-    pub fn fee(&self, amount: u64, quota_used: u64) -> Charge {
-        let quota_left = self.free_quota.map_or(0, |quota| quota.amount.saturating_sub(quota_used));
+    pub fn fee(&self, amount: Fen, quota_used: Fen) -> Charge {
+        let quota_left = self.free_quota.map_or(Fen::ZERO, |quota| quota.amount.saturating_sub(quota_used));
         let free = amount.min(quota_left);
         let chargeable = amount - free;
-        if chargeable == 0 {
-            return Charge { fee: 0, quota_used: free };
+        if chargeable.is_zero() {
+            return Charge { fee: Fen::ZERO, quota_used: free };
         }
         let proportional = (u128::from(chargeable) * u128::from(self.rate_bps) + 5_000) / 10_000;
-        let proportional = u64::try_from(proportional).unwrap_or(u64::MAX);
+        let proportional = Fen::try_from(proportional).unwrap_or(Fen::new(u64::MAX));
         let mut fee = proportional.max(self.minimum);
         if let Some(maximum) = self.maximum {
             fee = fee.min(maximum);
@@ -93,8 +93,8 @@ impl FeeSchedule {
 /// A fee and the free quota it consumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Charge {
-    pub fee: u64,
-    pub quota_used: u64,
+    pub fee: Fen,
+    pub quota_used: Fen,
 }
 
 /// Fee schedules by product, and the free quota each party has used.
@@ -102,7 +102,7 @@ pub struct Charge {
 pub(crate) struct Fees {
     pub(crate) schedules: std::collections::BTreeMap<Product, FeeSchedule>,
     /// Free quota used, by (party, product, period: month index or 0 for life).
-    pub(crate) quota_used: std::collections::BTreeMap<(PartyNumber, Product, u32), u64>,
+    pub(crate) quota_used: std::collections::BTreeMap<(PartyNumber, Product, u32), Fen>,
 }
 
 #[cfg(test)]
@@ -112,27 +112,40 @@ mod tests {
     #[test]
     fn the_2013_transfer_rule_has_a_minimum_and_a_cap() {
         let rule = FeeSchedule::TRANSFER_2013;
-        assert_eq!(rule.fee(100, 0).fee, 50, "0.1% of 1 yuan is below the 0.5 yuan minimum");
-        assert_eq!(rule.fee(200_000, 0).fee, 200, "0.1% of 2,000 yuan");
-        assert_eq!(rule.fee(100_000_000, 0).fee, 1_000, "capped at 10 yuan");
-        assert_eq!(rule.fee(12_345, 0).fee, 50);
+        assert_eq!(
+            rule.fee(Fen::new(100), Fen::new(0)).fee,
+            Fen::new(50),
+            "0.1% of 1 yuan is below the 0.5 yuan minimum"
+        );
+        assert_eq!(rule.fee(Fen::new(200_000), Fen::new(0)).fee, Fen::new(200), "0.1% of 2,000 yuan");
+        assert_eq!(rule.fee(Fen::new(100_000_000), Fen::new(0)).fee, Fen::new(1_000), "capped at 10 yuan");
+        assert_eq!(rule.fee(Fen::new(12_345), Fen::new(0)).fee, Fen::new(50));
     }
 
     #[test]
     fn the_2016_withdrawal_rule_is_free_until_the_lifetime_quota_is_used() {
         let rule = FeeSchedule::WITHDRAWAL_2016;
-        assert_eq!(rule.fee(1_500_000, 0), Charge { fee: 0, quota_used: 1_500_000 });
+        assert_eq!(
+            rule.fee(Fen::new(1_500_000), Fen::new(0)),
+            Charge { fee: Fen::new(0), quota_used: Fen::new(1_500_000) }
+        );
         // 15,000 used; 10,000 more: 5,000 free, 5,000 at 0.1% = 5 yuan.
-        assert_eq!(rule.fee(1_000_000, 1_500_000), Charge { fee: 500, quota_used: 500_000 });
+        assert_eq!(
+            rule.fee(Fen::new(1_000_000), Fen::new(1_500_000)),
+            Charge { fee: Fen::new(500), quota_used: Fen::new(500_000) }
+        );
         // Quota gone: 10 yuan at 0.1% is 1 fen, raised to the 10-fen minimum.
-        assert_eq!(rule.fee(1_000, 2_000_000), Charge { fee: 10, quota_used: 0 });
+        assert_eq!(
+            rule.fee(Fen::new(1_000), Fen::new(2_000_000)),
+            Charge { fee: Fen::new(10), quota_used: Fen::new(0) }
+        );
     }
 
     #[test]
     fn rounding_is_half_up_to_the_fen() {
-        let rule = FeeSchedule { rate_bps: 10, minimum: 0, maximum: None, free_quota: None };
-        assert_eq!(rule.fee(1_499, 0).fee, 1, "1.499 fen");
-        assert_eq!(rule.fee(1_500, 0).fee, 2, "1.5 fen");
-        assert_eq!(rule.fee(u64::MAX, 0).fee, 18_446_744_073_709_552);
+        let rule = FeeSchedule { rate_bps: 10, minimum: Fen::new(0), maximum: None, free_quota: None };
+        assert_eq!(rule.fee(Fen::new(1_499), Fen::new(0)).fee, Fen::new(1), "1.499 fen");
+        assert_eq!(rule.fee(Fen::new(1_500), Fen::new(0)).fee, Fen::new(2), "1.5 fen");
+        assert_eq!(rule.fee(Fen::new(u64::MAX), Fen::new(0)).fee, Fen::new(18_446_744_073_709_552));
     }
 }

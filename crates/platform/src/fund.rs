@@ -14,7 +14,7 @@
 //! each to the holders with the largest remainders (ties to the older
 //! holder), so the day pays exactly its income.
 
-use crate::units::PartyNumber;
+use crate::units::{Fen, PartyNumber};
 use std::collections::{BTreeMap, BTreeSet};
 
 use ledger::{AccountFlags, NewAccount, Transfer};
@@ -30,7 +30,7 @@ use crate::rejection::{Conflict, Invalid, Limit, Missing};
 /// command, so it is bounded like a batch is).
 pub const IMPORT_HOLDERS_MAX: u32 = 1_000_000;
 /// The smallest subscription: 1 yuan.
-pub const SUBSCRIPTION_MIN: u64 = 100;
+pub const SUBSCRIPTION_MIN: Fen = Fen::new(100);
 /// Basis points × days in a year: the divisor of one day's yield.
 const DAILY_DIVISOR: u128 = 10_000 * 365;
 
@@ -40,17 +40,17 @@ pub struct YieldDay {
     pub date: Date,
     pub annual_rate_bps: u32,
     /// The day's income, all of it paid to holders.
-    pub income: u64,
+    pub income: Fen,
     pub holders_paid: u64,
     /// The fund's value before the yield.
-    pub fund_value: u64,
+    pub fund_value: Fen,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HolderYield {
     pub last_date: Option<Date>,
-    pub last_amount: u64,
-    pub total: u64,
+    pub last_amount: Fen,
+    pub total: Fen,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub(crate) struct FundState {
     pub days: BTreeMap<Date, YieldDay>,
     /// Sub-fen income carried to the next day, in fen × 3,650,000.
     pub carry: u128,
-    pub redeemed: BTreeMap<(PartyNumber, Date), u64>,
+    pub redeemed: BTreeMap<(PartyNumber, Date), Fen>,
     /// (holder, date) redemption records older than the latest date are dropped.
     pub redeemed_dates: BTreeSet<Date>,
 }
@@ -68,9 +68,9 @@ pub(crate) struct FundState {
 /// A holder's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FundPosition {
-    pub value: u64,
-    pub yesterday_yield: u64,
-    pub total_yield: u64,
+    pub value: Fen,
+    pub yesterday_yield: Fen,
+    pub total_yield: Fen,
 }
 
 impl Platform {
@@ -78,11 +78,11 @@ impl Platform {
         let value = self
             .ledger
             .account(accounts::fund(party))
-            .map_or(0, |a| u64::try_from(a.debit_headroom()).unwrap_or(u64::MAX));
+            .map_or(Fen::ZERO, |a| Fen::try_from(a.debit_headroom()).unwrap_or(Fen::MAX));
         let holder = self.state.fund.holders.get(&party).copied().unwrap_or_default();
         let latest = self.state.fund.days.keys().next_back().copied();
         let yesterday_yield =
-            if holder.last_date.is_some() && holder.last_date == latest { holder.last_amount } else { 0 };
+            if holder.last_date.is_some() && holder.last_date == latest { holder.last_amount } else { Fen::ZERO };
         FundPosition { value, yesterday_yield, total_yield: holder.total }
     }
 
@@ -90,7 +90,7 @@ impl Platform {
         self.state.fund.days.get(&date)
     }
 
-    pub(crate) fn fund_subscribe(&mut self, now: u64, party: PartyNumber, amount: u64) -> Outcome {
+    pub(crate) fn fund_subscribe(&mut self, now: u64, party: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_user(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -111,21 +111,21 @@ impl Platform {
         );
         match self.apply_chain(now, &[transfer]) {
             Ok(()) => {
-                self.book_fund(amount, 0);
+                self.book_fund(amount, Fen::ZERO);
                 Outcome::FundMoved { number, amount }
             }
             Err(rejection) => Outcome::Rejected(rejection),
         }
     }
 
-    pub(crate) fn fund_redeem(&mut self, now: u64, party: PartyNumber, amount: u64) -> Outcome {
+    pub(crate) fn fund_redeem(&mut self, now: u64, party: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_user(party, amount) {
             return Outcome::Rejected(rejection);
         }
         let today = Date::of_nanos(now);
-        let used = self.state.fund.redeemed.get(&(party, today)).copied().unwrap_or(0);
+        let used = self.state.fund.redeemed.get(&(party, today)).copied().unwrap_or_default();
         let limit = self.state.config.fund_redeem_daily_limit;
-        if used.saturating_add(amount) > limit {
+        if used.checked_add(amount).is_none_or(|total| total > limit) {
             return Outcome::Rejected(Rejection::LimitExceeded(Limit::Redemption {
                 limit,
                 left: limit.saturating_sub(used),
@@ -146,7 +146,7 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
-        self.book_fund(0, amount);
+        self.book_fund(Fen::ZERO, amount);
         // Only today's use matters: older days are forgotten.
         if self.state.fund.redeemed_dates.insert(today) {
             let old: Vec<Date> = self.state.fund.redeemed_dates.range(..today).copied().collect();
@@ -195,6 +195,7 @@ impl Platform {
             if share == 0 {
                 continue;
             }
+            let share = Fen::new(share);
             let transfer =
                 self.new_transfer(now, FUND_INCOME, accounts::fund(party), share, accounts::CODE_FUND_YIELD, reference);
             batch.push(transfer);
@@ -203,7 +204,7 @@ impl Platform {
             }
         }
         paid += self.apply_independent(now, &mut batch);
-        self.book_fund(u64::try_from(income).unwrap_or(u64::MAX), 0);
+        self.book_fund(Fen::try_from(income).unwrap_or(Fen::MAX), Fen::ZERO);
         // Both are in party order: walk them together instead of looking
         // every holder up again.
         let mut shares_in_order = shares.iter().peekable();
@@ -213,17 +214,17 @@ impl Platform {
             {
                 shares_in_order.next();
                 holder.last_date = Some(date);
-                holder.last_amount = share;
-                holder.total += share;
+                holder.last_amount = Fen::new(share);
+                holder.total += Fen::new(share);
             }
         }
         self.state.fund.carry = carry;
         let day = YieldDay {
             date,
             annual_rate_bps,
-            income: u64::try_from(income).unwrap_or(u64::MAX),
+            income: Fen::try_from(income).unwrap_or(Fen::MAX),
             holders_paid: paid,
-            fund_value: u64::try_from(fund_value).unwrap_or(u64::MAX),
+            fund_value: Fen::try_from(fund_value).unwrap_or(Fen::MAX),
         };
         self.state.fund.days.insert(date, day.clone());
         Outcome::FundYieldPaid(day)
@@ -273,9 +274,9 @@ impl Platform {
             self.create_accounts_that_cannot_fail(now, &accounts_batch);
         }
         let mut batch = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
-        let mut value = 0u64;
+        let mut value = Fen::ZERO;
         for (index, &number) in numbers.iter().enumerate() {
-            let amount = 100 + (index as u64 * 7_919 + seed) % 1_000_000;
+            let amount = Fen::new(100 + (index as u64 * 7_919 + seed) % 1_000_000);
             value += amount;
             batch.push(self.new_transfer(
                 now,
@@ -290,7 +291,7 @@ impl Platform {
             }
         }
         self.apply_independent(now, &mut batch);
-        self.book_fund(value, 0);
+        self.book_fund(value, Fen::ZERO);
         Outcome::HoldersImported { first: PartyNumber::new(first), count, value }
     }
 
@@ -339,7 +340,7 @@ impl Platform {
         }
     }
 
-    fn check_user(&self, party: PartyNumber, amount: u64) -> Result<(), Rejection> {
+    fn check_user(&self, party: PartyNumber, amount: Fen) -> Result<(), Rejection> {
         self.check_party_and_amount(party, amount)?;
         match self.state.parties.get(party) {
             Some(p) if p.kind == PartyKind::User => Ok(()),

@@ -30,7 +30,7 @@
 //! repayment lowers the principal from the next day on. Repayments go to
 //! interest, then penalties, then principal.
 
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, TradeNumber};
 use std::collections::BTreeMap;
 
 use ledger::{AccountFlags, NewAccount};
@@ -83,15 +83,15 @@ pub struct Loan {
     pub merchant: PartyNumber,
     pub out_request_no: String,
     /// What was lent.
-    pub principal: u64,
+    pub principal: Fen,
     /// What is still owed of it.
-    pub outstanding_principal: u64,
+    pub outstanding_principal: Fen,
     /// Interest and penalties accrued and not yet repaid.
-    pub interest: u64,
-    pub penalties: u64,
-    pub interest_accrued_total: u64,
-    pub penalties_accrued_total: u64,
-    pub repaid_total: u64,
+    pub interest: Fen,
+    pub penalties: Fen,
+    pub interest_accrued_total: Fen,
+    pub penalties_accrued_total: Fen,
+    pub repaid_total: Fen,
     pub daily_rate_bps: u32,
     pub term_days: u32,
     pub disbursed_at: u64,
@@ -104,7 +104,7 @@ pub struct Loan {
 }
 
 impl Loan {
-    pub fn owed(&self) -> u64 {
+    pub fn owed(&self) -> Fen {
         self.outstanding_principal + self.interest + self.penalties
     }
 }
@@ -115,13 +115,13 @@ pub struct Portfolio {
     pub loans_active: u64,
     pub loans_overdue: u64,
     pub loans_repaid: u64,
-    pub outstanding_principal: u64,
-    pub outstanding_interest: u64,
-    pub outstanding_penalties: u64,
-    pub interest_earned: u64,
-    pub penalties_earned: u64,
+    pub outstanding_principal: Fen,
+    pub outstanding_interest: Fen,
+    pub outstanding_penalties: Fen,
+    pub interest_earned: Fen,
+    pub penalties_earned: Fen,
     /// Overdue principal by days past due: 1–30, 31–60, 61–90, over 90.
-    pub overdue_by_age: [u64; 4],
+    pub overdue_by_age: [Fen; 4],
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -131,10 +131,10 @@ pub(crate) struct LoanBook {
     pub open: std::collections::BTreeSet<u64>,
     pub by_request: BTreeMap<(PartyNumber, String), u64>,
     /// Settled trade volume by (merchant, month index).
-    pub settled: BTreeMap<(PartyNumber, u32), u64>,
+    pub settled: BTreeMap<(PartyNumber, u32), Fen>,
     /// Money the merchant sent back out by (merchant, month index): refunds
     /// after settlement, transfers to other parties.
-    pub sent_back: BTreeMap<(PartyNumber, u32), u64>,
+    pub sent_back: BTreeMap<(PartyNumber, u32), Fen>,
     /// Open order loans by the trade they advance.
     pub by_trade: BTreeMap<TradeNumber, u64>,
     /// Open loans by (merchant, loan): a merchant's loans without a scan of all.
@@ -147,9 +147,9 @@ pub const ORDER_LOAN_TERM_DAYS: u32 = 30;
 /// A merchant's credit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Credit {
-    pub limit: u64,
-    pub used: u64,
-    pub available: u64,
+    pub limit: Fen,
+    pub used: Fen,
+    pub available: Fen,
     pub daily_rate_bps: u32,
 }
 
@@ -161,19 +161,20 @@ impl Platform {
     pub fn credit(&self, merchant: PartyNumber, now: u64) -> Credit {
         let month = Date::of_nanos(now).month_index();
         let months = || (0..CREDIT_MONTHS).filter_map(|back| month.checked_sub(back));
-        let total = |book: &BTreeMap<(PartyNumber, u32), u64>| -> u128 {
-            months().map(|m| u128::from(book.get(&(merchant, m)).copied().unwrap_or(0))).sum()
+        let total = |book: &BTreeMap<(PartyNumber, u32), Fen>| -> u128 {
+            months().map(|m| u128::from(book.get(&(merchant, m)).copied().unwrap_or_default())).sum()
         };
         let volume = total(&self.state.loans.settled).saturating_sub(total(&self.state.loans.sent_back));
         let average = u64::try_from(volume / u128::from(CREDIT_MONTHS)).unwrap_or(u64::MAX);
-        let limit =
-            (u128::from(average) * u128::from(CREDIT_MULTIPLE_PERCENT) / 100).min(u128::from(CREDIT_CAP)) as u64;
-        let used: u64 = self.open_loans_of(merchant).map(|loan| loan.outstanding_principal).sum();
+        let limit = Fen::new(
+            (u128::from(average) * u128::from(CREDIT_MULTIPLE_PERCENT) / 100).min(u128::from(CREDIT_CAP)) as u64,
+        );
+        let used: Fen = self.open_loans_of(merchant).map(|loan| loan.outstanding_principal).sum();
         Credit { limit, used, available: limit.saturating_sub(used), daily_rate_bps: DAILY_RATE_BPS }
     }
 
     /// What a merchant owes on all its loans (principal, interest, penalties).
-    pub fn loans_owed(&self, merchant: PartyNumber) -> u64 {
+    pub fn loans_owed(&self, merchant: PartyNumber) -> Fen {
         self.open_loans_of(merchant).map(Loan::owed).sum()
     }
 
@@ -216,28 +217,28 @@ impl Platform {
     }
 
     /// Counts a trade's settled amount toward its merchant's credit line.
-    pub(crate) fn record_settlement(&mut self, now: u64, merchant: PartyNumber, amount: u64) {
+    pub(crate) fn record_settlement(&mut self, now: u64, merchant: PartyNumber, amount: Fen) {
         let month = (merchant, Date::of_nanos(now).month_index());
         let settled = self.state.loans.settled.entry(month).or_default();
-        *settled = settled.saturating_add(amount);
+        *settled = settled.checked_add(amount).unwrap_or(Fen::MAX);
     }
 
     /// Counts money a merchant sent back out (a refund after settlement, a
     /// transfer) against its credit line; other parties have none.
-    pub(crate) fn record_money_sent_back(&mut self, now: u64, party: PartyNumber, amount: u64) {
+    pub(crate) fn record_money_sent_back(&mut self, now: u64, party: PartyNumber, amount: Fen) {
         if !self.state.parties.is(party, PartyKind::Merchant) {
             return;
         }
         let month = (party, Date::of_nanos(now).month_index());
         let sent_back = self.state.loans.sent_back.entry(month).or_default();
-        *sent_back = sent_back.saturating_add(amount);
+        *sent_back = sent_back.checked_add(amount).unwrap_or(Fen::MAX);
     }
 
     pub(crate) fn take_loan(
         &mut self,
         now: u64,
         merchant: PartyNumber,
-        amount: u64,
+        amount: Fen,
         term_days: u32,
         out_request_no: &str,
     ) -> Outcome {
@@ -252,7 +253,7 @@ impl Platform {
         if !self.state.parties.is(merchant, PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
-        if amount == 0 || amount > AMOUNT_MAX || term_days == 0 || term_days > TERM_DAYS_MAX {
+        if amount.is_zero() || amount.get() > AMOUNT_MAX || term_days == 0 || term_days > TERM_DAYS_MAX {
             return Outcome::Rejected(Rejection::Invalid(Invalid::LoanAmountOrTerm));
         }
         if out_request_no.is_empty() || out_request_no.chars().count() > 64 {
@@ -272,7 +273,7 @@ impl Platform {
         now: u64,
         merchant: PartyNumber,
         trade: TradeNumber,
-        amount: Option<u64>,
+        amount: Option<Fen>,
         out_request_no: &str,
     ) -> Outcome {
         if let Some(&number) = self.state.loans.by_request.get(&(merchant, out_request_no.to_string())) {
@@ -288,7 +289,7 @@ impl Platform {
             Ok(_) => return Outcome::Rejected(Rejection::NotFound(Missing::Trade)),
             Err(outcome) => return outcome,
         };
-        if found.in_escrow() == 0 {
+        if found.in_escrow().is_zero() {
             return Outcome::Rejected(Rejection::Conflict(Conflict::AdvanceNeedsEscrowTrade));
         }
         if self.state.loans.by_trade.contains_key(&trade) {
@@ -299,7 +300,7 @@ impl Platform {
         }
         let limit = self.order_loan_limit(now, merchant, &found);
         let amount = amount.unwrap_or(limit);
-        if amount == 0 || amount > limit {
+        if amount.is_zero() || amount > limit {
             return Outcome::Rejected(Rejection::LimitExceeded(Limit::Advance { most: limit }));
         }
         let outcome = self.open_loan(now, merchant, amount, ORDER_LOAN_TERM_DAYS, out_request_no, Some(trade));
@@ -311,10 +312,11 @@ impl Platform {
 
     /// The most a merchant may borrow against a trade now: its credit
     /// available, and a share of what the trade will pay it.
-    fn order_loan_limit(&self, now: u64, merchant: PartyNumber, trade: &crate::trades::Trade) -> u64 {
+    fn order_loan_limit(&self, now: u64, merchant: PartyNumber, trade: &crate::trades::Trade) -> Fen {
         let held = trade.in_escrow();
         let will_pay = held.saturating_sub(self.merchant_fee(merchant, held));
-        let share = u64::try_from(u128::from(will_pay) * u128::from(ORDER_LOAN_SHARE_PERCENT) / 100).unwrap_or(0);
+        let share =
+            Fen::try_from(u128::from(will_pay) * u128::from(ORDER_LOAN_SHARE_PERCENT) / 100).unwrap_or(Fen::ZERO);
         share.min(self.credit(merchant, now).available)
     }
 
@@ -324,29 +326,29 @@ impl Platform {
         &mut self,
         now: u64,
         trade: TradeNumber,
-        refunded: u64,
-    ) -> Option<(u64, u64)> {
+        refunded: Fen,
+    ) -> Option<(u64, Fen)> {
         let number = *self.state.loans.by_trade.get(&trade)?;
         self.accrue_loan(now, number);
         let repayment = self.state.loans.loans.get(&number)?.owed().min(refunded);
-        (repayment > 0).then_some((number, repayment))
+        (!repayment.is_zero()).then_some((number, repayment))
     }
 
     /// The open order loan on a settling trade, accrued to now, and what its
     /// settlement (`available` after the fee) repays of it.
-    pub(crate) fn order_loan_repayment(&mut self, now: u64, trade: TradeNumber, available: u64) -> Option<(u64, u64)> {
+    pub(crate) fn order_loan_repayment(&mut self, now: u64, trade: TradeNumber, available: Fen) -> Option<(u64, Fen)> {
         let number = *self.state.loans.by_trade.get(&trade)?;
         self.accrue_loan(now, number);
         let owed = self.state.loans.loans.get(&number)?.owed();
         let repayment = owed.min(available);
-        (repayment > 0).then_some((number, repayment))
+        (!repayment.is_zero()).then_some((number, repayment))
     }
 
     fn open_loan(
         &mut self,
         now: u64,
         merchant: PartyNumber,
-        amount: u64,
+        amount: Fen,
         term_days: u32,
         out_request_no: &str,
         trade: Option<TradeNumber>,
@@ -380,11 +382,11 @@ impl Platform {
             out_request_no: out_request_no.to_string(),
             principal: amount,
             outstanding_principal: amount,
-            interest: 0,
-            penalties: 0,
-            interest_accrued_total: 0,
-            penalties_accrued_total: 0,
-            repaid_total: 0,
+            interest: Fen::ZERO,
+            penalties: Fen::ZERO,
+            interest_accrued_total: Fen::ZERO,
+            penalties_accrued_total: Fen::ZERO,
+            repaid_total: Fen::ZERO,
             daily_rate_bps: DAILY_RATE_BPS,
             term_days,
             disbursed_at: now,
@@ -401,11 +403,11 @@ impl Platform {
         Outcome::LoanUpdated(Box::new(loan))
     }
 
-    pub(crate) fn repay_loan(&mut self, now: u64, number: u64, merchant: PartyNumber, amount: u64) -> Outcome {
+    pub(crate) fn repay_loan(&mut self, now: u64, number: u64, merchant: PartyNumber, amount: Fen) -> Outcome {
         if self.state.loans.loans.get(&number).is_none_or(|loan| loan.merchant != merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Loan));
         }
-        if amount == 0 || amount > AMOUNT_MAX {
+        if amount.is_zero() || amount.get() > AMOUNT_MAX {
             return Outcome::Rejected(Rejection::Invalid(Invalid::Amount));
         }
         self.accrue_loan(now, number);
@@ -434,7 +436,7 @@ impl Platform {
 
     /// Books a repayment that the ledger has taken: interest first, then
     /// penalties, then principal.
-    pub(crate) fn allocate_repayment(&mut self, number: u64, amount: u64) {
+    pub(crate) fn allocate_repayment(&mut self, number: u64, amount: Fen) {
         let Some(loan) = self.state.loans.loans.get_mut(&number) else { return };
         let mut left = amount;
         let to_interest = left.min(loan.interest);
@@ -445,7 +447,7 @@ impl Platform {
         left -= to_penalties;
         loan.outstanding_principal -= left;
         loan.repaid_total += amount;
-        if loan.owed() == 0 {
+        if loan.owed().is_zero() {
             loan.status = LoanStatus::Repaid;
             let (trade, merchant) = (loan.trade, loan.merchant);
             self.state.loans.open.remove(&number);
@@ -512,7 +514,7 @@ impl Platform {
         for (amount, code) in
             [(accrual.interest, accounts::CODE_LOAN_INTEREST), (accrual.penalties, accounts::CODE_LOAN_PENALTY)]
         {
-            if amount > 0 {
+            if !amount.is_zero() {
                 out.push(self.new_transfer(
                     now,
                     accounts::loan(number),
@@ -533,7 +535,7 @@ impl Platform {
             return None;
         }
         let days = now.saturating_sub(loan.disbursed_at) / DAY_NANOS;
-        let (mut interest, mut penalties) = (0u64, 0u64);
+        let (mut interest, mut penalties) = (Fen::ZERO, Fen::ZERO);
         for day in loan.days_accrued + 1..=days {
             interest += daily(loan.outstanding_principal, loan.daily_rate_bps);
             if day > u64::from(loan.term_days) {
@@ -566,12 +568,12 @@ impl Platform {
 #[derive(Clone, Copy, Debug)]
 struct Accrual {
     days: u64,
-    interest: u64,
-    penalties: u64,
+    interest: Fen,
+    penalties: Fen,
     became_overdue: bool,
 }
 
 /// One day's interest on a principal, rounded down to the fen.
-pub fn daily(principal: u64, rate_bps: u32) -> u64 {
-    (u128::from(principal) * u128::from(rate_bps) / 10_000) as u64
+pub fn daily(principal: Fen, rate_bps: u32) -> Fen {
+    Fen::new((u128::from(principal) * u128::from(rate_bps) / 10_000) as u64)
 }

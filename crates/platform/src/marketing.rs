@@ -3,7 +3,7 @@
 //! may never go below zero, so neither can pay out more than it holds,
 //! whatever the concurrency: the ledger refuses the transfer first.
 
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, TradeNumber};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngCore as _, SeedableRng as _};
@@ -34,17 +34,17 @@ pub enum SplitMode {
 pub struct RedPacket {
     pub number: u64,
     pub sender: PartyNumber,
-    pub total: u64,
+    pub total: Fen,
     pub mode: SplitMode,
     pub greeting: Option<String>,
     /// Every share, fixed when the packet is made; claims take them in order.
-    pub shares: Vec<u64>,
+    pub shares: Vec<Fen>,
     /// (user, amount) in claim order.
-    pub claims: Vec<(PartyNumber, u64)>,
+    pub claims: Vec<(PartyNumber, Fen)>,
     pub created_at: u64,
     pub expires_at: u64,
     /// What went back to the sender at expiry.
-    pub returned: u64,
+    pub returned: Fen,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,17 +53,17 @@ pub struct Campaign {
     /// The merchant paying for it, or `None` for the platform.
     pub sponsor: Option<PartyNumber>,
     pub name: String,
-    pub budget: u64,
-    pub spent: u64,
-    pub discount: u64,
-    pub min_spend: u64,
+    pub budget: Fen,
+    pub spent: Fen,
+    pub discount: Fen,
+    pub min_spend: Fen,
     pub per_user_limit: u32,
     pub starts_at: u64,
     pub ends_at: u64,
     /// Discounts given, per user.
     pub uses: BTreeMap<PartyNumber, u32>,
     /// Set at the end, when the unspent budget went back.
-    pub returned: Option<u64>,
+    pub returned: Option<Fen>,
 }
 
 /// A coupon: one use of its campaign's discount, for one user, until it expires.
@@ -78,8 +78,8 @@ pub struct Coupon {
 }
 
 impl Campaign {
-    pub fn remaining(&self) -> u64 {
-        self.budget - self.spent - self.returned.unwrap_or(0)
+    pub fn remaining(&self) -> Fen {
+        self.budget - self.spent - self.returned.unwrap_or_default()
     }
 }
 
@@ -88,7 +88,7 @@ impl Campaign {
 pub(crate) struct Marketing {
     pub(crate) red_packets: BTreeMap<u64, RedPacket>,
     /// What each sender's red packets still hold (its `held` money).
-    pub(crate) unclaimed: BTreeMap<PartyNumber, u64>,
+    pub(crate) unclaimed: BTreeMap<PartyNumber, Fen>,
     pub(crate) campaigns: BTreeMap<u64, Campaign>,
     pub(crate) coupons: BTreeMap<u64, Coupon>,
     /// (when, red packet or campaign number): expiries and ends.
@@ -149,7 +149,7 @@ impl Platform {
         &mut self,
         now: u64,
         sender: PartyNumber,
-        total: u64,
+        total: Fen,
         count: u32,
         mode: SplitMode,
         greeting: &Option<String>,
@@ -160,7 +160,7 @@ impl Platform {
         if count == 0 || count > RED_PACKET_SHARES_MAX {
             return invalid(Invalid::RedPacketCount);
         }
-        if total < u64::from(count) || total > AMOUNT_MAX {
+        if total.get() < u64::from(count) || total.get() > AMOUNT_MAX {
             return invalid(Invalid::RedPacketTotal);
         }
         if greeting.as_ref().is_some_and(|g| crate::text::check_optional_text(g, TEXT_CHARS_MAX).is_err()) {
@@ -178,8 +178,8 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
-        let seed = crate::platform::hash_of(&[number, sender.get(), total, u64::from(count), now]);
-        let shares = split(total, count, mode, seed);
+        let seed = crate::platform::hash_of(&[number, sender.get(), total.get(), u64::from(count), now]);
+        let shares = split(total.get(), count, mode, seed).into_iter().map(Fen::new).collect();
         let expires_at = now.saturating_add(RED_PACKET_LIFETIME_NANOS);
         let packet = RedPacket {
             number,
@@ -191,7 +191,7 @@ impl Platform {
             claims: Vec::new(),
             created_at: now,
             expires_at,
-            returned: 0,
+            returned: Fen::ZERO,
         };
         self.state.marketing.red_packets.insert(number, packet);
         *self.state.marketing.unclaimed.entry(sender).or_default() += total;
@@ -209,7 +209,7 @@ impl Platform {
         if packet.claims.iter().any(|(claimer, _)| *claimer == user) {
             return conflict(Conflict::RedPacketClaimedAlready);
         }
-        if packet.expires_at <= now || packet.returned > 0 {
+        if packet.expires_at <= now || !packet.returned.is_zero() {
             return conflict(Conflict::RedPacketExpired);
         }
         let Some(&amount) = packet.shares.get(packet.claims.len()) else {
@@ -244,13 +244,13 @@ impl Platform {
         if crate::text::check_display_text(name, TEXT_CHARS_MAX).is_err() {
             return invalid(Invalid::CampaignName);
         }
-        if budget == 0 || budget > AMOUNT_MAX || discount == 0 {
+        if budget.is_zero() || budget.get() > AMOUNT_MAX || discount.is_zero() {
             return invalid(Invalid::BudgetOrDiscount);
         }
         if discount > budget {
             return Outcome::Rejected(Rejection::LimitExceeded(Limit::DiscountOverBudget));
         }
-        if min_spend > AMOUNT_MAX || per_user_limit == 0 {
+        if min_spend.get() > AMOUNT_MAX || per_user_limit == 0 {
             return invalid(Invalid::MinSpendOrPerUserLimit);
         }
         if ends_at <= starts_at || ends_at <= now {
@@ -277,7 +277,7 @@ impl Platform {
             sponsor,
             name: name.to_string(),
             budget,
-            spent: 0,
+            spent: Fen::ZERO,
             discount,
             min_spend,
             per_user_limit,
@@ -292,10 +292,10 @@ impl Platform {
     }
 
     /// A red packet's share was claimed or its rest returned: no longer its sender's held money.
-    fn release_unclaimed(&mut self, sender: PartyNumber, amount: u64) {
+    fn release_unclaimed(&mut self, sender: PartyNumber, amount: Fen) {
         if let Some(held) = self.state.marketing.unclaimed.get_mut(&sender) {
             *held -= amount;
-            if *held == 0 {
+            if held.is_zero() {
                 self.state.marketing.unclaimed.remove(&sender);
             }
         }
@@ -351,8 +351,8 @@ impl Platform {
     /// An expired red packet's unclaimed shares go back to its sender.
     fn return_red_packet(&mut self, now: u64, number: u64) {
         let Some(packet) = self.state.marketing.red_packets.get(&number) else { return };
-        let left: u64 = packet.shares[packet.claims.len()..].iter().sum();
-        if left == 0 || packet.returned > 0 {
+        let left: Fen = packet.shares[packet.claims.len()..].iter().copied().sum();
+        if left.is_zero() || !packet.returned.is_zero() {
             return;
         }
         let sender = packet.sender;
@@ -381,7 +381,7 @@ impl Platform {
             return;
         }
         let (left, sponsor) = (campaign.remaining(), campaign.sponsor);
-        if left > 0 {
+        if !left.is_zero() {
             let target = sponsor.map_or(MARKETING, accounts::wallet);
             let back = self.new_transfer(
                 now,

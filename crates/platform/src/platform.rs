@@ -4,7 +4,7 @@
 //! idempotency records) change in the same command, so a command's money and
 //! its records commit together.
 
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, TradeNumber};
 use std::collections::BTreeMap;
 
 use journal::{ArchiveSource, DecodeError, JournalError, StateMachine};
@@ -184,7 +184,7 @@ impl Platform {
 
     pub fn balance(&self, number: PartyNumber) -> Option<Balance> {
         let account = self.ledger.account(accounts::wallet(number))?;
-        let red_packets = self.state.marketing.unclaimed.get(&number).copied().unwrap_or(0);
+        let red_packets = self.state.marketing.unclaimed.get(&number).copied().unwrap_or_default();
         Some(Balance { available: account.debit_headroom(), held: account.debits_pending + u128::from(red_packets) })
     }
 
@@ -403,7 +403,7 @@ impl Platform {
         Outcome::PartyCreated { number, kind }
     }
 
-    fn transfer(&mut self, now: u64, from: PartyNumber, to: PartyNumber, amount: u64) -> Outcome {
+    fn transfer(&mut self, now: u64, from: PartyNumber, to: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(from, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -424,7 +424,7 @@ impl Platform {
             accounts::CODE_TRANSFER,
             reference,
         )];
-        if fee > 0 {
+        if !fee.is_zero() {
             chain.push(self.new_transfer(
                 now,
                 accounts::wallet(from),
@@ -488,24 +488,24 @@ impl Platform {
         now: u64,
         party: PartyNumber,
         product: Product,
-        amount: u64,
-    ) -> (u64, (PartyNumber, Product, u32), u64) {
+        amount: Fen,
+    ) -> (Fen, (PartyNumber, Product, u32), Fen) {
         let schedule = self.fee_schedule(product);
         let period = match schedule.free_quota.map(|quota| quota.period) {
             Some(QuotaPeriod::Month) => Date::of_nanos(now).month_index(),
             _ => 0,
         };
         let key = (party, product, period);
-        let used = self.state.fees.quota_used.get(&key).copied().unwrap_or(0);
+        let used = self.state.fees.quota_used.get(&key).copied().unwrap_or_default();
         let charge = schedule.fee(amount, used);
         (charge.fee, key, charge.quota_used)
     }
 
-    pub(crate) fn check_party_and_amount(&self, party: PartyNumber, amount: u64) -> Result<(), Rejection> {
+    pub(crate) fn check_party_and_amount(&self, party: PartyNumber, amount: Fen) -> Result<(), Rejection> {
         if !self.state.parties.contains(party) {
             return Err(Rejection::NotFound(Missing::Party));
         }
-        if amount == 0 || amount > AMOUNT_MAX {
+        if amount.is_zero() || amount.get() > AMOUNT_MAX {
             return Err(Rejection::Invalid(Invalid::Amount));
         }
         Ok(())
@@ -530,7 +530,7 @@ impl Platform {
         now: u64,
         debit: u128,
         credit: u128,
-        amount: u64,
+        amount: Fen,
         code: u16,
         reference: Reference,
     ) -> Transfer {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::Date;
 use crate::command::Outcome;
+use crate::units::Fen;
 
 /// The answer to an action refused for `what` input.
 pub(crate) fn invalid(what: Invalid) -> Outcome {
@@ -141,22 +142,22 @@ pub enum Limit {
     RefundsPerTrade,
     /// Refunds would exceed what the buyer paid: this much is left.
     Refundable {
-        left: u64,
+        left: Fen,
     },
     TradeNumbers,
     /// The fund's daily redemption limit, and what is left of it today.
     Redemption {
-        limit: u64,
-        left: u64,
+        limit: Fen,
+        left: Fen,
     },
     Credit {
-        available: u64,
+        available: Fen,
     },
     Advance {
-        most: u64,
+        most: Fen,
     },
     Owed {
-        owed: u64,
+        owed: Fen,
     },
     DiscountOverBudget,
 }

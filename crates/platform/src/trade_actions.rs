@@ -2,7 +2,7 @@
 //! money in one linked chain, and records the trade and its events in the
 //! same command.
 
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, TradeNumber};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -63,25 +63,25 @@ fn not_found() -> Outcome {
 struct RefundPlan {
     /// The merchant has the money (and paid the fee): after settlement, or an instant trade.
     settled: bool,
-    fee_back: u64,
-    discount_back: u64,
+    fee_back: Fen,
+    discount_back: Fen,
     /// Where the discount goes, and whether that is the running campaign.
     discount_to: Option<(u128, bool)>,
     /// An advance on the trade: the loan and what the refund repays of it.
-    advance: Option<(u64, u64)>,
+    advance: Option<(u64, Fen)>,
 }
 
 /// Whether a new refund of `amount` may be made on `trade` (whose refunds
 /// do not have `out_request_no` yet), and the account the buyer paid from,
 /// where it goes.
-fn check_refund(trade: &Trade, out_request_no: &str, amount: u64, reason: &Option<String>) -> Result<u128, Outcome> {
+fn check_refund(trade: &Trade, out_request_no: &str, amount: Fen, reason: &Option<String>) -> Result<u128, Outcome> {
     if !valid_reference(out_request_no) {
         return Err(invalid(Invalid::RefundRequestNo));
     }
     if reason.as_ref().is_some_and(|reason| crate::text::check_optional_text(reason, REASON_CHARS_MAX).is_err()) {
         return Err(invalid(Invalid::Reason));
     }
-    if amount == 0 || amount > AMOUNT_MAX {
+    if amount.is_zero() || amount.get() > AMOUNT_MAX {
         return Err(invalid(Invalid::Amount));
     }
     if trade.refunds.len() >= REFUNDS_PER_TRADE_MAX {
@@ -476,12 +476,12 @@ impl Platform {
             shipped_at: None,
             confirm_due_at: None,
             settled_at: None,
-            fee: 0,
-            refunded: 0,
+            fee: Fen::ZERO,
+            refunded: Fen::ZERO,
             refunds: Vec::new(),
             campaign: new.campaign,
-            discount: 0,
-            discount_returned: 0,
+            discount: Fen::ZERO,
+            discount_returned: Fen::ZERO,
             discount_campaign: None,
             discount_note: None,
             notify_url: new.notify_url.clone(),
@@ -502,7 +502,7 @@ impl Platform {
         if !valid_reference(&new.out_trade_no) {
             return Err(invalid(Invalid::OutTradeNo));
         }
-        if new.amount == 0 || new.amount > AMOUNT_MAX {
+        if new.amount.is_zero() || new.amount.get() > AMOUNT_MAX {
             return Err(invalid(Invalid::Amount));
         }
         if new.notify_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, URL_CHARS_MAX)) {
@@ -637,7 +637,7 @@ impl Platform {
             return Outcome::Rejected(rejection);
         }
         self.book_payment(&trade, source, fee, discount);
-        if discount > 0 {
+        if !discount.is_zero() {
             self.use_discount(buyer, number, campaign, coupon, discount);
         }
         // A trade made for anyone becomes the buyer's when paid.
@@ -648,7 +648,7 @@ impl Platform {
         let updated = self.update_trade(number, |trade| {
             trade.status = status;
             trade.discount = discount;
-            trade.discount_campaign = campaign.filter(|_| discount > 0);
+            trade.discount_campaign = campaign.filter(|_| !discount.is_zero());
             trade.previous_of_buyer = previous_of_buyer;
             trade.discount_note = discount_note;
             trade.paid_at = Some(now);
@@ -692,37 +692,37 @@ impl Platform {
         now: u64,
         trade: &Trade,
         mut payment: Transfer,
-        discount: u64,
-    ) -> (Vec<Transfer>, TradeStatus, u64) {
+        discount: Fen,
+    ) -> (Vec<Transfer>, TradeStatus, Fen) {
         let reference = Reference::Trade(trade.number);
         let merchant_wallet = accounts::wallet(trade.merchant);
         if trade.mode == TradeMode::Escrow {
             payment.credit_account_id = accounts::ESCROW;
-            return (vec![payment], TradeStatus::WaitSellerSend, 0);
+            return (vec![payment], TradeStatus::WaitSellerSend, Fen::ZERO);
         }
         let fee = self.merchant_fee(trade.merchant, trade.amount);
         payment.amount -= u128::from(discount);
         let mut chain = vec![payment];
-        if discount > 0 {
+        if !discount.is_zero() {
             let code = accounts::CODE_CAMPAIGN_DISCOUNT;
             chain.push(self.new_transfer(now, accounts::CAMPAIGNS, merchant_wallet, discount, code, reference));
         }
-        if fee > 0 {
+        if !fee.is_zero() {
             chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
         }
         (chain, TradeStatus::TradeSuccess, fee)
     }
 
     /// The books after a payment went through.
-    fn book_payment(&mut self, trade: &Trade, source: PaySource, fee: u64, discount: u64) {
+    fn book_payment(&mut self, trade: &Trade, source: PaySource, fee: Fen, discount: Fen) {
         let paid = trade.amount - discount;
         match trade.mode {
             // The merchant has the buyer's part and the campaign's, less its fee.
             TradeMode::Instant => self.book_merchant(trade.merchant, i128::from(trade.amount) - i128::from(fee)),
-            TradeMode::Escrow => self.book_escrow(paid, 0),
+            TradeMode::Escrow => self.book_escrow(paid, Fen::ZERO),
         }
         if source == PaySource::Fund {
-            self.book_fund(0, paid);
+            self.book_fund(Fen::ZERO, paid);
         }
     }
 
@@ -734,7 +734,7 @@ impl Platform {
         number: TradeNumber,
         campaign: Option<u64>,
         coupon: Option<u64>,
-        discount: u64,
+        discount: Fen,
     ) {
         let Some(campaign) = campaign.and_then(|campaign| self.state.marketing.campaigns.get_mut(&campaign)) else {
             return;
@@ -808,7 +808,7 @@ impl Platform {
         number: TradeNumber,
         merchant: PartyNumber,
         out_request_no: &str,
-        amount: u64,
+        amount: Fen,
         reason: &Option<String>,
     ) -> Outcome {
         let trade = match self.live_trade(number) {
@@ -866,20 +866,20 @@ impl Platform {
     /// What a refund of `amount` moves besides the buyer's money. Each share
     /// is of what is left, in proportion to the part of the buyer's payment
     /// not yet refunded, so the last refund takes back exactly the rest.
-    fn refund_plan(&mut self, now: u64, trade: &Trade, amount: u64) -> RefundPlan {
+    fn refund_plan(&mut self, now: u64, trade: &Trade, amount: Fen) -> RefundPlan {
         let refundable = trade.refundable();
-        let share = |of: u64| u64::try_from(u128::from(of) * u128::from(amount) / u128::from(refundable)).unwrap_or(of);
+        let share = |of: Fen| Fen::try_from(u128::from(of) * u128::from(amount) / u128::from(refundable)).unwrap_or(of);
         // Before settlement no fee was taken and escrow still has the money.
-        let settled = trade.in_escrow() == 0;
+        let settled = trade.in_escrow().is_zero();
         let discount_left = trade.discount - trade.discount_returned;
-        let discount_back = if settled { share(discount_left) } else { 0 };
+        let discount_back = if settled { share(discount_left) } else { Fen::ZERO };
         let discount_to = trade.discount_campaign.and_then(|campaign| self.discount_return_target(campaign));
         RefundPlan {
             settled,
-            fee_back: if settled { share(trade.fee) } else { 0 },
+            fee_back: if settled { share(trade.fee) } else { Fen::ZERO },
             // A sponsor that is the merchant itself, its campaign over: nothing moves.
             discount_back: if discount_to.is_some_and(|(account, _)| account == accounts::wallet(trade.merchant)) {
-                0
+                Fen::ZERO
             } else {
                 discount_back
             },
@@ -901,12 +901,12 @@ impl Platform {
     /// The refund's chain: the fee's share back to the merchant, the advance
     /// repaid first, the buyer's money to where it came from, the discount's
     /// share back to the campaign.
-    fn refund_chain(&mut self, now: u64, trade: &Trade, back: (u128, u64), plan: &RefundPlan) -> Vec<Transfer> {
+    fn refund_chain(&mut self, now: u64, trade: &Trade, back: (u128, Fen), plan: &RefundPlan) -> Vec<Transfer> {
         let (source, amount) = back;
         let reference = Reference::Trade(trade.number);
         let wallet = accounts::wallet(trade.merchant);
         let mut chain = Vec::with_capacity(4);
-        if plan.fee_back > 0 && !crate::faults::refund_forgets_fee() {
+        if !plan.fee_back.is_zero() && !crate::faults::refund_forgets_fee() {
             chain.push(self.new_transfer(
                 now,
                 REVENUE,
@@ -922,7 +922,7 @@ impl Platform {
         }
         let from = if plan.settled { wallet } else { accounts::ESCROW };
         chain.push(self.new_transfer(now, from, source, amount, accounts::CODE_TRADE_REFUND, reference));
-        if let Some((target, _)) = plan.discount_to.filter(|_| plan.discount_back > 0) {
+        if let Some((target, _)) = plan.discount_to.filter(|_| !plan.discount_back.is_zero()) {
             let code = accounts::CODE_CAMPAIGN_DISCOUNT_RETURN;
             chain.push(self.new_transfer(now, wallet, target, plan.discount_back, code, reference));
         }
@@ -930,17 +930,17 @@ impl Platform {
     }
 
     /// The records of a refund whose chain went through.
-    fn book_refund(&mut self, now: u64, trade: &Trade, amount: u64, plan: &RefundPlan) {
-        let repaid = plan.advance.map_or(0, |(_, repayment)| repayment);
+    fn book_refund(&mut self, now: u64, trade: &Trade, amount: Fen, plan: &RefundPlan) {
+        let repaid = plan.advance.map_or(Fen::ZERO, |(_, repayment)| repayment);
         if plan.settled {
             let back = i128::from(plan.fee_back) - i128::from(amount) - i128::from(plan.discount_back);
             self.book_merchant(trade.merchant, back - i128::from(repaid));
         } else {
-            self.book_escrow(0, amount);
+            self.book_escrow(Fen::ZERO, amount);
             self.book_merchant(trade.merchant, -i128::from(repaid));
         }
         if trade.payer.is_some_and(|payer| trade.payer_account == Some(accounts::fund(payer))) {
-            self.book_fund(amount, 0);
+            self.book_fund(amount, Fen::ZERO);
         }
         if let Some((loan, repayment)) = plan.advance {
             self.allocate_repayment(loan, repayment);
@@ -1017,7 +1017,7 @@ impl Platform {
         // Only the tick and a confirmation settle, and only open (live) trades.
         let trade = self.state.trades.live.get(&number).cloned().ok_or(Rejection::NotFound(Missing::Trade))?;
         let settled_amount = trade.in_escrow();
-        if settled_amount == 0 {
+        if settled_amount.is_zero() {
             // A trade refunded in full is closed, never confirmed.
             return Err(Rejection::Conflict(Conflict::TradeHoldsNoMoney));
         }
@@ -1031,7 +1031,7 @@ impl Platform {
             accounts::CODE_TRADE_SETTLEMENT,
             reference,
         )];
-        if fee > 0 {
+        if !fee.is_zero() {
             chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
         }
         // An advance on this trade is repaid from its settlement first, in the same chain.
@@ -1047,8 +1047,8 @@ impl Platform {
             ));
         }
         self.apply_chain(now, &chain)?;
-        let repaid = advance.map_or(0, |(_, repayment)| repayment);
-        self.book_escrow(0, settled_amount);
+        let repaid = advance.map_or(Fen::ZERO, |(_, repayment)| repayment);
+        self.book_escrow(Fen::ZERO, settled_amount);
         self.book_merchant(trade.merchant, i128::from(settled_amount) - i128::from(fee) - i128::from(repaid));
         if let Some((loan, repayment)) = advance {
             self.allocate_repayment(loan, repayment);
@@ -1095,11 +1095,11 @@ impl Platform {
         trade: &Trade,
         buyer: PartyNumber,
         campaign: Option<u64>,
-    ) -> (u64, Option<String>) {
+    ) -> (Fen, Option<String>) {
         let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaigns.get(&number)) else {
-            return (0, None);
+            return (Fen::ZERO, None);
         };
-        let none = |why: &str| (0, Some(why.to_string()));
+        let none = |why: &str| (Fen::ZERO, Some(why.to_string()));
         if trade.mode != TradeMode::Instant {
             return none("campaign discounts apply to instant trades");
         }
@@ -1120,13 +1120,13 @@ impl Platform {
 
     /// The merchant's fee on a settled amount: its own rate, with the
     /// merchant-trade schedule's minimum, maximum and free quota.
-    pub(crate) fn merchant_fee(&self, merchant: PartyNumber, amount: u64) -> u64 {
+    pub(crate) fn merchant_fee(&self, merchant: PartyNumber, amount: Fen) -> Fen {
         let rate = self.state.parties.get(merchant).map_or(0, |party| party.fee_rate_bps);
         let schedule = crate::fees::FeeSchedule { rate_bps: rate, ..self.fee_schedule(Product::MerchantTrade) };
-        schedule.fee(amount, 0).fee
+        schedule.fee(amount, Fen::ZERO).fee
     }
 
-    fn fee_transfer(&mut self, now: u64, merchant: PartyNumber, fee: u64, reference: Reference) -> Transfer {
+    fn fee_transfer(&mut self, now: u64, merchant: PartyNumber, fee: Fen, reference: Reference) -> Transfer {
         self.new_transfer(now, accounts::wallet(merchant), REVENUE, fee, accounts::CODE_TRADE_FEE, reference)
     }
 
@@ -1180,7 +1180,7 @@ impl Platform {
         };
         let deliver = if let Some(record) = trade_record.filter(|record| record.notify_url.is_some()) {
             // A full refund closes the trade: its refund notification already says so.
-            let refunded = record.refunded > 0;
+            let refunded = !record.refunded.is_zero();
             match kind {
                 "trade.succeeded" | "refund.succeeded" => true,
                 "trade.closed" => !refunded,
@@ -1420,8 +1420,8 @@ mod tests {
         let data = EventData::Withdrawal(crate::bank::Withdrawal {
             number,
             party: PartyNumber::new(7),
-            amount: 100,
-            fee: 0,
+            amount: Fen::new(100),
+            fee: Fen::ZERO,
             status: crate::bank::WithdrawalStatus::Succeeded,
             created_at: number,
             settle_at: number,

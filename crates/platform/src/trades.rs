@@ -10,7 +10,7 @@
 //! and the trade's record (what it was paid, what was refunded) say the same.
 //! Instant trades move the money and take the fee at payment.
 
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, TradeNumber};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,7 @@ impl TradeStatus {
 pub struct Refund {
     pub number: u64,
     pub out_request_no: String,
-    pub amount: u64,
+    pub amount: Fen,
     pub reason: Option<String>,
     pub created_at: u64,
 }
@@ -79,7 +79,7 @@ pub struct Trade {
     pub number: TradeNumber,
     pub merchant: PartyNumber,
     pub out_trade_no: String,
-    pub amount: u64,
+    pub amount: Fen,
     pub subject: String,
     pub mode: TradeMode,
     /// Only this user may pay, when set.
@@ -98,15 +98,15 @@ pub struct Trade {
     pub settled_at: Option<u64>,
     /// The merchant's fee, taken at settlement, less what refunds returned
     /// of it (a refund returns the fee's share of what it gives back).
-    pub fee: u64,
-    pub refunded: u64,
+    pub fee: Fen,
+    pub refunded: Fen,
     pub refunds: Vec<Refund>,
     pub campaign: Option<u64>,
     /// Paid by the campaign, not the buyer.
-    pub discount: u64,
+    pub discount: Fen,
     /// Of the discount, what refunds gave back to the campaign (or its
     /// sponsor): a refund of `r` of what the buyer paid returns its share.
-    pub discount_returned: u64,
+    pub discount_returned: Fen,
     /// The campaign that paid the discount (the trade's, or a coupon's).
     pub discount_campaign: Option<u64>,
     /// Why a campaign gave no discount (budget used up, limit reached...).
@@ -124,20 +124,20 @@ pub struct Trade {
 
 impl Trade {
     /// What the buyer paid and has not had back.
-    pub fn refundable(&self) -> u64 {
-        if self.paid_at.is_some() { self.amount - self.discount - self.refunded } else { 0 }
+    pub fn refundable(&self) -> Fen {
+        if self.paid_at.is_some() { self.amount - self.discount - self.refunded } else { Fen::ZERO }
     }
 
     /// What the buyer paid.
-    pub fn paid_by_buyer(&self) -> u64 {
+    pub fn paid_by_buyer(&self) -> Fen {
         self.amount - self.discount
     }
 
     /// What the escrow account holds for this trade: from payment until it
     /// settles or closes, what the buyer paid less refunds.
-    pub fn in_escrow(&self) -> u64 {
+    pub fn in_escrow(&self) -> Fen {
         let waiting = matches!(self.status, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm);
-        if self.mode == TradeMode::Escrow && waiting { self.refundable() } else { 0 }
+        if self.mode == TradeMode::Escrow && waiting { self.refundable() } else { Fen::ZERO }
     }
 }
 

@@ -55,13 +55,16 @@ id_type!(
 );
 
 /// Money in fen (0.01 yuan), the unit of every balance the platform keeps.
-/// Arithmetic is checked: a sum that does not fit is `None`, never a wrap.
+/// Arithmetic never wraps: `checked_*` says `None`, and the operators stop
+/// the process (a broken invariant: every amount is bounded far below
+/// `u64::MAX`, and no product takes more than it holds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Fen(u64);
 
 impl Fen {
     pub const ZERO: Fen = Fen(0);
+    pub const MAX: Fen = Fen(u64::MAX);
 
     pub const fn new(fen: u64) -> Fen {
         Fen(fen)
@@ -93,6 +96,47 @@ impl Fen {
     }
 }
 
+impl std::ops::Add for Fen {
+    type Output = Fen;
+
+    #[track_caller]
+    fn add(self, other: Fen) -> Fen {
+        self.checked_add(other)
+            .unwrap_or_else(|| crate::invariant::broken(format_args!("{self} + {other} fen overflows")))
+    }
+}
+
+impl std::ops::Sub for Fen {
+    type Output = Fen;
+
+    #[track_caller]
+    fn sub(self, other: Fen) -> Fen {
+        self.checked_sub(other)
+            .unwrap_or_else(|| crate::invariant::broken(format_args!("{self} - {other} fen is below zero")))
+    }
+}
+
+impl std::ops::AddAssign for Fen {
+    #[track_caller]
+    fn add_assign(&mut self, other: Fen) {
+        *self = *self + other;
+    }
+}
+
+impl std::ops::SubAssign for Fen {
+    #[track_caller]
+    fn sub_assign(&mut self, other: Fen) {
+        *self = *self - other;
+    }
+}
+
+impl std::iter::Sum for Fen {
+    #[track_caller]
+    fn sum<I: Iterator<Item = Fen>>(amounts: I) -> Fen {
+        amounts.fold(Fen::ZERO, |total, amount| total + amount)
+    }
+}
+
 impl fmt::Display for Fen {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(formatter)
@@ -102,6 +146,26 @@ impl fmt::Display for Fen {
 impl From<Fen> for u64 {
     fn from(fen: Fen) -> u64 {
         fen.0
+    }
+}
+
+impl From<Fen> for u128 {
+    fn from(fen: Fen) -> u128 {
+        u128::from(fen.0)
+    }
+}
+
+impl From<Fen> for i128 {
+    fn from(fen: Fen) -> i128 {
+        i128::from(fen.0)
+    }
+}
+
+impl TryFrom<u128> for Fen {
+    type Error = std::num::TryFromIntError;
+
+    fn try_from(fen: u128) -> Result<Fen, Self::Error> {
+        u64::try_from(fen).map(Fen)
     }
 }
 
@@ -128,5 +192,13 @@ mod tests {
         assert_eq!(Fen::new(1).checked_sub(Fen::new(2)), None);
         assert_eq!(Fen::new(1).saturating_sub(Fen::new(2)), Fen::ZERO);
         assert_eq!(Fen::new(5).checked_add(Fen::new(2)), Some(Fen::new(7)));
+        assert_eq!(Fen::new(5) - Fen::new(2), Fen::new(3));
+        assert_eq!([Fen::new(1), Fen::new(2)].into_iter().sum::<Fen>(), Fen::new(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "broken invariant: 1 - 2 fen is below zero")]
+    fn money_below_zero_stops() {
+        let _ = Fen::new(1) - Fen::new(2);
     }
 }

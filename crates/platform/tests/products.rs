@@ -8,11 +8,15 @@ use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
 use platform::accounts::{BANK_CLEARING, REVENUE};
 use platform::{
-    Action, Command, IdempotencyTag, Outcome, PartyKind, PartyNumber, Platform, PlatformConfig, Rejection, TradeNumber,
-    WithdrawalStatus,
+    Action, Command, Fen, IdempotencyTag, Outcome, PartyKind, PartyNumber, Platform, PlatformConfig, Rejection,
+    TradeNumber, WithdrawalStatus,
 };
 
 const SECOND: u64 = 1_000_000_000;
+
+fn fen(amount: u64) -> Fen {
+    Fen::new(amount)
+}
 /// 2013-11-11T00:00:00+08:00.
 const START: u64 = 1_384_099_200 * SECOND;
 
@@ -76,7 +80,7 @@ impl World {
 fn shop_and_buyer(submit: &mut impl FnMut(Action) -> Outcome) -> (PartyNumber, PartyNumber) {
     let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
     let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
-    submit(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
+    submit(Action::TopUp { party: buyer, amount: fen(100_000), bank: "ICBC".into() });
     (shop, buyer)
 }
 
@@ -105,7 +109,7 @@ fn new_trade(merchant: PartyNumber, out_trade_no: &str, amount: u64, mode: platf
     platform::NewTrade {
         merchant,
         out_trade_no: out_trade_no.to_string(),
-        amount,
+        amount: fen(amount),
         subject: "tea".to_string(),
         mode,
         buyer: None,
@@ -122,22 +126,22 @@ fn a_transfer_pays_its_fee_to_revenue_in_the_same_chain() {
     let alice = world.party(PartyKind::User, 1);
     let bob = world.party(PartyKind::User, 2);
     assert_eq!(
-        world.run(Action::TopUp { party: alice, amount: 300_000, bank: "ICBC".into() }),
-        Outcome::ToppedUp { number: 3, amount: 300_000 }
+        world.run(Action::TopUp { party: alice, amount: fen(300_000), bank: "ICBC".into() }),
+        Outcome::ToppedUp { number: 3, amount: fen(300_000) }
     );
-    let outcome = world.run(Action::Transfer { from: alice, to: bob, amount: 200_000, memo: None });
-    assert_eq!(outcome, Outcome::Transferred { number: 4, amount: 200_000, fee: 200 });
+    let outcome = world.run(Action::Transfer { from: alice, to: bob, amount: fen(200_000), memo: None });
+    assert_eq!(outcome, Outcome::Transferred { number: 4, amount: fen(200_000), fee: fen(200) });
     assert_eq!((world.available(alice), world.available(bob), world.revenue()), (99_800, 200_000, 200));
     // Too much: nothing moves, not even the fee.
-    let refused = world.run(Action::Transfer { from: alice, to: bob, amount: 99_790, memo: None });
+    let refused = world.run(Action::Transfer { from: alice, to: bob, amount: fen(99_790), memo: None });
     assert_eq!(refused, Outcome::Rejected(Rejection::InsufficientFunds));
     assert_eq!((world.available(alice), world.revenue()), (99_800, 200));
     assert!(matches!(
-        world.run(Action::Transfer { from: alice, to: alice, amount: 1, memo: None }),
+        world.run(Action::Transfer { from: alice, to: alice, amount: fen(1), memo: None }),
         Outcome::Rejected(Rejection::Conflict(_))
     ));
     assert!(matches!(
-        world.run(Action::Transfer { from: alice, to: PartyNumber::new(999), amount: 1, memo: None }),
+        world.run(Action::Transfer { from: alice, to: PartyNumber::new(999), amount: fen(1), memo: None }),
         Outcome::Rejected(Rejection::NotFound(_))
     ));
     world.check();
@@ -154,10 +158,10 @@ fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
     };
     world.run(Action::Configure(config));
     let alice = world.party(PartyKind::User, 1);
-    world.run(Action::TopUp { party: alice, amount: 3_000_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: alice, amount: fen(3_000_000), bank: "ICBC".into() });
     // 25,000 yuan: 20,000 free for life, 5,000 at 0.1% = 5 yuan.
-    let outcome = world.run(Action::Withdraw { party: alice, amount: 2_500_000 });
-    assert_eq!(outcome, Outcome::WithdrawalRequested { number: 3, amount: 2_500_000, fee: 500 });
+    let outcome = world.run(Action::Withdraw { party: alice, amount: fen(2_500_000) });
+    assert_eq!(outcome, Outcome::WithdrawalRequested { number: 3, amount: fen(2_500_000), fee: fen(500) });
     let balance = world.platform.balance(alice).unwrap();
     assert_eq!((balance.available, balance.held), (499_500, 2_500_500));
     world.run(Action::Tick);
@@ -181,7 +185,7 @@ fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
 
     // A bank that refuses everything: money and fee come back.
     world.run(Action::Configure(PlatformConfig { bank_failure_bps: 10_000, ..PlatformConfig::default() }));
-    world.run(Action::Withdraw { party: alice, amount: 100_000 });
+    world.run(Action::Withdraw { party: alice, amount: fen(100_000) });
     world.now += 3_600 * SECOND;
     assert_eq!(
         world.run(Action::Tick),
@@ -200,7 +204,10 @@ fn a_withdrawal_holds_money_until_the_bank_pays_or_returns_it() {
     let lines = world.platform.bank_statement(&journal::NoArchive, day).unwrap();
     let summary: Vec<_> = lines.iter().map(|line| (line.kind, line.amount, line.succeeded)).collect();
     use platform::BankEntryKind::{TopUp, Withdrawal};
-    assert_eq!(summary, [(TopUp, 3_000_000, true), (Withdrawal, 2_500_000, true), (Withdrawal, 100_000, false)]);
+    assert_eq!(
+        summary,
+        [(TopUp, fen(3_000_000), true), (Withdrawal, fen(2_500_000), true), (Withdrawal, fen(100_000), false)]
+    );
     world.check();
 }
 
@@ -209,7 +216,7 @@ fn an_idempotency_key_replays_the_first_outcome_and_refuses_another_request() {
     let mut world = World::new();
     let alice = world.party(PartyKind::User, 1);
     let tag = |hash: u8| Some(IdempotencyTag { caller: alice, key: "k1".into(), request_hash: [hash; 32] });
-    let top_up = Action::TopUp { party: alice, amount: 500, bank: "ICBC".into() };
+    let top_up = Action::TopUp { party: alice, amount: fen(500), bank: "ICBC".into() };
     let first = world.apply(Command { now: START + 10 * SECOND, idempotency: tag(1), action: top_up.clone() });
     let again = world.apply(Command { now: START + 20 * SECOND, idempotency: tag(1), action: top_up.clone() });
     assert_eq!(first, again);
@@ -230,7 +237,7 @@ fn an_idempotency_key_replays_the_first_outcome_and_refuses_another_request() {
 fn a_state_of_another_format_is_refused_by_name() {
     let mut world = World::new();
     let buyer = world.party(PartyKind::User, 1);
-    world.run(Action::TopUp { party: buyer, amount: 10_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: buyer, amount: fen(10_000), bank: "ICBC".into() });
     let mut state = Vec::new();
     world.platform.encode_state(&mut state).unwrap();
     let restored = Platform::restore(ledger::Ledger::default(), &mut state.as_slice()).unwrap();
@@ -258,9 +265,9 @@ fn the_platform_survives_a_restart_through_its_journal() {
     };
     submit(key(1));
     submit(key(2));
-    submit(Action::TopUp { party: PartyNumber::new(1), amount: 10_000, bank: "ICBC".into() });
-    submit(Action::Transfer { from: PartyNumber::new(1), to: PartyNumber::new(2), amount: 5_000, memo: None });
-    submit(Action::Withdraw { party: PartyNumber::new(2), amount: 1_000 });
+    submit(Action::TopUp { party: PartyNumber::new(1), amount: fen(10_000), bank: "ICBC".into() });
+    submit(Action::Transfer { from: PartyNumber::new(1), to: PartyNumber::new(2), amount: fen(5_000), memo: None });
+    submit(Action::Withdraw { party: PartyNumber::new(2), amount: fen(1_000) });
     let digest = store.digest().unwrap();
     drop(submit);
     store.shutdown();
@@ -277,11 +284,11 @@ fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
     let mut world = World::new();
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
-    world.run(Action::TopUp { party: buyer, amount: 10_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: buyer, amount: fen(10_000), bank: "ICBC".into() });
     let new = |out_trade_no: &str, amount: u64| NewTrade {
         merchant: shop,
         out_trade_no: out_trade_no.to_string(),
-        amount,
+        amount: fen(amount),
         subject: "tea".to_string(),
         mode: TradeMode::Instant,
         buyer: None,
@@ -292,7 +299,7 @@ fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
     };
     let pay = |trade: NewTrade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
     let Outcome::TradeUpdated(paid) = world.run(pay(new("o-1", 6_000))) else { panic!("not paid") };
-    assert_eq!((paid.status, paid.payer, paid.fee), (TradeStatus::TradeSuccess, Some(buyer), 36));
+    assert_eq!((paid.status, paid.payer, paid.fee), (TradeStatus::TradeSuccess, Some(buyer), fen(36)));
     // A retry is the same trade, paid once.
     let Outcome::TradeUpdated(again) = world.run(pay(new("o-1", 6_000))) else { panic!("no replay") };
     assert_eq!(again.number, paid.number);
@@ -350,7 +357,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
         .submit(Command {
             now: START,
             idempotency: None,
-            action: Action::TopUp { party: PartyNumber::new(2), amount: 1 << 40, bank: "ICBC".into() },
+            action: Action::TopUp { party: PartyNumber::new(2), amount: fen(1 << 40), bank: "ICBC".into() },
         })
         .unwrap();
     // 10,000 escrow trades (20,000 settlement transfers: more than a memory
@@ -361,7 +368,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
         let trade = NewTrade {
             merchant: PartyNumber::new(1),
             out_trade_no: format!("t{index}"),
-            amount: 10_000,
+            amount: fen(10_000),
             subject: "s".into(),
             mode: TradeMode::Escrow,
             buyer: None,
@@ -439,7 +446,7 @@ fn events_are_archived_listed_newest_first_and_survive_a_restart() {
     };
     let Outcome::PartyCreated { number: shop, .. } = submit(party_action(PartyKind::Merchant, 1)) else { panic!() };
     let Outcome::PartyCreated { number: buyer, .. } = submit(party_action(PartyKind::User, 2)) else { panic!() };
-    submit(Action::TopUp { party: buyer, amount: 1_000_000, bank: "ICBC".into() });
+    submit(Action::TopUp { party: buyer, amount: fen(1_000_000), bank: "ICBC".into() });
     for order in 0..20 {
         let trade = new_trade(shop, &format!("o-{order}"), 100 + order, TradeMode::Instant);
         submit(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None });
@@ -524,13 +531,13 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
         trade: instant.number,
         merchant: shop,
         out_request_no: "r-1".to_string(),
-        amount: 1_000,
+        amount: fen(1_000),
         reason: None,
     };
     let balances = store.read(|p| (p.balance(shop).unwrap().available, p.balance(buyer).unwrap().available));
     let read_before_refund = read(instant.number);
     let Outcome::RefundCreated { trade: refunded, .. } = submit(refund) else { panic!() };
-    assert_eq!(refunded.refunded, 1_000);
+    assert_eq!(refunded.refunded, fen(1_000));
     assert_eq!(read(instant.number), *refunded);
     assert_eq!(store.read(|p| p.trade_counts()), (0, 2));
     // The refund's share of the fee comes back to the merchant with it.
@@ -542,7 +549,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     );
     // A retry of the payment finds the archived trade: the same trade, paid once.
     let Outcome::TradeUpdated(again) = submit(pay(trade("i-1", TradeMode::Instant))) else { panic!() };
-    assert_eq!((again.number, again.refunded), (instant.number, 1_000));
+    assert_eq!((again.number, again.refunded), (instant.number, fen(1_000)));
     assert_eq!(store.read(|p| p.balance(buyer).unwrap().available), balances.1 + 1_000, "not paid twice");
 
     // The escrow waits for its buyer in the archive once shipped and settles
@@ -575,7 +582,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     let (store, _) = Durable::<Platform>::open(directory.path(), options).unwrap();
     assert_eq!(store.digest().unwrap(), digest);
     let again = store.read_with_archive(|p, archive| p.trade(archive, instant.number)).unwrap().unwrap();
-    assert_eq!(again.refunded, 1_000);
+    assert_eq!(again.refunded, fen(1_000));
 }
 
 /// The archive is part of the state: a record the writer cannot read stops
@@ -644,7 +651,7 @@ fn a_trade_takes_at_most_fifty_refunds() {
     let mut world = World::new();
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
-    world.run(Action::TopUp { party: buyer, amount: 10_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: buyer, amount: fen(10_000), bank: "ICBC".into() });
     let trade = new_trade(shop, "o-1", 1_000, TradeMode::Instant);
     let Outcome::TradeUpdated(paid) =
         world.run(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None })
@@ -655,7 +662,7 @@ fn a_trade_takes_at_most_fifty_refunds() {
         trade: paid.number,
         merchant: shop,
         out_request_no: format!("r-{n}"),
-        amount: 1,
+        amount: fen(1),
         reason: Some("x".repeat(256)),
     };
     for n in 0..50 {
@@ -679,7 +686,7 @@ fn shipped_trades_wait_in_the_archive_and_ticks_bring_back_the_due_ones() {
     let mut world = World::new();
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
-    world.run(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: buyer, amount: fen(100_000), bank: "ICBC".into() });
     let mut numbers = Vec::new();
     for (name, days) in [("three", 3), ("one", 1), ("two", 2)] {
         let mut trade = new_trade(shop, name, 10_000, TradeMode::Escrow);
@@ -695,7 +702,7 @@ fn shipped_trades_wait_in_the_archive_and_ticks_bring_back_the_due_ones() {
         trade: numbers[0],
         merchant: shop,
         out_request_no: "r-1".into(),
-        amount: 1_000,
+        amount: fen(1_000),
         reason: None,
     };
     assert!(matches!(world.run(refund), Outcome::RefundCreated { .. }));
@@ -732,7 +739,7 @@ fn a_tick_does_a_bounded_share_and_the_next_ones_the_rest_in_order() {
     let mut world = World::new();
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
-    world.run(Action::TopUp { party: buyer, amount: 100_000_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: buyer, amount: fen(100_000_000), bank: "ICBC".into() });
     for n in 0..unpaid {
         let mut trade = new_trade(shop, &format!("u-{n}"), 100, TradeMode::Instant);
         trade.expire_minutes = Some(1);
@@ -779,13 +786,13 @@ fn the_escrow_account_always_holds_what_open_escrow_trades_hold() {
     let mut world = World::new();
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
-    world.run(Action::TopUp { party: buyer, amount: 1_000_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: buyer, amount: fen(1_000_000), bank: "ICBC".into() });
     let mut trades = Vec::new();
     let assert_escrow_matches = |world: &World, trades: &[TradeNumber]| {
         let escrow = world.platform.ledger().account(platform::accounts::ESCROW).unwrap();
         let held: u64 = trades
             .iter()
-            .map(|&number| world.platform.trade(&journal::NoArchive, number).unwrap().unwrap().in_escrow())
+            .map(|&number| world.platform.trade(&journal::NoArchive, number).unwrap().unwrap().in_escrow().get())
             .sum();
         assert_eq!(escrow.credits_posted - escrow.debits_posted, u128::from(held));
         let wallets = world.available(buyer) + world.available(shop) + held + world.revenue() as u64;
@@ -803,7 +810,7 @@ fn the_escrow_account_always_holds_what_open_escrow_trades_hold() {
         trade,
         merchant: shop,
         out_request_no: request.into(),
-        amount,
+        amount: fen(amount),
         reason: None,
     };
     let steps = [
@@ -837,8 +844,8 @@ fn a_late_tick_after_other_commands_still_settles_and_returns_what_fell_due() {
         World { platform: Platform::create(LedgerConfig { id_horizon_ns: Some(3_600 * SECOND) }), now: START };
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
-    world.run(Action::TopUp { party: buyer, amount: 100_000, bank: "ICBC".into() });
-    world.run(Action::TopUp { party: shop, amount: 10_000, bank: "ICBC".into() });
+    world.run(Action::TopUp { party: buyer, amount: fen(100_000), bank: "ICBC".into() });
+    world.run(Action::TopUp { party: shop, amount: fen(10_000), bank: "ICBC".into() });
     let Outcome::TradeUpdated(trade) = world.run(Action::CreateTrade(new_trade(shop, "o-1", 5_000, TradeMode::Escrow)))
     else {
         panic!()
@@ -846,14 +853,14 @@ fn a_late_tick_after_other_commands_still_settles_and_returns_what_fell_due() {
     world.run(Action::PayTrade { trade: trade.number, buyer, source: platform::PaySource::Balance, coupon: None });
     world.run(Action::ShipTrade { trade: trade.number, merchant: shop });
     let packet =
-        Action::CreateRedPacket { sender: buyer, total: 900, count: 3, mode: SplitMode::Equal, greeting: None };
+        Action::CreateRedPacket { sender: buyer, total: fen(900), count: 3, mode: SplitMode::Equal, greeting: None };
     assert!(matches!(world.run(packet), Outcome::RedPacketCreated { .. }));
     let campaign = NewCampaign {
         sponsor: Some(shop),
         name: "autumn".into(),
-        budget: 2_000,
-        discount: 100,
-        min_spend: 0,
+        budget: fen(2_000),
+        discount: fen(100),
+        min_spend: fen(0),
         per_user_limit: 1,
         starts_at: world.now,
         ends_at: world.now + 3_600 * SECOND,
@@ -862,14 +869,14 @@ fn a_late_tick_after_other_commands_still_settles_and_returns_what_fell_due() {
     let (buyer_before, shop_before) = (world.available(buyer), world.available(shop));
     // Twelve days pass with no tick; a transfer is served before the first one.
     world.now += 12 * 86_400 * SECOND;
-    let transfer = world.run(Action::Transfer { from: buyer, to: shop, amount: 1, memo: None });
+    let transfer = world.run(Action::Transfer { from: buyer, to: shop, amount: fen(1), memo: None });
     let Outcome::Transferred { fee, .. } = transfer else { panic!("{transfer:?}") };
     let ticked = world.run(Action::Tick);
     assert!(matches!(ticked, Outcome::Ticked { trades_settled: 1, .. }), "{ticked:?}");
     let settled = world.platform.trade(&journal::NoArchive, trade.number).unwrap().unwrap();
     assert_eq!((settled.status, settled.settled_at), (TradeStatus::TradeSuccess, Some(world.now)));
-    assert_eq!(world.available(buyer), buyer_before + 900 - 1 - fee, "the red packet came back whole");
-    let paid = 5_000 - settled.fee;
+    assert_eq!(world.available(buyer), buyer_before + 900 - 1 - fee.get(), "the red packet came back whole");
+    let paid = 5_000 - settled.fee.get();
     assert_eq!(
         world.available(shop),
         shop_before + paid + 1 + 2_000,

@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use platform::IdempotencyTag;
+use platform::{Fen, IdempotencyTag};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -121,9 +121,9 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
 }
 
 /// Checks an amount against the API's range: 1 to 10^15 fen.
-pub fn check_amount(amount: u64) -> Result<u64, ApiError> {
+pub fn check_amount(amount: u64) -> Result<Fen, ApiError> {
     if amount == 0 || amount > platform::AMOUNT_MAX {
         return Err(ApiError::invalid(format!("amount must be between 1 and {} fen", platform::AMOUNT_MAX)));
     }
-    Ok(amount)
+    Ok(Fen::new(amount))
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use journal::{Durable, Faults, Options, SimulatedDisk};
 use ledger::LedgerConfig;
 use platform::{
-    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
+    Action, Command, Fen, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
     PlatformConfig, TradeMode, TradeNumber, TradeStatus, WithdrawalStatus,
 };
 use rand::{Rng, SeedableRng};
@@ -97,20 +97,20 @@ fn kind_of(outcome: &Outcome) -> String {
 struct Model {
     wallets: BTreeMap<PartyNumber, i128>,
     /// Withdrawals under way: (user, amount + fee), until the bank answers.
-    withdrawals: BTreeMap<u64, (PartyNumber, u64)>,
+    withdrawals: BTreeMap<u64, (PartyNumber, Fen)>,
     /// Red packets not yet returned: their sender.
     packets: BTreeMap<u64, PartyNumber>,
 }
 
 impl Model {
-    fn credit(&mut self, user: PartyNumber, amount: u64) {
+    fn credit(&mut self, user: PartyNumber, amount: Fen) {
         if let Some(wallet) = self.wallets.get_mut(&user) {
             *wallet += i128::from(amount);
         }
     }
 
-    fn debit(&mut self, user: PartyNumber, amount: u64) {
-        self.credit(user, 0);
+    fn debit(&mut self, user: PartyNumber, amount: Fen) {
+        self.credit(user, Fen::ZERO);
         if let Some(wallet) = self.wallets.get_mut(&user) {
             *wallet -= i128::from(amount);
         }
@@ -324,12 +324,12 @@ impl Vopr {
         self.pick(from)
     }
 
-    fn amount(&mut self) -> u64 {
-        match self.rng.random_range(0..10) {
+    fn amount(&mut self) -> Fen {
+        Fen::new(match self.rng.random_range(0..10) {
             0 => self.rng.random_range(1..10),
             1..=7 => self.rng.random_range(100..100_000),
             _ => self.rng.random_range(100_000..10_000_000),
-        }
+        })
     }
 
     fn act(&mut self) -> Result<(), Failure> {
@@ -396,7 +396,7 @@ impl Vopr {
 
     fn top_up(&mut self) -> Result<(), Failure> {
         let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
-        let amount = self.amount() * 10;
+        let amount = Fen::new(self.amount().get() * 10);
         if let Outcome::ToppedUp { amount, .. } =
             self.submit(Action::TopUp { party: user, amount, bank: "ICBC".into() })?
         {
@@ -507,10 +507,10 @@ impl Vopr {
         let Some(number) = self.pick_recent(&self.trades.clone()) else { return Ok(()) };
         let Some(trade) = self.trade_now(number)? else { return Ok(()) };
         let refundable = trade.refundable();
-        let amount = if refundable > 0 && self.rng.random_bool(0.5) {
+        let amount = if !refundable.is_zero() && self.rng.random_bool(0.5) {
             refundable
         } else {
-            self.rng.random_range(1..refundable.max(2))
+            Fen::new(self.rng.random_range(1..refundable.get().max(2)))
         };
         let action = Action::RefundTrade {
             trade: number,
@@ -531,7 +531,7 @@ impl Vopr {
 
     fn fund(&mut self) -> Result<(), Failure> {
         let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
-        let amount = self.amount().max(100);
+        let amount = self.amount().max(Fen::new(100));
         match self.rng.random_range(0..3) {
             0 => {
                 if let Outcome::FundMoved { amount, .. } = self.submit(Action::FundSubscribe { party: user, amount })? {
@@ -598,9 +598,9 @@ impl Vopr {
             let new = NewCampaign {
                 sponsor,
                 name: format!("campaign {}", self.commands),
-                budget: discount * self.rng.random_range(1..20),
-                discount,
-                min_spend: self.rng.random_range(0..5_000),
+                budget: Fen::new(discount * self.rng.random_range(1..20)),
+                discount: Fen::new(discount),
+                min_spend: Fen::new(self.rng.random_range(0..5_000)),
                 per_user_limit: self.rng.random_range(1..4),
                 starts_at: self.now,
                 ends_at: self.now + self.rng.random_range(60..86_400) * SECOND,
@@ -627,7 +627,7 @@ impl Vopr {
         let packets: Vec<u64> = self.model.packets.keys().copied().collect();
         if packets.is_empty() || self.rng.random_bool(0.4) {
             let count = self.rng.random_range(1..8);
-            let total = self.amount().max(u64::from(count));
+            let total = self.amount().max(Fen::new(u64::from(count)));
             let mode = if self.rng.random_bool(0.5) { platform::SplitMode::Random } else { platform::SplitMode::Equal };
             let action = Action::CreateRedPacket { sender: user, total, count, mode, greeting: None };
             if let Outcome::RedPacketCreated { number, total, .. } = self.submit(action)? {
@@ -683,8 +683,8 @@ impl Vopr {
         }
         let stuck = self.store()?.read(|p| {
             let packets = self.model.packets.keys().filter_map(|&number| p.red_packet(number)).find(|packet| {
-                let left: u64 = packet.shares[packet.claims.len()..].iter().sum();
-                packet.expires_at <= now && left > 0 && packet.returned == 0
+                let left: Fen = packet.shares[packet.claims.len()..].iter().copied().sum();
+                packet.expires_at <= now && !left.is_zero() && packet.returned.is_zero()
             });
             let campaigns = self.campaigns.iter().filter_map(|&(number, _)| p.campaign(number));
             let campaigns = campaigns.filter(|campaign| campaign.ends_at <= now && campaign.returned.is_none()).count();
@@ -780,12 +780,12 @@ impl Vopr {
                 .filter(|(_, status)| *status != WithdrawalStatus::Pending)
                 .map(|(number, status)| (number, status == WithdrawalStatus::Failed))
                 .collect();
-            let returned: Vec<(u64, u64)> = self
+            let returned: Vec<(u64, Fen)> = self
                 .model
                 .packets
                 .keys()
                 .filter_map(|&number| p.red_packet(number).map(|packet| (number, packet.returned)))
-                .filter(|(_, returned)| *returned > 0)
+                .filter(|(_, returned)| !returned.is_zero())
                 .collect();
             (settled, returned)
         });

@@ -143,7 +143,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             withdrawal_settle_seconds: args.withdrawal_settle_seconds,
             bank_failure_bps: args.bank_failure_bps,
             bank_seed: 0,
-            fund_redeem_daily_limit: args.fund_redeem_daily_limit,
+            fund_redeem_daily_limit: platform::Fen::new(args.fund_redeem_daily_limit),
         },
         memory_horizon_seconds: args.memory_horizon_seconds,
         snapshot_every_records: args.snapshot_every,

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use platform::rejection::{Conflict, Invalid, Limit, Missing};
 use platform::{
-    Action, NewTrade, Outcome, PartyKind, PartyNumber, Rejection, Trade, TradeMode, TradeNumber, TradeStatus,
+    Action, Fen, NewTrade, Outcome, PartyKind, PartyNumber, Rejection, Trade, TradeMode, TradeNumber, TradeStatus,
 };
 use serde_json::{Map, Value, json};
 
@@ -396,7 +396,7 @@ pub fn read_parameters_for_fuzzing(query: &str, body: &[u8]) -> Option<(String, 
     let amounts = match &biz {
         Some(Value::Object(fields)) => ["total_amount", "refund_amount", "amount"]
             .iter()
-            .filter_map(|name| Biz(fields).amount(name).ok())
+            .filter_map(|name| Biz(fields).amount(name).ok().map(Fen::get))
             .collect(),
         _ => Vec::new(),
     };
@@ -440,9 +440,9 @@ impl Biz<'_> {
         self.optional(name)?.ok_or_else(|| Failure::missing(name))
     }
 
-    fn amount(&self, name: &str) -> Result<u64, Failure> {
+    fn amount(&self, name: &str) -> Result<Fen, Failure> {
         let text = self.required(name)?;
-        yuan_to_fen(&text).ok_or_else(|| {
+        yuan_to_fen(&text).map(Fen::new).ok_or_else(|| {
             Failure::invalid("isv.invalid-parameter", format!("{name} must be yuan with at most two decimals, above 0"))
         })
     }
@@ -480,10 +480,10 @@ fn ids(public: &PublicIds, trade: &Trade) -> Map<String, Value> {
 fn trade_fields(public: &PublicIds, trade: &Trade) -> Map<String, Value> {
     let mut fields = ids(public, trade);
     fields.insert("trade_status".to_string(), json!(status_name(trade)));
-    fields.insert("total_amount".to_string(), json!(fen_to_yuan(trade.amount)));
+    fields.insert("total_amount".to_string(), json!(fen_to_yuan(trade.amount.get())));
     if let Some(paid_at) = trade.paid_at {
-        fields.insert("buyer_pay_amount".to_string(), json!(fen_to_yuan(trade.paid_by_buyer())));
-        fields.insert("receipt_amount".to_string(), json!(fen_to_yuan(trade.amount)));
+        fields.insert("buyer_pay_amount".to_string(), json!(fen_to_yuan(trade.paid_by_buyer().get())));
+        fields.insert("receipt_amount".to_string(), json!(fen_to_yuan(trade.amount.get())));
         fields.insert("send_pay_date".to_string(), json!(format_timestamp(paid_at)));
     }
     if let Some(buyer) = trade.payer.or(trade.buyer) {
@@ -599,7 +599,7 @@ async fn trade_refund(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_
     };
     let mut fields = ids(&state.ids, &updated);
     fields.insert("fund_change".to_string(), json!(if repeated { "N" } else { "Y" }));
-    fields.insert("refund_fee".to_string(), json!(fen_to_yuan(updated.refunded)));
+    fields.insert("refund_fee".to_string(), json!(fen_to_yuan(updated.refunded.get())));
     fields.insert("gmt_refund_pay".to_string(), json!(format_timestamp(refund.created_at)));
     if let Some(buyer) = updated.payer {
         fields.insert("buyer_user_id".to_string(), json!(state.ids.format(IdKind::User, buyer)));
@@ -614,8 +614,8 @@ fn refund_query(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -> 
     // As Alipay: an unknown refund is a success with no refund in it.
     if let Some(refund) = trade.refunds.iter().find(|refund| refund.out_request_no == out_request_no) {
         fields.insert("out_request_no".to_string(), json!(refund.out_request_no));
-        fields.insert("refund_amount".to_string(), json!(fen_to_yuan(refund.amount)));
-        fields.insert("total_amount".to_string(), json!(fen_to_yuan(trade.amount)));
+        fields.insert("refund_amount".to_string(), json!(fen_to_yuan(refund.amount.get())));
+        fields.insert("total_amount".to_string(), json!(fen_to_yuan(trade.amount.get())));
         fields.insert("refund_status".to_string(), json!("REFUND_SUCCESS"));
     }
     Ok(fields)
@@ -650,7 +650,7 @@ async fn trade_cancel(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_
                 amount: trade.refundable(),
                 reason: Some("cancelled".to_string()),
             };
-            if trade.refundable() > 0 {
+            if !trade.refundable().is_zero() {
                 submit(state, refund).await.map_err(seller_short)?;
             }
             "refund"
@@ -735,19 +735,19 @@ pub fn notification(
     set("trade_no", public.format(IdKind::Trade, trade.number));
     set("out_trade_no", trade.out_trade_no.clone());
     set("trade_status", trade.status.name().to_string());
-    set("total_amount", fen_to_yuan(trade.amount));
+    set("total_amount", fen_to_yuan(trade.amount.get()));
     set("subject", trade.subject.clone());
     set("gmt_create", format_timestamp(trade.created_at));
     if let Some(paid_at) = trade.paid_at {
         set("gmt_payment", format_timestamp(paid_at));
-        set("receipt_amount", fen_to_yuan(trade.amount));
-        set("buyer_pay_amount", fen_to_yuan(trade.paid_by_buyer()));
+        set("receipt_amount", fen_to_yuan(trade.amount.get()));
+        set("buyer_pay_amount", fen_to_yuan(trade.paid_by_buyer().get()));
     }
     if let Some(buyer) = trade.payer {
         set("buyer_id", public.format(IdKind::User, buyer));
     }
-    if trade.refunded > 0 {
-        set("refund_fee", fen_to_yuan(trade.refunded));
+    if !trade.refunded.is_zero() {
+        set("refund_fee", fen_to_yuan(trade.refunded.get()));
         if let Some(refund) = trade.refunds.last() {
             set("gmt_refund", format_timestamp(refund.created_at));
             set("out_biz_no", refund.out_request_no.clone());

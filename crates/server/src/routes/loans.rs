@@ -92,26 +92,26 @@ pub struct LoanView {
 }
 
 fn loan_view(ids: &PublicIds, loan: &Loan) -> LoanView {
-    let interest = platform::loans::daily(loan.principal, loan.daily_rate_bps) * u64::from(loan.term_days);
+    let interest = platform::loans::daily(loan.principal, loan.daily_rate_bps).get() * u64::from(loan.term_days);
     LoanView {
         id: ids.format(IdKind::Loan, loan.number),
         status: loan.status.name().to_string(),
-        principal: loan.outstanding_principal,
-        original_principal: loan.principal,
-        accrued_interest: loan.interest,
-        penalties: loan.penalties,
-        owed: loan.owed(),
-        interest_accrued_total: loan.interest_accrued_total,
-        repaid_total: loan.repaid_total,
+        principal: loan.outstanding_principal.get(),
+        original_principal: loan.principal.get(),
+        accrued_interest: loan.interest.get(),
+        penalties: loan.penalties.get(),
+        owed: loan.owed().get(),
+        interest_accrued_total: loan.interest_accrued_total.get(),
+        repaid_total: loan.repaid_total.get(),
         daily_rate_bps: loan.daily_rate_bps,
         term_days: loan.term_days,
         disbursed_at: rfc3339(loan.disbursed_at),
         due_date: rfc3339(loan.due_at),
         schedule: vec![ScheduleLine {
             due_date: rfc3339(loan.due_at),
-            principal: loan.principal,
+            principal: loan.principal.get(),
             interest,
-            total: loan.principal + interest,
+            total: loan.principal.get() + interest,
         }],
     }
 }
@@ -141,9 +141,9 @@ pub async fn credit(State(state): State<Arc<AppState>>, caller: Caller) -> Resul
     let now = state.clock.now();
     let credit = state.store.read(|p| p.credit(merchant, now));
     Ok(Json(CreditView {
-        limit: credit.limit,
-        used: credit.used,
-        available: credit.available,
+        limit: credit.limit.get(),
+        used: credit.used.get(),
+        available: credit.available.get(),
         daily_rate_bps: credit.daily_rate_bps,
     }))
 }
@@ -241,14 +241,14 @@ pub async fn portfolio(State(state): State<Arc<AppState>>, caller: Caller) -> Re
         loans_active: p.loans_active,
         loans_overdue: p.loans_overdue,
         loans_repaid: p.loans_repaid,
-        outstanding_principal: p.outstanding_principal,
-        outstanding_interest: p.outstanding_interest,
-        outstanding_penalties: p.outstanding_penalties,
-        interest_earned: p.interest_earned,
-        penalties_earned: p.penalties_earned,
-        overdue_1_30: p.overdue_by_age[0],
-        overdue_31_60: p.overdue_by_age[1],
-        overdue_61_90: p.overdue_by_age[2],
-        overdue_over_90: p.overdue_by_age[3],
+        outstanding_principal: p.outstanding_principal.get(),
+        outstanding_interest: p.outstanding_interest.get(),
+        outstanding_penalties: p.outstanding_penalties.get(),
+        interest_earned: p.interest_earned.get(),
+        penalties_earned: p.penalties_earned.get(),
+        overdue_1_30: p.overdue_by_age[0].get(),
+        overdue_31_60: p.overdue_by_age[1].get(),
+        overdue_61_90: p.overdue_by_age[2].get(),
+        overdue_over_90: p.overdue_by_age[3].get(),
     }))
 }

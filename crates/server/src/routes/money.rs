@@ -91,7 +91,11 @@ pub async fn create_topup(
     let (number, amount) = outcome_or_error!(outcome, Outcome::ToppedUp { number, amount } => (number, amount))?;
     Ok((
         StatusCode::CREATED,
-        Json(TopUp { id: state.ids.format(IdKind::TopUp, number), amount, status: "succeeded".to_string() }),
+        Json(TopUp {
+            id: state.ids.format(IdKind::TopUp, number),
+            amount: amount.get(),
+            status: "succeeded".to_string(),
+        }),
     ))
 }
 
@@ -109,8 +113,12 @@ pub async fn create_withdrawal(
     let outcome = state.submit(body.idempotency(caller), Action::Withdraw { party, amount }).await?;
     let (number, amount, fee) =
         outcome_or_error!(outcome, Outcome::WithdrawalRequested { number, amount, fee } => (number, amount, fee))?;
-    let view =
-        WithdrawalView { id: state.ids.format(IdKind::Withdrawal, number), amount, fee, status: "pending".to_string() };
+    let view = WithdrawalView {
+        id: state.ids.format(IdKind::Withdrawal, number),
+        amount: amount.get(),
+        fee: fee.get(),
+        status: "pending".to_string(),
+    };
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -131,8 +139,8 @@ pub async fn get_withdrawal(
     }
     Ok(Json(WithdrawalView {
         id,
-        amount: withdrawal.amount,
-        fee: withdrawal.fee,
+        amount: withdrawal.amount.get(),
+        fee: withdrawal.fee.get(),
         status: withdrawal.status.name().to_string(),
     }))
 }
@@ -160,5 +168,8 @@ pub async fn create_transfer(
     let outcome = state.submit(body.idempotency(caller), Action::Transfer { from, to, amount, memo }).await?;
     let (number, amount, fee) =
         outcome_or_error!(outcome, Outcome::Transferred { number, amount, fee } => (number, amount, fee))?;
-    Ok((StatusCode::CREATED, Json(TransferView { id: state.ids.format(IdKind::Transfer, number), amount, fee })))
+    Ok((
+        StatusCode::CREATED,
+        Json(TransferView { id: state.ids.format(IdKind::Transfer, number), amount: amount.get(), fee: fee.get() }),
+    ))
 }

@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use journal::StateMachine;
 use platform::accounts::{BANK_CLEARING, ESCROW, LEDGER_CNY};
 use platform::calendar::Date;
-use platform::{Action, BankEntryKind, FeeSchedule, FreeQuota, Outcome, Product, QuotaPeriod, WithdrawalStatus};
+use platform::{Action, BankEntryKind, FeeSchedule, Fen, FreeQuota, Outcome, Product, QuotaPeriod, WithdrawalStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -406,10 +406,10 @@ fn view(product: Product, schedule: FeeSchedule) -> FeeScheduleView {
         product: product.name().to_string(),
         schedule: FeeScheduleBody {
             rate_bps: schedule.rate_bps,
-            minimum: schedule.minimum,
-            maximum: schedule.maximum,
+            minimum: schedule.minimum.get(),
+            maximum: schedule.maximum.map(Fen::get),
             free_quota: schedule.free_quota.map(|quota| FreeQuotaBody {
-                amount: quota.amount,
+                amount: quota.amount.get(),
                 period: match quota.period {
                     QuotaPeriod::Month => "month",
                     QuotaPeriod::Lifetime => "lifetime",
@@ -453,10 +453,15 @@ pub async fn set_fee_schedule(
                 "lifetime" => QuotaPeriod::Lifetime,
                 _ => return Err(ApiError::invalid("free_quota.period must be month or lifetime")),
             };
-            Some(FreeQuota { amount: quota.amount, period })
+            Some(FreeQuota { amount: Fen::new(quota.amount), period })
         }
     };
-    let schedule = FeeSchedule { rate_bps: value.rate_bps, minimum: value.minimum, maximum: value.maximum, free_quota };
+    let schedule = FeeSchedule {
+        rate_bps: value.rate_bps,
+        minimum: Fen::new(value.minimum),
+        maximum: value.maximum.map(Fen::new),
+        free_quota,
+    };
     let outcome = state.submit(body.idempotency(caller), Action::SetFeeSchedule { product, schedule }).await?;
     outcome_or_error!(outcome, Outcome::FeeScheduleSet => ())?;
     Ok((StatusCode::OK, Json(view(product, schedule))))

@@ -286,7 +286,12 @@ fn balance_of(state: &AppState, number: PartyNumber) -> Result<Balance, ApiError
     let (balance, fund) = state.store.read(|p| (p.balance(number), p.fund_position(number)));
     let balance = balance.ok_or_else(|| ApiError::not_found("party"))?;
     let loan_outstanding = state.store.read(|p| p.loans_owed(number));
-    Ok(Balance { available: balance.available, held: balance.held, fund_value: fund.value, loan_outstanding })
+    Ok(Balance {
+        available: balance.available,
+        held: balance.held,
+        fund_value: fund.value.get(),
+        loan_outstanding: loan_outstanding.get(),
+    })
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "parties", params(("id" = String, Path, description = "usr_…")),

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::calendar::Date;
-use platform::{Action, Campaign, NewCampaign, Outcome, PartyKind, PartyNumber, SplitMode};
+use platform::{Action, Campaign, Fen, NewCampaign, Outcome, PartyKind, PartyNumber, SplitMode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -113,7 +113,10 @@ async fn fund_move<T>(
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let (number, amount) = outcome_or_error!(outcome, Outcome::FundMoved { number, amount } => (number, amount))?;
     let value = state.store.read(|p| p.fund_position(party).value);
-    Ok((StatusCode::CREATED, Json(FundMove { id: state.ids.format(IdKind::FundOrder, number), amount, value })))
+    Ok((
+        StatusCode::CREATED,
+        Json(FundMove { id: state.ids.format(IdKind::FundOrder, number), amount: amount.get(), value: value.get() }),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/fund", tag = "fund",
@@ -123,9 +126,9 @@ pub async fn position(State(state): State<Arc<AppState>>, caller: Caller) -> Res
     let party = caller.require_party(&[PartyKind::User])?;
     let position = state.store.read(|p| p.fund_position(party));
     Ok(Json(FundView {
-        value: position.value,
-        yesterday_yield: position.yesterday_yield,
-        total_yield: position.total_yield,
+        value: position.value.get(),
+        yesterday_yield: position.yesterday_yield.get(),
+        total_yield: position.total_yield.get(),
     }))
 }
 
@@ -145,9 +148,9 @@ pub async fn pay_yield(
     Ok(Json(YieldView {
         date: day.date.to_string(),
         annual_rate_bps: day.annual_rate_bps,
-        income: day.income,
+        income: day.income.get(),
         holders_paid: day.holders_paid,
-        fund_value: day.fund_value,
+        fund_value: day.fund_value.get(),
     }))
 }
 
@@ -201,15 +204,15 @@ fn campaign_view(ids: &PublicIds, campaign: &Campaign) -> CampaignView {
         id: ids.format(IdKind::Campaign, campaign.number),
         sponsor: campaign.sponsor.map_or("platform".to_string(), |n| ids.format(IdKind::Merchant, n)),
         name: campaign.name.clone(),
-        budget: campaign.budget,
-        spent: campaign.spent,
-        remaining: campaign.remaining(),
-        discount: campaign.discount,
-        min_spend: campaign.min_spend,
+        budget: campaign.budget.get(),
+        spent: campaign.spent.get(),
+        remaining: campaign.remaining().get(),
+        discount: campaign.discount.get(),
+        min_spend: campaign.min_spend.get(),
         per_user_limit: campaign.per_user_limit,
         starts_at: rfc3339(campaign.starts_at),
         ends_at: rfc3339(campaign.ends_at),
-        returned: campaign.returned,
+        returned: campaign.returned.map(Fen::get),
     }
 }
 
@@ -237,7 +240,7 @@ pub async fn create_campaign(
         name: value.name.clone(),
         budget: check_amount(value.budget)?,
         discount: check_amount(value.discount)?,
-        min_spend: value.min_spend,
+        min_spend: Fen::new(value.min_spend),
         per_user_limit: value.per_user_limit,
         starts_at,
         ends_at,
@@ -400,14 +403,14 @@ pub async fn create_red_packet(
 fn red_packet_view(state: &AppState, number: u64) -> Result<RedPacketView, ApiError> {
     let packet =
         state.store.read(|p| p.red_packet(number).cloned()).ok_or_else(|| ApiError::not_found("red packet"))?;
-    let claimed: u64 = packet.claims.iter().map(|(_, amount)| amount).sum();
+    let claimed: Fen = packet.claims.iter().map(|&(_, amount)| amount).sum();
     Ok(RedPacketView {
         id: state.ids.format(IdKind::RedPacket, number),
-        total: packet.total,
+        total: packet.total.get(),
         count: packet.shares.len() as u32,
         mode: if packet.mode == SplitMode::Random { "random" } else { "equal" }.to_string(),
         claimed: packet.claims.len() as u32,
-        remaining: packet.total - claimed - packet.returned,
+        remaining: (packet.total - claimed - packet.returned).get(),
         expires_at: rfc3339(packet.expires_at),
     })
 }
@@ -443,5 +446,5 @@ pub async fn claim(
     let packet = id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?;
     let outcome = state.submit(body.idempotency(caller), Action::ClaimRedPacket { packet, user }).await?;
     let amount = outcome_or_error!(outcome, Outcome::RedPacketClaimed { amount, .. } => amount)?;
-    Ok((StatusCode::CREATED, Json(Claim { amount })))
+    Ok((StatusCode::CREATED, Json(Claim { amount: amount.get() })))
 }

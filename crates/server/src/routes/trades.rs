@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::{
-    Action, Event, EventData, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Trade, TradeMode, TradeNumber,
+    Action, Event, EventData, Fen, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Trade, TradeMode, TradeNumber,
     TradeStatus,
 };
 use serde::{Deserialize, Serialize};
@@ -176,14 +176,14 @@ pub fn trade_view(ids: &PublicIds, trade: &Trade) -> TradeView {
         out_trade_no: trade.out_trade_no.clone(),
         merchant: ids.format(IdKind::Merchant, trade.merchant),
         buyer: trade.payer.or(trade.buyer).map(|n| ids.format(IdKind::User, n)),
-        amount: trade.amount,
+        amount: trade.amount.get(),
         subject: trade.subject.clone(),
         mode: trade.mode.name().to_string(),
         status: trade.status.name().to_string(),
-        refunded_amount: trade.refunded,
-        escrow_amount: trade.in_escrow(),
-        fee: trade.fee,
-        discount: trade.discount,
+        refunded_amount: trade.refunded.get(),
+        escrow_amount: trade.in_escrow().get(),
+        fee: trade.fee.get(),
+        discount: trade.discount.get(),
         discount_note: trade.discount_note.clone(),
         auto_confirm_days: trade.auto_confirm_days,
         created: rfc3339(trade.created_at),
@@ -200,7 +200,7 @@ fn refund_view(ids: &PublicIds, trade: &Trade, refund: &platform::Refund) -> Ref
         id: ids.format(IdKind::Refund, refund.number),
         trade_no: ids.format(IdKind::Trade, trade.number),
         out_request_no: refund.out_request_no.clone(),
-        amount: refund.amount,
+        amount: refund.amount.get(),
         status: "succeeded".to_string(),
         created: rfc3339(refund.created_at),
     }
@@ -276,7 +276,7 @@ pub async fn create_trade(
         campaign,
         merchant,
         out_trade_no: value.out_trade_no.clone(),
-        amount: value.amount,
+        amount: Fen::new(value.amount),
         subject: value.subject.clone(),
         mode,
         buyer,
@@ -417,7 +417,7 @@ pub async fn refund(
         trade,
         merchant,
         out_request_no: value.out_request_no.clone(),
-        amount: value.amount,
+        amount: Fen::new(value.amount),
         reason: value.reason.clone(),
     };
     let outcome = state.submit(body.idempotency(caller), action).await?;

@@ -9,7 +9,7 @@ use anyhow::{Context, bail, ensure};
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
 use platform::calendar::Date;
-use platform::{Action, Command, Outcome, PartyKind, PartyNumber, Platform, SplitMode};
+use platform::{Action, Command, Fen, Outcome, PartyKind, PartyNumber, Platform, SplitMode};
 
 #[derive(clap::Args)]
 pub struct FundBenchArgs {
@@ -114,13 +114,13 @@ fn red_packets(args: &FundBenchArgs, store: &Durable<Platform>) -> anyhow::Resul
     store.submit(Command {
         now,
         idempotency: None,
-        action: Action::TopUp { party: sender, amount: packets * 100_000, bank: "ICBC".into() },
+        action: Action::TopUp { party: sender, amount: Fen::new(packets * 100_000), bank: "ICBC".into() },
     })?;
     let mut numbers = Vec::new();
     for _ in 0..packets {
         let action = Action::CreateRedPacket {
             sender,
-            total: 100_000,
+            total: Fen::new(100_000),
             count: SHARES_PER_PACKET,
             mode: SplitMode::Random,
             greeting: None,

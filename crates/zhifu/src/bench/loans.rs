@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure};
 use journal::StateMachine;
 use ledger::LedgerConfig;
-use platform::{Action, Command, NewTrade, Outcome, PartyKind, PaySource, Platform, TradeMode};
+use platform::{Action, Command, Fen, NewTrade, Outcome, PartyKind, PaySource, Platform, TradeMode};
 
 #[derive(clap::Args)]
 pub struct LoansBenchArgs {
@@ -41,7 +41,11 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
     };
     let per_merchant = args.loans / args.merchants;
     let sales = per_merchant * 10_000;
-    run(&mut platform, now, Action::TopUp { party: buyer, amount: sales * args.merchants, bank: "ICBC".into() })?;
+    run(
+        &mut platform,
+        now,
+        Action::TopUp { party: buyer, amount: Fen::new(sales * args.merchants), bank: "ICBC".into() },
+    )?;
     let mut merchants = Vec::new();
     for index in 0..args.merchants {
         let Outcome::PartyCreated { number, .. } = run(&mut platform, now, create(PartyKind::Merchant, index + 1))?
@@ -51,7 +55,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
         let new = NewTrade {
             merchant: number,
             out_trade_no: "history".into(),
-            amount: sales,
+            amount: Fen::new(sales),
             subject: "history".into(),
             mode: TradeMode::Instant,
             buyer: None,
@@ -74,7 +78,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
             now += 1;
             let action = Action::TakeLoan {
                 merchant,
-                amount: 5_000 + k % 1_000,
+                amount: Fen::new(5_000 + k % 1_000),
                 term_days: 30,
                 out_request_no: format!("{index}-{k}"),
             };

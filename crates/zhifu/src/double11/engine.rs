@@ -24,8 +24,8 @@ use ledger::LedgerConfig;
 use platform::accounts::{self, REVENUE};
 use platform::calendar::Date;
 use platform::{
-    Action, Command, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform, Rejection, SplitMode,
-    TradeMode, TradeNumber, TradeStatus,
+    Action, Command, Fen, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform, Rejection,
+    SplitMode, TradeMode, TradeNumber, TradeStatus,
 };
 use sim::workload::FOLLOW_UP_DELAY_MIN_NANOS;
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
@@ -633,8 +633,8 @@ impl Driver {
             .read_with_archive(|platform, archive| platform.trade_by_out_trade_no(archive, merchant, &out_trade_no))?;
         Ok(found.filter(|t| t.paid_at.is_some()).map(|t| PaidTrade {
             number: t.number,
-            paid_by_buyer: t.paid_by_buyer(),
-            refunded: t.refunded,
+            paid_by_buyer: t.paid_by_buyer().get(),
+            refunded: t.refunded.get(),
             follow_ups_left: 0,
         }))
     }
@@ -652,12 +652,12 @@ impl Driver {
             Op::TopUp { buyer, amount } => {
                 let party = self.buyer_number(buyer)?;
                 let kind = if timed.setup { Kind::Setup("top-up") } else { Kind::TopUp };
-                (Action::TopUp { party, amount, bank: "ICBC".to_string() }, kind)
+                (Action::TopUp { party, amount: Fen::new(amount), bank: "ICBC".to_string() }, kind)
             }
             Op::FundSubscribe { buyer, amount } => {
                 let party = self.buyer_number(buyer)?;
                 let kind = if timed.setup { Kind::Setup("fund subscription") } else { Kind::FundSubscribe };
-                (Action::FundSubscribe { party, amount }, kind)
+                (Action::FundSubscribe { party, amount: Fen::new(amount) }, kind)
             }
             Op::Pay(payment) => self.pay_action(&payment),
             Op::Ship { .. } | Op::Confirm { .. } | Op::Refund { .. } => match self.follow_up_action(timed)? {
@@ -665,16 +665,22 @@ impl Driver {
                 None => return Ok(None),
             },
             Op::Transfer { from, to, amount } => (
-                Action::Transfer { from: self.buyers[from as usize], to: self.buyers[to as usize], amount, memo: None },
+                Action::Transfer {
+                    from: self.buyers[from as usize],
+                    to: self.buyers[to as usize],
+                    amount: Fen::new(amount),
+                    memo: None,
+                },
                 Kind::Transfer,
             ),
-            Op::Withdraw { merchant, amount } => {
-                (Action::Withdraw { party: self.merchants[merchant as usize], amount }, Kind::Withdraw)
-            }
+            Op::Withdraw { merchant, amount } => (
+                Action::Withdraw { party: self.merchants[merchant as usize], amount: Fen::new(amount) },
+                Kind::Withdraw,
+            ),
             Op::SendRedPacket { sender, packet, total, count } => (
                 Action::CreateRedPacket {
                     sender: self.buyers[sender as usize],
-                    total,
+                    total: Fen::new(total),
                     count,
                     mode: SplitMode::Random,
                     greeting: Some(packet_greeting(packet)),
@@ -715,9 +721,9 @@ impl Driver {
                 Action::CreateCampaign(NewCampaign {
                     sponsor: None,
                     name: "Double Eleven".to_string(),
-                    budget,
-                    discount,
-                    min_spend,
+                    budget: Fen::new(budget),
+                    discount: Fen::new(discount),
+                    min_spend: Fen::new(min_spend),
                     per_user_limit,
                     starts_at: DAY_START_NANOS,
                     ends_at: DAY_START_NANOS + sim::DAY_NANOS,
@@ -733,7 +739,7 @@ impl Driver {
         let trade = NewTrade {
             merchant: self.merchants[payment.merchant as usize],
             out_trade_no: out_trade_no(payment.trade),
-            amount: payment.amount,
+            amount: Fen::new(payment.amount),
             subject: "Double Eleven order".to_string(),
             mode: if payment.mode == Mode::Escrow { TradeMode::Escrow } else { TradeMode::Instant },
             buyer: None,
@@ -771,7 +777,7 @@ impl Driver {
                     trade: found.number,
                     merchant: merchant_number,
                     out_request_no: format!("d11-{trade}-refund-{refund}"),
-                    amount,
+                    amount: Fen::new(amount),
                     reason: Some("changed my mind".to_string()),
                 };
                 (action, Kind::Refund { trade })
@@ -891,13 +897,13 @@ fn tally_outcome(
     match (kind, outcome) {
         (Kind::Pay { trade: serial, follow_ups }, Outcome::TradeUpdated(trade)) if trade.paid_at.is_some() => {
             acknowledged.payments += 1;
-            acknowledged.gmv += trade.amount;
-            acknowledged.discounts += trade.discount;
-            payment = Some(trade.amount);
+            acknowledged.gmv += trade.amount.get();
+            acknowledged.discounts += trade.discount.get();
+            payment = Some(trade.amount.get());
             if follow_ups > 0 {
                 let entry = PaidTrade {
                     number: trade.number,
-                    paid_by_buyer: trade.paid_by_buyer(),
+                    paid_by_buyer: trade.paid_by_buyer().get(),
                     refunded: 0,
                     follow_ups_left: follow_ups,
                 };
@@ -907,31 +913,31 @@ fn tally_outcome(
         (Kind::Pay { .. }, Outcome::Rejected(Rejection::InsufficientFunds)) => acknowledged.declined += 1,
         (Kind::Refund { trade: serial }, Outcome::RefundCreated { refund, .. }) => {
             acknowledged.refunds += 1;
-            acknowledged.refunded += refund.amount;
+            acknowledged.refunded += refund.amount.get();
             if let Some(entry) = lock(paid).get_mut(&serial) {
-                entry.refunded += refund.amount;
+                entry.refunded += refund.amount.get();
             }
         }
         (Kind::Transfer, Outcome::Transferred { fee, .. }) => {
             acknowledged.transfers += 1;
-            acknowledged.transfer_fees += fee;
+            acknowledged.transfer_fees += fee.get();
         }
         (Kind::TopUp, Outcome::ToppedUp { amount, .. }) => {
             acknowledged.top_ups += 1;
-            acknowledged.topped_up += amount;
+            acknowledged.topped_up += amount.get();
         }
         (Kind::FundSubscribe, Outcome::FundMoved { .. }) => acknowledged.fund_subscriptions += 1,
         (Kind::Withdraw, Outcome::WithdrawalRequested { amount, fee, .. }) => {
             acknowledged.withdrawals += 1;
-            acknowledged.withdrawn += amount;
-            acknowledged.withdrawal_fees += fee;
+            acknowledged.withdrawn += amount.get();
+            acknowledged.withdrawal_fees += fee.get();
         }
         (Kind::SendRedPacket { packet }, Outcome::RedPacketCreated { number, .. }) => {
             acknowledged.red_packets += 1;
             lock(packets).insert(packet, number);
         }
         (Kind::ClaimRedPacket, Outcome::RedPacketClaimed { .. }) => acknowledged.red_packet_claims += 1,
-        (Kind::FundYield, Outcome::FundYieldPaid(day)) => acknowledged.fund_yield += day.income,
+        (Kind::FundYield, Outcome::FundYieldPaid(day)) => acknowledged.fund_yield += day.income.get(),
         (Kind::Ship | Kind::Confirm, Outcome::TradeUpdated(_)) => {}
         (Kind::Tick, Outcome::Ticked { trades_settled, .. }) => {
             acknowledged.auto_confirmed += u64::from(trades_settled);
