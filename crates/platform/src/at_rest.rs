@@ -12,7 +12,7 @@
 //! values of the same record (or from the record's own offset), with
 //! wrapping arithmetic: any values round-trip, however unusual.
 
-use crate::units::{Fen, PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -45,6 +45,14 @@ fn from(base: u64, since: i64) -> u64 {
     base.wrapping_add(since as u64)
 }
 
+fn since_time(base: Timestamp, at: Timestamp) -> i64 {
+    since(base.nanos(), at.nanos())
+}
+
+fn from_time(base: Timestamp, since: i64) -> Timestamp {
+    Timestamp::from_nanos(from(base.nanos(), since))
+}
+
 /// A trade with each time relative to the step before it.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct TradeAtRest<'a> {
@@ -57,7 +65,7 @@ pub(crate) struct TradeAtRest<'a> {
     buyer: Option<PartyNumber>,
     status: TradeStatus,
     auto_confirm_days: u32,
-    created_at: u64,
+    created_at: Timestamp,
     /// From `created_at`.
     expire_after: i64,
     /// From `created_at`.
@@ -102,13 +110,13 @@ impl<'a> TradeAtRest<'a> {
             status: trade.status,
             auto_confirm_days: trade.auto_confirm_days,
             created_at: created,
-            expire_after: since(created, trade.expire_at),
-            paid_after: trade.paid_at.map(|at| since(created, at)),
+            expire_after: since_time(created, trade.expire_at),
+            paid_after: trade.paid_at.map(|at| since_time(created, at)),
             payer: trade.payer,
             payer_account: trade.payer_account,
-            shipped_after: trade.shipped_at.map(|at| since(paid, at)),
-            confirm_due_after: trade.confirm_due_at.map(|at| since(shipped, at)),
-            settled_after: trade.settled_at.map(|at| since(before_settled, at)),
+            shipped_after: trade.shipped_at.map(|at| since_time(paid, at)),
+            confirm_due_after: trade.confirm_due_at.map(|at| since_time(shipped, at)),
+            settled_after: trade.settled_at.map(|at| since_time(before_settled, at)),
             fee: trade.fee,
             refunded: trade.refunded,
             refunds: Cow::Borrowed(&trade.refunds),
@@ -127,8 +135,8 @@ impl<'a> TradeAtRest<'a> {
 
     pub(crate) fn into_trade(self) -> Trade {
         let created = self.created_at;
-        let paid_at = self.paid_after.map(|after| from(created, after));
-        let shipped_at = self.shipped_after.map(|after| from(paid_at.unwrap_or(created), after));
+        let paid_at = self.paid_after.map(|after| from_time(created, after));
+        let shipped_at = self.shipped_after.map(|after| from_time(paid_at.unwrap_or(created), after));
         let before_settled = shipped_at.or(paid_at).unwrap_or(created);
         Trade {
             number: self.number,
@@ -140,14 +148,14 @@ impl<'a> TradeAtRest<'a> {
             buyer: self.buyer,
             status: self.status,
             auto_confirm_days: self.auto_confirm_days,
-            expire_at: from(created, self.expire_after),
+            expire_at: from_time(created, self.expire_after),
             created_at: created,
             paid_at,
             payer: self.payer,
             payer_account: self.payer_account,
             shipped_at,
-            confirm_due_at: self.confirm_due_after.map(|after| from(shipped_at.unwrap_or(created), after)),
-            settled_at: self.settled_after.map(|after| from(before_settled, after)),
+            confirm_due_at: self.confirm_due_after.map(|after| from_time(shipped_at.unwrap_or(created), after)),
+            settled_at: self.settled_after.map(|after| from_time(before_settled, after)),
             fee: self.fee,
             refunded: self.refunded,
             refunds: self.refunds.into_owned(),
@@ -169,7 +177,7 @@ impl<'a> TradeAtRest<'a> {
 
 /// The latest time a trade records: an event about it is made then, or
 /// (an expiry) a fixed while after.
-fn last_time_of(trade: &Trade) -> u64 {
+fn last_time_of(trade: &Trade) -> Timestamp {
     let refunded_at = trade.refunds.last().map(|refund| refund.created_at);
     [Some(trade.created_at), trade.paid_at, trade.shipped_at, trade.settled_at, refunded_at]
         .into_iter()
@@ -211,7 +219,7 @@ impl<'a> ArchiveRecord<'a> {
             number_after_trade: since(trade.number.get(), event.number),
             party_after_merchant: since(trade.merchant.get(), event.party.get()),
             kind: Cow::Borrowed(&event.kind),
-            created_after_trade: since(last_time_of(trade), event.created_at),
+            created_after_trade: since_time(last_time_of(trade), event.created_at),
             trade_after_trade: event.trade.map(|number| since(trade.number.get(), number.get())),
             previous_of_party_back: previous_of_party.map(|previous| offset.wrapping_sub(previous)),
             trade: TradeAtRest::of(trade),
@@ -257,7 +265,7 @@ impl ArchiveRecord<'static> {
                     number: from(trade.number.get(), at_rest.number_after_trade),
                     party: PartyNumber::new(from(trade.merchant.get(), at_rest.party_after_merchant)),
                     kind: at_rest.kind.into_owned(),
-                    created_at: from(last_time_of(&trade), at_rest.created_after_trade),
+                    created_at: from_time(last_time_of(&trade), at_rest.created_after_trade),
                     trade: at_rest.trade_after_trade.map(|after| TradeNumber::new(from(trade.number.get(), after))),
                     data: match at_rest.refund {
                         Some(refund) => EventData::Refund { trade: Arc::new(trade), refund: refund.into_owned() },
@@ -287,8 +295,9 @@ mod tests {
     use super::*;
 
     /// Times near each other (as a day's are) or anywhere at all.
-    fn time() -> impl Strategy<Value = u64> {
+    fn time() -> impl Strategy<Value = Timestamp> {
         prop_oneof![3 => 1_700_000_000_000_000_000..1_700_000_900_000_000_000u64, 1 => any::<u64>()]
+            .prop_map(Timestamp::from_nanos)
     }
 
     fn refund() -> impl Strategy<Value = Refund> {
@@ -362,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_days_trade_event_is_smaller_than_its_full_encoding() {
-        let created_at = 1_731_254_400_123_456_789;
+        let created_at = Timestamp::from_nanos(1_731_254_400_123_456_789);
         let trade = Arc::new(Trade {
             number: TradeNumber::new(123_456_789),
             merchant: PartyNumber::new(4_321),
@@ -373,14 +382,14 @@ mod tests {
             buyer: None,
             status: TradeStatus::TradeSuccess,
             auto_confirm_days: 10,
-            expire_at: created_at + 30 * 60 * 1_000_000_000,
+            expire_at: created_at.plus_nanos(30 * 60 * 1_000_000_000),
             created_at,
-            paid_at: Some(created_at + 12_345_678),
+            paid_at: Some(created_at.plus_nanos(12_345_678)),
             payer: Some(PartyNumber::new(7_654_321)),
             payer_account: Some(7_654_321 << 16 | 1),
-            shipped_at: Some(created_at + 3_600_000_000_000),
-            confirm_due_at: Some(created_at + 3_600_000_000_000 + 10 * 86_400_000_000_000),
-            settled_at: Some(created_at + 7_200_000_000_000),
+            shipped_at: Some(created_at.plus_nanos(3_600_000_000_000)),
+            confirm_due_at: Some(created_at.plus_nanos(3_600_000_000_000 + 10 * 86_400_000_000_000)),
+            settled_at: Some(created_at.plus_nanos(7_200_000_000_000)),
             fee: Fen::new(120),
             refunded: Fen::ZERO,
             refunds: Vec::new(),

@@ -1,7 +1,7 @@
 //! The bank's side: withdrawals waiting for the bank's answer, and the
 //! bank's statement of top-ups and withdrawals, by day.
 
-use crate::units::{Fen, PartyNumber};
+use crate::units::{Fen, PartyNumber, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 use journal::{ArchiveSource, JournalError};
@@ -19,7 +19,7 @@ use crate::rejection::{Invalid, invalid};
 pub(crate) struct Bank {
     pub(crate) withdrawals: BTreeMap<u64, Withdrawal>,
     /// (when the bank answers, withdrawal).
-    pub(crate) due: BTreeSet<(u64, u64)>,
+    pub(crate) due: BTreeSet<(Timestamp, u64)>,
     /// The statement: where each day's lines are in the archive (a Double
     /// Eleven's setup alone is millions of top-ups).
     pub(crate) statement: BTreeMap<Date, Vec<u64>>,
@@ -49,8 +49,8 @@ pub struct Withdrawal {
     pub amount: Fen,
     pub fee: Fen,
     pub status: WithdrawalStatus,
-    pub created_at: u64,
-    pub settle_at: u64,
+    pub created_at: Timestamp,
+    pub settle_at: Timestamp,
     /// The pending transfers holding the amount and the fee.
     pub hold_amount_id: u128,
     pub hold_fee_id: Option<u128>,
@@ -113,7 +113,7 @@ impl Platform {
         self.state.bank.statement.entry(entry.date).or_default().push(offset);
     }
 
-    pub(crate) fn top_up(&mut self, now: u64, party: PartyNumber, amount: Fen, bank: &str) -> Outcome {
+    pub(crate) fn top_up(&mut self, now: Timestamp, party: PartyNumber, amount: Fen, bank: &str) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -132,7 +132,7 @@ impl Platform {
         match self.apply_chain(now, &[transfer]) {
             Ok(()) => {
                 self.book_merchant(party, i128::from(amount));
-                let date = Date::of_nanos(now);
+                let date = Date::of(now);
                 let ledger_position = self.ledger.transfer_position(transfer.id);
                 self.record_bank_entry(BankEntry {
                     date,
@@ -149,7 +149,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn withdraw(&mut self, now: u64, party: PartyNumber, amount: Fen) -> Outcome {
+    pub(crate) fn withdraw(&mut self, now: Timestamp, party: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -177,8 +177,7 @@ impl Platform {
         }
         *self.state.fees.quota_used.entry(quota_key).or_default() += quota_used;
         self.book_merchant(party, -i128::from(amount + fee));
-        let settle_at =
-            now.saturating_add(self.state.config.withdrawal_settle_seconds.saturating_mul(NANOS_PER_SECOND));
+        let settle_at = now.plus_nanos(self.state.config.withdrawal_settle_seconds.saturating_mul(NANOS_PER_SECOND));
         self.state.bank.withdrawals.insert(
             number,
             Withdrawal {
@@ -198,7 +197,7 @@ impl Platform {
     }
 
     /// Settles the withdrawals the bank has answered by `now`.
-    pub(crate) fn run_withdrawals_due(&mut self, now: u64, budget: &mut u32) -> (u32, u32) {
+    pub(crate) fn run_withdrawals_due(&mut self, now: Timestamp, budget: &mut u32) -> (u32, u32) {
         let (mut settled, mut failed) = (0, 0);
         while let Some(&(settle_at, number)) = self.state.bank.due.first() {
             if settle_at > now || *budget == 0 {
@@ -218,7 +217,7 @@ impl Platform {
     /// The bank's answer to a withdrawal: posts the holds if it paid, voids
     /// them (money and fee back to the party) if it refused. Which ones fail
     /// is a deterministic function of the number, so replay agrees.
-    fn settle_withdrawal(&mut self, now: u64, number: u64) -> bool {
+    fn settle_withdrawal(&mut self, now: Timestamp, number: u64) -> bool {
         let Some(withdrawal) = self.state.bank.withdrawals.get(&number).cloned() else { return false };
         let bank_pays = !self.bank_refuses(number);
         let flags = if bank_pays { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING };
@@ -249,7 +248,7 @@ impl Platform {
         let succeeded = status == WithdrawalStatus::Succeeded;
         let ledger_position = succeeded.then(|| self.ledger.transfer_position(posted_id)).flatten();
         self.record_bank_entry(BankEntry {
-            date: Date::of_nanos(now),
+            date: Date::of(now),
             kind: BankEntryKind::Withdrawal,
             reference: number,
             amount: withdrawal.amount,

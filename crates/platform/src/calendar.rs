@@ -13,6 +13,11 @@ pub struct Date {
 }
 
 impl Date {
+    /// The CST date of a moment.
+    pub fn of(moment: crate::units::Timestamp) -> Date {
+        Date::of_nanos(moment.nanos())
+    }
+
     /// The CST date of a time in nanoseconds since the Unix epoch.
     pub fn of_nanos(nanos: u64) -> Date {
         let seconds = (nanos / NANOS_PER_SECOND) as i64 + CST_OFFSET_SECONDS;

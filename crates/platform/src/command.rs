@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fees::{FeeSchedule, Product};
 use crate::trades::{Refund, Trade, TradeMode};
-use crate::units::{Fen, PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PartyKind {
@@ -116,7 +116,7 @@ pub enum Action {
     IssuePaymentCode {
         user: PartyNumber,
         code: String,
-        expires_at: u64,
+        expires_at: Timestamp,
     },
     /// Creates a trade and charges the buyer whose payment code the till
     /// scanned; the code is used up whatever the outcome.
@@ -137,7 +137,7 @@ pub enum Action {
         campaign: u64,
         issuer: Option<PartyNumber>,
         user: PartyNumber,
-        expires_at: Option<u64>,
+        expires_at: Option<Timestamp>,
     },
     FundSubscribe {
         party: PartyNumber,
@@ -226,8 +226,8 @@ pub struct NewCampaign {
     pub discount: Fen,
     pub min_spend: Fen,
     pub per_user_limit: u32,
-    pub starts_at: u64,
-    pub ends_at: u64,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
 }
 
 /// Where a payment's money comes from.
@@ -259,7 +259,7 @@ pub struct NewTrade {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Nanoseconds since the Unix epoch, from the platform's clock.
-    pub now: u64,
+    pub now: Timestamp,
     pub idempotency: Option<IdempotencyTag>,
     pub action: Action,
 }
@@ -326,7 +326,7 @@ pub enum Outcome {
     CouponIssued(crate::marketing::Coupon),
     PaymentCodeIssued {
         code: String,
-        expires_at: u64,
+        expires_at: Timestamp,
     },
     LoanUpdated(Box<crate::loans::Loan>),
     Rejected(Rejection),

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::TradeNumber;
+use crate::units::{Timestamp, TradeNumber};
 
 /// Pairs a chunk: growing the queue never copies more than one chunk.
 const CHUNK_PAIRS: usize = 1 << 16;
@@ -45,7 +45,8 @@ pub(crate) struct DueQueue {
 }
 
 impl DueQueue {
-    pub(crate) fn insert(&mut self, due: u64, trade: TradeNumber) {
+    pub(crate) fn insert(&mut self, due: Timestamp, trade: TradeNumber) {
+        let due = due.nanos();
         let number = trade.get();
         assert!(number < REMOVED, "trade number {number}");
         let last = self.chunks.back().and_then(|chunk| chunk.last()).map(|pair| pair.key());
@@ -63,7 +64,8 @@ impl DueQueue {
     }
 
     /// Removes the pair if it is here.
-    pub(crate) fn remove(&mut self, due: u64, trade: TradeNumber) {
+    pub(crate) fn remove(&mut self, due: Timestamp, trade: TradeNumber) {
+        let due = due.nanos();
         let number = trade.get();
         if self.out_of_order.remove(&(due, number)) {
             return;
@@ -94,22 +96,23 @@ impl DueQueue {
     }
 
     /// The earliest due time.
-    pub(crate) fn first_due(&self) -> Option<u64> {
+    pub(crate) fn first_due(&self) -> Option<Timestamp> {
         let sorted = self.chunks.front().and_then(|chunk| chunk.get(self.head)).map(|pair| pair.due);
         let other = self.out_of_order.first().map(|&(due, _)| due);
-        sorted.into_iter().chain(other).min()
+        sorted.into_iter().chain(other).min().map(Timestamp::from_nanos)
     }
 
     /// The earliest (due, number) pair.
-    pub(crate) fn first_key(&self) -> Option<(u64, TradeNumber)> {
+    pub(crate) fn first_key(&self) -> Option<(Timestamp, TradeNumber)> {
         let sorted = self.chunks.front().and_then(|chunk| chunk.get(self.head)).map(|pair| pair.key());
         let (due, number) = sorted.into_iter().chain(self.out_of_order.first().copied()).min()?;
-        Some((due, TradeNumber::new(number)))
+        Some((Timestamp::from_nanos(due), TradeNumber::new(number)))
     }
 
     /// The first `limit` trades due at or before `now`, in (due, number)
     /// order; they stay until removed.
-    pub(crate) fn due_up_to(&self, now: u64, limit: usize) -> Vec<TradeNumber> {
+    pub(crate) fn due_up_to(&self, now: Timestamp, limit: usize) -> Vec<TradeNumber> {
+        let now = now.nanos();
         let mut sorted = self
             .chunks
             .iter()
@@ -187,33 +190,33 @@ mod tests {
                     Step::Insert(due, number) => {
                         let due = if rising { clock += due % 7; clock } else { due };
                         if model.insert((due, number)) {
-                            queue.insert(due, TradeNumber::new(number));
+                            queue.insert(Timestamp::from_nanos(due), TradeNumber::new(number));
                             inserted.push((due, number));
                         }
                     }
                     Step::Remove(nth) if !inserted.is_empty() => {
                         let (due, number) = inserted[nth % inserted.len()];
                         model.remove(&(due, number));
-                        queue.remove(due, TradeNumber::new(number));
+                        queue.remove(Timestamp::from_nanos(due), TradeNumber::new(number));
                     }
                     Step::Remove(_) => {}
                     Step::Tick(now) => {
                         let expected: Vec<TradeNumber> = model.range(..=(now, u64::MAX)).map(|&(_, n)| TradeNumber::new(n)).collect();
-                        prop_assert_eq!(queue.due_up_to(now, usize::MAX), expected.clone());
+                        prop_assert_eq!(queue.due_up_to(Timestamp::from_nanos(now), usize::MAX), expected.clone());
                         // A limit takes the first ones, in order.
                         let limit = expected.len() / 2 + 1;
-                        prop_assert_eq!(queue.due_up_to(now, limit), expected.iter().copied().take(limit).collect::<Vec<_>>());
+                        prop_assert_eq!(queue.due_up_to(Timestamp::from_nanos(now), limit), expected.iter().copied().take(limit).collect::<Vec<_>>());
                         let due: Vec<_> = model.range(..=(now, u64::MAX)).copied().collect();
                         for (due, number) in due {
                             model.remove(&(due, number));
-                            queue.remove(due, TradeNumber::new(number));
+                            queue.remove(Timestamp::from_nanos(due), TradeNumber::new(number));
                         }
                     }
                 }
-                prop_assert_eq!(queue.first_due(), model.first().map(|&(due, _)| due));
-                prop_assert_eq!(queue.first_key(), model.first().map(|&(due, n)| (due, TradeNumber::new(n))));
+                prop_assert_eq!(queue.first_due(), model.first().map(|&(due, _)| Timestamp::from_nanos(due)));
+                prop_assert_eq!(queue.first_key(), model.first().map(|&(due, n)| (Timestamp::from_nanos(due), TradeNumber::new(n))));
             }
-            prop_assert_eq!(queue.due_up_to(u64::MAX, usize::MAX), model.iter().map(|&(_, n)| TradeNumber::new(n)).collect::<Vec<_>>());
+            prop_assert_eq!(queue.due_up_to(Timestamp::MAX, usize::MAX), model.iter().map(|&(_, n)| TradeNumber::new(n)).collect::<Vec<_>>());
         }
     }
 
@@ -244,17 +247,17 @@ mod tests {
         let mut queue = DueQueue::default();
         let count = CHUNK_PAIRS as u64 * 2 + 5;
         for number in 1..=count {
-            queue.insert(number / 3, TradeNumber::new(number));
+            queue.insert(Timestamp::from_nanos(number / 3), TradeNumber::new(number));
         }
         assert_eq!(queue.chunks.len(), 3);
         assert!(queue.out_of_order.is_empty(), "in order: none beside the chunks");
-        queue.insert(0, TradeNumber::new(count + 1));
+        queue.insert(Timestamp::from_nanos(0), TradeNumber::new(count + 1));
         assert_eq!(queue.out_of_order.len(), 1, "behind the last: beside them");
         for number in 1..=count {
-            queue.remove(number / 3, TradeNumber::new(number));
+            queue.remove(Timestamp::from_nanos(number / 3), TradeNumber::new(number));
         }
         assert!(queue.chunks.is_empty(), "removed from the front: dropped");
-        assert_eq!(queue.due_up_to(u64::MAX, usize::MAX), vec![TradeNumber::new(count + 1)]);
+        assert_eq!(queue.due_up_to(Timestamp::MAX, usize::MAX), vec![TradeNumber::new(count + 1)]);
         let bytes = postcard::to_allocvec(&queue).unwrap();
         assert_eq!(postcard::from_bytes::<DueQueue>(&bytes).unwrap(), queue);
     }

@@ -14,7 +14,7 @@
 //! each to the holders with the largest remainders (ties to the older
 //! holder), so the day pays exactly its income.
 
-use crate::units::{Fen, PartyNumber};
+use crate::units::{Fen, PartyNumber, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 use ledger::{AccountFlags, NewAccount, Transfer};
@@ -90,7 +90,7 @@ impl Platform {
         self.state.fund.days.get(&date)
     }
 
-    pub(crate) fn fund_subscribe(&mut self, now: u64, party: PartyNumber, amount: Fen) -> Outcome {
+    pub(crate) fn fund_subscribe(&mut self, now: Timestamp, party: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_user(party, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -118,11 +118,11 @@ impl Platform {
         }
     }
 
-    pub(crate) fn fund_redeem(&mut self, now: u64, party: PartyNumber, amount: Fen) -> Outcome {
+    pub(crate) fn fund_redeem(&mut self, now: Timestamp, party: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_user(party, amount) {
             return Outcome::Rejected(rejection);
         }
-        let today = Date::of_nanos(now);
+        let today = Date::of(now);
         let used = self.state.fund.redeemed.get(&(party, today)).copied().unwrap_or_default();
         let limit = self.state.config.fund_redeem_daily_limit;
         if used.checked_add(amount).is_none_or(|total| total > limit) {
@@ -159,11 +159,11 @@ impl Platform {
         Outcome::FundMoved { number, amount }
     }
 
-    pub(crate) fn fund_yield(&mut self, now: u64, date: Date, annual_rate_bps: u32) -> Outcome {
+    pub(crate) fn fund_yield(&mut self, now: Timestamp, date: Date, annual_rate_bps: u32) -> Outcome {
         if let Some(day) = self.state.fund.days.get(&date) {
             return Outcome::FundYieldPaid(day.clone());
         }
-        if date >= Date::of_nanos(now) {
+        if date >= Date::of(now) {
             return Outcome::Rejected(Rejection::Conflict(Conflict::DayNotEnded(date)));
         }
         if annual_rate_bps > 10_000 {
@@ -230,7 +230,7 @@ impl Platform {
         Outcome::FundYieldPaid(day)
     }
 
-    pub(crate) fn import_fund_holders(&mut self, now: u64, count: u32, seed: u64) -> Outcome {
+    pub(crate) fn import_fund_holders(&mut self, now: Timestamp, count: u32, seed: u64) -> Outcome {
         if count == 0 || count > IMPORT_HOLDERS_MAX {
             return Outcome::Rejected(Rejection::Invalid(Invalid::ImportCount));
         }
@@ -296,11 +296,11 @@ impl Platform {
     }
 
     /// Applies transfers that stand alone (not a chain); returns how many did.
-    fn apply_independent(&mut self, now: u64, batch: &mut Vec<Transfer>) -> u64 {
+    fn apply_independent(&mut self, now: Timestamp, batch: &mut Vec<Transfer>) -> u64 {
         if batch.is_empty() {
             return 0;
         }
-        let applied = match self.ledger.create_transfers(now, batch) {
+        let applied = match self.ledger.create_transfers(now.nanos(), batch) {
             Ok(results) => results.iter().filter(|result| result.is_ok()).count() as u64,
             Err(_) => 0,
         };
@@ -314,13 +314,13 @@ impl Platform {
     }
 
     /// Accounts of new parties the platform numbered itself: none can exist.
-    fn create_accounts_that_cannot_fail(&mut self, now: u64, accounts: &[ledger::NewAccount]) {
-        let created = self.ledger.create_accounts(now, accounts);
+    fn create_accounts_that_cannot_fail(&mut self, now: Timestamp, accounts: &[ledger::NewAccount]) {
+        let created = self.ledger.create_accounts(now.nanos(), accounts);
         let all = created.as_ref().is_ok_and(|results| results.iter().all(|result| result.is_ok()));
         crate::invariant::check(all, format_args!("importing holders: accounts were refused: {created:?}"));
     }
 
-    fn open_holding(&mut self, now: u64, party: PartyNumber) -> Result<(), Rejection> {
+    fn open_holding(&mut self, now: Timestamp, party: PartyNumber) -> Result<(), Rejection> {
         if self.state.fund.holders.contains_key(&party) {
             return Ok(());
         }
@@ -331,7 +331,7 @@ impl Platform {
             code: accounts::CODE_FUND_HOLDING,
             flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
         };
-        match self.ledger.create_accounts(now, &[holding]) {
+        match self.ledger.create_accounts(now.nanos(), &[holding]) {
             Ok(results) if results.iter().all(|r| r.is_ok_or_exists()) => {
                 self.state.fund.holders.insert(party, HolderYield::default());
                 Ok(())

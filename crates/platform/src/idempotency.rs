@@ -1,7 +1,7 @@
 //! Idempotency keys: the answer each caller's key got, kept for a day, so
 //! that a retried request gets the same answer and moves nothing again.
 
-use crate::units::PartyNumber;
+use crate::units::{PartyNumber, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ pub const REMEMBERED_REFUSALS_PER_CALLER_MAX: u32 = 1_000;
 struct Record {
     request_hash: [u8; 32],
     outcome: Outcome,
-    created_at: u64,
+    created_at: Timestamp,
 }
 
 /// The answers remembered, by (caller, key).
@@ -28,7 +28,7 @@ struct Record {
 pub(crate) struct Idempotency {
     records: BTreeMap<(PartyNumber, String), Record>,
     /// (created at, caller, key): what to forget, oldest first.
-    expiry: BTreeSet<(u64, PartyNumber, String)>,
+    expiry: BTreeSet<(Timestamp, PartyNumber, String)>,
     /// Refusals remembered, by caller (see `REMEMBERED_REFUSALS_PER_CALLER_MAX`).
     refusals: BTreeMap<PartyNumber, u32>,
 }
@@ -45,7 +45,7 @@ impl Idempotency {
         })
     }
 
-    pub(crate) fn remember(&mut self, tag: &IdempotencyTag, outcome: &Outcome, now: u64) {
+    pub(crate) fn remember(&mut self, tag: &IdempotencyTag, outcome: &Outcome, now: Timestamp) {
         if matches!(outcome, Outcome::Rejected(_)) {
             let remembered = self.refusals.entry(tag.caller).or_default();
             if *remembered >= REMEMBERED_REFUSALS_PER_CALLER_MAX {
@@ -59,14 +59,14 @@ impl Idempotency {
     }
 
     /// Whether a key is old enough to forget by `now`.
-    pub(crate) fn anything_due(&self, now: u64) -> bool {
-        let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
+    pub(crate) fn anything_due(&self, now: Timestamp) -> bool {
+        let horizon = now.minus_nanos(IDEMPOTENCY_RETENTION_NANOS);
         self.expiry.first().is_some_and(|(created_at, _, _)| *created_at < horizon)
     }
 
     /// Forgets keys older than the retention, at most `budget` of them.
-    pub(crate) fn forget_expired(&mut self, now: u64, budget: &mut u32) {
-        let horizon = now.saturating_sub(IDEMPOTENCY_RETENTION_NANOS);
+    pub(crate) fn forget_expired(&mut self, now: Timestamp, budget: &mut u32) {
+        let horizon = now.minus_nanos(IDEMPOTENCY_RETENTION_NANOS);
         while let Some((created_at, caller, key)) = self.expiry.first().cloned() {
             if created_at >= horizon || *budget == 0 {
                 break;

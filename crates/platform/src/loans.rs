@@ -30,7 +30,7 @@
 //! repayment lowers the principal from the next day on. Repayments go to
 //! interest, then penalties, then principal.
 
-use crate::units::{Fen, PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 use std::collections::BTreeMap;
 
 use ledger::{AccountFlags, NewAccount};
@@ -94,8 +94,8 @@ pub struct Loan {
     pub repaid_total: Fen,
     pub daily_rate_bps: u32,
     pub term_days: u32,
-    pub disbursed_at: u64,
-    pub due_at: u64,
+    pub disbursed_at: Timestamp,
+    pub due_at: Timestamp,
     /// Full days accrued so far.
     pub days_accrued: u64,
     pub status: LoanStatus,
@@ -158,8 +158,8 @@ impl Platform {
         self.state.loans.loans.get(&number)
     }
 
-    pub fn credit(&self, merchant: PartyNumber, now: u64) -> Credit {
-        let month = Date::of_nanos(now).month_index();
+    pub fn credit(&self, merchant: PartyNumber, now: Timestamp) -> Credit {
+        let month = Date::of(now).month_index();
         let months = || (0..CREDIT_MONTHS).filter_map(|back| month.checked_sub(back));
         let total = |book: &BTreeMap<(PartyNumber, u32), Fen>| -> u128 {
             months().map(|m| u128::from(book.get(&(merchant, m)).copied().unwrap_or_default())).sum()
@@ -186,7 +186,7 @@ impl Platform {
             .filter_map(|(_, number)| self.state.loans.loans.get(number))
     }
 
-    pub fn portfolio(&self, now: u64) -> Portfolio {
+    pub fn portfolio(&self, now: Timestamp) -> Portfolio {
         let mut portfolio = Portfolio::default();
         for loan in self.state.loans.loans.values() {
             portfolio.interest_earned += loan.interest_accrued_total;
@@ -199,7 +199,7 @@ impl Platform {
                     portfolio.outstanding_penalties += loan.penalties;
                     if status == LoanStatus::Overdue {
                         portfolio.loans_overdue += 1;
-                        let days = now.saturating_sub(loan.due_at) / DAY_NANOS;
+                        let days = now.nanos_since(loan.due_at) / DAY_NANOS;
                         let bucket = match days {
                             0..=30 => 0,
                             31..=60 => 1,
@@ -217,26 +217,26 @@ impl Platform {
     }
 
     /// Counts a trade's settled amount toward its merchant's credit line.
-    pub(crate) fn record_settlement(&mut self, now: u64, merchant: PartyNumber, amount: Fen) {
-        let month = (merchant, Date::of_nanos(now).month_index());
+    pub(crate) fn record_settlement(&mut self, now: Timestamp, merchant: PartyNumber, amount: Fen) {
+        let month = (merchant, Date::of(now).month_index());
         let settled = self.state.loans.settled.entry(month).or_default();
         *settled = settled.checked_add(amount).unwrap_or(Fen::MAX);
     }
 
     /// Counts money a merchant sent back out (a refund after settlement, a
     /// transfer) against its credit line; other parties have none.
-    pub(crate) fn record_money_sent_back(&mut self, now: u64, party: PartyNumber, amount: Fen) {
+    pub(crate) fn record_money_sent_back(&mut self, now: Timestamp, party: PartyNumber, amount: Fen) {
         if !self.state.parties.is(party, PartyKind::Merchant) {
             return;
         }
-        let month = (party, Date::of_nanos(now).month_index());
+        let month = (party, Date::of(now).month_index());
         let sent_back = self.state.loans.sent_back.entry(month).or_default();
         *sent_back = sent_back.checked_add(amount).unwrap_or(Fen::MAX);
     }
 
     pub(crate) fn take_loan(
         &mut self,
-        now: u64,
+        now: Timestamp,
         merchant: PartyNumber,
         amount: Fen,
         term_days: u32,
@@ -270,7 +270,7 @@ impl Platform {
     /// pay, lent now within the credit line, repaid from the settlement.
     pub(crate) fn take_order_loan(
         &mut self,
-        now: u64,
+        now: Timestamp,
         merchant: PartyNumber,
         trade: TradeNumber,
         amount: Option<Fen>,
@@ -312,7 +312,7 @@ impl Platform {
 
     /// The most a merchant may borrow against a trade now: its credit
     /// available, and a share of what the trade will pay it.
-    fn order_loan_limit(&self, now: u64, merchant: PartyNumber, trade: &crate::trades::Trade) -> Fen {
+    fn order_loan_limit(&self, now: Timestamp, merchant: PartyNumber, trade: &crate::trades::Trade) -> Fen {
         let held = trade.in_escrow();
         let will_pay = held.saturating_sub(self.merchant_fee(merchant, held));
         let share =
@@ -324,7 +324,7 @@ impl Platform {
     /// advance first (accrued to now): as much as it refunds, up to what is owed.
     pub(crate) fn order_loan_repayment_for_refund(
         &mut self,
-        now: u64,
+        now: Timestamp,
         trade: TradeNumber,
         refunded: Fen,
     ) -> Option<(u64, Fen)> {
@@ -336,7 +336,12 @@ impl Platform {
 
     /// The open order loan on a settling trade, accrued to now, and what its
     /// settlement (`available` after the fee) repays of it.
-    pub(crate) fn order_loan_repayment(&mut self, now: u64, trade: TradeNumber, available: Fen) -> Option<(u64, Fen)> {
+    pub(crate) fn order_loan_repayment(
+        &mut self,
+        now: Timestamp,
+        trade: TradeNumber,
+        available: Fen,
+    ) -> Option<(u64, Fen)> {
         let number = *self.state.loans.by_trade.get(&trade)?;
         self.accrue_loan(now, number);
         let owed = self.state.loans.loans.get(&number)?.owed();
@@ -346,7 +351,7 @@ impl Platform {
 
     fn open_loan(
         &mut self,
-        now: u64,
+        now: Timestamp,
         merchant: PartyNumber,
         amount: Fen,
         term_days: u32,
@@ -361,7 +366,7 @@ impl Platform {
             code: accounts::CODE_LOAN,
             flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
         };
-        if !self.ledger.create_accounts(now, &[account]).is_ok_and(|r| r.iter().all(|r| r.is_ok())) {
+        if !self.ledger.create_accounts(now.nanos(), &[account]).is_ok_and(|r| r.iter().all(|r| r.is_ok())) {
             return Outcome::Rejected(Rejection::Conflict(Conflict::LoanAccountNotOpened));
         }
         let disbursement = self.new_transfer(
@@ -390,7 +395,7 @@ impl Platform {
             daily_rate_bps: DAILY_RATE_BPS,
             term_days,
             disbursed_at: now,
-            due_at: now + u64::from(term_days) * DAY_NANOS,
+            due_at: now.plus_nanos(u64::from(term_days) * DAY_NANOS),
             days_accrued: 0,
             status: LoanStatus::Active,
             trade,
@@ -403,7 +408,7 @@ impl Platform {
         Outcome::LoanUpdated(Box::new(loan))
     }
 
-    pub(crate) fn repay_loan(&mut self, now: u64, number: u64, merchant: PartyNumber, amount: Fen) -> Outcome {
+    pub(crate) fn repay_loan(&mut self, now: Timestamp, number: u64, merchant: PartyNumber, amount: Fen) -> Outcome {
         if self.state.loans.loans.get(&number).is_none_or(|loan| loan.merchant != merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Loan));
         }
@@ -461,7 +466,7 @@ impl Platform {
     /// Accrues every open loan's full days up to `now`, in ledger batches
     /// across loans (each loan's accrual stands alone), so that a day over a
     /// million loans costs about what a million transfers cost.
-    pub(crate) fn accrue_loans(&mut self, now: u64) {
+    pub(crate) fn accrue_loans(&mut self, now: Timestamp) {
         let open: Vec<u64> = self.state.loans.open.iter().copied().collect();
         let mut pending: Vec<(u64, Accrual)> = Vec::new();
         let mut batch: Vec<ledger::Transfer> = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
@@ -478,9 +483,9 @@ impl Platform {
 
     /// Applies a batch of accrual transfers and books them (they cannot
     /// fail: neither side is limited).
-    fn apply_accruals(&mut self, now: u64, batch: &mut Vec<ledger::Transfer>, pending: &mut Vec<(u64, Accrual)>) {
+    fn apply_accruals(&mut self, now: Timestamp, batch: &mut Vec<ledger::Transfer>, pending: &mut Vec<(u64, Accrual)>) {
         if !batch.is_empty() {
-            let results = self.ledger.create_transfers(now, batch);
+            let results = self.ledger.create_transfers(now.nanos(), batch);
             let refused = match &results {
                 Ok(results) => results.iter().filter(|result| !result.is_ok()).count(),
                 Err(_) => batch.len(),
@@ -496,7 +501,7 @@ impl Platform {
     }
 
     /// Accrues one loan (before a repayment or a settlement), as one chain.
-    pub(crate) fn accrue_loan(&mut self, now: u64, number: u64) {
+    pub(crate) fn accrue_loan(&mut self, now: Timestamp, number: u64) {
         let Some(accrual) = self.accrual_of(now, number) else { return };
         let mut chain = Vec::new();
         self.push_accrual_transfers(now, number, accrual, &mut chain);
@@ -509,7 +514,13 @@ impl Platform {
     }
 
     /// The transfers of an accrual: interest and penalty, loan → `LOAN_INCOME`.
-    fn push_accrual_transfers(&mut self, now: u64, number: u64, accrual: Accrual, out: &mut Vec<ledger::Transfer>) {
+    fn push_accrual_transfers(
+        &mut self,
+        now: Timestamp,
+        number: u64,
+        accrual: Accrual,
+        out: &mut Vec<ledger::Transfer>,
+    ) {
         let reference = Reference::Loan(number);
         for (amount, code) in
             [(accrual.interest, accounts::CODE_LOAN_INTEREST), (accrual.penalties, accounts::CODE_LOAN_PENALTY)]
@@ -529,12 +540,12 @@ impl Platform {
 
     /// What a loan accrues by `now`: each full day since disbursement not
     /// yet accrued; `None` when nothing changes.
-    fn accrual_of(&self, now: u64, number: u64) -> Option<Accrual> {
+    fn accrual_of(&self, now: Timestamp, number: u64) -> Option<Accrual> {
         let loan = self.state.loans.loans.get(&number)?;
         if loan.status == LoanStatus::Repaid {
             return None;
         }
-        let days = now.saturating_sub(loan.disbursed_at) / DAY_NANOS;
+        let days = now.nanos_since(loan.disbursed_at) / DAY_NANOS;
         let (mut interest, mut penalties) = (Fen::ZERO, Fen::ZERO);
         for day in loan.days_accrued + 1..=days {
             interest += daily(loan.outstanding_principal, loan.daily_rate_bps);
@@ -546,7 +557,7 @@ impl Platform {
         (days > loan.days_accrued || became_overdue).then_some(Accrual { days, interest, penalties, became_overdue })
     }
 
-    fn book_accrual(&mut self, now: u64, number: u64, accrual: Accrual) {
+    fn book_accrual(&mut self, now: Timestamp, number: u64, accrual: Accrual) {
         if let Some(loan) = self.state.loans.loans.get_mut(&number) {
             loan.days_accrued = loan.days_accrued.max(accrual.days);
             loan.interest += accrual.interest;

@@ -3,7 +3,7 @@
 //! may never go below zero, so neither can pay out more than it holds,
 //! whatever the concurrency: the ledger refuses the transfer first.
 
-use crate::units::{Fen, PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngCore as _, SeedableRng as _};
@@ -41,8 +41,8 @@ pub struct RedPacket {
     pub shares: Vec<Fen>,
     /// (user, amount) in claim order.
     pub claims: Vec<(PartyNumber, Fen)>,
-    pub created_at: u64,
-    pub expires_at: u64,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
     /// What went back to the sender at expiry.
     pub returned: Fen,
 }
@@ -58,8 +58,8 @@ pub struct Campaign {
     pub discount: Fen,
     pub min_spend: Fen,
     pub per_user_limit: u32,
-    pub starts_at: u64,
-    pub ends_at: u64,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
     /// Discounts given, per user.
     pub uses: BTreeMap<PartyNumber, u32>,
     /// Set at the end, when the unspent budget went back.
@@ -72,7 +72,7 @@ pub struct Coupon {
     pub number: u64,
     pub campaign: u64,
     pub user: PartyNumber,
-    pub expires_at: u64,
+    pub expires_at: Timestamp,
     /// The trade it was used on.
     pub used_on: Option<TradeNumber>,
 }
@@ -92,7 +92,7 @@ pub(crate) struct Marketing {
     pub(crate) campaigns: BTreeMap<u64, Campaign>,
     pub(crate) coupons: BTreeMap<u64, Coupon>,
     /// (when, red packet or campaign number): expiries and ends.
-    pub(crate) due: BTreeSet<(u64, u64)>,
+    pub(crate) due: BTreeSet<(Timestamp, u64)>,
 }
 
 /// Splits `total` into `count` shares of at least 1 fen that sum to `total`.
@@ -147,7 +147,7 @@ impl Platform {
 
     pub(crate) fn create_red_packet(
         &mut self,
-        now: u64,
+        now: Timestamp,
         sender: PartyNumber,
         total: Fen,
         count: u32,
@@ -178,9 +178,9 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
-        let seed = crate::platform::hash_of(&[number, sender.get(), total.get(), u64::from(count), now]);
+        let seed = crate::platform::hash_of(&[number, sender.get(), total.get(), u64::from(count), now.nanos()]);
         let shares = split(total.get(), count, mode, seed).into_iter().map(Fen::new).collect();
-        let expires_at = now.saturating_add(RED_PACKET_LIFETIME_NANOS);
+        let expires_at = now.plus_nanos(RED_PACKET_LIFETIME_NANOS);
         let packet = RedPacket {
             number,
             sender,
@@ -199,7 +199,7 @@ impl Platform {
         Outcome::RedPacketCreated { number, total, count }
     }
 
-    pub(crate) fn claim_red_packet(&mut self, now: u64, number: u64, user: PartyNumber) -> Outcome {
+    pub(crate) fn claim_red_packet(&mut self, now: Timestamp, number: u64, user: PartyNumber) -> Outcome {
         if !self.state.parties.is(user, PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
@@ -234,7 +234,7 @@ impl Platform {
         Outcome::RedPacketClaimed { number, amount }
     }
 
-    pub(crate) fn create_campaign(&mut self, now: u64, new: &NewCampaign) -> Outcome {
+    pub(crate) fn create_campaign(&mut self, now: Timestamp, new: &NewCampaign) -> Outcome {
         let NewCampaign { sponsor, ref name, budget, discount, min_spend, per_user_limit, starts_at, ends_at } = *new;
         if let Some(merchant) = sponsor
             && !self.state.parties.is(merchant, PartyKind::Merchant)
@@ -307,11 +307,11 @@ impl Platform {
 
     pub(crate) fn issue_coupon(
         &mut self,
-        now: u64,
+        now: Timestamp,
         campaign: u64,
         issuer: Option<PartyNumber>,
         user: PartyNumber,
-        expires_at: Option<u64>,
+        expires_at: Option<Timestamp>,
     ) -> Outcome {
         let Some(found) = self.state.marketing.campaigns.get(&campaign).filter(|c| c.sponsor == issuer) else {
             return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
@@ -333,7 +333,7 @@ impl Platform {
     /// Done at the tick's time, not the due time: the ledger refuses
     /// transfer ids older than its horizon, and a tick after an outage comes
     /// long after the due time.
-    pub(crate) fn run_marketing_due(&mut self, now: u64, budget: &mut u32) {
+    pub(crate) fn run_marketing_due(&mut self, now: Timestamp, budget: &mut u32) {
         while let Some(&(due_at, number)) = self.state.marketing.due.first() {
             if due_at > now || *budget == 0 {
                 break;
@@ -349,7 +349,7 @@ impl Platform {
     }
 
     /// An expired red packet's unclaimed shares go back to its sender.
-    fn return_red_packet(&mut self, now: u64, number: u64) {
+    fn return_red_packet(&mut self, now: Timestamp, number: u64) {
         let Some(packet) = self.state.marketing.red_packets.get(&number) else { return };
         let left: Fen = packet.shares[packet.claims.len()..].iter().copied().sum();
         if left.is_zero() || !packet.returned.is_zero() {
@@ -375,7 +375,7 @@ impl Platform {
     }
 
     /// An ended campaign's unspent budget goes back to its sponsor (or the platform's marketing).
-    fn return_campaign(&mut self, now: u64, number: u64) {
+    fn return_campaign(&mut self, now: Timestamp, number: u64) {
         let Some(campaign) = self.state.marketing.campaigns.get(&number) else { return };
         if campaign.returned.is_some() {
             return;

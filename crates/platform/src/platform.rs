@@ -4,7 +4,7 @@
 //! idempotency records) change in the same command, so a command's money and
 //! its records commit together.
 
-use crate::units::{Fen, PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 use std::collections::BTreeMap;
 
 use journal::{ArchiveSource, DecodeError, JournalError, StateMachine};
@@ -52,7 +52,7 @@ pub struct Party {
     pub webhook_secret: String,
     /// For the Alipay-compatible gateway: the merchant's RSA public key (PEM).
     pub app_public_key: Option<String>,
-    pub created_at: u64,
+    pub created_at: Timestamp,
     /// The party's newest trade (a merchant's newest made, a buyer's newest
     /// paid or made for it): the head of its chain of trades.
     pub last_trade: Option<TradeNumber>,
@@ -197,7 +197,7 @@ impl Platform {
     }
 
     /// When the next withdrawal falls due, if any (for a clock that skips ahead).
-    pub fn next_due(&self) -> Option<u64> {
+    pub fn next_due(&self) -> Option<Timestamp> {
         let withdrawal = self.state.bank.due.first().map(|&(at, _)| at);
         let trade = self.state.trades.due.first().map(|&(at, _)| at);
         let parked = self.state.trades.parked_due.first_due();
@@ -273,7 +273,7 @@ impl Platform {
         Platform { ledger, state, touched: Default::default() }
     }
 
-    fn execute(&mut self, now: u64, action: &Action) -> Outcome {
+    fn execute(&mut self, now: Timestamp, action: &Action) -> Outcome {
         match action {
             Action::Configure(config) => {
                 self.state.config = config.clone();
@@ -351,7 +351,7 @@ impl Platform {
 
     fn create_party(
         &mut self,
-        now: u64,
+        now: Timestamp,
         kind: PartyKind,
         name: &str,
         fee_rate_bps: Option<u32>,
@@ -383,7 +383,7 @@ impl Platform {
             code,
             flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
         };
-        let created = self.ledger.create_accounts(now, &[wallet]);
+        let created = self.ledger.create_accounts(now.nanos(), &[wallet]);
         if !created.is_ok_and(|results| results.iter().all(|r| r.is_ok())) {
             return Outcome::Rejected(Rejection::Conflict(Conflict::WalletNotCreated));
         }
@@ -403,7 +403,7 @@ impl Platform {
         Outcome::PartyCreated { number, kind }
     }
 
-    fn transfer(&mut self, now: u64, from: PartyNumber, to: PartyNumber, amount: Fen) -> Outcome {
+    fn transfer(&mut self, now: Timestamp, from: PartyNumber, to: PartyNumber, amount: Fen) -> Outcome {
         if let Err(rejection) = self.check_party_and_amount(from, amount) {
             return Outcome::Rejected(rejection);
         }
@@ -451,7 +451,7 @@ impl Platform {
     /// after downtime, the day after a Double Eleven) would otherwise settle
     /// millions of trades in one command while every request waits. What is
     /// left (`more_due`) the next ticks do, in the same order.
-    fn tick(&mut self, now: u64) -> Outcome {
+    fn tick(&mut self, now: Timestamp) -> Outcome {
         let mut budget = TICK_ITEMS_MAX;
         let (settled, failed) = self.run_withdrawals_due(now, &mut budget);
         let (trades_closed, trades_settled) = self.run_trades_due(now, &mut budget);
@@ -476,7 +476,7 @@ impl Platform {
     }
 
     /// Whether anything that falls due by `now` is still waiting for a tick.
-    pub fn anything_due(&self, now: u64) -> bool {
+    pub fn anything_due(&self, now: Timestamp) -> bool {
         let code = self.state.trades.payment_codes_due.first().is_some_and(|(at, _)| *at <= now);
         self.next_due().is_some_and(|due| due <= now) || code || self.state.idempotency.anything_due(now)
     }
@@ -485,14 +485,14 @@ impl Platform {
     /// uses, and how much of the free quota it consumes.
     pub(crate) fn charge(
         &self,
-        now: u64,
+        now: Timestamp,
         party: PartyNumber,
         product: Product,
         amount: Fen,
     ) -> (Fen, (PartyNumber, Product, u32), Fen) {
         let schedule = self.fee_schedule(product);
         let period = match schedule.free_quota.map(|quota| quota.period) {
-            Some(QuotaPeriod::Month) => Date::of_nanos(now).month_index(),
+            Some(QuotaPeriod::Month) => Date::of(now).month_index(),
             _ => 0,
         };
         let key = (party, product, period);
@@ -519,15 +519,15 @@ impl Platform {
 
     /// Ledger transfer ids carry the command's time in their high bits (the
     /// ledger's id horizon relies on it) and a serial in the low bits.
-    pub(crate) fn next_transfer_id(&mut self, now: u64) -> u128 {
+    pub(crate) fn next_transfer_id(&mut self, now: Timestamp) -> u128 {
         let serial = self.state.next_transfer_serial;
         self.state.next_transfer_serial += 1;
-        (u128::from(now) << 64) | u128::from(serial)
+        (u128::from(now.nanos()) << 64) | u128::from(serial)
     }
 
     pub(crate) fn new_transfer(
         &mut self,
-        now: u64,
+        now: Timestamp,
         debit: u128,
         credit: u128,
         amount: Fen,
@@ -547,14 +547,14 @@ impl Platform {
     }
 
     /// Applies transfers as one linked chain: all or nothing.
-    pub(crate) fn apply_chain(&mut self, now: u64, chain: &[Transfer]) -> Result<(), Rejection> {
+    pub(crate) fn apply_chain(&mut self, now: Timestamp, chain: &[Transfer]) -> Result<(), Rejection> {
         let mut linked = chain.to_vec();
         let last = linked.len().saturating_sub(1);
         for transfer in &mut linked[..last] {
             transfer.flags |= TransferFlags::LINKED;
         }
         let results =
-            self.ledger.create_transfers(now, &linked).map_err(|_| Rejection::Invalid(Invalid::LedgerBatch))?;
+            self.ledger.create_transfers(now.nanos(), &linked).map_err(|_| Rejection::Invalid(Invalid::LedgerBatch))?;
         match results.iter().find(|result| !result.is_ok() && **result != CreateTransferResult::LinkedEventFailed) {
             None => Ok(()),
             Some(CreateTransferResult::ExceedsCredits) => Err(Rejection::InsufficientFunds),

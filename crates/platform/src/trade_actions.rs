@@ -2,7 +2,7 @@
 //! money in one linked chain, and records the trade and its events in the
 //! same command.
 
-use crate::units::{Fen, PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -247,7 +247,7 @@ impl Platform {
     /// only reads apply does, and before anything changes.
     pub(crate) fn bring_back_trades(
         &mut self,
-        now: u64,
+        now: Timestamp,
         action: &Action,
         archive: &dyn ArchiveSource,
     ) -> Result<(), JournalError> {
@@ -405,7 +405,7 @@ impl Platform {
 
     /// Events whose delivery is due by `now`: the oldest undelivered event of
     /// each trade (so a trade's events arrive in order), and every other one.
-    pub fn deliveries_due(&self, now: u64, limit: usize) -> Vec<Delivery> {
+    pub fn deliveries_due(&self, now: Timestamp, limit: usize) -> Vec<Delivery> {
         let mut blocked_trades = std::collections::BTreeSet::new();
         let mut due = Vec::new();
         for delivery in self.state.events.deliveries.values() {
@@ -424,7 +424,7 @@ impl Platform {
         due
     }
 
-    pub(crate) fn create_trade(&mut self, now: u64, new: &NewTrade) -> Outcome {
+    pub(crate) fn create_trade(&mut self, now: Timestamp, new: &NewTrade) -> Outcome {
         if !self.state.parties.is(new.merchant, PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
@@ -455,7 +455,7 @@ impl Platform {
         let auto_confirm_days = new.auto_confirm_days.unwrap_or(AUTO_CONFIRM_DAYS_DEFAULT);
         let expire_minutes = new.expire_minutes.unwrap_or(EXPIRE_MINUTES_DEFAULT);
         let number = TradeNumber::new(self.take_number());
-        let expire_at = now.saturating_add(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
+        let expire_at = now.plus_nanos(u64::from(expire_minutes) * 60 * NANOS_PER_SECOND);
         let previous_of_merchant = self.link_trade(new.merchant, number);
         let previous_of_buyer = new.buyer.and_then(|buyer| self.link_trade(buyer, number));
         let trade = Trade {
@@ -535,7 +535,13 @@ impl Platform {
         Ok(())
     }
 
-    pub(crate) fn issue_payment_code(&mut self, now: u64, user: PartyNumber, code: &str, expires_at: u64) -> Outcome {
+    pub(crate) fn issue_payment_code(
+        &mut self,
+        now: Timestamp,
+        user: PartyNumber,
+        code: &str,
+        expires_at: Timestamp,
+    ) -> Outcome {
         if !self.state.parties.is(user, PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
@@ -550,7 +556,7 @@ impl Platform {
         Outcome::PaymentCodeIssued { code: code.to_string(), expires_at }
     }
 
-    pub(crate) fn pay_with_code(&mut self, now: u64, new: &NewTrade, code: &str) -> Outcome {
+    pub(crate) fn pay_with_code(&mut self, now: Timestamp, new: &NewTrade, code: &str) -> Outcome {
         // A retry of a till payment that went through gets its trade back
         // (the code is spent by then).
         match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
@@ -578,7 +584,7 @@ impl Platform {
 
     pub(crate) fn create_and_pay_trade(
         &mut self,
-        now: u64,
+        now: Timestamp,
         new: &NewTrade,
         buyer: PartyNumber,
         source: PaySource,
@@ -602,7 +608,7 @@ impl Platform {
 
     pub(crate) fn pay_trade(
         &mut self,
-        now: u64,
+        now: Timestamp,
         number: TradeNumber,
         buyer: PartyNumber,
         source: PaySource,
@@ -668,7 +674,12 @@ impl Platform {
     }
 
     /// The trade, if `buyer` may pay it now (an expired one is closed on the way).
-    fn payable_trade(&mut self, now: u64, number: TradeNumber, buyer: PartyNumber) -> Result<Arc<Trade>, Outcome> {
+    fn payable_trade(
+        &mut self,
+        now: Timestamp,
+        number: TradeNumber,
+        buyer: PartyNumber,
+    ) -> Result<Arc<Trade>, Outcome> {
         let trade = self.live_trade(number)?;
         if trade.buyer.is_some_and(|only| only != buyer) {
             return Err(not_found());
@@ -689,7 +700,7 @@ impl Platform {
     /// pays into escrow.
     fn payment_chain(
         &mut self,
-        now: u64,
+        now: Timestamp,
         trade: &Trade,
         mut payment: Transfer,
         discount: Fen,
@@ -746,7 +757,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn ship_trade(&mut self, now: u64, number: TradeNumber, merchant: PartyNumber) -> Outcome {
+    pub(crate) fn ship_trade(&mut self, now: Timestamp, number: TradeNumber, merchant: PartyNumber) -> Outcome {
         let trade = match self.live_trade(number) {
             Ok(trade) if trade.merchant == merchant => trade,
             Ok(_) => return not_found(),
@@ -758,7 +769,7 @@ impl Platform {
         if trade.status != TradeStatus::WaitSellerSend {
             return conflict(Conflict::TradeNotWaitingToShip);
         }
-        let due = now.saturating_add(u64::from(trade.auto_confirm_days) * 86_400 * NANOS_PER_SECOND);
+        let due = now.plus_nanos(u64::from(trade.auto_confirm_days) * 86_400 * NANOS_PER_SECOND);
         drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.status = TradeStatus::WaitBuyerConfirm;
@@ -770,7 +781,7 @@ impl Platform {
         Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
     }
 
-    pub(crate) fn confirm_trade(&mut self, now: u64, number: TradeNumber, buyer: PartyNumber) -> Outcome {
+    pub(crate) fn confirm_trade(&mut self, now: Timestamp, number: TradeNumber, buyer: PartyNumber) -> Outcome {
         let trade = match self.live_trade(number) {
             Ok(trade) if trade.payer == Some(buyer) => trade,
             Ok(_) => return not_found(),
@@ -789,7 +800,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn close_trade(&mut self, now: u64, number: TradeNumber, merchant: PartyNumber) -> Outcome {
+    pub(crate) fn close_trade(&mut self, now: Timestamp, number: TradeNumber, merchant: PartyNumber) -> Outcome {
         let trade = match self.live_trade(number) {
             Ok(trade) if trade.merchant == merchant => trade,
             Ok(_) => return not_found(),
@@ -804,7 +815,7 @@ impl Platform {
 
     pub(crate) fn refund_trade(
         &mut self,
-        now: u64,
+        now: Timestamp,
         number: TradeNumber,
         merchant: PartyNumber,
         out_request_no: &str,
@@ -866,7 +877,7 @@ impl Platform {
     /// What a refund of `amount` moves besides the buyer's money. Each share
     /// is of what is left, in proportion to the part of the buyer's payment
     /// not yet refunded, so the last refund takes back exactly the rest.
-    fn refund_plan(&mut self, now: u64, trade: &Trade, amount: Fen) -> RefundPlan {
+    fn refund_plan(&mut self, now: Timestamp, trade: &Trade, amount: Fen) -> RefundPlan {
         let refundable = trade.refundable();
         let share = |of: Fen| Fen::try_from(u128::from(of) * u128::from(amount) / u128::from(refundable)).unwrap_or(of);
         // Before settlement no fee was taken and escrow still has the money.
@@ -901,7 +912,7 @@ impl Platform {
     /// The refund's chain: the fee's share back to the merchant, the advance
     /// repaid first, the buyer's money to where it came from, the discount's
     /// share back to the campaign.
-    fn refund_chain(&mut self, now: u64, trade: &Trade, back: (u128, Fen), plan: &RefundPlan) -> Vec<Transfer> {
+    fn refund_chain(&mut self, now: Timestamp, trade: &Trade, back: (u128, Fen), plan: &RefundPlan) -> Vec<Transfer> {
         let (source, amount) = back;
         let reference = Reference::Trade(trade.number);
         let wallet = accounts::wallet(trade.merchant);
@@ -930,7 +941,7 @@ impl Platform {
     }
 
     /// The records of a refund whose chain went through.
-    fn book_refund(&mut self, now: u64, trade: &Trade, amount: Fen, plan: &RefundPlan) {
+    fn book_refund(&mut self, now: Timestamp, trade: &Trade, amount: Fen, plan: &RefundPlan) {
         let repaid = plan.advance.map_or(Fen::ZERO, |(_, repayment)| repayment);
         if plan.settled {
             let back = i128::from(plan.fee_back) - i128::from(amount) - i128::from(plan.discount_back);
@@ -956,14 +967,14 @@ impl Platform {
         }
     }
 
-    pub(crate) fn record_delivery(&mut self, now: u64, event: u64, delivered: bool) -> Outcome {
+    pub(crate) fn record_delivery(&mut self, now: Timestamp, event: u64, delivered: bool) -> Outcome {
         let Some(delivery) = self.state.events.deliveries.get_mut(&event) else { return Outcome::DeliveryRecorded };
         delivery.attempts += 1;
         if delivered || delivery.attempts >= DELIVERY_ATTEMPTS_MAX {
             self.state.events.deliveries.remove(&event);
         } else {
             let wait = RETRY_DELAYS_SECONDS[(delivery.attempts as usize - 1).min(RETRY_DELAYS_SECONDS.len() - 1)];
-            delivery.next_attempt_at = now.saturating_add(wait * NANOS_PER_SECOND);
+            delivery.next_attempt_at = now.plus_nanos(wait * NANOS_PER_SECOND);
         }
         Outcome::DeliveryRecorded
     }
@@ -972,7 +983,7 @@ impl Platform {
     /// trades past their auto-confirmation time, in (time, number) order:
     /// up to the first due trade still parked in the archive (the tick
     /// brought back as many as it may do; the next tick does the rest).
-    pub(crate) fn run_trades_due(&mut self, now: u64, budget: &mut u32) -> (u32, u32) {
+    pub(crate) fn run_trades_due(&mut self, now: Timestamp, budget: &mut u32) -> (u32, u32) {
         let (mut closed, mut settled) = (0, 0);
         let parked_first = self.state.trades.parked_due.first_key();
         while let Some(&(due_at, number)) = self.state.trades.due.first() {
@@ -1013,7 +1024,7 @@ impl Platform {
     }
 
     /// Pays what escrow holds for a trade to the merchant with the merchant's fee, in one chain.
-    fn settle_escrow(&mut self, now: u64, number: TradeNumber) -> Result<Trade, Rejection> {
+    fn settle_escrow(&mut self, now: Timestamp, number: TradeNumber) -> Result<Trade, Rejection> {
         // Only the tick and a confirmation settle, and only open (live) trades.
         let trade = self.state.trades.live.get(&number).cloned().ok_or(Rejection::NotFound(Missing::Trade))?;
         let settled_amount = trade.in_escrow();
@@ -1064,14 +1075,20 @@ impl Platform {
         Ok(Trade::clone(&updated))
     }
 
-    fn close_unpaid(&mut self, now: u64, number: TradeNumber) -> Trade {
+    fn close_unpaid(&mut self, now: Timestamp, number: TradeNumber) -> Trade {
         let updated = self.update_trade(number, |trade| trade.status = TradeStatus::TradeClosed);
         self.emit_trade(now, "trade.closed", &updated);
         Trade::clone(&updated)
     }
 
     /// The campaign of a coupon the buyer may use on this merchant's trade now.
-    fn usable_coupon(&self, now: u64, coupon: u64, buyer: PartyNumber, merchant: PartyNumber) -> Result<u64, Outcome> {
+    fn usable_coupon(
+        &self,
+        now: Timestamp,
+        coupon: u64,
+        buyer: PartyNumber,
+        merchant: PartyNumber,
+    ) -> Result<u64, Outcome> {
         let Some(coupon) = self.state.marketing.coupons.get(&coupon).filter(|c| c.user == buyer) else {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Coupon)));
         };
@@ -1091,7 +1108,7 @@ impl Platform {
     /// The discount a payment gets from the trade's campaign, or why none.
     fn campaign_discount(
         &self,
-        now: u64,
+        now: Timestamp,
         trade: &Trade,
         buyer: PartyNumber,
         campaign: Option<u64>,
@@ -1126,7 +1143,7 @@ impl Platform {
         schedule.fee(amount, Fen::ZERO).fee
     }
 
-    fn fee_transfer(&mut self, now: u64, merchant: PartyNumber, fee: Fen, reference: Reference) -> Transfer {
+    fn fee_transfer(&mut self, now: Timestamp, merchant: PartyNumber, fee: Fen, reference: Reference) -> Transfer {
         self.new_transfer(now, accounts::wallet(merchant), REVENUE, fee, accounts::CODE_TRADE_FEE, reference)
     }
 
@@ -1150,7 +1167,7 @@ impl Platform {
         }
     }
 
-    fn emit_trade(&mut self, now: u64, kind: &str, trade: &Arc<Trade>) {
+    fn emit_trade(&mut self, now: Timestamp, kind: &str, trade: &Arc<Trade>) {
         self.emit(now, trade.merchant, kind, Some(trade.number), EventData::Trade(Arc::clone(trade)));
     }
 
@@ -1158,7 +1175,7 @@ impl Platform {
     /// its delivery. Events for users are not kept (they have no webhook).
     pub(crate) fn emit(
         &mut self,
-        now: u64,
+        now: Timestamp,
         party: PartyNumber,
         kind: &str,
         trade: Option<TradeNumber>,
@@ -1402,7 +1419,7 @@ fn reference_key(merchant: PartyNumber, out_trade_no: &str) -> u64 {
 }
 
 /// When a trade parked in the archive auto-confirms, if it does.
-fn parked_due_of(trade: &Trade) -> Option<u64> {
+fn parked_due_of(trade: &Trade) -> Option<Timestamp> {
     if trade.status == TradeStatus::WaitBuyerConfirm { trade.confirm_due_at } else { None }
 }
 
@@ -1423,8 +1440,8 @@ mod tests {
             amount: Fen::new(100),
             fee: Fen::ZERO,
             status: crate::bank::WithdrawalStatus::Succeeded,
-            created_at: number,
-            settle_at: number,
+            created_at: Timestamp::from_nanos(number),
+            settle_at: Timestamp::from_nanos(number),
             hold_amount_id: 1,
             hold_fee_id: None,
         });
@@ -1432,7 +1449,7 @@ mod tests {
             number,
             party: PartyNumber::new(7),
             kind: "withdrawal.succeeded".to_string(),
-            created_at: number,
+            created_at: Timestamp::from_nanos(number),
             trade: None,
             data,
         }

@@ -10,7 +10,7 @@
 //! and the trade's record (what it was paid, what was refunded) say the same.
 //! Instant trades move the money and take the fee at payment.
 
-use crate::units::{Fen, PartyNumber, TradeNumber};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ pub struct Refund {
     pub out_request_no: String,
     pub amount: Fen,
     pub reason: Option<String>,
-    pub created_at: u64,
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,16 +86,16 @@ pub struct Trade {
     pub buyer: Option<PartyNumber>,
     pub status: TradeStatus,
     pub auto_confirm_days: u32,
-    pub expire_at: u64,
-    pub created_at: u64,
-    pub paid_at: Option<u64>,
+    pub expire_at: Timestamp,
+    pub created_at: Timestamp,
+    pub paid_at: Option<Timestamp>,
     /// Who paid (the buyer, once paid).
     pub payer: Option<PartyNumber>,
     /// The ledger account the payment came from (wallet or fund holding).
     pub payer_account: Option<u128>,
-    pub shipped_at: Option<u64>,
-    pub confirm_due_at: Option<u64>,
-    pub settled_at: Option<u64>,
+    pub shipped_at: Option<Timestamp>,
+    pub confirm_due_at: Option<Timestamp>,
+    pub settled_at: Option<Timestamp>,
     /// The merchant's fee, taken at settlement, less what refunds returned
     /// of it (a refund returns the fee's share of what it gives back).
     pub fee: Fen,
@@ -171,7 +171,7 @@ pub struct Event {
     /// `trade.paid`, `trade.shipped`, `trade.succeeded`, `trade.closed`,
     /// `refund.succeeded`, `withdrawal.succeeded`, `withdrawal.failed`.
     pub kind: String,
-    pub created_at: u64,
+    pub created_at: Timestamp,
     /// Events of one trade are delivered in order.
     pub trade: Option<TradeNumber>,
     pub data: EventData,
@@ -203,7 +203,7 @@ pub struct Delivery {
     /// Its trade: a trade's events are delivered in order.
     pub trade: Option<TradeNumber>,
     pub attempts: u32,
-    pub next_attempt_at: u64,
+    pub next_attempt_at: Timestamp,
 }
 
 /// Waits after each failed attempt, as Alipay's notifications: 4 m, 10 m,
@@ -227,13 +227,13 @@ pub(crate) struct TradeBook {
     pub(crate) by_reference: crate::reference_index::ReferenceIndex,
     /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
     /// of shipped ones (entries of trades no longer live are stale).
-    pub(crate) due: std::collections::BTreeSet<(u64, TradeNumber)>,
+    pub(crate) due: std::collections::BTreeSet<(Timestamp, TradeNumber)>,
     /// (when, trade): auto-confirmation of shipped trades parked in the
     /// archive; a tick brings those due back (`Platform::bring_back_trades`).
     pub(crate) parked_due: crate::due_queue::DueQueue,
     /// Payment codes not yet used: code → (user, expires_at).
-    pub(crate) payment_codes: std::collections::BTreeMap<String, (PartyNumber, u64)>,
-    pub(crate) payment_codes_due: std::collections::BTreeSet<(u64, String)>,
+    pub(crate) payment_codes: std::collections::BTreeMap<String, (PartyNumber, Timestamp)>,
+    pub(crate) payment_codes_due: std::collections::BTreeSet<(Timestamp, String)>,
 }
 
 /// Events: they live in the archive; each party's newest one is here, and

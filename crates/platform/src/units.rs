@@ -54,6 +54,46 @@ id_type!(
     TradeNumber
 );
 
+/// A moment: nanoseconds since the Unix epoch, from the platform's clock
+/// (a command's `now`, and every time a record keeps).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    pub const MAX: Timestamp = Timestamp(u64::MAX);
+
+    pub const fn from_nanos(nanos: u64) -> Timestamp {
+        Timestamp(nanos)
+    }
+
+    pub const fn nanos(self) -> u64 {
+        self.0
+    }
+
+    /// `nanos` later; the end of time if that is past it (a far expiry
+    /// never wraps into the past).
+    pub const fn plus_nanos(self, nanos: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(nanos))
+    }
+
+    /// `nanos` earlier; the epoch if that is before it.
+    pub const fn minus_nanos(self, nanos: u64) -> Timestamp {
+        Timestamp(self.0.saturating_sub(nanos))
+    }
+
+    /// Nanoseconds from `earlier` to this moment; 0 if `earlier` is later.
+    pub const fn nanos_since(self, earlier: Timestamp) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
 /// Money in fen (0.01 yuan), the unit of every balance the platform keeps.
 /// Arithmetic never wraps: `checked_*` says `None`, and the operators stop
 /// the process (a broken invariant: every amount is bounded far below
@@ -178,6 +218,10 @@ mod tests {
         // The log and snapshots were written with bare u64s: the types must
         // not change a byte.
         for number in [0, 7, 300, u64::MAX] {
+            assert_eq!(
+                postcard::to_allocvec(&Timestamp::from_nanos(number)).unwrap(),
+                postcard::to_allocvec(&number).unwrap()
+            );
             let bare = postcard::to_allocvec(&number).unwrap();
             assert_eq!(postcard::to_allocvec(&PartyNumber::new(number)).unwrap(), bare);
             assert_eq!(postcard::to_allocvec(&TradeNumber::new(number)).unwrap(), bare);

@@ -6,6 +6,7 @@ use std::io::Write;
 
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
+use platform::Timestamp;
 use platform::accounts::{BANK_CLEARING, REVENUE};
 use platform::{
     Action, Command, Fen, IdempotencyTag, Outcome, PartyKind, PartyNumber, Platform, PlatformConfig, Rejection,
@@ -32,7 +33,7 @@ impl World {
 
     fn run(&mut self, action: Action) -> Outcome {
         self.now += SECOND;
-        self.apply(Command { now: self.now, idempotency: None, action })
+        self.apply(Command { now: Timestamp::from_nanos(self.now), idempotency: None, action })
     }
 
     /// Without a journal the archived records stay in the platform's outbox.
@@ -89,7 +90,7 @@ fn submitter(store: &Durable<Platform>) -> impl FnMut(Action) -> Outcome + '_ {
     let mut now = START;
     move |action| {
         now += SECOND;
-        store.submit(Command { now, idempotency: None, action }).unwrap()
+        store.submit(Command { now: Timestamp::from_nanos(now), idempotency: None, action }).unwrap()
     }
 }
 
@@ -217,16 +218,29 @@ fn an_idempotency_key_replays_the_first_outcome_and_refuses_another_request() {
     let alice = world.party(PartyKind::User, 1);
     let tag = |hash: u8| Some(IdempotencyTag { caller: alice, key: "k1".into(), request_hash: [hash; 32] });
     let top_up = Action::TopUp { party: alice, amount: fen(500), bank: "ICBC".into() };
-    let first = world.apply(Command { now: START + 10 * SECOND, idempotency: tag(1), action: top_up.clone() });
-    let again = world.apply(Command { now: START + 20 * SECOND, idempotency: tag(1), action: top_up.clone() });
+    let first = world.apply(Command {
+        now: Timestamp::from_nanos(START + 10 * SECOND),
+        idempotency: tag(1),
+        action: top_up.clone(),
+    });
+    let again = world.apply(Command {
+        now: Timestamp::from_nanos(START + 20 * SECOND),
+        idempotency: tag(1),
+        action: top_up.clone(),
+    });
     assert_eq!(first, again);
     assert_eq!(world.available(alice), 500, "moved once");
-    let other = world.apply(Command { now: START + 30 * SECOND, idempotency: tag(2), action: top_up.clone() });
+    let other = world.apply(Command {
+        now: Timestamp::from_nanos(START + 30 * SECOND),
+        idempotency: tag(2),
+        action: top_up.clone(),
+    });
     assert_eq!(other, Outcome::IdempotencyMismatch);
     // After 24 hours the key is forgotten.
     world.now = START + 25 * 3_600 * SECOND;
     world.run(Action::Tick);
-    let later = world.apply(Command { now: world.now + SECOND, idempotency: tag(2), action: top_up });
+    let later =
+        world.apply(Command { now: Timestamp::from_nanos(world.now + SECOND), idempotency: tag(2), action: top_up });
     assert!(matches!(later, Outcome::ToppedUp { .. }));
     assert_eq!(world.available(alice), 1_000);
 }
@@ -331,7 +345,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
         let sender = sender.clone();
         loop {
             let sender = sender.clone();
-            let command = Command { now, idempotency: None, action: action.clone() };
+            let command = Command { now: Timestamp::from_nanos(now), idempotency: None, action: action.clone() };
             match store.submit_with(command, move |outcome| sender.send(outcome.unwrap()).unwrap()) {
                 Ok(()) => return,
                 Err(journal::JournalError::Busy) => std::thread::sleep(std::time::Duration::from_millis(1)),
@@ -349,13 +363,15 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
         app_public_key: None,
     };
     assert!(matches!(
-        store.submit(Command { now: START, idempotency: None, action: party(PartyKind::Merchant, 1) }).unwrap(),
+        store.submit(Command { now: Timestamp::from_nanos(START), idempotency: None, action: party(PartyKind::Merchant, 1) }).unwrap(),
         Outcome::PartyCreated { number, .. } if number == PartyNumber::new(1)
     ));
-    store.submit(Command { now: START, idempotency: None, action: party(PartyKind::User, 2) }).unwrap();
+    store
+        .submit(Command { now: Timestamp::from_nanos(START), idempotency: None, action: party(PartyKind::User, 2) })
+        .unwrap();
     store
         .submit(Command {
-            now: START,
+            now: Timestamp::from_nanos(START),
             idempotency: None,
             action: Action::TopUp { party: PartyNumber::new(2), amount: fen(1 << 40), bank: "ICBC".into() },
         })
@@ -402,7 +418,9 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     let mut settled = 0;
     let mut ticks = 0;
     loop {
-        let ticked = store.submit(Command { now: later, idempotency: None, action: Action::Tick }).unwrap();
+        let ticked = store
+            .submit(Command { now: Timestamp::from_nanos(later), idempotency: None, action: Action::Tick })
+            .unwrap();
         let Outcome::Ticked { trades_settled, more_due, .. } = ticked else { panic!("{ticked:?}") };
         settled += trades_settled;
         ticks += 1;
@@ -412,7 +430,9 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     }
     assert_eq!((settled, ticks), (10_000, 10_000_u32.div_ceil(platform::TICK_ITEMS_MAX)));
     // The journal still takes commands, and every transfer is readable.
-    store.submit(Command { now: later + SECOND, idempotency: None, action: Action::Tick }).unwrap();
+    store
+        .submit(Command { now: Timestamp::from_nanos(later + SECOND), idempotency: None, action: Action::Tick })
+        .unwrap();
     let count = store.read(|p| p.ledger().transfer_count());
     for position in [0, count / 2, count - 1] {
         assert!(store.stored_transfer(position).unwrap().is_some(), "transfer {position}");
@@ -439,8 +459,10 @@ fn events_are_archived_listed_newest_first_and_survive_a_restart() {
     let mut now = START;
     let mut submit = |action: Action| {
         now += SECOND;
-        let durable = store.submit(Command { now, idempotency: None, action: action.clone() }).unwrap();
-        let bare_outcome = bare.apply(Command { now, idempotency: None, action });
+        let durable = store
+            .submit(Command { now: Timestamp::from_nanos(now), idempotency: None, action: action.clone() })
+            .unwrap();
+        let bare_outcome = bare.apply(Command { now: Timestamp::from_nanos(now), idempotency: None, action });
         assert_eq!(durable, bare_outcome);
         durable
     };
@@ -504,7 +526,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     // the disk for it while it logs the group): the record of a trade named
     // by number, or by a reference already used; nothing for an unknown one.
     let needed = |action| {
-        let command = Command { now: START, idempotency: None, action };
+        let command = Command { now: Timestamp::from_nanos(START), idempotency: None, action };
         let mut offsets = Vec::new();
         store.read(|p| p.archive_records_needed(&[&command], &mut offsets));
         offsets
@@ -615,7 +637,7 @@ fn an_unreadable_archive_record_stops_the_writer_and_a_restart_rebuilds_it() {
     let length = std::fs::metadata(&archive).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&archive).unwrap().write_all(&vec![0xA5; length as usize]).unwrap();
     let confirm = Action::ConfirmTrade { trade: escrow.number, buyer };
-    let command = |action| Command { now: START + 100 * SECOND, idempotency: None, action };
+    let command = |action| Command { now: Timestamp::from_nanos(START + 100 * SECOND), idempotency: None, action };
     assert!(store.submit(command(confirm.clone())).is_err(), "the record cannot be read");
     assert!(store.submit(command(Action::Tick)).is_err(), "and the writer takes nothing more");
     store.shutdown();
@@ -764,7 +786,7 @@ fn a_tick_does_a_bounded_share_and_the_next_ones_the_rest_in_order() {
     // The ones that fell due first, and only they.
     assert_eq!(status(&world, numbers[settled_first - 1]), TradeStatus::TradeSuccess);
     assert_eq!(status(&world, numbers[settled_first]), TradeStatus::WaitBuyerConfirm);
-    assert!(world.platform.anything_due(world.now));
+    assert!(world.platform.anything_due(Timestamp::from_nanos(world.now)));
 
     let second = world.run(Action::Tick);
     let Outcome::Ticked { trades_closed: 0, trades_settled, more_due: false, .. } = second else {
@@ -772,7 +794,7 @@ fn a_tick_does_a_bounded_share_and_the_next_ones_the_rest_in_order() {
     };
     assert_eq!(trades_settled as usize, shipped - settled_first);
     assert!(numbers.iter().all(|&number| status(&world, number) == TradeStatus::TradeSuccess));
-    assert!(!world.platform.anything_due(world.now));
+    assert!(!world.platform.anything_due(Timestamp::from_nanos(world.now)));
     world.check();
 }
 
@@ -862,8 +884,8 @@ fn a_late_tick_after_other_commands_still_settles_and_returns_what_fell_due() {
         discount: fen(100),
         min_spend: fen(0),
         per_user_limit: 1,
-        starts_at: world.now,
-        ends_at: world.now + 3_600 * SECOND,
+        starts_at: Timestamp::from_nanos(world.now),
+        ends_at: Timestamp::from_nanos(world.now + 3_600 * SECOND),
     };
     assert!(matches!(world.run(Action::CreateCampaign(campaign)), Outcome::CampaignCreated(_)));
     let (buyer_before, shop_before) = (world.available(buyer), world.available(shop));
@@ -874,7 +896,10 @@ fn a_late_tick_after_other_commands_still_settles_and_returns_what_fell_due() {
     let ticked = world.run(Action::Tick);
     assert!(matches!(ticked, Outcome::Ticked { trades_settled: 1, .. }), "{ticked:?}");
     let settled = world.platform.trade(&journal::NoArchive, trade.number).unwrap().unwrap();
-    assert_eq!((settled.status, settled.settled_at), (TradeStatus::TradeSuccess, Some(world.now)));
+    assert_eq!(
+        (settled.status, settled.settled_at),
+        (TradeStatus::TradeSuccess, Some(Timestamp::from_nanos(world.now)))
+    );
     assert_eq!(world.available(buyer), buyer_before + 900 - 1 - fee.get(), "the red packet came back whole");
     let paid = 5_000 - settled.fee.get();
     assert_eq!(

@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
-use platform::{Action, Command, Outcome, Platform, PlatformConfig};
+use platform::{Action, Command, Outcome, Platform, PlatformConfig, Timestamp};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
 use crate::auth::{hash_key, new_key};
@@ -338,7 +338,10 @@ async fn configure(state: &Arc<AppState>, platform: &PlatformConfig) -> anyhow::
 /// journaled (`Action::InitializeSecret`), so that every later start, every
 /// replay and every node of a replicated store has the same. A node that
 /// follows waits until the leader has made it.
-async fn platform_secret(mut store: Durable<Platform>, now: u64) -> anyhow::Result<(Durable<Platform>, [u8; 32])> {
+async fn platform_secret(
+    mut store: Durable<Platform>,
+    now: Timestamp,
+) -> anyhow::Result<(Durable<Platform>, [u8; 32])> {
     loop {
         if let Some(secret) = store.read(|p| p.secret().copied()) {
             return Ok((store, secret));

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use platform::Timestamp;
+
 pub enum Clock {
     Real,
     /// Nanoseconds since the Unix epoch.
@@ -15,12 +17,11 @@ impl Clock {
         Clock::Simulated(AtomicU64::new(start_nanos))
     }
 
-    /// Nanoseconds since the Unix epoch.
-    pub fn now(&self) -> u64 {
-        match self {
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_nanos(match self {
             Clock::Real => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
             Clock::Simulated(now) => now.load(Ordering::SeqCst),
-        }
+        })
     }
 
     pub fn is_simulated(&self) -> bool {
@@ -28,24 +29,28 @@ impl Clock {
     }
 
     /// Sets simulated time (never backwards); `None` for the real clock.
-    pub fn set(&self, nanos: u64) -> Option<u64> {
+    pub fn set(&self, moment: Timestamp) -> Option<Timestamp> {
+        let nanos = moment.nanos();
         match self {
             Clock::Real => None,
-            Clock::Simulated(now) => Some(now.fetch_max(nanos, Ordering::SeqCst).max(nanos)),
+            Clock::Simulated(now) => Some(Timestamp::from_nanos(now.fetch_max(nanos, Ordering::SeqCst).max(nanos))),
         }
     }
 
     /// Moves simulated time forward; `None` for the real clock.
-    pub fn advance(&self, nanos: u64) -> Option<u64> {
+    pub fn advance(&self, nanos: u64) -> Option<Timestamp> {
         match self {
             Clock::Real => None,
-            Clock::Simulated(now) => Some(now.fetch_add(nanos, Ordering::SeqCst).saturating_add(nanos)),
+            Clock::Simulated(now) => {
+                Some(Timestamp::from_nanos(now.fetch_add(nanos, Ordering::SeqCst).saturating_add(nanos)))
+            }
         }
     }
 }
 
 /// RFC 3339 in UTC, to the millisecond.
-pub fn rfc3339(nanos: u64) -> String {
+pub fn rfc3339(moment: Timestamp) -> String {
+    let nanos = moment.nanos();
     let seconds = (nanos / 1_000_000_000) as i64;
     let millis = (nanos / 1_000_000 % 1_000) as u32;
     match time::OffsetDateTime::from_unix_timestamp(seconds) {
@@ -64,9 +69,9 @@ pub fn rfc3339(nanos: u64) -> String {
 
 /// Parses RFC 3339 (any offset) to nanoseconds since the Unix epoch,
 /// clamped to what the clock can count (1970 to 2554).
-pub fn parse_rfc3339_clamped(text: &str) -> Option<u64> {
+pub fn parse_rfc3339_clamped(text: &str) -> Option<Timestamp> {
     let moment = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(u64::try_from(moment.unix_timestamp_nanos().max(0)).unwrap_or(u64::MAX))
+    Some(Timestamp::from_nanos(u64::try_from(moment.unix_timestamp_nanos().max(0)).unwrap_or(u64::MAX)))
 }
 
 /// Parses RFC 3339 (any offset) to nanoseconds since the Unix epoch.
@@ -82,7 +87,7 @@ mod tests {
     #[test]
     fn double_eleven_in_beijing_formats_in_utc() {
         let nanos = parse_rfc3339("2013-11-11T00:00:00+08:00").unwrap_or(0);
-        assert_eq!(rfc3339(nanos), "2013-11-10T16:00:00.000Z");
+        assert_eq!(rfc3339(Timestamp::from_nanos(nanos)), "2013-11-10T16:00:00.000Z");
         assert_eq!(parse_rfc3339("not a time"), None);
     }
 }

@@ -309,7 +309,7 @@ fn attempt_of(state: &AppState, event: &platform::Event) -> Option<Attempt> {
         Some((party.webhook_url.clone()?, party.webhook_secret.clone()))
     })?;
     let body = serde_json::to_vec(&event_view(&state.ids, event)).ok()?;
-    let signature = signature(&secret, now / 1_000_000_000, &body)?;
+    let signature = signature(&secret, now.nanos() / 1_000_000_000, &body)?;
     Some(Attempt {
         host: destination_host(state.destinations, &url)?,
         url,

@@ -18,7 +18,7 @@ use journal::{Durable, Faults, Options, SimulatedDisk};
 use ledger::LedgerConfig;
 use platform::{
     Action, Command, Fen, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
-    PlatformConfig, TradeMode, TradeNumber, TradeStatus, WithdrawalStatus,
+    PlatformConfig, Timestamp, TradeMode, TradeNumber, TradeStatus, WithdrawalStatus,
 };
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -125,7 +125,7 @@ pub struct Vopr {
     /// Faults the disk had injected when the store last opened: a failure
     /// after more is the fault's doing, not a bug.
     faults_at_open: u64,
-    now: u64,
+    now: Timestamp,
     step: u64,
     commands: u64,
     restarts: u64,
@@ -180,7 +180,7 @@ impl Vopr {
             disk,
             store: None,
             faults_at_open: 0,
-            now: START_NANOS,
+            now: Timestamp::from_nanos(START_NANOS),
             step: 0,
             commands: 0,
             restarts: 0,
@@ -257,7 +257,7 @@ impl Vopr {
         request_hash[..8].copy_from_slice(&self.commands.to_le_bytes());
         let idempotency =
             IdempotencyTag { caller: PartyNumber::new(0), key: format!("k-{}", self.commands), request_hash };
-        self.now += self.rng.random_range(1..1_000) * 1_000_000;
+        self.now = self.now.plus_nanos(self.rng.random_range(1..1_000) * 1_000_000);
         let command = Command { now: self.now, idempotency: Some(idempotency), action };
         let outcome = self.submit_until_answered(&command)?;
         self.commands += 1;
@@ -544,7 +544,7 @@ impl Vopr {
                 }
             }
             _ => {
-                let date = platform::calendar::Date::of_nanos(self.now.saturating_sub(86_400 * SECOND));
+                let date = platform::calendar::Date::of(self.now.minus_nanos(86_400 * SECOND));
                 let annual_rate_bps = self.rng.random_range(0..800);
                 self.submit(Action::FundYield { date, annual_rate_bps })?;
             }
@@ -603,7 +603,7 @@ impl Vopr {
                 min_spend: Fen::new(self.rng.random_range(0..5_000)),
                 per_user_limit: self.rng.random_range(1..4),
                 starts_at: self.now,
-                ends_at: self.now + self.rng.random_range(60..86_400) * SECOND,
+                ends_at: self.now.plus_nanos(self.rng.random_range(60..86_400) * SECOND),
             };
             if let Outcome::CampaignCreated(campaign) = self.submit(Action::CreateCampaign(new))? {
                 self.campaigns.push((campaign.number, campaign.sponsor));
@@ -654,11 +654,12 @@ impl Vopr {
 
     /// The clock moves (seconds, hours, or days at once) and what fell due runs.
     fn tick(&mut self) -> Result<(), Failure> {
-        self.now += match self.rng.random_range(0..10) {
+        let step = match self.rng.random_range(0..10) {
             0..=5 => self.rng.random_range(1..120) * SECOND,
             6..=8 => self.rng.random_range(1..6) * 3_600 * SECOND,
             _ => self.rng.random_range(1..12) * 86_400 * SECOND,
         };
+        self.now = self.now.plus_nanos(step);
         // A tick does a bounded share of what fell due: tick until it is all done.
         while let Outcome::Ticked { more_due: true, .. } = self.submit(Action::Tick)? {}
         self.check_nothing_overdue()
@@ -702,13 +703,13 @@ impl Vopr {
     /// A client retries a request under its idempotency key: the same answer, nothing done again.
     fn retry(&mut self) -> Result<(), Failure> {
         // Keys are remembered for 24 h (`IDEMPOTENCY_RETENTION_NANOS`); later a retry is a new request.
-        let horizon = self.now.saturating_sub(platform::IDEMPOTENCY_RETENTION_NANOS);
+        let horizon = self.now.minus_nanos(platform::IDEMPOTENCY_RETENTION_NANOS);
         self.sent.retain(|(command, _)| command.now > horizon);
         if self.sent.is_empty() {
             return self.tick();
         }
         let (command, first) = self.sent[self.rng.random_range(0..self.sent.len())].clone();
-        let again = self.submit_until_answered(&Command { now: self.now + 1, ..command })?;
+        let again = self.submit_until_answered(&Command { now: self.now.plus_nanos(1), ..command })?;
         self.commands += 1;
         if again != first {
             return Err(self.fail(format!("a retry under its idempotency key answered {again:?}, first {first:?}")));

@@ -19,7 +19,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use platform::rejection::{Conflict, Invalid, Limit, Missing};
 use platform::{
-    Action, Fen, NewTrade, Outcome, PartyKind, PartyNumber, Rejection, Trade, TradeMode, TradeNumber, TradeStatus,
+    Action, Fen, NewTrade, Outcome, PartyKind, PartyNumber, Rejection, Timestamp, Trade, TradeMode, TradeNumber,
+    TradeStatus,
 };
 use serde_json::{Map, Value, json};
 
@@ -306,7 +307,7 @@ fn verify(state: &AppState, params: &BTreeMap<String, String>) -> Result<PartyNu
     }
     let sent_at = parse_timestamp(timestamp)
         .ok_or_else(|| Failure::invalid("isv.invalid-timestamp", "timestamp must be yyyy-MM-dd HH:mm:ss"))?;
-    if !state.clock.is_simulated() && sent_at.abs_diff(state.clock.now()) > TIMESTAMP_SKEW_NANOS {
+    if !state.clock.is_simulated() && sent_at.abs_diff(state.clock.now().nanos()) > TIMESTAMP_SKEW_NANOS {
         return Err(Failure::invalid(
             "isv.invalid-timestamp",
             "timestamp is more than 15 minutes from the server's time",
@@ -412,7 +413,8 @@ fn parse_timestamp(text: &str) -> Option<u64> {
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in China Standard Time.
-fn format_timestamp(nanos: u64) -> String {
+fn format_timestamp(moment: Timestamp) -> String {
+    let nanos = moment.nanos();
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     let seconds = (nanos / NANOS_PER_SECOND) as i64 + CST_OFFSET_SECONDS;
     time::OffsetDateTime::from_unix_timestamp(seconds)
@@ -718,8 +720,8 @@ pub fn notification(
     notify_id: u64,
     kind: &str,
     trade: &Trade,
-    event_at: u64,
-    now: u64,
+    event_at: Timestamp,
+    now: Timestamp,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut params = BTreeMap::new();
     let mut set = |name: &str, value: String| {
@@ -778,7 +780,7 @@ mod tests {
     fn timestamps_are_china_standard_time() {
         let nanos = parse_timestamp("2013-11-11 00:00:55").unwrap_or(0);
         assert_eq!(nanos, (1_384_099_200 + 55) * NANOS_PER_SECOND);
-        assert_eq!(format_timestamp(nanos), "2013-11-11 00:00:55");
+        assert_eq!(format_timestamp(Timestamp::from_nanos(nanos)), "2013-11-11 00:00:55");
         assert_eq!(parse_timestamp("2013-11-11T00:00:55"), None);
         assert_eq!(parse_timestamp("2013-13-11 00:00:55"), None);
     }

@@ -213,7 +213,7 @@ pub async fn advance_clock(
     if body.value.advance_seconds > CLOCK_ADVANCE_SECONDS_MAX {
         return Err(ApiError::invalid("advance_seconds must be at most 315360000"));
     }
-    let target = state.clock.now().saturating_add(body.value.advance_seconds.saturating_mul(1_000_000_000));
+    let target = state.clock.now().plus_nanos(body.value.advance_seconds.saturating_mul(1_000_000_000));
     let mut view = ClockView {
         now: String::new(),
         withdrawals_settled: 0,

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::accounts::{self, Reference};
-use platform::{Action, Outcome, PartyKind, PartyNumber};
+use platform::{Action, Outcome, PartyKind, PartyNumber, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -390,6 +390,6 @@ fn entry(ids: &PublicIds, wallet: u128, position: u64, transfer: &ledger::Transf
         reference: Reference::decode(transfer.user_data)
             .map(|reference| reference_id(ids, reference))
             .unwrap_or_default(),
-        created: rfc3339(transfer.timestamp),
+        created: rfc3339(Timestamp::from_nanos(transfer.timestamp)),
     }
 }

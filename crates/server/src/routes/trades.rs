@@ -313,7 +313,7 @@ pub async fn create_payment_code(
     getrandom::fill(&mut random).map_err(|_| ApiError::internal("no randomness for a payment code"))?;
     // Alipay's codes start 25 to 30; the rest is random digits.
     let code: String = "28".chars().chain(random.iter().map(|byte| char::from(b'0' + byte % 10))).collect();
-    let expires_at = state.clock.now().saturating_add(PAYMENT_CODE_SECONDS * 1_000_000_000);
+    let expires_at = state.clock.now().plus_nanos(PAYMENT_CODE_SECONDS * 1_000_000_000);
     let outcome = state.submit(None, Action::IssuePaymentCode { user, code, expires_at }).await?;
     let (code, expires_at) =
         outcome_or_error!(outcome, Outcome::PaymentCodeIssued { code, expires_at } => (code, expires_at))?;

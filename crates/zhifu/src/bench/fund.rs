@@ -9,7 +9,7 @@ use anyhow::{Context, bail, ensure};
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
 use platform::calendar::Date;
-use platform::{Action, Command, Fen, Outcome, PartyKind, PartyNumber, Platform, SplitMode};
+use platform::{Action, Command, Fen, Outcome, PartyKind, PartyNumber, Platform, SplitMode, Timestamp};
 
 #[derive(clap::Args)]
 pub struct FundBenchArgs {
@@ -49,7 +49,8 @@ pub fn run(args: &FundBenchArgs) -> anyhow::Result<()> {
         ..Options::default()
     };
     let (store, _) = Durable::<Platform>::open(&directory, options)?;
-    let submit = |now: u64, action: Action| store.submit(Command { now, idempotency: None, action });
+    let submit =
+        |now: u64, action: Action| store.submit(Command { now: Timestamp::from_nanos(now), idempotency: None, action });
 
     let started = Instant::now();
     let bar = super::progress_bar(args.holders, "importing");
@@ -96,7 +97,7 @@ fn red_packets(args: &FundBenchArgs, store: &Durable<Platform>) -> anyhow::Resul
     let now = START + 2 * 86_400 * SECOND;
     let packets = args.claims.div_ceil(u64::from(SHARES_PER_PACKET));
     let sender = match store.submit(Command {
-        now,
+        now: Timestamp::from_nanos(now),
         idempotency: None,
         action: Action::CreateParty {
             kind: PartyKind::User,
@@ -112,7 +113,7 @@ fn red_packets(args: &FundBenchArgs, store: &Durable<Platform>) -> anyhow::Resul
         other => bail!("{other:?}"),
     };
     store.submit(Command {
-        now,
+        now: Timestamp::from_nanos(now),
         idempotency: None,
         action: Action::TopUp { party: sender, amount: Fen::new(packets * 100_000), bank: "ICBC".into() },
     })?;
@@ -125,7 +126,7 @@ fn red_packets(args: &FundBenchArgs, store: &Durable<Platform>) -> anyhow::Resul
             mode: SplitMode::Random,
             greeting: None,
         };
-        match store.submit(Command { now, idempotency: None, action })? {
+        match store.submit(Command { now: Timestamp::from_nanos(now), idempotency: None, action })? {
             Outcome::RedPacketCreated { number, .. } => numbers.push(number),
             other => bail!("{other:?}"),
         }
@@ -146,7 +147,7 @@ fn red_packets(args: &FundBenchArgs, store: &Durable<Platform>) -> anyhow::Resul
                         let packet = numbers[(claim / u64::from(SHARES_PER_PACKET)) as usize % numbers.len()];
                         let user = PartyNumber::new(1 + claim % claimers);
                         let outcome = store.submit(Command {
-                            now,
+                            now: Timestamp::from_nanos(now),
                             idempotency: None,
                             action: Action::ClaimRedPacket { packet, user },
                         });

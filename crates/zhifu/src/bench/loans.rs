@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure};
 use journal::StateMachine;
 use ledger::LedgerConfig;
-use platform::{Action, Command, Fen, NewTrade, Outcome, PartyKind, PaySource, Platform, TradeMode};
+use platform::{Action, Command, Fen, NewTrade, Outcome, PartyKind, PaySource, Platform, Timestamp, TradeMode};
 
 #[derive(clap::Args)]
 pub struct LoansBenchArgs {
@@ -32,7 +32,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
     let mut now = START;
     let run = |platform: &mut Platform, now: u64, action: Action| {
         // In memory: archived records stay in the platform's outbox.
-        platform.apply(&Command { now, idempotency: None, action }, &journal::NoArchive)
+        platform.apply(&Command { now: Timestamp::from_nanos(now), idempotency: None, action }, &journal::NoArchive)
     };
     let started = Instant::now();
     let buyer = match run(&mut platform, now, create(PartyKind::User, 0))? {

@@ -25,7 +25,7 @@ use platform::accounts::{self, REVENUE};
 use platform::calendar::Date;
 use platform::{
     Action, Command, Fen, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform, Rejection,
-    SplitMode, TradeMode, TradeNumber, TradeStatus,
+    SplitMode, Timestamp, TradeMode, TradeNumber, TradeStatus,
 };
 use sim::workload::FOLLOW_UP_DELAY_MIN_NANOS;
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
@@ -542,7 +542,7 @@ impl Driver {
     /// more ticks at the same time, one at a time, until nothing is due.
     fn tick_until_nothing_due(&mut self, at: u64) -> anyhow::Result<()> {
         let now = DAY_START_NANOS + at;
-        while self.store.read(|platform| platform.anything_due(now)) {
+        while self.store.read(|platform| platform.anything_due(Timestamp::from_nanos(now))) {
             let timed = TimedOp { at, op: Op::Tick, setup: false };
             self.generated += 1;
             self.submit(&timed, Action::Tick, Kind::Tick)?;
@@ -725,8 +725,8 @@ impl Driver {
                     discount: Fen::new(discount),
                     min_spend: Fen::new(min_spend),
                     per_user_limit,
-                    starts_at: DAY_START_NANOS,
-                    ends_at: DAY_START_NANOS + sim::DAY_NANOS,
+                    starts_at: Timestamp::from_nanos(DAY_START_NANOS),
+                    ends_at: Timestamp::from_nanos(DAY_START_NANOS + sim::DAY_NANOS),
                 }),
                 Kind::Setup("campaign"),
             ),
@@ -806,7 +806,7 @@ impl Driver {
     }
 
     fn submit(&mut self, timed: &TimedOp, action: Action, kind: Kind) -> anyhow::Result<()> {
-        let command = Command { now: DAY_START_NANOS + timed.at, idempotency: None, action };
+        let command = Command { now: Timestamp::from_nanos(DAY_START_NANOS + timed.at), idempotency: None, action };
         let minute = (!timed.setup && timed.at < sim::DAY_NANOS).then_some((timed.at / 60_000_000_000) as usize);
         let tally = Arc::clone(&self.tally);
         let completed = Arc::clone(&self.completed);

@@ -278,8 +278,8 @@ async fn find_campaign(shared: &Shared, setup: &[TimedOp]) -> anyhow::Result<Opt
         discount,
         min_spend,
         per_user_limit,
-        starts_at: server::clock::rfc3339(now),
-        ends_at: server::clock::rfc3339(now + 86_400 * 1_000_000_000),
+        starts_at: server::clock::rfc3339(platform::Timestamp::from_nanos(now)),
+        ends_at: server::clock::rfc3339(platform::Timestamp::from_nanos(now + 86_400 * 1_000_000_000)),
     });
     let (status, created) = shared.post("/v1/campaigns", &shared.admin_key, body).await?;
     if status != StatusCode::CREATED {
