@@ -1,7 +1,7 @@
 //! How the platform lays its products onto the ledger: account ids, account
 //! codes, transfer codes, and the reference each transfer carries.
 
-use crate::units::{PartyNumber, TradeNumber};
+use crate::units::{CampaignNumber, LoanNumber, PartyNumber, RedPacketNumber, TradeNumber};
 
 /// The ledger of Chinese yuan, in fen.
 pub const LEDGER_CNY: u32 = 1;
@@ -38,8 +38,8 @@ pub const LOAN_INCOME: u128 = (KIND_SYSTEM << 64) | 7;
 pub const ESCROW: u128 = (KIND_SYSTEM << 64) | 8;
 
 /// A loan's receivable: what the merchant owes on it.
-pub fn loan(number: u64) -> u128 {
-    (KIND_LOAN << 64) | u128::from(number)
+pub fn loan(number: LoanNumber) -> u128 {
+    (KIND_LOAN << 64) | u128::from(number.get())
 }
 
 /// A party's Yu'e Bao holding. The fund's unit value is fixed at 1 fen, as a
@@ -137,9 +137,9 @@ pub enum Reference {
     Withdrawal(u64),
     Trade(TradeNumber),
     Fund(u64),
-    Campaign(u64),
-    RedPacket(u64),
-    Loan(u64),
+    Campaign(CampaignNumber),
+    RedPacket(RedPacketNumber),
+    Loan(LoanNumber),
 }
 
 impl Reference {
@@ -150,9 +150,9 @@ impl Reference {
             Reference::Withdrawal(number) => (3, number),
             Reference::Trade(number) => (4, number.get()),
             Reference::Fund(number) => (5, number),
-            Reference::Campaign(number) => (6, number),
-            Reference::RedPacket(number) => (7, number),
-            Reference::Loan(number) => (8, number),
+            Reference::Campaign(number) => (6, number.get()),
+            Reference::RedPacket(number) => (7, number.get()),
+            Reference::Loan(number) => (8, number.get()),
         };
         (kind << 64) | u128::from(number)
     }
@@ -165,9 +165,9 @@ impl Reference {
             3 => Some(Reference::Withdrawal(number)),
             4 => Some(Reference::Trade(TradeNumber::new(number))),
             5 => Some(Reference::Fund(number)),
-            6 => Some(Reference::Campaign(number)),
-            7 => Some(Reference::RedPacket(number)),
-            8 => Some(Reference::Loan(number)),
+            6 => Some(Reference::Campaign(CampaignNumber::new(number))),
+            7 => Some(Reference::RedPacket(RedPacketNumber::new(number))),
+            8 => Some(Reference::Loan(LoanNumber::new(number))),
             _ => None,
         }
     }

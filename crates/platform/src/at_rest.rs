@@ -12,7 +12,7 @@
 //! values of the same record (or from the record's own offset), with
 //! wrapping arithmetic: any values round-trip, however unusual.
 
-use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
+use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -81,10 +81,10 @@ pub(crate) struct TradeAtRest<'a> {
     fee: Fen,
     refunded: Fen,
     refunds: Cow<'a, [Refund]>,
-    campaign: Option<u64>,
+    campaign: Option<CampaignNumber>,
     discount: Fen,
     discount_returned: Fen,
-    discount_campaign: Option<u64>,
+    discount_campaign: Option<CampaignNumber>,
     discount_note: Option<Cow<'a, str>>,
     notify_url: Option<Cow<'a, str>>,
     /// From `number`, back.
@@ -216,7 +216,7 @@ impl<'a> ArchiveRecord<'a> {
             }
         };
         ArchiveRecord::TradeEvent(TradeEventAtRest {
-            number_after_trade: since(trade.number.get(), event.number),
+            number_after_trade: since(trade.number.get(), event.number.get()),
             party_after_merchant: since(trade.merchant.get(), event.party.get()),
             kind: Cow::Borrowed(&event.kind),
             created_after_trade: since_time(last_time_of(trade), event.created_at),
@@ -262,7 +262,7 @@ impl ArchiveRecord<'static> {
             ArchiveRecord::TradeEvent(at_rest) => {
                 let trade = at_rest.trade.into_trade();
                 let event = Event {
-                    number: from(trade.number.get(), at_rest.number_after_trade),
+                    number: EventNumber::new(from(trade.number.get(), at_rest.number_after_trade)),
                     party: PartyNumber::new(from(trade.merchant.get(), at_rest.party_after_merchant)),
                     kind: at_rest.kind.into_owned(),
                     created_at: from_time(last_time_of(&trade), at_rest.created_after_trade),
@@ -326,9 +326,9 @@ mod tests {
                 number: TradeNumber::new(number), merchant: PartyNumber::new(merchant), out_trade_no, amount: Fen::new(amount), subject,
                 mode: if escrow { TradeMode::Escrow } else { TradeMode::Instant },
                 buyer: buyer.map(PartyNumber::new), status: statuses[status], auto_confirm_days, expire_at, created_at, paid_at, payer: payer.map(PartyNumber::new), payer_account,
-                shipped_at, confirm_due_at, settled_at, fee: Fen::new(fee), refunded: Fen::new(refunded), refunds, campaign,
+                shipped_at, confirm_due_at, settled_at, fee: Fen::new(fee), refunded: Fen::new(refunded), refunds, campaign: campaign.map(CampaignNumber::new),
                 discount: Fen::new(discount), discount_returned: Fen::new(discount_returned),
-                discount_campaign, discount_note, notify_url,
+                discount_campaign: discount_campaign.map(CampaignNumber::new), discount_note, notify_url,
                 previous_of_merchant: previous_of_merchant.map(TradeNumber::new), previous_of_buyer: previous_of_buyer.map(TradeNumber::new),
             }
         }
@@ -361,7 +361,7 @@ mod tests {
                 None => EventData::Trade(Arc::clone(&trade)),
             };
             let kind = "trade.paid".to_string();
-            let event = Event { number, party: PartyNumber::new(party), kind, created_at, trade: names_trade.then_some(trade.number), data };
+            let event = Event { number: EventNumber::new(number), party: PartyNumber::new(party), kind, created_at, trade: names_trade.then_some(trade.number), data };
             let record = ArchiveRecord::of_event(&event, offset, previous_of_party);
             prop_assert!(matches!(record, ArchiveRecord::TradeEvent(_)));
             prop_assert_eq!(round_trip(&record, offset).into_event(offset).unwrap(), (event.clone(), previous_of_party));
@@ -403,7 +403,7 @@ mod tests {
             previous_of_buyer: Some(TradeNumber::new(123_400_000)),
         });
         let event = Event {
-            number: trade.number.get() + 1_000,
+            number: EventNumber::new(trade.number.get() + 1_000),
             party: trade.merchant,
             kind: "trade.succeeded".to_string(),
             created_at: trade.settled_at.unwrap(),

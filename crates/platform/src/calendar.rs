@@ -2,6 +2,7 @@
 
 /// Seconds east of UTC of China Standard Time.
 pub const CST_OFFSET_SECONDS: i64 = 8 * 3600;
+use crate::units::Timestamp;
 use ledger::NANOS_PER_SECOND;
 
 /// A calendar date.
@@ -14,7 +15,7 @@ pub struct Date {
 
 impl Date {
     /// The CST date of a moment.
-    pub fn of(moment: crate::units::Timestamp) -> Date {
+    pub fn of(moment: Timestamp) -> Date {
         Date::of_nanos(moment.nanos())
     }
 

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fees::{FeeSchedule, Product};
 use crate::trades::{Refund, Trade, TradeMode};
-use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
+use crate::units::{
+    CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, RedPacketNumber, Timestamp, TradeNumber,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PartyKind {
@@ -109,7 +111,7 @@ pub enum Action {
         trade: NewTrade,
         buyer: PartyNumber,
         source: PaySource,
-        coupon: Option<u64>,
+        coupon: Option<CouponNumber>,
     },
     /// A one-time code for paying at a till (made by the server: the code
     /// is random, so it is in the command).
@@ -129,12 +131,12 @@ pub enum Action {
         buyer: PartyNumber,
         source: PaySource,
         /// A coupon of the buyer's: its campaign's discount applies.
-        coupon: Option<u64>,
+        coupon: Option<CouponNumber>,
     },
     /// A coupon of `campaign` for `user`, issued by the campaign's sponsor
     /// (`issuer`: the merchant, or `None` for the platform).
     IssueCoupon {
-        campaign: u64,
+        campaign: CampaignNumber,
         issuer: Option<PartyNumber>,
         user: PartyNumber,
         expires_at: Option<Timestamp>,
@@ -155,7 +157,7 @@ pub enum Action {
         greeting: Option<String>,
     },
     ClaimRedPacket {
-        packet: u64,
+        packet: RedPacketNumber,
         user: PartyNumber,
     },
     CreateCampaign(NewCampaign),
@@ -174,7 +176,7 @@ pub enum Action {
         out_request_no: String,
     },
     RepayLoan {
-        loan: u64,
+        loan: LoanNumber,
         merchant: PartyNumber,
         amount: Fen,
     },
@@ -212,7 +214,7 @@ pub enum Action {
     },
     /// The outcome of one attempt to deliver an event to its merchant.
     RecordDelivery {
-        event: u64,
+        event: EventNumber,
         delivered: bool,
     },
 }
@@ -249,7 +251,7 @@ pub struct NewTrade {
     pub auto_confirm_days: Option<u32>,
     pub expire_minutes: Option<u32>,
     /// A campaign whose discount the payment may get.
-    pub campaign: Option<u64>,
+    pub campaign: Option<CampaignNumber>,
     /// Alipay-style notifications of this trade go here (a trade made
     /// through the gateway with `notify_url`), instead of the merchant's
     /// webhook.
@@ -309,12 +311,12 @@ pub enum Outcome {
     },
     FundYieldPaid(crate::fund::YieldDay),
     RedPacketCreated {
-        number: u64,
+        number: RedPacketNumber,
         total: Fen,
         count: u32,
     },
     RedPacketClaimed {
-        number: u64,
+        number: RedPacketNumber,
         amount: Fen,
     },
     CampaignCreated(Box<crate::marketing::Campaign>),

@@ -57,4 +57,6 @@ pub use trade_actions::{
     read_archived_event, read_archived_trade, walk_events, walk_party_trades,
 };
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};
-pub use units::{Fen, PartyNumber, Timestamp, TradeNumber};
+pub use units::{
+    CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, RedPacketNumber, Timestamp, TradeNumber,
+};

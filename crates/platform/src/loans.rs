@@ -30,7 +30,7 @@
 //! repayment lowers the principal from the next day on. Repayments go to
 //! interest, then penalties, then principal.
 
-use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
+use crate::units::{Fen, LoanNumber, PartyNumber, Timestamp, TradeNumber};
 use std::collections::BTreeMap;
 
 use ledger::{AccountFlags, NewAccount};
@@ -79,7 +79,7 @@ impl LoanStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Loan {
-    pub number: u64,
+    pub number: LoanNumber,
     pub merchant: PartyNumber,
     pub out_request_no: String,
     /// What was lent.
@@ -126,19 +126,19 @@ pub struct Portfolio {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct LoanBook {
-    pub loans: BTreeMap<u64, Loan>,
+    pub loans: BTreeMap<LoanNumber, Loan>,
     /// Loans not yet repaid.
-    pub open: std::collections::BTreeSet<u64>,
-    pub by_request: BTreeMap<(PartyNumber, String), u64>,
+    pub open: std::collections::BTreeSet<LoanNumber>,
+    pub by_request: BTreeMap<(PartyNumber, String), LoanNumber>,
     /// Settled trade volume by (merchant, month index).
     pub settled: BTreeMap<(PartyNumber, u32), Fen>,
     /// Money the merchant sent back out by (merchant, month index): refunds
     /// after settlement, transfers to other parties.
     pub sent_back: BTreeMap<(PartyNumber, u32), Fen>,
     /// Open order loans by the trade they advance.
-    pub by_trade: BTreeMap<TradeNumber, u64>,
+    pub by_trade: BTreeMap<TradeNumber, LoanNumber>,
     /// Open loans by (merchant, loan): a merchant's loans without a scan of all.
-    pub open_by_merchant: std::collections::BTreeSet<(PartyNumber, u64)>,
+    pub open_by_merchant: std::collections::BTreeSet<(PartyNumber, LoanNumber)>,
 }
 
 /// The term of an order loan: the trade should settle well within it.
@@ -154,7 +154,7 @@ pub struct Credit {
 }
 
 impl Platform {
-    pub fn loan(&self, number: u64) -> Option<&Loan> {
+    pub fn loan(&self, number: LoanNumber) -> Option<&Loan> {
         self.state.loans.loans.get(&number)
     }
 
@@ -182,7 +182,7 @@ impl Platform {
         self.state
             .loans
             .open_by_merchant
-            .range((merchant, 0)..=(merchant, u64::MAX))
+            .range((merchant, LoanNumber::new(0))..=(merchant, LoanNumber::new(u64::MAX)))
             .filter_map(|(_, number)| self.state.loans.loans.get(number))
     }
 
@@ -327,7 +327,7 @@ impl Platform {
         now: Timestamp,
         trade: TradeNumber,
         refunded: Fen,
-    ) -> Option<(u64, Fen)> {
+    ) -> Option<(LoanNumber, Fen)> {
         let number = *self.state.loans.by_trade.get(&trade)?;
         self.accrue_loan(now, number);
         let repayment = self.state.loans.loans.get(&number)?.owed().min(refunded);
@@ -341,7 +341,7 @@ impl Platform {
         now: Timestamp,
         trade: TradeNumber,
         available: Fen,
-    ) -> Option<(u64, Fen)> {
+    ) -> Option<(LoanNumber, Fen)> {
         let number = *self.state.loans.by_trade.get(&trade)?;
         self.accrue_loan(now, number);
         let owed = self.state.loans.loans.get(&number)?.owed();
@@ -358,7 +358,7 @@ impl Platform {
         out_request_no: &str,
         trade: Option<TradeNumber>,
     ) -> Outcome {
-        let number = self.take_number();
+        let number = LoanNumber::new(self.take_number());
         let account = NewAccount {
             id: accounts::loan(number),
             user_data: merchant.get(),
@@ -408,7 +408,13 @@ impl Platform {
         Outcome::LoanUpdated(Box::new(loan))
     }
 
-    pub(crate) fn repay_loan(&mut self, now: Timestamp, number: u64, merchant: PartyNumber, amount: Fen) -> Outcome {
+    pub(crate) fn repay_loan(
+        &mut self,
+        now: Timestamp,
+        number: LoanNumber,
+        merchant: PartyNumber,
+        amount: Fen,
+    ) -> Outcome {
         if self.state.loans.loans.get(&number).is_none_or(|loan| loan.merchant != merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Loan));
         }
@@ -441,7 +447,7 @@ impl Platform {
 
     /// Books a repayment that the ledger has taken: interest first, then
     /// penalties, then principal.
-    pub(crate) fn allocate_repayment(&mut self, number: u64, amount: Fen) {
+    pub(crate) fn allocate_repayment(&mut self, number: LoanNumber, amount: Fen) {
         let Some(loan) = self.state.loans.loans.get_mut(&number) else { return };
         let mut left = amount;
         let to_interest = left.min(loan.interest);
@@ -467,8 +473,8 @@ impl Platform {
     /// across loans (each loan's accrual stands alone), so that a day over a
     /// million loans costs about what a million transfers cost.
     pub(crate) fn accrue_loans(&mut self, now: Timestamp) {
-        let open: Vec<u64> = self.state.loans.open.iter().copied().collect();
-        let mut pending: Vec<(u64, Accrual)> = Vec::new();
+        let open: Vec<LoanNumber> = self.state.loans.open.iter().copied().collect();
+        let mut pending: Vec<(LoanNumber, Accrual)> = Vec::new();
         let mut batch: Vec<ledger::Transfer> = Vec::with_capacity(ledger::BATCH_EVENTS_MAX);
         for number in open {
             let Some(accrual) = self.accrual_of(now, number) else { continue };
@@ -483,7 +489,12 @@ impl Platform {
 
     /// Applies a batch of accrual transfers and books them (they cannot
     /// fail: neither side is limited).
-    fn apply_accruals(&mut self, now: Timestamp, batch: &mut Vec<ledger::Transfer>, pending: &mut Vec<(u64, Accrual)>) {
+    fn apply_accruals(
+        &mut self,
+        now: Timestamp,
+        batch: &mut Vec<ledger::Transfer>,
+        pending: &mut Vec<(LoanNumber, Accrual)>,
+    ) {
         if !batch.is_empty() {
             let results = self.ledger.create_transfers(now.nanos(), batch);
             let refused = match &results {
@@ -501,7 +512,7 @@ impl Platform {
     }
 
     /// Accrues one loan (before a repayment or a settlement), as one chain.
-    pub(crate) fn accrue_loan(&mut self, now: Timestamp, number: u64) {
+    pub(crate) fn accrue_loan(&mut self, now: Timestamp, number: LoanNumber) {
         let Some(accrual) = self.accrual_of(now, number) else { return };
         let mut chain = Vec::new();
         self.push_accrual_transfers(now, number, accrual, &mut chain);
@@ -517,7 +528,7 @@ impl Platform {
     fn push_accrual_transfers(
         &mut self,
         now: Timestamp,
-        number: u64,
+        number: LoanNumber,
         accrual: Accrual,
         out: &mut Vec<ledger::Transfer>,
     ) {
@@ -540,7 +551,7 @@ impl Platform {
 
     /// What a loan accrues by `now`: each full day since disbursement not
     /// yet accrued; `None` when nothing changes.
-    fn accrual_of(&self, now: Timestamp, number: u64) -> Option<Accrual> {
+    fn accrual_of(&self, now: Timestamp, number: LoanNumber) -> Option<Accrual> {
         let loan = self.state.loans.loans.get(&number)?;
         if loan.status == LoanStatus::Repaid {
             return None;
@@ -557,7 +568,7 @@ impl Platform {
         (days > loan.days_accrued || became_overdue).then_some(Accrual { days, interest, penalties, became_overdue })
     }
 
-    fn book_accrual(&mut self, now: Timestamp, number: u64, accrual: Accrual) {
+    fn book_accrual(&mut self, now: Timestamp, number: LoanNumber, accrual: Accrual) {
         if let Some(loan) = self.state.loans.loans.get_mut(&number) {
             loan.days_accrued = loan.days_accrued.max(accrual.days);
             loan.interest += accrual.interest;

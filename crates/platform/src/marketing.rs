@@ -3,7 +3,7 @@
 //! may never go below zero, so neither can pay out more than it holds,
 //! whatever the concurrency: the ledger refuses the transfer first.
 
-use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
+use crate::units::{CampaignNumber, CouponNumber, Fen, PartyNumber, RedPacketNumber, Timestamp, TradeNumber};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngCore as _, SeedableRng as _};
@@ -32,7 +32,7 @@ pub enum SplitMode {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RedPacket {
-    pub number: u64,
+    pub number: RedPacketNumber,
     pub sender: PartyNumber,
     pub total: Fen,
     pub mode: SplitMode,
@@ -49,7 +49,7 @@ pub struct RedPacket {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Campaign {
-    pub number: u64,
+    pub number: CampaignNumber,
     /// The merchant paying for it, or `None` for the platform.
     pub sponsor: Option<PartyNumber>,
     pub name: String,
@@ -69,8 +69,8 @@ pub struct Campaign {
 /// A coupon: one use of its campaign's discount, for one user, until it expires.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Coupon {
-    pub number: u64,
-    pub campaign: u64,
+    pub number: CouponNumber,
+    pub campaign: CampaignNumber,
     pub user: PartyNumber,
     pub expires_at: Timestamp,
     /// The trade it was used on.
@@ -86,11 +86,11 @@ impl Campaign {
 /// Campaigns, their coupons and red packets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Marketing {
-    pub(crate) red_packets: BTreeMap<u64, RedPacket>,
+    pub(crate) red_packets: BTreeMap<RedPacketNumber, RedPacket>,
     /// What each sender's red packets still hold (its `held` money).
     pub(crate) unclaimed: BTreeMap<PartyNumber, Fen>,
-    pub(crate) campaigns: BTreeMap<u64, Campaign>,
-    pub(crate) coupons: BTreeMap<u64, Coupon>,
+    pub(crate) campaigns: BTreeMap<CampaignNumber, Campaign>,
+    pub(crate) coupons: BTreeMap<CouponNumber, Coupon>,
     /// (when, red packet or campaign number): expiries and ends.
     pub(crate) due: BTreeSet<(Timestamp, u64)>,
 }
@@ -132,7 +132,7 @@ impl Platform {
         self.state.marketing.red_packets.values()
     }
 
-    pub fn red_packet(&self, number: u64) -> Option<&RedPacket> {
+    pub fn red_packet(&self, number: RedPacketNumber) -> Option<&RedPacket> {
         self.state.marketing.red_packets.get(&number)
     }
 
@@ -141,7 +141,7 @@ impl Platform {
         self.state.marketing.campaigns.values()
     }
 
-    pub fn campaign(&self, number: u64) -> Option<&Campaign> {
+    pub fn campaign(&self, number: CampaignNumber) -> Option<&Campaign> {
         self.state.marketing.campaigns.get(&number)
     }
 
@@ -166,7 +166,7 @@ impl Platform {
         if greeting.as_ref().is_some_and(|g| crate::text::check_optional_text(g, TEXT_CHARS_MAX).is_err()) {
             return invalid(Invalid::Greeting);
         }
-        let number = self.take_number();
+        let number = RedPacketNumber::new(self.take_number());
         let transfer = self.new_transfer(
             now,
             accounts::wallet(sender),
@@ -178,7 +178,7 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &[transfer]) {
             return Outcome::Rejected(rejection);
         }
-        let seed = crate::platform::hash_of(&[number, sender.get(), total.get(), u64::from(count), now.nanos()]);
+        let seed = crate::platform::hash_of(&[number.get(), sender.get(), total.get(), u64::from(count), now.nanos()]);
         let shares = split(total.get(), count, mode, seed).into_iter().map(Fen::new).collect();
         let expires_at = now.plus_nanos(RED_PACKET_LIFETIME_NANOS);
         let packet = RedPacket {
@@ -195,11 +195,11 @@ impl Platform {
         };
         self.state.marketing.red_packets.insert(number, packet);
         *self.state.marketing.unclaimed.entry(sender).or_default() += total;
-        self.state.marketing.due.insert((expires_at, number));
+        self.state.marketing.due.insert((expires_at, number.get()));
         Outcome::RedPacketCreated { number, total, count }
     }
 
-    pub(crate) fn claim_red_packet(&mut self, now: Timestamp, number: u64, user: PartyNumber) -> Outcome {
+    pub(crate) fn claim_red_packet(&mut self, now: Timestamp, number: RedPacketNumber, user: PartyNumber) -> Outcome {
         if !self.state.parties.is(user, PartyKind::User) {
             return Outcome::Rejected(Rejection::NotFound(Missing::User));
         }
@@ -256,7 +256,7 @@ impl Platform {
         if ends_at <= starts_at || ends_at <= now {
             return conflict(Conflict::CampaignDates);
         }
-        let number = self.take_number();
+        let number = CampaignNumber::new(self.take_number());
         let source = sponsor.map_or(MARKETING, accounts::wallet);
         let transfer = self.new_transfer(
             now,
@@ -287,7 +287,7 @@ impl Platform {
             returned: None,
         };
         self.state.marketing.campaigns.insert(number, campaign.clone());
-        self.state.marketing.due.insert((ends_at, number));
+        self.state.marketing.due.insert((ends_at, number.get()));
         Outcome::CampaignCreated(Box::new(campaign))
     }
 
@@ -301,14 +301,14 @@ impl Platform {
         }
     }
 
-    pub fn coupon(&self, number: u64) -> Option<&Coupon> {
+    pub fn coupon(&self, number: CouponNumber) -> Option<&Coupon> {
         self.state.marketing.coupons.get(&number)
     }
 
     pub(crate) fn issue_coupon(
         &mut self,
         now: Timestamp,
-        campaign: u64,
+        campaign: CampaignNumber,
         issuer: Option<PartyNumber>,
         user: PartyNumber,
         expires_at: Option<Timestamp>,
@@ -323,7 +323,7 @@ impl Platform {
         if expires_at <= now || found.returned.is_some() {
             return conflict(Conflict::CouponWouldExpireFirst);
         }
-        let number = self.take_number();
+        let number = CouponNumber::new(self.take_number());
         let coupon = Coupon { number, campaign, user, expires_at, used_on: None };
         self.state.marketing.coupons.insert(number, coupon.clone());
         Outcome::CouponIssued(coupon)
@@ -340,16 +340,18 @@ impl Platform {
             }
             *budget -= 1;
             self.state.marketing.due.pop_first();
-            if self.state.marketing.red_packets.contains_key(&number) {
-                self.return_red_packet(now, number);
-            } else if self.state.marketing.campaigns.contains_key(&number) {
-                self.return_campaign(now, number);
+            // Packets and campaigns share the number sequence and this queue.
+            let (packet, campaign) = (RedPacketNumber::new(number), CampaignNumber::new(number));
+            if self.state.marketing.red_packets.contains_key(&packet) {
+                self.return_red_packet(now, packet);
+            } else if self.state.marketing.campaigns.contains_key(&campaign) {
+                self.return_campaign(now, campaign);
             }
         }
     }
 
     /// An expired red packet's unclaimed shares go back to its sender.
-    fn return_red_packet(&mut self, now: Timestamp, number: u64) {
+    fn return_red_packet(&mut self, now: Timestamp, number: RedPacketNumber) {
         let Some(packet) = self.state.marketing.red_packets.get(&number) else { return };
         let left: Fen = packet.shares[packet.claims.len()..].iter().copied().sum();
         if left.is_zero() || !packet.returned.is_zero() {
@@ -375,7 +377,7 @@ impl Platform {
     }
 
     /// An ended campaign's unspent budget goes back to its sponsor (or the platform's marketing).
-    fn return_campaign(&mut self, now: Timestamp, number: u64) {
+    fn return_campaign(&mut self, now: Timestamp, number: CampaignNumber) {
         let Some(campaign) = self.state.marketing.campaigns.get(&number) else { return };
         if campaign.returned.is_some() {
             return;

@@ -2,7 +2,7 @@
 //! money in one linked chain, and records the trade and its events in the
 //! same command.
 
-use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
+use crate::units::{CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, Timestamp, TradeNumber};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -68,7 +68,7 @@ struct RefundPlan {
     /// Where the discount goes, and whether that is the running campaign.
     discount_to: Option<(u128, bool)>,
     /// An advance on the trade: the loan and what the refund repays of it.
-    advance: Option<(u64, Fen)>,
+    advance: Option<(LoanNumber, Fen)>,
 }
 
 /// Whether a new refund of `amount` may be made on `trade` (whose refunds
@@ -396,7 +396,7 @@ impl Platform {
         &self,
         archive: &dyn ArchiveSource,
         party: PartyNumber,
-        before: Option<u64>,
+        before: Option<EventNumber>,
         limit: usize,
     ) -> Result<Vec<Event>, JournalError> {
         let read = |offset| self.state.archive.read::<ArchiveRecord>(archive, offset)?.into_event(offset);
@@ -588,7 +588,7 @@ impl Platform {
         new: &NewTrade,
         buyer: PartyNumber,
         source: PaySource,
-        coupon: Option<u64>,
+        coupon: Option<CouponNumber>,
     ) -> Outcome {
         let existed = matches!(self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no), Ok(Some(_)));
         let created = self.create_trade(now, new);
@@ -612,7 +612,7 @@ impl Platform {
         number: TradeNumber,
         buyer: PartyNumber,
         source: PaySource,
-        coupon: Option<u64>,
+        coupon: Option<CouponNumber>,
     ) -> Outcome {
         let trade = match self.payable_trade(now, number, buyer) {
             Ok(trade) => trade,
@@ -743,8 +743,8 @@ impl Platform {
         &mut self,
         buyer: PartyNumber,
         number: TradeNumber,
-        campaign: Option<u64>,
-        coupon: Option<u64>,
+        campaign: Option<CampaignNumber>,
+        coupon: Option<CouponNumber>,
         discount: Fen,
     ) {
         let Some(campaign) = campaign.and_then(|campaign| self.state.marketing.campaigns.get_mut(&campaign)) else {
@@ -901,7 +901,7 @@ impl Platform {
 
     /// Where a returned discount goes: the campaign while it runs, its
     /// sponsor once it has ended (its budget already went back).
-    fn discount_return_target(&self, campaign: u64) -> Option<(u128, bool)> {
+    fn discount_return_target(&self, campaign: CampaignNumber) -> Option<(u128, bool)> {
         let found = self.state.marketing.campaigns.get(&campaign)?;
         if found.returned.is_none() {
             return Some((accounts::CAMPAIGNS, true));
@@ -967,7 +967,7 @@ impl Platform {
         }
     }
 
-    pub(crate) fn record_delivery(&mut self, now: Timestamp, event: u64, delivered: bool) -> Outcome {
+    pub(crate) fn record_delivery(&mut self, now: Timestamp, event: EventNumber, delivered: bool) -> Outcome {
         let Some(delivery) = self.state.events.deliveries.get_mut(&event) else { return Outcome::DeliveryRecorded };
         delivery.attempts += 1;
         if delivered || delivery.attempts >= DELIVERY_ATTEMPTS_MAX {
@@ -1085,10 +1085,10 @@ impl Platform {
     fn usable_coupon(
         &self,
         now: Timestamp,
-        coupon: u64,
+        coupon: CouponNumber,
         buyer: PartyNumber,
         merchant: PartyNumber,
-    ) -> Result<u64, Outcome> {
+    ) -> Result<CampaignNumber, Outcome> {
         let Some(coupon) = self.state.marketing.coupons.get(&coupon).filter(|c| c.user == buyer) else {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Coupon)));
         };
@@ -1111,7 +1111,7 @@ impl Platform {
         now: Timestamp,
         trade: &Trade,
         buyer: PartyNumber,
-        campaign: Option<u64>,
+        campaign: Option<CampaignNumber>,
     ) -> (Fen, Option<String>) {
         let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaigns.get(&number)) else {
             return (Fen::ZERO, None);
@@ -1206,7 +1206,7 @@ impl Platform {
         } else {
             recipient.webhook_url.is_some()
         };
-        let number = self.take_number();
+        let number = EventNumber::new(self.take_number());
         let event = Event { number, party, kind: kind.to_string(), created_at: now, trade, data };
         let previous_of_party = self.state.events.last_of_party.get(&party).copied();
         let at = self.state.archive.length();
@@ -1335,10 +1335,10 @@ pub fn walk_party_trades(
 pub fn walk_events(
     head: Option<u64>,
     read: impl Fn(u64) -> Result<(Event, Option<u64>), JournalError>,
-    before: Option<u64>,
+    before: Option<EventNumber>,
     limit: usize,
 ) -> Result<Vec<Event>, JournalError> {
-    let before = before.unwrap_or(u64::MAX);
+    let before = before.unwrap_or(EventNumber::new(u64::MAX));
     let mut found = Vec::new();
     let mut next = head;
     while let Some(offset) = next
@@ -1446,7 +1446,7 @@ mod tests {
             hold_fee_id: None,
         });
         Event {
-            number,
+            number: EventNumber::new(number),
             party: PartyNumber::new(7),
             kind: "withdrawal.succeeded".to_string(),
             created_at: Timestamp::from_nanos(number),
@@ -1459,10 +1459,13 @@ mod tests {
     fn a_walk_follows_the_chain_back_and_refuses_a_link_forward() {
         // Offsets 300 → 200 → 100, events 3, 2, 1.
         let chain = |offset: u64| Ok((event(offset / 100), (offset > 100).then(|| offset - 100)));
-        let numbers = |found: Vec<Event>| found.iter().map(|event| event.number).collect::<Vec<_>>();
+        let numbers = |found: Vec<Event>| found.iter().map(|event| event.number.get()).collect::<Vec<_>>();
         assert_eq!(numbers(walk_events(Some(300), chain, None, 10).unwrap_or_default()), [3, 2, 1]);
-        assert_eq!(numbers(walk_events(Some(300), chain, Some(3), 1).unwrap_or_default()), [2]);
+        assert_eq!(numbers(walk_events(Some(300), chain, Some(EventNumber::new(3)), 1).unwrap_or_default()), [2]);
         let circle = |offset: u64| Ok((event(1), Some(offset)));
-        assert!(walk_events(Some(300), circle, Some(1), 10).is_err(), "a link to itself ends the walk");
+        assert!(
+            walk_events(Some(300), circle, Some(EventNumber::new(1)), 10).is_err(),
+            "a link to itself ends the walk"
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! and the trade's record (what it was paid, what was refunded) say the same.
 //! Instant trades move the money and take the fee at payment.
 
-use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
+use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -101,14 +101,14 @@ pub struct Trade {
     pub fee: Fen,
     pub refunded: Fen,
     pub refunds: Vec<Refund>,
-    pub campaign: Option<u64>,
+    pub campaign: Option<CampaignNumber>,
     /// Paid by the campaign, not the buyer.
     pub discount: Fen,
     /// Of the discount, what refunds gave back to the campaign (or its
     /// sponsor): a refund of `r` of what the buyer paid returns its share.
     pub discount_returned: Fen,
     /// The campaign that paid the discount (the trade's, or a coupon's).
-    pub discount_campaign: Option<u64>,
+    pub discount_campaign: Option<CampaignNumber>,
     /// Why a campaign gave no discount (budget used up, limit reached...).
     pub discount_note: Option<String>,
     /// Where Alipay-style notifications of this trade go, if anywhere.
@@ -165,7 +165,7 @@ pub enum EventData {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Event {
-    pub number: u64,
+    pub number: EventNumber,
     /// The merchant (or party) it is for.
     pub party: PartyNumber,
     /// `trade.paid`, `trade.shipped`, `trade.succeeded`, `trade.closed`,
@@ -197,7 +197,7 @@ impl TradeStatus {
 /// Where the delivery of one event stands.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Delivery {
-    pub event: u64,
+    pub event: EventNumber,
     /// Where the event is archived.
     pub offset: u64,
     /// Its trade: a trade's events are delivered in order.
@@ -243,5 +243,5 @@ pub(crate) struct EventBook {
     /// Each party's newest event (each archived event points to the one before).
     pub(crate) last_of_party: std::collections::BTreeMap<PartyNumber, u64>,
     /// Events not yet delivered (nor given up on), by event number.
-    pub(crate) deliveries: std::collections::BTreeMap<u64, Delivery>,
+    pub(crate) deliveries: std::collections::BTreeMap<EventNumber, Delivery>,
 }

@@ -54,6 +54,31 @@ id_type!(
     TradeNumber
 );
 
+id_type!(
+    /// A loan's number (a credit-line loan or an advance on a trade).
+    LoanNumber
+);
+
+id_type!(
+    /// A marketing campaign's number.
+    CampaignNumber
+);
+
+id_type!(
+    /// A coupon's number.
+    CouponNumber
+);
+
+id_type!(
+    /// A red packet's number.
+    RedPacketNumber
+);
+
+id_type!(
+    /// An event's number (what a webhook delivers).
+    EventNumber
+);
+
 /// A moment: nanoseconds since the Unix epoch, from the platform's clock
 /// (a command's `now`, and every time a record keeps).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -473,7 +473,7 @@ fn events_are_archived_listed_newest_first_and_survive_a_restart() {
         let trade = new_trade(shop, &format!("o-{order}"), 100 + order, TradeMode::Instant);
         submit(Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None });
     }
-    let list = |store: &Durable<Platform>, before: Option<u64>, limit: usize| {
+    let list = |store: &Durable<Platform>, before: Option<platform::EventNumber>, limit: usize| {
         store.read_with_archive(|p, archive| p.events_of(archive, shop, before, limit)).unwrap()
     };
     let all = list(&store, None, 100);

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use platform::Action;
+use platform::{Action, EventNumber};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
@@ -189,7 +189,7 @@ struct Attempt {
 /// Deliveries in flight: by event (one attempt at a time) and by host.
 #[derive(Default)]
 struct InFlight {
-    events: HashSet<u64>,
+    events: HashSet<EventNumber>,
     hosts: HashMap<String, usize>,
 }
 
@@ -221,7 +221,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     Ok(event) => event,
                     // Not an attempt: the next poll tries again without using one up.
                     Err(error) => {
-                        tracing::error!(event = delivery.event, %error, "cannot read an event to deliver it");
+                        tracing::error!(event = delivery.event.get(), %error, "cannot read an event to deliver it");
                         continue;
                     }
                 };
@@ -244,7 +244,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     };
                     let record = Action::RecordDelivery { event: delivery.event, delivered };
                     if let Err(error) = state.submit(None, record).await {
-                        tracing::error!(event = delivery.event, error = %error.message, "cannot record a delivery");
+                        tracing::error!(event = delivery.event.get(), error = %error.message, "cannot record a delivery");
                     }
                     release_slot(&in_flight, delivery.event, host);
                     drop(permit);
@@ -258,7 +258,7 @@ fn lock(in_flight: &Mutex<InFlight>) -> std::sync::MutexGuard<'_, InFlight> {
     in_flight.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn take_slot(in_flight: &Mutex<InFlight>, event: u64, host: Option<String>) {
+fn take_slot(in_flight: &Mutex<InFlight>, event: EventNumber, host: Option<String>) {
     let mut in_flight = lock(in_flight);
     in_flight.events.insert(event);
     if let Some(host) = host {
@@ -266,7 +266,7 @@ fn take_slot(in_flight: &Mutex<InFlight>, event: u64, host: Option<String>) {
     }
 }
 
-fn release_slot(in_flight: &Mutex<InFlight>, event: u64, host: Option<String>) {
+fn release_slot(in_flight: &Mutex<InFlight>, event: EventNumber, host: Option<String>) {
     let mut in_flight = lock(in_flight);
     in_flight.events.remove(&event);
     if let Some(host) = host

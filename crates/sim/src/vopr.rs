@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use journal::{Durable, Faults, Options, SimulatedDisk};
 use ledger::LedgerConfig;
 use platform::{
-    Action, Command, Fen, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
-    PlatformConfig, Timestamp, TradeMode, TradeNumber, TradeStatus, WithdrawalStatus,
+    Action, CampaignNumber, Command, CouponNumber, Fen, IdempotencyTag, LoanNumber, NewCampaign, NewTrade, Outcome,
+    PartyKind, PartyNumber, PaySource, Platform, PlatformConfig, RedPacketNumber, Timestamp, TradeMode, TradeNumber,
+    TradeStatus, WithdrawalStatus,
 };
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -99,7 +100,7 @@ struct Model {
     /// Withdrawals under way: (user, amount + fee), until the bank answers.
     withdrawals: BTreeMap<u64, (PartyNumber, Fen)>,
     /// Red packets not yet returned: their sender.
-    packets: BTreeMap<u64, PartyNumber>,
+    packets: BTreeMap<RedPacketNumber, PartyNumber>,
 }
 
 impl Model {
@@ -133,9 +134,9 @@ pub struct Vopr {
     users: Vec<PartyNumber>,
     merchants: Vec<PartyNumber>,
     trades: Vec<TradeNumber>,
-    loans: Vec<(u64, PartyNumber)>,
-    campaigns: Vec<(u64, Option<PartyNumber>)>,
-    coupons: Vec<(u64, PartyNumber)>,
+    loans: Vec<(LoanNumber, PartyNumber)>,
+    campaigns: Vec<(CampaignNumber, Option<PartyNumber>)>,
+    coupons: Vec<(CouponNumber, PartyNumber)>,
     /// Recent commands sent under an idempotency key, with their answers.
     sent: Vec<(Command, Outcome)>,
     model: Model,
@@ -610,7 +611,7 @@ impl Vopr {
             }
             return Ok(());
         }
-        let numbers: Vec<u64> = self.campaigns.iter().map(|(number, _)| *number).collect();
+        let numbers: Vec<CampaignNumber> = self.campaigns.iter().map(|(number, _)| *number).collect();
         let Some(campaign) = self.pick_recent(&numbers) else { return Ok(()) };
         let issuer = self.campaigns.iter().find(|(number, _)| *number == campaign).and_then(|(_, sponsor)| *sponsor);
         let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
@@ -624,7 +625,7 @@ impl Vopr {
 
     fn red_packet(&mut self) -> Result<(), Failure> {
         let Some(user) = self.pick(&self.users.clone()) else { return Ok(()) };
-        let packets: Vec<u64> = self.model.packets.keys().copied().collect();
+        let packets: Vec<RedPacketNumber> = self.model.packets.keys().copied().collect();
         if packets.is_empty() || self.rng.random_bool(0.4) {
             let count = self.rng.random_range(1..8);
             let total = self.amount().max(Fen::new(u64::from(count)));
@@ -781,7 +782,7 @@ impl Vopr {
                 .filter(|(_, status)| *status != WithdrawalStatus::Pending)
                 .map(|(number, status)| (number, status == WithdrawalStatus::Failed))
                 .collect();
-            let returned: Vec<(u64, Fen)> = self
+            let returned: Vec<(RedPacketNumber, Fen)> = self
                 .model
                 .packets
                 .keys()

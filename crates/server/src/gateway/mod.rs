@@ -19,8 +19,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use platform::rejection::{Conflict, Invalid, Limit, Missing};
 use platform::{
-    Action, Fen, NewTrade, Outcome, PartyKind, PartyNumber, Rejection, Timestamp, Trade, TradeMode, TradeNumber,
-    TradeStatus,
+    Action, EventNumber, Fen, NewTrade, Outcome, PartyKind, PartyNumber, Rejection, Timestamp, Trade, TradeMode,
+    TradeNumber, TradeStatus,
 };
 use serde_json::{Map, Value, json};
 
@@ -717,7 +717,7 @@ async fn transfer(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -
 pub fn notification(
     key: &SigningKeyPair,
     public: &PublicIds,
-    notify_id: u64,
+    notify_id: EventNumber,
     kind: &str,
     trade: &Trade,
     event_at: Timestamp,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use platform::{Action, Loan, Outcome, PartyKind, TradeNumber};
+use platform::{Action, Loan, LoanNumber, Outcome, PartyKind, TradeNumber};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -203,7 +203,7 @@ pub async fn repay(
     body: JsonBody<Repayment>,
 ) -> Result<Json<LoanView>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let loan = id_of(&state.ids, IdKind::Loan, &id, "loan")?;
+    let loan = LoanNumber::new(id_of(&state.ids, IdKind::Loan, &id, "loan")?);
     let action = Action::RepayLoan { loan, merchant, amount: check_amount(body.value.amount)? };
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let loan = outcome_or_error!(outcome, Outcome::LoanUpdated(loan) => loan)?;
@@ -218,7 +218,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LoanView>, ApiError> {
-    let number = id_of(&state.ids, IdKind::Loan, &id, "loan")?;
+    let number = LoanNumber::new(id_of(&state.ids, IdKind::Loan, &id, "loan")?);
     let loan = state.store.read(|p| p.loan(number).cloned()).ok_or_else(|| ApiError::not_found("loan"))?;
     let visible = match caller {
         Caller::Admin => true,

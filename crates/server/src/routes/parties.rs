@@ -365,9 +365,9 @@ fn reference_id(ids: &PublicIds, reference: Reference) -> String {
         Reference::Withdrawal(number) => (IdKind::Withdrawal, number),
         Reference::Trade(number) => (IdKind::Trade, number.get()),
         Reference::Fund(number) => (IdKind::FundOrder, number),
-        Reference::Campaign(number) => (IdKind::Campaign, number),
-        Reference::RedPacket(number) => (IdKind::RedPacket, number),
-        Reference::Loan(number) => (IdKind::Loan, number),
+        Reference::Campaign(number) => (IdKind::Campaign, number.get()),
+        Reference::RedPacket(number) => (IdKind::RedPacket, number.get()),
+        Reference::Loan(number) => (IdKind::Loan, number.get()),
     };
     ids.format(kind, number)
 }

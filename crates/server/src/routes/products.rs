@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::calendar::Date;
-use platform::{Action, Campaign, Fen, NewCampaign, Outcome, PartyKind, PartyNumber, SplitMode};
+use platform::{
+    Action, Campaign, CampaignNumber, Fen, NewCampaign, Outcome, PartyKind, PartyNumber, RedPacketNumber, SplitMode,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -258,7 +260,7 @@ pub async fn get_campaign(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    let number = id_of(&state.ids, IdKind::Campaign, &id, "campaign")?;
+    let number = CampaignNumber::new(id_of(&state.ids, IdKind::Campaign, &id, "campaign")?);
     let campaign = state.store.read(|p| p.campaign(number).cloned()).ok_or_else(|| ApiError::not_found("campaign"))?;
     let visible = match caller {
         Caller::Admin => true,
@@ -307,7 +309,7 @@ pub async fn issue_coupon(
         Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
         Caller::Party { .. } => return Err(ApiError::forbidden()),
     };
-    let campaign = id_of(&state.ids, IdKind::Campaign, &id, "campaign")?;
+    let campaign = CampaignNumber::new(id_of(&state.ids, IdKind::Campaign, &id, "campaign")?);
     let user = PartyNumber::new(id_of(&state.ids, IdKind::User, &body.value.user, "user")?);
     let expires_at = match &body.value.expires_at {
         None => None,
@@ -400,7 +402,7 @@ pub async fn create_red_packet(
     red_packet_view(&state, number).map(|view| (StatusCode::CREATED, Json(view)))
 }
 
-fn red_packet_view(state: &AppState, number: u64) -> Result<RedPacketView, ApiError> {
+fn red_packet_view(state: &AppState, number: RedPacketNumber) -> Result<RedPacketView, ApiError> {
     let packet =
         state.store.read(|p| p.red_packet(number).cloned()).ok_or_else(|| ApiError::not_found("red packet"))?;
     let claimed: Fen = packet.claims.iter().map(|&(_, amount)| amount).sum();
@@ -423,7 +425,7 @@ pub async fn get_red_packet(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RedPacketView>, ApiError> {
-    let number = id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?;
+    let number = RedPacketNumber::new(id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?);
     let sender = state.store.read(|p| p.red_packet(number).map(|packet| packet.sender));
     match (caller, sender) {
         (Caller::Admin, Some(_)) => {}
@@ -443,7 +445,7 @@ pub async fn claim(
     body: JsonBody<super::trades::EmptyBody>,
 ) -> Result<(StatusCode, Json<Claim>), ApiError> {
     let user = caller.require_party(&[PartyKind::User])?;
-    let packet = id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?;
+    let packet = RedPacketNumber::new(id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?);
     let outcome = state.submit(body.idempotency(caller), Action::ClaimRedPacket { packet, user }).await?;
     let amount = outcome_or_error!(outcome, Outcome::RedPacketClaimed { amount, .. } => amount)?;
     Ok((StatusCode::CREATED, Json(Claim { amount: amount.get() })))

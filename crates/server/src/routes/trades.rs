@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::{
-    Action, Event, EventData, Fen, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Trade, TradeMode, TradeNumber,
-    TradeStatus,
+    Action, CampaignNumber, CouponNumber, Event, EventData, EventNumber, Fen, NewTrade, Outcome, PartyKind,
+    PartyNumber, PaySource, Trade, TradeMode, TradeNumber, TradeStatus,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -271,7 +271,11 @@ pub async fn create_trade(
         .as_ref()
         .map(|id| id_of(&state.ids, IdKind::User, id, "buyer").map(PartyNumber::new))
         .transpose()?;
-    let campaign = value.campaign.as_ref().map(|id| id_of(&state.ids, IdKind::Campaign, id, "campaign")).transpose()?;
+    let campaign = value
+        .campaign
+        .as_ref()
+        .map(|id| id_of(&state.ids, IdKind::Campaign, id, "campaign").map(CampaignNumber::new))
+        .transpose()?;
     let new = NewTrade {
         campaign,
         merchant,
@@ -348,7 +352,12 @@ pub async fn pay(
         Some("fund") => PaySource::Fund,
         Some(_) => return Err(ApiError::invalid("source must be balance or fund")),
     };
-    let coupon = body.value.coupon.as_ref().map(|id| id_of(&state.ids, IdKind::Coupon, id, "coupon")).transpose()?;
+    let coupon = body
+        .value
+        .coupon
+        .as_ref()
+        .map(|id| id_of(&state.ids, IdKind::Coupon, id, "coupon").map(CouponNumber::new))
+        .transpose()?;
     act(&state, caller, &body, Action::PayTrade { trade, buyer, source, coupon }).await
 }
 
@@ -511,7 +520,7 @@ pub async fn list_events(
     let reader = Arc::clone(&state);
     let mut found = tokio::task::spawn_blocking(move || {
         let read = |offset| platform::read_archived_event(reader.store.archive(), offset);
-        platform::walk_events(head, read, page.after, page.limit + 1)
+        platform::walk_events(head, read, page.after.map(EventNumber::new), page.limit + 1)
     })
     .await
     .map_err(|_| ApiError::internal("the request was dropped"))?

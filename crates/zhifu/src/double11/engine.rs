@@ -24,8 +24,8 @@ use ledger::LedgerConfig;
 use platform::accounts::{self, REVENUE};
 use platform::calendar::Date;
 use platform::{
-    Action, Command, Fen, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform, Rejection,
-    SplitMode, Timestamp, TradeMode, TradeNumber, TradeStatus,
+    Action, CampaignNumber, Command, Fen, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
+    RedPacketNumber, Rejection, SplitMode, Timestamp, TradeMode, TradeNumber, TradeStatus,
 };
 use sim::workload::FOLLOW_UP_DELAY_MIN_NANOS;
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
@@ -161,7 +161,7 @@ struct Driver {
     completed: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
     /// The platform numbers of the simulation's red packets.
-    packets: Arc<Mutex<HashMap<u64, u64>>>,
+    packets: Arc<Mutex<HashMap<u64, RedPacketNumber>>>,
     /// Paid trades with follow-ups still to come, by the simulation's serial.
     paid: Arc<Mutex<HashMap<u64, PaidTrade>>>,
     /// Trade serial → the sequence of the last command submitted on it, while
@@ -171,7 +171,7 @@ struct Driver {
     plan: sim::Plan,
     merchants: Vec<PartyNumber>,
     buyers: Vec<PartyNumber>,
-    campaign: Option<u64>,
+    campaign: Option<CampaignNumber>,
     /// Commands generated so far (skipped ones included).
     generated: u64,
     submitted: u64,
@@ -490,7 +490,7 @@ impl Driver {
 
     /// After a crash: the red packets sent before it, by the simulation's serial.
     fn restore_packets(&mut self) {
-        let packets: HashMap<u64, u64> = self.store.read(|platform| {
+        let packets: HashMap<u64, RedPacketNumber> = self.store.read(|platform| {
             platform
                 .red_packets()
                 .filter_map(|packet| {
@@ -889,7 +889,7 @@ fn tally_outcome(
     minute: Option<usize>,
     submitted: Instant,
     outcome: Outcome,
-    packets: &Mutex<HashMap<u64, u64>>,
+    packets: &Mutex<HashMap<u64, RedPacketNumber>>,
     paid: &Mutex<HashMap<u64, PaidTrade>>,
 ) {
     let mut payment = None;
