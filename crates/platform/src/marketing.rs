@@ -160,7 +160,10 @@ impl Platform {
         if count == 0 || count > RED_PACKET_SHARES_MAX {
             return invalid(Invalid::RedPacketCount);
         }
-        if total.get() < u64::from(count) || total.get() > AMOUNT_MAX {
+        // What the sender's open packets hold is counted in fen: a wallet the
+        // ledger lets grow past that (it counts in u128) cannot send more.
+        let held = self.state.marketing.unclaimed.get(&sender).copied().unwrap_or_default();
+        if total.get() < u64::from(count) || total.get() > AMOUNT_MAX || held.checked_add(total).is_none() {
             return invalid(Invalid::RedPacketTotal);
         }
         if greeting.as_ref().is_some_and(|g| crate::text::check_optional_text(g, TEXT_CHARS_MAX).is_err()) {

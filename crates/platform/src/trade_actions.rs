@@ -1045,8 +1045,9 @@ impl Platform {
         if !fee.is_zero() {
             chain.push(self.fee_transfer(now, trade.merchant, fee, reference));
         }
-        // An advance on this trade is repaid from its settlement first, in the same chain.
-        let advance = self.order_loan_repayment(now, number, settled_amount - fee);
+        // An advance on this trade is repaid from its settlement first, in the same chain
+        // (from what the fee leaves: a schedule's minimum can take more than a small trade settles).
+        let advance = self.order_loan_repayment(now, number, settled_amount.saturating_sub(fee));
         if let Some((loan, repayment)) = advance {
             chain.push(self.new_transfer(
                 now,

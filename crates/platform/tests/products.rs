@@ -909,3 +909,69 @@ fn a_late_tick_after_other_commands_still_settles_and_returns_what_fell_due() {
     );
     world.check();
 }
+
+/// A fee schedule's minimum can be more than a small escrow trade settles:
+/// the settlement is refused or paid whole, never a stop of the platform.
+#[test]
+fn a_fee_minimum_above_what_an_escrow_trade_settles_is_an_answer() {
+    use platform::{FeeSchedule, PaySource, Product, TradeMode};
+    let mut world = World::new();
+    let shop = world.party(PartyKind::Merchant, 1);
+    let buyer = world.party(PartyKind::User, 2);
+    world.run(Action::TopUp { party: buyer, amount: fen(10_000), bank: "ICBC".into() });
+    let schedule = FeeSchedule { rate_bps: 60, minimum: fen(100), maximum: None, free_quota: None };
+    assert_eq!(
+        world.run(Action::SetFeeSchedule { product: Product::MerchantTrade, schedule }),
+        Outcome::FeeScheduleSet
+    );
+    let trade = new_trade(shop, "small", 50, TradeMode::Escrow);
+    let action = Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
+    let Outcome::TradeUpdated(paid) = world.run(action) else { panic!("not paid") };
+    world.run(Action::ShipTrade { trade: paid.number, merchant: shop });
+    // The shop has nothing to pay the fee's rest with: the settlement is refused whole.
+    let confirmed = world.run(Action::ConfirmTrade { trade: paid.number, buyer });
+    assert!(matches!(confirmed, Outcome::Rejected(_)), "{confirmed:?}");
+    // With money of its own, the shop pays the rest of the minimum fee.
+    world.run(Action::TopUp { party: shop, amount: fen(1_000), bank: "ICBC".into() });
+    let confirmed = world.run(Action::ConfirmTrade { trade: paid.number, buyer });
+    let Outcome::TradeUpdated(settled) = confirmed else { panic!("{confirmed:?}") };
+    assert_eq!(settled.fee, fen(100));
+    assert_eq!(world.available(shop), 1_000 + 50 - 100);
+}
+
+/// The ledger counts a wallet in u128; what a sender's open red packets
+/// hold is counted in fen (u64): a sender past that is refused, not a stop.
+#[test]
+fn red_packets_past_what_a_sender_can_hold_are_refused() {
+    let mut platform = Platform::create(LedgerConfig::default());
+    let mut now = START;
+    let mut run = |platform: &mut Platform, action: Action| {
+        now += SECOND;
+        platform
+            .apply(&Command { now: Timestamp::from_nanos(now), idempotency: None, action }, &journal::NoArchive)
+            .unwrap()
+    };
+    let Outcome::PartyCreated { number: rich, .. } = run(&mut platform, party_action(PartyKind::User, 1)) else {
+        panic!()
+    };
+    let largest = fen(platform::AMOUNT_MAX);
+    let packets = u64::MAX / platform::AMOUNT_MAX + 1;
+    for _ in 0..packets {
+        run(&mut platform, Action::TopUp { party: rich, amount: largest, bank: "ICBC".into() });
+    }
+    let packet = || Action::CreateRedPacket {
+        sender: rich,
+        total: largest,
+        count: 1,
+        mode: platform::SplitMode::Equal,
+        greeting: None,
+    };
+    for _ in 0..packets - 1 {
+        assert!(matches!(run(&mut platform, packet()), Outcome::RedPacketCreated { .. }));
+    }
+    let refused = run(&mut platform, packet());
+    assert!(matches!(refused, Outcome::Rejected(Rejection::Invalid(_))), "{refused:?}");
+    platform.ledger().check_conservation().unwrap();
+    let broken: Vec<_> = platform.check_invariants().into_iter().filter(|check| !check.ok).collect();
+    assert!(broken.is_empty(), "{broken:?}");
+}

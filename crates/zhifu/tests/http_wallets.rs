@@ -351,3 +351,22 @@ fn openapi_and_metrics_describe_the_running_server() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("zhifu"));
 }
+
+#[test]
+fn a_fee_schedule_past_the_largest_amount_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &[]);
+    let too_large = 1_000_000_000_000_001u64;
+    for schedule in [
+        json!({ "rate_bps": 10, "minimum": too_large }),
+        json!({ "rate_bps": 10, "minimum": 0, "maximum": too_large }),
+        json!({ "rate_bps": 10, "minimum": 0, "free_quota": { "amount": too_large, "period": "month" } }),
+    ] {
+        let (status, body) =
+            server.call(Method::PUT, "/v1/admin/fee-schedules/transfer", Some(ADMIN_KEY), Some(schedule));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    }
+    // The largest amount itself is a fee schedule's limit, not past it.
+    server.fees("transfer", json!({ "rate_bps": 10, "minimum": 0, "maximum": too_large - 1 }));
+}
