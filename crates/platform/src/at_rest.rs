@@ -12,7 +12,6 @@
 //! values of the same record (or from the record's own offset), with
 //! wrapping arithmetic: any values round-trip, however unusual.
 
-use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bank::BankEntry;
 use crate::trades::{Event, EventData, Refund, Trade, TradeMode, TradeStatus};
+use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 
 /// A record of the archive. Borrowed when written, owned when read.
 #[derive(Serialize, Deserialize)]

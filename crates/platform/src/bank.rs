@@ -1,7 +1,6 @@
 //! The bank's side: withdrawals waiting for the bank's answer, and the
 //! bank's statement of top-ups and withdrawals, by day.
 
-use crate::units::{Fen, PartyNumber, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 use journal::{ArchiveSource, JournalError};
@@ -14,15 +13,23 @@ use crate::command::Outcome;
 use crate::fees::Product;
 use crate::platform::{Platform, hash_of};
 use crate::rejection::{Invalid, invalid};
+use crate::units::{Fen, PartyNumber, Timestamp};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Bank {
-    pub(crate) withdrawals: BTreeMap<u64, Withdrawal>,
+    withdrawals: BTreeMap<u64, Withdrawal>,
     /// (when the bank answers, withdrawal).
-    pub(crate) due: BTreeSet<(Timestamp, u64)>,
+    due: BTreeSet<(Timestamp, u64)>,
     /// The statement: where each day's lines are in the archive (a Double
     /// Eleven's setup alone is millions of top-ups).
-    pub(crate) statement: BTreeMap<Date, Vec<u64>>,
+    statement: BTreeMap<Date, Vec<u64>>,
+}
+
+impl Bank {
+    /// When the bank next answers a withdrawal.
+    pub(crate) fn first_due(&self) -> Option<Timestamp> {
+        self.due.first().map(|&(at, _)| at)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,7 +182,7 @@ impl Platform {
         if let Err(rejection) = self.apply_chain(now, &chain) {
             return Outcome::Rejected(rejection);
         }
-        *self.state.fees.quota_used.entry(quota_key).or_default() += quota_used;
+        self.state.fees.use_quota(quota_key, quota_used);
         self.book_merchant(party, -i128::from(amount + fee));
         let settle_at = now.plus_nanos(self.state.config.withdrawal_settle_seconds.saturating_mul(NANOS_PER_SECOND));
         self.state.bank.withdrawals.insert(

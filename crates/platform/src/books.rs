@@ -9,13 +9,13 @@
 //! product that moved money its records do not say (or said what it did
 //! not move: a leg left out of a chain) shows there, by name.
 
-use crate::units::{Fen, PartyNumber};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts;
 use crate::bank::WithdrawalStatus;
 use crate::command::PartyKind;
 use crate::platform::Platform;
+use crate::units::{Fen, PartyNumber};
 
 /// What the products say their accounts hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ impl Platform {
             .map(|account| account.credits_posted as i128 - account.debits_posted as i128)
             .sum();
         checks.push(compare("fund", self.state.books.fund as i128, holdings, "Yu'e Bao holdings"));
-        let owed: i128 = self.state.loans.loans.values().map(|loan| i128::from(loan.owed())).sum();
+        let owed = self.state.loans.owed_total();
         let receivable: i128 = ledger
             .accounts()
             .iter()
@@ -78,19 +78,9 @@ impl Platform {
             .map(|account| account.debits_posted as i128 - account.credits_posted as i128)
             .sum();
         checks.push(compare("loans", owed, receivable, "owed on loans (principal, interest, penalties)"));
-        let budgets: i128 =
-            self.state.marketing.campaigns.values().map(|campaign| i128::from(campaign.remaining())).sum();
+        let budgets = self.state.marketing.budgets_left();
         checks.push(compare("campaigns", budgets, posted(accounts::CAMPAIGNS), "campaign budgets left"));
-        let unclaimed: i128 = self
-            .state
-            .marketing
-            .red_packets
-            .values()
-            .map(|packet| {
-                let claimed: Fen = packet.claims.iter().map(|&(_, amount)| amount).sum();
-                i128::from(packet.total - claimed - packet.returned)
-            })
-            .sum();
+        let unclaimed = self.state.marketing.shares_left();
         checks.push(compare("red_packets", unclaimed, posted(accounts::RED_PACKETS), "red packets unclaimed"));
         checks.push(self.check_withdrawals());
         let merchants: i128 = self

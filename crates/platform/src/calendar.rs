@@ -2,8 +2,9 @@
 
 /// Seconds east of UTC of China Standard Time.
 pub const CST_OFFSET_SECONDS: i64 = 8 * 3600;
-use crate::units::Timestamp;
 use ledger::NANOS_PER_SECOND;
+
+use crate::units::Timestamp;
 
 /// A calendar date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

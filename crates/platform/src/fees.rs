@@ -2,8 +2,9 @@
 //! maximum, and a free quota per party per period), kept in the platform's
 //! state and changed by a journaled command.
 
-use crate::units::{Fen, PartyNumber};
 use serde::{Deserialize, Serialize};
+
+use crate::units::{Fen, PartyNumber};
 
 /// What a fee is charged on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -100,9 +101,32 @@ pub struct Charge {
 /// Fee schedules by product, and the free quota each party has used.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Fees {
-    pub(crate) schedules: std::collections::BTreeMap<Product, FeeSchedule>,
+    schedules: std::collections::BTreeMap<Product, FeeSchedule>,
     /// Free quota used, by (party, product, period: month index or 0 for life).
-    pub(crate) quota_used: std::collections::BTreeMap<(PartyNumber, Product, u32), Fen>,
+    quota_used: std::collections::BTreeMap<QuotaKey, Fen>,
+}
+
+/// Whose free quota, of which product, in which period (month index, or 0 for life).
+pub(crate) type QuotaKey = (PartyNumber, Product, u32);
+
+impl Fees {
+    /// The product's schedule (free if none was set).
+    pub(crate) fn schedule(&self, product: Product) -> FeeSchedule {
+        self.schedules.get(&product).copied().unwrap_or(FeeSchedule::FREE)
+    }
+
+    pub(crate) fn set_schedule(&mut self, product: Product, schedule: FeeSchedule) {
+        self.schedules.insert(product, schedule);
+    }
+
+    pub(crate) fn quota_used(&self, key: &QuotaKey) -> Fen {
+        self.quota_used.get(key).copied().unwrap_or_default()
+    }
+
+    /// Counts `amount` more of the free quota as used (the charge succeeded).
+    pub(crate) fn use_quota(&mut self, key: QuotaKey, amount: Fen) {
+        *self.quota_used.entry(key).or_default() += amount;
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! each to the holders with the largest remainders (ties to the older
 //! holder), so the day pays exactly its income.
 
-use crate::units::{Fen, PartyNumber, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 use ledger::{AccountFlags, NewAccount, Transfer};
@@ -25,6 +24,7 @@ use crate::calendar::Date;
 use crate::command::{Outcome, PartyKind, Rejection};
 use crate::platform::Platform;
 use crate::rejection::{Conflict, Invalid, Limit, Missing};
+use crate::units::{Fen, PartyNumber, Timestamp};
 
 /// Holders one import command brings in at most (it is applied as one
 /// command, so it is bounded like a batch is).
@@ -56,13 +56,13 @@ pub struct HolderYield {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct FundState {
     /// Everyone who ever bought, by party number.
-    pub holders: BTreeMap<PartyNumber, HolderYield>,
-    pub days: BTreeMap<Date, YieldDay>,
+    holders: BTreeMap<PartyNumber, HolderYield>,
+    days: BTreeMap<Date, YieldDay>,
     /// Sub-fen income carried to the next day, in fen × 3,650,000.
-    pub carry: u128,
-    pub redeemed: BTreeMap<(PartyNumber, Date), Fen>,
+    carry: u128,
+    redeemed: BTreeMap<(PartyNumber, Date), Fen>,
     /// (holder, date) redemption records older than the latest date are dropped.
-    pub redeemed_dates: BTreeSet<Date>,
+    redeemed_dates: BTreeSet<Date>,
 }
 
 /// A holder's view.

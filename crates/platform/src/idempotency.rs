@@ -1,12 +1,12 @@
 //! Idempotency keys: the answer each caller's key got, kept for a day, so
 //! that a retried request gets the same answer and moves nothing again.
 
-use crate::units::{PartyNumber, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::command::{IdempotencyTag, Outcome};
+use crate::units::{PartyNumber, Timestamp};
 
 /// How long an idempotency key is remembered (at least the 24 h promised).
 pub const IDEMPOTENCY_RETENTION_NANOS: u64 = ledger::NANOS_PER_DAY;

@@ -30,7 +30,6 @@
 //! repayment lowers the principal from the next day on. Repayments go to
 //! interest, then penalties, then principal.
 
-use crate::units::{Fen, LoanNumber, PartyNumber, Timestamp, TradeNumber};
 use std::collections::BTreeMap;
 
 use ledger::{AccountFlags, NewAccount};
@@ -42,6 +41,7 @@ use crate::command::{Outcome, PartyKind, Rejection};
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::rejection::{Conflict, Invalid, Limit, Missing};
 use crate::trades::EventData;
+use crate::units::{Fen, LoanNumber, PartyNumber, Timestamp, TradeNumber};
 
 /// The daily rate of new loans: 0.05% a day (Alibaba's small-loan pricing).
 pub const DAILY_RATE_BPS: u32 = 5;
@@ -126,19 +126,26 @@ pub struct Portfolio {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct LoanBook {
-    pub loans: BTreeMap<LoanNumber, Loan>,
+    loans: BTreeMap<LoanNumber, Loan>,
     /// Loans not yet repaid.
-    pub open: std::collections::BTreeSet<LoanNumber>,
-    pub by_request: BTreeMap<(PartyNumber, String), LoanNumber>,
+    open: std::collections::BTreeSet<LoanNumber>,
+    by_request: BTreeMap<(PartyNumber, String), LoanNumber>,
     /// Settled trade volume by (merchant, month index).
-    pub settled: BTreeMap<(PartyNumber, u32), Fen>,
+    settled: BTreeMap<(PartyNumber, u32), Fen>,
     /// Money the merchant sent back out by (merchant, month index): refunds
     /// after settlement, transfers to other parties.
-    pub sent_back: BTreeMap<(PartyNumber, u32), Fen>,
+    sent_back: BTreeMap<(PartyNumber, u32), Fen>,
     /// Open order loans by the trade they advance.
-    pub by_trade: BTreeMap<TradeNumber, LoanNumber>,
+    by_trade: BTreeMap<TradeNumber, LoanNumber>,
     /// Open loans by (merchant, loan): a merchant's loans without a scan of all.
-    pub open_by_merchant: std::collections::BTreeSet<(PartyNumber, LoanNumber)>,
+    open_by_merchant: std::collections::BTreeSet<(PartyNumber, LoanNumber)>,
+}
+
+impl LoanBook {
+    /// What every open loan owes (principal, interest, penalties).
+    pub(crate) fn owed_total(&self) -> i128 {
+        self.loans.values().map(|loan| i128::from(loan.owed())).sum()
+    }
 }
 
 /// The term of an order loan: the trade should settle well within it.

@@ -3,7 +3,6 @@
 //! may never go below zero, so neither can pay out more than it holds,
 //! whatever the concurrency: the ledger refuses the transfer first.
 
-use crate::units::{CampaignNumber, CouponNumber, Fen, PartyNumber, RedPacketNumber, Timestamp, TradeNumber};
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngCore as _, SeedableRng as _};
@@ -13,6 +12,7 @@ use crate::accounts::{self, CAMPAIGNS, MARKETING, RED_PACKETS, Reference};
 use crate::command::{NewCampaign, Outcome, PartyKind, Rejection};
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::rejection::{Conflict, Invalid, Limit, Missing, conflict, invalid};
+use crate::units::{CampaignNumber, CouponNumber, Fen, PartyNumber, RedPacketNumber, Timestamp, TradeNumber};
 
 /// A red packet is split into at most this many shares.
 pub const RED_PACKET_SHARES_MAX: u32 = 1_000;
@@ -86,13 +86,55 @@ impl Campaign {
 /// Campaigns, their coupons and red packets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Marketing {
-    pub(crate) red_packets: BTreeMap<RedPacketNumber, RedPacket>,
+    red_packets: BTreeMap<RedPacketNumber, RedPacket>,
     /// What each sender's red packets still hold (its `held` money).
-    pub(crate) unclaimed: BTreeMap<PartyNumber, Fen>,
-    pub(crate) campaigns: BTreeMap<CampaignNumber, Campaign>,
-    pub(crate) coupons: BTreeMap<CouponNumber, Coupon>,
+    unclaimed: BTreeMap<PartyNumber, Fen>,
+    campaigns: BTreeMap<CampaignNumber, Campaign>,
+    coupons: BTreeMap<CouponNumber, Coupon>,
     /// (when, red packet or campaign number): expiries and ends.
-    pub(crate) due: BTreeSet<(Timestamp, u64)>,
+    due: BTreeSet<(Timestamp, u64)>,
+}
+
+impl Marketing {
+    pub(crate) fn campaign(&self, number: CampaignNumber) -> Option<&Campaign> {
+        self.campaigns.get(&number)
+    }
+
+    pub(crate) fn campaign_mut(&mut self, number: CampaignNumber) -> Option<&mut Campaign> {
+        self.campaigns.get_mut(&number)
+    }
+
+    pub(crate) fn coupon(&self, number: CouponNumber) -> Option<&Coupon> {
+        self.coupons.get(&number)
+    }
+
+    pub(crate) fn coupon_mut(&mut self, number: CouponNumber) -> Option<&mut Coupon> {
+        self.coupons.get_mut(&number)
+    }
+
+    /// What the sender's open red packets hold.
+    pub(crate) fn unclaimed_of(&self, sender: PartyNumber) -> Fen {
+        self.unclaimed.get(&sender).copied().unwrap_or_default()
+    }
+
+    /// When the next red packet expires or campaign ends.
+    pub(crate) fn first_due(&self) -> Option<Timestamp> {
+        self.due.first().map(|&(at, _)| at)
+    }
+
+    /// The budgets campaigns have left: what the campaign pool must hold.
+    pub(crate) fn budgets_left(&self) -> i128 {
+        self.campaigns.values().map(|campaign| i128::from(campaign.remaining())).sum()
+    }
+
+    /// The shares red packets have left: what the red packet pool must hold.
+    pub(crate) fn shares_left(&self) -> i128 {
+        let left = |packet: &RedPacket| {
+            let claimed: Fen = packet.claims.iter().map(|&(_, amount)| amount).sum();
+            i128::from(packet.total - claimed - packet.returned)
+        };
+        self.red_packets.values().map(left).sum()
+    }
 }
 
 /// Splits `total` into `count` shares of at least 1 fen that sum to `total`.

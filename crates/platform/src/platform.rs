@@ -4,7 +4,6 @@
 //! idempotency records) change in the same command, so a command's money and
 //! its records commit together.
 
-use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 use std::collections::BTreeMap;
 
 use journal::{ArchiveSource, DecodeError, JournalError, StateMachine};
@@ -16,6 +15,7 @@ use crate::calendar::Date;
 use crate::command::{Action, Command, Outcome, PartyKind, PlatformConfig, Rejection};
 use crate::fees::{FeeSchedule, Product, QuotaPeriod};
 use crate::rejection::{Conflict, Invalid, Missing, invalid};
+use crate::units::{Fen, PartyNumber, Timestamp, TradeNumber};
 
 /// The largest amount of one movement: 10^15 fen (10 trillion yuan).
 pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
@@ -71,8 +71,8 @@ pub(crate) struct State {
     pub(crate) fees: crate::fees::Fees,
     pub(crate) bank: crate::bank::Bank,
     pub(crate) idempotency: crate::idempotency::Idempotency,
-    pub(crate) trades: crate::trades::TradeBook,
-    pub(crate) events: crate::trades::EventBook,
+    pub(crate) trades: crate::trade_actions::TradeBook,
+    pub(crate) events: crate::trade_actions::EventBook,
     /// Records moved out of memory, not yet taken by the journal.
     pub(crate) archive: crate::archive::Outbox,
     pub(crate) fund: crate::fund::FundState,
@@ -184,7 +184,7 @@ impl Platform {
 
     pub fn balance(&self, number: PartyNumber) -> Option<Balance> {
         let account = self.ledger.account(accounts::wallet(number))?;
-        let red_packets = self.state.marketing.unclaimed.get(&number).copied().unwrap_or_default();
+        let red_packets = self.state.marketing.unclaimed_of(number);
         Some(Balance { available: account.debit_headroom(), held: account.debits_pending + u128::from(red_packets) })
     }
 
@@ -193,16 +193,15 @@ impl Platform {
     }
 
     pub fn fee_schedule(&self, product: Product) -> FeeSchedule {
-        self.state.fees.schedules.get(&product).copied().unwrap_or(FeeSchedule::FREE)
+        self.state.fees.schedule(product)
     }
 
     /// When the next withdrawal falls due, if any (for a clock that skips ahead).
     pub fn next_due(&self) -> Option<Timestamp> {
-        let withdrawal = self.state.bank.due.first().map(|&(at, _)| at);
-        let trade = self.state.trades.due.first().map(|&(at, _)| at);
-        let parked = self.state.trades.parked_due.first_due();
-        let marketing = self.state.marketing.due.first().map(|&(at, _)| at);
-        withdrawal.into_iter().chain(trade).chain(parked).chain(marketing).min()
+        let withdrawal = self.state.bank.first_due();
+        let trade = self.state.trades.first_due();
+        let marketing = self.state.marketing.first_due();
+        withdrawal.into_iter().chain(trade).chain(marketing).min()
     }
 
     fn genesis(config: LedgerConfig) -> Platform {
@@ -268,8 +267,8 @@ impl Platform {
         let created = ledger.create_accounts(1, &system);
         assert!(created.is_ok_and(|results| results.iter().all(|r| r.is_ok())), "the system accounts are created once");
         let mut state = State { next_number: 1, next_transfer_serial: 1, ..State::default() };
-        state.fees.schedules.insert(Product::Transfer, FeeSchedule::TRANSFER_2013);
-        state.fees.schedules.insert(Product::Withdrawal, FeeSchedule::WITHDRAWAL_2016);
+        state.fees.set_schedule(Product::Transfer, FeeSchedule::TRANSFER_2013);
+        state.fees.set_schedule(Product::Withdrawal, FeeSchedule::WITHDRAWAL_2016);
         Platform { ledger, state, touched: Default::default() }
     }
 
@@ -311,7 +310,7 @@ impl Platform {
                 if schedule.rate_bps > 10_000 {
                     return invalid(Invalid::FeeRate);
                 }
-                self.state.fees.schedules.insert(*product, *schedule);
+                self.state.fees.set_schedule(*product, *schedule);
                 Outcome::FeeScheduleSet
             }
             Action::Tick => self.tick(now),
@@ -436,7 +435,7 @@ impl Platform {
         }
         match self.apply_chain(now, &chain) {
             Ok(()) => {
-                *self.state.fees.quota_used.entry(quota_key).or_default() += quota_used;
+                self.state.fees.use_quota(quota_key, quota_used);
                 self.record_money_sent_back(now, from, amount);
                 self.book_merchant(from, -i128::from(amount + fee));
                 self.book_merchant(to, i128::from(amount));
@@ -455,14 +454,7 @@ impl Platform {
         let mut budget = TICK_ITEMS_MAX;
         let (settled, failed) = self.run_withdrawals_due(now, &mut budget);
         let (trades_closed, trades_settled) = self.run_trades_due(now, &mut budget);
-        while let Some((expires_at, code)) = self.state.trades.payment_codes_due.first().cloned() {
-            if expires_at > now || budget == 0 {
-                break;
-            }
-            budget -= 1;
-            self.state.trades.payment_codes_due.pop_first();
-            self.state.trades.payment_codes.remove(&code);
-        }
+        self.state.trades.forget_expired_codes(now, &mut budget);
         self.run_marketing_due(now, &mut budget);
         self.accrue_loans(now);
         self.state.idempotency.forget_expired(now, &mut budget);
@@ -477,7 +469,7 @@ impl Platform {
 
     /// Whether anything that falls due by `now` is still waiting for a tick.
     pub fn anything_due(&self, now: Timestamp) -> bool {
-        let code = self.state.trades.payment_codes_due.first().is_some_and(|(at, _)| *at <= now);
+        let code = self.state.trades.code_due(now);
         self.next_due().is_some_and(|due| due <= now) || code || self.state.idempotency.anything_due(now)
     }
 
@@ -496,7 +488,7 @@ impl Platform {
             _ => 0,
         };
         let key = (party, product, period);
-        let used = self.state.fees.quota_used.get(&key).copied().unwrap_or_default();
+        let used = self.state.fees.quota_used(&key);
         let charge = schedule.fee(amount, used);
         (charge.fee, key, charge.quota_used)
     }

@@ -2,7 +2,6 @@
 //! money in one linked chain, and records the trade and its events in the
 //! same command.
 
-use crate::units::{CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, Timestamp, TradeNumber};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use crate::trades::{
     AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT,
     EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
 };
+use crate::units::{CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, Timestamp, TradeNumber};
 
 use ledger::NANOS_PER_SECOND;
 /// Merchant references (`out_trade_no`, `out_request_no`) are at most this long.
@@ -41,6 +41,66 @@ const _: () = assert!(AUTO_CONFIRM_DAYS_DEFAULT >= 1 && AUTO_CONFIRM_DAYS_DEFAUL
 const _: () = assert!(EXPIRE_MINUTES_DEFAULT >= 1 && EXPIRE_MINUTES_DEFAULT <= EXPIRE_MINUTES_MAX);
 // A trade's refunds, each at most AMOUNT_MAX, sum without overflow.
 const _: () = assert!(AMOUNT_MAX.checked_mul(REFUNDS_PER_TRADE_MAX as u64).is_some());
+
+/// Trades: those live in memory, where every trade is, the `out_trade_no`
+/// index, what falls due, and payment codes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TradeBook {
+    /// Live trades: unpaid ones, and others only within the command that
+    /// brought them back or changed them (then they go to the archive, see
+    /// `TradeStatus::rests_in_archive`).
+    live: std::collections::BTreeMap<TradeNumber, std::sync::Arc<Trade>>,
+    /// Every trade, and where those that rest in the archive are.
+    directory: crate::trade_directory::TradeDirectory,
+    /// The `out_trade_no` index: the merchant's reference hashed (see
+    /// `reference_key`) → trade numbers; a lookup compares the trades it
+    /// finds with the reference.
+    by_reference: crate::reference_index::ReferenceIndex,
+    /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
+    /// of shipped ones (entries of trades no longer live are stale).
+    due: std::collections::BTreeSet<(Timestamp, TradeNumber)>,
+    /// (when, trade): auto-confirmation of shipped trades parked in the
+    /// archive; a tick brings those due back (`Platform::bring_back_trades`).
+    parked_due: crate::due_queue::DueQueue,
+    /// Payment codes not yet used: code → (user, expires_at).
+    payment_codes: std::collections::BTreeMap<String, (PartyNumber, Timestamp)>,
+    payment_codes_due: std::collections::BTreeSet<(Timestamp, String)>,
+}
+
+/// Events: they live in the archive; each party's newest one is here, and
+/// those not yet delivered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EventBook {
+    /// Each party's newest event (each archived event points to the one before).
+    last_of_party: std::collections::BTreeMap<PartyNumber, u64>,
+    /// Events not yet delivered (nor given up on), by event number.
+    deliveries: std::collections::BTreeMap<EventNumber, Delivery>,
+}
+
+impl TradeBook {
+    /// When the next live trade expires or auto-confirms, or a parked one auto-confirms.
+    pub(crate) fn first_due(&self) -> Option<Timestamp> {
+        let live = self.due.first().map(|&(at, _)| at);
+        live.into_iter().chain(self.parked_due.first_due()).min()
+    }
+
+    /// Whether a payment code has expired by `now` and waits to be forgotten.
+    pub(crate) fn code_due(&self, now: Timestamp) -> bool {
+        self.payment_codes_due.first().is_some_and(|(at, _)| *at <= now)
+    }
+
+    /// Forgets payment codes expired by `now`, at most `budget` of them.
+    pub(crate) fn forget_expired_codes(&mut self, now: Timestamp, budget: &mut u32) {
+        while let Some((expires_at, code)) = self.payment_codes_due.first().cloned() {
+            if expires_at > now || *budget == 0 {
+                break;
+            }
+            *budget -= 1;
+            self.payment_codes_due.pop_first();
+            self.payment_codes.remove(&code);
+        }
+    }
+}
 
 /// What the command being applied did to trades.
 #[derive(Default)]
@@ -523,12 +583,7 @@ impl Platform {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Buyer)));
         }
         if let Some(campaign) = new.campaign
-            && self
-                .state
-                .marketing
-                .campaigns
-                .get(&campaign)
-                .is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
+            && self.state.marketing.campaign(campaign).is_none_or(|c| c.sponsor.is_some_and(|s| s != new.merchant))
         {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Campaign)));
         }
@@ -747,12 +802,12 @@ impl Platform {
         coupon: Option<CouponNumber>,
         discount: Fen,
     ) {
-        let Some(campaign) = campaign.and_then(|campaign| self.state.marketing.campaigns.get_mut(&campaign)) else {
+        let Some(campaign) = campaign.and_then(|campaign| self.state.marketing.campaign_mut(campaign)) else {
             return;
         };
         campaign.spent += discount;
         *campaign.uses.entry(buyer).or_default() += 1;
-        if let Some(coupon) = coupon.and_then(|coupon| self.state.marketing.coupons.get_mut(&coupon)) {
+        if let Some(coupon) = coupon.and_then(|coupon| self.state.marketing.coupon_mut(coupon)) {
             coupon.used_on = Some(number);
         }
     }
@@ -902,7 +957,7 @@ impl Platform {
     /// Where a returned discount goes: the campaign while it runs, its
     /// sponsor once it has ended (its budget already went back).
     fn discount_return_target(&self, campaign: CampaignNumber) -> Option<(u128, bool)> {
-        let found = self.state.marketing.campaigns.get(&campaign)?;
+        let found = self.state.marketing.campaign(campaign)?;
         if found.returned.is_none() {
             return Some((accounts::CAMPAIGNS, true));
         }
@@ -957,8 +1012,7 @@ impl Platform {
             self.allocate_repayment(loan, repayment);
         }
         if let Some((_, true)) = plan.discount_to
-            && let Some(campaign) =
-                trade.discount_campaign.and_then(|number| self.state.marketing.campaigns.get_mut(&number))
+            && let Some(campaign) = trade.discount_campaign.and_then(|number| self.state.marketing.campaign_mut(number))
         {
             campaign.spent -= plan.discount_back;
         }
@@ -1090,7 +1144,7 @@ impl Platform {
         buyer: PartyNumber,
         merchant: PartyNumber,
     ) -> Result<CampaignNumber, Outcome> {
-        let Some(coupon) = self.state.marketing.coupons.get(&coupon).filter(|c| c.user == buyer) else {
+        let Some(coupon) = self.state.marketing.coupon(coupon).filter(|c| c.user == buyer) else {
             return Err(Outcome::Rejected(Rejection::NotFound(Missing::Coupon)));
         };
         if coupon.used_on.is_some() {
@@ -1099,7 +1153,7 @@ impl Platform {
         if coupon.expires_at <= now {
             return Err(conflict(Conflict::CouponExpired));
         }
-        let sponsor = self.state.marketing.campaigns.get(&coupon.campaign).and_then(|c| c.sponsor);
+        let sponsor = self.state.marketing.campaign(coupon.campaign).and_then(|c| c.sponsor);
         if sponsor.is_some_and(|sponsor| sponsor != merchant) {
             return Err(conflict(Conflict::CouponOfAnotherMerchant));
         }
@@ -1114,7 +1168,7 @@ impl Platform {
         buyer: PartyNumber,
         campaign: Option<CampaignNumber>,
     ) -> (Fen, Option<String>) {
-        let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaigns.get(&number)) else {
+        let Some(campaign) = campaign.and_then(|number| self.state.marketing.campaign(number)) else {
             return (Fen::ZERO, None);
         };
         let none = |why: &str| (Fen::ZERO, Some(why.to_string()));

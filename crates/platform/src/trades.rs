@@ -10,10 +10,11 @@
 //! and the trade's record (what it was paid, what was refunded) say the same.
 //! Instant trades move the money and take the fee at payment.
 
-use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 
 /// How a trade's money moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -210,38 +211,3 @@ pub struct Delivery {
 /// 10 m, 1 h, 2 h, 6 h, 15 h — eight tries over about 24.5 hours.
 pub const RETRY_DELAYS_SECONDS: [u64; 7] = [240, 600, 600, 3_600, 7_200, 21_600, 54_000];
 pub const DELIVERY_ATTEMPTS_MAX: u32 = RETRY_DELAYS_SECONDS.len() as u32 + 1;
-
-/// Trades: those live in memory, where every trade is, the `out_trade_no`
-/// index, what falls due, and payment codes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct TradeBook {
-    /// Live trades: unpaid ones, and others only within the command that
-    /// brought them back or changed them (then they go to the archive, see
-    /// `TradeStatus::rests_in_archive`).
-    pub(crate) live: std::collections::BTreeMap<TradeNumber, std::sync::Arc<Trade>>,
-    /// Every trade, and where those that rest in the archive are.
-    pub(crate) directory: crate::trade_directory::TradeDirectory,
-    /// The `out_trade_no` index: the merchant's reference hashed (see
-    /// `reference_key`) → trade numbers; a lookup compares the trades it
-    /// finds with the reference.
-    pub(crate) by_reference: crate::reference_index::ReferenceIndex,
-    /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
-    /// of shipped ones (entries of trades no longer live are stale).
-    pub(crate) due: std::collections::BTreeSet<(Timestamp, TradeNumber)>,
-    /// (when, trade): auto-confirmation of shipped trades parked in the
-    /// archive; a tick brings those due back (`Platform::bring_back_trades`).
-    pub(crate) parked_due: crate::due_queue::DueQueue,
-    /// Payment codes not yet used: code → (user, expires_at).
-    pub(crate) payment_codes: std::collections::BTreeMap<String, (PartyNumber, Timestamp)>,
-    pub(crate) payment_codes_due: std::collections::BTreeSet<(Timestamp, String)>,
-}
-
-/// Events: they live in the archive; each party's newest one is here, and
-/// those not yet delivered.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct EventBook {
-    /// Each party's newest event (each archived event points to the one before).
-    pub(crate) last_of_party: std::collections::BTreeMap<PartyNumber, u64>,
-    /// Events not yet delivered (nor given up on), by event number.
-    pub(crate) deliveries: std::collections::BTreeMap<EventNumber, Delivery>,
-}
