@@ -697,9 +697,9 @@ impl Shared {
         }
         // Frames hold about the same bytes of records each: their starts are
         // spread evenly over the offsets.
-        let guess = crate::search::proportional_guess(offset, 0, frames.records_end, frames.starts.len());
+        let guess = search::proportional_guess(offset, 0, frames.records_end, frames.starts.len());
         let number =
-            crate::search::partition_point_near(&frames.starts, guess, |&(records_start, _)| records_start <= offset)
+            search::partition_point_near(&frames.starts, guess, |&(records_start, _)| records_start <= offset)
                 .checked_sub(1)?;
         let (records_start, file_start) = frames.starts[number];
         let (records_end, file_end) =

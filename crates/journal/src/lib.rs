@@ -33,7 +33,6 @@ pub mod journal;
 mod log;
 pub mod machine;
 mod postgres;
-pub mod search;
 mod snapshot;
 mod wal;
 mod writer;

@@ -146,8 +146,8 @@ impl DueQueue {
 /// time with it).
 fn search(pairs: &[Pair], key: (u64, u64)) -> Option<usize> {
     let (first, last) = (pairs.first()?.key(), pairs.last()?.key());
-    let guess = journal::search::proportional_guess(key.0, first.0, last.0, pairs.len());
-    let at = journal::search::partition_point_near(pairs, guess, |pair| pair.key() < key);
+    let guess = search::proportional_guess(key.0, first.0, last.0, pairs.len());
+    let at = search::partition_point_near(pairs, guess, |pair| pair.key() < key);
     (pairs.get(at)?.key() == key).then_some(at)
 }
 

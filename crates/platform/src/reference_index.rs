@@ -68,8 +68,8 @@ impl ReferenceIndex {
             // Fingerprints are hash bits, spread evenly: a guess by proportion
             // is a few entries off, where bisecting a full day's shard is a
             // dozen cache misses. Equal ones are almost never more than one.
-            let guess = journal::search::proportional_guess(fingerprint, 0, 1 << FINGERPRINT_BITS, shard.sorted.len());
-            let start = journal::search::partition_point_near(&shard.sorted, guess, |&entry| {
+            let guess = search::proportional_guess(fingerprint, 0, 1 << FINGERPRINT_BITS, shard.sorted.len());
+            let start = search::partition_point_near(&shard.sorted, guess, |&entry| {
                 entry >> NUMBER_BITS < fingerprint
             });
             let equal = shard.sorted[start..].iter().take_while(|&&entry| entry >> NUMBER_BITS == fingerprint).count();
