@@ -3,11 +3,11 @@
 //! itself assigned when it made them.
 //!
 //! Offsets are part of the machine's state, so they must not depend on I/O:
-//! the machine frames each record with [`encode_record`] into an outbox and
-//! counts the bytes itself ([`StateMachine::archive_len`]); the journal takes
-//! the outbox after every command, in order, so a record's offset is the
-//! count of record bytes before it. Records are `[length u32][CRC-32C u32]
-//! [payload]`.
+//! the machine keeps an [`Outbox`], which frames each record and counts the
+//! bytes ([`StateMachine::archive_len`]); the journal takes the outbox after
+//! every command, in order, so a record's offset is the count of record
+//! bytes before it. Records are `[length u32][CRC-32C u32][payload]`; only
+//! this module knows it.
 //!
 //! A busy day's events are most of what the platform writes, and they are
 //! alike (the same fields, subjects, times a few seconds apart), so on disk
@@ -94,7 +94,7 @@ const _: () = assert!(FRAME_BYTES_DEFAULT <= BUFFER_BYTES_MAX);
 
 /// Frames `payload` as one archive record at the end of `out`; returns the
 /// bytes it took.
-pub fn encode_record(payload: &[u8], out: &mut Vec<u8>) -> u64 {
+pub(crate) fn encode_record(payload: &[u8], out: &mut Vec<u8>) -> u64 {
     assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX, "archive record of {} bytes", payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
@@ -128,7 +128,7 @@ pub type RecordVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<(), JournalError> +
 /// Calls `visit` with each record of `bytes`, whose first is at `offset`;
 /// at the first that is not whole and intact, the error `damaged` makes of
 /// its offset.
-pub fn for_each_record_in(
+pub(crate) fn for_each_record_in(
     bytes: &[u8],
     offset: u64,
     visit: &mut RecordVisitor<'_>,
@@ -142,6 +142,79 @@ pub fn for_each_record_in(
         at += RECORD_HEADER_BYTES as usize + payload.len();
     }
     Ok(())
+}
+
+/// A machine's archive records not yet taken by the journal, framed as the
+/// journal stores them, and the offset the next one gets. A machine that
+/// archives keeps one in its state: its length is part of the state (so a
+/// record's offset needs no I/O), its records are what
+/// [`StateMachine::take_archive`] hands over after each command. A machine
+/// used without a journal keeps every record here, and reads them back.
+#[derive(Clone, Debug, Default)]
+pub struct Outbox {
+    /// Bytes of every record made so far: the next record's offset.
+    length: u64,
+    /// Records not yet taken.
+    pending: Vec<u8>,
+}
+
+/// An outbox keeps no more spare capacity than this once emptied (a busy
+/// tick archives megabytes; the next command, a few hundred bytes).
+const OUTBOX_CAPACITY_KEPT: usize = 1 << 20;
+
+impl Outbox {
+    /// The outbox of a machine restored with `length` bytes of records behind it.
+    pub fn resume(length: u64) -> Outbox {
+        Outbox { length, pending: Vec::new() }
+    }
+
+    /// Archives a record; returns its offset.
+    pub fn push(&mut self, payload: &[u8]) -> u64 {
+        let offset = self.length;
+        self.length += encode_record(payload, &mut self.pending);
+        offset
+    }
+
+    /// Bytes of every record made so far ([`StateMachine::archive_len`]).
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Moves the records not yet taken to the end of `out`.
+    pub fn take(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.pending);
+        if self.pending.capacity() > OUTBOX_CAPACITY_KEPT {
+            self.pending = Vec::new();
+        }
+    }
+
+    /// The payload of the record at `offset`: from the outbox if it is not
+    /// taken yet, else from `source`.
+    pub fn read(&self, source: &dyn ArchiveSource, offset: u64) -> Result<Vec<u8>, JournalError> {
+        let taken = self.length - self.pending.len() as u64;
+        if offset >= self.length {
+            return Err(JournalError::Failed(format!(
+                "no archive record at {offset}: the archive has {}",
+                self.length
+            )));
+        }
+        if offset < taken {
+            return source.read_record(offset);
+        }
+        let start = usize::try_from(offset - taken).unwrap_or(usize::MAX);
+        let payload = self.pending.get(start..).and_then(decode_record);
+        payload
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| JournalError::Failed(format!("archive record at {offset} in memory is damaged")))
+    }
+
+    /// Calls `visit` with each record not yet taken, as [`ArchiveSource::for_each_record`].
+    pub fn for_each_pending(&self, visit: &mut RecordVisitor<'_>) -> Result<(), JournalError> {
+        let taken = self.length - self.pending.len() as u64;
+        for_each_record_in(&self.pending, taken, visit, |offset| {
+            JournalError::Failed(format!("archive record at {offset} in memory is damaged"))
+        })
+    }
 }
 
 /// For machines without a journal: every record is still in their outbox.
@@ -698,9 +771,8 @@ impl Shared {
         // Frames hold about the same bytes of records each: their starts are
         // spread evenly over the offsets.
         let guess = search::proportional_guess(offset, 0, frames.records_end, frames.starts.len());
-        let number =
-            search::partition_point_near(&frames.starts, guess, |&(records_start, _)| records_start <= offset)
-                .checked_sub(1)?;
+        let number = search::partition_point_near(&frames.starts, guess, |&(records_start, _)| records_start <= offset)
+            .checked_sub(1)?;
         let (records_start, file_start) = frames.starts[number];
         let (records_end, file_end) =
             frames.starts.get(number + 1).copied().unwrap_or((frames.records_end, frames.file_end));
@@ -774,18 +846,15 @@ mod tests {
     /// A machine that only archives: each command is a record's payload.
     struct Recorder {
         ledger: Ledger,
-        outbox: Vec<u8>,
-        length: u64,
+        outbox: Outbox,
     }
 
     impl Recorder {
         fn at(length: u64) -> Recorder {
-            Recorder { ledger: Ledger::with_config(LedgerConfig::default(), 0, 0), outbox: Vec::new(), length }
+            Recorder { ledger: Ledger::with_config(LedgerConfig::default(), 0, 0), outbox: Outbox::resume(length) }
         }
         fn archive(&mut self, payload: &[u8]) -> u64 {
-            let offset = self.length;
-            self.length += encode_record(payload, &mut self.outbox);
-            offset
+            self.outbox.push(payload)
         }
     }
 
@@ -820,10 +889,10 @@ mod tests {
             Ok(Recorder::at(0))
         }
         fn archive_len(&self) -> u64 {
-            self.length
+            self.outbox.length()
         }
         fn take_archive(&mut self, out: &mut Vec<u8>) {
-            out.append(&mut self.outbox);
+            self.outbox.take(out);
         }
     }
 

@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use journal::archive::Outbox;
 use journal::{
     ArchiveSource, Batch, Command, DecodeError, Faults, Journal, JournalError, Options, SimulatedDisk, StateMachine,
 };
@@ -58,8 +59,7 @@ struct Archiving {
     ledger: Ledger,
     /// Where each command's record starts in the archive.
     offsets: Vec<u64>,
-    archive_len: u64,
-    outbox: Vec<u8>,
+    outbox: Outbox,
 }
 
 /// The record the `index`-th command archives: its number, and a body whose
@@ -77,12 +77,7 @@ impl StateMachine for Archiving {
     const NAME: &'static str = "archiving-ledger";
 
     fn create(config: LedgerConfig) -> Archiving {
-        Archiving {
-            ledger: <Ledger as StateMachine>::create(config),
-            offsets: Vec::new(),
-            archive_len: 0,
-            outbox: Vec::new(),
-        }
+        Archiving { ledger: <Ledger as StateMachine>::create(config), offsets: Vec::new(), outbox: Outbox::default() }
     }
 
     fn ledger(&self) -> &Ledger {
@@ -113,8 +108,7 @@ impl StateMachine for Archiving {
             assert_eq!(read, record_of(earlier), "archive record {earlier} reads back as written");
         }
         let outcome = StateMachine::apply(&mut self.ledger, command, archive)?;
-        self.offsets.push(self.archive_len);
-        self.archive_len += journal::archive::encode_record(&record_of(index), &mut self.outbox);
+        self.offsets.push(self.outbox.push(&record_of(index)));
         Ok(outcome)
     }
 
@@ -123,7 +117,7 @@ impl StateMachine for Archiving {
         for offset in &self.offsets {
             out.write_all(&offset.to_le_bytes())?;
         }
-        out.write_all(&self.archive_len.to_le_bytes())
+        out.write_all(&self.outbox.length().to_le_bytes())
     }
 
     fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Archiving, DecodeError> {
@@ -137,15 +131,15 @@ impl StateMachine for Archiving {
         let count = next(state)?;
         let offsets = (0..count).map(|_| next(state)).collect::<Result<Vec<u64>, _>>()?;
         let archive_len = next(state)?;
-        Ok(Archiving { ledger, offsets, archive_len, outbox: Vec::new() })
+        Ok(Archiving { ledger, offsets, outbox: Outbox::resume(archive_len) })
     }
 
     fn archive_len(&self) -> u64 {
-        self.archive_len
+        self.outbox.length()
     }
 
     fn take_archive(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.outbox);
+        self.outbox.take(out);
     }
 }
 

@@ -69,9 +69,7 @@ impl ReferenceIndex {
             // is a few entries off, where bisecting a full day's shard is a
             // dozen cache misses. Equal ones are almost never more than one.
             let guess = search::proportional_guess(fingerprint, 0, 1 << FINGERPRINT_BITS, shard.sorted.len());
-            let start = search::partition_point_near(&shard.sorted, guess, |&entry| {
-                entry >> NUMBER_BITS < fingerprint
-            });
+            let start = search::partition_point_near(&shard.sorted, guess, |&entry| entry >> NUMBER_BITS < fingerprint);
             let equal = shard.sorted[start..].iter().take_while(|&&entry| entry >> NUMBER_BITS == fingerprint).count();
             &shard.sorted[start..start + equal]
         });
