@@ -12,9 +12,16 @@ use serde::{Deserialize, Serialize};
 
 /// The journal's outbox, in the state as the length of what it archived (the
 /// records themselves are the same wherever they are: outbox or file).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(from = "OutboxState", into = "OutboxState")]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "OutboxState")]
 pub(crate) struct Outbox(journal::archive::Outbox);
+
+// By hand, not `into`: that would copy the outbox's records at every encoding.
+impl Serialize for Outbox {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        OutboxState { length: self.0.length() }.serialize(serializer)
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct OutboxState {
@@ -25,12 +32,6 @@ struct OutboxState {
 impl From<OutboxState> for Outbox {
     fn from(state: OutboxState) -> Outbox {
         Outbox(journal::archive::Outbox::resume(state.length))
-    }
-}
-
-impl From<Outbox> for OutboxState {
-    fn from(outbox: Outbox) -> OutboxState {
-        OutboxState { length: outbox.0.length() }
     }
 }
 

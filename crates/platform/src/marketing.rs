@@ -204,7 +204,7 @@ impl Platform {
         }
         // What the sender's open packets hold is counted in fen: a wallet the
         // ledger lets grow past that (it counts in u128) cannot send more.
-        let held = self.state.marketing.unclaimed.get(&sender).copied().unwrap_or_default();
+        let held = self.state.marketing.unclaimed_of(sender);
         if total.get() < u64::from(count) || total.get() > AMOUNT_MAX || held.checked_add(total).is_none() {
             return invalid(Invalid::RedPacketTotal);
         }

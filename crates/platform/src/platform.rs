@@ -33,8 +33,9 @@ pub const NAME_CHARS_MAX: usize = 200;
 /// platform's secret, unclaimed red packets by sender, credit net of money
 /// sent back, remembered rejections counted by caller; 7: the gateway's key,
 /// the products' books, bounded ticks; 8: rejections as codes, without text;
-/// 9: red packets split by PCG; 10: the state grouped by product.)
-const STATE_FORMAT: u32 = 10;
+/// 9: red packets split by PCG; 10: the state grouped by product; 11: a
+/// merchant's trade fee at most the amount.)
+const STATE_FORMAT: u32 = 11;
 
 /// Due items one tick does at most (trades closed or settled, withdrawals
 /// answered, codes, red packets and campaigns expired, idempotency keys
@@ -309,6 +310,10 @@ impl Platform {
             Action::SetFeeSchedule { product, schedule } => {
                 if schedule.rate_bps > 10_000 {
                     return invalid(Invalid::FeeRate);
+                }
+                let amounts = [Some(schedule.minimum), schedule.maximum, schedule.free_quota.map(|quota| quota.amount)];
+                if amounts.into_iter().flatten().any(|fen| fen.get() > AMOUNT_MAX) {
+                    return invalid(Invalid::FeeAmount);
                 }
                 self.state.fees.set_schedule(*product, *schedule);
                 Outcome::FeeScheduleSet

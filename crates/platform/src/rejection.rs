@@ -89,6 +89,9 @@ pub enum Invalid {
     Bank,
     /// A batch the ledger refused whole (more events than a batch holds).
     LedgerBatch,
+    /// A fee schedule's minimum, maximum or free quota past `AMOUNT_MAX`
+    /// (so that an amount and its fee never overflow).
+    FeeAmount,
 }
 
 /// What the state of things does not allow now.

@@ -1191,11 +1191,14 @@ impl Platform {
     }
 
     /// The merchant's fee on a settled amount: its own rate, with the
-    /// merchant-trade schedule's minimum, maximum and free quota.
+    /// merchant-trade schedule's minimum, maximum and free quota — and never
+    /// more than the amount itself (a schedule's minimum above a small trade
+    /// would otherwise take money the trade never paid the merchant, and an
+    /// escrow settlement with nothing else in the wallet could not be paid).
     pub(crate) fn merchant_fee(&self, merchant: PartyNumber, amount: Fen) -> Fen {
         let rate = self.state.parties.get(merchant).map_or(0, |party| party.fee_rate_bps);
         let schedule = crate::fees::FeeSchedule { rate_bps: rate, ..self.fee_schedule(Product::MerchantTrade) };
-        schedule.fee(amount, Fen::ZERO).fee
+        schedule.fee(amount, Fen::ZERO).fee.min(amount)
     }
 
     fn fee_transfer(&mut self, now: Timestamp, merchant: PartyNumber, fee: Fen, reference: Reference) -> Transfer {

@@ -910,33 +910,52 @@ fn a_late_tick_after_other_commands_still_settles_and_returns_what_fell_due() {
     world.check();
 }
 
-/// A fee schedule's minimum can be more than a small escrow trade settles:
-/// the settlement is refused or paid whole, never a stop of the platform.
+/// A fee schedule's minimum can be more than a small trade pays: the fee
+/// is then the whole amount — at a confirmation, at the tick's
+/// auto-confirmation (which stops the platform if a settlement is refused)
+/// and at an instant payment — never money the trade did not bring.
 #[test]
-fn a_fee_minimum_above_what_an_escrow_trade_settles_is_an_answer() {
-    use platform::{FeeSchedule, PaySource, Product, TradeMode};
+fn a_merchant_fee_is_never_more_than_the_trade() {
+    use platform::{FeeSchedule, PaySource, Product, TradeMode, TradeStatus};
     let mut world = World::new();
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
     world.run(Action::TopUp { party: buyer, amount: fen(10_000), bank: "ICBC".into() });
+    let past = FeeSchedule { rate_bps: 60, minimum: fen(platform::AMOUNT_MAX + 1), maximum: None, free_quota: None };
+    let refused = world.run(Action::SetFeeSchedule { product: Product::MerchantTrade, schedule: past });
+    assert_eq!(refused, Outcome::Rejected(Rejection::Invalid(platform::rejection::Invalid::FeeAmount)));
     let schedule = FeeSchedule { rate_bps: 60, minimum: fen(100), maximum: None, free_quota: None };
     assert_eq!(
         world.run(Action::SetFeeSchedule { product: Product::MerchantTrade, schedule }),
         Outcome::FeeScheduleSet
     );
-    let trade = new_trade(shop, "small", 50, TradeMode::Escrow);
-    let action = Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
-    let Outcome::TradeUpdated(paid) = world.run(action) else { panic!("not paid") };
-    world.run(Action::ShipTrade { trade: paid.number, merchant: shop });
-    // The shop has nothing to pay the fee's rest with: the settlement is refused whole.
-    let confirmed = world.run(Action::ConfirmTrade { trade: paid.number, buyer });
-    assert!(matches!(confirmed, Outcome::Rejected(_)), "{confirmed:?}");
-    // With money of its own, the shop pays the rest of the minimum fee.
-    world.run(Action::TopUp { party: shop, amount: fen(1_000), bank: "ICBC".into() });
-    let confirmed = world.run(Action::ConfirmTrade { trade: paid.number, buyer });
-    let Outcome::TradeUpdated(settled) = confirmed else { panic!("{confirmed:?}") };
-    assert_eq!(settled.fee, fen(100));
-    assert_eq!(world.available(shop), 1_000 + 50 - 100);
+    let pay = |world: &mut World, out_trade_no: &str, amount: u64, mode: TradeMode| {
+        let trade = new_trade(shop, out_trade_no, amount, mode);
+        let action = Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
+        let Outcome::TradeUpdated(paid) = world.run(action) else { panic!("not paid") };
+        paid
+    };
+    // Confirmed by the buyer: 50 fen settle, 50 of the 100-fen minimum are taken.
+    let confirmed = pay(&mut world, "confirmed", 50, TradeMode::Escrow);
+    world.run(Action::ShipTrade { trade: confirmed.number, merchant: shop });
+    let answer = world.run(Action::ConfirmTrade { trade: confirmed.number, buyer });
+    let Outcome::TradeUpdated(settled) = answer else { panic!("{answer:?}") };
+    assert_eq!((settled.status, settled.fee), (TradeStatus::TradeSuccess, fen(50)));
+    assert_eq!(world.available(shop), 0);
+    // Left to the tick: the same, ten days on.
+    let waiting = pay(&mut world, "waiting", 40, TradeMode::Escrow);
+    world.run(Action::ShipTrade { trade: waiting.number, merchant: shop });
+    world.now += 11 * 86_400 * SECOND;
+    let ticked = world.run(Action::Tick);
+    assert!(matches!(ticked, Outcome::Ticked { trades_settled: 1, .. }), "{ticked:?}");
+    let settled = world.platform.trade(&journal::NoArchive, waiting.number).unwrap().unwrap();
+    assert_eq!((settled.status, settled.fee), (TradeStatus::TradeSuccess, fen(40)));
+    // An instant payment of 30 fen: a 30-fen fee.
+    let instant = pay(&mut world, "instant", 30, TradeMode::Instant);
+    assert_eq!((instant.status, instant.fee), (TradeStatus::TradeSuccess, fen(30)));
+    assert_eq!(world.available(shop), 0);
+    assert_eq!(world.available(buyer), 10_000 - 50 - 40 - 30);
+    world.check();
 }
 
 /// The ledger counts a wallet in u128; what a sender's open red packets
@@ -970,7 +989,7 @@ fn red_packets_past_what_a_sender_can_hold_are_refused() {
         assert!(matches!(run(&mut platform, packet()), Outcome::RedPacketCreated { .. }));
     }
     let refused = run(&mut platform, packet());
-    assert!(matches!(refused, Outcome::Rejected(Rejection::Invalid(_))), "{refused:?}");
+    assert_eq!(refused, Outcome::Rejected(Rejection::Invalid(platform::rejection::Invalid::RedPacketTotal)));
     platform.ledger().check_conservation().unwrap();
     let broken: Vec<_> = platform.check_invariants().into_iter().filter(|check| !check.ok).collect();
     assert!(broken.is_empty(), "{broken:?}");

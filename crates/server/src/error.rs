@@ -222,6 +222,7 @@ fn invalid_text(what: Invalid) -> &'static str {
         Invalid::WebhookUrl => "webhook_url must be an http or https URL with a host",
         Invalid::Bank => "bank must be 1 to 32 printable characters",
         Invalid::LedgerBatch => "the ledger refused the batch whole",
+        Invalid::FeeAmount => "minimum, maximum and free_quota.amount must be at most 10^15 fen",
     }
 }
 
