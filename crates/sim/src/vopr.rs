@@ -1,8 +1,8 @@
 //! The VOPR: a deterministic simulator of the whole platform (after
 //! TigerBeetle's). From a seed it drives every product — parties, top-ups,
 //! transfers, withdrawals, trades of both modes with refunds, advances and
-//! timeouts, the fund, loans, campaigns, coupons, red packets, webhooks that
-//! fail — through the real journal and platform, with clock jumps, retried
+//! timeouts, the fund, loans, campaigns, coupons, red packets, fee schedules
+//! the admin changes, webhooks that fail — through the real journal and platform, with clock jumps, retried
 //! requests and crashes with restarts. After every step it checks the
 //! platform's books against the ledger (`Platform::check_invariants`),
 //! every user's wallet against a simple model of what the answers said, and
@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use journal::{Durable, Faults, Options, SimulatedDisk};
 use ledger::LedgerConfig;
 use platform::{
-    Action, CampaignNumber, Command, CouponNumber, Fen, IdempotencyTag, LoanNumber, NewCampaign, NewTrade, Outcome,
-    PartyKind, PartyNumber, PaySource, Platform, PlatformConfig, RedPacketNumber, Timestamp, TradeMode, TradeNumber,
-    TradeStatus, WithdrawalStatus,
+    Action, CampaignNumber, Command, CouponNumber, FeeSchedule, Fen, FreeQuota, IdempotencyTag, LoanNumber,
+    NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform, PlatformConfig, Product, QuotaPeriod,
+    RedPacketNumber, Timestamp, TradeMode, TradeNumber, TradeStatus, WithdrawalStatus,
 };
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -357,8 +357,26 @@ impl Vopr {
             83..=89 => self.tick(),
             90..=93 => self.retry(),
             94 => self.restart(),
+            95 => self.fees(),
             _ => self.top_up(),
         }
+    }
+
+    /// The admin changes a product's fee schedule: minimums and maximums
+    /// that can pass small amounts (a trade of a few fen pays a fee of at
+    /// most itself), free quotas by month or for life.
+    fn fees(&mut self) -> Result<(), Failure> {
+        let product = [Product::Transfer, Product::Withdrawal, Product::MerchantTrade][self.rng.random_range(0..3)];
+        let rate_bps = self.rng.random_range(0..300);
+        let minimum = Fen::new(self.rng.random_range(0..500));
+        let maximum = self.rng.random_bool(0.5).then(|| Fen::new(self.rng.random_range(1..5_000)));
+        let free_quota = self.rng.random_bool(0.3).then(|| {
+            let period = if self.rng.random_bool(0.5) { QuotaPeriod::Month } else { QuotaPeriod::Lifetime };
+            FreeQuota { amount: Fen::new(self.rng.random_range(1..1_000_000)), period }
+        });
+        let schedule = FeeSchedule { rate_bps, minimum, maximum, free_quota };
+        self.submit(Action::SetFeeSchedule { product, schedule })?;
+        Ok(())
     }
 
     fn create_party(&mut self, kind: PartyKind) -> Result<(), Failure> {

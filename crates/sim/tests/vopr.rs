@@ -14,7 +14,15 @@ fn seeds_run_with_every_check_holding() {
         assert_eq!(report.steps, STEPS);
         assert!(report.restarts > 0, "seed {seed} never restarted");
         // The run did what it is for: money moved through every product.
-        for kind in ["TradeUpdated", "RefundCreated", "LoanUpdated", "RedPacketClaimed", "FundMoved", "CouponIssued"] {
+        for kind in [
+            "TradeUpdated",
+            "RefundCreated",
+            "LoanUpdated",
+            "RedPacketClaimed",
+            "FundMoved",
+            "CouponIssued",
+            "FeeScheduleSet",
+        ] {
             assert!(
                 report.answers.get(kind).is_some_and(|&count| count > 0),
                 "seed {seed} never answered {kind}: {:?}",
