@@ -456,14 +456,6 @@ pub async fn set_fee_schedule(
             Some(FreeQuota { amount: Fen::new(quota.amount), period })
         }
     };
-    // A fee is at most what any amount may be: amount + fee never overflows.
-    let largest = [Some(value.minimum), value.maximum, value.free_quota.as_ref().map(|quota| quota.amount)];
-    if largest.into_iter().flatten().any(|fen| fen > platform::AMOUNT_MAX) {
-        return Err(ApiError::invalid(format!(
-            "minimum, maximum and free_quota.amount must be at most {} fen",
-            platform::AMOUNT_MAX
-        )));
-    }
     let schedule = FeeSchedule {
         rate_bps: value.rate_bps,
         minimum: Fen::new(value.minimum),
