@@ -18,7 +18,9 @@ use std::sync::Arc;
 use journal::JournalError;
 use serde::{Deserialize, Serialize};
 
+use crate::access::AuditEntry;
 use crate::bank::BankEntry;
+use crate::command::DeliveryAttempt;
 use crate::trades::{Event, EventData, Refund, Trade, TradeMode, TradeStatus};
 use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 
@@ -34,6 +36,21 @@ pub(crate) enum ArchiveRecord<'a> {
     Trade(TradeAtRest<'a>),
     /// A line of the bank's statement.
     BankEntry(Cow<'a, BankEntry>),
+    /// An attempt to deliver an event, its time, and where the same
+    /// merchant's previous attempt is.
+    Attempt { attempt: Cow<'a, DeliveryAttempt>, at: Timestamp, previous_of_party: Option<u64> },
+    /// A line of the audit log, and where the line before it is.
+    Audit { entry: Cow<'a, AuditEntry>, previous: Option<u64> },
+}
+
+impl<'a> ArchiveRecord<'a> {
+    pub(crate) fn attempt(attempt: &'a DeliveryAttempt, at: Timestamp, previous_of_party: Option<u64>) -> Self {
+        ArchiveRecord::Attempt { attempt: Cow::Borrowed(attempt), at, previous_of_party }
+    }
+
+    pub(crate) fn audit(entry: &'a AuditEntry, previous: Option<u64>) -> Self {
+        ArchiveRecord::Audit { entry: Cow::Borrowed(entry), previous }
+    }
 }
 
 /// `at` as a distance from `base`, and back.
@@ -282,6 +299,24 @@ impl ArchiveRecord<'static> {
         match self {
             ArchiveRecord::BankEntry(entry) => Ok(entry.into_owned()),
             _ => Err(JournalError::Failed(format!("archive record at {offset} is not a bank statement line"))),
+        }
+    }
+
+    /// A delivery attempt, its time, and where its merchant's previous one is.
+    pub(crate) fn into_attempt(self, offset: u64) -> Result<(DeliveryAttempt, Timestamp, Option<u64>), JournalError> {
+        match self {
+            ArchiveRecord::Attempt { attempt, at, previous_of_party } => {
+                Ok((attempt.into_owned(), at, previous_of_party))
+            }
+            _ => Err(JournalError::Failed(format!("archive record at {offset} is not a delivery attempt"))),
+        }
+    }
+
+    /// An audit line and where the one before it is.
+    pub(crate) fn into_audit(self, offset: u64) -> Result<(AuditEntry, Option<u64>), JournalError> {
+        match self {
+            ArchiveRecord::Audit { entry, previous } => Ok((entry.into_owned(), previous)),
+            _ => Err(JournalError::Failed(format!("archive record at {offset} is not an audit line"))),
         }
     }
 }

@@ -4,10 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{AuditNote, StaffRole};
 use crate::fees::{FeeSchedule, Product};
 use crate::trades::{Refund, Trade, TradeMode};
 use crate::units::{
-    CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, RedPacketNumber, Timestamp, TradeNumber,
+    CampaignNumber, CouponNumber, EndpointNumber, EventNumber, Fen, LoanNumber, PartyNumber, RedPacketNumber,
+    StaffNumber, Timestamp, TradeNumber,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -212,11 +214,89 @@ pub enum Action {
         amount: Fen,
         reason: Option<String>,
     },
-    /// The outcome of one attempt to deliver an event to its merchant.
-    RecordDelivery {
+    /// The outcome of one attempt to deliver an event to one destination.
+    RecordAttempt(DeliveryAttempt),
+    /// Delivers an event again now (the server read it from the archive:
+    /// where it is, whose, of what type and trade).
+    ResendEvent {
         event: EventNumber,
-        delivered: bool,
+        offset: u64,
+        merchant: PartyNumber,
+        kind: String,
+        trade: Option<TradeNumber>,
+        /// A gateway trade's event: it goes to the trade's `notify_url`.
+        to_notify_url: bool,
     },
+    /// An action of the admin key or of staff, or a change of keys, and the
+    /// audit line that records it: one command, so neither exists without
+    /// the other.
+    Audited {
+        note: AuditNote,
+        action: Box<Action>,
+    },
+    CreateStaff {
+        login: String,
+        /// Argon2id (PHC string), made by the server.
+        password_hash: String,
+        role: StaffRole,
+    },
+    /// Another key for `party` (the server made it: only its hash is here).
+    AddKey {
+        party: PartyNumber,
+        key_hash: [u8; 32],
+        read_only: bool,
+    },
+    /// A new key like `old`; `old` works until `old_expires_at`.
+    RollKey {
+        party: PartyNumber,
+        old_key_hash: [u8; 32],
+        new_key_hash: [u8; 32],
+        old_expires_at: Timestamp,
+    },
+    /// Every key of `party` stops now; `new_key_hash` is its one key.
+    RevokeKeys {
+        party: PartyNumber,
+        new_key_hash: [u8; 32],
+    },
+    SetAppPublicKey {
+        merchant: PartyNumber,
+        app_public_key: String,
+    },
+    CreateEndpoint {
+        merchant: PartyNumber,
+        url: String,
+        events: Vec<String>,
+        secret: String,
+    },
+    DeleteEndpoint {
+        merchant: PartyNumber,
+        endpoint: EndpointNumber,
+    },
+    RollEndpointSecret {
+        merchant: PartyNumber,
+        endpoint: EndpointNumber,
+        secret: String,
+        old_expires_at: Timestamp,
+    },
+}
+
+/// Where an event is delivered: one of its merchant's endpoints, or a
+/// gateway trade's `notify_url` (`EndpointNumber` 0).
+pub const NOTIFY_URL: EndpointNumber = EndpointNumber::new(0);
+
+/// One attempt to deliver an event, as the server saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    pub event: EventNumber,
+    pub endpoint: EndpointNumber,
+    /// Whose event it is (attempts are chained per merchant in the archive).
+    pub merchant: PartyNumber,
+    /// The HTTP status of the answer, if one came.
+    pub status_code: Option<u16>,
+    /// Why it failed, in the server's words (bounded).
+    pub error: Option<String>,
+    pub duration_ms: u32,
+    pub delivered: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -305,6 +385,16 @@ pub enum Outcome {
         refund: Refund,
     },
     DeliveryRecorded,
+    /// Deliveries an event was queued for again.
+    EventResent {
+        deliveries: u32,
+    },
+    StaffCreated {
+        number: StaffNumber,
+    },
+    KeysChanged,
+    EndpointUpdated(Box<crate::access::Endpoint>),
+    EndpointDeleted,
     FundMoved {
         number: u64,
         amount: Fen,

@@ -25,3 +25,23 @@ pub(crate) fn refund_forgets_fee() -> bool {
 pub(crate) const fn refund_forgets_fee() -> bool {
     false
 }
+
+#[cfg(feature = "fault-injection")]
+static REVOKE_SPARES_READ_KEYS: AtomicBool = AtomicBool::new(false);
+
+/// From now on revoking a party's keys leaves its read-only keys working:
+/// no money moves wrongly, yet a leaked key still reads.
+#[cfg(feature = "fault-injection")]
+pub fn inject_revoke_spares_read_keys() {
+    REVOKE_SPARES_READ_KEYS.store(true, Ordering::SeqCst);
+}
+
+#[cfg(feature = "fault-injection")]
+pub(crate) fn revoke_spares_read_keys() -> bool {
+    REVOKE_SPARES_READ_KEYS.load(Ordering::Relaxed)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) const fn revoke_spares_read_keys() -> bool {
+    false
+}

@@ -261,13 +261,11 @@ impl Platform {
                 kind: PartyKind::User,
                 name: format!("holder {number}"),
                 fee_rate_bps: 0,
-                webhook_url: None,
-                webhook_secret: String::new(),
                 app_public_key: None,
                 created_at: now,
                 last_trade: None,
             };
-            self.state.parties.push(party, None);
+            self.state.parties.push(party);
             self.state.fund.holders.insert(number, HolderYield::default());
         }
         if !accounts_batch.is_empty() {

@@ -16,6 +16,7 @@
 //! or a linked chain of them, applied in the same command as the records it
 //! changes. It knows nothing of HTTP or JSON.
 
+pub mod access;
 pub mod accounts;
 mod archive;
 mod at_rest;
@@ -23,6 +24,7 @@ mod bank;
 mod books;
 pub mod calendar;
 pub mod command;
+mod deliveries;
 mod due_queue;
 pub mod faults;
 pub mod fees;
@@ -41,11 +43,16 @@ mod trade_directory;
 pub mod trades;
 pub mod units;
 
+pub use access::{
+    Actor, AuditEntry, AuditNote, Endpoint, KeyGrant, Staff, StaffRole, Target, audit_lines, read_archived_audit,
+};
 pub use bank::{BankEntry, BankEntryKind, Withdrawal, WithdrawalStatus};
 pub use books::Invariant;
 pub use command::{
-    Action, Command, IdempotencyTag, NewCampaign, NewTrade, Outcome, PartyKind, PaySource, PlatformConfig, Rejection,
+    Action, Command, DeliveryAttempt, IdempotencyTag, NOTIFY_URL, NewCampaign, NewTrade, Outcome, PartyKind, PaySource,
+    PlatformConfig, Rejection,
 };
+pub use deliveries::{ATTEMPTS_SCANNED_MAX, QueueFigures, attempts_of_event, read_archived_attempt};
 pub use fees::{FeeSchedule, FreeQuota, Product, QuotaPeriod};
 pub use fund::{FundPosition, YieldDay};
 pub use idempotency::{IDEMPOTENCY_RETENTION_NANOS, REMEMBERED_REFUSALS_PER_CALLER_MAX};
@@ -58,5 +65,6 @@ pub use trade_actions::{
 };
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};
 pub use units::{
-    CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, RedPacketNumber, Timestamp, TradeNumber,
+    AuditNumber, CampaignNumber, CouponNumber, EndpointNumber, EventNumber, Fen, LoanNumber, PartyNumber,
+    RedPacketNumber, StaffNumber, Timestamp, TradeNumber,
 };

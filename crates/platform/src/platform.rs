@@ -4,8 +4,6 @@
 //! idempotency records) change in the same command, so a command's money and
 //! its records commit together.
 
-use std::collections::BTreeMap;
-
 use journal::{ArchiveSource, DecodeError, JournalError, StateMachine};
 use ledger::{AccountFlags, CreateTransferResult, Ledger, LedgerConfig, NewAccount, Transfer, TransferFlags};
 use serde::{Deserialize, Serialize};
@@ -34,8 +32,11 @@ pub const NAME_CHARS_MAX: usize = 200;
 /// sent back, remembered rejections counted by caller; 7: the gateway's key,
 /// the products' books, bounded ticks; 8: rejections as codes, without text;
 /// 9: red packets split by PCG; 10: the state grouped by product; 11: a
-/// merchant's trade fee at most the amount.)
-const STATE_FORMAT: u32 = 11;
+/// merchant's trade fee at most the amount; 12: keys, staff, webhook
+/// endpoints and the audit log in `access`, deliveries per endpoint.)
+const STATE_FORMAT: u32 = 12;
+/// A merchant's gateway key, as PEM, is at most this long.
+pub const APP_KEY_BYTES_MAX: usize = 8 * 1024;
 
 /// Due items one tick does at most (trades closed or settled, withdrawals
 /// answered, codes, red packets and campaigns expired, idempotency keys
@@ -49,8 +50,6 @@ pub struct Party {
     pub kind: PartyKind,
     pub name: String,
     pub fee_rate_bps: u32,
-    pub webhook_url: Option<String>,
-    pub webhook_secret: String,
     /// For the Alipay-compatible gateway: the merchant's RSA public key (PEM).
     pub app_public_key: Option<String>,
     pub created_at: Timestamp,
@@ -73,7 +72,7 @@ pub(crate) struct State {
     pub(crate) bank: crate::bank::Bank,
     pub(crate) idempotency: crate::idempotency::Idempotency,
     pub(crate) trades: crate::trade_actions::TradeBook,
-    pub(crate) events: crate::trade_actions::EventBook,
+    pub(crate) events: crate::deliveries::EventBook,
     /// Records moved out of memory, not yet taken by the journal.
     pub(crate) archive: crate::archive::Outbox,
     pub(crate) fund: crate::fund::FundState,
@@ -87,6 +86,8 @@ pub(crate) struct State {
     pub(crate) gateway_key: Option<String>,
     /// What the products say their accounts hold (see `books`).
     pub(crate) books: crate::books::Books,
+    /// Keys, staff, webhook endpoints, the audit log.
+    pub(crate) access: crate::access::Access,
 }
 
 pub struct Platform {
@@ -96,13 +97,12 @@ pub struct Platform {
     pub(crate) touched: crate::trade_actions::Touched,
 }
 
-/// The parties, by number and by their key's hash.
+/// The parties, by number (their keys are in `access`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Parties {
     /// By number (see `Numbered`: a full day's 8 million buyers, looked up
     /// for nearly every command).
     by_number: crate::numbered::Numbered<Party>,
-    by_key: BTreeMap<[u8; 32], PartyNumber>,
 }
 
 impl Parties {
@@ -123,19 +123,8 @@ impl Parties {
         self.get(number).is_some_and(|party| party.kind == kind)
     }
 
-    pub(crate) fn by_key_hash(&self, key_hash: &[u8; 32]) -> Option<&Party> {
-        self.get(*self.by_key.get(key_hash)?)
-    }
-
-    pub(crate) fn key_in_use(&self, key_hash: &[u8; 32]) -> bool {
-        self.by_key.contains_key(key_hash)
-    }
-
     /// Adds a party, numbered above every party before it.
-    pub(crate) fn push(&mut self, party: Party, key_hash: Option<[u8; 32]>) {
-        if let Some(key_hash) = key_hash {
-            self.by_key.insert(key_hash, party.number);
-        }
+    pub(crate) fn push(&mut self, party: Party) {
         self.by_number.push(party.number.get(), party);
     }
 
@@ -178,9 +167,10 @@ impl Platform {
         self.state.gateway_key.as_deref()
     }
 
-    /// The party an API key (by its SHA-256) belongs to.
+    /// The party an API key (by its SHA-256) belongs to, expired or not
+    /// (`key_grant` says what it may do now).
     pub fn party_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<&Party> {
-        self.state.parties.by_key_hash(key_hash)
+        self.state.parties.get(self.state.access.grant(key_hash)?.party)
     }
 
     pub fn balance(&self, number: PartyNumber) -> Option<Balance> {
@@ -202,7 +192,8 @@ impl Platform {
         let withdrawal = self.state.bank.first_due();
         let trade = self.state.trades.first_due();
         let marketing = self.state.marketing.first_due();
-        withdrawal.into_iter().chain(trade).chain(marketing).min()
+        let keys = self.state.access.first_due();
+        withdrawal.into_iter().chain(trade).chain(marketing).chain(keys).min()
     }
 
     fn genesis(config: LedgerConfig) -> Platform {
@@ -273,7 +264,7 @@ impl Platform {
         Platform { ledger, state, touched: Default::default() }
     }
 
-    fn execute(&mut self, now: Timestamp, action: &Action) -> Outcome {
+    pub(crate) fn execute(&mut self, now: Timestamp, action: &Action) -> Outcome {
         match action {
             Action::Configure(config) => {
                 self.state.config = config.clone();
@@ -349,7 +340,33 @@ impl Platform {
             Action::RefundTrade { trade, merchant, out_request_no, amount, reason } => {
                 self.refund_trade(now, *trade, *merchant, out_request_no, *amount, reason)
             }
-            Action::RecordDelivery { event, delivered } => self.record_delivery(now, *event, *delivered),
+            Action::RecordAttempt(attempt) => self.record_attempt(now, attempt),
+            Action::ResendEvent { event, offset, merchant, kind, trade, to_notify_url } => {
+                let event = crate::deliveries::ResentEvent {
+                    number: *event,
+                    offset: *offset,
+                    merchant: *merchant,
+                    kind,
+                    trade: *trade,
+                    to_notify_url: *to_notify_url,
+                };
+                self.resend_event(now, &event)
+            }
+            Action::Audited { note, action } => self.audited(now, note, action),
+            Action::CreateStaff { login, password_hash, role } => self.create_staff(now, login, password_hash, *role),
+            Action::AddKey { party, key_hash, read_only } => self.add_key(*party, *key_hash, *read_only),
+            Action::RollKey { party, old_key_hash, new_key_hash, old_expires_at } => {
+                self.roll_key(now, *party, *old_key_hash, *new_key_hash, *old_expires_at)
+            }
+            Action::RevokeKeys { party, new_key_hash } => self.revoke_keys(*party, *new_key_hash),
+            Action::SetAppPublicKey { merchant, app_public_key } => self.set_app_public_key(*merchant, app_public_key),
+            Action::CreateEndpoint { merchant, url, events, secret } => {
+                self.create_endpoint(now, *merchant, url, events, secret)
+            }
+            Action::DeleteEndpoint { merchant, endpoint } => self.delete_endpoint(*merchant, *endpoint),
+            Action::RollEndpointSecret { merchant, endpoint, secret, old_expires_at } => {
+                self.roll_endpoint_secret(now, *merchant, *endpoint, secret, *old_expires_at)
+            }
         }
     }
 
@@ -372,7 +389,15 @@ impl Platform {
         if webhook_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, crate::trade_actions::URL_CHARS_MAX)) {
             return invalid(Invalid::WebhookUrl);
         }
-        if self.state.parties.key_in_use(key_hash) {
+        if webhook_url.is_some()
+            && (webhook_secret.is_empty() || webhook_secret.len() > crate::access::SECRET_CHARS_MAX)
+        {
+            return invalid(Invalid::WebhookSecret);
+        }
+        if app_public_key.as_ref().is_some_and(|pem| pem.is_empty() || pem.len() > APP_KEY_BYTES_MAX) {
+            return invalid(Invalid::AppPublicKey);
+        }
+        if self.state.access.key_in_use(key_hash) {
             return Outcome::Rejected(Rejection::Conflict(Conflict::KeyInUse));
         }
         let number = PartyNumber::new(self.take_number());
@@ -397,13 +422,20 @@ impl Platform {
             name: name.to_string(),
             // Alipay's common rate for merchants: 0.6%.
             fee_rate_bps: fee_rate_bps.unwrap_or(if kind == PartyKind::Merchant { 60 } else { 0 }),
-            webhook_url: webhook_url.clone(),
-            webhook_secret: webhook_secret.to_string(),
             app_public_key: app_public_key.clone(),
             created_at: now,
             last_trade: None,
         };
-        self.state.parties.push(party, Some(*key_hash));
+        self.state.parties.push(party);
+        self.state.access.add_first_key(number, *key_hash);
+        // The webhook given at creation is a merchant's first endpoint, for every event.
+        if let (Some(url), PartyKind::Merchant) = (webhook_url, kind) {
+            let outcome = self.create_endpoint(now, number, url, &["*".to_string()], webhook_secret);
+            crate::invariant::check(
+                matches!(outcome, Outcome::EndpointUpdated(_)),
+                format_args!("a new merchant's first endpoint was refused: {outcome:?}"),
+            );
+        }
         Outcome::PartyCreated { number, kind }
     }
 
@@ -463,6 +495,7 @@ impl Platform {
         self.run_marketing_due(now, &mut budget);
         self.accrue_loans(now);
         self.state.idempotency.forget_expired(now, &mut budget);
+        self.state.access.forget_expired_keys(now, &mut budget);
         Outcome::Ticked {
             withdrawals_settled: settled,
             withdrawals_failed: failed,

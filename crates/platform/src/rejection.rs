@@ -49,6 +49,11 @@ pub enum Missing {
     Coupon,
     Loan,
     RedPacket,
+    Endpoint,
+    /// An API key (of the caller's party).
+    Key,
+    Event,
+    Staff,
 }
 
 /// Which input is not acceptable.
@@ -92,6 +97,17 @@ pub enum Invalid {
     /// A fee schedule's minimum, maximum or free quota past `AMOUNT_MAX`
     /// (so that an amount and its fee never overflow).
     FeeAmount,
+    /// A staff login (1 to 64 letters, digits, `.`, `_`, `-`, `@`).
+    Login,
+    PasswordHash,
+    /// A webhook endpoint's event types.
+    EventTypes,
+    WebhookSecret,
+    /// When a rolled key or secret stops working: at most 30 days ahead.
+    KeyExpiry,
+    AppPublicKey,
+    /// An audit note's texts (bounded, no control characters), or a nested one.
+    AuditNote,
 }
 
 /// What the state of things does not allow now.
@@ -132,6 +148,7 @@ pub enum Conflict {
     SecretMadeOnce,
     GatewayKeyMadeOnce,
     KeyInUse,
+    LoginInUse,
     WalletNotCreated,
     TransferToSelf,
     /// The ledger refused a transfer for a reason no product expects: its
@@ -163,4 +180,10 @@ pub enum Limit {
         owed: Fen,
     },
     DiscountOverBudget,
+    /// A party's keys at once (`access::KEYS_PER_PARTY_MAX`).
+    Keys,
+    /// A merchant's webhook endpoints (`access::ENDPOINTS_PER_MERCHANT_MAX`).
+    Endpoints,
+    /// Staff accounts (`access::STAFF_MAX`).
+    Staff,
 }

@@ -16,8 +16,8 @@ use crate::fees::Product;
 use crate::platform::{AMOUNT_MAX, Platform};
 use crate::rejection::{Conflict, Invalid, Limit, Missing, conflict, invalid};
 use crate::trades::{
-    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, DELIVERY_ATTEMPTS_MAX, Delivery, EXPIRE_MINUTES_DEFAULT,
-    EXPIRE_MINUTES_MAX, Event, EventData, RETRY_DELAYS_SECONDS, Refund, Trade, TradeMode, TradeStatus,
+    AUTO_CONFIRM_DAYS_DEFAULT, AUTO_CONFIRM_DAYS_MAX, EXPIRE_MINUTES_DEFAULT, EXPIRE_MINUTES_MAX, Event, EventData,
+    Refund, Trade, TradeMode, TradeStatus,
 };
 use crate::units::{CampaignNumber, CouponNumber, EventNumber, Fen, LoanNumber, PartyNumber, Timestamp, TradeNumber};
 
@@ -65,16 +65,6 @@ pub(crate) struct TradeBook {
     /// Payment codes not yet used: code → (user, expires_at).
     payment_codes: std::collections::BTreeMap<String, (PartyNumber, Timestamp)>,
     payment_codes_due: std::collections::BTreeSet<(Timestamp, String)>,
-}
-
-/// Events: they live in the archive; each party's newest one is here, and
-/// those not yet delivered.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct EventBook {
-    /// Each party's newest event (each archived event points to the one before).
-    last_of_party: std::collections::BTreeMap<PartyNumber, u64>,
-    /// Events not yet delivered (nor given up on), by event number.
-    deliveries: std::collections::BTreeMap<EventNumber, Delivery>,
 }
 
 impl TradeBook {
@@ -266,7 +256,7 @@ impl Platform {
 
     /// The newest event of a party: where it is in the archive.
     pub fn last_event_at(&self, party: PartyNumber) -> Option<u64> {
-        self.state.events.last_of_party.get(&party).copied()
+        self.state.events.last_of_party(party)
     }
 
     /// Every trade, live and archived, in no particular order: the live ones,
@@ -461,27 +451,6 @@ impl Platform {
     ) -> Result<Vec<Event>, JournalError> {
         let read = |offset| self.state.archive.read::<ArchiveRecord>(archive, offset)?.into_event(offset);
         walk_events(self.last_event_at(party), read, before, limit)
-    }
-
-    /// Events whose delivery is due by `now`: the oldest undelivered event of
-    /// each trade (so a trade's events arrive in order), and every other one.
-    pub fn deliveries_due(&self, now: Timestamp, limit: usize) -> Vec<Delivery> {
-        let mut blocked_trades = std::collections::BTreeSet::new();
-        let mut due = Vec::new();
-        for delivery in self.state.events.deliveries.values() {
-            if let Some(trade) = delivery.trade
-                && !blocked_trades.insert(trade)
-            {
-                continue;
-            }
-            if delivery.next_attempt_at <= now {
-                due.push(delivery.clone());
-                if due.len() == limit {
-                    break;
-                }
-            }
-        }
-        due
     }
 
     pub(crate) fn create_trade(&mut self, now: Timestamp, new: &NewTrade) -> Outcome {
@@ -1021,18 +990,6 @@ impl Platform {
         }
     }
 
-    pub(crate) fn record_delivery(&mut self, now: Timestamp, event: EventNumber, delivered: bool) -> Outcome {
-        let Some(delivery) = self.state.events.deliveries.get_mut(&event) else { return Outcome::DeliveryRecorded };
-        delivery.attempts += 1;
-        if delivered || delivery.attempts >= DELIVERY_ATTEMPTS_MAX {
-            self.state.events.deliveries.remove(&event);
-        } else {
-            let wait = RETRY_DELAYS_SECONDS[(delivery.attempts as usize - 1).min(RETRY_DELAYS_SECONDS.len() - 1)];
-            delivery.next_attempt_at = now.plus_nanos(wait * NANOS_PER_SECOND);
-        }
-        Outcome::DeliveryRecorded
-    }
-
     /// Closes unpaid trades past their expiry and confirms shipped escrow
     /// trades past their auto-confirmation time, in (time, number) order:
     /// up to the first due trade still parked in the archive (the tick
@@ -1229,8 +1186,8 @@ impl Platform {
         self.emit(now, trade.merchant, kind, Some(trade.number), EventData::Trade(Arc::clone(trade)));
     }
 
-    /// Records an event for a merchant and, when it has a webhook, queues
-    /// its delivery. Events for users are not kept (they have no webhook).
+    /// Records an event for a merchant and queues its deliveries. Events
+    /// for users are not kept (they have no webhooks).
     pub(crate) fn emit(
         &mut self,
         now: Timestamp,
@@ -1247,36 +1204,13 @@ impl Platform {
         if recipient.kind != PartyKind::Merchant {
             return;
         }
-        // A trade with a notify_url is notified Alipay's way, once per change
-        // of its status or refunds; others through the merchant's webhook.
-        let trade_record = match &data {
-            EventData::Trade(record) | EventData::Refund { trade: record, .. } => Some(record),
-            _ => None,
-        };
-        let deliver = if let Some(record) = trade_record.filter(|record| record.notify_url.is_some()) {
-            // A full refund closes the trade: its refund notification already says so.
-            let refunded = !record.refunded.is_zero();
-            match kind {
-                "trade.succeeded" | "refund.succeeded" => true,
-                "trade.closed" => !refunded,
-                _ => false,
-            }
-        } else {
-            recipient.webhook_url.is_some()
-        };
         let number = EventNumber::new(self.take_number());
         let event = Event { number, party, kind: kind.to_string(), created_at: now, trade, data };
-        let previous_of_party = self.state.events.last_of_party.get(&party).copied();
-        let at = self.state.archive.length();
-        let offset = self.state.archive.append(&ArchiveRecord::of_event(&event, at, previous_of_party));
-        self.state.events.last_of_party.insert(party, offset);
+        let offset = self.archive_event(&event);
         if let Some(record) = holds_trade {
             self.touched.events.push((record.number, offset, record));
         }
-        if deliver {
-            let delivery = Delivery { event: number, offset, trade, attempts: 0, next_attempt_at: now };
-            self.state.events.deliveries.insert(number, delivery);
-        }
+        self.queue_deliveries(now, &event, offset);
     }
 }
 
@@ -1434,7 +1368,10 @@ pub fn read_archived_bank_entry(archive: &dyn ArchiveSource, offset: u64) -> Res
     decode_archived(archive, offset)?.into_bank_entry(offset)
 }
 
-fn decode_archived(archive: &dyn ArchiveSource, offset: u64) -> Result<ArchiveRecord<'static>, JournalError> {
+pub(crate) fn decode_archived(
+    archive: &dyn ArchiveSource,
+    offset: u64,
+) -> Result<ArchiveRecord<'static>, JournalError> {
     ArchiveRecord::decode(&archive.read_record(offset)?, offset)
 }
 
@@ -1460,6 +1397,7 @@ fn named_trades(action: &Action) -> NamedTrades<'_> {
         | Action::CreateAndPayTrade { trade: new, .. }
         | Action::PayWithCode { trade: new, .. } => NamedTrades::Reference(new),
         Action::Tick => NamedTrades::DueOnes,
+        Action::Audited { action, .. } => named_trades(action),
         _ => NamedTrades::None,
     }
 }

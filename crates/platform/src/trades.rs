@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{CampaignNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
+use crate::units::{CampaignNumber, EndpointNumber, EventNumber, Fen, PartyNumber, Timestamp, TradeNumber};
 
 /// How a trade's money moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -195,16 +195,23 @@ impl TradeStatus {
     }
 }
 
-/// Where the delivery of one event stands.
+/// Where the delivery of one event to one destination stands.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Delivery {
     pub event: EventNumber,
+    /// The merchant's endpoint, or `command::NOTIFY_URL` for a gateway trade's.
+    pub endpoint: EndpointNumber,
+    pub merchant: PartyNumber,
     /// Where the event is archived.
     pub offset: u64,
-    /// Its trade: a trade's events are delivered in order.
+    /// Its trade: a trade's events reach each endpoint in order.
     pub trade: Option<TradeNumber>,
     pub attempts: u32,
-    pub next_attempt_at: Timestamp,
+    /// When it was queued (its event's time, or a resend's).
+    pub queued_at: Timestamp,
+    /// When the next attempt is due; `None` once the schedule has given up
+    /// (still undelivered: a resend tries again).
+    pub next_attempt_at: Option<Timestamp>,
 }
 
 /// Waits after each failed attempt, as Alipay's notifications: 4 m, 10 m,

@@ -79,6 +79,21 @@ id_type!(
     EventNumber
 );
 
+id_type!(
+    /// A staff account's number.
+    StaffNumber
+);
+
+id_type!(
+    /// A merchant's webhook endpoint's number.
+    EndpointNumber
+);
+
+id_type!(
+    /// A line of the audit log: its place in it, from 1.
+    AuditNumber
+);
+
 /// A moment: nanoseconds since the Unix epoch, from the platform's clock
 /// (a command's `now`, and every time a record keeps).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

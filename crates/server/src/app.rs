@@ -122,6 +122,8 @@ pub struct AppState {
     gateway_key: std::sync::OnceLock<crate::gateway::SigningKeyPair>,
     /// Signatures of the gateway's fixed answers to unverified requests.
     pub gateway_signatures: crate::gateway::SignatureCache,
+    /// Staff sessions signed out on this node.
+    pub sessions: crate::auth::Sessions,
 }
 
 impl AppState {
@@ -257,6 +259,7 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         destinations: crate::webhooks::Destinations::for_listener(config.listen, config.webhook_allow_private),
         gateway_key: std::sync::OnceLock::new(),
         gateway_signatures: crate::gateway::SignatureCache::default(),
+        sessions: crate::auth::Sessions::default(),
     });
     configure(&state, &config.platform).await?;
     Ok((state, listener))

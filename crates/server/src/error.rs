@@ -189,6 +189,10 @@ pub fn missing_name(what: Missing) -> &'static str {
         Missing::Coupon => "coupon",
         Missing::Loan => "loan",
         Missing::RedPacket => "red packet",
+        Missing::Endpoint => "webhook endpoint",
+        Missing::Key => "api key",
+        Missing::Event => "event",
+        Missing::Staff => "staff account",
     }
 }
 
@@ -223,6 +227,13 @@ fn invalid_text(what: Invalid) -> &'static str {
         Invalid::Bank => "bank must be 1 to 32 printable characters",
         Invalid::LedgerBatch => "the ledger refused the batch whole",
         Invalid::FeeAmount => "minimum, maximum and free_quota.amount must be at most 10^15 fen",
+        Invalid::Login => "login must be 1 to 64 letters, digits, '.', '_', '-' or '@'",
+        Invalid::PasswordHash => "the password hash is not acceptable",
+        Invalid::EventTypes => "events must be 1 to 32 event types (such as trade.paid), or [\"*\"]",
+        Invalid::WebhookSecret => "a webhook secret must be 1 to 256 characters",
+        Invalid::KeyExpiry => "expires_in_seconds must be at most 30 days",
+        Invalid::AppPublicKey => "app_public_key must be at most 8 KiB of PEM",
+        Invalid::AuditNote => "the audit note is not acceptable",
     }
 }
 
@@ -259,6 +270,7 @@ fn conflict_text(why: &Conflict) -> String {
         Conflict::SecretMadeOnce => "the platform's secret is made once",
         Conflict::GatewayKeyMadeOnce => "the gateway's key is made once",
         Conflict::KeyInUse => "api key already in use",
+        Conflict::LoginInUse => "login already in use",
         Conflict::WalletNotCreated => "wallet could not be created",
         Conflict::TransferToSelf => "cannot transfer to yourself",
         Conflict::LedgerRefused(code) => return format!("ledger refused the transfer: {code}"),
@@ -285,5 +297,10 @@ fn limit_text(limit: Limit) -> String {
         ),
         Limit::Owed { owed } => format!("only {owed} fen is owed"),
         Limit::DiscountOverBudget => "the discount is larger than the budget".to_string(),
+        Limit::Keys => format!("a party holds at most {} keys at once", platform::access::KEYS_PER_PARTY_MAX),
+        Limit::Endpoints => {
+            format!("a merchant has at most {} webhook endpoints", platform::access::ENDPOINTS_PER_MERCHANT_MAX)
+        }
+        Limit::Staff => format!("at most {} staff accounts", platform::access::STAFF_MAX),
     }
 }

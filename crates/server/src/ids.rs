@@ -37,6 +37,11 @@ pub enum IdKind {
     Entry,
     /// An Alipay-style notification.
     Notification,
+    /// A merchant's webhook endpoint.
+    Endpoint,
+    Staff,
+    /// A line of the audit log.
+    Audit,
 }
 
 impl IdKind {
@@ -57,6 +62,9 @@ impl IdKind {
             IdKind::FundOrder => "fnd_",
             IdKind::Entry => "ent_",
             IdKind::Notification => "ntf_",
+            IdKind::Endpoint => "we_",
+            IdKind::Staff => "stf_",
+            IdKind::Audit => "aud_",
         }
     }
 
@@ -79,6 +87,9 @@ impl IdKind {
             IdKind::FundOrder => 13,
             IdKind::Entry => 14,
             IdKind::Notification => 15,
+            IdKind::Endpoint => 16,
+            IdKind::Staff => 17,
+            IdKind::Audit => 18,
         }
     }
 

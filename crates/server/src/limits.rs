@@ -24,7 +24,13 @@ pub struct Limiters {
     per_key: Option<DefaultKeyedRateLimiter<[u8; 32]>>,
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Sign-ins with a password, per login: a guesser spread over many
+    /// addresses still gets a few guesses a minute at any one account.
+    sign_ins: DefaultKeyedRateLimiter<String>,
 }
+
+/// Password sign-ins a minute per login (bursts of twice that).
+pub const SIGN_INS_PER_MINUTE_PER_LOGIN: u32 = 5;
 
 fn keyed<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeyedRateLimiter<K>> {
     let rate = NonZeroU32::new(per_second)?;
@@ -39,6 +45,10 @@ impl Limiters {
             per_address: keyed(limits.per_address),
             failures: keyed(FAILURES_PER_SECOND_PER_ADDRESS)
                 .unwrap_or_else(|| RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN))),
+            sign_ins: RateLimiter::keyed(
+                Quota::per_minute(NonZeroU32::new(SIGN_INS_PER_MINUTE_PER_LOGIN).unwrap_or(NonZeroU32::MIN))
+                    .allow_burst(NonZeroU32::new(2 * SIGN_INS_PER_MINUTE_PER_LOGIN).unwrap_or(NonZeroU32::MIN)),
+            ),
         }
     }
 
@@ -57,6 +67,11 @@ impl Limiters {
         self.failures.check_key(&address).is_ok()
     }
 
+    /// A password sign-in to this login may be tried now.
+    pub fn allow_sign_in(&self, login: &str) -> bool {
+        self.sign_ins.check_key(&login.to_ascii_lowercase()).is_ok()
+    }
+
     /// Drops the buckets of keys and addresses that are full again (idle).
     pub fn forget_idle(&self) {
         if let Some(limiter) = &self.per_key {
@@ -69,6 +84,8 @@ impl Limiters {
         }
         self.failures.retain_recent();
         self.failures.shrink_to_fit();
+        self.sign_ins.retain_recent();
+        self.sign_ins.shrink_to_fit();
     }
 }
 

@@ -36,6 +36,16 @@ struct BoundLabels {
     bound: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS_SECONDS)
 }
@@ -51,13 +61,24 @@ struct Totals {
     accounts: Gauge,
     trades: Family<PlaceLabels, Gauge>,
     refused: Family<BoundLabels, Counter>,
+    undelivered: Family<EndpointLabels, Gauge>,
+    oldest_undelivered_seconds: Family<EndpointLabels, Gauge>,
 }
 
 pub struct Metrics {
     registry: Registry,
     requests: Family<RouteLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    deliveries: Family<OutcomeLabels, Counter>,
     totals: Totals,
+}
+
+/// One webhook destination's queue, as the metrics page shows it.
+pub struct QueueGauge {
+    /// `we_…`, or `notify_url`.
+    pub endpoint: String,
+    pub undelivered: u64,
+    pub oldest_age_seconds: u64,
 }
 
 /// The method's name as a static string (others are counted as `OTHER`).
@@ -77,6 +98,7 @@ pub struct Gauges {
     /// Connections closed at once for being past a bound: everyone's, one address's.
     pub connections_refused_over_total: u64,
     pub connections_refused_over_address: u64,
+    pub delivery_queues: Vec<QueueGauge>,
 }
 
 impl Default for Metrics {
@@ -111,7 +133,23 @@ impl Default for Metrics {
             "Connections closed at once, past a bound",
             totals.refused.clone(),
         );
-        Metrics { registry, requests, latency, totals }
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "zhifu_webhook_deliveries",
+            "Webhook and notification delivery attempts by outcome",
+            deliveries.clone(),
+        );
+        registry.register(
+            "zhifu_webhook_undelivered",
+            "Events not yet delivered, per endpoint (the queue's depth)",
+            totals.undelivered.clone(),
+        );
+        registry.register(
+            "zhifu_webhook_oldest_undelivered_age_seconds",
+            "Clock time since the oldest undelivered event was queued, per endpoint",
+            totals.oldest_undelivered_seconds.clone(),
+        );
+        Metrics { registry, requests, latency, deliveries, totals }
     }
 }
 
@@ -120,6 +158,13 @@ impl Metrics {
         let labels = RouteLabels { method: method_name(method), route: route.to_string(), status };
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// One delivery attempt's outcome: `delivered`, `failed` (an answer that
+    /// is not an acknowledgement), `unreachable` (no answer), `refused` (a
+    /// destination it may not go to).
+    pub fn record_delivery(&self, outcome: &'static str) {
+        self.deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// The page, with the figures read now.
@@ -140,6 +185,15 @@ impl Metrics {
             [("total", gauges.connections_refused_over_total), ("address", gauges.connections_refused_over_address)];
         for (bound, count) in refused {
             set(&totals.refused.get_or_create(&BoundLabels { bound }), count);
+        }
+        // Endpoints come and go: only those with a queue now are shown.
+        totals.undelivered.clear();
+        totals.oldest_undelivered_seconds.clear();
+        for queue in &gauges.delivery_queues {
+            let labels = EndpointLabels { endpoint: queue.endpoint.clone() };
+            totals.undelivered.get_or_create(&labels).set(i64::try_from(queue.undelivered).unwrap_or(i64::MAX));
+            let age = i64::try_from(queue.oldest_age_seconds).unwrap_or(i64::MAX);
+            totals.oldest_undelivered_seconds.get_or_create(&labels).set(age);
         }
         let mut page = String::new();
         // Writing into a String cannot fail.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use platform::{Action, EventNumber};
+use platform::{Action, DeliveryAttempt, EndpointNumber, EventNumber, NOTIFY_URL};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
@@ -165,13 +165,32 @@ async fn read_bounded(mut response: reqwest::Response, max: usize) -> Option<Vec
     Some(body)
 }
 
-/// The signature header's value for a body sent at `unix_seconds`.
+/// The signature header's value for a body sent at `unix_seconds`: one
+/// `v1=` per secret (during a roll's overlap, the new one and the old one).
+pub fn signature_with(secrets: &[&str], unix_seconds: u64, body: &[u8]) -> Option<String> {
+    let mut header = format!("t={unix_seconds}");
+    for secret in secrets {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
+        mac.update(unix_seconds.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        header.push_str(&format!(",v1={}", hex::encode(mac.finalize().into_bytes())));
+    }
+    Some(header)
+}
+
+/// The signature header with one secret.
 pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> Option<String> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
-    mac.update(unix_seconds.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Some(format!("t={unix_seconds},v1={}", hex::encode(mac.finalize().into_bytes())))
+    signature_with(&[secret], unix_seconds, body)
+}
+
+/// A destination's name on the metrics page and in delivery logs.
+pub fn endpoint_label(state: &AppState, endpoint: EndpointNumber) -> String {
+    if endpoint == NOTIFY_URL {
+        "notify_url".to_string()
+    } else {
+        state.ids.format(crate::ids::IdKind::Endpoint, endpoint)
+    }
 }
 
 /// One attempt's request: where, and what.
@@ -186,10 +205,28 @@ struct Attempt {
     needs_success_body: bool,
 }
 
-/// Deliveries in flight: by event (one attempt at a time) and by host.
+/// How an attempt went.
+struct Answer {
+    status_code: Option<u16>,
+    error: Option<String>,
+    delivered: bool,
+    /// For the metrics: `delivered`, `failed`, `unreachable` or `refused`.
+    outcome: &'static str,
+}
+
+impl Answer {
+    fn refused(why: &str) -> Answer {
+        Answer { status_code: None, error: Some(why.to_string()), delivered: false, outcome: "refused" }
+    }
+}
+
+type Slot = (EventNumber, EndpointNumber);
+
+/// Deliveries in flight: by event and destination (one attempt at a time)
+/// and by host.
 #[derive(Default)]
 struct InFlight {
-    events: HashSet<EventNumber>,
+    deliveries: HashSet<Slot>,
     hosts: HashMap<String, usize>,
 }
 
@@ -214,7 +251,8 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             let now = state.clock.now();
             let due = state.store.read(|p| p.deliveries_due(now, DELIVERIES_PER_POLL_MAX));
             for delivery in due {
-                if lock(&in_flight).events.contains(&delivery.event) {
+                let slot = (delivery.event, delivery.endpoint);
+                if lock(&in_flight).deliveries.contains(&slot) {
                     continue;
                 }
                 let event = match state.store.read_with_archive(|p, archive| p.event_at(archive, delivery.offset)) {
@@ -225,28 +263,38 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                         continue;
                     }
                 };
-                let attempt = attempt_of(&state, &event);
-                if let Some(attempt) = &attempt {
+                let attempt = attempt_of(&state, &event, delivery.endpoint);
+                if let Ok(attempt) = &attempt {
                     let busy = lock(&in_flight).hosts.get(&attempt.host).copied().unwrap_or(0);
                     if busy >= DELIVERIES_PER_HOST_MAX {
                         continue;
                     }
                 }
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
-                take_slot(&in_flight, delivery.event, attempt.as_ref().map(|attempt| attempt.host.clone()));
+                let host = attempt.as_ref().ok().map(|attempt| attempt.host.clone());
+                take_slot(&in_flight, slot, host.clone());
                 let (state, client, in_flight) = (Arc::clone(&state), client.clone(), Arc::clone(&in_flight));
                 tokio::spawn(async move {
-                    let host = attempt.as_ref().map(|attempt| attempt.host.clone());
+                    let started = std::time::Instant::now();
                     // No destination it may go to (none, or a refused address): a failed attempt.
-                    let delivered = match attempt {
-                        Some(attempt) => send(&client, attempt).await,
-                        None => false,
+                    let answer = match attempt {
+                        Ok(attempt) => send(&client, attempt).await,
+                        Err(why) => Answer::refused(why),
                     };
-                    let record = Action::RecordDelivery { event: delivery.event, delivered };
+                    state.metrics.record_delivery(answer.outcome);
+                    let record = Action::RecordAttempt(DeliveryAttempt {
+                        event: delivery.event,
+                        endpoint: delivery.endpoint,
+                        merchant: delivery.merchant,
+                        status_code: answer.status_code,
+                        error: answer.error,
+                        duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+                        delivered: answer.delivered,
+                    });
                     if let Err(error) = state.submit(None, record).await {
                         tracing::error!(event = delivery.event.get(), error = %error.message, "cannot record a delivery");
                     }
-                    release_slot(&in_flight, delivery.event, host);
+                    release_slot(&in_flight, slot, host);
                     drop(permit);
                 });
             }
@@ -258,17 +306,17 @@ fn lock(in_flight: &Mutex<InFlight>) -> std::sync::MutexGuard<'_, InFlight> {
     in_flight.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn take_slot(in_flight: &Mutex<InFlight>, event: EventNumber, host: Option<String>) {
+fn take_slot(in_flight: &Mutex<InFlight>, slot: Slot, host: Option<String>) {
     let mut in_flight = lock(in_flight);
-    in_flight.events.insert(event);
+    in_flight.deliveries.insert(slot);
     if let Some(host) = host {
         *in_flight.hosts.entry(host).or_default() += 1;
     }
 }
 
-fn release_slot(in_flight: &Mutex<InFlight>, event: EventNumber, host: Option<String>) {
+fn release_slot(in_flight: &Mutex<InFlight>, slot: Slot, host: Option<String>) {
     let mut in_flight = lock(in_flight);
-    in_flight.events.remove(&event);
+    in_flight.deliveries.remove(&slot);
     if let Some(host) = host
         && let Some(count) = in_flight.hosts.get_mut(&host)
     {
@@ -279,64 +327,91 @@ fn release_slot(in_flight: &Mutex<InFlight>, event: EventNumber, host: Option<St
     }
 }
 
-/// The request that delivers `event`, if it has a destination it may go to:
-/// Alipay's signed form to a gateway trade's `notify_url`, else the event as
-/// JSON, signed, to the merchant's webhook.
-fn attempt_of(state: &AppState, event: &platform::Event) -> Option<Attempt> {
-    let alipay = match &event.data {
-        platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => {
-            trade.notify_url.clone().map(|url| (url, trade))
-        }
-        _ => None,
-    };
+/// The request that delivers `event` to `endpoint`: Alipay's signed form
+/// to a gateway trade's `notify_url`, else the event as JSON, signed with
+/// the endpoint's secrets, to the endpoint's URL.
+fn attempt_of(state: &AppState, event: &platform::Event, endpoint: EndpointNumber) -> Result<Attempt, &'static str> {
     let now = state.clock.now();
-    if let Some((url, trade)) = alipay {
+    if endpoint == NOTIFY_URL {
+        let (url, trade) = match &event.data {
+            platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => {
+                (trade.notify_url.clone().ok_or("the trade has no notify_url")?, trade)
+            }
+            _ => return Err("the event has no trade to notify"),
+        };
         let (number, kind, event_at) = (event.number, &event.kind, event.created_at);
-        let key = state.gateway_key().ok()?;
-        let form = crate::gateway::notification(key, &state.ids, number, kind, trade, event_at, now);
-        let body = serde_urlencoded::to_string(form.ok()?).ok()?.into_bytes();
-        return Some(Attempt {
-            host: destination_host(state.destinations, &url)?,
+        let key = state.gateway_key().map_err(|_| "the gateway's key is unavailable")?;
+        let form = crate::gateway::notification(key, &state.ids, number, kind, trade, event_at, now)
+            .map_err(|_| "the notification could not be signed")?;
+        let body = serde_urlencoded::to_string(form).map_err(|_| "the notification could not be encoded")?;
+        return Ok(Attempt {
+            host: destination_host(state.destinations, &url).ok_or("the destination is a private or local address")?,
             url,
             content_type: "application/x-www-form-urlencoded;charset=utf-8",
             signature: None,
-            body,
+            body: body.into_bytes(),
             needs_success_body: true,
         });
     }
-    let (url, secret) = state.store.read(|p| {
-        let party = p.party(event.party)?;
-        Some((party.webhook_url.clone()?, party.webhook_secret.clone()))
-    })?;
-    let body = serde_json::to_vec(&event_view(&state.ids, event)).ok()?;
-    let signature = signature(&secret, now.nanos() / 1_000_000_000, &body)?;
-    Some(Attempt {
-        host: destination_host(state.destinations, &url)?,
+    let (url, secrets) = state
+        .store
+        .read(|p| {
+            let endpoint = p.endpoint(endpoint)?;
+            Some((endpoint.url.clone(), endpoint.secrets_at(now).into_iter().map(str::to_string).collect::<Vec<_>>()))
+        })
+        .ok_or("the endpoint was deleted")?;
+    let body = serde_json::to_vec(&event_view(&state.ids, event)).map_err(|_| "the event could not be encoded")?;
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let signature = signature_with(&secrets, now.nanos() / 1_000_000_000, &body);
+    Ok(Attempt {
+        host: destination_host(state.destinations, &url).ok_or("the destination is a private or local address")?,
         url,
         content_type: "application/json",
-        signature: Some(signature),
+        signature: Some(signature.ok_or("the event could not be signed")?),
         body,
         needs_success_body: false,
     })
 }
 
-/// One attempt: true if the merchant acknowledged it (a 2xx, and for
+/// One attempt: delivered if the merchant acknowledged it (a 2xx, and for
 /// Alipay's notifications the body `success`, read to at most 64 KiB).
-async fn send(client: &reqwest::Client, attempt: Attempt) -> bool {
+async fn send(client: &reqwest::Client, attempt: Attempt) -> Answer {
     let mut request = client.post(&attempt.url).header("content-type", attempt.content_type);
     if let Some(signature) = &attempt.signature {
         request = request.header("zhifu-signature", signature);
     }
-    let Ok(response) = request.body(attempt.body).send().await else { return false };
+    let response = match request.body(attempt.body).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            let why = if error.is_timeout() { "timed out".to_string() } else { describe_error(&error) };
+            return Answer { status_code: None, error: Some(why), delivered: false, outcome: "unreachable" };
+        }
+    };
+    let status_code = Some(response.status().as_u16());
+    let failed = |why: String| Answer { status_code, error: Some(why), delivered: false, outcome: "failed" };
     if !response.status().is_success() {
-        return false;
+        return failed(format!("the endpoint answered {}", response.status().as_u16()));
     }
-    if !attempt.needs_success_body {
-        return true;
+    if attempt.needs_success_body {
+        let body = read_bounded(response, RESPONSE_BYTES_MAX).await;
+        if body.is_none_or(|body| String::from_utf8_lossy(&body).trim() != "success") {
+            return failed("the answer's body was not `success`".to_string());
+        }
     }
-    read_bounded(response, RESPONSE_BYTES_MAX)
-        .await
-        .is_some_and(|body| String::from_utf8_lossy(&body).trim() == "success")
+    Answer { status_code, error: None, delivered: true, outcome: "delivered" }
+}
+
+/// A client error in a few words, without internal detail.
+fn describe_error(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        // The resolver's refusal of a private address arrives as a connect error.
+        let text = format!("{error:?}");
+        if text.contains("resolves to no address deliveries may go to") {
+            return "the destination resolves to a private or local address".to_string();
+        }
+        return "could not connect".to_string();
+    }
+    if error.is_redirect() { "redirects are not followed".to_string() } else { "the request failed".to_string() }
 }
 
 #[cfg(test)]

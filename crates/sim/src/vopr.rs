@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use journal::{Durable, Faults, Options, SimulatedDisk};
 use ledger::LedgerConfig;
 use platform::{
-    Action, CampaignNumber, Command, CouponNumber, FeeSchedule, Fen, FreeQuota, IdempotencyTag, LoanNumber,
-    NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform, PlatformConfig, Product, QuotaPeriod,
-    RedPacketNumber, Timestamp, TradeMode, TradeNumber, TradeStatus, WithdrawalStatus,
+    Action, Actor, AuditNote, CampaignNumber, Command, CouponNumber, DeliveryAttempt, FeeSchedule, Fen, FreeQuota,
+    IdempotencyTag, LoanNumber, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
+    PlatformConfig, Product, QuotaPeriod, RedPacketNumber, Target, Timestamp, TradeMode, TradeNumber, TradeStatus,
+    WithdrawalStatus,
 };
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -101,6 +102,8 @@ struct Model {
     withdrawals: BTreeMap<u64, (PartyNumber, Fen)>,
     /// Red packets not yet returned: their sender.
     packets: BTreeMap<RedPacketNumber, PartyNumber>,
+    /// API keys (by hash) as the answers said: whose, read-only, until when.
+    keys: BTreeMap<[u8; 32], (PartyNumber, bool, Option<Timestamp>)>,
 }
 
 impl Model {
@@ -358,6 +361,7 @@ impl Vopr {
             90..=93 => self.retry(),
             94 => self.restart(),
             95 => self.fees(),
+            96 => self.access(),
             _ => self.top_up(),
         }
     }
@@ -376,6 +380,80 @@ impl Vopr {
         });
         let schedule = FeeSchedule { rate_bps, minimum, maximum, free_quota };
         self.submit(Action::SetFeeSchedule { product, schedule })?;
+        Ok(())
+    }
+
+    /// Keys and endpoints change: another read-only key, a roll with an
+    /// overlap, a revoke-all, an endpoint with a filter; some of them
+    /// audited as an operator's. The model follows what the answers say.
+    fn access(&mut self) -> Result<(), Failure> {
+        let parties: Vec<PartyNumber> = self.users.iter().chain(&self.merchants).copied().collect();
+        let Some(party) = self.pick(&parties) else { return Ok(()) };
+        let mut fresh = [0u8; 32];
+        self.rng.fill(&mut fresh);
+        let held: Vec<[u8; 32]> =
+            self.model.keys.iter().filter(|(_, (owner, _, _))| *owner == party).map(|(hash, _)| *hash).collect();
+        let action = match self.rng.random_range(0..4) {
+            0 => Action::AddKey { party, key_hash: fresh, read_only: true },
+            1 => {
+                let Some(old) = self.pick(&held) else { return Ok(()) };
+                let old_expires_at = self.now.plus_nanos(self.rng.random_range(0..2 * 86_400) * SECOND);
+                Action::RollKey { party, old_key_hash: old, new_key_hash: fresh, old_expires_at }
+            }
+            2 => Action::RevokeKeys { party, new_key_hash: fresh },
+            _ => {
+                let Some(merchant) = self.pick(&self.merchants.clone()) else { return Ok(()) };
+                let events =
+                    [vec!["trade.paid".to_string()], vec!["*".to_string()], vec!["refund.succeeded".to_string()]];
+                let events = events[self.rng.random_range(0..3)].clone();
+                let url = "http://127.0.0.1:9/other".to_string();
+                return self
+                    .submit(Action::CreateEndpoint { merchant, url, events, secret: "whsec2".into() })
+                    .map(|_| ());
+            }
+        };
+        let audited = self.rng.random_bool(0.5);
+        let action = if audited {
+            let note = AuditNote {
+                actor: Actor::AdminKey,
+                action: "vopr".into(),
+                target: Target::Party(party),
+                request_id: "-".into(),
+            };
+            Action::Audited { note, action: Box::new(action) }
+        } else {
+            action
+        };
+        let outcome = self.submit(action.clone())?;
+        let inner = match action {
+            Action::Audited { action, .. } => *action,
+            other => other,
+        };
+        if outcome != Outcome::KeysChanged {
+            return Ok(());
+        }
+        match inner {
+            Action::AddKey { key_hash, read_only, .. } => {
+                self.model.keys.insert(key_hash, (party, read_only, None));
+            }
+            Action::RollKey { old_key_hash, new_key_hash, old_expires_at, .. } => {
+                let Some(&(_, read_only, before)) = self.model.keys.get(&old_key_hash) else { return Ok(()) };
+                self.model.keys.insert(new_key_hash, (party, read_only, None));
+                let until = before.map_or(old_expires_at, |before| before.min(old_expires_at));
+                self.model.keys.insert(old_key_hash, (party, read_only, Some(until)));
+            }
+            Action::RevokeKeys { new_key_hash, .. } => {
+                // Revoked keys stay in the model, as keys that must not work.
+                let now = self.now;
+                for (owner, _, until) in self.model.keys.values_mut() {
+                    if *owner == party {
+                        *until = Some(until.map_or(now, |until| until.min(now)));
+                    }
+                }
+                self.model.keys.insert(new_key_hash, (party, false, None));
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -402,6 +480,7 @@ impl Vopr {
             app_public_key: None,
         };
         if let Outcome::PartyCreated { number, .. } = self.submit(action)? {
+            self.model.keys.insert(key_hash, (number, false, None));
             match kind {
                 PartyKind::User => {
                     self.users.push(number);
@@ -666,7 +745,16 @@ impl Vopr {
         let due = self.store()?.read(|p| p.deliveries_due(self.now, 4));
         for delivery in due {
             let delivered = self.rng.random_bool(0.6);
-            self.submit(Action::RecordDelivery { event: delivery.event, delivered })?;
+            let attempt = DeliveryAttempt {
+                event: delivery.event,
+                endpoint: delivery.endpoint,
+                merchant: delivery.merchant,
+                status_code: Some(if delivered { 200 } else { 503 }),
+                error: (!delivered).then(|| "the endpoint answered 503".to_string()),
+                duration_ms: self.rng.random_range(1..10_000),
+                delivered,
+            };
+            self.submit(Action::RecordAttempt(attempt))?;
         }
         Ok(())
     }
@@ -834,6 +922,14 @@ impl Vopr {
         });
         if !broken.is_empty() {
             return Err(self.fail(format!("broken invariants: {}", broken.join("; "))));
+        }
+        for (hash, &(party, read_only, until)) in &self.model.keys {
+            let works = until.is_none_or(|until| self.now < until);
+            let found = store.read(|p| p.key_grant(hash)).filter(|grant| grant.works_at(self.now));
+            let expected = works.then_some((party, read_only));
+            if found.map(|grant| (grant.party, grant.read_only)) != expected {
+                return Err(self.fail(format!("a key of {party} is {found:?}, the answers say {expected:?}")));
+            }
         }
         for (&user, &expected) in &self.model.wallets {
             let found = store.read(|p| p.balance(user).map(|balance| balance.available as i128));

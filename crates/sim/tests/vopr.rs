@@ -22,6 +22,8 @@ fn seeds_run_with_every_check_holding() {
             "FundMoved",
             "CouponIssued",
             "FeeScheduleSet",
+            "KeysChanged",
+            "EndpointUpdated",
         ] {
             assert!(
                 report.answers.get(kind).is_some_and(|&count| count > 0),

@@ -221,7 +221,7 @@ pub async fn get(
     let number = LoanNumber::new(id_of(&state.ids, IdKind::Loan, &id, "loan")?);
     let loan = state.store.read(|p| p.loan(number).cloned()).ok_or_else(|| ApiError::not_found("loan"))?;
     let visible = match caller {
-        Caller::Admin => true,
+        Caller::Admin | Caller::Staff { .. } => true,
         Caller::Party { number, .. } => loan.merchant == number,
     };
     if !visible {
@@ -234,7 +234,7 @@ pub async fn get(
     responses((status = 200, body = PortfolioView), ReadErrors),
     security(("api_key" = [])))]
 pub async fn portfolio(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<PortfolioView>, ApiError> {
-    caller.require_admin()?;
+    caller.require(crate::auth::Duty::Read)?;
     let now = state.clock.now();
     let p = state.store.read(|platform| platform.portfolio(now));
     Ok(Json(PortfolioView {

@@ -1,6 +1,8 @@
 //! The routes of the v1 API (`../shared/API.md`), one module per area, and
 //! the OpenAPI document generated from them.
 
+mod access;
+mod events;
 mod loans;
 mod money;
 mod operations;
@@ -25,7 +27,7 @@ pub mod requests {
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -57,7 +59,20 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/confirm", post(trades::confirm))
         .route("/v1/trades/{trade_no}/close", post(trades::close))
         .route("/v1/trades/{trade_no}/refunds", post(trades::refund))
-        .route("/v1/events", get(trades::list_events))
+        .route("/v1/events", get(events::list_events))
+        .route("/v1/events/{id}/deliveries", get(events::deliveries))
+        .route("/v1/events/{id}/resend", post(events::resend))
+        .route("/v1/webhook-endpoints", post(events::create_endpoint).get(events::list_endpoints))
+        .route("/v1/webhook-endpoints/{id}", delete(events::delete_endpoint))
+        .route("/v1/webhook-endpoints/{id}/roll-secret", post(events::roll_secret))
+        .route("/v1/api-keys", post(access::create_key))
+        .route("/v1/api-keys/roll", post(access::roll_key))
+        .route("/v1/admin/parties/{id}/revoke-keys", post(access::revoke_keys))
+        .route("/v1/merchants/me/app-public-key", put(access::set_app_public_key))
+        .route("/v1/admin/staff", post(access::create_staff).get(access::list_staff))
+        .route("/v1/staff/sessions", post(access::sign_in))
+        .route("/v1/staff/sessions/current", delete(access::sign_out))
+        .route("/v1/admin/audit", get(access::audit))
         .route("/v1/credit", get(loans::credit))
         .route("/v1/loans", post(loans::take))
         .route("/v1/loans/{id}", get(loans::get))
@@ -94,14 +109,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         parties::balance, parties::statement,
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
-        trades::get_trade, trades::list_trades, trades::list_events, trades::create_payment_code,
+        trades::get_trade, trades::list_trades, trades::create_payment_code,
+        events::list_events, events::deliveries, events::resend, events::create_endpoint, events::list_endpoints,
+        events::delete_endpoint, events::roll_secret,
+        access::roll_key, access::create_key, access::revoke_keys, access::set_app_public_key,
+        access::create_staff, access::list_staff, access::sign_in, access::sign_out, access::audit,
         products::subscribe, products::redeem, products::position, products::pay_yield,
         products::create_campaign, products::get_campaign, products::issue_coupon,
         products::create_red_packet, products::get_red_packet, products::claim,
         loans::credit, loans::take, loans::repay, loans::get, loans::portfolio, loans::advance,
     ),
     modifiers(&BearerKeys, &TextPatterns),
-    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "operations"))
+    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "events"), (name = "access"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

@@ -134,7 +134,7 @@ pub async fn get_withdrawal(
     let withdrawal =
         state.store.read(|p| p.withdrawal(number).cloned()).ok_or_else(|| ApiError::not_found("withdrawal"))?;
     // Another party's withdrawal does not exist, as far as this key can tell.
-    if caller != Caller::Admin && caller.scope() != withdrawal.party {
+    if !caller.is_operator() && caller.scope() != withdrawal.party {
         return Err(ApiError::not_found("withdrawal"));
     }
     Ok(Json(WithdrawalView {

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::{ApiDoc, ChangeErrors, ReadErrors, outcome_or_error};
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Duty, RequestTag, audited};
 use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
@@ -87,6 +87,17 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ConnectInfo(peer): Conn
     let (transfers, accounts, (trades_in_memory, trades_archived)) =
         state.store.read(|p| (p.ledger().transfer_count(), p.ledger().accounts().len() as u64, p.trade_counts()));
     let refused = |count: &std::sync::atomic::AtomicU64| count.load(std::sync::atomic::Ordering::Relaxed);
+    let now = state.clock.now();
+    let delivery_queues = state
+        .store
+        .read(|p| p.delivery_queues())
+        .into_iter()
+        .map(|queue| crate::metrics::QueueGauge {
+            endpoint: crate::webhooks::endpoint_label(&state, queue.endpoint),
+            undelivered: queue.undelivered,
+            oldest_age_seconds: now.nanos_since(queue.oldest_queued_at) / 1_000_000_000,
+        })
+        .collect();
     let gauges = Gauges {
         journal: state.store.stats(),
         transfers,
@@ -95,6 +106,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ConnectInfo(peer): Conn
         trades_archived,
         connections_refused_over_total: refused(&state.refusals.over_total),
         connections_refused_over_address: refused(&state.refusals.over_address),
+        delivery_queues,
     };
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render(&gauges)).into_response()
 }
@@ -147,7 +159,7 @@ pub struct LedgerCheck {
     responses((status = 200, body = LedgerCheck), ReadErrors),
     security(("api_key" = [])))]
 pub async fn ledger_check(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<LedgerCheck>, ApiError> {
-    caller.require_admin()?;
+    caller.require(Duty::Read)?;
     // Off the async workers: the books of a big platform take a while to add up.
     let reader = Arc::clone(&state);
     let check = tokio::task::spawn_blocking(move || {
@@ -204,6 +216,7 @@ const CLOCK_ADVANCE_SECONDS_MAX: u64 = 10 * 365 * 86_400;
 pub async fn advance_clock(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     body: JsonBody<ClockAdvance>,
 ) -> Result<Json<ClockView>, ApiError> {
     caller.require_admin()?;
@@ -223,10 +236,13 @@ pub async fn advance_clock(
     };
     // What falls due runs at its own time, in order, before the answer;
     // a tick does a bounded share of it, so the clock waits until all is done.
+    // The first tick carries the audit line.
+    let what = platform::Target::Named(format!("+{}s", body.value.advance_seconds));
+    let mut tick = Some(audited(caller, &request, "clock.advance", what, Action::Tick));
     loop {
         let next_due = state.store.read(|p| p.next_due()).filter(|&due| due <= target);
         state.clock.set(next_due.unwrap_or(target));
-        let outcome = state.submit(None, Action::Tick).await?;
+        let outcome = state.submit(None, tick.take().unwrap_or(Action::Tick)).await?;
         let (counts, more_due) = outcome_or_error!(outcome, Outcome::Ticked { withdrawals_settled, withdrawals_failed, trades_closed, trades_settled, more_due } => ([withdrawals_settled, withdrawals_failed, trades_closed, trades_settled], more_due))?;
         view.withdrawals_settled += counts[0];
         view.withdrawals_failed += counts[1];
@@ -274,7 +290,7 @@ pub async fn reconciliation(
     caller: Caller,
     ApiQuery(params): ApiQuery<ReconciliationParams>,
 ) -> Result<Json<Reconciliation>, ApiError> {
-    caller.require_admin()?;
+    caller.require(Duty::Finance)?;
     let date = Date::parse(&params.date).ok_or_else(|| ApiError::invalid("date must be a day like 2013-11-11"))?;
     let state = Arc::clone(&state);
     tokio::task::spawn_blocking(move || reconcile(&state, date))
@@ -427,7 +443,7 @@ pub async fn fee_schedules(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<Vec<FeeScheduleView>>, ApiError> {
-    caller.require_admin()?;
+    caller.require(Duty::Read)?;
     let products = [Product::Transfer, Product::Withdrawal, Product::MerchantTrade];
     Ok(Json(state.store.read(|p| products.into_iter().map(|product| view(product, p.fee_schedule(product))).collect())))
 }
@@ -439,6 +455,7 @@ pub async fn fee_schedules(
 pub async fn set_fee_schedule(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     Path(product): Path<String>,
     body: JsonBody<FeeScheduleBody>,
 ) -> Result<(StatusCode, Json<FeeScheduleView>), ApiError> {
@@ -462,7 +479,9 @@ pub async fn set_fee_schedule(
         maximum: value.maximum.map(Fen::new),
         free_quota,
     };
-    let outcome = state.submit(body.idempotency(caller), Action::SetFeeSchedule { product, schedule }).await?;
+    let what = platform::Target::Named(format!("fee_schedule:{}", product.name()));
+    let action = audited(caller, &request, "fee_schedule.set", what, Action::SetFeeSchedule { product, schedule });
+    let outcome = state.submit(body.idempotency(caller), action).await?;
     outcome_or_error!(outcome, Outcome::FeeScheduleSet => ())?;
     Ok((StatusCode::OK, Json(view(product, schedule))))
 }

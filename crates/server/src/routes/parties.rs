@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ChangeErrors, IdempotencyKey, Page, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
-use crate::auth::{Caller, new_key};
+use crate::auth::{Caller, RequestTag, audited, new_key};
 use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
@@ -137,11 +137,12 @@ pub struct ListParams {
 pub async fn create_user(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     body: JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
     caller.require_admin()?;
     let new = NewParty { kind: PartyKind::User, name: body.value.name.clone(), ..NewParty::default() };
-    create_party(&state, caller, &body, new).await
+    create_party(&state, (caller, &request), &body, new).await
 }
 
 #[utoipa::path(post, path = "/v1/merchants", tag = "parties", request_body = NewMerchant,
@@ -151,6 +152,7 @@ pub async fn create_user(
 pub async fn create_merchant(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     body: JsonBody<NewMerchant>,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
     caller.require_admin()?;
@@ -179,7 +181,7 @@ pub async fn create_merchant(
         webhook_url: value.webhook_url.clone(),
         app_public_key,
     };
-    create_party(&state, caller, &body, new).await
+    create_party(&state, (caller, &request), &body, new).await
 }
 
 /// A URL the platform may send to: http(s) with a host, and (on a server
@@ -219,7 +221,7 @@ impl Default for NewParty {
 
 async fn create_party<T>(
     state: &Arc<AppState>,
-    caller: Caller,
+    (caller, request): (Caller, &RequestTag),
     body: &JsonBody<T>,
     new: NewParty,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
@@ -257,6 +259,8 @@ async fn create_party<T>(
         webhook_secret: webhook_secret.clone().unwrap_or_default(),
         app_public_key,
     };
+    let what = if kind == PartyKind::User { "user.create" } else { "merchant.create" };
+    let action = audited(caller, request, what, platform::Target::None, action);
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let number = outcome_or_error!(outcome, Outcome::PartyCreated { number, .. } => number)?;
     let fee_rate_bps = state.store.read(|p| p.party(number).map(|party| party.fee_rate_bps));
@@ -317,7 +321,7 @@ pub async fn get_merchant(
 }
 
 fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Result<Json<PartyView>, ApiError> {
-    caller.require_admin()?;
+    caller.require(crate::auth::Duty::Read)?;
     let number = PartyNumber::new(id_of(&state.ids, IdKind::of_party(kind), id, "party")?);
     let party = state.store.read(|p| p.party(number).filter(|party| party.kind == kind).cloned());
     let party = party.ok_or_else(|| ApiError::not_found("party"))?;
@@ -327,7 +331,7 @@ fn get_party(state: &AppState, caller: Caller, id: &str, kind: PartyKind) -> Res
         name: party.name,
         created: rfc3339(party.created_at),
         fee_rate_bps: (kind == PartyKind::Merchant).then_some(party.fee_rate_bps),
-        webhook_url: party.webhook_url,
+        webhook_url: state.store.read(|p| p.endpoints_of(number).next().map(|endpoint| endpoint.url.clone())),
         balance: balance_of(state, number)?,
     }))
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::{ChangeErrors, IdempotencyKey, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, RequestTag, audited};
 use crate::body::{JsonBody, check_amount};
 use crate::clock::{parse_rfc3339_clamped, rfc3339};
 use crate::error::ApiError;
@@ -140,11 +140,13 @@ pub async fn position(State(state): State<Arc<AppState>>, caller: Caller) -> Res
 pub async fn pay_yield(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     body: JsonBody<YieldRequest>,
 ) -> Result<Json<YieldView>, ApiError> {
     caller.require_admin()?;
     let date = Date::parse(&body.value.date).ok_or_else(|| ApiError::invalid("date must be a day like 2013-11-11"))?;
     let action = Action::FundYield { date, annual_rate_bps: body.value.annual_rate_bps };
+    let action = audited(caller, &request, "fund.yield", platform::Target::Named(format!("fund_yield:{date}")), action);
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let day = outcome_or_error!(outcome, Outcome::FundYieldPaid(day) => day)?;
     Ok(Json(YieldView {
@@ -225,10 +227,14 @@ fn campaign_view(ids: &PublicIds, campaign: &Campaign) -> CampaignView {
 pub async fn create_campaign(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     body: JsonBody<NewCampaignBody>,
 ) -> Result<(StatusCode, Json<CampaignView>), ApiError> {
     let sponsor = match caller {
-        Caller::Admin => None,
+        Caller::Admin | Caller::Staff { .. } => {
+            caller.require_admin()?;
+            None
+        }
         Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
         Caller::Party { .. } => return Err(ApiError::forbidden()),
     };
@@ -247,7 +253,8 @@ pub async fn create_campaign(
         starts_at,
         ends_at,
     };
-    let outcome = state.submit(body.idempotency(caller), Action::CreateCampaign(new)).await?;
+    let action = audited(caller, &request, "campaign.create", platform::Target::None, Action::CreateCampaign(new));
+    let outcome = state.submit(body.idempotency(caller), action).await?;
     let campaign = outcome_or_error!(outcome, Outcome::CampaignCreated(campaign) => campaign)?;
     Ok((StatusCode::CREATED, Json(campaign_view(&state.ids, &campaign))))
 }
@@ -263,7 +270,7 @@ pub async fn get_campaign(
     let number = CampaignNumber::new(id_of(&state.ids, IdKind::Campaign, &id, "campaign")?);
     let campaign = state.store.read(|p| p.campaign(number).cloned()).ok_or_else(|| ApiError::not_found("campaign"))?;
     let visible = match caller {
-        Caller::Admin => true,
+        Caller::Admin | Caller::Staff { .. } => true,
         Caller::Party { number, .. } => campaign.sponsor == Some(number),
     };
     if !visible {
@@ -301,11 +308,15 @@ pub struct CouponView {
 pub async fn issue_coupon(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     Path(id): Path<String>,
     body: JsonBody<NewCoupon>,
 ) -> Result<(StatusCode, Json<CouponView>), ApiError> {
     let issuer = match caller {
-        Caller::Admin => None,
+        Caller::Admin | Caller::Staff { .. } => {
+            caller.require_admin()?;
+            None
+        }
         Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
         Caller::Party { .. } => return Err(ApiError::forbidden()),
     };
@@ -317,8 +328,9 @@ pub async fn issue_coupon(
             Some(parse_rfc3339_clamped(text).ok_or_else(|| ApiError::invalid("expires_at must be an RFC 3339 time"))?)
         }
     };
-    let outcome =
-        state.submit(body.idempotency(caller), Action::IssueCoupon { campaign, issuer, user, expires_at }).await?;
+    let action = Action::IssueCoupon { campaign, issuer, user, expires_at };
+    let action = audited(caller, &request, "coupon.issue", platform::Target::Party(user), action);
+    let outcome = state.submit(body.idempotency(caller), action).await?;
     let coupon = outcome_or_error!(outcome, Outcome::CouponIssued(coupon) => coupon)?;
     Ok((
         StatusCode::CREATED,
@@ -428,7 +440,7 @@ pub async fn get_red_packet(
     let number = RedPacketNumber::new(id_of(&state.ids, IdKind::RedPacket, &id, "red packet")?);
     let sender = state.store.read(|p| p.red_packet(number).map(|packet| packet.sender));
     match (caller, sender) {
-        (Caller::Admin, Some(_)) => {}
+        (Caller::Admin | Caller::Staff { .. }, Some(_)) => {}
         (Caller::Party { number: party, .. }, Some(sender)) if party == sender => {}
         _ => return Err(ApiError::not_found("red packet")),
     }

@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::{
-    Action, CampaignNumber, CouponNumber, Event, EventData, EventNumber, Fen, NewTrade, Outcome, PartyKind,
-    PartyNumber, PaySource, Trade, TradeMode, TradeNumber, TradeStatus,
+    Action, CampaignNumber, CouponNumber, Event, EventData, Fen, NewTrade, Outcome, PartyKind, PartyNumber, PaySource,
+    Target, Trade, TradeMode, TradeNumber, TradeStatus,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ChangeErrors, IdempotencyKey, Page, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Duty, RequestTag, audited};
 use crate::body::{ApiQuery, JsonBody, check_amount};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
@@ -142,12 +142,6 @@ pub struct EventView {
     pub data: Value,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct EventPage {
-    pub data: Vec<EventView>,
-    pub has_more: bool,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TradeListParams {
@@ -158,15 +152,6 @@ pub struct TradeListParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     #[param(pattern = "^trd_[0-9a-f]{32}$")]
-    pub starting_after: Option<String>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventListParams {
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
-    #[param(pattern = "^evt_[0-9a-f]{32}$")]
     pub starting_after: Option<String>,
 }
 
@@ -243,7 +228,7 @@ fn trade_number(state: &AppState, trade_no: &str) -> Result<TradeNumber, ApiErro
 /// Whether `caller` may see `trade`: its merchant, its buyer, the admin.
 fn may_see(caller: Caller, trade: &Trade) -> bool {
     match caller {
-        Caller::Admin => true,
+        Caller::Admin | Caller::Staff { .. } => true,
         Caller::Party { number, kind: PartyKind::Merchant } => trade.merchant == number,
         Caller::Party { number, kind: PartyKind::User } => trade.payer == Some(number) || trade.buyer == Some(number),
     }
@@ -396,11 +381,38 @@ pub async fn confirm(
 pub async fn close(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     Path(trade_no): Path<String>,
     body: JsonBody<EmptyBody>,
 ) -> Result<Json<TradeView>, ApiError> {
-    let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    act(&state, caller, &body, Action::CloseTrade { trade: trade_number(&state, &trade_no)?, merchant }).await
+    let trade = acting_on(caller).and_then(|()| trade_number(&state, &trade_no))?;
+    let merchant = acting_merchant(&state, caller, trade)?;
+    let action = audited(caller, &request, "trade.close", Target::Trade(trade), Action::CloseTrade { trade, merchant });
+    act(&state, caller, &body, action).await
+}
+
+/// Whether `caller` may refund or close trades at all: merchants (their
+/// own), support staff and admins (any); checked before the trade is looked for.
+fn acting_on(caller: Caller) -> Result<(), ApiError> {
+    if caller.is_operator() {
+        caller.require(Duty::Support).map(|_| ())
+    } else {
+        caller.require_party(&[PartyKind::Merchant]).map(|_| ())
+    }
+}
+
+/// The merchant a change of `trade` acts for: the caller, or for support
+/// staff (and the admin) the trade's merchant.
+fn acting_merchant(state: &AppState, caller: Caller, trade: TradeNumber) -> Result<PartyNumber, ApiError> {
+    acting_on(caller)?;
+    if !caller.is_operator() {
+        return caller.require_party(&[PartyKind::Merchant]);
+    }
+    let found = state
+        .store
+        .read_with_archive(|p, archive| p.trade(archive, trade))
+        .map_err(|error| ApiError::internal(format!("cannot read the trade: {error}")))?;
+    found.map(|trade| trade.merchant).ok_or_else(|| ApiError::not_found("trade"))
 }
 
 /// Bodies of actions that take no fields: `{}` or nothing.
@@ -415,11 +427,12 @@ pub struct EmptyBody {}
 pub async fn refund(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    request: RequestTag,
     Path(trade_no): Path<String>,
     body: JsonBody<RefundBody>,
 ) -> Result<(StatusCode, Json<RefundView>), ApiError> {
-    let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let trade = trade_number(&state, &trade_no)?;
+    let trade = acting_on(caller).and_then(|()| trade_number(&state, &trade_no))?;
+    let merchant = acting_merchant(&state, caller, trade)?;
     let value = &body.value;
     check_amount(value.amount)?;
     let action = Action::RefundTrade {
@@ -429,6 +442,7 @@ pub async fn refund(
         amount: Fen::new(value.amount),
         reason: value.reason.clone(),
     };
+    let action = audited(caller, &request, "trade.refund", Target::Trade(trade), action);
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let (trade, refund) = outcome_or_error!(outcome, Outcome::RefundCreated { trade, refund } => (trade, refund))?;
     Ok((StatusCode::CREATED, Json(refund_view(&state.ids, &trade, &refund))))
@@ -490,7 +504,7 @@ pub async fn list_trades(
             |trade| Ok(reader.store.read(|p| p.trade_at(trade))),
             |offset| platform::read_archived_trade(reader.store.archive(), offset),
         ),
-        Caller::Admin => platform::list_trades_newest_first(
+        Caller::Admin | Caller::Staff { .. } => platform::list_trades_newest_first(
             |before, max| Ok(reader.store.read(|p| p.trades_at_newest_first(before, max))),
             |offset| platform::read_archived_trade(reader.store.archive(), offset),
             page.after.map(TradeNumber::new),
@@ -504,28 +518,4 @@ pub async fn list_trades(
     let has_more = found.len() > page.limit;
     found.truncate(page.limit);
     Ok(Json(TradePage { data: found.iter().map(|trade| trade_view(&state.ids, trade)).collect(), has_more }))
-}
-
-#[utoipa::path(get, path = "/v1/events", tag = "trades", params(EventListParams),
-    responses((status = 200, body = EventPage), ReadErrors),
-    security(("api_key" = [])))]
-pub async fn list_events(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    ApiQuery(params): ApiQuery<EventListParams>,
-) -> Result<Json<EventPage>, ApiError> {
-    let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let page = Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Event)?;
-    let head = state.store.read(|p| p.last_event_at(merchant));
-    let reader = Arc::clone(&state);
-    let mut found = tokio::task::spawn_blocking(move || {
-        let read = |offset| platform::read_archived_event(reader.store.archive(), offset);
-        platform::walk_events(head, read, page.after.map(EventNumber::new), page.limit + 1)
-    })
-    .await
-    .map_err(|_| ApiError::internal("the request was dropped"))?
-    .map_err(|error| ApiError::internal(format!("cannot read the events: {error}")))?;
-    let has_more = found.len() > page.limit;
-    found.truncate(page.limit);
-    Ok(Json(EventPage { data: found.iter().map(|event| event_view(&state.ids, event)).collect(), has_more }))
 }
