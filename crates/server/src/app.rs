@@ -124,6 +124,11 @@ pub struct AppState {
     pub gateway_signatures: crate::gateway::SignatureCache,
     /// Staff sessions signed out on this node.
     pub sessions: crate::auth::Sessions,
+    /// Argon2 hashings at once (each takes 19 MiB and tens of milliseconds):
+    /// a flood of sign-ins waits here instead of exhausting memory.
+    pub password_work: tokio::sync::Semaphore,
+    /// Webhook hosts left alone for a while after failing.
+    pub delivery_pauses: crate::webhooks::Pauses,
 }
 
 impl AppState {
@@ -260,6 +265,8 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         gateway_key: std::sync::OnceLock::new(),
         gateway_signatures: crate::gateway::SignatureCache::default(),
         sessions: crate::auth::Sessions::default(),
+        password_work: tokio::sync::Semaphore::new(crate::auth::PASSWORD_WORK_MAX),
+        delivery_pauses: crate::webhooks::Pauses::default(),
     });
     configure(&state, &config.platform).await?;
     Ok((state, listener))

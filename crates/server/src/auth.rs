@@ -280,6 +280,26 @@ fn session_mac(state: &AppState, staff: &platform::Staff, expires_at: Timestamp)
     state.derive(b"staff-session", &subject, staff.password_hash.as_bytes())
 }
 
+/// Argon2 hashings at once, server-wide.
+pub const PASSWORD_WORK_MAX: usize = 2;
+/// How long a sign-in waits for its turn to hash before it is turned away.
+const PASSWORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs Argon2 work (`work`) off the async workers, at most
+/// `PASSWORD_WORK_MAX` at once; `429` if its turn does not come in time.
+pub async fn password_work<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = tokio::time::timeout(PASSWORD_WAIT, state.password_work.acquire())
+        .await
+        .map_err(|_| rate_limited("too many sign-ins at once: try again"))?
+        .map_err(|_| ApiError::unavailable("the server is stopping"))?;
+    let result = tokio::task::spawn_blocking(work).await.map_err(|_| ApiError::internal("the request was dropped"));
+    drop(permit);
+    result
+}
+
 /// Argon2id with the crate's defaults (19 MiB, 2 passes): a PHC string.
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};

@@ -37,6 +37,8 @@ pub const RESPONSE_BYTES_MAX: usize = 64 * 1024;
 /// Deliveries in flight at once to one host: a slow or dead merchant holds
 /// these, never the slots every other merchant's deliveries use.
 const DELIVERIES_PER_HOST_MAX: usize = 4;
+/// Deliveries in flight at once to one endpoint.
+const DELIVERIES_PER_ENDPOINT_MAX: usize = 2;
 
 /// Where the server may send webhooks and notifications. A server that
 /// listens only on loopback (development, tests) may send anywhere; one
@@ -141,11 +143,12 @@ fn delivery_client(destinations: Destinations) -> reqwest::Result<reqwest::Clien
         .build()
 }
 
-/// A destination's host, for the per-host bound; `None` if it may not be
-/// sent to at all (a literal address the resolver never sees).
+/// A destination's host and port (one server), for the per-host bound;
+/// `None` if it may not be sent to at all (a literal address the resolver
+/// never sees).
 fn destination_host(destinations: Destinations, text: &str) -> Option<String> {
     let url = url::Url::parse(text).ok()?;
-    let host = url.host_str()?.to_string();
+    let host = format!("{}:{}", url.host_str()?, url.port_or_known_default().unwrap_or(0));
     match url.host()? {
         url::Host::Ipv4(address) if !destinations.allows(IpAddr::V4(address)) => None,
         url::Host::Ipv6(address) if !destinations.allows(IpAddr::V6(address)) => None,
@@ -222,12 +225,79 @@ impl Answer {
 
 type Slot = (EventNumber, EndpointNumber);
 
-/// Deliveries in flight: by event and destination (one attempt at a time)
-/// and by host.
+/// The longest a failing host is left alone between attempts (wall time).
+const PAUSE_MAX: Duration = Duration::from_secs(5);
+/// The first pause after a failure.
+const PAUSE_FIRST: Duration = Duration::from_millis(250);
+
+/// Hosts whose last attempts failed, left alone for a while (doubling from
+/// 250 ms to 5 s): a dead endpoint would otherwise be tried for every new
+/// event at once, thousands of attempts a second on Double Eleven, each a
+/// journaled record competing with payments for the writer and the CPU.
+/// The deliveries stay due and keep their schedule; only when they are
+/// tried waits. A success, or a resend, ends the pause.
+#[derive(Default)]
+pub struct Pauses {
+    hosts: Mutex<HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl Pauses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (std::time::Instant, u32)>> {
+        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn paused(&self, host: &str) -> bool {
+        self.lock().get(host).is_some_and(|(until, _)| std::time::Instant::now() < *until)
+    }
+
+    fn failed(&self, host: &str) {
+        let mut hosts = self.lock();
+        let failures = hosts.get(host).map_or(1, |(_, failures)| failures.saturating_add(1));
+        let pause = PAUSE_FIRST.saturating_mul(1 << (failures - 1).min(8)).min(PAUSE_MAX);
+        hosts.insert(host.to_string(), (std::time::Instant::now() + pause, failures));
+    }
+
+    fn succeeded(&self, host: &str) {
+        self.lock().remove(host);
+    }
+
+    /// Every host may be tried at once (an operator or merchant resent events).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+/// Deliveries in flight: by event and destination (one attempt at a time),
+/// by destination and by host.
 #[derive(Default)]
 struct InFlight {
     deliveries: HashSet<Slot>,
+    endpoints: HashMap<EndpointNumber, usize>,
     hosts: HashMap<String, usize>,
+    /// Each endpoint's host as last seen (one entry per endpoint attempted).
+    host_of: HashMap<EndpointNumber, String>,
+}
+
+impl InFlight {
+    /// How many of an endpoint's queue to look at now: its share, or none
+    /// while its host is full (gateway trades' `notify_url`s, many hosts in
+    /// one queue, are bounded per host as they are tried).
+    fn room(&self, endpoint: EndpointNumber, pauses: &Pauses) -> usize {
+        if endpoint == NOTIFY_URL {
+            return DELIVERIES_PER_POLL_MAX;
+        }
+        let Some(host) = self.host_of.get(&endpoint) else { return DELIVERIES_PER_ENDPOINT_MAX };
+        let full = self.hosts.get(host).copied().unwrap_or(0) >= DELIVERIES_PER_HOST_MAX;
+        if full || pauses.paused(host) { 0 } else { DELIVERIES_PER_ENDPOINT_MAX }
+    }
+
+    /// Whether a delivery must wait: its own attempt, or its endpoint's
+    /// share, is in flight.
+    fn busy(&self, delivery: &platform::Delivery) -> bool {
+        let endpoint = self.endpoints.get(&delivery.endpoint).copied().unwrap_or(0);
+        self.deliveries.contains(&(delivery.event, delivery.endpoint))
+            || (delivery.endpoint != NOTIFY_URL && endpoint >= DELIVERIES_PER_ENDPOINT_MAX)
+    }
 }
 
 pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
@@ -242,18 +312,44 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         let in_flight: Arc<Mutex<InFlight>> = Arc::default();
         let permits = Arc::new(Semaphore::new(DELIVERIES_IN_FLIGHT_MAX));
         let mut interval = tokio::time::interval(POLL_INTERVAL);
+        // A finished attempt wakes the loop: its destination has room again.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        // Destinations are visited in turn, from the one after the last served.
+        let mut after = NOTIFY_URL;
         loop {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = wake.notified() => {}
+            }
             // Only the leader delivers (and records what happened).
             if !state.leads() {
                 continue;
             }
             let now = state.clock.now();
-            let due = state.store.read(|p| p.deliveries_due(now, DELIVERIES_PER_POLL_MAX));
+            let due = {
+                let in_flight = lock(&in_flight);
+                let room = |endpoint| in_flight.room(endpoint, &state.delivery_pauses);
+                state.store.read(|p| p.deliveries_due(now, DELIVERIES_PER_POLL_MAX, after, room))
+            };
             for delivery in due {
+                after = delivery.endpoint;
                 let slot = (delivery.event, delivery.endpoint);
-                if lock(&in_flight).deliveries.contains(&slot) {
+                if lock(&in_flight).busy(&delivery) {
                     continue;
+                }
+                // An endpoint's host is known without reading the event: a full
+                // or paused host costs no read of the archive.
+                if delivery.endpoint != NOTIFY_URL {
+                    let url = state.store.read(|p| p.endpoint(delivery.endpoint).map(|e| e.url.clone()));
+                    if let Some(host) = url.and_then(|url| destination_host(state.destinations, &url)) {
+                        let mut in_flight = lock(&in_flight);
+                        let full = in_flight.hosts.get(&host).copied().unwrap_or(0) >= DELIVERIES_PER_HOST_MAX;
+                        let paused = state.delivery_pauses.paused(&host);
+                        in_flight.host_of.insert(delivery.endpoint, host);
+                        if full || paused {
+                            continue;
+                        }
+                    }
                 }
                 let event = match state.store.read_with_archive(|p, archive| p.event_at(archive, delivery.offset)) {
                     Ok(event) => event,
@@ -265,8 +361,11 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 };
                 let attempt = attempt_of(&state, &event, delivery.endpoint);
                 if let Ok(attempt) = &attempt {
-                    let busy = lock(&in_flight).hosts.get(&attempt.host).copied().unwrap_or(0);
-                    if busy >= DELIVERIES_PER_HOST_MAX {
+                    let mut in_flight = lock(&in_flight);
+                    // Known from now on: while the host is full, its endpoints are not picked.
+                    in_flight.host_of.insert(delivery.endpoint, attempt.host.clone());
+                    let full = in_flight.hosts.get(&attempt.host).copied().unwrap_or(0) >= DELIVERIES_PER_HOST_MAX;
+                    if full || state.delivery_pauses.paused(&attempt.host) {
                         continue;
                     }
                 }
@@ -274,6 +373,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 let host = attempt.as_ref().ok().map(|attempt| attempt.host.clone());
                 take_slot(&in_flight, slot, host.clone());
                 let (state, client, in_flight) = (Arc::clone(&state), client.clone(), Arc::clone(&in_flight));
+                let wake = Arc::clone(&wake);
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
                     // No destination it may go to (none, or a refused address): a failed attempt.
@@ -282,6 +382,13 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                         Err(why) => Answer::refused(why),
                     };
                     state.metrics.record_delivery(answer.outcome);
+                    if let Some(host) = &host {
+                        if answer.delivered {
+                            state.delivery_pauses.succeeded(host);
+                        } else {
+                            state.delivery_pauses.failed(host);
+                        }
+                    }
                     let record = Action::RecordAttempt(DeliveryAttempt {
                         event: delivery.event,
                         endpoint: delivery.endpoint,
@@ -296,6 +403,7 @@ pub fn spawn_dispatcher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     }
                     release_slot(&in_flight, slot, host);
                     drop(permit);
+                    wake.notify_one();
                 });
             }
         }
@@ -309,6 +417,10 @@ fn lock(in_flight: &Mutex<InFlight>) -> std::sync::MutexGuard<'_, InFlight> {
 fn take_slot(in_flight: &Mutex<InFlight>, slot: Slot, host: Option<String>) {
     let mut in_flight = lock(in_flight);
     in_flight.deliveries.insert(slot);
+    *in_flight.endpoints.entry(slot.1).or_default() += 1;
+    if let Some(host) = &host {
+        in_flight.host_of.insert(slot.1, host.clone());
+    }
     if let Some(host) = host {
         *in_flight.hosts.entry(host).or_default() += 1;
     }
@@ -317,6 +429,12 @@ fn take_slot(in_flight: &Mutex<InFlight>, slot: Slot, host: Option<String>) {
 fn release_slot(in_flight: &Mutex<InFlight>, slot: Slot, host: Option<String>) {
     let mut in_flight = lock(in_flight);
     in_flight.deliveries.remove(&slot);
+    if let Some(count) = in_flight.endpoints.get_mut(&slot.1) {
+        *count -= 1;
+        if *count == 0 {
+            in_flight.endpoints.remove(&slot.1);
+        }
+    }
     if let Some(host) = host
         && let Some(count) = in_flight.hosts.get_mut(&host)
     {
@@ -442,7 +560,7 @@ mod tests {
         let loopback_server = Destinations::for_listener(SocketAddr::from(([127, 0, 0, 1], 8080)), false);
         assert!(loopback_server.allows(IpAddr::from([127, 0, 0, 1])));
         assert_eq!(destination_host(public, "http://10.0.0.1/hook"), None);
-        assert_eq!(destination_host(public, "https://shop.example/hook").as_deref(), Some("shop.example"));
+        assert_eq!(destination_host(public, "https://shop.example/hook").as_deref(), Some("shop.example:443"));
     }
 
     #[test]

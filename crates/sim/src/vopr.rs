@@ -393,7 +393,7 @@ impl Vopr {
         self.rng.fill(&mut fresh);
         let held: Vec<[u8; 32]> =
             self.model.keys.iter().filter(|(_, (owner, _, _))| *owner == party).map(|(hash, _)| *hash).collect();
-        let action = match self.rng.random_range(0..4) {
+        let action = match self.rng.random_range(0..5) {
             0 => Action::AddKey { party, key_hash: fresh, read_only: true },
             1 => {
                 let Some(old) = self.pick(&held) else { return Ok(()) };
@@ -401,6 +401,7 @@ impl Vopr {
                 Action::RollKey { party, old_key_hash: old, new_key_hash: fresh, old_expires_at }
             }
             2 => Action::RevokeKeys { party, new_key_hash: fresh },
+            3 => return self.resend_or_delete(),
             _ => {
                 let Some(merchant) = self.pick(&self.merchants.clone()) else { return Ok(()) };
                 let events =
@@ -455,6 +456,33 @@ impl Vopr {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A merchant's newest event is sent again, or one of its endpoints deleted.
+    fn resend_or_delete(&mut self) -> Result<(), Failure> {
+        let Some(merchant) = self.pick(&self.merchants.clone()) else { return Ok(()) };
+        if self.rng.random_bool(0.2) {
+            let endpoints: Vec<_> = self.store()?.read(|p| p.endpoints_of(merchant).map(|e| e.number).collect());
+            let Some(endpoint) = self.pick(&endpoints) else { return Ok(()) };
+            return self.submit(Action::DeleteEndpoint { merchant, endpoint }).map(|_| ());
+        }
+        let store = self.store()?;
+        let Some(offset) = store.read(|p| p.last_event_at(merchant)) else { return Ok(()) };
+        let event = store.read_with_archive(|p, archive| p.event_at(archive, offset));
+        let event = event.map_err(|error| self.fail(format!("cannot read an event back: {error}")))?;
+        let to_notify_url = match &event.data {
+            platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => trade.notify_url.is_some(),
+            _ => false,
+        };
+        let action = Action::ResendEvent {
+            event: event.number,
+            offset,
+            merchant,
+            kind: event.kind.clone(),
+            trade: event.trade,
+            to_notify_url,
+        };
+        self.submit(action).map(|_| ())
     }
 
     fn create_party(&mut self, kind: PartyKind) -> Result<(), Failure> {
@@ -742,7 +770,7 @@ impl Vopr {
     }
 
     fn deliveries(&mut self) -> Result<(), Failure> {
-        let due = self.store()?.read(|p| p.deliveries_due(self.now, 4));
+        let due = self.store()?.read(|p| p.deliveries_due(self.now, 4, platform::EndpointNumber::new(0), |_| 4));
         for delivery in due {
             let delivered = self.rng.random_bool(0.6);
             let attempt = DeliveryAttempt {
@@ -922,6 +950,9 @@ impl Vopr {
         });
         if !broken.is_empty() {
             return Err(self.fail(format!("broken invariants: {}", broken.join("; "))));
+        }
+        if let Err(why) = store.read(|p| p.check_delivery_queues()) {
+            return Err(self.fail(why));
         }
         for (hash, &(party, read_only, until)) in &self.model.keys {
             let works = until.is_none_or(|until| self.now < until);

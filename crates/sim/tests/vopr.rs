@@ -24,6 +24,7 @@ fn seeds_run_with_every_check_holding() {
             "FeeScheduleSet",
             "KeysChanged",
             "EndpointUpdated",
+            "EventResent",
         ] {
             assert!(
                 report.answers.get(kind).is_some_and(|&count| count > 0),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use platform::{Action, Actor, AuditEntry, AuditNumber, Outcome, PartyKind, PartyNumber, StaffRole, Target};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use super::{ChangeErrors, IdempotencyKey, Page, ReadErrors, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::{
     Caller, Duty, PresentedKey, RequestTag, always_audited, check_password, hash_key, hash_password, new_key,
-    password_matches, rate_limited,
+    password_matches, password_work, rate_limited,
 };
 use crate::body::{ApiQuery, JsonBody};
 use crate::clock::rfc3339;
@@ -239,9 +239,7 @@ pub async fn create_staff(
     check_password(&value.password)?;
     let password = value.password.clone();
     // Argon2id takes tens of milliseconds of CPU: not on the async workers.
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| ApiError::internal("the request was dropped"))??;
+    let password_hash = password_work(&state, move || hash_password(&password)).await??;
     let action = Action::CreateStaff { login: value.login.clone(), password_hash, role };
     let action = always_audited(caller, &request, "staff.create", Target::None, action);
     let outcome = state.submit(body.idempotency(caller), action).await?;
@@ -286,6 +284,7 @@ pub struct Session {
     responses((status = 201, body = Session), ChangeErrors))]
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     body: JsonBody<SignIn>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let SignIn { login, password } = &body.value;
@@ -300,10 +299,14 @@ pub async fn sign_in(
     let phc = staff.as_ref().map(|staff| staff.password_hash.clone());
     let password = password.clone();
     let matches =
-        tokio::task::spawn_blocking(move || password_matches(&password, phc.as_deref().unwrap_or(decoy_hash())))
-            .await
-            .map_err(|_| ApiError::internal("the request was dropped"))?;
-    let Some(staff) = staff.filter(|_| matches) else { return Err(ApiError::unauthorized()) };
+        password_work(&state, move || password_matches(&password, phc.as_deref().unwrap_or(decoy_hash()))).await?;
+    let Some(staff) = staff.filter(|_| matches) else {
+        // Failing too often from one address is answered as a rate limit, as a wrong key is.
+        if !state.limiters.allow_failure(peer.ip()) {
+            return Err(rate_limited("too many failed sign-ins from this address"));
+        }
+        return Err(ApiError::unauthorized());
+    };
     let (token, expires_at) = state.sessions.open(&state, &staff, state.clock.now())?;
     Ok((
         StatusCode::CREATED,

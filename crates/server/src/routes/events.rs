@@ -217,6 +217,8 @@ pub async fn resend(
     let action = audited(caller, &request, "event.resend", Target::Event(event.number), action);
     let outcome = state.submit(body.idempotency(caller), action).await?;
     let deliveries = outcome_or_error!(outcome, Outcome::EventResent { deliveries } => deliveries)?;
+    // "Now": a host paused after failing is tried at once.
+    state.delivery_pauses.clear();
     Ok(Json(Resent { id, deliveries }))
 }
 

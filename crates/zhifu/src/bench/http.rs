@@ -45,7 +45,22 @@ pub struct HttpBenchArgs {
     /// database (the server alone on it, so it leads at once).
     #[arg(long, default_value = "embedded")]
     store: String,
+    /// Webhook endpoints of every merchant, two each, for every event:
+    /// `none`; `healthy` (they answer 200 at once); `slow-and-dead` (one
+    /// answers after 10 seconds, the other's port refuses connections).
+    #[arg(long, value_enum, default_value_t = Webhooks::None)]
+    webhooks: Webhooks,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Webhooks {
+    None,
+    Healthy,
+    SlowAndDead,
+}
+
+/// How long the slow endpoint takes to answer.
+const SLOW_ENDPOINT_WAIT: Duration = Duration::from_secs(10);
 
 const ADMIN_KEY: &str = "bench-admin-key";
 
@@ -63,6 +78,8 @@ struct PhaseReport {
     requests: u64,
     elapsed: Duration,
     latency_us: Histogram<u64>,
+    /// Of the trades phase: `POST /v1/trades/{id}/pay` alone.
+    pay_latency_us: Option<Histogram<u64>>,
     errors: u64,
 }
 
@@ -98,6 +115,16 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
             h.value_at_quantile(0.999),
             report.errors
         );
+        if let Some(pay) = &report.pay_latency_us {
+            let (p50, p99, p999) =
+                (pay.value_at_quantile(0.5), pay.value_at_quantile(0.99), pay.value_at_quantile(0.999));
+            println!("{:<34} {:>10} {:>12} {p50:>7}us {p99:>7}us {p999:>7}us", "  of which POST …/pay", pay.len(), "");
+        }
+    }
+    if args.webhooks != Webhooks::None {
+        for line in metrics_lines(&runtime, &base)? {
+            println!("server: {line}");
+        }
     }
     let metrics = runtime.block_on(async { reqwest::get(format!("{base}/metrics")).await?.text().await })?;
     if let Some(line) = metrics.lines().find(|l| l.starts_with("zhifu_journal_commands_per_fsync ")) {
@@ -106,6 +133,49 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
     drop(server);
     std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
     Ok(())
+}
+
+/// The server's webhook figures: deliveries by outcome, queue depths.
+fn metrics_lines(runtime: &tokio::runtime::Runtime, base: &str) -> anyhow::Result<Vec<String>> {
+    let page = runtime.block_on(async { reqwest::get(format!("{base}/metrics")).await?.text().await })?;
+    let webhooks = |line: &&str| {
+        line.starts_with("zhifu_webhook_deliveries_total") || line.starts_with("zhifu_webhook_undelivered")
+    };
+    Ok(page.lines().filter(webhooks).map(str::to_string).collect())
+}
+
+/// A webhook receiver on loopback that reads each request and answers 200
+/// after `wait`.
+async fn receiver(wait: Duration) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut buffer).await;
+                tokio::time::sleep(wait).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    Ok(url)
+}
+
+/// The two endpoints each merchant gets.
+async fn endpoints(webhooks: Webhooks) -> anyhow::Result<Vec<String>> {
+    Ok(match webhooks {
+        Webhooks::None => Vec::new(),
+        Webhooks::Healthy => vec![receiver(Duration::ZERO).await?, receiver(Duration::ZERO).await?],
+        Webhooks::SlowAndDead => {
+            // A port bound and let go at once: connections to it are refused.
+            let dead = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let dead_url = format!("http://{}/dead", dead.local_addr()?);
+            drop(dead);
+            vec![receiver(SLOW_ENDPOINT_WAIT).await?, dead_url]
+        }
+    })
 }
 
 fn start_server(directory: &std::path::Path, store: &str) -> anyhow::Result<(ServerProcess, String)> {
@@ -169,6 +239,15 @@ async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseRepo
         let created = post(&client, base, "/v1/merchants", ADMIN_KEY, &merchant).await?;
         merchants.push(created["api_key"].as_str().context("api_key")?.to_string());
     }
+    let urls = endpoints(args.webhooks).await?;
+    if !urls.is_empty() {
+        for key in &merchants {
+            for url in &urls {
+                let endpoint = serde_json::json!({ "url": url, "events": ["*"] });
+                post(&client, base, "/v1/webhook-endpoints", key, &endpoint).await?;
+            }
+        }
+    }
     let users = Arc::new(users);
     let merchants = Arc::new(merchants);
     let health =
@@ -227,6 +306,7 @@ async fn run_phase(
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed);
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut pay_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut serial = 0u64;
             while remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
                 let sent = Instant::now();
@@ -249,12 +329,14 @@ async fn run_phase(
                         Ok(response) if response.status().as_u16() == 201 => {
                             let trade: Value = response.json().await.unwrap_or_default();
                             let trade_no = trade["trade_no"].as_str().unwrap_or_default().to_string();
+                            let pay_sent = Instant::now();
                             let paid = client
                                 .post(format!("{base}/v1/trades/{trade_no}/pay"))
                                 .bearer_auth(buyer)
                                 .json(&requests::PayBody { source: None, coupon: None })
                                 .send()
                                 .await;
+                            pay_latency.saturating_record(pay_sent.elapsed().as_micros() as u64);
                             matches!(paid, Ok(r) if r.status().as_u16() == 200)
                         }
                         _ => false,
@@ -280,16 +362,21 @@ async fn run_phase(
                 }
                 bar.inc(1);
             }
-            anyhow::Ok(latency)
+            anyhow::Ok((latency, pay_latency))
         }));
     }
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut pay_latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for task in tasks {
-        latency_us.add(task.await??)?;
+        let (latency, pay) = task.await??;
+        latency_us.add(latency)?;
+        pay_latency_us.add(pay)?;
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    Ok(PhaseReport { name, requests: count, elapsed, latency_us, errors: errors.load(Ordering::Relaxed) })
+    let pay_latency_us = (phase == Phase::Trades).then_some(pay_latency_us);
+    let errors = errors.load(Ordering::Relaxed);
+    Ok(PhaseReport { name, requests: count, elapsed, latency_us, pay_latency_us, errors })
 }
 
 async fn post(
