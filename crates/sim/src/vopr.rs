@@ -468,8 +468,12 @@ impl Vopr {
         }
         let store = self.store()?;
         let Some(offset) = store.read(|p| p.last_event_at(merchant)) else { return Ok(()) };
-        let event = store.read_with_archive(|p, archive| p.event_at(archive, offset));
-        let event = event.map_err(|error| self.fail(format!("cannot read an event back: {error}")))?;
+        let event = match store.read_with_archive(|p, archive| p.event_at(archive, offset)) {
+            Ok(event) => event,
+            // A read the disk's fault spoiled: the node crashes, as after a failed write.
+            Err(_) if self.disk_to_blame() => return self.crash(true),
+            Err(error) => return Err(self.fail(format!("cannot read an event back: {error}"))),
+        };
         let to_notify_url = match &event.data {
             platform::EventData::Trade(trade) | platform::EventData::Refund { trade, .. } => trade.notify_url.is_some(),
             _ => false,

@@ -520,7 +520,7 @@ fn every_route_answers_each_role_as_the_table_says() {
     assert!(wrong.is_empty(), "{} wrong:\n{}", wrong.len(), wrong.join("\n"));
     // Operators' credentials are not rolled through the API.
     let (status, _) = server.post("/v1/api-keys/roll", Some(ADMIN_KEY), json!({}));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::FORBIDDEN);
     server.assert_balanced();
 }
 

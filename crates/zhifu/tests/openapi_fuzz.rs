@@ -26,11 +26,14 @@ fn schemathesis_finds_no_failure() {
     let server = Server::start(directory.path(), &["--clock", "simulated", "--rate-limit", "100000"]);
     let (_, user) = server.user("fuzzer");
     server.top_up(&user, 1_000_000_000);
-    for key in [ADMIN_KEY, user.as_str()] {
+    // The user's pass leaves out rolling its own key: a roll that ends the
+    // key at once would leave the rest of the pass answering 401.
+    for (key, excluded) in [(ADMIN_KEY, "/none"), (user.as_str(), "/v1/api-keys/roll")] {
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
         let output = Command::new("st")
             .args(["--config-file", config, "run", &format!("{}/openapi.json", server.base)])
             .args(["--header", &format!("Authorization: Bearer {key}")])
+            .args(["--exclude-path", excluded])
             // One worker: schemathesis' generator (hypothesis on CPython 3.11) parses
             // lambdas with `ast.parse`, which is not thread-safe and fails at random
             // ("AST constructor recursion depth mismatch") with more.

@@ -61,7 +61,9 @@ pub async fn roll_key(
     let party = match caller {
         Caller::Party { number, .. } => number,
         _ => {
-            return Err(ApiError::invalid(
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
                 "operators' credentials are not rolled here: the admin key is set by --admin-key, staff sign in",
             ));
         }
