@@ -155,6 +155,11 @@ pub(crate) struct Access {
     staff_by_login: BTreeMap<String, StaffNumber>,
     endpoints: BTreeMap<EndpointNumber, Endpoint>,
     endpoints_of: BTreeMap<PartyNumber, Vec<EndpointNumber>>,
+    /// Parties' sign-in names (the cashier's buyers, the portal's merchants):
+    /// login → (party, Argon2id PHC string). Only parties made with one.
+    party_logins: BTreeMap<String, (PartyNumber, String)>,
+    /// Each such party's login.
+    login_of: BTreeMap<PartyNumber, String>,
     /// The newest audit line's offset in the archive (each points to the one before).
     audit_head: Option<u64>,
     audit_count: u64,
@@ -242,6 +247,37 @@ impl Platform {
 
     pub fn staff(&self, number: StaffNumber) -> Option<&Staff> {
         self.state.access.staff.get(&number)
+    }
+
+    /// The party that signs in with `login`, and its password's hash.
+    pub fn party_login(&self, login: &str) -> Option<(PartyNumber, &str)> {
+        self.state.access.party_logins.get(login).map(|(party, hash)| (*party, hash.as_str()))
+    }
+
+    /// Creates a party (`action`, a `CreateParty`) that signs in with
+    /// `login`: both or neither.
+    pub(crate) fn with_login(&mut self, now: Timestamp, login: &str, password_hash: &str, action: &Action) -> Outcome {
+        if !matches!(action, Action::CreateParty { .. }) || !is_login(login) {
+            return invalid(Invalid::Login);
+        }
+        if password_hash.is_empty() || password_hash.len() > SECRET_CHARS_MAX {
+            return invalid(Invalid::PasswordHash);
+        }
+        if self.state.access.party_logins.contains_key(login) {
+            return conflict(Conflict::LoginInUse);
+        }
+        let outcome = self.execute(now, action);
+        if let Outcome::PartyCreated { number, .. } = outcome {
+            self.state.access.party_logins.insert(login.to_string(), (number, password_hash.to_string()));
+            self.state.access.login_of.insert(number, login.to_string());
+        }
+        outcome
+    }
+
+    /// The password hash a party signs in with, if it has a login.
+    pub fn party_password_hash(&self, party: PartyNumber) -> Option<&str> {
+        let login = self.state.access.login_of.get(&party)?;
+        self.party_login(login).map(|(_, hash)| hash)
     }
 
     pub fn staff_by_login(&self, login: &str) -> Option<&Staff> {

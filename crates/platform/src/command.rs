@@ -234,6 +234,14 @@ pub enum Action {
         note: AuditNote,
         action: Box<Action>,
     },
+    /// A `CreateParty` whose party signs in with a login and password (the
+    /// cashier's buyers, the portal's merchants): both or neither.
+    WithLogin {
+        login: String,
+        /// Argon2id (PHC string), made by the server.
+        password_hash: String,
+        action: Box<Action>,
+    },
     CreateStaff {
         login: String,
         /// Argon2id (PHC string), made by the server.

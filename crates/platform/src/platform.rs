@@ -353,6 +353,7 @@ impl Platform {
                 self.resend_event(now, &event)
             }
             Action::Audited { note, action } => self.audited(now, note, action),
+            Action::WithLogin { login, password_hash, action } => self.with_login(now, login, password_hash, action),
             Action::CreateStaff { login, password_hash, role } => self.create_staff(now, login, password_hash, *role),
             Action::AddKey { party, key_hash, read_only } => self.add_key(*party, *key_hash, *read_only),
             Action::RollKey { party, old_key_hash, new_key_hash, old_expires_at } => {

@@ -129,6 +129,8 @@ pub struct AppState {
     pub password_work: tokio::sync::Semaphore,
     /// Webhook hosts left alone for a while after failing.
     pub delivery_pauses: crate::webhooks::Pauses,
+    /// The base of the URLs zhifu hands out (`--public-url`; QR codes, redirects).
+    pub public_url: String,
 }
 
 impl AppState {
@@ -267,6 +269,7 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         sessions: crate::auth::Sessions::default(),
         password_work: tokio::sync::Semaphore::new(crate::auth::PASSWORD_WORK_MAX),
         delivery_pauses: crate::webhooks::Pauses::default(),
+        public_url: public_url.trim_end_matches('/').to_string(),
     });
     configure(&state, &config.platform).await?;
     Ok((state, listener))

@@ -300,6 +300,17 @@ pub async fn password_work<T: Send + 'static>(
     result
 }
 
+/// Argon2id of a random password nobody has, made once: verified against
+/// for unknown logins, so they take as long as known ones.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        let _ = getrandom::fill(&mut bytes);
+        hash_password(&hex::encode(bytes)).unwrap_or_default()
+    })
+}
+
 /// Argon2id with the crate's defaults (19 MiB, 2 passes): a PHC string.
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};

@@ -9,6 +9,7 @@
 //! - `error`: the error format. `clock`: real or simulated time. `metrics`.
 //! - [`webhooks`]: signed notifications to merchants, retried on a schedule.
 //! - [`gateway`]: `/gateway.do`, Alipay's open-platform protocol (RSA2).
+//! - `cashier`: the pages where buyers sign in and pay (page.pay, wap.pay, QR codes).
 //!
 //! Every request that changes state becomes one platform command, submitted
 //! to the journal's writer, which gathers concurrent commands into one
@@ -17,6 +18,7 @@
 pub mod app;
 mod auth;
 mod body;
+mod cashier;
 pub mod clock;
 pub mod error;
 pub mod gateway;

@@ -36,7 +36,7 @@ use ledger::NANOS_PER_SECOND;
 /// China Standard Time, in which Alipay's timestamps are written.
 const CST_OFFSET_SECONDS: i64 = 8 * 3_600;
 
-const METHODS: [&str; 9] = [
+const METHODS: [&str; 12] = [
     "alipay.trade.pay",
     "alipay.trade.precreate",
     "alipay.trade.create",
@@ -46,7 +46,14 @@ const METHODS: [&str; 9] = [
     "alipay.trade.close",
     "alipay.trade.cancel",
     "alipay.fund.trans.uni.transfer",
+    "alipay.trade.page.pay",
+    "alipay.trade.wap.pay",
+    "alipay.trade.app.pay",
 ];
+
+/// The methods that send a buyer's browser to the cashier (an HTML answer,
+/// not Alipay's signed JSON).
+const CHECKOUT_METHODS: [&str; 3] = ["alipay.trade.page.pay", "alipay.trade.wap.pay", "alipay.trade.app.pay"];
 
 /// The `app_id` of a merchant: 16 digits, as Alipay's.
 pub fn app_id(merchant: PartyNumber) -> String {
@@ -163,6 +170,9 @@ pub async fn gateway(
         "error_response".to_string()
     };
     let verified = params.and_then(|params| verify(&state, &params).map(|merchant| (merchant, params)));
+    if CHECKOUT_METHODS.contains(&method.as_str()) {
+        return checkout(&state, verified, &method).await;
+    }
     let (answer, unverified) = match verified {
         Ok((merchant, _)) if !state.limiters.allow_key(&app_limit_key(merchant)) => {
             (Err(Failure::limited("too many requests for this app_id")), false)
@@ -342,8 +352,10 @@ async fn dispatch(
             trade_create(state, merchant, &biz, None, notify_url).await.map(|(trade, mut fields)| {
                 fields.insert(
                     "qr_code".to_string(),
-                    json!(format!("zhifu://pay?trade_no={}", state.ids.format(IdKind::Trade, trade.number))),
+                    json!(crate::cashier::qr_url(state, trade.number).unwrap_or_default()),
                 );
+                // Beyond Alipay's answer: the trade's id, for an app that pays it by REST.
+                fields.insert("trade_no".to_string(), json!(state.ids.format(IdKind::Trade, trade.number)));
                 fields
             })
         }
@@ -413,7 +425,7 @@ fn parse_timestamp(text: &str) -> Option<u64> {
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in China Standard Time.
-fn format_timestamp(moment: Timestamp) -> String {
+pub(crate) fn format_timestamp(moment: Timestamp) -> String {
     let nanos = moment.nanos();
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     let seconds = (nanos / NANOS_PER_SECOND) as i64 + CST_OFFSET_SECONDS;
@@ -494,6 +506,101 @@ fn trade_fields(public: &PublicIds, trade: &Trade) -> Map<String, Value> {
     fields
 }
 
+/// A checkout method (`page.pay`, `wap.pay`, `app.pay`): the trade made or
+/// found again by `out_trade_no`, and the buyer's browser sent to the
+/// cashier (`303`); a failure is an HTML page with Alipay's sub-code (4xx).
+async fn checkout(
+    state: &Arc<AppState>,
+    verified: Result<(PartyNumber, BTreeMap<String, String>), Failure>,
+    method: &str,
+) -> Response {
+    let made = match verified {
+        Ok((merchant, params)) => checkout_trade(state, merchant, &params, method).await,
+        Err(failure) => Err(failure),
+    };
+    match made {
+        Ok(location) => {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Err(failure) => {
+            let status = if failure.sub_code.starts_with("isp.") {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            let body = format!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Payment request refused</title>\
+                 <h1>Payment request refused</h1><p>{} ({})</p><p>{}</p></html>",
+                escape_html(failure.msg),
+                escape_html(&failure.sub_code),
+                escape_html(&failure.sub_msg)
+            );
+            let mut response = (status, body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            );
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            response
+        }
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn checkout_trade(
+    state: &Arc<AppState>,
+    merchant: PartyNumber,
+    params: &BTreeMap<String, String>,
+    method: &str,
+) -> Result<String, Failure> {
+    let biz_text =
+        params.get("biz_content").filter(|text| !text.is_empty()).ok_or_else(|| Failure::missing("biz_content"))?;
+    let Ok(Value::Object(biz)) = serde_json::from_str::<Value>(biz_text) else {
+        return Err(Failure::invalid("isv.invalid-parameter", "biz_content must be a JSON object"));
+    };
+    let biz = Biz(&biz);
+    let notify_url = params.get("notify_url").filter(|url| !url.is_empty()).cloned();
+    if let Some(url) = &notify_url {
+        crate::routes::check_destination(state, url, "notify_url")
+            .await
+            .map_err(|error| Failure::invalid("isv.invalid-parameter", error.message))?;
+    }
+    let return_url = params.get("return_url").filter(|url| !url.is_empty()).cloned();
+    if return_url.as_ref().is_some_and(|url| !platform::text::is_web_url(url, 2_048)) {
+        return Err(Failure::invalid("isv.invalid-parameter", "return_url must be an http or https URL"));
+    }
+    let (trade, _) = trade_create(state, merchant, &biz, None, notify_url).await?;
+    let checkout = crate::cashier::Checkout { trade: trade.number.get(), method: method.to_string(), return_url };
+    let token = crate::cashier::token(state, &checkout)
+        .map_err(|_| Failure::invalid("isp.unknow-error", "the checkout could not be made"))?;
+    let phone = if method == "alipay.trade.page.pay" { "" } else { "&phone=1" };
+    Ok(format!("/cashier?t={token}{phone}"))
+}
+
+/// `timeout_express` (`90m`, `2h`, `1d`) in minutes, within a trade's bounds.
+fn timeout_minutes(biz: &Biz<'_>) -> Result<Option<u32>, Failure> {
+    let Some(text) = biz.optional("timeout_express")? else { return Ok(None) };
+    let refused = || Failure::invalid("isv.invalid-parameter", "timeout_express must be like 90m, 2h or 1d");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let number: u32 = number.parse().map_err(|_| refused())?;
+    let minutes = match unit {
+        "m" => number,
+        "h" => number.saturating_mul(60),
+        "d" => number.saturating_mul(1_440),
+        _ => return Err(refused()),
+    };
+    Ok(Some(minutes.clamp(1, platform::trades::EXPIRE_MINUTES_MAX)))
+}
+
 fn new_trade(
     merchant: PartyNumber,
     biz: &Biz<'_>,
@@ -503,6 +610,7 @@ fn new_trade(
     let out_trade_no = biz.required("out_trade_no")?;
     let amount = biz.amount("total_amount")?;
     let subject = biz.required("subject")?;
+    let expire_minutes = timeout_minutes(biz)?;
     Ok(NewTrade {
         merchant,
         out_trade_no,
@@ -511,7 +619,7 @@ fn new_trade(
         mode: TradeMode::Instant,
         buyer,
         auto_confirm_days: None,
-        expire_minutes: None,
+        expire_minutes,
         campaign: None,
         notify_url,
     })

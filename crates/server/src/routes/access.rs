@@ -301,7 +301,8 @@ pub async fn sign_in(
     let phc = staff.as_ref().map(|staff| staff.password_hash.clone());
     let password = password.clone();
     let matches =
-        password_work(&state, move || password_matches(&password, phc.as_deref().unwrap_or(decoy_hash()))).await?;
+        password_work(&state, move || password_matches(&password, phc.as_deref().unwrap_or(crate::auth::decoy_hash())))
+            .await?;
     let Some(staff) = staff.filter(|_| matches) else {
         // Failing too often from one address is answered as a rate limit, as a wrong key is.
         if !state.limiters.allow_failure(peer.ip()) {
@@ -314,17 +315,6 @@ pub async fn sign_in(
         StatusCode::CREATED,
         Json(Session { token, expires_at: rfc3339(expires_at), staff: staff_view(&state, &staff) }),
     ))
-}
-
-/// Argon2id of a random password nobody has, made once: verified against
-/// for unknown logins, so they take as long as known ones.
-fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        let mut bytes = [0u8; 16];
-        let _ = getrandom::fill(&mut bytes);
-        hash_password(&hex::encode(bytes)).unwrap_or_default()
-    })
 }
 
 #[utoipa::path(delete, path = "/v1/staff/sessions/current", tag = "access",

@@ -24,6 +24,15 @@ pub struct NewUser {
     /// 1 to 200 characters, not only spaces.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    /// A login to sign in with (the cashier, the portal): 1 to 64 letters,
+    /// digits, `.`, `_`, `-` or `@`; with `password`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// 10 to 128 characters; kept only as an Argon2id hash.
+    #[schema(min_length = 10, max_length = 128)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -46,6 +55,15 @@ pub struct NewMerchant {
     #[schema(max_length = 4096)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_public_key: Option<String>,
+    /// A login to sign in with (the cashier, the portal): 1 to 64 letters,
+    /// digits, `.`, `_`, `-` or `@`; with `password`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// 10 to 128 characters; kept only as an Argon2id hash.
+    #[schema(min_length = 10, max_length = 128)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -141,7 +159,9 @@ pub async fn create_user(
     body: JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
     caller.require_admin()?;
-    let new = NewParty { kind: PartyKind::User, name: body.value.name.clone(), ..NewParty::default() };
+    let value = &body.value;
+    let sign_in = sign_in_of(value.login.as_deref(), value.password.as_deref())?;
+    let new = NewParty { kind: PartyKind::User, name: value.name.clone(), sign_in, ..NewParty::default() };
     create_party(&state, (caller, &request), &body, new).await
 }
 
@@ -180,6 +200,7 @@ pub async fn create_merchant(
         fee_rate_bps: value.fee_rate_bps,
         webhook_url: value.webhook_url.clone(),
         app_public_key,
+        sign_in: sign_in_of(value.login.as_deref(), value.password.as_deref())?,
     };
     create_party(&state, (caller, &request), &body, new).await
 }
@@ -205,6 +226,24 @@ struct NewParty {
     fee_rate_bps: Option<u32>,
     webhook_url: Option<String>,
     app_public_key: Option<String>,
+    /// A login and password to sign in with.
+    sign_in: Option<(String, String)>,
+}
+
+/// A login and password given together, or neither.
+fn sign_in_of(login: Option<&str>, password: Option<&str>) -> Result<Option<(String, String)>, ApiError> {
+    match (login, password) {
+        (None, None) => Ok(None),
+        (Some(login), Some(password)) => {
+            if !platform::access::is_login(login) {
+                return Err(ApiError::invalid("login must be 1 to 64 letters, digits, '.', '_', '-' or '@'"));
+            }
+            crate::auth::check_password(password)?;
+            Ok(Some((login.to_string(), password.to_string())))
+        }
+        // Each is valid alone by the schema: unprocessable together, as a key that does not parse.
+        _ => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "login and password go together")),
+    }
 }
 
 impl Default for NewParty {
@@ -215,6 +254,7 @@ impl Default for NewParty {
             fee_rate_bps: None,
             webhook_url: None,
             app_public_key: None,
+            sign_in: None,
         }
     }
 }
@@ -225,7 +265,7 @@ async fn create_party<T>(
     body: &JsonBody<T>,
     new: NewParty,
 ) -> Result<(StatusCode, Json<CreatedParty>), ApiError> {
-    let NewParty { kind, name, fee_rate_bps, webhook_url, app_public_key } = new;
+    let NewParty { kind, name, fee_rate_bps, webhook_url, app_public_key, sign_in } = new;
     let alipay_public_key = match app_public_key {
         // Making the platform's key (the first time) takes a moment: not on the async workers.
         Some(_) => {
@@ -258,6 +298,14 @@ async fn create_party<T>(
         webhook_url,
         webhook_secret: webhook_secret.clone().unwrap_or_default(),
         app_public_key,
+    };
+    let action = match sign_in {
+        Some((login, password)) => {
+            let password_hash =
+                crate::auth::password_work(state, move || crate::auth::hash_password(&password)).await??;
+            Action::WithLogin { login, password_hash, action: Box::new(action) }
+        }
+        None => action,
     };
     let what = if kind == PartyKind::User { "user.create" } else { "merchant.create" };
     let action = audited(caller, request, what, platform::Target::None, action);

@@ -221,7 +221,7 @@ async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseRepo
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
     let mut users = Vec::with_capacity(args.users);
     for index in 0..args.users {
-        let user = requests::NewUser { name: format!("user {index}") };
+        let user = requests::NewUser { name: format!("user {index}"), login: None, password: None };
         let created = post(&client, base, "/v1/users", ADMIN_KEY, &user).await?;
         let key = created["api_key"].as_str().context("api_key")?.to_string();
         let top_up = requests::NewTopUp { amount: 100_000_000_000, bank: "ICBC".to_string() };
@@ -235,6 +235,8 @@ async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseRepo
             fee_rate_bps: None,
             webhook_url: None,
             app_public_key: None,
+            login: None,
+            password: None,
         };
         let created = post(&client, base, "/v1/merchants", ADMIN_KEY, &merchant).await?;
         merchants.push(created["api_key"].as_str().context("api_key")?.to_string());

@@ -234,9 +234,16 @@ async fn create_parties(shared: &mut Shared, setup: &[TimedOp], limit: &Arc<Sema
             (shared.client.clone(), format!("{}{path}", shared.base), shared.admin_key.clone());
         tasks.spawn(async move {
             let body = if path == "/v1/merchants" {
-                request(&requests::NewMerchant { name, fee_rate_bps: None, webhook_url: None, app_public_key: None })
+                request(&requests::NewMerchant {
+                    name,
+                    fee_rate_bps: None,
+                    webhook_url: None,
+                    app_public_key: None,
+                    login: None,
+                    password: None,
+                })
             } else {
-                request(&requests::NewUser { name })
+                request(&requests::NewUser { name, login: None, password: None })
             };
             let response = client.post(url).bearer_auth(admin_key).json(&body).send().await?;
             let status = response.status();

@@ -82,7 +82,8 @@ await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
 const notifyUrl = `http://127.0.0.1:${receiver.address().port}/notify`;
 const created = await exec('alipay.trade.precreate', { out_trade_no: 'n-qr', total_amount: '3.21', subject: 'cake' }, { notify_url: notifyUrl });
 assert.equal(created.code, '10000');
-const tradeNo = created.qr_code.split('trade_no=')[1];
+assert.ok(created.qr_code.includes('/qr/'), created.qr_code);
+const tradeNo = created.trade_no;
 assert.equal((await rest('POST', `/v1/trades/${tradeNo}/pay`, buyer.api_key, {}))[0], 200);
 for (let waited = 0; notifications.length === 0 && waited < 100; waited++) {
   await new Promise((resolve) => setTimeout(resolve, 100));

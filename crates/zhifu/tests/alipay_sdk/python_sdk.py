@@ -170,8 +170,18 @@ precreate = AlipayTradePrecreateModel()
 precreate.out_trade_no, precreate.total_amount, precreate.subject = "qr-1", "12.34", "cake"
 created = call(sdk, AlipayTradePrecreateRequest, precreate)
 expect(created, "10000")
-assert created["qr_code"].startswith("zhifu://pay?trade_no=trd_"), created
-trade_no = created["qr_code"].split("trade_no=")[1]
+assert created["qr_code"].startswith(BASE + "/qr/"), created
+trade_no = created["trade_no"]
+# The QR code opens the phone cashier.
+qr = urllib.request.Request(created["qr_code"])
+class _Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+try:
+    urllib.request.build_opener(_Stay).open(qr)
+    raise AssertionError("the QR code's URL redirects to the cashier")
+except urllib.error.HTTPError as seen:
+    assert seen.code == 303 and "/cashier?t=" in seen.headers["Location"] and seen.headers["Location"].endswith("&phone=1"), seen.headers
 status, view = rest("POST", "/v1/trades/%s/pay" % trade_no, buyer["api_key"], {})
 assert status == 200 and view["status"] == "TRADE_SUCCESS", view
 query.out_trade_no = "qr-1"
@@ -287,7 +297,7 @@ def wait_for(count, seconds=10):
 
 precreate.out_trade_no, precreate.total_amount = "notified-1", "6.66"
 created = call(sdk, AlipayTradePrecreateRequest, precreate, notify_url=notify_url)
-trade_no = created["qr_code"].split("trade_no=")[1]
+trade_no = created["trade_no"]
 assert rest("POST", "/v1/trades/%s/pay" % trade_no, buyer["api_key"], {})[0] == 200
 wait_for(1)
 first = received[0]
