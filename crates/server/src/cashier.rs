@@ -432,6 +432,21 @@ fn forbidden_page(state: &AppState, words: &'static Words) -> Response {
     page_response(state, StatusCode::FORBIDDEN, &page, None, None)
 }
 
+/// A form's checkout, if its token is ours and its CSRF token this browser's.
+fn checked_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    words: &'static Words,
+    token: &str,
+    csrf: &str,
+) -> Result<Checkout, Box<Response>> {
+    let checkout = read_token(state, token).ok_or_else(|| Box::new(bad_link(state, words)))?;
+    if !csrf_holds(state, headers, token, csrf) {
+        return Err(Box::new(forbidden_page(state, words)));
+    }
+    Ok(checkout)
+}
+
 /// `POST /cashier/sign-in`: login and password (Argon2id, rate-limited per
 /// login); on success the session cookie, and back to the cashier.
 pub async fn sign_in(
@@ -441,10 +456,10 @@ pub async fn sign_in(
 ) -> Response {
     let words = words(&headers);
     let Ok(Form(form)) = form else { return bad_link(&state, words) };
-    let Some(checkout) = read_token(&state, &form.t) else { return bad_link(&state, words) };
-    if !csrf_holds(&state, &headers, &form.t, &form.csrf) {
-        return forbidden_page(&state, words);
-    }
+    let checkout = match checked_post(&state, &headers, words, &form.t, &form.csrf) {
+        Ok(checkout) => checkout,
+        Err(refused) => return *refused,
+    };
     let phone = is_phone(&headers, None);
     let login = form.login.trim();
     if login.chars().count() > platform::access::LOGIN_CHARS_MAX || form.password.chars().count() > 128 {
@@ -515,10 +530,10 @@ pub async fn pay(
 ) -> Response {
     let words = words(&headers);
     let Ok(Form(form)) = form else { return bad_link(&state, words) };
-    let Some(checkout) = read_token(&state, &form.t) else { return bad_link(&state, words) };
-    if !csrf_holds(&state, &headers, &form.t, &form.csrf) {
-        return forbidden_page(&state, words);
-    }
+    let checkout = match checked_post(&state, &headers, words, &form.t, &form.csrf) {
+        Ok(checkout) => checkout,
+        Err(refused) => return *refused,
+    };
     let phone = is_phone(&headers, None);
     let Some(buyer) = buyer_of(&state, &headers) else {
         return render(&state, &headers, words, &form.t, &checkout, phone, None).await;

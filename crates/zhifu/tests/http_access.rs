@@ -6,59 +6,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{ADMIN_KEY, Server};
+use support::{ADMIN_KEY, Received, Server, receiver_with};
 
 const SIMULATED: [&str; 2] = ["--clock", "simulated"];
 const WAIT: Duration = Duration::from_secs(10);
 
 fn code(body: &Value) -> &str {
     Server::error_code(body)
-}
-
-/// What a receiver got: the signature header and the body.
-type Received = mpsc::Receiver<(String, String)>;
-
-/// A webhook receiver on loopback: answers 500 while `down` is above 0
-/// (counting down each request), else `status`; reports every request.
-fn receiver_with(down: Arc<AtomicUsize>, status: &'static str) -> (String, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (sender, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut signature, mut length) = (String::new(), 0);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("zhifu-signature:") {
-                    signature = value.trim().to_string();
-                }
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let failing = down.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-            let status = if failing { "500 Internal Server Error" } else { status };
-            let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = sender.send((signature, String::from_utf8(body).unwrap()));
-        }
-    });
-    (url, received)
 }
 
 fn receiver() -> (String, Received) {

@@ -5,10 +5,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{ADMIN_KEY, Server};
@@ -314,37 +310,8 @@ fn escrow_auto_confirms_exactly_when_due_and_unpaid_trades_expire() {
 
 /// A webhook endpoint on loopback: answers the first `failures` requests
 /// with 500, then 200; reports every request it gets.
-fn receiver(failures: usize) -> (String, mpsc::Receiver<(String, String)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (sender, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for (seen, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut signature = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("zhifu-signature:") {
-                    signature = value.trim().to_string();
-                }
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let status = if seen < failures { "500 Internal Server Error" } else { "200 OK" };
-            let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = sender.send((signature, String::from_utf8(body).unwrap()));
-        }
-    });
-    (url, received)
+fn receiver(failures: usize) -> (String, support::Received) {
+    support::receiver_with(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(failures)), "200 OK")
 }
 
 fn verify(secret: &str, header: &str, body: &str) -> u64 {

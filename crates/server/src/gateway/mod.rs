@@ -326,6 +326,26 @@ fn verify(state: &AppState, params: &BTreeMap<String, String>) -> Result<PartyNu
     Ok(merchant)
 }
 
+/// A request's `biz_content` (a JSON object) and its `notify_url`, checked
+/// as a destination.
+async fn biz_and_notify_url(
+    state: &AppState,
+    params: &BTreeMap<String, String>,
+) -> Result<(Map<String, Value>, Option<String>), Failure> {
+    let biz_text =
+        params.get("biz_content").filter(|text| !text.is_empty()).ok_or_else(|| Failure::missing("biz_content"))?;
+    let Ok(Value::Object(biz)) = serde_json::from_str::<Value>(biz_text) else {
+        return Err(Failure::invalid("isv.invalid-parameter", "biz_content must be a JSON object"));
+    };
+    let notify_url = params.get("notify_url").filter(|url| !url.is_empty()).cloned();
+    if let Some(url) = &notify_url {
+        crate::routes::check_destination(state, url, "notify_url")
+            .await
+            .map_err(|error| Failure::invalid("isv.invalid-parameter", error.message))?;
+    }
+    Ok((biz, notify_url))
+}
+
 /// Runs a verified request's method.
 async fn dispatch(
     state: &Arc<AppState>,
@@ -333,19 +353,8 @@ async fn dispatch(
     params: &BTreeMap<String, String>,
     method: &str,
 ) -> Answer {
-    let required =
-        |name: &str| params.get(name).filter(|value| !value.is_empty()).ok_or_else(|| Failure::missing(name));
-    let biz_text = required("biz_content")?;
-    let Ok(Value::Object(biz)) = serde_json::from_str::<Value>(biz_text) else {
-        return Err(Failure::invalid("isv.invalid-parameter", "biz_content must be a JSON object"));
-    };
+    let (biz, notify_url) = biz_and_notify_url(state, params).await?;
     let biz = Biz(&biz);
-    let notify_url = params.get("notify_url").filter(|url| !url.is_empty()).cloned();
-    if let Some(url) = &notify_url {
-        crate::routes::check_destination(state, url, "notify_url")
-            .await
-            .map_err(|error| Failure::invalid("isv.invalid-parameter", error.message))?;
-    }
     match method {
         "alipay.trade.pay" => trade_pay(state, merchant, &biz, notify_url).await,
         "alipay.trade.precreate" => {
@@ -562,18 +571,8 @@ async fn checkout_trade(
     params: &BTreeMap<String, String>,
     method: &str,
 ) -> Result<String, Failure> {
-    let biz_text =
-        params.get("biz_content").filter(|text| !text.is_empty()).ok_or_else(|| Failure::missing("biz_content"))?;
-    let Ok(Value::Object(biz)) = serde_json::from_str::<Value>(biz_text) else {
-        return Err(Failure::invalid("isv.invalid-parameter", "biz_content must be a JSON object"));
-    };
+    let (biz, notify_url) = biz_and_notify_url(state, params).await?;
     let biz = Biz(&biz);
-    let notify_url = params.get("notify_url").filter(|url| !url.is_empty()).cloned();
-    if let Some(url) = &notify_url {
-        crate::routes::check_destination(state, url, "notify_url")
-            .await
-            .map_err(|error| Failure::invalid("isv.invalid-parameter", error.message))?;
-    }
     let return_url = params.get("return_url").filter(|url| !url.is_empty()).cloned();
     if return_url.as_ref().is_some_and(|url| !platform::text::is_web_url(url, 2_048)) {
         return Err(Failure::invalid("isv.invalid-parameter", "return_url must be an http or https URL"));
