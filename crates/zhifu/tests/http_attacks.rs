@@ -243,8 +243,9 @@ fn a_request_whose_command_was_journaled_is_never_answered_503() {
     let (_, payer) = server.user("payer");
     let (payee_id, payee) = server.user("payee");
     server.top_up(&payer, 1_000_000);
-    // Requests get 3 ms: many are still waiting for their commit then.
-    let server = server.restart_with(&["--request-timeout-ms", "3"]);
+    // Requests get 1 ms: some are still waiting for their commit then (with
+    // 3 ms, a fast disk answered every one in time).
+    let server = server.restart_with(&["--request-timeout-ms", "1"]);
     let transfer = json!({ "to": payee_id, "amount": 1 });
     let send = |server: &Server, key: Option<&str>| {
         let mut request =
