@@ -43,6 +43,9 @@ pub struct Checkout {
     /// `qr` for a scanned QR code.
     pub method: String,
     pub return_url: Option<String>,
+    /// wap.pay's `quit_url`: where "cancel" goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quit_url: Option<String>,
 }
 
 /// The signed token of a checkout: base64url(JSON) `.` hex(MAC).
@@ -82,6 +85,7 @@ pub struct Words {
     fund: &'static str,
     pay: &'static str,
     back_to_shop: &'static str,
+    quit: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -98,6 +102,7 @@ const ENGLISH: Words = Words {
     fund: "Yu'e Bao",
     pay: "Pay",
     back_to_shop: "Back to the shop",
+    quit: "Cancel and go back to the shop",
 };
 
 const CHINESE: Words = Words {
@@ -114,6 +119,7 @@ const CHINESE: Words = Words {
     fund: "余额宝",
     pay: "确认付款",
     back_to_shop: "返回商家",
+    quit: "取消付款，返回商家",
 };
 
 fn words(headers: &HeaderMap) -> &'static Words {
@@ -173,6 +179,8 @@ struct Page<'a> {
     token: String,
     csrf: String,
     phone: bool,
+    /// wap.pay's `quit_url`, shown while the order waits.
+    quit_url: Option<String>,
 }
 
 /// The page with the cashier's headers: no framing, a strict CSP (forms may
@@ -349,7 +357,7 @@ pub async fn show(
 fn bad_link(state: &AppState, words: &'static Words) -> Response {
     let order = Order { merchant: String::new(), subject: String::new(), amount: String::new() };
     let view = View::Done { message: message(words, Message::BadLink), next: None };
-    let page = Page { words, order, view, token: String::new(), csrf: String::new(), phone: false };
+    let page = Page { words, order, view, token: String::new(), csrf: String::new(), phone: false, quit_url: None };
     page_response(state, StatusCode::BAD_REQUEST, &page, None, None)
 }
 
@@ -407,7 +415,10 @@ async fn render(
             (status, View::Done { message: message(words, what), next })
         }
     };
-    let page = Page { words, order: order_of(state, &trade), view, token: token.to_string(), csrf, phone };
+    let waiting = trade.status == TradeStatus::WaitBuyerPay;
+    let quit_url = checkout.quit_url.clone().filter(|_| waiting);
+    let order = order_of(state, &trade);
+    let page = Page { words, order, view, token: token.to_string(), csrf, phone, quit_url };
     page_response(state, status, &page, return_origin.as_deref(), new_visit.then_some(visit.as_str()))
 }
 
@@ -428,7 +439,7 @@ fn csrf_holds(state: &AppState, headers: &HeaderMap, token: &str, csrf: &str) ->
 fn forbidden_page(state: &AppState, words: &'static Words) -> Response {
     let order = Order { merchant: String::new(), subject: String::new(), amount: String::new() };
     let view = View::Done { message: message(words, Message::Expired), next: None };
-    let page = Page { words, order, view, token: String::new(), csrf: String::new(), phone: false };
+    let page = Page { words, order, view, token: String::new(), csrf: String::new(), phone: false, quit_url: None };
     page_response(state, StatusCode::FORBIDDEN, &page, None, None)
 }
 
@@ -632,7 +643,7 @@ pub async fn qr_image(
 
 /// The QR code's URL for a trade (what `alipay.trade.precreate` answers).
 pub fn qr_url(state: &AppState, trade: TradeNumber) -> Result<String, ApiError> {
-    let checkout = Checkout { trade: trade.get(), method: "qr".to_string(), return_url: None };
+    let checkout = Checkout { trade: trade.get(), method: "qr".to_string(), return_url: None, quit_url: None };
     Ok(format!("{}/qr/{}", state.public_url, token(state, &checkout)?))
 }
 

@@ -666,3 +666,82 @@ fn a_public_server_refuses_private_destinations() {
     assert_eq!(status, StatusCode::CREATED, "allowed by the operator: {body}");
     server.assert_balanced();
 }
+
+/// The cashier under attack (issue 28): forged or altered checkout tokens,
+/// cross-site POSTs without the visit cookie or with another browser's CSRF
+/// token, and replayed forms are refused, and nothing is paid.
+#[test]
+fn the_cashier_refuses_forged_tokens_cross_site_posts_and_replayed_forms() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &["--clock", "simulated"]);
+    let (_, _, app) = server.merchant_with_app("shop");
+    let body = json!({ "name": "buyer", "login": "buyer1", "password": "a long passphrase" });
+    let (status, buyer) = server.post("/v1/users", Some(ADMIN_KEY), body);
+    assert_eq!(status, StatusCode::CREATED, "{buyer}");
+    let buyer_key = buyer["api_key"].as_str().unwrap().to_string();
+    server.top_up(&buyer_key, 10_000);
+    let created = server.gateway(
+        &app,
+        "alipay.trade.precreate",
+        json!({ "out_trade_no": "c-1", "total_amount": "1.00", "subject": "tea" }),
+        &[],
+    );
+    let qr = created["qr_code"].as_str().unwrap().to_string();
+    let client = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cashier = client.get(&qr).send().unwrap();
+    assert_eq!(cashier.status(), StatusCode::SEE_OTHER);
+    let location = cashier.headers()["location"].to_str().unwrap().to_string();
+    let token = location.split("t=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    // A browser's visit: its cookie and the form's CSRF token.
+    let visit = |client: &reqwest::blocking::Client| {
+        let page = client.get(format!("{}{location}", server.base)).send().unwrap();
+        let cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+        let html = page.text().unwrap();
+        let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        (cookie, csrf)
+    };
+    let (cookie, csrf) = visit(&client);
+    let (other_cookie, _) = visit(&client);
+    let sign_in = |cookie: Option<&str>, csrf: &str, t: &str| {
+        let mut request = client.post(format!("{}/cashier/sign-in", server.base)).form(&[
+            ("t", t),
+            ("csrf", csrf),
+            ("login", "buyer1"),
+            ("password", "a long passphrase"),
+        ]);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().unwrap().status()
+    };
+    // Forged and altered tokens.
+    let mut altered = token.clone().into_bytes();
+    altered[0] = if altered[0] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    for bad in ["garbage", "eyJ0cmFkZSI6MX0.00000000000000000000000000000000", altered.as_str()] {
+        assert_eq!(
+            client.get(format!("{}/cashier?t={bad}", server.base)).send().unwrap().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(sign_in(Some(&cookie), &csrf, bad), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // A cross-site POST: no cookie (SameSite=Lax keeps it home), or another browser's.
+    assert_eq!(sign_in(None, &csrf, &token), StatusCode::FORBIDDEN);
+    assert_eq!(sign_in(Some(&other_cookie), &csrf, &token), StatusCode::FORBIDDEN);
+    assert_eq!(sign_in(Some(&cookie), "0123456789abcdef0123456789abcdef", &token), StatusCode::FORBIDDEN);
+    // A pay form replayed without a session, or with another visit's cookie: nothing paid.
+    for cookie in [cookie.as_str(), other_cookie.as_str()] {
+        let paid = client
+            .post(format!("{}/cashier/pay", server.base))
+            .header("cookie", cookie)
+            .form(&[("t", token.as_str()), ("csrf", csrf.as_str()), ("source", "balance")])
+            .send()
+            .unwrap();
+        assert!(paid.status() == StatusCode::OK || paid.status() == StatusCode::FORBIDDEN, "{}", paid.status());
+    }
+    // Junk forms are 4xx pages, never 5xx.
+    let junk = client.post(format!("{}/cashier/pay", server.base)).body("%%%").send().unwrap();
+    assert!(junk.status().is_client_error(), "{}", junk.status());
+    assert_eq!(server.available(&buyer_key), 10_000, "nothing paid");
+    server.assert_balanced();
+}

@@ -577,16 +577,33 @@ async fn checkout_trade(
     if return_url.as_ref().is_some_and(|url| !platform::text::is_web_url(url, 2_048)) {
         return Err(Failure::invalid("isv.invalid-parameter", "return_url must be an http or https URL"));
     }
+    let quit_url = biz.optional("quit_url")?;
+    if quit_url.as_ref().is_some_and(|url| !platform::text::is_web_url(url, 2_048)) {
+        return Err(Failure::invalid("isv.invalid-parameter", "quit_url must be an http or https URL"));
+    }
     let (trade, _) = trade_create(state, merchant, &biz, None, notify_url).await?;
-    let checkout = crate::cashier::Checkout { trade: trade.number.get(), method: method.to_string(), return_url };
+    let checkout =
+        crate::cashier::Checkout { trade: trade.number.get(), method: method.to_string(), return_url, quit_url };
     let token = crate::cashier::token(state, &checkout)
         .map_err(|_| Failure::invalid("isp.unknow-error", "the checkout could not be made"))?;
     let phone = if method == "alipay.trade.page.pay" { "" } else { "&phone=1" };
     Ok(format!("/cashier?t={token}{phone}"))
 }
 
-/// `timeout_express` (`90m`, `2h`, `1d`) in minutes, within a trade's bounds.
-fn timeout_minutes(biz: &Biz<'_>) -> Result<Option<u32>, Failure> {
+/// When an unpaid trade closes, in minutes from `now`, within a trade's
+/// bounds: `time_expire` (`yyyy-MM-dd HH:mm:ss`, CST), else
+/// `timeout_express` (`90m`, `2h`, `1d`).
+fn expiry_minutes(biz: &Biz<'_>, now: Timestamp) -> Result<Option<u32>, Failure> {
+    if let Some(text) = biz.optional("time_expire")? {
+        let at = parse_timestamp(&text)
+            .ok_or_else(|| Failure::invalid("isv.invalid-parameter", "time_expire must be yyyy-MM-dd HH:mm:ss"))?;
+        let left = at.saturating_sub(now.nanos());
+        if left == 0 {
+            return Err(Failure::invalid("isv.invalid-parameter", "time_expire has passed"));
+        }
+        let minutes = left.div_ceil(60 * NANOS_PER_SECOND);
+        return Ok(Some(u32::try_from(minutes).unwrap_or(u32::MAX).clamp(1, platform::trades::EXPIRE_MINUTES_MAX)));
+    }
     let Some(text) = biz.optional("timeout_express")? else { return Ok(None) };
     let refused = || Failure::invalid("isv.invalid-parameter", "timeout_express must be like 90m, 2h or 1d");
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
@@ -605,11 +622,12 @@ fn new_trade(
     biz: &Biz<'_>,
     buyer: Option<PartyNumber>,
     notify_url: Option<String>,
+    now: Timestamp,
 ) -> Result<NewTrade, Failure> {
     let out_trade_no = biz.required("out_trade_no")?;
     let amount = biz.amount("total_amount")?;
     let subject = biz.required("subject")?;
-    let expire_minutes = timeout_minutes(biz)?;
+    let expire_minutes = expiry_minutes(biz, now)?;
     Ok(NewTrade {
         merchant,
         out_trade_no,
@@ -631,7 +649,7 @@ async fn trade_create(
     buyer: Option<PartyNumber>,
     notify_url: Option<String>,
 ) -> Result<(Trade, Map<String, Value>), Failure> {
-    let new = new_trade(merchant, biz, buyer, notify_url)?;
+    let new = new_trade(merchant, biz, buyer, notify_url, state.clock.now())?;
     let trade = updated_trade(submit(state, Action::CreateTrade(new)).await?)?;
     let mut fields = Map::new();
     fields.insert("out_trade_no".to_string(), json!(trade.out_trade_no));
@@ -644,7 +662,7 @@ async fn trade_pay(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>, 
         return Err(Failure::invalid("isv.invalid-parameter", "scene must be bar_code"));
     }
     let code = biz.required("auth_code")?;
-    let new = new_trade(merchant, biz, None, notify_url)?;
+    let new = new_trade(merchant, biz, None, notify_url, state.clock.now())?;
     let trade = updated_trade(submit(state, Action::PayWithCode { trade: new, code }).await?)?;
     if trade.paid_at.is_none() {
         return Err(Failure::business("ACQ.TRADE_STATUS_ERROR", "the trade was not paid"));

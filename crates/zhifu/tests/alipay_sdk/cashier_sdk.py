@@ -99,9 +99,12 @@ assert status == 201, buyer
 assert rest("POST", "/v1/topups", buyer["api_key"], {"amount": 100000, "bank": "ICBC"})[0] == 201
 
 
-def page_pay(out_trade_no, amount, request_class=AlipayTradePagePayRequest, model_class=AlipayTradePagePayModel):
+def page_pay(out_trade_no, amount, request_class=AlipayTradePagePayRequest, model_class=AlipayTradePagePayModel,
+             **extra):
     model = model_class()
     model.out_trade_no, model.total_amount, model.subject = out_trade_no, amount, "tea"
+    for name, value in extra.items():
+        setattr(model, name, value)
     model.product_code = "FAST_INSTANT_TRADE_PAY" if model_class is AlipayTradePagePayModel else "QUICK_WAP_WAY"
     request = request_class(biz_model=model)
     request.return_url = RETURN_URL
@@ -162,6 +165,22 @@ assert status == 200 and 'class="phone"' in page and "qr.svg" not in page, page
 fields = Fields(page).values
 status, _, page = browser.open("/cashier/pay", dict(fields, source="balance"))
 assert status == 422 and "Not enough money" in page, (status, page)
+
+# wap.pay's quit_url: a way back while the order waits.
+status, headers, _ = browser.open(page_pay("wap-2", "1.00", AlipayTradeWapPayRequest, AlipayTradeWapPayModel,
+                                           quit_url="https://shop.example/cart"))
+status, _, page = browser.open(headers["location"])
+assert 'href="https://shop.example/cart"' in page, page
+
+# time_expire: past is refused; two minutes ahead closes the trade after them.
+status, _, page = browser.open(page_pay("exp-1", "1.00", time_expire="2013-11-10 00:00:00"))
+assert status == 400 and "time_expire has passed" in page, (status, page)
+status, headers, _ = browser.open(page_pay("exp-2", "1.00", time_expire="2013-11-11 00:02:00"))
+assert status == 303, status
+expiring = headers["location"]
+assert rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 180})[0] == 200
+status, _, page = browser.open(expiring)
+assert status == 409 and "closed" in page, (status, page)
 
 # A bad signature: an error page with Alipay's sub-code, never a 5xx.
 tampered = page_pay("bad-1", "1.00").replace("total_amount%22%3A%221.00", "total_amount%22%3A%220.01")
