@@ -104,6 +104,7 @@ pub(crate) struct TradeAtRest<'a> {
     discount_campaign: Option<CampaignNumber>,
     discount_note: Option<Cow<'a, str>>,
     notify_url: Option<Cow<'a, str>>,
+    passback_params: Option<Cow<'a, str>>,
     /// From `number`, back.
     previous_of_merchant_back: Option<i64>,
     /// From `number`, back.
@@ -143,6 +144,7 @@ impl<'a> TradeAtRest<'a> {
             discount_campaign: trade.discount_campaign,
             discount_note: trade.discount_note.as_deref().map(Cow::Borrowed),
             notify_url: trade.notify_url.as_deref().map(Cow::Borrowed),
+            passback_params: trade.passback_params.as_deref().map(Cow::Borrowed),
             previous_of_merchant_back: trade
                 .previous_of_merchant
                 .map(|previous| since(previous.get(), trade.number.get())),
@@ -182,6 +184,7 @@ impl<'a> TradeAtRest<'a> {
             discount_campaign: self.discount_campaign,
             discount_note: self.discount_note.map(Cow::into_owned),
             notify_url: self.notify_url.map(Cow::into_owned),
+            passback_params: self.passback_params.map(Cow::into_owned),
             previous_of_merchant: self
                 .previous_of_merchant_back
                 .map(|back| TradeNumber::new(self.number.get().wrapping_sub(back as u64))),
@@ -353,7 +356,7 @@ mod tests {
             (out_trade_no, subject, escrow, status, auto_confirm_days) in ("[a-z0-9-]{0,16}", "[A-Za-z ]{0,20}", any::<bool>(), 0..5usize, any::<u32>()),
             (expire_at, created_at, paid_at, shipped_at, confirm_due_at, settled_at) in (time(), time(), proptest::option::of(time()), proptest::option::of(time()), proptest::option::of(time()), proptest::option::of(time())),
             (payer_account, fee, refunded, refunds) in (proptest::option::of(any::<u128>()), any::<u64>(), any::<u64>(), proptest::collection::vec(refund(), 0..3)),
-            (campaign, discount, discount_note, notify_url) in (proptest::option::of(any::<u64>()), any::<u64>(), proptest::option::of("[a-z ]{0,10}"), proptest::option::of("https://[a-z]{1,8}/n")),
+            (campaign, discount, discount_note, notify_url, passback_params) in (proptest::option::of(any::<u64>()), any::<u64>(), proptest::option::of("[a-z ]{0,10}"), proptest::option::of("https://[a-z]{1,8}/n"), proptest::option::of("[a-z=&%0-9]{0,12}")),
             (discount_returned, discount_campaign, previous_of_merchant, previous_of_buyer) in (any::<u64>(), proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>())),
         ) -> Trade {
             let statuses = [TradeStatus::WaitBuyerPay, TradeStatus::WaitSellerSend, TradeStatus::WaitBuyerConfirm, TradeStatus::TradeSuccess, TradeStatus::TradeClosed];
@@ -363,7 +366,7 @@ mod tests {
                 buyer: buyer.map(PartyNumber::new), status: statuses[status], auto_confirm_days, expire_at, created_at, paid_at, payer: payer.map(PartyNumber::new), payer_account,
                 shipped_at, confirm_due_at, settled_at, fee: Fen::new(fee), refunded: Fen::new(refunded), refunds, campaign: campaign.map(CampaignNumber::new),
                 discount: Fen::new(discount), discount_returned: Fen::new(discount_returned),
-                discount_campaign: discount_campaign.map(CampaignNumber::new), discount_note, notify_url,
+                discount_campaign: discount_campaign.map(CampaignNumber::new), discount_note, notify_url, passback_params,
                 previous_of_merchant: previous_of_merchant.map(TradeNumber::new), previous_of_buyer: previous_of_buyer.map(TradeNumber::new),
             }
         }
@@ -434,6 +437,7 @@ mod tests {
             discount_campaign: None,
             discount_note: None,
             notify_url: None,
+            passback_params: None,
             previous_of_merchant: Some(TradeNumber::new(123_456_700)),
             previous_of_buyer: Some(TradeNumber::new(123_400_000)),
         });

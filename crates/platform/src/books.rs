@@ -94,6 +94,11 @@ impl Platform {
             })
             .sum();
         checks.push(compare("merchant_balances", self.state.books.merchants, merchants, "merchants' spendable money"));
+        checks.push(Invariant {
+            name: "coupon_index",
+            ok: self.state.marketing.coupon_index_holds(),
+            detail: "every coupon is listed under its user, and nothing else is".to_string(),
+        });
         checks
     }
 

@@ -344,6 +344,9 @@ pub struct NewTrade {
     /// through the gateway with `notify_url`), instead of the merchant's
     /// webhook.
     pub notify_url: Option<String>,
+    /// Handed back in the trade's Alipay-style notifications (at most
+    /// `PASSBACK_CHARS_MAX`).
+    pub passback_params: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,6 +91,8 @@ pub(crate) struct Marketing {
     unclaimed: BTreeMap<PartyNumber, Fen>,
     campaigns: BTreeMap<CampaignNumber, Campaign>,
     coupons: BTreeMap<CouponNumber, Coupon>,
+    /// Each user's coupons, so a buyer's can be listed without a scan.
+    coupons_of: BTreeSet<(PartyNumber, CouponNumber)>,
     /// (when, red packet or campaign number): expiries and ends.
     due: BTreeSet<(Timestamp, u64)>,
 }
@@ -110,6 +112,12 @@ impl Marketing {
 
     pub(crate) fn coupon_mut(&mut self, number: CouponNumber) -> Option<&mut Coupon> {
         self.coupons.get_mut(&number)
+    }
+
+    /// The index of coupons by user names exactly the coupons there are.
+    pub(crate) fn coupon_index_holds(&self) -> bool {
+        self.coupons_of.len() == self.coupons.len()
+            && self.coupons_of.iter().all(|(user, number)| self.coupons.get(number).is_some_and(|c| c.user == *user))
     }
 
     /// What the sender's open red packets hold.
@@ -350,6 +358,18 @@ impl Platform {
         self.state.marketing.coupons.get(&number)
     }
 
+    /// A user's coupons, newest first, from just before `before` (every
+    /// one when `None`).
+    pub fn coupons_of(&self, user: PartyNumber, before: Option<CouponNumber>) -> impl Iterator<Item = &Coupon> {
+        let end = before.unwrap_or(CouponNumber::new(u64::MAX));
+        let marketing = &self.state.marketing;
+        marketing
+            .coupons_of
+            .range((user, CouponNumber::new(0))..(user, end))
+            .rev()
+            .filter_map(|(_, number)| marketing.coupons.get(number))
+    }
+
     pub(crate) fn issue_coupon(
         &mut self,
         now: Timestamp,
@@ -371,6 +391,7 @@ impl Platform {
         let number = CouponNumber::new(self.take_number());
         let coupon = Coupon { number, campaign, user, expires_at, used_on: None };
         self.state.marketing.coupons.insert(number, coupon.clone());
+        self.state.marketing.coupons_of.insert((user, number));
         Outcome::CouponIssued(coupon)
     }
 

@@ -34,7 +34,7 @@ pub const NAME_CHARS_MAX: usize = 200;
 /// 9: red packets split by PCG; 10: the state grouped by product; 11: a
 /// merchant's trade fee at most the amount; 12: keys, staff, webhook
 /// endpoints and the audit log in `access`, deliveries per endpoint.)
-const STATE_FORMAT: u32 = 12;
+const STATE_FORMAT: u32 = 13;
 /// A merchant's gateway key, as PEM, is at most this long.
 pub const APP_KEY_BYTES_MAX: usize = 8 * 1024;
 

@@ -69,6 +69,7 @@ pub enum Invalid {
     Reason,
     Subject,
     NotifyUrl,
+    PassbackParams,
     AutoConfirmDays,
     ExpireMinutes,
     /// A payment code's form (18 digits, an expiry in the future).

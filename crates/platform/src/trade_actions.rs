@@ -26,6 +26,8 @@ use ledger::NANOS_PER_SECOND;
 pub const REFERENCE_CHARS_MAX: usize = 64;
 /// A notification URL is at most this long.
 pub const URL_CHARS_MAX: usize = 2_048;
+/// Alipay's bound on `passback_params`.
+pub const PASSBACK_CHARS_MAX: usize = 512;
 /// Payment codes are this many digits, as Alipay's.
 pub const PAYMENT_CODE_DIGITS: usize = 18;
 /// A trade's subject is at most this long.
@@ -514,6 +516,7 @@ impl Platform {
             discount_campaign: None,
             discount_note: None,
             notify_url: new.notify_url.clone(),
+            passback_params: new.passback_params.clone(),
             previous_of_merchant,
             previous_of_buyer,
         };
@@ -536,6 +539,13 @@ impl Platform {
         }
         if new.notify_url.as_ref().is_some_and(|url| !crate::text::is_web_url(url, URL_CHARS_MAX)) {
             return Err(invalid(Invalid::NotifyUrl));
+        }
+        if new
+            .passback_params
+            .as_ref()
+            .is_some_and(|text| crate::text::check_display_text(text, PASSBACK_CHARS_MAX).is_err())
+        {
+            return Err(invalid(Invalid::PassbackParams));
         }
         if crate::text::check_display_text(&new.subject, SUBJECT_CHARS_MAX).is_err() {
             return Err(invalid(Invalid::Subject));
@@ -1115,6 +1125,20 @@ impl Platform {
             return Err(conflict(Conflict::CouponOfAnotherMerchant));
         }
         Ok(coupon.campaign)
+    }
+
+    /// What `coupon` would take off `buyer`'s payment of `trade` now, if
+    /// it is theirs, usable there, and its campaign gives a discount.
+    pub fn coupon_discount(
+        &self,
+        now: Timestamp,
+        trade: &Trade,
+        buyer: PartyNumber,
+        coupon: CouponNumber,
+    ) -> Option<Fen> {
+        let campaign = self.usable_coupon(now, coupon, buyer, trade.merchant).ok()?;
+        let (discount, _) = self.campaign_discount(now, trade, buyer, Some(campaign));
+        (!discount.is_zero()).then_some(discount)
     }
 
     /// The discount a payment gets from the trade's campaign, or why none.

@@ -114,6 +114,9 @@ pub struct Trade {
     pub discount_note: Option<String>,
     /// Where Alipay-style notifications of this trade go, if anywhere.
     pub notify_url: Option<String>,
+    /// The gateway's `passback_params`: the merchant's own text, handed back
+    /// unchanged in the trade's notifications.
+    pub passback_params: Option<String>,
     /// The merchant's trade before this one: a party's trades are a chain
     /// walked back from its newest (`Party::last_trade`), so listing them
     /// reads only theirs.

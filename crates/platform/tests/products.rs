@@ -118,6 +118,7 @@ fn new_trade(merchant: PartyNumber, out_trade_no: &str, amount: u64, mode: platf
         expire_minutes: None,
         campaign: None,
         notify_url: None,
+        passback_params: None,
     }
 }
 
@@ -310,6 +311,7 @@ fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
         expire_minutes: None,
         campaign: None,
         notify_url: None,
+        passback_params: None,
     };
     let pay = |trade: NewTrade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
     let Outcome::TradeUpdated(paid) = world.run(pay(new("o-1", 6_000))) else { panic!("not paid") };
@@ -392,6 +394,7 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
             expire_minutes: None,
             campaign: None,
             notify_url: None,
+            passback_params: None,
         };
         submit(
             now,

@@ -228,8 +228,9 @@ pub const SESSION_NANOS: u64 = 8 * 3_600 * 1_000_000_000;
 /// Staff sessions: tokens `zst_<staff>_<expiry>_<mac>`, the MAC under a key
 /// derived from the platform's secret over the staff number, the expiry and
 /// the account's password hash — so every node accepts them, a restart
-/// keeps them, and a new password ends them. Signed-out tokens are
-/// remembered here until they would have expired.
+/// keeps them, and a new password ends them. Signed-out tokens (and the
+/// cashier's signed-out buyer cookies) are remembered here until they
+/// would have expired.
 #[derive(Default)]
 pub struct Sessions {
     ended: Mutex<HashMap<[u8; 32], Timestamp>>,
@@ -269,7 +270,7 @@ impl Sessions {
         ended.insert(hash_key(token), expires_at);
     }
 
-    fn is_ended(&self, token: &str) -> bool {
+    pub fn is_ended(&self, token: &str) -> bool {
         self.ended.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&hash_key(token))
     }
 }

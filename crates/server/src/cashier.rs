@@ -86,6 +86,10 @@ pub struct Words {
     pay: &'static str,
     back_to_shop: &'static str,
     quit: &'static str,
+    coupon: &'static str,
+    no_coupon: &'static str,
+    off: &'static str,
+    sign_out: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -103,6 +107,10 @@ const ENGLISH: Words = Words {
     pay: "Pay",
     back_to_shop: "Back to the shop",
     quit: "Cancel and go back to the shop",
+    coupon: "Coupon",
+    no_coupon: "No coupon",
+    off: "off",
+    sign_out: "Sign out",
 };
 
 const CHINESE: Words = Words {
@@ -120,6 +128,10 @@ const CHINESE: Words = Words {
     pay: "确认付款",
     back_to_shop: "返回商家",
     quit: "取消付款，返回商家",
+    coupon: "优惠券",
+    no_coupon: "不使用优惠券",
+    off: "立减",
+    sign_out: "退出登录",
 };
 
 fn words(headers: &HeaderMap) -> &'static Words {
@@ -141,6 +153,7 @@ fn message(words: &Words, what: Message) -> String {
         Message::Refused => ["The payment was refused.", "付款未成功。"],
         Message::BadLink => ["This payment link is not valid.", "支付链接无效。"],
         Message::Expired => ["This page has expired: open it again.", "页面已过期，请重新打开。"],
+        Message::CouponRefused => ["That coupon cannot be used here now.", "该优惠券现在不能用于此订单。"],
     };
     text[usize::from(zh)].to_string()
 }
@@ -156,6 +169,38 @@ enum Message {
     Refused,
     BadLink,
     Expired,
+    CouponRefused,
+}
+
+/// A coupon the buyer may use on this order, and what it takes off.
+struct CouponChoice {
+    id: String,
+    discount: String,
+    campaign: String,
+}
+
+/// Of a buyer's coupons, at most this many newest are looked at, and at
+/// most `COUPONS_SHOWN` that apply are offered.
+const COUPONS_LOOKED_AT: usize = 200;
+const COUPONS_SHOWN: usize = 10;
+
+/// The buyer's coupons that would take something off this trade now.
+fn coupon_choices(state: &AppState, trade: &Trade, buyer: PartyNumber) -> Vec<CouponChoice> {
+    let now = state.clock.now();
+    state.store.read(|p| {
+        p.coupons_of(buyer, None)
+            .take(COUPONS_LOOKED_AT)
+            .filter_map(|coupon| {
+                let discount = p.coupon_discount(now, trade, buyer, coupon.number)?;
+                Some(CouponChoice {
+                    id: state.ids.format(IdKind::Coupon, coupon.number),
+                    discount: crate::gateway::fen_to_yuan(discount.get()),
+                    campaign: p.campaign(coupon.campaign).map(|c| c.name.clone()).unwrap_or_default(),
+                })
+            })
+            .take(COUPONS_SHOWN)
+            .collect()
+    })
 }
 
 struct Order {
@@ -166,7 +211,7 @@ struct Order {
 
 enum View {
     SignIn(Option<String>),
-    Pay { balance: String, fund: String, message: Option<String> },
+    Pay { balance: String, fund: String, coupons: Vec<CouponChoice>, message: Option<String> },
     Done { message: String, next: Option<String> },
 }
 
@@ -262,6 +307,9 @@ fn csrf_of(state: &AppState, visit: &str, token: &str) -> Result<String, ApiErro
 /// the MAC over both and the login's password hash (a new password ends it).
 fn buyer_of(state: &AppState, headers: &HeaderMap) -> Option<PartyNumber> {
     let value = cookie_value(headers, SESSION_COOKIE)?;
+    if state.sessions.is_ended(value) {
+        return None;
+    }
     let mut parts = value.splitn(3, '.');
     let party = PartyNumber::new(parts.next()?.parse().ok()?);
     let expires = Timestamp::from_nanos(parts.next()?.parse().ok()?);
@@ -398,6 +446,7 @@ async fn render(
                 let view = View::Pay {
                     balance: yuan(balance),
                     fund: crate::gateway::fen_to_yuan(fund),
+                    coupons: coupon_choices(state, &trade, buyer),
                     message: notice.map(|(_, what)| message(words, what)),
                 };
                 (notice.map_or(StatusCode::OK, |(status, _)| status), view)
@@ -529,6 +578,9 @@ pub struct PayForm {
     t: String,
     csrf: String,
     source: String,
+    /// A coupon's id (`cpn_…`), or empty for none.
+    #[serde(default)]
+    coupon: String,
 }
 
 /// `POST /cashier/pay`: pays the trade from the signed-in buyer's balance
@@ -550,7 +602,17 @@ pub async fn pay(
         return render(&state, &headers, words, &form.t, &checkout, phone, None).await;
     };
     let source = if form.source == "fund" { PaySource::Fund } else { PaySource::Balance };
-    let action = Action::PayTrade { trade: TradeNumber::new(checkout.trade), buyer, source, coupon: None };
+    let coupon = match form.coupon.as_str() {
+        "" => None,
+        id => match state.ids.parse(IdKind::Coupon, id) {
+            Some(number) => Some(platform::CouponNumber::new(number)),
+            None => {
+                let notice = Some((StatusCode::UNPROCESSABLE_ENTITY, Message::CouponRefused));
+                return render(&state, &headers, words, &form.t, &checkout, phone, notice).await;
+            }
+        },
+    };
+    let action = Action::PayTrade { trade: TradeNumber::new(checkout.trade), buyer, source, coupon };
     let notice = match state.submit(None, action).await {
         Ok(Outcome::TradeUpdated(trade)) => match return_target(&state, &checkout, &trade) {
             Ok(Some(next)) => return see_other(&next, None),
@@ -559,6 +621,9 @@ pub async fn pay(
         },
         Ok(Outcome::Rejected(platform::Rejection::InsufficientFunds)) => {
             Some((StatusCode::UNPROCESSABLE_ENTITY, Message::Insufficient))
+        }
+        Ok(Outcome::Rejected(rejection)) if is_about_coupon(&rejection) => {
+            Some((StatusCode::UNPROCESSABLE_ENTITY, Message::CouponRefused))
         }
         // Paid already: by this buyer (a second click) it goes on as the
         // first did; closed or expired, the page says which.
@@ -575,6 +640,43 @@ pub async fn pay(
         Err(error) => return error.into_response(),
     };
     render(&state, &headers, words, &form.t, &checkout, phone, notice).await
+}
+
+fn is_about_coupon(rejection: &platform::Rejection) -> bool {
+    use platform::rejection::{Conflict, Missing};
+    matches!(
+        rejection,
+        platform::Rejection::NotFound(Missing::Coupon)
+            | platform::Rejection::Conflict(
+                Conflict::CouponUsed | Conflict::CouponExpired | Conflict::CouponOfAnotherMerchant
+            )
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SignOutForm {
+    t: String,
+    csrf: String,
+}
+
+/// `POST /cashier/sign-out`: the buyer's session ends (on this node at
+/// once, the cookie cleared), and back to the sign-in form.
+pub async fn sign_out(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<SignOutForm>, FormRejection>,
+) -> Response {
+    let words = words(&headers);
+    let Ok(Form(form)) = form else { return bad_link(&state, words) };
+    if let Err(refused) = checked_post(&state, &headers, words, &form.t, &form.csrf) {
+        return *refused;
+    }
+    if let Some(session) = cookie_value(&headers, SESSION_COOKIE) {
+        let now = state.clock.now();
+        state.sessions.end(session, now.plus_nanos(SESSION_NANOS), now);
+    }
+    let cleared = cookie(&state, SESSION_COOKIE, "", Some(0));
+    see_other(&cashier_url(&form.t, is_phone(&headers, None)), Some(cleared))
 }
 
 #[derive(Serialize)]

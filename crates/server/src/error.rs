@@ -205,6 +205,7 @@ fn invalid_text(what: Invalid) -> &'static str {
         Invalid::Reason => "reason must be at most 256 printable characters",
         Invalid::Subject => "subject must be 1 to 256 printable characters",
         Invalid::NotifyUrl => "notify_url must be an http or https URL with a host, of at most 2048 characters",
+        Invalid::PassbackParams => "passback_params must be text of at most 512 characters",
         Invalid::AutoConfirmDays => "auto_confirm_days must be between 1 and 365",
         Invalid::ExpireMinutes => "expire_minutes must be between 1 and 43200",
         Invalid::PaymentCode => "a payment code is 18 digits with an expiry in the future",

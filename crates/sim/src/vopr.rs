@@ -582,6 +582,7 @@ impl Vopr {
             expire_minutes: Some(self.rng.random_range(1..60)),
             campaign,
             notify_url: None,
+            passback_params: None,
         };
         if let Outcome::TradeUpdated(trade) = self.submit(Action::CreateTrade(new))? {
             self.trades.push(trade.number);

@@ -628,6 +628,7 @@ fn new_trade(
     let amount = biz.amount("total_amount")?;
     let subject = biz.required("subject")?;
     let expire_minutes = expiry_minutes(biz, now)?;
+    let passback_params = biz.optional("passback_params")?.filter(|text| !text.is_empty());
     Ok(NewTrade {
         merchant,
         out_trade_no,
@@ -639,6 +640,7 @@ fn new_trade(
         expire_minutes,
         campaign: None,
         notify_url,
+        passback_params,
     })
 }
 
@@ -879,6 +881,9 @@ pub fn notification(
             set("gmt_refund", format_timestamp(refund.created_at));
             set("out_biz_no", refund.out_request_no.clone());
         }
+    }
+    if let Some(passback) = &trade.passback_params {
+        set("passback_params", passback.clone());
     }
     if kind == "trade.closed" || trade.status == TradeStatus::TradeClosed {
         set("gmt_close", format_timestamp(event_at));

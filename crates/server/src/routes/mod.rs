@@ -95,6 +95,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/cashier", get(crate::cashier::show))
         .route("/cashier/sign-in", post(crate::cashier::sign_in))
         .route("/cashier/pay", post(crate::cashier::pay))
+        .route("/cashier/sign-out", post(crate::cashier::sign_out))
         .route("/cashier/status", get(crate::cashier::status))
         .route("/cashier/qr.svg", get(crate::cashier::qr_image))
         .route("/cashier/style.css", get(crate::cashier::stylesheet))

@@ -272,6 +272,7 @@ pub async fn create_trade(
         auto_confirm_days: value.auto_confirm_days,
         expire_minutes: value.expire_minutes,
         notify_url: None,
+        passback_params: None,
     };
     let outcome = state.submit(body.idempotency(caller), Action::CreateTrade(new)).await?;
     let trade = outcome_or_error!(outcome, Outcome::TradeUpdated(trade) => trade)?;

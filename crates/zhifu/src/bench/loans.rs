@@ -63,6 +63,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
             expire_minutes: None,
             campaign: None,
             notify_url: None,
+            passback_params: None,
         };
         let Outcome::TradeUpdated(trade) = run(&mut platform, now, Action::CreateTrade(new))? else { bail!("trade") };
         run(

@@ -747,6 +747,7 @@ impl Driver {
             expire_minutes: None,
             campaign: if payment.campaign { self.campaign } else { None },
             notify_url: None,
+            passback_params: None,
         };
         let source = if payment.from_fund { PaySource::Fund } else { PaySource::Balance };
         let buyer = self.buyers[payment.buyer as usize];

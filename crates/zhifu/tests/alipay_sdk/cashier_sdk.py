@@ -19,8 +19,10 @@ from Crypto.PublicKey import RSA
 
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.domain.AlipayTradeAppPayModel import AlipayTradeAppPayModel
 from alipay.aop.api.domain.AlipayTradePagePayModel import AlipayTradePagePayModel
 from alipay.aop.api.domain.AlipayTradeWapPayModel import AlipayTradeWapPayModel
+from alipay.aop.api.request.AlipayTradeAppPayRequest import AlipayTradeAppPayRequest
 from alipay.aop.api.request.AlipayTradePagePayRequest import AlipayTradePagePayRequest
 from alipay.aop.api.request.AlipayTradeWapPayRequest import AlipayTradeWapPayRequest
 from alipay.aop.api.util.SignatureUtils import get_sign_content, verify_with_rsa
@@ -70,15 +72,17 @@ class Browser:
 
 
 class Fields(html.parser.HTMLParser):
-    """The hidden fields of a page's forms."""
+    """The hidden fields of a page's forms (and the last form's action)."""
 
     def __init__(self, text):
         super().__init__()
-        self.values = {}
+        self.values, self.action = {}, None
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "form":
+            self.action = attrs.get("action")
         if tag == "input" and attrs.get("type") == "hidden":
             self.values[attrs["name"]] = attrs.get("value", "")
 
@@ -190,8 +194,70 @@ assert status == 400 and "isv.invalid-signature" in page, (status, page)
 status, _, page = browser.open("/cashier?t=eyJ0cmFkZSI6MX0.00")
 assert status == 400, status
 
+# The SDK's default: an auto-submitting POST form (common parameters in the
+# action's query, biz_content in the body) reaches the same cashier.
+request = AlipayTradePagePayRequest(biz_model=AlipayTradePagePayModel())
+request.biz_model.out_trade_no, request.biz_model.total_amount, request.biz_model.subject = "form-1", "2.00", "tea"
+request.biz_model.product_code = "FAST_INSTANT_TRADE_PAY"
+form = Fields(sdk.page_execute(request))
+assert "biz_content" in form.values and form.action.startswith(BASE + "/gateway.do?"), form.values
+status, headers, _ = browser.open(form.action, form.values)
+assert status == 303 and headers["location"].startswith("/cashier?t="), (status, headers)
+status, _, page = browser.open(headers["location"])
+assert status == 200 and "2.00" in page, (status, page)
+
+# app.pay: the app opens its signed order string on the gateway; the phone
+# cashier takes it from there and pays it.
+model = AlipayTradeAppPayModel()
+model.out_trade_no, model.total_amount, model.subject, model.product_code = "app-1", "3.00", "tea", "QUICK_MSECURITY_PAY"
+order_string = sdk.sdk_execute(AlipayTradeAppPayRequest(biz_model=model))
+status, headers, _ = browser.open("/gateway.do?" + order_string)
+assert status == 303 and headers["location"].endswith("&phone=1"), (status, headers)
+status, _, page = browser.open(headers["location"])
+assert status == 200 and 'class="phone"' in page and "3.00" in page, page
+status, _, page = browser.open("/cashier/pay", dict(Fields(page).values, source="balance"))
+assert status == 200 and "Paid" in page, (status, page)
+status, balance = rest("GET", "/v1/balance", buyer["api_key"])
+assert balance["available"] == 100000 - 1234 - 300, balance
+
 # Chinese by Accept-Language.
 status, _, page = browser.open(cashier, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
 assert 'lang="zh-CN"' in page and "付款成功" in page, page
+
+# A coupon of the shop's campaign is offered at checkout and takes its
+# discount off, once; a coupon that is not the buyer's is refused.
+status, campaign = rest("POST", "/v1/campaigns", merchant["api_key"], {
+    "name": "Tea week", "budget": 500, "discount": 100, "min_spend": 0, "per_user_limit": 5,
+    "starts_at": "2013-11-10T00:00:00+08:00", "ends_at": "2013-11-30T00:00:00+08:00"})
+assert status == 201, campaign
+status, coupon = rest("POST", f"/v1/campaigns/{campaign['id']}/coupons", merchant["api_key"], {"user": buyer["id"]})
+assert status == 201, coupon
+status, headers, _ = browser.open(page_pay("cpn-1", "4.00"))
+with_coupon = headers["location"]
+status, _, page = browser.open(with_coupon)
+assert f'value="{coupon["id"]}"' in page and "Tea week" in page and "1.00" in page, page
+fields = Fields(page).values
+before = rest("GET", "/v1/balance", buyer["api_key"])[1]["available"]
+status, _, page = browser.open("/cashier/pay", dict(fields, source="balance", coupon="cpn_" + "0" * 32))
+assert status == 422 and "coupon cannot be used" in page, (status, page)
+assert rest("GET", "/v1/balance", buyer["api_key"])[1]["available"] == before, "nothing paid"
+status, headers, _ = browser.open("/cashier/pay", dict(fields, source="balance", coupon=coupon["id"]))
+assert status == 303 and headers["location"].startswith(RETURN_URL), (status, headers)
+assert before - rest("GET", "/v1/balance", buyer["api_key"])[1]["available"] == 300, "4.00 less the coupon's 1.00"
+status, headers, _ = browser.open(page_pay("cpn-2", "4.00"))
+waiting = headers["location"]
+status, _, page = browser.open(waiting)
+assert status == 200 and coupon["id"] not in page, "a used coupon is not offered again"
+
+# Sign out: the cookie is cleared, and the old cookie, replayed by anyone,
+# no longer signs in.
+session = next(c.value for c in browser.jar if c.name == "zhifu_buyer")
+status, headers, _ = browser.open("/cashier/sign-out", Fields(page).values)
+assert status == 303 and "zhifu_buyer=;" in headers["set-cookie"], (status, headers)
+status, _, page = browser.open(waiting)
+assert 'name="password"' in page, "signed out"
+status, _, page = Browser().open(waiting, headers={"Cookie": "zhifu_buyer=" + session})
+assert 'name="password"' in page, "a signed-out cookie is refused"
+
 
 print("all cashier checks passed")

@@ -107,6 +107,7 @@ def buyer(login, money):
 def checkout_url(out_trade_no, amount, wap=False, timeout=None):
     model = AlipayTradeWapPayModel() if wap else AlipayTradePagePayModel()
     model.out_trade_no, model.total_amount, model.subject = out_trade_no, amount, "Longjing tea"
+    model.passback_params = urllib.parse.quote("order=" + out_trade_no)
     model.product_code = "QUICK_WAP_WAY" if wap else "FAST_INSTANT_TRADE_PAY"
     if timeout:
         model.timeout_express = timeout
@@ -165,6 +166,13 @@ def shot(page, name):
 
 
 lin = buyer("lin", 100000)
+# A platform campaign's coupon for lin: offered at checkout, 2.00 off.
+status, campaign = rest("POST", "/v1/campaigns", ADMIN, {
+    "name": "Double Eleven", "budget": 10000, "discount": 200, "min_spend": 1000, "per_user_limit": 1,
+    "starts_at": "2013-11-10T00:00:00+08:00", "ends_at": "2013-11-30T00:00:00+08:00"})
+assert status == 201, campaign
+status, coupon = rest("POST", f"/v1/campaigns/{campaign['id']}/coupons", ADMIN, {"user": lin["id"]})
+assert status == 201, coupon
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
          "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"}
 
@@ -193,7 +201,9 @@ with sync_playwright() as playwright:
     page.get_by_label("Login").fill("lin")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    assert "1000.00" in page.locator("form").inner_text()
+    assert "1000.00" in page.locator("form").first.inner_text()
+    assert page.get_by_label("No coupon").is_checked()
+    page.get_by_label("Double Eleven: off ¥2.00").check()
     shot(page, "cashier-desktop-pay")
     page.locator("#pay").dblclick()
     page.wait_for_url(SHOP + "/return?*")
@@ -201,10 +211,11 @@ with sync_playwright() as playwright:
     assert back["out_trade_no"] == "web-1" and back["total_amount"] == "12.34", back
     assert back["method"] == "alipay.trade.page.pay.return" and verified(back), back
     status, balance = rest("GET", "/v1/balance", lin["api_key"])
-    assert balance["available"] == 100000 - 1234, ("paid once", balance)
+    assert balance["available"] == 100000 - 1234 + 200, ("paid once, less the coupon", balance)
     wait_for(lambda: any(n.get("out_trade_no") == "web-1" for n in notifications), "the notification")
     notice = next(n for n in notifications if n.get("out_trade_no") == "web-1")
     assert notice["trade_status"] == "TRADE_SUCCESS" and verified(notice), notice
+    assert notice["passback_params"] == urllib.parse.quote("order=web-1"), ("passed back unchanged", notice)
 
     # wap.pay in a phone's viewport: no QR code, large touch targets.
     phone = browser.new_context(**PHONE)
