@@ -458,7 +458,15 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     // Outermost first: request ids, then observe (so every answer is
     // counted and logged, a timed-out one too), the per-address limit, the
     // timeout, the body's limits.
-    crate::routes::routes()
+    let api = crate::routes::routes().with_state(Arc::clone(&state));
+    let web = Arc::new(crate::web::Web { state: Arc::clone(&state), api: crate::web::Api::new(api.clone()) });
+    let pages = Router::new()
+        .route("/", axum::routing::get(crate::console::start))
+        .route("/desk/style.css", axum::routing::get(crate::desk::stylesheet))
+        .merge(crate::console::routes())
+        .merge(crate::portal::routes())
+        .with_state(web);
+    api.merge(pages)
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(config.body_read_timeout))
         .layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)))
@@ -467,7 +475,6 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
-        .with_state(state)
 }
 
 /// Request ids: a counter per process, prefixed so they read as ids.

@@ -192,7 +192,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let now = state.clock.now();
         let found = match (key, hash) {
             (_, Some(hash)) if bool::from(hash.ct_eq(&state.admin_key_hash)) => Some((Caller::Admin, false)),
-            (Some(token), _) if token.starts_with(SESSION_PREFIX) => {
+            (Some(token), _) if token.starts_with(SESSION_PREFIX) || token.starts_with(PARTY_SESSION_PREFIX) => {
                 state.sessions.verify(state, token, now).map(|caller| (caller, false))
             }
             (_, Some(hash)) => state.store.read(|platform| {
@@ -222,6 +222,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
 /// Staff session tokens start so.
 pub const SESSION_PREFIX: &str = "zst_";
+/// A party's session tokens (the cashier's buyers, the portal's merchants) start so.
+pub const PARTY_SESSION_PREFIX: &str = "zps_";
 /// A staff session lasts this long (clock time).
 pub const SESSION_NANOS: u64 = 8 * 3_600 * 1_000_000_000;
 
@@ -250,7 +252,29 @@ impl Sessions {
         Ok((token, expires_at))
     }
 
+    /// A new session token for a party signed in with its password, and
+    /// when it expires. The MAC covers the password hash: a new password
+    /// ends every session.
+    pub fn open_party(
+        &self,
+        state: &AppState,
+        party: PartyNumber,
+        password_hash: &str,
+        lifetime_nanos: u64,
+        now: Timestamp,
+    ) -> Result<(String, Timestamp), ApiError> {
+        let expires_at = now.plus_nanos(lifetime_nanos);
+        let mac = party_session_mac(state, party, expires_at, password_hash)?;
+        let token = format!("{PARTY_SESSION_PREFIX}{:x}_{:x}_{}", party.get(), expires_at.nanos(), hex::encode(mac));
+        Ok((token, expires_at))
+    }
+
+    /// The caller a session token stands for, if it is ours, unexpired and
+    /// not signed out.
     pub fn verify(&self, state: &AppState, token: &str, now: Timestamp) -> Option<Caller> {
+        if token.starts_with(PARTY_SESSION_PREFIX) {
+            return self.verify_party(state, token, now);
+        }
         let mut parts = token.strip_prefix(SESSION_PREFIX)?.splitn(3, '_');
         let number = StaffNumber::new(u64::from_str_radix(parts.next()?, 16).ok()?);
         let expires_at = Timestamp::from_nanos(u64::from_str_radix(parts.next()?, 16).ok()?);
@@ -263,6 +287,22 @@ impl Sessions {
         bool::from(expected.as_slice().ct_eq(&mac)).then_some(Caller::Staff { number, role: staff.role })
     }
 
+    fn verify_party(&self, state: &AppState, token: &str, now: Timestamp) -> Option<Caller> {
+        let mut parts = token.strip_prefix(PARTY_SESSION_PREFIX)?.splitn(3, '_');
+        let party = PartyNumber::new(u64::from_str_radix(parts.next()?, 16).ok()?);
+        let expires_at = Timestamp::from_nanos(u64::from_str_radix(parts.next()?, 16).ok()?);
+        let mac = hex::decode(parts.next()?).ok()?;
+        if now >= expires_at || self.is_ended(token) {
+            return None;
+        }
+        let (kind, hash) = state.store.read(|p| {
+            let kind = p.party(party)?.kind;
+            Some((kind, p.party_password_hash(party)?.to_string()))
+        })?;
+        let expected = party_session_mac(state, party, expires_at, &hash).ok()?;
+        bool::from(expected.as_slice().ct_eq(&mac)).then_some(Caller::Party { number: party, kind })
+    }
+
     /// Signs a token out (it stops working on this node at once).
     pub fn end(&self, token: &str, expires_at: Timestamp, now: Timestamp) {
         let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
@@ -270,9 +310,20 @@ impl Sessions {
         ended.insert(hash_key(token), expires_at);
     }
 
-    pub fn is_ended(&self, token: &str) -> bool {
+    fn is_ended(&self, token: &str) -> bool {
         self.ended.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&hash_key(token))
     }
+}
+
+fn party_session_mac(
+    state: &AppState,
+    party: PartyNumber,
+    expires_at: Timestamp,
+    hash: &str,
+) -> Result<[u8; 32], ApiError> {
+    let mut subject = party.get().to_le_bytes().to_vec();
+    subject.extend_from_slice(&expires_at.nanos().to_le_bytes());
+    state.derive(b"party-session", &subject, hash.as_bytes())
 }
 
 fn session_mac(state: &AppState, staff: &platform::Staff, expires_at: Timestamp) -> Result<[u8; 32], ApiError> {

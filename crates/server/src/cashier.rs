@@ -17,21 +17,21 @@ use askama::Template;
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use platform::{Action, Outcome, PartyKind, PartyNumber, PaySource, Timestamp, Trade, TradeNumber, TradeStatus};
+use platform::{Action, Outcome, PartyKind, PartyNumber, PaySource, Trade, TradeNumber, TradeStatus};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ids::IdKind;
+use crate::web::{self, VISIT_COOKIE};
 
 /// A buyer's session lasts this long (clock time).
 const SESSION_NANOS: u64 = 30 * 60 * 1_000_000_000;
 const SESSION_COOKIE: &str = "zhifu_buyer";
-const VISIT_COOKIE: &str = "zhifu_visit";
 /// A checkout token is at most this long (it carries the `return_url`).
 const TOKEN_BYTES_MAX: usize = 4_096;
 
@@ -228,9 +228,8 @@ struct Page<'a> {
     quit_url: Option<String>,
 }
 
-/// The page with the cashier's headers: no framing, a strict CSP (forms may
-/// go only here and to the merchant's return origin), no caching, and the
-/// visit cookie when the browser has none.
+/// The page with the web stack's headers, the merchant's return origin
+/// allowed as a form target, and the visit cookie when the browser has none.
 fn page_response(
     state: &AppState,
     status: StatusCode,
@@ -241,91 +240,17 @@ fn page_response(
     let Ok(html) = page.render() else {
         return ApiError::internal("a cashier page did not render").into_response();
     };
-    let mut response = (status, html).into_response();
-    let form_action = return_origin.map_or("'self'".to_string(), |origin| format!("'self' {origin}"));
-    let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; \
-         form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-    );
-    let headers = response.headers_mut();
-    let fixed = [
-        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    ];
-    for (name, value) in fixed {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
-    if let Ok(csp) = HeaderValue::from_str(&csp) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
-    if let Some(visit) = visit
-        && let Ok(cookie) = HeaderValue::from_str(&cookie(state, VISIT_COOKIE, visit, None))
-    {
-        headers.append(header::SET_COOKIE, cookie);
-    }
-    response
+    let cookies: Vec<String> = visit.map(|visit| web::cookie(state, VISIT_COOKIE, visit, None)).into_iter().collect();
+    web::page(status, html, return_origin, &cookies)
 }
 
-/// A cookie zhifu sets: `HttpOnly; SameSite=Lax; Path=/`, and `Secure`
-/// when the public URL is https.
-fn cookie(state: &AppState, name: &str, value: &str, max_age_seconds: Option<u64>) -> String {
-    let age = max_age_seconds.map_or(String::new(), |seconds| format!("; Max-Age={seconds}"));
-    let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}")
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-        .filter(|value| value.len() <= 256)
-}
-
-/// The browser's visit id (a random cookie), and whether it is new.
-fn visit_of(headers: &HeaderMap) -> Result<(String, bool), ApiError> {
-    if let Some(visit) = cookie_value(headers, VISIT_COOKIE).filter(|v| v.len() == 32) {
-        return Ok((visit.to_string(), false));
-    }
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|_| ApiError::internal("no randomness for a visit"))?;
-    Ok((hex::encode(bytes), true))
-}
-
-fn csrf_of(state: &AppState, visit: &str, token: &str) -> Result<String, ApiError> {
-    Ok(hex::encode(&state.derive(b"cashier-csrf", visit.as_bytes(), token.as_bytes())?[..16]))
-}
-
-/// The signed-in buyer, from the session cookie: `<party>.<expiry>.<mac>`,
-/// the MAC over both and the login's password hash (a new password ends it).
+/// The signed-in buyer, from the session cookie (a party session token).
 fn buyer_of(state: &AppState, headers: &HeaderMap) -> Option<PartyNumber> {
-    let value = cookie_value(headers, SESSION_COOKIE)?;
-    if state.sessions.is_ended(value) {
-        return None;
+    let token = web::cookie_value(headers, SESSION_COOKIE)?;
+    match state.sessions.verify(state, token, state.clock.now())? {
+        crate::auth::Caller::Party { number, kind: PartyKind::User } => Some(number),
+        _ => None,
     }
-    let mut parts = value.splitn(3, '.');
-    let party = PartyNumber::new(parts.next()?.parse().ok()?);
-    let expires = Timestamp::from_nanos(parts.next()?.parse().ok()?);
-    let mac = hex::decode(parts.next()?).ok()?;
-    if state.clock.now() >= expires {
-        return None;
-    }
-    let hash = state.store.read(|p| p.party_password_hash(party).map(str::to_string))?;
-    let expected = session_mac(state, party, expires, &hash).ok()?;
-    bool::from(expected.ct_eq(&mac)).then_some(party)
-}
-
-fn session_mac(state: &AppState, party: PartyNumber, expires: Timestamp, hash: &str) -> Result<Vec<u8>, ApiError> {
-    let mut subject = party.get().to_le_bytes().to_vec();
-    subject.extend_from_slice(&expires.nanos().to_le_bytes());
-    Ok(state.derive(b"buyer-session", &subject, hash.as_bytes())?[..16].to_vec())
 }
 
 /// The trade behind a checkout, as it is now.
@@ -423,11 +348,11 @@ async fn render(
         Ok(trade) => trade,
         Err(_) => return bad_link(state, words),
     };
-    let (visit, new_visit) = match visit_of(headers) {
+    let (visit, new_visit) = match web::visit_of(headers) {
         Ok(visit) => visit,
         Err(error) => return error.into_response(),
     };
-    let Ok(csrf) = csrf_of(state, &visit, token) else {
+    let Ok(csrf) = web::csrf_token(state, &visit, token) else {
         return ApiError::internal("no CSRF token").into_response();
     };
     let return_origin = checkout.return_url.as_deref().and_then(origin_of);
@@ -481,8 +406,7 @@ pub struct SignInForm {
 
 /// The form's CSRF token is the one this browser's visit cookie gives.
 fn csrf_holds(state: &AppState, headers: &HeaderMap, token: &str, csrf: &str) -> bool {
-    let Some(visit) = cookie_value(headers, VISIT_COOKIE) else { return false };
-    csrf_of(state, visit, token).is_ok_and(|expected| bool::from(expected.as_bytes().ct_eq(csrf.as_bytes())))
+    web::cookie_value(headers, VISIT_COOKIE).is_some_and(|visit| web::csrf_holds(state, visit, token, csrf))
 }
 
 fn forbidden_page(state: &AppState, words: &'static Words) -> Response {
@@ -547,30 +471,15 @@ pub async fn sign_in(
             return render(&state, &headers, words, &form.t, &checkout, phone, notice).await;
         }
     };
-    let expires = state.clock.now().plus_nanos(SESSION_NANOS);
-    let Ok(mac) = session_mac(&state, party, expires, &hash) else {
+    let Ok((session, _)) = state.sessions.open_party(&state, party, &hash, SESSION_NANOS, state.clock.now()) else {
         return ApiError::internal("no session").into_response();
     };
-    let session = format!("{}.{}.{}", party.get(), expires.nanos(), hex::encode(mac));
-    let session = cookie(&state, SESSION_COOKIE, &session, Some(SESSION_NANOS / 1_000_000_000));
-    see_other(&cashier_url(&form.t, phone), Some(session))
+    let session = web::cookie(&state, SESSION_COOKIE, &session, Some(SESSION_NANOS / 1_000_000_000));
+    web::see_other(&cashier_url(&form.t, phone), &[session])
 }
 
 fn cashier_url(token: &str, phone: bool) -> String {
     format!("/cashier?t={token}{}", if phone { "&phone=1" } else { "" })
-}
-
-fn see_other(location: &str, set_cookie: Option<String>) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        headers.insert(header::LOCATION, location);
-    }
-    if let Some(cookie) = set_cookie.and_then(|cookie| HeaderValue::from_str(&cookie).ok()) {
-        headers.insert(header::SET_COOKIE, cookie);
-    }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 #[derive(Deserialize)]
@@ -615,7 +524,7 @@ pub async fn pay(
     let action = Action::PayTrade { trade: TradeNumber::new(checkout.trade), buyer, source, coupon };
     let notice = match state.submit(None, action).await {
         Ok(Outcome::TradeUpdated(trade)) => match return_target(&state, &checkout, &trade) {
-            Ok(Some(next)) => return see_other(&next, None),
+            Ok(Some(next)) => return web::see_other(&next, &[]),
             Ok(None) => None,
             Err(error) => return error.into_response(),
         },
@@ -632,7 +541,7 @@ pub async fn pay(
                 && trade.payer == Some(buyer)
                 && let Ok(Some(next)) = return_target(&state, &checkout, &trade)
             {
-                return see_other(&next, None);
+                return web::see_other(&next, &[]);
             }
             None
         }
@@ -671,12 +580,12 @@ pub async fn sign_out(
     if let Err(refused) = checked_post(&state, &headers, words, &form.t, &form.csrf) {
         return *refused;
     }
-    if let Some(session) = cookie_value(&headers, SESSION_COOKIE) {
+    if let Some(session) = web::cookie_value(&headers, SESSION_COOKIE) {
         let now = state.clock.now();
         state.sessions.end(session, now.plus_nanos(SESSION_NANOS), now);
     }
-    let cleared = cookie(&state, SESSION_COOKIE, "", Some(0));
-    see_other(&cashier_url(&form.t, is_phone(&headers, None)), Some(cleared))
+    let cleared = web::cookie(&state, SESSION_COOKIE, "", Some(0));
+    web::see_other(&cashier_url(&form.t, is_phone(&headers, None)), &[cleared])
 }
 
 #[derive(Serialize)]
@@ -721,7 +630,7 @@ pub async fn scanned(
     axum::extract::Path(token): axum::extract::Path<String>,
 ) -> Response {
     match read_token(&state, &token) {
-        Some(_) => see_other(&cashier_url(&token, true), None),
+        Some(_) => web::see_other(&cashier_url(&token, true), &[]),
         None => bad_link(&state, &ENGLISH),
     }
 }

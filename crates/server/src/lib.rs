@@ -20,13 +20,17 @@ mod auth;
 mod body;
 mod cashier;
 pub mod clock;
+mod console;
+mod desk;
 pub mod error;
 pub mod gateway;
 mod ids;
 mod limits;
 mod listener;
 mod metrics;
+mod portal;
 mod routes;
+pub mod web;
 pub mod webhooks;
 
 pub use app::{ServerConfig, StoreConfig, serve};

@@ -161,18 +161,98 @@ pub async fn deliveries(
     .await
     .map_err(|_| ApiError::internal("the request was dropped"))?
     .map_err(|error| ApiError::internal(format!("cannot read the attempts: {error}")))?;
-    let data = attempts
+    let data = attempts.into_iter().map(|(attempt, at)| attempt_view(&state, attempt, at)).collect();
+    Ok(Json(AttemptPage { data, has_more: false }))
+}
+
+/// Events of the trade's merchant read at most to find a trade's events.
+const TIMELINE_EVENTS_SCANNED_MAX: usize = 100_000;
+/// A trade has at most this many events shown.
+const TIMELINE_EVENTS_MAX: usize = 100;
+
+#[derive(Serialize, ToSchema)]
+pub struct TimelineEntry {
+    pub event: EventView,
+    /// Every delivery attempt of the event, newest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Timeline {
+    /// The trade's events, newest first, each with its delivery attempts.
+    pub data: Vec<TimelineEntry>,
+    /// The merchant's events since the trade were too many to read all:
+    /// older ones of this trade may be missing.
+    pub truncated: bool,
+}
+
+#[utoipa::path(get, path = "/v1/trades/{trade_no}/events", tag = "events",
+    params(("trade_no" = String, Path, description = "trd_…")),
+    responses((status = 200, body = Timeline), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn trade_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+) -> Result<Json<Timeline>, ApiError> {
+    let trade = super::trades::visible_trade(&state, caller, &trade_no)?;
+    if matches!(caller, Caller::Party { kind: PartyKind::User, .. }) {
+        return Err(ApiError::forbidden());
+    }
+    let reader = Arc::clone(&state);
+    let (found, truncated) = tokio::task::spawn_blocking(move || trade_events_blocking(&reader, &trade))
+        .await
+        .map_err(|_| ApiError::internal("the request was dropped"))??;
+    let data = found
         .into_iter()
-        .map(|(attempt, at)| AttemptView {
-            endpoint: endpoint_name(&state, attempt.endpoint),
-            attempted_at: rfc3339(at),
-            status_code: attempt.status_code,
-            error: attempt.error,
-            duration_ms: attempt.duration_ms,
-            delivered: attempt.delivered,
+        .map(|(event, attempts)| TimelineEntry {
+            event: event_view(&state.ids, &event),
+            attempts: attempts.into_iter().map(|(attempt, at)| attempt_view(&state, attempt, at)).collect(),
         })
         .collect();
-    Ok(Json(AttemptPage { data, has_more: false }))
+    Ok(Json(Timeline { data, truncated }))
+}
+
+type EventWithAttempts = (Event, Vec<(platform::DeliveryAttempt, platform::Timestamp)>);
+
+/// Walks the trade's merchant's events back to the trade's creation.
+fn trade_events_blocking(
+    state: &AppState,
+    trade: &platform::Trade,
+) -> Result<(Vec<EventWithAttempts>, bool), ApiError> {
+    let failed = |error: journal::JournalError| ApiError::internal(format!("cannot read the events: {error}"));
+    let mut next = state.store.read(|p| p.last_event_at(trade.merchant));
+    let mut found = Vec::new();
+    for _ in 0..TIMELINE_EVENTS_SCANNED_MAX {
+        let Some(offset) = next else { return Ok((found, false)) };
+        let (event, previous) = platform::read_archived_event(state.store.archive(), offset).map_err(failed)?;
+        if event.created_at < trade.created_at || found.len() >= TIMELINE_EVENTS_MAX {
+            return Ok((found, false));
+        }
+        let about = match &event.data {
+            EventData::Trade(about) | EventData::Refund { trade: about, .. } => about.number == trade.number,
+            _ => false,
+        };
+        if about {
+            let head = state.store.read(|p| p.last_attempt_of(event.party));
+            let read = |at| platform::read_archived_attempt(state.store.archive(), at);
+            let attempts = platform::attempts_of_event(head, event.number, offset, read).map_err(failed)?;
+            found.push((event, attempts));
+        }
+        next = previous.filter(|&previous| previous < offset);
+    }
+    Ok((found, true))
+}
+
+fn attempt_view(state: &AppState, attempt: platform::DeliveryAttempt, at: platform::Timestamp) -> AttemptView {
+    AttemptView {
+        endpoint: endpoint_name(state, attempt.endpoint),
+        attempted_at: rfc3339(at),
+        status_code: attempt.status_code,
+        error: attempt.error,
+        duration_ms: attempt.duration_ms,
+        delivered: attempt.delivered,
+    }
 }
 
 fn endpoint_name(state: &AppState, endpoint: EndpointNumber) -> String {

@@ -37,7 +37,6 @@ use crate::ids::{IdKind, PublicIds};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/", get(operations::dashboard))
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
@@ -59,6 +58,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/confirm", post(trades::confirm))
         .route("/v1/trades/{trade_no}/close", post(trades::close))
         .route("/v1/trades/{trade_no}/refunds", post(trades::refund))
+        .route("/v1/trades/{trade_no}/events", get(events::trade_events))
         .route("/v1/events", get(events::list_events))
         .route("/v1/events/{id}/deliveries", get(events::deliveries))
         .route("/v1/events/{id}/resend", post(events::resend))
@@ -119,7 +119,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::create_payment_code,
-        events::list_events, events::deliveries, events::resend, events::create_endpoint, events::list_endpoints,
+        events::list_events, events::deliveries, events::trade_events, events::resend, events::create_endpoint, events::list_endpoints,
         events::delete_endpoint, events::roll_secret,
         access::roll_key, access::create_key, access::revoke_keys, access::set_app_public_key,
         access::create_staff, access::list_staff, access::sign_in, access::sign_out, access::audit,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use journal::StateMachine;
 use platform::accounts::{BANK_CLEARING, ESCROW, LEDGER_CNY};
 use platform::calendar::Date;
@@ -116,15 +116,6 @@ pub async fn openapi() -> Response {
         Ok(document) => ([(header::CONTENT_TYPE, "application/json")], document).into_response(),
         Err(error) => ApiError::internal(format!("cannot render the OpenAPI document: {error}")).into_response(),
     }
-}
-
-pub async fn dashboard() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>zhifu</title></head><body>\
-         <h1>zhifu (支付)</h1><p>The operator's dashboard is coming. Meanwhile: \
-         <a href=\"/openapi.json\">OpenAPI</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\
-         </body></html>",
-    )
 }
 
 pub async fn not_found() -> ApiError {

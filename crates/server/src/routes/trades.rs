@@ -147,6 +147,10 @@ pub struct EventView {
 pub struct TradeListParams {
     #[param(min_length = 1, max_length = 64)]
     pub out_trade_no: Option<String>,
+    /// Operators: only this merchant's trades (`mch_…`). With `out_trade_no`
+    /// the trade is found by the merchant's reference index, not a scan.
+    #[param(pattern = "^mch_[0-9a-f]{32}$")]
+    pub merchant: Option<String>,
     #[param(pattern = "^(WAIT_BUYER_PAY|WAIT_SELLER_SEND|WAIT_BUYER_CONFIRM|TRADE_SUCCESS|TRADE_CLOSED)$")]
     pub status: Option<String>,
     #[param(minimum = 1, maximum = 100)]
@@ -457,13 +461,19 @@ pub async fn get_trade(
     caller: Caller,
     Path(trade_no): Path<String>,
 ) -> Result<Json<TradeView>, ApiError> {
-    let number = trade_number(&state, &trade_no)?;
-    let trade = state
+    visible_trade(&state, caller, &trade_no).map(|trade| Json(trade_view(&state.ids, &trade)))
+}
+
+/// The trade `trade_no` names, if `caller` may see it (else 404: another
+/// party's trade is not said to exist).
+pub fn visible_trade(state: &AppState, caller: Caller, trade_no: &str) -> Result<Trade, ApiError> {
+    let number = trade_number(state, trade_no)?;
+    state
         .store
         .read_with_archive(|p, archive| p.trade(archive, number))
         .map_err(|error| ApiError::internal(format!("cannot read the trade: {error}")))?
-        .filter(|trade| may_see(caller, trade));
-    trade.map(|trade| Json(trade_view(&state.ids, &trade))).ok_or_else(|| ApiError::not_found("trade"))
+        .filter(|trade| may_see(caller, trade))
+        .ok_or_else(|| ApiError::not_found("trade"))
 }
 
 #[utoipa::path(get, path = "/v1/trades", tag = "trades", params(TradeListParams),
@@ -483,8 +493,23 @@ pub async fn list_trades(
     if out_trade_no.as_ref().is_some_and(|no| no.is_empty() || no.chars().count() > 64) {
         return Err(ApiError::invalid("out_trade_no must be 1 to 64 characters"));
     }
+    let merchant = match (&params.merchant, caller) {
+        (None, Caller::Party { number, kind: PartyKind::Merchant }) => Some(number),
+        (None, _) => None,
+        (Some(id), _) => Some(PartyNumber::new(id_of(&state.ids, IdKind::Merchant, id, "merchant")?)),
+    };
+    if let (Some(merchant), Some(out_trade_no)) = (merchant, &out_trade_no) {
+        let found = state
+            .store
+            .read_with_archive(|p, archive| p.trade_by_out_trade_no(archive, merchant, out_trade_no))
+            .map_err(|error| ApiError::internal(format!("cannot read the trade: {error}")))?
+            .filter(|trade| may_see(caller, trade) && status.is_none_or(|status| trade.status == status));
+        let data = found.iter().map(|trade| trade_view(&state.ids, trade)).collect();
+        return Ok(Json(TradePage { data, has_more: false }));
+    }
     let keep = move |trade: &Trade| {
         may_see(caller, trade)
+            && merchant.is_none_or(|merchant| trade.merchant == merchant)
             && status.is_none_or(|status| trade.status == status)
             && out_trade_no.as_ref().is_none_or(|no| &trade.out_trade_no == no)
     };

@@ -24,6 +24,8 @@ import urllib.request
 from Crypto.PublicKey import RSA
 from playwright.sync_api import sync_playwright
 
+from accessibility import ACCESSIBILITY
+
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
 from alipay.aop.api.domain.AlipayTradePagePayModel import AlipayTradePagePayModel
@@ -130,29 +132,6 @@ def wait_for(found, what, seconds=15):
             return
         time.sleep(0.1)
     raise AssertionError("waited for " + what)
-
-
-# WCAG 2 contrast of every text element against its nearest opaque
-# background, and every form control's accessible label.
-ACCESSIBILITY = """() => {
-  const rgb = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
-  const lum = ([r, g, b]) => [r, g, b].map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; })
-    .reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
-  const background = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
-    if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
-  const problems = [];
-  for (const el of document.querySelectorAll('h1,h2,p,label,legend,button,a,span')) {
-    if (!el.textContent.trim()) continue;
-    const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(background(el))];
-    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-    if (ratio < 4.5) problems.push(el.tagName + ' "' + el.textContent.trim().slice(0, 20) + '" ' + ratio.toFixed(2));
-  }
-  for (const input of document.querySelectorAll('input:not([type=hidden])')) {
-    if (!input.labels || input.labels.length === 0) problems.push('unlabelled ' + input.name);
-  }
-  if (!document.documentElement.lang) problems.push('no lang');
-  return problems;
-}"""
 
 
 def accessible(page):

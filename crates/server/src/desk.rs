@@ -1,0 +1,762 @@
+//! What the operator console (`/console`) and the merchant portal
+//! (`/portal`) share: the signed-in session from its cookie, CSRF checks,
+//! the frame of every page, and the pages both have — a trade with its
+//! timeline, refunds with a confirmation step, closing or shipping it,
+//! resending an event, signing out. Every change is an API request made as
+//! the signed-in caller (`web::Api`), so the API's rules hold here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::gateway::{fen_to_yuan, yuan_to_fen};
+use crate::web::{self, Call, Refusal, Web};
+
+/// The console or the portal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Desk {
+    Console,
+    Portal,
+}
+
+impl Desk {
+    pub fn base(self) -> &'static str {
+        match self {
+            Desk::Console => "/console",
+            Desk::Portal => "/portal",
+        }
+    }
+
+    pub fn cookie(self) -> &'static str {
+        match self {
+            Desk::Console => "zhifu_staff",
+            Desk::Portal => "zhifu_merchant",
+        }
+    }
+
+    /// Who may sign in here.
+    fn admits(self, caller: Caller) -> bool {
+        match self {
+            Desk::Console => matches!(caller, Caller::Staff { .. }),
+            Desk::Portal => matches!(caller, Caller::Party { kind: platform::PartyKind::Merchant, .. }),
+        }
+    }
+}
+
+/// The words of the console and the portal, in English or Chinese.
+pub struct Words {
+    pub lang: &'static str,
+    pub console: &'static str,
+    pub portal: &'static str,
+    pub login: &'static str,
+    pub password: &'static str,
+    pub sign_in: &'static str,
+    pub sign_out: &'static str,
+    pub search: &'static str,
+    pub search_hint: &'static str,
+    pub trades: &'static str,
+    pub trade: &'static str,
+    pub audit: &'static str,
+    pub settings: &'static str,
+    pub operations: &'static str,
+    pub webhooks: &'static str,
+    pub keys: &'static str,
+    pub status: &'static str,
+    pub amount: &'static str,
+    pub refunded: &'static str,
+    pub fee: &'static str,
+    pub merchant: &'static str,
+    pub buyer: &'static str,
+    pub created: &'static str,
+    pub timeline: &'static str,
+    pub refund: &'static str,
+    pub reason: &'static str,
+    pub confirm_refund: &'static str,
+    pub cancel: &'static str,
+    pub close: &'static str,
+    pub ship: &'static str,
+    pub resend: &'static str,
+    pub balance: &'static str,
+    pub no_results: &'static str,
+    pub older: &'static str,
+    pub save: &'static str,
+    pub wrong_password: &'static str,
+    pub expired: &'static str,
+}
+
+const ENGLISH: Words = Words {
+    lang: "en",
+    console: "zhifu console",
+    portal: "zhifu merchant portal",
+    login: "Login",
+    password: "Password",
+    sign_in: "Sign in",
+    sign_out: "Sign out",
+    search: "Search",
+    search_hint: "Trade, party or event id, login, or out_trade_no (optionally after the merchant's id)",
+    trades: "Trades",
+    trade: "Trade",
+    audit: "Audit log",
+    settings: "Settings",
+    operations: "Operations",
+    webhooks: "Webhooks",
+    keys: "API keys",
+    status: "Status",
+    amount: "Amount",
+    refunded: "Refunded",
+    fee: "Fee",
+    merchant: "Merchant",
+    buyer: "Buyer",
+    created: "Created",
+    timeline: "Timeline",
+    refund: "Refund",
+    reason: "Reason",
+    confirm_refund: "Confirm the refund",
+    cancel: "Cancel",
+    close: "Close the trade",
+    ship: "Mark as shipped",
+    resend: "Resend",
+    balance: "Balance",
+    no_results: "Nothing found.",
+    older: "Older",
+    save: "Save",
+    wrong_password: "Wrong login or password.",
+    expired: "This form has expired: open the page again.",
+};
+
+const CHINESE: Words = Words {
+    lang: "zh-CN",
+    console: "zhifu 运营后台",
+    portal: "zhifu 商家中心",
+    login: "账户名",
+    password: "密码",
+    sign_in: "登录",
+    sign_out: "退出登录",
+    search: "搜索",
+    search_hint: "交易号、用户或商户号、事件号、账户名，或商户订单号（可在商户号之后）",
+    trades: "交易",
+    trade: "交易",
+    audit: "审计日志",
+    settings: "设置",
+    operations: "运维",
+    webhooks: "通知",
+    keys: "API 密钥",
+    status: "状态",
+    amount: "金额",
+    refunded: "已退款",
+    fee: "手续费",
+    merchant: "商户",
+    buyer: "买家",
+    created: "创建时间",
+    timeline: "时间线",
+    refund: "退款",
+    reason: "原因",
+    confirm_refund: "确认退款",
+    cancel: "取消",
+    close: "关闭交易",
+    ship: "标记为已发货",
+    resend: "重新发送",
+    balance: "余额",
+    no_results: "没有找到。",
+    older: "更早",
+    save: "保存",
+    wrong_password: "账户名或密码错误。",
+    expired: "表单已过期，请重新打开页面。",
+};
+
+pub fn words(headers: &HeaderMap) -> &'static Words {
+    if web::prefers_chinese(headers) { &CHINESE } else { &ENGLISH }
+}
+
+/// What every page of a desk shows around its content.
+pub struct Frame {
+    pub words: &'static Words,
+    pub desk: Desk,
+    /// The signed-in caller's name (login or merchant id), if any.
+    pub who: Option<String>,
+    /// The CSRF token of this session's forms.
+    pub csrf: String,
+    /// Operators with this duty see its actions.
+    pub may_support: bool,
+    pub may_administer: bool,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Frame {
+    pub fn title(&self) -> &'static str {
+        match self.desk {
+            Desk::Console => self.words.console,
+            Desk::Portal => self.words.portal,
+        }
+    }
+
+    pub fn is_console(&self) -> bool {
+        self.desk == Desk::Console
+    }
+}
+
+/// A signed-in request: its session token and caller, the page frame, and
+/// what an API call needs.
+pub struct Session {
+    pub web: Arc<Web>,
+    pub token: String,
+    pub frame: Frame,
+    pub peer: SocketAddr,
+    pub request_id: String,
+}
+
+/// The session of a request to `desk`, or the response to give instead
+/// (the sign-in page).
+pub fn session(web: &Arc<Web>, desk: Desk, headers: &HeaderMap, peer: SocketAddr) -> Result<Session, Box<Response>> {
+    let words = words(headers);
+    let state = &web.state;
+    let token = web::cookie_value(headers, desk.cookie()).map(str::to_string);
+    let caller = token.as_deref().and_then(|token| state.sessions.verify(state, token, state.clock.now()));
+    let (Some(token), Some(caller)) = (token, caller.filter(|caller| desk.admits(*caller))) else {
+        return Err(Box::new(sign_in_page(web, desk, headers, StatusCode::OK, None)));
+    };
+    let csrf = web::csrf_token(state, &token, desk.base()).map_err(|error| Box::new(error.into_response()))?;
+    let who = match caller {
+        Caller::Staff { number, .. } => state.store.read(|p| p.staff(number).map(|s| s.login.clone())),
+        Caller::Party { number, .. } => Some(state.ids.format(crate::ids::IdKind::Merchant, number)),
+        Caller::Admin => None,
+    };
+    let duty = |duty: crate::auth::Duty| caller.require(duty).is_ok();
+    let frame = Frame {
+        words,
+        desk,
+        who,
+        csrf,
+        may_support: duty(crate::auth::Duty::Support),
+        may_administer: duty(crate::auth::Duty::Administer),
+        notice: None,
+        error: None,
+    };
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    Ok(Session { web: Arc::clone(web), token, frame, peer, request_id })
+}
+
+impl Session {
+    /// A signed-in form's CSRF token is this session's.
+    pub fn check_csrf(&self, csrf: &str) -> Result<(), Box<Response>> {
+        if web::csrf_holds(&self.web.state, &self.token, self.frame.desk.base(), csrf) {
+            Ok(())
+        } else {
+            Err(Box::new(message_page(&self.frame, StatusCode::FORBIDDEN, self.frame.words.expired)))
+        }
+    }
+
+    pub async fn get(&self, path: String) -> Result<Value, Refusal> {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Refusal> {
+        let call = Call {
+            token: &self.token,
+            method,
+            path,
+            body,
+            idempotency_key,
+            request_id: &self.request_id,
+            peer: self.peer,
+        };
+        self.web.api.call(call).await
+    }
+}
+
+#[derive(Template)]
+#[template(path = "desk/sign_in.html")]
+struct SignInPage {
+    frame: Frame,
+    visit_csrf: String,
+}
+
+/// The sign-in form (with the visit cookie its CSRF token is tied to).
+pub fn sign_in_page(
+    web: &Arc<Web>,
+    desk: Desk,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let state = &web.state;
+    let (visit, new_visit) = match web::visit_of(headers) {
+        Ok(visit) => visit,
+        Err(error) => return error.into_response(),
+    };
+    let Ok(visit_csrf) = web::csrf_token(state, &visit, desk.base()) else {
+        return crate::error::ApiError::internal("no CSRF token").into_response();
+    };
+    let frame = Frame {
+        words: words(headers),
+        desk,
+        who: None,
+        csrf: String::new(),
+        may_support: false,
+        may_administer: false,
+        notice: None,
+        error: error.map(str::to_string),
+    };
+    let cookies: Vec<String> =
+        new_visit.then(|| web::cookie(state, web::VISIT_COOKIE, &visit, None)).into_iter().collect();
+    render(status, &SignInPage { frame, visit_csrf }, &cookies)
+}
+
+/// The sign-in form's CSRF token is the one the browser's visit cookie gives.
+pub fn sign_in_csrf_holds(web: &Web, desk: Desk, headers: &HeaderMap, csrf: &str) -> bool {
+    web::cookie_value(headers, web::VISIT_COOKIE)
+        .is_some_and(|visit| web::csrf_holds(&web.state, visit, desk.base(), csrf))
+}
+
+pub fn render(status: StatusCode, page: &impl Template, cookies: &[String]) -> Response {
+    match page.render() {
+        Ok(html) => web::page(status, html, None, cookies),
+        Err(_) => crate::error::ApiError::internal("a page did not render").into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "desk/message.html")]
+struct MessagePage<'a> {
+    frame: &'a Frame,
+    message: &'a str,
+}
+
+pub fn message_page(frame: &Frame, status: StatusCode, message: &str) -> Response {
+    render(status, &MessagePage { frame, message }, &[])
+}
+
+/// A refused API call as a page: its status (never a 5xx for a refusal) and words.
+pub fn refusal_page(frame: &Frame, refusal: &Refusal) -> Response {
+    let text = format!("{} ({})", refusal.message, refusal.code);
+    message_page(frame, refusal.status, &text)
+}
+
+/// A field of an API answer as text ("" when absent).
+pub fn text(value: &Value, name: &str) -> String {
+    match &value[name] {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub fn yuan(value: &Value, name: &str) -> String {
+    value[name].as_u64().map(fen_to_yuan).unwrap_or_default()
+}
+
+/// A trade as its page shows it.
+pub struct TradeRow {
+    pub trade_no: String,
+    pub out_trade_no: String,
+    pub merchant: String,
+    pub buyer: String,
+    pub subject: String,
+    pub amount: String,
+    pub refunded: String,
+    pub fee: String,
+    pub status: String,
+    pub mode: String,
+    pub created: String,
+    pub refundable: bool,
+    pub closable: bool,
+    pub shippable: bool,
+}
+
+pub fn trade_row(trade: &Value) -> TradeRow {
+    let status = text(trade, "status");
+    let paid = matches!(status.as_str(), "WAIT_SELLER_SEND" | "WAIT_BUYER_CONFIRM" | "TRADE_SUCCESS");
+    let amount = trade["amount"].as_u64().unwrap_or(0);
+    let refunded = trade["refunded_amount"].as_u64().unwrap_or(0);
+    TradeRow {
+        trade_no: text(trade, "trade_no"),
+        out_trade_no: text(trade, "out_trade_no"),
+        merchant: text(trade, "merchant"),
+        buyer: text(trade, "buyer"),
+        subject: text(trade, "subject"),
+        amount: yuan(trade, "amount"),
+        refunded: yuan(trade, "refunded_amount"),
+        fee: yuan(trade, "fee"),
+        mode: text(trade, "mode"),
+        created: text(trade, "created"),
+        refundable: paid && refunded < amount,
+        closable: status == "WAIT_BUYER_PAY",
+        shippable: status == "WAIT_SELLER_SEND",
+        status,
+    }
+}
+
+/// One line of a trade's timeline: an event and its delivery attempts.
+pub struct TimelineRow {
+    pub event: String,
+    pub kind: String,
+    pub at: String,
+    pub detail: String,
+    pub attempts: Vec<AttemptRow>,
+    /// Attempted and never acknowledged: it may be resent.
+    pub owed: bool,
+}
+
+pub struct AttemptRow {
+    pub at: String,
+    pub endpoint: String,
+    pub outcome: String,
+    pub duration_ms: String,
+}
+
+fn timeline_rows(timeline: &Value) -> Vec<TimelineRow> {
+    let entries = timeline["data"].as_array().map(Vec::as_slice).unwrap_or_default();
+    entries
+        .iter()
+        .map(|entry| {
+            let event = &entry["event"];
+            let refund = &event["data"]["refund"];
+            let detail = if refund.is_object() {
+                format!("{} ¥{}", text(refund, "out_request_no"), yuan(refund, "amount"))
+            } else {
+                text(&event["data"], "status")
+            };
+            let attempts: Vec<AttemptRow> = entry["attempts"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|attempt| AttemptRow {
+                    at: text(attempt, "attempted_at"),
+                    endpoint: text(attempt, "endpoint"),
+                    outcome: match (attempt["status_code"].as_u64(), attempt["error"].as_str()) {
+                        (Some(code), _) => code.to_string(),
+                        (None, Some(error)) => error.to_string(),
+                        (None, None) => "-".to_string(),
+                    },
+                    duration_ms: text(attempt, "duration_ms"),
+                })
+                .collect();
+            let owed = entry["attempts"].as_array().is_some_and(|attempts| {
+                !attempts.is_empty() && attempts.iter().all(|a| a["delivered"].as_bool() != Some(true))
+            });
+            TimelineRow {
+                event: text(event, "id"),
+                kind: text(event, "type"),
+                at: text(event, "created"),
+                detail,
+                attempts,
+                owed,
+            }
+        })
+        .collect()
+}
+
+/// An audit line as pages show it.
+pub struct AuditRow {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub request_id: String,
+}
+
+pub fn audit_rows(page: &Value) -> Vec<AuditRow> {
+    page["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|line| AuditRow {
+            at: text(line, "at"),
+            actor: text(line, "actor"),
+            action: text(line, "action"),
+            target: text(line, "target"),
+            outcome: text(line, "outcome"),
+            request_id: text(line, "request_id"),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "desk/trade.html")]
+struct TradePage {
+    frame: Frame,
+    trade: TradeRow,
+    timeline: Vec<TimelineRow>,
+    truncated: bool,
+    audit: Vec<AuditRow>,
+    nonce: String,
+}
+
+/// `GET /{desk}/trades/{trade_no}`: the trade, its timeline (events and
+/// every delivery attempt), and for operators the audit lines about it.
+pub async fn trade_page(session: Session, trade_no: &str) -> Response {
+    let Some(trade_no) = plain_id(trade_no) else {
+        return message_page(&session.frame, StatusCode::NOT_FOUND, session.frame.words.no_results);
+    };
+    let trade = match session.get(format!("/v1/trades/{trade_no}")).await {
+        Ok(trade) => trade,
+        Err(refusal) => return refusal_page(&session.frame, &refusal),
+    };
+    let timeline = match session.get(format!("/v1/trades/{trade_no}/events")).await {
+        Ok(timeline) => timeline,
+        Err(refusal) => return refusal_page(&session.frame, &refusal),
+    };
+    let audit = if session.frame.is_console() {
+        session.get(format!("/v1/admin/audit?target={trade_no}&limit=50")).await.map(|page| audit_rows(&page))
+    } else {
+        Ok(Vec::new())
+    };
+    let nonce = match web::form_nonce() {
+        Ok(nonce) => nonce,
+        Err(error) => return error.into_response(),
+    };
+    let page = TradePage {
+        trade: trade_row(&trade),
+        timeline: timeline_rows(&timeline),
+        truncated: timeline["truncated"].as_bool().unwrap_or(false),
+        audit: audit.unwrap_or_default(),
+        nonce,
+        frame: session.frame,
+    };
+    render(StatusCode::OK, &page, &[])
+}
+
+/// An id from a URL, if it is one (letters, digits and `_` only).
+pub fn plain_id(id: &str) -> Option<&str> {
+    (!id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(id)
+}
+
+#[derive(Deserialize)]
+pub struct RefundForm {
+    csrf: String,
+    nonce: String,
+    amount: String,
+    #[serde(default)]
+    reason: String,
+    /// Absent: show the confirmation step; `yes`: refund.
+    #[serde(default)]
+    confirm: String,
+}
+
+#[derive(Template)]
+#[template(path = "desk/confirm_refund.html")]
+struct ConfirmRefundPage {
+    frame: Frame,
+    trade: TradeRow,
+    amount: String,
+    reason: String,
+    nonce: String,
+}
+
+/// `POST /{desk}/trades/{trade_no}/refund`: first a confirmation page, then
+/// the refund (the form's nonce is its idempotency key and its
+/// `out_request_no`: a second submission is the same refund).
+pub async fn refund(session: Session, trade_no: &str, form: RefundForm) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return *refused;
+    }
+    let (Some(trade_no), Some(nonce)) = (plain_id(trade_no), plain_id(&form.nonce)) else {
+        return message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.no_results);
+    };
+    let Some(fen) = yuan_to_fen(form.amount.trim()).filter(|&fen| fen > 0) else {
+        let text = "amount must be yuan with at most two decimals, above zero (12.34)";
+        return message_page(&session.frame, StatusCode::UNPROCESSABLE_ENTITY, text);
+    };
+    if form.confirm != "yes" {
+        let trade = match session.get(format!("/v1/trades/{trade_no}")).await {
+            Ok(trade) => trade_row(&trade),
+            Err(refusal) => return refusal_page(&session.frame, &refusal),
+        };
+        let page = ConfirmRefundPage {
+            trade,
+            amount: fen_to_yuan(fen),
+            reason: form.reason,
+            nonce: nonce.to_string(),
+            frame: session.frame,
+        };
+        return render(StatusCode::OK, &page, &[]);
+    }
+    let mut body = json!({ "out_request_no": format!("web-{nonce}"), "amount": fen });
+    if !form.reason.trim().is_empty() {
+        body["reason"] = json!(form.reason.trim());
+    }
+    let path = format!("/v1/trades/{trade_no}/refunds");
+    match session.call(Method::POST, path, Some(body), Some(nonce)).await {
+        Ok(_) => web::see_other(&format!("{}/trades/{trade_no}", session.frame.desk.base()), &[]),
+        Err(refusal) => refusal_page(&session.frame, &refusal),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {
+    csrf: String,
+    nonce: String,
+    /// The trade page to go back to.
+    #[serde(default)]
+    back: String,
+}
+
+/// A trade's action without fields (`close`, `ship`), or an event's
+/// resend: the API request, then back to the trade.
+pub async fn act(session: Session, path: String, form: ActionForm) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return *refused;
+    }
+    let nonce = plain_id(&form.nonce);
+    match session.call(Method::POST, path, Some(json!({})), nonce).await {
+        Ok(_) => {
+            let back = plain_id(&form.back).map_or(session.frame.desk.base().to_string(), |trade| {
+                format!("{}/trades/{trade}", session.frame.desk.base())
+            });
+            web::see_other(&back, &[])
+        }
+        Err(refusal) => refusal_page(&session.frame, &refusal),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /{desk}/sign-out`: the session ends on this node at once and the
+/// cookie is cleared.
+pub async fn sign_out(session: Session, form: CsrfForm) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return *refused;
+    }
+    let state = &session.web.state;
+    let now = state.clock.now();
+    state.sessions.end(&session.token, now.plus_nanos(crate::auth::SESSION_NANOS), now);
+    let cleared = web::cookie(state, session.frame.desk.cookie(), "", Some(0));
+    web::see_other(session.frame.desk.base(), &[cleared])
+}
+
+/// The routes both desks have, for `desk`.
+pub fn shared_routes(desk: Desk) -> axum::Router<Arc<Web>> {
+    use axum::routing::{get, post};
+    let base = desk.base();
+    axum::Router::new()
+        .route(&format!("{base}/trades/{{trade_no}}"), get(move |s, c, h, p| show_trade(desk, s, c, h, p)))
+        .route(
+            &format!("{base}/trades/{{trade_no}}/refund"),
+            post(move |s, c, h, p, f| refund_trade(desk, s, c, h, p, f)),
+        )
+        .route(
+            &format!("{base}/trades/{{trade_no}}/close"),
+            post(move |s, c, h, p, f| trade_action(desk, "close", s, c, h, p, f)),
+        )
+        .route(
+            &format!("{base}/trades/{{trade_no}}/ship"),
+            post(move |s, c, h, p, f| trade_action(desk, "ship", s, c, h, p, f)),
+        )
+        .route(&format!("{base}/events/{{id}}/resend"), post(move |s, c, h, p, f| resend(desk, s, c, h, p, f)))
+        .route(&format!("{base}/sign-out"), post(move |s, c, h, f| leave(desk, s, c, h, f)))
+}
+
+type Peer = ConnectInfo<SocketAddr>;
+
+async fn show_trade(
+    desk: Desk,
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(trade_no): Path<String>,
+) -> Response {
+    match session(&web, desk, &headers, peer) {
+        Ok(session) => trade_page(session, &trade_no).await,
+        Err(response) => *response,
+    }
+}
+
+async fn refund_trade(
+    desk: Desk,
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(trade_no): Path<String>,
+    form: Result<Form<RefundForm>, FormRejection>,
+) -> Response {
+    let session = match session(&web, desk, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    match form {
+        Ok(Form(form)) => refund(session, &trade_no, form).await,
+        Err(_) => message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired),
+    }
+}
+
+async fn trade_action(
+    desk: Desk,
+    what: &'static str,
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(trade_no): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    let session = match session(&web, desk, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let (Ok(Form(mut form)), Some(trade_no)) = (form, plain_id(&trade_no)) else {
+        return message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
+    };
+    form.back = trade_no.to_string();
+    act(session, format!("/v1/trades/{trade_no}/{what}"), form).await
+}
+
+async fn resend(
+    desk: Desk,
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    let session = match session(&web, desk, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let (Ok(Form(form)), Some(id)) = (form, plain_id(&id)) else {
+        return message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
+    };
+    act(session, format!("/v1/events/{id}/resend"), form).await
+}
+
+async fn leave(
+    desk: Desk,
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let session = match session(&web, desk, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    match form {
+        Ok(Form(form)) => sign_out(session, form).await,
+        Err(_) => message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired),
+    }
+}
+
+pub async fn stylesheet() -> Response {
+    let css = include_str!("../templates/desk/style.css");
+    ([(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")], css).into_response()
+}

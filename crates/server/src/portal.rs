@@ -1,0 +1,307 @@
+//! The merchant portal (`/portal`): a merchant signs in with its login and
+//! password and sees its balance and today's takings, its trades (a trade's
+//! page with refund and ship), its webhook endpoints with the events they
+//! still owe (resend), and makes restricted API keys. Each page is API
+//! requests made with the merchant's session (`desk`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use platform::PartyKind;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::desk::{self, Desk, Frame, Session, TradeRow, text};
+use crate::web::{self, Web};
+
+type Peer = ConnectInfo<SocketAddr>;
+
+/// A portal session lasts this long (clock time), as a staff session does.
+const SESSION_NANOS: u64 = crate::auth::SESSION_NANOS;
+/// Today's takings add up at most this many of the newest trades.
+const TAKINGS_TRADES_MAX: usize = 1_000;
+
+pub fn routes() -> axum::Router<Arc<Web>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/portal", get(home))
+        .route("/portal/sign-in", post(sign_in))
+        .route("/portal/webhooks", get(webhooks))
+        .route("/portal/keys", get(keys).post(new_key))
+        .merge(desk::shared_routes(Desk::Portal))
+}
+
+fn signed_in(web: &Arc<Web>, headers: &HeaderMap, peer: SocketAddr) -> Result<Session, Box<Response>> {
+    desk::session(web, Desk::Portal, headers, peer)
+}
+
+#[derive(Deserialize)]
+pub struct TradesQuery {
+    starting_after: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "desk/portal_home.html")]
+struct HomePage {
+    frame: Frame,
+    available: String,
+    takings_today: String,
+    paid_today: usize,
+    takings_partial: bool,
+    trades: Vec<TradeRow>,
+    status: String,
+    older: Option<String>,
+}
+
+/// `GET /portal`: balance, today's takings, the trades (20 a page, by status).
+async fn home(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    query: Result<Query<TradesQuery>, QueryRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let query = query.ok().map(|Query(query)| query);
+    let status = query.as_ref().and_then(|q| q.status.clone()).filter(|s| platform::TradeStatus::parse(s).is_some());
+    let after = query.and_then(|q| q.starting_after).filter(|id| desk::plain_id(id).is_some());
+    let mut path = "/v1/trades?limit=20".to_string();
+    if let Some(status) = &status {
+        path.push_str(&format!("&status={status}"));
+    }
+    if let Some(after) = &after {
+        path.push_str(&format!("&starting_after={after}"));
+    }
+    let page = match session.get(path).await {
+        Ok(page) => page,
+        Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
+    };
+    let trades: Vec<TradeRow> =
+        page["data"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(desk::trade_row).collect();
+    let older = (page["has_more"].as_bool() == Some(true)).then(|| trades.last().map(|t| t.trade_no.clone())).flatten();
+    let balance = session.get("/v1/balance".to_string()).await.unwrap_or(Value::Null);
+    let (takings, paid_today, partial) = takings_today(&session).await;
+    let page = HomePage {
+        available: balance["available"].as_u64().map(crate::gateway::fen_to_yuan).unwrap_or_default(),
+        takings_today: crate::gateway::fen_to_yuan(takings),
+        paid_today,
+        takings_partial: partial,
+        trades,
+        status: status.unwrap_or_default(),
+        older,
+        frame: session.frame,
+    };
+    desk::render(StatusCode::OK, &page, &[])
+}
+
+/// What trades paid today (CST) brought in, less refunds: the newest
+/// trades read back to the day's start, at most `TAKINGS_TRADES_MAX`.
+async fn takings_today(session: &Session) -> (u64, usize, bool) {
+    let state = &session.web.state;
+    const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
+    const CST_OFFSET_NANOS: u64 = 8 * 3_600 * 1_000_000_000;
+    let now = state.clock.now().nanos();
+    let start = ((now + CST_OFFSET_NANOS) / DAY_NANOS * DAY_NANOS).saturating_sub(CST_OFFSET_NANOS);
+    let day_start = crate::clock::rfc3339(platform::Timestamp::from_nanos(start));
+    let (mut total, mut count, mut read) = (0u64, 0usize, 0usize);
+    let mut after: Option<String> = None;
+    while read < TAKINGS_TRADES_MAX {
+        let mut path = "/v1/trades?limit=100".to_string();
+        if let Some(after) = &after {
+            path.push_str(&format!("&starting_after={after}"));
+        }
+        let Ok(page) = session.get(path).await else { return (total, count, true) };
+        let trades = page["data"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for trade in trades {
+            read += 1;
+            // RFC 3339 times in one zone compare as text.
+            if text(trade, "created") < day_start {
+                return (total, count, false);
+            }
+            if !text(trade, "paid_at").is_empty() {
+                let amount = trade["amount"].as_u64().unwrap_or(0);
+                total += amount.saturating_sub(trade["refunded_amount"].as_u64().unwrap_or(0));
+                count += 1;
+            }
+        }
+        if page["has_more"].as_bool() != Some(true) {
+            return (total, count, false);
+        }
+        after = trades.last().map(|trade| text(trade, "trade_no"));
+    }
+    (total, count, true)
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    csrf: String,
+    login: String,
+    password: String,
+}
+
+/// `POST /portal/sign-in`: a merchant's login and password (Argon2id,
+/// limited per login; unknown logins cost the same), then the session cookie.
+async fn sign_in(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    form: Result<Form<SignInForm>, FormRejection>,
+) -> Response {
+    let words = desk::words(&headers);
+    let refuse = |status, message| desk::sign_in_page(&web, Desk::Portal, &headers, status, Some(message));
+    let Ok(Form(form)) = form else { return refuse(StatusCode::BAD_REQUEST, words.expired) };
+    if !desk::sign_in_csrf_holds(&web, Desk::Portal, &headers, &form.csrf) {
+        return refuse(StatusCode::FORBIDDEN, words.expired);
+    }
+    let state = &web.state;
+    let login = form.login.trim();
+    if login.chars().count() > platform::access::LOGIN_CHARS_MAX || form.password.chars().count() > 128 {
+        return refuse(StatusCode::UNAUTHORIZED, words.wrong_password);
+    }
+    if !state.limiters.allow_sign_in(login) {
+        return refuse(StatusCode::TOO_MANY_REQUESTS, "too many sign-ins to this login: wait a minute");
+    }
+    let merchant = state.store.read(|p| {
+        let (party, hash) = p.party_login(login)?;
+        (p.party(party)?.kind == PartyKind::Merchant).then(|| (party, hash.to_string()))
+    });
+    let phc = merchant.as_ref().map(|(_, hash)| hash.clone());
+    let password = form.password.clone();
+    let verified = crate::auth::password_work(state, move || {
+        crate::auth::password_matches(&password, phc.as_deref().unwrap_or(crate::auth::decoy_hash()))
+    })
+    .await;
+    let (party, hash) = match (verified, merchant) {
+        (Ok(true), Some(merchant)) => merchant,
+        (Err(error), _) => return error.into_response(),
+        _ => return refuse(StatusCode::UNAUTHORIZED, words.wrong_password),
+    };
+    let Ok((token, _)) = state.sessions.open_party(state, party, &hash, SESSION_NANOS, state.clock.now()) else {
+        return crate::error::ApiError::internal("no session").into_response();
+    };
+    let cookie = web::cookie(state, Desk::Portal.cookie(), &token, Some(SESSION_NANOS / 1_000_000_000));
+    web::see_other("/portal", &[cookie])
+}
+
+struct EndpointRow {
+    id: String,
+    url: String,
+    events: String,
+}
+
+struct EventRow {
+    id: String,
+    kind: String,
+    created: String,
+    trade_no: String,
+}
+
+#[derive(Template)]
+#[template(path = "desk/portal_webhooks.html")]
+struct WebhooksPage {
+    frame: Frame,
+    endpoints: Vec<EndpointRow>,
+    undelivered: Vec<EventRow>,
+    nonce: String,
+}
+
+/// `GET /portal/webhooks`: the endpoints and the events still owed.
+async fn webhooks(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let endpoints = match session.get("/v1/webhook-endpoints".to_string()).await {
+        Ok(answer) => answer,
+        Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
+    };
+    let owed = session.get("/v1/events?delivered=false&limit=50".to_string()).await.unwrap_or(Value::Null);
+    let list = |value: &Value| value["data"].as_array().cloned().unwrap_or_default();
+    let endpoints = list(&endpoints)
+        .iter()
+        .map(|e| EndpointRow {
+            id: text(e, "id"),
+            url: text(e, "url"),
+            events: e["events"]
+                .as_array()
+                .map(|kinds| kinds.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let undelivered = list(&owed)
+        .iter()
+        .map(|e| EventRow {
+            id: text(e, "id"),
+            kind: text(e, "type"),
+            created: text(e, "created"),
+            trade_no: text(&e["data"], "trade_no"),
+        })
+        .collect();
+    let nonce = match web::form_nonce() {
+        Ok(nonce) => nonce,
+        Err(error) => return error.into_response(),
+    };
+    desk::render(StatusCode::OK, &WebhooksPage { endpoints, undelivered, nonce, frame: session.frame }, &[])
+}
+
+#[derive(Template)]
+#[template(path = "desk/portal_keys.html")]
+struct KeysPage {
+    frame: Frame,
+    new_key: Option<String>,
+    nonce: String,
+}
+
+async fn keys(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    keys_page(session, None)
+}
+
+fn keys_page(session: Session, new_key: Option<String>) -> Response {
+    let nonce = match web::form_nonce() {
+        Ok(nonce) => nonce,
+        Err(error) => return error.into_response(),
+    };
+    desk::render(StatusCode::OK, &KeysPage { new_key, nonce, frame: session.frame }, &[])
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    csrf: String,
+    nonce: String,
+}
+
+/// `POST /portal/keys`: a restricted (read-only) key, shown once.
+async fn new_key(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    form: Result<Form<KeyForm>, FormRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let Ok(Form(form)) = form else {
+        return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
+    };
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return *refused;
+    }
+    let body = json!({ "permissions": "read" });
+    match session.call(Method::POST, "/v1/api-keys".to_string(), Some(body), desk::plain_id(&form.nonce)).await {
+        Ok(answer) => keys_page(session, Some(text(&answer, "api_key"))),
+        Err(refusal) => desk::refusal_page(&session.frame, &refusal),
+    }
+}

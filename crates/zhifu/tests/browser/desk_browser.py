@@ -1,0 +1,201 @@
+"""The operator console and the merchant portal in a real browser: Debian's
+Chromium driven by Playwright (no browser download). Run by
+crates/zhifu/tests/desk_browser.rs:
+
+    python3 desk_browser.py <base url> <admin key> <screenshot dir>
+
+Support staff sign in (a wrong password first), find a trade by its
+out_trade_no, open its timeline, refund part of it through the
+confirmation step; the refund shows in the audit log and in the merchant's
+portal. A support login sees no fee-schedule form and its POST is refused;
+a cross-site POST without the CSRF token is refused (nothing refunded); a
+merchant cannot open another merchant's trade by URL; sign-out and session
+expiry end sessions (a signed-out cookie replayed is refused).
+"""
+
+import json
+import os
+import sys
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+from accessibility import ACCESSIBILITY
+
+BASE, ADMIN, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3]
+CHROMIUM = os.environ.get("ZHIFU_CHROMIUM", "/usr/bin/chromium")
+PASSWORD = "a long passphrase"
+
+
+def rest(method, path, key, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(BASE + path, data=data, method=method)
+    request.add_header("Authorization", "Bearer " + key)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def made(status_and_body):
+    status, body = status_and_body
+    assert status in (200, 201), (status, body)
+    return body
+
+
+def shot(page, name):
+    problems = page.evaluate(ACCESSIBILITY)
+    assert not problems, (name, problems)
+    page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
+
+
+# Two merchants with portal logins, a buyer, a paid trade of each; staff.
+tea = made(rest("POST", "/v1/merchants", ADMIN, {"name": "Tea House", "login": "teahouse", "password": PASSWORD}))
+other = made(rest("POST", "/v1/merchants", ADMIN, {"name": "Other Shop", "login": "othershop", "password": PASSWORD}))
+buyer = made(rest("POST", "/v1/users", ADMIN, {"name": "lin"}))
+made(rest("POST", "/v1/topups", buyer["api_key"], {"amount": 100000, "bank": "ICBC"}))
+
+
+def paid_trade(merchant, out_trade_no, amount):
+    trade = made(rest("POST", "/v1/trades", merchant["api_key"],
+                      {"out_trade_no": out_trade_no, "amount": amount, "subject": "Longjing tea", "mode": "instant"}))
+    made(rest("POST", f"/v1/trades/{trade['trade_no']}/pay", buyer["api_key"], {"source": "balance"}))
+    return trade["trade_no"]
+
+
+ours = paid_trade(tea, "order-42", 5000)
+theirs = paid_trade(other, "order-99", 7000)
+sam = made(rest("POST", "/v1/admin/staff", ADMIN, {"login": "sam", "password": PASSWORD, "role": "support"}))
+made(rest("POST", "/v1/admin/staff", ADMIN, {"login": "fay", "password": PASSWORD, "role": "finance"}))
+schedules_before = made(rest("GET", "/v1/admin/fee-schedules", ADMIN))
+
+
+def sign_in(page, desk, login):
+    page.goto(BASE + desk)
+    page.get_by_label("Login").fill(login)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+with sync_playwright() as playwright:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+
+    # The start page links to both desks.
+    page.goto(BASE + "/")
+    assert page.get_by_role("link", name="zhifu console").is_visible()
+    assert page.get_by_role("link", name="zhifu merchant portal").is_visible()
+
+    # Console: a wrong password, then support staff sign in.
+    page.goto(BASE + "/console")
+    shot(page, "console-sign-in")
+    page.get_by_label("Login").fill("sam")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    assert "Wrong login or password" in page.locator(".error").inner_text()
+    sign_in(page, "/console", "sam")
+    assert page.locator(".who span").inner_text() == "sam"
+    assert "✓" in page.locator("#books").inner_text(), "the books balance"
+    shot(page, "console-home")
+
+    # Find the trade by out_trade_no: its page and its timeline.
+    page.get_by_label("Search").fill("order-42")
+    page.get_by_role("button", name="Search").click()
+    assert page.url.endswith("/console/trades/" + ours), page.url
+    timeline = page.locator(".timeline").inner_text()
+    assert "trade.paid" in timeline and "trade.succeeded" in timeline, timeline
+
+    # Refund part of it, through the confirmation step.
+    page.get_by_label("Refund (¥)").fill("12.00")
+    page.get_by_label("Reason").fill("one tin arrived dented")
+    page.get_by_role("button", name="Refund…").click()
+    assert page.locator("#confirm-amount").inner_text() == "¥12.00"
+    shot(page, "console-confirm-refund")
+    confirmation = page.eval_on_selector_all(
+        "form[action$='/refund'] input[type=hidden]", "inputs => Object.fromEntries(inputs.map(i => [i.name, i.value]))")
+    page.get_by_role("button", name="Confirm the refund").click()
+    assert page.url.endswith("/console/trades/" + ours), page.url
+    assert page.locator("#refunded").inner_text() == "¥12.00"
+    assert "refund.succeeded" in page.locator(".timeline").inner_text()
+    shot(page, "console-trade")
+    assert made(rest("GET", f"/v1/trades/{ours}", ADMIN))["refunded_amount"] == 1200
+    # The confirmation form again (a second submission): the same refund.
+    assert page.request.post(BASE + f"/console/trades/{ours}/refund", form=confirmation).status == 200
+    assert made(rest("GET", f"/v1/trades/{ours}", ADMIN))["refunded_amount"] == 1200, "refunded once"
+
+    # The audit log: the refund, by sam, on the trade.
+    page.get_by_role("link", name="Audit log").click()
+    first = page.locator("tbody tr").first.inner_text()
+    assert "trade.refund" in first and sam["id"] in first and ours in first, first
+    shot(page, "console-audit")
+
+    # Support cannot change fee schedules: no form, and the POST is refused.
+    page.get_by_role("link", name="Settings").click()
+    assert page.get_by_role("button", name="Save").count() == 0
+    shot(page, "console-settings-support")
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    answer = page.request.post(BASE + "/console/settings/fees/transfer",
+                               form={"csrf": csrf, "rate_bps": "500", "minimum": "1.00", "maximum": ""})
+    assert answer.status == 403, answer.status
+    assert made(rest("GET", "/v1/admin/fee-schedules", ADMIN)) == schedules_before
+
+    # A cross-site form POST (no CSRF token) is refused: nothing refunded.
+    answer = page.request.post(BASE + f"/console/trades/{ours}/refund",
+                               form={"csrf": "", "nonce": "forged", "amount": "1.00", "confirm": "yes"})
+    assert answer.status == 403, answer.status
+    assert made(rest("GET", f"/v1/trades/{ours}", ADMIN))["refunded_amount"] == 1200
+
+    # Sign out: the sign-in form again, and the old cookie replayed is refused.
+    cookie = next(c for c in context.cookies() if c["name"] == "zhifu_staff")
+    page.get_by_role("button", name="Sign out").click()
+    assert page.get_by_label("Password").is_visible()
+    replay = browser.new_context()
+    replay.add_cookies([cookie])
+    again = replay.new_page()
+    again.goto(BASE + "/console")
+    assert again.get_by_label("Password").is_visible(), "a signed-out session is refused"
+    assert again.request.get(BASE + f"/console/trades/{ours}").status == 200  # the sign-in page,
+    assert "order-42" not in again.request.get(BASE + f"/console/trades/{ours}").text()  # not the trade
+
+    # The portal: the merchant sees the refund made in the console.
+    portal = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(portal, "/portal", "teahouse")
+    assert "order-42" in portal.locator("table").inner_text()
+    shot(portal, "portal-home")
+    portal.get_by_role("link", name=ours).click()
+    assert portal.locator("#refunded").inner_text() == "¥12.00"
+    assert "refund.succeeded" in portal.locator(".timeline").inner_text()
+    shot(portal, "portal-trade")
+    # Another merchant's trade by URL: not found, nothing of it shown.
+    answer = portal.goto(BASE + f"/portal/trades/{theirs}")
+    assert answer.status == 404 and "order-99" not in portal.content(), answer.status
+    # A restricted key, shown once: it reads and cannot write.
+    portal.goto(BASE + "/portal/keys")
+    portal.get_by_role("button", name="New restricted key").click()
+    key = portal.locator("#new-key").inner_text()
+    assert rest("GET", "/v1/balance", key)[0] == 200
+    assert rest("POST", "/v1/transfers", key, {"to": buyer["id"], "amount": 1})[0] == 403
+    # The portal's CSRF holds too.
+    answer = portal.request.post(BASE + f"/portal/trades/{ours}/refund",
+                                 form={"csrf": "0" * 32, "nonce": "forged", "amount": "1.00", "confirm": "yes"})
+    assert answer.status == 403, answer.status
+
+    # Session expiry: finance signs in; eight hours of clock later, signed out.
+    finance = browser.new_context().new_page()
+    sign_in(finance, "/console", "fay")
+    assert finance.locator(".who span").inner_text() == "fay"
+    made(rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 8 * 3600 + 1}))
+    finance.goto(BASE + "/console")
+    assert finance.get_by_label("Password").is_visible(), "an expired session is refused"
+
+    # Chinese by Accept-Language.
+    chinese = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"}).new_page()
+    chinese.goto(BASE + "/console")
+    assert chinese.locator("html").get_attribute("lang") == "zh-CN" and "登录" in chinese.content()
+
+    browser.close()
+
+print("all desk checks passed")
