@@ -7,37 +7,8 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
-use support::{ADMIN_KEY, Server};
-
 #[test]
 fn a_buyer_pays_in_chromium_from_a_website_a_phone_and_a_qr_code() {
-    let python = std::env::var("ZHIFU_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let modules = Command::new(&python).args(["-c", "import playwright, alipay.aop.api, Crypto"]).output();
-    let chromium = std::env::var("ZHIFU_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    if !modules.is_ok_and(|output| output.status.success()) || !Path::new(&chromium).exists() {
-        assert!(std::env::var("CI").is_err(), "CI must install chromium and playwright (scripts/test-all)");
-        eprintln!("skipped: Chromium or Playwright is not installed (apt install chromium; pip install playwright)");
-        return;
-    }
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cashier-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let directory = tempfile::tempdir().unwrap();
-    let server = Server::start(directory.path(), &["--clock", "simulated"]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/cashier_browser.py");
-    let output = Command::new(python)
-        .arg(script)
-        .args([server.base.as_str(), ADMIN_KEY, shots.to_str().unwrap()])
-        .env("ZHIFU_CHROMIUM", &chromium)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("all browser checks passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    server.assert_balanced();
+    let modules = "playwright, alipay.aop.api, Crypto";
+    support::run_browser_script("cashier_browser.py", modules, "cashier-screenshots", "all browser checks passed");
 }

@@ -296,3 +296,36 @@ pub fn receiver_with(down: Arc<AtomicUsize>, status: &'static str) -> (String, R
     });
     (url, received)
 }
+
+/// Runs a Playwright script of `tests/browser/` against a fresh `zhifu
+/// serve` (simulated clock) in Debian's Chromium, keeping its screenshots in
+/// `target/tmp/<shots>/`; it passes when the script prints `done`. Without
+/// Chromium or the Python modules (`modules`, imported) it is skipped,
+/// except under `CI`, where it fails.
+#[allow(dead_code)] // used by the browser tests only
+pub fn run_browser_script(script: &str, modules: &str, shots: &str, done: &str) {
+    use std::path::Path;
+    use std::process::Command;
+    let python = std::env::var("ZHIFU_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let found = Command::new(&python).args(["-c", &format!("import {modules}")]).output();
+    let chromium = std::env::var("ZHIFU_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    if !found.is_ok_and(|output| output.status.success()) || !Path::new(&chromium).exists() {
+        assert!(std::env::var("CI").is_err(), "CI must install chromium and {modules} (scripts/test-all)");
+        eprintln!("skipped: Chromium or {modules} is not installed (apt install chromium; pip install playwright)");
+        return;
+    }
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join(shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &["--clock", "simulated"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser").join(script);
+    let output = Command::new(python)
+        .arg(script)
+        .args([server.base.as_str(), ADMIN_KEY, shots.to_str().unwrap()])
+        .env("ZHIFU_CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.contains(done), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    server.assert_balanced();
+}
