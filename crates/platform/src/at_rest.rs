@@ -109,6 +109,9 @@ pub(crate) struct TradeAtRest<'a> {
     previous_of_merchant_back: Option<i64>,
     /// From `number`, back.
     previous_of_buyer_back: Option<i64>,
+    /// Back from this record's offset to the trade's previous record (its
+    /// events and versions form a chain, newest first); `None` for its first.
+    previous_record_back: Option<i64>,
 }
 
 impl<'a> TradeAtRest<'a> {
@@ -149,7 +152,14 @@ impl<'a> TradeAtRest<'a> {
                 .previous_of_merchant
                 .map(|previous| since(previous.get(), trade.number.get())),
             previous_of_buyer_back: trade.previous_of_buyer.map(|previous| since(previous.get(), trade.number.get())),
+            previous_record_back: None,
         }
+    }
+
+    /// The same, to be written at `offset`, after the trade's record at `previous`.
+    pub(crate) fn after(mut self, previous: Option<u64>, offset: u64) -> TradeAtRest<'a> {
+        self.previous_record_back = previous.map(|previous| since(previous, offset));
+        self
     }
 
     pub(crate) fn into_trade(self) -> Trade {
@@ -227,7 +237,12 @@ pub(crate) struct TradeEventAtRest<'a> {
 
 impl<'a> ArchiveRecord<'a> {
     /// The record of `event`, to be archived at `offset`.
-    pub(crate) fn of_event(event: &'a Event, offset: u64, previous_of_party: Option<u64>) -> ArchiveRecord<'a> {
+    pub(crate) fn of_event(
+        event: &'a Event,
+        offset: u64,
+        previous_of_party: Option<u64>,
+        previous_of_trade: Option<u64>,
+    ) -> ArchiveRecord<'a> {
         let (trade, refund) = match &event.data {
             EventData::Trade(trade) => (trade, None),
             EventData::Refund { trade, refund } => (trade, Some(Cow::Borrowed(refund))),
@@ -242,7 +257,7 @@ impl<'a> ArchiveRecord<'a> {
             created_after_trade: since_time(last_time_of(trade), event.created_at),
             trade_after_trade: event.trade.map(|number| since(trade.number.get(), number.get())),
             previous_of_party_back: previous_of_party.map(|previous| offset.wrapping_sub(previous)),
-            trade: TradeAtRest::of(trade),
+            trade: TradeAtRest::of(trade).after(previous_of_trade, offset),
             refund,
         })
     }
@@ -261,6 +276,16 @@ impl ArchiveRecord<'static> {
         match self {
             ArchiveRecord::Trade(trade) | ArchiveRecord::TradeEvent(TradeEventAtRest { trade, .. }) => {
                 Some(trade.number)
+            }
+            _ => None,
+        }
+    }
+
+    /// Where the trade's record before this one is (a trade's records).
+    pub(crate) fn previous_of_trade(&self, offset: u64) -> Option<u64> {
+        match self {
+            ArchiveRecord::Trade(trade) | ArchiveRecord::TradeEvent(TradeEventAtRest { trade, .. }) => {
+                trade.previous_record_back.map(|back| from(offset, -back))
             }
             _ => None,
         }
@@ -400,7 +425,7 @@ mod tests {
             };
             let kind = "trade.paid".to_string();
             let event = Event { number: EventNumber::new(number), party: PartyNumber::new(party), kind, created_at, trade: names_trade.then_some(trade.number), data };
-            let record = ArchiveRecord::of_event(&event, offset, previous_of_party);
+            let record = ArchiveRecord::of_event(&event, offset, previous_of_party, None);
             prop_assert!(matches!(record, ArchiveRecord::TradeEvent(_)));
             prop_assert_eq!(round_trip(&record, offset).into_event(offset).unwrap(), (event.clone(), previous_of_party));
             prop_assert_eq!(round_trip(&record, offset).into_trade(offset).unwrap(), Trade::clone(&trade));
@@ -450,7 +475,9 @@ mod tests {
             data: EventData::Trade(Arc::clone(&trade)),
         };
         let offset = 50_000_000_000;
-        let compact = postcard::to_allocvec(&ArchiveRecord::of_event(&event, offset, Some(offset - 900))).unwrap();
+        let compact =
+            postcard::to_allocvec(&ArchiveRecord::of_event(&event, offset, Some(offset - 900), Some(offset - 300)))
+                .unwrap();
         let full = postcard::to_allocvec(&(&event, Some(offset - 900))).unwrap();
         // Before compression (which takes the constant waits, 30 minutes to
         // expiry and 10 days to confirmation, almost for nothing).

@@ -286,6 +286,13 @@ pub enum Action {
         secret: String,
         old_expires_at: Timestamp,
     },
+    /// Stops (or restarts) a campaign's discounts; its sponsor (`None`: the
+    /// platform) does it. Its budget stays where it is until its end.
+    PauseCampaign {
+        campaign: CampaignNumber,
+        sponsor: Option<PartyNumber>,
+        paused: bool,
+    },
 }
 
 /// Where an event is delivered: one of its merchant's endpoints, or a

@@ -159,9 +159,18 @@ impl Platform {
     /// Archives an event on its party's chain; returns its offset.
     pub(crate) fn archive_event(&mut self, event: &Event) -> u64 {
         let previous_of_party = self.state.events.last_of_party(event.party);
+        let about = match &event.data {
+            EventData::Trade(trade) | EventData::Refund { trade, .. } => Some(trade.number),
+            _ => None,
+        };
+        let previous_of_trade = about.and_then(|trade| self.touched.last_record.get(&trade).copied());
         let at = self.state.archive.length();
-        let offset = self.state.archive.append(&ArchiveRecord::of_event(event, at, previous_of_party));
+        let offset =
+            self.state.archive.append(&ArchiveRecord::of_event(event, at, previous_of_party, previous_of_trade));
         self.state.events.last_of_party.insert(event.party, offset);
+        if let Some(trade) = about {
+            self.touched.last_record.insert(trade, offset);
+        }
         offset
     }
 

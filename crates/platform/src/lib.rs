@@ -61,7 +61,7 @@ pub use marketing::{Campaign, Coupon, RedPacket, SplitMode};
 pub use platform::{AMOUNT_MAX, Balance, Party, Platform, TICK_ITEMS_MAX};
 pub use trade_actions::{
     PartyTrades, REFUNDS_PER_TRADE_MAX, TradeAt, list_trades_newest_first, read_archived_bank_entry,
-    read_archived_event, read_archived_trade, walk_events, walk_party_trades,
+    read_archived_event, read_archived_trade, walk_events, walk_party_trades, walk_trade_events,
 };
 pub use trades::{Delivery, Event, EventData, Refund, Trade, TradeMode, TradeStatus};
 pub use units::{

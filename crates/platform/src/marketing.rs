@@ -64,6 +64,8 @@ pub struct Campaign {
     pub uses: BTreeMap<PartyNumber, u32>,
     /// Set at the end, when the unspent budget went back.
     pub returned: Option<Fen>,
+    /// Paused by its sponsor: no discounts until resumed.
+    pub paused: bool,
 }
 
 /// A coupon: one use of its campaign's discount, for one user, until it expires.
@@ -193,6 +195,11 @@ impl Platform {
 
     pub fn campaign(&self, number: CampaignNumber) -> Option<&Campaign> {
         self.state.marketing.campaigns.get(&number)
+    }
+
+    /// The campaigns numbered below `before`, newest first.
+    pub fn campaigns_before(&self, before: CampaignNumber) -> impl Iterator<Item = &Campaign> {
+        self.state.marketing.campaigns.range(..before).rev().map(|(_, campaign)| campaign)
     }
 
     pub(crate) fn create_red_packet(
@@ -338,6 +345,7 @@ impl Platform {
             ends_at,
             uses: BTreeMap::new(),
             returned: None,
+            paused: false,
         };
         self.state.marketing.campaigns.insert(number, campaign.clone());
         self.state.marketing.due.insert((ends_at, number.get()));
@@ -352,6 +360,23 @@ impl Platform {
                 self.state.marketing.unclaimed.remove(&sender);
             }
         }
+    }
+
+    /// Pauses or resumes a campaign of `sponsor`'s (an ended one stays ended).
+    pub(crate) fn pause_campaign(
+        &mut self,
+        number: CampaignNumber,
+        sponsor: Option<PartyNumber>,
+        paused: bool,
+    ) -> Outcome {
+        let Some(campaign) = self.state.marketing.campaign_mut(number).filter(|c| c.sponsor == sponsor) else {
+            return Outcome::Rejected(Rejection::NotFound(Missing::Campaign));
+        };
+        if campaign.returned.is_some() {
+            return conflict(Conflict::CampaignEnded);
+        }
+        campaign.paused = paused;
+        Outcome::CampaignCreated(Box::new(campaign.clone()))
     }
 
     pub fn coupon(&self, number: CouponNumber) -> Option<&Coupon> {

@@ -368,6 +368,7 @@ impl Platform {
             Action::RollEndpointSecret { merchant, endpoint, secret, old_expires_at } => {
                 self.roll_endpoint_secret(now, *merchant, *endpoint, secret, *old_expires_at)
             }
+            Action::PauseCampaign { campaign, sponsor, paused } => self.pause_campaign(*campaign, *sponsor, *paused),
         }
     }
 

@@ -146,6 +146,8 @@ pub enum Conflict {
     RedPacketExpired,
     RedPacketEmpty,
     CampaignDates,
+    /// The campaign has ended (its budget went back).
+    CampaignEnded,
     SecretMadeOnce,
     GatewayKeyMadeOnce,
     KeyInUse,

@@ -105,6 +105,10 @@ pub(crate) struct Touched {
     /// trade as the event holds it). Held, so that a later change within
     /// the command copies the record (and so differs from the event's).
     pub events: Vec<(TradeNumber, u64, Arc<Trade>)>,
+    /// Each trade's newest record in the archive as the command goes (where
+    /// it was brought back from, then each record written of it): the next
+    /// record links back to it.
+    pub last_record: HashMap<TradeNumber, u64>,
 }
 
 fn not_found() -> Outcome {
@@ -257,6 +261,12 @@ impl Platform {
     }
 
     /// The newest event of a party: where it is in the archive.
+    /// Where a trade's newest record rests in the archive (`None`: it is
+    /// live, in memory, and so unpaid: it has no events yet).
+    pub fn trade_record_at(&self, number: TradeNumber) -> Option<u64> {
+        self.state.trades.directory.archived_at(number)
+    }
+
     pub fn last_event_at(&self, party: PartyNumber) -> Option<u64> {
         self.state.events.last_of_party(party)
     }
@@ -382,6 +392,7 @@ impl Platform {
             self.state.trades.due.insert((due, trade.number));
         }
         self.touched.restored.push((trade.number, offset));
+        self.touched.last_record.insert(trade.number, offset);
         self.state.trades.live.insert(trade.number, Arc::new(trade));
     }
 
@@ -391,7 +402,7 @@ impl Platform {
     /// their own); trades it brought back without changing go back to where
     /// they were.
     pub(crate) fn archive_touched_trades(&mut self) {
-        let Touched { mut changed, restored, events } = std::mem::take(&mut self.touched);
+        let Touched { mut changed, restored, events, last_record } = std::mem::take(&mut self.touched);
         changed.sort_unstable();
         changed.dedup();
         // Only a trade's last event can hold it as it is now (a change after
@@ -414,7 +425,11 @@ impl Platform {
             let reported = last_event.get(&number).filter(|(_, held)| Arc::ptr_eq(held, trade));
             let offset = match reported {
                 Some(&(offset, _)) => offset,
-                None => self.state.archive.append(&ArchiveRecord::Trade(TradeAtRest::of(trade))),
+                None => {
+                    let previous = last_record.get(&number).copied();
+                    let at = self.state.archive.length();
+                    self.state.archive.append(&ArchiveRecord::Trade(TradeAtRest::of(trade).after(previous, at)))
+                }
             };
             self.park(number, offset);
         }
@@ -1159,6 +1174,9 @@ impl Platform {
         if now < campaign.starts_at || now >= campaign.ends_at || campaign.returned.is_some() {
             return none("the campaign is not running");
         }
+        if campaign.paused {
+            return none("the campaign is paused");
+        }
         if trade.amount < campaign.min_spend || trade.amount <= campaign.discount {
             return none("the trade is below the campaign's minimum spend");
         }
@@ -1390,6 +1408,35 @@ pub fn read_archived_event(archive: &dyn ArchiveSource, offset: u64) -> Result<(
 /// An archived line of the bank's statement (see `Platform::bank_statement_at`).
 pub fn read_archived_bank_entry(archive: &dyn ArchiveSource, offset: u64) -> Result<BankEntry, JournalError> {
     decode_archived(archive, offset)?.into_bank_entry(offset)
+}
+
+/// A trade's events, newest first, with their offsets: read along the
+/// trade's chain of records from its newest (`head`, see
+/// [`Platform::trade_record_at`]), at most `records_max` records; and
+/// whether that bound stopped the walk before the trade's first record.
+pub fn walk_trade_events(
+    archive: &dyn ArchiveSource,
+    head: Option<u64>,
+    records_max: usize,
+) -> Result<(Vec<(Event, u64)>, bool), JournalError> {
+    let mut found = Vec::new();
+    let mut next = head;
+    for _ in 0..records_max {
+        let Some(offset) = next else { return Ok((found, false)) };
+        let record = decode_archived(archive, offset)?;
+        let previous = record.previous_of_trade(offset);
+        // A trade's chain only goes back: anything else is a damaged record.
+        if previous.is_some_and(|previous| previous >= offset) {
+            return Err(JournalError::Failed(format!(
+                "archive record at {offset} points forward to its trade's previous record"
+            )));
+        }
+        if matches!(record, ArchiveRecord::TradeEvent(_)) {
+            found.push((record.into_event(offset)?.0, offset));
+        }
+        next = previous;
+    }
+    Ok((found, next.is_some()))
 }
 
 pub(crate) fn decode_archived(

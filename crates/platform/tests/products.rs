@@ -997,3 +997,51 @@ fn red_packets_past_what_a_sender_can_hold_are_refused() {
     let broken: Vec<_> = platform.check_invariants().into_iter().filter(|check| !check.ok).collect();
     assert!(broken.is_empty(), "{broken:?}");
 }
+
+/// A trade's events are found along its own chain of archive records, newest
+/// first, however many events of other trades its merchant has had since —
+/// and the chain survives a restart.
+#[test]
+fn a_trades_events_are_read_along_its_own_chain() {
+    use platform::{PaySource, TradeMode};
+    let directory = tempfile::tempdir().unwrap();
+    let (store, _) = Durable::<Platform>::open(directory.path(), Options::default()).unwrap();
+    let mut submit = submitter(&store);
+    let (shop, buyer) = shop_and_buyer(&mut submit);
+    let pay = |trade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
+    let Outcome::TradeUpdated(escrow) = submit(pay(new_trade(shop, "e-1", 10_000, TradeMode::Escrow))) else {
+        panic!()
+    };
+    // Other trades' events in between.
+    for index in 0..20 {
+        submit(pay(new_trade(shop, &format!("other-{index}"), 100, TradeMode::Instant)));
+    }
+    assert!(matches!(submit(Action::ShipTrade { trade: escrow.number, merchant: shop }), Outcome::TradeUpdated(_)));
+    for index in 0..2 {
+        let refund = Action::RefundTrade {
+            trade: escrow.number,
+            merchant: shop,
+            out_request_no: format!("r-{index}"),
+            amount: fen(1_000),
+            reason: None,
+        };
+        assert!(matches!(submit(refund), Outcome::RefundCreated { .. }));
+    }
+    let kinds = |store: &Durable<Platform>| {
+        let head = store.read(|p| p.trade_record_at(escrow.number));
+        let (events, truncated) = platform::walk_trade_events(store.archive(), head, 100).unwrap();
+        assert!(!truncated);
+        assert!(events.iter().all(|(event, _)| event.trade == Some(escrow.number)));
+        events.into_iter().map(|(event, _)| event.kind).collect::<Vec<_>>()
+    };
+    let expected = ["refund.succeeded", "refund.succeeded", "trade.shipped", "trade.paid"];
+    assert_eq!(kinds(&store), expected);
+    let head = store.read(|p| p.trade_record_at(escrow.number));
+    let (_, truncated) = platform::walk_trade_events(store.archive(), head, 2).unwrap();
+    assert!(truncated, "a bound below the chain's length says so");
+    drop(submit);
+    store.shutdown();
+    let (store, _) = Durable::<Platform>::open(directory.path(), Options::default()).unwrap();
+    assert_eq!(kinds(&store), expected);
+    store.shutdown();
+}

@@ -131,6 +131,8 @@ pub struct AppState {
     pub delivery_pauses: crate::webhooks::Pauses,
     /// The base of the URLs zhifu hands out (`--public-url`; QR codes, redirects).
     pub public_url: String,
+    /// Payments per second for the console's live view.
+    pub pulse: crate::pulse::Pulse,
 }
 
 impl AppState {
@@ -179,7 +181,10 @@ impl AppState {
         action: Action,
     ) -> Result<platform::Outcome, ApiError> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let command = Command { now: self.clock.now(), idempotency, action };
+        let pays =
+            matches!(action, Action::PayTrade { .. } | Action::CreateAndPayTrade { .. } | Action::PayWithCode { .. });
+        let (now, started) = (self.clock.now(), std::time::Instant::now());
+        let command = Command { now, idempotency, action };
         self.store
             .submit_with(command, move |outcome| {
                 let _ = sender.send(outcome);
@@ -189,7 +194,15 @@ impl AppState {
         // waiting must say the outcome is unknown, never that nothing was done.
         let _ = SUBMITTED.try_with(|submitted| submitted.store(true, Ordering::Release));
         match receiver.await {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(outcome)) => {
+                if pays
+                    && let platform::Outcome::TradeUpdated(trade) = &outcome
+                    && trade.paid_at == Some(now)
+                {
+                    self.pulse.record(trade.amount.get(), started.elapsed());
+                }
+                Ok(outcome)
+            }
             // Refused, or the log failed before it held the command: never done.
             Ok(Err(error)) => Err(ApiError::from_journal(error)),
             Err(_) => Err(ApiError::unavailable("the journal's writer stopped before answering")),
@@ -270,6 +283,7 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         password_work: tokio::sync::Semaphore::new(crate::auth::PASSWORD_WORK_MAX),
         delivery_pauses: crate::webhooks::Pauses::default(),
         public_url: public_url.trim_end_matches('/').to_string(),
+        pulse: crate::pulse::Pulse::default(),
     });
     configure(&state, &config.platform).await?;
     Ok((state, listener))
@@ -463,6 +477,7 @@ pub fn router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     let pages = Router::new()
         .route("/", axum::routing::get(crate::console::start))
         .route("/desk/style.css", axum::routing::get(crate::desk::stylesheet))
+        .route("/docs/api", axum::routing::get(crate::reference::page))
         .merge(crate::console::routes())
         .merge(crate::portal::routes())
         .with_state(web);

@@ -30,8 +30,12 @@ pub fn routes() -> axum::Router<Arc<Web>> {
         .route("/console/parties/{id}", get(party))
         .route("/console/parties/{id}/revoke-keys", post(revoke_keys))
         .route("/console/audit", get(audit))
+        .route("/console/live", get(live))
+        .route("/console/reconciliation", get(reconciliation))
         .route("/console/settings", get(settings))
         .route("/console/settings/fees/{product}", post(set_fees))
+        .route("/console/campaigns", post(create_campaign))
+        .route("/console/campaigns/{id}/pause", post(pause_campaign))
         .merge(desk::shared_routes(Desk::Console))
 }
 
@@ -61,6 +65,7 @@ struct HomePage {
     accounts: String,
     queues: Vec<Queue>,
     recent: Vec<TradeRow>,
+    store: Vec<(&'static str, String)>,
 }
 
 /// `GET /console`: search, the books' checks, the webhook queues, the
@@ -98,6 +103,7 @@ async fn home(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: Hea
         })
         .collect();
     let recent = session.get("/v1/trades?limit=10".to_string()).await.map(|page| rows(&page)).unwrap_or_default();
+    let store = store_figures(&web);
     let page = HomePage {
         balanced: check["balanced"].as_bool() == Some(true),
         checks,
@@ -105,9 +111,37 @@ async fn home(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: Hea
         accounts: text(&check, "accounts"),
         queues,
         recent,
+        store,
         frame: session.frame,
     };
     desk::render(StatusCode::OK, &page, &[])
+}
+
+/// This node's place in the store (leader or follower, the last command
+/// applied) and the journal's figures since it started.
+fn store_figures(web: &Web) -> Vec<(&'static str, String)> {
+    let health = web.state.store.health();
+    let role = match &health.role {
+        journal::Lead::Leader => "leader".to_string(),
+        journal::Lead::Follower { leader } => format!("follower (leader {})", leader.as_deref().unwrap_or("unknown")),
+    };
+    let status = match (&health.failure, &health.store_problem) {
+        (Some(reason), _) => format!("failed: {reason}"),
+        (None, Some(problem)) => format!("unavailable: {problem}"),
+        (None, None) => "ok".to_string(),
+    };
+    let stats = web.state.store.stats();
+    let per_group = if stats.groups == 0 { 0.0 } else { stats.batches as f64 / stats.groups as f64 };
+    vec![
+        ("role", role),
+        ("status", status),
+        ("last command applied", health.last_applied.to_string()),
+        ("commands since start", stats.batches.to_string()),
+        ("commands per durable write", format!("{per_group:.1}")),
+        ("snapshots", stats.snapshots.to_string()),
+        ("slowest append (µs)", stats.append_us_max.to_string()),
+        ("slowest apply of a group (µs)", stats.apply_us_max.to_string()),
+    ]
 }
 
 fn rows(page: &Value) -> Vec<TradeRow> {
@@ -385,11 +419,24 @@ struct FeeRow {
     maximum: String,
 }
 
+struct CampaignRow {
+    id: String,
+    sponsor: String,
+    name: String,
+    remaining: String,
+    discount: String,
+    ends_at: String,
+    paused: bool,
+    ended: bool,
+}
+
 #[derive(Template)]
 #[template(path = "desk/settings.html")]
 struct SettingsPage {
     frame: Frame,
     fees: Vec<FeeRow>,
+    campaigns: Vec<CampaignRow>,
+    nonce: String,
 }
 
 /// `GET /console/settings`: the fee schedules; only admins get the forms.
@@ -414,7 +461,114 @@ async fn settings(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers:
             maximum: yuan(&fee["schedule"], "maximum"),
         })
         .collect();
-    desk::render(StatusCode::OK, &SettingsPage { fees, frame: session.frame }, &[])
+    let campaigns = session.get("/v1/campaigns?limit=50".to_string()).await.unwrap_or(Value::Null);
+    let campaigns = campaigns["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| CampaignRow {
+            id: text(c, "id"),
+            sponsor: text(c, "sponsor"),
+            name: text(c, "name"),
+            remaining: yuan(c, "remaining"),
+            discount: yuan(c, "discount"),
+            ends_at: text(c, "ends_at"),
+            paused: c["paused"].as_bool() == Some(true),
+            ended: !c["returned"].is_null(),
+        })
+        .collect();
+    let nonce = match web::form_nonce() {
+        Ok(nonce) => nonce,
+        Err(error) => return error.into_response(),
+    };
+    desk::render(StatusCode::OK, &SettingsPage { fees, campaigns, nonce, frame: session.frame }, &[])
+}
+
+#[derive(Deserialize)]
+pub struct CampaignForm {
+    csrf: String,
+    nonce: String,
+    name: String,
+    budget: String,
+    discount: String,
+    #[serde(default)]
+    min_spend: String,
+    per_user_limit: String,
+    starts_at: String,
+    ends_at: String,
+}
+
+/// `POST /console/campaigns`: a platform campaign (admins), through the API.
+async fn create_campaign(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    form: Result<Form<CampaignForm>, FormRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let Ok(Form(form)) = form else {
+        return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
+    };
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return *refused;
+    }
+    let amounts = (
+        crate::gateway::yuan_to_fen(form.budget.trim()),
+        crate::gateway::yuan_to_fen(form.discount.trim()),
+        fee_fen(if form.min_spend.trim().is_empty() { "0" } else { form.min_spend.trim() }),
+        form.per_user_limit.trim().parse::<u32>().ok(),
+    );
+    let (Some(budget), Some(discount), Some(min_spend), Some(per_user_limit)) = amounts else {
+        let text = "budget, discount and minimum spend in yuan (12.34), a limit per user above zero";
+        return desk::message_page(&session.frame, StatusCode::UNPROCESSABLE_ENTITY, text);
+    };
+    let body = json!({
+        "name": form.name.trim(), "budget": budget, "discount": discount, "min_spend": min_spend,
+        "per_user_limit": per_user_limit, "starts_at": form.starts_at.trim(), "ends_at": form.ends_at.trim(),
+    });
+    let nonce = desk::plain_id(&form.nonce);
+    match session.call(Method::POST, "/v1/campaigns".to_string(), Some(body), nonce).await {
+        Ok(_) => web::see_other("/console/settings", &[]),
+        Err(refusal) => desk::refusal_page(&session.frame, &refusal),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PauseForm {
+    csrf: String,
+    nonce: String,
+    /// `pause` or `resume`.
+    action: String,
+}
+
+/// `POST /console/campaigns/{id}/pause`: pauses or resumes a platform campaign (admins).
+async fn pause_campaign(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<PauseForm>, FormRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let (Ok(Form(form)), Some(id)) = (form, desk::plain_id(&id)) else {
+        return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
+    };
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return *refused;
+    }
+    let what = if form.action == "resume" { "resume" } else { "pause" };
+    let path = format!("/v1/campaigns/{id}/{what}");
+    match session.call(Method::POST, path, Some(json!({})), desk::plain_id(&form.nonce)).await {
+        Ok(_) => web::see_other("/console/settings", &[]),
+        Err(refusal) => desk::refusal_page(&session.frame, &refusal),
+    }
 }
 
 #[derive(Deserialize)]
@@ -469,6 +623,120 @@ async fn set_fees(
         Ok(_) => web::see_other("/console/settings", &[]),
         Err(refusal) => desk::refusal_page(&session.frame, &refusal),
     }
+}
+
+#[derive(Deserialize)]
+pub struct DateQuery {
+    date: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "desk/reconciliation.html")]
+struct ReconciliationPage {
+    frame: Frame,
+    date: String,
+    balanced: bool,
+    figures: Vec<(&'static str, String)>,
+    breaks: Vec<(&'static str, String)>,
+}
+
+/// `GET /console/reconciliation?date=`: the bank's statement of a day
+/// against the ledger, with every break (finance and admins).
+async fn reconciliation(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    query: Result<Query<DateQuery>, QueryRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let today = platform::calendar::Date::of(web.state.clock.now()).to_string();
+    let date = query.ok().and_then(|Query(query)| query.date).filter(|d| d.len() == 10).unwrap_or(today);
+    let answer = match session.get(format!("/v1/admin/reconciliation?date={}", urlencoding(&date))).await {
+        Ok(answer) => answer,
+        Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
+    };
+    let figures = vec![("bank lines", text(&answer, "bank_entries")), ("matched", text(&answer, "matched"))];
+    let mut breaks = Vec::new();
+    for (name, what) in [
+        ("missing", "missing from the ledger"),
+        ("mismatched", "different in the ledger"),
+        ("unmatched_ledger", "not on the bank's statement"),
+    ] {
+        for line in answer[name].as_array().map(Vec::as_slice).unwrap_or_default() {
+            breaks.push((what, line.as_str().unwrap_or_default().to_string()));
+        }
+    }
+    let page = ReconciliationPage {
+        date,
+        balanced: answer["balanced"].as_bool() == Some(true),
+        figures,
+        breaks,
+        frame: session.frame,
+    };
+    desk::render(StatusCode::OK, &page, &[])
+}
+
+/// The live chart's size, in SVG units.
+const CHART_WIDTH: u64 = 900;
+const CHART_HEIGHT: u64 = 160;
+
+#[derive(Template)]
+#[template(path = "desk/live.html")]
+struct LivePage {
+    frame: Frame,
+    per_second: String,
+    gmv_minute: String,
+    p50_ms: String,
+    p99_ms: String,
+    peak: u64,
+    payments_points: String,
+    gmv_points: String,
+}
+
+/// `GET /console/live`: payments per second, GMV and latency over the last
+/// five minutes on this node (the page reloads itself every 2 seconds).
+async fn live(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let pulse = &web.state.pulse;
+    let seconds = pulse.seconds();
+    let (last_ten, minute) = (pulse.summary(10), pulse.summary(60));
+    let peak = seconds.iter().map(|second| second.payments).max().unwrap_or(0).max(1);
+    let peak_gmv = seconds.iter().map(|second| second.gmv_fen).max().unwrap_or(0).max(1);
+    let points = |value: &dyn Fn(&crate::pulse::SecondFigures) -> u64, top: u64| {
+        let step = CHART_WIDTH / crate::pulse::WINDOW_SECONDS;
+        seconds
+            .iter()
+            .enumerate()
+            .map(|(index, second)| {
+                let y = CHART_HEIGHT - value(second).saturating_mul(CHART_HEIGHT) / top;
+                format!("{},{y}", index as u64 * step)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let millis = |us: u64| format!("{:.1}", us as f64 / 1000.0);
+    let page = LivePage {
+        per_second: format!("{:.1}", last_ten.payments as f64 / 10.0),
+        gmv_minute: crate::gateway::fen_to_yuan(minute.gmv_fen),
+        p50_ms: millis(minute.p50_us),
+        p99_ms: millis(minute.p99_us),
+        peak,
+        payments_points: points(&|second| second.payments, peak),
+        gmv_points: points(&|second| second.gmv_fen, peak_gmv),
+        frame: session.frame,
+    };
+    let Ok(html) = page.render() else {
+        return crate::error::ApiError::internal("the live page did not render").into_response();
+    };
+    let mut response = web::page(StatusCode::OK, html, None, &[]);
+    response.headers_mut().insert("refresh", axum::http::HeaderValue::from_static("2"));
+    response
 }
 
 /// A fee bound in yuan: an amount, or zero.

@@ -91,6 +91,9 @@ pub struct Words {
     pub save: &'static str,
     pub wrong_password: &'static str,
     pub expired: &'static str,
+    pub live: &'static str,
+    pub reconciliation: &'static str,
+    pub api_reference: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -131,6 +134,9 @@ const ENGLISH: Words = Words {
     save: "Save",
     wrong_password: "Wrong login or password.",
     expired: "This form has expired: open the page again.",
+    live: "Live",
+    reconciliation: "Reconciliation",
+    api_reference: "API reference",
 };
 
 const CHINESE: Words = Words {
@@ -171,6 +177,9 @@ const CHINESE: Words = Words {
     save: "保存",
     wrong_password: "账户名或密码错误。",
     expired: "表单已过期，请重新打开页面。",
+    live: "实时",
+    reconciliation: "对账",
+    api_reference: "API 文档",
 };
 
 pub fn words(headers: &HeaderMap) -> &'static Words {

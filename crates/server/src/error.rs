@@ -268,6 +268,7 @@ fn conflict_text(why: &Conflict) -> String {
         Conflict::RedPacketExpired => "the red packet has expired",
         Conflict::RedPacketEmpty => "the red packet is empty",
         Conflict::CampaignDates => "ends_at must be after starts_at and in the future",
+        Conflict::CampaignEnded => "the campaign has ended",
         Conflict::SecretMadeOnce => "the platform's secret is made once",
         Conflict::GatewayKeyMadeOnce => "the gateway's key is made once",
         Conflict::KeyInUse => "api key already in use",

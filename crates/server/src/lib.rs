@@ -10,6 +10,8 @@
 //! - [`webhooks`]: signed notifications to merchants, retried on a schedule.
 //! - [`gateway`]: `/gateway.do`, Alipay's open-platform protocol (RSA2).
 //! - `cashier`: the pages where buyers sign in and pay (page.pay, wap.pay, QR codes).
+//! - `web`: what every page shares; `desk`, `console`, `portal`: the staff
+//!   console and the merchant portal, browser front ends of the API.
 //!
 //! Every request that changes state becomes one platform command, submitted
 //! to the journal's writer, which gathers concurrent commands into one
@@ -29,8 +31,10 @@ mod limits;
 mod listener;
 mod metrics;
 mod portal;
+mod pulse;
+mod reference;
 mod routes;
-pub mod web;
+mod web;
 pub mod webhooks;
 
 pub use app::{ServerConfig, StoreConfig, serve};

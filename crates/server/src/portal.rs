@@ -55,6 +55,8 @@ struct HomePage {
     takings_today: String,
     paid_today: usize,
     takings_partial: bool,
+    /// The credit line: limit, used, available (yuan), daily rate (bp).
+    credit: Option<(String, String, String, String)>,
     trades: Vec<TradeRow>,
     status: String,
     older: Option<String>,
@@ -90,11 +92,16 @@ async fn home(
     let older = (page["has_more"].as_bool() == Some(true)).then(|| trades.last().map(|t| t.trade_no.clone())).flatten();
     let balance = session.get("/v1/balance".to_string()).await.unwrap_or(Value::Null);
     let (takings, paid_today, partial) = takings_today(&session).await;
+    let credit = session.get("/v1/credit".to_string()).await.ok().map(|credit| {
+        let yuan = |name| desk::yuan(&credit, name);
+        (yuan("limit"), yuan("used"), yuan("available"), text(&credit, "daily_rate_bps"))
+    });
     let page = HomePage {
         available: balance["available"].as_u64().map(crate::gateway::fen_to_yuan).unwrap_or_default(),
         takings_today: crate::gateway::fen_to_yuan(takings),
         paid_today,
         takings_partial: partial,
+        credit,
         trades,
         status: status.unwrap_or_default(),
         older,
@@ -152,6 +159,7 @@ pub struct SignInForm {
 /// limited per login; unknown logins cost the same), then the session cookie.
 async fn sign_in(
     State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
     headers: HeaderMap,
     form: Result<Form<SignInForm>, FormRejection>,
 ) -> Response {
@@ -182,6 +190,10 @@ async fn sign_in(
     let (party, hash) = match (verified, merchant) {
         (Ok(true), Some(merchant)) => merchant,
         (Err(error), _) => return error.into_response(),
+        // Failing too often from one address is answered as a rate limit, as the API does.
+        _ if !state.limiters.allow_failure(peer.ip()) => {
+            return refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-ins from this address");
+        }
         _ => return refuse(StatusCode::UNAUTHORIZED, words.wrong_password),
     };
     let Ok((token, _)) = state.sessions.open_party(state, party, &hash, SESSION_NANOS, state.clock.now()) else {

@@ -165,10 +165,10 @@ pub async fn deliveries(
     Ok(Json(AttemptPage { data, has_more: false }))
 }
 
-/// Events of the trade's merchant read at most to find a trade's events.
-const TIMELINE_EVENTS_SCANNED_MAX: usize = 100_000;
-/// A trade has at most this many events shown.
-const TIMELINE_EVENTS_MAX: usize = 100;
+/// A trade's records read at most for its timeline (each version of the
+/// trade and each event about it is one; a trade has at most
+/// `REFUNDS_PER_TRADE_MAX` refunds).
+const TIMELINE_RECORDS_MAX: usize = 1_000;
 
 #[derive(Serialize, ToSchema)]
 pub struct TimelineEntry {
@@ -181,8 +181,8 @@ pub struct TimelineEntry {
 pub struct Timeline {
     /// The trade's events, newest first, each with its delivery attempts.
     pub data: Vec<TimelineEntry>,
-    /// The merchant's events since the trade were too many to read all:
-    /// older ones of this trade may be missing.
+    /// The trade's records were too many to read all: its oldest events
+    /// are missing.
     pub truncated: bool,
 }
 
@@ -195,10 +195,10 @@ pub async fn trade_events(
     caller: Caller,
     Path(trade_no): Path<String>,
 ) -> Result<Json<Timeline>, ApiError> {
-    let trade = super::trades::visible_trade(&state, caller, &trade_no)?;
     if matches!(caller, Caller::Party { kind: PartyKind::User, .. }) {
         return Err(ApiError::forbidden());
     }
+    let trade = super::trades::visible_trade(&state, caller, &trade_no)?;
     let reader = Arc::clone(&state);
     let (found, truncated) = tokio::task::spawn_blocking(move || trade_events_blocking(&reader, &trade))
         .await
@@ -215,33 +215,24 @@ pub async fn trade_events(
 
 type EventWithAttempts = (Event, Vec<(platform::DeliveryAttempt, platform::Timestamp)>);
 
-/// Walks the trade's merchant's events back to the trade's creation.
+/// Walks the trade's own chain of records in the archive, newest first,
+/// and reads each event's delivery attempts.
 fn trade_events_blocking(
     state: &AppState,
     trade: &platform::Trade,
 ) -> Result<(Vec<EventWithAttempts>, bool), ApiError> {
     let failed = |error: journal::JournalError| ApiError::internal(format!("cannot read the events: {error}"));
-    let mut next = state.store.read(|p| p.last_event_at(trade.merchant));
-    let mut found = Vec::new();
-    for _ in 0..TIMELINE_EVENTS_SCANNED_MAX {
-        let Some(offset) = next else { return Ok((found, false)) };
-        let (event, previous) = platform::read_archived_event(state.store.archive(), offset).map_err(failed)?;
-        if event.created_at < trade.created_at || found.len() >= TIMELINE_EVENTS_MAX {
-            return Ok((found, false));
-        }
-        let about = match &event.data {
-            EventData::Trade(about) | EventData::Refund { trade: about, .. } => about.number == trade.number,
-            _ => false,
-        };
-        if about {
-            let head = state.store.read(|p| p.last_attempt_of(event.party));
-            let read = |at| platform::read_archived_attempt(state.store.archive(), at);
-            let attempts = platform::attempts_of_event(head, event.number, offset, read).map_err(failed)?;
-            found.push((event, attempts));
-        }
-        next = previous.filter(|&previous| previous < offset);
+    let head = state.store.read(|p| p.trade_record_at(trade.number));
+    let (events, truncated) =
+        platform::walk_trade_events(state.store.archive(), head, TIMELINE_RECORDS_MAX).map_err(failed)?;
+    let mut found = Vec::with_capacity(events.len());
+    for (event, offset) in events {
+        let head = state.store.read(|p| p.last_attempt_of(event.party));
+        let read = |at| platform::read_archived_attempt(state.store.archive(), at);
+        let attempts = platform::attempts_of_event(head, event.number, offset, read).map_err(failed)?;
+        found.push((event, attempts));
     }
-    Ok((found, true))
+    Ok((found, truncated))
 }
 
 fn attempt_view(state: &AppState, attempt: platform::DeliveryAttempt, at: platform::Timestamp) -> AttemptView {

@@ -83,7 +83,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/fund/subscriptions", post(products::subscribe))
         .route("/v1/fund/redemptions", post(products::redeem))
         .route("/v1/admin/fund/yield", post(products::pay_yield))
-        .route("/v1/campaigns", post(products::create_campaign))
+        .route("/v1/campaigns", post(products::create_campaign).get(products::list_campaigns))
+        .route("/v1/campaigns/{id}/pause", post(products::pause_campaign))
+        .route("/v1/campaigns/{id}/resume", post(products::resume_campaign))
         .route("/v1/campaigns/{id}", get(products::get_campaign))
         .route("/v1/campaigns/{id}/coupons", post(products::issue_coupon))
         .route("/v1/red-packets", post(products::create_red_packet))
@@ -124,7 +126,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         access::roll_key, access::create_key, access::revoke_keys, access::set_app_public_key,
         access::create_staff, access::list_staff, access::sign_in, access::sign_out, access::audit,
         products::subscribe, products::redeem, products::position, products::pay_yield,
-        products::create_campaign, products::get_campaign, products::issue_coupon,
+        products::create_campaign, products::get_campaign, products::issue_coupon, products::list_campaigns,
+        products::pause_campaign, products::resume_campaign,
         products::create_red_packet, products::get_red_packet, products::claim,
         loans::credit, loans::take, loans::repay, loans::get, loans::portfolio, loans::advance,
     ),

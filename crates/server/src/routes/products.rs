@@ -10,12 +10,12 @@ use platform::{
     Action, Campaign, CampaignNumber, Fen, NewCampaign, Outcome, PartyKind, PartyNumber, RedPacketNumber, SplitMode,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ChangeErrors, IdempotencyKey, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::{Caller, RequestTag, audited};
-use crate::body::{JsonBody, check_amount};
+use crate::body::{ApiQuery, JsonBody, check_amount};
 use crate::clock::{parse_rfc3339_clamped, rfc3339};
 use crate::error::ApiError;
 use crate::ids::{IdKind, PublicIds};
@@ -201,6 +201,8 @@ pub struct CampaignView {
     pub ends_at: String,
     /// What went back to the sponsor at the end (absent while running).
     pub returned: Option<u64>,
+    /// Paused by its sponsor: no discounts until resumed.
+    pub paused: bool,
 }
 
 fn campaign_view(ids: &PublicIds, campaign: &Campaign) -> CampaignView {
@@ -217,6 +219,7 @@ fn campaign_view(ids: &PublicIds, campaign: &Campaign) -> CampaignView {
         starts_at: rfc3339(campaign.starts_at),
         ends_at: rfc3339(campaign.ends_at),
         returned: campaign.returned.map(Fen::get),
+        paused: campaign.paused,
     }
 }
 
@@ -276,6 +279,107 @@ pub async fn get_campaign(
     if !visible {
         return Err(ApiError::not_found("campaign"));
     }
+    Ok(Json(campaign_view(&state.ids, &campaign)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignListParams {
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    #[param(pattern = "^cmp_[0-9a-f]{32}$")]
+    pub starting_after: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CampaignPage {
+    pub data: Vec<CampaignView>,
+    pub has_more: bool,
+}
+
+#[utoipa::path(get, path = "/v1/campaigns", tag = "marketing", params(CampaignListParams),
+    responses((status = 200, body = CampaignPage), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn list_campaigns(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<CampaignListParams>,
+) -> Result<Json<CampaignPage>, ApiError> {
+    let sponsor = match caller {
+        Caller::Admin | Caller::Staff { .. } => None,
+        Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
+        Caller::Party { .. } => return Err(ApiError::forbidden()),
+    };
+    let page = super::Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Campaign)?;
+    let before = CampaignNumber::new(page.after.unwrap_or(u64::MAX));
+    let mut found: Vec<CampaignView> = state.store.read(|p| {
+        p.campaigns_before(before)
+            .filter(|campaign| sponsor.is_none_or(|sponsor| campaign.sponsor == Some(sponsor)))
+            .take(page.limit + 1)
+            .map(|campaign| campaign_view(&state.ids, campaign))
+            .collect()
+    });
+    let has_more = found.len() > page.limit;
+    found.truncate(page.limit);
+    Ok(Json(CampaignPage { data: found, has_more }))
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", tag = "marketing",
+    params(("id" = String, Path, description = "cmp_…"), IdempotencyKey),
+    responses((status = 200, body = CampaignView), ChangeErrors),
+    security(("api_key" = [])))]
+pub async fn pause_campaign(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    request: RequestTag,
+    Path(id): Path<String>,
+    body: JsonBody<super::trades::EmptyBody>,
+) -> Result<Json<CampaignView>, ApiError> {
+    set_paused(&state, caller, &request, &id, &body, true).await
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", tag = "marketing",
+    params(("id" = String, Path, description = "cmp_…"), IdempotencyKey),
+    responses((status = 200, body = CampaignView), ChangeErrors),
+    security(("api_key" = [])))]
+pub async fn resume_campaign(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    request: RequestTag,
+    Path(id): Path<String>,
+    body: JsonBody<super::trades::EmptyBody>,
+) -> Result<Json<CampaignView>, ApiError> {
+    set_paused(&state, caller, &request, &id, &body, false).await
+}
+
+/// A campaign's sponsor (a merchant, or for the platform's an admin) pauses or resumes it.
+async fn set_paused(
+    state: &Arc<AppState>,
+    caller: Caller,
+    request: &RequestTag,
+    id: &str,
+    body: &JsonBody<super::trades::EmptyBody>,
+    paused: bool,
+) -> Result<Json<CampaignView>, ApiError> {
+    let sponsor = match caller {
+        Caller::Admin | Caller::Staff { .. } => {
+            caller.require_admin()?;
+            None
+        }
+        Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
+        Caller::Party { .. } => return Err(ApiError::forbidden()),
+    };
+    let campaign = CampaignNumber::new(id_of(&state.ids, IdKind::Campaign, id, "campaign")?);
+    let what = if paused { "campaign.pause" } else { "campaign.resume" };
+    let action = audited(
+        caller,
+        request,
+        what,
+        platform::Target::Campaign(campaign),
+        Action::PauseCampaign { campaign, sponsor, paused },
+    );
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    let campaign = outcome_or_error!(outcome, Outcome::CampaignCreated(campaign) => campaign)?;
     Ok(Json(campaign_view(&state.ids, &campaign)))
 }
 

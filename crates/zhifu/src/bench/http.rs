@@ -62,9 +62,9 @@ pub enum Webhooks {
 /// How long the slow endpoint takes to answer.
 const SLOW_ENDPOINT_WAIT: Duration = Duration::from_secs(10);
 
-const ADMIN_KEY: &str = "bench-admin-key";
+pub(super) const ADMIN_KEY: &str = "bench-admin-key";
 
-struct ServerProcess(Child);
+pub(super) struct ServerProcess(Child);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
@@ -178,7 +178,7 @@ async fn endpoints(webhooks: Webhooks) -> anyhow::Result<Vec<String>> {
     })
 }
 
-fn start_server(directory: &std::path::Path, store: &str) -> anyhow::Result<(ServerProcess, String)> {
+pub(super) fn start_server(directory: &std::path::Path, store: &str) -> anyhow::Result<(ServerProcess, String)> {
     let mut child = Command::new(std::env::current_exe()?)
         .args([
             "serve",

@@ -1,6 +1,7 @@
 //! `zhifu bench …`: benchmarks that print what they measured and the machine
 //! they ran on, in a form that can be pasted into BENCHMARKS.md.
 
+mod console;
 mod durable;
 mod fund;
 mod http;
@@ -18,6 +19,8 @@ pub enum BenchTarget {
     Ledger(ledger::LedgerBenchArgs),
     /// A zhifu serve process on loopback under concurrent requests.
     Http(http::HttpBenchArgs),
+    /// The console's and the portal's pages with many trades in the store.
+    Console(console::ConsoleBenchArgs),
     /// Yu'e Bao's daily yield for millions of holders, and red-packet claims.
     Fund(fund::FundBenchArgs),
     /// A day's interest accrual over a million active loans.
@@ -31,6 +34,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
         BenchTarget::Ledger(args) => ledger::run(&args),
         BenchTarget::Recovery(args) => recovery::run(&args),
         BenchTarget::Http(args) => http::run(&args),
+        BenchTarget::Console(args) => console::run(&args),
         BenchTarget::Fund(args) => fund::run(&args),
         BenchTarget::Loans(args) => loans::run(&args),
     }

@@ -69,6 +69,7 @@ ours = paid_trade(tea, "order-42", 5000)
 theirs = paid_trade(other, "order-99", 7000)
 sam = made(rest("POST", "/v1/admin/staff", ADMIN, {"login": "sam", "password": PASSWORD, "role": "support"}))
 made(rest("POST", "/v1/admin/staff", ADMIN, {"login": "fay", "password": PASSWORD, "role": "finance"}))
+ada = made(rest("POST", "/v1/admin/staff", ADMIN, {"login": "ada", "password": PASSWORD, "role": "admin"}))
 schedules_before = made(rest("GET", "/v1/admin/fee-schedules", ADMIN))
 
 
@@ -99,7 +100,17 @@ with sync_playwright() as playwright:
     sign_in(page, "/console", "sam")
     assert page.locator(".who span").inner_text() == "sam"
     assert "✓" in page.locator("#books").inner_text(), "the books balance"
+    assert "leader" in page.locator("#store + dl").inner_text()
     shot(page, "console-home")
+
+    # The live view: the two payments of the last minute, ¥50.00 + ¥70.00.
+    page.get_by_role("link", name="Live").click()
+    assert page.locator("#gmv").inner_text() == "¥120.00", page.locator("#gmv").inner_text()
+    assert page.locator("svg polyline").count() == 2
+    shot(page, "console-live")
+    # Reconciliation is finance's: support is refused.
+    assert page.goto(BASE + "/console/reconciliation").status == 403
+    page.goto(BASE + "/console")
 
     # Find the trade by out_trade_no: its page and its timeline.
     page.get_by_label("Search").fill("order-42")
@@ -160,6 +171,27 @@ with sync_playwright() as playwright:
     assert again.request.get(BASE + f"/console/trades/{ours}").status == 200  # the sign-in page,
     assert "order-42" not in again.request.get(BASE + f"/console/trades/{ours}").text()  # not the trade
 
+    # An admin changes a fee schedule, creates a campaign and pauses it: audited.
+    admin = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(admin, "/console", "ada")
+    admin.get_by_role("link", name="Settings").click()
+    admin.get_by_label("transfer rate (bp)").fill("25")
+    admin.locator("form[aria-label=transfer]").get_by_role("button", name="Save").click()
+    transfer = next(s for s in made(rest("GET", "/v1/admin/fee-schedules", ADMIN)) if s["product"] == "transfer")
+    assert transfer["schedule"]["rate_bps"] == 25, transfer
+    for name, value in [("name", "Singles' Day"), ("budget (¥)", "1000.00"), ("discount (¥)", "5.00"),
+                        ("uses per user", "1"), ("starts at (RFC 3339)", "2013-11-10T00:00:00+08:00"),
+                        ("ends at (RFC 3339)", "2013-11-12T00:00:00+08:00")]:
+        admin.get_by_label(name, exact=True).fill(value)
+    admin.get_by_role("button", name="Create").click()
+    assert "Singles' Day" in admin.locator("#campaigns + table").inner_text()
+    admin.get_by_role("button", name="Pause").click()
+    assert "paused" in admin.locator("#campaigns + table").inner_text()
+    shot(admin, "console-settings-admin")
+    admin.get_by_role("link", name="Audit log").click()
+    log = admin.locator("tbody").inner_text()
+    assert "campaign.pause" in log and "fee_schedule" in log and ada["id"] in log, log
+
     # The portal: the merchant sees the refund made in the console.
     portal = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     sign_in(portal, "/portal", "teahouse")
@@ -187,9 +219,20 @@ with sync_playwright() as playwright:
     finance = browser.new_context().new_page()
     sign_in(finance, "/console", "fay")
     assert finance.locator(".who span").inner_text() == "fay"
+    finance.get_by_role("link", name="Reconciliation").click()
+    assert "balanced" in finance.locator("h1").inner_text() and "bank lines" in finance.content()
+    shot(finance, "console-reconciliation")
     made(rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 8 * 3600 + 1}))
     finance.goto(BASE + "/console")
     assert finance.get_by_label("Password").is_visible(), "an expired session is refused"
+
+    # The API reference, rendered by the server from its OpenAPI document.
+    reference = browser.new_context().new_page()
+    reference.goto(BASE + "/")
+    reference.get_by_role("link", name="API reference").click()
+    assert reference.locator("code", has_text="POST /v1/transfers").count() == 1
+    assert reference.locator("#schema-TradeView").count() == 1
+    shot(reference, "api-reference")
 
     # Chinese by Accept-Language.
     chinese = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"}).new_page()

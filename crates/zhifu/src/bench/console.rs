@@ -1,0 +1,260 @@
+//! `zhifu bench console`: the console's and the portal's pages timed with
+//! many trades in the store. A `zhifu serve` process gets `--trades` trades
+//! created and paid over the API (spread over `--merchants`, the first of
+//! which — the "hot" one — takes `--hot-share` of them), then each page is
+//! requested one at a time and its time to the last byte recorded (on
+//! loopback, the server's time plus well under a millisecond).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = super::http::ADMIN_KEY;
+const PASSWORD: &str = "a long bench passphrase";
+
+#[derive(clap::Args)]
+pub struct ConsoleBenchArgs {
+    /// Trades created and paid before the pages are timed.
+    #[arg(long, default_value_t = 1_000_000)]
+    trades: u64,
+    #[arg(long, default_value_t = 100)]
+    merchants: usize,
+    /// Of the trades, the share (percent) the first merchant takes.
+    #[arg(long, default_value_t = 50)]
+    hot_share: u64,
+    /// Requests per page timed.
+    #[arg(long, default_value_t = 50)]
+    requests: u32,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    #[arg(long, default_value = "./zhifu-bench-data")]
+    data_dir: PathBuf,
+}
+
+struct Setup {
+    client: reqwest::Client,
+    base: String,
+    staff_cookie: String,
+    portal_cookie: String,
+    hot_merchant: String,
+    /// (trade_no, out_trade_no) of the hot merchant's newest and oldest trades.
+    newest: (String, String),
+    oldest: (String, String),
+}
+
+pub fn run(args: &ConsoleBenchArgs) -> anyhow::Result<()> {
+    ensure!(args.merchants >= 1 && args.trades >= 2, "--merchants must be at least 1 and --trades at least 2");
+    let directory = args.data_dir.join("bench-console");
+    if directory.exists() {
+        std::fs::remove_dir_all(&directory).with_context(|| format!("clear {}", directory.display()))?;
+    }
+    let (server, base) = super::http::start_server(&directory, "embedded")?;
+    println!("zhifu bench console: page times with many trades in the store");
+    println!("machine: {}", super::machine_line());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let setup = runtime.block_on(set_up(args, base))?;
+    println!(
+        "{} trades over {} merchants, {}% at the hot one; {} requests per page, one at a time\n",
+        args.trades, args.merchants, args.hot_share, args.requests
+    );
+    println!("{:<58} {:>9} {:>9} {:>9}", "page", "p50", "p99", "max");
+    for (name, path, cookie) in pages(&setup) {
+        let histogram = runtime.block_on(time_page(&setup, &path, &cookie, args.requests))?;
+        println!(
+            "{name:<58} {:>7.1}ms {:>7.1}ms {:>7.1}ms",
+            histogram.value_at_quantile(0.5) as f64 / 1000.0,
+            histogram.value_at_quantile(0.99) as f64 / 1000.0,
+            histogram.max() as f64 / 1000.0
+        );
+    }
+    drop(server);
+    std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
+    Ok(())
+}
+
+fn pages(setup: &Setup) -> Vec<(String, String, String)> {
+    let (staff, portal) = (setup.staff_cookie.clone(), setup.portal_cookie.clone());
+    let search = |q: &str| format!("/console/search?q={}", url_encode(q));
+    vec![
+        ("console: operations (books checked)".into(), "/console".into(), staff.clone()),
+        (
+            "console: search mch_… + out_trade_no (oldest)".into(),
+            search(&format!("{} {}", setup.hot_merchant, setup.oldest.1)),
+            staff.clone(),
+        ),
+        ("console: search out_trade_no alone (newest)".into(), search(&setup.newest.1), staff.clone()),
+        (
+            "console: trade page, hot merchant's newest".into(),
+            format!("/console/trades/{}", setup.newest.0),
+            staff.clone(),
+        ),
+        (
+            "console: trade page, hot merchant's oldest".into(),
+            format!("/console/trades/{}", setup.oldest.0),
+            staff.clone(),
+        ),
+        ("console: party page, hot merchant".into(), format!("/console/parties/{}", setup.hot_merchant), staff.clone()),
+        ("console: audit log".into(), "/console/audit".into(), staff.clone()),
+        ("console: settings".into(), "/console/settings".into(), staff),
+        ("portal: home (balance, today's takings, trades)".into(), "/portal".into(), portal.clone()),
+        ("portal: trades of one status".into(), "/portal?status=TRADE_SUCCESS".into(), portal.clone()),
+        ("portal: trade page, newest".into(), format!("/portal/trades/{}", setup.newest.0), portal.clone()),
+        ("portal: trade page, oldest".into(), format!("/portal/trades/{}", setup.oldest.0), portal.clone()),
+        ("portal: webhooks".into(), "/portal/webhooks".into(), portal),
+    ]
+}
+
+/// The bench's queries are ids, `bench-N` and one space.
+fn url_encode(text: &str) -> String {
+    text.replace(' ', "+")
+}
+
+async fn time_page(setup: &Setup, path: &str, cookie: &str, requests: u32) -> anyhow::Result<Histogram<u64>> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for round in 0..requests + 3 {
+        let sent = Instant::now();
+        let response = setup.client.get(format!("{}{path}", setup.base)).header("cookie", cookie).send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        ensure!(status.is_success() || status.is_redirection(), "{path}: {status} {body}");
+        ensure!(!body.contains("name=\"password\""), "{path}: answered the sign-in page");
+        if round >= 3 {
+            histogram.saturating_record(sent.elapsed().as_micros() as u64);
+        }
+    }
+    Ok(histogram)
+}
+
+async fn set_up(args: &ConsoleBenchArgs, base: String) -> anyhow::Result<Setup> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let post = |path: &str, key: &str, body: Value| {
+        let request = client.post(format!("{base}{path}")).bearer_auth(key).json(&body);
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let value: Value = response.json().await?;
+            ensure!(status.is_success(), "{status} {value}");
+            anyhow::Ok(value)
+        }
+    };
+    post("/v1/admin/staff", ADMIN_KEY, json!({"login": "bench-admin", "password": PASSWORD, "role": "admin"})).await?;
+    let session = post("/v1/staff/sessions", "", json!({"login": "bench-admin", "password": PASSWORD})).await?;
+    let staff_cookie = format!("zhifu_staff={}", session["token"].as_str().context("token")?);
+    let buyer = post("/v1/users", ADMIN_KEY, json!({"name": "bench buyer"})).await?;
+    let buyer_key = buyer["api_key"].as_str().context("api_key")?.to_string();
+    post("/v1/topups", &buyer_key, json!({"amount": 100_000_000_000_000u64, "bank": "ICBC"})).await?;
+    let mut merchants = Vec::new();
+    for index in 0..args.merchants {
+        let mut body = json!({"name": format!("shop {index}")});
+        if index == 0 {
+            body = json!({"name": "hot shop", "login": "hot-shop", "password": PASSWORD});
+        }
+        let made = post("/v1/merchants", ADMIN_KEY, body).await?;
+        merchants.push((
+            made["id"].as_str().context("id")?.to_string(),
+            made["api_key"].as_str().context("key")?.to_string(),
+        ));
+    }
+    let made = make_trades(args, &client, &base, &merchants, &buyer_key).await?;
+    let portal_cookie = portal_sign_in(&client, &base).await?;
+    Ok(Setup {
+        client,
+        base,
+        staff_cookie,
+        portal_cookie,
+        hot_merchant: merchants[0].0.clone(),
+        newest: made.1,
+        oldest: made.0,
+    })
+}
+
+/// Creates and pays the trades; answers the hot merchant's first and last.
+async fn make_trades(
+    args: &ConsoleBenchArgs,
+    client: &reqwest::Client,
+    base: &str,
+    merchants: &[(String, String)],
+    buyer_key: &str,
+) -> anyhow::Result<((String, String), (String, String))> {
+    let next = Arc::new(AtomicU64::new(0));
+    let bar = super::progress_bar(args.trades, "trades");
+    let merchants = Arc::new(merchants.to_vec());
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (client, next, merchants, bar) = (client.clone(), Arc::clone(&next), Arc::clone(&merchants), bar.clone());
+        let (base, buyer_key, trades, hot_share) =
+            (base.to_string(), buyer_key.to_string(), args.trades, args.hot_share);
+        tasks.push(tokio::spawn(async move {
+            let mut hot = Vec::new();
+            loop {
+                let serial = next.fetch_add(1, Ordering::Relaxed);
+                if serial >= trades {
+                    return anyhow::Ok(hot);
+                }
+                // The hot merchant takes `hot_share` of every hundred; the rest go round the others.
+                let merchant = if serial % 100 < hot_share || merchants.len() == 1 {
+                    0
+                } else {
+                    1 + (serial as usize) % (merchants.len() - 1)
+                };
+                let out_trade_no = format!("bench-{serial}");
+                let body = json!({"out_trade_no": out_trade_no, "amount": 100 + serial % 10_000, "subject": "bench", "mode": "instant"});
+                let response =
+                    client.post(format!("{base}/v1/trades")).bearer_auth(&merchants[merchant].1).json(&body).send().await?;
+                ensure!(response.status().as_u16() == 201, "create: {}", response.status());
+                let trade: Value = response.json().await?;
+                let trade_no = trade["trade_no"].as_str().context("trade_no")?.to_string();
+                let paid = client
+                    .post(format!("{base}/v1/trades/{trade_no}/pay"))
+                    .bearer_auth(&buyer_key)
+                    .json(&json!({}))
+                    .send()
+                    .await?;
+                ensure!(paid.status().as_u16() == 200, "pay: {}", paid.status());
+                if merchant == 0 {
+                    hot.push((serial, trade_no, out_trade_no));
+                }
+                bar.inc(1);
+            }
+        }));
+    }
+    let mut hot = Vec::new();
+    for task in tasks {
+        hot.extend(task.await??);
+    }
+    bar.finish_and_clear();
+    hot.sort();
+    let first = hot.first().context("the hot merchant has no trades")?;
+    let last = hot.last().context("the hot merchant has no trades")?;
+    Ok(((first.1.clone(), first.2.clone()), (last.1.clone(), last.2.clone())))
+}
+
+/// Signs the hot merchant in through the portal's form; answers its cookie.
+async fn portal_sign_in(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let page = client.get(format!("{base}/portal")).send().await?;
+    let visit = set_cookie(&page, "zhifu_visit").context("no visit cookie")?;
+    let html = page.text().await?;
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).and_then(|rest| rest.split('"').next()).context("csrf")?;
+    let form = [("csrf", csrf), ("login", "hot-shop"), ("password", PASSWORD)];
+    let answer = client.post(format!("{base}/portal/sign-in")).header("cookie", visit).form(&form).send().await?;
+    set_cookie(&answer, "zhifu_merchant").context("the portal did not sign the merchant in")
+}
+
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with(&format!("{name}=")))
+        .and_then(|value| value.split(';').next())
+        .map(str::to_string)
+}
