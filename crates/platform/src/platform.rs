@@ -103,6 +103,9 @@ pub(crate) struct Parties {
     /// By number (see `Numbered`: a full day's 8 million buyers, looked up
     /// for nearly every command).
     by_number: crate::numbered::Numbered<Party>,
+    /// The merchants, oldest first (few beside the users: a search by a
+    /// merchant's reference across all of them asks each one's index).
+    merchants: Vec<PartyNumber>,
 }
 
 impl Parties {
@@ -125,7 +128,14 @@ impl Parties {
 
     /// Adds a party, numbered above every party before it.
     pub(crate) fn push(&mut self, party: Party) {
+        if party.kind == PartyKind::Merchant {
+            self.merchants.push(party.number);
+        }
         self.by_number.push(party.number.get(), party);
+    }
+
+    pub(crate) fn merchants(&self) -> &[PartyNumber] {
+        &self.merchants
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &Party> + '_ {

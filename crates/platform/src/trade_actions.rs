@@ -193,6 +193,25 @@ impl Platform {
         Ok(None)
     }
 
+    /// The trades of any merchant made with this reference, newest first, at
+    /// most `limit`: each merchant's index is asked (no scan of the trades).
+    pub fn trades_by_out_trade_no_of_anyone(
+        &self,
+        archive: &dyn ArchiveSource,
+        out_trade_no: &str,
+        limit: usize,
+    ) -> Result<Vec<Trade>, JournalError> {
+        let mut found = Vec::new();
+        for &merchant in self.state.parties.merchants().iter().rev() {
+            if found.len() >= limit {
+                break;
+            }
+            found.extend(self.trade_by_out_trade_no(archive, merchant, out_trade_no)?);
+        }
+        found.sort_by_key(|trade| std::cmp::Reverse(trade.number));
+        Ok(found)
+    }
+
     /// The trades whose reference hashes as this one's (almost always the
     /// one trade with it, if any).
     fn numbers_by_reference(&self, merchant: PartyNumber, out_trade_no: &str) -> Vec<TradeNumber> {

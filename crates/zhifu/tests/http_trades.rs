@@ -373,3 +373,31 @@ fn notifications_are_signed_retried_on_schedule_and_survive_a_restart() {
     assert_eq!(next["type"].as_str(), Some("trade.succeeded"));
     server.assert_balanced();
 }
+
+/// Operators find trades by `out_trade_no` through the merchants' reference
+/// indexes (every merchant's, or the one named) and list one merchant's
+/// trades along its own chain.
+#[test]
+fn operators_find_trades_by_reference_across_merchants_and_list_one_merchants() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &SIMULATED);
+    let (first_id, first) = server.merchant("first");
+    let (second_id, second) = server.merchant("second");
+    let mut made = Vec::new();
+    for (key, out_trade_no) in [(&first, "same-1"), (&second, "same-1"), (&second, "other-1")] {
+        let body = json!({ "out_trade_no": out_trade_no, "amount": 100, "subject": "s", "mode": "instant" });
+        let (status, trade) = server.post("/v1/trades", Some(key), body);
+        assert_eq!(status, 201, "{trade}");
+        made.push(trade["trade_no"].as_str().unwrap().to_string());
+    }
+    let numbers = |path: &str, key: &str| {
+        let (status, page) = server.get(path, Some(key));
+        assert_eq!(status, 200, "{page}");
+        page["data"].as_array().unwrap().iter().map(|t| t["trade_no"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(numbers("/v1/trades?out_trade_no=same-1", ADMIN_KEY), [made[1].clone(), made[0].clone()]);
+    assert_eq!(numbers(&format!("/v1/trades?out_trade_no=same-1&merchant={first_id}"), ADMIN_KEY), [made[0].clone()]);
+    assert_eq!(numbers(&format!("/v1/trades?merchant={second_id}"), ADMIN_KEY), [made[2].clone(), made[1].clone()]);
+    assert_eq!(numbers("/v1/trades?out_trade_no=same-1", &second), [made[1].clone()], "a merchant sees its own");
+    assert!(numbers(&format!("/v1/trades?merchant={first_id}"), &second).is_empty());
+}

@@ -326,12 +326,43 @@ async fn create_party<T>(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/balance", tag = "parties",
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BalanceParams {
+    /// RFC 3339: the balance as it was then. `available` is then the
+    /// wallet's posted balance at that time, `fund_value` the Yu'e Bao
+    /// holding's; `held` and `loan_outstanding` are not kept for the past
+    /// and read 0.
+    #[param(format = DateTime)]
+    pub at: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/balance", tag = "parties", params(BalanceParams),
     responses((status = 200, body = Balance), ReadErrors),
     security(("api_key" = [])))]
-pub async fn balance(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<Balance>, ApiError> {
+pub async fn balance(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<BalanceParams>,
+) -> Result<Json<Balance>, ApiError> {
     let number = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
-    Ok(Json(balance_of(&state, number)?))
+    let Some(at) = params.at else { return Ok(Json(balance_of(&state, number)?)) };
+    let at =
+        crate::clock::parse_rfc3339_clamped(&at).ok_or_else(|| ApiError::invalid("at must be an RFC 3339 time"))?;
+    let reader = Arc::clone(&state);
+    let (available, fund_value) = tokio::task::spawn_blocking(move || {
+        let wallet = super::finance::balance_at(&reader, accounts::wallet(number), at)?;
+        let fund = super::finance::balance_at(&reader, accounts::fund(number), at)?;
+        Ok::<_, ApiError>((wallet, fund))
+    })
+    .await
+    .map_err(|_| ApiError::internal("the request was dropped"))??;
+    Ok(Json(Balance {
+        available,
+        held: 0,
+        fund_value: u64::try_from(fund_value).unwrap_or(u64::MAX),
+        loan_outstanding: 0,
+    }))
 }
 
 fn balance_of(state: &AppState, number: PartyNumber) -> Result<Balance, ApiError> {
@@ -410,7 +441,7 @@ pub async fn statement(
 }
 
 /// The public id of what a ledger transfer belongs to.
-fn reference_id(ids: &PublicIds, reference: Reference) -> String {
+pub(crate) fn reference_id(ids: &PublicIds, reference: Reference) -> String {
     let (kind, number) = match reference {
         Reference::TopUp(number) => (IdKind::TopUp, number),
         Reference::Transfer(number) => (IdKind::Transfer, number),

@@ -148,7 +148,8 @@ pub struct TradeListParams {
     #[param(min_length = 1, max_length = 64)]
     pub out_trade_no: Option<String>,
     /// Operators: only this merchant's trades (`mch_…`). With `out_trade_no`
-    /// the trade is found by the merchant's reference index, not a scan.
+    /// trades are found by merchants' reference indexes (this merchant's,
+    /// or without it every merchant's), not a scan.
     #[param(pattern = "^mch_[0-9a-f]{32}$")]
     pub merchant: Option<String>,
     #[param(pattern = "^(WAIT_BUYER_PAY|WAIT_SELLER_SEND|WAIT_BUYER_CONFIRM|TRADE_SUCCESS|TRADE_CLOSED)$")]
@@ -498,6 +499,23 @@ pub async fn list_trades(
         (None, _) => None,
         (Some(id), _) => Some(PartyNumber::new(id_of(&state.ids, IdKind::Merchant, id, "merchant")?)),
     };
+    if let (None, Some(out_trade_no)) = (merchant, &out_trade_no)
+        && caller.is_operator()
+    {
+        let limit = page.limit;
+        let found = state
+            .store
+            .read_with_archive(|p, archive| p.trades_by_out_trade_no_of_anyone(archive, out_trade_no, limit + 1))
+            .map_err(|error| ApiError::internal(format!("cannot read the trades: {error}")))?;
+        let after = page.after.unwrap_or(u64::MAX);
+        let found: Vec<&Trade> = found
+            .iter()
+            .filter(|trade| trade.number.get() < after && status.is_none_or(|status| trade.status == status))
+            .collect();
+        let has_more = found.len() > limit;
+        let data = found.iter().take(limit).map(|trade| trade_view(&state.ids, trade)).collect();
+        return Ok(Json(TradePage { data, has_more }));
+    }
     if let (Some(merchant), Some(out_trade_no)) = (merchant, &out_trade_no) {
         let found = state
             .store
@@ -515,9 +533,14 @@ pub async fn list_trades(
     };
     // Archived trades are read with the state's lock let go, off the async workers.
     let reader = Arc::clone(&state);
-    let mut found = tokio::task::spawn_blocking(move || match caller {
-        // A party's own trades, along its chain: never everyone else's.
-        Caller::Party { number, kind } => platform::walk_party_trades(
+    // A party's own trades, along its chain (never everyone else's); an
+    // operator's of one merchant along that merchant's.
+    let chain = match caller {
+        Caller::Party { number, kind } => Some((number, kind)),
+        _ => merchant.map(|merchant| (merchant, PartyKind::Merchant)),
+    };
+    let mut found = tokio::task::spawn_blocking(move || match chain {
+        Some((number, kind)) => platform::walk_party_trades(
             platform::PartyTrades {
                 party: number,
                 kind,
@@ -530,7 +553,7 @@ pub async fn list_trades(
             |trade| Ok(reader.store.read(|p| p.trade_at(trade))),
             |offset| platform::read_archived_trade(reader.store.archive(), offset),
         ),
-        Caller::Admin | Caller::Staff { .. } => platform::list_trades_newest_first(
+        None => platform::list_trades_newest_first(
             |before, max| Ok(reader.store.read(|p| p.trades_at_newest_first(before, max))),
             |offset| platform::read_archived_trade(reader.store.archive(), offset),
             page.after.map(TradeNumber::new),

@@ -1,0 +1,124 @@
+//! A party's money over time against a real `zhifu serve`: balance
+//! transactions (each movement with its fee and the balance after) add up
+//! to the balance, page without gaps, and `GET /v1/balance?at=` answers the
+//! balance before and after movements on the simulated clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{ADMIN_KEY, Server};
+
+const SIMULATED: [&str; 2] = ["--clock", "simulated"];
+
+fn all_rows(server: &Server, key: &str, limit: u32) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/balance-transactions?limit={limit}");
+        if let Some(after) = &after {
+            path.push_str(&format!("&starting_after={after}"));
+        }
+        let (status, page) = server.get(&path, Some(key));
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap().clone();
+        after = data.last().map(|row| row["id"].as_str().unwrap().to_string());
+        rows.extend(data);
+        if page["has_more"] != json!(true) {
+            return rows;
+        }
+    }
+}
+
+fn advance(server: &Server, seconds: u64) {
+    let (status, answer) = server.post("/v1/admin/clock", Some(ADMIN_KEY), json!({ "advance_seconds": seconds }));
+    assert_eq!(status, 200, "{answer}");
+}
+
+fn now(server: &Server) -> String {
+    let (_, answer) = server.post("/v1/admin/clock", Some(ADMIN_KEY), json!({ "advance_seconds": 0 }));
+    answer["now"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn balance_transactions_add_up_to_the_balance_and_the_past_balance_is_known() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &SIMULATED);
+    let (_, shop) = server.merchant("shop");
+    let (_, buyer) = server.user("buyer");
+    let before_anything = now(&server);
+    advance(&server, 60);
+    server.top_up(&buyer, 100_000);
+    let mut trades = Vec::new();
+    for (index, amount) in [10_000u64, 25_000, 7_300].into_iter().enumerate() {
+        advance(&server, 60);
+        let body =
+            json!({ "out_trade_no": format!("o-{index}"), "amount": amount, "subject": "tea", "mode": "instant" });
+        let (status, trade) = server.post("/v1/trades", Some(&shop), body);
+        assert_eq!(status, 201, "{trade}");
+        let trade_no = trade["trade_no"].as_str().unwrap().to_string();
+        let (status, paid) = server.post(&format!("/v1/trades/{trade_no}/pay"), Some(&buyer), json!({}));
+        assert_eq!(status, 200, "{paid}");
+        let fee = paid["fee"].as_i64().unwrap();
+        assert!(fee > 0, "the merchant pays a fee: {paid}");
+        trades.push((trade_no, amount, fee));
+    }
+    let after_payments = now(&server);
+    advance(&server, 60);
+    let refund = json!({ "out_request_no": "r-1", "amount": 5_000 });
+    let (status, answer) = server.post(&format!("/v1/trades/{}/refunds", trades[1].0), Some(&shop), refund);
+    assert_eq!(status, 201, "{answer}");
+
+    // The merchant's: three settlements with their fees, one refund with the
+    // fee's share given back; they add up to the balance, newest first.
+    let rows = all_rows(&server, &shop, 2);
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    let balance = server.available(&shop);
+    assert_eq!(rows[0]["balance_after"], json!(balance));
+    let total: i64 = rows.iter().map(|row| row["net"].as_i64().unwrap()).sum();
+    assert_eq!(total, balance as i64, "the movements add up to the balance");
+    for pair in rows.windows(2) {
+        let (newer, older) = (&pair[0], &pair[1]);
+        assert_eq!(
+            newer["balance_after"].as_i64().unwrap() - newer["net"].as_i64().unwrap(),
+            older["balance_after"].as_i64().unwrap(),
+            "each balance follows from the one before: {newer} {older}"
+        );
+    }
+    let refund_row = &rows[0];
+    assert_eq!(refund_row["type"], "trade_refund");
+    assert_eq!(refund_row["source"], json!(trades[1].0));
+    // The refund takes back a fifth of the trade; a fifth of its fee comes back.
+    assert_eq!((refund_row["amount"].as_i64(), refund_row["fee"].as_i64()), (Some(-5_000), Some(-trades[1].2 / 5)));
+    for ((trade_no, amount, fee), row) in trades.iter().rev().zip(&rows[1..]) {
+        let fee = *fee;
+        assert_eq!(row["source"], json!(trade_no), "{row}");
+        assert_eq!((row["amount"].as_i64(), row["fee"].as_i64()), (Some(*amount as i64), Some(fee)), "{row}");
+        assert_eq!(row["net"].as_i64(), Some(*amount as i64 - fee));
+    }
+
+    // The buyer's: the top-up, then three payments.
+    let rows = all_rows(&server, &buyer, 100);
+    let kinds: Vec<&str> = rows.iter().map(|row| row["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["trade_refund", "trade_payment", "trade_payment", "trade_payment", "topup"]);
+    assert_eq!(rows.last().unwrap()["balance_after"], json!(100_000));
+
+    // The balance at a time: before anything, after the payments, now.
+    let at = |key: &str, time: &str| {
+        let (status, answer) = server.get(&format!("/v1/balance?at={}", time.replace('+', "%2B")), Some(key));
+        assert_eq!(status, 200, "{answer}");
+        answer["available"].as_u64().unwrap()
+    };
+    assert_eq!(at(&buyer, &before_anything), 0);
+    assert_eq!(at(&buyer, &after_payments), 100_000 - 10_000 - 25_000 - 7_300);
+    assert_eq!(at(&buyer, &now(&server)), server.available(&buyer));
+    let settled: i64 = trades.iter().map(|(_, amount, fee)| *amount as i64 - fee).sum();
+    assert_eq!(at(&shop, &after_payments) as i64, settled);
+    let (status, _) = server.get("/v1/balance?at=yesterday", Some(&shop));
+    assert_eq!(status, 400);
+    // Operators have no balance of their own.
+    let (status, _) = server.get("/v1/balance-transactions", Some(ADMIN_KEY));
+    assert_eq!(status, 403);
+    server.assert_balanced();
+}
