@@ -39,6 +39,30 @@ impl Date {
         time::Date::parse(text, &format).ok().map(Date::from)
     }
 
+    /// The first moment of the day (midnight CST), in nanoseconds since the
+    /// Unix epoch (`None` before 1970).
+    pub fn start_nanos(self) -> Option<u64> {
+        let month = time::Month::try_from(self.month).ok()?;
+        let date = time::Date::from_calendar_date(self.year, month, self.day).ok()?;
+        let seconds = date.midnight().assume_utc().unix_timestamp() - CST_OFFSET_SECONDS;
+        u64::try_from(seconds).ok()?.checked_mul(NANOS_PER_SECOND)
+    }
+
+    /// The day after.
+    pub fn next_day(self) -> Option<Date> {
+        let month = time::Month::try_from(self.month).ok()?;
+        time::Date::from_calendar_date(self.year, month, self.day).ok()?.next_day().map(Date::from)
+    }
+
+    /// The first day of the month after this one.
+    pub fn next_month(self) -> Date {
+        if self.month == 12 {
+            Date { year: self.year + 1, month: 1, day: 1 }
+        } else {
+            Date { year: self.year, month: self.month + 1, day: 1 }
+        }
+    }
+
     /// The month as one number (`year × 12 + month`), for monthly quotas.
     pub fn month_index(self) -> u32 {
         (self.year as u32) * 12 + u32::from(self.month)
@@ -77,6 +101,17 @@ mod tests {
         assert_eq!(Date::of_nanos(951_840_000 * NANOS_PER_SECOND), Date { year: 2000, month: 3, day: 1 });
         assert_eq!(Date::of_nanos(951_839_999 * NANOS_PER_SECOND), Date { year: 2000, month: 2, day: 29 });
         assert_eq!(Date::of_nanos(u64::MAX), Date { year: 2554, month: 7, day: 22 });
+    }
+
+    #[test]
+    fn a_day_starts_at_midnight_in_beijing_and_months_roll_over() {
+        let double_eleven = Date { year: 2013, month: 11, day: 11 };
+        assert_eq!(double_eleven.start_nanos(), Some(1_384_099_200 * NANOS_PER_SECOND));
+        assert_eq!(double_eleven.next_day(), Some(Date { year: 2013, month: 11, day: 12 }));
+        assert_eq!(Date { year: 2013, month: 12, day: 31 }.next_day(), Some(Date { year: 2014, month: 1, day: 1 }));
+        assert_eq!(double_eleven.next_month(), Date { year: 2013, month: 12, day: 1 });
+        assert_eq!(Date { year: 2013, month: 12, day: 5 }.next_month(), Date { year: 2014, month: 1, day: 1 });
+        assert_eq!(Date { year: 1970, month: 1, day: 1 }.start_nanos(), None, "before the epoch in UTC");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub fn routes() -> axum::Router<Arc<Web>> {
         .route("/console/search", get(search))
         .route("/console/parties/{id}", get(party))
         .route("/console/parties/{id}/revoke-keys", post(revoke_keys))
+        .route("/console/parties/{id}/bill", get(download_bill))
         .route("/console/audit", get(audit))
         .route("/console/live", get(live))
         .route("/console/reconciliation", get(reconciliation))
@@ -285,6 +286,7 @@ struct PartyPage {
     trades: Vec<TradeRow>,
     audit: Vec<AuditRow>,
     new_key: Option<String>,
+    yesterday: String,
 }
 
 /// `GET /console/parties/{id}`: a user or merchant, its balances, its
@@ -330,9 +332,32 @@ async fn party_page(session: Session, id: &str, new_key: Option<String>) -> Resp
         trades,
         audit: audit.unwrap_or_default(),
         new_key,
+        yesterday: crate::portal::yesterday(&session.web),
         frame: session.frame,
     };
     desk::render(StatusCode::OK, &page, &[])
+}
+
+/// `GET /console/parties/{id}/bill?date=`: a merchant's bill (finance, admins).
+async fn download_bill(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<crate::portal::BillQuery>, QueryRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let (Some(query), Some(id)) = (query.ok().and_then(|Query(query)| query.query()), desk::plain_id(&id)) else {
+        return desk::message_page(
+            &session.frame,
+            StatusCode::BAD_REQUEST,
+            "give a day (2013-11-11) or a month (2013-11)",
+        );
+    };
+    session.download(format!("/v1/bills?{query}&merchant={id}")).await
 }
 
 #[derive(Deserialize)]

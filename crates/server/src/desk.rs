@@ -265,6 +265,32 @@ impl Session {
         }
     }
 
+    /// A download: the API's answer streamed through as it is, or the
+    /// refusal as a page.
+    pub async fn download(&self, path: String) -> Response {
+        let call = Call {
+            token: &self.token,
+            method: Method::GET,
+            path,
+            body: None,
+            idempotency_key: None,
+            request_id: &self.request_id,
+            peer: self.peer,
+        };
+        let response = match self.web.api.send(call).await {
+            Ok(response) => response,
+            Err(refusal) => return refusal_page(&self.frame, &refusal),
+        };
+        if response.status().is_success() {
+            return response;
+        }
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let text = |name: &str| value["error"][name].as_str().unwrap_or_default().to_string();
+        refusal_page(&self.frame, &Refusal { status, code: text("code"), message: text("message") })
+    }
+
     pub async fn get(&self, path: String) -> Result<Value, Refusal> {
         self.call(Method::GET, path, None, None).await
     }

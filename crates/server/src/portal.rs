@@ -34,6 +34,9 @@ pub fn routes() -> axum::Router<Arc<Web>> {
         .route("/portal/sign-in", post(sign_in))
         .route("/portal/webhooks", get(webhooks))
         .route("/portal/keys", get(keys).post(new_key))
+        .route("/portal/bills", get(bills))
+        .route("/portal/bills/download", get(download_bill))
+        .route("/portal/balance", get(balance_transactions))
         .merge(desk::shared_routes(Desk::Portal))
 }
 
@@ -262,6 +265,131 @@ async fn webhooks(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers:
         Err(error) => return error.into_response(),
     };
     desk::render(StatusCode::OK, &WebhooksPage { endpoints, undelivered, nonce, frame: session.frame }, &[])
+}
+
+#[derive(Template)]
+#[template(path = "desk/bills.html")]
+struct BillsPage {
+    frame: Frame,
+    action: String,
+    yesterday: String,
+}
+
+/// Yesterday's business day (CST): the newest a bill can be had for.
+pub fn yesterday(web: &Web) -> String {
+    let today_start = platform::calendar::Date::of(web.state.clock.now()).start_nanos().unwrap_or(0);
+    platform::calendar::Date::of_nanos(today_start.saturating_sub(1)).to_string()
+}
+
+/// `GET /portal/bills`: pick a day or a month.
+async fn bills(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let page =
+        BillsPage { action: "/portal/bills/download".to_string(), yesterday: yesterday(&web), frame: session.frame };
+    desk::render(StatusCode::OK, &page, &[])
+}
+
+#[derive(Deserialize)]
+pub struct BillQuery {
+    #[serde(default)]
+    date: String,
+    #[serde(default)]
+    month: String,
+}
+
+impl BillQuery {
+    /// The API's query for this bill, if the form names a day or a month.
+    pub fn query(&self) -> Option<String> {
+        let plain =
+            |text: &str| !text.is_empty() && text.len() <= 10 && text.chars().all(|c| c.is_ascii_digit() || c == '-');
+        match (self.date.trim(), self.month.trim()) {
+            (date, "") if plain(date) => Some(format!("date={date}")),
+            ("", month) if plain(month) => Some(format!("month={month}")),
+            _ => None,
+        }
+    }
+}
+
+/// `GET /portal/bills/download?date=`: the API's CSV, streamed through.
+async fn download_bill(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    query: Result<Query<BillQuery>, QueryRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let Some(query) = query.ok().and_then(|Query(query)| query.query()) else {
+        return desk::message_page(
+            &session.frame,
+            StatusCode::BAD_REQUEST,
+            "give a day (2013-11-11) or a month (2013-11)",
+        );
+    };
+    session.download(format!("/v1/bills?{query}")).await
+}
+
+struct MovementRow {
+    created: String,
+    kind: String,
+    source: String,
+    amount: String,
+    fee: String,
+    balance_after: String,
+}
+
+#[derive(Template)]
+#[template(path = "desk/portal_balance.html")]
+struct BalancePage {
+    frame: Frame,
+    rows: Vec<MovementRow>,
+    older: Option<String>,
+}
+
+/// `GET /portal/balance`: balance transactions, 50 a page.
+async fn balance_transactions(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    query: Result<Query<TradesQuery>, QueryRejection>,
+) -> Response {
+    let session = match signed_in(&web, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let after = query.ok().and_then(|Query(query)| query.starting_after).filter(|id| desk::plain_id(id).is_some());
+    let mut path = "/v1/balance-transactions?limit=50".to_string();
+    if let Some(after) = &after {
+        path.push_str(&format!("&starting_after={after}"));
+    }
+    let page = match session.get(path).await {
+        Ok(page) => page,
+        Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
+    };
+    let signed = |value: &Value, name: &str| {
+        let fen = value[name].as_i64().unwrap_or(0);
+        let text = crate::gateway::fen_to_yuan(fen.unsigned_abs());
+        if fen < 0 { format!("-{text}") } else { text }
+    };
+    let list = page["data"].as_array().cloned().unwrap_or_default();
+    let rows = list
+        .iter()
+        .map(|row| MovementRow {
+            created: text(row, "created"),
+            kind: text(row, "type"),
+            source: text(row, "source"),
+            amount: signed(row, "amount"),
+            fee: signed(row, "fee"),
+            balance_after: row["balance_after"].as_u64().map(crate::gateway::fen_to_yuan).unwrap_or_default(),
+        })
+        .collect();
+    let older = (page["has_more"].as_bool() == Some(true)).then(|| list.last().map(|row| text(row, "id"))).flatten();
+    desk::render(StatusCode::OK, &BalancePage { rows, older, frame: session.frame }, &[])
 }
 
 #[derive(Template)]

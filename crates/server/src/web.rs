@@ -155,11 +155,22 @@ impl Api {
     }
 
     pub async fn call(&self, call: Call<'_>) -> Result<Value, Refusal> {
-        let refused = |message: &str| Refusal {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal".to_string(),
-            message: message.to_string(),
-        };
+        let response = self.send(call).await?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
+            .await
+            .map_err(|_| internal_refusal("the answer is too long"))?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let text = |name: &str| value["error"][name].as_str().unwrap_or_default().to_string();
+        Err(Refusal { status, code: text("code"), message: text("message") })
+    }
+
+    /// The API's answer as it is (a download streams through to the browser).
+    pub async fn send(&self, call: Call<'_>) -> Result<Response, Refusal> {
+        let refused = internal_refusal;
         let body = match &call.body {
             Some(value) => Body::from(serde_json::to_vec(value).map_err(|_| refused("the request does not encode"))?),
             None => Body::empty(),
@@ -178,17 +189,12 @@ impl Api {
         let mut request = request.body(body).map_err(|_| refused("the request does not form"))?;
         request.extensions_mut().insert(ConnectInfo(call.peer));
         let Ok(response) = self.router.clone().oneshot(request).await;
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
-            .await
-            .map_err(|_| refused("the answer is too long"))?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(value);
-        }
-        let text = |name: &str| value["error"][name].as_str().unwrap_or_default().to_string();
-        Err(Refusal { status, code: text("code"), message: text("message") })
+        Ok(response)
     }
+}
+
+fn internal_refusal(message: &str) -> Refusal {
+    Refusal { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal".to_string(), message: message.to_string() }
 }
 
 /// What the console and portal pages need: the server's state and its API.

@@ -122,3 +122,92 @@ fn balance_transactions_add_up_to_the_balance_and_the_past_balance_is_known() {
     assert_eq!(status, 403);
     server.assert_balanced();
 }
+
+/// A merchant's bill of an ended day: one line per movement, oldest first,
+/// each with the balance after it; totals that equal the wallet's change
+/// over the day, fen for fen; only for days that have ended; finance staff
+/// read any merchant's, support and users none.
+#[test]
+fn a_days_bill_totals_to_the_ledger_and_only_ended_days_have_one() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &SIMULATED);
+    let (shop_id, shop) = server.merchant("shop");
+    let (_, buyer) = server.user("buyer");
+    server.top_up(&buyer, 1_000_000);
+    // The simulated clock starts at 2013-11-11 00:00 CST; a trade the day before is not in the bill.
+    let mut trade_nos = Vec::new();
+    for index in 0..5u64 {
+        advance(&server, 3_600);
+        let body = json!({ "out_trade_no": format!("d-{index}"), "amount": 1_000 + index * 111, "subject": "tea", "mode": "instant" });
+        let (_, trade) = server.post("/v1/trades", Some(&shop), body);
+        let trade_no = trade["trade_no"].as_str().unwrap().to_string();
+        let (status, _) = server.post(&format!("/v1/trades/{trade_no}/pay"), Some(&buyer), json!({}));
+        assert_eq!(status, 200);
+        trade_nos.push(trade_no);
+    }
+    let refund = json!({ "out_request_no": "r-1", "amount": 500 });
+    assert_eq!(server.post(&format!("/v1/trades/{}/refunds", trade_nos[2]), Some(&shop), refund).0, 201);
+    let (status, answer) = server.get("/v1/bills?date=2013-11-11", Some(&shop));
+    assert_eq!((status.as_u16(), answer["error"]["code"].as_str()), (409, Some("period_not_ended")));
+    advance(&server, 24 * 3_600);
+    // A movement of the next day: not in the bill.
+    let body = json!({ "out_trade_no": "next-day", "amount": 999, "subject": "tea", "mode": "instant" });
+    let (_, trade) = server.post("/v1/trades", Some(&shop), body);
+    server.post(&format!("/v1/trades/{}/pay", trade["trade_no"].as_str().unwrap()), Some(&buyer), json!({}));
+
+    let bill = |key: &str, query: &str| {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("{}/v1/bills?{query}", server.base))
+            .bearer_auth(key)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.headers().get("content-type").cloned(), response.text().unwrap())
+    };
+    let (status, kind, text) = bill(&shop, "date=2013-11-11");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(kind.unwrap(), "text/csv; charset=utf-8");
+    let lines: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).skip(1).collect();
+    let fen = |yuan: &str| -> i64 {
+        let negative = yuan.starts_with('-');
+        let (whole, cents) = yuan.trim_start_matches('-').split_once('.').unwrap();
+        let value = whole.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap();
+        if negative { -value } else { value }
+    };
+    // Five settlements and their fees, the refund and its fee's share back.
+    assert_eq!(lines.len(), 12, "{text}");
+    assert!(lines.iter().all(|line| line.starts_with("2013-11-1")), "{text}");
+    assert!(!text.contains("next-day"));
+    let total: i64 = lines.iter().map(|line| fen(line.split(',').nth(4).unwrap())).sum();
+    let totals = |name: &str| {
+        let line = text.lines().find(|line| line.starts_with(&format!("# {name},"))).unwrap();
+        fen(line.rsplit(',').next().unwrap())
+    };
+    let (opening, closing) = (totals("opening_balance"), totals("closing_balance"));
+    assert_eq!(opening, 0);
+    assert_eq!(closing - opening, total, "the lines add up to the day's change");
+    assert_eq!(totals("net"), total);
+    let at_midnight = {
+        let (_, answer) = server.get("/v1/balance?at=2013-11-12T00:00:00%2B08:00", Some(&shop));
+        answer["available"].as_i64().unwrap()
+    };
+    assert_eq!(closing, at_midnight, "the bill closes at the ledger's balance at midnight");
+    let last = lines.last().unwrap();
+    assert_eq!(fen(last.rsplit(',').next().unwrap()), closing, "the last line's balance is the closing one");
+    assert!(lines.iter().any(|line| line.contains(",trade_refund,") && line.contains(",d-2,")), "{text}");
+
+    // Monthly: not ended; operators: finance names the merchant; others may not.
+    assert_eq!(bill(&shop, "month=2013-11").0, 409);
+    let finance = {
+        let body = json!({ "login": "fay", "password": "a long passphrase", "role": "finance" });
+        assert_eq!(server.post("/v1/admin/staff", Some(ADMIN_KEY), body).0, 201);
+        let (_, session) =
+            server.post("/v1/staff/sessions", None, json!({ "login": "fay", "password": "a long passphrase" }));
+        session["token"].as_str().unwrap().to_string()
+    };
+    let (status, _, same) = bill(&finance, &format!("date=2013-11-11&merchant={shop_id}"));
+    assert_eq!((status, same), (200, text));
+    assert_eq!(bill(&finance, "date=2013-11-11").0, 400);
+    assert_eq!(bill(&buyer, "date=2013-11-11").0, 403);
+    assert_eq!(bill(&shop, "date=2013-11-31").0, 400);
+    assert_eq!(bill(&shop, &format!("date=2013-11-11&merchant={shop_id}")).0, 403);
+}

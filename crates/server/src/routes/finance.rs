@@ -236,3 +236,237 @@ pub fn balance_at(state: &AppState, wallet: u128, at: Timestamp) -> Result<u128,
     })?;
     Ok(balance_then.unwrap_or(0))
 }
+
+/// Movements one bill reads at most, back from now through the period (the
+/// period's positions are kept, 8 bytes each: at most 800 MB).
+const BILL_STEPS_MAX: usize = 100_000_000;
+/// Bytes of a bill gathered before they are sent.
+const BILL_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BillParams {
+    /// A business day (CST) that has ended, `YYYY-MM-DD`.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    pub date: Option<String>,
+    /// A month that has ended, `YYYY-MM`.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}$")]
+    pub month: Option<String>,
+    /// Operators (finance, admin): whose bill (`mch_…`).
+    #[param(pattern = "^mch_[0-9a-f]{32}$")]
+    pub merchant: Option<String>,
+}
+
+/// A bill's period: `[start, end)` in nanoseconds, and its name.
+struct Period {
+    start: u64,
+    end: u64,
+    label: String,
+}
+
+fn period_of(params: &BillParams) -> Result<Period, ApiError> {
+    use platform::calendar::Date;
+    let (first, after, label) = match (&params.date, &params.month) {
+        (Some(date), None) => {
+            let day = Date::parse(date).ok_or_else(|| ApiError::invalid("date must be a day like 2013-11-11"))?;
+            (day, day.next_day(), date.clone())
+        }
+        (None, Some(month)) => {
+            let day = Date::parse(&format!("{month}-01"))
+                .filter(|_| month.len() == 7)
+                .ok_or_else(|| ApiError::invalid("month must be like 2013-11"))?;
+            (day, Some(day.next_month()), month.clone())
+        }
+        _ => return Err(ApiError::invalid("give either date or month")),
+    };
+    let start = first.start_nanos().ok_or_else(|| ApiError::invalid("the period is before 1970"))?;
+    let end = after.and_then(Date::start_nanos).ok_or_else(|| ApiError::invalid("the period is out of range"))?;
+    Ok(Period { start, end, label })
+}
+
+#[utoipa::path(get, path = "/v1/bills", tag = "parties", params(BillParams),
+    responses((status = 200, description = "text/csv: one line per movement of the merchant's balance in the period, then its totals", content_type = "text/csv"), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn bill(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<BillParams>,
+) -> Result<axum::response::Response, ApiError> {
+    let merchant = match (caller, &params.merchant) {
+        (Caller::Party { number, kind: PartyKind::Merchant }, None) => number,
+        (Caller::Party { .. }, _) => return Err(ApiError::forbidden()),
+        (_, merchant) => {
+            caller.require(crate::auth::Duty::Finance)?;
+            let id = merchant.as_deref().ok_or_else(|| ApiError::invalid("merchant is required"))?;
+            let number = platform::PartyNumber::new(super::id_of(&state.ids, IdKind::Merchant, id, "merchant")?);
+            if !state.store.read(|p| p.party(number).is_some_and(|party| party.kind == PartyKind::Merchant)) {
+                return Err(ApiError::not_found("merchant"));
+            }
+            number
+        }
+    };
+    let period = period_of(&params)?;
+    if period.end > state.clock.now().nanos() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "period_not_ended",
+            "bills are made for days and months that have ended (CST)",
+        ));
+    }
+    let name = format!("zhifu-bill-{}-{}.csv", state.ids.format(IdKind::Merchant, merchant), period.label);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let writer = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || {
+        let mut out = BillOut { sender, buffer: Vec::with_capacity(BILL_CHUNK_BYTES) };
+        if let Err(error) = write_bill(&writer, merchant, &period, &mut out) {
+            // The totals never come: the reader knows the bill is incomplete.
+            out.line(format_args!("# error: {}", error.message));
+        }
+        out.flush();
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), receiver))
+    });
+    let mut response = axum::response::Response::new(axum::body::Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// A bill on its way out, in chunks.
+struct BillOut {
+    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buffer: Vec<u8>,
+}
+
+impl BillOut {
+    /// Adds a line; `false` once the reader has gone.
+    fn line(&mut self, line: std::fmt::Arguments<'_>) -> bool {
+        use std::io::Write;
+        let _ = writeln!(self.buffer, "{line}");
+        if self.buffer.len() < BILL_CHUNK_BYTES {
+            return true;
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(BILL_CHUNK_BYTES));
+        chunk.is_empty() || self.sender.blocking_send(chunk).is_ok()
+    }
+}
+
+/// Signed fen as yuan: `-12.34`.
+fn signed_yuan(fen: i128) -> String {
+    let sign = if fen < 0 { "-" } else { "" };
+    let fen = fen.unsigned_abs();
+    format!("{sign}{}.{:02}", fen / 100, fen % 100)
+}
+
+/// The bill: the positions of the period's movements (found walking the
+/// wallet's chain back from now: 8 bytes each), then each read again
+/// oldest first and written out, with the balance after it; then the
+/// totals, which equal the wallet's change over the period.
+fn write_bill(
+    state: &AppState,
+    merchant: platform::PartyNumber,
+    period: &Period,
+    out: &mut BillOut,
+) -> Result<(), ApiError> {
+    let wallet = accounts::wallet(merchant);
+    let failed = |error: journal::JournalError| ApiError::internal(format!("cannot read the history: {error}"));
+    let (mut balance, mut next) = head_of(state, wallet);
+    let mut positions = Vec::new();
+    let mut closing = None;
+    for step in 0..=BILL_STEPS_MAX {
+        if next == NO_TRANSFER {
+            break;
+        }
+        if step == BILL_STEPS_MAX {
+            return Err(too_far());
+        }
+        let Some(stored) = state.store.stored_transfer(next).map_err(failed)? else { break };
+        let time = command_time(&stored.transfer);
+        if time < period.start {
+            break;
+        }
+        if time < period.end {
+            closing.get_or_insert(balance);
+            positions.push(next);
+        }
+        balance = balance.saturating_add_signed(-change_of(&stored.transfer, wallet));
+        next = stored.previous_of(wallet);
+    }
+    let opening = balance;
+    let closing = closing.unwrap_or(opening);
+    out.line(format_args!("# zhifu bill of {} for {}", state.ids.format(IdKind::Merchant, merchant), period.label));
+    out.line(format_args!(
+        "# from {} to {} (CST days); amounts in yuan",
+        rfc3339(Timestamp::from_nanos(period.start)),
+        rfc3339(Timestamp::from_nanos(period.end))
+    ));
+    out.line(format_args!("created,type,source,out_trade_no,amount,balance_after"));
+    let mut running = opening;
+    let mut totals: std::collections::BTreeMap<&'static str, (u64, i128)> = std::collections::BTreeMap::new();
+    let mut last_trade: Option<(u64, String)> = None;
+    for &position in positions.iter().rev() {
+        let Some(stored) = state.store.stored_transfer(position).map_err(failed)? else { continue };
+        let transfer = stored.transfer;
+        let change = change_of(&transfer, wallet);
+        if change == 0 {
+            continue;
+        }
+        running = running.saturating_add_signed(change);
+        let kind = accounts::transfer_code_name(transfer.code);
+        let total = totals.entry(kind).or_insert((0, 0));
+        (total.0, total.1) = (total.0 + 1, total.1 + change);
+        let reference = Reference::decode(transfer.user_data);
+        let out_trade_no = match reference {
+            Some(Reference::Trade(number)) => out_trade_no_of(state, number, &mut last_trade),
+            _ => String::new(),
+        };
+        let source = reference.map_or_else(String::new, |r| super::parties::reference_id(&state.ids, r));
+        let written = out.line(format_args!(
+            "{},{kind},{source},{},{},{}",
+            rfc3339(Timestamp::from_nanos(command_time(&transfer))),
+            csv_field(&out_trade_no),
+            signed_yuan(change),
+            signed_yuan(i128::try_from(running).unwrap_or(i128::MAX)),
+        ));
+        if !written {
+            return Ok(());
+        }
+    }
+    out.line(format_args!("# totals"));
+    out.line(format_args!("# opening_balance,{}", signed_yuan(i128::try_from(opening).unwrap_or(i128::MAX))));
+    let mut net = 0i128;
+    for (kind, (count, sum)) in &totals {
+        net += sum;
+        out.line(format_args!("# {kind},{count},{}", signed_yuan(*sum)));
+    }
+    out.line(format_args!("# net,{},{}", positions.len(), signed_yuan(net)));
+    out.line(format_args!("# closing_balance,{}", signed_yuan(i128::try_from(closing).unwrap_or(i128::MAX))));
+    Ok(())
+}
+
+/// A trade's `out_trade_no` (the last one read is kept: a trade's
+/// settlement and fee come one after the other).
+fn out_trade_no_of(state: &AppState, number: platform::TradeNumber, last: &mut Option<(u64, String)>) -> String {
+    if let Some((cached, out_trade_no)) = last
+        && *cached == number.get()
+    {
+        return out_trade_no.clone();
+    }
+    let found = state.store.read_with_archive(|p, archive| p.trade(archive, number)).ok().flatten();
+    let out_trade_no = found.map(|trade| trade.out_trade_no).unwrap_or_default();
+    *last = Some((number.get(), out_trade_no.clone()));
+    out_trade_no
+}
+
+/// A CSV field, quoted when it must be.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
+}

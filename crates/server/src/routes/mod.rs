@@ -49,6 +49,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/balance", get(parties::balance))
         .route("/v1/statement", get(parties::statement))
         .route("/v1/balance-transactions", get(finance::balance_transactions))
+        .route("/v1/bills", get(finance::bill))
         .route("/v1/topups", post(money::create_topup))
         .route("/v1/withdrawals", post(money::create_withdrawal))
         .route("/v1/withdrawals/{id}", get(money::get_withdrawal))
@@ -119,7 +120,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         operations::healthz, operations::readyz, operations::ledger_check, operations::advance_clock, operations::reconciliation,
         operations::fee_schedules, operations::set_fee_schedule,
         parties::create_user, parties::create_merchant, parties::get_user, parties::get_merchant,
-        parties::balance, parties::statement, finance::balance_transactions,
+        parties::balance, parties::statement, finance::balance_transactions, finance::bill,
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::create_payment_code,

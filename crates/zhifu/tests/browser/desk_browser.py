@@ -226,6 +226,29 @@ with sync_playwright() as playwright:
     finance.goto(BASE + "/console")
     assert finance.get_by_label("Password").is_visible(), "an expired session is refused"
 
+    # The day has ended: finance downloads Tea House's bill of it from its page.
+    made(rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 24 * 3600}))
+    sign_in(finance, "/console", "fay")
+    finance.goto(BASE + f"/console/parties/{tea['id']}")
+    finance.get_by_label("Bill of the day").fill("2013-11-11")
+    shot(finance, "console-party")
+    with finance.expect_download() as download:
+        finance.get_by_role("button", name="Download the bill").click()
+    bill = open(download.value.path(), encoding="utf-8").read()
+    assert ",order-42," in bill and ",trade_refund," in bill and "# closing_balance," in bill, bill
+    # The merchant gets the same bill from the portal, and its balance transactions.
+    shop = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(shop, "/portal", "teahouse")
+    shop.get_by_role("link", name="Bills").click()
+    shop.get_by_label("Day").fill("2013-11-11")
+    with shop.expect_download() as download:
+        shop.get_by_role("button", name="Download the day's bill").click()
+    assert open(download.value.path(), encoding="utf-8").read() == bill
+    shop.get_by_role("link", name="Balance").click()
+    movements = shop.locator("tbody").inner_text()
+    assert "trade_refund" in movements and "-12.00" in movements, movements
+    shot(shop, "portal-balance")
+
     # The API reference, rendered by the server from its OpenAPI document.
     reference = browser.new_context().new_page()
     reference.goto(BASE + "/")
