@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::desk::{self, AuditRow, Desk, Frame, Session, TradeRow, text, yuan};
+use crate::desk::{self, AuditRow, Desk, Frame, Posted, Session, TradeRow, text, yuan};
 use crate::web::{self, Web};
 
 type Peer = ConnectInfo<SocketAddr>;
@@ -287,6 +287,7 @@ struct PartyPage {
     audit: Vec<AuditRow>,
     new_key: Option<String>,
     yesterday: String,
+    movements: Vec<desk::MovementRow>,
 }
 
 /// `GET /console/parties/{id}`: a user or merchant, its balances, its
@@ -319,6 +320,11 @@ async fn party_page(session: Session, id: &str, new_key: Option<String>) -> Resp
         Vec::new()
     };
     let audit = session.get(format!("/v1/admin/audit?target={id}&limit=50")).await.map(|p| desk::audit_rows(&p));
+    let movements = session
+        .get(format!("/v1/balance-transactions?limit=20&party={id}"))
+        .await
+        .map(|page| desk::movement_rows(&page))
+        .unwrap_or_default();
     let balance = &party["balance"];
     let page = PartyPage {
         id: id.to_string(),
@@ -333,6 +339,7 @@ async fn party_page(session: Session, id: &str, new_key: Option<String>) -> Resp
         audit: audit.unwrap_or_default(),
         new_key,
         yesterday: crate::portal::yesterday(&session.web),
+        movements,
         frame: session.frame,
     };
     desk::render(StatusCode::OK, &page, &[])
@@ -368,23 +375,10 @@ pub struct NonceForm {
 
 /// `POST /console/parties/{id}/revoke-keys` (admins): every key of the
 /// party stops at once; the one new key is shown once.
-async fn revoke_keys(
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    form: Result<Form<NonceForm>, FormRejection>,
-) -> Response {
-    let session = match signed_in(&web, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    let (Ok(Form(form)), Some(id)) = (form, desk::plain_id(&id)) else {
+async fn revoke_keys(Path(id): Path<String>, Posted(session, form): Posted<NonceForm>) -> Response {
+    let Some(id) = desk::plain_id(&id) else {
         return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
     };
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
     let path = format!("/v1/admin/parties/{id}/revoke-keys");
     match session.call(Method::POST, path, Some(json!({})), desk::plain_id(&form.nonce)).await {
         Ok(answer) => {
@@ -525,22 +519,7 @@ pub struct CampaignForm {
 }
 
 /// `POST /console/campaigns`: a platform campaign (admins), through the API.
-async fn create_campaign(
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    form: Result<Form<CampaignForm>, FormRejection>,
-) -> Response {
-    let session = match signed_in(&web, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    let Ok(Form(form)) = form else {
-        return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
-    };
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
+async fn create_campaign(Posted(session, form): Posted<CampaignForm>) -> Response {
     let amounts = (
         crate::gateway::yuan_to_fen(form.budget.trim()),
         crate::gateway::yuan_to_fen(form.discount.trim()),
@@ -571,23 +550,10 @@ pub struct PauseForm {
 }
 
 /// `POST /console/campaigns/{id}/pause`: pauses or resumes a platform campaign (admins).
-async fn pause_campaign(
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    form: Result<Form<PauseForm>, FormRejection>,
-) -> Response {
-    let session = match signed_in(&web, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    let (Ok(Form(form)), Some(id)) = (form, desk::plain_id(&id)) else {
+async fn pause_campaign(Path(id): Path<String>, Posted(session, form): Posted<PauseForm>) -> Response {
+    let Some(id) = desk::plain_id(&id) else {
         return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
     };
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
     let what = if form.action == "resume" { "resume" } else { "pause" };
     let path = format!("/v1/campaigns/{id}/{what}");
     match session.call(Method::POST, path, Some(json!({})), desk::plain_id(&form.nonce)).await {
@@ -606,23 +572,10 @@ pub struct FeeForm {
 }
 
 /// `POST /console/settings/fees/{product}`: the API's `PUT` (admins; audited there).
-async fn set_fees(
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(product): Path<String>,
-    form: Result<Form<FeeForm>, FormRejection>,
-) -> Response {
-    let session = match signed_in(&web, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    let (Ok(Form(form)), Some(product)) = (form, desk::plain_id(&product)) else {
+async fn set_fees(Path(product): Path<String>, Posted(session, form): Posted<FeeForm>) -> Response {
+    let Some(product) = desk::plain_id(&product) else {
         return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
     };
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
     let rate = form.rate_bps.trim().parse::<u32>().ok();
     let minimum = fee_fen(form.minimum.trim());
     let maximum = match form.maximum.trim() {
@@ -703,6 +656,8 @@ async fn reconciliation(
     };
     desk::render(StatusCode::OK, &page, &[])
 }
+
+desk::csrf_forms!(NonceForm, FeeForm, CampaignForm, PauseForm);
 
 /// The live chart's size, in SVG units.
 const CHART_WIDTH: u64 = 900;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Form;
-use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -498,6 +497,38 @@ fn timeline_rows(timeline: &Value) -> Vec<TimelineRow> {
         .collect()
 }
 
+/// A balance transaction as pages show it.
+pub struct MovementRow {
+    pub created: String,
+    pub kind: String,
+    pub source: String,
+    pub amount: String,
+    pub fee: String,
+    pub balance_after: String,
+}
+
+pub fn movement_rows(page: &Value) -> Vec<MovementRow> {
+    let signed = |value: &Value, name: &str| {
+        let fen = value[name].as_i64().unwrap_or(0);
+        let text = fen_to_yuan(fen.unsigned_abs());
+        if fen < 0 { format!("-{text}") } else { text }
+    };
+    page["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|row| MovementRow {
+            created: text(row, "created"),
+            kind: text(row, "type"),
+            source: text(row, "source"),
+            amount: signed(row, "amount"),
+            fee: signed(row, "fee"),
+            balance_after: row["balance_after"].as_u64().map(fen_to_yuan).unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// An audit line as pages show it.
 pub struct AuditRow {
     pub at: String,
@@ -601,9 +632,6 @@ struct ConfirmRefundPage {
 /// the refund (the form's nonce is its idempotency key and its
 /// `out_request_no`: a second submission is the same refund).
 pub async fn refund(session: Session, trade_no: &str, form: RefundForm) -> Response {
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
     let (Some(trade_no), Some(nonce)) = (plain_id(trade_no), plain_id(&form.nonce)) else {
         return message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.no_results);
     };
@@ -648,9 +676,6 @@ pub struct ActionForm {
 /// A trade's action without fields (`close`, `ship`), or an event's
 /// resend: the API request, then back to the trade.
 pub async fn act(session: Session, path: String, form: ActionForm) -> Response {
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
     let nonce = plain_id(&form.nonce);
     match session.call(Method::POST, path, Some(json!({})), nonce).await {
         Ok(_) => {
@@ -664,16 +689,13 @@ pub async fn act(session: Session, path: String, form: ActionForm) -> Response {
 }
 
 #[derive(Deserialize)]
-pub struct CsrfForm {
+pub struct SignOutForm {
     csrf: String,
 }
 
 /// `POST /{desk}/sign-out`: the session ends on this node at once and the
 /// cookie is cleared.
-pub async fn sign_out(session: Session, form: CsrfForm) -> Response {
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
+pub async fn sign_out(session: Session) -> Response {
     let state = &session.web.state;
     let now = state.clock.now();
     state.sessions.end(&session.token, now.plus_nanos(crate::auth::SESSION_NANOS), now);
@@ -687,20 +709,11 @@ pub fn shared_routes(desk: Desk) -> axum::Router<Arc<Web>> {
     let base = desk.base();
     axum::Router::new()
         .route(&format!("{base}/trades/{{trade_no}}"), get(move |s, c, h, p| show_trade(desk, s, c, h, p)))
-        .route(
-            &format!("{base}/trades/{{trade_no}}/refund"),
-            post(move |s, c, h, p, f| refund_trade(desk, s, c, h, p, f)),
-        )
-        .route(
-            &format!("{base}/trades/{{trade_no}}/close"),
-            post(move |s, c, h, p, f| trade_action(desk, "close", s, c, h, p, f)),
-        )
-        .route(
-            &format!("{base}/trades/{{trade_no}}/ship"),
-            post(move |s, c, h, p, f| trade_action(desk, "ship", s, c, h, p, f)),
-        )
-        .route(&format!("{base}/events/{{id}}/resend"), post(move |s, c, h, p, f| resend(desk, s, c, h, p, f)))
-        .route(&format!("{base}/sign-out"), post(move |s, c, h, f| leave(desk, s, c, h, f)))
+        .route(&format!("{base}/trades/{{trade_no}}/refund"), post(refund_trade))
+        .route(&format!("{base}/trades/{{trade_no}}/close"), post(|p, f| trade_action("close", p, f)))
+        .route(&format!("{base}/trades/{{trade_no}}/ship"), post(|p, f| trade_action("ship", p, f)))
+        .route(&format!("{base}/events/{{id}}/resend"), post(resend))
+        .route(&format!("{base}/sign-out"), post(leave))
 }
 
 type Peer = ConnectInfo<SocketAddr>;
@@ -718,77 +731,72 @@ async fn show_trade(
     }
 }
 
-async fn refund_trade(
-    desk: Desk,
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(trade_no): Path<String>,
-    form: Result<Form<RefundForm>, FormRejection>,
-) -> Response {
-    let session = match session(&web, desk, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    match form {
-        Ok(Form(form)) => refund(session, &trade_no, form).await,
-        Err(_) => message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired),
+/// A form with a CSRF token.
+pub trait CsrfForm {
+    fn csrf(&self) -> &str;
+}
+
+/// A signed-in form post to a desk (the console or the portal, by its
+/// path) whose CSRF token is the session's: the session and the form. Else
+/// the sign-in page, or a page saying the form is not good (400, 403).
+pub struct Posted<T>(pub Session, pub T);
+
+impl<T: serde::de::DeserializeOwned + CsrfForm + Send + 'static> axum::extract::FromRequest<Arc<Web>> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, web: &Arc<Web>) -> Result<Self, Response> {
+        let desk = if request.uri().path().starts_with(Desk::Portal.base()) { Desk::Portal } else { Desk::Console };
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
+        let session = session(web, desk, request.headers(), peer).map_err(|response| *response)?;
+        let Ok(Form(form)) = Form::<T>::from_request(request, web).await else {
+            return Err(message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired));
+        };
+        session.check_csrf(form.csrf()).map_err(|response| *response)?;
+        Ok(Posted(session, form))
     }
 }
 
-async fn trade_action(
-    desk: Desk,
-    what: &'static str,
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(trade_no): Path<String>,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Response {
-    let session = match session(&web, desk, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
+macro_rules! csrf_forms {
+    ($($form:ty),* $(,)?) => {
+        $(impl $crate::desk::CsrfForm for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })*
     };
-    let (Ok(Form(mut form)), Some(trade_no)) = (form, plain_id(&trade_no)) else {
+}
+pub(crate) use csrf_forms;
+
+csrf_forms!(RefundForm, ActionForm, SignOutForm);
+
+async fn refund_trade(Path(trade_no): Path<String>, Posted(session, form): Posted<RefundForm>) -> Response {
+    refund(session, &trade_no, form).await
+}
+
+async fn trade_action(
+    what: &'static str,
+    Path(trade_no): Path<String>,
+    Posted(session, mut form): Posted<ActionForm>,
+) -> Response {
+    let Some(trade_no) = plain_id(&trade_no) else {
         return message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
     };
     form.back = trade_no.to_string();
     act(session, format!("/v1/trades/{trade_no}/{what}"), form).await
 }
 
-async fn resend(
-    desk: Desk,
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Response {
-    let session = match session(&web, desk, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    let (Ok(Form(form)), Some(id)) = (form, plain_id(&id)) else {
+async fn resend(Path(id): Path<String>, Posted(session, form): Posted<ActionForm>) -> Response {
+    let Some(id) = plain_id(&id) else {
         return message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
     };
     act(session, format!("/v1/events/{id}/resend"), form).await
 }
 
-async fn leave(
-    desk: Desk,
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    form: Result<Form<CsrfForm>, FormRejection>,
-) -> Response {
-    let session = match session(&web, desk, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    match form {
-        Ok(Form(form)) => sign_out(session, form).await,
-        Err(_) => message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired),
-    }
+async fn leave(Posted(session, _): Posted<SignOutForm>) -> Response {
+    sign_out(session).await
 }
 
 pub async fn stylesheet() -> Response {

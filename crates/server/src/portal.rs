@@ -334,20 +334,11 @@ async fn download_bill(
     session.download(format!("/v1/bills?{query}")).await
 }
 
-struct MovementRow {
-    created: String,
-    kind: String,
-    source: String,
-    amount: String,
-    fee: String,
-    balance_after: String,
-}
-
 #[derive(Template)]
 #[template(path = "desk/portal_balance.html")]
 struct BalancePage {
     frame: Frame,
-    rows: Vec<MovementRow>,
+    rows: Vec<desk::MovementRow>,
     older: Option<String>,
 }
 
@@ -371,23 +362,8 @@ async fn balance_transactions(
         Ok(page) => page,
         Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
     };
-    let signed = |value: &Value, name: &str| {
-        let fen = value[name].as_i64().unwrap_or(0);
-        let text = crate::gateway::fen_to_yuan(fen.unsigned_abs());
-        if fen < 0 { format!("-{text}") } else { text }
-    };
+    let rows = desk::movement_rows(&page);
     let list = page["data"].as_array().cloned().unwrap_or_default();
-    let rows = list
-        .iter()
-        .map(|row| MovementRow {
-            created: text(row, "created"),
-            kind: text(row, "type"),
-            source: text(row, "source"),
-            amount: signed(row, "amount"),
-            fee: signed(row, "fee"),
-            balance_after: row["balance_after"].as_u64().map(crate::gateway::fen_to_yuan).unwrap_or_default(),
-        })
-        .collect();
     let older = (page["has_more"].as_bool() == Some(true)).then(|| list.last().map(|row| text(row, "id"))).flatten();
     desk::render(StatusCode::OK, &BalancePage { rows, older, frame: session.frame }, &[])
 }
@@ -422,23 +398,10 @@ pub struct KeyForm {
     nonce: String,
 }
 
+desk::csrf_forms!(KeyForm);
+
 /// `POST /portal/keys`: a restricted (read-only) key, shown once.
-async fn new_key(
-    State(web): State<Arc<Web>>,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    form: Result<Form<KeyForm>, FormRejection>,
-) -> Response {
-    let session = match signed_in(&web, &headers, peer) {
-        Ok(session) => session,
-        Err(response) => return *response,
-    };
-    let Ok(Form(form)) = form else {
-        return desk::message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
-    };
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return *refused;
-    }
+async fn new_key(desk::Posted(session, form): desk::Posted<KeyForm>) -> Response {
     let body = json!({ "permissions": "read" });
     match session.call(Method::POST, "/v1/api-keys".to_string(), Some(body), desk::plain_id(&form.nonce)).await {
         Ok(answer) => keys_page(session, Some(text(&answer, "api_key"))),

@@ -388,6 +388,13 @@ fn every_route_answers_each_role_as_the_table_says() {
         (Method::GET, format!("/v1/merchants/{merchant_id}"), None, OPERATORS),
         (Method::GET, "/v1/balance".into(), None, PARTIES_READ),
         (Method::GET, "/v1/statement".into(), None, PARTIES_READ),
+        (Method::GET, "/v1/balance-transactions".into(), None, SIGNED_IN),
+        (
+            Method::GET,
+            "/v1/bills?date=2013-11-10".into(),
+            None,
+            &[Who::AdminKey, Who::StaffAdmin, Who::Finance, Who::Merchant, Who::MerchantReadOnly],
+        ),
         (Method::POST, "/v1/topups".into(), Some(json!({ "amount": 1, "bank": "ICBC" })), USER),
         (Method::POST, "/v1/withdrawals".into(), Some(json!({ "amount": 1 })), PARTIES),
         (Method::POST, "/v1/transfers".into(), Some(json!({ "to": merchant_id, "amount": 1 })), USER),

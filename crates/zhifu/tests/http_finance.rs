@@ -45,7 +45,7 @@ fn now(server: &Server) -> String {
 fn balance_transactions_add_up_to_the_balance_and_the_past_balance_is_known() {
     let directory = tempfile::tempdir().unwrap();
     let server = Server::start(directory.path(), &SIMULATED);
-    let (_, shop) = server.merchant("shop");
+    let (shop_id, shop) = server.merchant("shop");
     let (_, buyer) = server.user("buyer");
     let before_anything = now(&server);
     advance(&server, 60);
@@ -117,8 +117,12 @@ fn balance_transactions_add_up_to_the_balance_and_the_past_balance_is_known() {
     assert_eq!(at(&shop, &after_payments) as i64, settled);
     let (status, _) = server.get("/v1/balance?at=yesterday", Some(&shop));
     assert_eq!(status, 400);
-    // Operators have no balance of their own.
+    // Operators read a party's by naming it; a party only its own.
     let (status, _) = server.get("/v1/balance-transactions", Some(ADMIN_KEY));
+    assert_eq!(status, 400);
+    let (_, by_operator) = server.get(&format!("/v1/balance-transactions?limit=100&party={shop_id}"), Some(ADMIN_KEY));
+    assert_eq!(by_operator["data"].as_array().unwrap().len(), 4);
+    let (status, _) = server.get(&format!("/v1/balance-transactions?party={shop_id}"), Some(&buyer));
     assert_eq!(status, 403);
     server.assert_balanced();
 }
@@ -210,4 +214,28 @@ fn a_days_bill_totals_to_the_ledger_and_only_ended_days_have_one() {
     assert_eq!(bill(&buyer, "date=2013-11-11").0, 403);
     assert_eq!(bill(&shop, "date=2013-11-31").0, 400);
     assert_eq!(bill(&shop, &format!("date=2013-11-11&merchant={shop_id}")).0, 403);
+}
+
+/// A payment and a refund of one trade in the same instant (the simulated
+/// clock stands still) are two balance transactions, each with its own fee.
+#[test]
+fn a_payment_and_a_refund_in_one_instant_keep_their_own_fees() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &SIMULATED);
+    let (_, shop) = server.merchant("shop");
+    let (_, buyer) = server.user("buyer");
+    server.top_up(&buyer, 100_000);
+    let body = json!({ "out_trade_no": "same-instant", "amount": 5_000, "subject": "tea", "mode": "instant" });
+    let (_, trade) = server.post("/v1/trades", Some(&shop), body);
+    let trade_no = trade["trade_no"].as_str().unwrap();
+    let (_, paid) = server.post(&format!("/v1/trades/{trade_no}/pay"), Some(&buyer), json!({}));
+    let fee = paid["fee"].as_i64().unwrap();
+    let refund = json!({ "out_request_no": "r", "amount": 1_000 });
+    assert_eq!(server.post(&format!("/v1/trades/{trade_no}/refunds"), Some(&shop), refund).0, 201);
+    let rows = all_rows(&server, &shop, 10);
+    let shape: Vec<(&str, i64, i64)> = rows
+        .iter()
+        .map(|row| (row["type"].as_str().unwrap(), row["amount"].as_i64().unwrap(), row["fee"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(shape, [("trade_refund", -1_000, -fee / 5), ("trade_payment", 5_000, fee)]);
 }

@@ -61,6 +61,25 @@ pub struct BalanceTransactionParams {
     pub limit: Option<u32>,
     #[param(pattern = "^ent_[0-9a-f]{32}$")]
     pub starting_after: Option<String>,
+    /// Operators: whose (`usr_…` or `mch_…`).
+    #[param(pattern = "^(usr|mch)_[0-9a-f]{32}$")]
+    pub party: Option<String>,
+}
+
+/// The party a request reads the money of: the caller, or for operators
+/// (any role) the one named.
+fn party_of(state: &AppState, caller: Caller, named: Option<&str>) -> Result<platform::PartyNumber, ApiError> {
+    match (caller, named) {
+        (Caller::Party { number, kind: PartyKind::User | PartyKind::Merchant }, None) => Ok(number),
+        (Caller::Party { .. }, Some(_)) => Err(ApiError::forbidden()),
+        (_, named) => {
+            caller.require(crate::auth::Duty::Read)?;
+            let id = named.ok_or_else(|| ApiError::invalid("party is required"))?;
+            let kind = if id.starts_with("mch_") { IdKind::Merchant } else { IdKind::User };
+            let number = platform::PartyNumber::new(super::id_of(&state.ids, kind, id, "party")?);
+            state.store.read(|p| p.party(number).map(|_| number)).ok_or_else(|| ApiError::not_found("party"))
+        }
+    }
 }
 
 /// What a transfer did to `wallet`'s posted balance.
@@ -72,14 +91,19 @@ fn change_of(transfer: &Transfer, wallet: u128) -> i128 {
     if transfer.credit_account_id == wallet { amount } else { -amount }
 }
 
+/// The movements a fee is taken on (or, a fee's return, given back with).
+fn fee_of(code: u16) -> Option<&'static [u16]> {
+    match code {
+        accounts::CODE_TRANSFER_FEE => Some(&[accounts::CODE_TRANSFER]),
+        accounts::CODE_WITHDRAWAL_FEE => Some(&[accounts::CODE_WITHDRAWAL]),
+        accounts::CODE_TRADE_FEE => Some(&[accounts::CODE_TRADE_PAYMENT, accounts::CODE_TRADE_SETTLEMENT]),
+        accounts::CODE_TRADE_FEE_RETURN => Some(&[accounts::CODE_TRADE_REFUND]),
+        _ => None,
+    }
+}
+
 fn is_fee(code: u16) -> bool {
-    matches!(
-        code,
-        accounts::CODE_TRANSFER_FEE
-            | accounts::CODE_WITHDRAWAL_FEE
-            | accounts::CODE_TRADE_FEE
-            | accounts::CODE_TRADE_FEE_RETURN
-    )
+    fee_of(code).is_some()
 }
 
 /// The command time of a transfer (its id's high half).
@@ -97,12 +121,26 @@ struct Gathering {
     fee: i128,
     balance_after: u128,
     has_main: bool,
+    /// The fee's code, once one is in.
+    fee_code: Option<u16>,
 }
 
 impl Gathering {
+    /// Whether `transfer` (older than what was gathered) belongs here: the
+    /// same source in the same command, at most one movement and one fee,
+    /// and the fee of that kind of movement (a payment and a refund of one
+    /// trade in the same instant stay apart, each with its own fee).
     fn takes(&self, transfer: &Transfer) -> bool {
-        let fee = is_fee(transfer.code);
-        self.user_data == transfer.user_data && self.time == command_time(transfer) && (fee || !self.has_main)
+        if self.user_data != transfer.user_data || self.time != command_time(transfer) {
+            return false;
+        }
+        match fee_of(transfer.code) {
+            Some(movements) => self.fee_code.is_none() && self.has_main && movements.contains(&self.code),
+            None => {
+                !self.has_main
+                    && self.fee_code.and_then(fee_of).is_some_and(|movements| movements.contains(&transfer.code))
+            }
+        }
     }
 
     fn view(&self, ids: &PublicIds) -> BalanceTransaction {
@@ -161,7 +199,7 @@ fn walk(state: &AppState, wallet: u128, mut visit: impl FnMut(&Gathering) -> boo
         match &mut open {
             Some(gathering) if gathering.takes(&transfer) => {
                 if fee {
-                    gathering.fee += change;
+                    (gathering.fee, gathering.fee_code) = (change, Some(transfer.code));
                 } else {
                     (gathering.amount, gathering.code, gathering.has_main) = (change, transfer.code, true);
                     gathering.position = position;
@@ -182,6 +220,7 @@ fn walk(state: &AppState, wallet: u128, mut visit: impl FnMut(&Gathering) -> boo
                     fee: if fee { change } else { 0 },
                     balance_after: balance,
                     has_main: !fee,
+                    fee_code: fee.then_some(transfer.code),
                 });
             }
         }
@@ -198,7 +237,7 @@ pub async fn balance_transactions(
     caller: Caller,
     ApiQuery(params): ApiQuery<BalanceTransactionParams>,
 ) -> Result<Json<BalanceTransactionPage>, ApiError> {
-    let party = caller.require_party(&[PartyKind::User, PartyKind::Merchant])?;
+    let party = party_of(&state, caller, params.party.as_deref())?;
     let page = Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Entry)?;
     let reader = Arc::clone(&state);
     let (data, has_more) = tokio::task::spawn_blocking(move || {

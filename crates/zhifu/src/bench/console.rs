@@ -3,7 +3,10 @@
 //! created and paid over the API (spread over `--merchants`, the first of
 //! which — the "hot" one — takes `--hot-share` of them), then each page is
 //! requested one at a time and its time to the last byte recorded (on
-//! loopback, the server's time plus well under a millisecond).
+//! loopback, the server's time plus well under a millisecond). Then the hot
+//! merchant's bill of the day is downloaded (the clock is simulated: every
+//! trade is on 2013-11-11, and the clock moves a day on first), with its
+//! time and the server's memory while it is made.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +45,8 @@ struct Setup {
     staff_cookie: String,
     portal_cookie: String,
     hot_merchant: String,
+    hot_key: String,
+    small_merchant: String,
     /// (trade_no, out_trade_no) of the hot merchant's newest and oldest trades.
     newest: (String, String),
     oldest: (String, String),
@@ -53,7 +58,7 @@ pub fn run(args: &ConsoleBenchArgs) -> anyhow::Result<()> {
     if directory.exists() {
         std::fs::remove_dir_all(&directory).with_context(|| format!("clear {}", directory.display()))?;
     }
-    let (server, base) = super::http::start_server(&directory, "embedded")?;
+    let (server, base) = super::http::start_server_with(&directory, "embedded", &["--clock", "simulated"])?;
     println!("zhifu bench console: page times with many trades in the store");
     println!("machine: {}", super::machine_line());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
@@ -72,9 +77,66 @@ pub fn run(args: &ConsoleBenchArgs) -> anyhow::Result<()> {
             histogram.max() as f64 / 1000.0
         );
     }
+    runtime.block_on(time_bill(&setup, &server))?;
     drop(server);
     std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
     Ok(())
+}
+
+/// The hot merchant's bill of the day: lines, bytes, time, and the
+/// server's resident memory before and at most while it streams.
+async fn time_bill(setup: &Setup, server: &super::http::ServerProcess) -> anyhow::Result<()> {
+    let advance = setup
+        .client
+        .post(format!("{}/v1/admin/clock", setup.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"advance_seconds": 86_400}))
+        .send()
+        .await?;
+    ensure!(advance.status().is_success(), "advance the clock: {}", advance.status());
+    let status = format!("/proc/{}/status", server.pid());
+    let before = rss_of(&status).unwrap_or(0);
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pid_rss = {
+        let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
+        let status = status.clone();
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(bytes) = rss_of(&status) {
+                    peak.fetch_max(bytes, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut response =
+        setup.client.get(format!("{}/v1/bills?date=2013-11-11", setup.base)).bearer_auth(&setup.hot_key).send().await?;
+    ensure!(response.status().is_success(), "bill: {}", response.status());
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
+    }
+    let elapsed = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let _ = pid_rss.join();
+    println!(
+        "\nbill of the hot merchant's day: {lines} lines, {:.1} MB in {:.2} s ({:.0} lines/s); server RSS {:.0} MiB before, at most {:.0} MiB while it streamed",
+        bytes as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        lines as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+        before as f64 / 1_048_576.0,
+        peak.load(Ordering::Relaxed) as f64 / 1_048_576.0
+    );
+    Ok(())
+}
+
+fn rss_of(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 fn pages(setup: &Setup) -> Vec<(String, String, String)> {
@@ -99,6 +161,11 @@ fn pages(setup: &Setup) -> Vec<(String, String, String)> {
             staff.clone(),
         ),
         ("console: party page, hot merchant".into(), format!("/console/parties/{}", setup.hot_merchant), staff.clone()),
+        (
+            "console: party page, a small merchant".into(),
+            format!("/console/parties/{}", setup.small_merchant),
+            staff.clone(),
+        ),
         ("console: audit log".into(), "/console/audit".into(), staff.clone()),
         ("console: settings".into(), "/console/settings".into(), staff),
         ("portal: home (balance, today's takings, trades)".into(), "/portal".into(), portal.clone()),
@@ -171,6 +238,8 @@ async fn set_up(args: &ConsoleBenchArgs, base: String) -> anyhow::Result<Setup> 
         staff_cookie,
         portal_cookie,
         hot_merchant: merchants[0].0.clone(),
+        hot_key: merchants[0].1.clone(),
+        small_merchant: merchants[merchants.len() - 1].0.clone(),
         newest: made.1,
         oldest: made.0,
     })

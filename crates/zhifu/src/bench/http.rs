@@ -66,6 +66,12 @@ pub(super) const ADMIN_KEY: &str = "bench-admin-key";
 
 pub(super) struct ServerProcess(Child);
 
+impl ServerProcess {
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -179,6 +185,15 @@ async fn endpoints(webhooks: Webhooks) -> anyhow::Result<Vec<String>> {
 }
 
 pub(super) fn start_server(directory: &std::path::Path, store: &str) -> anyhow::Result<(ServerProcess, String)> {
+    start_server_with(directory, store, &[])
+}
+
+/// The server, with `extra` arguments (`--clock simulated`, …).
+pub(super) fn start_server_with(
+    directory: &std::path::Path,
+    store: &str,
+    extra: &[&str],
+) -> anyhow::Result<(ServerProcess, String)> {
     let mut child = Command::new(std::env::current_exe()?)
         .args([
             "serve",
@@ -195,6 +210,7 @@ pub(super) fn start_server(directory: &std::path::Path, store: &str) -> anyhow::
             "--data-dir",
         ])
         .arg(directory)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
