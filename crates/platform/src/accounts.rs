@@ -97,6 +97,8 @@ pub const CODE_TRADE_FEE_RETURN: u16 = 23;
 /// A refund's share of a campaign's discount, back to the campaign (or,
 /// once it has ended, its sponsor).
 pub const CODE_CAMPAIGN_DISCOUNT_RETURN: u16 = 24;
+/// Part of a trade's proceeds, from the merchant to a receiver it bound (分账).
+pub const CODE_TRADE_SPLIT: u16 = 25;
 
 pub fn transfer_code_name(code: u16) -> &'static str {
     match code {
@@ -111,6 +113,7 @@ pub fn transfer_code_name(code: u16) -> &'static str {
         CODE_TRADE_SETTLEMENT => "trade_settlement",
         CODE_TRADE_FEE_RETURN => "trade_fee_return",
         CODE_CAMPAIGN_DISCOUNT_RETURN => "campaign_discount_return",
+        CODE_TRADE_SPLIT => "trade_split",
         CODE_FUND_SUBSCRIPTION => "fund_subscription",
         CODE_FUND_REDEMPTION => "fund_redemption",
         CODE_FUND_YIELD => "fund_yield",

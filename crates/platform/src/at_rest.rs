@@ -105,6 +105,8 @@ pub(crate) struct TradeAtRest<'a> {
     discount_note: Option<Cow<'a, str>>,
     notify_url: Option<Cow<'a, str>>,
     passback_params: Option<Cow<'a, str>>,
+    split: Fen,
+    splits: Cow<'a, [crate::trades::Split]>,
     /// From `number`, back.
     previous_of_merchant_back: Option<i64>,
     /// From `number`, back.
@@ -148,6 +150,8 @@ impl<'a> TradeAtRest<'a> {
             discount_note: trade.discount_note.as_deref().map(Cow::Borrowed),
             notify_url: trade.notify_url.as_deref().map(Cow::Borrowed),
             passback_params: trade.passback_params.as_deref().map(Cow::Borrowed),
+            split: trade.split,
+            splits: Cow::Borrowed(&trade.splits),
             previous_of_merchant_back: trade
                 .previous_of_merchant
                 .map(|previous| since(previous.get(), trade.number.get())),
@@ -195,6 +199,8 @@ impl<'a> TradeAtRest<'a> {
             discount_note: self.discount_note.map(Cow::into_owned),
             notify_url: self.notify_url.map(Cow::into_owned),
             passback_params: self.passback_params.map(Cow::into_owned),
+            split: self.split,
+            splits: self.splits.into_owned(),
             previous_of_merchant: self
                 .previous_of_merchant_back
                 .map(|back| TradeNumber::new(self.number.get().wrapping_sub(back as u64))),
@@ -391,7 +397,7 @@ mod tests {
                 buyer: buyer.map(PartyNumber::new), status: statuses[status], auto_confirm_days, expire_at, created_at, paid_at, payer: payer.map(PartyNumber::new), payer_account,
                 shipped_at, confirm_due_at, settled_at, fee: Fen::new(fee), refunded: Fen::new(refunded), refunds, campaign: campaign.map(CampaignNumber::new),
                 discount: Fen::new(discount), discount_returned: Fen::new(discount_returned),
-                discount_campaign: discount_campaign.map(CampaignNumber::new), discount_note, notify_url, passback_params,
+                discount_campaign: discount_campaign.map(CampaignNumber::new), discount_note, notify_url, passback_params, split: Fen::ZERO, splits: Vec::new(),
                 previous_of_merchant: previous_of_merchant.map(TradeNumber::new), previous_of_buyer: previous_of_buyer.map(TradeNumber::new),
             }
         }
@@ -463,6 +469,8 @@ mod tests {
             discount_note: None,
             notify_url: None,
             passback_params: None,
+            split: Fen::ZERO,
+            splits: Vec::new(),
             previous_of_merchant: Some(TradeNumber::new(123_456_700)),
             previous_of_buyer: Some(TradeNumber::new(123_400_000)),
         });

@@ -112,15 +112,25 @@ impl Platform {
         mut visit: impl FnMut(&crate::trades::Trade),
     ) -> Result<Vec<Invariant>, journal::JournalError> {
         let mut held = 0i128;
+        let mut splits_wrong = 0u64;
         self.for_each_trade(archive, |trade| {
             held += i128::from(trade.in_escrow());
+            let listed: Fen = trade.splits.iter().map(crate::trades::Split::total).sum();
+            if listed != trade.split || trade.split > trade.amount {
+                splits_wrong += 1;
+            }
             visit(trade);
         })?;
         let escrow = self
             .ledger
             .account(accounts::ESCROW)
             .map_or(0, |account| account.credits_posted as i128 - account.debits_posted as i128);
-        Ok(vec![compare("escrow_of_trades", held, escrow, "what open escrow trades say they hold")])
+        let splits = Invariant {
+            name: "splits",
+            ok: splits_wrong == 0,
+            detail: format!("{splits_wrong} trades whose splits do not add up, or exceed the trade"),
+        };
+        Ok(vec![compare("escrow_of_trades", held, escrow, "what open escrow trades say they hold"), splits])
     }
 
     /// Withdrawals under way hold their amount toward the bank's clearing

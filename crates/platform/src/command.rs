@@ -286,6 +286,21 @@ pub enum Action {
         secret: String,
         old_expires_at: Timestamp,
     },
+    /// Lets `receiver` (a user or another merchant) receive `merchant`'s
+    /// profit sharing (Alipay's royalty relation); `bound: false` ends it.
+    BindRoyalty {
+        merchant: PartyNumber,
+        receiver: PartyNumber,
+        bound: bool,
+    },
+    /// Moves parts of what a settled trade paid its merchant to bound
+    /// receivers, in one chain; idempotent by `out_request_no`.
+    SplitTrade {
+        trade: TradeNumber,
+        merchant: PartyNumber,
+        out_request_no: String,
+        parts: Vec<(PartyNumber, Fen)>,
+    },
     /// Stops (or restarts) a campaign's discounts; its sponsor (`None`: the
     /// platform) does it. Its budget stays where it is until its end.
     PauseCampaign {
@@ -428,6 +443,13 @@ pub enum Outcome {
         amount: Fen,
     },
     CampaignCreated(Box<crate::marketing::Campaign>),
+    /// A royalty relation made or ended.
+    RoyaltyChanged,
+    /// A split made (or found again by its `out_request_no`).
+    SplitCreated {
+        trade: Box<Trade>,
+        split: crate::trades::Split,
+    },
     HoldersImported {
         first: PartyNumber,
         count: u32,

@@ -37,6 +37,7 @@ mod numbered;
 pub mod platform;
 mod reference_index;
 pub mod rejection;
+pub mod splits;
 pub mod text;
 mod trade_actions;
 mod trade_directory;

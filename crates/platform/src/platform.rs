@@ -88,6 +88,8 @@ pub(crate) struct State {
     pub(crate) books: crate::books::Books,
     /// Keys, staff, webhook endpoints, the audit log.
     pub(crate) access: crate::access::Access,
+    /// Who may receive each merchant's profit sharing.
+    pub(crate) royalties: crate::splits::Royalties,
 }
 
 pub struct Platform {
@@ -379,6 +381,10 @@ impl Platform {
                 self.roll_endpoint_secret(now, *merchant, *endpoint, secret, *old_expires_at)
             }
             Action::PauseCampaign { campaign, sponsor, paused } => self.pause_campaign(*campaign, *sponsor, *paused),
+            Action::BindRoyalty { merchant, receiver, bound } => self.bind_royalty(*merchant, *receiver, *bound),
+            Action::SplitTrade { trade, merchant, out_request_no, parts } => {
+                self.split_trade(now, *trade, *merchant, out_request_no, parts)
+            }
         }
     }
 

@@ -66,6 +66,10 @@ pub enum Invalid {
     RefundRequestNo,
     /// A loan's request number.
     LoanRequestNo,
+    /// A split's request number.
+    SplitRequestNo,
+    /// A split names 1 to `splits::PARTS_PER_SPLIT_MAX` receivers.
+    SplitParts,
     Reason,
     Subject,
     NotifyUrl,
@@ -148,6 +152,12 @@ pub enum Conflict {
     CampaignDates,
     /// The campaign has ended (its budget went back).
     CampaignEnded,
+    /// The split's request number belongs to another split of the trade.
+    SplitRequestNoUsed,
+    /// Profit sharing is for trades whose money reached the merchant.
+    TradeNotSettled,
+    /// A receiver the merchant has not bound (royalty relation).
+    ReceiverNotBound,
     SecretMadeOnce,
     GatewayKeyMadeOnce,
     KeyInUse,
@@ -189,4 +199,12 @@ pub enum Limit {
     Endpoints,
     /// Staff accounts (`access::STAFF_MAX`).
     Staff,
+    /// A merchant's royalty relations (`splits::RELATIONS_PER_MERCHANT_MAX`).
+    RoyaltyRelations,
+    /// Split requests on one trade (`splits::SPLITS_PER_TRADE_MAX`).
+    SplitsPerTrade,
+    /// Splits would exceed what the trade left the merchant: this much is left.
+    Splittable {
+        left: Fen,
+    },
 }

@@ -155,7 +155,7 @@ fn check_refund(trade: &Trade, out_request_no: &str, amount: Fen, reason: &Optio
     Ok(source)
 }
 
-fn valid_reference(text: &str) -> bool {
+pub(crate) fn valid_reference(text: &str) -> bool {
     !text.is_empty() && text.chars().count() <= REFERENCE_CHARS_MAX && text.chars().all(|c| c.is_ascii_graphic())
 }
 
@@ -551,6 +551,8 @@ impl Platform {
             discount_note: None,
             notify_url: new.notify_url.clone(),
             passback_params: new.passback_params.clone(),
+            split: Fen::ZERO,
+            splits: Vec::new(),
             previous_of_merchant,
             previous_of_buyer,
         };
@@ -1232,7 +1234,7 @@ impl Platform {
     /// Changes the live record (copying it first only if someone still
     /// holds the old version) and returns it, shared; the command's end
     /// archives it if this finished it.
-    fn update_trade(&mut self, number: TradeNumber, change: impl FnOnce(&mut Trade)) -> Arc<Trade> {
+    pub(crate) fn update_trade(&mut self, number: TradeNumber, change: impl FnOnce(&mut Trade)) -> Arc<Trade> {
         self.touched.changed.push(number);
         match self.state.trades.live.get_mut(&number) {
             Some(trade) => {
@@ -1482,6 +1484,7 @@ fn named_trades(action: &Action) -> NamedTrades<'_> {
         | Action::ConfirmTrade { trade, .. }
         | Action::CloseTrade { trade, .. }
         | Action::RefundTrade { trade, .. }
+        | Action::SplitTrade { trade, .. }
         | Action::TakeOrderLoan { trade, .. } => NamedTrades::Number(*trade),
         Action::CreateTrade(new)
         | Action::CreateAndPayTrade { trade: new, .. }

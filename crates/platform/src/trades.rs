@@ -75,6 +75,24 @@ pub struct Refund {
     pub created_at: Timestamp,
 }
 
+/// One profit-sharing request on a trade (分账): parts of what the trade
+/// paid the merchant, moved to receivers the merchant bound.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Split {
+    /// Its settle number, unique platform-wide.
+    pub number: u64,
+    pub out_request_no: String,
+    /// (receiver, amount), in the order asked.
+    pub parts: Vec<(PartyNumber, Fen)>,
+    pub created_at: Timestamp,
+}
+
+impl Split {
+    pub fn total(&self) -> Fen {
+        self.parts.iter().map(|(_, amount)| *amount).sum()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Trade {
     pub number: TradeNumber,
@@ -117,6 +135,9 @@ pub struct Trade {
     /// The gateway's `passback_params`: the merchant's own text, handed back
     /// unchanged in the trade's notifications.
     pub passback_params: Option<String>,
+    /// What profit sharing moved from the merchant to receivers.
+    pub split: Fen,
+    pub splits: Vec<Split>,
     /// The merchant's trade before this one: a party's trades are a chain
     /// walked back from its newest (`Party::last_trade`), so listing them
     /// reads only theirs.

@@ -202,6 +202,8 @@ fn invalid_text(what: Invalid) -> &'static str {
         Invalid::OutTradeNo => "out_trade_no must be 1 to 64 visible ASCII characters",
         Invalid::RefundRequestNo => "out_request_no must be 1 to 64 visible ASCII characters",
         Invalid::LoanRequestNo => "out_request_no must be 1 to 64 characters",
+        Invalid::SplitRequestNo => "out_request_no must be 1 to 64 visible ASCII characters",
+        Invalid::SplitParts => "a split names 1 to 20 receivers",
         Invalid::Reason => "reason must be at most 256 printable characters",
         Invalid::Subject => "subject must be 1 to 256 printable characters",
         Invalid::NotifyUrl => "notify_url must be an http or https URL with a host, of at most 2048 characters",
@@ -269,6 +271,11 @@ fn conflict_text(why: &Conflict) -> String {
         Conflict::RedPacketEmpty => "the red packet is empty",
         Conflict::CampaignDates => "ends_at must be after starts_at and in the future",
         Conflict::CampaignEnded => "the campaign has ended",
+        Conflict::SplitRequestNoUsed => "out_request_no was used for another split of this trade",
+        Conflict::TradeNotSettled => {
+            "profit sharing is for trades whose money has reached the merchant (TRADE_SUCCESS)"
+        }
+        Conflict::ReceiverNotBound => "a receiver is not bound to this merchant (royalty relation)",
         Conflict::SecretMadeOnce => "the platform's secret is made once",
         Conflict::GatewayKeyMadeOnce => "the gateway's key is made once",
         Conflict::KeyInUse => "api key already in use",
@@ -304,5 +311,14 @@ fn limit_text(limit: Limit) -> String {
             format!("a merchant has at most {} webhook endpoints", platform::access::ENDPOINTS_PER_MERCHANT_MAX)
         }
         Limit::Staff => format!("at most {} staff accounts", platform::access::STAFF_MAX),
+        Limit::RoyaltyRelations => {
+            format!("a merchant binds at most {} receivers", platform::splits::RELATIONS_PER_MERCHANT_MAX)
+        }
+        Limit::SplitsPerTrade => {
+            format!("a trade takes at most {} split requests", platform::splits::SPLITS_PER_TRADE_MAX)
+        }
+        Limit::Splittable { left } => {
+            format!("splits would exceed what the trade left the merchant: {left} fen can still be split")
+        }
     }
 }

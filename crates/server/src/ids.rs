@@ -42,6 +42,8 @@ pub enum IdKind {
     Staff,
     /// A line of the audit log.
     Audit,
+    /// A profit-sharing request on a trade (its settle number).
+    Split,
 }
 
 impl IdKind {
@@ -65,6 +67,7 @@ impl IdKind {
             IdKind::Endpoint => "we_",
             IdKind::Staff => "stf_",
             IdKind::Audit => "aud_",
+            IdKind::Split => "spl_",
         }
     }
 
@@ -90,6 +93,7 @@ impl IdKind {
             IdKind::Endpoint => 16,
             IdKind::Staff => 17,
             IdKind::Audit => 18,
+            IdKind::Split => 19,
         }
     }
 

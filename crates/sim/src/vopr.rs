@@ -362,8 +362,52 @@ impl Vopr {
             94 => self.restart(),
             95 => self.fees(),
             96 => self.access(),
+            97 | 98 => self.split(),
             _ => self.top_up(),
         }
+    }
+
+    /// A merchant binds a receiver (now and then unbinds one) and splits a
+    /// recent trade of its own to receivers, up to and past what is left.
+    fn split(&mut self) -> Result<(), Failure> {
+        // A recent trade that has settled, mostly (a few tries).
+        let mut found = None;
+        for _ in 0..8 {
+            let Some(number) = self.pick_recent(&self.trades.clone()) else { return Ok(()) };
+            found = self.trade_now(number)?.map(|trade| (number, trade));
+            if found.as_ref().is_some_and(|(_, trade)| trade.status == TradeStatus::TradeSuccess) {
+                break;
+            }
+        }
+        let Some((number, trade)) = found else { return Ok(()) };
+        let bound: Vec<PartyNumber> =
+            self.store()?.read(|p| p.royalty_receivers(trade.merchant, None).take(8).collect());
+        let receiver = match self.rng.random_range(0..4) {
+            0 => self.pick(&self.merchants.clone()),
+            1 => self.pick(&self.users.clone()),
+            // Mostly a receiver it bound (or, now and then, one it did not).
+            _ => self.pick(&bound).or_else(|| self.pick(&self.users.clone())),
+        };
+        let Some(receiver) = receiver else { return Ok(()) };
+        if bound.is_empty() || self.rng.random_bool(0.2) {
+            let bind = !bound.contains(&receiver) || self.rng.random_bool(0.5);
+            self.submit(Action::BindRoyalty { merchant: trade.merchant, receiver, bound: bind })?;
+            return Ok(());
+        }
+        let left = trade.amount.saturating_sub(trade.refunded).saturating_sub(trade.fee).saturating_sub(trade.split);
+        let amount = Fen::new(self.rng.random_range(1..left.get().max(1) + 2));
+        let action = Action::SplitTrade {
+            trade: number,
+            merchant: trade.merchant,
+            out_request_no: format!("s-{}", self.commands),
+            parts: vec![(receiver, amount)],
+        };
+        if let Outcome::SplitCreated { split, .. } = self.submit(action)?
+            && split.created_at == self.now
+        {
+            self.model.credit(receiver, amount);
+        }
+        Ok(())
     }
 
     /// The admin changes a product's fee schedule: minimums and maximums

@@ -417,6 +417,15 @@ fn every_route_answers_each_role_as_the_table_says() {
             SUPPORT_OR_MERCHANT,
         ),
         (Method::GET, "/v1/events".into(), None, MERCHANT_READS),
+        (
+            Method::POST,
+            format!("/v1/trades/{trade}/splits"),
+            Some(json!({ "out_request_no": "s", "splits": [{ "to": user_id, "amount": 1 }] })),
+            MERCHANT,
+        ),
+        (Method::POST, "/v1/royalty-relations".into(), Some(json!({ "receiver": user_id })), MERCHANT),
+        (Method::GET, "/v1/royalty-relations".into(), None, MERCHANT_READS),
+        (Method::DELETE, format!("/v1/royalty-relations/{victim_id}"), None, MERCHANT),
         (Method::GET, format!("/v1/events/{}/deliveries", zero_id("evt_")), None, OPERATORS_AND_MERCHANT),
         (Method::POST, format!("/v1/events/{}/resend", zero_id("evt_")), Some(json!({})), SUPPORT_OR_MERCHANT),
         (

@@ -119,7 +119,7 @@ fn balance_transactions_add_up_to_the_balance_and_the_past_balance_is_known() {
     assert_eq!(status, 400);
     // Operators read a party's by naming it; a party only its own.
     let (status, _) = server.get("/v1/balance-transactions", Some(ADMIN_KEY));
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     let (_, by_operator) = server.get(&format!("/v1/balance-transactions?limit=100&party={shop_id}"), Some(ADMIN_KEY));
     assert_eq!(by_operator["data"].as_array().unwrap().len(), 4);
     let (status, _) = server.get(&format!("/v1/balance-transactions?party={shop_id}"), Some(&buyer));
@@ -210,9 +210,9 @@ fn a_days_bill_totals_to_the_ledger_and_only_ended_days_have_one() {
     };
     let (status, _, same) = bill(&finance, &format!("date=2013-11-11&merchant={shop_id}"));
     assert_eq!((status, same), (200, text));
-    assert_eq!(bill(&finance, "date=2013-11-11").0, 400);
+    assert_eq!(bill(&finance, "date=2013-11-11").0, 422);
     assert_eq!(bill(&buyer, "date=2013-11-11").0, 403);
-    assert_eq!(bill(&shop, "date=2013-11-31").0, 400);
+    assert_eq!(bill(&shop, "date=2013-11-31").0, 422);
     assert_eq!(bill(&shop, &format!("date=2013-11-11&merchant={shop_id}")).0, 403);
 }
 

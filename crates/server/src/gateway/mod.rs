@@ -9,6 +9,7 @@
 
 mod keys;
 pub mod params;
+mod royalty;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +37,12 @@ use ledger::NANOS_PER_SECOND;
 /// China Standard Time, in which Alipay's timestamps are written.
 const CST_OFFSET_SECONDS: i64 = 8 * 3_600;
 
-const METHODS: [&str; 12] = [
+const METHODS: [&str; 17] = [
+    "alipay.trade.royalty.relation.bind",
+    "alipay.trade.royalty.relation.unbind",
+    "alipay.trade.royalty.relation.batchquery",
+    "alipay.trade.order.settle",
+    "alipay.trade.order.settle.query",
     "alipay.trade.pay",
     "alipay.trade.precreate",
     "alipay.trade.create",
@@ -123,14 +129,19 @@ impl Failure {
             }
             // The refund-count limit is not an amount error.
             Rejection::LimitExceeded(Limit::RefundsPerTrade) => Failure::business("ACQ.INVALID_PARAMETER", message),
+            // Alipay's answer to a settle over what the trade can still share.
+            Rejection::LimitExceeded(Limit::Splittable { .. }) => {
+                Failure::business("ACQ.ALLOC_AMOUNT_VALIDATE_ERROR", message)
+            }
             Rejection::LimitExceeded(_) => Failure::business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", message),
             Rejection::Invalid(Invalid::PaymentCode | Invalid::PaymentCodeUnknown | Invalid::PaymentCodeExpired) => {
                 Failure::business("ACQ.PAYMENT_AUTH_CODE_INVALID", message)
             }
             Rejection::Invalid(_) => Failure::invalid("isv.invalid-parameter", message),
-            Rejection::Conflict(Conflict::RefundRequestNoUsed | Conflict::OutTradeNoUsed) => {
-                Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", message)
-            }
+            Rejection::Conflict(Conflict::ReceiverNotBound) => Failure::business("ACQ.INVALID_PARAMETER", message),
+            Rejection::Conflict(
+                Conflict::RefundRequestNoUsed | Conflict::OutTradeNoUsed | Conflict::SplitRequestNoUsed,
+            ) => Failure::business("ACQ.DISCORDANT_REPEAT_REQUEST", message),
             Rejection::Conflict(Conflict::TradeClosed | Conflict::TradeExpiredUnpaid) => {
                 Failure::business("ACQ.TRADE_HAS_CLOSE", message)
             }
@@ -399,6 +410,11 @@ async fn dispatch(
             Ok(ids(&state.ids, &closed))
         }
         "alipay.trade.cancel" => trade_cancel(state, merchant, &biz).await,
+        "alipay.trade.royalty.relation.bind" => royalty::bind(state, merchant, &biz, true).await,
+        "alipay.trade.royalty.relation.unbind" => royalty::bind(state, merchant, &biz, false).await,
+        "alipay.trade.royalty.relation.batchquery" => royalty::batch_query(state, merchant, &biz),
+        "alipay.trade.order.settle" => royalty::settle(state, merchant, &biz).await,
+        "alipay.trade.order.settle.query" => royalty::settle_query(state, merchant, &biz),
         _ => transfer(state, merchant, &biz).await,
     }
 }
@@ -445,9 +461,24 @@ pub(crate) fn format_timestamp(moment: Timestamp) -> String {
 }
 
 /// The fields of `biz_content`: strings, as the SDKs send them.
-struct Biz<'a>(&'a Map<String, Value>);
+pub(super) struct Biz<'a>(&'a Map<String, Value>);
 
 impl Biz<'_> {
+    /// A list field (`receiver_list`, `royalty_parameters`): its objects.
+    fn objects(&self, name: &str) -> Result<Vec<Biz<'_>>, Failure> {
+        match self.0.get(name) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(fields) => Ok(Biz(fields)),
+                    _ => Err(Failure::invalid("isv.invalid-parameter", format!("{name} must be a list of objects"))),
+                })
+                .collect(),
+            None | Some(Value::Null) => Err(Failure::missing(name)),
+            Some(_) => Err(Failure::invalid("isv.invalid-parameter", format!("{name} must be a list"))),
+        }
+    }
+
     fn optional(&self, name: &str) -> Result<Option<String>, Failure> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),

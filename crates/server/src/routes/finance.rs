@@ -66,6 +66,13 @@ pub struct BalanceTransactionParams {
     pub party: Option<String>,
 }
 
+/// A request the schema allows that cannot be served as it is (the
+/// schema cannot say that operators must name the party, or that a month
+/// must exist).
+fn unprocessable(message: &str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+}
+
 /// The party a request reads the money of: the caller, or for operators
 /// (any role) the one named.
 fn party_of(state: &AppState, caller: Caller, named: Option<&str>) -> Result<platform::PartyNumber, ApiError> {
@@ -74,7 +81,7 @@ fn party_of(state: &AppState, caller: Caller, named: Option<&str>) -> Result<pla
         (Caller::Party { .. }, Some(_)) => Err(ApiError::forbidden()),
         (_, named) => {
             caller.require(crate::auth::Duty::Read)?;
-            let id = named.ok_or_else(|| ApiError::invalid("party is required"))?;
+            let id = named.ok_or_else(|| unprocessable("operators name the party (party=usr_… or mch_…)"))?;
             let kind = if id.starts_with("mch_") { IdKind::Merchant } else { IdKind::User };
             let number = platform::PartyNumber::new(super::id_of(&state.ids, kind, id, "party")?);
             state.store.read(|p| p.party(number).map(|_| number)).ok_or_else(|| ApiError::not_found("party"))
@@ -169,7 +176,7 @@ fn head_of(state: &AppState, wallet: u128) -> (u128, u64) {
 }
 
 fn too_far() -> ApiError {
-    ApiError::invalid(format!(
+    unprocessable(&format!(
         "that is more than {HISTORY_STEPS_MAX} movements back: page from nearer, or ask for the balance at a later time"
     ))
 }
@@ -230,7 +237,9 @@ fn walk(state: &AppState, wallet: u128, mut visit: impl FnMut(&Gathering) -> boo
 }
 
 #[utoipa::path(get, path = "/v1/balance-transactions", tag = "parties", params(BalanceTransactionParams),
-    responses((status = 200, body = BalanceTransactionPage), ReadErrors),
+    responses((status = 200, body = BalanceTransactionPage),
+        (status = 422, description = "`invalid_request`: an operator did not name the party, or the page is too far back", body = crate::error::ErrorBody),
+        ReadErrors),
     security(("api_key" = [])))]
 pub async fn balance_transactions(
     State(state): State<Arc<AppState>>,
@@ -307,24 +316,26 @@ fn period_of(params: &BillParams) -> Result<Period, ApiError> {
     use platform::calendar::Date;
     let (first, after, label) = match (&params.date, &params.month) {
         (Some(date), None) => {
-            let day = Date::parse(date).ok_or_else(|| ApiError::invalid("date must be a day like 2013-11-11"))?;
+            let day = Date::parse(date).ok_or_else(|| unprocessable("date must be a day like 2013-11-11"))?;
             (day, day.next_day(), date.clone())
         }
         (None, Some(month)) => {
             let day = Date::parse(&format!("{month}-01"))
                 .filter(|_| month.len() == 7)
-                .ok_or_else(|| ApiError::invalid("month must be like 2013-11"))?;
+                .ok_or_else(|| unprocessable("month must be like 2013-11"))?;
             (day, Some(day.next_month()), month.clone())
         }
-        _ => return Err(ApiError::invalid("give either date or month")),
+        _ => return Err(unprocessable("give either date or month")),
     };
-    let start = first.start_nanos().ok_or_else(|| ApiError::invalid("the period is before 1970"))?;
-    let end = after.and_then(Date::start_nanos).ok_or_else(|| ApiError::invalid("the period is out of range"))?;
+    let start = first.start_nanos().ok_or_else(|| unprocessable("the period is before 1970"))?;
+    let end = after.and_then(Date::start_nanos).ok_or_else(|| unprocessable("the period is out of range"))?;
     Ok(Period { start, end, label })
 }
 
 #[utoipa::path(get, path = "/v1/bills", tag = "parties", params(BillParams),
-    responses((status = 200, description = "text/csv: one line per movement of the merchant's balance in the period, then its totals", content_type = "text/csv"), ReadErrors),
+    responses((status = 200, description = "text/csv: one line per movement of the merchant's balance in the period, then its totals", content_type = "text/csv"),
+        (status = 422, description = "`invalid_request`: no such day or month, neither or both given, or an operator did not name the merchant", body = crate::error::ErrorBody),
+        ReadErrors),
     security(("api_key" = [])))]
 pub async fn bill(
     State(state): State<Arc<AppState>>,
@@ -336,7 +347,8 @@ pub async fn bill(
         (Caller::Party { .. }, _) => return Err(ApiError::forbidden()),
         (_, merchant) => {
             caller.require(crate::auth::Duty::Finance)?;
-            let id = merchant.as_deref().ok_or_else(|| ApiError::invalid("merchant is required"))?;
+            let id =
+                merchant.as_deref().ok_or_else(|| unprocessable("operators name the merchant (merchant=mch_…)"))?;
             let number = platform::PartyNumber::new(super::id_of(&state.ids, IdKind::Merchant, id, "merchant")?);
             if !state.store.read(|p| p.party(number).is_some_and(|party| party.kind == PartyKind::Merchant)) {
                 return Err(ApiError::not_found("merchant"));

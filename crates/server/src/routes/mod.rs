@@ -9,6 +9,7 @@ mod money;
 mod operations;
 mod parties;
 mod products;
+pub(crate) mod splits;
 pub(crate) mod trades;
 
 pub use parties::check_destination;
@@ -61,6 +62,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/confirm", post(trades::confirm))
         .route("/v1/trades/{trade_no}/close", post(trades::close))
         .route("/v1/trades/{trade_no}/refunds", post(trades::refund))
+        .route("/v1/trades/{trade_no}/splits", post(splits::create_split))
+        .route("/v1/royalty-relations", post(splits::bind_receiver).get(splits::list_receivers))
+        .route("/v1/royalty-relations/{receiver}", delete(splits::unbind_receiver))
         .route("/v1/trades/{trade_no}/events", get(events::trade_events))
         .route("/v1/events", get(events::list_events))
         .route("/v1/events/{id}/deliveries", get(events::deliveries))
@@ -124,7 +128,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::create_payment_code,
-        events::list_events, events::deliveries, events::trade_events, events::resend, events::create_endpoint, events::list_endpoints,
+        events::list_events, events::deliveries, events::trade_events,
+        splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split, events::resend, events::create_endpoint, events::list_endpoints,
         events::delete_endpoint, events::roll_secret,
         access::roll_key, access::create_key, access::revoke_keys, access::set_app_public_key,
         access::create_staff, access::list_staff, access::sign_in, access::sign_out, access::audit,

@@ -96,6 +96,8 @@ pub struct TradeView {
     /// `WAIT_BUYER_PAY`, `WAIT_SELLER_SEND`, `WAIT_BUYER_CONFIRM`, `TRADE_SUCCESS`, `TRADE_CLOSED`.
     pub status: String,
     pub refunded_amount: u64,
+    /// Moved to the merchant's receivers by profit sharing.
+    pub split_amount: u64,
     /// Held in escrow for this trade: from an escrow payment until the trade
     /// settles (to the merchant) or closes, what the buyer paid less refunds.
     pub escrow_amount: u64,
@@ -171,6 +173,7 @@ pub fn trade_view(ids: &PublicIds, trade: &Trade) -> TradeView {
         mode: trade.mode.name().to_string(),
         status: trade.status.name().to_string(),
         refunded_amount: trade.refunded.get(),
+        split_amount: trade.split.get(),
         escrow_amount: trade.in_escrow().get(),
         fee: trade.fee.get(),
         discount: trade.discount.get(),
