@@ -34,6 +34,7 @@ pub fn routes() -> axum::Router<Arc<Web>> {
         .route("/portal/sign-in", post(sign_in))
         .route("/portal/webhooks", get(webhooks))
         .route("/portal/keys", get(keys).post(new_key))
+        .route("/portal/keys/app", post(set_app_key))
         .route("/portal/bills", get(bills))
         .route("/portal/bills/download", get(download_bill))
         .route("/portal/balance", get(balance_transactions))
@@ -398,7 +399,28 @@ pub struct KeyForm {
     nonce: String,
 }
 
-desk::csrf_forms!(KeyForm);
+#[derive(Deserialize)]
+pub struct AppKeyForm {
+    csrf: String,
+    app_public_key: String,
+}
+
+desk::csrf_forms!(KeyForm, AppKeyForm);
+
+/// `POST /portal/keys/app`: replaces the gateway's app public key (PEM),
+/// through the API (which checks the key and audits the change).
+async fn set_app_key(desk::Posted(session, form): desk::Posted<AppKeyForm>) -> Response {
+    let body = json!({ "app_public_key": form.app_public_key });
+    match session.call(Method::PUT, "/v1/merchants/me/app-public-key".to_string(), Some(body), None).await {
+        Ok(answer) => {
+            let mut session = session;
+            let app = text(&answer, "app_id");
+            session.frame.notice = Some(format!("The gateway now verifies app {app} with the new key."));
+            keys_page(session, None)
+        }
+        Err(refusal) => desk::refusal_page(&session.frame, &refusal),
+    }
+}
 
 /// `POST /portal/keys`: a restricted (read-only) key, shown once.
 async fn new_key(desk::Posted(session, form): desk::Posted<KeyForm>) -> Response {

@@ -9,5 +9,5 @@ mod support;
 
 #[test]
 fn staff_and_merchants_work_in_chromium_through_the_console_and_the_portal() {
-    support::run_browser_script("desk_browser.py", "playwright", "desk-screenshots", "all desk checks passed");
+    support::run_browser_script("desk_browser.py", "playwright, Crypto", "desk-screenshots", "all desk checks passed");
 }

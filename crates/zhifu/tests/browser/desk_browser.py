@@ -18,6 +18,7 @@ import os
 import sys
 import urllib.request
 
+from Crypto.PublicKey import RSA
 from playwright.sync_api import sync_playwright
 
 from accessibility import ACCESSIBILITY
@@ -210,6 +211,16 @@ with sync_playwright() as playwright:
     key = portal.locator("#new-key").inner_text()
     assert rest("GET", "/v1/balance", key)[0] == 200
     assert rest("POST", "/v1/transfers", key, {"to": buyer["id"], "amount": 1})[0] == 403
+    # The gateway's app key replaced from the portal; a key that is not one refused.
+    portal.get_by_label("New app public key (PEM, RSA 2048)").fill("not a key")
+    portal.get_by_role("button", name="Replace the app key").click()
+    assert "not a usable RSA public key" in portal.content()
+    portal.goto(BASE + "/portal/keys")
+    portal.get_by_label("New app public key (PEM, RSA 2048)").fill(RSA.generate(2048).publickey().export_key("PEM").decode())
+    portal.get_by_role("button", name="Replace the app key").click()
+    assert "now verifies app" in portal.locator(".notice").inner_text()
+    audit = made(rest("GET", f"/v1/admin/audit?target={tea['id']}", ADMIN))
+    assert any(line["action"] == "app_public_key.set" for line in audit["data"]), audit
     # The portal's CSRF holds too.
     answer = portal.request.post(BASE + f"/portal/trades/{ours}/refund",
                                  form={"csrf": "0" * 32, "nonce": "forged", "amount": "1.00", "confirm": "yes"})
