@@ -107,4 +107,23 @@ const stranger = sdkWith(keys().privateKey);
 const refused = await stranger.exec('alipay.trade.query', { bizContent: { out_trade_no: 'n-1' } }, { validateSign: true });
 assert.equal(refused.sub_code, 'isv.invalid-signature');
 
+// Profit sharing: bind a receiver, settle part of a paid trade, query the
+// settle; more than the trade left is refused with Alipay's sub-code.
+let carrier;
+[status, carrier] = await rest('POST', '/v1/users', admin, { name: 'node carrier' });
+assert.equal(status, 201);
+const [, splitCode] = await rest('POST', '/v1/payment-codes', buyer.api_key);
+const shared = await exec('alipay.trade.pay', { out_trade_no: 'n-split', scene: 'bar_code', auth_code: splitCode.auth_code, subject: 'tea', total_amount: '30.00' });
+assert.equal(shared.code, '10000', JSON.stringify(shared));
+const receivers = [{ type: 'userId', account: carrier.id }];
+assert.equal((await exec('alipay.trade.royalty.relation.bind', { out_request_no: 'b-1', receiver_list: receivers })).result_code, 'SUCCESS');
+const part = (amount) => [{ royalty_type: 'transfer', trans_in_type: 'userId', trans_in: carrier.id, amount }];
+const settled = await exec('alipay.trade.order.settle', { out_request_no: 'st-1', trade_no: shared.trade_no, royalty_parameters: part('5.00') });
+assert.equal(settled.code, '10000', JSON.stringify(settled));
+const detail = await exec('alipay.trade.order.settle.query', { settle_no: settled.settle_no });
+assert.deepEqual(detail.royalty_detail_list.map((d) => [d.trans_in, d.amount, d.state]), [[carrier.id, '5.00', 'SUCCESS']]);
+const over = await exec('alipay.trade.order.settle', { out_request_no: 'st-2', trade_no: shared.trade_no, royalty_parameters: part('30.00') });
+assert.equal(over.sub_code, 'ACQ.ALLOC_AMOUNT_VALIDATE_ERROR', JSON.stringify(over));
+assert.equal((await rest('GET', '/v1/balance', carrier.api_key))[1].available, 500);
+
 console.log('node sdk: all gateway checks passed');
