@@ -636,7 +636,8 @@ async fn reconciliation(
         Ok(answer) => answer,
         Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
     };
-    let figures = vec![("bank lines", text(&answer, "bank_entries")), ("matched", text(&answer, "matched"))];
+    let words = session.frame.words;
+    let figures = vec![(words.bank_lines, text(&answer, "bank_entries")), (words.matched, text(&answer, "matched"))];
     let mut breaks = Vec::new();
     for (name, what) in [
         ("missing", "missing from the ledger"),

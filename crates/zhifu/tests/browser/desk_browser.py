@@ -272,6 +272,12 @@ with sync_playwright() as playwright:
     chinese = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"}).new_page()
     chinese.goto(BASE + "/console")
     assert chinese.locator("html").get_attribute("lang") == "zh-CN" and "登录" in chinese.content()
+    chinese.get_by_label("账户名").fill("ada")
+    chinese.get_by_label("密码").fill(PASSWORD)
+    chinese.get_by_role("button", name="登录").click()
+    chinese.get_by_role("link", name="设置").click()
+    assert "费率" in chinese.locator("h1").inner_text() and "营销活动" in chinese.content()
+    shot(chinese, "console-settings-chinese")
 
     browser.close()
 
