@@ -286,6 +286,8 @@ pub enum Action {
         secret: String,
         old_expires_at: Timestamp,
     },
+    /// The operator's lending terms for new loans and credit lines.
+    SetLoanTerms(crate::loans::LoanTerms),
     /// Lets `receiver` (a user or another merchant) receive `merchant`'s
     /// profit sharing (Alipay's royalty relation); `bound: false` ends it.
     BindRoyalty {

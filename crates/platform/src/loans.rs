@@ -55,6 +55,32 @@ pub const CREDIT_MONTHS: u32 = 3;
 pub const CREDIT_CAP: u64 = 100_000_000;
 /// Loan terms, in days.
 pub const TERM_DAYS_MAX: u32 = 365;
+/// The highest daily rate (interest or penalty) terms may set: 1% a day.
+pub const DAILY_RATE_BPS_MAX: u32 = 100;
+/// The highest credit multiple terms may set: ten times the monthly volume.
+pub const CREDIT_MULTIPLE_PERCENT_MAX: u64 = 1_000;
+
+/// The lending terms the operator sets (defaults: the constants above). A
+/// loan keeps the rates it was made with; the credit line follows the
+/// terms of the day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LoanTerms {
+    pub daily_rate_bps: u32,
+    pub penalty_daily_rate_bps: u32,
+    pub credit_multiple_percent: u64,
+    pub credit_cap: Fen,
+}
+
+impl Default for LoanTerms {
+    fn default() -> LoanTerms {
+        LoanTerms {
+            daily_rate_bps: DAILY_RATE_BPS,
+            penalty_daily_rate_bps: PENALTY_DAILY_RATE_BPS,
+            credit_multiple_percent: CREDIT_MULTIPLE_PERCENT,
+            credit_cap: Fen::new(CREDIT_CAP),
+        }
+    }
+}
 /// An advance is at most this share of what its trade will pay the merchant
 /// (what escrow holds for it less the fee): the rest absorbs the interest.
 pub const ORDER_LOAN_SHARE_PERCENT: u64 = 80;
@@ -93,6 +119,8 @@ pub struct Loan {
     pub penalties_accrued_total: Fen,
     pub repaid_total: Fen,
     pub daily_rate_bps: u32,
+    /// The extra daily rate past the due date, as agreed.
+    pub penalty_daily_rate_bps: u32,
     pub term_days: u32,
     pub disbursed_at: Timestamp,
     pub due_at: Timestamp,
@@ -139,6 +167,7 @@ pub(crate) struct LoanBook {
     by_trade: BTreeMap<TradeNumber, LoanNumber>,
     /// Open loans by (merchant, loan): a merchant's loans without a scan of all.
     open_by_merchant: std::collections::BTreeSet<(PartyNumber, LoanNumber)>,
+    terms: LoanTerms,
 }
 
 impl LoanBook {
@@ -173,11 +202,30 @@ impl Platform {
         };
         let volume = total(&self.state.loans.settled).saturating_sub(total(&self.state.loans.sent_back));
         let average = u64::try_from(volume / u128::from(CREDIT_MONTHS)).unwrap_or(u64::MAX);
+        let terms = self.state.loans.terms;
         let limit = Fen::new(
-            (u128::from(average) * u128::from(CREDIT_MULTIPLE_PERCENT) / 100).min(u128::from(CREDIT_CAP)) as u64,
+            (u128::from(average) * u128::from(terms.credit_multiple_percent) / 100).min(u128::from(terms.credit_cap))
+                as u64,
         );
         let used: Fen = self.open_loans_of(merchant).map(|loan| loan.outstanding_principal).sum();
-        Credit { limit, used, available: limit.saturating_sub(used), daily_rate_bps: DAILY_RATE_BPS }
+        Credit { limit, used, available: limit.saturating_sub(used), daily_rate_bps: terms.daily_rate_bps }
+    }
+
+    pub fn loan_terms(&self) -> LoanTerms {
+        self.state.loans.terms
+    }
+
+    /// New lending terms, within bounds.
+    pub(crate) fn set_loan_terms(&mut self, terms: LoanTerms) -> Outcome {
+        let within = terms.daily_rate_bps <= DAILY_RATE_BPS_MAX
+            && terms.penalty_daily_rate_bps <= DAILY_RATE_BPS_MAX
+            && terms.credit_multiple_percent <= CREDIT_MULTIPLE_PERCENT_MAX
+            && terms.credit_cap.get() <= AMOUNT_MAX;
+        if !within {
+            return Outcome::Rejected(Rejection::Invalid(Invalid::LoanTerms));
+        }
+        self.state.loans.terms = terms;
+        Outcome::Configured
     }
 
     /// What a merchant owes on all its loans (principal, interest, penalties).
@@ -399,7 +447,8 @@ impl Platform {
             interest_accrued_total: Fen::ZERO,
             penalties_accrued_total: Fen::ZERO,
             repaid_total: Fen::ZERO,
-            daily_rate_bps: DAILY_RATE_BPS,
+            daily_rate_bps: self.state.loans.terms.daily_rate_bps,
+            penalty_daily_rate_bps: self.state.loans.terms.penalty_daily_rate_bps,
             term_days,
             disbursed_at: now,
             due_at: now.plus_nanos(u64::from(term_days) * DAY_NANOS),
@@ -568,7 +617,7 @@ impl Platform {
         for day in loan.days_accrued + 1..=days {
             interest += daily(loan.outstanding_principal, loan.daily_rate_bps);
             if day > u64::from(loan.term_days) {
-                penalties += daily(loan.outstanding_principal, PENALTY_DAILY_RATE_BPS);
+                penalties += daily(loan.outstanding_principal, loan.penalty_daily_rate_bps);
             }
         }
         let became_overdue = loan.status == LoanStatus::Active && now >= loan.due_at;

@@ -382,6 +382,7 @@ impl Platform {
             }
             Action::PauseCampaign { campaign, sponsor, paused } => self.pause_campaign(*campaign, *sponsor, *paused),
             Action::BindRoyalty { merchant, receiver, bound } => self.bind_royalty(*merchant, *receiver, *bound),
+            Action::SetLoanTerms(terms) => self.set_loan_terms(*terms),
             Action::SplitTrade { trade, merchant, out_request_no, parts } => {
                 self.split_trade(now, *trade, *merchant, out_request_no, parts)
             }

@@ -70,6 +70,8 @@ pub enum Invalid {
     SplitRequestNo,
     /// A split names 1 to `splits::PARTS_PER_SPLIT_MAX` receivers.
     SplitParts,
+    /// Lending terms beyond their bounds (`loans::DAILY_RATE_BPS_MAX`, …).
+    LoanTerms,
     Reason,
     Subject,
     NotifyUrl,

@@ -36,6 +36,7 @@ pub fn routes() -> axum::Router<Arc<Web>> {
         .route("/console/settings", get(settings))
         .route("/console/settings/fees/{product}", post(set_fees))
         .route("/console/campaigns", post(create_campaign))
+        .route("/console/settings/loans", post(set_loan_terms))
         .route("/console/campaigns/{id}/pause", post(pause_campaign))
         .merge(desk::shared_routes(Desk::Console))
 }
@@ -456,6 +457,8 @@ struct SettingsPage {
     fees: Vec<FeeRow>,
     campaigns: Vec<CampaignRow>,
     nonce: String,
+    /// (daily rate, penalty rate, credit multiple, credit cap in yuan).
+    loan_terms: (String, String, String, String),
 }
 
 /// `GET /console/settings`: the fee schedules; only admins get the forms.
@@ -501,7 +504,14 @@ async fn settings(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers:
         Ok(nonce) => nonce,
         Err(error) => return error.into_response(),
     };
-    desk::render(StatusCode::OK, &SettingsPage { fees, campaigns, nonce, frame: session.frame }, &[])
+    let terms = session.get("/v1/admin/loan-terms".to_string()).await.unwrap_or(Value::Null);
+    let loan_terms = (
+        text(&terms, "daily_rate_bps"),
+        text(&terms, "penalty_daily_rate_bps"),
+        text(&terms, "credit_multiple_percent"),
+        yuan(&terms, "credit_cap"),
+    );
+    desk::render(StatusCode::OK, &SettingsPage { fees, campaigns, nonce, loan_terms, frame: session.frame }, &[])
 }
 
 #[derive(Deserialize)]
@@ -658,7 +668,36 @@ async fn reconciliation(
     desk::render(StatusCode::OK, &page, &[])
 }
 
-desk::csrf_forms!(NonceForm, FeeForm, CampaignForm, PauseForm);
+desk::csrf_forms!(NonceForm, FeeForm, CampaignForm, PauseForm, LoanTermsForm);
+
+#[derive(Deserialize)]
+pub struct LoanTermsForm {
+    csrf: String,
+    daily_rate_bps: String,
+    penalty_daily_rate_bps: String,
+    credit_multiple_percent: String,
+    credit_cap: String,
+}
+
+/// `POST /console/settings/loans`: the API's `PUT /v1/admin/loan-terms` (admins; audited there).
+async fn set_loan_terms(Posted(session, form): Posted<LoanTermsForm>) -> Response {
+    let number = |text: &str| text.trim().parse::<u64>().ok();
+    let values = (
+        number(&form.daily_rate_bps),
+        number(&form.penalty_daily_rate_bps),
+        number(&form.credit_multiple_percent),
+        fee_fen(form.credit_cap.trim()),
+    );
+    let (Some(daily), Some(penalty), Some(multiple), Some(cap)) = values else {
+        let text = "rates in basis points a day, the multiple in percent, the cap in yuan (12.34)";
+        return desk::message_page(&session.frame, StatusCode::UNPROCESSABLE_ENTITY, text);
+    };
+    let body = json!({ "daily_rate_bps": daily, "penalty_daily_rate_bps": penalty, "credit_multiple_percent": multiple, "credit_cap": cap });
+    match session.call(Method::PUT, "/v1/admin/loan-terms".to_string(), Some(body), None).await {
+        Ok(_) => web::see_other("/console/settings", &[]),
+        Err(refusal) => desk::refusal_page(&session.frame, &refusal),
+    }
+}
 
 /// The live chart's size, in SVG units.
 const CHART_WIDTH: u64 = 900;

@@ -176,6 +176,10 @@ pub struct Words {
     pub line: &'static str,
     pub bank_lines: &'static str,
     pub matched: &'static str,
+    pub loan_rate: &'static str,
+    pub loan_penalty: &'static str,
+    pub credit_multiple: &'static str,
+    pub credit_cap: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -302,6 +306,10 @@ const ENGLISH: Words = Words {
     line: "Line",
     bank_lines: "bank lines",
     matched: "matched",
+    loan_rate: "Daily rate (bp)",
+    loan_penalty: "Penalty rate (bp a day)",
+    credit_multiple: "Credit: % of monthly volume",
+    credit_cap: "Credit cap (¥)",
 };
 
 const CHINESE: Words = Words {
@@ -428,6 +436,10 @@ const CHINESE: Words = Words {
     line: "明细",
     bank_lines: "银行流水笔数",
     matched: "已匹配",
+    loan_rate: "日利率（基点）",
+    loan_penalty: "逾期日利率（基点）",
+    credit_multiple: "授信：月均交易额的百分比",
+    credit_cap: "授信上限（元）",
 };
 
 pub fn words(headers: &HeaderMap) -> &'static Words {

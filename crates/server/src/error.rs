@@ -204,6 +204,7 @@ fn invalid_text(what: Invalid) -> &'static str {
         Invalid::LoanRequestNo => "out_request_no must be 1 to 64 characters",
         Invalid::SplitRequestNo => "out_request_no must be 1 to 64 visible ASCII characters",
         Invalid::SplitParts => "a split names 1 to 20 receivers",
+        Invalid::LoanTerms => "daily rates at most 100 bp, a credit multiple at most 1000%, a cap at most 10^15 fen",
         Invalid::Reason => "reason must be at most 256 printable characters",
         Invalid::Subject => "subject must be 1 to 256 printable characters",
         Invalid::NotifyUrl => "notify_url must be an http or https URL with a host, of at most 2048 characters",

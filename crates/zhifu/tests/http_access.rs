@@ -445,6 +445,15 @@ fn every_route_answers_each_role_as_the_table_says() {
             MERCHANT,
         ),
         (Method::GET, "/v1/admin/loans/portfolio".into(), None, OPERATORS),
+        (Method::GET, "/v1/admin/loan-terms".into(), None, OPERATORS),
+        (
+            Method::PUT,
+            "/v1/admin/loan-terms".into(),
+            Some(
+                json!({ "daily_rate_bps": 5, "penalty_daily_rate_bps": 5, "credit_multiple_percent": 200, "credit_cap": 100_000_000 }),
+            ),
+            ADMINS,
+        ),
         (Method::GET, "/v1/fund".into(), None, USER),
         (Method::POST, "/v1/fund/subscriptions".into(), Some(json!({ "amount": 100 })), USER),
         (Method::POST, "/v1/fund/redemptions".into(), Some(json!({ "amount": 1 })), USER),

@@ -199,3 +199,41 @@ fn an_order_loan_is_repaid_by_its_trades_settlement_in_the_same_chain() {
     assert_eq!(server.available(&shop), wallet_before + 100_000 - 600 - interest, "the trade less fee and interest");
     server.assert_balanced();
 }
+
+/// The operator's lending terms: a new credit multiple and cap change the
+/// credit line at once; new rates apply to new loans, an existing loan keeps
+/// its own; terms beyond their bounds and non-admins are refused; audited.
+#[test]
+fn lending_terms_set_by_an_admin_apply_to_credit_and_new_loans() {
+    let directory = tempfile::tempdir().unwrap();
+    let (server, shop) = merchant_with_sales(directory.path(), 3_000_000);
+    let (_, before) = server.get("/v1/credit", Some(&shop));
+    let (status, first) =
+        server.post("/v1/loans", Some(&shop), json!({ "amount": 10_000, "term_days": 7, "out_request_no": "l1" }));
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let terms = json!({ "daily_rate_bps": 9, "penalty_daily_rate_bps": 20, "credit_multiple_percent": 100, "credit_cap": 500_000 });
+    let (status, set) = server.call(reqwest::Method::PUT, "/v1/admin/loan-terms", Some(ADMIN_KEY), Some(terms.clone()));
+    assert_eq!((status, &set), (StatusCode::OK, &terms));
+    assert_eq!(server.get("/v1/admin/loan-terms", Some(ADMIN_KEY)).1, terms);
+    let (_, after) = server.get("/v1/credit", Some(&shop));
+    assert_eq!(after["daily_rate_bps"], 9);
+    assert_eq!(after["limit"], 500_000, "capped: {before} → {after}");
+    let (status, second) =
+        server.post("/v1/loans", Some(&shop), json!({ "amount": 10_000, "term_days": 7, "out_request_no": "l2" }));
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    assert_eq!(second["daily_rate_bps"], 9);
+    assert_eq!(
+        loan(&server, &shop, first["id"].as_str().unwrap())["daily_rate_bps"],
+        5,
+        "an existing loan keeps its rate"
+    );
+    let beyond =
+        json!({ "daily_rate_bps": 101, "penalty_daily_rate_bps": 0, "credit_multiple_percent": 0, "credit_cap": 0 });
+    let (status, body) = server.call(reqwest::Method::PUT, "/v1/admin/loan-terms", Some(ADMIN_KEY), Some(beyond));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = server.call(reqwest::Method::PUT, "/v1/admin/loan-terms", Some(&shop), Some(terms));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, audit) = server.get("/v1/admin/audit?target=loan_terms", Some(ADMIN_KEY));
+    assert_eq!(audit["data"][0]["action"], "loan_terms.set", "{audit}");
+    server.assert_balanced();
+}

@@ -252,3 +252,66 @@ pub async fn portfolio(State(state): State<Arc<AppState>>, caller: Caller) -> Re
         overdue_over_90: p.overdue_by_age[3].get(),
     }))
 }
+
+/// The operator's lending terms: rates of new loans and how credit lines are drawn.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoanTermsBody {
+    /// Interest of new loans, basis points a day (0 to 100).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub daily_rate_bps: u32,
+    /// The extra daily rate past the due date of new loans (0 to 100).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub penalty_daily_rate_bps: u32,
+    /// A credit line is this share of the merchant's average monthly settled volume (0 to 1000).
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub credit_multiple_percent: u64,
+    /// No credit line exceeds this, in fen.
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64)]
+    pub credit_cap: u64,
+}
+
+fn terms_view(terms: platform::loans::LoanTerms) -> LoanTermsBody {
+    LoanTermsBody {
+        daily_rate_bps: terms.daily_rate_bps,
+        penalty_daily_rate_bps: terms.penalty_daily_rate_bps,
+        credit_multiple_percent: terms.credit_multiple_percent,
+        credit_cap: terms.credit_cap.get(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/admin/loan-terms", tag = "loans",
+    responses((status = 200, body = LoanTermsBody), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn loan_terms(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<LoanTermsBody>, ApiError> {
+    caller.require(crate::auth::Duty::Read)?;
+    Ok(Json(terms_view(state.store.read(|p| p.loan_terms()))))
+}
+
+#[utoipa::path(put, path = "/v1/admin/loan-terms", tag = "loans", request_body = LoanTermsBody,
+    responses((status = 200, body = LoanTermsBody), ChangeErrors),
+    security(("api_key" = [])))]
+pub async fn set_loan_terms(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    request: crate::auth::RequestTag,
+    body: JsonBody<LoanTermsBody>,
+) -> Result<Json<LoanTermsBody>, ApiError> {
+    caller.require_admin()?;
+    let value = &body.value;
+    let terms = platform::loans::LoanTerms {
+        daily_rate_bps: value.daily_rate_bps,
+        penalty_daily_rate_bps: value.penalty_daily_rate_bps,
+        credit_multiple_percent: value.credit_multiple_percent,
+        credit_cap: platform::Fen::new(value.credit_cap),
+    };
+    let what = platform::Target::Named("loan_terms".to_string());
+    let action = crate::auth::audited(caller, &request, "loan_terms.set", what, Action::SetLoanTerms(terms));
+    let outcome = state.submit(body.idempotency(caller), action).await?;
+    outcome_or_error!(outcome, Outcome::Configured => ())?;
+    Ok(Json(terms_view(state.store.read(|p| p.loan_terms()))))
+}

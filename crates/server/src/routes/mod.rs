@@ -86,6 +86,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/loans/{id}/repayments", post(loans::repay))
         .route("/v1/trades/{trade_no}/advance", post(loans::advance))
         .route("/v1/admin/loans/portfolio", get(loans::portfolio))
+        .route("/v1/admin/loan-terms", get(loans::loan_terms).put(loans::set_loan_terms))
         .route("/v1/fund", get(products::position))
         .route("/v1/fund/subscriptions", post(products::subscribe))
         .route("/v1/fund/redemptions", post(products::redeem))
@@ -138,6 +139,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         products::pause_campaign, products::resume_campaign,
         products::create_red_packet, products::get_red_packet, products::claim,
         loans::credit, loans::take, loans::repay, loans::get, loans::portfolio, loans::advance,
+        loans::loan_terms, loans::set_loan_terms,
     ),
     modifiers(&BearerKeys, &TextPatterns),
     tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "events"), (name = "access"), (name = "operations"))

@@ -185,13 +185,16 @@ with sync_playwright() as playwright:
                         ("ends at (RFC 3339)", "2013-11-12T00:00:00+08:00")]:
         admin.get_by_label(name, exact=True).fill(value)
     admin.get_by_role("button", name="Create").click()
+    admin.get_by_label("Daily rate (bp)").fill("7")
+    admin.locator("form[action='/console/settings/loans']").get_by_role("button", name="Save").click()
+    assert made(rest("GET", "/v1/admin/loan-terms", ADMIN))["daily_rate_bps"] == 7
     assert "Singles' Day" in admin.locator("#campaigns + table").inner_text()
     admin.get_by_role("button", name="Pause").click()
     assert "paused" in admin.locator("#campaigns + table").inner_text()
     shot(admin, "console-settings-admin")
     admin.get_by_role("link", name="Audit log").click()
     log = admin.locator("tbody").inner_text()
-    assert "campaign.pause" in log and "fee_schedule" in log and ada["id"] in log, log
+    assert "campaign.pause" in log and "fee_schedule" in log and "loan_terms.set" in log and ada["id"] in log, log
 
     # The portal: the merchant sees the refund made in the console.
     portal = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
