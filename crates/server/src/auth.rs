@@ -332,6 +332,27 @@ fn session_mac(state: &AppState, staff: &platform::Staff, expires_at: Timestamp)
     state.derive(b"staff-session", &subject, staff.password_hash.as_bytes())
 }
 
+/// The party of `kind` whose login and password these are, with its
+/// password hash (for its session's MAC); `None` for a wrong password, an
+/// unknown login or a party of another kind — each after the same Argon2
+/// work, so they cannot be told apart by time.
+pub async fn party_by_password(
+    state: &AppState,
+    login: &str,
+    password: &str,
+    kind: PartyKind,
+) -> Result<Option<(PartyNumber, String)>, ApiError> {
+    let found = state.store.read(|p| {
+        let (party, hash) = p.party_login(login)?;
+        (p.party(party)?.kind == kind).then(|| (party, hash.to_string()))
+    });
+    let phc = found.as_ref().map(|(_, hash)| hash.clone());
+    let password = password.to_string();
+    let matches =
+        password_work(state, move || password_matches(&password, phc.as_deref().unwrap_or(decoy_hash()))).await?;
+    Ok(found.filter(|_| matches))
+}
+
 /// Argon2 hashings at once, server-wide.
 pub const PASSWORD_WORK_MAX: usize = 2;
 /// How long a sign-in waits for its turn to hash before it is turned away.

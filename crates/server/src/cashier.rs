@@ -135,9 +135,7 @@ const CHINESE: Words = Words {
 };
 
 fn words(headers: &HeaderMap) -> &'static Words {
-    let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let first = accepted.split(',').next().unwrap_or("").trim().to_ascii_lowercase();
-    if first.starts_with("zh") { &CHINESE } else { &ENGLISH }
+    if web::prefers_chinese(headers) { &CHINESE } else { &ENGLISH }
 }
 
 /// Messages of outcomes, in both languages.
@@ -454,19 +452,10 @@ pub async fn sign_in(
         let notice = Some((StatusCode::TOO_MANY_REQUESTS, Message::TooManyTries));
         return render(&state, &headers, words, &form.t, &checkout, phone, notice).await;
     }
-    let found = state.store.read(|p| p.party_login(login).map(|(party, hash)| (party, hash.to_string())));
-    let user =
-        found.filter(|(party, _)| state.store.read(|p| p.party(*party).is_some_and(|p| p.kind == PartyKind::User)));
-    let phc = user.as_ref().map(|(_, hash)| hash.clone());
-    let password = form.password.clone();
-    let verified = crate::auth::password_work(&state, move || {
-        crate::auth::password_matches(&password, phc.as_deref().unwrap_or(crate::auth::decoy_hash()))
-    })
-    .await;
-    let (party, hash) = match (verified, user) {
-        (Ok(true), Some(user)) => user,
-        (Err(error), _) => return error.into_response(),
-        _ => {
+    let (party, hash) = match crate::auth::party_by_password(&state, login, &form.password, PartyKind::User).await {
+        Ok(Some(user)) => user,
+        Err(error) => return error.into_response(),
+        Ok(None) => {
             let notice = Some((StatusCode::UNAUTHORIZED, Message::WrongPassword));
             return render(&state, &headers, words, &form.t, &checkout, phone, notice).await;
         }

@@ -181,19 +181,9 @@ async fn sign_in(
     if !state.limiters.allow_sign_in(login) {
         return refuse(StatusCode::TOO_MANY_REQUESTS, "too many sign-ins to this login: wait a minute");
     }
-    let merchant = state.store.read(|p| {
-        let (party, hash) = p.party_login(login)?;
-        (p.party(party)?.kind == PartyKind::Merchant).then(|| (party, hash.to_string()))
-    });
-    let phc = merchant.as_ref().map(|(_, hash)| hash.clone());
-    let password = form.password.clone();
-    let verified = crate::auth::password_work(state, move || {
-        crate::auth::password_matches(&password, phc.as_deref().unwrap_or(crate::auth::decoy_hash()))
-    })
-    .await;
-    let (party, hash) = match (verified, merchant) {
-        (Ok(true), Some(merchant)) => merchant,
-        (Err(error), _) => return error.into_response(),
+    let (party, hash) = match crate::auth::party_by_password(state, login, &form.password, PartyKind::Merchant).await {
+        Ok(Some(merchant)) => merchant,
+        Err(error) => return error.into_response(),
         // Failing too often from one address is answered as a rate limit, as the API does.
         _ if !state.limiters.allow_failure(peer.ip()) => {
             return refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed sign-ins from this address");

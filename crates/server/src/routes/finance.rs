@@ -82,8 +82,7 @@ fn party_of(state: &AppState, caller: Caller, named: Option<&str>) -> Result<pla
         (_, named) => {
             caller.require(crate::auth::Duty::Read)?;
             let id = named.ok_or_else(|| unprocessable("operators name the party (party=usr_… or mch_…)"))?;
-            let kind = if id.starts_with("mch_") { IdKind::Merchant } else { IdKind::User };
-            let number = platform::PartyNumber::new(super::id_of(&state.ids, kind, id, "party")?);
+            let number = super::splits::party_of_id(state, id)?;
             state.store.read(|p| p.party(number).map(|_| number)).ok_or_else(|| ApiError::not_found("party"))
         }
     }

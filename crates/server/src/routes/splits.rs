@@ -42,7 +42,7 @@ pub struct RelationPage {
 /// A party named by its public id, of either kind.
 pub fn party_of_id(state: &AppState, id: &str) -> Result<PartyNumber, ApiError> {
     let kind = if id.starts_with("mch_") { IdKind::Merchant } else { IdKind::User };
-    Ok(PartyNumber::new(id_of(&state.ids, kind, id, "receiver")?))
+    Ok(PartyNumber::new(id_of(&state.ids, kind, id, "party")?))
 }
 
 /// A party's public id, by its kind.
