@@ -252,7 +252,7 @@ impl<'a> ArchiveRecord<'a> {
         let (trade, refund) = match &event.data {
             EventData::Trade(trade) => (trade, None),
             EventData::Refund { trade, refund } => (trade, Some(Cow::Borrowed(refund))),
-            EventData::Withdrawal(_) | EventData::Loan(_) => {
+            EventData::Withdrawal(_) | EventData::Loan(_) | EventData::Dispute(_) => {
                 return ArchiveRecord::Event { event: Cow::Borrowed(event), previous_of_party };
             }
         };

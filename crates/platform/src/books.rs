@@ -99,6 +99,11 @@ impl Platform {
             ok: self.state.marketing.coupon_index_holds(),
             detail: "every coupon is listed under its user, and nothing else is".to_string(),
         });
+        checks.push(Invariant {
+            name: "disputes",
+            ok: self.disputes_hold(),
+            detail: "each open dispute's trade is in memory, listed once, its clock set once".to_string(),
+        });
         checks
     }
 

@@ -303,6 +303,20 @@ pub enum Action {
         out_request_no: String,
         parts: Vec<(PartyNumber, Fen)>,
     },
+    /// A buyer disputes a paid escrow trade before it settles.
+    OpenDispute {
+        trade: TradeNumber,
+        buyer: PartyNumber,
+        amount: Fen,
+        reason: String,
+    },
+    /// The merchant, the buyer or (`actor` None) the operator moves a dispute on.
+    StepDispute {
+        dispute: u64,
+        actor: Option<PartyNumber>,
+        step: crate::disputes::DisputeStep,
+        note: Option<String>,
+    },
     /// Stops (or restarts) a campaign's discounts; its sponsor (`None`: the
     /// platform) does it. Its budget stays where it is until its end.
     PauseCampaign {
@@ -452,6 +466,7 @@ pub enum Outcome {
         trade: Box<Trade>,
         split: crate::trades::Split,
     },
+    DisputeUpdated(Box<crate::disputes::Dispute>),
     HoldersImported {
         first: PartyNumber,
         count: u32,

@@ -25,6 +25,7 @@ mod books;
 pub mod calendar;
 pub mod command;
 mod deliveries;
+pub mod disputes;
 mod due_queue;
 pub mod faults;
 pub mod fees;

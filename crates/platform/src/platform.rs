@@ -33,8 +33,9 @@ pub const NAME_CHARS_MAX: usize = 200;
 /// the products' books, bounded ticks; 8: rejections as codes, without text;
 /// 9: red packets split by PCG; 10: the state grouped by product; 11: a
 /// merchant's trade fee at most the amount; 12: keys, staff, webhook
-/// endpoints and the audit log in `access`, deliveries per endpoint.)
-const STATE_FORMAT: u32 = 13;
+/// endpoints and the audit log in `access`, deliveries per endpoint; 13:
+/// profit sharing; 14: disputes.)
+const STATE_FORMAT: u32 = 14;
 /// A merchant's gateway key, as PEM, is at most this long.
 pub const APP_KEY_BYTES_MAX: usize = 8 * 1024;
 
@@ -90,6 +91,11 @@ pub(crate) struct State {
     pub(crate) access: crate::access::Access,
     /// Who may receive each merchant's profit sharing.
     pub(crate) royalties: crate::splits::Royalties,
+    /// Disputes on escrow trades.
+    pub(crate) disputes: crate::disputes::Disputes,
+    /// The time of the last command applied: a simulated clock restarts
+    /// from here, never before what the platform has already seen.
+    pub(crate) last_command_at: Timestamp,
 }
 
 pub struct Platform {
@@ -200,12 +206,18 @@ impl Platform {
     }
 
     /// When the next withdrawal falls due, if any (for a clock that skips ahead).
+    /// The time of the newest command applied.
+    pub fn last_command_at(&self) -> Timestamp {
+        self.state.last_command_at
+    }
+
     pub fn next_due(&self) -> Option<Timestamp> {
         let withdrawal = self.state.bank.first_due();
         let trade = self.state.trades.first_due();
         let marketing = self.state.marketing.first_due();
         let keys = self.state.access.first_due();
-        withdrawal.into_iter().chain(trade).chain(marketing).chain(keys).min()
+        let disputes = self.state.disputes.first_due();
+        withdrawal.into_iter().chain(trade).chain(marketing).chain(keys).chain(disputes).min()
     }
 
     fn genesis(config: LedgerConfig) -> Platform {
@@ -386,6 +398,10 @@ impl Platform {
             Action::SplitTrade { trade, merchant, out_request_no, parts } => {
                 self.split_trade(now, *trade, *merchant, out_request_no, parts)
             }
+            Action::OpenDispute { trade, buyer, amount, reason } => {
+                self.open_dispute(now, *trade, *buyer, *amount, reason)
+            }
+            Action::StepDispute { dispute, actor, step, note } => self.step_dispute(now, *dispute, *actor, *step, note),
         }
     }
 
@@ -510,6 +526,7 @@ impl Platform {
         let mut budget = TICK_ITEMS_MAX;
         let (settled, failed) = self.run_withdrawals_due(now, &mut budget);
         let (trades_closed, trades_settled) = self.run_trades_due(now, &mut budget);
+        self.run_disputes_due(now, &mut budget);
         self.state.trades.forget_expired_codes(now, &mut budget);
         self.run_marketing_due(now, &mut budget);
         self.accrue_loans(now);
@@ -658,6 +675,7 @@ impl StateMachine for Platform {
         }
         let outcome = self.execute(command.now, &command.action);
         self.archive_touched_trades();
+        self.state.last_command_at = self.state.last_command_at.max(command.now);
         if let Some(tag) = &command.idempotency {
             self.state.idempotency.remember(tag, &outcome, command.now);
         }

@@ -54,6 +54,7 @@ pub enum Missing {
     Key,
     Event,
     Staff,
+    Dispute,
 }
 
 /// Which input is not acceptable.
@@ -113,6 +114,8 @@ pub enum Invalid {
     /// When a rolled key or secret stops working: at most 30 days ahead.
     KeyExpiry,
     AppPublicKey,
+    /// A dispute's reason or note (1 to `disputes::DISPUTE_TEXT_CHARS_MAX` printable characters).
+    DisputeText,
     /// An audit note's texts (bounded, no control characters), or a nested one.
     AuditNote,
 }
@@ -160,6 +163,12 @@ pub enum Conflict {
     TradeNotSettled,
     /// A receiver the merchant has not bound (royalty relation).
     ReceiverNotBound,
+    /// Disputes are on paid escrow trades waiting for shipping or confirmation.
+    DisputeNeedsOpenEscrow,
+    /// The trade has an open dispute.
+    DisputeOpen,
+    /// The dispute's status does not allow this step.
+    DisputeStatus,
     SecretMadeOnce,
     GatewayKeyMadeOnce,
     KeyInUse,
@@ -209,4 +218,6 @@ pub enum Limit {
     Splittable {
         left: Fen,
     },
+    /// Disputes on one trade (`disputes::DISPUTES_PER_TRADE_MAX`).
+    DisputesPerTrade,
 }

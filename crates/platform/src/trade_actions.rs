@@ -51,7 +51,7 @@ pub(crate) struct TradeBook {
     /// Live trades: unpaid ones, and others only within the command that
     /// brought them back or changed them (then they go to the archive, see
     /// `TradeStatus::rests_in_archive`).
-    live: std::collections::BTreeMap<TradeNumber, std::sync::Arc<Trade>>,
+    pub(crate) live: std::collections::BTreeMap<TradeNumber, std::sync::Arc<Trade>>,
     /// Every trade, and where those that rest in the archive are.
     directory: crate::trade_directory::TradeDirectory,
     /// The `out_trade_no` index: the merchant's reference hashed (see
@@ -60,7 +60,7 @@ pub(crate) struct TradeBook {
     by_reference: crate::reference_index::ReferenceIndex,
     /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
     /// of shipped ones (entries of trades no longer live are stale).
-    due: std::collections::BTreeSet<(Timestamp, TradeNumber)>,
+    pub(crate) due: std::collections::BTreeSet<(Timestamp, TradeNumber)>,
     /// (when, trade): auto-confirmation of shipped trades parked in the
     /// archive; a tick brings those due back (`Platform::bring_back_trades`).
     parked_due: crate::due_queue::DueQueue,
@@ -437,7 +437,10 @@ impl Platform {
             }
         }
         for number in changed {
-            let Some(trade) = self.state.trades.live.get(&number).filter(|trade| trade.status.rests_in_archive())
+            // A disputed trade stays in memory, where the dispute's clock reaches it.
+            let disputed = self.state.disputes.is_open_on(number);
+            let Some(trade) =
+                self.state.trades.live.get(&number).filter(|trade| trade.status.rests_in_archive() && !disputed)
             else {
                 continue;
             };
@@ -839,14 +842,18 @@ impl Platform {
         if trade.status != TradeStatus::WaitSellerSend {
             return conflict(Conflict::TradeNotWaitingToShip);
         }
-        let due = now.plus_nanos(u64::from(trade.auto_confirm_days) * 86_400 * NANOS_PER_SECOND);
+        // A disputed trade's auto-confirmation starts when the dispute ends.
+        let due = (!self.confirmation_waits_for_dispute(number))
+            .then(|| now.plus_nanos(u64::from(trade.auto_confirm_days) * 86_400 * NANOS_PER_SECOND));
         drop(trade);
         let updated = self.update_trade(number, |trade| {
             trade.status = TradeStatus::WaitBuyerConfirm;
             trade.shipped_at = Some(now);
-            trade.confirm_due_at = Some(due);
+            trade.confirm_due_at = due;
         });
-        self.state.trades.due.insert((due, number));
+        if let Some(due) = due {
+            self.state.trades.due.insert((due, number));
+        }
         self.emit_trade(now, "trade.shipped", &updated);
         Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
     }
@@ -862,6 +869,9 @@ impl Platform {
         }
         if trade.status != TradeStatus::WaitBuyerConfirm {
             return conflict(Conflict::TradeNotWaitingForConfirmation);
+        }
+        if self.state.disputes.is_open_on(number) {
+            return conflict(Conflict::DisputeOpen);
         }
         drop(trade);
         match self.settle_escrow(now, number) {
@@ -1485,6 +1495,7 @@ fn named_trades(action: &Action) -> NamedTrades<'_> {
         | Action::CloseTrade { trade, .. }
         | Action::RefundTrade { trade, .. }
         | Action::SplitTrade { trade, .. }
+        | Action::OpenDispute { trade, .. }
         | Action::TakeOrderLoan { trade, .. } => NamedTrades::Number(*trade),
         Action::CreateTrade(new)
         | Action::CreateAndPayTrade { trade: new, .. }

@@ -186,6 +186,7 @@ pub enum EventData {
     },
     Withdrawal(crate::bank::Withdrawal),
     Loan(Box<crate::loans::Loan>),
+    Dispute(Box<crate::disputes::Dispute>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -546,9 +546,12 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     );
     assert!(needed(pay(trade("i-new", TradeMode::Instant))).is_empty());
 
-    // A refused command on it changes nothing, not even where it is.
+    // A refused command on it changes nothing, not even where it is (at
+    // the time of the last command, so that the time kept does not move).
     let digest = store.digest().unwrap();
-    let ship_instant = submit(Action::ShipTrade { trade: instant.number, merchant: shop });
+    let now = store.read(|p| p.last_command_at());
+    let ship = Action::ShipTrade { trade: instant.number, merchant: shop };
+    let ship_instant = store.submit(Command { now, idempotency: None, action: ship }).unwrap();
     assert!(matches!(ship_instant, Outcome::Rejected(Rejection::Conflict(_))), "{ship_instant:?}");
     assert_eq!(store.digest().unwrap(), digest);
     // A refund after settlement: read back, refunded, archived again.

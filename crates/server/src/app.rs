@@ -263,7 +263,9 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         "recovered"
     );
     let clock = match config.simulated_clock_start {
-        Some(start) => Clock::simulated(start.max(store.read(|p| p.ledger().last_timestamp()))),
+        Some(start) => {
+            Clock::simulated(start.max(store.read(|p| p.ledger().last_timestamp().max(p.last_command_at().nanos()))))
+        }
         None => Clock::Real,
     };
     let (store, secret) = platform_secret(store, clock.now()).await?;

@@ -193,6 +193,7 @@ pub fn missing_name(what: Missing) -> &'static str {
         Missing::Key => "api key",
         Missing::Event => "event",
         Missing::Staff => "staff account",
+        Missing::Dispute => "dispute",
     }
 }
 
@@ -238,6 +239,7 @@ fn invalid_text(what: Invalid) -> &'static str {
         Invalid::KeyExpiry => "expires_in_seconds must be at most 30 days",
         Invalid::AppPublicKey => "app_public_key must be at most 8 KiB of PEM",
         Invalid::AuditNote => "the audit note is not acceptable",
+        Invalid::DisputeText => "reason and note must be 1 to 500 printable characters",
     }
 }
 
@@ -277,6 +279,11 @@ fn conflict_text(why: &Conflict) -> String {
             "profit sharing is for trades whose money has reached the merchant (TRADE_SUCCESS)"
         }
         Conflict::ReceiverNotBound => "a receiver is not bound to this merchant (royalty relation)",
+        Conflict::DisputeNeedsOpenEscrow => {
+            "disputes are on paid escrow trades waiting for shipping or for the buyer's confirmation"
+        }
+        Conflict::DisputeOpen => "the trade has an open dispute",
+        Conflict::DisputeStatus => "the dispute's status does not allow this",
         Conflict::SecretMadeOnce => "the platform's secret is made once",
         Conflict::GatewayKeyMadeOnce => "the gateway's key is made once",
         Conflict::KeyInUse => "api key already in use",
@@ -320,6 +327,9 @@ fn limit_text(limit: Limit) -> String {
         }
         Limit::Splittable { left } => {
             format!("splits would exceed what the trade left the merchant: {left} fen can still be split")
+        }
+        Limit::DisputesPerTrade => {
+            format!("a trade takes at most {} disputes", platform::disputes::DISPUTES_PER_TRADE_MAX)
         }
     }
 }

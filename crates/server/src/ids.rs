@@ -44,6 +44,9 @@ pub enum IdKind {
     Audit,
     /// A profit-sharing request on a trade (its settle number).
     Split,
+    Dispute,
+    /// A pre-authorisation (its `auth_no`).
+    Freeze,
 }
 
 impl IdKind {
@@ -68,6 +71,8 @@ impl IdKind {
             IdKind::Staff => "stf_",
             IdKind::Audit => "aud_",
             IdKind::Split => "spl_",
+            IdKind::Dispute => "dsp_",
+            IdKind::Freeze => "frz_",
         }
     }
 
@@ -94,6 +99,8 @@ impl IdKind {
             IdKind::Staff => 17,
             IdKind::Audit => 18,
             IdKind::Split => 19,
+            IdKind::Dispute => 20,
+            IdKind::Freeze => 21,
         }
     }
 

@@ -426,6 +426,18 @@ fn every_route_answers_each_role_as_the_table_says() {
         (Method::POST, "/v1/royalty-relations".into(), Some(json!({ "receiver": user_id })), MERCHANT),
         (Method::GET, "/v1/royalty-relations".into(), None, MERCHANT_READS),
         (Method::DELETE, format!("/v1/royalty-relations/{victim_id}"), None, MERCHANT),
+        (Method::POST, format!("/v1/trades/{trade}/disputes"), Some(json!({ "amount": 1, "reason": "r" })), USER),
+        (Method::GET, "/v1/disputes".into(), None, SIGNED_IN),
+        (Method::GET, format!("/v1/disputes/{}", zero_id("dsp_")), None, SIGNED_IN),
+        (Method::POST, format!("/v1/disputes/{}/accept", zero_id("dsp_")), Some(json!({})), SUPPORT_OR_MERCHANT),
+        (Method::POST, format!("/v1/disputes/{}/reject", zero_id("dsp_")), Some(json!({})), SUPPORT_OR_MERCHANT),
+        (Method::POST, format!("/v1/disputes/{}/escalate", zero_id("dsp_")), Some(json!({})), USER),
+        (
+            Method::POST,
+            format!("/v1/admin/disputes/{}/decide", zero_id("dsp_")),
+            Some(json!({ "refund_amount": 0 })),
+            &[Who::AdminKey, Who::StaffAdmin, Who::Support],
+        ),
         (Method::GET, format!("/v1/events/{}/deliveries", zero_id("evt_")), None, OPERATORS_AND_MERCHANT),
         (Method::POST, format!("/v1/events/{}/resend", zero_id("evt_")), Some(json!({})), SUPPORT_OR_MERCHANT),
         (

@@ -2,6 +2,7 @@
 //! the OpenAPI document generated from them.
 
 mod access;
+pub(crate) mod disputes;
 mod events;
 mod finance;
 mod loans;
@@ -65,6 +66,13 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/splits", post(splits::create_split))
         .route("/v1/royalty-relations", post(splits::bind_receiver).get(splits::list_receivers))
         .route("/v1/royalty-relations/{receiver}", delete(splits::unbind_receiver))
+        .route("/v1/trades/{trade_no}/disputes", post(disputes::open))
+        .route("/v1/disputes", get(disputes::list))
+        .route("/v1/disputes/{id}", get(disputes::get))
+        .route("/v1/disputes/{id}/accept", post(disputes::accept))
+        .route("/v1/disputes/{id}/reject", post(disputes::reject))
+        .route("/v1/disputes/{id}/escalate", post(disputes::escalate))
+        .route("/v1/admin/disputes/{id}/decide", post(disputes::decide))
         .route("/v1/trades/{trade_no}/events", get(events::trade_events))
         .route("/v1/events", get(events::list_events))
         .route("/v1/events/{id}/deliveries", get(events::deliveries))
@@ -130,7 +138,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::create_payment_code,
         events::list_events, events::deliveries, events::trade_events,
-        splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split, events::resend, events::create_endpoint, events::list_endpoints,
+        splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split,
+        disputes::open, disputes::get, disputes::list, disputes::accept, disputes::reject, disputes::escalate, disputes::decide,
+        events::resend, events::create_endpoint, events::list_endpoints,
         events::delete_endpoint, events::roll_secret,
         access::roll_key, access::create_key, access::revoke_keys, access::set_app_public_key,
         access::create_staff, access::list_staff, access::sign_in, access::sign_out, access::audit,
@@ -142,7 +152,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         loans::loan_terms, loans::set_loan_terms,
     ),
     modifiers(&BearerKeys, &TextPatterns),
-    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "events"), (name = "access"), (name = "operations"))
+    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "splits"), (name = "disputes"), (name = "events"), (name = "access"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

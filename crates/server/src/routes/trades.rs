@@ -214,6 +214,15 @@ pub fn event_view(ids: &PublicIds, event: &Event) -> EventView {
             "principal": loan.outstanding_principal,
             "owed": loan.owed(),
         }),
+        EventData::Dispute(dispute) => json!({
+            "id": ids.format(IdKind::Dispute, dispute.number),
+            "trade_no": ids.format(IdKind::Trade, dispute.trade),
+            "amount": dispute.amount,
+            "status": dispute.status.name(),
+            "refunded": dispute.refunded,
+            "reason": dispute.reason,
+            "note": dispute.note,
+        }),
         EventData::Withdrawal(withdrawal) => json!({
             "id": ids.format(IdKind::Withdrawal, withdrawal.number),
             "amount": withdrawal.amount,
