@@ -37,6 +37,10 @@ pub const LOAN_INCOME: u128 = (KIND_SYSTEM << 64) | 7;
 /// so the ledger keeps nothing per trade while it waits — days, for most.
 pub const ESCROW: u128 = (KIND_SYSTEM << 64) | 8;
 
+/// Pre-authorised money: the credit side of each freeze's pending
+/// transfer, so its pending credits are what open freezes hold.
+pub const FROZEN: u128 = (KIND_SYSTEM << 64) | 9;
+
 /// A loan's receivable: what the merchant owes on it.
 pub fn loan(number: LoanNumber) -> u128 {
     (KIND_LOAN << 64) | u128::from(number.get())
@@ -67,6 +71,7 @@ pub const CODE_RED_PACKETS: u16 = 25;
 pub const CODE_LOAN: u16 = 26;
 pub const CODE_LOAN_INCOME: u16 = 27;
 pub const CODE_ESCROW: u16 = 28;
+pub const CODE_FROZEN: u16 = 29;
 
 /// Transfer codes: what a transfer is, as statements show it.
 pub const CODE_TOPUP: u16 = 1;
@@ -99,6 +104,9 @@ pub const CODE_TRADE_FEE_RETURN: u16 = 23;
 pub const CODE_CAMPAIGN_DISCOUNT_RETURN: u16 = 24;
 /// Part of a trade's proceeds, from the merchant to a receiver it bound (分账).
 pub const CODE_TRADE_SPLIT: u16 = 25;
+/// A pre-authorisation's hold on a buyer's wallet (pending until paid,
+/// released or expired).
+pub const CODE_PREAUTH_HOLD: u16 = 26;
 
 pub fn transfer_code_name(code: u16) -> &'static str {
     match code {
@@ -114,6 +122,7 @@ pub fn transfer_code_name(code: u16) -> &'static str {
         CODE_TRADE_FEE_RETURN => "trade_fee_return",
         CODE_CAMPAIGN_DISCOUNT_RETURN => "campaign_discount_return",
         CODE_TRADE_SPLIT => "trade_split",
+        CODE_PREAUTH_HOLD => "preauth_hold",
         CODE_FUND_SUBSCRIPTION => "fund_subscription",
         CODE_FUND_REDEMPTION => "fund_redemption",
         CODE_FUND_YIELD => "fund_yield",
@@ -143,6 +152,8 @@ pub enum Reference {
     Campaign(CampaignNumber),
     RedPacket(RedPacketNumber),
     Loan(LoanNumber),
+    /// A pre-authorisation (`auth_no`).
+    Freeze(u64),
 }
 
 impl Reference {
@@ -156,6 +167,7 @@ impl Reference {
             Reference::Campaign(number) => (6, number.get()),
             Reference::RedPacket(number) => (7, number.get()),
             Reference::Loan(number) => (8, number.get()),
+            Reference::Freeze(number) => (9, number),
         };
         (kind << 64) | u128::from(number)
     }
@@ -171,6 +183,7 @@ impl Reference {
             6 => Some(Reference::Campaign(CampaignNumber::new(number))),
             7 => Some(Reference::RedPacket(RedPacketNumber::new(number))),
             8 => Some(Reference::Loan(LoanNumber::new(number))),
+            9 => Some(Reference::Freeze(number)),
             _ => None,
         }
     }

@@ -99,6 +99,8 @@ impl Platform {
             ok: self.state.marketing.coupon_index_holds(),
             detail: "every coupon is listed under its user, and nothing else is".to_string(),
         });
+        let (freezes_ok, freezes_detail) = self.freezes_hold();
+        checks.push(Invariant { name: "freezes", ok: freezes_ok, detail: freezes_detail });
         checks.push(Invariant {
             name: "disputes",
             ok: self.disputes_hold(),

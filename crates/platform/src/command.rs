@@ -317,6 +317,31 @@ pub enum Action {
         step: crate::disputes::DisputeStep,
         note: Option<String>,
     },
+    /// Freezes part of the balance of the buyer whose payment code the
+    /// merchant scanned (pre-authorisation); idempotent by `out_order_no`.
+    CreateFreeze {
+        merchant: PartyNumber,
+        code: String,
+        out_order_no: String,
+        out_request_no: String,
+        amount: Fen,
+        title: String,
+    },
+    /// Releases part or all of a freeze; idempotent by `out_request_no`.
+    Unfreeze {
+        freeze: u64,
+        merchant: PartyNumber,
+        out_request_no: String,
+        amount: Fen,
+    },
+    /// Pays a new trade (for the freeze's buyer) with frozen money;
+    /// `complete` releases the rest.
+    PayFromFreeze {
+        freeze: u64,
+        merchant: PartyNumber,
+        trade: NewTrade,
+        complete: bool,
+    },
     /// Stops (or restarts) a campaign's discounts; its sponsor (`None`: the
     /// platform) does it. Its budget stays where it is until its end.
     PauseCampaign {
@@ -467,6 +492,7 @@ pub enum Outcome {
         split: crate::trades::Split,
     },
     DisputeUpdated(Box<crate::disputes::Dispute>),
+    FreezeUpdated(Box<crate::freezes::Freeze>),
     HoldersImported {
         first: PartyNumber,
         count: u32,

@@ -29,6 +29,7 @@ pub mod disputes;
 mod due_queue;
 pub mod faults;
 pub mod fees;
+pub mod freezes;
 pub mod fund;
 mod idempotency;
 mod invariant;

@@ -34,7 +34,7 @@ pub const NAME_CHARS_MAX: usize = 200;
 /// 9: red packets split by PCG; 10: the state grouped by product; 11: a
 /// merchant's trade fee at most the amount; 12: keys, staff, webhook
 /// endpoints and the audit log in `access`, deliveries per endpoint; 13:
-/// profit sharing; 14: disputes.)
+/// profit sharing; 14: disputes, pre-authorisation.)
 const STATE_FORMAT: u32 = 14;
 /// A merchant's gateway key, as PEM, is at most this long.
 pub const APP_KEY_BYTES_MAX: usize = 8 * 1024;
@@ -93,6 +93,8 @@ pub(crate) struct State {
     pub(crate) royalties: crate::splits::Royalties,
     /// Disputes on escrow trades.
     pub(crate) disputes: crate::disputes::Disputes,
+    /// Pre-authorisations.
+    pub(crate) freezes: crate::freezes::Freezes,
     /// The time of the last command applied: a simulated clock restarts
     /// from here, never before what the platform has already seen.
     pub(crate) last_command_at: Timestamp,
@@ -217,7 +219,8 @@ impl Platform {
         let marketing = self.state.marketing.first_due();
         let keys = self.state.access.first_due();
         let disputes = self.state.disputes.first_due();
-        withdrawal.into_iter().chain(trade).chain(marketing).chain(keys).chain(disputes).min()
+        let freezes = self.state.freezes.first_due();
+        withdrawal.into_iter().chain(trade).chain(marketing).chain(keys).chain(disputes).chain(freezes).min()
     }
 
     fn genesis(config: LedgerConfig) -> Platform {
@@ -271,6 +274,13 @@ impl Platform {
                 ledger: LEDGER_CNY,
                 code: accounts::CODE_ESCROW,
                 flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            },
+            NewAccount {
+                id: accounts::FROZEN,
+                user_data: 0,
+                ledger: LEDGER_CNY,
+                code: accounts::CODE_FROZEN,
+                flags: AccountFlags::empty(),
             },
             NewAccount {
                 id: REVENUE,
@@ -402,6 +412,17 @@ impl Platform {
                 self.open_dispute(now, *trade, *buyer, *amount, reason)
             }
             Action::StepDispute { dispute, actor, step, note } => self.step_dispute(now, *dispute, *actor, *step, note),
+            Action::CreateFreeze { merchant, code, out_order_no, out_request_no, amount, title } => {
+                self.create_freeze(now, *merchant, code, (out_order_no, out_request_no), *amount, title)
+            }
+            Action::Unfreeze { freeze, merchant, out_request_no, amount } => {
+                self.unfreeze(now, *freeze, *merchant, out_request_no, *amount)
+            }
+            Action::PayFromFreeze { freeze, merchant, trade, complete } => {
+                let payment =
+                    crate::freezes::FreezePayment { freeze: *freeze, merchant: *merchant, trade, complete: *complete };
+                self.pay_from_freeze(now, &payment)
+            }
         }
     }
 
@@ -527,6 +548,7 @@ impl Platform {
         let (settled, failed) = self.run_withdrawals_due(now, &mut budget);
         let (trades_closed, trades_settled) = self.run_trades_due(now, &mut budget);
         self.run_disputes_due(now, &mut budget);
+        self.run_freezes_due(now, &mut budget);
         self.state.trades.forget_expired_codes(now, &mut budget);
         self.run_marketing_due(now, &mut budget);
         self.accrue_loans(now);

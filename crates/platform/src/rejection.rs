@@ -55,6 +55,7 @@ pub enum Missing {
     Event,
     Staff,
     Dispute,
+    Freeze,
 }
 
 /// Which input is not acceptable.
@@ -116,6 +117,8 @@ pub enum Invalid {
     AppPublicKey,
     /// A dispute's reason or note (1 to `disputes::DISPUTE_TEXT_CHARS_MAX` printable characters).
     DisputeText,
+    /// A freeze's order or request number (1 to 64 visible ASCII characters) or title.
+    Freeze,
     /// An audit note's texts (bounded, no control characters), or a nested one.
     AuditNote,
 }
@@ -169,6 +172,12 @@ pub enum Conflict {
     DisputeOpen,
     /// The dispute's status does not allow this step.
     DisputeStatus,
+    /// The freeze's `out_order_no` belongs to another freeze request.
+    FreezeOrderNoUsed,
+    /// The request number was used for another operation on this freeze.
+    FreezeRequestNoUsed,
+    /// The freeze is finished or expired.
+    FreezeNotOpen,
     SecretMadeOnce,
     GatewayKeyMadeOnce,
     KeyInUse,
@@ -220,4 +229,10 @@ pub enum Limit {
     },
     /// Disputes on one trade (`disputes::DISPUTES_PER_TRADE_MAX`).
     DisputesPerTrade,
+    /// More than the freeze still holds: this much.
+    Frozen {
+        rest: Fen,
+    },
+    /// Operations on one freeze (`freezes::OPERATIONS_PER_FREEZE_MAX`).
+    FreezeOperations,
 }

@@ -387,7 +387,7 @@ impl Platform {
         }
     }
 
-    fn live_trade_by_out_trade_no(
+    pub(crate) fn live_trade_by_out_trade_no(
         &self,
         merchant: PartyNumber,
         out_trade_no: &str,
@@ -637,22 +637,36 @@ impl Platform {
             Ok(Some(existing)) if existing.paid_at.is_some() => return self.create_trade(now, new),
             Ok(_) => {}
         }
-        let Some((user, expires_at)) = self.state.trades.payment_codes.get(code).copied() else {
-            return Outcome::Rejected(Rejection::Invalid(Invalid::PaymentCodeUnknown));
+        let user = match self.use_payment_code(now, code) {
+            Ok(user) => user,
+            Err(rejection) => return Outcome::Rejected(rejection),
         };
-        if expires_at <= now {
-            self.state.trades.payment_codes.remove(code);
-            self.state.trades.payment_codes_due.remove(&(expires_at, code.to_string()));
-            return Outcome::Rejected(Rejection::Invalid(Invalid::PaymentCodeExpired));
-        }
         let outcome = self.create_and_pay_trade(now, new, user, PaySource::Balance, None);
         // Spent only by a payment: a refused one (no money, a bad request)
         // leaves the code for another try until it expires.
         if matches!(&outcome, Outcome::TradeUpdated(trade) if trade.paid_at == Some(now) && trade.payer == Some(user)) {
-            self.state.trades.payment_codes.remove(code);
-            self.state.trades.payment_codes_due.remove(&(expires_at, code.to_string()));
+            self.spend_payment_code(code);
         }
         outcome
+    }
+
+    /// The user a payment code names, if it is valid now (an expired one is forgotten).
+    pub(crate) fn use_payment_code(&mut self, now: Timestamp, code: &str) -> Result<PartyNumber, Rejection> {
+        let Some((user, expires_at)) = self.state.trades.payment_codes.get(code).copied() else {
+            return Err(Rejection::Invalid(Invalid::PaymentCodeUnknown));
+        };
+        if expires_at <= now {
+            self.spend_payment_code(code);
+            return Err(Rejection::Invalid(Invalid::PaymentCodeExpired));
+        }
+        Ok(user)
+    }
+
+    /// A payment code used (or expired): never valid again.
+    pub(crate) fn spend_payment_code(&mut self, code: &str) {
+        if let Some((_, expires_at)) = self.state.trades.payment_codes.remove(code) {
+            self.state.trades.payment_codes_due.remove(&(expires_at, code.to_string()));
+        }
     }
 
     pub(crate) fn create_and_pay_trade(
@@ -1143,7 +1157,7 @@ impl Platform {
         Ok(Trade::clone(&updated))
     }
 
-    fn close_unpaid(&mut self, now: Timestamp, number: TradeNumber) -> Trade {
+    pub(crate) fn close_unpaid(&mut self, now: Timestamp, number: TradeNumber) -> Trade {
         let updated = self.update_trade(number, |trade| trade.status = TradeStatus::TradeClosed);
         self.emit_trade(now, "trade.closed", &updated);
         Trade::clone(&updated)
@@ -1499,7 +1513,8 @@ fn named_trades(action: &Action) -> NamedTrades<'_> {
         | Action::TakeOrderLoan { trade, .. } => NamedTrades::Number(*trade),
         Action::CreateTrade(new)
         | Action::CreateAndPayTrade { trade: new, .. }
-        | Action::PayWithCode { trade: new, .. } => NamedTrades::Reference(new),
+        | Action::PayWithCode { trade: new, .. }
+        | Action::PayFromFreeze { trade: new, .. } => NamedTrades::Reference(new),
         Action::Tick => NamedTrades::DueOnes,
         Action::Audited { action, .. } => named_trades(action),
         _ => NamedTrades::None,

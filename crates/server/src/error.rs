@@ -194,6 +194,7 @@ pub fn missing_name(what: Missing) -> &'static str {
         Missing::Event => "event",
         Missing::Staff => "staff account",
         Missing::Dispute => "dispute",
+        Missing::Freeze => "freeze",
     }
 }
 
@@ -239,6 +240,9 @@ fn invalid_text(what: Invalid) -> &'static str {
         Invalid::KeyExpiry => "expires_in_seconds must be at most 30 days",
         Invalid::AppPublicKey => "app_public_key must be at most 8 KiB of PEM",
         Invalid::AuditNote => "the audit note is not acceptable",
+        Invalid::Freeze => {
+            "out_order_no and out_request_no must be 1 to 64 visible ASCII characters, the title 1 to 256 printable characters"
+        }
         Invalid::DisputeText => "reason and note must be 1 to 500 printable characters",
     }
 }
@@ -284,6 +288,9 @@ fn conflict_text(why: &Conflict) -> String {
         }
         Conflict::DisputeOpen => "the trade has an open dispute",
         Conflict::DisputeStatus => "the dispute's status does not allow this",
+        Conflict::FreezeOrderNoUsed => "out_order_no is used by another freeze",
+        Conflict::FreezeRequestNoUsed => "out_request_no is used by another operation on this freeze",
+        Conflict::FreezeNotOpen => "the freeze is finished or expired",
         Conflict::SecretMadeOnce => "the platform's secret is made once",
         Conflict::GatewayKeyMadeOnce => "the gateway's key is made once",
         Conflict::KeyInUse => "api key already in use",
@@ -327,6 +334,10 @@ fn limit_text(limit: Limit) -> String {
         }
         Limit::Splittable { left } => {
             format!("splits would exceed what the trade left the merchant: {left} fen can still be split")
+        }
+        Limit::Frozen { rest } => format!("more than the freeze holds: {rest} fen are frozen"),
+        Limit::FreezeOperations => {
+            format!("a freeze takes at most {} operations", platform::freezes::OPERATIONS_PER_FREEZE_MAX)
         }
         Limit::DisputesPerTrade => {
             format!("a trade takes at most {} disputes", platform::disputes::DISPUTES_PER_TRADE_MAX)

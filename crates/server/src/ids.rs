@@ -47,6 +47,8 @@ pub enum IdKind {
     Dispute,
     /// A pre-authorisation (its `auth_no`).
     Freeze,
+    /// An operation on a freeze (its `operation_id`).
+    FreezeOperation,
 }
 
 impl IdKind {
@@ -73,6 +75,7 @@ impl IdKind {
             IdKind::Split => "spl_",
             IdKind::Dispute => "dsp_",
             IdKind::Freeze => "frz_",
+            IdKind::FreezeOperation => "fop_",
         }
     }
 
@@ -101,6 +104,7 @@ impl IdKind {
             IdKind::Split => 19,
             IdKind::Dispute => 20,
             IdKind::Freeze => 21,
+            IdKind::FreezeOperation => 22,
         }
     }
 

@@ -428,6 +428,27 @@ fn every_route_answers_each_role_as_the_table_says() {
         (Method::DELETE, format!("/v1/royalty-relations/{victim_id}"), None, MERCHANT),
         (Method::POST, format!("/v1/trades/{trade}/disputes"), Some(json!({ "amount": 1, "reason": "r" })), USER),
         (Method::GET, "/v1/disputes".into(), None, SIGNED_IN),
+        (
+            Method::POST,
+            "/v1/freezes".into(),
+            Some(
+                json!({ "payment_code": "280000000000000000", "out_order_no": "o", "out_request_no": "r", "amount": 1, "title": "t" }),
+            ),
+            MERCHANT,
+        ),
+        (Method::GET, format!("/v1/freezes/{}", zero_id("frz_")), None, SIGNED_IN),
+        (
+            Method::POST,
+            format!("/v1/freezes/{}/unfreeze", zero_id("frz_")),
+            Some(json!({ "out_request_no": "r", "amount": 1 })),
+            MERCHANT,
+        ),
+        (
+            Method::POST,
+            format!("/v1/freezes/{}/pay", zero_id("frz_")),
+            Some(json!({ "out_trade_no": "p", "amount": 1, "subject": "s" })),
+            MERCHANT,
+        ),
         (Method::GET, format!("/v1/disputes/{}", zero_id("dsp_")), None, SIGNED_IN),
         (Method::POST, format!("/v1/disputes/{}/accept", zero_id("dsp_")), Some(json!({})), SUPPORT_OR_MERCHANT),
         (Method::POST, format!("/v1/disputes/{}/reject", zero_id("dsp_")), Some(json!({})), SUPPORT_OR_MERCHANT),

@@ -9,6 +9,7 @@
 
 mod keys;
 pub mod params;
+mod preauth;
 mod royalty;
 
 use std::collections::BTreeMap;
@@ -37,7 +38,10 @@ use ledger::NANOS_PER_SECOND;
 /// China Standard Time, in which Alipay's timestamps are written.
 const CST_OFFSET_SECONDS: i64 = 8 * 3_600;
 
-const METHODS: [&str; 17] = [
+const METHODS: [&str; 20] = [
+    "alipay.fund.auth.order.freeze",
+    "alipay.fund.auth.order.unfreeze",
+    "alipay.fund.auth.operation.detail.query",
     "alipay.trade.royalty.relation.bind",
     "alipay.trade.royalty.relation.unbind",
     "alipay.trade.royalty.relation.batchquery",
@@ -415,6 +419,9 @@ async fn dispatch(
         "alipay.trade.royalty.relation.batchquery" => royalty::batch_query(state, merchant, &biz),
         "alipay.trade.order.settle" => royalty::settle(state, merchant, &biz).await,
         "alipay.trade.order.settle.query" => royalty::settle_query(state, merchant, &biz),
+        "alipay.fund.auth.order.freeze" => preauth::freeze(state, merchant, &biz).await,
+        "alipay.fund.auth.order.unfreeze" => preauth::unfreeze(state, merchant, &biz).await,
+        "alipay.fund.auth.operation.detail.query" => preauth::detail_query(state, merchant, &biz),
         _ => transfer(state, merchant, &biz).await,
     }
 }
@@ -690,6 +697,9 @@ async fn trade_create(
 }
 
 async fn trade_pay(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>, notify_url: Option<String>) -> Answer {
+    if biz.optional("auth_no")?.is_some() {
+        return preauth::trade_pay(state, merchant, biz, notify_url).await;
+    }
     let scene = biz.required("scene")?;
     if scene != "bar_code" {
         return Err(Failure::invalid("isv.invalid-parameter", "scene must be bar_code"));

@@ -5,6 +5,7 @@ mod access;
 pub(crate) mod disputes;
 mod events;
 mod finance;
+pub(crate) mod freezes;
 mod loans;
 mod money;
 mod operations;
@@ -67,6 +68,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/royalty-relations", post(splits::bind_receiver).get(splits::list_receivers))
         .route("/v1/royalty-relations/{receiver}", delete(splits::unbind_receiver))
         .route("/v1/trades/{trade_no}/disputes", post(disputes::open))
+        .route("/v1/freezes", post(freezes::create))
+        .route("/v1/freezes/{id}", get(freezes::get))
+        .route("/v1/freezes/{id}/unfreeze", post(freezes::unfreeze))
+        .route("/v1/freezes/{id}/pay", post(freezes::pay_from))
         .route("/v1/disputes", get(disputes::list))
         .route("/v1/disputes/{id}", get(disputes::get))
         .route("/v1/disputes/{id}/accept", post(disputes::accept))
@@ -139,6 +144,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         trades::get_trade, trades::list_trades, trades::create_payment_code,
         events::list_events, events::deliveries, events::trade_events,
         splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split,
+        freezes::create, freezes::get, freezes::unfreeze, freezes::pay_from,
         disputes::open, disputes::get, disputes::list, disputes::accept, disputes::reject, disputes::escalate, disputes::decide,
         events::resend, events::create_endpoint, events::list_endpoints,
         events::delete_endpoint, events::roll_secret,
@@ -152,7 +158,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         loans::loan_terms, loans::set_loan_terms,
     ),
     modifiers(&BearerKeys, &TextPatterns),
-    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "splits"), (name = "disputes"), (name = "events"), (name = "access"), (name = "operations"))
+    tags((name = "parties"), (name = "money"), (name = "trades"), (name = "fund"), (name = "marketing"), (name = "loans"), (name = "splits"), (name = "disputes"), (name = "freezes"), (name = "events"), (name = "access"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

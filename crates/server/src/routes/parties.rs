@@ -451,6 +451,7 @@ pub(crate) fn reference_id(ids: &PublicIds, reference: Reference) -> String {
         Reference::Campaign(number) => (IdKind::Campaign, number.get()),
         Reference::RedPacket(number) => (IdKind::RedPacket, number.get()),
         Reference::Loan(number) => (IdKind::Loan, number.get()),
+        Reference::Freeze(number) => (IdKind::Freeze, number),
     };
     ids.format(kind, number)
 }

@@ -126,4 +126,28 @@ const over = await exec('alipay.trade.order.settle', { out_request_no: 'st-2', t
 assert.equal(over.sub_code, 'ACQ.ALLOC_AMOUNT_VALIDATE_ERROR', JSON.stringify(over));
 assert.equal((await rest('GET', '/v1/balance', carrier.api_key))[1].available, 500);
 
+// Pre-authorisation: freeze by payment code, release part, pay the rest
+// with auth_no (COMPLETE), query; over what is frozen is refused.
+const [, guest] = await rest('POST', '/v1/users', admin, { name: 'node guest' });
+assert.equal((await rest('POST', '/v1/topups', guest.api_key, { amount: 50000, bank: 'ICBC' }))[0], 201);
+const [, guestCode] = await rest('POST', '/v1/payment-codes', guest.api_key);
+const frozen = await exec('alipay.fund.auth.order.freeze', { auth_code: guestCode.auth_code, auth_code_type: 'bar_code', out_order_no: 'n-room', out_request_no: 'n-room-f', order_title: 'deposit', amount: '300.00', product_code: 'PRE_AUTH' });
+assert.equal(frozen.code, '10000', JSON.stringify(frozen));
+assert.equal(frozen.payer_user_id, guest.id);
+const authNo = frozen.auth_no;
+const released = await exec('alipay.fund.auth.order.unfreeze', { auth_no: authNo, out_request_no: 'n-room-u', amount: '50.00', remark: 'x' });
+assert.equal(released.code, '10000', JSON.stringify(released));
+const tooMuch = await exec('alipay.trade.pay', { out_trade_no: 'n-room-x', subject: 'stay', total_amount: '250.01', auth_no: authNo, product_code: 'PRE_AUTH' });
+assert.equal(tooMuch.sub_code, 'REQUEST_AMOUNT_EXCEED', JSON.stringify(tooMuch));
+const stay = await exec('alipay.trade.pay', { out_trade_no: 'n-room-bill', subject: 'stay', total_amount: '200.00', auth_no: authNo, product_code: 'PRE_AUTH', auth_confirm_mode: 'COMPLETE' });
+assert.equal(stay.code, '10000', JSON.stringify(stay));
+const query = await exec('alipay.fund.auth.operation.detail.query', { auth_no: authNo, out_request_no: 'n-room-u' });
+assert.equal(query.code, '10000', JSON.stringify(query));
+assert.deepEqual(
+  [query.operation_type, query.order_status, query.rest_amount, query.total_pay_amount],
+  ['UNFREEZE', 'FINISH', '0.00', '200.00'],
+);
+const guestBalance = (await rest('GET', '/v1/balance', guest.api_key))[1];
+assert.deepEqual([guestBalance.available, guestBalance.held], [30000, 0]);
+
 console.log('node sdk: all gateway checks passed');

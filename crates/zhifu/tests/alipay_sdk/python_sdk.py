@@ -14,6 +14,9 @@ from Crypto.PublicKey import RSA
 
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.domain.AlipayFundAuthOperationDetailQueryModel import AlipayFundAuthOperationDetailQueryModel
+from alipay.aop.api.domain.AlipayFundAuthOrderFreezeModel import AlipayFundAuthOrderFreezeModel
+from alipay.aop.api.domain.AlipayFundAuthOrderUnfreezeModel import AlipayFundAuthOrderUnfreezeModel
 from alipay.aop.api.domain.AlipayFundTransUniTransferModel import AlipayFundTransUniTransferModel
 from alipay.aop.api.domain.AlipayTradeCancelModel import AlipayTradeCancelModel
 from alipay.aop.api.domain.AlipayTradeCloseModel import AlipayTradeCloseModel
@@ -30,6 +33,9 @@ from alipay.aop.api.domain.AlipayTradeRoyaltyRelationUnbindModel import AlipayTr
 from alipay.aop.api.domain.OpenApiRoyaltyDetailInfoPojo import OpenApiRoyaltyDetailInfoPojo
 from alipay.aop.api.domain.Participant import Participant
 from alipay.aop.api.domain.RoyaltyEntity import RoyaltyEntity
+from alipay.aop.api.request.AlipayFundAuthOperationDetailQueryRequest import AlipayFundAuthOperationDetailQueryRequest
+from alipay.aop.api.request.AlipayFundAuthOrderFreezeRequest import AlipayFundAuthOrderFreezeRequest
+from alipay.aop.api.request.AlipayFundAuthOrderUnfreezeRequest import AlipayFundAuthOrderUnfreezeRequest
 from alipay.aop.api.request.AlipayFundTransUniTransferRequest import AlipayFundTransUniTransferRequest
 from alipay.aop.api.request.AlipayTradeCancelRequest import AlipayTradeCancelRequest
 from alipay.aop.api.request.AlipayTradeCloseRequest import AlipayTradeCloseRequest
@@ -378,5 +384,61 @@ assert call(sdk, AlipayTradeRoyaltyRelationUnbindRequest, unbind)["result_code"]
 part.amount, settle.out_request_no = "1.00", "settle-3"
 settle.royalty_parameters = [part]
 expect(call(sdk, AlipayTradeOrderSettleRequest, settle), "40004", "ACQ.INVALID_PARAMETER")
+
+# Pre-authorisation: freeze by payment code, release part, pay with
+# auth_no, query; a second freeze left alone expires after 30 days.
+status, guest = rest("POST", "/v1/users", ADMIN, {"name": "guest"})
+assert rest("POST", "/v1/topups", guest["api_key"], {"amount": 100000, "bank": "ICBC"})[0] == 201
+
+
+def held(key):
+    balance = rest("GET", "/v1/balance", key)[1]
+    return balance["available"], balance["held"]
+
+
+freeze = AlipayFundAuthOrderFreezeModel()
+freeze.auth_code = rest("POST", "/v1/payment-codes", guest["api_key"])[1]["auth_code"]
+freeze.auth_code_type, freeze.out_order_no, freeze.out_request_no = "bar_code", "room-1", "room-1-f"
+freeze.order_title, freeze.amount, freeze.product_code = "room deposit", "500.00", "PRE_AUTH"
+frozen = call(sdk, AlipayFundAuthOrderFreezeRequest, freeze)
+expect(frozen, "10000")
+assert frozen["status"] == "SUCCESS" and frozen["amount"] == "500.00" and frozen["payer_user_id"] == guest["id"], frozen
+assert frozen["auth_no"].startswith("frz_") and frozen["operation_id"].startswith("fop_"), frozen
+assert held(guest["api_key"]) == (50000, 50000)
+unfreeze = AlipayFundAuthOrderUnfreezeModel()
+unfreeze.auth_no, unfreeze.out_request_no, unfreeze.amount, unfreeze.remark = frozen["auth_no"], "room-1-u", "100.00", "minibar untouched"
+released = call(sdk, AlipayFundAuthOrderUnfreezeRequest, unfreeze)
+expect(released, "10000")
+assert released["amount"] == "100.00" and held(guest["api_key"]) == (60000, 40000), released
+unfreeze.out_request_no, unfreeze.amount = "room-1-u2", "400.01"
+expect(call(sdk, AlipayFundAuthOrderUnfreezeRequest, unfreeze), "40004", "REQUEST_AMOUNT_EXCEED")
+charge = AlipayTradePayModel()
+charge.out_trade_no, charge.subject, charge.total_amount = "room-1-bill", "two nights", "300.00"
+charge.auth_no, charge.product_code, charge.auth_confirm_mode = frozen["auth_no"], "PRE_AUTH", "COMPLETE"
+charged = call(sdk, AlipayTradePayRequest, charge)
+expect(charged, "10000")
+assert charged["total_amount"] == "300.00" and charged["buyer_user_id"] == guest["id"], charged
+assert held(guest["api_key"]) == (70000, 0), "paid 300.00 of 400.00, the rest released"
+detail = AlipayFundAuthOperationDetailQueryModel()
+detail.auth_no, detail.out_request_no = frozen["auth_no"], "room-1-f"
+details = call(sdk, AlipayFundAuthOperationDetailQueryRequest, detail)
+expect(details, "10000")
+assert (details["operation_type"], details["amount"], details["order_status"]) == ("FREEZE", "500.00", "FINISH"), details
+assert (details["total_freeze_amount"], details["rest_amount"], details["total_pay_amount"]) == ("500.00", "0.00", "300.00"), details
+detail = AlipayFundAuthOperationDetailQueryModel()
+detail.out_order_no, detail.operation_id = "room-1", released["operation_id"]
+assert call(sdk, AlipayFundAuthOperationDetailQueryRequest, detail)["operation_type"] == "UNFREEZE"
+freeze.auth_code = rest("POST", "/v1/payment-codes", guest["api_key"])[1]["auth_code"]
+freeze.out_order_no, freeze.out_request_no, freeze.amount = "room-2", "room-2-f", "200.00"
+second = call(sdk, AlipayFundAuthOrderFreezeRequest, freeze)
+expect(second, "10000")
+assert held(guest["api_key"]) == (50000, 20000)
+assert rest("POST", "/v1/admin/clock", ADMIN, {"advance_seconds": 30 * 86400})[0] == 200
+assert held(guest["api_key"]) == (70000, 0), "expired: the money is back"
+detail = AlipayFundAuthOperationDetailQueryModel()
+detail.auth_no = second["auth_no"]
+assert call(sdk, AlipayFundAuthOperationDetailQueryRequest, detail)["order_status"] == "CLOSED"
+charge.out_trade_no, charge.auth_no, charge.total_amount = "room-2-bill", second["auth_no"], "1.00"
+expect(call(sdk, AlipayTradePayRequest, charge), "40004", "ORDER_ALREADY_CLOSED")
 
 print("python sdk: all gateway checks passed")
