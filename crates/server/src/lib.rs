@@ -17,6 +17,7 @@
 //! to the journal's writer, which gathers concurrent commands into one
 //! durable commit; a request is answered only once its command is durable.
 
+mod alipay_bill;
 pub mod app;
 mod auth;
 mod body;

@@ -239,3 +239,157 @@ fn a_payment_and_a_refund_in_one_instant_keep_their_own_fees() {
         .collect();
     assert_eq!(shape, [("trade_refund", -1_000, -fee / 5), ("trade_payment", 5_000, fee)]);
 }
+
+/// The files of a zip, by name, decoded from GBK.
+fn unzip_gbk(bytes: &[u8]) -> Vec<(String, String)> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    (0..archive.len())
+        .map(|index| {
+            let mut file = archive.by_index(index).unwrap();
+            let mut raw = Vec::new();
+            file.read_to_end(&mut raw).unwrap();
+            let (text, _, malformed) = encoding_rs::GBK.decode(&raw);
+            assert!(!malformed, "GBK");
+            (file.name().unwrap().to_string(), text.into_owned())
+        })
+        .collect()
+}
+
+fn fen_of(yuan: &str) -> i64 {
+    if yuan.is_empty() {
+        return 0;
+    }
+    let negative = yuan.starts_with('-');
+    let (whole, cents) = yuan.trim_start_matches(['-', '+']).split_once('.').unwrap();
+    let value = whole.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap();
+    if negative { -value } else { value }
+}
+
+/// The rows of a bill file: the lines after the column names, up to the first comment.
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip_while(|line| line.starts_with('#'))
+        .skip(1)
+        .take_while(|line| !line.starts_with('#'))
+        .map(|line| line.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+/// A day of payments (instant and escrow), refunds, splits and fees, and a
+/// withdrawal: the Alipay-format bills from
+/// `alipay.data.dataservice.bill.downloadurl.query` (a zip of GBK CSV files
+/// with Alipay's columns and a summary) total to the ledger's movements as
+/// the REST bill does, fen for fen; the URL works for 30 seconds.
+#[test]
+fn the_alipay_format_bills_total_to_the_ledger_like_the_rest_bill() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &SIMULATED);
+    let (_, shop, app) = server.merchant_with_app("shop");
+    let (carrier_id, _) = server.user("carrier");
+    let (_, buyer) = server.user("buyer");
+    server.top_up(&buyer, 1_000_000);
+    assert_eq!(server.post("/v1/royalty-relations", Some(&shop), json!({ "receiver": carrier_id })).0, 201);
+    let mut trades = Vec::new();
+    for (index, mode) in ["instant", "escrow", "instant", "escrow"].iter().enumerate() {
+        advance(&server, 1_800);
+        let body = json!({ "out_trade_no": format!("a-{index}"), "amount": 10_000 + index as u64 * 1_234, "subject": "茶叶 tea", "mode": mode });
+        let (_, trade) = server.post("/v1/trades", Some(&shop), body);
+        let trade_no = trade["trade_no"].as_str().unwrap().to_string();
+        assert_eq!(server.post(&format!("/v1/trades/{trade_no}/pay"), Some(&buyer), json!({})).0, 200);
+        trades.push(trade_no);
+    }
+    assert_eq!(server.post(&format!("/v1/trades/{}/ship", trades[1]), Some(&shop), json!({})).0, 200);
+    assert_eq!(server.post(&format!("/v1/trades/{}/confirm", trades[1]), Some(&buyer), json!({})).0, 200);
+    let refund = |trade: &str, no: &str, amount: u64| {
+        let body = json!({ "out_request_no": no, "amount": amount });
+        assert_eq!(server.post(&format!("/v1/trades/{trade}/refunds"), Some(&shop), body).0, 201);
+    };
+    refund(&trades[0], "r-0", 3_000);
+    refund(&trades[3], "r-3", 2_000);
+    let split = json!({ "out_request_no": "s-1", "splits": [{ "to": carrier_id, "amount": 1_500 }] });
+    assert_eq!(server.post(&format!("/v1/trades/{}/splits", trades[2]), Some(&shop), split).0, 201);
+    assert_eq!(server.post("/v1/withdrawals", Some(&shop), json!({ "amount": 7_000 })).0, 201);
+
+    let ask = |bill_type: &str, date: &str| {
+        server.gateway(
+            &app,
+            "alipay.data.dataservice.bill.downloadurl.query",
+            json!({ "bill_type": bill_type, "bill_date": date }),
+            &[],
+        )
+    };
+    let early = ask("trade", "2013-11-11");
+    assert_eq!(
+        (early["code"].as_str(), early["sub_code"].as_str()),
+        (Some("40004"), Some("isp.bill_not_exist")),
+        "{early}"
+    );
+    advance(&server, 24 * 3_600);
+    assert_eq!(ask("daily", "2013-11-11")["sub_code"], "isv.invalid-parameter");
+    assert_eq!(ask("trade", "2013-11-32")["sub_code"], "isv.invalid-parameter");
+
+    let text = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/bills?date=2013-11-11", server.base))
+        .bearer_auth(&shop)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let rest_lines: Vec<Vec<&str>> =
+        text.lines().filter(|line| !line.starts_with('#')).skip(1).map(|line| line.split(',').collect()).collect();
+    let rest_total: i64 = rest_lines.iter().map(|line| fen_of(line[4])).sum();
+    let of_trades: i64 = rest_lines
+        .iter()
+        .filter(|line| line[1].starts_with("trade_") || line[1].starts_with("campaign_discount"))
+        .map(|line| fen_of(line[4]))
+        .sum();
+    let closing =
+        fen_of(text.lines().find(|line| line.starts_with("# closing_balance,")).unwrap().rsplit(',').next().unwrap());
+
+    let fetch = |url: &str| reqwest::blocking::get(url).unwrap();
+    let app_id = &app.app_id;
+
+    // The business detail: one line per payment, refund and split, fees beside them.
+    let answer = ask("trade", "2013-11-11");
+    assert_eq!(answer["code"], "10000", "{answer}");
+    let url = answer["bill_download_url"].as_str().unwrap().to_string();
+    let response = fetch(&url);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/zip");
+    let files = unzip_gbk(&response.bytes().unwrap());
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, [format!("{app_id}_20131111_业务明细.csv"), format!("{app_id}_20131111_业务明细(汇总).csv")]);
+    let detail = &files[0].1;
+    assert!(detail.starts_with("#支付宝业务明细查询\n"), "{detail}");
+    assert!(detail.contains("\n支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\n"), "{detail}");
+    let lines = rows(detail);
+    let kinds: Vec<&str> = lines.iter().map(|row| row[2].as_str()).collect();
+    // The escrow trade not yet confirmed (and its refund) never reached the merchant's balance.
+    assert_eq!(kinds, ["交易", "交易", "交易", "退款", "分账"], "{detail}");
+    assert!(lines.iter().all(|row| row.len() == 25), "{detail}");
+    assert!(lines[0][3] == "茶叶 tea" && lines[3][21] == "r-0", "{detail}");
+    let net = |row: &Vec<String>| fen_of(&row[12]) + fen_of(&row[22]) + fen_of(&row[23]);
+    assert_eq!(lines.iter().map(net).sum::<i64>(), of_trades, "the detail's net is the ledger's, by trade");
+    let summary = &files[1].1;
+    let total_line = summary.lines().find(|line| line.starts_with("合计（元）,")).unwrap();
+    assert_eq!(fen_of(total_line.rsplit(',').next().unwrap()), of_trades, "{summary}");
+    assert!(detail.contains("#交易合计：3笔"), "{detail}");
+
+    // The account detail: every movement, the balance after each.
+    let answer = ask("signcustomer", "2013-11-11");
+    let files = unzip_gbk(&fetch(answer["bill_download_url"].as_str().unwrap()).bytes().unwrap());
+    assert_eq!(files[0].0, format!("{app_id}_20131111_账务明细.csv"));
+    let lines = rows(&files[0].1);
+    assert_eq!(lines.len(), rest_lines.len());
+    let moved: i64 = lines.iter().map(|row| fen_of(&row[6]) + fen_of(&row[7])).sum();
+    assert_eq!(moved, rest_total, "{}", files[0].1);
+    assert_eq!(fen_of(&lines.last().unwrap()[8]), closing, "the last balance is the day's closing one");
+    assert!(files[1].1.contains(&format!("#期末余额：{}.{:02}元", closing / 100, closing % 100)), "{}", files[1].1);
+    assert!(lines.iter().any(|row| row[10] == "提现"), "the withdrawal is there");
+
+    // Thirty seconds later the URL is gone; a forged one never worked.
+    advance(&server, 31);
+    assert_eq!(fetch(&url).status(), 410);
+    assert_eq!(fetch(&format!("{}x", url.trim_end_matches(char::is_alphanumeric))).status(), 404);
+}

@@ -38,7 +38,8 @@ use ledger::NANOS_PER_SECOND;
 /// China Standard Time, in which Alipay's timestamps are written.
 const CST_OFFSET_SECONDS: i64 = 8 * 3_600;
 
-const METHODS: [&str; 20] = [
+const METHODS: [&str; 21] = [
+    "alipay.data.dataservice.bill.downloadurl.query",
     "alipay.fund.auth.order.freeze",
     "alipay.fund.auth.order.unfreeze",
     "alipay.fund.auth.operation.detail.query",
@@ -419,11 +420,37 @@ async fn dispatch(
         "alipay.trade.royalty.relation.batchquery" => royalty::batch_query(state, merchant, &biz),
         "alipay.trade.order.settle" => royalty::settle(state, merchant, &biz).await,
         "alipay.trade.order.settle.query" => royalty::settle_query(state, merchant, &biz),
+        "alipay.data.dataservice.bill.downloadurl.query" => bill_download_url(state, merchant, &biz),
         "alipay.fund.auth.order.freeze" => preauth::freeze(state, merchant, &biz).await,
         "alipay.fund.auth.order.unfreeze" => preauth::unfreeze(state, merchant, &biz).await,
         "alipay.fund.auth.operation.detail.query" => preauth::detail_query(state, merchant, &biz),
         _ => transfer(state, merchant, &biz).await,
     }
+}
+
+/// `alipay.data.dataservice.bill.downloadurl.query`: a URL, valid 30
+/// seconds, of a bill as Alipay lays them out (`alipay_bill`), for a
+/// business day (`yyyy-MM-dd`) or month (`yyyy-MM`) that has ended.
+fn bill_download_url(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_>) -> Answer {
+    let bill_type = biz.required("bill_type")?;
+    let kind = crate::alipay_bill::BillKind::of(&bill_type)
+        .ok_or_else(|| Failure::invalid("isv.invalid-parameter", "bill_type must be trade or signcustomer"))?;
+    let bill_date = biz.required("bill_date")?;
+    let (date, month) =
+        if bill_date.len() == 7 { (None, Some(bill_date.as_str())) } else { (Some(bill_date.as_str()), None) };
+    let period = crate::routes::finance::period_named(date, month)
+        .map_err(|_| Failure::invalid("isv.invalid-parameter", "bill_date must be yyyy-MM-dd or yyyy-MM"))?;
+    if period.end > state.clock.now().nanos() {
+        return Err(Failure::business(
+            "isp.bill_not_exist",
+            "bills are made for days and months that have ended (CST)",
+        ));
+    }
+    let url = crate::alipay_bill::download_url(state, merchant, kind, period)
+        .map_err(|error| Failure::unavailable(error.message))?;
+    let mut fields = Map::new();
+    fields.insert("bill_download_url".to_string(), json!(url));
+    Ok(fields)
 }
 
 /// For the fuzzer in `fuzz/` (cargo fuzz): a request's parameters as the
@@ -457,6 +484,11 @@ fn parse_timestamp(text: &str) -> Option<u64> {
 }
 
 /// `yyyy-MM-dd HH:mm:ss` in China Standard Time.
+/// A time (nanoseconds since the epoch) as the gateway's `timestamp`: CST, `yyyy-MM-dd HH:mm:ss`.
+pub fn format_cst(nanos: u64) -> String {
+    format_timestamp(Timestamp::from_nanos(nanos))
+}
+
 pub(crate) fn format_timestamp(moment: Timestamp) -> String {
     let nanos = moment.nanos();
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");

@@ -89,7 +89,7 @@ fn party_of(state: &AppState, caller: Caller, named: Option<&str>) -> Result<pla
 }
 
 /// What a transfer did to `wallet`'s posted balance.
-fn change_of(transfer: &Transfer, wallet: u128) -> i128 {
+pub(crate) fn change_of(transfer: &Transfer, wallet: u128) -> i128 {
     if transfer.flags.contains(TransferFlags::PENDING) || transfer.flags.contains(TransferFlags::VOID_PENDING) {
         return 0;
     }
@@ -113,7 +113,7 @@ fn is_fee(code: u16) -> bool {
 }
 
 /// The command time of a transfer (its id's high half).
-fn command_time(transfer: &Transfer) -> u64 {
+pub(crate) fn command_time(transfer: &Transfer) -> u64 {
     (transfer.id >> 64) as u64
 }
 
@@ -305,24 +305,31 @@ pub struct BillParams {
 }
 
 /// A bill's period: `[start, end)` in nanoseconds, and its name.
-struct Period {
-    start: u64,
-    end: u64,
-    label: String,
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Period {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// `YYYY-MM-DD` or `YYYY-MM`.
+    pub(crate) label: String,
 }
 
 fn period_of(params: &BillParams) -> Result<Period, ApiError> {
+    period_named(params.date.as_deref(), params.month.as_deref())
+}
+
+/// The business day (CST) `date` or the month `month`, exactly one given.
+pub(crate) fn period_named(date: Option<&str>, month: Option<&str>) -> Result<Period, ApiError> {
     use platform::calendar::Date;
-    let (first, after, label) = match (&params.date, &params.month) {
+    let (first, after, label) = match (date, month) {
         (Some(date), None) => {
             let day = Date::parse(date).ok_or_else(|| unprocessable("date must be a day like 2013-11-11"))?;
-            (day, day.next_day(), date.clone())
+            (day, day.next_day(), date.to_string())
         }
         (None, Some(month)) => {
             let day = Date::parse(&format!("{month}-01"))
                 .filter(|_| month.len() == 7)
                 .ok_or_else(|| unprocessable("month must be like 2013-11"))?;
-            (day, Some(day.next_month()), month.clone())
+            (day, Some(day.next_month()), month.to_string())
         }
         _ => return Err(unprocessable("give either date or month")),
     };
@@ -410,10 +417,50 @@ impl BillOut {
 }
 
 /// Signed fen as yuan: `-12.34`.
-fn signed_yuan(fen: i128) -> String {
+pub(crate) fn signed_yuan(fen: i128) -> String {
     let sign = if fen < 0 { "-" } else { "" };
     let fen = fen.unsigned_abs();
     format!("{sign}{}.{:02}", fen / 100, fen % 100)
+}
+
+pub(crate) fn history_failed(error: journal::JournalError) -> ApiError {
+    ApiError::internal(format!("cannot read the history: {error}"))
+}
+
+/// A wallet's movements in a period: the balance before and after it, and
+/// the movements' positions in the ledger's history, newest first.
+pub(crate) struct PeriodMovements {
+    pub(crate) opening: u128,
+    pub(crate) closing: u128,
+    pub(crate) positions: Vec<u64>,
+}
+
+/// Walks the wallet's chain back from now to the period's start (8 bytes
+/// kept per movement in the period; at most `BILL_STEPS_MAX` read).
+pub(crate) fn period_movements(state: &AppState, wallet: u128, period: &Period) -> Result<PeriodMovements, ApiError> {
+    let (mut balance, mut next) = head_of(state, wallet);
+    let mut positions = Vec::new();
+    let mut closing = None;
+    for step in 0..=BILL_STEPS_MAX {
+        if next == NO_TRANSFER {
+            break;
+        }
+        if step == BILL_STEPS_MAX {
+            return Err(too_far());
+        }
+        let Some(stored) = state.store.stored_transfer(next).map_err(history_failed)? else { break };
+        let time = command_time(&stored.transfer);
+        if time < period.start {
+            break;
+        }
+        if time < period.end {
+            closing.get_or_insert(balance);
+            positions.push(next);
+        }
+        balance = balance.saturating_add_signed(-change_of(&stored.transfer, wallet));
+        next = stored.previous_of(wallet);
+    }
+    Ok(PeriodMovements { opening: balance, closing: closing.unwrap_or(balance), positions })
 }
 
 /// The bill: the positions of the period's movements (found walking the
@@ -427,31 +474,7 @@ fn write_bill(
     out: &mut BillOut,
 ) -> Result<(), ApiError> {
     let wallet = accounts::wallet(merchant);
-    let failed = |error: journal::JournalError| ApiError::internal(format!("cannot read the history: {error}"));
-    let (mut balance, mut next) = head_of(state, wallet);
-    let mut positions = Vec::new();
-    let mut closing = None;
-    for step in 0..=BILL_STEPS_MAX {
-        if next == NO_TRANSFER {
-            break;
-        }
-        if step == BILL_STEPS_MAX {
-            return Err(too_far());
-        }
-        let Some(stored) = state.store.stored_transfer(next).map_err(failed)? else { break };
-        let time = command_time(&stored.transfer);
-        if time < period.start {
-            break;
-        }
-        if time < period.end {
-            closing.get_or_insert(balance);
-            positions.push(next);
-        }
-        balance = balance.saturating_add_signed(-change_of(&stored.transfer, wallet));
-        next = stored.previous_of(wallet);
-    }
-    let opening = balance;
-    let closing = closing.unwrap_or(opening);
+    let PeriodMovements { opening, closing, positions } = period_movements(state, wallet, period)?;
     out.line(format_args!("# zhifu bill of {} for {}", state.ids.format(IdKind::Merchant, merchant), period.label));
     out.line(format_args!(
         "# from {} to {} (CST days); amounts in yuan",
@@ -463,7 +486,7 @@ fn write_bill(
     let mut totals: std::collections::BTreeMap<&'static str, (u64, i128)> = std::collections::BTreeMap::new();
     let mut last_trade: Option<(u64, String)> = None;
     for &position in positions.iter().rev() {
-        let Some(stored) = state.store.stored_transfer(position).map_err(failed)? else { continue };
+        let Some(stored) = state.store.stored_transfer(position).map_err(history_failed)? else { continue };
         let transfer = stored.transfer;
         let change = change_of(&transfer, wallet);
         if change == 0 {
@@ -517,6 +540,6 @@ fn out_trade_no_of(state: &AppState, number: platform::TradeNumber, last: &mut O
 }
 
 /// A CSV field, quoted when it must be.
-fn csv_field(text: &str) -> String {
+pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
 }

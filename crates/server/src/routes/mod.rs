@@ -4,12 +4,12 @@
 mod access;
 pub(crate) mod disputes;
 mod events;
-mod finance;
+pub(crate) mod finance;
 pub(crate) mod freezes;
 mod loans;
 mod money;
 mod operations;
-mod parties;
+pub(crate) mod parties;
 mod products;
 pub(crate) mod splits;
 pub(crate) mod trades;
@@ -53,6 +53,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/statement", get(parties::statement))
         .route("/v1/balance-transactions", get(finance::balance_transactions))
         .route("/v1/bills", get(finance::bill))
+        .route("/bills/alipay/{token}", get(crate::alipay_bill::download))
         .route("/v1/topups", post(money::create_topup))
         .route("/v1/withdrawals", post(money::create_withdrawal))
         .route("/v1/withdrawals/{id}", get(money::get_withdrawal))

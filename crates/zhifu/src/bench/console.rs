@@ -46,6 +46,8 @@ struct Setup {
     portal_cookie: String,
     hot_merchant: String,
     hot_key: String,
+    /// The hot merchant's gateway app: its id and key.
+    hot_app: (String, server::gateway::PlatformKey),
     small_merchant: String,
     /// (trade_no, out_trade_no) of the hot merchant's newest and oldest trades.
     newest: (String, String),
@@ -62,7 +64,7 @@ pub fn run(args: &ConsoleBenchArgs) -> anyhow::Result<()> {
     println!("zhifu bench console: page times with many trades in the store");
     println!("machine: {}", super::machine_line());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let setup = runtime.block_on(set_up(args, base))?;
+    let setup = runtime.block_on(set_up(args, base, &directory))?;
     println!(
         "{} trades over {} merchants, {}% at the hot one; {} requests per page, one at a time\n",
         args.trades, args.merchants, args.hot_share, args.requests
@@ -83,8 +85,9 @@ pub fn run(args: &ConsoleBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hot merchant's bill of the day: lines, bytes, time, and the
-/// server's resident memory before and at most while it streams.
+/// The hot merchant's bills of the day, the REST CSV and the Alipay-format
+/// zip: lines (or zip bytes), time, and the server's resident memory before
+/// and at most while each is made.
 async fn time_bill(setup: &Setup, server: &super::http::ServerProcess) -> anyhow::Result<()> {
     let advance = setup
         .client
@@ -95,12 +98,60 @@ async fn time_bill(setup: &Setup, server: &super::http::ServerProcess) -> anyhow
         .await?;
     ensure!(advance.status().is_success(), "advance the clock: {}", advance.status());
     let status = format!("/proc/{}/status", server.pid());
-    let before = rss_of(&status).unwrap_or(0);
+    let (before, peak, elapsed, (bytes, lines)) = with_peak_rss(&status, async {
+        let url = format!("{}/v1/bills?date=2013-11-11", setup.base);
+        let response = setup.client.get(url).bearer_auth(&setup.hot_key).send().await?;
+        ensure!(response.status().is_success(), "bill: {}", response.status());
+        count_bytes(response).await
+    })
+    .await?;
+    println!(
+        "\nbill of the hot merchant's day (CSV): {lines} lines, {:.1} MB in {:.2} s ({:.0} lines/s); server RSS {before:.0} MiB before, at most {peak:.0} MiB while it streamed",
+        bytes as f64 / 1e6,
+        elapsed,
+        lines as f64 / elapsed.max(f64::MIN_POSITIVE),
+    );
+    let (before, peak, elapsed, (bytes, _)) = with_peak_rss(&status, async {
+        let answer = setup
+            .gateway(
+                "alipay.data.dataservice.bill.downloadurl.query",
+                json!({"bill_type": "trade", "bill_date": "2013-11-11"}),
+            )
+            .await?;
+        let url = answer["bill_download_url"].as_str().with_context(|| format!("no URL: {answer}"))?;
+        let response = setup.client.get(url).send().await?;
+        ensure!(response.status().is_success(), "zip: {}", response.status());
+        count_bytes(response).await
+    })
+    .await?;
+    println!(
+        "Alipay-format bill (trade, zip of GBK CSV): {:.1} MB zipped in {elapsed:.2} s; server RSS {before:.0} MiB before, at most {peak:.0} MiB while it was made and sent",
+        bytes as f64 / 1e6,
+    );
+    Ok(())
+}
+
+/// Bytes and lines of an answer, read as they come.
+async fn count_bytes(mut response: reqwest::Response) -> anyhow::Result<(u64, u64)> {
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
+    }
+    Ok((bytes, lines))
+}
+
+/// Runs `work`, sampling the server's resident memory every 20 ms: MiB
+/// before, MiB at most, seconds taken, and what `work` answered.
+async fn with_peak_rss<T>(
+    status: &str,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(f64, f64, f64, T)> {
+    let before = rss_of(status).unwrap_or(0);
     let peak = Arc::new(AtomicU64::new(before));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let pid_rss = {
-        let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
-        let status = status.clone();
+    let sampler = {
+        let (peak, sampling, status) = (Arc::clone(&peak), Arc::clone(&sampling), status.to_string());
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
                 if let Some(bytes) = rss_of(&status) {
@@ -111,26 +162,45 @@ async fn time_bill(setup: &Setup, server: &super::http::ServerProcess) -> anyhow
         })
     };
     let started = Instant::now();
-    let mut response =
-        setup.client.get(format!("{}/v1/bills?date=2013-11-11", setup.base)).bearer_auth(&setup.hot_key).send().await?;
-    ensure!(response.status().is_success(), "bill: {}", response.status());
-    let (mut bytes, mut lines) = (0u64, 0u64);
-    while let Some(chunk) = response.chunk().await? {
-        bytes += chunk.len() as u64;
-        lines += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
-    }
-    let elapsed = started.elapsed();
+    let answered = work.await;
+    let elapsed = started.elapsed().as_secs_f64();
     sampling.store(false, Ordering::Relaxed);
-    let _ = pid_rss.join();
-    println!(
-        "\nbill of the hot merchant's day: {lines} lines, {:.1} MB in {:.2} s ({:.0} lines/s); server RSS {:.0} MiB before, at most {:.0} MiB while it streamed",
-        bytes as f64 / 1e6,
-        elapsed.as_secs_f64(),
-        lines as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
-        before as f64 / 1_048_576.0,
-        peak.load(Ordering::Relaxed) as f64 / 1_048_576.0
-    );
-    Ok(())
+    let _ = sampler.join();
+    let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
+    Ok((mib(before), mib(peak.load(Ordering::Relaxed)), elapsed, answered?))
+}
+
+impl Setup {
+    /// A signed gateway request of the hot merchant's app; the answer's object.
+    async fn gateway(&self, method: &str, biz: Value) -> anyhow::Result<Value> {
+        let mut params = std::collections::BTreeMap::new();
+        let (app_id, key) = &self.hot_app;
+        for (name, value) in [
+            ("app_id", app_id.as_str()),
+            ("method", method),
+            ("charset", "utf-8"),
+            ("sign_type", "RSA2"),
+            ("version", "1.0"),
+        ] {
+            params.insert(name.to_string(), value.to_string());
+        }
+        let now = self
+            .client
+            .post(format!("{}/v1/admin/clock", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"advance_seconds": 0}))
+            .send()
+            .await?
+            .json::<Value>()
+            .await?;
+        let now = server::clock::parse_rfc3339(now["now"].as_str().context("now")?).context("the clock's time")?;
+        params.insert("timestamp".to_string(), server::gateway::format_cst(now));
+        params.insert("biz_content".to_string(), biz.to_string());
+        params.insert("sign".to_string(), key.sign(&server::gateway::sign_content(&params, &["sign"]))?);
+        let answer: Value =
+            self.client.post(format!("{}/gateway.do", self.base)).form(&params).send().await?.json().await?;
+        Ok(answer[format!("{}_response", method.replace('.', "_"))].clone())
+    }
 }
 
 fn rss_of(status_path: &str) -> Option<u64> {
@@ -197,7 +267,7 @@ async fn time_page(setup: &Setup, path: &str, cookie: &str, requests: u32) -> an
     Ok(histogram)
 }
 
-async fn set_up(args: &ConsoleBenchArgs, base: String) -> anyhow::Result<Setup> {
+async fn set_up(args: &ConsoleBenchArgs, base: String, directory: &std::path::Path) -> anyhow::Result<Setup> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .redirect(reqwest::redirect::Policy::none())
@@ -218,13 +288,21 @@ async fn set_up(args: &ConsoleBenchArgs, base: String) -> anyhow::Result<Setup> 
     let buyer = post("/v1/users", ADMIN_KEY, json!({"name": "bench buyer"})).await?;
     let buyer_key = buyer["api_key"].as_str().context("api_key")?.to_string();
     post("/v1/topups", &buyer_key, json!({"amount": 100_000_000_000_000u64, "bank": "ICBC"})).await?;
+    let app_directory = directory.join("hot-app");
+    std::fs::create_dir_all(&app_directory).with_context(|| format!("create {}", app_directory.display()))?;
+    let app_key = server::gateway::PlatformKey::in_directory(&app_directory);
     let mut merchants = Vec::new();
+    let mut hot_app_id = String::new();
     for index in 0..args.merchants {
         let mut body = json!({"name": format!("shop {index}")});
         if index == 0 {
-            body = json!({"name": "hot shop", "login": "hot-shop", "password": PASSWORD});
+            let app_public_key = app_key.public_pem()?;
+            body = json!({"name": "hot shop", "login": "hot-shop", "password": PASSWORD, "app_public_key": app_public_key});
         }
         let made = post("/v1/merchants", ADMIN_KEY, body).await?;
+        if index == 0 {
+            hot_app_id = made["app_id"].as_str().context("app_id")?.to_string();
+        }
         merchants.push((
             made["id"].as_str().context("id")?.to_string(),
             made["api_key"].as_str().context("key")?.to_string(),
@@ -239,6 +317,7 @@ async fn set_up(args: &ConsoleBenchArgs, base: String) -> anyhow::Result<Setup> 
         portal_cookie,
         hot_merchant: merchants[0].0.clone(),
         hot_key: merchants[0].1.clone(),
+        hot_app: (hot_app_id, app_key),
         small_merchant: merchants[merchants.len() - 1].0.clone(),
         newest: made.1,
         oldest: made.0,

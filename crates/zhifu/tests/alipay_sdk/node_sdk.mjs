@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
+import { inflateRawSync } from 'node:zlib';
 import { AlipaySdk } from 'alipay-sdk';
 
 const [base, admin] = process.argv.slice(2);
@@ -149,5 +150,37 @@ assert.deepEqual(
 );
 const guestBalance = (await rest('GET', '/v1/balance', guest.api_key))[1];
 assert.deepEqual([guestBalance.available, guestBalance.held], [30000, 0]);
+
+// The day's business bill as Alipay lays it out: the URL fetched, the zip
+// read (its local headers), the GBK CSV parsed; its net equals the REST
+// bill's trade movements.
+function unzip(bytes) {
+  const files = [];
+  let at = 0;
+  while (bytes.readUInt32LE(at) === 0x04034b50) {
+    const [method, size] = [bytes.readUInt16LE(at + 8), bytes.readUInt32LE(at + 18)];
+    const [nameLength, extraLength] = [bytes.readUInt16LE(at + 26), bytes.readUInt16LE(at + 28)];
+    const name = bytes.subarray(at + 30, at + 30 + nameLength).toString('utf8');
+    const start = at + 30 + nameLength + extraLength;
+    const data = bytes.subarray(start, start + size);
+    files.push([name, method === 8 ? inflateRawSync(data) : data]);
+    at = start + size;
+  }
+  return files;
+}
+const fen = (yuan) => (yuan ? Math.round(Number(yuan) * 100) : 0);
+const rowsOf = (text) => text.split('\n').filter((line) => line && !line.startsWith('#')).slice(1).map((line) => line.split(','));
+assert.equal((await rest('POST', '/v1/admin/clock', admin, { advance_seconds: 86400 }))[0], 200);
+const restBill = await (await fetch(`${base}/v1/bills?date=2013-11-11`, { headers: { authorization: `Bearer ${merchant.api_key}` } })).text();
+const ofTrades = rowsOf(restBill).filter((row) => row[1].startsWith('trade_') || row[1].startsWith('campaign_discount')).reduce((sum, row) => sum + fen(row[4]), 0);
+const billUrl = await exec('alipay.data.dataservice.bill.downloadurl.query', { bill_type: 'trade', bill_date: '2013-11-11' });
+assert.equal(billUrl.code, '10000', JSON.stringify(billUrl));
+const files = unzip(Buffer.from(await (await fetch(billUrl.bill_download_url)).arrayBuffer()));
+assert.deepEqual(files.map(([name]) => name), [`${merchant.app_id}_20131111_业务明细.csv`, `${merchant.app_id}_20131111_业务明细(汇总).csv`]);
+const businessDetail = new TextDecoder('gbk').decode(files[0][1]);
+assert.ok(businessDetail.startsWith('#支付宝业务明细查询'), businessDetail);
+const businessRows = rowsOf(businessDetail);
+assert.ok(businessRows.length > 0 && businessRows.every((row) => row.length === 25), businessDetail);
+assert.equal(businessRows.reduce((sum, row) => sum + fen(row[12]) + fen(row[22]) + fen(row[23]), 0), ofTrades, businessDetail);
 
 console.log('node sdk: all gateway checks passed');

@@ -14,6 +14,7 @@ from Crypto.PublicKey import RSA
 
 from alipay.aop.api.AlipayClientConfig import AlipayClientConfig
 from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient
+from alipay.aop.api.domain.AlipayDataDataserviceBillDownloadurlQueryModel import AlipayDataDataserviceBillDownloadurlQueryModel
 from alipay.aop.api.domain.AlipayFundAuthOperationDetailQueryModel import AlipayFundAuthOperationDetailQueryModel
 from alipay.aop.api.domain.AlipayFundAuthOrderFreezeModel import AlipayFundAuthOrderFreezeModel
 from alipay.aop.api.domain.AlipayFundAuthOrderUnfreezeModel import AlipayFundAuthOrderUnfreezeModel
@@ -33,6 +34,7 @@ from alipay.aop.api.domain.AlipayTradeRoyaltyRelationUnbindModel import AlipayTr
 from alipay.aop.api.domain.OpenApiRoyaltyDetailInfoPojo import OpenApiRoyaltyDetailInfoPojo
 from alipay.aop.api.domain.Participant import Participant
 from alipay.aop.api.domain.RoyaltyEntity import RoyaltyEntity
+from alipay.aop.api.request.AlipayDataDataserviceBillDownloadurlQueryRequest import AlipayDataDataserviceBillDownloadurlQueryRequest
 from alipay.aop.api.request.AlipayFundAuthOperationDetailQueryRequest import AlipayFundAuthOperationDetailQueryRequest
 from alipay.aop.api.request.AlipayFundAuthOrderFreezeRequest import AlipayFundAuthOrderFreezeRequest
 from alipay.aop.api.request.AlipayFundAuthOrderUnfreezeRequest import AlipayFundAuthOrderUnfreezeRequest
@@ -440,5 +442,57 @@ detail.auth_no = second["auth_no"]
 assert call(sdk, AlipayFundAuthOperationDetailQueryRequest, detail)["order_status"] == "CLOSED"
 charge.out_trade_no, charge.auth_no, charge.total_amount = "room-2-bill", second["auth_no"], "1.00"
 expect(call(sdk, AlipayTradePayRequest, charge), "40004", "ORDER_ALREADY_CLOSED")
+
+# The day's bills as Alipay lays them out: the download URL fetched, the
+# zip opened, its GBK CSV files parsed; their totals equal the REST bill's.
+import csv  # noqa: E402
+import io  # noqa: E402
+import zipfile  # noqa: E402
+
+
+def fen(yuan):
+    if not yuan:
+        return 0
+    sign = -1 if yuan.startswith("-") else 1
+    whole, cents = yuan.lstrip("+-").split(".")
+    return sign * (int(whole) * 100 + int(cents))
+
+
+def bill_rows(text):
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    return list(csv.reader(lines))[1:]
+
+
+request = urllib.request.Request(BASE + "/v1/bills?date=2013-11-11", headers={"Authorization": "Bearer " + merchant["api_key"]})
+with urllib.request.urlopen(request) as response:
+    rest_bill = response.read().decode()
+rest_rows = bill_rows(rest_bill)
+rest_total = sum(fen(row[4]) for row in rest_rows)
+rest_of_trades = sum(fen(row[4]) for row in rest_rows if row[1].startswith("trade_") or row[1].startswith("campaign_discount"))
+assert rest_rows, rest_bill
+query = AlipayDataDataserviceBillDownloadurlQueryModel()
+query.bill_type, query.bill_date = "trade", "2013-11-11"
+answer = call(sdk, AlipayDataDataserviceBillDownloadurlQueryRequest, query)
+expect(answer, "10000")
+with urllib.request.urlopen(answer["bill_download_url"]) as response:
+    archive = zipfile.ZipFile(io.BytesIO(response.read()))
+names = archive.namelist()
+assert names == [merchant["app_id"] + "_20131111_业务明细.csv", merchant["app_id"] + "_20131111_业务明细(汇总).csv"], names
+detail = archive.read(names[0]).decode("gbk")
+assert detail.startswith("#支付宝业务明细查询"), detail
+rows = bill_rows(detail)
+assert rows and all(len(row) == 25 for row in rows), detail
+assert sum(fen(row[12]) + fen(row[22]) + fen(row[23]) for row in rows) == rest_of_trades, (detail, rest_bill)
+summary = archive.read(names[1]).decode("gbk")
+total = next(line for line in summary.splitlines() if line.startswith("合计（元）"))
+assert fen(total.split(",")[-1]) == rest_of_trades, summary
+query.bill_type = "signcustomer"
+answer = call(sdk, AlipayDataDataserviceBillDownloadurlQueryRequest, query)
+with urllib.request.urlopen(answer["bill_download_url"]) as response:
+    archive = zipfile.ZipFile(io.BytesIO(response.read()))
+rows = bill_rows(archive.read(archive.namelist()[0]).decode("gbk"))
+assert len(rows) == len(rest_rows) and sum(fen(row[6]) + fen(row[7]) for row in rows) == rest_total, rows
+query.bill_date = "2099-01"
+expect(call(sdk, AlipayDataDataserviceBillDownloadurlQueryRequest, query), "40004", "isp.bill_not_exist")
 
 print("python sdk: all gateway checks passed")
