@@ -163,7 +163,7 @@ impl Platform {
             EventData::Trade(trade) | EventData::Refund { trade, .. } => Some(trade.number),
             _ => None,
         };
-        let previous_of_trade = about.and_then(|trade| self.touched.last_record.get(&trade).copied());
+        let previous_of_trade = about.and_then(|trade| self.last_record_of(trade));
         let at = self.state.archive.length();
         let offset =
             self.state.archive.append(&ArchiveRecord::of_event(event, at, previous_of_party, previous_of_trade));

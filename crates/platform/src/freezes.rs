@@ -4,7 +4,8 @@
 //! money returns.
 //!
 //! The frozen money is one pending ledger transfer (buyer's wallet →
-//! `FROZEN`) with the freeze's expiry as its timeout: it stays in the
+//! `FROZEN`) with a timeout a day past the freeze's expiry (the clock's tick
+//! voids it at the expiry; the timeout is the backstop): it stays in the
 //! buyer's wallet, unspendable. A partial release or a payment voids the
 //! hold and, in the same chain, holds what is left again until the same
 //! expiry; a payment is then an ordinary payment of a new trade from the
@@ -32,6 +33,8 @@ pub const OPERATIONS_PER_FREEZE_MAX: usize = 100;
 pub const TITLE_CHARS_MAX: usize = 256;
 
 const FREEZE_NANOS: u64 = FREEZE_DAYS * 86_400 * NANOS_PER_SECOND;
+/// How long after a freeze's expiry the ledger releases its hold by itself.
+const HOLD_BACKSTOP_NANOS: u64 = 86_400 * NANOS_PER_SECOND;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FreezeStatus {
@@ -308,8 +311,9 @@ impl Platform {
             let Some(freeze) = self.freeze(number).cloned() else {
                 crate::invariant::broken(format_args!("freeze {number} is due but unknown"))
             };
-            // The ledger may have let the hold expire already (its timeout
-            // is the same instant or a little later); if not, it is voided.
+            // A tick a day late finds the hold released by the ledger's
+            // backstop timeout (done now, before anything else); else it is voided.
+            self.ledger.expire_pending_transfers(now.nanos());
             if let Some(hold) = freeze.hold
                 && self.ledger.pending_status(hold) == Some(PendingStatus::Pending)
             {
@@ -402,8 +406,10 @@ impl Platform {
         let mut hold =
             self.new_transfer(now, accounts::wallet(payer), accounts::FROZEN, amount, code, Reference::Freeze(freeze));
         hold.flags = TransferFlags::PENDING;
-        // Whole seconds, rounded up: the ledger never releases before the freeze expires.
-        let left = expires_at.nanos().saturating_sub(now.nanos());
+        // The clock's tick releases the hold at the freeze's expiry; the
+        // ledger's timeout, a day later, is the backstop should ticks stop
+        // (and never comes first, so the freeze and the balance agree).
+        let left = expires_at.nanos().saturating_sub(now.nanos()) + HOLD_BACKSTOP_NANOS;
         hold.timeout_seconds = u32::try_from(left.div_ceil(NANOS_PER_SECOND)).unwrap_or(u32::MAX).max(1);
         hold
     }

@@ -67,6 +67,9 @@ pub(crate) struct TradeBook {
     /// Payment codes not yet used: code → (user, expires_at).
     payment_codes: std::collections::BTreeMap<String, (PartyNumber, Timestamp)>,
     payment_codes_due: std::collections::BTreeSet<(Timestamp, String)>,
+    /// Where the newest archive record of a paid trade that stays in
+    /// memory (a disputed one) is: its next record links back to it.
+    live_last_record: std::collections::BTreeMap<TradeNumber, u64>,
 }
 
 impl TradeBook {
@@ -281,9 +284,18 @@ impl Platform {
 
     /// The newest event of a party: where it is in the archive.
     /// Where a trade's newest record rests in the archive (`None`: it is
-    /// live, in memory, and so unpaid: it has no events yet).
+    /// live, in memory, and unpaid: it has no events yet).
     pub fn trade_record_at(&self, number: TradeNumber) -> Option<u64> {
-        self.state.trades.directory.archived_at(number)
+        let trades = &self.state.trades;
+        trades.directory.archived_at(number).or_else(|| trades.live_last_record.get(&number).copied())
+    }
+
+    /// The newest archive record of a trade as the command goes (one it
+    /// wrote, else where it was brought back from or, staying in memory,
+    /// last recorded).
+    pub(crate) fn last_record_of(&self, number: TradeNumber) -> Option<u64> {
+        let written = self.touched.last_record.get(&number).copied();
+        written.or_else(|| self.state.trades.live_last_record.get(&number).copied())
     }
 
     pub fn last_event_at(&self, party: PartyNumber) -> Option<u64> {
@@ -442,13 +454,20 @@ impl Platform {
             let Some(trade) =
                 self.state.trades.live.get(&number).filter(|trade| trade.status.rests_in_archive() && !disputed)
             else {
+                // Staying in memory: remember its newest record for the next.
+                if let Some(&offset) = last_record.get(&number) {
+                    self.state.trades.live_last_record.insert(number, offset);
+                }
                 continue;
             };
             let reported = last_event.get(&number).filter(|(_, held)| Arc::ptr_eq(held, trade));
             let offset = match reported {
                 Some(&(offset, _)) => offset,
                 None => {
-                    let previous = last_record.get(&number).copied();
+                    let previous = last_record
+                        .get(&number)
+                        .copied()
+                        .or_else(|| self.state.trades.live_last_record.get(&number).copied());
                     let at = self.state.archive.length();
                     self.state.archive.append(&ArchiveRecord::Trade(TradeAtRest::of(trade).after(previous, at)))
                 }
@@ -460,6 +479,7 @@ impl Platform {
     /// Moves a live trade to the archive record at `offset` (a parked
     /// one's auto-confirmation to the queue of archived ones).
     fn park(&mut self, number: TradeNumber, offset: u64) {
+        self.state.trades.live_last_record.remove(&number);
         let Some(trade) = self.state.trades.live.remove(&number) else { return };
         // The clock watches only live trades: a parked one's entries (a paid
         // trade's expiry, a settled one's auto-confirmation) go now rather

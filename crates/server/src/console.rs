@@ -239,6 +239,12 @@ async fn search(
         if id.starts_with("usr_") || id.starts_with("mch_") {
             return web::see_other(&format!("/console/parties/{id}"), &[]);
         }
+        if id.starts_with("dsp_") {
+            return match session.get(format!("/v1/disputes/{id}")).await {
+                Ok(dispute) => web::see_other(&format!("/console/trades/{}", desk::text(&dispute, "trade_no")), &[]),
+                Err(refusal) => desk::refusal_page(&session.frame, &refusal),
+            };
+        }
         if let Some(party) = web.state.store.read(|p| p.party_login(q).map(|(party, _)| party)) {
             let kind = web.state.store.read(|p| p.party(party).map(|party| party.kind));
             let kind = if kind == Some(platform::PartyKind::Merchant) {

@@ -180,6 +180,17 @@ pub struct Words {
     pub loan_penalty: &'static str,
     pub credit_multiple: &'static str,
     pub credit_cap: &'static str,
+    pub disputes: &'static str,
+    pub dispute: &'static str,
+    pub accept: &'static str,
+    pub reject: &'static str,
+    pub decide: &'static str,
+    pub note: &'static str,
+    pub due: &'static str,
+    pub refund_amount_word: &'static str,
+    pub receivers: &'static str,
+    pub open_disputes: &'static str,
+    pub disputes_hint: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -310,6 +321,17 @@ const ENGLISH: Words = Words {
     loan_penalty: "Penalty rate (bp a day)",
     credit_multiple: "Credit: % of monthly volume",
     credit_cap: "Credit cap (¥)",
+    disputes: "Disputes",
+    dispute: "Dispute",
+    accept: "Accept and refund",
+    reject: "Reject",
+    decide: "Decide",
+    note: "Note",
+    due: "Due",
+    refund_amount_word: "Refund to the buyer (¥)",
+    receivers: "Receivers",
+    open_disputes: "Disputes waiting for a decision or an answer",
+    disputes_hint: "Open disputes pause the trade's auto-confirmation. Unanswered for 5 days, a dispute is accepted; a rejection not escalated in 5 days closes it.",
 };
 
 const CHINESE: Words = Words {
@@ -440,6 +462,17 @@ const CHINESE: Words = Words {
     loan_penalty: "逾期日利率（基点）",
     credit_multiple: "授信：月均交易额的百分比",
     credit_cap: "授信上限（元）",
+    disputes: "争议",
+    dispute: "争议",
+    accept: "同意并退款",
+    reject: "拒绝",
+    decide: "裁决",
+    note: "说明",
+    due: "截止",
+    refund_amount_word: "退还买家（元）",
+    receivers: "分账接收方",
+    open_disputes: "等待答复或裁决的争议",
+    disputes_hint: "争议期间交易的自动确认收货暂停。商家 5 天未答复则自动同意；拒绝后买家 5 天内未申请介入则争议关闭。",
 };
 
 pub fn words(headers: &HeaderMap) -> &'static Words {
@@ -824,6 +857,8 @@ pub fn audit_rows(page: &Value) -> Vec<AuditRow> {
 struct TradePage {
     frame: Frame,
     trade: TradeRow,
+    splits: Vec<crate::dispute_desk::SplitRow>,
+    disputes: Vec<crate::dispute_desk::DisputeRow>,
     timeline: Vec<TimelineRow>,
     truncated: bool,
     audit: Vec<AuditRow>,
@@ -844,6 +879,13 @@ pub async fn trade_page(session: Session, trade_no: &str) -> Response {
         Ok(timeline) => timeline,
         Err(refusal) => return refusal_page(&session.frame, &refusal),
     };
+    // A trade has at most a few of each; a refusal shows none.
+    let splits =
+        session.get(format!("/v1/trades/{trade_no}/splits")).await.map(|page| crate::dispute_desk::split_rows(&page));
+    let disputes = session
+        .get(format!("/v1/disputes?trade={trade_no}"))
+        .await
+        .map(|page| crate::dispute_desk::dispute_rows(&page));
     let audit = if session.frame.is_console() {
         session.get(format!("/v1/admin/audit?target={trade_no}&limit=50")).await.map(|page| audit_rows(&page))
     } else {
@@ -855,6 +897,8 @@ pub async fn trade_page(session: Session, trade_no: &str) -> Response {
     };
     let page = TradePage {
         trade: trade_row(&trade),
+        splits: splits.unwrap_or_default(),
+        disputes: disputes.unwrap_or_default(),
         timeline: timeline_rows(&timeline),
         truncated: timeline["truncated"].as_bool().unwrap_or(false),
         audit: audit.unwrap_or_default(),
@@ -977,6 +1021,7 @@ pub fn shared_routes(desk: Desk) -> axum::Router<Arc<Web>> {
         .route(&format!("{base}/trades/{{trade_no}}/ship"), post(|p, f| trade_action("ship", p, f)))
         .route(&format!("{base}/events/{{id}}/resend"), post(resend))
         .route(&format!("{base}/sign-out"), post(leave))
+        .merge(crate::dispute_desk::routes(desk))
 }
 
 type Peer = ConnectInfo<SocketAddr>;

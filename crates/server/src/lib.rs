@@ -25,6 +25,7 @@ mod cashier;
 pub mod clock;
 mod console;
 mod desk;
+mod dispute_desk;
 pub mod error;
 pub mod gateway;
 mod ids;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use journal::{Durable, Faults, Options, SimulatedDisk};
 use ledger::LedgerConfig;
+use platform::disputes::DisputeStep;
 use platform::{
     Action, Actor, AuditNote, CampaignNumber, Command, CouponNumber, DeliveryAttempt, FeeSchedule, Fen, FreeQuota,
     IdempotencyTag, LoanNumber, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
@@ -104,6 +105,12 @@ struct Model {
     packets: BTreeMap<RedPacketNumber, PartyNumber>,
     /// API keys (by hash) as the answers said: whose, read-only, until when.
     keys: BTreeMap<[u8; 32], (PartyNumber, bool, Option<Timestamp>)>,
+    /// Disputes of trades paid from a wallet: the buyer, and what their
+    /// refunds have given back so far (the clock may accept one).
+    disputes: BTreeMap<u64, (PartyNumber, Fen)>,
+    /// Freezes: the buyer, and what has been released so far (by the
+    /// merchant, by a payment's `complete`, or by expiry).
+    freezes: BTreeMap<u64, (PartyNumber, Fen)>,
 }
 
 impl Model {
@@ -362,9 +369,109 @@ impl Vopr {
             94 => self.restart(),
             95 => self.fees(),
             96 => self.access(),
-            97 | 98 => self.split(),
+            97 => self.split(),
+            98 => self.dispute(),
+            99 => self.freeze(),
             _ => self.top_up(),
         }
+    }
+
+    /// A buyer disputes a recent trade (for up to a little more than it
+    /// may), or someone takes a step on a known dispute — the right party
+    /// or not, the operator deciding up to a little more than was asked.
+    fn dispute(&mut self) -> Result<(), Failure> {
+        let known: Vec<u64> = self.model.disputes.keys().copied().collect();
+        if !known.is_empty() && self.rng.random_bool(0.6) {
+            let Some(number) = self.pick(&known) else { return Ok(()) };
+            let Some(dispute) = self.store()?.read(|p| p.dispute(number).cloned()) else { return Ok(()) };
+            let (actor, step) = match self.rng.random_range(0..5) {
+                0 => (Some(dispute.merchant), DisputeStep::Accept),
+                1 => (Some(dispute.merchant), DisputeStep::Reject),
+                2 => (Some(dispute.buyer), DisputeStep::Escalate),
+                3 => (Some(dispute.buyer), DisputeStep::Accept),
+                _ => (
+                    None,
+                    DisputeStep::Decide { refund: Fen::new(self.rng.random_range(0..=dispute.amount.get() + 1)) },
+                ),
+            };
+            self.submit(Action::StepDispute { dispute: number, actor, step, note: None })?;
+            return Ok(());
+        }
+        let Some(number) = self.pick_recent(&self.trades.clone()) else { return Ok(()) };
+        let Some(trade) = self.trade_now(number)? else { return Ok(()) };
+        let Some(buyer) = trade.payer else { return Ok(()) };
+        let amount = Fen::new(self.rng.random_range(1..trade.refundable().get().max(1) + 2));
+        let action = Action::OpenDispute { trade: number, buyer, amount, reason: "not as described".to_string() };
+        if let Outcome::DisputeUpdated(dispute) = self.submit(action)?
+            && dispute.created_at == self.now
+            && trade.payer_account == Some(platform::accounts::wallet(buyer))
+        {
+            self.model.disputes.insert(dispute.number, (buyer, Fen::ZERO));
+        }
+        Ok(())
+    }
+
+    /// A merchant freezes part of a user's balance by a payment code, or
+    /// releases or takes payments from a known freeze (up to a little more
+    /// than it holds).
+    fn freeze(&mut self) -> Result<(), Failure> {
+        let known: Vec<u64> = self.model.freezes.keys().copied().collect();
+        if !known.is_empty() && self.rng.random_bool(0.6) {
+            let Some(number) = self.pick(&known) else { return Ok(()) };
+            let Some(freeze) = self.store()?.read(|p| p.freeze(number).cloned()) else { return Ok(()) };
+            let amount = Fen::new(self.rng.random_range(1..freeze.rest.get().max(1) + 2));
+            let (merchant, reference) = (freeze.merchant, format!("f-{}", self.commands));
+            let action = if self.rng.random_bool(0.5) {
+                Action::Unfreeze { freeze: number, merchant, out_request_no: reference, amount }
+            } else {
+                let trade = NewTrade {
+                    merchant,
+                    out_trade_no: reference,
+                    amount,
+                    subject: "stay".to_string(),
+                    mode: TradeMode::Instant,
+                    buyer: None,
+                    auto_confirm_days: None,
+                    expire_minutes: None,
+                    campaign: None,
+                    notify_url: None,
+                    passback_params: None,
+                };
+                Action::PayFromFreeze { freeze: number, merchant, trade, complete: self.rng.random_bool(0.3) }
+            };
+            if let Outcome::TradeUpdated(trade) = self.submit(action)?
+                && trade.created_at == self.now
+            {
+                self.trades.push(trade.number);
+            }
+            return Ok(());
+        }
+        let (Some(user), Some(merchant)) = (self.pick(&self.users.clone()), self.pick(&self.merchants.clone())) else {
+            return Ok(());
+        };
+        let code = format!("28{:016}", self.commands % 10_000_000_000_000_000);
+        let expires_at = self.now.plus_nanos(60 * SECOND);
+        if !matches!(
+            self.submit(Action::IssuePaymentCode { user, code: code.clone(), expires_at })?,
+            Outcome::PaymentCodeIssued { .. }
+        ) {
+            return Ok(());
+        }
+        let action = Action::CreateFreeze {
+            merchant,
+            code,
+            out_order_no: format!("fo-{}", self.commands),
+            out_request_no: "f".to_string(),
+            amount: self.amount(),
+            title: "deposit".to_string(),
+        };
+        if let Outcome::FreezeUpdated(freeze) = self.submit(action)?
+            && freeze.created_at == self.now
+        {
+            self.model.debit(user, freeze.frozen);
+            self.model.freezes.insert(freeze.number, (user, Fen::ZERO));
+        }
+        Ok(())
     }
 
     /// A merchant binds a receiver (now and then unbinds one) and splits a
@@ -875,6 +982,16 @@ impl Vopr {
             let campaigns = campaigns.filter(|campaign| campaign.ends_at <= now && campaign.returned.is_none()).count();
             (packets.map(|packet| packet.number), campaigns)
         });
+        let late = self.store()?.read(|p| {
+            let disputes = self.model.disputes.keys().filter_map(|&number| p.dispute(number));
+            let freezes = self.model.freezes.keys().filter_map(|&number| p.freeze(number));
+            let disputes = disputes.filter(|d| d.due_at.is_some_and(|due| due <= now)).count();
+            let freezes = freezes.filter(|f| !f.rest.is_zero() && f.expires_at <= now).count();
+            disputes + freezes
+        });
+        if late > 0 {
+            return Err(self.fail(format!("{late} disputes or freezes past their time after a tick")));
+        }
         match stuck {
             (Some(packet), _) => Err(self.fail(format!("red packet {packet} expired and kept its shares"))),
             (None, campaigns) if campaigns > 0 => {
@@ -882,6 +999,44 @@ impl Vopr {
             }
             _ => Ok(()),
         }
+    }
+
+    /// What disputes refunded and freezes released since the last look
+    /// (a step, a payment, or the clock) is back in the buyer's wallet.
+    fn reconcile_disputes_and_freezes(&mut self) {
+        let Some(store) = self.store.as_ref() else { return };
+        let (disputes, freezes) = store.read(|p| {
+            let disputes: Vec<(u64, Fen, bool)> = self
+                .model
+                .disputes
+                .keys()
+                .filter_map(|&number| p.dispute(number).map(|d| (number, d.refunded, d.status.is_over())))
+                .collect();
+            let freezes: Vec<(u64, Fen, bool)> = self
+                .model
+                .freezes
+                .keys()
+                .filter_map(|&number| p.freeze(number).map(|f| (number, f.released, f.rest.is_zero())))
+                .collect();
+            (disputes, freezes)
+        });
+        for (number, now_back, over) in disputes {
+            self.give_back(number, now_back, over, true);
+        }
+        for (number, now_back, over) in freezes {
+            self.give_back(number, now_back, over, false);
+        }
+    }
+
+    fn give_back(&mut self, number: u64, now_back: Fen, over: bool, dispute: bool) {
+        let book = if dispute { &mut self.model.disputes } else { &mut self.model.freezes };
+        let Some((buyer, seen)) = book.get_mut(&number) else { return };
+        let (buyer, more) = (*buyer, now_back.saturating_sub(*seen));
+        *seen = now_back;
+        if over {
+            book.remove(&number);
+        }
+        self.model.credit(buyer, more);
     }
 
     /// A client retries a request under its idempotency key: the same answer, nothing done again.
@@ -981,6 +1136,7 @@ impl Vopr {
                 self.model.credit(user, amount);
             }
         }
+        self.reconcile_disputes_and_freezes();
         for (number, back) in returned {
             if let Some(sender) = self.model.packets.remove(&number) {
                 self.model.credit(sender, back);

@@ -246,6 +246,16 @@ fn a_dispute_never_refunds_more_than_paid_less_refunds() {
     );
     assert_eq!((status.as_u16(), Server::error_code(&answer)), (422, "limit_exceeded"), "{answer}");
     let dispute = shop.open(&trade_no, 8_000);
+    let timeline = |shop: &Shop| -> Vec<String> {
+        let (_, events) = shop.server.get(&format!("/v1/trades/{trade_no}/events"), Some(&shop.merchant));
+        events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["event"]["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(timeline(&shop), ["trade.paid"], "a disputed trade in memory keeps its timeline");
     // The merchant refunds part on its own while the dispute is open…
     let refund = json!({ "out_request_no": "r-1", "amount": 7_000 });
     assert_eq!(shop.server.post(&format!("/v1/trades/{trade_no}/refunds"), Some(&shop.merchant), refund).0, 201);
@@ -254,6 +264,8 @@ fn a_dispute_never_refunds_more_than_paid_less_refunds() {
     assert_eq!((status, accepted["refunded"].as_u64()), (200, Some(3_000)), "{accepted}");
     let trade = shop.trade(&trade_no);
     assert_eq!((trade["status"].as_str(), trade["refunded_amount"].as_u64()), (Some("TRADE_CLOSED"), Some(10_000)));
+    // Every record of the trade in one chain, the ones made while it was disputed too.
+    assert_eq!(timeline(&shop), ["trade.closed", "refund.succeeded", "refund.succeeded", "trade.paid"]);
     // Instant trades and other buyers' trades cannot be disputed.
     let (_, stranger) = shop.server.user("stranger");
     shop.server.top_up(&stranger, 100_000);

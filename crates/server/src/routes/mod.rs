@@ -65,7 +65,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/confirm", post(trades::confirm))
         .route("/v1/trades/{trade_no}/close", post(trades::close))
         .route("/v1/trades/{trade_no}/refunds", post(trades::refund))
-        .route("/v1/trades/{trade_no}/splits", post(splits::create_split))
+        .route("/v1/trades/{trade_no}/splits", post(splits::create_split).get(splits::list_splits))
         .route("/v1/royalty-relations", post(splits::bind_receiver).get(splits::list_receivers))
         .route("/v1/royalty-relations/{receiver}", delete(splits::unbind_receiver))
         .route("/v1/trades/{trade_no}/disputes", post(disputes::open))
@@ -144,7 +144,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::create_payment_code,
         events::list_events, events::deliveries, events::trade_events,
-        splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split,
+        splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split, splits::list_splits,
         freezes::create, freezes::get, freezes::unfreeze, freezes::pay_from,
         disputes::open, disputes::get, disputes::list, disputes::accept, disputes::reject, disputes::escalate, disputes::decide,
         events::resend, events::create_endpoint, events::list_endpoints,

@@ -201,3 +201,23 @@ pub async fn create_split(
     let (trade, split) = outcome_or_error!(outcome, Outcome::SplitCreated { trade, split } => (trade, split))?;
     Ok((StatusCode::CREATED, Json(split_view(&state, &trade, &split))))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct SplitList {
+    pub data: Vec<SplitView>,
+}
+
+/// `GET /v1/trades/{trade_no}/splits`: a trade's splits, oldest first (at
+/// most `SPLITS_PER_TRADE_MAX`), to whoever may see the trade.
+#[utoipa::path(get, path = "/v1/trades/{trade_no}/splits", tag = "splits",
+    params(("trade_no" = String, Path, description = "trd_…")),
+    responses((status = 200, body = SplitList), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn list_splits(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+) -> Result<Json<SplitList>, ApiError> {
+    let trade = super::trades::visible_trade(&state, caller, &trade_no)?;
+    Ok(Json(SplitList { data: trade.splits.iter().map(|split| split_view(&state, &trade, split)).collect() }))
+}

@@ -229,6 +229,40 @@ with sync_playwright() as playwright:
                                  form={"csrf": "0" * 32, "nonce": "forged", "amount": "1.00", "confirm": "yes"})
     assert answer.status == 403, answer.status
 
+    # A dispute: the buyer disputes an escrow trade, the merchant rejects it
+    # in the portal, the buyer escalates, support decides in the console.
+    boots = made(rest("POST", "/v1/trades", tea["api_key"],
+                      {"out_trade_no": "order-77", "amount": 8800, "subject": "Tea set", "mode": "escrow"}))["trade_no"]
+    made(rest("POST", f"/v1/trades/{boots}/pay", buyer["api_key"], {}))
+    dispute = made(rest("POST", f"/v1/trades/{boots}/disputes", buyer["api_key"], {"amount": 3000, "reason": "two cups broken"}))
+    portal.goto(BASE + "/portal/disputes")
+    assert dispute["id"] in portal.locator("table").inner_text()
+    portal.get_by_role("link", name=boots).click()
+    assert "two cups broken" in portal.locator("#disputes-title + table").inner_text()
+    portal.get_by_label("Note").fill("packed with care; photos sent")
+    shot(portal, "portal-dispute")
+    portal.get_by_role("button", name="Reject").click()
+    assert "rejected" in portal.locator(".dispute-status").inner_text()
+    made(rest("POST", f"/v1/disputes/{dispute['id']}/escalate", buyer["api_key"], {}))
+    # (sam signed out above; ada, an admin, has support's duties too.)
+    admin.goto(BASE + "/console")
+    admin.get_by_role("link", name="Disputes").click()
+    assert "escalated" in admin.locator("table").inner_text()
+    admin.get_by_role("link", name=boots).click()
+    before = made(rest("GET", "/v1/balance", buyer["api_key"]))["available"]
+    admin.get_by_label("Refund to the buyer (¥)").fill("15.00")
+    shot(admin, "console-dispute")
+    admin.get_by_role("button", name="Decide " + dispute["id"]).click()
+    assert "decided" in admin.locator(".dispute-status").inner_text()
+    decided = made(rest("GET", f"/v1/disputes/{dispute['id']}", ADMIN))
+    assert (decided["status"], decided["refunded"]) == ("decided", 1500), decided
+    assert made(rest("GET", "/v1/balance", buyer["api_key"]))["available"] == before + 1500
+    # Search by the dispute's id opens its trade.
+    admin.goto(BASE + "/console")
+    admin.get_by_label("Search").fill(dispute["id"])
+    admin.get_by_role("button", name="Search").click()
+    assert admin.url.endswith("/console/trades/" + boots), admin.url
+
     # Session expiry: finance signs in; eight hours of clock later, signed out.
     finance = browser.new_context().new_page()
     sign_in(finance, "/console", "fay")
