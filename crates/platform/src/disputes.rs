@@ -13,8 +13,10 @@
 //! waits (the time left is kept and resumes when the dispute ends) and the
 //! buyer cannot confirm; the trade stays in memory, not in the archive, so
 //! the clock can reach it. A dispute's refund is an ordinary refund of the
-//! trade (`out_request_no` `dispute-<number>`): never more than the buyer
-//! paid less earlier refunds.
+//! trade (`out_request_no` `dispute <number>`, which a merchant's cannot be,
+//! and not counted among the merchant's refunds): never more than the buyer
+//! paid less earlier refunds. A merchant's refund of everything left ends
+//! an open dispute, accepted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,6 +104,8 @@ pub(crate) struct Disputes {
     by_trade: BTreeMap<TradeNumber, Vec<u64>>,
     /// The one open dispute of a trade.
     open_on: BTreeMap<TradeNumber, u64>,
+    /// Each party's disputes (as buyer and as merchant), by number.
+    by_party: BTreeSet<(PartyNumber, u64)>,
     due: BTreeSet<(Timestamp, u64)>,
 }
 
@@ -164,22 +168,20 @@ impl Platform {
         numbers.iter().filter_map(|number| self.dispute(*number)).collect()
     }
 
-    /// Disputes not over, oldest first, after `after`: the operator's queue.
+    /// Disputes not over, oldest first, after `after`: the operator's queue
+    /// (as many as trades with an open dispute, which stay in memory).
     pub fn disputes_open(&self, after: Option<u64>) -> impl Iterator<Item = &Dispute> + '_ {
-        let start = after.map_or(0, |after| after.saturating_add(1));
-        self.state.disputes.by_number.range(start..).map(|(_, d)| d).filter(|d| !d.status.is_over())
+        let mut open: Vec<u64> = self.state.disputes.open_on.values().copied().collect();
+        open.sort_unstable();
+        let start = open.partition_point(|&number| after.is_some_and(|after| number <= after));
+        open.into_iter().skip(start).filter_map(|number| self.dispute(number))
     }
 
     /// Disputes a party is buyer or merchant of, newest first, before `before`.
     pub fn disputes_of_party(&self, party: PartyNumber, before: Option<u64>) -> impl Iterator<Item = &Dispute> + '_ {
-        let end = before.unwrap_or(u64::MAX);
-        self.state
-            .disputes
-            .by_number
-            .range(..end)
-            .rev()
-            .map(|(_, d)| d)
-            .filter(move |d| d.buyer == party || d.merchant == party)
+        let end = (party, before.unwrap_or(u64::MAX));
+        let numbers = self.state.disputes.by_party.range((party, 0)..end).rev();
+        numbers.filter_map(|&(_, number)| self.dispute(number))
     }
 
     pub(crate) fn open_dispute(
@@ -195,14 +197,17 @@ impl Platform {
             Ok(_) => return refused(Rejection::NotFound(Missing::Trade)),
             Err(outcome) => return outcome,
         };
-        if crate::text::check_display_text(reason, DISPUTE_TEXT_CHARS_MAX).is_err() {
+        // The rule the API states for a `reason` (`text::OPTIONAL_TEXT_PATTERN`), not empty.
+        if reason.is_empty() || crate::text::check_optional_text(reason, DISPUTE_TEXT_CHARS_MAX).is_err() {
             return refused(Rejection::Invalid(Invalid::DisputeText));
         }
         if amount.is_zero() || amount.get() > crate::AMOUNT_MAX {
             return refused(Rejection::Invalid(Invalid::Amount));
         }
         let waiting = matches!(trade.status, TradeStatus::WaitSellerSend | TradeStatus::WaitBuyerConfirm);
-        if trade.mode != TradeMode::Escrow || !waiting {
+        // Past its confirmation time the trade is the merchant's (a tick running late settles it).
+        let due = trade.confirm_due_at.is_some_and(|due| due <= now);
+        if trade.mode != TradeMode::Escrow || !waiting || due {
             return refused(Rejection::Conflict(Conflict::DisputeNeedsOpenEscrow));
         }
         if self.state.disputes.is_open_on(number) {
@@ -242,6 +247,8 @@ impl Platform {
         disputes.schedule(&mut dispute, Some(now.plus_nanos(ANSWER_NANOS)));
         disputes.by_trade.entry(number).or_default().push(dispute.number);
         disputes.open_on.insert(number, dispute.number);
+        disputes.by_party.insert((buyer, dispute.number));
+        disputes.by_party.insert((merchant, dispute.number));
         disputes.by_number.insert(dispute.number, dispute.clone());
         self.emit_dispute(now, "dispute.opened", &dispute);
         Outcome::DisputeUpdated(Box::new(dispute))
@@ -329,9 +336,7 @@ impl Platform {
         };
         let amount = refund_of(&dispute).min(refundable);
         if !amount.is_zero() {
-            let out_request_no = format!("dispute-{}", dispute.number);
-            let reason = Some(format!("dispute {}", dispute.number));
-            match self.refund_trade(now, dispute.trade, dispute.merchant, &out_request_no, amount, &reason) {
+            match self.refund_for_dispute(now, dispute.trade, dispute.number, amount) {
                 Outcome::RefundCreated { refund, .. } => {
                     dispute.refunded = amount;
                     dispute.refund = Some(refund.number);
@@ -366,6 +371,16 @@ impl Platform {
         self.update_trade(dispute.trade, |trade| trade.confirm_due_at = due);
         if let Some(due) = due {
             self.state.trades.due.insert((due, dispute.trade));
+        }
+    }
+
+    /// A trade the merchant refunded in full while disputed: the dispute
+    /// ends, accepted (the refund was the merchant's own, not the dispute's).
+    pub(crate) fn end_dispute_of_closed_trade(&mut self, now: Timestamp, trade: TradeNumber) {
+        let Some(number) = self.state.disputes.open_on.get(&trade).copied() else { return };
+        let Some(dispute) = self.dispute(number).cloned() else { return };
+        if let Outcome::Rejected(rejection) = self.end_dispute(now, dispute, DisputeStatus::Accepted, |_| Fen::ZERO) {
+            crate::invariant::broken(format_args!("dispute {number} did not end with its trade: {rejection:?}"));
         }
     }
 

@@ -118,6 +118,8 @@ pub(crate) struct Freezes {
     by_order: BTreeMap<(PartyNumber, String), u64>,
     /// Open freezes by expiry.
     due: BTreeSet<(Timestamp, u64)>,
+    /// Each merchant's freezes, by number.
+    by_merchant: BTreeSet<(PartyNumber, u64)>,
 }
 
 impl Freezes {
@@ -142,6 +144,13 @@ fn refused(rejection: Rejection) -> Outcome {
 impl Platform {
     pub fn freeze(&self, number: u64) -> Option<&Freeze> {
         self.state.freezes.by_number.get(&number)
+    }
+
+    /// A merchant's freezes, newest first, before `before`.
+    pub fn freezes_of(&self, merchant: PartyNumber, before: Option<u64>) -> impl Iterator<Item = &Freeze> + '_ {
+        let end = (merchant, before.unwrap_or(u64::MAX));
+        let numbers = self.state.freezes.by_merchant.range((merchant, 0)..end).rev();
+        numbers.filter_map(|&(_, number)| self.freeze(number))
     }
 
     pub fn freeze_by_order(&self, merchant: PartyNumber, out_order_no: &str) -> Option<&Freeze> {
@@ -218,6 +227,7 @@ impl Platform {
         let freezes = &mut self.state.freezes;
         freezes.by_order.insert((merchant, out_order_no.to_string()), number);
         freezes.due.insert((expires_at, number));
+        freezes.by_merchant.insert((merchant, number));
         freezes.by_number.insert(number, freeze.clone());
         Outcome::FreezeUpdated(Box::new(freeze))
     }
@@ -231,7 +241,7 @@ impl Platform {
         out_request_no: &str,
         amount: Fen,
     ) -> Outcome {
-        let freeze = match self.open_freeze(now, number, merchant, out_request_no, amount) {
+        let freeze = match self.open_freeze(now, number, merchant, (OperationKind::Unfreeze, out_request_no), amount) {
             Ok(freeze) => freeze,
             Err(outcome) => return outcome,
         };
@@ -264,7 +274,8 @@ impl Platform {
             Ok(None) => {}
             Err(outcome) => return outcome,
         }
-        let freeze = match self.open_freeze(now, number, merchant, &new.out_trade_no, new.amount) {
+        let freeze = match self.open_freeze(now, number, merchant, (OperationKind::Pay, &new.out_trade_no), new.amount)
+        {
             Ok(freeze) => freeze,
             Err(outcome) => return outcome,
         };
@@ -341,14 +352,15 @@ impl Platform {
         now: Timestamp,
         number: u64,
         merchant: PartyNumber,
-        out_request_no: &str,
+        (kind, out_request_no): (OperationKind, &str),
         amount: Fen,
     ) -> Result<Freeze, Outcome> {
         let Some(freeze) = self.freeze(number).filter(|freeze| freeze.merchant == merchant).cloned() else {
             return Err(refused(Rejection::NotFound(Missing::Freeze)));
         };
+        // A release asked again is answered again; a payment's retry finds its trade before this.
         if let Some(op) = freeze.operations.iter().find(|op| op.out_request_no == out_request_no) {
-            return Err(if op.amount == amount && op.kind == OperationKind::Unfreeze {
+            return Err(if op.amount == amount && op.kind == kind && kind == OperationKind::Unfreeze {
                 Outcome::FreezeUpdated(Box::new(freeze))
             } else {
                 refused(Rejection::Conflict(Conflict::FreezeRequestNoUsed))
@@ -449,18 +461,17 @@ impl Platform {
     }
 
     /// What open freezes hold equals the pending credits of `FROZEN`, each
-    /// held by its own pending transfer (or, past its expiry, released by
-    /// the ledger before the clock's tick reached it).
+    /// by a pending transfer of its own (or, a day past its expiry, released
+    /// by the ledger's backstop before the clock's tick reached it).
     pub(crate) fn freezes_hold(&self) -> (bool, String) {
         let mut held = 0u128;
         let mut wrong = 0u64;
         for freeze in self.state.freezes.by_number.values() {
+            // (The ledger keeps a pending transfer's status however old it
+            // is; the transfer itself may have left its memory.)
             let status = freeze.hold.and_then(|hold| self.ledger.pending_status(hold));
-            let amount = freeze.hold.and_then(|hold| self.ledger.transfer(hold)).map_or(0, |t| t.amount);
             match (freeze.status, status) {
-                (FreezeStatus::Authorized, Some(PendingStatus::Pending)) if amount == u128::from(freeze.rest) => {
-                    held += amount;
-                }
+                (FreezeStatus::Authorized, Some(PendingStatus::Pending)) => held += u128::from(freeze.rest),
                 (FreezeStatus::Authorized, Some(PendingStatus::Expired)) => {}
                 (FreezeStatus::Finished | FreezeStatus::Closed, None) if freeze.rest.is_zero() => {}
                 _ => wrong += 1,

@@ -952,6 +952,48 @@ impl Platform {
             Ok(source) => source,
             Err(refused) => return refused,
         };
+        let outcome = self.apply_refund(now, trade, source, (out_request_no, amount, reason));
+        // A refund of everything left ends the trade's open dispute: nothing is left to claim.
+        if let Outcome::RefundCreated { trade, .. } = &outcome
+            && trade.status == TradeStatus::TradeClosed
+        {
+            self.end_dispute_of_closed_trade(now, number);
+        }
+        outcome
+    }
+
+    /// A dispute's refund: not one of the merchant's (it neither counts
+    /// toward the merchant's refunds nor shares their request numbers, which
+    /// cannot hold a space), of at most what the buyer still has paid.
+    pub(crate) fn refund_for_dispute(
+        &mut self,
+        now: Timestamp,
+        number: TradeNumber,
+        dispute: u64,
+        amount: Fen,
+    ) -> Outcome {
+        let trade = match self.live_trade(number) {
+            Ok(trade) => trade,
+            Err(outcome) => return outcome,
+        };
+        let paid = trade.status != TradeStatus::WaitBuyerPay && trade.status != TradeStatus::TradeClosed;
+        let Some(source) = trade.payer_account.filter(|_| paid && amount <= trade.refundable()) else {
+            return conflict(Conflict::TradeNotPaid);
+        };
+        let out_request_no = format!("dispute {dispute}");
+        let reason = Some(format!("dispute {dispute}"));
+        self.apply_refund(now, trade, source, (&out_request_no, amount, &reason))
+    }
+
+    /// A checked refund of `trade` to `source`: its chain, records and events.
+    fn apply_refund(
+        &mut self,
+        now: Timestamp,
+        trade: Arc<Trade>,
+        source: u128,
+        (out_request_no, amount, reason): (&str, Fen, &Option<String>),
+    ) -> Outcome {
+        let (number, merchant) = (trade.number, trade.merchant);
         let plan = self.refund_plan(now, &trade, amount);
         let chain = self.refund_chain(now, &trade, (source, amount), &plan);
         if let Err(rejection) = self.apply_chain(now, &chain) {

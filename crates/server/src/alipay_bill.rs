@@ -6,8 +6,9 @@
 //! the account detail (账务明细: one line per movement of the balance).
 //!
 //! Both are read from the ledger's history as the REST bill is
-//! (`routes::finance::period_movements`), written into a temporary file
-//! (memory stays bounded however long the day), then sent. The download URL
+//! (`routes::finance::period_movements`: 8 bytes of memory a movement of
+//! the period), written into a temporary file (the bill itself never in
+//! memory), then sent; two are made at once at most. The download URL
 //! carries a signed request valid for 30 seconds; the zip is made when it
 //! is fetched. Every amount is signed as it moved the merchant's balance,
 //! so a detail's amounts add up to the ledger's change, fen for fen.
@@ -38,6 +39,8 @@ pub const DOWNLOAD_SECONDS: u64 = 30;
 const TOKEN_BYTES_MAX: usize = 1_024;
 /// Bytes read from the zip file per chunk sent.
 const CHUNK_BYTES: usize = 64 * 1024;
+/// Bills being made at once, on this node.
+static BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BillKind {
@@ -111,6 +114,11 @@ pub async fn download(State(state): State<Arc<AppState>>, Path(token): Path<Stri
         return ApiError::new(StatusCode::GONE, "expired", "the download URL has expired: ask for another")
             .into_response();
     }
+    // A few bills at a time: each holds its period's positions (8 bytes a
+    // movement) and a writer thread while it is made.
+    let Ok(_permit) = BUILDS.try_acquire() else {
+        return ApiError::overloaded().into_response();
+    };
     let name = zip_name(&download);
     let writer = Arc::clone(&state);
     let made = tokio::task::spawn_blocking(move || make_zip(&writer, &download)).await;

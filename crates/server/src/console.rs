@@ -295,6 +295,9 @@ struct PartyPage {
     new_key: Option<String>,
     yesterday: String,
     movements: Vec<desk::MovementRow>,
+    freezes: Vec<crate::finance_desk::FreezeRow>,
+    /// The freeze table's (the console shows no release form: unused).
+    nonce: String,
 }
 
 /// `GET /console/parties/{id}`: a user or merchant, its balances, its
@@ -321,10 +324,12 @@ async fn party_page(session: Session, id: &str, new_key: Option<String>) -> Resp
         Ok(party) => party,
         Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
     };
-    let trades = if id.starts_with("mch_") {
-        session.get(format!("/v1/trades?limit=20&merchant={id}")).await.map(|page| rows(&page)).unwrap_or_default()
+    let (trades, freezes) = if id.starts_with("mch_") {
+        let trades = session.get(format!("/v1/trades?limit=20&merchant={id}")).await.map(|page| rows(&page));
+        let freezes = session.get(format!("/v1/freezes?limit=20&merchant={id}")).await;
+        (trades.unwrap_or_default(), freezes.map(|page| crate::finance_desk::freeze_rows(&page)).unwrap_or_default())
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let audit = session.get(format!("/v1/admin/audit?target={id}&limit=50")).await.map(|p| desk::audit_rows(&p));
     let movements = session
@@ -347,6 +352,8 @@ async fn party_page(session: Session, id: &str, new_key: Option<String>) -> Resp
         new_key,
         yesterday: crate::portal::yesterday(&session.web),
         movements,
+        freezes,
+        nonce: String::new(),
         frame: session.frame,
     };
     desk::render(StatusCode::OK, &page, &[])

@@ -191,6 +191,12 @@ pub struct Words {
     pub receivers: &'static str,
     pub open_disputes: &'static str,
     pub disputes_hint: &'static str,
+    pub freezes: &'static str,
+    pub frozen: &'static str,
+    pub released_word: &'static str,
+    pub expires: &'static str,
+    pub release: &'static str,
+    pub freezes_hint: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -332,6 +338,12 @@ const ENGLISH: Words = Words {
     receivers: "Receivers",
     open_disputes: "Disputes waiting for a decision or an answer",
     disputes_hint: "Open disputes pause the trade's auto-confirmation. Unanswered for 5 days, a dispute is accepted; a rejection not escalated in 5 days closes it.",
+    freezes: "Pre-authorisations",
+    frozen: "Frozen",
+    released_word: "Released",
+    expires: "Expires",
+    release: "Release",
+    freezes_hint: "Money frozen in buyers' balances (alipay.fund.auth.order.freeze, POST /v1/freezes): pay from it with auth_no, or release it; what is left goes back by itself 30 days after the freeze.",
 };
 
 const CHINESE: Words = Words {
@@ -473,6 +485,12 @@ const CHINESE: Words = Words {
     receivers: "分账接收方",
     open_disputes: "等待答复或裁决的争议",
     disputes_hint: "争议期间交易的自动确认收货暂停。商家 5 天未答复则自动同意；拒绝后买家 5 天内未申请介入则争议关闭。",
+    freezes: "预授权",
+    frozen: "冻结",
+    released_word: "已解冻",
+    expires: "到期",
+    release: "解冻",
+    freezes_hint: "冻结在买家余额中的资金（alipay.fund.auth.order.freeze、POST /v1/freezes）：可用 auth_no 转支付或解冻；冻结 30 天后未用部分自动解冻。",
 };
 
 pub fn words(headers: &HeaderMap) -> &'static Words {
@@ -857,8 +875,8 @@ pub fn audit_rows(page: &Value) -> Vec<AuditRow> {
 struct TradePage {
     frame: Frame,
     trade: TradeRow,
-    splits: Vec<crate::dispute_desk::SplitRow>,
-    disputes: Vec<crate::dispute_desk::DisputeRow>,
+    splits: Vec<crate::finance_desk::SplitRow>,
+    disputes: Vec<crate::finance_desk::DisputeRow>,
     timeline: Vec<TimelineRow>,
     truncated: bool,
     audit: Vec<AuditRow>,
@@ -881,11 +899,11 @@ pub async fn trade_page(session: Session, trade_no: &str) -> Response {
     };
     // A trade has at most a few of each; a refusal shows none.
     let splits =
-        session.get(format!("/v1/trades/{trade_no}/splits")).await.map(|page| crate::dispute_desk::split_rows(&page));
+        session.get(format!("/v1/trades/{trade_no}/splits")).await.map(|page| crate::finance_desk::split_rows(&page));
     let disputes = session
         .get(format!("/v1/disputes?trade={trade_no}"))
         .await
-        .map(|page| crate::dispute_desk::dispute_rows(&page));
+        .map(|page| crate::finance_desk::dispute_rows(&page));
     let audit = if session.frame.is_console() {
         session.get(format!("/v1/admin/audit?target={trade_no}&limit=50")).await.map(|page| audit_rows(&page))
     } else {
@@ -1021,7 +1039,7 @@ pub fn shared_routes(desk: Desk) -> axum::Router<Arc<Web>> {
         .route(&format!("{base}/trades/{{trade_no}}/ship"), post(|p, f| trade_action("ship", p, f)))
         .route(&format!("{base}/events/{{id}}/resend"), post(resend))
         .route(&format!("{base}/sign-out"), post(leave))
-        .merge(crate::dispute_desk::routes(desk))
+        .merge(crate::finance_desk::routes(desk))
 }
 
 type Peer = ConnectInfo<SocketAddr>;

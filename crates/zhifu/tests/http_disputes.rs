@@ -286,3 +286,75 @@ fn a_dispute_never_refunds_more_than_paid_less_refunds() {
     assert!(queue["data"].as_array().unwrap().is_empty(), "nothing open: {queue}");
     shop.server.assert_balanced();
 }
+
+/// The merchant may still give in after rejecting, and after the buyer
+/// escalated: accepted, refunded, the operator has nothing left to decide.
+#[test]
+fn a_merchant_may_accept_after_rejecting_or_after_an_escalation() {
+    let directory = tempfile::tempdir().unwrap();
+    let shop = Shop::start(directory.path());
+    let before = shop.server.available(&shop.buyer);
+    let first = shop.paid("t-change-of-mind");
+    let dispute = shop.open(&first, 1_000);
+    assert_eq!(shop.step(&dispute, "reject", &shop.merchant, json!({ "note": "no" })).0, 200);
+    let (status, accepted) = shop.step(&dispute, "accept", &shop.merchant, json!({}));
+    assert_eq!(
+        (status, accepted["status"].as_str(), accepted["refunded"].as_u64()),
+        (200, Some("accepted"), Some(1_000))
+    );
+    assert!(accepted["due_at"].is_null(), "nothing left for the clock");
+
+    let second = shop.paid("t-escalated");
+    let dispute = shop.open(&second, 2_000);
+    assert_eq!(shop.step(&dispute, "reject", &shop.merchant, json!({})).0, 200);
+    assert_eq!(shop.step(&dispute, "escalate", &shop.buyer, json!({})).0, 200);
+    assert_eq!(shop.step(&dispute, "accept", &shop.merchant, json!({})).1["status"], "accepted");
+    assert_eq!(shop.step(&dispute, "decide", ADMIN_KEY, json!({ "refund_amount": 500 })).0, 409, "over");
+    assert_eq!(shop.server.available(&shop.buyer), before - 20_000 + 3_000);
+    // A second dispute on the same trade once the first is over; at most three.
+    let again = shop.open(&second, 100);
+    assert_eq!(shop.step(&again, "accept", &shop.merchant, json!({})).0, 200);
+    let third = shop.open(&second, 100);
+    assert_eq!(shop.step(&third, "accept", &shop.merchant, json!({})).0, 200);
+    let body = json!({ "amount": 100, "reason": "a fourth" });
+    let (status, answer) = shop.server.post(&format!("/v1/trades/{second}/disputes"), Some(&shop.buyer), body);
+    assert_eq!((status.as_u16(), Server::error_code(&answer)), (422, "limit_exceeded"), "{answer}");
+    shop.server.assert_balanced();
+}
+
+/// A merchant cannot block a dispute with refunds of its own: its refunds
+/// used up (a fen each) the dispute still refunds, and a dispute's request
+/// number is not one a merchant can take; a refund of everything left ends
+/// the dispute.
+#[test]
+fn a_merchants_own_refunds_neither_block_nor_outlive_a_dispute() {
+    let directory = tempfile::tempdir().unwrap();
+    let shop = Shop::start(directory.path());
+    let trade_no = shop.paid("t-blocked");
+    let dispute = shop.open(&trade_no, 5_000);
+    let refund = |no: String, amount: u64| {
+        let body = json!({ "out_request_no": no, "amount": amount });
+        shop.server.post(&format!("/v1/trades/{trade_no}/refunds"), Some(&shop.merchant), body).0.as_u16()
+    };
+    for index in 0..platform::REFUNDS_PER_TRADE_MAX {
+        assert_eq!(refund(format!("tiny-{index}"), 1), 201);
+    }
+    assert_eq!(refund("one-more".to_string(), 1), 422, "the merchant's refunds are used up");
+    assert_eq!(refund(format!("dispute {}", 1), 1), 400, "no space in a merchant's request number");
+    shop.advance(5 * DAY);
+    let accepted = shop.dispute(&dispute);
+    assert_eq!(
+        (accepted["status"].as_str(), accepted["refunded"].as_u64()),
+        (Some("accepted"), Some(5_000)),
+        "{accepted}"
+    );
+
+    let other = shop.paid("t-refunded-whole");
+    let dispute = shop.open(&other, 3_000);
+    let body = json!({ "out_request_no": "all", "amount": 10_000 });
+    assert_eq!(shop.server.post(&format!("/v1/trades/{other}/refunds"), Some(&shop.merchant), body).0, 201);
+    let ended = shop.dispute(&dispute);
+    assert_eq!((ended["status"].as_str(), ended["refunded"].as_u64()), (Some("accepted"), Some(0)), "{ended}");
+    assert!(ended["due_at"].is_null());
+    shop.server.assert_balanced();
+}

@@ -101,8 +101,11 @@ fn a_deposit_is_frozen_partly_released_paid_and_the_rest_released_by_complete() 
         finished["operations"].as_array().unwrap().iter().map(|op| op["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["FREEZE", "UNFREEZE", "PAY", "PAY"]);
     assert_eq!(pay("bill-3", 1, false).0, 409, "finished");
-    // Another merchant cannot see or use it.
+    // Another merchant cannot see or use it; the hotel lists it.
     assert_eq!(server.get(&format!("/v1/freezes/{id}"), Some(&other)).0, 404);
+    assert!(server.get("/v1/freezes", Some(&other)).1["data"].as_array().unwrap().is_empty());
+    let (_, listed) = server.get("/v1/freezes", Some(&hotel));
+    assert_eq!(listed["data"][0]["id"], frozen["id"], "{listed}");
     server.assert_balanced();
 }
 

@@ -13,7 +13,7 @@ use platform::{Action, Fen, Outcome, PartyKind, PartyNumber, Target};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ChangeErrors, IdempotencyKey, ReadErrors, id_of, outcome_or_error};
+use super::{ChangeErrors, IdempotencyKey, Page, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::{Caller, Duty, RequestTag, audited};
 use crate::body::{ApiQuery, JsonBody, check_amount};
@@ -174,12 +174,8 @@ pub async fn list(
     if caller.is_operator() {
         caller.require(Duty::Read)?;
     }
-    let limit = params.limit.unwrap_or(20).clamp(1, 100) as usize;
-    let after = params
-        .starting_after
-        .as_deref()
-        .map(|id| id_of(&state.ids, IdKind::Dispute, id, "starting_after"))
-        .transpose()?;
+    let Page { limit, after } =
+        Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Dispute)?;
     let trade = params
         .trade
         .as_deref()

@@ -12,13 +12,13 @@ use axum::http::StatusCode;
 use platform::freezes::Freeze;
 use platform::{Action, NewTrade, Outcome, PartyKind, TradeMode};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::trades::{TradeView, trade_view};
-use super::{ChangeErrors, IdempotencyKey, ReadErrors, id_of, outcome_or_error};
+use super::{ChangeErrors, IdempotencyKey, Page, ReadErrors, id_of, outcome_or_error};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::body::{JsonBody, check_amount};
+use crate::body::{ApiQuery, JsonBody, check_amount};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::ids::IdKind;
@@ -249,4 +249,58 @@ pub async fn pay_from(
         return Err(ApiError::conflict("the trade was not paid"));
     }
     Ok((StatusCode::CREATED, Json(trade_view(&state.ids, &trade))))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FreezePage {
+    pub data: Vec<FreezeView>,
+    pub has_more: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FreezeParams {
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// A freeze's id: the page continues after it (older ones).
+    #[param(pattern = "^frz_[0-9a-f]{32}$")]
+    pub starting_after: Option<String>,
+    /// Operators: whose freezes (`mch_…`).
+    #[param(pattern = "^mch_[0-9a-f]{32}$")]
+    pub merchant: Option<String>,
+}
+
+/// `GET /v1/freezes`: a merchant's freezes, newest first (operators name the merchant).
+#[utoipa::path(get, path = "/v1/freezes", tag = "freezes", params(FreezeParams),
+    responses((status = 200, body = FreezePage),
+        (status = 422, description = "`invalid_request`: an operator did not name the merchant", body = crate::error::ErrorBody),
+        ReadErrors),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<FreezeParams>,
+) -> Result<Json<FreezePage>, ApiError> {
+    let merchant = match (caller, params.merchant.as_deref()) {
+        (Caller::Party { number, kind: PartyKind::Merchant }, None) => number,
+        (Caller::Party { .. }, _) => return Err(ApiError::forbidden()),
+        (_, merchant) => {
+            caller.require(crate::auth::Duty::Read)?;
+            let id = merchant.ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    "operators name the merchant (merchant=mch_…)",
+                )
+            })?;
+            platform::PartyNumber::new(id_of(&state.ids, IdKind::Merchant, id, "merchant")?)
+        }
+    };
+    let Page { limit, after: before } =
+        Page::from_params(params.limit, params.starting_after.as_deref(), &state.ids, IdKind::Freeze)?;
+    let mut found: Vec<Freeze> =
+        state.store.read(|p| p.freezes_of(merchant, before).take(limit + 1).cloned().collect());
+    let has_more = found.len() > limit;
+    found.truncate(limit);
+    Ok(Json(FreezePage { data: found.iter().map(|freeze| freeze_view(&state, freeze)).collect(), has_more }))
 }

@@ -69,7 +69,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/royalty-relations", post(splits::bind_receiver).get(splits::list_receivers))
         .route("/v1/royalty-relations/{receiver}", delete(splits::unbind_receiver))
         .route("/v1/trades/{trade_no}/disputes", post(disputes::open))
-        .route("/v1/freezes", post(freezes::create))
+        .route("/v1/freezes", post(freezes::create).get(freezes::list))
         .route("/v1/freezes/{id}", get(freezes::get))
         .route("/v1/freezes/{id}/unfreeze", post(freezes::unfreeze))
         .route("/v1/freezes/{id}/pay", post(freezes::pay_from))
@@ -145,7 +145,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         trades::get_trade, trades::list_trades, trades::create_payment_code,
         events::list_events, events::deliveries, events::trade_events,
         splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split, splits::list_splits,
-        freezes::create, freezes::get, freezes::unfreeze, freezes::pay_from,
+        freezes::create, freezes::list, freezes::get, freezes::unfreeze, freezes::pay_from,
         disputes::open, disputes::get, disputes::list, disputes::accept, disputes::reject, disputes::escalate, disputes::decide,
         events::resend, events::create_endpoint, events::list_endpoints,
         events::delete_endpoint, events::roll_secret,
@@ -184,8 +184,8 @@ impl Modify for TextPatterns {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{RefOr, Schema};
         let pattern_of = |property: &str| match property {
-            "name" | "subject" | "bank" => Some(platform::text::DISPLAY_TEXT_PATTERN),
-            "greeting" | "reason" | "memo" => Some(platform::text::OPTIONAL_TEXT_PATTERN),
+            "name" | "subject" | "bank" | "title" => Some(platform::text::DISPLAY_TEXT_PATTERN),
+            "greeting" | "reason" | "memo" | "note" => Some(platform::text::OPTIONAL_TEXT_PATTERN),
             "webhook_url" | "notify_url" => Some(platform::text::WEB_URL_PATTERN),
             _ => None,
         };

@@ -102,7 +102,11 @@ pub async fn list_receivers(
     ApiQuery(params): ApiQuery<RelationParams>,
 ) -> Result<Json<RelationPage>, ApiError> {
     let merchant = caller.require_party(&[PartyKind::Merchant])?;
-    let limit = params.limit.unwrap_or(20).clamp(1, 100) as usize;
+    let limit = params.limit.unwrap_or(20);
+    if limit == 0 || limit > super::PAGE_LIMIT_MAX {
+        return Err(ApiError::invalid("limit must be between 1 and 100"));
+    }
+    let limit = limit as usize;
     let after = params.starting_after.as_deref().map(|id| party_of_id(&state, id)).transpose()?;
     let mut found: Vec<PartyNumber> =
         state.store.read(|p| p.royalty_receivers(merchant, after).take(limit + 1).collect());

@@ -263,6 +263,21 @@ with sync_playwright() as playwright:
     admin.get_by_role("button", name="Search").click()
     assert admin.url.endswith("/console/trades/" + boots), admin.url
 
+    # A pre-authorisation: Tea House freezes a deposit by the buyer's payment
+    # code; the portal lists it and releases what it holds; the console shows it.
+    code = made(rest("POST", "/v1/payment-codes", buyer["api_key"], {}))["auth_code"]
+    deposit = made(rest("POST", "/v1/freezes", tea["api_key"], {"payment_code": code, "out_order_no": "room-8", "out_request_no": "room-8-f", "amount": 2000, "title": "tasting room deposit"}))
+    held_before = made(rest("GET", "/v1/balance", buyer["api_key"]))
+    portal.get_by_role("link", name="Pre-authorisations").click()
+    assert deposit["id"] in portal.locator("table").inner_text() and "AUTHORIZED" in portal.locator(".freeze-status").inner_text()
+    shot(portal, "portal-freezes")
+    portal.get_by_role("button", name="Release ¥20.00").click()
+    assert "FINISH" in portal.locator(".freeze-status").inner_text()
+    held_after = made(rest("GET", "/v1/balance", buyer["api_key"]))
+    assert (held_after["available"], held_after["held"]) == (held_before["available"] + 2000, held_before["held"] - 2000), held_after
+    admin.goto(BASE + f"/console/parties/{tea['id']}")
+    assert deposit["id"] in admin.content()
+
     # Session expiry: finance signs in; eight hours of clock later, signed out.
     finance = browser.new_context().new_page()
     sign_in(finance, "/console", "fay")

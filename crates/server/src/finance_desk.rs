@@ -1,8 +1,10 @@
-//! Disputes and splits in the console and the portal: a trade page's
-//! sections, the list of disputes (the console's queue of open ones, a
-//! merchant's own), and the answers — the merchant accepts or rejects,
-//! support staff decide an escalated one. Each is the API's request
-//! (`routes::disputes`), made with the session's token.
+//! Merchant finance in the console and the portal: a trade page's splits
+//! and disputes, the list of disputes (the console's queue of open ones, a
+//! merchant's own) and their answers — the merchant accepts or rejects,
+//! support staff decide an escalated one — and pre-authorisations (a
+//! merchant's freezes; it releases what one still holds). Each is the
+//! API's request (`routes::disputes`, `routes::freezes`), made with the
+//! session's token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -140,7 +142,91 @@ async fn step(what: &'static str, id: String, Posted(session, form): Posted<Disp
     }
 }
 
-/// The dispute routes of `desk` (deciding is the console's).
+/// A freeze as the pages show it.
+pub struct FreezeRow {
+    pub id: String,
+    pub out_order_no: String,
+    pub title: String,
+    pub status: String,
+    pub payer: String,
+    pub frozen: String,
+    pub rest: String,
+    /// What is left, in fen (the release form's amount).
+    pub rest_fen: u64,
+    pub paid: String,
+    pub released: String,
+    pub expires_at: String,
+}
+
+pub fn freeze_rows(page: &Value) -> Vec<FreezeRow> {
+    let Some(data) = page["data"].as_array() else { return Vec::new() };
+    data.iter()
+        .map(|freeze| FreezeRow {
+            id: text(freeze, "id"),
+            out_order_no: text(freeze, "out_order_no"),
+            title: text(freeze, "title"),
+            status: text(freeze, "status"),
+            payer: text(freeze, "payer"),
+            frozen: yuan(freeze, "frozen"),
+            rest: yuan(freeze, "rest"),
+            rest_fen: freeze["rest"].as_u64().unwrap_or(0),
+            paid: yuan(freeze, "paid"),
+            released: yuan(freeze, "released"),
+            expires_at: text(freeze, "expires_at"),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "desk/freezes.html")]
+struct FreezesPage {
+    frame: Frame,
+    freezes: Vec<FreezeRow>,
+    nonce: String,
+}
+
+/// `GET /portal/freezes`: the merchant's pre-authorisations, newest first.
+async fn freezes(web: Arc<Web>, peer: SocketAddr, headers: HeaderMap) -> Response {
+    let session = match session(&web, Desk::Portal, &headers, peer) {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
+    let nonce = match web::form_nonce() {
+        Ok(nonce) => nonce,
+        Err(error) => return axum::response::IntoResponse::into_response(error),
+    };
+    match session.get("/v1/freezes?limit=100".to_string()).await {
+        Ok(page) => {
+            render(StatusCode::OK, &FreezesPage { freezes: freeze_rows(&page), nonce, frame: session.frame }, &[])
+        }
+        Err(refusal) => refusal_page(&session.frame, &refusal),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ReleaseForm {
+    csrf: String,
+    nonce: String,
+    /// What the freeze holds, in fen, as the page showed it: the release is of that.
+    amount: u64,
+}
+
+csrf_forms!(ReleaseForm);
+
+/// `POST /portal/freezes/{id}/release`: what the freeze still holds goes
+/// back to the buyer (the form's nonce is the request number: once).
+async fn release(id: String, Posted(session, form): Posted<ReleaseForm>) -> Response {
+    let (Some(id), Some(nonce)) = (plain_id(&id), plain_id(&form.nonce)) else {
+        return message_page(&session.frame, StatusCode::BAD_REQUEST, session.frame.words.expired);
+    };
+    let body = json!({ "out_request_no": format!("web-{nonce}"), "amount": form.amount });
+    match session.call(Method::POST, format!("/v1/freezes/{id}/unfreeze"), Some(body), Some(nonce)).await {
+        Ok(_) => web::see_other("/portal/freezes", &[]),
+        Err(refusal) => refusal_page(&session.frame, &refusal),
+    }
+}
+
+/// The routes of `desk` (deciding disputes is the console's, freezes the portal's).
 pub fn routes(desk: Desk) -> axum::Router<Arc<Web>> {
     use axum::routing::{get, post};
     let base = desk.base();
@@ -153,6 +239,11 @@ pub fn routes(desk: Desk) -> axum::Router<Arc<Web>> {
         .route(&format!("{base}/disputes/{{id}}/reject"), post(|Path(id), form| step("reject", id, form)));
     match desk {
         Desk::Console => router.route("/console/disputes/{id}/decide", post(|Path(id), form| step("decide", id, form))),
-        Desk::Portal => router,
+        Desk::Portal => router
+            .route(
+                "/portal/freezes",
+                get(|State(web), ConnectInfo(peer): ConnectInfo<SocketAddr>, headers| freezes(web, peer, headers)),
+            )
+            .route("/portal/freezes/{id}/release", post(|Path(id), form| release(id, form))),
     }
 }
