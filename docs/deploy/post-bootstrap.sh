@@ -4,3 +4,5 @@
 set -eu
 psql "$1" -v ON_ERROR_STOP=1 -c "CREATE ROLE zhifu LOGIN PASSWORD 'change-me-zhifu'"
 psql "$1" -v ON_ERROR_STOP=1 -c "CREATE DATABASE zhifu OWNER zhifu"
+# To read its standbys' lag (pg_stat_replication) for /healthz and the console.
+psql "$1" -v ON_ERROR_STOP=1 -c "GRANT pg_monitor TO zhifu"

@@ -219,6 +219,21 @@ impl<M: StateMachine> Journal<M> {
         self.log.lead()
     }
 
+    /// The store's replicas (see `LogStore::replicas`).
+    pub fn replicas(&mut self) -> Vec<crate::Replica> {
+        self.log.replicas()
+    }
+
+    /// The nodes following the log (see `LogStore::followers`).
+    pub fn followers(&mut self) -> Vec<crate::Follower> {
+        self.log.followers()
+    }
+
+    /// Tells the log how far this follower has applied.
+    pub fn report_applied(&mut self, applied: u64) {
+        self.log.report_applied(applied);
+    }
+
     /// Whether another node may be appending to the log.
     pub fn log_is_shared(&self) -> bool {
         self.log.is_shared()

@@ -61,7 +61,7 @@ pub fn postgres_lease_default() -> std::time::Duration {
     postgres::LEASE_DEFAULT
 }
 pub use wal::FileLog;
-pub use writer::Health;
+pub use writer::{Follower, Health, Replica};
 
 /// The bare ledger made durable.
 pub type DurableLedger = Durable<Ledger>;
@@ -139,7 +139,14 @@ impl<M: StateMachine> Durable<M> {
         let history = journal.history_reader();
         let archive = journal.archive_reader();
         let role = if journal.log_is_shared() { Lead::Follower { leader: None } } else { Lead::Leader };
-        let health = Health { role, last_applied: report.last_sequence, failure: None, store_problem: None };
+        let health = Health {
+            role,
+            last_applied: report.last_sequence,
+            failure: None,
+            store_problem: None,
+            replicas: Vec::new(),
+            followers: Vec::new(),
+        };
         let health = Arc::new(Mutex::new(health));
         let machine = Arc::new(StateLock::new(machine));
         let stats = Arc::new(RwLock::new(WriterStats::default()));
@@ -150,6 +157,7 @@ impl<M: StateMachine> Durable<M> {
             stats: Arc::clone(&stats),
             health: Arc::clone(&health),
             receiver,
+            position_reported_at: None,
         };
         let writer =
             std::thread::Builder::new().name("journal-writer".to_string()).spawn(move || writer.run()).map_err(

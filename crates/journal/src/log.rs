@@ -59,6 +59,21 @@ pub trait LogStore: Send + 'static {
         false
     }
 
+    /// The store's own replicas and how far behind each is (PostgreSQL's
+    /// standbys, as its primary sees them); none for a store of one disk.
+    fn replicas(&mut self) -> Vec<crate::Replica> {
+        Vec::new()
+    }
+
+    /// The other nodes following a shared log, as each last reported.
+    fn followers(&mut self) -> Vec<crate::Follower> {
+        Vec::new()
+    }
+
+    /// A follower's report of how far it has applied (figures only: a
+    /// store that cannot take it now loses nothing).
+    fn report_applied(&mut self, _applied: u64) {}
+
     /// Bytes of a torn record cut from the log's end at recovery.
     fn torn_bytes_cut(&self) -> u64 {
         0

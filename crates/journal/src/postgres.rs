@@ -215,7 +215,12 @@ fn create_schema(client: &mut Client) -> Result<Option<i32>, postgres::Error> {
              holder text NOT NULL,
              expires_at timestamptz NOT NULL
          );
-         INSERT INTO zhifu_leader VALUES (1, 0, '', now()) ON CONFLICT (id) DO NOTHING;",
+         INSERT INTO zhifu_leader VALUES (1, 0, '', now()) ON CONFLICT (id) DO NOTHING;
+         CREATE TABLE IF NOT EXISTS zhifu_nodes (
+             node text PRIMARY KEY,
+             applied bigint NOT NULL,
+             seen_at timestamptz NOT NULL
+         );",
     )?;
     let versions: Vec<i32> =
         transaction.query("SELECT version FROM zhifu_schema", &[])?.iter().map(|row| row.get(0)).collect();
@@ -404,6 +409,64 @@ impl LogStore for PostgresLog {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn followers(&mut self) -> Vec<crate::Follower> {
+        let Some(me) = leader_name(&self.node) else { return Vec::new() };
+        let Ok(connection) = self.connection() else { return Vec::new() };
+        let rows = connection.client.query(
+            "SELECT node, applied, (extract(epoch FROM now() - seen_at) * 1000)::int8 FROM zhifu_nodes
+             WHERE seen_at > now() - interval '60 seconds' AND node <> $1 ORDER BY node LIMIT 32",
+            &[&me],
+        );
+        let Ok(rows) = rows else { return Vec::new() };
+        rows.iter()
+            .filter_map(|row| {
+                let applied = u64::try_from(row.try_get::<_, i64>(1).ok()?).ok()?;
+                let seen = row.try_get::<_, Option<i64>>(2).ok().flatten().and_then(|ms| u64::try_from(ms).ok());
+                Some(crate::Follower { node: row.try_get(0).ok()?, applied, seen_ms_ago: seen.unwrap_or(0) })
+            })
+            .collect()
+    }
+
+    fn report_applied(&mut self, applied: u64) {
+        let Some(me) = leader_name(&self.node) else { return };
+        let Ok(applied) = i64::try_from(applied) else { return };
+        let Ok(connection) = self.connection() else { return };
+        let _ = connection.client.execute(
+            "INSERT INTO zhifu_nodes VALUES ($1, $2, now())
+             ON CONFLICT (node) DO UPDATE SET applied = excluded.applied, seen_at = excluded.seen_at",
+            &[&me, &applied],
+        );
+    }
+
+    fn replicas(&mut self) -> Vec<crate::Replica> {
+        // Figures only: a store that does not answer shows none (the lease
+        // renewal just before reports the store's problems).
+        let Ok(connection) = self.connection() else { return Vec::new() };
+        let rows = connection.client.query(
+            "SELECT coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''),
+                    (extract(epoch FROM replay_lag) * 1000)::int8,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8
+             FROM pg_stat_replication ORDER BY application_name LIMIT 32",
+            &[],
+        );
+        let Ok(rows) = rows else { return Vec::new() };
+        rows.iter()
+            .map(|row| {
+                let text = |column: usize| row.try_get::<_, String>(column).unwrap_or_default();
+                let number = |column: usize| {
+                    row.try_get::<_, Option<i64>>(column).ok().flatten().and_then(|n| u64::try_from(n).ok())
+                };
+                crate::Replica {
+                    name: text(0),
+                    state: text(1),
+                    sync_state: text(2),
+                    replay_lag_ms: number(3),
+                    behind_bytes: number(4),
+                }
+            })
+            .collect()
     }
 }
 

@@ -24,6 +24,8 @@ const APPLY_SLICE_COMMANDS: usize = 128;
 const LEAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// A follower looks for the leader's new records this often.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a follower tells the shared log how far it has applied.
+const POSITION_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Records a follower applies under one hold of the state's lock.
 const FOLLOW_SLICE_RECORDS: u64 = 1_024;
 /// After the store failed to answer, wait this long before asking again.
@@ -71,6 +73,35 @@ pub struct Health {
     pub failure: Option<String>,
     /// Why the store cannot be reached now, while it cannot.
     pub store_problem: Option<String>,
+    /// The store's replicas as the leader last saw them (empty elsewhere).
+    pub replicas: Vec<Replica>,
+    /// The other nodes following the log, as the leader last saw them.
+    pub followers: Vec<Follower>,
+}
+
+/// A node following a shared log: how far it has applied, as it last said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Follower {
+    /// Its name in the lease (`--public-url`).
+    pub node: String,
+    pub applied: u64,
+    /// How long ago it said so.
+    pub seen_ms_ago: u64,
+}
+
+/// A replica of the store (a PostgreSQL standby) and its lag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// Its `application_name`.
+    pub name: String,
+    /// `streaming`, `catchup`, …
+    pub state: String,
+    /// `sync`, `async`, `quorum`, `potential`.
+    pub sync_state: String,
+    /// How long ago the last change it replayed was made on the primary.
+    pub replay_lag_ms: Option<u64>,
+    /// WAL the primary has written that it has not replayed yet.
+    pub behind_bytes: Option<u64>,
 }
 
 pub(crate) struct Writer<M: StateMachine> {
@@ -79,6 +110,8 @@ pub(crate) struct Writer<M: StateMachine> {
     pub stats: Arc<RwLock<WriterStats>>,
     pub health: Arc<Mutex<Health>>,
     pub receiver: Receiver<Request<M>>,
+    /// When this node, following, last told the log how far it applied.
+    pub position_reported_at: Option<Instant>,
 }
 
 impl<M: StateMachine> Writer<M> {
@@ -101,7 +134,13 @@ impl<M: StateMachine> Writer<M> {
     }
 
     fn set_role(&self, role: Lead) {
-        self.health().role = role;
+        let mut health = self.health();
+        if role != Lead::Leader {
+            // Only the leader watches the store's replicas and the followers.
+            health.replicas.clear();
+            health.followers.clear();
+        }
+        health.role = role;
     }
 
     fn set_store_problem(&self, problem: Option<String>) {
@@ -158,6 +197,9 @@ impl<M: StateMachine> Writer<M> {
         match self.journal.lead() {
             Ok(Lead::Leader) => {
                 self.set_store_problem(None);
+                let (replicas, followers) = (self.journal.replicas(), self.journal.followers());
+                let mut health = self.health();
+                (health.replicas, health.followers) = (replicas, followers);
                 true
             }
             Ok(follower) => {
@@ -369,6 +411,9 @@ impl<M: StateMachine> Writer<M> {
                 if !behind && self.failure().is_none() && self.try_to_lead() {
                     return true;
                 }
+                if !behind {
+                    self.report_position();
+                }
             }
             let wait = if behind { Duration::ZERO } else { FOLLOW_POLL_INTERVAL };
             let deadline = Instant::now() + wait;
@@ -387,6 +432,17 @@ impl<M: StateMachine> Writer<M> {
                 }
             }
         }
+    }
+
+    /// Tells the shared log how far this node has applied, once a second
+    /// at most (the leader shows it; a failure to say so changes nothing).
+    fn report_position(&mut self) {
+        if self.position_reported_at.is_some_and(|at| at.elapsed() < POSITION_REPORT_INTERVAL) {
+            return;
+        }
+        self.position_reported_at = Some(Instant::now());
+        let applied = self.health().last_applied;
+        self.journal.report_applied(applied);
     }
 
     fn leader_name(&self) -> Option<String> {

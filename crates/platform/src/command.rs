@@ -412,6 +412,26 @@ pub struct NewTrade {
     pub passback_params: Option<String>,
 }
 
+impl NewTrade {
+    /// An instant trade with nothing else set: anyone may pay it, the
+    /// usual expiry, no campaign, no notification.
+    pub fn instant(merchant: PartyNumber, out_trade_no: String, amount: Fen, subject: String) -> NewTrade {
+        NewTrade {
+            merchant,
+            out_trade_no,
+            amount,
+            subject,
+            mode: TradeMode::Instant,
+            buyer: None,
+            auto_confirm_days: None,
+            expire_minutes: None,
+            campaign: None,
+            notify_url: None,
+            passback_params: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Nanoseconds since the Unix epoch, from the platform's clock.

@@ -19,11 +19,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use platform::accounts::{self, Reference};
 use platform::{PartyNumber, Timestamp, Trade, TradeNumber};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -85,24 +83,12 @@ pub fn download_url(
 ) -> Result<String, ApiError> {
     let expires_nanos = state.clock.now().nanos().saturating_add(DOWNLOAD_SECONDS * ledger::NANOS_PER_SECOND);
     let download = Download { merchant: merchant.get(), kind, period, expires_nanos };
-    let json = serde_json::to_vec(&download).map_err(|_| ApiError::internal("a download does not encode"))?;
-    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
-    let mac = state.derive(b"alipay-bill", body.as_bytes(), b"")?;
-    Ok(format!("{}/bills/alipay/{body}.{}", state.public_url, hex::encode(&mac[..16])))
+    let token = crate::web::signed_token(state, b"alipay-bill", &download)?;
+    Ok(format!("{}/bills/alipay/{token}", state.public_url))
 }
 
 fn read_token(state: &AppState, token: &str) -> Option<Download> {
-    if token.len() > TOKEN_BYTES_MAX {
-        return None;
-    }
-    let (body, mac) = token.split_once('.')?;
-    let expected = state.derive(b"alipay-bill", body.as_bytes(), b"").ok()?;
-    let mac = hex::decode(mac).ok()?;
-    if !bool::from(expected[..16].ct_eq(&mac)) {
-        return None;
-    }
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).ok()?;
-    serde_json::from_slice(&json).ok()
+    crate::web::read_signed_token(state, b"alipay-bill", token, TOKEN_BYTES_MAX)
 }
 
 /// `GET /bills/alipay/{token}`: the zip, made now.

@@ -19,10 +19,8 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use platform::{Action, Outcome, PartyKind, PartyNumber, PaySource, Trade, TradeNumber, TradeStatus};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -50,24 +48,11 @@ pub struct Checkout {
 
 /// The signed token of a checkout: base64url(JSON) `.` hex(MAC).
 pub fn token(state: &AppState, checkout: &Checkout) -> Result<String, ApiError> {
-    let json = serde_json::to_vec(checkout).map_err(|_| ApiError::internal("a checkout does not encode"))?;
-    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
-    let mac = state.derive(b"checkout", body.as_bytes(), b"")?;
-    Ok(format!("{body}.{}", hex::encode(&mac[..16])))
+    crate::web::signed_token(state, b"checkout", checkout)
 }
 
 fn read_token(state: &AppState, token: &str) -> Option<Checkout> {
-    if token.len() > TOKEN_BYTES_MAX {
-        return None;
-    }
-    let (body, mac) = token.split_once('.')?;
-    let expected = state.derive(b"checkout", body.as_bytes(), b"").ok()?;
-    let mac = hex::decode(mac).ok()?;
-    if !bool::from(expected[..16].ct_eq(&mac)) {
-        return None;
-    }
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).ok()?;
-    serde_json::from_slice(&json).ok()
+    crate::web::read_signed_token(state, b"checkout", token, TOKEN_BYTES_MAX)
 }
 
 /// The words of the pages, in Chinese or English by `Accept-Language`.

@@ -120,7 +120,8 @@ async fn home(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: Hea
 }
 
 /// This node's place in the store (leader or follower, the last command
-/// applied) and the journal's figures since it started.
+/// applied), the journal's figures since it started and, on the leader of
+/// a PostgreSQL store, its standbys' lag.
 fn store_figures(web: &Web) -> Vec<(&'static str, String)> {
     let health = web.state.store.health();
     let role = match &health.role {
@@ -134,7 +135,18 @@ fn store_figures(web: &Web) -> Vec<(&'static str, String)> {
     };
     let stats = web.state.store.stats();
     let per_group = if stats.groups == 0 { 0.0 } else { stats.batches as f64 / stats.groups as f64 };
-    vec![
+    let shown = |figure: Option<u64>, unit: &str| figure.map_or("?".to_string(), |n| format!("{n} {unit}"));
+    let replicas = health.replicas.iter().map(|replica| {
+        let lag = format!(
+            "{} ({}): replay lag {}, {} behind",
+            replica.state,
+            replica.sync_state,
+            shown(replica.replay_lag_ms, "ms"),
+            shown(replica.behind_bytes, "bytes")
+        );
+        ("PostgreSQL standby", format!("{}: {lag}", replica.name))
+    });
+    let mut figures = vec![
         ("role", role),
         ("status", status),
         ("last command applied", health.last_applied.to_string()),
@@ -143,7 +155,17 @@ fn store_figures(web: &Web) -> Vec<(&'static str, String)> {
         ("snapshots", stats.snapshots.to_string()),
         ("slowest append (µs)", stats.append_us_max.to_string()),
         ("slowest apply of a group (µs)", stats.apply_us_max.to_string()),
-    ]
+    ];
+    figures.extend(replicas);
+    figures.extend(health.followers.iter().map(|follower| {
+        let behind = health.last_applied.saturating_sub(follower.applied);
+        let said = format!(
+            "{} at {} ({behind} behind, said {} ms ago)",
+            follower.node, follower.applied, follower.seen_ms_ago
+        );
+        ("zhifu follower", said)
+    }));
+    figures
 }
 
 fn rows(page: &Value) -> Vec<TradeRow> {

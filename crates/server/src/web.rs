@@ -72,6 +72,38 @@ pub fn csrf_holds(state: &AppState, holder: &str, subject: &str, csrf: &str) -> 
 }
 
 /// Chinese when the browser asks for it first.
+/// `value` as a token a link can carry, signed for `purpose`:
+/// base64url(JSON) `.` hex(MAC).
+pub fn signed_token(state: &AppState, purpose: &[u8], value: &impl serde::Serialize) -> Result<String, ApiError> {
+    use base64::Engine;
+    let json = serde_json::to_vec(value).map_err(|_| ApiError::internal("a token does not encode"))?;
+    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let mac = state.derive(purpose, body.as_bytes(), b"")?;
+    Ok(format!("{body}.{}", hex::encode(&mac[..16])))
+}
+
+/// What a token of [`signed_token`] for `purpose` carries, if it is one
+/// (at most `bytes_max` long) and its MAC holds.
+pub fn read_signed_token<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    purpose: &[u8],
+    token: &str,
+    bytes_max: usize,
+) -> Option<T> {
+    use base64::Engine;
+    if token.len() > bytes_max {
+        return None;
+    }
+    let (body, mac) = token.split_once('.')?;
+    let expected = state.derive(purpose, body.as_bytes(), b"").ok()?;
+    let mac = hex::decode(mac).ok()?;
+    if !bool::from(expected[..16].ct_eq(&mac)) {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
 pub fn prefers_chinese(headers: &HeaderMap) -> bool {
     let accepted = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
     accepted.split(',').next().unwrap_or("").trim().to_ascii_lowercase().starts_with("zh")

@@ -424,19 +424,7 @@ impl Vopr {
             let action = if self.rng.random_bool(0.5) {
                 Action::Unfreeze { freeze: number, merchant, out_request_no: reference, amount }
             } else {
-                let trade = NewTrade {
-                    merchant,
-                    out_trade_no: reference,
-                    amount,
-                    subject: "stay".to_string(),
-                    mode: TradeMode::Instant,
-                    buyer: None,
-                    auto_confirm_days: None,
-                    expire_minutes: None,
-                    campaign: None,
-                    notify_url: None,
-                    passback_params: None,
-                };
+                let trade = NewTrade::instant(merchant, reference, amount, "stay".to_string());
                 Action::PayFromFreeze { freeze: number, merchant, trade, complete: self.rng.random_bool(0.3) }
             };
             if let Outcome::TradeUpdated(trade) = self.submit(action)?

@@ -120,6 +120,12 @@ fn a_follower_applies_the_log_and_takes_over_and_an_empty_node_catches_up() {
     let balances = (first.available(&payer), first.available(&payee));
     // The follower applies it, and sends writers to the leader.
     wait_until("the follower catches up", Duration::from_secs(10), || sequence(&second) == sequence(&first));
+    // The leader knows how far it has come (it says so once a second).
+    wait_until("the leader sees the follower caught up", Duration::from_secs(10), || {
+        let (_, health) = first.get("/healthz", None);
+        let followers = health["followers"].as_array().cloned().unwrap_or_default();
+        followers.iter().any(|f| f["node"] == second.base.as_str() && f["behind"] == 0)
+    });
     let response = second.client.get(format!("{}/v1/balance", second.base)).bearer_auth(&payer).send().unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers().get("zhifu-leader").and_then(|v| v.to_str().ok()), Some(first.base.as_str()));
@@ -225,6 +231,12 @@ fn under_load_crashes_and_failovers_lose_nothing_acknowledged_and_apply_nothing_
     let directory = tempfile::tempdir().unwrap();
     let mut nodes: Vec<Server> = ["a", "b", "c"].iter().map(|name| node(directory.path(), name, &url)).collect();
     let (leader, _) = wait_for_leader(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(30));
+    // The leader reports PostgreSQL's standby, synchronous, and its lag.
+    wait_until("the leader sees the standby", Duration::from_secs(10), || {
+        let (_, health) = nodes[leader].get("/healthz", None);
+        let replicas = health["replicas"].as_array().cloned().unwrap_or_default();
+        replicas.iter().any(|r| r["name"] == "pg1" && r["sync_state"] == "sync" && r["behind_bytes"].is_u64())
+    });
     let (payee_id, payee) = nodes[leader].user("payee");
     let (_, payer) = nodes[leader].user("payer");
     nodes[leader].top_up(&payer, 1_000_000_000);

@@ -247,9 +247,7 @@ pub async fn accept(
     Path(id): Path<String>,
     body: JsonBody<DisputeNote>,
 ) -> Result<Json<DisputeView>, ApiError> {
-    let (dispute, merchant) = merchant_step(&state, caller, &id)?;
-    let how = (Some(merchant), DisputeStep::Accept, body.value.note.clone());
-    step(&state, caller, &request, body.idempotency(caller), &dispute, how).await
+    merchant_answer(&state, caller, &request, &id, &body, DisputeStep::Accept).await
 }
 
 #[utoipa::path(post, path = "/v1/disputes/{id}/reject", tag = "disputes", request_body = DisputeNote,
@@ -263,9 +261,21 @@ pub async fn reject(
     Path(id): Path<String>,
     body: JsonBody<DisputeNote>,
 ) -> Result<Json<DisputeView>, ApiError> {
-    let (dispute, merchant) = merchant_step(&state, caller, &id)?;
-    let how = (Some(merchant), DisputeStep::Reject, body.value.note.clone());
-    step(&state, caller, &request, body.idempotency(caller), &dispute, how).await
+    merchant_answer(&state, caller, &request, &id, &body, DisputeStep::Reject).await
+}
+
+/// The merchant's answer (`accept`, `reject`), by the merchant or support staff.
+async fn merchant_answer(
+    state: &Arc<AppState>,
+    caller: Caller,
+    request: &RequestTag,
+    id: &str,
+    body: &JsonBody<DisputeNote>,
+    answer: DisputeStep,
+) -> Result<Json<DisputeView>, ApiError> {
+    let (dispute, merchant) = merchant_step(state, caller, id)?;
+    let how = (Some(merchant), answer, body.value.note.clone());
+    step(state, caller, request, body.idempotency(caller), &dispute, how).await
 }
 
 #[utoipa::path(post, path = "/v1/disputes/{id}/escalate", tag = "disputes", request_body = DisputeNote,

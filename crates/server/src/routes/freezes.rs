@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform::freezes::Freeze;
-use platform::{Action, NewTrade, Outcome, PartyKind, TradeMode};
+use platform::{Action, NewTrade, Outcome, PartyKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -230,19 +230,8 @@ pub async fn pay_from(
 ) -> Result<(StatusCode, Json<TradeView>), ApiError> {
     let (merchant, freeze) = merchants_freeze(&state, caller, &id)?;
     let value = &body.value;
-    let trade = NewTrade {
-        merchant,
-        out_trade_no: value.out_trade_no.clone(),
-        amount: check_amount(value.amount)?,
-        subject: value.subject.clone(),
-        mode: TradeMode::Instant,
-        buyer: None,
-        auto_confirm_days: None,
-        expire_minutes: None,
-        campaign: None,
-        notify_url: None,
-        passback_params: None,
-    };
+    let amount = check_amount(value.amount)?;
+    let trade = NewTrade::instant(merchant, value.out_trade_no.clone(), amount, value.subject.clone());
     let outcome = pay(&state, body.idempotency(caller), freeze, trade, value.complete).await?;
     let trade = outcome_or_error!(outcome, Outcome::TradeUpdated(trade) => trade)?;
     if trade.paid_at.is_none() {

@@ -40,6 +40,36 @@ pub struct Health {
     /// The leader's `--public-url`, on a follower that knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// On the leader of a PostgreSQL store: its standbys and their lag, as
+    /// the primary reports them (`pg_stat_replication`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaView>,
+    /// On the leader of a PostgreSQL store: the nodes following the log,
+    /// how far each has applied (as it said in the last minute).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub followers: Vec<FollowerView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FollowerView {
+    /// Its `--public-url`.
+    pub node: String,
+    pub sequence: u64,
+    /// Commands the leader has applied that it had not, when it said.
+    pub behind: u64,
+    pub seen_ms_ago: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplicaView {
+    pub name: String,
+    /// `streaming`, `catchup`, …
+    pub state: String,
+    /// `sync`, `async`, `quorum`, `potential`.
+    pub sync_state: String,
+    pub replay_lag_ms: Option<u64>,
+    /// WAL written on the primary and not yet replayed there, in bytes.
+    pub behind_bytes: Option<u64>,
 }
 
 fn health_of(state: &AppState) -> (StatusCode, Health) {
@@ -53,8 +83,36 @@ fn health_of(state: &AppState) -> (StatusCode, Health) {
         (None, Some(problem)) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE, Some(problem.clone())),
         (None, None) => ("ok", StatusCode::OK, None),
     };
-    let view =
-        Health { status: status.to_string(), role: role.to_string(), sequence: health.last_applied, reason, leader };
+    let replicas = health
+        .replicas
+        .iter()
+        .map(|replica| ReplicaView {
+            name: replica.name.clone(),
+            state: replica.state.clone(),
+            sync_state: replica.sync_state.clone(),
+            replay_lag_ms: replica.replay_lag_ms,
+            behind_bytes: replica.behind_bytes,
+        })
+        .collect();
+    let followers = health
+        .followers
+        .iter()
+        .map(|follower| FollowerView {
+            node: follower.node.clone(),
+            sequence: follower.applied,
+            behind: health.last_applied.saturating_sub(follower.applied),
+            seen_ms_ago: follower.seen_ms_ago,
+        })
+        .collect();
+    let view = Health {
+        status: status.to_string(),
+        role: role.to_string(),
+        sequence: health.last_applied,
+        reason,
+        leader,
+        replicas,
+        followers,
+    };
     (code, view)
 }
 
