@@ -467,7 +467,7 @@ fn write_account_detail<W: Write>(
             csv_field(&out_trade_no),
             csv_field(&subject),
             format_timestamp(Timestamp::from_nanos(command_time(&transfer))),
-            counterpart(state, other),
+            crate::routes::finance::account_label(state, other),
             yuan(i128::try_from(balance).unwrap_or(i128::MAX)),
             accounts::transfer_code_name(transfer.code),
         ))
@@ -491,25 +491,6 @@ fn write_account_detail<W: Write>(
     lines.push(format!("#期末余额：{}元", yuan(i128::try_from(movements.closing).unwrap_or(i128::MAX))));
     lines.push(exported(state));
     Ok(lines)
-}
-
-/// The other side of a movement: a party's id, or the platform's account by name.
-fn counterpart(state: &AppState, account: u128) -> String {
-    let number = PartyNumber::new(account as u64);
-    if account == accounts::wallet(number) {
-        return crate::routes::splits::id_of_party(state, number);
-    }
-    if account == accounts::fund(number) {
-        return format!("{}:fund", crate::routes::splits::id_of_party(state, number));
-    }
-    match account {
-        accounts::BANK_CLEARING => "zhifu:bank",
-        accounts::REVENUE => "zhifu:revenue",
-        accounts::ESCROW => "zhifu:escrow",
-        accounts::CAMPAIGNS | accounts::MARKETING => "zhifu:marketing",
-        _ => "zhifu",
-    }
-    .to_string()
 }
 
 /// Alipay's words for what a movement is (业务类型).

@@ -197,6 +197,9 @@ pub struct Words {
     pub expires: &'static str,
     pub release: &'static str,
     pub freezes_hint: &'static str,
+    pub ledger_transfers: &'static str,
+    pub from_word: &'static str,
+    pub to_word: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -344,6 +347,9 @@ const ENGLISH: Words = Words {
     expires: "Expires",
     release: "Release",
     freezes_hint: "Money frozen in buyers' balances (alipay.fund.auth.order.freeze, POST /v1/freezes): pay from it with auth_no, or release it; what is left goes back by itself 30 days after the freeze.",
+    ledger_transfers: "Ledger transfers",
+    from_word: "From",
+    to_word: "To",
 };
 
 const CHINESE: Words = Words {
@@ -491,6 +497,9 @@ const CHINESE: Words = Words {
     expires: "到期",
     release: "解冻",
     freezes_hint: "冻结在买家余额中的资金（alipay.fund.auth.order.freeze、POST /v1/freezes）：可用 auth_no 转支付或解冻；冻结 30 天后未用部分自动解冻。",
+    ledger_transfers: "账务流水",
+    from_word: "付款方",
+    to_word: "收款方",
 };
 
 pub fn words(headers: &HeaderMap) -> &'static Words {
@@ -877,6 +886,7 @@ struct TradePage {
     trade: TradeRow,
     splits: Vec<crate::finance_desk::SplitRow>,
     disputes: Vec<crate::finance_desk::DisputeRow>,
+    transfers: Vec<crate::finance_desk::TransferRow>,
     timeline: Vec<TimelineRow>,
     truncated: bool,
     audit: Vec<AuditRow>,
@@ -904,6 +914,10 @@ pub async fn trade_page(session: Session, trade_no: &str) -> Response {
         .get(format!("/v1/disputes?trade={trade_no}"))
         .await
         .map(|page| crate::finance_desk::dispute_rows(&page));
+    let transfers = session
+        .get(format!("/v1/trades/{trade_no}/transfers"))
+        .await
+        .map(|page| crate::finance_desk::transfer_rows(&page));
     let audit = if session.frame.is_console() {
         session.get(format!("/v1/admin/audit?target={trade_no}&limit=50")).await.map(|page| audit_rows(&page))
     } else {
@@ -917,6 +931,7 @@ pub async fn trade_page(session: Session, trade_no: &str) -> Response {
         trade: trade_row(&trade),
         splits: splits.unwrap_or_default(),
         disputes: disputes.unwrap_or_default(),
+        transfers: transfers.unwrap_or_default(),
         timeline: timeline_rows(&timeline),
         truncated: timeline["truncated"].as_bool().unwrap_or(false),
         audit: audit.unwrap_or_default(),

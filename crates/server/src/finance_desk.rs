@@ -142,6 +142,30 @@ async fn step(what: &'static str, id: String, Posted(session, form): Posted<Disp
     }
 }
 
+/// A ledger transfer of a trade, as its page shows it.
+pub struct TransferRow {
+    pub id: String,
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub amount: String,
+    pub created: String,
+}
+
+pub fn transfer_rows(page: &Value) -> Vec<TransferRow> {
+    let Some(data) = page["data"].as_array() else { return Vec::new() };
+    data.iter()
+        .map(|transfer| TransferRow {
+            id: text(transfer, "id"),
+            kind: text(transfer, "type"),
+            from: text(transfer, "from"),
+            to: text(transfer, "to"),
+            amount: yuan(transfer, "amount"),
+            created: text(transfer, "created"),
+        })
+        .collect()
+}
+
 /// A freeze as the pages show it.
 pub struct FreezeRow {
     pub id: String,

@@ -439,6 +439,7 @@ fn every_route_answers_each_role_as_the_table_says() {
         (Method::GET, format!("/v1/freezes/{}", zero_id("frz_")), None, SIGNED_IN),
         (Method::GET, "/v1/freezes".into(), None, OPERATORS_AND_MERCHANT),
         (Method::GET, format!("/v1/trades/{trade}/splits"), None, SIGNED_IN),
+        (Method::GET, format!("/v1/trades/{trade}/transfers"), None, OPERATORS_AND_MERCHANT),
         (
             Method::POST,
             format!("/v1/freezes/{}/unfreeze", zero_id("frz_")),

@@ -393,3 +393,58 @@ fn the_alipay_format_bills_total_to_the_ledger_like_the_rest_bill() {
     assert_eq!(fetch(&url).status(), 410);
     assert_eq!(fetch(&format!("{}x", url.trim_end_matches(char::is_alphanumeric))).status(), 404);
 }
+
+/// A trade's ledger transfers, found in the history at the trade's moments:
+/// its payment and fee, a refund with the fee's share back, a split; to
+/// its merchant and operators only.
+#[test]
+fn a_trades_ledger_transfers_are_found_in_the_history() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &SIMULATED);
+    let (shop_id, shop) = server.merchant("shop");
+    let (carrier_id, _) = server.user("carrier");
+    let (buyer_id, buyer) = server.user("buyer");
+    server.top_up(&buyer, 1_000_000);
+    assert_eq!(server.post("/v1/royalty-relations", Some(&shop), json!({ "receiver": carrier_id })).0, 201);
+    // Other trades around it, at the same moments and after.
+    let mut trade_no = String::new();
+    for index in 0..3 {
+        advance(&server, 60);
+        let body =
+            json!({ "out_trade_no": format!("x-{index}"), "amount": 10_000, "subject": "tea", "mode": "instant" });
+        let (_, trade) = server.post("/v1/trades", Some(&shop), body);
+        let number = trade["trade_no"].as_str().unwrap().to_string();
+        assert_eq!(server.post(&format!("/v1/trades/{number}/pay"), Some(&buyer), json!({})).0, 200);
+        if index == 1 {
+            trade_no = number;
+        }
+    }
+    advance(&server, 60);
+    let refund = json!({ "out_request_no": "r-1", "amount": 4_000 });
+    assert_eq!(server.post(&format!("/v1/trades/{trade_no}/refunds"), Some(&shop), refund).0, 201);
+    let split = json!({ "out_request_no": "s-1", "splits": [{ "to": carrier_id, "amount": 1_000 }] });
+    assert_eq!(server.post(&format!("/v1/trades/{trade_no}/splits"), Some(&shop), split).0, 201);
+    let (status, transfers) = server.get(&format!("/v1/trades/{trade_no}/transfers"), Some(&shop));
+    assert_eq!(status, 200, "{transfers}");
+    let rows: Vec<(String, String, String)> = transfers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let field = |name: &str| t[name].as_str().unwrap().to_string();
+            (field("type"), field("from"), field("to"))
+        })
+        .collect();
+    let kinds: Vec<&str> = rows.iter().map(|(kind, _, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["trade_payment", "trade_fee", "trade_fee_return", "trade_refund", "trade_split"], "{transfers}");
+    assert_eq!(rows[0], ("trade_payment".to_string(), buyer_id.clone(), shop_id.clone()));
+    assert_eq!(rows[1].2, "zhifu:revenue");
+    assert_eq!(rows[3], ("trade_refund".to_string(), shop_id.clone(), buyer_id.clone()));
+    assert_eq!(rows[4], ("trade_split".to_string(), shop_id, carrier_id));
+    assert_eq!(transfers["truncated"], false);
+    let (_, operator) = server.get(&format!("/v1/trades/{trade_no}/transfers"), Some(ADMIN_KEY));
+    assert_eq!(operator["data"], transfers["data"]);
+    assert_eq!(server.get(&format!("/v1/trades/{trade_no}/transfers"), Some(&buyer)).0, 403);
+    let (_, other) = server.merchant("other");
+    assert_eq!(server.get(&format!("/v1/trades/{trade_no}/transfers"), Some(&other)).0, 404);
+}

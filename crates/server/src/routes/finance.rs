@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use journal::StateMachine;
 use ledger::{NO_TRANSFER, Transfer, TransferFlags};
 use platform::accounts::{self, Reference};
@@ -542,4 +542,139 @@ fn out_trade_no_of(state: &AppState, number: platform::TradeNumber, last: &mut O
 /// A CSV field, quoted when it must be.
 pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
+}
+
+/// Transfers read at most around each moment of a trade (its payment,
+/// settlement, refunds and splits) to find its own.
+const TRADE_TRANSFERS_SCANNED_MAX: u64 = 20_000;
+
+#[derive(Serialize, ToSchema)]
+pub struct TradeTransfer {
+    /// `ent_…`: its place in the ledger's history.
+    pub id: String,
+    /// What it is (`trade_payment`, `trade_fee`, `trade_refund`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The accounts it moved money between: a party (`usr_…`, `mch_…`,
+    /// `…:fund`) or the platform's (`zhifu:escrow`, `zhifu:revenue`, …).
+    pub from: String,
+    pub to: String,
+    pub amount: u64,
+    pub created: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TradeTransfers {
+    /// Oldest first.
+    pub data: Vec<TradeTransfer>,
+    /// A moment had more transfers than were read around it: some may be missing.
+    pub truncated: bool,
+}
+
+/// `GET /v1/trades/{trade_no}/transfers`: the ledger transfers of a trade
+/// (its merchant's, operators'), found in the ledger's history at the
+/// moments the trade records (transfers are stored in time order): no index
+/// of transfers by trade is kept.
+#[utoipa::path(get, path = "/v1/trades/{trade_no}/transfers", tag = "trades",
+    params(("trade_no" = String, Path, description = "trd_…")),
+    responses((status = 200, body = TradeTransfers), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn trade_transfers(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(trade_no): Path<String>,
+) -> Result<Json<TradeTransfers>, ApiError> {
+    if matches!(caller, Caller::Party { kind: PartyKind::User, .. }) {
+        return Err(ApiError::forbidden());
+    }
+    let trade = super::trades::visible_trade(&state, caller, &trade_no)?;
+    let reader = Arc::clone(&state);
+    let (found, truncated) = tokio::task::spawn_blocking(move || transfers_of_trade(&reader, &trade))
+        .await
+        .map_err(|_| ApiError::internal("the request was dropped"))??;
+    let data = found
+        .into_iter()
+        .map(|(position, transfer)| TradeTransfer {
+            id: state.ids.format(IdKind::Entry, position),
+            kind: accounts::transfer_code_name(transfer.code).to_string(),
+            from: account_label(&state, transfer.debit_account_id),
+            to: account_label(&state, transfer.credit_account_id),
+            amount: u64::try_from(transfer.amount).unwrap_or(u64::MAX),
+            created: rfc3339(Timestamp::from_nanos(command_time(&transfer))),
+        })
+        .collect();
+    Ok(Json(TradeTransfers { data, truncated }))
+}
+
+fn transfers_of_trade(state: &AppState, trade: &platform::Trade) -> Result<(Vec<(u64, Transfer)>, bool), ApiError> {
+    let mut moments: Vec<u64> = [trade.paid_at, trade.settled_at].into_iter().flatten().map(Timestamp::nanos).collect();
+    moments.extend(trade.refunds.iter().map(|refund| refund.created_at.nanos()));
+    moments.extend(trade.splits.iter().map(|split| split.created_at.nanos()));
+    moments.sort_unstable();
+    moments.dedup();
+    let reference = Reference::Trade(trade.number).encode();
+    let count = state.store.read(|p| p.ledger().transfer_count());
+    let (mut found, mut truncated) = (Vec::new(), false);
+    for moment in moments {
+        let mut position = first_at_or_after(state, moment, count)?;
+        let end = position.saturating_add(TRADE_TRANSFERS_SCANNED_MAX).min(count);
+        // A command's transfers carry its time in their ids; the ledger's
+        // own timestamps are at or just after it.
+        while position < end {
+            let Some(stored) = state.store.stored_transfer(position).map_err(history_failed)? else { break };
+            let transfer = stored.transfer;
+            if transfer.timestamp > moment.saturating_add(ledger::NANOS_PER_SECOND) {
+                break;
+            }
+            if transfer.user_data == reference && command_time(&transfer) == moment {
+                found.push((position, transfer));
+            }
+            position += 1;
+        }
+        truncated |= position == end && end < count;
+    }
+    found.sort_unstable_by_key(|(position, _)| *position);
+    found.dedup_by_key(|(position, _)| *position);
+    Ok((found, truncated))
+}
+
+/// The first position whose ledger timestamp is at or after `moment`
+/// (positions are in timestamp order): a binary search of the history.
+fn first_at_or_after(state: &AppState, moment: u64, count: u64) -> Result<u64, ApiError> {
+    let (mut low, mut high) = (0u64, count);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let timestamp =
+            state.store.stored_transfer(middle).map_err(history_failed)?.map_or(u64::MAX, |s| s.transfer.timestamp);
+        if timestamp < moment {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(low)
+}
+
+/// A ledger account as a person reads it: a party's id, or the platform's account by name.
+pub(crate) fn account_label(state: &AppState, account: u128) -> String {
+    let number = platform::PartyNumber::new(account as u64);
+    if account == accounts::wallet(number) {
+        return super::splits::id_of_party(state, number);
+    }
+    if account == accounts::fund(number) {
+        return format!("{}:fund", super::splits::id_of_party(state, number));
+    }
+    match account {
+        accounts::BANK_CLEARING => "zhifu:bank",
+        accounts::REVENUE => "zhifu:revenue",
+        accounts::ESCROW => "zhifu:escrow",
+        accounts::FROZEN => "zhifu:frozen",
+        accounts::CAMPAIGNS => "zhifu:campaigns",
+        accounts::MARKETING => "zhifu:marketing",
+        accounts::RED_PACKETS => "zhifu:red_packets",
+        accounts::LOAN_INCOME => "zhifu:loan_income",
+        accounts::FUND_INCOME => "zhifu:fund_income",
+        _ => "zhifu",
+    }
+    .to_string()
 }

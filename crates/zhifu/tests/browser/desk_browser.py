@@ -132,6 +132,8 @@ with sync_playwright() as playwright:
     assert page.url.endswith("/console/trades/" + ours), page.url
     assert page.locator("#refunded").inner_text() == "¥12.00"
     assert "refund.succeeded" in page.locator(".timeline").inner_text()
+    ledger = page.locator("#transfers").inner_text()
+    assert "trade_payment" in ledger and "trade_refund" in ledger and "¥12.00" in ledger, ledger
     shot(page, "console-trade")
     assert made(rest("GET", f"/v1/trades/{ours}", ADMIN))["refunded_amount"] == 1200
     # The confirmation form again (a second submission): the same refund.
