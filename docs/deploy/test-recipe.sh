@@ -114,8 +114,8 @@ payer=$(user payer); payee=$(user payee)
 payer_key=$(echo "$payer" | json "['api_key']"); payee_id=$(echo "$payee" | json "['id']"); payee_key=$(echo "$payee" | json "['api_key']")
 # The leader sees PostgreSQL's synchronous standby (its role reads
 # pg_stat_replication through pg_monitor, granted by post-bootstrap.sh).
-has_sync_standby() { curl -sf "$api/healthz" | json ".get('replicas', [])" | grep -q "'sync_state': 'sync'"; }
-wait_for 30 "the leader reporting a synchronous standby" has_sync_standby
+leader_sees_sync_standby() { curl -sf "$api/healthz" | json ".get('replicas', [])" | grep -q "'sync_state': 'sync'"; }
+wait_for 30 "the leader reporting a synchronous standby" leader_sees_sync_standby
 curl -sf -X POST "$api/v1/topups" -H "Authorization: Bearer $payer_key" -d '{"amount":100000000,"bank":"ICBC"}' >/dev/null
 
 # The client: transfers of 1 fen, each under its own key, retried until answered 201.

@@ -158,6 +158,7 @@ impl<M: StateMachine> Durable<M> {
             health: Arc::clone(&health),
             receiver,
             position_reported_at: None,
+            store_figures_read_at: None,
         };
         let writer =
             std::thread::Builder::new().name("journal-writer".to_string()).spawn(move || writer.run()).map_err(

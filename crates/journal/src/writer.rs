@@ -112,6 +112,8 @@ pub(crate) struct Writer<M: StateMachine> {
     pub receiver: Receiver<Request<M>>,
     /// When this node, following, last told the log how far it applied.
     pub position_reported_at: Option<Instant>,
+    /// When this node, leading, last read the store's replicas and followers.
+    pub store_figures_read_at: Option<Instant>,
 }
 
 impl<M: StateMachine> Writer<M> {
@@ -186,6 +188,9 @@ impl<M: StateMachine> Writer<M> {
             if self.health().role != Lead::Leader {
                 return true;
             }
+            // A busy leader renews its lease with each group, and reads the
+            // store's figures here (an idle one in `still_leads`).
+            self.read_store_figures();
         }
     }
 
@@ -197,9 +202,7 @@ impl<M: StateMachine> Writer<M> {
         match self.journal.lead() {
             Ok(Lead::Leader) => {
                 self.set_store_problem(None);
-                let (replicas, followers) = (self.journal.replicas(), self.journal.followers());
-                let mut health = self.health();
-                (health.replicas, health.followers) = (replicas, followers);
+                self.read_store_figures();
                 true
             }
             Ok(follower) => {
@@ -432,6 +435,20 @@ impl<M: StateMachine> Writer<M> {
                 }
             }
         }
+    }
+
+    /// The store's replicas and followers as the leader sees them, read
+    /// once a second at most (figures only).
+    fn read_store_figures(&mut self) {
+        if !self.journal.log_is_shared()
+            || self.store_figures_read_at.is_some_and(|at| at.elapsed() < POSITION_REPORT_INTERVAL)
+        {
+            return;
+        }
+        self.store_figures_read_at = Some(Instant::now());
+        let (replicas, followers) = (self.journal.replicas(), self.journal.followers());
+        let mut health = self.health();
+        (health.replicas, health.followers) = (replicas, followers);
     }
 
     /// Tells the shared log how far this node has applied, once a second
