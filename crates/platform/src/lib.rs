@@ -40,6 +40,7 @@ pub mod platform;
 mod reference_index;
 pub mod rejection;
 pub mod splits;
+pub mod takings;
 pub mod text;
 mod trade_actions;
 mod trade_directory;

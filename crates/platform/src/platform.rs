@@ -34,8 +34,9 @@ pub const NAME_CHARS_MAX: usize = 200;
 /// 9: red packets split by PCG; 10: the state grouped by product; 11: a
 /// merchant's trade fee at most the amount; 12: keys, staff, webhook
 /// endpoints and the audit log in `access`, deliveries per endpoint; 13:
-/// profit sharing; 14: disputes, pre-authorisation.)
-const STATE_FORMAT: u32 = 14;
+/// profit sharing; 14: disputes, pre-authorisation; 15: takings by day,
+/// refunds in the trades' index.)
+const STATE_FORMAT: u32 = 15;
 /// A merchant's gateway key, as PEM, is at most this long.
 pub const APP_KEY_BYTES_MAX: usize = 8 * 1024;
 
@@ -98,6 +99,8 @@ pub(crate) struct State {
     /// The time of the last command applied: a simulated clock restarts
     /// from here, never before what the platform has already seen.
     pub(crate) last_command_at: Timestamp,
+    /// Merchants' takings of the last days.
+    pub(crate) takings: crate::takings::Takings,
 }
 
 pub struct Platform {
@@ -554,6 +557,7 @@ impl Platform {
         self.accrue_loans(now);
         self.state.idempotency.forget_expired(now, &mut budget);
         self.state.access.forget_expired_keys(now, &mut budget);
+        self.state.takings.forget_old_days(now, &mut budget);
         Outcome::Ticked {
             withdrawals_settled: settled,
             withdrawals_failed: failed,

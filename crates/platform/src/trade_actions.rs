@@ -56,7 +56,8 @@ pub(crate) struct TradeBook {
     directory: crate::trade_directory::TradeDirectory,
     /// The `out_trade_no` index: the merchant's reference hashed (see
     /// `reference_key`) → trade numbers; a lookup compares the trades it
-    /// finds with the reference.
+    /// finds with the reference. Refunds are filed here too, by their
+    /// number (`refund_key`): refunds are few beside trades.
     by_reference: crate::reference_index::ReferenceIndex,
     /// (when, trade) of live trades: expiry of unpaid ones, auto-confirmation
     /// of shipped ones (entries of trades no longer live are stale).
@@ -191,6 +192,21 @@ impl Platform {
             let trade = self.trade(archive, number)?;
             if trade.as_ref().is_some_and(|trade| trade.merchant == merchant && trade.out_trade_no == out_trade_no) {
                 return Ok(trade);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The trade a refund was made on, with the refund.
+    pub fn trade_by_refund(
+        &self,
+        archive: &dyn ArchiveSource,
+        refund: u64,
+    ) -> Result<Option<(Trade, Refund)>, JournalError> {
+        for number in self.state.trades.by_reference.candidates(refund_key(refund)) {
+            let Some(trade) = self.trade(archive, TradeNumber::new(number))? else { continue };
+            if let Some(found) = trade.refunds.iter().find(|r| r.number == refund).cloned() {
+                return Ok(Some((trade, found)));
             }
         }
         Ok(None)
@@ -772,6 +788,7 @@ impl Platform {
                 trade.settled_at = Some(now);
             }
         });
+        self.record_paid(now, updated.merchant, updated.amount);
         self.emit_trade(now, "trade.paid", &updated);
         if updated.status == TradeStatus::TradeSuccess {
             self.record_settlement(now, updated.merchant, updated.amount);
@@ -1008,6 +1025,8 @@ impl Platform {
             created_at: now,
         };
         drop(trade);
+        self.state.trades.by_reference.insert(refund_key(refund.number), number.get());
+        self.record_refunded(now, merchant, amount);
         let updated = self.update_trade(number, |trade| {
             trade.refunded += amount;
             trade.fee -= plan.fee_back;
@@ -1590,6 +1609,16 @@ fn reference_key(merchant: PartyNumber, out_trade_no: &str) -> u64 {
     use sha2::{Digest, Sha256};
     let digest =
         Sha256::new().chain_update(merchant.get().to_le_bytes()).chain_update(out_trade_no.as_bytes()).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// A refund's number as the trades' index keys it (beside references:
+/// a lookup compares what it finds, so the two never mix up).
+fn refund_key(refund: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(b"refund").chain_update(refund.to_le_bytes()).finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_le_bytes(first)

@@ -261,11 +261,15 @@ async fn search(
         if id.starts_with("usr_") || id.starts_with("mch_") {
             return web::see_other(&format!("/console/parties/{id}"), &[]);
         }
-        if id.starts_with("dsp_") {
-            return match session.get(format!("/v1/disputes/{id}")).await {
-                Ok(dispute) => web::see_other(&format!("/console/trades/{}", desk::text(&dispute, "trade_no")), &[]),
+        if id.starts_with("dsp_") || id.starts_with("rfd_") {
+            let path = if id.starts_with("dsp_") { format!("/v1/disputes/{id}") } else { format!("/v1/refunds/{id}") };
+            return match session.get(path).await {
+                Ok(found) => web::see_other(&format!("/console/trades/{}", desk::text(&found, "trade_no")), &[]),
                 Err(refusal) => desk::refusal_page(&session.frame, &refusal),
             };
+        }
+        if id.starts_with("evt_") {
+            return open_event(&session, id, None).await;
         }
         if let Some(party) = web.state.store.read(|p| p.party_login(q).map(|(party, _)| party)) {
             let kind = web.state.store.read(|p| p.party(party).map(|party| party.kind));
@@ -276,6 +280,13 @@ async fn search(
             };
             return web::see_other(&format!("/console/parties/{}", web.state.ids.format(kind, party)), &[]);
         }
+    }
+    if let [merchant, event] = parts.as_slice()
+        && merchant.starts_with("mch_")
+        && event.starts_with("evt_")
+        && let (Some(merchant), Some(event)) = (desk::plain_id(merchant), desk::plain_id(event))
+    {
+        return open_event(&session, event, Some(merchant)).await;
     }
     let (merchant, out_trade_no) = match parts.as_slice() {
         [merchant, out_trade_no] if merchant.starts_with("mch_") => (Some(*merchant), *out_trade_no),
@@ -294,6 +305,33 @@ async fn search(
     }
     let page = ResultsPage { query: q.to_string(), trades, frame: session.frame };
     desk::render(StatusCode::OK, &page, &[])
+}
+
+/// An event's page: its trade's (where its deliveries are), else its
+/// merchant's. Alone, an id finds an event some endpoint has not yet
+/// acknowledged; a delivered one is found with its merchant's id.
+async fn open_event(session: &desk::Session, event: &str, merchant: Option<&str>) -> Response {
+    let path = match merchant {
+        Some(merchant) => format!("/v1/events/{event}?merchant={merchant}"),
+        None => format!("/v1/events/{event}"),
+    };
+    let found = match session.get(path).await {
+        Ok(found) => found,
+        Err(refusal) if refusal.status == StatusCode::NOT_FOUND && merchant.is_none() => {
+            return desk::message_page(&session.frame, StatusCode::NOT_FOUND, session.frame.words.event_needs_merchant);
+        }
+        Err(refusal) => return desk::refusal_page(&session.frame, &refusal),
+    };
+    let data = &found["data"];
+    // A trade's event holds the trade; a refund's, the trade beside it; a dispute's, its trade_no.
+    let trade = [&data["trade_no"], &data["trade"]["trade_no"]].into_iter().find_map(|value| value.as_str());
+    match (trade, merchant) {
+        (Some(trade), _) => web::see_other(&format!("/console/trades/{trade}"), &[]),
+        (None, Some(merchant)) => web::see_other(&format!("/console/parties/{merchant}"), &[]),
+        (None, None) => {
+            desk::message_page(&session.frame, StatusCode::NOT_FOUND, session.frame.words.event_needs_merchant)
+        }
+    }
 }
 
 fn urlencoding(text: &str) -> String {

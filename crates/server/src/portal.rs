@@ -17,6 +17,7 @@ use platform::PartyKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::desk::{self, Desk, Frame, Session, TradeRow, text};
 use crate::web::{self, Web};
 
@@ -24,8 +25,6 @@ type Peer = ConnectInfo<SocketAddr>;
 
 /// A portal session lasts this long (clock time), as a staff session does.
 const SESSION_NANOS: u64 = crate::auth::SESSION_NANOS;
-/// Today's takings add up at most this many of the newest trades.
-const TAKINGS_TRADES_MAX: usize = 1_000;
 
 pub fn routes() -> axum::Router<Arc<Web>> {
     use axum::routing::{get, post};
@@ -35,6 +34,7 @@ pub fn routes() -> axum::Router<Arc<Web>> {
         .route("/portal/webhooks", get(webhooks))
         .route("/portal/keys", get(keys).post(new_key))
         .route("/portal/keys/app", post(set_app_key))
+        .route("/portal/keys/roll", post(roll_key))
         .route("/portal/bills", get(bills))
         .route("/portal/bills/download", get(download_bill))
         .route("/portal/balance", get(balance_transactions))
@@ -56,9 +56,8 @@ pub struct TradesQuery {
 struct HomePage {
     frame: Frame,
     available: String,
-    takings_today: String,
-    paid_today: usize,
-    takings_partial: bool,
+    /// Today first, then the days before.
+    days: Vec<DayRow>,
     /// The credit line: limit, used, available (yuan), daily rate (bp).
     credit: Option<(String, String, String, String)>,
     trades: Vec<TradeRow>,
@@ -95,16 +94,14 @@ async fn home(
         page["data"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(desk::trade_row).collect();
     let older = (page["has_more"].as_bool() == Some(true)).then(|| trades.last().map(|t| t.trade_no.clone())).flatten();
     let balance = session.get("/v1/balance".to_string()).await.unwrap_or(Value::Null);
-    let (takings, paid_today, partial) = takings_today(&session).await;
+    let days = takings(&session).await;
     let credit = session.get("/v1/credit".to_string()).await.ok().map(|credit| {
         let yuan = |name| desk::yuan(&credit, name);
         (yuan("limit"), yuan("used"), yuan("available"), text(&credit, "daily_rate_bps"))
     });
     let page = HomePage {
         available: balance["available"].as_u64().map(crate::gateway::fen_to_yuan).unwrap_or_default(),
-        takings_today: crate::gateway::fen_to_yuan(takings),
-        paid_today,
-        takings_partial: partial,
+        days,
         credit,
         trades,
         status: status.unwrap_or_default(),
@@ -114,42 +111,30 @@ async fn home(
     desk::render(StatusCode::OK, &page, &[])
 }
 
-/// What trades paid today (CST) brought in, less refunds: the newest
-/// trades read back to the day's start, at most `TAKINGS_TRADES_MAX`.
-async fn takings_today(session: &Session) -> (u64, usize, bool) {
-    let state = &session.web.state;
-    const DAY_NANOS: u64 = 86_400 * 1_000_000_000;
-    const CST_OFFSET_NANOS: u64 = 8 * 3_600 * 1_000_000_000;
-    let now = state.clock.now().nanos();
-    let start = ((now + CST_OFFSET_NANOS) / DAY_NANOS * DAY_NANOS).saturating_sub(CST_OFFSET_NANOS);
-    let day_start = crate::clock::rfc3339(platform::Timestamp::from_nanos(start));
-    let (mut total, mut count, mut read) = (0u64, 0usize, 0usize);
-    let mut after: Option<String> = None;
-    while read < TAKINGS_TRADES_MAX {
-        let mut path = "/v1/trades?limit=100".to_string();
-        if let Some(after) = &after {
-            path.push_str(&format!("&starting_after={after}"));
-        }
-        let Ok(page) = session.get(path).await else { return (total, count, true) };
-        let trades = page["data"].as_array().map(Vec::as_slice).unwrap_or_default();
-        for trade in trades {
-            read += 1;
-            // RFC 3339 times in one zone compare as text.
-            if text(trade, "created") < day_start {
-                return (total, count, false);
-            }
-            if !text(trade, "paid_at").is_empty() {
-                let amount = trade["amount"].as_u64().unwrap_or(0);
-                total += amount.saturating_sub(trade["refunded_amount"].as_u64().unwrap_or(0));
-                count += 1;
-            }
-        }
-        if page["has_more"].as_bool() != Some(true) {
-            return (total, count, false);
-        }
-        after = trades.last().map(|trade| text(trade, "trade_no"));
-    }
-    (total, count, true)
+/// A business day's takings as the portal shows them.
+pub struct DayRow {
+    pub date: String,
+    pub paid_count: u64,
+    pub paid: String,
+    pub refund_count: u64,
+    pub refunded: String,
+    pub net: String,
+}
+
+/// Today's takings and the days before, newest first (`GET /v1/takings`).
+async fn takings(session: &Session) -> Vec<DayRow> {
+    let Ok(page) = session.get("/v1/takings".to_string()).await else { return Vec::new() };
+    let days = page["data"].as_array().map(Vec::as_slice).unwrap_or_default();
+    days.iter()
+        .map(|day| DayRow {
+            date: text(day, "date"),
+            paid_count: day["paid_count"].as_u64().unwrap_or(0),
+            paid: desk::yuan(day, "paid_amount"),
+            refund_count: day["refund_count"].as_u64().unwrap_or(0),
+            refunded: desk::yuan(day, "refunded_amount"),
+            net: crate::routes::finance::signed_yuan(i128::from(day["net_amount"].as_i64().unwrap_or(0))),
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -364,6 +349,8 @@ async fn balance_transactions(
 struct KeysPage {
     frame: Frame,
     new_key: Option<String>,
+    /// A rolled key, shown once, and when the old one stops.
+    rolled: Option<(String, String)>,
     nonce: String,
 }
 
@@ -372,15 +359,15 @@ async fn keys(State(web): State<Arc<Web>>, ConnectInfo(peer): Peer, headers: Hea
         Ok(session) => session,
         Err(response) => return *response,
     };
-    keys_page(session, None)
+    keys_page(session, None, None)
 }
 
-fn keys_page(session: Session, new_key: Option<String>) -> Response {
+fn keys_page(session: Session, new_key: Option<String>, rolled: Option<(String, String)>) -> Response {
     let nonce = match web::form_nonce() {
         Ok(nonce) => nonce,
         Err(error) => return error.into_response(),
     };
-    desk::render(StatusCode::OK, &KeysPage { new_key, nonce, frame: session.frame }, &[])
+    desk::render(StatusCode::OK, &KeysPage { new_key, rolled, nonce, frame: session.frame }, &[])
 }
 
 #[derive(Deserialize)]
@@ -395,7 +382,42 @@ pub struct AppKeyForm {
     app_public_key: String,
 }
 
-desk::csrf_forms!(KeyForm, AppKeyForm);
+#[derive(Deserialize)]
+pub struct RollForm {
+    csrf: String,
+    nonce: String,
+    current_key: String,
+    expires_in_seconds: u64,
+}
+
+desk::csrf_forms!(KeyForm, AppKeyForm, RollForm);
+
+/// `POST /portal/keys/roll`: the merchant's current full key (which a
+/// session is not) rolled through the API as that key: a new one shown
+/// once, the old one working for the overlap chosen. A key of anyone else
+/// is refused before it is used.
+async fn roll_key(desk::Posted(session, form): desk::Posted<RollForm>) -> Response {
+    let state = &session.web.state;
+    let key = form.current_key.trim();
+    let signed_in = state.sessions.verify(state, &session.token, state.clock.now());
+    let grant = state.store.read(|p| p.key_grant(&crate::auth::hash_key(key)));
+    let ours = match (signed_in, grant) {
+        (Some(Caller::Party { number, .. }), Some(grant)) => grant.party == number,
+        _ => false,
+    };
+    if !ours {
+        return desk::message_page(&session.frame, StatusCode::UNPROCESSABLE_ENTITY, session.frame.words.not_our_key);
+    }
+    let body = json!({ "expires_in_seconds": form.expires_in_seconds });
+    let nonce = desk::plain_id(&form.nonce);
+    match session.call_as(key, Method::POST, "/v1/api-keys/roll".to_string(), Some(body), nonce).await {
+        Ok(answer) => {
+            let rolled = (text(&answer, "api_key"), text(&answer, "previous_key_expires_at"));
+            keys_page(session, None, Some(rolled))
+        }
+        Err(refusal) => desk::refusal_page(&session.frame, &refusal),
+    }
+}
 
 /// `POST /portal/keys/app`: replaces the gateway's app public key (PEM),
 /// through the API (which checks the key and audits the change).
@@ -405,8 +427,8 @@ async fn set_app_key(desk::Posted(session, form): desk::Posted<AppKeyForm>) -> R
         Ok(answer) => {
             let mut session = session;
             let app = text(&answer, "app_id");
-            session.frame.notice = Some(format!("The gateway now verifies app {app} with the new key."));
-            keys_page(session, None)
+            session.frame.notice = Some(format!("{} (app_id {app})", session.frame.words.app_key_replaced));
+            keys_page(session, None, None)
         }
         Err(refusal) => desk::refusal_page(&session.frame, &refusal),
     }
@@ -416,7 +438,7 @@ async fn set_app_key(desk::Posted(session, form): desk::Posted<AppKeyForm>) -> R
 async fn new_key(desk::Posted(session, form): desk::Posted<KeyForm>) -> Response {
     let body = json!({ "permissions": "read" });
     match session.call(Method::POST, "/v1/api-keys".to_string(), Some(body), desk::plain_id(&form.nonce)).await {
-        Ok(answer) => keys_page(session, Some(text(&answer, "api_key"))),
+        Ok(answer) => keys_page(session, Some(text(&answer, "api_key")), None),
         Err(refusal) => desk::refusal_page(&session.frame, &refusal),
     }
 }

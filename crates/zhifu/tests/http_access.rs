@@ -463,6 +463,9 @@ fn every_route_answers_each_role_as_the_table_says() {
             &[Who::AdminKey, Who::StaffAdmin, Who::Support],
         ),
         (Method::GET, format!("/v1/events/{}/deliveries", zero_id("evt_")), None, OPERATORS_AND_MERCHANT),
+        (Method::GET, format!("/v1/events/{}", zero_id("evt_")), None, OPERATORS_AND_MERCHANT),
+        (Method::GET, format!("/v1/refunds/{}", zero_id("rfd_")), None, SIGNED_IN),
+        (Method::GET, "/v1/takings".into(), None, OPERATORS_AND_MERCHANT),
         (Method::POST, format!("/v1/events/{}/resend", zero_id("evt_")), Some(json!({})), SUPPORT_OR_MERCHANT),
         (
             Method::POST,

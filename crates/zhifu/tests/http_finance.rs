@@ -448,3 +448,119 @@ fn a_trades_ledger_transfers_are_found_in_the_history() {
     let (_, other) = server.merchant("other");
     assert_eq!(server.get(&format!("/v1/trades/{trade_no}/transfers"), Some(&other)).0, 404);
 }
+
+/// A merchant's paid instant trade of `amount`; its trade number.
+fn paid(server: &Server, merchant: &str, buyer: &str, out_trade_no: &str, amount: u64) -> String {
+    let body = json!({ "out_trade_no": out_trade_no, "amount": amount, "subject": "tea", "mode": "instant" });
+    let (status, trade) = server.post("/v1/trades", Some(merchant), body);
+    assert_eq!(status, 201, "{trade}");
+    let trade_no = trade["trade_no"].as_str().unwrap().to_string();
+    assert_eq!(server.post(&format!("/v1/trades/{trade_no}/pay"), Some(buyer), json!({})).0, 200);
+    trade_no
+}
+
+fn takings(server: &Server, key: &str) -> Vec<(String, u64, u64, u64, u64, i64)> {
+    let (status, page) = server.get("/v1/takings", Some(key));
+    assert_eq!(status, 200, "{page}");
+    let days = page["data"].as_array().unwrap();
+    let number = |day: &Value, name: &str| day[name].as_u64().unwrap();
+    days.iter()
+        .map(|day| {
+            let date = day["date"].as_str().unwrap().to_string();
+            let net = day["net_amount"].as_i64().unwrap();
+            (
+                date,
+                number(day, "paid_count"),
+                number(day, "paid_amount"),
+                number(day, "refund_count"),
+                number(day, "refunded_amount"),
+                net,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn takings_by_day_and_refunds_and_events_found_by_their_ids() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &SIMULATED);
+    let (shop_id, shop) = server.merchant("shop");
+    let (_, other) = server.merchant("other");
+    let (_, buyer) = server.user("buyer");
+    let (_, stranger) = server.user("stranger");
+    server.top_up(&buyer, 1_000_000);
+    let first = paid(&server, &shop, &buyer, "t-1", 10_000);
+    paid(&server, &shop, &buyer, "t-2", 5_000);
+    paid(&server, &other, &buyer, "t-3", 777);
+    let refund = json!({ "out_request_no": "r-1", "amount": 2_000 });
+    let (status, refund) = server.post(&format!("/v1/trades/{first}/refunds"), Some(&shop), refund);
+    assert_eq!(status, 201, "{refund}");
+    let refund_id = refund["id"].as_str().unwrap().to_string();
+
+    // Today's takings, and six empty days before it.
+    let days = takings(&server, &shop);
+    assert_eq!(days.len(), 7, "{days:?}");
+    let today = days[0].0.clone();
+    assert_eq!((days[0].1, days[0].2, days[0].3, days[0].4, days[0].5), (2, 15_000, 1, 2_000, 13_000));
+    assert!(days[1..].iter().all(|day| (day.1, day.2, day.3, day.4, day.5) == (0, 0, 0, 0, 0)), "{days:?}");
+    assert!(days.windows(2).all(|pair| pair[0].0 > pair[1].0), "newest first: {days:?}");
+    // Operators name the merchant; a buyer has no takings.
+    let (status, page) = server.get(&format!("/v1/takings?merchant={shop_id}"), Some(ADMIN_KEY));
+    assert_eq!((status.as_u16(), page["data"][0]["net_amount"].as_i64()), (200, Some(13_000)), "{page}");
+    assert_eq!(server.get("/v1/takings", Some(ADMIN_KEY)).0, 422);
+    assert_eq!(server.get("/v1/takings", Some(&buyer)).0, 403);
+
+    // A refund by its id: its trade's merchant, its buyer, operators; no one else.
+    for key in [&shop, &buyer, ADMIN_KEY] {
+        let (status, found) = server.get(&format!("/v1/refunds/{refund_id}"), Some(key));
+        assert_eq!(status, 200, "{found}");
+        assert_eq!((found["trade_no"].as_str(), found["amount"].as_u64()), (Some(first.as_str()), Some(2_000)));
+        assert_eq!(found["out_request_no"], "r-1");
+    }
+    for key in [&other, &stranger] {
+        assert_eq!(server.get(&format!("/v1/refunds/{refund_id}"), Some(key)).0, 404);
+    }
+    assert_eq!(server.get("/v1/refunds/rfd_1", Some(&shop)).0, 404);
+
+    // An event by its id: the merchant's own; an operator names the merchant
+    // (an event every endpoint acknowledged is not found alone).
+    let (_, events) = server.get("/v1/events?limit=100", Some(&shop));
+    let refunded = events["data"].as_array().unwrap().iter().find(|e| e["type"] == "refund.succeeded").unwrap().clone();
+    let event_id = refunded["id"].as_str().unwrap().to_string();
+    let (status, event) = server.get(&format!("/v1/events/{event_id}"), Some(&shop));
+    assert_eq!((status.as_u16(), &event), (200, &refunded));
+    let (status, event) = server.get(&format!("/v1/events/{event_id}?merchant={shop_id}"), Some(ADMIN_KEY));
+    assert_eq!((status.as_u16(), &event), (200, &refunded));
+    assert_eq!(server.get(&format!("/v1/events/{event_id}"), Some(ADMIN_KEY)).0, 404);
+    assert_eq!(server.get(&format!("/v1/events/{event_id}"), Some(&other)).0, 404);
+    assert_eq!(server.get(&format!("/v1/events/{event_id}?merchant={shop_id}"), Some(&shop)).0, 403);
+    // One not yet delivered (its endpoint never answers) is found alone.
+    let endpoint = json!({ "url": "http://127.0.0.1:9/hook", "events": ["trade.paid"] });
+    assert_eq!(server.post("/v1/webhook-endpoints", Some(&shop), endpoint).0, 201);
+    paid(&server, &shop, &buyer, "t-4", 100);
+    let (_, pending) = server.get("/v1/events?delivered=false", Some(&shop));
+    let pending_id = pending["data"][0]["id"].as_str().unwrap().to_string();
+    let (status, event) = server.get(&format!("/v1/events/{pending_id}"), Some(ADMIN_KEY));
+    assert_eq!((status.as_u16(), &event["id"]), (200, &json!(pending_id)), "{event}");
+
+    // The next day: yesterday's figures move down a row; a restart keeps them
+    // and the refund's place in the index.
+    advance(&server, 86_400);
+    let server = server.crash_and_restart();
+    let days = takings(&server, &shop);
+    assert_eq!(days[1].0, today);
+    assert_eq!((days[1].1, days[1].2, days[1].4, days[1].5), (3, 15_100, 2_000, 13_100), "{days:?}");
+    assert_eq!((days[0].1, days[0].5), (0, 0));
+    let (status, found) = server.get(&format!("/v1/refunds/{refund_id}"), Some(&shop));
+    assert_eq!((status.as_u16(), found["trade_no"].as_str()), (200, Some(first.as_str())));
+    // A refund today of yesterday's trade counts today.
+    let refund = json!({ "out_request_no": "r-2", "amount": 1_000 });
+    assert_eq!(server.post(&format!("/v1/trades/{first}/refunds"), Some(&shop), refund).0, 201);
+    let days = takings(&server, &shop);
+    assert_eq!((days[0].3, days[0].4, days[0].5), (1, 1_000, -1_000));
+    // A week on, that day is gone from the list.
+    advance(&server, 6 * 86_400);
+    let days = takings(&server, &shop);
+    assert!(days.iter().all(|day| day.0 != today), "{days:?}");
+    assert_eq!(days[6].4, 1_000, "six days back: the second refund's day");
+}

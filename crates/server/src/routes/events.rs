@@ -82,12 +82,19 @@ pub async fn list_events(
 }
 
 /// An event by its id, with where it is archived, if `caller` may see it:
-/// its merchant's, or any for operators.
-async fn find_event(state: &Arc<AppState>, caller: Caller, id: &str) -> Result<(Event, u64), ApiError> {
-    let merchant = match caller {
-        Caller::Party { number, kind: PartyKind::Merchant } => Some(number),
-        Caller::Party { .. } => return Err(ApiError::forbidden()),
-        _ => None,
+/// its merchant's; operators any undelivered one, and others when they name
+/// the merchant (`named`, `mch_…`: its chain is walked).
+async fn find_event(
+    state: &Arc<AppState>,
+    caller: Caller,
+    id: &str,
+    named: Option<&str>,
+) -> Result<(Event, u64), ApiError> {
+    let merchant = match (caller, named) {
+        (Caller::Party { number, kind: PartyKind::Merchant }, None) => Some(number),
+        (Caller::Party { .. }, _) => return Err(ApiError::forbidden()),
+        (_, None) => None,
+        (_, Some(named)) => Some(PartyNumber::new(id_of(&state.ids, IdKind::Merchant, named, "merchant")?)),
     };
     let number = EventNumber::new(id_of(&state.ids, IdKind::Event, id, "event")?);
     let reader = Arc::clone(state);
@@ -95,6 +102,33 @@ async fn find_event(state: &Arc<AppState>, caller: Caller, id: &str) -> Result<(
         .await
         .map_err(|_| ApiError::internal("the request was dropped"))??;
     found.ok_or_else(|| ApiError::not_found("event"))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Operators: the event's merchant. Without it an operator finds an
+    /// event only while some endpoint has not acknowledged it (no index
+    /// of events by number is kept: they are as many as trades).
+    #[param(pattern = "^mch_[0-9a-f]{32}$")]
+    pub merchant: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "evt_…"), EventParams),
+    responses((status = 200, body = EventView), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn get_event(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<EventParams>,
+) -> Result<Json<EventView>, ApiError> {
+    if caller.is_operator() {
+        caller.require(Duty::Read)?;
+    }
+    let (event, _) = find_event(&state, caller, &id, params.merchant.as_deref()).await?;
+    Ok(Json(event_view(&state.ids, &event)))
 }
 
 fn find_event_blocking(
@@ -151,7 +185,7 @@ pub async fn deliveries(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptPage>, ApiError> {
-    let (event, offset) = find_event(&state, caller, &id).await?;
+    let (event, offset) = find_event(&state, caller, &id, None).await?;
     let reader = Arc::clone(&state);
     let attempts = tokio::task::spawn_blocking(move || {
         let head = reader.store.read(|p| p.last_attempt_of(event.party));
@@ -272,7 +306,7 @@ pub async fn resend(
     if caller.is_operator() {
         caller.require(Duty::Support)?;
     }
-    let (event, offset) = find_event(&state, caller, &id).await?;
+    let (event, offset) = find_event(&state, caller, &id, None).await?;
     let to_notify_url = match &event.data {
         EventData::Trade(trade) | EventData::Refund { trade, .. } => trade.notify_url.is_some(),
         _ => false,

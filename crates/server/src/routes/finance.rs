@@ -284,6 +284,68 @@ pub fn balance_at(state: &AppState, wallet: u128, at: Timestamp) -> Result<u128,
     Ok(balance_then.unwrap_or(0))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct DayTakingsView {
+    /// The business day (CST), `YYYY-MM-DD`.
+    pub date: String,
+    /// Trades paid that day and their amounts (in fen, discounts included).
+    pub paid_count: u32,
+    pub paid_amount: u64,
+    /// Refunds made that day (of trades paid any day) and their amounts.
+    pub refund_count: u32,
+    pub refunded_amount: u64,
+    /// Paid less refunded.
+    pub net_amount: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TakingsPage {
+    /// Today first, then the six days before.
+    pub data: Vec<DayTakingsView>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TakingsParams {
+    /// Operators: whose takings (`mch_…`).
+    #[param(pattern = "^mch_[0-9a-f]{32}$")]
+    pub merchant: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/takings", tag = "parties", params(TakingsParams),
+    responses((status = 200, body = TakingsPage),
+        (status = 422, description = "`invalid_request`: an operator did not name the merchant", body = crate::error::ErrorBody),
+        ReadErrors),
+    security(("api_key" = [])))]
+pub async fn takings(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<TakingsParams>,
+) -> Result<Json<TakingsPage>, ApiError> {
+    if let Caller::Party { kind: PartyKind::User, .. } = caller {
+        return Err(ApiError::forbidden());
+    }
+    let merchant = party_of(&state, caller, params.merchant.as_deref())?;
+    let now = state.clock.now();
+    let (kind, days) = state.store.read(|p| (p.party(merchant).map(|party| party.kind), p.takings(now, merchant)));
+    if kind != Some(PartyKind::Merchant) {
+        return Err(ApiError::not_found("merchant"));
+    }
+    let data = days
+        .into_iter()
+        .map(|(day, takings)| DayTakingsView {
+            date: platform::calendar::Date::of(platform::takings::day_start(day)).to_string(),
+            paid_count: takings.paid_count,
+            paid_amount: takings.paid.get(),
+            refund_count: takings.refund_count,
+            refunded_amount: takings.refunded.get(),
+            net_amount: i64::try_from(i128::from(takings.paid.get()) - i128::from(takings.refunded.get()))
+                .unwrap_or(i64::MIN),
+        })
+        .collect();
+    Ok(Json(TakingsPage { data }))
+}
+
 /// Movements one bill reads at most, back from now through the period (the
 /// period's positions are kept, 8 bytes each: at most 800 MB).
 const BILL_STEPS_MAX: usize = 100_000_000;

@@ -82,6 +82,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/trades/{trade_no}/events", get(events::trade_events))
         .route("/v1/trades/{trade_no}/transfers", get(finance::trade_transfers))
         .route("/v1/events", get(events::list_events))
+        .route("/v1/events/{id}", get(events::get_event))
+        .route("/v1/takings", get(finance::takings))
+        .route("/v1/refunds/{id}", get(trades::get_refund))
         .route("/v1/events/{id}/deliveries", get(events::deliveries))
         .route("/v1/events/{id}/resend", post(events::resend))
         .route("/v1/webhook-endpoints", post(events::create_endpoint).get(events::list_endpoints))
@@ -144,7 +147,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         money::create_topup, money::create_withdrawal, money::get_withdrawal, money::create_transfer,
         trades::create_trade, trades::pay, trades::ship, trades::confirm, trades::close, trades::refund,
         trades::get_trade, trades::list_trades, trades::create_payment_code,
-        events::list_events, events::deliveries, events::trade_events, finance::trade_transfers,
+        events::list_events, events::get_event, finance::takings, trades::get_refund, events::deliveries, events::trade_events, finance::trade_transfers,
         splits::bind_receiver, splits::unbind_receiver, splits::list_receivers, splits::create_split, splits::list_splits,
         freezes::create, freezes::list, freezes::get, freezes::unfreeze, freezes::pay_from,
         disputes::open, disputes::get, disputes::list, disputes::accept, disputes::reject, disputes::escalate, disputes::decide,

@@ -242,6 +242,29 @@ fn trade_number(state: &AppState, trade_no: &str) -> Result<TradeNumber, ApiErro
     id_of(&state.ids, IdKind::Trade, trade_no, "trade").map(TradeNumber::new)
 }
 
+#[utoipa::path(get, path = "/v1/refunds/{id}", tag = "trades",
+    params(("id" = String, Path, description = "rfd_…")),
+    responses((status = 200, body = RefundView), ReadErrors),
+    security(("api_key" = [])))]
+pub async fn get_refund(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RefundView>, ApiError> {
+    let number = id_of(&state.ids, IdKind::Refund, &id, "refund")?;
+    let reader = Arc::clone(&state);
+    let found = tokio::task::spawn_blocking(move || {
+        reader.store.read_with_archive(|p, archive| p.trade_by_refund(archive, number))
+    })
+    .await
+    .map_err(|_| ApiError::internal("the request was dropped"))?
+    .map_err(|error| ApiError::internal(format!("cannot read the trade: {error}")))?;
+    match found {
+        Some((trade, refund)) if may_see(caller, &trade) => Ok(Json(refund_view(&state.ids, &trade, &refund))),
+        _ => Err(ApiError::not_found("refund")),
+    }
+}
+
 /// Whether `caller` may see `trade`: its merchant, its buyer, the admin.
 fn may_see(caller: Caller, trade: &Trade) -> bool {
     match caller {

@@ -140,6 +140,21 @@ with sync_playwright() as playwright:
     assert page.request.post(BASE + f"/console/trades/{ours}/refund", form=confirmation).status == 200
     assert made(rest("GET", f"/v1/trades/{ours}", ADMIN))["refunded_amount"] == 1200, "refunded once"
 
+    # The refund's id and its event's (after the merchant's id) find the trade too.
+    events = made(rest("GET", "/v1/events?limit=100", tea["api_key"]))["data"]
+    refunded = next(e for e in events if e["type"] == "refund.succeeded")
+    for query in [refunded["data"]["refund"]["id"], f"{tea['id']} {refunded['id']}"]:
+        page.goto(BASE + "/console")
+        page.get_by_label("Search").fill(query)
+        page.get_by_role("button", name="Search").click()
+        assert page.url.endswith("/console/trades/" + ours), (query, page.url)
+    # Alone, a delivered event is not found: the page says to add the merchant.
+    page.goto(BASE + "/console")
+    page.get_by_label("Search").fill(refunded["id"])
+    page.get_by_role("button", name="Search").click()
+    assert "mch_… evt_…" in page.content()
+    page.goto(BASE + f"/console/trades/{ours}")
+
     # The audit log: the refund, by sam, on the trade.
     page.get_by_role("link", name="Audit log").click()
     first = page.locator("tbody tr").first.inner_text()
@@ -201,7 +216,11 @@ with sync_playwright() as playwright:
     # The portal: the merchant sees the refund made in the console.
     portal = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     sign_in(portal, "/portal", "teahouse")
-    assert "order-42" in portal.locator("table").inner_text()
+    assert "order-42" in portal.locator("table").nth(1).inner_text()
+    # Today's takings (¥50.00 paid, ¥12.00 refunded) and the six days before.
+    assert portal.locator("#takings").inner_text() == "¥38.00"
+    days = portal.locator("table[aria-labelledby=last-days] tbody tr")
+    assert days.count() == 7 and "50.00" in days.first.inner_text() and "38.00" in days.first.inner_text()
     shot(portal, "portal-home")
     portal.get_by_role("link", name=ours).click()
     assert portal.locator("#refunded").inner_text() == "¥12.00"
@@ -223,9 +242,26 @@ with sync_playwright() as playwright:
     portal.goto(BASE + "/portal/keys")
     portal.get_by_label("New app public key (PEM, RSA 2048)").fill(RSA.generate(2048).publickey().export_key("PEM").decode())
     portal.get_by_role("button", name="Replace the app key").click()
-    assert "now verifies app" in portal.locator(".notice").inner_text()
+    assert "now verifies this merchant" in portal.locator(".notice").inner_text()
     audit = made(rest("GET", f"/v1/admin/audit?target={tea['id']}", ADMIN))
     assert any(line["action"] == "app_public_key.set" for line in audit["data"]), audit
+    # The full API key rolled from the portal with the current one: the new
+    # key works, the old one for the hour chosen; another merchant's refused.
+    portal.goto(BASE + "/portal/keys")
+    portal.get_by_label("Current API key").fill(other["api_key"])
+    portal.get_by_role("button", name="Roll the full API key").click()
+    assert "not a key of this merchant" in portal.content()
+    portal.goto(BASE + "/portal/keys")
+    portal.get_by_label("Current API key").fill(tea["api_key"])
+    portal.get_by_label("The old key keeps working").select_option("3600")
+    portal.get_by_role("button", name="Roll the full API key").click()
+    rolled = portal.locator("#rolled-key").inner_text()
+    shot(portal, "portal-keys")
+    assert rolled != tea["api_key"] and made(rest("GET", "/v1/balance", rolled))["available"] >= 0
+    assert rest("GET", "/v1/balance", tea["api_key"])[0] == 200, "the old key works for the hour"
+    audit = made(rest("GET", f"/v1/admin/audit?target={tea['id']}", ADMIN))
+    assert any(line["action"] == "api_key.roll" for line in audit["data"]), audit
+    tea["api_key"] = rolled
     # The portal's CSRF holds too.
     answer = portal.request.post(BASE + f"/portal/trades/{ours}/refund",
                                  form={"csrf": "0" * 32, "nonce": "forged", "amount": "1.00", "confirm": "yes"})
@@ -331,6 +367,7 @@ with sync_playwright() as playwright:
     chinese.get_by_role("button", name="登录").click()
     chinese.get_by_role("link", name="设置").click()
     assert "费率" in chinese.locator("h1").inner_text() and "营销活动" in chinese.content()
+    assert chinese.get_by_placeholder("预算（¥）").count() == 1 and chinese.get_by_label("每人次数").count() == 1
     shot(chinese, "console-settings-chinese")
 
     browser.close()
