@@ -29,7 +29,7 @@
 //!
 //! [`StateMachine::archive_len`]: crate::StateMachine::archive_len
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -237,6 +237,11 @@ pub(crate) struct Archive {
     handed_end: u64,
     frame_bytes: usize,
     compressor: Option<Compressing>,
+    /// Records read by another thread for the group being applied (see
+    /// `Writer::write_group`): offset → the record, taken as it is asked
+    /// for. A record's bytes at an offset never change while the archive is
+    /// open, so a record read ahead is the record the writer would read.
+    read_ahead: Mutex<HashMap<u64, Vec<u8>>>,
 }
 
 /// Where frames are compressed and written.
@@ -420,6 +425,7 @@ impl Archive {
             handed_end: length,
             frame_bytes: frame_bytes.clamp(1, BUFFER_BYTES_MAX),
             compressor: Some(compressing),
+            read_ahead: Mutex::new(HashMap::new()),
         })
     }
 
@@ -671,9 +677,20 @@ impl ArchiveSource for ArchiveReader {
     }
 }
 
+impl ArchiveReader {
+    /// The records at `offsets` that read well (one that does not is left
+    /// for whoever asks for it next to meet the error).
+    pub fn read_many(&self, offsets: &[u64]) -> Vec<(u64, Vec<u8>)> {
+        offsets.iter().filter_map(|&offset| Some((offset, self.shared.read_record(offset).ok()?))).collect()
+    }
+}
+
 /// The writer's own reads (a command applied may read what earlier ones archived).
 impl ArchiveSource for Archive {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
+        if let Some(record) = self.read_ahead.lock().remove(&offset) {
+            return Ok(record);
+        }
         self.shared.read_record(offset)
     }
 
@@ -683,6 +700,18 @@ impl ArchiveSource for Archive {
 }
 
 impl Archive {
+    /// Keeps records read ahead for the next reads (replacing any left).
+    pub(crate) fn set_read_ahead(&self, records: Vec<(u64, Vec<u8>)>) {
+        let mut kept = self.read_ahead.lock();
+        kept.clear();
+        kept.extend(records);
+    }
+
+    /// Forgets records read ahead and not asked for.
+    pub(crate) fn clear_read_ahead(&self) {
+        self.read_ahead.lock().clear();
+    }
+
     /// Asks the kernel to read the frames holding the records at `offsets`
     /// into its cache, and returns at once (`POSIX_FADV_WILLNEED`): a
     /// group's reads then overlap on the disk instead of queueing one

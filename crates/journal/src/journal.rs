@@ -46,7 +46,8 @@ pub struct Options {
     pub disk: Arc<dyn Disk>,
     /// Archive frames are compressed and written on a thread of their own
     /// (`true`), or on the writer's (a deterministic simulation: every disk
-    /// operation then comes in one order).
+    /// operation then comes in one order). Only in the background are the
+    /// records a group will read read ahead on another thread as well.
     pub archive_in_background: bool,
 }
 
@@ -111,6 +112,57 @@ pub struct Journal<M: StateMachine> {
     /// Last, so dropped last: the archive's compressor thread may still be
     /// writing until the archive is dropped.
     _lock: DirectoryLock,
+}
+
+/// A group's records on their way into the log, with the log itself (see
+/// [`Journal::lend_appender`]).
+pub struct Appender {
+    log: Box<dyn LogStore>,
+    first: u64,
+    payloads: Vec<Vec<u8>>,
+    count: usize,
+}
+
+impl Appender {
+    /// Appends the records durably (see [`LogStore::append`]).
+    pub fn append(&mut self) -> Result<(), JournalError> {
+        let payloads: Vec<&[u8]> = self.payloads[..self.count].iter().map(Vec::as_slice).collect();
+        self.log.append(self.first, &payloads)
+    }
+}
+
+/// Where the log is while an [`Appender`] has it: anything asked of it
+/// meanwhile is a mistake of the writer's, answered as a failure.
+struct LentLog;
+
+impl LentLog {
+    fn away() -> JournalError {
+        JournalError::Failed("the log was asked for while a group was being appended".to_string())
+    }
+}
+
+impl LogStore for LentLog {
+    fn describe(&self) -> String {
+        "the log (lent to an append)".to_string()
+    }
+    fn first_sequence(&mut self) -> Result<Option<u64>, JournalError> {
+        Err(LentLog::away())
+    }
+    fn read_after(&mut self, _: u64, _: u64, _: &mut crate::log::Visit<'_>) -> Result<u64, JournalError> {
+        Err(LentLog::away())
+    }
+    fn append(&mut self, _: u64, _: &[&[u8]]) -> Result<(), JournalError> {
+        Err(LentLog::away())
+    }
+    fn committed(&mut self, _: u64, _: u64) -> Result<bool, JournalError> {
+        Err(LentLog::away())
+    }
+    fn release(&mut self, _: u64) -> Result<(), JournalError> {
+        Err(LentLog::away())
+    }
+    fn lead(&mut self) -> Result<Lead, JournalError> {
+        Err(LentLog::away())
+    }
 }
 
 const LOCK_FILE: &str = "LOCK";
@@ -253,15 +305,35 @@ impl<M: StateMachine> Journal<M> {
     /// survive a crash; on `Ambiguous` call [`Journal::resolve`] before
     /// anything else.
     pub fn append(&mut self, commands: &[&M::Command]) -> Result<(), JournalError> {
-        self.payloads.resize_with(commands.len(), Vec::new);
-        for (payload, command) in self.payloads.iter_mut().zip(commands) {
+        let mut appender = self.lend_appender(commands);
+        let appended = appender.append();
+        self.return_appender(appender, appended.is_ok());
+        appended
+    }
+
+    /// The log, with `commands` encoded for it, lent out so that another
+    /// thread appends them while the writer applies the group before them
+    /// (the rest of the journal stays here; the log is back with
+    /// [`Journal::return_appender`] before anything else asks for it).
+    pub fn lend_appender(&mut self, commands: &[&M::Command]) -> Appender {
+        let mut payloads = std::mem::take(&mut self.payloads);
+        payloads.resize_with(commands.len(), Vec::new);
+        for (payload, command) in payloads.iter_mut().zip(commands) {
             payload.clear();
             M::encode_command(command, payload);
         }
-        let payloads: Vec<&[u8]> = self.payloads[..commands.len()].iter().map(Vec::as_slice).collect();
-        self.log.append(self.next_sequence, &payloads)?;
-        self.count_appended(commands.len());
-        Ok(())
+        let log = std::mem::replace(&mut self.log, Box::new(LentLog));
+        Appender { log, first: self.next_sequence, payloads, count: commands.len() }
+    }
+
+    /// The log back from an append; `appended`: its records count as appended.
+    pub fn return_appender(&mut self, appender: Appender, appended: bool) {
+        let Appender { log, payloads, count, .. } = appender;
+        self.log = log;
+        self.payloads = payloads;
+        if appended {
+            self.count_appended(count);
+        }
     }
 
     /// After an ambiguous append of `commands`: whether the log holds them
@@ -337,6 +409,22 @@ impl<M: StateMachine> Journal<M> {
     /// (see `StateMachine::archive_records_needed`).
     pub fn prefetch_archive(&self, offsets: &[u64]) {
         self.archive.prefetch(offsets);
+    }
+
+    /// Records read ahead (by `archive_reader().read_many`) for the commands
+    /// about to apply; forgotten by `clear_archive_read_ahead`.
+    pub fn set_archive_read_ahead(&self, records: Vec<(u64, Vec<u8>)>) {
+        self.archive.set_read_ahead(records);
+    }
+
+    /// Whether records may be read ahead on another thread (not in a
+    /// deterministic simulation, whose disk sees one order of operations).
+    pub fn reads_ahead(&self) -> bool {
+        self.options.archive_in_background
+    }
+
+    pub fn clear_archive_read_ahead(&self) {
+        self.archive.clear_read_ahead();
     }
 
     /// Writes the collected archive records (after each group, before

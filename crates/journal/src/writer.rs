@@ -1,6 +1,7 @@
 //! The writer thread: the one place where the machine changes. As the
 //! leader it gathers what submitters wait with into a group, appends the
-//! group to the log in one go, applies it and answers each submitter; as a
+//! group to the log in one go, applies it and answers each submitter (the
+//! next group's append, on a thread of its own, overlapping the apply); as a
 //! follower (of a log other nodes share) it applies what the leader
 //! appended, answers submitters `NotLeader`, and takes the lead when the
 //! leader's lease runs out.
@@ -17,8 +18,24 @@ use crate::log::Lead;
 use crate::machine::StateMachine;
 use crate::{Reply, Request, WriterStats};
 
+/// Archived records read for a group before it applies: (offset, record).
+type ReadAhead = Vec<(u64, Vec<u8>)>;
+
+/// A group in the log, not yet applied.
+struct Durable<M: StateMachine> {
+    loggable: Vec<Request<M>>,
+    first_sequence: u64,
+    append_us: u64,
+    /// Its commands' bytes.
+    bytes: u64,
+}
+
 /// Commands applied between chances for readers to take the state lock.
 const APPLY_SLICE_COMMANDS: usize = 128;
+/// Archived records a group must need before they are read on another
+/// thread during its append (fewer: a hint to the kernel, and the writer
+/// reads them; a thread costs tens of microseconds).
+const READ_AHEAD_RECORDS_MIN: usize = 16;
 /// A leader with nothing to append asks the log this often whether it still
 /// leads (renewing its lease); well inside the lease.
 const LEAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -160,38 +177,51 @@ impl<M: StateMachine> Writer<M> {
         self.health().failure.clone()
     }
 
-    /// As the leader: group, append, apply, answer. Returns when it no
-    /// longer leads (true) or every submitter has gone (false).
+    /// As the leader: group, append, apply, answer — a group's append (the
+    /// disk's wait, or PostgreSQL's round trip) overlapping the apply of the
+    /// group before it, which is already durable. Returns when it no longer
+    /// leads (true) or every submitter has gone (false); nothing appended is
+    /// left unapplied then.
     fn lead(&mut self) -> bool {
         let group_max = self.journal.options().group_batches_max.max(1);
-        let mut group: Vec<Request<M>> = Vec::with_capacity(group_max);
+        let mut pending: Option<Durable<M>> = None;
         loop {
-            let first = match self.receiver.recv_timeout(LEAD_CHECK_INTERVAL) {
-                Ok(request) => request,
-                Err(RecvTimeoutError::Timeout) => {
-                    if !self.still_leads() {
-                        return true;
+            let group = match pending {
+                // Whatever waits goes with the durable group's apply (nothing: it applies alone).
+                Some(_) => self.waiting(group_max, None),
+                None => match self.receiver.recv_timeout(LEAD_CHECK_INTERVAL) {
+                    Ok(first) => self.waiting(group_max, Some(first)),
+                    Err(RecvTimeoutError::Timeout) => {
+                        if !self.still_leads() {
+                            return true;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return false,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                },
             };
-            group.clear();
-            group.push(first);
-            while group.len() < group_max {
-                match self.receiver.try_recv() {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
-                }
-            }
-            self.write_group(std::mem::take(&mut group));
+            pending = self.write_group(group, pending.take());
             if self.health().role != Lead::Leader {
+                assert!(pending.is_none(), "a group was appended by a node that no longer leads");
                 return true;
             }
             // A busy leader renews its lease with each group, and reads the
             // store's figures here (an idle one in `still_leads`).
             self.read_store_figures();
         }
+    }
+
+    /// `first` and the requests waiting behind it, at most `group_max`.
+    fn waiting(&self, group_max: usize, first: Option<Request<M>>) -> Vec<Request<M>> {
+        let mut group: Vec<Request<M>> = Vec::with_capacity(group_max);
+        group.extend(first);
+        while group.len() < group_max {
+            match self.receiver.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        group
     }
 
     /// Whether this node still leads (a shared log renews its lease).
@@ -217,10 +247,25 @@ impl<M: StateMachine> Writer<M> {
         }
     }
 
-    fn write_group(&mut self, group: Vec<Request<M>>) {
+    /// Appends `group` while `previous` (durable) applies, and returns the
+    /// group if it is now durable, to apply next. A snapshot (which covers
+    /// every record appended) is taken only with nothing pending.
+    fn write_group(&mut self, group: Vec<Request<M>>, previous: Option<Durable<M>>) -> Option<Durable<M>> {
+        let previous = match previous {
+            Some(durable) if self.journal.snapshot_due() => {
+                self.apply_group(durable);
+                None
+            }
+            other => other,
+        };
+        if previous.is_none() {
+            self.snapshot_if_due();
+        }
         if let Some(reason) = self.failure() {
-            answer_all(group, || JournalError::Failed(reason.clone()));
-            return;
+            // A durable group not applied: the log replays it after a restart.
+            let unapplied = previous.into_iter().flat_map(|durable| durable.loggable);
+            answer_all(unapplied.chain(group).collect(), || JournalError::Failed(reason.clone()));
+            return None;
         }
         // Commands that can never apply are answered before they reach the log.
         let mut loggable = Vec::with_capacity(group.len());
@@ -231,24 +276,26 @@ impl<M: StateMachine> Writer<M> {
             }
         }
         if loggable.is_empty() {
-            return;
+            if let Some(durable) = previous {
+                self.apply_group(durable);
+                self.snapshot_if_due();
+            }
+            return None;
         }
         let first_sequence = self.journal.next_sequence();
         let commands: Vec<&M::Command> = loggable.iter().map(|request| &request.command).collect();
         let mut needed = Vec::new();
         self.machine.read().archive_records_needed(&commands, &mut needed);
-        self.journal.prefetch_archive(&needed);
         let append_started = Instant::now();
-        let appended = match self.journal.append(&commands) {
-            Err(JournalError::Ambiguous(why)) => self.resolve(&commands, &why),
-            other => other.map(|()| true),
-        };
+        let (appended, read) = self.append_while_applying(&commands, &needed, previous);
+        let bytes = self.journal.last_group_bytes();
         drop(commands);
         let append_us = append_started.elapsed().as_micros() as u64;
         match appended {
             Ok(true) => {
                 self.set_store_problem(None);
-                self.apply_group(loggable, first_sequence, append_us);
+                self.journal.set_archive_read_ahead(read);
+                return Some(Durable { loggable, first_sequence, append_us, bytes });
             }
             Ok(false) => answer_all(loggable, || JournalError::Unavailable("the group was not committed".to_string())),
             Err(JournalError::NotLeader { leader }) => {
@@ -265,6 +312,53 @@ impl<M: StateMachine> Writer<M> {
                 self.fail(reason.clone());
                 answer_all(loggable, || JournalError::Failed(reason.clone()));
             }
+        }
+        None
+    }
+
+    /// Appends `commands` and, meanwhile on this thread, applies `previous`;
+    /// on another, reads the archived records the group `needed` (unless
+    /// few). Answers whether the group is in the log, and what was read.
+    fn append_while_applying(
+        &mut self,
+        commands: &[&M::Command],
+        needed: &[u64],
+        previous: Option<Durable<M>>,
+    ) -> (Result<bool, JournalError>, ReadAhead) {
+        let read_ahead = needed.len() >= READ_AHEAD_RECORDS_MIN && self.journal.reads_ahead();
+        if previous.is_none() && !read_ahead {
+            self.journal.prefetch_archive(needed);
+            return (self.append_group(commands), Vec::new());
+        }
+        let reader = self.journal.archive_reader();
+        let mut appender = self.journal.lend_appender(commands);
+        let (appended, read) = std::thread::scope(|scope| {
+            let reading = read_ahead.then(|| scope.spawn(|| reader.read_many(needed)));
+            let appended = match previous {
+                Some(durable) => {
+                    let appending = scope.spawn(|| appender.append());
+                    self.apply_group(durable);
+                    let panicked = || Err(JournalError::Failed("the log's append panicked".to_string()));
+                    appending.join().unwrap_or_else(|_| panicked())
+                }
+                None => appender.append(),
+            };
+            // A reader that panicked read nothing: the writer reads for itself.
+            (appended, reading.and_then(|reading| reading.join().ok()).unwrap_or_default())
+        });
+        self.journal.return_appender(appender, appended.is_ok());
+        let appended = match appended {
+            Err(JournalError::Ambiguous(why)) => self.resolve(commands, &why),
+            other => other.map(|()| true),
+        };
+        (appended, read)
+    }
+
+    /// Appends the group; `false` if it is known not to be in the log.
+    fn append_group(&mut self, commands: &[&M::Command]) -> Result<bool, JournalError> {
+        match self.journal.append(commands) {
+            Err(JournalError::Ambiguous(why)) => self.resolve(commands, &why),
+            other => other.map(|()| true),
         }
     }
 
@@ -283,16 +377,17 @@ impl<M: StateMachine> Writer<M> {
         }
     }
 
-    /// Applies a durable group and answers each submitter, then takes a
-    /// snapshot if one is due. Readers wait only while commands apply: from
-    /// the answers on they read (the snapshot too), since only the writer
-    /// changes the state.
-    fn apply_group(&mut self, loggable: Vec<Request<M>>, first_sequence: u64, append_us: u64) {
+    /// Applies a durable group and answers each submitter. Readers wait
+    /// only while commands apply: from the answers on they read, since only
+    /// the writer changes the state.
+    fn apply_group(&mut self, durable: Durable<M>) {
+        let Durable { loggable, first_sequence, append_us, bytes } = durable;
         let apply_started = Instant::now();
         let machine = Arc::clone(&self.machine);
         let mut state = machine.write();
         let mut waits = Waits::default();
         let (answers, mut broken) = self.apply_commands(&mut state, loggable, first_sequence, &mut waits);
+        self.journal.clear_archive_read_ahead();
         // Before readers see the state: the records it points to are in the file.
         if let Err(error) = self.journal.write_archive() {
             broken.get_or_insert(error.to_string());
@@ -317,20 +412,30 @@ impl<M: StateMachine> Writer<M> {
             return;
         }
         let apply_us = micros(apply_started);
-        let snapshot_started = Instant::now();
-        let snapshots = u64::from(self.journal.snapshot_due() && self.snapshot(&state));
         drop(state);
         let mut counters = self.stats.write().unwrap_or_else(PoisonError::into_inner);
-        counters.command_bytes += self.journal.last_group_bytes();
+        counters.command_bytes += bytes;
         counters.batches += applied;
         counters.groups += 1;
-        counters.snapshots += snapshots;
         counters.append_us_max = counters.append_us_max.max(append_us);
         counters.apply_us_max = counters.apply_us_max.max(apply_us);
         counters.command_us_max = counters.command_us_max.max(waits.command_us_max);
         counters.exclusive_us_max = counters.exclusive_us_max.max(waits.exclusive_us_max);
-        if snapshots > 0 {
-            counters.snapshot_us_max = counters.snapshot_us_max.max(micros(snapshot_started));
+    }
+
+    /// Takes a snapshot if one is due (with every appended group applied),
+    /// unless the node has failed.
+    fn snapshot_if_due(&mut self) {
+        if self.failure().is_some() || !self.journal.snapshot_due() {
+            return;
+        }
+        let machine = Arc::clone(&self.machine);
+        let state = machine.read();
+        let started = Instant::now();
+        if self.snapshot(&state) {
+            let mut counters = self.stats.write().unwrap_or_else(PoisonError::into_inner);
+            counters.snapshots += 1;
+            counters.snapshot_us_max = counters.snapshot_us_max.max(micros(started));
         }
     }
 
