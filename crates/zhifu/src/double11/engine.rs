@@ -177,8 +177,12 @@ struct Driver {
     submitted: u64,
     /// Submitted commands, by simulated time, not yet known to be answered.
     recent: VecDeque<(u64, u64)>,
-    /// Every command up to this one must be answered before a follow-up.
+    /// Every command up to this one must be answered before a red packet's claim.
     follow_up_needs: u64,
+    /// Payments with follow-ups not yet known to be answered: trade serial →
+    /// the sequence of its payment, and the same in submission order.
+    payment_of: HashMap<u64, u64>,
+    payments_in_flight: VecDeque<(u64, u64)>,
 }
 
 pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress) -> anyhow::Result<RunOutput> {
@@ -485,6 +489,8 @@ impl Driver {
             submitted: resume_after,
             recent: VecDeque::new(),
             follow_up_needs: 0,
+            payment_of: HashMap::new(),
+            payments_in_flight: VecDeque::new(),
         }
     }
 
@@ -605,10 +611,13 @@ impl Driver {
     /// left it in `paid` (so the driver never waits for the state's lock);
     /// one paid before a crash is read from the state, where a paid trade
     /// stays paid: either way the answer is the same on every run.
-    fn paid_trade(&mut self, at: u64, merchant: u32, trade: u64) -> anyhow::Result<Option<PaidTrade>> {
-        self.wait_for_follow_up(at)?;
-        // And the last command on this trade, however recent: what it
-        // refunded is then known the same on every run.
+    fn paid_trade(&mut self, merchant: u32, trade: u64) -> anyhow::Result<Option<PaidTrade>> {
+        // The payment's answer, then the last command on this trade, however
+        // recent: whether it was paid and what it refunded are then known
+        // the same on every run.
+        if let Some(&sequence) = self.payment_of.get(&trade) {
+            self.wait_for(sequence)?;
+        }
         if let Some(&sequence) = self.last_touch.get(&trade) {
             self.wait_for(sequence)?;
         }
@@ -659,7 +668,10 @@ impl Driver {
                 let kind = if timed.setup { Kind::Setup("fund subscription") } else { Kind::FundSubscribe };
                 (Action::FundSubscribe { party, amount: Fen::new(amount) }, kind)
             }
-            Op::Pay(payment) => self.pay_action(&payment),
+            Op::Pay(payment) => {
+                self.expect_payment(&payment);
+                self.pay_action(&payment)
+            }
             Op::Ship { .. } | Op::Confirm { .. } | Op::Refund { .. } => match self.follow_up_action(timed)? {
                 Some(made) => made,
                 None => return Ok(None),
@@ -755,6 +767,28 @@ impl Driver {
         (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, kind)
     }
 
+    /// Notes, before it is submitted, that a payment's follow-ups must wait
+    /// for its answer (the reply puts a paid one in `paid`): they wait for it
+    /// alone, not for everything submitted before them.
+    fn expect_payment(&mut self, payment: &sim::Payment) {
+        // A command skipped on resume is applied already: nothing to wait for.
+        if payment.follow_ups == 0 || self.generated < self.resume_after {
+            return;
+        }
+        // Those answered since are forgotten: the map holds at most what is in flight.
+        let completed = self.completed.load(Ordering::Acquire);
+        while let Some(&(sequence, trade)) = self.payments_in_flight.front() {
+            if sequence > completed {
+                break;
+            }
+            self.payments_in_flight.pop_front();
+            self.payment_of.remove(&trade);
+        }
+        let sequence = self.submitted + 1;
+        self.payments_in_flight.push_back((sequence, payment.trade));
+        self.payment_of.insert(payment.trade, sequence);
+    }
+
     /// A ship, confirmation or refund of a paid trade (`None`: it was not paid).
     fn follow_up_action(&mut self, timed: &TimedOp) -> anyhow::Result<Option<(Action, Kind)>> {
         let (Op::Ship { merchant, trade } | Op::Confirm { merchant, trade, .. } | Op::Refund { merchant, trade, .. }) =
@@ -762,7 +796,7 @@ impl Driver {
         else {
             return Ok(None);
         };
-        let Some(found) = self.paid_trade(timed.at, merchant, trade)? else { return Ok(None) };
+        let Some(found) = self.paid_trade(merchant, trade)? else { return Ok(None) };
         self.touching(trade, &found);
         let merchant_number = self.merchants[merchant as usize];
         Ok(Some(match timed.op {
