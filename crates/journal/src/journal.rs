@@ -46,8 +46,8 @@ pub struct Options {
     pub disk: Arc<dyn Disk>,
     /// Archive frames are compressed and written on a thread of their own
     /// (`true`), or on the writer's (a deterministic simulation: every disk
-    /// operation then comes in one order). Only in the background are the
-    /// records a group will read read ahead on another thread as well.
+    /// operation then comes in one order). Only in the background does the
+    /// writer use other threads too (see `Journal::uses_threads`).
     pub archive_in_background: bool,
 }
 
@@ -417,9 +417,10 @@ impl<M: StateMachine> Journal<M> {
         self.archive.set_read_ahead(records);
     }
 
-    /// Whether records may be read ahead on another thread (not in a
-    /// deterministic simulation, whose disk sees one order of operations).
-    pub fn reads_ahead(&self) -> bool {
+    /// Whether the writer may work on other threads — read records ahead,
+    /// append a group while the one before applies (not in a deterministic
+    /// simulation, whose disk must see one order of operations).
+    pub fn uses_threads(&self) -> bool {
         self.options.archive_in_background
     }
 

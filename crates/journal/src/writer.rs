@@ -295,7 +295,13 @@ impl<M: StateMachine> Writer<M> {
             Ok(true) => {
                 self.set_store_problem(None);
                 self.journal.set_archive_read_ahead(read);
-                return Some(Durable { loggable, first_sequence, append_us, bytes });
+                let durable = Durable { loggable, first_sequence, append_us, bytes };
+                if self.journal.uses_threads() {
+                    return Some(durable);
+                }
+                // One thread, one order of disk operations: applied at once.
+                self.apply_group(durable);
+                self.snapshot_if_due();
             }
             Ok(false) => answer_all(loggable, || JournalError::Unavailable("the group was not committed".to_string())),
             Err(JournalError::NotLeader { leader }) => {
@@ -325,7 +331,7 @@ impl<M: StateMachine> Writer<M> {
         needed: &[u64],
         previous: Option<Durable<M>>,
     ) -> (Result<bool, JournalError>, ReadAhead) {
-        let read_ahead = needed.len() >= READ_AHEAD_RECORDS_MIN && self.journal.reads_ahead();
+        let read_ahead = needed.len() >= READ_AHEAD_RECORDS_MIN && self.journal.uses_threads();
         if previous.is_none() && !read_ahead {
             self.journal.prefetch_archive(needed);
             return (self.append_group(commands), Vec::new());
