@@ -18,6 +18,14 @@ use crate::log::Lead;
 use crate::machine::StateMachine;
 use crate::{Reply, Request, WriterStats};
 
+/// Whether a group's apply may end with a snapshot: not while the next
+/// group is being appended (a snapshot covers every record appended).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Snapshot {
+    IfDue,
+    Not,
+}
+
 /// Archived records read for a group before it applies: (offset, record).
 type ReadAhead = Vec<(u64, Vec<u8>)>;
 
@@ -251,9 +259,19 @@ impl<M: StateMachine> Writer<M> {
     /// group if it is now durable, to apply next. A snapshot (which covers
     /// every record appended) is taken only with nothing pending.
     fn write_group(&mut self, group: Vec<Request<M>>, previous: Option<Durable<M>>) -> Option<Durable<M>> {
+        if let Some(reason) = self.failure() {
+            // A durable group is never applied on a state that failed (its
+            // outcomes could differ from the replay's): the log replays it
+            // after a restart. The new group never reached the log.
+            if let Some(durable) = previous {
+                answer_all(durable.loggable, || JournalError::LoggedNotApplied(reason.clone()));
+            }
+            answer_all(group, || JournalError::Failed(reason.clone()));
+            return None;
+        }
         let previous = match previous {
             Some(durable) if self.journal.snapshot_due() => {
-                self.apply_group(durable);
+                self.apply_group(durable, Snapshot::IfDue);
                 None
             }
             other => other,
@@ -261,12 +279,14 @@ impl<M: StateMachine> Writer<M> {
         if previous.is_none() {
             self.snapshot_if_due();
         }
-        if let Some(reason) = self.failure() {
-            // A durable group not applied: the log replays it after a restart.
-            let unapplied = previous.into_iter().flat_map(|durable| durable.loggable);
-            answer_all(unapplied.chain(group).collect(), || JournalError::Failed(reason.clone()));
-            return None;
-        }
+        let Some(reason) = self.failure() else { return self.write_loggable(group, previous) };
+        answer_all(group, || JournalError::Failed(reason.clone()));
+        None
+    }
+
+    /// `write_group` once the node is known not to have failed (the group
+    /// before, if any, still pending).
+    fn write_loggable(&mut self, group: Vec<Request<M>>, previous: Option<Durable<M>>) -> Option<Durable<M>> {
         // Commands that can never apply are answered before they reach the log.
         let mut loggable = Vec::with_capacity(group.len());
         for request in group {
@@ -277,8 +297,7 @@ impl<M: StateMachine> Writer<M> {
         }
         if loggable.is_empty() {
             if let Some(durable) = previous {
-                self.apply_group(durable);
-                self.snapshot_if_due();
+                self.apply_group(durable, Snapshot::IfDue);
             }
             return None;
         }
@@ -286,11 +305,9 @@ impl<M: StateMachine> Writer<M> {
         let commands: Vec<&M::Command> = loggable.iter().map(|request| &request.command).collect();
         let mut needed = Vec::new();
         self.machine.read().archive_records_needed(&commands, &mut needed);
-        let append_started = Instant::now();
-        let (appended, read) = self.append_while_applying(&commands, &needed, previous);
+        let (appended, read, append_us) = self.append_while_applying(&commands, &needed, previous);
         let bytes = self.journal.last_group_bytes();
         drop(commands);
-        let append_us = append_started.elapsed().as_micros() as u64;
         match appended {
             Ok(true) => {
                 self.set_store_problem(None);
@@ -300,8 +317,7 @@ impl<M: StateMachine> Writer<M> {
                     return Some(durable);
                 }
                 // One thread, one order of disk operations: applied at once.
-                self.apply_group(durable);
-                self.snapshot_if_due();
+                self.apply_group(durable, Snapshot::IfDue);
             }
             Ok(false) => answer_all(loggable, || JournalError::Unavailable("the group was not committed".to_string())),
             Err(JournalError::NotLeader { leader }) => {
@@ -324,30 +340,39 @@ impl<M: StateMachine> Writer<M> {
 
     /// Appends `commands` and, meanwhile on this thread, applies `previous`;
     /// on another, reads the archived records the group `needed` (unless
-    /// few). Answers whether the group is in the log, and what was read.
+    /// few). Answers whether the group is in the log, what was read, and
+    /// how long the append took (µs).
     fn append_while_applying(
         &mut self,
         commands: &[&M::Command],
         needed: &[u64],
         previous: Option<Durable<M>>,
-    ) -> (Result<bool, JournalError>, ReadAhead) {
+    ) -> (Result<bool, JournalError>, ReadAhead, u64) {
         let read_ahead = needed.len() >= READ_AHEAD_RECORDS_MIN && self.journal.uses_threads();
-        if previous.is_none() && !read_ahead {
+        if !read_ahead {
             self.journal.prefetch_archive(needed);
-            return (self.append_group(commands), Vec::new());
+        }
+        if previous.is_none() && !read_ahead {
+            let started = Instant::now();
+            return (self.append_group(commands), Vec::new(), micros(started));
         }
         let reader = self.journal.archive_reader();
         let mut appender = self.journal.lend_appender(commands);
-        let (appended, read) = std::thread::scope(|scope| {
+        let timed_append = |appender: &mut crate::journal::Appender| {
+            let started = Instant::now();
+            (appender.append(), micros(started))
+        };
+        let ((appended, append_us), read) = std::thread::scope(|scope| {
             let reading = read_ahead.then(|| scope.spawn(|| reader.read_many(needed)));
             let appended = match previous {
                 Some(durable) => {
-                    let appending = scope.spawn(|| appender.append());
-                    self.apply_group(durable);
-                    let panicked = || Err(JournalError::Failed("the log's append panicked".to_string()));
+                    let appending = scope.spawn(|| timed_append(&mut appender));
+                    self.apply_group(durable, Snapshot::Not);
+                    // Perhaps in the log already: what was applied is not in doubt, but this group is.
+                    let panicked = || (Err(JournalError::Failed("the log's append panicked".to_string())), 0);
                     appending.join().unwrap_or_else(|_| panicked())
                 }
-                None => appender.append(),
+                None => timed_append(&mut appender),
             };
             // A reader that panicked read nothing: the writer reads for itself.
             (appended, reading.and_then(|reading| reading.join().ok()).unwrap_or_default())
@@ -357,7 +382,7 @@ impl<M: StateMachine> Writer<M> {
             Err(JournalError::Ambiguous(why)) => self.resolve(commands, &why),
             other => other.map(|()| true),
         };
-        (appended, read)
+        (appended, read, append_us)
     }
 
     /// Appends the group; `false` if it is known not to be in the log.
@@ -383,10 +408,12 @@ impl<M: StateMachine> Writer<M> {
         }
     }
 
-    /// Applies a durable group and answers each submitter. Readers wait
-    /// only while commands apply: from the answers on they read, since only
-    /// the writer changes the state.
-    fn apply_group(&mut self, durable: Durable<M>) {
+    /// Applies a durable group and answers each submitter, then takes a
+    /// snapshot if one is due and `snapshot` allows (nothing else is
+    /// appended). Readers wait only while commands apply: from the answers
+    /// on they read (the snapshot too, under the same read lock, so that
+    /// whoever waits for the writer to be idle finds the snapshot done).
+    fn apply_group(&mut self, durable: Durable<M>, snapshot: Snapshot) {
         let Durable { loggable, first_sequence, append_us, bytes } = durable;
         let apply_started = Instant::now();
         let machine = Arc::clone(&self.machine);
@@ -418,6 +445,9 @@ impl<M: StateMachine> Writer<M> {
             return;
         }
         let apply_us = micros(apply_started);
+        if snapshot == Snapshot::IfDue {
+            self.snapshot_under(&state);
+        }
         drop(state);
         let mut counters = self.stats.write().unwrap_or_else(PoisonError::into_inner);
         counters.command_bytes += bytes;
@@ -437,8 +467,16 @@ impl<M: StateMachine> Writer<M> {
         }
         let machine = Arc::clone(&self.machine);
         let state = machine.read();
+        self.snapshot_under(&state);
+    }
+
+    /// A snapshot of `state` (read-locked by the caller) if one is due.
+    fn snapshot_under(&mut self, state: &M) {
+        if self.failure().is_some() || !self.journal.snapshot_due() {
+            return;
+        }
         let started = Instant::now();
-        if self.snapshot(&state) {
+        if self.snapshot(state) {
             let mut counters = self.stats.write().unwrap_or_else(PoisonError::into_inner);
             counters.snapshots += 1;
             counters.snapshot_us_max = counters.snapshot_us_max.max(micros(started));
