@@ -27,7 +27,6 @@ use platform::{
     Action, CampaignNumber, Command, Fen, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
     RedPacketNumber, Rejection, SplitMode, Timestamp, TradeMode, TradeNumber, TradeStatus,
 };
-use sim::workload::FOLLOW_UP_DELAY_MIN_NANOS;
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
 
 use super::progress::Progress;
@@ -175,14 +174,45 @@ struct Driver {
     /// Commands generated so far (skipped ones included).
     generated: u64,
     submitted: u64,
-    /// Submitted commands, by simulated time, not yet known to be answered.
-    recent: VecDeque<(u64, u64)>,
-    /// Every command up to this one must be answered before a red packet's claim.
-    follow_up_needs: u64,
-    /// Payments with follow-ups not yet known to be answered: trade serial →
-    /// the sequence of its payment, and the same in submission order.
-    payment_of: HashMap<u64, u64>,
-    payments_in_flight: VecDeque<(u64, u64)>,
+    /// Payments with follow-ups, by trade serial, and red packets' sendings,
+    /// by packet serial, perhaps not answered yet.
+    payments: InFlight,
+    packets_sent: InFlight,
+}
+
+/// Which commands a later one waits for.
+#[derive(Clone, Copy)]
+enum Awaits {
+    Payment,
+    Packet,
+}
+
+/// Commands whose answers later commands need, by the simulation's serial:
+/// each one's sequence, kept while it may be in flight (those known to be
+/// answered are forgotten as new ones come: at most a queue's worth).
+#[derive(Default)]
+struct InFlight {
+    sequence_of: HashMap<u64, u64>,
+    in_order: VecDeque<(u64, u64)>,
+}
+
+impl InFlight {
+    fn expect(&mut self, serial: u64, sequence: u64, answered: u64) {
+        while let Some(&(oldest, oldest_serial)) = self.in_order.front() {
+            if oldest > answered {
+                break;
+            }
+            self.in_order.pop_front();
+            // A serial comes once (a trade paid once, a packet sent once).
+            self.sequence_of.remove(&oldest_serial);
+        }
+        self.in_order.push_back((sequence, serial));
+        self.sequence_of.insert(serial, sequence);
+    }
+
+    fn sequence_of(&self, serial: u64) -> Option<u64> {
+        self.sequence_of.get(&serial).copied()
+    }
 }
 
 pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress) -> anyhow::Result<RunOutput> {
@@ -487,10 +517,8 @@ impl Driver {
             campaign: None,
             generated: 0,
             submitted: resume_after,
-            recent: VecDeque::new(),
-            follow_up_needs: 0,
-            payment_of: HashMap::new(),
-            payments_in_flight: VecDeque::new(),
+            payments: InFlight::default(),
+            packets_sent: InFlight::default(),
         }
     }
 
@@ -591,22 +619,6 @@ impl Driver {
             self.store.read(|platform| platform.campaigns().find(|c| c.name == "Double Eleven").map(|c| c.number));
     }
 
-    /// The trade a follow-up refers to, if it was paid.
-    /// Waits until everything submitted a follow-up delay before `at` is
-    /// answered: then what a follow-up refers to has been applied (or
-    /// refused), whatever the pipeline holds, and the lookup gives the same
-    /// answer on every run. Commands skipped on resume are applied already.
-    fn wait_for_follow_up(&mut self, at: u64) -> anyhow::Result<()> {
-        while let Some(&(when, sequence)) = self.recent.front() {
-            if when + FOLLOW_UP_DELAY_MIN_NANOS > at {
-                break;
-            }
-            self.follow_up_needs = sequence;
-            self.recent.pop_front();
-        }
-        self.wait_for(self.follow_up_needs)
-    }
-
     /// A paid trade a follow-up refers to. Payments answered in this process
     /// left it in `paid` (so the driver never waits for the state's lock);
     /// one paid before a crash is read from the state, where a paid trade
@@ -615,7 +627,7 @@ impl Driver {
         // The payment's answer, then the last command on this trade, however
         // recent: whether it was paid and what it refunded are then known
         // the same on every run.
-        if let Some(&sequence) = self.payment_of.get(&trade) {
+        if let Some(sequence) = self.payments.sequence_of(trade) {
             self.wait_for(sequence)?;
         }
         if let Some(&sequence) = self.last_touch.get(&trade) {
@@ -669,7 +681,9 @@ impl Driver {
                 (Action::FundSubscribe { party, amount: Fen::new(amount) }, kind)
             }
             Op::Pay(payment) => {
-                self.expect_payment(&payment);
+                if payment.follow_ups > 0 {
+                    self.expect_answer(Awaits::Payment, payment.trade);
+                }
                 self.pay_action(&payment)
             }
             Op::Ship { .. } | Op::Confirm { .. } | Op::Refund { .. } => match self.follow_up_action(timed)? {
@@ -689,18 +703,24 @@ impl Driver {
                 Action::Withdraw { party: self.merchants[merchant as usize], amount: Fen::new(amount) },
                 Kind::Withdraw,
             ),
-            Op::SendRedPacket { sender, packet, total, count } => (
-                Action::CreateRedPacket {
-                    sender: self.buyers[sender as usize],
-                    total: Fen::new(total),
-                    count,
-                    mode: SplitMode::Random,
-                    greeting: Some(packet_greeting(packet)),
-                },
-                Kind::SendRedPacket { packet },
-            ),
+            Op::SendRedPacket { sender, packet, total, count } => {
+                self.expect_answer(Awaits::Packet, packet);
+                (
+                    Action::CreateRedPacket {
+                        sender: self.buyers[sender as usize],
+                        total: Fen::new(total),
+                        count,
+                        mode: SplitMode::Random,
+                        greeting: Some(packet_greeting(packet)),
+                    },
+                    Kind::SendRedPacket { packet },
+                )
+            }
             Op::ClaimRedPacket { packet, claimer } => {
-                self.wait_for_follow_up(timed.at)?;
+                // The packet's sending answered: its number is then known the same on every run.
+                if let Some(sequence) = self.packets_sent.sequence_of(packet) {
+                    self.wait_for(sequence)?;
+                }
                 let Some(number) = lock(&self.packets).get(&packet).copied() else { return Ok(None) };
                 (Action::ClaimRedPacket { packet: number, user: self.buyers[claimer as usize] }, Kind::ClaimRedPacket)
             }
@@ -767,26 +787,21 @@ impl Driver {
         (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, kind)
     }
 
-    /// Notes, before it is submitted, that a payment's follow-ups must wait
-    /// for its answer (the reply puts a paid one in `paid`): they wait for it
-    /// alone, not for everything submitted before them.
-    fn expect_payment(&mut self, payment: &sim::Payment) {
+    /// Notes, before it is submitted, that the next command (a payment, a
+    /// red packet's sending) is one whose answer later commands need (its
+    /// follow-ups, the packet's claims): they wait for it alone, not for
+    /// everything submitted before them.
+    fn expect_answer(&mut self, awaits: Awaits, serial: u64) {
         // A command skipped on resume is applied already: nothing to wait for.
-        if payment.follow_ups == 0 || self.generated < self.resume_after {
+        if self.generated < self.resume_after {
             return;
         }
-        // Those answered since are forgotten: the map holds at most what is in flight.
-        let completed = self.completed.load(Ordering::Acquire);
-        while let Some(&(sequence, trade)) = self.payments_in_flight.front() {
-            if sequence > completed {
-                break;
-            }
-            self.payments_in_flight.pop_front();
-            self.payment_of.remove(&trade);
-        }
+        let answered = self.completed.load(Ordering::Acquire);
         let sequence = self.submitted + 1;
-        self.payments_in_flight.push_back((sequence, payment.trade));
-        self.payment_of.insert(payment.trade, sequence);
+        match awaits {
+            Awaits::Payment => self.payments.expect(serial, sequence, answered),
+            Awaits::Packet => self.packets_sent.expect(serial, sequence, answered),
+        }
     }
 
     /// A ship, confirmation or refund of a paid trade (`None`: it was not paid).
@@ -866,7 +881,6 @@ impl Driver {
         self.wait_for(self.submitted.saturating_sub(QUEUE_COMMANDS_MAX as u64 - 1))?;
         self.store.submit_with(command, reply)?;
         self.submitted += 1;
-        self.recent.push_back((timed.at, self.submitted));
         Ok(())
     }
 
