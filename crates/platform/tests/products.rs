@@ -295,24 +295,13 @@ fn the_platform_survives_a_restart_through_its_journal() {
 
 #[test]
 fn create_and_pay_pays_once_and_a_refused_payment_closes_the_trade() {
-    use platform::{NewTrade, PaySource, TradeMode, TradeStatus};
+    use platform::{NewTrade, PaySource, TradeStatus};
     let mut world = World::new();
     let shop = world.party(PartyKind::Merchant, 1);
     let buyer = world.party(PartyKind::User, 2);
     world.run(Action::TopUp { party: buyer, amount: fen(10_000), bank: "ICBC".into() });
-    let new = |out_trade_no: &str, amount: u64| NewTrade {
-        merchant: shop,
-        out_trade_no: out_trade_no.to_string(),
-        amount: fen(amount),
-        subject: "tea".to_string(),
-        mode: TradeMode::Instant,
-        buyer: None,
-        auto_confirm_days: None,
-        expire_minutes: None,
-        campaign: None,
-        notify_url: None,
-        passback_params: None,
-    };
+    let new =
+        |out_trade_no: &str, amount: u64| NewTrade::instant(shop, out_trade_no.to_string(), fen(amount), "tea".into());
     let pay = |trade: NewTrade| Action::CreateAndPayTrade { trade, buyer, source: PaySource::Balance, coupon: None };
     let Outcome::TradeUpdated(paid) = world.run(pay(new("o-1", 6_000))) else { panic!("not paid") };
     assert_eq!((paid.status, paid.payer, paid.fee), (TradeStatus::TradeSuccess, Some(buyer), fen(36)));

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure};
 use journal::StateMachine;
 use ledger::LedgerConfig;
-use platform::{Action, Command, Fen, NewTrade, Outcome, PartyKind, PaySource, Platform, Timestamp, TradeMode};
+use platform::{Action, Command, Fen, NewTrade, Outcome, PartyKind, PaySource, Platform, Timestamp};
 
 #[derive(clap::Args)]
 pub struct LoansBenchArgs {
@@ -52,19 +52,7 @@ pub fn run(args: &LoansBenchArgs) -> anyhow::Result<()> {
         else {
             bail!("merchant")
         };
-        let new = NewTrade {
-            merchant: number,
-            out_trade_no: "history".into(),
-            amount: Fen::new(sales),
-            subject: "history".into(),
-            mode: TradeMode::Instant,
-            buyer: None,
-            auto_confirm_days: None,
-            expire_minutes: None,
-            campaign: None,
-            notify_url: None,
-            passback_params: None,
-        };
+        let new = NewTrade::instant(number, "history".into(), Fen::new(sales), "history".into());
         let Outcome::TradeUpdated(trade) = run(&mut platform, now, Action::CreateTrade(new))? else { bail!("trade") };
         run(
             &mut platform,
