@@ -20,12 +20,19 @@ const EMPTY: u128 = u128::MAX;
 
 /// The smallest table: 1,024 slots.
 const SLOTS_MIN: usize = 1 << 10;
+/// A table at most an eighth full is rebuilt a quarter full (it grows when
+/// half full): a window of transfers that held the midnight peak's millions
+/// gives the memory back when the evening's are fewer, and one that hovers
+/// near a size is not rebuilt back and forth.
+const SPARSE_SLOTS_PER_ID: usize = 8;
 
 pub(crate) struct IdIndex {
     ids: Vec<u128>,
     values: Vec<u64>,
     len: usize,
     mask: usize,
+    /// Ids reserved for: the table never shrinks below room for them.
+    reserved: usize,
 }
 
 impl Default for IdIndex {
@@ -37,7 +44,7 @@ impl Default for IdIndex {
 impl IdIndex {
     pub fn with_capacity(capacity: usize) -> IdIndex {
         let slots = capacity.saturating_mul(2).next_power_of_two().max(SLOTS_MIN);
-        IdIndex { ids: vec![EMPTY; slots], values: vec![u64::MAX; slots], len: 0, mask: slots - 1 }
+        IdIndex { ids: vec![EMPTY; slots], values: vec![u64::MAX; slots], len: 0, mask: slots - 1, reserved: 0 }
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -122,8 +129,20 @@ impl IdIndex {
 
     /// Makes room for `capacity` ids in all without growing again.
     pub fn reserve(&mut self, capacity: usize) {
+        self.reserved = self.reserved.max(capacity);
         if capacity.saturating_mul(2) > self.ids.len() {
             self.rebuild(capacity);
+        }
+    }
+
+    /// Rebuilds a table that has become sparse (see
+    /// [`SPARSE_SLOTS_PER_ID`]) a quarter full, never below the room
+    /// reserved. Called as transfers leave memory, not on removals that undo
+    /// a chain.
+    pub fn shrink_if_sparse(&mut self) {
+        let sparse = self.len.max(self.reserved).saturating_mul(SPARSE_SLOTS_PER_ID) <= self.ids.len();
+        if sparse && self.ids.len() > SLOTS_MIN {
+            self.rebuild(self.len.saturating_mul(2).max(self.reserved));
         }
     }
 
@@ -132,13 +151,14 @@ impl IdIndex {
     }
 
     fn rebuild(&mut self, capacity: usize) {
-        let mut bigger = IdIndex::with_capacity(capacity);
+        let mut rebuilt = IdIndex::with_capacity(capacity);
+        rebuilt.reserved = self.reserved;
         for (slot, &id) in self.ids.iter().enumerate() {
             if id != EMPTY {
-                bigger.insert(id, self.values[slot]);
+                rebuilt.insert(id, self.values[slot]);
             }
         }
-        *self = bigger;
+        *self = rebuilt;
     }
 }
 
@@ -183,5 +203,31 @@ mod tests {
                 prop_assert_eq!(index.get(id), Some(value));
             }
         }
+    }
+
+    #[test]
+    fn a_sparse_table_shrinks_but_not_below_its_reservation() {
+        let mut index = IdIndex::with_capacity(0);
+        index.reserve(5_000);
+        for id in 1..=100_000u128 {
+            index.insert(id, id as u64);
+        }
+        let full = index.memory_bytes();
+        for id in 1..=99_000u128 {
+            assert_eq!(index.remove(id), Some(id as u64));
+        }
+        index.shrink_if_sparse();
+        let shrunk = index.memory_bytes();
+        assert!(shrunk * 8 < full, "{shrunk} bytes left of {full}");
+        assert_eq!(index.ids.len(), 16_384, "room for the 5,000 reserved, at most half full");
+        for id in 99_001..=100_000u128 {
+            assert_eq!(index.get(id), Some(id as u64));
+        }
+        assert_eq!(index.get(5), None);
+        for id in 99_001..=100_000u128 {
+            index.remove(id);
+        }
+        index.shrink_if_sparse();
+        assert_eq!(index.memory_bytes(), shrunk, "the reservation holds");
     }
 }

@@ -61,9 +61,15 @@ const EMPTY: StoredTransfer = StoredTransfer {
     previous_of_credit: NO_TRANSFER,
 };
 
+/// Evicted chunks kept for reuse beyond the room reserved: enough for the
+/// window's jitter, while one that shrinks (the midnight peak's millions of
+/// transfers an hour later) gives the rest of its memory back.
+const SPARE_CHUNKS_KEPT: usize = 4;
+
 /// Chunks are allocated whole and written at once (`EMPTY` is not all
 /// zeroes), so that their pages are mapped when the chunk is made, not by a
-/// page fault in the middle of a batch; evicted chunks are kept for reuse.
+/// page fault in the middle of a batch; evicted chunks are kept for reuse
+/// (up to [`SPARE_CHUNKS_KEPT`] beyond the room reserved).
 fn new_chunk() -> Box<[StoredTransfer]> {
     vec![EMPTY; CHUNK_TRANSFERS].into_boxed_slice()
 }
@@ -78,6 +84,8 @@ pub(crate) struct TransferStore {
     /// Position the next transfer will get: transfers ever stored.
     len: u64,
     index: IdIndex,
+    /// Transfers reserved for: chunks for them stay mapped.
+    reserved: usize,
 }
 
 impl TransferStore {
@@ -87,18 +95,26 @@ impl TransferStore {
         store
     }
 
-    /// A store whose window starts at `first` (restoring from an image).
+    /// A store whose window starts at `first`, with room for the image's
+    /// `transfers` (restoring from an image). Room, not a reservation: the
+    /// window shrinks below it as its transfers leave.
     pub fn starting_at(first: u64, transfers: usize) -> TransferStore {
         assert_eq!(first % CHUNK_TRANSFERS as u64, 0, "windows start at a chunk boundary");
-        let mut store = TransferStore::with_capacity(transfers);
-        store.first = first;
-        store.len = first;
+        let mut store =
+            TransferStore { first, len: first, index: IdIndex::with_capacity(transfers), ..Default::default() };
+        store.map_chunks_for(transfers);
         store
     }
 
-    /// Makes room for `transfers` in memory (pre-mapped).
+    /// Makes room for `transfers` in memory (pre-mapped), kept however few
+    /// the window holds.
     pub fn reserve(&mut self, transfers: usize) {
+        self.reserved = self.reserved.max(transfers);
         self.index.reserve(transfers);
+        self.map_chunks_for(transfers);
+    }
+
+    fn map_chunks_for(&mut self, transfers: usize) {
         while (self.chunks.len() + self.spare.len()) * CHUNK_TRANSFERS < transfers {
             self.spare.push(new_chunk());
         }
@@ -168,7 +184,7 @@ impl TransferStore {
         if ((self.len - self.first) as usize).is_multiple_of(CHUNK_TRANSFERS)
             && let Some(emptied) = self.chunks.pop_back()
         {
-            self.spare.push(emptied);
+            self.keep_or_free(emptied);
         }
         Some(stored)
     }
@@ -191,7 +207,17 @@ impl TransferStore {
             evicted(&stored.transfer);
         }
         self.first += CHUNK_TRANSFERS as u64;
-        self.spare.push(chunk);
+        self.keep_or_free(chunk);
+        self.index.shrink_if_sparse();
         true
+    }
+
+    /// Keeps an emptied chunk for reuse if the room reserved or the spare
+    /// chunks kept need it; frees it otherwise.
+    fn keep_or_free(&mut self, chunk: Box<[StoredTransfer]>) {
+        let mapped_transfers = (self.chunks.len() + self.spare.len()) * CHUNK_TRANSFERS;
+        if mapped_transfers < self.reserved || self.spare.len() < SPARE_CHUNKS_KEPT {
+            self.spare.push(chunk);
+        }
     }
 }

@@ -504,4 +504,28 @@ mod with_an_id_horizon {
         assert_eq!(restored.image(), ledger.image());
         assert_eq!(restored.first_position_in_memory(), CHUNK as u64);
     }
+
+    /// A window that held a peak's transfers gives the memory back once
+    /// they leave it: the chunks beyond a few spare ones and the index's
+    /// empty slots are freed, not kept for a peak that has passed.
+    #[test]
+    fn a_window_that_shrinks_gives_its_memory_back() {
+        let mut ledger = horizon_ledger();
+        let t0 = 10 * SECOND;
+        let peak = 12 * CHUNK;
+        let transfers: Vec<Transfer> = (0..peak).map(|serial| transfer(id_at(t0, serial), BANK, ALICE, 1)).collect();
+        for batch in transfers.chunks(BATCH_EVENTS_MAX) {
+            assert!(apply(&mut ledger, t0, batch).iter().all(|r| r.is_ok()));
+        }
+        let at_peak = ledger.memory_bytes();
+
+        let later = t0 + HORIZON + SECOND;
+        assert_eq!(apply(&mut ledger, later, &[transfer(id_at(later, 1), BANK, BOB, 1)]), [TR::Ok]);
+        assert_eq!(ledger.first_position_in_memory(), peak as u64, "every chunk of the peak left");
+        let after = ledger.memory_bytes();
+        assert!(after * 2 < at_peak, "{after} bytes after the peak, {at_peak} at it");
+        assert!(ledger.transfer(id_at(t0, peak - 1)).is_none());
+        assert!(ledger.transfer(id_at(later, 1)).is_some());
+        assert_eq!(apply(&mut ledger, later, &[transfer(id_at(later, 1), BANK, BOB, 1)]), [TR::Exists]);
+    }
 }
