@@ -107,8 +107,12 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
     let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
     assert_eq!(html.matches("data:image/png;base64,").count(), 4);
 
-    // The same seed: the same day, to the digest. Another seed: another day.
-    let (output, again) = double11(directory.path(), "again", &["--seed", "7"]);
+    // The same seed: the same day, to the digest, here in the same data
+    // directory (a finished run starts again: its checkpoint and archive
+    // index go with its log). Another seed: another day.
+    assert!(directory.path().join("first-data/double11.progress").exists(), "the run left a checkpoint");
+    assert!(directory.path().join("first-data/archive.idx").exists(), "the run left an archive index");
+    let (output, again) = double11(directory.path(), "first", &["--seed", "7"]);
     succeeded(&output);
     let again = again.unwrap();
     assert_eq!(again["digest"], report["digest"]);

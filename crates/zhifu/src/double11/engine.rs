@@ -54,7 +54,7 @@ const SNAPSHOT_LOG_PERCENT: u64 = 50;
 const MEMORY_HORIZON_NANOS: u64 = 7 * ledger::NANOS_PER_MINUTE;
 const _: () = assert!(MEMORY_HORIZON_NANOS > sim::workload::SETTLE_TICK_NANOS);
 /// The checkpoint a resumed run skips to (see the module).
-const CHECKPOINT_FILE: &str = "double11.progress";
+pub(super) const CHECKPOINT_FILE: &str = "double11.progress";
 /// How often a checkpoint is taken (`--checkpoint-every-ms`): a resumed
 /// run works out at most this much of the day's operations again (a full
 /// day's 415 M commands, worked out one by one, took half an hour to skip).

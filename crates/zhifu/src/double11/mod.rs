@@ -296,6 +296,8 @@ fn remove_run(dir: &Path) -> anyhow::Result<()> {
             || name == "history.log"
             || name == "history.idx"
             || name == "archive.log"
+            || name == "archive.idx"
+            || name == engine::CHECKPOINT_FILE
             || name.starts_with("wal-")
             || name.starts_with("snapshot-");
         if ours {
