@@ -662,6 +662,14 @@ impl Compressor {
     }
 }
 
+/// Archived records read for commands before they apply: (offset, record).
+pub(crate) type ReadAhead = Vec<(u64, Vec<u8>)>;
+
+/// Archived records a group must need before they are read on another
+/// thread (fewer: a hint to the kernel, and the writer reads them; a thread
+/// costs tens of microseconds).
+pub(crate) const READ_AHEAD_RECORDS_MIN: usize = 16;
+
 /// Reads archived records by offset, from any thread.
 pub struct ArchiveReader {
     shared: Arc<Shared>,

@@ -12,6 +12,7 @@ use crate::error::{JournalError, io_error};
 use crate::history::History;
 use crate::log::{Lead, LogStore};
 use crate::machine::StateMachine;
+use crate::replay::{Batches, Replay};
 use crate::snapshot;
 use crate::wal::{self, FileLog};
 
@@ -84,12 +85,13 @@ pub struct RecoveryReport {
     /// Newer snapshots that could not be read and were passed over.
     pub snapshots_skipped: Vec<SkippedSnapshot>,
     pub records_replayed: u64,
+    /// How long reading the snapshot took, then replaying the log after it.
+    pub snapshot_read: std::time::Duration,
+    pub replay: std::time::Duration,
     /// Bytes of a torn record cut from the end of the newest segment.
     pub torn_bytes_cut: u64,
     /// The sequence of the last durable record (0: none).
     pub last_sequence: u64,
-    /// The recovered machine's [`crate::digest`].
-    pub digest: u64,
 }
 
 pub struct Journal<M: StateMachine> {
@@ -193,6 +195,7 @@ impl<M: StateMachine> Journal<M> {
         check_format::<M>(&*disk, directory, &listing)?;
         let mut report = RecoveryReport::default();
 
+        let reading = std::time::Instant::now();
         let (snapshot_sequence, mut machine) =
             load_newest_snapshot::<M>(&*disk, &listing.snapshots, options.ledger, &mut report);
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
@@ -228,15 +231,16 @@ impl<M: StateMachine> Journal<M> {
             machine: std::marker::PhantomData,
             _lock: lock,
         };
+        report.snapshot_read = reading.elapsed();
+        let replaying = std::time::Instant::now();
         report.records_replayed = journal.catch_up(&mut machine, u64::MAX)?;
+        report.replay = replaying.elapsed();
         check_not_ahead(&mut *journal.log, snapshot_sequence)?;
         journal.history.write()?;
         journal.archive.write()?;
         remove_temporary_files(&*journal.disk, &listing.temporary);
         report.torn_bytes_cut = journal.log.torn_bytes_cut();
         report.last_sequence = journal.next_sequence - 1;
-        report.digest = crate::snapshot::digest(&machine)
-            .map_err(|source| io_error("digest the recovered state of", directory, source))?;
         Ok((journal, machine, report))
     }
 
@@ -245,25 +249,23 @@ impl<M: StateMachine> Journal<M> {
     /// writer applied it. Answers how many.
     pub fn catch_up(&mut self, machine: &mut M, limit: u64) -> Result<u64, JournalError> {
         let description = self.log.describe();
+        let read_ahead = self.uses_threads();
         let Journal { log, history, archive, next_sequence, records_since_snapshot, log_bytes_since_snapshot, .. } =
             self;
         let after = *next_sequence - 1;
-        let mut apply = |sequence: u64, payload: &[u8]| -> Result<(), JournalError> {
-            let command = M::decode_command(payload).map_err(|error| JournalError::Undecodable {
-                path: PathBuf::from(&description),
-                sequence,
-                detail: error.to_string(),
-            })?;
-            machine.apply(&command, &*archive)?;
-            history.collect(machine.ledger())?;
-            machine.ledger_mut().set_eviction_floor(history.collected());
-            archive.collect(machine)?;
-            *next_sequence = sequence + 1;
-            *records_since_snapshot += 1;
-            *log_bytes_since_snapshot += (wal::HEADER_BYTES + payload.len()) as u64;
-            Ok(())
-        };
-        log.read_after(after, limit, &mut apply)
+        let mut batches = Batches::new(Replay {
+            machine,
+            history,
+            archive,
+            next_sequence,
+            records_since_snapshot,
+            log_bytes_since_snapshot,
+            description,
+            read_ahead,
+        });
+        let replayed = log.read_after(after, limit, &mut |sequence, payload| batches.push(sequence, payload))?;
+        batches.finish()?;
+        Ok(replayed)
     }
 
     /// Whether this node may append (see `LogStore::lead`).

@@ -33,6 +33,7 @@ pub mod journal;
 mod log;
 pub mod machine;
 mod postgres;
+mod replay;
 mod snapshot;
 mod wal;
 mod writer;

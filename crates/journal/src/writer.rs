@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{RwLock as StateLock, RwLockWriteGuard};
 
+use crate::archive::{READ_AHEAD_RECORDS_MIN, ReadAhead};
 use crate::error::JournalError;
 use crate::journal::Journal;
 use crate::log::Lead;
@@ -26,9 +27,6 @@ enum Snapshot {
     Not,
 }
 
-/// Archived records read for a group before it applies: (offset, record).
-type ReadAhead = Vec<(u64, Vec<u8>)>;
-
 /// A group in the log, not yet applied.
 struct Durable<M: StateMachine> {
     loggable: Vec<Request<M>>,
@@ -40,10 +38,6 @@ struct Durable<M: StateMachine> {
 
 /// Commands applied between chances for readers to take the state lock.
 const APPLY_SLICE_COMMANDS: usize = 128;
-/// Archived records a group must need before they are read on another
-/// thread during its append (fewer: a hint to the kernel, and the writer
-/// reads them; a thread costs tens of microseconds).
-const READ_AHEAD_RECORDS_MIN: usize = 16;
 /// A leader with nothing to append asks the log this often whether it still
 /// leads (renewing its lease); well inside the lease.
 const LEAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -259,7 +259,6 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         data_dir = %config.data_dir.display(),
         records = report.last_sequence,
         snapshot = ?report.snapshot_sequence,
-        digest = format_args!("{:016x}", report.digest),
         "recovered"
     );
     let clock = match config.simulated_clock_start {

@@ -1084,12 +1084,12 @@ impl Vopr {
                 report.last_sequence
             )));
         }
-        if trusted && report.last_sequence == sequence_before && report.digest != before {
+        let recovered = store.digest().map_err(|error| self.fail(error.to_string()))?;
+        if trusted && report.last_sequence == sequence_before && recovered != before {
             let how = if crashed { "crash" } else { "clean stop" };
-            return Err(self.fail(format!(
-                "recovered digest {:016x}, {before:016x} before the {how} ({report:?})",
-                report.digest
-            )));
+            return Err(
+                self.fail(format!("recovered digest {recovered:016x}, {before:016x} before the {how} ({report:?})"))
+            );
         }
         self.store = Some(store);
         Ok(())

@@ -19,7 +19,7 @@ pub struct RecoverArgs {
 }
 
 pub fn run(args: &RecoverArgs) -> anyhow::Result<()> {
-    let report = match crate::serve::store_of(&args.store)? {
+    let recovered = match crate::serve::store_of(&args.store)? {
         server::StoreConfig::Embedded => Journal::<Platform>::open(&args.data_dir, Options::default()),
         server::StoreConfig::Postgres { url } => {
             let log = journal::PostgresLog::connect(&url, "zhifu recover", journal::postgres_lease_default())
@@ -27,8 +27,9 @@ pub fn run(args: &RecoverArgs) -> anyhow::Result<()> {
             Journal::<Platform>::open_with(&args.data_dir, Box::new(log), Options::default())
         }
     }
-    .map(|(_, _, report)| report)
     .with_context(|| format!("recover {}", args.data_dir.display()))?;
-    println!("sequence={} digest={:016x}", report.last_sequence, report.digest);
+    let (_, platform, report) = recovered;
+    let digest = journal::digest(&platform).context("digest the recovered state")?;
+    println!("sequence={} digest={digest:016x}", report.last_sequence);
     Ok(())
 }

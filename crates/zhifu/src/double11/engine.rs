@@ -221,8 +221,12 @@ pub fn run(workload: Workload, options: &EngineOptions<'_>, progress: &Progress)
     let mut driver = Driver::new(store, options.seed, plan, recovery.last_sequence);
     if driver.resume_after > 0 {
         progress.note(&format!(
-            "resuming: the journal holds {} commands of this run; going on from there",
-            driver.resume_after
+            "resuming: the journal holds {} commands of this run (the snapshot read in {:.1} s, then {} \
+             commands replayed in {:.1} s); going on from there",
+            driver.resume_after,
+            recovery.snapshot_read.as_secs_f64(),
+            recovery.records_replayed,
+            recovery.replay.as_secs_f64(),
         ));
         driver.restore_packets();
     }
