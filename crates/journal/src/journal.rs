@@ -78,7 +78,7 @@ pub struct SkippedSnapshot {
 }
 
 /// What recovery found and did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
     /// The log sequence of the snapshot loaded, if any.
     pub snapshot_sequence: Option<u64>,

@@ -13,8 +13,11 @@ use crate::history::History;
 use crate::machine::StateMachine;
 use crate::wal;
 
-/// Records decoded and applied together.
+/// Records decoded and applied together, at most...
 const REPLAY_BATCH_RECORDS: usize = 1_024;
+/// ...and at most this many of their bytes (a ledger's batch of thousands
+/// of transfers is a megabyte: two batches of them in memory stay small).
+const REPLAY_BATCH_BYTES: u64 = 8 << 20;
 
 /// Where replayed commands go, and what the journal counts of them.
 pub(crate) struct Replay<'a, M: StateMachine> {
@@ -42,12 +45,13 @@ struct Pending<C> {
 pub(crate) struct Batches<'a, M: StateMachine> {
     replay: Replay<'a, M>,
     incoming: Vec<Pending<M::Command>>,
+    incoming_bytes: u64,
     ready: Option<(Vec<Pending<M::Command>>, ReadAhead)>,
 }
 
 impl<'a, M: StateMachine> Batches<'a, M> {
     pub(crate) fn new(replay: Replay<'a, M>) -> Batches<'a, M> {
-        Batches { replay, incoming: Vec::with_capacity(REPLAY_BATCH_RECORDS), ready: None }
+        Batches { replay, incoming: Vec::with_capacity(REPLAY_BATCH_RECORDS), incoming_bytes: 0, ready: None }
     }
 
     /// Takes the next record of the log.
@@ -59,7 +63,8 @@ impl<'a, M: StateMachine> Batches<'a, M> {
         })?;
         let bytes = (wal::HEADER_BYTES + payload.len()) as u64;
         self.incoming.push(Pending { sequence, command, bytes });
-        if self.incoming.len() >= REPLAY_BATCH_RECORDS {
+        self.incoming_bytes += bytes;
+        if self.incoming.len() >= REPLAY_BATCH_RECORDS || self.incoming_bytes >= REPLAY_BATCH_BYTES {
             self.turn()?;
         }
         Ok(())
@@ -77,6 +82,7 @@ impl<'a, M: StateMachine> Batches<'a, M> {
     /// Reads ahead for the batch just taken while the one before it applies.
     fn turn(&mut self) -> Result<(), JournalError> {
         let batch = std::mem::replace(&mut self.incoming, Vec::with_capacity(REPLAY_BATCH_RECORDS));
+        self.incoming_bytes = 0;
         let mut needed = Vec::new();
         if self.replay.read_ahead {
             let commands: Vec<&M::Command> = batch.iter().map(|pending| &pending.command).collect();
