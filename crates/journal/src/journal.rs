@@ -77,6 +77,21 @@ pub struct SkippedSnapshot {
     pub reason: String,
 }
 
+/// Applies a command, then takes the transfers and records it made into the
+/// history's and archive's buffers: the writer and replay alike.
+pub(crate) fn apply_and_collect<M: StateMachine>(
+    machine: &mut M,
+    history: &mut History,
+    archive: &mut Archive,
+    command: &M::Command,
+) -> Result<M::Outcome, JournalError> {
+    let outcome = machine.apply(command, &*archive)?;
+    history.collect(machine.ledger())?;
+    machine.ledger_mut().set_eviction_floor(history.collected());
+    archive.collect(machine)?;
+    Ok(outcome)
+}
+
 /// What recovery found and did.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
@@ -372,10 +387,7 @@ impl<M: StateMachine> Journal<M> {
     /// the machine, then the transfers and records it made into the
     /// history's and archive's buffers.
     pub fn apply(&mut self, machine: &mut M, command: &M::Command) -> Result<M::Outcome, JournalError> {
-        let outcome = machine.apply(command, &self.archive)?;
-        self.collect_history(machine.ledger_mut())?;
-        self.collect_archive(machine)?;
-        Ok(outcome)
+        apply_and_collect(machine, &mut self.history, &mut self.archive, command)
     }
 
     /// Takes the transfers a just-applied batch stored into the history

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crate::archive::{Archive, READ_AHEAD_RECORDS_MIN, ReadAhead};
 use crate::error::JournalError;
 use crate::history::History;
+use crate::journal::apply_and_collect;
 use crate::machine::StateMachine;
 use crate::wal;
 
@@ -115,10 +116,7 @@ impl<M: StateMachine> Replay<'_, M> {
     fn apply(&mut self, batch: Vec<Pending<M::Command>>, read: ReadAhead) -> Result<(), JournalError> {
         self.archive.set_read_ahead(read);
         for Pending { sequence, command, bytes } in batch {
-            self.machine.apply(&command, &*self.archive)?;
-            self.history.collect(self.machine.ledger())?;
-            self.machine.ledger_mut().set_eviction_floor(self.history.collected());
-            self.archive.collect(self.machine)?;
+            apply_and_collect(self.machine, self.history, self.archive, &command)?;
             *self.next_sequence = sequence + 1;
             *self.records_since_snapshot += 1;
             *self.log_bytes_since_snapshot += bytes;
