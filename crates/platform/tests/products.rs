@@ -516,7 +516,8 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
     assert_eq!(read(instant.number), *instant, "read back from the event that reported it");
     // What a group will read is known before it is applied (the writer asks
     // the disk for it while it logs the group): the record of a trade named
-    // by number, or by a reference already used; nothing for an unknown one.
+    // by number; nothing for an unknown one, nor for a reference (a retry
+    // of an archived trade reads it when applied: see below).
     let needed = |action| {
         let command = Command { now: Timestamp::from_nanos(START), idempotency: None, action };
         let mut offsets = Vec::new();
@@ -529,7 +530,7 @@ fn trades_wait_in_the_archive_and_come_back_for_the_command_that_names_them() {
         trades.map(|trade| trade.number).collect::<Vec<_>>()
     };
     assert_eq!(needed_trades(Action::ShipTrade { trade: escrow.number, merchant: shop }), [escrow.number]);
-    assert_eq!(needed_trades(pay(trade("i-1", TradeMode::Instant))), [instant.number]);
+    assert!(needed(pay(trade("i-1", TradeMode::Instant))).is_empty());
     assert!(
         needed(Action::ShipTrade { trade: TradeNumber::new(escrow.number.get() + 1_000), merchant: shop }).is_empty()
     );

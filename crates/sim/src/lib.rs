@@ -11,6 +11,7 @@
 //! journal and platform, with crashes and restarts, checked after every step.
 
 pub mod day;
+mod queue;
 pub mod vopr;
 pub mod workload;
 

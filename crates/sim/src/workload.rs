@@ -11,14 +11,12 @@
 //! ticks every ten simulated minutes up to twelve days on (every escrow has
 //! auto-confirmed by then), and the day's Yu'e Bao yield.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Zipf};
 use rand_pcg::Pcg64Mcg;
 
 use crate::day::{DAY_NANOS, DayCurve, GMV_2013_FEN, PAYMENTS_2013};
+use crate::queue::TimeQueue;
 
 const SECOND: u64 = ledger::NANOS_PER_SECOND;
 const MINUTE: u64 = 60 * SECOND;
@@ -227,63 +225,59 @@ impl TimedOp {
     }
 }
 
-/// A follow-up waiting for its time; ordered by time, then by when it was made.
-struct Scheduled {
-    at: u64,
-    serial: u64,
-    follow_up: FollowUp,
+/// A follow-up as it waits, in 16 bytes where an `Op` takes 40: at a full
+/// day's midnight tens of millions wait at once. What kind it is sits in the
+/// top bits of its subject (a trade's or packet's serial, far below 2^60).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FollowUp {
+    subject: u64,
+    merchant: u32,
+    /// The buyer who confirms, the refund's number or the claimer.
+    party: u32,
 }
 
-/// The ops that wait in the heap, in 24 bytes where an `Op` takes 40: at a
-/// full day's midnight tens of millions wait at once.
-#[derive(Clone, Copy)]
-enum FollowUp {
-    Ship { merchant: u32, trade: u64 },
-    Confirm { merchant: u32, buyer: u32, trade: u64 },
-    Refund { merchant: u32, refund: u32, trade: u64, share: RefundShare },
-    Claim { claimer: u32, packet: u64 },
-}
+const KIND_SHIFT: u32 = 60;
+const SERIAL_MAX: u64 = (1 << KIND_SHIFT) - 1;
+const SHIP: u64 = 0;
+const CONFIRM: u64 = 1;
+const REFUND_FULL: u64 = 2;
+const REFUND_HALF: u64 = 3;
+const CLAIM: u64 = 4;
 
 impl FollowUp {
+    fn new(kind: u64, serial: u64, merchant: u32, party: u32) -> FollowUp {
+        assert!(serial <= SERIAL_MAX, "serial {serial} does not fit a waiting follow-up");
+        FollowUp { subject: kind << KIND_SHIFT | serial, merchant, party }
+    }
+
     fn of(op: Op) -> Option<FollowUp> {
         Some(match op {
-            Op::Ship { merchant, trade } => FollowUp::Ship { merchant, trade },
-            Op::Confirm { merchant, buyer, trade } => FollowUp::Confirm { merchant, buyer, trade },
-            Op::Refund { merchant, trade, refund, share } => FollowUp::Refund { merchant, refund, trade, share },
-            Op::ClaimRedPacket { packet, claimer } => FollowUp::Claim { claimer, packet },
+            Op::Ship { merchant, trade } => FollowUp::new(SHIP, trade, merchant, 0),
+            Op::Confirm { merchant, buyer, trade } => FollowUp::new(CONFIRM, trade, merchant, buyer),
+            Op::Refund { merchant, trade, refund, share: RefundShare::Full } => {
+                FollowUp::new(REFUND_FULL, trade, merchant, refund)
+            }
+            Op::Refund { merchant, trade, refund, share: RefundShare::Half } => {
+                FollowUp::new(REFUND_HALF, trade, merchant, refund)
+            }
+            Op::ClaimRedPacket { packet, claimer } => FollowUp::new(CLAIM, packet, 0, claimer),
             _ => return None,
         })
     }
 
     fn op(self) -> Op {
-        match self {
-            FollowUp::Ship { merchant, trade } => Op::Ship { merchant, trade },
-            FollowUp::Confirm { merchant, buyer, trade } => Op::Confirm { merchant, buyer, trade },
-            FollowUp::Refund { merchant, refund, trade, share } => Op::Refund { merchant, trade, refund, share },
-            FollowUp::Claim { claimer, packet } => Op::ClaimRedPacket { packet, claimer },
+        let (serial, merchant, party) = (self.subject & SERIAL_MAX, self.merchant, self.party);
+        match self.subject >> KIND_SHIFT {
+            SHIP => Op::Ship { merchant, trade: serial },
+            CONFIRM => Op::Confirm { merchant, buyer: party, trade: serial },
+            REFUND_FULL => Op::Refund { merchant, trade: serial, refund: party, share: RefundShare::Full },
+            REFUND_HALF => Op::Refund { merchant, trade: serial, refund: party, share: RefundShare::Half },
+            _ => Op::ClaimRedPacket { packet: serial, claimer: party },
         }
     }
 }
 
-const _: () = assert!(std::mem::size_of::<FollowUp>() == 24);
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.serial) == (other.at, other.serial)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    // Reversed: BinaryHeap is a max-heap and the earliest comes first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.serial).cmp(&(self.at, self.serial))
-    }
-}
+const _: () = assert!(std::mem::size_of::<FollowUp>() == 16);
 
 enum Stage {
     Setup { next: u64 },
@@ -305,7 +299,8 @@ pub struct Workload {
     /// The time of `next_arrival`, once drawn.
     next_arrival_at: Option<u64>,
     next_tick: u64,
-    follow_ups: BinaryHeap<Scheduled>,
+    follow_ups: TimeQueue<FollowUp>,
+    /// Follow-ups scheduled so far.
     serial: u64,
     next_trade: u64,
     next_packet: u64,
@@ -330,7 +325,7 @@ impl Workload {
             next_arrival: 0,
             next_arrival_at: None,
             next_tick: TICK_NANOS,
-            follow_ups: BinaryHeap::new(),
+            follow_ups: TimeQueue::default(),
             serial: 0,
             next_trade: 1,
             next_packet: 1,
@@ -392,7 +387,7 @@ impl Workload {
             unreachable!("only follow-ups are scheduled, not {op:?}");
         };
         self.serial += 1;
-        self.follow_ups.push(Scheduled { at, serial: self.serial, follow_up });
+        self.follow_ups.push(at, follow_up);
     }
 
     fn buyer(&mut self) -> u32 {
@@ -516,7 +511,7 @@ impl Iterator for Workload {
                     if self.next_arrival_at.is_none() && self.next_arrival < self.plan.arrivals() {
                         self.next_arrival_at = Some(self.arrival_time(self.next_arrival));
                     }
-                    let follow_up_at = self.follow_ups.peek().map(|scheduled| scheduled.at);
+                    let follow_up_at = self.follow_ups.peek_at();
                     let Some(first) = [self.next_arrival_at, follow_up_at].into_iter().flatten().min() else {
                         self.stage = Stage::Settle;
                         continue;
@@ -528,9 +523,9 @@ impl Iterator for Workload {
                         return Some(TimedOp { at, op: Op::Tick, setup: false });
                     }
                     if follow_up_at == Some(first)
-                        && let Some(scheduled) = self.follow_ups.pop()
+                        && let Some((at, follow_up)) = self.follow_ups.pop()
                     {
-                        return Some(TimedOp { at: scheduled.at, op: scheduled.follow_up.op(), setup: false });
+                        return Some(TimedOp { at, op: follow_up.op(), setup: false });
                     }
                     let index = self.next_arrival;
                     self.next_arrival += 1;
@@ -652,6 +647,28 @@ mod tests {
         }
         let busiest = per_minute.iter().enumerate().max_by_key(|(_, count)| **count).unwrap().0;
         assert!(busiest < 7, "busiest minute {busiest}");
+    }
+
+    #[test]
+    fn a_waiting_follow_up_is_the_op_it_was() {
+        let serial = SERIAL_MAX;
+        let ops = [
+            Op::Ship { merchant: u32::MAX, trade: serial },
+            Op::Confirm { merchant: 3, buyer: u32::MAX, trade: 1 },
+            Op::Refund { merchant: 4, trade: serial, refund: 2, share: RefundShare::Full },
+            Op::Refund { merchant: 5, trade: 7, refund: u32::MAX, share: RefundShare::Half },
+            Op::ClaimRedPacket { packet: serial, claimer: 9 },
+        ];
+        for op in ops {
+            assert_eq!(FollowUp::of(op).unwrap().op(), op);
+        }
+        assert!(FollowUp::of(Op::Tick).is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn a_serial_too_large_to_wait_is_refused() {
+        FollowUp::of(Op::Ship { merchant: 0, trade: SERIAL_MAX + 1 });
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl Shared {
     }
 
     fn answered(&self, minute: Option<usize>, submitted: Instant, payment: Option<u64>) {
-        self.tally.lock().unwrap_or_else(PoisonError::into_inner).answered(minute, submitted, payment);
+        let now = Instant::now();
+        self.tally.lock().unwrap_or_else(PoisonError::into_inner).answered(minute, submitted, now, payment);
     }
 }
 
@@ -176,7 +177,9 @@ async fn run_day(
     let mut trades: HashMap<u64, TradeSlot> = HashMap::new();
     let mut packets: HashMap<u64, Arc<AsyncMutex<Option<String>>>> = HashMap::new();
     for timed in workload {
-        progress.advance(&timed, matches!(timed.op, Op::Pay(_)), &shared.tally);
+        if progress.advance(&timed, matches!(timed.op, Op::Pay(_))) {
+            progress.show(&timed, &shared.tally.lock().unwrap_or_else(PoisonError::into_inner));
+        }
         // One trade's (or packet's) operations in order: take its lock here,
         // in the day's order, and hand it to the task.
         let guard: Option<OwnedMutexGuard<Option<PaidTrade>>> = match timed.op {

@@ -3,7 +3,6 @@
 //! often under `nohup` or in a log), nothing with `--quiet`.
 
 use std::cell::Cell;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -64,18 +63,21 @@ impl Progress {
         self.note(&format!("setup done in {:.1} s; the day begins", elapsed.as_secs_f64()));
     }
 
-    pub fn advance(&self, timed: &sim::TimedOp, payment: bool, tally: &Mutex<Tally>) {
+    /// Counts an operation; true when the progress is due to be shown
+    /// (`show`).
+    pub fn advance(&self, timed: &sim::TimedOp, payment: bool) -> bool {
         let operations = self.operations.get() + 1;
         self.operations.set(operations);
         if payment {
             self.payments.set(self.payments.get() + 1);
         }
         // After the day, ticks come one at a time and each may take seconds.
-        if !(operations.is_multiple_of(UPDATE_EVERY) || timed.is_settlement_tick()) || timed.setup {
-            return;
-        }
+        (operations.is_multiple_of(UPDATE_EVERY) || timed.is_settlement_tick()) && !timed.setup
+    }
+
+    /// Shows where the day is, as of `timed` and the answers in `tally`.
+    pub fn show(&self, timed: &sim::TimedOp, tally: &Tally) {
         self.bar.set_position(self.payments.get());
-        let Ok(tally) = tally.lock() else { return };
         let rate = tally.day_started.map_or(0.0, |started| {
             tally.acknowledged.payments as f64 / Instant::now().duration_since(started).as_secs_f64().max(1e-3)
         });
@@ -89,7 +91,6 @@ impl Progress {
         if tally.acknowledged.auto_confirmed > 0 {
             message.push_str(&format!(" | {} auto-confirmed", format_count(tally.acknowledged.auto_confirmed)));
         }
-        drop(tally);
         let now = Instant::now();
         if self.display == Display::Lines && now.duration_since(self.last_line.get()) >= LINE_EVERY {
             self.last_line.set(now);

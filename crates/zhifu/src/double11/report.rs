@@ -5,12 +5,14 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
 use serde_json::json;
 use sim::{Plan, SimConfig};
 
+use super::tally::{Stall, Stalls};
 use super::{RunOutput, charts, format_count, format_yuan};
 
 pub struct Summary {
@@ -33,9 +35,19 @@ impl Summary {
         if latency.is_empty() { 0.0 } else { latency.value_at_quantile(quantile) as f64 / 1_000.0 }
     }
 
-    /// Payments answered per wall-clock second over the whole day.
+    /// Payments answered per wall-clock second over the whole day, its
+    /// settlement included.
     fn sustained_per_second(&self) -> f64 {
-        let seconds = self.output.tally.day_elapsed().as_secs_f64();
+        self.payments_per_second_over(self.output.tally.day_elapsed())
+    }
+
+    /// Payments answered per wall-clock second up to the last of them.
+    fn arrivals_per_second(&self) -> f64 {
+        self.payments_per_second_over(self.output.tally.arrivals_elapsed())
+    }
+
+    fn payments_per_second_over(&self, elapsed: Duration) -> f64 {
+        let seconds = elapsed.as_secs_f64();
         if seconds > 0.0 { self.output.tally.acknowledged.payments as f64 / seconds } else { 0.0 }
     }
 
@@ -183,6 +195,8 @@ impl Summary {
                 "wall_seconds": output.wall.as_secs_f64(),
                 "peak_payments_per_second": output.tally.peak_per_second(),
                 "sustained_payments_per_second": self.sustained_per_second(),
+                "arrivals_seconds": output.tally.arrivals_elapsed().as_secs_f64(),
+                "arrivals_payments_per_second": self.arrivals_per_second(),
             },
             "latency_ms": {
                 "p50": self.percentile_ms(0.5),
@@ -205,6 +219,7 @@ pub fn terminal(summary: &Summary) -> String {
     lines.extend(day_lines(summary));
     if summary.target.is_none() {
         lines.extend(journal_lines(&summary.output.writer));
+        lines.extend(stall_line(&summary.output.tally.stalls));
     }
     lines.extend(money_lines(summary));
     let mut text = String::from("\n");
@@ -245,10 +260,13 @@ fn day_lines(summary: &Summary) -> Vec<(&'static str, String)> {
     );
     lines.push(("GMV", gmv));
     let throughput = format!(
-        "peak {} payments/s (busiest wall-clock second), sustained {} payments/s over {:.1} s",
+        "peak {} payments/s (busiest wall-clock second), sustained {} payments/s over {:.1} s (the day and its \
+         settlement); arrivals {} payments/s over {:.1} s (to the last payment's answer)",
         format_count(output.tally.peak_per_second()),
         format_count(summary.sustained_per_second() as u64),
-        output.tally.day_elapsed().as_secs_f64()
+        output.tally.day_elapsed().as_secs_f64(),
+        format_count(summary.arrivals_per_second() as u64),
+        output.tally.arrivals_elapsed().as_secs_f64(),
     );
     lines.push(("throughput", throughput));
     let latency = format!(
@@ -277,6 +295,19 @@ fn journal_lines(writer: &journal::WriterStats) -> Vec<(&'static str, String)> {
         writer.snapshot_us_max as f64 / 1_000_000.0,
     );
     vec![("journal", journal), ("waits", waits)]
+}
+
+/// Where the driver waited for answers (nothing, if it never did).
+fn stall_line(stalls: &Stalls) -> Option<(&'static str, String)> {
+    let parts: Vec<String> = Stall::ALL
+        .into_iter()
+        .filter(|&why| stalls.waits[why as usize] > 0)
+        .map(|why| {
+            let (waits, waited) = (stalls.waits[why as usize], stalls.waited[why as usize]);
+            format!("{:.1} s {} ({} times)", waited.as_secs_f64(), why.describe(), format_count(waits))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| ("driver waited", parts.join("; ")))
 }
 
 /// Refunds, escrow, the other products, fees, refusals and the digest.

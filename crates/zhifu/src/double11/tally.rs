@@ -46,14 +46,64 @@ pub struct Minute {
     pub latency: Histogram<u64>,
 }
 
+/// Why the in-process driver stopped to wait for answers. While it waits
+/// nothing new reaches the writer, whose next group commit is then smaller:
+/// the pipeline's bubbles, but for a full queue (the writer is behind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stall {
+    /// A queue's worth in flight: the writer is the bottleneck.
+    QueueFull,
+    /// Everything submitted (the setup's end, each settlement tick).
+    Everything,
+    /// A follow-up waiting for its payment's answer (the trade's number).
+    Payment,
+    /// A refund waiting for the last command on its trade (what it refunded).
+    Refund,
+    /// A red packet's claim waiting for its sending's answer (its number).
+    Packet,
+}
+
+impl Stall {
+    pub const ALL: [Stall; 5] = [Stall::QueueFull, Stall::Everything, Stall::Payment, Stall::Refund, Stall::Packet];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stall::QueueFull => "with the queue full",
+            Stall::Everything => "for everything submitted",
+            Stall::Payment => "for a follow-up's payment",
+            Stall::Refund => "for a refund's trade",
+            Stall::Packet => "for a claim's red packet",
+        }
+    }
+}
+
+/// How often, and how long, the driver waited, by why.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stalls {
+    pub waits: [u64; Stall::ALL.len()],
+    pub waited: [Duration; Stall::ALL.len()],
+}
+
+impl Stalls {
+    pub fn record(&mut self, why: Stall, waited: Duration) {
+        self.waits[why as usize] += 1;
+        self.waited[why as usize] += waited;
+    }
+}
+
 pub struct Tally {
     pub acknowledged: Acknowledged,
+    /// The in-process driver's waits for answers.
+    pub stalls: Stalls,
     /// Submit to answer of every command of the day (not the setup), in µs.
     pub latency: Histogram<u64>,
     pub minutes: Vec<Minute>,
     /// Payments answered in each wall-clock second since the day began.
     pub wall_seconds: Vec<u64>,
     pub day_started: Option<Instant>,
+    /// When the day's last payment was answered: the arrivals end there,
+    /// the settlement (follow-ups, then twelve days of ticks) goes on.
+    pub last_payment_answered: Option<Instant>,
     pub day_finished: Option<Instant>,
 }
 
@@ -70,14 +120,15 @@ impl Tally {
             minutes: (0..MINUTES_PER_DAY).map(|_| Minute { payments: 0, gmv: 0, latency: histogram() }).collect(),
             wall_seconds: Vec::new(),
             day_started: None,
+            last_payment_answered: None,
             day_finished: None,
+            stalls: Stalls::default(),
         }
     }
 
     /// Records the answer to a command submitted at `submitted` for
     /// simulated minute `minute` (`None`: outside the day).
-    pub fn answered(&mut self, minute: Option<usize>, submitted: Instant, payment: Option<u64>) {
-        let now = Instant::now();
+    pub fn answered(&mut self, minute: Option<usize>, submitted: Instant, now: Instant, payment: Option<u64>) {
         let micros = u64::try_from(now.duration_since(submitted).as_micros()).unwrap_or(u64::MAX);
         let micros = micros.clamp(1, LATENCY_MAX_US);
         self.acknowledged.commands += 1;
@@ -94,6 +145,7 @@ impl Tally {
                     self.wall_seconds.resize(second + 1, 0);
                 }
                 self.wall_seconds[second] += 1;
+                self.last_payment_answered = Some(now);
             }
         }
     }
@@ -105,6 +157,14 @@ impl Tally {
     /// Wall-clock time the day's operations took.
     pub fn day_elapsed(&self) -> Duration {
         match (self.day_started, self.day_finished) {
+            (Some(start), Some(end)) => end.duration_since(start),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Wall-clock time from the day's start to its last payment's answer.
+    pub fn arrivals_elapsed(&self) -> Duration {
+        match (self.day_started, self.last_payment_answered) {
             (Some(start), Some(end)) => end.duration_since(start),
             _ => Duration::ZERO,
         }
