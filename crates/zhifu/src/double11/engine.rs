@@ -165,15 +165,18 @@ struct Driver {
     /// is the driver's time, not the writer's (3% of the writer's when it
     /// tallied them itself).
     answers: Arc<Mutex<Vec<Answer>>>,
+    /// The list the answers were tallied from, empty, to be swapped in next.
+    answers_spare: Vec<Answer>,
     /// Commands whose answers are tallied.
     tallied: u64,
     /// The platform numbers of the simulation's red packets.
     packets: HashMap<u64, RedPacketNumber>,
     /// Paid trades with follow-ups still to come, by the simulation's serial.
     paid: HashMap<u64, PaidTrade>,
-    /// Trade serial → the sequence of the last command submitted on it, while
-    /// more follow-ups will come (a refund waits for it: see `action`).
-    last_touch: HashMap<u64, u64>,
+    /// Trade serial → the sequence of the last refund submitted on it, while
+    /// more follow-ups will come (a later refund waits for it: see
+    /// `paid_trade`).
+    last_refund: HashMap<u64, u64>,
     resume_after: u64,
     plan: sim::Plan,
     merchants: Vec<PartyNumber>,
@@ -190,6 +193,7 @@ struct Driver {
 
 /// A command's answer, as the writer filed it for the driver to tally.
 struct Answer {
+    sequence: u64,
     kind: Kind,
     /// The simulated minute of the day it was submitted in.
     minute: Option<usize>,
@@ -543,10 +547,11 @@ impl Driver {
             completed: Arc::new(AtomicU64::new(resume_after)),
             failed: Arc::new(AtomicBool::new(false)),
             answers: Arc::new(Mutex::new(Vec::new())),
+            answers_spare: Vec::new(),
             tallied: resume_after,
             packets: HashMap::new(),
             paid: HashMap::new(),
-            last_touch: HashMap::new(),
+            last_refund: HashMap::new(),
             resume_after,
             plan,
             merchants: Vec::new(),
@@ -682,15 +687,15 @@ impl Driver {
     /// one paid before a crash is read from the state, where a paid trade
     /// stays paid: either way the answer is the same on every run.
     fn paid_trade(&mut self, merchant: u32, trade: u64, refund: bool) -> anyhow::Result<Option<PaidTrade>> {
-        // The payment's answer, and for a refund the last command on this
+        // The payment's answer, and for a refund the last refund on this
         // trade, however recent: whether it was paid and what it refunded
         // are then known the same on every run. Only a refund reads what
-        // was refunded: a shipping or a confirmation does not wait (a wait
-        // empties the writer's queue: 6 s of a 45 s day at `--scale 0.02`).
+        // was refunded, and only refunds change it: nothing else waits for
+        // a trade's follow-ups (a wait empties the writer's queue).
         if let Some(sequence) = self.payments.sequence_of(trade) {
             self.wait_for(sequence, Stall::Payment)?;
         }
-        if refund && let Some(&sequence) = self.last_touch.get(&trade) {
+        if refund && let Some(&sequence) = self.last_refund.get(&trade) {
             self.wait_for(sequence, Stall::Refund)?;
         }
         {
@@ -873,7 +878,7 @@ impl Driver {
         };
         let refund = matches!(timed.op, Op::Refund { .. });
         let Some(found) = self.paid_trade(merchant, trade, refund)? else { return Ok(None) };
-        self.touching(trade, &found);
+        self.following_up(trade, &found, refund);
         let merchant_number = self.merchants[merchant as usize];
         Ok(Some(match timed.op {
             Op::Confirm { buyer, .. } => {
@@ -897,18 +902,19 @@ impl Driver {
         }))
     }
 
-    /// Notes that the next command submitted touches trade `serial` (until
-    /// its last follow-up, whose command is the last to touch it).
-    fn touching(&mut self, serial: u64, found: &PaidTrade) {
+    /// Notes that the next command submitted is a follow-up of trade
+    /// `serial`, a refund if `refund` (a later refund waits for it, until
+    /// the trade's last follow-up).
+    fn following_up(&mut self, serial: u64, found: &PaidTrade, refund: bool) {
         // A command skipped on resume is applied already: nothing to wait for.
         let skipped = self.generated < self.resume_after;
         // 0: read from the store after a resume, how many follow-ups remain
         // is unknown, so keep waiting on it.
         let more_to_come = found.follow_ups_left != 1;
-        if more_to_come && !skipped {
-            self.last_touch.insert(serial, self.submitted + 1);
-        } else {
-            self.last_touch.remove(&serial);
+        if !more_to_come || skipped {
+            self.last_refund.remove(&serial);
+        } else if refund {
+            self.last_refund.insert(serial, self.submitted + 1);
         }
     }
 
@@ -922,11 +928,11 @@ impl Driver {
         let completed = Arc::clone(&self.completed);
         let failed = Arc::clone(&self.failed);
         let answers = Arc::clone(&self.answers);
-        let submitted = Instant::now();
+        let (sequence, submitted) = (self.submitted + 1, Instant::now());
         let reply = move |result: Result<Outcome, JournalError>| {
             let answered = Instant::now();
             let is_failure = result.is_err();
-            lock(&answers).push(Answer { kind, minute, submitted, answered, result });
+            lock(&answers).push(Answer { sequence, kind, minute, submitted, answered, result });
             if is_failure {
                 failed.store(true, Ordering::Release);
             }
@@ -945,9 +951,14 @@ impl Driver {
 
     /// Tallies the answers filed so far, in the order they came.
     fn tally_answers(&mut self) {
-        let answers = std::mem::take(&mut *lock(&self.answers));
-        self.tallied += answers.len() as u64;
-        for Answer { kind, minute, submitted, answered, result } in answers {
+        // Swapped with a spare, so the writer never grows the list from nothing.
+        let mut answers = std::mem::take(&mut self.answers_spare);
+        std::mem::swap(&mut answers, &mut *lock(&self.answers));
+        for Answer { sequence, kind, minute, submitted, answered, result } in answers.drain(..) {
+            // What waits on an answer is forgotten by the count tallied
+            // (`InFlight`): that count must be the first commands, in order.
+            assert_eq!(sequence, self.tallied + 1, "answers filed out of order");
+            self.tallied = sequence;
             let payment = match result {
                 Ok(outcome) => tally_outcome(&mut self.tally, kind, outcome, &mut self.packets, &mut self.paid),
                 Err(error) => {
@@ -957,6 +968,7 @@ impl Driver {
             };
             self.tally.answered(minute, submitted, answered, payment);
         }
+        self.answers_spare = answers;
     }
 
     fn figures(&self) -> anyhow::Result<LedgerFigures> {

@@ -198,6 +198,11 @@ impl Summary {
                 "arrivals_seconds": output.tally.arrivals_elapsed().as_secs_f64(),
                 "arrivals_payments_per_second": self.arrivals_per_second(),
             },
+            "driver_waits": Stall::ALL.iter().map(|&why| json!({
+                "why": why.describe(),
+                "waits": output.tally.stalls.waits[why as usize],
+                "seconds": output.tally.stalls.waited[why as usize].as_secs_f64(),
+            })).collect::<Vec<_>>(),
             "latency_ms": {
                 "p50": self.percentile_ms(0.5),
                 "p99": self.percentile_ms(0.99),
@@ -259,15 +264,21 @@ fn day_lines(summary: &Summary) -> Vec<(&'static str, String)> {
         1.0 / summary.config.scale
     );
     lines.push(("GMV", gmv));
-    let throughput = format!(
+    let mut throughput = format!(
         "peak {} payments/s (busiest wall-clock second), sustained {} payments/s over {:.1} s (the day and its \
-         settlement); arrivals {} payments/s over {:.1} s (to the last payment's answer)",
+         settlement)",
         format_count(output.tally.peak_per_second()),
         format_count(summary.sustained_per_second() as u64),
         output.tally.day_elapsed().as_secs_f64(),
-        format_count(summary.arrivals_per_second() as u64),
-        output.tally.arrivals_elapsed().as_secs_f64(),
     );
+    // (None in a run resumed after its last payment.)
+    if output.tally.last_payment_answered.is_some() {
+        throughput.push_str(&format!(
+            "; arrivals {} payments/s over {:.1} s (to the last payment's answer)",
+            format_count(summary.arrivals_per_second() as u64),
+            output.tally.arrivals_elapsed().as_secs_f64(),
+        ));
+    }
     lines.push(("throughput", throughput));
     let latency = format!(
         "p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms (submitted → durable and applied)",
