@@ -599,10 +599,9 @@ impl Driver {
         })
     }
 
-    /// Waits until `sequence` commands are answered; an error once any
-    /// answer was a failure (checked first: what waits on an answer must
-    /// not go on past a failed one, and a checkpoint must not count it).
-    /// Every answer up to it tallied.
+    /// Waits until `sequence` commands are answered and tallied; an error
+    /// once any answer was a failure (checked first: what waits on an answer
+    /// must not go on past a failed one, and a checkpoint must not count it).
     fn wait_for(&mut self, sequence: u64, why: Stall) -> anyhow::Result<()> {
         self.wait_answered(sequence, why)?;
         if self.tallied < sequence {
@@ -698,15 +697,13 @@ impl Driver {
         if refund && let Some(&sequence) = self.last_refund.get(&trade) {
             self.wait_for(sequence, Stall::Refund)?;
         }
-        {
-            if let Some(entry) = self.paid.get_mut(&trade) {
-                let found = *entry;
-                entry.follow_ups_left = entry.follow_ups_left.saturating_sub(1);
-                if entry.follow_ups_left == 0 {
-                    self.paid.remove(&trade);
-                }
-                return Ok(Some(found));
+        if let Some(entry) = self.paid.get_mut(&trade) {
+            let found = *entry;
+            entry.follow_ups_left = entry.follow_ups_left.saturating_sub(1);
+            if entry.follow_ups_left == 0 {
+                self.paid.remove(&trade);
             }
+            return Ok(Some(found));
         }
         if self.resume_after == 0 {
             return Ok(None);

@@ -198,11 +198,10 @@ impl Summary {
                 "arrivals_seconds": output.tally.arrivals_elapsed().as_secs_f64(),
                 "arrivals_payments_per_second": self.arrivals_per_second(),
             },
-            "driver_waits": Stall::ALL.iter().map(|&why| json!({
-                "why": why.describe(),
-                "waits": output.tally.stalls.waits[why as usize],
-                "seconds": output.tally.stalls.waited[why as usize].as_secs_f64(),
-            })).collect::<Vec<_>>(),
+            "driver_waits": Stall::ALL.map(|why| {
+                let (waits, waited) = output.tally.stalls.of(why);
+                json!({ "why": why.describe(), "waits": waits, "seconds": waited.as_secs_f64() })
+            }),
             "latency_ms": {
                 "p50": self.percentile_ms(0.5),
                 "p99": self.percentile_ms(0.99),
@@ -312,9 +311,9 @@ fn journal_lines(writer: &journal::WriterStats) -> Vec<(&'static str, String)> {
 fn stall_line(stalls: &Stalls) -> Option<(&'static str, String)> {
     let parts: Vec<String> = Stall::ALL
         .into_iter()
-        .filter(|&why| stalls.waits[why as usize] > 0)
-        .map(|why| {
-            let (waits, waited) = (stalls.waits[why as usize], stalls.waited[why as usize]);
+        .map(|why| (why, stalls.of(why)))
+        .filter(|&(_, (waits, _))| waits > 0)
+        .map(|(why, (waits, waited))| {
             format!("{:.1} s {} ({} times)", waited.as_secs_f64(), why.describe(), format_count(waits))
         })
         .collect();

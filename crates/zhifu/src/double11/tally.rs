@@ -57,7 +57,7 @@ pub enum Stall {
     Everything,
     /// A follow-up waiting for its payment's answer (the trade's number).
     Payment,
-    /// A refund waiting for the last command on its trade (what it refunded).
+    /// A refund waiting for the last refund on its trade (what it refunded).
     Refund,
     /// A red packet's claim waiting for its sending's answer (its number).
     Packet,
@@ -88,6 +88,11 @@ impl Stalls {
     pub fn record(&mut self, why: Stall, waited: Duration) {
         self.waits[why as usize] += 1;
         self.waited[why as usize] += waited;
+    }
+
+    /// How many times the driver waited for `why`, and how long in all.
+    pub fn of(&self, why: Stall) -> (u64, Duration) {
+        (self.waits[why as usize], self.waited[why as usize])
     }
 }
 
@@ -157,15 +162,16 @@ impl Tally {
 
     /// Wall-clock time the day's operations took.
     pub fn day_elapsed(&self) -> Duration {
-        match (self.day_started, self.day_finished) {
-            (Some(start), Some(end)) => end.duration_since(start),
-            _ => Duration::ZERO,
-        }
+        self.since_day_started(self.day_finished)
     }
 
     /// Wall-clock time from the day's start to its last payment's answer.
     pub fn arrivals_elapsed(&self) -> Duration {
-        match (self.day_started, self.last_payment_answered) {
+        self.since_day_started(self.last_payment_answered)
+    }
+
+    fn since_day_started(&self, end: Option<Instant>) -> Duration {
+        match (self.day_started, end) {
             (Some(start), Some(end)) => end.duration_since(start),
             _ => Duration::ZERO,
         }
