@@ -204,8 +204,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         };
         let (Some((caller, read_only)), Some(hash)) = (found, hash) else {
             // Failing too often from one address is answered as a rate limit.
+            // Only a credential that fails counts: a request without one
+            // guesses nothing, and is told what it lacks (401).
             let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-            if address.is_some_and(|address| !state.limiters.allow_failure(address)) {
+            if key.is_some() && address.is_some_and(|address| !state.limiters.allow_failure(address)) {
                 return Err(rate_limited("too many failed sign-ins from this address"));
             }
             return Err(ApiError::unauthorized());

@@ -730,3 +730,16 @@ fn endpoints_refuse_private_destinations_and_redirects_are_not_followed() {
     assert_eq!(log["data"][0]["status_code"], 307, "{log}");
     assert_eq!(log["data"][0]["delivered"], false, "{log}");
 }
+
+#[test]
+fn only_failed_credentials_count_toward_the_address_limit() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Server::start(directory.path(), &[]);
+    // Wrong keys from this address, until the address is limited.
+    let statuses: Vec<StatusCode> = (0..200).map(|_| server.get("/v1/balance", Some("zk_wrong")).0).collect();
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert_eq!(server.get("/v1/balance", Some("zk_wrong")).0, StatusCode::TOO_MANY_REQUESTS);
+    // A request with no credential guesses nothing: it is told it needs one.
+    let (status, body) = server.get("/v1/balance", None);
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "unauthorized"), "{body}");
+}
