@@ -492,7 +492,11 @@ impl<M: StateMachine> Writer<M> {
     ) -> (Vec<Answer<M>>, Option<String>) {
         let mut broken: Option<String> = None;
         let mut answers: Vec<Answer<M>> = Vec::with_capacity(loggable.len());
-        for (index, request) in loggable.into_iter().enumerate() {
+        let mut requests = loggable.into_iter();
+        let mut taken = 0;
+        while let Some(request) = requests.next() {
+            let index = taken;
+            taken += 1;
             if index > 0 && index % APPLY_SLICE_COMMANDS == 0 {
                 if let Err(error) = self.journal.write_archive().and_then(|()| self.journal.write_history()) {
                     broken.get_or_insert(error.to_string());
@@ -500,6 +504,10 @@ impl<M: StateMachine> Writer<M> {
                 waits.exclusive_ends();
                 RwLockWriteGuard::bump(state);
                 waits.exclusive_starts();
+            }
+            if index % APPLY_SLICE_COMMANDS == 0 {
+                let slice = std::iter::once(&request).chain(requests.as_slice().iter().take(APPLY_SLICE_COMMANDS - 1));
+                slice.for_each(|upcoming| state.warm(&upcoming.command));
             }
             // Every command of the group is in the log: one not applied here
             // is applied at the next start, so its answer is "not known yet",

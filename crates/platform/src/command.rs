@@ -2,6 +2,8 @@
 //! everything that is not deterministic (the time, random key hashes), so
 //! that applying them is.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AuditNote, StaffRole};
@@ -472,10 +474,11 @@ pub enum Outcome {
         /// More fell due than one tick does: tick again.
         more_due: bool,
     },
-    /// A trade as the action left it.
-    TradeUpdated(Box<Trade>),
+    /// A trade as the action left it (shared with the state until changed:
+    /// an answer costs no copy of the record).
+    TradeUpdated(Arc<Trade>),
     RefundCreated {
-        trade: Box<Trade>,
+        trade: Arc<Trade>,
         refund: Refund,
     },
     DeliveryRecorded,
@@ -508,7 +511,7 @@ pub enum Outcome {
     RoyaltyChanged,
     /// A split made (or found again by its `out_request_no`).
     SplitCreated {
-        trade: Box<Trade>,
+        trade: Arc<Trade>,
         split: crate::trades::Split,
     },
     DisputeUpdated(Box<crate::disputes::Dispute>),

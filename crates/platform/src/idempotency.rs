@@ -64,6 +64,12 @@ impl Idempotency {
         self.expiry.first().is_some_and(|(created_at, _, _)| *created_at < horizon)
     }
 
+    /// How many keys are older than the retention at `now`, counting at most `limit`.
+    pub(crate) fn expired_count(&self, now: Timestamp, limit: usize) -> usize {
+        let horizon = now.minus_nanos(IDEMPOTENCY_RETENTION_NANOS);
+        self.expiry.iter().take_while(|(created_at, _, _)| *created_at < horizon).take(limit).count()
+    }
+
     /// Forgets keys older than the retention, at most `budget` of them.
     pub(crate) fn forget_expired(&mut self, now: Timestamp, budget: &mut u32) {
         let horizon = now.minus_nanos(IDEMPOTENCY_RETENTION_NANOS);

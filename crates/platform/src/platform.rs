@@ -567,6 +567,22 @@ impl Platform {
         }
     }
 
+    /// How many ticks at `now` are certainly needed before nothing is due
+    /// (at most `limit`), if only ticks apply meanwhile: each parked trade
+    /// due and each expired idempotency key takes one of a tick's
+    /// [`TICK_ITEMS_MAX`] items, and only another command (a buyer's
+    /// confirmation) removes them otherwise. A lower bound (other items
+    /// count too), so that a caller may send that many ticks without
+    /// waiting for each one's answer and still send exactly the ticks it
+    /// would one at a time.
+    pub fn ticks_needed_at_least(&self, now: Timestamp, limit: u32) -> u32 {
+        let items_max = TICK_ITEMS_MAX as usize * limit as usize;
+        let parked = self.state.trades.parked_due_count(now, items_max);
+        let keys = self.state.idempotency.expired_count(now, items_max);
+        let ticks = (parked + keys).div_ceil(TICK_ITEMS_MAX as usize);
+        u32::try_from(ticks).unwrap_or(limit).min(limit)
+    }
+
     /// Whether anything that falls due by `now` is still waiting for a tick.
     pub fn anything_due(&self, now: Timestamp) -> bool {
         let code = self.state.trades.code_due(now);
@@ -706,6 +722,10 @@ impl StateMachine for Platform {
             self.state.idempotency.remember(tag, &outcome, command.now);
         }
         Ok(outcome)
+    }
+
+    fn warm(&self, command: &Command) {
+        self.warm_lookups(&command.action);
     }
 
     fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {

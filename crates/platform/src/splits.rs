@@ -8,6 +8,7 @@
 //! taken back (Alipay's default, without `refund_royalty_parameters`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +107,7 @@ impl Platform {
         };
         if let Some(existing) = trade.splits.iter().find(|split| split.out_request_no == out_request_no) {
             return if existing.parts == parts {
-                Outcome::SplitCreated { trade: Box::new(crate::Trade::clone(&trade)), split: existing.clone() }
+                Outcome::SplitCreated { trade: Arc::clone(&trade), split: existing.clone() }
             } else {
                 refused(Rejection::Conflict(Conflict::SplitRequestNoUsed))
             };
@@ -148,7 +149,7 @@ impl Platform {
             trade.split += total;
             trade.splits.push(split.clone());
         });
-        Outcome::SplitCreated { trade: Box::new(crate::Trade::clone(&updated)), split }
+        Outcome::SplitCreated { trade: updated, split }
     }
 
     /// Why a split request cannot be made: its form, the trade's state, its receivers.

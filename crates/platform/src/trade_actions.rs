@@ -80,6 +80,11 @@ impl TradeBook {
         live.into_iter().chain(self.parked_due.first_due()).min()
     }
 
+    /// How many parked trades auto-confirm by `now`, counting at most `limit`.
+    pub(crate) fn parked_due_count(&self, now: Timestamp, limit: usize) -> usize {
+        self.parked_due.count_due_up_to(now, limit)
+    }
+
     /// Whether a payment code has expired by `now` and waits to be forgotten.
     pub(crate) fn code_due(&self, now: Timestamp) -> bool {
         self.payment_codes_due.first().is_some_and(|(at, _)| *at <= now)
@@ -375,6 +380,31 @@ impl Platform {
         Ok(())
     }
 
+    /// Looks up what applying `action` looks up first, for nothing but the
+    /// cache: where the trades it names are (a new trade's reference was
+    /// the writer's costliest miss, 9% of its time), and for a payment the
+    /// two wallets.
+    pub(crate) fn warm_lookups(&self, action: &Action) {
+        let found = match named_trades(action) {
+            NamedTrades::Number(number) => self.state.trades.directory.archived_at(number).unwrap_or(0),
+            NamedTrades::Reference(new) => {
+                let key = reference_key(new.merchant, &new.out_trade_no);
+                self.state.trades.by_reference.candidates(key).fold(0, |all, number| all ^ number)
+            }
+            NamedTrades::DueOnes | NamedTrades::None => 0,
+        };
+        let wallets = match action {
+            Action::CreateAndPayTrade { trade, buyer, .. } => Some((*buyer, trade.merchant)),
+            _ => None,
+        };
+        let balances = wallets.map_or(0, |(buyer, merchant)| {
+            let balance =
+                |party| self.ledger.account(accounts::wallet(party)).map_or(0, |account| account.credits_posted);
+            balance(buyer) ^ balance(merchant)
+        });
+        std::hint::black_box((found, balances));
+    }
+
     /// Adds the archive offsets of the trades `action` names by number
     /// (those `bring_back_trades` will read) to `out`. Not a tick's due ones:
     /// it reads them in the order they were archived, which the kernel's
@@ -416,8 +446,19 @@ impl Platform {
         merchant: PartyNumber,
         out_trade_no: &str,
     ) -> Result<Option<Arc<Trade>>, Outcome> {
-        for number in self.numbers_by_reference(merchant, out_trade_no) {
-            let trade = self.live_trade(number)?;
+        self.live_trade_under(reference_key(merchant, out_trade_no), merchant, out_trade_no)
+    }
+
+    /// As [`Platform::live_trade_by_out_trade_no`], with the reference's key
+    /// already made (a SHA-256: a new trade needs it twice).
+    fn live_trade_under(
+        &self,
+        key: u64,
+        merchant: PartyNumber,
+        out_trade_no: &str,
+    ) -> Result<Option<Arc<Trade>>, Outcome> {
+        for number in self.state.trades.by_reference.candidates(key) {
+            let trade = self.live_trade(TradeNumber::new(number))?;
             if trade.merchant == merchant && trade.out_trade_no == out_trade_no {
                 return Ok(Some(trade));
             }
@@ -528,7 +569,8 @@ impl Platform {
         if !self.state.parties.is(new.merchant, PartyKind::Merchant) {
             return Outcome::Rejected(Rejection::NotFound(Missing::Merchant));
         }
-        let existing = match self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no) {
+        let key = reference_key(new.merchant, &new.out_trade_no);
+        let existing = match self.live_trade_under(key, new.merchant, &new.out_trade_no) {
             Ok(existing) => existing,
             Err(outcome) => return outcome,
         };
@@ -540,11 +582,7 @@ impl Platform {
                 && existing.subject == new.subject
                 && existing.mode == new.mode
                 && existing.buyer == new.buyer;
-            return if same {
-                Outcome::TradeUpdated(Box::new(Trade::clone(&existing)))
-            } else {
-                conflict(Conflict::OutTradeNoUsed)
-            };
+            return if same { Outcome::TradeUpdated(existing) } else { conflict(Conflict::OutTradeNoUsed) };
         }
         if let Err(refused) = self.check_new_trade(new) {
             return refused;
@@ -591,12 +629,13 @@ impl Platform {
             previous_of_merchant,
             previous_of_buyer,
         };
-        self.state.trades.by_reference.insert(reference_key(new.merchant, &new.out_trade_no), number.get());
+        self.state.trades.by_reference.insert(key, number.get());
         self.state.trades.due.insert((expire_at, number));
         self.state.trades.directory.add_live(number);
-        self.state.trades.live.insert(number, Arc::new(trade.clone()));
+        let trade = Arc::new(trade);
+        self.state.trades.live.insert(number, Arc::clone(&trade));
         self.touched.changed.push(number);
-        Outcome::TradeUpdated(Box::new(trade))
+        Outcome::TradeUpdated(trade)
     }
 
     /// Why a new trade cannot be made (its texts, amount, limits, buyer
@@ -709,13 +748,18 @@ impl Platform {
         source: PaySource,
         coupon: Option<CouponNumber>,
     ) -> Outcome {
-        let existed = matches!(self.live_trade_by_out_trade_no(new.merchant, &new.out_trade_no), Ok(Some(_)));
+        let numbers_before = self.state.next_number;
         let created = self.create_trade(now, new);
-        let Outcome::TradeUpdated(trade) = &created else { return created };
-        if trade.status != TradeStatus::WaitBuyerPay || trade.paid_at.is_some() {
-            return created;
-        }
-        let number = trade.number;
+        // A trade found by its reference took no number (one made took one).
+        let existed = self.state.next_number == numbers_before;
+        let number = match &created {
+            Outcome::TradeUpdated(trade) if trade.status == TradeStatus::WaitBuyerPay && trade.paid_at.is_none() => {
+                trade.number
+            }
+            _ => return created,
+        };
+        // The answer shares the record: without it, paying changes it in place.
+        drop(created);
         let paid = self.pay_trade(now, number, buyer, source, coupon);
         // Only the trade this call made is closed: an order the merchant
         // opened before stays open for another payment.
@@ -790,7 +834,7 @@ impl Platform {
             self.record_settlement(now, updated.merchant, updated.amount);
             self.emit_trade(now, "trade.succeeded", &updated);
         }
-        Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
+        Outcome::TradeUpdated(updated)
     }
 
     /// The trade, if `buyer` may pay it now (an expired one is closed on the way).
@@ -902,7 +946,7 @@ impl Platform {
             self.state.trades.due.insert((due, number));
         }
         self.emit_trade(now, "trade.shipped", &updated);
-        Outcome::TradeUpdated(Box::new(Trade::clone(&updated)))
+        Outcome::TradeUpdated(updated)
     }
 
     pub(crate) fn confirm_trade(&mut self, now: Timestamp, number: TradeNumber, buyer: PartyNumber) -> Outcome {
@@ -922,7 +966,7 @@ impl Platform {
         }
         drop(trade);
         match self.settle_escrow(now, number) {
-            Ok(updated) => Outcome::TradeUpdated(Box::new(Trade::clone(&updated))),
+            Ok(updated) => Outcome::TradeUpdated(updated),
             Err(rejection) => Outcome::Rejected(rejection),
         }
     }
@@ -937,7 +981,7 @@ impl Platform {
             return conflict(Conflict::OnlyUnpaidCloses);
         }
         drop(trade);
-        Outcome::TradeUpdated(Box::new(self.close_unpaid(now, number)))
+        Outcome::TradeUpdated(self.close_unpaid(now, number))
     }
 
     pub(crate) fn refund_trade(
@@ -956,7 +1000,7 @@ impl Platform {
         };
         if let Some(existing) = trade.refunds.iter().find(|r| r.out_request_no == out_request_no) {
             return if existing.amount == amount {
-                Outcome::RefundCreated { trade: Box::new(Trade::clone(&trade)), refund: existing.clone() }
+                Outcome::RefundCreated { trade: Arc::clone(&trade), refund: existing.clone() }
             } else {
                 conflict(Conflict::RefundRequestNoUsed)
             };
@@ -1042,7 +1086,7 @@ impl Platform {
         if updated.status == TradeStatus::TradeClosed {
             self.emit_trade(now, "trade.closed", &updated);
         }
-        Outcome::RefundCreated { trade: Box::new(Trade::clone(&updated)), refund }
+        Outcome::RefundCreated { trade: updated, refund }
     }
 
     /// What a refund of `amount` moves besides the buyer's money. Each share
@@ -1182,7 +1226,7 @@ impl Platform {
     }
 
     /// Pays what escrow holds for a trade to the merchant with the merchant's fee, in one chain.
-    fn settle_escrow(&mut self, now: Timestamp, number: TradeNumber) -> Result<Trade, Rejection> {
+    fn settle_escrow(&mut self, now: Timestamp, number: TradeNumber) -> Result<Arc<Trade>, Rejection> {
         // Only the tick and a confirmation settle, and only open (live) trades.
         let trade = self.state.trades.live.get(&number).cloned().ok_or(Rejection::NotFound(Missing::Trade))?;
         let settled_amount = trade.in_escrow();
@@ -1231,13 +1275,13 @@ impl Platform {
         });
         self.record_settlement(now, updated.merchant, settled_amount);
         self.emit_trade(now, "trade.succeeded", &updated);
-        Ok(Trade::clone(&updated))
+        Ok(updated)
     }
 
-    pub(crate) fn close_unpaid(&mut self, now: Timestamp, number: TradeNumber) -> Trade {
+    pub(crate) fn close_unpaid(&mut self, now: Timestamp, number: TradeNumber) -> Arc<Trade> {
         let updated = self.update_trade(number, |trade| trade.status = TradeStatus::TradeClosed);
         self.emit_trade(now, "trade.closed", &updated);
-        Trade::clone(&updated)
+        updated
     }
 
     /// The campaign of a coupon the buyer may use on this merchant's trade now.

@@ -407,9 +407,13 @@ fn a_tick_spanning_more_than_the_horizon_keeps_every_transfer_in_the_history() {
     // Ticks bring them back from the archive and auto-confirm them, a
     // bounded share each (`TICK_ITEMS_MAX`), until none is due.
     let later = START + 12 * 24 * 3_600 * SECOND;
+    // What a driver may send at once: never more ticks than are needed.
+    let at_least = |at: u64, limit: u32| store.read(|p| p.ticks_needed_at_least(Timestamp::from_nanos(at), limit));
+    assert_eq!((at_least(START, 64), at_least(later, 64), at_least(later, 2)), (0, 3, 2));
     let mut settled = 0;
     let mut ticks = 0;
     loop {
+        assert!(ticks + at_least(later, 64) <= 10_000_u32.div_ceil(platform::TICK_ITEMS_MAX), "after {ticks} ticks");
         let ticked = store
             .submit(Command { now: Timestamp::from_nanos(later), idempotency: None, action: Action::Tick })
             .unwrap();

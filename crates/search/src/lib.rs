@@ -52,6 +52,44 @@ pub fn partition_point_near<T>(entries: &[T], guess: usize, before: impl Fn(&T) 
     low + entries[low..high].partition_point(|entry| before(entry))
 }
 
+/// A bracket this small is bisected: its entries share a few cache lines.
+const BRACKET_NEAR_ENTRIES: usize = 32;
+
+/// The partition point of `entries` (as [`partition_point_near`]), where
+/// `value_of` gives each entry's leading key, ascending, and `value` is the
+/// key sought. Each guess by proportion is made within the bracket that
+/// holds the answer, so where keys bunch (trades shipped in bursts) the
+/// guesses close in, where one guess over the whole run and a search outward
+/// from it took two dozen probes, each a cache miss. A guess that leaves
+/// more than half the bracket is followed by a halving: never more than
+/// twice a binary search's probes.
+pub fn partition_point_interpolated<T>(
+    entries: &[T],
+    value: u64,
+    value_of: impl Fn(&T) -> u64,
+    before: impl Fn(&T) -> bool,
+) -> usize {
+    // The answer is in `low..=high` throughout.
+    let (mut low, mut high) = (0, entries.len());
+    let mut halve = false;
+    while high - low > BRACKET_NEAR_ENTRIES {
+        let width = high - low;
+        let guess = if halve {
+            low + width / 2
+        } else {
+            let (first, last) = (value_of(&entries[low]), value_of(&entries[high - 1]));
+            low + proportional_guess(value, first, last, width - 1)
+        };
+        if before(&entries[guess]) {
+            low = guess + 1;
+        } else {
+            high = guess;
+        }
+        halve = high - low > width / 2;
+    }
+    low + entries[low..high].partition_point(before)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -75,6 +113,59 @@ mod tests {
             let proportional = proportional_guess(probe, low, high, keys.len());
             prop_assert!(proportional <= keys.len());
             prop_assert_eq!(partition_point_near(&keys, proportional, |&key| key < probe), expected);
+            prop_assert_eq!(partition_point_interpolated(&keys, probe, |&key| key, |&key| key < probe), expected);
+        }
+    }
+
+    /// Probes of `partition_point_interpolated` to find `target` in `keys`.
+    fn probes_to_find(keys: &[u64], target: u64) -> usize {
+        let probes = std::cell::Cell::new(0);
+        let found = partition_point_interpolated(
+            keys,
+            target,
+            |&key| key,
+            |&key| {
+                probes.set(probes.get() + 1);
+                key < target
+            },
+        );
+        assert_eq!(found, keys.partition_point(|&key| key < target));
+        probes.get()
+    }
+
+    /// Keys whose density changes smoothly (as a day's shipping does) are
+    /// found in a few probes; keys in a burst after a quiet spell (the
+    /// worst case) in no more than twice a binary search's.
+    #[test]
+    fn uneven_keys_are_found_in_few_probes() {
+        // Gaps from 100 to 2,000 and back, over thousands of keys.
+        let mut key = 0;
+        let smooth: Vec<u64> = (0..65_536u64)
+            .map(|at| {
+                key += 1_050 + (950.0 * (at as f64 / 3_000.0).sin()) as u64;
+                key
+            })
+            .collect();
+        for at in [1, 100, 5_000, 30_000, 47_000, 65_000] {
+            let (target, probes) = (smooth[at], probes_to_find(&smooth, smooth[at]));
+            let one_guess = proportional_guess(target, smooth[0], smooth[65_535], smooth.len());
+            let near = std::cell::Cell::new(0);
+            partition_point_near(&smooth, one_guess, |&key| {
+                near.set(near.get() + 1);
+                key < target
+            });
+            // Five of them within the last 32 entries, a few cache lines.
+            assert!(probes <= 14, "{probes} probes for the {at}th of a smooth run");
+            // Far from the ends, one guess over the run misses by thousands.
+            if at >= 5_000 {
+                assert!(probes < near.get(), "{probes} probes where one guess took {}", near.get());
+            }
+        }
+        let bunched: Vec<u64> =
+            (0..65_536u64).map(|at| if at < 60_000 { at * 1_000 } else { 60_000_000_000 + at }).collect();
+        for at in [1, 30_000, 59_999, 60_000, 63_000, 65_535] {
+            let probes = probes_to_find(&bunched, bunched[at]);
+            assert!(probes <= 2 * 17 + 5, "{probes} probes for the {at}th of a bunched run");
         }
     }
 

@@ -554,7 +554,7 @@ async fn submit(state: &Arc<AppState>, action: Action) -> Result<Outcome, Failur
 
 fn updated_trade(outcome: Outcome) -> Result<Trade, Failure> {
     match outcome {
-        Outcome::TradeUpdated(trade) => Ok(*trade),
+        Outcome::TradeUpdated(trade) => Ok(std::sync::Arc::unwrap_or_clone(trade)),
         _ => Err(Failure::unavailable("unexpected answer from the platform")),
     }
 }
@@ -796,7 +796,7 @@ async fn trade_refund(state: &Arc<AppState>, merchant: PartyNumber, biz: &Biz<'_
         other => other?,
     };
     let (updated, refund) = match refunded {
-        Outcome::RefundCreated { trade, refund } => (*trade, refund),
+        Outcome::RefundCreated { trade, refund } => (std::sync::Arc::unwrap_or_clone(trade), refund),
         _ => return Err(Failure::unavailable("unexpected answer from the platform")),
     };
     let mut fields = ids(&state.ids, &updated);

@@ -33,6 +33,10 @@ use super::progress::Progress;
 use super::tally::{Stall, Tally};
 use super::{DAY_START_NANOS, LedgerFigures, PlatformCheck, RunOutput};
 
+/// Settlement ticks sent at once, without waiting for each one's answer:
+/// 64 ticks do at most 262,144 items, about a second of the writer's work.
+const TICKS_AT_ONCE_MAX: u32 = 64;
+
 /// Commands waiting for the writer; bounds the latency of each.
 const QUEUE_COMMANDS_MAX: usize = 8_192;
 /// Commands in one group commit (one write, one fdatasync).
@@ -153,18 +157,27 @@ fn packet_greeting(packet: u64) -> String {
     format!("d11-packet-{packet}")
 }
 
-struct Driver {
-    store: Durable<Platform>,
-    seed: u64,
-    tally: Tally,
+/// What the writer's replies leave for the driver, in one block: a reply
+/// that held three references cost six atomic operations on lines both
+/// threads write.
+#[derive(Default)]
+struct Replies {
     /// Commands answered (the writer counts them as it answers).
-    completed: Arc<AtomicU64>,
-    failed: Arc<AtomicBool>,
+    completed: AtomicU64,
+    failed: AtomicBool,
     /// Answers not yet tallied, in order: the writer only files them, so
     /// that the tallying (a cache miss or two in these maps, a histogram)
     /// is the driver's time, not the writer's (3% of the writer's when it
     /// tallied them itself).
-    answers: Arc<Mutex<Vec<Answer>>>,
+    answers: Mutex<Vec<Answer>>,
+}
+
+struct Driver {
+    store: Durable<Platform>,
+    seed: u64,
+    tally: Tally,
+    /// What the writer's replies leave (each reply holds one reference).
+    replies: Arc<Replies>,
     /// The list the answers were tallied from, empty, to be swapped in next.
     answers_spare: Vec<Answer>,
     /// Commands whose answers are tallied.
@@ -370,7 +383,8 @@ impl<'a> Pass<'a> {
     /// submitted unless the journal holds it already.
     fn step(&mut self, timed: &TimedOp, driver: &mut Driver, progress: &Progress) -> anyhow::Result<()> {
         self.last_at = timed.at;
-        let (durable, failed) = (driver.completed.load(Ordering::Acquire), driver.failed.load(Ordering::Acquire));
+        let (durable, failed) =
+            (driver.replies.completed.load(Ordering::Acquire), driver.replies.failed.load(Ordering::Acquire));
         self.checkpoints.at_operation(self.operations, driver.generated, durable, failed);
         self.operations += 1;
         if self.in_setup && !timed.setup {
@@ -418,7 +432,7 @@ impl<'a> Pass<'a> {
             driver.settle_at(timed.at, self.operations, &mut self.checkpoints)?;
         }
         if is_payment && self.crash_after_payments.is_some_and(|at| self.payments_submitted >= at) {
-            let answered = driver.completed.load(Ordering::Acquire);
+            let answered = driver.replies.completed.load(Ordering::Acquire);
             eprintln!(
                 "double11: crashing on purpose after {} payments submitted; {answered} commands acknowledged",
                 self.payments_submitted
@@ -544,9 +558,7 @@ impl Driver {
             store,
             seed,
             tally: Tally::new(),
-            completed: Arc::new(AtomicU64::new(resume_after)),
-            failed: Arc::new(AtomicBool::new(false)),
-            answers: Arc::new(Mutex::new(Vec::new())),
+            replies: Arc::new(Replies { completed: AtomicU64::new(resume_after), ..Replies::default() }),
             answers_spare: Vec::new(),
             tallied: resume_after,
             packets: HashMap::new(),
@@ -613,7 +625,7 @@ impl Driver {
     /// Waits until `sequence` commands are answered (not tallied); a wait
     /// that stops the driver is counted under `why`.
     fn wait_answered(&mut self, sequence: u64, why: Stall) -> anyhow::Result<()> {
-        if self.completed.load(Ordering::Acquire) >= sequence && !self.failed.load(Ordering::Acquire) {
+        if self.replies.completed.load(Ordering::Acquire) >= sequence && !self.replies.failed.load(Ordering::Acquire) {
             return Ok(());
         }
         let started = Instant::now();
@@ -624,10 +636,10 @@ impl Driver {
 
     fn wait_until_answered(&self, sequence: u64) -> anyhow::Result<()> {
         loop {
-            if self.failed.load(Ordering::Acquire) {
+            if self.replies.failed.load(Ordering::Acquire) {
                 bail!("the journal failed; see the rejections above");
             }
-            if self.completed.load(Ordering::Acquire) >= sequence {
+            if self.replies.completed.load(Ordering::Acquire) >= sequence {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_micros(50));
@@ -635,16 +647,24 @@ impl Driver {
     }
 
     /// A tick does a bounded share of what fell due (`TICK_ITEMS_MAX`):
-    /// more ticks at the same time, one at a time, until nothing is due.
+    /// more ticks at the same time until nothing is due. As many as are
+    /// certainly needed go at once (one group, applied back to back, where
+    /// one at a time each waited for its own append and answer), then the
+    /// state is asked again: the same ticks either way.
     fn tick_until_nothing_due(&mut self, at: u64) -> anyhow::Result<()> {
-        let now = DAY_START_NANOS + at;
-        while self.store.read(|platform| platform.anything_due(Timestamp::from_nanos(now))) {
-            let timed = TimedOp { at, op: Op::Tick, setup: false };
-            self.generated += 1;
-            self.submit(&timed, Action::Tick, Kind::Tick)?;
+        let now = Timestamp::from_nanos(DAY_START_NANOS + at);
+        loop {
+            let ticks = self.store.read(|platform| {
+                platform.anything_due(now).then(|| platform.ticks_needed_at_least(now, TICKS_AT_ONCE_MAX).max(1))
+            });
+            let Some(ticks) = ticks else { return Ok(()) };
+            for _ in 0..ticks {
+                let timed = TimedOp { at, op: Op::Tick, setup: false };
+                self.generated += 1;
+                self.submit(&timed, Action::Tick, Kind::Tick)?;
+            }
             self.wait_for(self.submitted, Stall::Everything)?;
         }
-        Ok(())
     }
 
     /// After the settlement tick that is operation `operation`: the ticks
@@ -922,25 +942,23 @@ impl Driver {
     fn submit(&mut self, timed: &TimedOp, action: Action, kind: Kind) -> anyhow::Result<()> {
         let command = Command { now: Timestamp::from_nanos(DAY_START_NANOS + timed.at), idempotency: None, action };
         let minute = (!timed.setup && timed.at < sim::DAY_NANOS).then_some((timed.at / 60_000_000_000) as usize);
-        let completed = Arc::clone(&self.completed);
-        let failed = Arc::clone(&self.failed);
-        let answers = Arc::clone(&self.answers);
+        let replies = Arc::clone(&self.replies);
         let (sequence, submitted) = (self.submitted + 1, Instant::now());
         let reply = move |result: Result<Outcome, JournalError>| {
             let answered = Instant::now();
             let is_failure = result.is_err();
-            lock(&answers).push(Answer { sequence, kind, minute, submitted, answered, result });
+            lock(&replies.answers).push(Answer { sequence, kind, minute, submitted, answered, result });
             if is_failure {
-                failed.store(true, Ordering::Release);
+                replies.failed.store(true, Ordering::Release);
             }
-            completed.fetch_add(1, Ordering::Release);
+            replies.completed.fetch_add(1, Ordering::Release);
         };
         // Only this driver submits: with fewer than a queue's worth in
         // flight, the queue has room.
         self.wait_answered(self.submitted.saturating_sub(QUEUE_COMMANDS_MAX as u64 - 1), Stall::QueueFull)?;
         self.store.submit_with(command, reply)?;
         self.submitted += 1;
-        if self.completed.load(Ordering::Acquire) >= self.tallied + ANSWERS_UNTALLIED_MAX {
+        if self.replies.completed.load(Ordering::Acquire) >= self.tallied + ANSWERS_UNTALLIED_MAX {
             self.tally_answers();
         }
         Ok(())
@@ -950,7 +968,7 @@ impl Driver {
     fn tally_answers(&mut self) {
         // Swapped with a spare, so the writer never grows the list from nothing.
         let mut answers = std::mem::take(&mut self.answers_spare);
-        std::mem::swap(&mut answers, &mut *lock(&self.answers));
+        std::mem::swap(&mut answers, &mut *lock(&self.replies.answers));
         for Answer { sequence, kind, minute, submitted, answered, result } in answers.drain(..) {
             // What waits on an answer is forgotten by the count tallied
             // (`InFlight`): that count must be the first commands, in order.
