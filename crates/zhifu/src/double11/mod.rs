@@ -196,15 +196,14 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
 
 /// The most a run's data directory holds, per planned payment, erring
 /// high (a run refused at its start costs nothing; one out of disk at the
-/// day's end costs hours): the full day peaked at 64.9 GB (BENCHMARKS.md,
-/// "The full day, measured"), and a second full-size snapshot (7.5 GB) can
-/// be on disk beside the last one while it is written; 400 bytes a payment
-/// is 75 GB for the day.
+/// day's end costs hours): the full day peaked at 70.2 GB, at its end
+/// (BENCHMARKS.md, "The full day again"; its last snapshot, 7.9 GB, was
+/// written when the directory held 56 GB); 400 bytes a payment is 75 GB.
 const DISK_BYTES_PER_PAYMENT: u64 = 400;
 /// A run's peak resident memory: a fixed part and a part per planned
-/// payment (BENCHMARKS.md: `--scale 0.05` 1.6 GB, the full day 21.4 GB).
-const MEMORY_BYTES_BASE: u64 = 600_000_000;
-const MEMORY_BYTES_PER_PAYMENT: u64 = 112;
+/// payment (BENCHMARKS.md: `--scale 0.1` 2.23 GB, the full day 16.1 GB).
+const MEMORY_BYTES_BASE: u64 = 650_000_000;
+const MEMORY_BYTES_PER_PAYMENT: u64 = 84;
 
 /// Refuses a run the disk cannot hold (it would fail hours in, at the end
 /// of the day), and warns of one larger than the machine's memory. What is
