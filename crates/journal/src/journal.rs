@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ledger::{Ledger, LedgerConfig};
 
@@ -28,6 +29,13 @@ pub struct Options {
     /// large the state grows (a state of gigabytes written every few
     /// million records would cost more than the records). 0: no wait.
     pub snapshot_log_percent: u64,
+    /// A snapshot is also due (however little log there is) once the
+    /// commands applied since the last one took this many times as long as
+    /// writing it did: a log of few bytes can be minutes of work (a
+    /// settlement's ticks), and a restart replays all of it. So the replay
+    /// stays within about this many snapshot writes, and snapshots cost at
+    /// most 1/this of the writer's time. 0: no such rule.
+    pub snapshot_apply_multiple: u32,
     /// Batches waiting to be made durable; submitters block beyond it.
     pub queue_batches_max: usize,
     /// Batches that share one write and one fdatasync at most.
@@ -57,6 +65,7 @@ impl Default for Options {
         Options {
             snapshot_every_records: 4096,
             snapshot_log_percent: 0,
+            snapshot_apply_multiple: 0,
             queue_batches_max: 1024,
             group_batches_max: 64,
             accounts_capacity: 0,
@@ -101,8 +110,8 @@ pub struct RecoveryReport {
     pub snapshots_skipped: Vec<SkippedSnapshot>,
     pub records_replayed: u64,
     /// How long reading the snapshot took, then replaying the log after it.
-    pub snapshot_read: std::time::Duration,
-    pub replay: std::time::Duration,
+    pub snapshot_read: Duration,
+    pub replay: Duration,
     /// Bytes of a torn record cut from the end of the newest segment.
     pub torn_bytes_cut: u64,
     /// The sequence of the last durable record (0: none).
@@ -120,6 +129,10 @@ pub struct Journal<M: StateMachine> {
     /// Log bytes written since the last snapshot, and that snapshot's size.
     log_bytes_since_snapshot: u64,
     snapshot_bytes: u64,
+    /// Time spent applying commands since the last snapshot, and what
+    /// writing (at start: reading) that snapshot took.
+    apply_since_snapshot: Duration,
+    snapshot_took: Duration,
     options: Options,
     /// The encoded commands of the group being appended.
     payloads: Vec<Vec<u8>>,
@@ -210,7 +223,7 @@ impl<M: StateMachine> Journal<M> {
         check_format::<M>(&*disk, directory, &listing)?;
         let mut report = RecoveryReport::default();
 
-        let reading = std::time::Instant::now();
+        let reading = Instant::now();
         let (snapshot_sequence, mut machine) =
             load_newest_snapshot::<M>(&*disk, &listing.snapshots, options.ledger, &mut report);
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
@@ -240,6 +253,8 @@ impl<M: StateMachine> Journal<M> {
             records_since_snapshot: 0,
             log_bytes_since_snapshot: 0,
             snapshot_bytes,
+            apply_since_snapshot: Duration::ZERO,
+            snapshot_took: Duration::ZERO,
             options,
             payloads: Vec::new(),
             last_group_bytes: 0,
@@ -247,9 +262,11 @@ impl<M: StateMachine> Journal<M> {
             _lock: lock,
         };
         report.snapshot_read = reading.elapsed();
-        let replaying = std::time::Instant::now();
+        let replaying = Instant::now();
         report.records_replayed = journal.catch_up(&mut machine, u64::MAX)?;
         report.replay = replaying.elapsed();
+        // Reading the snapshot is the best guess of what writing the next takes.
+        journal.snapshot_took = report.snapshot_read;
         check_not_ahead(&mut *journal.log, snapshot_sequence)?;
         journal.history.write()?;
         journal.archive.write()?;
@@ -263,6 +280,13 @@ impl<M: StateMachine> Journal<M> {
     /// `limit` (recovery; a follower as its leader appends): each as the
     /// writer applied it. Answers how many.
     pub fn catch_up(&mut self, machine: &mut M, limit: u64) -> Result<u64, JournalError> {
+        let started = Instant::now();
+        let replayed = self.replay_after_applied(machine, limit);
+        self.count_apply_time(started.elapsed());
+        replayed
+    }
+
+    fn replay_after_applied(&mut self, machine: &mut M, limit: u64) -> Result<u64, JournalError> {
         let description = self.log.describe();
         let read_ahead = self.uses_threads();
         let Journal { log, history, archive, next_sequence, records_since_snapshot, log_bytes_since_snapshot, .. } =
@@ -453,14 +477,28 @@ impl<M: StateMachine> Journal<M> {
     }
 
     pub fn snapshot_due(&self) -> bool {
+        if self.records_since_snapshot < self.options.snapshot_every_records {
+            return false;
+        }
         let log_share = u128::from(self.log_bytes_since_snapshot) * 100;
-        self.records_since_snapshot >= self.options.snapshot_every_records
-            && log_share >= u128::from(self.snapshot_bytes) * u128::from(self.options.snapshot_log_percent)
+        let by_log = log_share >= u128::from(self.snapshot_bytes) * u128::from(self.options.snapshot_log_percent);
+        let multiple = self.options.snapshot_apply_multiple;
+        let by_work = multiple > 0
+            && !self.snapshot_took.is_zero()
+            && self.apply_since_snapshot >= self.snapshot_took.saturating_mul(multiple);
+        by_log || by_work
+    }
+
+    /// Counts time the writer spent applying commands (see
+    /// `Options::snapshot_apply_multiple`).
+    pub fn count_apply_time(&mut self, applying: Duration) {
+        self.apply_since_snapshot = self.apply_since_snapshot.saturating_add(applying);
     }
 
     /// Snapshots `ledger`, which must reflect every appended record, then
     /// deletes the snapshots and log segments it makes unnecessary.
     pub fn snapshot(&mut self, machine: &M) -> Result<PathBuf, JournalError> {
+        let started = Instant::now();
         let ledger = machine.ledger();
         let sequence = self.next_sequence - 1;
         // History first: a snapshot must never cover transfers that are
@@ -475,6 +513,8 @@ impl<M: StateMachine> Journal<M> {
         self.records_since_snapshot = 0;
         self.log_bytes_since_snapshot = 0;
         self.snapshot_bytes = file_length(&*self.disk, &path)?;
+        self.apply_since_snapshot = Duration::ZERO;
+        self.snapshot_took = started.elapsed();
         let listing = list_directory(&*self.disk, &self.directory)?;
         for (snapshot_sequence, old) in &listing.snapshots {
             if *snapshot_sequence < sequence {

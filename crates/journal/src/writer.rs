@@ -439,6 +439,7 @@ impl<M: StateMachine> Writer<M> {
             return;
         }
         let apply_us = micros(apply_started);
+        self.journal.count_apply_time(apply_started.elapsed());
         if snapshot == Snapshot::IfDue {
             self.snapshot_under(&state);
         }

@@ -256,6 +256,38 @@ fn a_snapshot_waits_until_the_log_since_the_last_is_a_share_of_its_size() {
     assert!(journal.snapshot_due());
 }
 
+#[test]
+fn a_snapshot_is_due_once_applying_took_a_multiple_of_writing_the_last() {
+    use journal::{NoArchive, StateMachine};
+    use std::time::Duration;
+    let hour = Duration::from_secs(3_600);
+    // The log rule never fires here: only the work since the last snapshot can.
+    let options = |multiple| Options {
+        snapshot_every_records: 1,
+        snapshot_log_percent: 1 << 40,
+        snapshot_apply_multiple: multiple,
+        ..Options::default()
+    };
+    for multiple in [0, 3] {
+        let directory = tempfile::tempdir().unwrap();
+        let (mut journal, mut ledger, _) =
+            Journal::<ledger::Ledger>::open(directory.path(), options(multiple)).unwrap();
+        for batch in [accounts_batch(), transfers_batch(1)] {
+            ledger.apply(&batch, &NoArchive).unwrap();
+            journal.append(&[&batch]).unwrap();
+        }
+        journal.collect_history(&mut ledger).unwrap();
+        journal.snapshot(&ledger).unwrap();
+        let batch = transfers_batch(2);
+        ledger.apply(&batch, &NoArchive).unwrap();
+        journal.append(&[&batch]).unwrap();
+        journal.count_apply_time(Duration::from_nanos(1));
+        assert!(!journal.snapshot_due(), "a nanosecond of work is less than {multiple} snapshot writes");
+        journal.count_apply_time(hour);
+        assert_eq!(journal.snapshot_due(), multiple > 0, "an hour of work since, multiple {multiple}");
+    }
+}
+
 /// The digest is part of the format (snapshots store it; a later build
 /// checks against it): XXH3-64 of the snapshot's body, the same in every
 /// build. The constant changes only with the encoding, and the snapshot

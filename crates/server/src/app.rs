@@ -64,9 +64,11 @@ pub struct ServerConfig {
     /// Transfers older than this (clock time) leave memory for the history file.
     pub memory_horizon_seconds: u64,
     /// A snapshot after this many journal records, and once the log since
-    /// the last one is this percent of its size (see `journal::Options`).
+    /// the last one is this percent of its size, or once applying the
+    /// commands since took this multiple of writing it (see `journal::Options`).
     pub snapshot_every_records: u64,
     pub snapshot_log_percent: u64,
+    pub snapshot_apply_multiple: u32,
     /// Fault injection (tests of fail-stop): see `journal::Options::panic_before_applying`.
     pub fault_panic_at_sequence: Option<u64>,
     /// With a shared store: how long this node's lead lasts past each renewal.
@@ -97,6 +99,7 @@ impl Default for ServerConfig {
             memory_horizon_seconds: 3_600,
             snapshot_every_records: 100_000,
             snapshot_log_percent: 50,
+            snapshot_apply_multiple: 20,
             fault_panic_at_sequence: None,
             store_lease: journal::postgres_lease_default(),
         }
@@ -242,6 +245,7 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
     let options = Options {
         snapshot_every_records: config.snapshot_every_records.max(1),
         snapshot_log_percent: config.snapshot_log_percent,
+        snapshot_apply_multiple: config.snapshot_apply_multiple,
         ledger: LedgerConfig {
             id_horizon_ns: Some(config.memory_horizon_seconds.max(1).saturating_mul(1_000_000_000)),
         },

@@ -130,6 +130,8 @@ pub struct Payment {
     pub campaign: bool,
     /// How many follow-ups (ship, confirm, refunds) refer to this trade.
     pub follow_ups: u8,
+    /// Whether a refund is among them.
+    pub refund_follows: bool,
 }
 
 /// One thing that happens. Buyers and merchants are indices (0-based) in the
@@ -425,6 +427,7 @@ impl Workload {
             from_fund: self.fund_holders[buyer as usize] && self.rng.random_bool(0.35),
             campaign: mode == Mode::Instant && amount >= self.plan.campaign_min_spend && self.rng.random_bool(0.25),
             follow_ups: 0,
+            refund_follows: false,
         };
         self.next_trade += 1;
         let scheduled_before = self.serial;
@@ -438,6 +441,7 @@ impl Workload {
             }
         }
         if self.rng.random_bool(0.03) {
+            payment.refund_follows = true;
             let refunded = self.later(at, 5 * MINUTE, 6 * HOUR);
             if self.rng.random_bool(0.4) {
                 self.schedule(refunded, Op::Refund { merchant, trade, refund: 1, share: RefundShare::Full });

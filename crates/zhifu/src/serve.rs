@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// the log (0: by the record count alone).
     #[arg(long, default_value_t = 50)]
     snapshot_log_percent: u64,
+    /// ...or once applying the commands since the last snapshot took this
+    /// many times as long as writing it, so that a restart's replay stays
+    /// within about that many snapshot writes (0: no such rule).
+    #[arg(long, default_value_t = 20)]
+    snapshot_apply_multiple: u32,
     /// With a PostgreSQL store: how long this node's lead lasts past each
     /// renewal, in milliseconds (a follower takes over this long after the
     /// leader stops).
@@ -148,6 +153,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory_horizon_seconds: args.memory_horizon_seconds,
         snapshot_every_records: args.snapshot_every,
         snapshot_log_percent: args.snapshot_log_percent,
+        snapshot_apply_multiple: args.snapshot_apply_multiple,
     };
     tracing_subscriber::fmt()
         .json()

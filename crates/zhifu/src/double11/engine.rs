@@ -25,10 +25,11 @@ use platform::accounts::{self, REVENUE};
 use platform::calendar::Date;
 use platform::{
     Action, CampaignNumber, Command, Fen, NewCampaign, NewTrade, Outcome, PartyKind, PartyNumber, PaySource, Platform,
-    RedPacketNumber, Rejection, SplitMode, Timestamp, TradeMode, TradeNumber, TradeStatus,
+    RedPacketNumber, Rejection, SplitMode, Timestamp, TradeMode, TradeStatus,
 };
 use sim::{Mode, Op, RefundShare, TimedOp, Workload};
 
+use super::paid::{PaidTrade, PaidTrades};
 use super::progress::Progress;
 use super::tally::{Stall, Tally};
 use super::{DAY_START_NANOS, LedgerFigures, PlatformCheck, RunOutput};
@@ -49,6 +50,11 @@ const SNAPSHOT_EVERY_COMMANDS: u64 = 10_000_000;
 /// last one is half its size, so snapshots cost at most twice the log (at
 /// full scale the state is gigabytes, the log about 50 bytes a command).
 const SNAPSHOT_LOG_PERCENT: u64 = 50;
+/// ...or sooner where a little log is much work: once applying the commands
+/// since the last snapshot took twenty times as long as writing it (the
+/// settlement's ticks, a few bytes each, re-archive millions of trades), so
+/// that a resumed run replays at most about twenty snapshot writes' worth.
+const SNAPSHOT_APPLY_MULTIPLE: u32 = 20;
 /// Transfers older than this (clock time) leave memory for the history file.
 /// A cache size only (the platform makes transfer ids from the command's
 /// time, so none is retried later), but longer than the ticks after the
@@ -78,23 +84,16 @@ pub struct EngineOptions<'a> {
     pub crash_at_share: Option<f64>,
 }
 
-/// A paid trade, as its follow-ups need it.
-#[derive(Clone, Copy)]
-struct PaidTrade {
-    number: TradeNumber,
-    paid_by_buyer: u64,
-    refunded: u64,
-    follow_ups_left: u8,
-}
-
 /// What a command was, for tallying its answer.
 #[derive(Clone, Copy)]
 enum Kind {
     Setup(&'static str),
-    /// The simulation's trade, and how many follow-ups will look it up.
+    /// The simulation's trade, how many follow-ups will look it up, and
+    /// whether a refund is among them.
     Pay {
         trade: u64,
         follow_ups: u8,
+        refund_follows: bool,
     },
     Ship,
     Confirm,
@@ -185,7 +184,7 @@ struct Driver {
     /// The platform numbers of the simulation's red packets.
     packets: HashMap<u64, RedPacketNumber>,
     /// Paid trades with follow-ups still to come, by the simulation's serial.
-    paid: HashMap<u64, PaidTrade>,
+    paid: PaidTrades,
     /// Trade serial → the sequence of the last refund submitted on it, while
     /// more follow-ups will come (a later refund waits for it: see
     /// `paid_trade`).
@@ -299,6 +298,7 @@ fn journal_options(plan: &sim::Plan) -> Options {
         accounts_capacity: (plan.merchants as usize + plan.buyers as usize * 7 / 4).saturating_add(1_024),
         snapshot_every_records: SNAPSHOT_EVERY_COMMANDS,
         snapshot_log_percent: SNAPSHOT_LOG_PERCENT,
+        snapshot_apply_multiple: SNAPSHOT_APPLY_MULTIPLE,
         queue_batches_max: QUEUE_COMMANDS_MAX,
         group_batches_max: GROUP_COMMANDS_MAX,
         ledger: LedgerConfig { id_horizon_ns: Some(MEMORY_HORIZON_NANOS) },
@@ -562,7 +562,7 @@ impl Driver {
             answers_spare: Vec::new(),
             tallied: resume_after,
             packets: HashMap::new(),
-            paid: HashMap::new(),
+            paid: PaidTrades::default(),
             last_refund: HashMap::new(),
             resume_after,
             plan,
@@ -717,12 +717,7 @@ impl Driver {
         if refund && let Some(&sequence) = self.last_refund.get(&trade) {
             self.wait_for(sequence, Stall::Refund)?;
         }
-        if let Some(entry) = self.paid.get_mut(&trade) {
-            let found = *entry;
-            entry.follow_ups_left = entry.follow_ups_left.saturating_sub(1);
-            if entry.follow_ups_left == 0 {
-                self.paid.remove(&trade);
-            }
+        if let Some(found) = self.paid.take_follow_up(trade) {
             return Ok(Some(found));
         }
         if self.resume_after == 0 {
@@ -735,9 +730,8 @@ impl Driver {
             .read_with_archive(|platform, archive| platform.trade_by_out_trade_no(archive, merchant, &out_trade_no))?;
         Ok(found.filter(|t| t.paid_at.is_some()).map(|t| PaidTrade {
             number: t.number,
-            paid_by_buyer: t.paid_by_buyer().get(),
-            refunded: t.refunded.get(),
             follow_ups_left: 0,
+            amounts: Some((t.paid_by_buyer().get(), t.refunded.get())),
         }))
     }
 
@@ -864,7 +858,8 @@ impl Driver {
         };
         let source = if payment.from_fund { PaySource::Fund } else { PaySource::Balance };
         let buyer = self.buyers[payment.buyer as usize];
-        let kind = Kind::Pay { trade: payment.trade, follow_ups: payment.follow_ups };
+        let kind =
+            Kind::Pay { trade: payment.trade, follow_ups: payment.follow_ups, refund_follows: payment.refund_follows };
         (Action::CreateAndPayTrade { trade, buyer, source, coupon: None }, kind)
     }
 
@@ -902,9 +897,11 @@ impl Driver {
                 (Action::ConfirmTrade { trade: found.number, buyer: self.buyers[buyer as usize] }, Kind::Confirm)
             }
             Op::Refund { refund, share, .. } => {
+                let (paid_by_buyer, refunded) =
+                    found.amounts.context("a refund of a trade paid without a refund to follow")?;
                 let amount = match share {
-                    RefundShare::Full => found.paid_by_buyer - found.refunded,
-                    RefundShare::Half => (found.paid_by_buyer / 2).max(1),
+                    RefundShare::Full => paid_by_buyer - refunded,
+                    RefundShare::Half => (paid_by_buyer / 2).max(1),
                 };
                 let action = Action::RefundTrade {
                     trade: found.number,
@@ -1040,33 +1037,28 @@ fn tally_outcome(
     kind: Kind,
     outcome: Outcome,
     packets: &mut HashMap<u64, RedPacketNumber>,
-    paid: &mut HashMap<u64, PaidTrade>,
+    paid: &mut PaidTrades,
 ) -> Option<u64> {
     let mut payment = None;
     let acknowledged = &mut tally.acknowledged;
     match (kind, outcome) {
-        (Kind::Pay { trade: serial, follow_ups }, Outcome::TradeUpdated(trade)) if trade.paid_at.is_some() => {
+        (Kind::Pay { trade: serial, follow_ups, refund_follows }, Outcome::TradeUpdated(trade))
+            if trade.paid_at.is_some() =>
+        {
             acknowledged.payments += 1;
             acknowledged.gmv += trade.amount.get();
             acknowledged.discounts += trade.discount.get();
             payment = Some(trade.amount.get());
             if follow_ups > 0 {
-                let entry = PaidTrade {
-                    number: trade.number,
-                    paid_by_buyer: trade.paid_by_buyer().get(),
-                    refunded: 0,
-                    follow_ups_left: follow_ups,
-                };
-                paid.insert(serial, entry);
+                let amounts = refund_follows.then(|| (trade.paid_by_buyer().get(), 0));
+                paid.insert(serial, trade.number, follow_ups, amounts);
             }
         }
         (Kind::Pay { .. }, Outcome::Rejected(Rejection::InsufficientFunds)) => acknowledged.declined += 1,
         (Kind::Refund { trade: serial }, Outcome::RefundCreated { refund, .. }) => {
             acknowledged.refunds += 1;
             acknowledged.refunded += refund.amount.get();
-            if let Some(entry) = paid.get_mut(&serial) {
-                entry.refunded += refund.amount.get();
-            }
+            paid.refunded(serial, refund.amount.get());
         }
         (Kind::Transfer, Outcome::Transferred { fee, .. }) => {
             acknowledged.transfers += 1;

@@ -13,6 +13,7 @@
 mod charts;
 mod engine;
 mod http;
+mod paid;
 mod progress;
 mod report;
 mod tally;
