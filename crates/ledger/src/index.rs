@@ -164,7 +164,7 @@ impl IdIndex {
 
 /// Mixes all 128 bits of an id into 64 (a multiply-fold: fast, and clients'
 /// sequential or time-ordered ids spread evenly).
-fn hash(id: u128) -> u64 {
+pub(crate) fn hash(id: u128) -> u64 {
     const K0: u64 = 0x9e37_79b9_7f4a_7c15;
     const K1: u64 = 0xd6e8_feb8_6659_fd93;
     let low = id as u64 ^ K0;

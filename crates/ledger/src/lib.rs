@@ -35,6 +35,7 @@
 //! ```
 
 pub mod account;
+mod account_index;
 pub mod check;
 pub mod image;
 mod index;

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use hashbrown::HashMap;
 
 use crate::account::{Account, AccountFlags, Balances, NewAccount};
+use crate::account_index::AccountIndex;
 use crate::image::{ImageError, PendingRecord};
 use crate::result::{BatchError, CreateAccountResult, CreateTransferResult};
 use crate::store::{NO_TRANSFER, StoredTransfer, TransferStore};
@@ -116,7 +117,7 @@ pub struct LedgerStats {
 pub struct Ledger {
     config: LedgerConfig,
     accounts: Vec<Account>,
-    account_index: HashMap<u128, u32>,
+    account_index: AccountIndex,
     transfers: TransferStore,
     /// Per account (by index), the position of its newest transfer: the
     /// head of its history.
@@ -180,7 +181,7 @@ impl Ledger {
         Ledger {
             config,
             accounts: Vec::with_capacity(accounts),
-            account_index: HashMap::with_capacity(accounts),
+            account_index: AccountIndex::with_capacity(accounts),
             account_last_transfer: Vec::with_capacity(accounts),
             transfers: TransferStore::with_capacity(transfers),
             ..Ledger::default()
@@ -192,7 +193,7 @@ impl Ledger {
     pub fn reserve(&mut self, accounts: usize, transfers: usize) {
         let more_accounts = accounts.saturating_sub(self.accounts.len());
         self.accounts.reserve(more_accounts);
-        self.account_index.reserve(more_accounts);
+        self.account_index.reserve(accounts.max(self.accounts.len()), &self.accounts);
         self.account_last_transfer.reserve(more_accounts);
         self.transfers.reserve(transfers);
     }
@@ -256,7 +257,7 @@ impl Ledger {
     }
 
     pub fn account(&self, id: u128) -> Option<&Account> {
-        let index = *self.account_index.get(&id)?;
+        let index = self.account_index.get(id, &self.accounts)?;
         Some(&self.accounts[index as usize])
     }
 
@@ -319,8 +320,8 @@ impl Ledger {
 
     /// The position of an account's newest transfer (`NO_TRANSFER`: none).
     pub fn last_transfer_of(&self, account_id: u128) -> u64 {
-        match self.account_index.get(&account_id) {
-            Some(&index) => self.account_last_transfer[index as usize],
+        match self.account_index.get(account_id, &self.accounts) {
+            Some(index) => self.account_last_transfer[index as usize],
             None => NO_TRANSFER,
         }
     }
@@ -395,11 +396,10 @@ impl Ledger {
     /// what a deployment must provision for its accounts and transfers.
     pub fn memory_bytes(&self) -> usize {
         // A hash-table entry: key, value, one control byte.
-        let account_entry = size_of::<(u128, u32)>() + 1;
         let pending_entry = size_of::<(u128, PendingEntry)>() + 1;
         let expiry_entry = size_of::<(u64, u128)>();
         self.accounts.capacity() * size_of::<Account>()
-            + self.account_index.capacity() * account_entry
+            + self.account_index.memory_bytes()
             + self.account_last_transfer.capacity() * size_of::<u64>()
             + self.transfers.memory_bytes()
             + self.pending.capacity() * pending_entry
@@ -428,11 +428,11 @@ impl Ledger {
         if account.id == 0 || account.id == u128::MAX {
             return Err(ImageError::InvalidId { id: account.id });
         }
-        if self.account_index.contains_key(&account.id) {
+        if self.account_index.get(account.id, &self.accounts).is_some() {
             return Err(ImageError::DuplicateAccount { id: account.id });
         }
         let index = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
-        self.account_index.insert(account.id, index);
+        self.account_index.insert(account.id, index, &self.accounts);
         self.accounts.push(account);
         self.account_last_transfer.push(last_transfer);
         Ok(())
@@ -447,7 +447,7 @@ impl Ledger {
             return Err(ImageError::DuplicateTransfer { id: transfer.id });
         }
         for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-            if !self.account_index.contains_key(&account_id) {
+            if self.account_index.get(account_id, &self.accounts).is_none() {
                 return Err(ImageError::TransferAccountMissing { transfer_id: transfer.id, account_id });
             }
         }
@@ -462,8 +462,7 @@ impl Ledger {
         }
         let index_of = |account_id| {
             self.account_index
-                .get(&account_id)
-                .copied()
+                .get(account_id, &self.accounts)
                 .ok_or(ImageError::TransferAccountMissing { transfer_id: record.id, account_id })
         };
         let (debit_index, credit_index) = (index_of(transfer.debit_account_id)?, index_of(transfer.credit_account_id)?);
@@ -488,7 +487,7 @@ impl Ledger {
         Ledger {
             config,
             accounts: Vec::with_capacity(accounts),
-            account_index: HashMap::with_capacity(accounts),
+            account_index: AccountIndex::with_capacity(accounts),
             account_last_transfer: Vec::with_capacity(accounts),
             transfers: TransferStore::starting_at(first_position, transfers),
             ..Ledger::default()
@@ -514,15 +513,12 @@ impl Ledger {
         self.transfers.warm(ids);
         // The accounts too: with millions of them (a fund's holders) each
         // lookup misses the cache; independent lookups in a row overlap.
-        let mut touched = 0u128;
-        for event in events {
-            for id in [event.debit_account_id, event.credit_account_id] {
-                if let Some(&index) = self.account_index.get(&id) {
-                    touched ^= self.accounts[index as usize].credits_posted;
-                }
-            }
-        }
-        std::hint::black_box(touched);
+        // Their index slots first, then the lookups, which read the account
+        // (its id is checked there).
+        let account_ids = || events.iter().flat_map(|event| [event.debit_account_id, event.credit_account_id]);
+        self.account_index.warm(account_ids());
+        let found = account_ids().filter_map(|id| self.account_index.get(id, &self.accounts)).fold(0, |a, b| a ^ b);
+        std::hint::black_box(found);
     }
 
     /// Applies events one by one; a run of events joined by the linked flag
@@ -585,8 +581,9 @@ impl Ledger {
         while let Some(undo) = self.undo.pop() {
             match undo {
                 Undo::AccountCreated => {
-                    let account = self.accounts.pop().expect("undo: account was created");
-                    self.account_index.remove(&account.id);
+                    let id = self.accounts.last().expect("undo: account was created").id;
+                    self.account_index.remove(id, &self.accounts);
+                    self.accounts.pop();
                     self.account_last_transfer.pop();
                 }
                 Undo::AccountBalances { index, balances } => {
@@ -594,8 +591,10 @@ impl Ledger {
                 }
                 Undo::TransferInserted => {
                     let stored = self.transfers.pop().expect("undo: transfer was inserted");
-                    let debit_index = self.account_index[&stored.transfer.debit_account_id];
-                    let credit_index = self.account_index[&stored.transfer.credit_account_id];
+                    let index_of =
+                        |id| self.account_index.get(id, &self.accounts).expect("undo: a transfer's accounts");
+                    let debit_index = index_of(stored.transfer.debit_account_id);
+                    let credit_index = index_of(stored.transfer.credit_account_id);
                     self.account_last_transfer[debit_index as usize] = stored.previous_of_debit;
                     self.account_last_transfer[credit_index as usize] = stored.previous_of_credit;
                 }
@@ -641,8 +640,8 @@ impl Ledger {
             return account_exists(event, existing);
         }
         let index = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
+        self.account_index.insert(event.id, index, &self.accounts);
         self.accounts.push(Account::new(event, timestamp));
-        self.account_index.insert(event.id, index);
         self.account_last_transfer.push(NO_TRANSFER);
         self.undo.push(Undo::AccountCreated);
         R::Ok
@@ -683,10 +682,10 @@ impl Ledger {
         if let Err(result) = validate_new_transfer_fields(event) {
             return result;
         }
-        let Some(&debit_index) = self.account_index.get(&event.debit_account_id) else {
+        let Some(debit_index) = self.account_index.get(event.debit_account_id, &self.accounts) else {
             return R::DebitAccountNotFound;
         };
-        let Some(&credit_index) = self.account_index.get(&event.credit_account_id) else {
+        let Some(credit_index) = self.account_index.get(event.credit_account_id, &self.accounts) else {
             return R::CreditAccountNotFound;
         };
         let debit = self.accounts[debit_index as usize];

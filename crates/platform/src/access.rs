@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Action, Outcome, PartyKind};
+use crate::key_table::KeyTable;
 use crate::platform::Platform;
 use crate::rejection::{Conflict, Invalid, Limit, Missing, Rejection, conflict, invalid, not_found};
 use crate::units::{AuditNumber, EndpointNumber, PartyNumber, StaffNumber, Timestamp};
@@ -146,7 +147,7 @@ pub struct AuditEntry {
 /// Keys, staff, endpoints and where the audit log's newest line is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Access {
-    keys: BTreeMap<[u8; 32], KeyGrant>,
+    keys: KeyTable,
     /// Keys held by parties that have changed theirs (others hold one).
     key_counts: BTreeMap<PartyNumber, u32>,
     /// Rolled keys, by when they stop working (a tick forgets them).
@@ -166,12 +167,12 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    pub(crate) fn grant(&self, key_hash: &[u8; 32]) -> Option<&KeyGrant> {
+    pub(crate) fn grant(&self, key_hash: &[u8; 32]) -> Option<KeyGrant> {
         self.keys.get(key_hash)
     }
 
     pub(crate) fn key_in_use(&self, key_hash: &[u8; 32]) -> bool {
-        self.keys.contains_key(key_hash)
+        self.keys.contains(key_hash)
     }
 
     /// A new party's first key.
@@ -209,7 +210,7 @@ impl Access {
             }
             *budget -= 1;
             self.expiring.pop_first();
-            if let Some(grant) = self.keys.get(&hash).filter(|grant| grant.expires_at == Some(at)).copied() {
+            if let Some(grant) = self.keys.get(&hash).filter(|grant| grant.expires_at == Some(at)) {
                 self.keys.remove(&hash);
                 let count = self.key_count(grant.party).saturating_sub(1);
                 self.key_counts.insert(grant.party, count);
@@ -225,16 +226,15 @@ impl Access {
 
     /// Sets when a key stops working (never later than it already would).
     fn expire_key(&mut self, hash: [u8; 32], at: Timestamp, now: Timestamp) {
-        let Some(grant) = self.keys.get_mut(&hash) else { return };
+        let Some(grant) = self.keys.get(&hash) else { return };
         let at = grant.expires_at.map_or(at, |before| before.min(at));
         if at <= now {
-            let party = grant.party;
             self.keys.remove(&hash);
-            let count = self.key_count(party).saturating_sub(1);
-            self.key_counts.insert(party, count);
+            let count = self.key_count(grant.party).saturating_sub(1);
+            self.key_counts.insert(grant.party, count);
             return;
         }
-        grant.expires_at = Some(at);
+        self.keys.insert(hash, KeyGrant { expires_at: Some(at), ..grant });
         self.expiring.insert((at, hash));
     }
 }
@@ -242,7 +242,7 @@ impl Access {
 impl Platform {
     /// What a key (by its SHA-256) may do, whoever holds it.
     pub fn key_grant(&self, key_hash: &[u8; 32]) -> Option<KeyGrant> {
-        self.state.access.grant(key_hash).copied()
+        self.state.access.grant(key_hash)
     }
 
     pub fn staff(&self, number: StaffNumber) -> Option<&Staff> {
@@ -378,7 +378,7 @@ impl Platform {
         new: [u8; 32],
         old_expires_at: Timestamp,
     ) -> Outcome {
-        let Some(grant) = self.state.access.grant(&old).filter(|grant| grant.party == party).copied() else {
+        let Some(grant) = self.state.access.grant(&old).filter(|grant| grant.party == party) else {
             return not_found(Missing::Key);
         };
         if old_expires_at.nanos_since(now) > OVERLAP_NANOS_MAX {
@@ -402,7 +402,7 @@ impl Platform {
         // A walk of every key: an operator's action in an incident, rare.
         let access = &mut self.state.access;
         let spare_read_keys = crate::faults::revoke_spares_read_keys();
-        access.keys.retain(|_, grant| grant.party != party || (spare_read_keys && grant.read_only));
+        access.keys.retain(|grant| grant.party != party || (spare_read_keys && grant.read_only));
         access.key_counts.insert(party, 0);
         access.add_key(new, KeyGrant { party, read_only: false, expires_at: None });
         Outcome::KeysChanged

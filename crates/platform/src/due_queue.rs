@@ -1,23 +1,35 @@
 //! (when, trade) pairs in time order, for the auto-confirmation of shipped
 //! trades parked in the archive: after a Double Eleven, tens of millions.
 //! Trades ship in clock order and wait the same days, so nearly every pair
-//! comes after the last one: those are appended to sorted chunks (16 bytes
-//! a pair, where an ordered set spends ~32), the rare one that does not (a
-//! trade brought back and parked again) goes to a small ordered set. A
-//! removed pair is marked, not moved, and dropped when the front passes it,
-//! or sooner where a buyer's confirmation removed a quarter of a chunk (a
-//! third of a day's escrow trades are confirmed before their time: 0.5 GB
-//! held for days at a full day's end).
+//! comes after the last one: those are appended to sorted chunks, the rare
+//! one that does not (a trade brought back and parked again) goes to a
+//! small ordered set. A removed pair is marked, not moved, and dropped when
+//! the front passes it, or sooner where a buyer's confirmation removed a
+//! quarter of a chunk (a third of a day's escrow trades are confirmed
+//! before their time: 0.5 GB held for days at a full day's end).
+//!
+//! A pair takes 8 bytes (an ordered set spends ~32): its due time as 27
+//! bits from its chunk's first (a chunk ends after 134 ms of due times or
+//! 65,536 pairs), the trade number's 36 bits (all a trade may have) and
+//! the removed mark. A chunk serializes as the (due, number) pairs it
+//! stands for, each number with bit 63 set once removed.
 
 use std::collections::{BTreeSet, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::reference_index::NUMBER_MAX;
 use crate::units::{Timestamp, TradeNumber};
 
 /// Pairs a chunk: growing the queue never copies more than one chunk.
 const CHUNK_PAIRS: usize = 1 << 16;
-/// Marks a removed pair in its trade number (numbers stay far below).
+/// Bits of a pair's due time after its chunk's first.
+const DUE_BITS: u32 = 27;
+/// Where the due time starts in a packed pair (the number and the mark below).
+const DUE_SHIFT: u32 = 64 - DUE_BITS;
+/// The removed mark: a packed pair's lowest bit.
+const REMOVED_BIT: u64 = 1;
+/// The removed mark in a serialized pair's number (numbers stay far below).
 const REMOVED: u64 = 1 << 63;
 /// A removal at a position that is a multiple of this counts its chunk's
 /// removed pairs (a function of the state alone, so a replay compacts the
@@ -26,26 +38,109 @@ const COMPACT_CHECK_EVERY: usize = 1 << 10;
 /// ...and drops them if they are at least 1/this of the chunk.
 const COMPACT_SHARE: usize = 4;
 
+/// A pair as serialized: (due, number), the number with [`REMOVED`] set
+/// once removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct Pair {
     due: u64,
-    /// The trade number, with [`REMOVED`] set once removed.
     number: u64,
 }
 
-impl Pair {
-    fn key(self) -> (u64, u64) {
-        (self.due, self.number & !REMOVED)
+/// Sorted pairs due within 2^27 ns of the first's. Equal chunks hold the
+/// same pairs, whatever their bases (a chunk read back from its encoding
+/// has its first pair's due time as base, which may be later than the one
+/// it was made with).
+#[derive(Clone, Debug, Default)]
+struct Chunk {
+    /// The first pair's due time, when the chunk was made.
+    base_due: u64,
+    /// (due − base_due) << DUE_SHIFT | number << 1 | removed, sorted.
+    pairs: Vec<u64>,
+}
+
+impl Chunk {
+    /// The pair packed, if it fits this chunk.
+    fn pack(&self, due: u64, number: u64) -> Option<u64> {
+        let since = due.checked_sub(self.base_due).filter(|&since| since < 1 << DUE_BITS)?;
+        (number <= NUMBER_MAX).then_some(since << DUE_SHIFT | number << 1)
     }
-    fn is_removed(self) -> bool {
-        self.number & REMOVED != 0
+
+    fn key(&self, packed: u64) -> (u64, u64) {
+        (self.base_due + (packed >> DUE_SHIFT), (packed >> 1) & NUMBER_MAX)
+    }
+
+    /// The pairs as encoded.
+    fn encoded(&self) -> impl Iterator<Item = Pair> + '_ {
+        self.pairs.iter().map(|&packed| {
+            let (due, number) = self.key(packed);
+            Pair { due, number: if is_removed(packed) { number | REMOVED } else { number } }
+        })
+    }
+
+    fn last_key(&self) -> Option<(u64, u64)> {
+        self.pairs.last().map(|&packed| self.key(packed))
+    }
+
+    /// Where `key` is among the pairs from `from` on, if there.
+    fn find(&self, from: usize, key: (u64, u64)) -> Option<usize> {
+        let target = self.pack(key.0, key.1)? >> 1;
+        let pairs = self.pairs.get(from..)?;
+        let at = search(pairs, target);
+        (pairs.get(at)? >> 1 == target).then_some(from + at)
+    }
+
+    fn from_pairs(pairs: &[Pair]) -> Option<Chunk> {
+        let mut chunk = Chunk { base_due: pairs.first().map_or(0, |pair| pair.due), pairs: Vec::new() };
+        chunk.pairs.reserve_exact(pairs.len());
+        for pair in pairs {
+            let packed = chunk.pack(pair.due, pair.number & !REMOVED)?;
+            let removed = if pair.number & REMOVED != 0 { REMOVED_BIT } else { 0 };
+            chunk.pairs.push(packed | removed);
+        }
+        chunk.pairs.is_sorted().then_some(chunk)
+    }
+}
+
+impl PartialEq for Chunk {
+    fn eq(&self, other: &Chunk) -> bool {
+        self.pairs.len() == other.pairs.len() && self.encoded().eq(other.encoded())
+    }
+}
+
+impl Eq for Chunk {}
+
+impl std::hash::Hash for Chunk {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pairs.len().hash(state);
+        self.encoded().for_each(|pair| pair.hash(state));
+    }
+}
+
+fn is_removed(packed: u64) -> bool {
+    packed & REMOVED_BIT != 0
+}
+
+impl Serialize for Chunk {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.encoded())
+    }
+}
+
+impl<'de> Deserialize<'de> for Chunk {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Chunk, D::Error> {
+        let pairs = Vec::<Pair>::deserialize(deserializer)?;
+        // The first pair's due time is the chunk's base again: the same as
+        // when made for the last chunk (the only one that grows; pairs leave
+        // an inner chunk only), a bound for the others.
+        Chunk::from_pairs(&pairs)
+            .ok_or_else(|| serde::de::Error::custom("a due-queue chunk beyond 2^27 ns or unsorted"))
     }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct DueQueue {
     /// Sorted by key throughout; the first chunk from `head` on, the others whole.
-    chunks: VecDeque<Vec<Pair>>,
+    chunks: VecDeque<Chunk>,
     /// Each chunk's first key, side by side: finding the chunk touches one
     /// small array, not every chunk.
     firsts: VecDeque<(u64, u64)>,
@@ -55,38 +150,38 @@ pub(crate) struct DueQueue {
 
 impl DueQueue {
     pub(crate) fn insert(&mut self, due: Timestamp, trade: TradeNumber) {
-        let due = due.nanos();
-        let number = trade.get();
-        assert!(number < REMOVED, "trade number {number}");
-        let last = self.chunks.back().and_then(|chunk| chunk.last()).map(|pair| pair.key());
-        if last.is_some_and(|last| last >= (due, number)) {
-            self.out_of_order.insert((due, number));
+        let key = (due.nanos(), trade.get());
+        let last = self.chunks.back().and_then(Chunk::last_key);
+        if last.is_some_and(|last| last >= key) || key.1 > NUMBER_MAX {
+            self.out_of_order.insert(key);
             return;
         }
-        if self.chunks.back().is_none_or(|chunk| chunk.len() == CHUNK_PAIRS) {
-            self.chunks.push_back(Vec::with_capacity(CHUNK_PAIRS));
-            self.firsts.push_back((due, number));
+        let back = self.chunks.back_mut().filter(|chunk| chunk.pairs.len() < CHUNK_PAIRS);
+        if let Some((back, packed)) = back.and_then(|chunk| chunk.pack(key.0, key.1).map(|packed| (chunk, packed))) {
+            back.pairs.push(packed);
+            return;
         }
-        if let Some(chunk) = self.chunks.back_mut() {
-            chunk.push(Pair { due, number });
+        if let Some(full) = self.chunks.back_mut() {
+            full.pairs.shrink_to_fit();
         }
+        let chunk = Chunk { base_due: key.0, pairs: vec![key.1 << 1] };
+        self.chunks.push_back(chunk);
+        self.firsts.push_back(key);
     }
 
     /// Removes the pair if it is here.
     pub(crate) fn remove(&mut self, due: Timestamp, trade: TradeNumber) {
-        let due = due.nanos();
-        let number = trade.get();
-        if self.out_of_order.remove(&(due, number)) {
+        let key = (due.nanos(), trade.get());
+        if self.out_of_order.remove(&key) {
             return;
         }
-        let key = (due, number);
         // A tick removes the pairs it brings back in order, from the front:
         // no search for those (a guess by proportion misses where shipping
         // was bursty, and each probe is a cache miss).
-        if let Some(front) = self.chunks.front_mut().and_then(|chunk| chunk.get_mut(self.head))
-            && front.key() == key
+        if let Some(front) = self.chunks.front_mut()
+            && front.pairs.get(self.head).is_some_and(|&packed| front.key(packed) == key)
         {
-            front.number |= REMOVED;
+            front.pairs[self.head] |= REMOVED_BIT;
             self.drop_removed_front();
             return;
         }
@@ -94,10 +189,10 @@ impl DueQueue {
         let Some(chunk) = chunk.checked_sub(1) else { return };
         let head = if chunk == 0 { self.head } else { 0 };
         let Some(pairs) = self.chunks.get_mut(chunk) else { return };
-        if let Some(at) = search(&pairs[head..], key) {
-            pairs[head + at].number |= REMOVED;
+        if let Some(at) = pairs.find(head, key) {
+            pairs.pairs[at] |= REMOVED_BIT;
             let inner = chunk > 0 && chunk + 1 < self.chunks.len();
-            if inner && (head + at) % COMPACT_CHECK_EVERY == 0 {
+            if inner && at % COMPACT_CHECK_EVERY == 0 {
                 self.compact(chunk);
             }
         }
@@ -108,18 +203,18 @@ impl DueQueue {
     /// from `head`, nor the back, appended to) if they are many. Its first
     /// key in `firsts` may then be below its first pair: still a bound.
     fn compact(&mut self, chunk: usize) {
-        let Some(pairs) = self.chunks.get_mut(chunk) else { return };
-        let removed = pairs.iter().filter(|pair| pair.is_removed()).count();
-        if removed * COMPACT_SHARE >= pairs.len() {
-            pairs.retain(|pair| !pair.is_removed());
-            pairs.shrink_to_fit();
+        let Some(chunk) = self.chunks.get_mut(chunk) else { return };
+        let removed = chunk.pairs.iter().filter(|&&packed| is_removed(packed)).count();
+        if removed * COMPACT_SHARE >= chunk.pairs.len() {
+            chunk.pairs.retain(|&packed| !is_removed(packed));
+            chunk.pairs.shrink_to_fit();
         }
     }
 
     fn drop_removed_front(&mut self) {
         while let Some(first) = self.chunks.front() {
-            match first.get(self.head) {
-                Some(pair) if pair.is_removed() => self.head += 1,
+            match first.pairs.get(self.head) {
+                Some(&packed) if is_removed(packed) => self.head += 1,
                 Some(_) => return,
                 None => {
                     self.chunks.pop_front();
@@ -132,14 +227,13 @@ impl DueQueue {
 
     /// The earliest due time.
     pub(crate) fn first_due(&self) -> Option<Timestamp> {
-        let sorted = self.chunks.front().and_then(|chunk| chunk.get(self.head)).map(|pair| pair.due);
-        let other = self.out_of_order.first().map(|&(due, _)| due);
-        sorted.into_iter().chain(other).min().map(Timestamp::from_nanos)
+        self.first_key().map(|(due, _)| due)
     }
 
     /// The earliest (due, number) pair.
     pub(crate) fn first_key(&self) -> Option<(Timestamp, TradeNumber)> {
-        let sorted = self.chunks.front().and_then(|chunk| chunk.get(self.head)).map(|pair| pair.key());
+        let front = self.chunks.front();
+        let sorted = front.and_then(|chunk| chunk.pairs.get(self.head).map(|&packed| chunk.key(packed)));
         let (due, number) = sorted.into_iter().chain(self.out_of_order.first().copied()).min()?;
         Some((Timestamp::from_nanos(due), TradeNumber::new(number)))
     }
@@ -149,10 +243,13 @@ impl DueQueue {
         self.chunks
             .iter()
             .enumerate()
-            .flat_map(|(at, chunk)| chunk[if at == 0 { self.head } else { 0 }..].iter())
-            .take_while(move |pair| pair.due <= now)
-            .filter(|pair| !pair.is_removed())
-            .map(|pair| pair.key())
+            .flat_map(|(at, chunk)| {
+                let from = if at == 0 { self.head } else { 0 };
+                chunk.pairs[from..].iter().map(move |&packed| (chunk.key(packed), is_removed(packed)))
+            })
+            .take_while(move |&((due, _), _)| due <= now)
+            .filter(|&(_, removed)| !removed)
+            .map(|(key, _)| key)
     }
 
     /// How many trades are due at or before `now`, counting at most `limit`.
@@ -185,15 +282,20 @@ impl DueQueue {
     }
 }
 
-/// Where `key` is in `pairs` (sorted by key). Due times are clock times
-/// of shipping plus the same days, about as dense through a chunk as the
-/// day's shipping: guesses by proportion close in on the pair, where a
-/// binary search takes 16 steps through a megabyte (removals were 2.6% of
-/// the writer's time with it) and one guess over the chunk, then a search
-/// outward, two dozen (12% of the writer's time in the settlement).
-fn search(pairs: &[Pair], key: (u64, u64)) -> Option<usize> {
-    let at = search::partition_point_interpolated(pairs, key.0, |pair| pair.due, |pair| pair.key() < key);
-    (pairs.get(at)?.key() == key).then_some(at)
+/// Where the pair packed as `target << 1` is, or would go, among `pairs`
+/// (packed, sorted). Due times are clock times of shipping plus the same
+/// days, about as dense through a chunk as the day's shipping: guesses by
+/// proportion close in on the pair, where a binary search takes 16 steps
+/// through a chunk (removals were 2.6% of the writer's time with it) and
+/// one guess over the chunk, then a search outward, two dozen (12% of the
+/// writer's time in the settlement).
+fn search(pairs: &[u64], target: u64) -> usize {
+    search::partition_point_interpolated(
+        pairs,
+        target >> (DUE_SHIFT - 1),
+        |&packed| packed >> DUE_SHIFT,
+        |&packed| packed >> 1 < target,
+    )
 }
 
 #[cfg(test)]
@@ -275,18 +377,51 @@ mod tests {
             gaps in proptest::collection::vec(prop_oneof![3 => 0..3u64, 1 => 0..1_000_000u64], 0..300),
             probe in 0..2_000_000u64,
         ) {
-            let mut due = 0;
-            let pairs: Vec<Pair> = gaps.iter().enumerate().map(|(at, gap)| {
+            let mut chunk = Chunk { base_due: 7, pairs: Vec::new() };
+            let mut due = 7;
+            for (at, gap) in gaps.iter().enumerate() {
                 due += gap;
-                Pair { due, number: at as u64 + 1 }
-            }).collect();
-            for (at, pair) in pairs.iter().enumerate() {
-                prop_assert_eq!(search(&pairs, pair.key()), Some(at));
-                prop_assert_eq!(search(&pairs, (pair.due, 0)), None);
+                chunk.pairs.push(chunk.pack(due, at as u64 + 1).unwrap());
             }
-            let expected = pairs.binary_search_by_key(&(probe, 1), |pair| pair.key()).ok();
-            prop_assert_eq!(search(&pairs, (probe, 1)), expected);
+            for (at, &packed) in chunk.pairs.iter().enumerate() {
+                let (due, number) = chunk.key(packed);
+                prop_assert_eq!(chunk.find(0, (due, number)), Some(at));
+                prop_assert_eq!(chunk.find(at, (due, number)), Some(at));
+                prop_assert_eq!(chunk.find(0, (due, 0)), None);
+            }
+            let expected = chunk.pairs.binary_search_by_key(&(probe, 1), |&packed| chunk.key(packed)).ok();
+            prop_assert_eq!(chunk.find(0, (probe, 1)), expected);
         }
+    }
+
+    #[test]
+    fn a_pair_takes_eight_bytes_and_a_chunk_ends_after_2_27_nanoseconds() {
+        let mut queue = DueQueue::default();
+        let base = 1_000_000_000_000;
+        let span = 1u64 << DUE_BITS;
+        for (due, number) in [(base, 5), (base + span - 1, NUMBER_MAX), (base + span, 6), (base + span, NUMBER_MAX + 1)]
+        {
+            queue.insert(Timestamp::from_nanos(due), TradeNumber::new(number));
+        }
+        assert_eq!(queue.chunks.len(), 2, "the third pair is 2^27 ns past the first");
+        assert_eq!(queue.chunks[0].pairs.len(), 2);
+        assert_eq!(queue.out_of_order.len(), 1, "a number beyond 36 bits goes beside");
+        assert_eq!(queue.chunks[0].pairs.capacity(), 2, "a chunk ended gives its spare room back");
+        assert_eq!(size_of_val(&queue.chunks[0].pairs[0]), 8);
+        let expected = [5, NUMBER_MAX, 6, NUMBER_MAX + 1].map(TradeNumber::new);
+        assert_eq!(queue.due_up_to(Timestamp::MAX, usize::MAX), expected);
+    }
+
+    #[test]
+    fn a_chunk_encodes_as_its_pairs() {
+        let mut chunk = Chunk { base_due: 100, pairs: Vec::new() };
+        chunk.pairs.extend([chunk.pack(100, 3).unwrap(), chunk.pack(150, 2).unwrap() | REMOVED_BIT]);
+        let pairs = [Pair { due: 100, number: 3 }, Pair { due: 150, number: 2 | REMOVED }];
+        let bytes = postcard::to_allocvec(&chunk).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&pairs.to_vec()).unwrap());
+        assert_eq!(postcard::from_bytes::<Chunk>(&bytes).unwrap(), chunk);
+        let too_wide = [Pair { due: 100, number: 3 }, Pair { due: 100 + (1 << DUE_BITS), number: 2 }];
+        assert!(postcard::from_bytes::<Chunk>(&postcard::to_allocvec(&too_wide.to_vec()).unwrap()).is_err());
     }
 
     #[test]
@@ -322,13 +457,13 @@ mod tests {
             queue.remove(Timestamp::from_nanos(number * 10), TradeNumber::new(number));
         }
         let kept = middle.clone().filter(|number| number % 3 != 0).count();
-        assert!(queue.chunks[1].len() < CHUNK_PAIRS, "compacted: {} pairs", queue.chunks[1].len());
-        assert!(queue.chunks[1].len() - kept < CHUNK_PAIRS / COMPACT_SHARE, "most removed pairs gone");
+        assert!(queue.chunks[1].pairs.len() < CHUNK_PAIRS, "compacted: {} pairs", queue.chunks[1].pairs.len());
+        assert!(queue.chunks[1].pairs.len() - kept < CHUNK_PAIRS / COMPACT_SHARE, "most removed pairs gone");
         // The front and back chunks keep theirs until passed.
         for number in (1..=CHUNK_PAIRS as u64).filter(|number| number % 3 == 0) {
             queue.remove(Timestamp::from_nanos(number * 10), TradeNumber::new(number));
         }
-        assert_eq!(queue.chunks[0].len(), CHUNK_PAIRS);
+        assert_eq!(queue.chunks[0].pairs.len(), CHUNK_PAIRS);
         // Every pair left is still found, in order, and can still be removed.
         let expected: Vec<_> = (1..=count)
             .filter(|number| number % 3 != 0 || *number > CHUNK_PAIRS as u64 * 2)

@@ -33,6 +33,7 @@ pub mod freezes;
 pub mod fund;
 mod idempotency;
 mod invariant;
+mod key_table;
 pub mod loans;
 pub mod marketing;
 mod numbered;

@@ -35,8 +35,9 @@ pub const NAME_CHARS_MAX: usize = 200;
 /// merchant's trade fee at most the amount; 12: keys, staff, webhook
 /// endpoints and the audit log in `access`, deliveries per endpoint; 13:
 /// profit sharing; 14: disputes, pre-authorisation; 15: takings by day,
-/// refunds in the trades' index.)
-const STATE_FORMAT: u32 = 15;
+/// refunds in the trades' index; 16: the due queue's chunks span at most
+/// 2^27 ns, which older chunks may not.)
+const STATE_FORMAT: u32 = 16;
 /// A merchant's gateway key, as PEM, is at most this long.
 pub const APP_KEY_BYTES_MAX: usize = 8 * 1024;
 

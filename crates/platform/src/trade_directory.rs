@@ -1,45 +1,84 @@
 //! Where every trade is: live in memory, or resting at an offset in the
 //! archive. A Double Eleven leaves ~190 million trades, nearly all at rest;
 //! an ordered map of number → offset spends ~32 bytes on each, this spends
-//! ~8.2: the offsets by trade number in a [`Numbered`] (a lookup is a rank in
+//! ~6.2: the offsets by trade number in a [`Numbered`] (a lookup is a rank in
 //! a bitmap over all numbers: two or three cache lines, where a search
 //! through megabytes of sorted numbers missed the cache a dozen times and
-//! was 6% of the writer's time).
+//! was 6% of the writer's time), six bytes an offset (an archive of up to
+//! 256 TiB; a full day's is 39 GB).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::numbered::Numbered;
 use crate::units::TradeNumber;
 
 /// The offset of a trade that is live (in memory, not in the archive).
 const LIVE: u64 = u64::MAX;
+/// Offsets are below this (it stands for `LIVE` in six bytes).
+const OFFSET_END: u64 = (1 << 48) - 1;
+
+/// An offset or `LIVE` in six bytes. Serialized as the `u64` it stands
+/// for, so the state's bytes are those of a directory of `u64`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Offset48([u8; 6]);
+
+impl Offset48 {
+    fn new(offset: u64) -> Offset48 {
+        let offset = if offset == LIVE { OFFSET_END } else { offset };
+        assert!(offset <= OFFSET_END, "archive offset {offset} beyond six bytes");
+        let bytes = offset.to_le_bytes();
+        Offset48([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]])
+    }
+
+    fn get(self) -> u64 {
+        let [a, b, c, d, e, f] = self.0;
+        let offset = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]);
+        if offset == OFFSET_END { LIVE } else { offset }
+    }
+}
+
+impl Serialize for Offset48 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Offset48 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Offset48, D::Error> {
+        let offset = u64::deserialize(deserializer)?;
+        if offset != LIVE && offset >= OFFSET_END {
+            return Err(serde::de::Error::custom(format!("archive offset {offset} beyond six bytes")));
+        }
+        Ok(Offset48::new(offset))
+    }
+}
 
 /// Every trade by number.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct TradeDirectory {
     /// Each trade's offset, or `LIVE`.
-    offsets: Numbered<u64>,
+    offsets: Numbered<Offset48>,
     archived: usize,
 }
 
 impl TradeDirectory {
     /// A new trade, live; its number is above every number before it.
     pub(crate) fn add_live(&mut self, number: TradeNumber) {
-        self.offsets.push(number.get(), LIVE);
+        self.offsets.push(number.get(), Offset48::new(LIVE));
     }
 
     /// Where the trade rests in the archive (`None`: live, or no such trade).
     pub(crate) fn archived_at(&self, number: TradeNumber) -> Option<u64> {
-        self.offsets.get(number.get()).copied().filter(|&offset| offset != LIVE)
+        self.offsets.get(number.get()).map(|offset| offset.get()).filter(|&offset| offset != LIVE)
     }
 
     /// The trade (live now) rests at `offset` from now on.
     pub(crate) fn archive(&mut self, number: TradeNumber, offset: u64) {
-        assert_ne!(offset, LIVE, "archive offset of trade {number}");
+        assert!(offset < OFFSET_END, "archive offset {offset} of trade {number}");
         let entry =
             self.offsets.get_mut(number.get()).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
-        assert_eq!(*entry, LIVE, "trade {number} archived twice");
-        *entry = offset;
+        assert_eq!(entry.get(), LIVE, "trade {number} archived twice");
+        *entry = Offset48::new(offset);
         self.archived += 1;
     }
 
@@ -47,8 +86,8 @@ impl TradeDirectory {
     pub(crate) fn bring_back(&mut self, number: TradeNumber) {
         let entry =
             self.offsets.get_mut(number.get()).unwrap_or_else(|| panic!("trade {number} is not in the directory"));
-        assert_ne!(*entry, LIVE, "trade {number} brought back but live");
-        *entry = LIVE;
+        assert_ne!(entry.get(), LIVE, "trade {number} brought back but live");
+        *entry = Offset48::new(LIVE);
         self.archived -= 1;
     }
 
@@ -65,14 +104,14 @@ impl TradeDirectory {
     pub(crate) fn archived_newest_first(&self, before: TradeNumber) -> impl Iterator<Item = (TradeNumber, u64)> + '_ {
         self.offsets
             .newest_first(before.get())
-            .map(|(number, &offset)| (TradeNumber::new(number), offset))
+            .map(|(number, offset)| (TradeNumber::new(number), offset.get()))
             .filter(|&(_, offset)| offset != LIVE)
     }
 
     /// The offsets of every archived trade, by trade number.
     #[cfg(test)]
     pub(crate) fn archived_offsets(&self) -> impl Iterator<Item = u64> + '_ {
-        self.offsets.values().copied().filter(|&offset| offset != LIVE)
+        self.offsets.values().map(|offset| offset.get()).filter(|&offset| offset != LIVE)
     }
 }
 
@@ -164,6 +203,25 @@ mod tests {
         }
         let bytes = postcard::to_allocvec(&directory).unwrap();
         assert_eq!(postcard::from_bytes::<TradeDirectory>(&bytes).unwrap(), directory);
+    }
+
+    #[test]
+    fn an_offset_takes_six_bytes_and_encodes_as_the_u64_it_stands_for() {
+        assert_eq!(size_of::<Offset48>(), 6);
+        for offset in [0, 1, 300, OFFSET_END - 1, LIVE] {
+            assert_eq!(Offset48::new(offset).get(), offset);
+            let bytes = postcard::to_allocvec(&Offset48::new(offset)).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&offset).unwrap());
+            assert_eq!(postcard::from_bytes::<Offset48>(&bytes).unwrap(), Offset48::new(offset));
+        }
+        let beyond = postcard::to_allocvec(&OFFSET_END).unwrap();
+        assert!(postcard::from_bytes::<Offset48>(&beyond).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond six bytes")]
+    fn an_offset_beyond_six_bytes_is_refused() {
+        Offset48::new(OFFSET_END + 1);
     }
 
     #[test]

@@ -138,13 +138,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The made-up key hash of a simulated party: these parties act only in
 /// process, so no API key belongs to them; the hash finds them again after
-/// a restart.
+/// a restart. Its bits spread evenly, as a real key's SHA-256 does (the
+/// platform's key table counts on it): SplitMix64 words from the party's
+/// kind and index, which the first word alone tells apart.
 pub fn key_hash(kind: PartyKind, index: u32, seed: u64) -> [u8; 32] {
+    let merchant = u64::from(kind == PartyKind::Merchant);
+    let mut state = (u64::from(index) << 1 | merchant) ^ seed.rotate_left(33);
     let mut hash = [0u8; 32];
-    hash[..4].copy_from_slice(b"d11-");
-    hash[4] = if kind == PartyKind::Merchant { b'm' } else { b'b' };
-    hash[8..12].copy_from_slice(&index.to_le_bytes());
-    hash[16..24].copy_from_slice(&seed.to_le_bytes());
+    for word in hash.chunks_exact_mut(8) {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut mixed = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        word.copy_from_slice(&(mixed ^ (mixed >> 31)).to_be_bytes());
+    }
     hash
 }
 

@@ -197,14 +197,14 @@ pub fn run(args: Double11Args) -> anyhow::Result<()> {
 
 /// The most a run's data directory holds, per planned payment, erring
 /// high (a run refused at its start costs nothing; one out of disk at the
-/// day's end costs hours): the full day peaked at 70.2 GB, at its end
-/// (BENCHMARKS.md, "The full day again"; its last snapshot, 7.9 GB, was
-/// written when the directory held 56 GB); 400 bytes a payment is 75 GB.
+/// day's end costs hours): the full day peaked at 70.2 and 70.3 GB, at its
+/// end (BENCHMARKS.md, "The full day again" and "The full day with smaller
+/// indexes"); 400 bytes a payment is 75 GB.
 const DISK_BYTES_PER_PAYMENT: u64 = 400;
 /// A run's peak resident memory: a fixed part and a part per planned
-/// payment (BENCHMARKS.md: `--scale 0.1` 2.19 GB, the full day 15.4 GB).
-const MEMORY_BYTES_BASE: u64 = 700_000_000;
-const MEMORY_BYTES_PER_PAYMENT: u64 = 80;
+/// payment (BENCHMARKS.md: `--scale 0.1` 1.91 GB, the full day 13.3 GB).
+const MEMORY_BYTES_BASE: u64 = 650_000_000;
+const MEMORY_BYTES_PER_PAYMENT: u64 = 67;
 
 /// Refuses a run the disk cannot hold (it would fail hours in, at the end
 /// of the day), and warns of one larger than the machine's memory. What is
