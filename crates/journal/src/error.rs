@@ -26,6 +26,11 @@ pub enum JournalError {
          formats were recorded wrote it (this program reads `{expected}`; give another data directory)"
     )]
     FormatUnrecorded { path: PathBuf, expected: String },
+    #[error(
+        "{path} records a ledger of `{recorded}`, and {found_in} holds one of `{found}`: a replay under \
+         another configuration could reach another state (give the data directory of this log, or an empty one)"
+    )]
+    OtherLedgerConfig { path: PathBuf, recorded: String, found: String, found_in: String },
     #[error("the journal failed earlier and accepts no more writes: {0}")]
     Failed(String),
     /// The command is in the log, durably, but this node stopped before

@@ -10,6 +10,7 @@ use ledger::{Ledger, LedgerConfig};
 use crate::archive::Archive;
 use crate::disk::{DirectoryLock, Disk, FileSystem, Open};
 use crate::error::{JournalError, io_error};
+use crate::format_record::{self, FormatRecord};
 use crate::history::History;
 use crate::log::{Lead, LogStore};
 use crate::machine::StateMachine;
@@ -116,6 +117,9 @@ pub struct RecoveryReport {
     pub torn_bytes_cut: u64,
     /// The sequence of the last durable record (0: none).
     pub last_sequence: u64,
+    /// The ledger's configuration: the one the directory was written with,
+    /// which may not be the options'.
+    pub ledger: LedgerConfig,
 }
 
 pub struct Journal<M: StateMachine> {
@@ -196,8 +200,6 @@ impl LogStore for LentLog {
 }
 
 const LOCK_FILE: &str = "LOCK";
-/// `format <StateMachine::FORMAT>`: what the directory's log and snapshots mean.
-const FORMAT_FILE: &str = "FORMAT";
 
 impl<M: StateMachine> Journal<M> {
     /// Opens (creating if needed) a data directory whose log is its own
@@ -220,12 +222,19 @@ impl<M: StateMachine> Journal<M> {
         create_private_directory(&*disk, directory)?;
         let lock = lock_with(&*disk, directory)?;
         let listing = list_directory(&*disk, directory)?;
-        check_format::<M>(&*disk, directory, &listing)?;
+        let has_contents = !listing.segments.is_empty() || !listing.snapshots.is_empty();
+        let recorded = format_record::read_file::<M>(&*disk, directory, has_contents)?;
+        let shared = shared_format_record::<M>(&mut *log)?;
         let mut report = RecoveryReport::default();
 
         let reading = Instant::now();
+        // A directory replays its log as the configuration that wrote it,
+        // whatever this start's options say.
+        let config = shared.or(recorded.and_then(|record| record.ledger)).unwrap_or(options.ledger);
         let (snapshot_sequence, mut machine) =
-            load_newest_snapshot::<M>(&*disk, &listing.snapshots, options.ledger, &mut report);
+            load_newest_snapshot::<M>(&*disk, &listing.snapshots, config, &mut report);
+        report.ledger = machine.ledger().config();
+        record_format::<M>(&*disk, directory, &mut *log, recorded, shared, report.ledger, snapshot_sequence)?;
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
         // The history and archive files are cut back to what the snapshot
         // relies on: first make sure the log can take it from there, or an
@@ -603,34 +612,45 @@ fn check_log_covers(
     }
 }
 
-/// Refuses a directory whose log and snapshots another machine, or another
-/// format of this one, wrote (replayed here, its commands could reach
-/// another state); gives a directory without any this machine's format.
-fn check_format<M: StateMachine>(disk: &dyn Disk, directory: &Path, listing: &Listing) -> Result<(), JournalError> {
-    let path = directory.join(FORMAT_FILE);
-    let expected = format!("{} {}", M::NAME, M::FORMAT);
-    match disk.read(&path) {
-        Ok(bytes) => match String::from_utf8_lossy(&bytes).trim().strip_prefix("format ") {
-            Some(found) if found == expected => Ok(()),
-            Some(found) if !found.is_empty() && found.len() <= 64 => {
-                Err(JournalError::OtherFormat { path, found: found.to_string(), expected })
-            }
-            _ => Err(JournalError::Corrupt { path, offset: 0, reason: "not a format record (`format <machine> <n>`)" }),
-        },
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if !listing.segments.is_empty() || !listing.snapshots.is_empty() {
-                return Err(JournalError::FormatUnrecorded { path: directory.to_path_buf(), expected });
-            }
-            let temporary = path.with_extension("tmp");
-            let write_error = |source| io_error("write", &temporary, source);
-            let file = disk.open(&temporary, Open::Truncate).map_err(write_error)?;
-            file.write_at(format!("format {expected}\n").as_bytes(), 0).map_err(write_error)?;
-            file.sync().map_err(write_error)?;
-            disk.rename(&temporary, &path).map_err(|source| io_error("rename", &path, source))?;
-            wal::sync_directory(disk, directory)
-        }
-        Err(source) => Err(io_error("read", &path, source)),
+/// The ledger configuration a shared log records, if it records one (of
+/// this machine's format: another's is refused).
+fn shared_format_record<M: StateMachine>(log: &mut dyn LogStore) -> Result<Option<LedgerConfig>, JournalError> {
+    match log.format_record()? {
+        Some(text) => Ok(format_record::parse::<M>(&text, Path::new(&log.describe()))?.ledger),
+        None => Ok(None),
     }
+}
+
+/// Checks the configuration the state was rebuilt with against what the
+/// directory and a shared log record, and records it where it is missing.
+fn record_format<M: StateMachine>(
+    disk: &dyn Disk,
+    directory: &Path,
+    log: &mut dyn LogStore,
+    recorded: Option<FormatRecord>,
+    shared: Option<LedgerConfig>,
+    config: LedgerConfig,
+    snapshot_sequence: u64,
+) -> Result<(), JournalError> {
+    let format_path = directory.join(format_record::FORMAT_FILE);
+    let source = match snapshot_sequence {
+        0 => format!("the log of {}", log.describe()),
+        sequence => format!("snapshot {sequence}"),
+    };
+    let local = recorded.and_then(|record| record.ledger);
+    format_record::check_config(local, &format_path, config, &source)?;
+    let log_path = PathBuf::from(log.describe());
+    format_record::check_config(shared, &log_path, config, &source)?;
+    if log.is_shared() && shared.is_none() {
+        log.set_format_record(&format_record::record_text::<M>(config))?;
+        // Another node may have recorded its own first.
+        let now_recorded = shared_format_record::<M>(log)?;
+        format_record::check_config(now_recorded, &log_path, config, "this node's data directory")?;
+    }
+    if local.is_none() {
+        format_record::write_file::<M>(disk, directory, config)?;
+    }
+    Ok(())
 }
 
 /// A data directory holds the platform's records and secrets: its owner's

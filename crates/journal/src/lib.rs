@@ -26,6 +26,7 @@ pub mod archive;
 pub mod codec;
 pub mod disk;
 mod error;
+mod format_record;
 #[doc(hidden)]
 pub mod fuzzing;
 mod history;

@@ -46,6 +46,20 @@ pub trait LogStore: Send + 'static {
     /// keeps its log, from which a new node catches up).
     fn release(&mut self, sequence: u64) -> Result<(), JournalError>;
 
+    /// What a shared log records of the machine that writes it (the text of
+    /// a data directory's `FORMAT` file), if anything: a node that joins the
+    /// log replays it as that machine and configuration. A store of one
+    /// directory has that directory's file alone: `None`.
+    fn format_record(&mut self) -> Result<Option<String>, JournalError> {
+        Ok(None)
+    }
+
+    /// Records `text` as [`LogStore::format_record`] unless the log holds
+    /// one already (a node that got there first keeps its record).
+    fn set_format_record(&mut self, _text: &str) -> Result<(), JournalError> {
+        Ok(())
+    }
+
     /// Whether this node may append now. A store shared by several nodes
     /// renews this node's lease when it leads and takes the lead when the
     /// leader's lease has run out; a store of one node always leads.

@@ -216,6 +216,10 @@ fn create_schema(client: &mut Client) -> Result<Option<i32>, postgres::Error> {
              expires_at timestamptz NOT NULL
          );
          INSERT INTO zhifu_leader VALUES (1, 0, '', now()) ON CONFLICT (id) DO NOTHING;
+         CREATE TABLE IF NOT EXISTS zhifu_format (
+             id int PRIMARY KEY CHECK (id = 1),
+             record text NOT NULL
+         );
          CREATE TABLE IF NOT EXISTS zhifu_nodes (
              node text PRIMARY KEY,
              applied bigint NOT NULL,
@@ -409,6 +413,21 @@ impl LogStore for PostgresLog {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn format_record(&mut self) -> Result<Option<String>, JournalError> {
+        let connection = self.connection()?;
+        match connection.client.query_opt("SELECT record FROM zhifu_format WHERE id = 1", &[]) {
+            Ok(row) => Ok(row.map(|row| row.get(0))),
+            Err(error) => Err(self.read_failed(&error)),
+        }
+    }
+
+    fn set_format_record(&mut self, text: &str) -> Result<(), JournalError> {
+        let connection = self.connection()?;
+        let inserted =
+            connection.client.execute("INSERT INTO zhifu_format VALUES (1, $1) ON CONFLICT (id) DO NOTHING", &[&text]);
+        inserted.map(drop).map_err(|error| self.read_failed(&error))
     }
 
     fn followers(&mut self) -> Vec<crate::Follower> {

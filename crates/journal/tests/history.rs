@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use journal::{Batch, Command, DurableLedger, Journal, JournalError, Options, Outcome};
-use ledger::{LedgerConfig, NewAccount, Transfer};
+use ledger::{CreateTransferResult, LedgerConfig, NewAccount, Transfer};
 
 const SECOND: u64 = 1_000_000_000;
 const HORIZON: u64 = 10 * SECOND;
@@ -33,8 +33,13 @@ fn batch(n: u64) -> Batch {
     Batch { timestamp: time, command: Command::CreateTransfers(transfers) }
 }
 
-fn write_all(directory: &std::path::Path) {
-    let (store, _) = DurableLedger::open(directory, options()).unwrap();
+fn write_all(directory: &std::path::Path) -> u64 {
+    write_all_with(directory, options())
+}
+
+/// Writes the accounts and every batch; answers the state's digest.
+fn write_all_with(directory: &std::path::Path, options: Options) -> u64 {
+    let (store, _) = DurableLedger::open(directory, options).unwrap();
     let accounts = (1..=4).map(|id| NewAccount { id, ledger: 1, code: 1, ..NewAccount::default() }).collect();
     store.submit(Batch { timestamp: SECOND, command: Command::CreateAccounts(accounts) }).unwrap();
     for n in 1..=BATCHES {
@@ -43,7 +48,9 @@ fn write_all(directory: &std::path::Path) {
             other => panic!("{other:?}"),
         }
     }
+    let digest = store.digest().unwrap();
     store.shutdown();
+    digest
 }
 
 /// Every transfer that credited account 2, newest first, as written.
@@ -60,7 +67,7 @@ fn expected_history_of_account_2() -> Vec<u128> {
 #[test]
 fn evicted_transfers_are_read_back_from_the_history_file_after_a_restart() {
     let directory = tempfile::tempdir().unwrap();
-    write_all(directory.path());
+    let _ = write_all(directory.path());
     let (store, report) = DurableLedger::open(directory.path(), options()).unwrap();
     assert!(report.snapshot_sequence.is_some(), "snapshots were taken: {report:?}");
     let (first_in_memory, count) = store.read(|l| (l.first_position_in_memory(), l.transfer_count()));
@@ -87,10 +94,62 @@ fn evicted_transfers_are_read_back_from_the_history_file_after_a_restart() {
     store.read(|l| l.check_conservation()).unwrap();
 }
 
+/// The horizon decides which retries are refused as expired, so a log is
+/// replayed under the horizon that wrote it, whatever the reopening asks:
+/// the directory records it before its first snapshot.
+#[test]
+fn a_log_without_a_snapshot_replays_under_the_horizon_that_wrote_it() {
+    let directory = tempfile::tempdir().unwrap();
+    let digest = write_all_with(directory.path(), Options { snapshot_every_records: u64::MAX, ..options() });
+    let format = std::fs::read_to_string(directory.path().join("FORMAT")).unwrap();
+    assert_eq!(format, format!("format ledger 1\nledger id-horizon-ns {HORIZON}\n"));
+
+    let (store, report) = DurableLedger::open(directory.path(), Options::default()).unwrap();
+    assert_eq!(report.snapshot_sequence, None);
+    assert_eq!(report.ledger, LedgerConfig { id_horizon_ns: Some(HORIZON) }, "not the options' none");
+    assert_eq!(store.digest().unwrap(), digest, "the same state as written");
+    // Batch 1's transfers are far past the horizon: a retry is refused, not applied again.
+    let retry = Batch { command: Command::CreateTransfers(batch(1).command_transfers()), ..batch(BATCHES + 1) };
+    match store.submit(retry).unwrap() {
+        Outcome::Transfers(results) => {
+            assert!(results.iter().all(|r| *r == CreateTransferResult::IdExpired), "{:?}", &results[..2])
+        }
+        other => panic!("{other:?}"),
+    }
+    store.shutdown();
+}
+
+/// A directory whose record and snapshot disagree is refused by name; a
+/// record of an older version, without the configuration, takes the
+/// snapshot's and is completed.
+#[test]
+fn a_recorded_configuration_that_is_not_the_snapshots_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let digest = write_all(directory.path());
+    let format_file = directory.path().join("FORMAT");
+
+    std::fs::write(&format_file, "format ledger 1\nledger id-horizon-ns 5\n").unwrap();
+    let error = Journal::<ledger::Ledger>::open(directory.path(), options()).err().expect("refused");
+    assert!(matches!(error, JournalError::OtherLedgerConfig { .. }), "{error}");
+    assert!(error.to_string().contains("records a ledger of `id-horizon-ns 5`, and snapshot"), "{error}");
+
+    std::fs::write(&format_file, "format ledger 1\nledger sideways\n").unwrap();
+    let error = Journal::<ledger::Ledger>::open(directory.path(), options()).err().expect("unreadable");
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+
+    std::fs::write(&format_file, "format ledger 1\n").unwrap();
+    let (store, report) = DurableLedger::open(directory.path(), Options::default()).unwrap();
+    assert_eq!(report.ledger, LedgerConfig { id_horizon_ns: Some(HORIZON) });
+    assert_eq!(store.digest().unwrap(), digest);
+    store.shutdown();
+    let format = std::fs::read_to_string(&format_file).unwrap();
+    assert_eq!(format, format!("format ledger 1\nledger id-horizon-ns {HORIZON}\n"));
+}
+
 #[test]
 fn a_history_file_shorter_than_the_snapshot_stops_the_start() {
     let directory = tempfile::tempdir().unwrap();
-    write_all(directory.path());
+    let _ = write_all(directory.path());
     let path = directory.path().join("history.log");
     let length = std::fs::metadata(&path).unwrap().len();
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -103,7 +162,7 @@ fn a_history_file_shorter_than_the_snapshot_stops_the_start() {
 #[test]
 fn a_damaged_history_record_reads_as_an_error_never_as_another_transfer() {
     let directory = tempfile::tempdir().unwrap();
-    write_all(directory.path());
+    let _ = write_all(directory.path());
     let path = directory.path().join("history.log");
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;

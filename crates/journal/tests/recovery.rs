@@ -312,7 +312,7 @@ fn a_directory_of_another_machine_format_is_refused_by_name() {
     let directory = tempfile::tempdir().unwrap();
     write_history(directory.path(), 2, 1_000);
     let format_file = directory.path().join("FORMAT");
-    assert_eq!(fs::read_to_string(&format_file).unwrap(), "format ledger 1\n");
+    assert_eq!(fs::read_to_string(&format_file).unwrap(), "format ledger 1\nledger no-id-horizon\n");
 
     fs::write(&format_file, "format ledger 7\n").unwrap();
     let error = DurableLedger::open(directory.path(), options(1_000)).err().expect("refused");

@@ -258,7 +258,15 @@ async fn start(config: &ServerConfig) -> anyhow::Result<(Arc<AppState>, tokio::n
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
     let bound = listener.local_addr().unwrap_or(config.listen);
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let asked = options.ledger;
     let (store, report) = open_store(config, options, &public_url).await?;
+    if report.ledger != asked {
+        tracing::warn!(
+            memory_horizon_ns = ?report.ledger.id_horizon_ns,
+            asked_ns = ?asked.id_horizon_ns,
+            "the data directory keeps the memory horizon it was created with, not --memory-horizon-seconds"
+        );
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         records = report.last_sequence,

@@ -73,7 +73,9 @@ pub struct ServeArgs {
     /// Yu'e Bao redemptions per user per business day, in fen (default 50,000 yuan).
     #[arg(long, default_value_t = 5_000_000)]
     fund_redeem_daily_limit: u64,
-    /// Transfers older than this many clock seconds leave memory (they stay on disk).
+    /// Transfers older than this many clock seconds leave memory (they stay on
+    /// disk). Fixed when the data directory (or shared log) is created: a
+    /// later start keeps the first one, since it decides which retries expire.
     #[arg(long, default_value_t = 3_600)]
     memory_horizon_seconds: u64,
     /// A snapshot after this many journal records.

@@ -23,25 +23,27 @@ const LEASE_MS: &str = "3000";
 
 /// A zhifu node on the store at `url`, listening on a port of its own (kept across restarts).
 fn node(directory: &Path, name: &str, url: &str) -> Server {
+    node_with(directory, name, url, &[])
+}
+
+/// A node given `more` arguments besides.
+fn node_with(directory: &Path, name: &str, url: &str, more: &[&str]) -> Server {
     let listen = format!("127.0.0.1:{}", free_port());
     let data = directory.join(name);
     std::fs::create_dir_all(&data).unwrap();
-    Server::start_listening(
-        &data,
-        &listen,
-        &[
-            "--store",
-            url,
-            "--store-lease-ms",
-            LEASE_MS,
-            "--clock",
-            "simulated",
-            "--rate-limit",
-            "0",
-            "--rate-limit-per-address",
-            "0",
-        ],
-    )
+    let arguments = [
+        "--store",
+        url,
+        "--store-lease-ms",
+        LEASE_MS,
+        "--clock",
+        "simulated",
+        "--rate-limit",
+        "0",
+        "--rate-limit-per-address",
+        "0",
+    ];
+    Server::start_listening(&data, &listen, &[&arguments[..], more].concat())
 }
 
 fn role(server: &Server) -> Option<String> {
@@ -131,9 +133,13 @@ fn a_follower_applies_the_log_and_takes_over_and_an_empty_node_catches_up() {
     assert_eq!(response.headers().get("zhifu-leader").and_then(|v| v.to_str().ok()), Some(first.base.as_str()));
     let body: Value = response.json().unwrap();
     assert_eq!(Server::error_code(&body), "not_leader");
-    // A third node with an empty data directory catches up from PostgreSQL alone.
-    let third = node(directory.path(), "c", &url);
+    // A third node with an empty data directory catches up from PostgreSQL
+    // alone, replaying the log as the memory horizon that wrote it (the
+    // log records it), not as its own flag says.
+    let third = node_with(directory.path(), "c", &url, &["--memory-horizon-seconds", "60"]);
     wait_until("the new node catches up", Duration::from_secs(20), || sequence(&third) == sequence(&first));
+    let recorded = std::fs::read_to_string(directory.path().join("c/data/FORMAT")).unwrap();
+    assert!(recorded.ends_with("\nledger id-horizon-ns 3600000000000\n"), "{recorded}");
     // The leader dies: a follower takes over within the lease, with every balance.
     first.kill();
     let (leader, took) = wait_for_leader(&[&second, &third], Duration::from_secs(30));
