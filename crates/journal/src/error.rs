@@ -28,7 +28,8 @@ pub enum JournalError {
     FormatUnrecorded { path: PathBuf, expected: String },
     #[error(
         "{path} records a ledger of `{recorded}`, and {found_in} holds one of `{found}`: a replay under \
-         another configuration could reach another state (give the data directory of this log, or an empty one)"
+         another configuration could reach another state (start with the data directory and store that \
+         were written together)"
     )]
     OtherLedgerConfig { path: PathBuf, recorded: String, found: String, found_in: String },
     #[error("the journal failed earlier and accepts no more writes: {0}")]

@@ -16,9 +16,9 @@ use crate::error::{JournalError, io_error};
 use crate::machine::StateMachine;
 use crate::wal;
 
-/// `format <machine> <n>\n` then `ledger <configuration>\n`.
+/// `format <machine> <n>\n` then `ledger <configuration> check <crc>\n`.
 pub(crate) const FORMAT_FILE: &str = "FORMAT";
-/// Longest record read: a few short lines.
+/// Longest record: two short lines.
 const RECORD_BYTES_MAX: usize = 256;
 
 /// What a record says. `ledger` is `None` in a record an older version
@@ -28,9 +28,12 @@ pub(crate) struct FormatRecord {
     pub ledger: Option<LedgerConfig>,
 }
 
-/// The record's text for this machine and `config`.
+/// The record's text for this machine and `config`. A flipped digit in the
+/// horizon would read as another horizon, so the line carries a CRC-32C of
+/// the record before it.
 pub(crate) fn record_text<M: StateMachine>(config: LedgerConfig) -> String {
-    format!("format {}\nledger {}\n", machine_format::<M>(), config_text(config))
+    let checked = format!("format {}\nledger {}", machine_format::<M>(), config_text(config));
+    format!("{checked} check {:08x}\n", crc32c::crc32c(checked.as_bytes()))
 }
 
 /// `<machine> <n>`: what a record's first line names.
@@ -52,6 +55,9 @@ pub(crate) fn config_text(config: LedgerConfig) -> String {
 /// refused by name.
 pub(crate) fn parse<M: StateMachine>(text: &str, path: &Path) -> Result<FormatRecord, JournalError> {
     let corrupt = |reason| JournalError::Corrupt { path: path.to_path_buf(), offset: 0, reason };
+    if text.len() > RECORD_BYTES_MAX {
+        return Err(corrupt("longer than a format record"));
+    }
     let mut lines = text.lines();
     let expected = machine_format::<M>();
     match lines.next().and_then(|line| line.trim().strip_prefix("format ")) {
@@ -63,7 +69,15 @@ pub(crate) fn parse<M: StateMachine>(text: &str, path: &Path) -> Result<FormatRe
     }
     let ledger = match lines.next().map(str::trim) {
         None | Some("") => None,
-        Some(line) => Some(parse_config(line).ok_or_else(|| corrupt("not a ledger configuration (`ledger …`)"))?),
+        Some(line) => {
+            let (checked, check) =
+                line.rsplit_once(" check ").ok_or_else(|| corrupt("a ledger line without its check"))?;
+            let first_line = format!("format {expected}\n{checked}");
+            if u32::from_str_radix(check, 16).ok() != Some(crc32c::crc32c(first_line.as_bytes())) {
+                return Err(corrupt("the ledger configuration does not match its check"));
+            }
+            Some(parse_config(checked).ok_or_else(|| corrupt("not a ledger configuration (`ledger …`)"))?)
+        }
     };
     if lines.any(|line| !line.trim().is_empty()) {
         return Err(corrupt("more than a format record's two lines"));
@@ -76,7 +90,7 @@ fn parse_config(line: &str) -> Option<LedgerConfig> {
     if words == "no-id-horizon" {
         return Some(LedgerConfig { id_horizon_ns: None });
     }
-    let horizon = words.strip_prefix("id-horizon-ns ")?.parse::<u64>().ok().filter(|&horizon| horizon > 0)?;
+    let horizon = words.strip_prefix("id-horizon-ns ")?.parse::<u64>().ok()?;
     Some(LedgerConfig { id_horizon_ns: Some(horizon) })
 }
 
@@ -90,10 +104,7 @@ pub(crate) fn read_file<M: StateMachine>(
 ) -> Result<Option<FormatRecord>, JournalError> {
     let path = directory.join(FORMAT_FILE);
     match disk.read(&path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(RECORD_BYTES_MAX)]).into_owned();
-            parse::<M>(&text, &path).map(Some)
-        }
+        Ok(bytes) => parse::<M>(&String::from_utf8_lossy(&bytes), &path).map(Some),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             if has_contents {
                 return Err(JournalError::FormatUnrecorded {

@@ -10,7 +10,7 @@ use ledger::{Ledger, LedgerConfig};
 use crate::archive::Archive;
 use crate::disk::{DirectoryLock, Disk, FileSystem, Open};
 use crate::error::{JournalError, io_error};
-use crate::format_record::{self, FormatRecord};
+use crate::format_record;
 use crate::history::History;
 use crate::log::{Lead, LogStore};
 use crate::machine::StateMachine;
@@ -30,12 +30,14 @@ pub struct Options {
     /// large the state grows (a state of gigabytes written every few
     /// million records would cost more than the records). 0: no wait.
     pub snapshot_log_percent: u64,
-    /// A snapshot is also due (however little log there is) once the
-    /// commands applied since the last one took this many times as long as
-    /// writing it did: a log of few bytes can be minutes of work (a
-    /// settlement's ticks), and a restart replays all of it. So the replay
-    /// stays within about this many snapshot writes, and snapshots cost at
-    /// most 1/this of the writer's time. 0: no such rule.
+    /// A snapshot is also due (however little log there is, however few
+    /// records: neither rule above applies) once the commands applied since
+    /// the last one took this many times as long as writing it did, and at
+    /// least ten seconds: a log of few bytes can be minutes of work (a
+    /// settlement's ticks), and a restart replays all of it, about twice as
+    /// slowly as the run applied it (cold caches, a fresh heap). So the
+    /// replay stays within about twice this many snapshot writes, and
+    /// snapshots cost at most 1/this of the writer's time. 0: no such rule.
     pub snapshot_apply_multiple: u32,
     /// Batches waiting to be made durable; submitters block beyond it.
     pub queue_batches_max: usize,
@@ -200,6 +202,10 @@ impl LogStore for LentLog {
 }
 
 const LOCK_FILE: &str = "LOCK";
+/// Work after which the rule by work may take a snapshot, however quick to
+/// write: a replay of less is not worth one (a small state's snapshot takes
+/// milliseconds, and would otherwise come every few dozen of them).
+const SNAPSHOT_WORK_FLOOR: Duration = Duration::from_secs(10);
 
 impl<M: StateMachine> Journal<M> {
     /// Opens (creating if needed) a data directory whose log is its own
@@ -234,7 +240,8 @@ impl<M: StateMachine> Journal<M> {
         let (snapshot_sequence, mut machine) =
             load_newest_snapshot::<M>(&*disk, &listing.snapshots, config, &mut report);
         report.ledger = machine.ledger().config();
-        record_format::<M>(&*disk, directory, &mut *log, recorded, shared, report.ledger, snapshot_sequence)?;
+        let local = recorded.and_then(|record| record.ledger);
+        check_recorded_config(directory, &*log, local, shared, report.ledger, snapshot_sequence)?;
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
         // The history and archive files are cut back to what the snapshot
         // relies on: first make sure the log can take it from there, or an
@@ -277,6 +284,14 @@ impl<M: StateMachine> Journal<M> {
         // Reading the snapshot is the best guess of what writing the next takes.
         journal.snapshot_took = report.snapshot_read;
         check_not_ahead(&mut *journal.log, snapshot_sequence)?;
+        // Recorded only once known: from a record, a snapshot, or the
+        // options of a log that is new. (A log an older version wrote, with
+        // neither, replays under the options, as it did, and stays unrecorded.)
+        let known = local.is_some() || shared.is_some() || snapshot_sequence > 0 || journal.next_sequence == 1;
+        if known {
+            let Journal { disk, log, .. } = &mut journal;
+            record_missing_config::<M>(&**disk, directory, &mut **log, local, shared, report.ledger)?;
+        }
         journal.history.write()?;
         journal.archive.write()?;
         remove_temporary_files(&*journal.disk, &listing.temporary);
@@ -486,16 +501,18 @@ impl<M: StateMachine> Journal<M> {
     }
 
     pub fn snapshot_due(&self) -> bool {
+        // By work, however few the records: a few heavy commands (a
+        // settlement's ticks) can be minutes of replay.
+        let multiple = self.options.snapshot_apply_multiple;
+        let work_due = self.snapshot_took.saturating_mul(multiple).max(SNAPSHOT_WORK_FLOOR);
+        if multiple > 0 && !self.snapshot_took.is_zero() && self.apply_since_snapshot >= work_due {
+            return true;
+        }
         if self.records_since_snapshot < self.options.snapshot_every_records {
             return false;
         }
         let log_share = u128::from(self.log_bytes_since_snapshot) * 100;
-        let by_log = log_share >= u128::from(self.snapshot_bytes) * u128::from(self.options.snapshot_log_percent);
-        let multiple = self.options.snapshot_apply_multiple;
-        let by_work = multiple > 0
-            && !self.snapshot_took.is_zero()
-            && self.apply_since_snapshot >= self.snapshot_took.saturating_mul(multiple);
-        by_log || by_work
+        log_share >= u128::from(self.snapshot_bytes) * u128::from(self.options.snapshot_log_percent)
     }
 
     /// Counts time the writer spent applying commands (see
@@ -621,31 +638,41 @@ fn shared_format_record<M: StateMachine>(log: &mut dyn LogStore) -> Result<Optio
     }
 }
 
-/// Checks the configuration the state was rebuilt with against what the
-/// directory and a shared log record, and records it where it is missing.
-fn record_format<M: StateMachine>(
-    disk: &dyn Disk,
+/// Refuses a state rebuilt under another configuration than the directory's
+/// record or the shared log's.
+fn check_recorded_config(
     directory: &Path,
-    log: &mut dyn LogStore,
-    recorded: Option<FormatRecord>,
+    log: &dyn LogStore,
+    local: Option<LedgerConfig>,
     shared: Option<LedgerConfig>,
     config: LedgerConfig,
     snapshot_sequence: u64,
 ) -> Result<(), JournalError> {
-    let format_path = directory.join(format_record::FORMAT_FILE);
+    // With no snapshot, the configuration is the shared log's (when the
+    // directory's record disagrees with it).
     let source = match snapshot_sequence {
-        0 => format!("the log of {}", log.describe()),
+        0 => log.describe(),
         sequence => format!("snapshot {sequence}"),
     };
-    let local = recorded.and_then(|record| record.ledger);
-    format_record::check_config(local, &format_path, config, &source)?;
-    let log_path = PathBuf::from(log.describe());
-    format_record::check_config(shared, &log_path, config, &source)?;
+    format_record::check_config(local, &directory.join(format_record::FORMAT_FILE), config, &source)?;
+    format_record::check_config(shared, Path::new(&log.describe()), config, &source)
+}
+
+/// Records `config` where the directory or the shared log has no record,
+/// once the open has succeeded.
+fn record_missing_config<M: StateMachine>(
+    disk: &dyn Disk,
+    directory: &Path,
+    log: &mut dyn LogStore,
+    local: Option<LedgerConfig>,
+    shared: Option<LedgerConfig>,
+    config: LedgerConfig,
+) -> Result<(), JournalError> {
     if log.is_shared() && shared.is_none() {
         log.set_format_record(&format_record::record_text::<M>(config))?;
         // Another node may have recorded its own first.
         let now_recorded = shared_format_record::<M>(log)?;
-        format_record::check_config(now_recorded, &log_path, config, "this node's data directory")?;
+        format_record::check_config(now_recorded, Path::new(&log.describe()), config, "this node's options")?;
     }
     if local.is_none() {
         format_record::write_file::<M>(disk, directory, config)?;

@@ -102,7 +102,7 @@ fn a_log_without_a_snapshot_replays_under_the_horizon_that_wrote_it() {
     let directory = tempfile::tempdir().unwrap();
     let digest = write_all_with(directory.path(), Options { snapshot_every_records: u64::MAX, ..options() });
     let format = std::fs::read_to_string(directory.path().join("FORMAT")).unwrap();
-    assert_eq!(format, format!("format ledger 1\nledger id-horizon-ns {HORIZON}\n"));
+    assert_eq!(format, format_record(&format!("ledger id-horizon-ns {HORIZON}")));
 
     let (store, report) = DurableLedger::open(directory.path(), Options::default()).unwrap();
     assert_eq!(report.snapshot_sequence, None);
@@ -128,14 +128,19 @@ fn a_recorded_configuration_that_is_not_the_snapshots_is_refused() {
     let digest = write_all(directory.path());
     let format_file = directory.path().join("FORMAT");
 
-    std::fs::write(&format_file, "format ledger 1\nledger id-horizon-ns 5\n").unwrap();
+    std::fs::write(&format_file, format_record("ledger id-horizon-ns 5")).unwrap();
     let error = Journal::<ledger::Ledger>::open(directory.path(), options()).err().expect("refused");
     assert!(matches!(error, JournalError::OtherLedgerConfig { .. }), "{error}");
     assert!(error.to_string().contains("records a ledger of `id-horizon-ns 5`, and snapshot"), "{error}");
 
-    std::fs::write(&format_file, "format ledger 1\nledger sideways\n").unwrap();
-    let error = Journal::<ledger::Ledger>::open(directory.path(), options()).err().expect("unreadable");
-    assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+    // A flipped digit fails the line's check; a line that is no configuration is refused too.
+    let flipped =
+        format_record(&format!("ledger id-horizon-ns {HORIZON}")).replacen("id-horizon-ns 1", "id-horizon-ns 3", 1);
+    for damaged in [flipped, format_record("ledger sideways")] {
+        std::fs::write(&format_file, &damaged).unwrap();
+        let error = Journal::<ledger::Ledger>::open(directory.path(), options()).err().expect("unreadable");
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{damaged}: {error}");
+    }
 
     std::fs::write(&format_file, "format ledger 1\n").unwrap();
     let (store, report) = DurableLedger::open(directory.path(), Options::default()).unwrap();
@@ -143,7 +148,29 @@ fn a_recorded_configuration_that_is_not_the_snapshots_is_refused() {
     assert_eq!(store.digest().unwrap(), digest);
     store.shutdown();
     let format = std::fs::read_to_string(&format_file).unwrap();
-    assert_eq!(format, format!("format ledger 1\nledger id-horizon-ns {HORIZON}\n"));
+    assert_eq!(format, format_record(&format!("ledger id-horizon-ns {HORIZON}")));
+}
+
+/// A log an older version wrote, with neither a recorded configuration nor
+/// a snapshot, replays under the options as it did, and nothing is recorded
+/// from a guess.
+#[test]
+fn an_unrecorded_log_without_a_snapshot_replays_under_the_options_and_stays_unrecorded() {
+    let directory = tempfile::tempdir().unwrap();
+    let digest = write_all_with(directory.path(), Options { snapshot_every_records: u64::MAX, ..options() });
+    let format_file = directory.path().join("FORMAT");
+    std::fs::write(&format_file, "format ledger 1\n").unwrap();
+    let (store, report) = DurableLedger::open(directory.path(), options()).unwrap();
+    assert_eq!((report.snapshot_sequence, report.ledger), (None, options().ledger));
+    assert_eq!(store.digest().unwrap(), digest);
+    store.shutdown();
+    assert_eq!(std::fs::read_to_string(&format_file).unwrap(), "format ledger 1\n");
+}
+
+/// A ledger machine's FORMAT with `ledger_line` and its check.
+fn format_record(ledger_line: &str) -> String {
+    let checked = format!("format ledger 1\n{ledger_line}");
+    format!("{checked} check {:08x}\n", crc32c::crc32c(checked.as_bytes()))
 }
 
 #[test]

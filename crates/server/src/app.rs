@@ -99,7 +99,7 @@ impl Default for ServerConfig {
             memory_horizon_seconds: 3_600,
             snapshot_every_records: 100_000,
             snapshot_log_percent: 50,
-            snapshot_apply_multiple: 20,
+            snapshot_apply_multiple: 10,
             fault_panic_at_sequence: None,
             store_lease: journal::postgres_lease_default(),
         }

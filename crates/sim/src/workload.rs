@@ -230,9 +230,11 @@ impl TimedOp {
 /// A follow-up as it waits, in 16 bytes where an `Op` takes 40: at a full
 /// day's midnight tens of millions wait at once. What kind it is sits in the
 /// top bits of its subject (a trade's or packet's serial, far below 2^60).
+/// Its words are 32 bits, so that it waits beside a 32-bit time in 20 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FollowUp {
-    subject: u64,
+    /// The subject's low and high halves.
+    subject: [u32; 2],
     merchant: u32,
     /// The buyer who confirms, the refund's number or the claimer.
     party: u32,
@@ -249,7 +251,8 @@ const CLAIM: u64 = 4;
 impl FollowUp {
     fn new(kind: u64, serial: u64, merchant: u32, party: u32) -> FollowUp {
         assert!(serial <= SERIAL_MAX, "serial {serial} does not fit a waiting follow-up");
-        FollowUp { subject: kind << KIND_SHIFT | serial, merchant, party }
+        let subject = kind << KIND_SHIFT | serial;
+        FollowUp { subject: [subject as u32, (subject >> 32) as u32], merchant, party }
     }
 
     fn of(op: Op) -> Option<FollowUp> {
@@ -268,8 +271,9 @@ impl FollowUp {
     }
 
     fn op(self) -> Op {
-        let (serial, merchant, party) = (self.subject & SERIAL_MAX, self.merchant, self.party);
-        match self.subject >> KIND_SHIFT {
+        let subject = u64::from(self.subject[1]) << 32 | u64::from(self.subject[0]);
+        let (serial, merchant, party) = (subject & SERIAL_MAX, self.merchant, self.party);
+        match subject >> KIND_SHIFT {
             SHIP => Op::Ship { merchant, trade: serial },
             CONFIRM => Op::Confirm { merchant, buyer: party, trade: serial },
             REFUND_FULL => Op::Refund { merchant, trade: serial, refund: party, share: RefundShare::Full },
@@ -279,7 +283,7 @@ impl FollowUp {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<FollowUp>() == 16);
+const _: () = assert!(std::mem::size_of::<(u32, FollowUp)>() == 20);
 
 enum Stage {
     Setup { next: u64 },

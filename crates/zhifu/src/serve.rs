@@ -87,9 +87,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 50)]
     snapshot_log_percent: u64,
     /// ...or once applying the commands since the last snapshot took this
-    /// many times as long as writing it, so that a restart's replay stays
-    /// within about that many snapshot writes (0: no such rule).
-    #[arg(long, default_value_t = 20)]
+    /// many times as long as writing it. A restart replays that work about
+    /// twice as slowly as the run applied it, so its replay stays within
+    /// about twice this many snapshot writes (0: no such rule).
+    #[arg(long, default_value_t = 10)]
     snapshot_apply_multiple: u32,
     /// With a PostgreSQL store: how long this node's lead lasts past each
     /// renewal, in milliseconds (a follower takes over this long after the
