@@ -21,13 +21,6 @@ pub(crate) const FORMAT_FILE: &str = "FORMAT";
 /// Longest record: two short lines.
 const RECORD_BYTES_MAX: usize = 256;
 
-/// What a record says. `ledger` is `None` in a record an older version
-/// wrote (before the configuration was recorded).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FormatRecord {
-    pub ledger: Option<LedgerConfig>,
-}
-
 /// The record's text for this machine and `config`. A flipped digit in the
 /// horizon would read as another horizon, so the line carries a CRC-32C of
 /// the record before it.
@@ -52,8 +45,9 @@ pub(crate) fn config_text(config: LedgerConfig) -> String {
 
 /// Reads a record of this machine's format written at `path` (a file, or
 /// the log a shared store describes): another machine's or format's is
-/// refused by name.
-pub(crate) fn parse<M: StateMachine>(text: &str, path: &Path) -> Result<FormatRecord, JournalError> {
+/// refused by name. Answers its ledger configuration, `None` in a record
+/// an older version wrote (before the configuration was recorded).
+pub(crate) fn parse<M: StateMachine>(text: &str, path: &Path) -> Result<Option<LedgerConfig>, JournalError> {
     let corrupt = |reason| JournalError::Corrupt { path: path.to_path_buf(), offset: 0, reason };
     if text.len() > RECORD_BYTES_MAX {
         return Err(corrupt("longer than a format record"));
@@ -82,7 +76,7 @@ pub(crate) fn parse<M: StateMachine>(text: &str, path: &Path) -> Result<FormatRe
     if lines.any(|line| !line.trim().is_empty()) {
         return Err(corrupt("more than a format record's two lines"));
     }
-    Ok(FormatRecord { ledger })
+    Ok(ledger)
 }
 
 fn parse_config(line: &str) -> Option<LedgerConfig> {
@@ -94,17 +88,18 @@ fn parse_config(line: &str) -> Option<LedgerConfig> {
     Some(LedgerConfig { id_horizon_ns: Some(horizon) })
 }
 
-/// The directory's record, or `None` for a directory without one (a new
-/// directory; one with a log or snapshots but no record is refused, since
-/// a version from before formats were recorded wrote it).
+/// The ledger configuration the directory's record holds: `None` for a
+/// record without one or a directory without a record (a new directory;
+/// one with a log or snapshots but no record is refused, since a version
+/// from before formats were recorded wrote it).
 pub(crate) fn read_file<M: StateMachine>(
     disk: &dyn Disk,
     directory: &Path,
     has_contents: bool,
-) -> Result<Option<FormatRecord>, JournalError> {
+) -> Result<Option<LedgerConfig>, JournalError> {
     let path = directory.join(FORMAT_FILE);
     match disk.read(&path) {
-        Ok(bytes) => parse::<M>(&String::from_utf8_lossy(&bytes), &path).map(Some),
+        Ok(bytes) => parse::<M>(&String::from_utf8_lossy(&bytes), &path),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             if has_contents {
                 return Err(JournalError::FormatUnrecorded {

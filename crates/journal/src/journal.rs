@@ -229,18 +229,17 @@ impl<M: StateMachine> Journal<M> {
         let lock = lock_with(&*disk, directory)?;
         let listing = list_directory(&*disk, directory)?;
         let has_contents = !listing.segments.is_empty() || !listing.snapshots.is_empty();
-        let recorded = format_record::read_file::<M>(&*disk, directory, has_contents)?;
+        let local = format_record::read_file::<M>(&*disk, directory, has_contents)?;
         let shared = shared_format_record::<M>(&mut *log)?;
         let mut report = RecoveryReport::default();
 
         let reading = Instant::now();
         // A directory replays its log as the configuration that wrote it,
         // whatever this start's options say.
-        let config = shared.or(recorded.and_then(|record| record.ledger)).unwrap_or(options.ledger);
+        let config = shared.or(local).unwrap_or(options.ledger);
         let (snapshot_sequence, mut machine) =
             load_newest_snapshot::<M>(&*disk, &listing.snapshots, config, &mut report);
         report.ledger = machine.ledger().config();
-        let local = recorded.and_then(|record| record.ledger);
         check_recorded_config(directory, &*log, local, shared, report.ledger, snapshot_sequence)?;
         machine.ledger_mut().reserve(options.accounts_capacity, options.transfers_capacity);
         // The history and archive files are cut back to what the snapshot
@@ -633,7 +632,7 @@ fn check_log_covers(
 /// this machine's format: another's is refused).
 fn shared_format_record<M: StateMachine>(log: &mut dyn LogStore) -> Result<Option<LedgerConfig>, JournalError> {
     match log.format_record()? {
-        Some(text) => Ok(format_record::parse::<M>(&text, Path::new(&log.describe()))?.ledger),
+        Some(text) => Ok(format_record::parse::<M>(&text, Path::new(&log.describe()))?),
         None => Ok(None),
     }
 }
