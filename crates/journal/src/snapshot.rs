@@ -137,8 +137,8 @@ fn write_ledger(ledger: &Ledger, out: &mut impl Write) -> std::io::Result<()> {
     }
     let pending = ledger.pending_records();
     Writer(&mut piece).u64(pending.len() as u64);
-    for record in &pending {
-        codec::write_pending(&mut Writer(&mut piece), record);
+    for record in pending {
+        codec::write_pending(&mut Writer(&mut piece), &record);
         flush(&mut piece, out, PIECE_BYTES)?;
     }
     flush(&mut piece, out, 0)

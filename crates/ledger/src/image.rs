@@ -91,15 +91,8 @@ impl Ledger {
             accounts: self.accounts().iter().map(|a| (*a, self.last_transfer_of(a.id))).collect(),
             first_position: self.first_position_in_memory(),
             transfers: self.stored_transfers_from(0).copied().collect(),
-            pending: self.pending_records(),
+            pending: self.pending_records().collect(),
         }
-    }
-
-    /// Every pending transfer's status, ordered by id (deterministic).
-    pub fn pending_records(&self) -> Vec<PendingRecord> {
-        let mut records: Vec<PendingRecord> = self.pending_entries().collect();
-        records.sort_unstable_by_key(|record| record.id);
-        records
     }
 
     /// Rebuilds a ledger from an image. The result is checked: every

@@ -410,13 +410,22 @@ impl Ledger {
         self.last_timestamp
     }
 
-    /// Every pending transfer's record, in no particular order.
-    pub(crate) fn pending_entries(&self) -> impl Iterator<Item = PendingRecord> + '_ {
-        self.pending.iter().map(|(&id, entry)| PendingRecord {
-            id,
-            status: entry.status,
-            expires_at: entry.expires_at,
-            transfer: entry.transfer(id, &self.accounts),
+    /// Every pending transfer's record, ordered by id (deterministic), made
+    /// one at a time: only the ids are sorted, 16 bytes a transfer where
+    /// whole records took 160 (half a GiB at a snapshot of a full day's
+    /// open escrow, on top of the state).
+    pub fn pending_records(&self) -> impl ExactSizeIterator<Item = PendingRecord> + '_ {
+        let mut ids: Vec<u128> = self.pending.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| {
+            let entry = self.pending.get(&id);
+            let entry = entry.unwrap_or_else(|| unreachable!("pending transfer {id} was listed a moment ago"));
+            PendingRecord {
+                id,
+                status: entry.status,
+                expires_at: entry.expires_at,
+                transfer: entry.transfer(id, &self.accounts),
+            }
         })
     }
 

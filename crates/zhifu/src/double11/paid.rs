@@ -3,17 +3,26 @@
 //! refunds come up to fifteen hours after its payment).
 //!
 //! Every follow-up needs the trade's number; only a refund needs what the
-//! buyer paid and what was refunded. So a trade is 16 bytes (serial, then
-//! its number and follow-ups left in one word), and only the few with a
-//! refund to come (3%) keep their amounts beside: one table of 40-byte
-//! entries held 1.4–2.8 GB of a full day's peak.
+//! buyer paid and what was refunded. So a trade is one 64-bit word (its
+//! serial, its number and the follow-ups left, packed), and only the few
+//! with a refund to come (3%) keep their amounts beside. A full day's serials
+//! and numbers fit the word's fields; one that does not waits in a second
+//! table of (serial, word) pairs. A word a bucket halves the table a
+//! `HashMap<u64, u64>` was (17 bytes a bucket, over 1 GiB of the peak).
 
 use std::collections::HashMap;
 
+use hashbrown::HashTable;
 use platform::TradeNumber;
 
-/// Bits of the packed word that count follow-ups left.
-const LEFT_BITS: u32 = 8;
+/// Bits of a packed word that hold the serial, the number and the count of
+/// follow-ups left (up to 15), from the low end.
+const SERIAL_BITS: u32 = 30;
+const NUMBER_BITS: u32 = 30;
+const LEFT_BITS: u32 = 4;
+const _: () = assert!(SERIAL_BITS + NUMBER_BITS + LEFT_BITS == 64);
+/// Bits of a wide entry's word that count follow-ups left.
+const WIDE_LEFT_BITS: u32 = 8;
 
 /// A paid trade, as its follow-ups need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,10 +38,33 @@ pub(super) struct PaidTrade {
 /// Paid trades by the simulation's serial, until their last follow-up.
 #[derive(Default)]
 pub(super) struct PaidTrades {
-    /// Serial → the trade's number << `LEFT_BITS` | follow-ups left.
-    numbers: HashMap<u64, u64>,
+    /// Serial, number and follow-ups left in one word (`pack`).
+    packed: HashTable<u64>,
+    /// Trades whose serial, number or count does not fit a packed word:
+    /// serial → number << `WIDE_LEFT_BITS` | follow-ups left.
+    wide: HashMap<u64, u64>,
     /// Serial → (paid by the buyer, refunded), for trades a refund follows.
     amounts: HashMap<u64, (u64, u64)>,
+}
+
+fn field(word: u64, shift: u32, bits: u32) -> u64 {
+    word >> shift & ((1 << bits) - 1)
+}
+
+fn serial_of(word: u64) -> u64 {
+    field(word, 0, SERIAL_BITS)
+}
+
+fn pack(serial: u64, number: u64, left: u8) -> Option<u64> {
+    let fits = serial < 1 << SERIAL_BITS && number < 1 << NUMBER_BITS && u64::from(left) < 1 << LEFT_BITS;
+    fits.then(|| serial | number << SERIAL_BITS | u64::from(left) << (SERIAL_BITS + NUMBER_BITS))
+}
+
+/// A serial's place in the packed table: serials come in order, so they
+/// are mixed (a multiply by an odd constant, its high half folded down).
+fn hash(serial: u64) -> u64 {
+    let product = u128::from(serial) * 0x9e37_79b9_7f4a_7c15;
+    (product >> 64) as u64 ^ product as u64
 }
 
 impl PaidTrades {
@@ -41,29 +73,54 @@ impl PaidTrades {
     /// refund is among them.
     pub fn insert(&mut self, serial: u64, number: TradeNumber, follow_ups: u8, amounts: Option<(u64, u64)>) {
         // The platform makes no trade numbers beyond 2^36 (its reference index).
-        assert!(number.get() < 1 << (64 - LEFT_BITS), "trade number {number} does not fit");
+        assert!(number.get() < 1 << (64 - WIDE_LEFT_BITS), "trade number {number} does not fit");
         assert!(follow_ups > 0, "a trade no follow-up refers to is not kept");
-        self.numbers.insert(serial, number.get() << LEFT_BITS | u64::from(follow_ups));
+        assert!(self.lookup(serial).is_none(), "serial {serial} is paid once");
+        match pack(serial, number.get(), follow_ups) {
+            Some(word) => {
+                self.packed.insert_unique(hash(serial), word, |&word| hash(serial_of(word)));
+            }
+            None => {
+                self.wide.insert(serial, number.get() << WIDE_LEFT_BITS | u64::from(follow_ups));
+            }
+        }
         if let Some(amounts) = amounts {
             self.amounts.insert(serial, amounts);
         }
     }
 
+    /// The trade's number and follow-ups left.
+    fn lookup(&self, serial: u64) -> Option<(u64, u8)> {
+        if let Some(&word) = self.packed.find(hash(serial), |&word| serial_of(word) == serial) {
+            let left = field(word, SERIAL_BITS + NUMBER_BITS, LEFT_BITS) as u8;
+            return Some((field(word, SERIAL_BITS, NUMBER_BITS), left));
+        }
+        let &word = self.wide.get(&serial)?;
+        Some((word >> WIDE_LEFT_BITS, field(word, 0, WIDE_LEFT_BITS) as u8))
+    }
+
     /// The trade for its next follow-up, which is counted: after its last
     /// one the trade is forgotten.
     pub fn take_follow_up(&mut self, serial: u64) -> Option<PaidTrade> {
-        let packed = self.numbers.get_mut(&serial)?;
-        let left = (*packed & ((1 << LEFT_BITS) - 1)) as u8;
+        let (number, left) = self.lookup(serial)?;
         let trade = PaidTrade {
-            number: TradeNumber::new(*packed >> LEFT_BITS),
+            number: TradeNumber::new(number),
             follow_ups_left: left,
             amounts: self.amounts.get(&serial).copied(),
         };
+        if let Ok(entry) = self.packed.find_entry(hash(serial), |&word| serial_of(word) == serial) {
+            if left <= 1 {
+                entry.remove();
+            } else {
+                *entry.into_mut() -= 1 << (SERIAL_BITS + NUMBER_BITS);
+            }
+        } else if left <= 1 {
+            self.wide.remove(&serial);
+        } else if let Some(word) = self.wide.get_mut(&serial) {
+            *word -= 1;
+        }
         if left <= 1 {
-            self.numbers.remove(&serial);
             self.amounts.remove(&serial);
-        } else {
-            *packed -= 1;
         }
         Some(trade)
     }
@@ -100,15 +157,62 @@ mod tests {
         assert_eq!(trades.take_follow_up(8), Some(paid(1_001, 2, Some((900, 550)))));
         assert_eq!(trades.take_follow_up(8), Some(paid(1_001, 1, Some((900, 550)))));
         assert_eq!(trades.take_follow_up(8), None);
-        assert!(trades.numbers.is_empty() && trades.amounts.is_empty());
+        assert!(trades.packed.is_empty() && trades.wide.is_empty() && trades.amounts.is_empty());
     }
 
     #[test]
     fn the_largest_number_and_the_most_follow_ups_keep_apart() {
         let mut trades = PaidTrades::default();
-        let largest = (1 << (64 - LEFT_BITS)) - 1;
+        let largest = (1 << (64 - WIDE_LEFT_BITS)) - 1;
         trades.insert(2, TradeNumber::new(largest), u8::MAX, None);
         assert_eq!(trades.take_follow_up(2), Some(paid(largest, u8::MAX, None)));
         assert_eq!(trades.take_follow_up(2), Some(paid(largest, u8::MAX - 1, None)));
+        assert_eq!(trades.wide.len(), 1, "a number past the packed field waits in the wide table");
+    }
+
+    #[test]
+    fn the_packed_fields_keep_apart_at_their_largest_and_spill_over_beyond() {
+        let mut trades = PaidTrades::default();
+        let (serial, number) = ((1 << SERIAL_BITS) - 1, (1 << NUMBER_BITS) - 1);
+        trades.insert(serial, TradeNumber::new(number), 15, None);
+        trades.insert(serial + 1, TradeNumber::new(number + 1), 16, None);
+        trades.insert(5, TradeNumber::new(6), 16, None);
+        assert_eq!((trades.packed.len(), trades.wide.len()), (1, 2));
+        for left in (1..=15).rev() {
+            assert_eq!(trades.take_follow_up(serial), Some(paid(number, left, None)));
+        }
+        assert_eq!(trades.take_follow_up(serial), None);
+        assert_eq!(trades.take_follow_up(serial + 1), Some(paid(number + 1, 16, None)));
+        assert_eq!(trades.take_follow_up(5), Some(paid(6, 16, None)));
+        assert_eq!(trades.take_follow_up(5), Some(paid(6, 15, None)));
+    }
+
+    proptest::proptest! {
+        /// The tables answer what a plain map of the same trades answers.
+        #[test]
+        fn the_tables_behave_like_a_map(
+            operations in proptest::collection::vec((0u64..64, proptest::bool::ANY, 1u8..20), 1..400),
+        ) {
+            let mut trades = PaidTrades::default();
+            let mut model: HashMap<u64, (u64, u8)> = HashMap::new();
+            for (index, (key, insert, follow_ups)) in operations.into_iter().enumerate() {
+                // Serials near the packed field's end, numbers on both sides of it.
+                let serial = (1 << SERIAL_BITS) - 32 + key;
+                let number = (1 << NUMBER_BITS) - 200 + index as u64;
+                if insert && !model.contains_key(&serial) {
+                    trades.insert(serial, TradeNumber::new(number), follow_ups, None);
+                    model.insert(serial, (number, follow_ups));
+                } else {
+                    let expected = model.get(&serial).copied();
+                    let got = trades.take_follow_up(serial);
+                    proptest::prop_assert_eq!(got, expected.map(|(number, left)| paid(number, left, None)));
+                    match expected {
+                        Some((_, 1)) => { model.remove(&serial); }
+                        Some((number, left)) => { model.insert(serial, (number, left - 1)); }
+                        None => {}
+                    }
+                }
+            }
+        }
     }
 }
