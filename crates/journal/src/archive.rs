@@ -40,6 +40,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::append_file::AppendFile;
 use crate::disk::{Disk, DiskFile, Open};
 use crate::error::{JournalError, io_error};
+use crate::frame_table::FrameTable;
 use crate::machine::StateMachine;
 
 pub(crate) const FILE_NAME: &str = "archive.log";
@@ -287,7 +288,7 @@ struct Shared {
 /// The frames written to the file.
 struct Frames {
     /// (first record's offset, where the frame starts in the file), by offset.
-    starts: Vec<(u64, u64)>,
+    starts: FrameTable,
     /// Record bytes in written frames, and the file's length.
     records_end: u64,
     file_end: u64,
@@ -398,7 +399,11 @@ impl Archive {
         let index = AppendFile::open(disk, directory, INDEX_FILE_NAME, kept as u64 * INDEX_ENTRY_BYTES, LOST)?;
         let log = AppendFile::open(disk, directory, FILE_NAME, file_end, LOST)?;
         let (path, file) = log.reader();
-        let frames = Frames { starts: entries[..kept].to_vec(), records_end: length, file_end };
+        // (`frames_kept` keeps only entries in order, as `push` asserts.)
+        let mut starts = FrameTable::default();
+        entries[..kept].iter().for_each(|&(records_start, file_start)| starts.push(records_start, file_start));
+        drop(entries);
+        let frames = Frames { starts, records_end: length, file_end };
         let shared = Arc::new(Shared {
             path: path.clone(),
             file,
@@ -650,7 +655,9 @@ impl Compressor {
         // looks again if a record moved between its two looks.
         {
             let mut frames = self.shared.frames.write();
-            frames.starts.append(&mut self.unwritten);
+            self.unwritten
+                .drain(..)
+                .for_each(|(records_start, file_start)| frames.starts.push(records_start, file_start));
             frames.records_end = self.framed_end;
             frames.file_end = self.log.length();
         }
@@ -805,14 +812,9 @@ impl Shared {
         if offset >= frames.records_end {
             return None;
         }
-        // Frames hold about the same bytes of records each: their starts are
-        // spread evenly over the offsets.
-        let guess = search::proportional_guess(offset, 0, frames.records_end, frames.starts.len());
-        let number = search::partition_point_near(&frames.starts, guess, |&(records_start, _)| records_start <= offset)
-            .checked_sub(1)?;
-        let (records_start, file_start) = frames.starts[number];
-        let (records_end, file_end) =
-            frames.starts.get(number + 1).copied().unwrap_or((frames.records_end, frames.file_end));
+        let found = frames.starts.find(offset, frames.records_end)?;
+        let (number, (records_start, file_start)) = (found.number, found.start);
+        let (records_end, file_end) = found.next.unwrap_or((frames.records_end, frames.file_end));
         Some(FrameAt { number, records_start, records_end, file_start, file_end })
     }
 

@@ -27,6 +27,7 @@ pub mod codec;
 pub mod disk;
 mod error;
 mod format_record;
+mod frame_table;
 #[doc(hidden)]
 pub mod fuzzing;
 mod history;

@@ -16,11 +16,15 @@ use hashbrown::HashTable;
 use platform::TradeNumber;
 
 /// Bits of a packed word that hold the serial, the number and the count of
-/// follow-ups left (up to 15), from the low end.
-const SERIAL_BITS: u32 = 30;
-const NUMBER_BITS: u32 = 30;
-const LEFT_BITS: u32 = 4;
+/// follow-ups left, from the low end. A full day's serials are its
+/// payments (188 M < 2^28); trade numbers share the platform's one counter
+/// with events, refunds and parties (about 3.5 a payment: 2^33 leaves ten
+/// times that); a trade has at most four follow-ups.
+const SERIAL_BITS: u32 = 28;
+const NUMBER_BITS: u32 = 33;
+const LEFT_BITS: u32 = 3;
 const _: () = assert!(SERIAL_BITS + NUMBER_BITS + LEFT_BITS == 64);
+const _: () = assert!(sim::day::PAYMENTS_2013 < 1 << SERIAL_BITS);
 /// Bits of a wide entry's word that count follow-ups left.
 const WIDE_LEFT_BITS: u32 = 8;
 
@@ -75,7 +79,7 @@ impl PaidTrades {
         // The platform makes no trade numbers beyond 2^36 (its reference index).
         assert!(number.get() < 1 << (64 - WIDE_LEFT_BITS), "trade number {number} does not fit");
         assert!(follow_ups > 0, "a trade no follow-up refers to is not kept");
-        assert!(self.lookup(serial).is_none(), "serial {serial} is paid once");
+        // (A serial is paid once: the workload makes one payment of each.)
         match pack(serial, number.get(), follow_ups) {
             Some(word) => {
                 self.packed.insert_unique(hash(serial), word, |&word| hash(serial_of(word)));
@@ -89,40 +93,33 @@ impl PaidTrades {
         }
     }
 
-    /// The trade's number and follow-ups left.
-    fn lookup(&self, serial: u64) -> Option<(u64, u8)> {
-        if let Some(&word) = self.packed.find(hash(serial), |&word| serial_of(word) == serial) {
-            let left = field(word, SERIAL_BITS + NUMBER_BITS, LEFT_BITS) as u8;
-            return Some((field(word, SERIAL_BITS, NUMBER_BITS), left));
-        }
-        let &word = self.wide.get(&serial)?;
-        Some((word >> WIDE_LEFT_BITS, field(word, 0, WIDE_LEFT_BITS) as u8))
-    }
-
     /// The trade for its next follow-up, which is counted: after its last
     /// one the trade is forgotten.
     pub fn take_follow_up(&mut self, serial: u64) -> Option<PaidTrade> {
-        let (number, left) = self.lookup(serial)?;
-        let trade = PaidTrade {
-            number: TradeNumber::new(number),
-            follow_ups_left: left,
-            amounts: self.amounts.get(&serial).copied(),
-        };
-        if let Ok(entry) = self.packed.find_entry(hash(serial), |&word| serial_of(word) == serial) {
-            if left <= 1 {
-                entry.remove();
-            } else {
-                *entry.into_mut() -= 1 << (SERIAL_BITS + NUMBER_BITS);
+        let (number, left) = match self.packed.find_entry(hash(serial), |&word| serial_of(word) == serial) {
+            Ok(entry) => {
+                let word = *entry.get();
+                let left = field(word, SERIAL_BITS + NUMBER_BITS, LEFT_BITS) as u8;
+                if left <= 1 {
+                    entry.remove();
+                } else {
+                    *entry.into_mut() -= 1 << (SERIAL_BITS + NUMBER_BITS);
+                }
+                (field(word, SERIAL_BITS, NUMBER_BITS), left)
             }
-        } else if left <= 1 {
-            self.wide.remove(&serial);
-        } else if let Some(word) = self.wide.get_mut(&serial) {
-            *word -= 1;
-        }
-        if left <= 1 {
-            self.amounts.remove(&serial);
-        }
-        Some(trade)
+            Err(_) => {
+                let word = *self.wide.get(&serial)?;
+                let left = field(word, 0, WIDE_LEFT_BITS) as u8;
+                if left <= 1 {
+                    self.wide.remove(&serial);
+                } else if let Some(word) = self.wide.get_mut(&serial) {
+                    *word -= 1;
+                }
+                (word >> WIDE_LEFT_BITS, left)
+            }
+        };
+        let amounts = if left <= 1 { self.amounts.remove(&serial) } else { self.amounts.get(&serial).copied() };
+        Some(PaidTrade { number: TradeNumber::new(number), follow_ups_left: left, amounts })
     }
 
     /// A refund of `amount` fen made on the trade.
@@ -174,15 +171,15 @@ mod tests {
     fn the_packed_fields_keep_apart_at_their_largest_and_spill_over_beyond() {
         let mut trades = PaidTrades::default();
         let (serial, number) = ((1 << SERIAL_BITS) - 1, (1 << NUMBER_BITS) - 1);
-        trades.insert(serial, TradeNumber::new(number), 15, None);
-        trades.insert(serial + 1, TradeNumber::new(number + 1), 16, None);
+        trades.insert(serial, TradeNumber::new(number), 7, None);
+        trades.insert(serial + 1, TradeNumber::new(number + 1), 8, None);
         trades.insert(5, TradeNumber::new(6), 16, None);
         assert_eq!((trades.packed.len(), trades.wide.len()), (1, 2));
-        for left in (1..=15).rev() {
+        for left in (1..=7).rev() {
             assert_eq!(trades.take_follow_up(serial), Some(paid(number, left, None)));
         }
         assert_eq!(trades.take_follow_up(serial), None);
-        assert_eq!(trades.take_follow_up(serial + 1), Some(paid(number + 1, 16, None)));
+        assert_eq!(trades.take_follow_up(serial + 1), Some(paid(number + 1, 8, None)));
         assert_eq!(trades.take_follow_up(5), Some(paid(6, 16, None)));
         assert_eq!(trades.take_follow_up(5), Some(paid(6, 15, None)));
     }
@@ -191,7 +188,7 @@ mod tests {
         /// The tables answer what a plain map of the same trades answers.
         #[test]
         fn the_tables_behave_like_a_map(
-            operations in proptest::collection::vec((0u64..64, proptest::bool::ANY, 1u8..20), 1..400),
+            operations in proptest::collection::vec((0u64..64, proptest::bool::ANY, 1u8..12), 1..400),
         ) {
             let mut trades = PaidTrades::default();
             let mut model: HashMap<u64, (u64, u8)> = HashMap::new();
