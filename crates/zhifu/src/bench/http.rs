@@ -4,6 +4,7 @@
 //! (auth, JSON, a platform command, a durable group commit, the answer),
 //! then merchant trades created and paid (two durable commands each).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -12,6 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use server::requests;
 
@@ -133,8 +140,12 @@ pub fn run(args: &HttpBenchArgs) -> anyhow::Result<()> {
         }
     }
     let metrics = runtime.block_on(async { reqwest::get(format!("{base}/metrics")).await?.text().await })?;
-    if let Some(line) = metrics.lines().find(|l| l.starts_with("zhifu_journal_commands_per_fsync ")) {
-        println!("\nserver: {line}");
+    println!();
+    // Group commits' size, and the snapshots that stall the writer (the p999).
+    for prefix in ["zhifu_journal_commands_per_fsync ", "zhifu_journal_snapshots_total "] {
+        if let Some(line) = metrics.lines().find(|l| l.starts_with(prefix)) {
+            println!("server: {line}");
+        }
     }
     drop(server);
     std::fs::remove_dir_all(&directory).with_context(|| format!("remove {}", directory.display()))?;
@@ -268,11 +279,9 @@ async fn drive(args: &HttpBenchArgs, base: &str) -> anyhow::Result<Vec<PhaseRepo
     }
     let users = Arc::new(users);
     let merchants = Arc::new(merchants);
-    let health =
-        run_phase(Phase::Health, args, client.clone(), base, Arc::clone(&users), Arc::clone(&merchants)).await?;
-    let transfers =
-        run_phase(Phase::Transfers, args, client.clone(), base, Arc::clone(&users), Arc::clone(&merchants)).await?;
-    let trades = run_phase(Phase::Trades, args, client.clone(), base, users, merchants).await?;
+    let health = run_phase(Phase::Health, args, base, Arc::clone(&users), Arc::clone(&merchants)).await?;
+    let transfers = run_phase(Phase::Transfers, args, base, Arc::clone(&users), Arc::clone(&merchants)).await?;
+    let trades = run_phase(Phase::Trades, args, base, users, merchants).await?;
     let check = get(&client, base, "/v1/admin/ledger/check", ADMIN_KEY).await?;
     ensure!(check["balanced"] == Value::Bool(true), "the ledger is not balanced after the run: {check}");
     Ok(vec![health, transfers, trades])
@@ -298,28 +307,34 @@ impl Phase {
 async fn run_phase(
     phase: Phase,
     args: &HttpBenchArgs,
-    client: reqwest::Client,
     base: &str,
     users: Arc<Vec<(String, String)>>,
     merchants: Arc<Vec<String>>,
 ) -> anyhow::Result<PhaseReport> {
     let name = phase.name();
     let count = if phase == Phase::Trades { args.trades } else { args.requests };
+    let address = server_address(base)?;
+    let user_auths = Arc::new(users.iter().map(|(_, key)| bearer(key)).collect::<anyhow::Result<Vec<_>>>()?);
+    let merchant_auths = Arc::new(merchants.iter().map(|key| bearer(key)).collect::<anyhow::Result<Vec<_>>>()?);
     let remaining = Arc::new(AtomicU64::new(count));
     let errors = Arc::new(AtomicU64::new(0));
     let bar = super::progress_bar(count, name.split(' ').next().unwrap_or("phase"));
+    // Every connection open before the clock starts, as a pool would be.
+    let mut lanes = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        lanes.push(Lane::open(address).await?);
+    }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for connection in 0..args.connections {
-        let (client, users, merchants, remaining, errors, bar) = (
-            client.clone(),
+    for (connection, mut lane) in lanes.into_iter().enumerate() {
+        let (users, user_auths, merchant_auths, remaining, errors, bar) = (
             Arc::clone(&users),
-            Arc::clone(&merchants),
+            Arc::clone(&user_auths),
+            Arc::clone(&merchant_auths),
             Arc::clone(&remaining),
             Arc::clone(&errors),
             bar.clone(),
         );
-        let base = base.to_string();
         let seed = args.seed.wrapping_add(connection as u64 * 7919);
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed);
@@ -329,50 +344,46 @@ async fn run_phase(
             while remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
                 let sent = Instant::now();
                 serial += 1;
-                let ok = if phase == Phase::Trades {
-                    let merchant = &merchants[rng.below(merchants.len() as u64) as usize];
-                    let buyer = &users[rng.below(users.len() as u64) as usize].1;
-                    let out_trade_no = format!("c{connection}-{serial}");
-                    let body = requests::NewTradeBody {
-                        out_trade_no,
-                        amount: 1 + rng.below(100_000),
-                        subject: "bench".to_string(),
-                        mode: "instant".to_string(),
-                        buyer: None,
-                        auto_confirm_days: None,
-                        expire_minutes: None,
-                        campaign: None,
-                    };
-                    match client.post(format!("{base}/v1/trades")).bearer_auth(merchant).json(&body).send().await {
-                        Ok(response) if response.status().as_u16() == 201 => {
-                            let trade: Value = response.json().await.unwrap_or_default();
-                            let trade_no = trade["trade_no"].as_str().unwrap_or_default().to_string();
-                            let pay_sent = Instant::now();
-                            let paid = client
-                                .post(format!("{base}/v1/trades/{trade_no}/pay"))
-                                .bearer_auth(buyer)
-                                .json(&requests::PayBody { source: None, coupon: None })
-                                .send()
-                                .await;
-                            pay_latency.saturating_record(pay_sent.elapsed().as_micros() as u64);
-                            matches!(paid, Ok(r) if r.status().as_u16() == 200)
+                let ok = match phase {
+                    Phase::Trades => {
+                        let merchant = &merchant_auths[rng.below(merchant_auths.len() as u64) as usize];
+                        let buyer = &user_auths[rng.below(user_auths.len() as u64) as usize];
+                        let body = requests::NewTradeBody {
+                            out_trade_no: format!("c{connection}-{serial}"),
+                            amount: 1 + rng.below(100_000),
+                            subject: "bench".to_string(),
+                            mode: "instant".to_string(),
+                            buyer: None,
+                            auto_confirm_days: None,
+                            expire_minutes: None,
+                            campaign: None,
+                        };
+                        match lane.post("/v1/trades", merchant, &body).await {
+                            Ok((status, answer)) if status.as_u16() == 201 => {
+                                let trade: Value = serde_json::from_slice(&answer).unwrap_or_default();
+                                let trade_no = trade["trade_no"].as_str().unwrap_or_default();
+                                let pay_sent = Instant::now();
+                                let path = format!("/v1/trades/{trade_no}/pay");
+                                let paid = lane.post(&path, buyer, &requests::PayBody { source: None, coupon: None }).await;
+                                pay_latency.saturating_record(pay_sent.elapsed().as_micros() as u64);
+                                matches!(paid, Ok((status, _)) if status.as_u16() == 200)
+                            }
+                            _ => false,
                         }
-                        _ => false,
                     }
-                } else if phase == Phase::Transfers {
-                    let from = rng.below(users.len() as u64) as usize;
-                    let to = (from + 1 + rng.below(users.len() as u64 - 1) as usize) % users.len();
-                    let body =
-                        requests::NewTransfer { to: users[to].0.clone(), amount: 1 + rng.below(100_000), memo: None };
-                    let response = client
-                        .post(format!("{base}/v1/transfers"))
-                        .bearer_auth(&users[from].1)
-                        .json(&body)
-                        .send()
-                        .await;
-                    matches!(response, Ok(r) if r.status().as_u16() == 201)
-                } else {
-                    matches!(client.get(format!("{base}/healthz")).send().await, Ok(r) if r.status().is_success())
+                    Phase::Transfers => {
+                        let from = rng.below(users.len() as u64) as usize;
+                        let to = (from + 1 + rng.below(users.len() as u64 - 1) as usize) % users.len();
+                        let body = requests::NewTransfer {
+                            to: users[to].0.clone(),
+                            amount: 1 + rng.below(100_000),
+                            memo: None,
+                        };
+                        matches!(lane.post("/v1/transfers", &user_auths[from], &body).await, Ok((status, _)) if status.as_u16() == 201)
+                    }
+                    Phase::Health => {
+                        matches!(lane.send(Method::GET, "/healthz", None, Bytes::new()).await, Ok((status, _)) if status.is_success())
+                    }
                 };
                 latency.saturating_record(sent.elapsed().as_micros() as u64);
                 if !ok {
@@ -395,6 +406,76 @@ async fn run_phase(
     let pay_latency_us = (phase == Phase::Trades).then_some(pay_latency_us);
     let errors = errors.load(Ordering::Relaxed);
     Ok(PhaseReport { name, requests: count, elapsed, latency_us, pay_latency_us, errors })
+}
+
+/// The server's socket address from its base URL (`http://host:port`).
+fn server_address(base: &str) -> anyhow::Result<SocketAddr> {
+    let authority = base.strip_prefix("http://").with_context(|| format!("not an http:// URL: {base}"))?;
+    authority.parse().with_context(|| format!("not an address and port: {authority}"))
+}
+
+fn bearer(key: &str) -> anyhow::Result<HeaderValue> {
+    Ok(HeaderValue::from_str(&format!("Bearer {key}"))?)
+}
+
+/// One keep-alive HTTP/1 connection of the load generator, through hyper's
+/// connection API: no pool to check out of, no URL parsed per request, the
+/// authorization headers made once. (reqwest's per-request work took half
+/// of one of the two cores, which the server under test then lacked.)
+struct Lane {
+    address: SocketAddr,
+    host: HeaderValue,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Lane {
+    async fn open(address: SocketAddr) -> anyhow::Result<Lane> {
+        let host = HeaderValue::from_str(&address.to_string())?;
+        Ok(Lane { address, host, sender: Lane::connect(address).await? })
+    }
+
+    async fn connect(address: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // A connection's failure shows in the request it fails (an error counted).
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        auth: &HeaderValue,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.send(Method::POST, path, Some(auth), Bytes::from(serde_json::to_vec(body)?)).await
+    }
+
+    /// Sends one request and reads its whole answer; a connection the server
+    /// closed is opened again for the next request.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        auth: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        if self.sender.is_closed() {
+            self.sender = Lane::connect(self.address).await?;
+        }
+        let mut request = Request::builder().method(method).uri(path).header(header::HOST, self.host.clone());
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth.clone());
+        }
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request.body(Full::new(body))?).await?;
+        let status = response.status();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
 }
 
 async fn post(
