@@ -696,6 +696,10 @@ impl ArchiveReader {
     /// The records at `offsets` that read well (one that does not is left
     /// for whoever asks for it next to meet the error).
     pub fn read_many(&self, offsets: &[u64]) -> Vec<(u64, Vec<u8>)> {
+        // Every frame asked of the disk first, so that the reads overlap: one
+        // after another, each would wait its turn (a full day's archive is
+        // larger than the page cache, and most of these reads go to the disk).
+        self.shared.will_need(offsets);
         offsets.iter().filter_map(|&offset| Some((offset, self.shared.read_record(offset).ok()?))).collect()
     }
 }
@@ -733,19 +737,37 @@ impl Archive {
     /// behind another in the writer. Records still in memory need nothing;
     /// a failed hint costs nothing but the wait it meant to save.
     pub(crate) fn prefetch(&self, offsets: &[u64]) {
-        let mut asked = None;
-        for &offset in offsets {
-            let Some(frame) = self.shared.frame_of(offset) else { continue };
-            if asked == Some(frame.number) || self.shared.cached(frame.number).is_some() {
-                continue;
-            }
-            asked = Some(frame.number);
-            self.shared.file.will_need(frame.file_start, frame.file_end.saturating_sub(frame.file_start));
-        }
+        self.shared.will_need(offsets);
     }
 }
 
 impl Shared {
+    /// See [`Archive::prefetch`]. One hint for each run of frames side by
+    /// side in the file: a group's records lie in many of the same frames,
+    /// and a hint is a system call even when the pages are in memory.
+    fn will_need(&self, offsets: &[u64]) {
+        let mut frames: Vec<FrameAt> = offsets.iter().filter_map(|&offset| self.frame_of(offset)).collect();
+        frames.sort_unstable_by_key(|frame| frame.number);
+        frames.dedup_by_key(|frame| frame.number);
+        let mut run: Option<(u64, u64)> = None;
+        for frame in frames {
+            if self.cached(frame.number).is_some() {
+                continue;
+            }
+            run = match run {
+                Some((start, end)) if frame.file_start <= end => Some((start, end.max(frame.file_end))),
+                Some((start, end)) => {
+                    self.file.will_need(start, end.saturating_sub(start));
+                    Some((frame.file_start, frame.file_end))
+                }
+                None => Some((frame.file_start, frame.file_end)),
+            };
+        }
+        if let Some((start, end)) = run {
+            self.file.will_need(start, end.saturating_sub(start));
+        }
+    }
+
     /// A frame's records if they are among those kept decompressed.
     fn cached(&self, frame: usize) -> Option<Arc<Vec<u8>>> {
         self.cache.lock().iter().find(|(number, _)| *number == frame).map(|(_, records)| Arc::clone(records))
@@ -1031,6 +1053,49 @@ mod tests {
         assert!(matches!(stopped, Err(JournalError::Failed(reason)) if reason == "enough"));
         assert_eq!(visited, 3);
         assert!(walk(&NoArchive).is_empty());
+    }
+
+    /// A reader given many records asks the disk for every frame they lie
+    /// in before it reads the first, so that a disk can serve the reads
+    /// together (one after another, each would wait its turn).
+    #[test]
+    fn reading_many_asks_for_every_frame_before_reading_one() {
+        use crate::disk::{Access, Disk as _, SimulatedDisk};
+        let disk = SimulatedDisk::default();
+        let directory = Path::new("/data");
+        disk.create_directory(directory).unwrap();
+        let mut archive = Archive::open(&disk, directory, 0, 200, false).unwrap();
+        let mut machine = Recorder::at(0);
+        let offsets: Vec<u64> = (0..400).map(|n| machine.archive(&payload(n))).collect();
+        archive.collect(&mut machine).unwrap();
+        archive.sync().unwrap();
+        drop(archive);
+        // Reopened: no frame is kept decompressed.
+        let archive = Archive::open(&disk, directory, machine.archive_len(), 200, false).unwrap();
+        let wanted: Vec<(u64, u64)> = (0..400).step_by(37).map(|n| (n, offsets[n as usize])).collect();
+        let wanted_offsets: Vec<u64> = wanted.iter().map(|&(_, offset)| offset).collect();
+        disk.record_accesses();
+        let read = archive.reader().read_many(&wanted_offsets);
+        assert_eq!(read, wanted.iter().map(|&(n, offset)| (offset, payload(n))).collect::<Vec<_>>());
+        let file = directory.join(FILE_NAME);
+        let accesses: Vec<Access> =
+            disk.accesses().into_iter().filter(|(path, _)| *path == file).map(|(_, access)| access).collect();
+        let first_read = accesses.iter().position(|access| matches!(access, Access::Read { .. })).expect("reads");
+        let hinted: Vec<(u64, u64)> = accesses[..first_read]
+            .iter()
+            .map(|access| match *access {
+                Access::WillNeed { offset, length } => (offset, offset + length),
+                Access::Read { .. } => unreachable!("before the first read"),
+            })
+            .collect();
+        assert!(hinted.len() >= 5, "one hint a frame: {hinted:?}");
+        for access in &accesses[first_read..] {
+            let Access::Read { offset, length } = *access else { panic!("a hint after the first read: {access:?}") };
+            assert!(
+                hinted.iter().any(|&(start, end)| start <= offset && offset + length <= end),
+                "a read at {offset} of {length} bytes outside every hinted frame: {hinted:?}"
+            );
+        }
     }
 
     #[test]

@@ -321,7 +321,19 @@ struct SimulatedState {
     injected: u64,
     /// The latest faults, crashes and power cuts, for a failure's report.
     events: std::collections::VecDeque<String>,
+    /// Reads and read-ahead hints in order, once asked for (`record_accesses`).
+    accesses: Option<Vec<(PathBuf, Access)>>,
 }
+
+/// A read or a read-ahead hint, as a [`SimulatedDisk`] recording them saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read { offset: u64, length: u64 },
+    WillNeed { offset: u64, length: u64 },
+}
+
+/// Accesses a simulated disk records at most (later ones are not kept).
+const ACCESSES_KEPT_MAX: usize = 1 << 16;
 
 /// What a write tears at, at most: a disk's sector.
 const SECTOR_BYTES: usize = 512;
@@ -334,6 +346,12 @@ fn eio(what: &str) -> io::Error {
 }
 
 impl SimulatedState {
+    fn record(&mut self, path: &Path, access: Access) {
+        if let Some(accesses) = self.accesses.as_mut().filter(|accesses| accesses.len() < ACCESSES_KEPT_MAX) {
+            accesses.push((path.to_path_buf(), access));
+        }
+    }
+
     fn note(&mut self, event: String) {
         if self.events.len() == EVENTS_KEPT {
             self.events.pop_front();
@@ -489,6 +507,17 @@ impl SimulatedDisk {
         self.state().injected
     }
 
+    /// From now on, keeps the reads and read-ahead hints made (up to
+    /// 65,536), for a test to see in what order a reader asks.
+    pub fn record_accesses(&self) {
+        self.state().accesses = Some(Vec::new());
+    }
+
+    /// The reads and hints recorded since `record_accesses`, in order.
+    pub fn accesses(&self) -> Vec<(PathBuf, Access)> {
+        self.state().accesses.clone().unwrap_or_default()
+    }
+
     /// The latest faults, power cuts and crashes, oldest first.
     pub fn events(&self) -> Vec<String> {
         self.state().events.iter().cloned().collect()
@@ -537,6 +566,7 @@ impl DiskFile for SimulatedFile {
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(current.len());
         let read = buffer.len().min(current.len() - start);
         buffer[..read].copy_from_slice(&current[start..start + read]);
+        state.record(&self.path, Access::Read { offset, length: read as u64 });
         if read > 0 && state.strikes(|faults| faults.read_flips_bps) {
             let bit = state.below(read as u64 * 8);
             buffer[(bit / 8) as usize] ^= 1 << (bit % 8);
@@ -602,6 +632,10 @@ impl DiskFile for SimulatedFile {
             change.apply(&mut inode.durable);
         }
         Ok(())
+    }
+
+    fn will_need(&self, offset: u64, length: u64) {
+        self.disk.state().record(&self.path, Access::WillNeed { offset, length });
     }
 }
 

@@ -50,7 +50,7 @@ use ledger::Ledger;
 
 pub use archive::{ArchiveReader, ArchiveSource, NoArchive};
 pub use codec::{Batch, Command, DecodeError};
-pub use disk::{Disk, Faults, FileSystem, SimulatedDisk};
+pub use disk::{Access, Disk, Faults, FileSystem, SimulatedDisk};
 pub use error::JournalError;
 pub use history::HistoryReader;
 pub use journal::{Journal, Options, RecoveryReport, SkippedSnapshot, lock_directory};

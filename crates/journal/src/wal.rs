@@ -236,7 +236,14 @@ pub struct FileLog {
     /// The last record read or appended.
     last: u64,
     torn_bytes_cut: u64,
+    /// The group being appended, encoded: kept between groups, since a
+    /// buffer of megabytes made afresh each group costs its pages' faults.
+    encoded: Vec<u8>,
 }
+
+/// The most an idle [`FileLog::encoded`] keeps (a rare huge group's buffer
+/// is let go).
+const ENCODED_KEPT_BYTES_MAX: usize = 64 << 20;
 
 impl FileLog {
     /// The segments of `directory` (read by `read_after`, appended after).
@@ -247,7 +254,15 @@ impl FileLog {
             .filter_map(|name| parse_segment_name(name).map(|sequence| (sequence, directory.join(name))))
             .collect();
         segments.sort();
-        Ok(FileLog { disk, directory: directory.to_path_buf(), segments, active: None, last: 0, torn_bytes_cut: 0 })
+        Ok(FileLog {
+            disk,
+            directory: directory.to_path_buf(),
+            segments,
+            active: None,
+            last: 0,
+            torn_bytes_cut: 0,
+            encoded: Vec::new(),
+        })
     }
 
     /// Whether the directory holds any log segment.
@@ -318,11 +333,17 @@ impl crate::log::LogStore for FileLog {
             _ => ActiveSegment::create(&*self.disk, &self.directory, first)?,
         };
         let active = self.active.insert(active);
-        let mut encoded = Vec::with_capacity(payloads.iter().map(|payload| HEADER_BYTES + payload.len()).sum());
+        let encoded = &mut self.encoded;
+        encoded.clear();
+        encoded.reserve(payloads.iter().map(|payload| HEADER_BYTES + payload.len()).sum());
         for (offset, payload) in payloads.iter().enumerate() {
-            encode_record(first + offset as u64, first, payload, &mut encoded);
+            encode_record(first + offset as u64, first, payload, encoded);
         }
-        active.append_durably(&encoded)?;
+        let appended = active.append_durably(encoded);
+        if encoded.capacity() > ENCODED_KEPT_BYTES_MAX {
+            *encoded = Vec::new();
+        }
+        appended?;
         self.last = first + payloads.len() as u64 - 1;
         Ok(())
     }
