@@ -696,11 +696,7 @@ impl ArchiveReader {
     /// The records at `offsets` that read well (one that does not is left
     /// for whoever asks for it next to meet the error).
     pub fn read_many(&self, offsets: &[u64]) -> Vec<(u64, Vec<u8>)> {
-        // Every frame asked of the disk first, so that the reads overlap: one
-        // after another, each would wait its turn (a full day's archive is
-        // larger than the page cache, and most of these reads go to the disk).
-        self.shared.will_need(offsets);
-        offsets.iter().filter_map(|&offset| Some((offset, self.shared.read_record(offset).ok()?))).collect()
+        self.shared.read_many(offsets)
     }
 }
 
@@ -742,18 +738,53 @@ impl Archive {
 }
 
 impl Shared {
-    /// See [`Archive::prefetch`]. One hint for each run of frames side by
-    /// side in the file: a group's records lie in many of the same frames,
-    /// and a hint is a system call even when the pages are in memory.
+    /// See [`ArchiveReader::read_many`]. Frames kept decompressed, or whose
+    /// bytes the page cache holds, give their records at once; the frames
+    /// left must come from the disk, and are asked of it together before
+    /// any is read, so that their reads overlap (one after another, each
+    /// would wait its turn: a full day's archive is larger than the page
+    /// cache). Asking the disk for every frame would cost a system call a
+    /// frame even when all are in memory, as most of the time they are.
+    fn read_many(&self, offsets: &[u64]) -> Vec<(u64, Vec<u8>)> {
+        let mut read = Vec::with_capacity(offsets.len());
+        let mut framed = Vec::with_capacity(offsets.len());
+        for &offset in offsets {
+            match self.frame_of(offset) {
+                Some(frame) => framed.push((frame, offset)),
+                None => read.extend(self.read_record(offset).ok().map(|record| (offset, record))),
+            }
+        }
+        framed.sort_unstable_by_key(|&(frame, offset)| (frame.number, offset));
+        let mut from_disk = Vec::new();
+        for same_frame in framed.chunk_by(|(one, _), (other, _)| one.number == other.number) {
+            let frame = same_frame[0].0;
+            match self.cached(frame.number).map(Ok).or_else(|| self.read_frame_if_in_memory(frame)) {
+                Some(records) => read.extend(records_at(records, same_frame)),
+                None => from_disk.extend_from_slice(same_frame),
+            }
+        }
+        self.hint(from_disk.iter().map(|&(frame, _)| frame));
+        for same_frame in from_disk.chunk_by(|(one, _), (other, _)| one.number == other.number) {
+            read.extend(records_at(self.frame_records(same_frame[0].0), same_frame));
+        }
+        read.sort_unstable_by_key(|&(offset, _)| offset);
+        read
+    }
+
+    /// See [`Archive::prefetch`].
     fn will_need(&self, offsets: &[u64]) {
         let mut frames: Vec<FrameAt> = offsets.iter().filter_map(|&offset| self.frame_of(offset)).collect();
         frames.sort_unstable_by_key(|frame| frame.number);
         frames.dedup_by_key(|frame| frame.number);
+        self.hint(frames.into_iter().filter(|frame| self.cached(frame.number).is_none()));
+    }
+
+    /// Asks the disk for these frames (in file order), one hint for each
+    /// run of frames side by side in the file: a group's records lie in
+    /// many of the same frames, and a hint is a system call.
+    fn hint(&self, frames: impl Iterator<Item = FrameAt>) {
         let mut run: Option<(u64, u64)> = None;
         for frame in frames {
-            if self.cached(frame.number).is_some() {
-                continue;
-            }
             run = match run {
                 Some((start, end)) if frame.file_start <= end => Some((start, end.max(frame.file_end))),
                 Some((start, end)) => {
@@ -845,20 +876,45 @@ impl Shared {
         if let Some(records) = self.cached(frame.number) {
             return Ok(records);
         }
-        let records = Arc::new(self.read_frame(frame)?);
-        let mut cache = self.cache.lock();
-        if cache.len() == CACHED_FRAMES {
-            cache.pop_front();
-        }
-        cache.push_back((frame.number, Arc::clone(&records)));
-        Ok(records)
+        self.read_frame(frame).map(|records| self.keep(frame.number, records))
     }
 
     /// A frame's records, read from the file and decompressed.
     fn read_frame(&self, frame: FrameAt) -> Result<Vec<u8>, JournalError> {
+        let mut bytes = vec![0u8; self.frame_length(frame)?];
+        self.file.read_exact_at(&mut bytes, frame.file_start).map_err(|source| io_error("read", &self.path, source))?;
+        self.decode_frame(frame, &bytes)
+    }
+
+    /// A frame's records if the page cache holds its bytes (read without
+    /// waiting for the disk); `None` if it does not, or cannot tell.
+    fn read_frame_if_in_memory(&self, frame: FrameAt) -> Option<Result<Arc<Vec<u8>>, JournalError>> {
+        let length = match self.frame_length(frame) {
+            Ok(length) => length,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut bytes = vec![0u8; length];
+        if !self.file.read_if_in_memory(&mut bytes, frame.file_start) {
+            return None;
+        }
+        Some(self.decode_frame(frame, &bytes).map(|records| self.keep(frame.number, records)))
+    }
+
+    /// Keeps a frame's records decompressed, in place of the oldest kept.
+    fn keep(&self, number: usize, records: Vec<u8>) -> Arc<Vec<u8>> {
+        let records = Arc::new(records);
+        let mut cache = self.cache.lock();
+        if cache.len() == CACHED_FRAMES {
+            cache.pop_front();
+        }
+        cache.push_back((number, Arc::clone(&records)));
+        records
+    }
+
+    /// The frame's length in the file, where the index (which bits may rot)
+    /// places it, bounded before anything is allocated for it.
+    fn frame_length(&self, frame: FrameAt) -> Result<usize, JournalError> {
         let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset: frame.file_start, reason };
-        // Where the index (which bits may rot) places the frame, bounded
-        // before anything is allocated for it.
         let length = frame.file_end.checked_sub(frame.file_start).and_then(|length| usize::try_from(length).ok());
         let records_length = frame.records_end.checked_sub(frame.records_start);
         let records_length = records_length.and_then(|length| usize::try_from(length).ok());
@@ -868,8 +924,15 @@ impl Shared {
         if length > FRAME_FILE_BYTES_MAX || records_length > FRAME_RECORD_BYTES_MAX {
             return Err(corrupt("archive index places a frame larger than any frame"));
         }
-        let mut bytes = vec![0u8; length];
-        self.file.read_exact_at(&mut bytes, frame.file_start).map_err(|source| io_error("read", &self.path, source))?;
+        Ok(length)
+    }
+
+    /// A frame's records from its bytes as read from the file (of the
+    /// length `frame_length` gave), checked and decompressed.
+    fn decode_frame(&self, frame: FrameAt, bytes: &[u8]) -> Result<Vec<u8>, JournalError> {
+        let corrupt = |reason| JournalError::Corrupt { path: self.path.clone(), offset: frame.file_start, reason };
+        let records_length = usize::try_from(frame.records_end.saturating_sub(frame.records_start));
+        let records_length = records_length.unwrap_or(usize::MAX);
         let Some((header, stored)) = bytes.split_at_checked(FRAME_HEADER_BYTES as usize) else {
             return Err(corrupt("archive frame shorter than its header"));
         };
@@ -886,6 +949,20 @@ impl Shared {
         }
         Ok(records)
     }
+}
+
+/// The records at these offsets, all in one frame whose records are
+/// `records`; none if the frame did not read well (whoever asks for them
+/// next meets the error), and none that does not decode.
+fn records_at(
+    records: Result<Arc<Vec<u8>>, JournalError>,
+    offsets: &[(FrameAt, u64)],
+) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
+    let records = records.ok();
+    offsets.iter().filter_map(move |&(frame, offset)| {
+        let at = usize::try_from(offset.checked_sub(frame.records_start)?).ok()?;
+        Some((offset, decode_record(records.as_ref()?.get(at..)?)?.to_vec()))
+    })
 }
 
 fn le_u32(bytes: &[u8]) -> u32 {
@@ -1085,7 +1162,7 @@ mod tests {
             .iter()
             .map(|access| match *access {
                 Access::WillNeed { offset, length } => (offset, offset + length),
-                Access::Read { .. } => unreachable!("before the first read"),
+                other => unreachable!("{other:?} before the first read"),
             })
             .collect();
         assert!(hinted.len() >= 5, "one hint a frame: {hinted:?}");
@@ -1095,6 +1172,73 @@ mod tests {
                 hinted.iter().any(|&(start, end)| start <= offset && offset + length <= end),
                 "a read at {offset} of {length} bytes outside every hinted frame: {hinted:?}"
             );
+        }
+    }
+
+    #[test]
+    fn frames_in_the_page_cache_are_read_at_once_and_only_the_others_asked_of_the_disk() {
+        use crate::disk::{Access, Disk as _, SimulatedDisk};
+        let disk = SimulatedDisk::default();
+        let directory = Path::new("/data");
+        disk.create_directory(directory).unwrap();
+        let mut archive = Archive::open(&disk, directory, 0, 200, false).unwrap();
+        let mut machine = Recorder::at(0);
+        let offsets: Vec<u64> = (0..4000).map(|n| machine.archive(&payload(n))).collect();
+        archive.collect(&mut machine).unwrap();
+        archive.sync().unwrap();
+        drop(archive);
+        let file = directory.join(FILE_NAME);
+        let accesses = || -> Vec<Access> {
+            disk.accesses().into_iter().filter(|(path, _)| *path == file).map(|(_, access)| access).collect()
+        };
+        let expected = |numbers: &[u64]| -> Vec<(u64, Vec<u8>)> {
+            numbers.iter().map(|&n| (offsets[n as usize], payload(n))).collect()
+        };
+        let first_half: Vec<u64> = (0..2000).step_by(97).collect();
+        let all: Vec<u64> = (0..4000).step_by(97).collect();
+        let offsets_of = |numbers: &[u64]| -> Vec<u64> { numbers.iter().map(|&n| offsets[n as usize]).collect() };
+
+        // The cache dropped: the first half's frames come from the disk.
+        disk.track_page_cache();
+        let archive = Archive::open(&disk, directory, machine.archive_len(), 200, false).unwrap();
+        disk.record_accesses();
+        assert_eq!(archive.reader().read_many(&offsets_of(&first_half)), expected(&first_half));
+        let from_disk: Vec<(u64, u64)> = accesses()
+            .into_iter()
+            .filter_map(|access| match access {
+                Access::Read { offset, length } => Some((offset, offset + length)),
+                _ => None,
+            })
+            .collect();
+        assert!(!from_disk.is_empty());
+        drop(archive);
+
+        // Reopened (nothing kept decompressed): those frames are in the page
+        // cache, and only the second half's are asked of the disk.
+        let archive = Archive::open(&disk, directory, machine.archive_len(), 200, false).unwrap();
+        disk.record_accesses();
+        assert_eq!(archive.reader().read_many(&offsets_of(&all)), expected(&all));
+        let seen = accesses();
+        let first_read = seen.iter().position(|access| matches!(access, Access::Read { .. })).expect("reads");
+        let mut hinted = Vec::new();
+        let mut in_memory = Vec::new();
+        for access in &seen[..first_read] {
+            match *access {
+                Access::WillNeed { offset, length } => hinted.push((offset, offset + length)),
+                Access::ReadInMemory { offset, length } => in_memory.push((offset, offset + length)),
+                Access::Read { .. } => unreachable!("before the first read"),
+            }
+        }
+        assert!(!hinted.is_empty(), "the second half's frames are asked for");
+        for &(start, end) in &from_disk {
+            assert!(in_memory.contains(&(start, end)), "a frame read before is read again from memory: {start}");
+            let overlaps = |&(from, to): &(u64, u64)| from < end && start < to;
+            assert!(!hinted.iter().any(overlaps), "a frame in memory asked of the disk: {start}");
+        }
+        for access in &seen[first_read..] {
+            let Access::Read { offset, length } = *access else { panic!("{access:?} after the first read") };
+            assert!(!from_disk.contains(&(offset, offset + length)), "a frame in memory read again: {offset}");
+            assert!(hinted.iter().any(|&(start, end)| start <= offset && offset + length <= end));
         }
     }
 

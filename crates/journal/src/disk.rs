@@ -47,6 +47,12 @@ pub trait DiskFile: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// A hint that these bytes will be read soon (`POSIX_FADV_WILLNEED`).
     fn will_need(&self, _offset: u64, _length: u64) {}
+    /// Fills `buffer` from `offset` if the page cache holds all of it,
+    /// without waiting for the disk (`preadv2` with `RWF_NOWAIT`); `false`
+    /// if it does not, or the file cannot tell: read it as usual then.
+    fn read_if_in_memory(&self, _buffer: &mut [u8], _offset: u64) -> bool {
+        false
+    }
 
     /// Exactly `buffer.len()` bytes at `offset`.
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
@@ -142,32 +148,56 @@ impl Write for FileWriter {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FileSystem;
 
-struct RealFile(std::fs::File);
+struct RealFile {
+    file: std::fs::File,
+    /// Cleared when the file system refuses `RWF_NOWAIT`: asking again
+    /// would waste a system call a read.
+    reads_without_waiting: std::sync::atomic::AtomicBool,
+}
 
 impl DiskFile for RealFile {
     fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn read_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
-        std::os::unix::fs::FileExt::read_at(&self.0, buffer, offset)
+        std::os::unix::fs::FileExt::read_at(&self.file, buffer, offset)
     }
 
     fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        std::os::unix::fs::FileExt::write_all_at(&self.0, bytes, offset)
+        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, offset)
     }
 
     fn set_len(&self, length: u64) -> io::Result<()> {
-        self.0.set_len(length)
+        self.file.set_len(length)
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn will_need(&self, offset: u64, length: u64) {
         // A failed hint costs nothing but the wait it meant to save.
-        let _ = rustix::fs::fadvise(&self.0, offset, std::num::NonZeroU64::new(length), rustix::fs::Advice::WillNeed);
+        let _ =
+            rustix::fs::fadvise(&self.file, offset, std::num::NonZeroU64::new(length), rustix::fs::Advice::WillNeed);
+    }
+
+    fn read_if_in_memory(&self, buffer: &mut [u8], offset: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.reads_without_waiting.load(Relaxed) {
+            return false;
+        }
+        let wanted = buffer.len();
+        let flags = rustix::io::ReadWriteFlags::NOWAIT;
+        match rustix::io::preadv2(&self.file, &mut [io::IoSliceMut::new(buffer)], offset, flags) {
+            // A short read found only some of the pages in memory.
+            Ok(read) => read == wanted,
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                self.reads_without_waiting.store(false, Relaxed);
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -203,7 +233,8 @@ impl Disk for FileSystem {
             Open::CreateNew => options.read(true).write(true).create_new(true),
             Open::Truncate => options.read(true).write(true).create(true).truncate(true),
         };
-        Ok(Arc::new(RealFile(options.open(path)?)))
+        let file = options.open(path)?;
+        Ok(Arc::new(RealFile { file, reads_without_waiting: std::sync::atomic::AtomicBool::new(true) }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -323,14 +354,31 @@ struct SimulatedState {
     events: std::collections::VecDeque<String>,
     /// Reads and read-ahead hints in order, once asked for (`record_accesses`).
     accesses: Option<Vec<(PathBuf, Access)>>,
+    /// The pages (inode, page number) reads, writes and hints brought into
+    /// memory, once asked for (`track_page_cache`).
+    in_memory: Option<BTreeSet<(usize, u64)>>,
 }
 
 /// A read or a read-ahead hint, as a [`SimulatedDisk`] recording them saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    Read { offset: u64, length: u64 },
-    WillNeed { offset: u64, length: u64 },
+    Read {
+        offset: u64,
+        length: u64,
+    },
+    /// A read the page cache answered without waiting (`read_if_in_memory`).
+    ReadInMemory {
+        offset: u64,
+        length: u64,
+    },
+    WillNeed {
+        offset: u64,
+        length: u64,
+    },
 }
+
+/// The page cache's unit, as a simulated disk tracks it.
+const PAGE_BYTES: u64 = 4096;
 
 /// Accesses a simulated disk records at most (later ones are not kept).
 const ACCESSES_KEPT_MAX: usize = 1 << 16;
@@ -350,6 +398,21 @@ impl SimulatedState {
         if let Some(accesses) = self.accesses.as_mut().filter(|accesses| accesses.len() < ACCESSES_KEPT_MAX) {
             accesses.push((path.to_path_buf(), access));
         }
+    }
+
+    /// Brings these bytes' pages into memory, if the page cache is tracked.
+    fn load(&mut self, inode: usize, offset: u64, length: u64) {
+        if let Some(in_memory) = self.in_memory.as_mut() {
+            let pages = offset / PAGE_BYTES..offset.saturating_add(length).div_ceil(PAGE_BYTES);
+            in_memory.extend(pages.map(|page| (inode, page)));
+        }
+    }
+
+    /// Whether the page cache is tracked and holds all of these bytes.
+    fn in_memory(&self, inode: usize, offset: u64, length: u64) -> bool {
+        let Some(in_memory) = self.in_memory.as_ref() else { return false };
+        let mut pages = offset / PAGE_BYTES..offset.saturating_add(length).div_ceil(PAGE_BYTES);
+        pages.all(|page| in_memory.contains(&(inode, page)))
     }
 
     fn note(&mut self, event: String) {
@@ -513,6 +576,13 @@ impl SimulatedDisk {
         self.state().accesses = Some(Vec::new());
     }
 
+    /// From now on, keeps which pages reads, writes and read-ahead hints
+    /// bring into memory (none at first, as after the cache is dropped),
+    /// so that `read_if_in_memory` answers as the kernel would.
+    pub fn track_page_cache(&self) {
+        self.state().in_memory = Some(BTreeSet::new());
+    }
+
     /// The reads and hints recorded since `record_accesses`, in order.
     pub fn accesses(&self) -> Vec<(PathBuf, Access)> {
         self.state().accesses.clone().unwrap_or_default()
@@ -567,6 +637,7 @@ impl DiskFile for SimulatedFile {
         let read = buffer.len().min(current.len() - start);
         buffer[..read].copy_from_slice(&current[start..start + read]);
         state.record(&self.path, Access::Read { offset, length: read as u64 });
+        state.load(self.inode, offset, read as u64);
         if read > 0 && state.strikes(|faults| faults.read_flips_bps) {
             let bit = state.below(read as u64 * 8);
             buffer[(bit / 8) as usize] ^= 1 << (bit % 8);
@@ -599,6 +670,7 @@ impl DiskFile for SimulatedFile {
             return Err(io::Error::new(io::ErrorKind::StorageFull, "simulated disk: no space left on device"));
         }
         state.write(self.inode, offset, bytes);
+        state.load(self.inode, offset, bytes.len() as u64);
         Ok(())
     }
 
@@ -635,7 +707,25 @@ impl DiskFile for SimulatedFile {
     }
 
     fn will_need(&self, offset: u64, length: u64) {
-        self.disk.state().record(&self.path, Access::WillNeed { offset, length });
+        let mut state = self.disk.state();
+        state.record(&self.path, Access::WillNeed { offset, length });
+        state.load(self.inode, offset, length);
+    }
+
+    fn read_if_in_memory(&self, buffer: &mut [u8], offset: u64) -> bool {
+        let mut state = self.disk.state();
+        let length = buffer.len() as u64;
+        let current = &state.inodes[self.inode].current;
+        let Some(bytes) = usize::try_from(offset).ok().and_then(|start| current.get(start..start + buffer.len()))
+        else {
+            return false;
+        };
+        if state.live().is_err() || !state.in_memory(self.inode, offset, length) {
+            return false;
+        }
+        buffer.copy_from_slice(bytes);
+        state.record(&self.path, Access::ReadInMemory { offset, length });
+        true
     }
 }
 
@@ -757,6 +847,19 @@ mod tests {
         let disk = SimulatedDisk::new(seed);
         disk.create_directory(Path::new("/data")).unwrap();
         (disk, PathBuf::from("/data/f"))
+    }
+
+    #[test]
+    fn a_file_just_written_reads_from_memory_without_waiting() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("f");
+        let bytes: Vec<u8> = (0..20_000u32).map(|n| (n % 251) as u8).collect();
+        let file = FileSystem.open(&path, Open::CreateNew).unwrap();
+        file.write_at(&bytes, 0).unwrap();
+        let mut read = vec![0u8; 5000];
+        assert!(file.read_if_in_memory(&mut read, 9000), "the page cache holds what was just written");
+        assert_eq!(read, bytes[9000..14_000]);
+        assert!(!file.read_if_in_memory(&mut read, 18_000), "only some of it is there: past the end");
     }
 
     #[test]
