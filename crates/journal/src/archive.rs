@@ -1132,21 +1132,30 @@ mod tests {
         assert!(walk(&NoArchive).is_empty());
     }
 
-    /// A reader given many records asks the disk for every frame they lie
-    /// in before it reads the first, so that a disk can serve the reads
-    /// together (one after another, each would wait its turn).
-    #[test]
-    fn reading_many_asks_for_every_frame_before_reading_one() {
-        use crate::disk::{Access, Disk as _, SimulatedDisk};
-        let disk = SimulatedDisk::default();
-        let directory = Path::new("/data");
+    /// `count` records archived in frames of 200 bytes on a simulated disk,
+    /// synced, the archive closed; the records' offsets.
+    fn archived_on_a_simulated_disk(directory: &Path, count: u64) -> (crate::disk::SimulatedDisk, Recorder, Vec<u64>) {
+        use crate::disk::Disk as _;
+        let disk = crate::disk::SimulatedDisk::default();
         disk.create_directory(directory).unwrap();
         let mut archive = Archive::open(&disk, directory, 0, 200, false).unwrap();
         let mut machine = Recorder::at(0);
-        let offsets: Vec<u64> = (0..400).map(|n| machine.archive(&payload(n))).collect();
+        let offsets: Vec<u64> = (0..count).map(|n| machine.archive(&payload(n))).collect();
         archive.collect(&mut machine).unwrap();
         archive.sync().unwrap();
         drop(archive);
+        (disk, machine, offsets)
+    }
+
+    /// A reader given many records not in memory (this disk cannot say
+    /// what is) asks the disk for every frame they lie in before it reads
+    /// the first, so that a disk can serve the reads
+    /// together (one after another, each would wait its turn).
+    #[test]
+    fn reading_many_asks_for_every_frame_before_reading_one() {
+        use crate::disk::Access;
+        let directory = Path::new("/data");
+        let (disk, machine, offsets) = archived_on_a_simulated_disk(directory, 400);
         // Reopened: no frame is kept decompressed.
         let archive = Archive::open(&disk, directory, machine.archive_len(), 200, false).unwrap();
         let wanted: Vec<(u64, u64)> = (0..400).step_by(37).map(|n| (n, offsets[n as usize])).collect();
@@ -1177,16 +1186,9 @@ mod tests {
 
     #[test]
     fn frames_in_the_page_cache_are_read_at_once_and_only_the_others_asked_of_the_disk() {
-        use crate::disk::{Access, Disk as _, SimulatedDisk};
-        let disk = SimulatedDisk::default();
+        use crate::disk::Access;
         let directory = Path::new("/data");
-        disk.create_directory(directory).unwrap();
-        let mut archive = Archive::open(&disk, directory, 0, 200, false).unwrap();
-        let mut machine = Recorder::at(0);
-        let offsets: Vec<u64> = (0..4000).map(|n| machine.archive(&payload(n))).collect();
-        archive.collect(&mut machine).unwrap();
-        archive.sync().unwrap();
-        drop(archive);
+        let (disk, machine, offsets) = archived_on_a_simulated_disk(directory, 4000);
         let file = directory.join(FILE_NAME);
         let accesses = || -> Vec<Access> {
             disk.accesses().into_iter().filter(|(path, _)| *path == file).map(|(_, access)| access).collect()
