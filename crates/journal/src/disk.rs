@@ -716,7 +716,8 @@ impl DiskFile for SimulatedFile {
         let mut state = self.disk.state();
         let length = buffer.len() as u64;
         let current = &state.inodes[self.inode].current;
-        let Some(bytes) = usize::try_from(offset).ok().and_then(|start| current.get(start..start + buffer.len()))
+        let Some(bytes) =
+            usize::try_from(offset).ok().and_then(|start| current.get(start..start.checked_add(buffer.len())?))
         else {
             return false;
         };
