@@ -41,6 +41,7 @@ pub mod platform;
 mod reference_index;
 pub mod rejection;
 pub mod splits;
+mod state_io;
 pub mod takings;
 pub mod text;
 mod trade_actions;

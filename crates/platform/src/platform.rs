@@ -730,20 +730,16 @@ impl StateMachine for Platform {
     }
 
     fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        postcard::to_io(&(STATE_FORMAT, &self.state), out).map(|_| ()).map_err(std::io::Error::other)
+        crate::state_io::encode_to(&(STATE_FORMAT, &self.state), out)
     }
 
     fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Platform, DecodeError> {
-        // Room for the longest string or byte run the state holds (texts
-        // are bounded well below it); everything else streams through.
-        let mut scratch = vec![0u8; 1 << 16];
-        let (format, (state, scratch)) = postcard::from_io::<u32, _>((state, scratch.as_mut_slice()))
-            .map_err(|_| DecodeError { what: "platform state" })?;
+        let mut decoder = crate::state_io::Decoder::new(state);
+        let format: u32 = decoder.decode().map_err(|_| DecodeError { what: "platform state" })?;
         if format != STATE_FORMAT {
             return Err(DecodeError { what: "platform state of another format (written by another version)" });
         }
-        let (state, _) =
-            postcard::from_io::<State, _>((state, scratch)).map_err(|_| DecodeError { what: "platform state" })?;
+        let state: State = decoder.decode().map_err(|_| DecodeError { what: "platform state" })?;
         Ok(Platform { ledger, state, touched: Default::default() })
     }
 
