@@ -45,7 +45,9 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// `restore` then `encode_state` gives back the bytes restored from.
     fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
     /// Rebuilds a machine from its ledger and the bytes of `encode_state`,
-    /// read as it goes (a snapshot is not read into memory whole).
+    /// read as it goes (a snapshot is not read into memory whole). It may
+    /// read past them (the platform reads in chunks): they are the last
+    /// part of a snapshot's body, which is hashed whole however it is read.
     fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Self, DecodeError>;
 
     /// Bytes of archive records this state refers to, including those not
