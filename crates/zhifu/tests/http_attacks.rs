@@ -201,7 +201,7 @@ fn resident_kib(pid: u32) -> u64 {
 fn a_merchants_endless_answer_is_read_only_up_to_its_bound() {
     let directory = tempfile::tempdir().unwrap();
     let server = Server::start(directory.path(), &["--clock", "simulated"]);
-    let (_, _, app) = server.merchant_with_app("shop");
+    let (_, shop, app) = server.merchant_with_app("shop");
     let (_, buyer) = server.user("buyer");
     server.top_up(&buyer, 10_000);
     let (notify_url, requests, sent) = endless_answer(800 * 1024 * 1024);
@@ -223,7 +223,11 @@ fn a_merchants_endless_answer_is_read_only_up_to_its_bound() {
     let grown = resident_kib(server.pid()).saturating_sub(before);
     assert!(grown < 50 * 1024, "the server grew by {grown} KiB");
     assert!(sent.load(Ordering::SeqCst) < 64 * 1024 * 1024, "{} bytes were taken", sent.load(Ordering::SeqCst));
-    // Not acknowledged: it is tried again on Alipay's schedule (4 minutes).
+    // Not acknowledged: it is tried again on Alipay's schedule (4 minutes
+    // after the attempt's record, which the clock waits for).
+    let (_, events) = server.get("/v1/events", Some(&shop));
+    let notified = events["data"].as_array().unwrap().iter().find(|event| event["type"] == "trade.succeeded");
+    server.wait_for_attempts(&shop, notified.and_then(|event| event["id"].as_str()).unwrap(), 1);
     advance_clock(&server, 5 * 60);
     let deadline = Instant::now() + Duration::from_secs(20);
     while requests.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
@@ -275,6 +279,12 @@ fn a_request_whose_command_was_journaled_is_never_answered_503() {
     let answers = in_parallel(&server, &vec![None; 200]);
     let (created, unknown) = (count(&answers, StatusCode::CREATED), count(&answers, StatusCode::GATEWAY_TIMEOUT));
     assert_eq!(created + unknown + count(&answers, StatusCode::SERVICE_UNAVAILABLE), 200, "{answers:?}");
+    // Timed-out requests are counted like any other (the counts are the
+    // process's: read before it stops).
+    let metrics =
+        |server: &Server| server.client.get(format!("{}/metrics", server.base)).send().unwrap().text().unwrap();
+    let counted = metrics(&server);
+    assert!(unknown == 0 || counted.contains("status=\"504\""), "{counted}");
     // A 504's command may still be on its way to the writer: a clean stop lets
     // every command the server took finish before the balance is read.
     let server = server.restart_with(&["--request-timeout-ms", "1"]);
@@ -287,9 +297,8 @@ fn a_request_whose_command_was_journaled_is_never_answered_503() {
         keyed.iter().filter(|(status, _)| *status == StatusCode::GATEWAY_TIMEOUT).map(|(_, body)| body).collect();
     assert!(timed_out.iter().all(|body| code(body) == "outcome_unknown"), "{timed_out:?}");
     assert!(unknown + timed_out.len() as u64 > 0, "no request timed out after its command was journaled");
-    // Timed-out requests are counted like any other.
-    let metrics = server.client.get(format!("{}/metrics", server.base)).send().unwrap().text().unwrap();
-    assert!(metrics.contains("status=\"504\""), "{metrics}");
+    let counted = metrics(&server);
+    assert!(timed_out.is_empty() || counted.contains("status=\"504\""), "{counted}");
     // Asked again with their keys (and time to answer), every key moved its fen exactly once.
     let server = server.restart_with(&[]);
     for answer in in_parallel(&server, &keys) {
@@ -313,7 +322,7 @@ fn stalled_connection(base: &str) -> Option<TcpStream> {
 fn slow_clients_cannot_hold_the_server() {
     let directory = tempfile::tempdir().unwrap();
     let limits =
-        ["--connections-per-address-max", "50", "--header-read-timeout-ms", "1500", "--body-read-timeout-ms", "1500"];
+        ["--connections-per-address-max", "50", "--header-read-timeout-ms", "5000", "--body-read-timeout-ms", "1500"];
     let server = Server::start(directory.path(), &limits);
     let (_, user) = server.user("user");
     // 500 connections from 127.0.0.1 that never finish their headers.
@@ -327,15 +336,18 @@ fn slow_clients_cannot_hold_the_server() {
     let started = Instant::now();
     let response = other.get(format!("{}/healthz", server.base)).send().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // (Well before the stalled ones' headers run late.)
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     // The stalled ones are all closed: beyond 50 at once, and the rest when their headers run late.
-    std::thread::sleep(Duration::from_millis(2_500));
+    std::thread::sleep(Duration::from_secs(6));
     for mut stream in stalled {
         stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buffer = [0u8; 256];
         let closed = match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => true,
+            Ok(0) => true,
             Ok(read) => String::from_utf8_lossy(&buffer[..read]).contains("408"),
+            // A reset is a close; a read that times out is a connection still open.
+            Err(error) => !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
         };
         assert!(closed, "a stalled connection is still open");
     }
@@ -477,15 +489,30 @@ fn junk_at_the_gateway_and_bad_keys_are_answered_cheaply_and_limited() {
         assert_eq!(response.status(), StatusCode::OK);
         response.json().unwrap()
     };
-    let answers: Vec<Value> =
-        (0..120).map(|n| junk(&format!("method=alipay.nope.{n}&app_id=2013000000000001"))).collect();
-    // Each junk answer is signed, the same text with the same (kept) signature,
-    // and past the address's budget of failures it is a fixed refusal.
-    let first = &answers[0];
+    // The first answer makes the gateway's signing key (seconds of RSA on a
+    // busy machine); the address's budget of failures refills after it.
+    let first = junk("method=alipay.nope.first&app_id=2013000000000001");
     assert!(first["sign"].as_str().is_some_and(|sign| sign.len() > 300), "{first}");
-    assert!(answers[1..5].iter().all(|answer| answer == first), "one text, one signature");
-    let limited = answers.iter().filter(|answer| answer["error_response"]["sub_code"] == "isp.call-limited").count();
-    assert!(limited > 50, "{limited} of 120 were limited");
+    std::thread::sleep(Duration::from_secs(3));
+    let is_limited = |answer: &Value| answer["error_response"]["sub_code"] == "isp.call-limited";
+    let started = Instant::now();
+    let mut answers: Vec<Value> = Vec::new();
+    while answers.len() < 120 || (!answers.iter().any(is_limited) && answers.len() < 2_000) {
+        answers.push(junk(&format!("method=alipay.nope.{}&app_id=2013000000000001", answers.len())));
+    }
+    let elapsed = started.elapsed();
+    // Each junk answer is signed, the same text with the same (kept) signature,
+    // and past the address's budget of failures (a burst of twice the rate)
+    // it is a fixed refusal.
+    assert!(answers[..4].iter().all(|answer| *answer == first), "one text, one signature");
+    let limited = answers.iter().filter(|answer| is_limited(answer)).count();
+    let rate = 20.0; // the server's FAILURES_PER_SECOND_PER_ADDRESS
+    let allowed_most = (2.0 * rate + 1.0 + rate * elapsed.as_secs_f64()).ceil() as usize;
+    assert!(
+        limited > 0 && answers.len() - limited <= allowed_most,
+        "{limited} of {} limited in {elapsed:?}",
+        answers.len()
+    );
     // Wrong API keys: 401, then 429 from that address (its budget of
     // failures, spent by the junk above, refilled first).
     std::thread::sleep(Duration::from_secs(3));

@@ -350,7 +350,8 @@ fn notifications_are_signed_retried_on_schedule_and_survive_a_restart() {
         (Some("trade.paid"), Some(trade_no.as_str()))
     );
     // The server goes down and comes back: the retry is not lost.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let event_id = event["id"].as_str().unwrap();
+    server.wait_for_attempts(&key, event_id, 1);
     let server = server.crash_and_restart();
     assert!(received.recv_timeout(std::time::Duration::from_millis(800)).is_err(), "no retry before 4 minutes");
     server.post("/v1/admin/clock", Some(ADMIN_KEY), json!({ "advance_seconds": 240 }));
@@ -358,10 +359,7 @@ fn notifications_are_signed_retried_on_schedule_and_survive_a_restart() {
     let t2 = verify(&secret, &signature, &second);
     assert_eq!(second, first, "the same event, byte for byte");
     assert_eq!(t2 - t1, 240);
-    // The dispatcher records the failed attempt (at the clock's time) just
-    // after the receiver answers; advancing before that would move the next
-    // attempt 10 minutes past the advanced clock.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.wait_for_attempts(&key, event_id, 2);
     server.post("/v1/admin/clock", Some(ADMIN_KEY), json!({ "advance_seconds": 600 }));
     let (signature, third) = received.recv_timeout(wait).expect("the retry after 10 more minutes");
     assert_eq!(verify(&secret, &signature, &third) - t1, 840);

@@ -154,6 +154,22 @@ impl Server {
         self.call(Method::POST, path, key, Some(body))
     }
 
+    /// Waits (20 s at most) until the event's delivery log lists `attempts`
+    /// attempts: an attempt is recorded (a journaled command) only after its
+    /// receiver has answered, and a clock advanced before that moves the
+    /// next attempt past the advanced clock.
+    pub fn wait_for_attempts(&self, key: &str, event_id: &str, attempts: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, log) = self.get(&format!("/v1/events/{event_id}/deliveries"), Some(key));
+            if log["data"].as_array().map_or(0, Vec::len) >= attempts {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{attempts} attempts not logged: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Creates a user; returns (id, api key).
     pub fn user(&self, name: &str) -> (String, String) {
         let (status, body) = self.post("/v1/users", Some(ADMIN_KEY), serde_json::json!({ "name": name }));
