@@ -117,6 +117,13 @@ pub trait ArchiveSource {
     /// The payload of the record at `offset`.
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError>;
 
+    /// What the machine made of the record at `offset` when it was read
+    /// ahead (`StateMachine::decode_read_ahead`), taken: `None` if it was
+    /// not read ahead or not decoded; then `read_record` has it.
+    fn take_decoded(&self, _offset: u64) -> Option<Decoded> {
+        None
+    }
+
     /// Every record, in the order they were archived: its offset and
     /// payload. Reads each frame once, in file order (what a walk over
     /// everything wants: records by offset would read a frame per record).
@@ -242,7 +249,7 @@ pub(crate) struct Archive {
     /// `Writer::write_group`): offset → the record, taken as it is asked
     /// for. A record's bytes at an offset never change while the archive is
     /// open, so a record read ahead is the record the writer would read.
-    read_ahead: Mutex<HashMap<u64, Vec<u8>>>,
+    read_ahead: Mutex<HashMap<u64, ReadAheadRecord>>,
 }
 
 /// Where frames are compressed and written.
@@ -670,7 +677,18 @@ impl Compressor {
 }
 
 /// Archived records read for commands before they apply: (offset, record).
-pub(crate) type ReadAhead = Vec<(u64, Vec<u8>)>;
+pub(crate) type ReadAhead = Vec<(u64, ReadAheadRecord)>;
+
+/// What a machine makes of a record on the thread that reads it ahead: a
+/// value of its own, which it downcasts when it takes it back.
+pub type Decoded = Box<dyn std::any::Any + Send>;
+
+/// A record read ahead: as decoded on the reading thread, or its payload
+/// where the machine did not decode it.
+pub(crate) enum ReadAheadRecord {
+    Payload(Vec<u8>),
+    Decoded(Decoded),
+}
 
 /// Archived records a group must need before they are read on another
 /// thread (fewer: a hint to the kernel, and the writer reads them; a thread
@@ -695,18 +713,38 @@ impl ArchiveSource for ArchiveReader {
 impl ArchiveReader {
     /// The records at `offsets` that read well (one that does not is left
     /// for whoever asks for it next to meet the error).
-    pub fn read_many(&self, offsets: &[u64]) -> Vec<(u64, Vec<u8>)> {
+    pub(crate) fn read_many(&self, offsets: &[u64]) -> Vec<(u64, Vec<u8>)> {
         self.shared.read_many(offsets)
+    }
+
+    /// [`ArchiveReader::read_many`], each record then decoded by `decode`
+    /// where it can, on this thread (the writer's is the busiest).
+    pub(crate) fn read_ahead(&self, offsets: &[u64], decode: fn(u64, &[u8]) -> Option<Decoded>) -> ReadAhead {
+        let records = self.read_many(offsets).into_iter();
+        records
+            .map(|(offset, payload)| match decode(offset, &payload) {
+                Some(decoded) => (offset, ReadAheadRecord::Decoded(decoded)),
+                None => (offset, ReadAheadRecord::Payload(payload)),
+            })
+            .collect()
     }
 }
 
 /// The writer's own reads (a command applied may read what earlier ones archived).
 impl ArchiveSource for Archive {
     fn read_record(&self, offset: u64) -> Result<Vec<u8>, JournalError> {
-        if let Some(record) = self.read_ahead.lock().remove(&offset) {
-            return Ok(record);
+        // A decoded record stays for `take_decoded`: its payload is read again.
+        match self.take_read_ahead(offset, |record| matches!(record, ReadAheadRecord::Payload(_))) {
+            Some(ReadAheadRecord::Payload(payload)) => Ok(payload),
+            _ => self.shared.read_record(offset),
         }
-        self.shared.read_record(offset)
+    }
+
+    fn take_decoded(&self, offset: u64) -> Option<Decoded> {
+        match self.take_read_ahead(offset, |record| matches!(record, ReadAheadRecord::Decoded(_)))? {
+            ReadAheadRecord::Decoded(decoded) => Some(decoded),
+            ReadAheadRecord::Payload(_) => None,
+        }
     }
 
     fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), JournalError> {
@@ -716,10 +754,19 @@ impl ArchiveSource for Archive {
 
 impl Archive {
     /// Keeps records read ahead for the next reads (replacing any left).
-    pub(crate) fn set_read_ahead(&self, records: Vec<(u64, Vec<u8>)>) {
+    pub(crate) fn set_read_ahead(&self, records: ReadAhead) {
         let mut kept = self.read_ahead.lock();
         kept.clear();
         kept.extend(records);
+    }
+
+    /// The record read ahead at `offset`, taken if `wanted`.
+    fn take_read_ahead(&self, offset: u64, wanted: impl Fn(&ReadAheadRecord) -> bool) -> Option<ReadAheadRecord> {
+        let mut read_ahead = self.read_ahead.lock();
+        if !wanted(read_ahead.get(&offset)?) {
+            return None;
+        }
+        read_ahead.remove(&offset)
     }
 
     /// Forgets records read ahead and not asked for.
@@ -1182,6 +1229,36 @@ mod tests {
                 "a read at {offset} of {length} bytes outside every hinted frame: {hinted:?}"
             );
         }
+    }
+
+    /// Records read ahead are taken once, as the machine decoded them or as
+    /// their payload; a decoded one's payload is read again from the file.
+    #[test]
+    fn records_read_ahead_are_taken_once_decoded_or_as_read() {
+        let directory = Path::new("/data");
+        let (disk, machine, offsets) = archived_on_a_simulated_disk(directory, 100);
+        let archive = Archive::open(&disk, directory, machine.archive_len(), 200, false).unwrap();
+        // Even-numbered records decode (into their length), odd ones do not.
+        fn decode(_offset: u64, record: &[u8]) -> Option<Decoded> {
+            record.len().is_multiple_of(2).then(|| Box::new(record.len()) as Decoded)
+        }
+        let wanted: Vec<u64> = (0..100).step_by(7).collect();
+        let wanted_offsets: Vec<u64> = wanted.iter().map(|&n| offsets[n as usize]).collect();
+        archive.set_read_ahead(archive.reader().read_ahead(&wanted_offsets, decode));
+        for &n in &wanted {
+            let offset = offsets[n as usize];
+            let record = payload(n);
+            match archive.take_decoded(offset) {
+                Some(decoded) => {
+                    assert_eq!(record.len() % 2, 0, "record {n}");
+                    assert_eq!(*decoded.downcast::<usize>().unwrap(), record.len());
+                    assert!(archive.take_decoded(offset).is_none(), "taken once");
+                }
+                None => assert_eq!(record.len() % 2, 1, "record {n}"),
+            }
+            assert_eq!(archive.read_record(offset).unwrap(), record);
+        }
+        archive.clear_read_ahead();
     }
 
     #[test]

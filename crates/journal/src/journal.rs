@@ -155,14 +155,21 @@ pub struct Journal<M: StateMachine> {
 pub struct Appender {
     log: Box<dyn LogStore>,
     first: u64,
+    /// The last group's encodings (kept for their capacity).
     payloads: Vec<Vec<u8>>,
-    count: usize,
 }
 
 impl Appender {
-    /// Appends the records durably (see [`LogStore::append`]).
-    pub fn append(&mut self) -> Result<(), JournalError> {
-        let payloads: Vec<&[u8]> = self.payloads[..self.count].iter().map(Vec::as_slice).collect();
+    /// Encodes `commands` and appends them durably (see
+    /// [`LogStore::append`]). Encoding here, on the thread that appends,
+    /// keeps it off the writer's, which the whole node waits for.
+    pub fn append<M: StateMachine>(&mut self, commands: &[&M::Command]) -> Result<(), JournalError> {
+        self.payloads.resize_with(commands.len(), Vec::new);
+        for (payload, command) in self.payloads.iter_mut().zip(commands) {
+            payload.clear();
+            M::encode_command(command, payload);
+        }
+        let payloads: Vec<&[u8]> = self.payloads.iter().map(Vec::as_slice).collect();
         self.log.append(self.first, &payloads)
     }
 }
@@ -369,34 +376,29 @@ impl<M: StateMachine> Journal<M> {
     /// survive a crash; on `Ambiguous` call [`Journal::resolve`] before
     /// anything else.
     pub fn append(&mut self, commands: &[&M::Command]) -> Result<(), JournalError> {
-        let mut appender = self.lend_appender(commands);
-        let appended = appender.append();
+        let mut appender = self.lend_appender();
+        let appended = appender.append::<M>(commands);
         self.return_appender(appender, appended.is_ok());
         appended
     }
 
-    /// The log, with `commands` encoded for it, lent out so that another
-    /// thread appends them while the writer applies the group before them
-    /// (the rest of the journal stays here; the log is back with
+    /// The log, lent out so that another thread encodes and appends the
+    /// next group while the writer applies the group before it (the rest
+    /// of the journal stays here; the log is back with
     /// [`Journal::return_appender`] before anything else asks for it).
-    pub fn lend_appender(&mut self, commands: &[&M::Command]) -> Appender {
-        let mut payloads = std::mem::take(&mut self.payloads);
-        payloads.resize_with(commands.len(), Vec::new);
-        for (payload, command) in payloads.iter_mut().zip(commands) {
-            payload.clear();
-            M::encode_command(command, payload);
-        }
+    pub fn lend_appender(&mut self) -> Appender {
+        let payloads = std::mem::take(&mut self.payloads);
         let log = std::mem::replace(&mut self.log, Box::new(LentLog));
-        Appender { log, first: self.next_sequence, payloads, count: commands.len() }
+        Appender { log, first: self.next_sequence, payloads }
     }
 
     /// The log back from an append; `appended`: its records count as appended.
     pub fn return_appender(&mut self, appender: Appender, appended: bool) {
-        let Appender { log, payloads, count, .. } = appender;
+        let Appender { log, payloads, .. } = appender;
         self.log = log;
         self.payloads = payloads;
         if appended {
-            self.count_appended(count);
+            self.count_appended(self.payloads.len());
         }
     }
 
@@ -474,7 +476,7 @@ impl<M: StateMachine> Journal<M> {
 
     /// Records read ahead (by `archive_reader().read_many`) for the commands
     /// about to apply; forgotten by `clear_archive_read_ahead`.
-    pub fn set_archive_read_ahead(&self, records: Vec<(u64, Vec<u8>)>) {
+    pub(crate) fn set_archive_read_ahead(&self, records: crate::archive::ReadAhead) {
         self.archive.set_read_ahead(records);
     }
 

@@ -6,12 +6,14 @@
 
 use ledger::{Ledger, LedgerConfig};
 
-use crate::archive::ArchiveSource;
+use crate::archive::{ArchiveSource, Decoded};
 use crate::codec::{self, Batch, Command, DecodeError};
 use crate::error::JournalError;
 
 pub trait StateMachine: Send + Sync + Sized + 'static {
-    type Command: Send + 'static;
+    /// `Sync`: the thread that appends a group encodes it, while the
+    /// writer applies the group before it.
+    type Command: Send + Sync + 'static;
     type Outcome: Send + 'static;
     /// What the machine's log and snapshots mean: raised with any change to
     /// what a command does (a replayed log must reach the same state) or to
@@ -65,6 +67,14 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// (once a day's archive outgrows the page cache, the writer spent most
     /// of its time so).
     fn archive_records_needed(&self, _commands: &[&Self::Command], _out: &mut Vec<u64>) {}
+
+    /// Decodes the archived record at `offset`, read ahead for a group, on
+    /// the thread that read it, into what applying the group will take back
+    /// with `ArchiveSource::take_decoded` (the writer's own thread is the
+    /// one the whole node waits for). `None`: left as its payload.
+    fn decode_read_ahead(_offset: u64, _record: &[u8]) -> Option<Decoded> {
+        None
+    }
 
     /// Touches what applying `command` looks up first (a hint, changing
     /// nothing). The writer calls it for a slice of commands before they

@@ -94,7 +94,7 @@ impl<'a, M: StateMachine> Batches<'a, M> {
             let reader = self.replay.archive.reader();
             let replay = &mut self.replay;
             std::thread::scope(|scope| {
-                let reading = scope.spawn(|| reader.read_many(&needed));
+                let reading = scope.spawn(|| reader.read_ahead(&needed, M::decode_read_ahead));
                 let applied = previous.map_or(Ok(()), |(previous, read)| replay.apply(previous, read));
                 // A reader that panicked read nothing: the apply reads for itself.
                 applied.map(|()| reading.join().unwrap_or_default())

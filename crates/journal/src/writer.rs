@@ -351,13 +351,13 @@ impl<M: StateMachine> Writer<M> {
             return (self.append_group(commands), Vec::new(), micros(started));
         }
         let reader = self.journal.archive_reader();
-        let mut appender = self.journal.lend_appender(commands);
+        let mut appender = self.journal.lend_appender();
         let timed_append = |appender: &mut crate::journal::Appender| {
             let started = Instant::now();
-            (appender.append(), micros(started))
+            (appender.append::<M>(commands), micros(started))
         };
         let ((appended, append_us), read) = std::thread::scope(|scope| {
-            let reading = read_ahead.then(|| scope.spawn(|| reader.read_many(needed)));
+            let reading = read_ahead.then(|| scope.spawn(|| reader.read_ahead(needed, M::decode_read_ahead)));
             let appended = match previous {
                 Some(durable) => {
                     let appending = scope.spawn(|| timed_append(&mut appender));

@@ -58,7 +58,7 @@ impl Outbox {
         // real offset would be a hole in the books.
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        self.scratch = postcard::to_extend(record, scratch).unwrap_or_else(|error| {
+        self.scratch = crate::state_io::encode_into(record, scratch).unwrap_or_else(|error| {
             crate::invariant::broken(format_args!("an archive record does not encode: {error}"))
         });
         let offset = self.records.push(&self.scratch);

@@ -407,11 +407,21 @@ mod tests {
         ArchiveRecord::decode(&postcard::to_allocvec(record).unwrap(), offset).unwrap()
     }
 
+    /// What the platform makes of a record read ahead (on another thread).
+    fn decoded_ahead(record: &ArchiveRecord<'_>, offset: u64) -> Option<Trade> {
+        let bytes = postcard::to_allocvec(record).unwrap();
+        let decoded = <crate::platform::Platform as journal::StateMachine>::decode_read_ahead(offset, &bytes)?;
+        Some(Trade::clone(&decoded.downcast::<Arc<Trade>>().unwrap()))
+    }
+
     proptest! {
-        /// A trade comes back as it went in, whatever its times and numbers.
+        /// A trade comes back as it went in, whatever its times and numbers,
+        /// and decoded ahead the same.
         #[test]
         fn a_trade_round_trips(trade in trade(), offset in any::<u64>()) {
-            let back = round_trip(&ArchiveRecord::Trade(TradeAtRest::of(&trade)), offset).into_trade(offset).unwrap();
+            let record = ArchiveRecord::Trade(TradeAtRest::of(&trade));
+            let back = round_trip(&record, offset).into_trade(offset).unwrap();
+            prop_assert_eq!(decoded_ahead(&record, offset), Some(back.clone()));
             prop_assert_eq!(back, trade);
         }
 
@@ -435,7 +445,23 @@ mod tests {
             prop_assert!(matches!(record, ArchiveRecord::TradeEvent(_)));
             prop_assert_eq!(round_trip(&record, offset).into_event(offset).unwrap(), (event.clone(), previous_of_party));
             prop_assert_eq!(round_trip(&record, offset).into_trade(offset).unwrap(), Trade::clone(&trade));
+            prop_assert_eq!(decoded_ahead(&record, offset), Some(Trade::clone(&trade)));
         }
+    }
+
+    #[test]
+    fn a_record_that_holds_no_trade_is_left_undecoded_ahead() {
+        let entry = crate::bank::BankEntry {
+            date: crate::calendar::Date { year: 2013, month: 11, day: 11 },
+            kind: crate::bank::BankEntryKind::TopUp,
+            reference: 42,
+            amount: Fen::new(10_000),
+            succeeded: true,
+            ledger_transfer_id: Some(7),
+            ledger_position: Some(3),
+        };
+        assert_eq!(decoded_ahead(&ArchiveRecord::BankEntry(Cow::Borrowed(&entry)), 7), None);
+        assert!(<crate::platform::Platform as journal::StateMachine>::decode_read_ahead(7, b"not a record").is_none());
     }
 
     #[test]

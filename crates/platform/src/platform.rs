@@ -9,6 +9,7 @@ use ledger::{AccountFlags, CreateTransferResult, Ledger, LedgerConfig, NewAccoun
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{self, BANK_CLEARING, LEDGER_CNY, REVENUE, Reference};
+use crate::at_rest::ArchiveRecord;
 use crate::calendar::Date;
 use crate::command::{Action, Command, Outcome, PartyKind, PlatformConfig, Rejection};
 use crate::fees::{FeeSchedule, Product, QuotaPeriod};
@@ -692,7 +693,7 @@ impl StateMachine for Platform {
 
     fn encode_command(command: &Command, out: &mut Vec<u8>) {
         // Encoding a plain data type into a Vec cannot fail.
-        if let Ok(extended) = postcard::to_extend(command, std::mem::take(out)) {
+        if let Ok(extended) = crate::state_io::encode_into(command, std::mem::take(out)) {
             *out = extended;
         }
     }
@@ -755,6 +756,14 @@ impl StateMachine for Platform {
         for command in commands {
             self.archived_trades_named(&command.action, out);
         }
+    }
+
+    /// The records read ahead are the trades commands name by number
+    /// (`archive_records_needed`): decoded into the trade `bring_back_trade`
+    /// would make of them (shared: a `Trade` is some 300 bytes to move).
+    fn decode_read_ahead(offset: u64, record: &[u8]) -> Option<journal::archive::Decoded> {
+        let trade = ArchiveRecord::decode(record, offset).ok()?.into_trade(offset).ok()?;
+        Some(Box::new(std::sync::Arc::new(trade)))
     }
 }
 

@@ -120,6 +120,33 @@ pub(crate) struct Touched {
     pub last_record: HashMap<TradeNumber, u64>,
 }
 
+/// A list of [`Touched`] that grew past this many is let go, not reused.
+const TOUCHED_KEPT_MAX: usize = 1 << 10;
+
+impl Touched {
+    /// Takes `used`'s lists, emptied, where its own are empty: each command
+    /// made its own and grew them, an allocation or more a command. Not
+    /// those a large command (a tick's) grew.
+    fn reuse(&mut self, used: Touched) {
+        let Touched { changed, restored, events, last_record } = used;
+        reuse(&mut self.changed, changed);
+        reuse(&mut self.restored, restored);
+        reuse(&mut self.events, events);
+        if self.last_record.is_empty() && last_record.capacity() <= TOUCHED_KEPT_MAX {
+            let mut last_record = last_record;
+            last_record.clear();
+            self.last_record = last_record;
+        }
+    }
+}
+
+fn reuse<T>(slot: &mut Vec<T>, mut used: Vec<T>) {
+    if slot.is_empty() && used.capacity() <= TOUCHED_KEPT_MAX {
+        used.clear();
+        *slot = used;
+    }
+}
+
 fn not_found() -> Outcome {
     crate::rejection::not_found(Missing::Trade)
 }
@@ -420,7 +447,11 @@ impl Platform {
 
     fn bring_back_trade(&mut self, number: TradeNumber, archive: &dyn ArchiveSource) -> Result<(), JournalError> {
         let Some(offset) = self.state.trades.directory.archived_at(number) else { return Ok(()) };
-        let trade = self.archived_trade_at(archive, offset)?;
+        // Decoded already where it was read ahead (`decode_read_ahead`).
+        let trade = match archive.take_decoded(offset).and_then(|decoded| decoded.downcast::<Arc<Trade>>().ok()) {
+            Some(trade) => *trade,
+            None => Arc::new(self.archived_trade_at(archive, offset)?),
+        };
         self.restore_archived_trade(trade, offset);
         Ok(())
     }
@@ -469,7 +500,7 @@ impl Platform {
     /// Brings an archived trade (read at `offset`) back to memory for this
     /// command; a parked one's auto-confirmation goes back to the queue of
     /// live ones.
-    fn restore_archived_trade(&mut self, trade: Trade, offset: u64) {
+    fn restore_archived_trade(&mut self, trade: Arc<Trade>, offset: u64) {
         self.state.trades.directory.bring_back(trade.number);
         if let Some(due) = parked_due_of(&trade) {
             self.state.trades.parked_due.remove(due, trade.number);
@@ -477,7 +508,7 @@ impl Platform {
         }
         self.touched.restored.push((trade.number, offset));
         self.touched.last_record.insert(trade.number, offset);
-        self.state.trades.live.insert(trade.number, Arc::new(trade));
+        self.state.trades.live.insert(trade.number, trade);
     }
 
     /// After each command: trades it left with nothing to do but wait for a
@@ -490,18 +521,21 @@ impl Platform {
         changed.sort_unstable();
         changed.dedup();
         // Only a trade's last event can hold it as it is now (a change after
-        // an event copies the trade). A map, not a search of the list: a tick
-        // settles a hundred thousand trades, each with its event.
-        let mut last_event: HashMap<TradeNumber, (u64, Arc<Trade>)> = HashMap::with_capacity(events.len());
-        for (number, offset, held) in events {
-            last_event.insert(number, (offset, held));
-        }
-        for (number, offset) in restored {
+        // an event copies the trade). A map where the list is long (a tick
+        // settles a hundred thousand trades, each with its event), a search
+        // of it where short (a map per command was 0.3% of the writer's time).
+        let by_number: Option<HashMap<TradeNumber, (u64, &Arc<Trade>)>> = (events.len() > EVENTS_SEARCHED_MAX)
+            .then(|| events.iter().map(|(number, offset, held)| (*number, (*offset, held))).collect());
+        let last_event = |number: TradeNumber| match &by_number {
+            Some(by_number) => by_number.get(&number).copied(),
+            None => events.iter().rev().find(|event| event.0 == number).map(|(_, offset, held)| (*offset, held)),
+        };
+        for &(number, offset) in &restored {
             if changed.binary_search(&number).is_err() {
                 self.park(number, offset);
             }
         }
-        for number in changed {
+        for &number in &changed {
             // A disputed trade stays in memory, where the dispute's clock reaches it.
             let disputed = self.state.disputes.is_open_on(number);
             let Some(trade) =
@@ -513,9 +547,9 @@ impl Platform {
                 }
                 continue;
             };
-            let reported = last_event.get(&number).filter(|(_, held)| Arc::ptr_eq(held, trade));
+            let reported = last_event(number).filter(|(_, held)| Arc::ptr_eq(held, trade));
             let offset = match reported {
-                Some(&(offset, _)) => offset,
+                Some((offset, _)) => offset,
                 None => {
                     let previous = last_record
                         .get(&number)
@@ -527,6 +561,7 @@ impl Platform {
             };
             self.park(number, offset);
         }
+        self.touched.reuse(Touched { changed, restored, events, last_record });
     }
 
     /// Moves a live trade to the archive record at `offset` (a parked
@@ -1421,6 +1456,10 @@ impl Platform {
         self.queue_deliveries(now, &event, offset);
     }
 }
+
+/// A command's events searched one by one for a trade's last, at most
+/// (more: a map of them).
+const EVENTS_SEARCHED_MAX: usize = 16;
 
 /// Where a trade is: for reading the archived ones without the state's lock.
 pub enum TradeAt {
