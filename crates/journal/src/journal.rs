@@ -474,7 +474,7 @@ impl<M: StateMachine> Journal<M> {
         self.archive.prefetch(offsets);
     }
 
-    /// Records read ahead (by `archive_reader().read_many`) for the commands
+    /// Records read ahead (by `archive_reader().read_ahead`) for the commands
     /// about to apply; forgotten by `clear_archive_read_ahead`.
     pub(crate) fn set_archive_read_ahead(&self, records: crate::archive::ReadAhead) {
         self.archive.set_read_ahead(records);
