@@ -11,6 +11,7 @@ use crate::archive::Archive;
 use crate::disk::{DirectoryLock, Disk, FileSystem, Open};
 use crate::error::{JournalError, io_error};
 use crate::format_record;
+use crate::helpers::{self, Helpers};
 use crate::history::History;
 use crate::log::{Lead, LogStore};
 use crate::machine::StateMachine;
@@ -143,6 +144,8 @@ pub struct Journal<M: StateMachine> {
     /// The encoded commands of the group being appended.
     payloads: Vec<Vec<u8>>,
     last_group_bytes: u64,
+    /// Threads for the writer's jobs aside (see `helpers`), where it may use threads.
+    helpers: Option<Helpers>,
     machine: std::marker::PhantomData<fn() -> M>,
     /// Held for the journal's lifetime: the OS lock stops a second process.
     /// Last, so dropped last: the archive's compressor thread may still be
@@ -265,6 +268,7 @@ impl<M: StateMachine> Journal<M> {
         )?;
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let snapshot_bytes = snapshot_bytes(&*disk, &listing.snapshots, snapshot_sequence);
+        let helpers = options.archive_in_background.then(|| helpers::start(directory)).transpose()?;
         let mut journal = Journal {
             disk,
             directory: directory.to_path_buf(),
@@ -280,6 +284,7 @@ impl<M: StateMachine> Journal<M> {
             options,
             payloads: Vec::new(),
             last_group_bytes: 0,
+            helpers,
             machine: std::marker::PhantomData,
             _lock: lock,
         };
@@ -318,7 +323,7 @@ impl<M: StateMachine> Journal<M> {
 
     fn replay_after_applied(&mut self, machine: &mut M, limit: u64) -> Result<u64, JournalError> {
         let description = self.log.describe();
-        let read_ahead = self.uses_threads();
+        let helpers = self.helpers();
         let Journal { log, history, archive, next_sequence, records_since_snapshot, log_bytes_since_snapshot, .. } =
             self;
         let after = *next_sequence - 1;
@@ -330,7 +335,7 @@ impl<M: StateMachine> Journal<M> {
             records_since_snapshot,
             log_bytes_since_snapshot,
             description,
-            read_ahead,
+            helpers,
         });
         let replayed = log.read_after(after, limit, &mut |sequence, payload| batches.push(sequence, payload))?;
         batches.finish()?;
@@ -485,6 +490,11 @@ impl<M: StateMachine> Journal<M> {
     /// simulation, whose disk must see one order of operations).
     pub fn uses_threads(&self) -> bool {
         self.options.archive_in_background
+    }
+
+    /// The helper threads, where the writer may use threads.
+    pub(crate) fn helpers(&self) -> Option<Helpers> {
+        self.helpers.clone()
     }
 
     pub fn clear_archive_read_ahead(&self) {

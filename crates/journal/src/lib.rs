@@ -30,6 +30,7 @@ mod format_record;
 mod frame_table;
 #[doc(hidden)]
 pub mod fuzzing;
+mod helpers;
 mod history;
 pub mod journal;
 mod log;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::archive::{Archive, READ_AHEAD_RECORDS_MIN, ReadAhead};
 use crate::error::JournalError;
+use crate::helpers::{Helpers, caught};
 use crate::history::History;
 use crate::journal::apply_and_collect;
 use crate::machine::StateMachine;
@@ -30,9 +31,9 @@ pub(crate) struct Replay<'a, M: StateMachine> {
     pub log_bytes_since_snapshot: &'a mut u64,
     /// The log, for messages.
     pub description: String,
-    /// Whether reads may go to another thread (not on a simulated disk,
-    /// whose order of operations must be one).
-    pub read_ahead: bool,
+    /// Where reads ahead go, if anywhere (not on a simulated disk, whose
+    /// order of operations must be one).
+    pub helpers: Option<Helpers>,
 }
 
 /// A decoded record waiting to apply.
@@ -85,20 +86,25 @@ impl<'a, M: StateMachine> Batches<'a, M> {
         let batch = std::mem::replace(&mut self.incoming, Vec::with_capacity(REPLAY_BATCH_RECORDS));
         self.incoming_bytes = 0;
         let mut needed = Vec::new();
-        if self.replay.read_ahead {
+        if self.replay.helpers.is_some() {
             let commands: Vec<&M::Command> = batch.iter().map(|pending| &pending.command).collect();
             self.replay.machine.archive_records_needed(&commands, &mut needed);
         }
         let previous = self.ready.take();
-        let read = if needed.len() >= READ_AHEAD_RECORDS_MIN {
+        let helpers = self.replay.helpers.clone().filter(|_| needed.len() >= READ_AHEAD_RECORDS_MIN);
+        let read = if let Some(helpers) = helpers {
             let reader = self.replay.archive.reader();
             let replay = &mut self.replay;
-            std::thread::scope(|scope| {
-                let reading = scope.spawn(|| reader.read_ahead(&needed, M::decode_read_ahead));
-                let applied = previous.map_or(Ok(()), |(previous, read)| replay.apply(previous, read));
+            let mut read = ReadAhead::default();
+            let applied = helpers.in_place_scope(|scope| {
+                let read = &mut read;
                 // A reader that panicked read nothing: the apply reads for itself.
-                applied.map(|()| reading.join().unwrap_or_default())
-            })?
+                scope.spawn(move |_| {
+                    *read = caught(|| reader.read_ahead(&needed, M::decode_read_ahead)).unwrap_or_default()
+                });
+                previous.map_or(Ok(()), |(previous, read)| replay.apply(previous, read))
+            });
+            applied.map(|()| read)?
         } else {
             if let Some((previous, read)) = previous {
                 self.replay.apply(previous, read)?;

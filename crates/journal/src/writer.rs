@@ -1,7 +1,7 @@
 //! The writer thread: the one place where the machine changes. As the
 //! leader it gathers what submitters wait with into a group, appends the
 //! group to the log in one go, applies it and answers each submitter (the
-//! next group's append, on a thread of its own, overlapping the apply); as a
+//! next group's append, on a helper thread, overlapping the apply); as a
 //! follower (of a log other nodes share) it applies what the leader
 //! appended, answers submitters `NotLeader`, and takes the lead when the
 //! leader's lease runs out.
@@ -14,6 +14,7 @@ use parking_lot::{RwLock as StateLock, RwLockWriteGuard};
 
 use crate::archive::{READ_AHEAD_RECORDS_MIN, ReadAhead};
 use crate::error::JournalError;
+use crate::helpers::caught;
 use crate::journal::Journal;
 use crate::log::Lead;
 use crate::machine::StateMachine;
@@ -342,35 +343,52 @@ impl<M: StateMachine> Writer<M> {
         needed: &[u64],
         previous: Option<Durable<M>>,
     ) -> (Result<bool, JournalError>, ReadAhead, u64) {
-        let read_ahead = needed.len() >= READ_AHEAD_RECORDS_MIN && self.journal.uses_threads();
+        let helpers = self.journal.helpers();
+        let read_ahead = needed.len() >= READ_AHEAD_RECORDS_MIN && helpers.is_some();
         if !read_ahead {
             self.journal.prefetch_archive(needed);
         }
-        if previous.is_none() && !read_ahead {
-            let started = Instant::now();
-            return (self.append_group(commands), Vec::new(), micros(started));
-        }
+        let helpers = match helpers {
+            Some(helpers) if read_ahead || previous.is_some() => helpers,
+            // Nothing to do aside, or no thread to do it on: one after the other.
+            _ => {
+                if let Some(durable) = previous {
+                    self.apply_group(durable, Snapshot::Not);
+                }
+                let started = Instant::now();
+                return (self.append_group(commands), Vec::new(), micros(started));
+            }
+        };
         let reader = self.journal.archive_reader();
         let mut appender = self.journal.lend_appender();
         let timed_append = |appender: &mut crate::journal::Appender| {
             let started = Instant::now();
             (appender.append::<M>(commands), micros(started))
         };
-        let ((appended, append_us), read) = std::thread::scope(|scope| {
-            let reading = read_ahead.then(|| scope.spawn(|| reader.read_ahead(needed, M::decode_read_ahead)));
-            let appended = match previous {
+        let mut read = ReadAhead::default();
+        let mut appended_aside = None;
+        let appended_here = helpers.in_place_scope(|scope| {
+            if read_ahead {
+                // A reader that panicked read nothing: the writer reads for itself.
+                let read = &mut read;
+                scope.spawn(move |_| {
+                    *read = caught(|| reader.read_ahead(needed, M::decode_read_ahead)).unwrap_or_default()
+                });
+            }
+            match previous {
                 Some(durable) => {
-                    let appending = scope.spawn(|| timed_append(&mut appender));
+                    let (appended, appender) = (&mut appended_aside, &mut appender);
+                    scope.spawn(move |_| *appended = caught(|| timed_append(appender)));
                     self.apply_group(durable, Snapshot::Not);
-                    // Perhaps in the log already: what was applied is not in doubt, but this group is.
-                    let panicked = || (Err(JournalError::Failed("the log's append panicked".to_string())), 0);
-                    appending.join().unwrap_or_else(|_| panicked())
+                    None
                 }
-                None => timed_append(&mut appender),
-            };
-            // A reader that panicked read nothing: the writer reads for itself.
-            (appended, reading.and_then(|reading| reading.join().ok()).unwrap_or_default())
+                None => Some(timed_append(&mut appender)),
+            }
         });
+        // An append that panicked is perhaps in the log already: what was
+        // applied is not in doubt, but this group is.
+        let panicked = || (Err(JournalError::Failed("the log's append panicked".to_string())), 0);
+        let (appended, append_us) = appended_here.or(appended_aside).unwrap_or_else(panicked);
         self.journal.return_appender(appender, appended.is_ok());
         let appended = match appended {
             Err(JournalError::Ambiguous(why)) => self.resolve(commands, &why),

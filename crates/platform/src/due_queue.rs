@@ -185,8 +185,7 @@ impl DueQueue {
             self.drop_removed_front();
             return;
         }
-        let chunk = self.firsts.partition_point(|&first| first <= key);
-        let Some(chunk) = chunk.checked_sub(1) else { return };
+        let Some(chunk) = chunk_of(&self.firsts, key) else { return };
         let head = if chunk == 0 { self.head } else { 0 };
         let Some(pairs) = self.chunks.get_mut(chunk) else { return };
         if let Some(at) = pairs.find(head, key) {
@@ -280,6 +279,23 @@ impl DueQueue {
             }
         }
     }
+}
+
+/// The chunk that would hold `key`: the last whose first key is at or
+/// before it. Chunks span at most 134 ms of due times, so a day's parked
+/// trades fill hundreds of thousands of them (a handful of pairs each at a
+/// tenth of the day's size): a binary search over their first keys took a
+/// dozen cache misses a removal, a guess by due time takes a few.
+fn chunk_of(firsts: &VecDeque<(u64, u64)>, key: (u64, u64)) -> Option<usize> {
+    let (front, back) = firsts.as_slices();
+    let search = |firsts: &[(u64, u64)]| {
+        search::partition_point_interpolated(firsts, key.0, |&(due, _)| due, |&first| first <= key)
+    };
+    let after = match back.first() {
+        Some(&first) if first <= key => front.len() + search(back),
+        _ => search(front),
+    };
+    after.checked_sub(1)
 }
 
 /// Where the pair packed as `target << 1` is, or would go, among `pairs`
@@ -391,6 +407,31 @@ mod tests {
             }
             let expected = chunk.pairs.binary_search_by_key(&(probe, 1), |&packed| chunk.key(packed)).ok();
             prop_assert_eq!(chunk.find(0, (probe, 1)), expected);
+        }
+    }
+
+    proptest! {
+        /// The chunk found by due time is the one a binary search over the
+        /// first keys finds, where the deque wraps around its buffer or not.
+        #[test]
+        fn the_chunk_found_is_the_binary_searchs(
+            gaps in proptest::collection::vec(prop_oneof![3 => 0..3u64, 1 => 0..1_000_000u64], 1..200),
+            kept in 1..100usize,
+            probe in (0..100_000_000u64, 0..4u64),
+        ) {
+            let mut due = 0;
+            let keys: Vec<(u64, u64)> = gaps.iter().map(|gap| { due += gap; (due, gap % 3) }).collect();
+            let mut keys = keys.into_iter().collect::<BTreeSet<_>>().into_iter();
+            let kept = kept.min(keys.len());
+            let mut firsts = VecDeque::with_capacity(kept);
+            firsts.extend(keys.by_ref().take(kept));
+            // Past its capacity, what is pushed goes to the buffer's front.
+            for key in keys {
+                firsts.pop_front();
+                firsts.push_back(key);
+            }
+            let expected = firsts.partition_point(|&first| first <= probe).checked_sub(1);
+            prop_assert_eq!(chunk_of(&firsts, probe), expected);
         }
     }
 
