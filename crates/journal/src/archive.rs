@@ -279,6 +279,8 @@ struct Compressor {
     unwritten: Vec<(u64, u64)>,
     /// The offset up to which records are in frames (written or not).
     framed_end: u64,
+    /// A frame as compressed (kept: no allocation a frame).
+    stored: Vec<u8>,
 }
 
 /// What readers on any thread share with the writer and the compressor.
@@ -419,8 +421,14 @@ impl Archive {
             cache: Mutex::new(VecDeque::with_capacity(CACHED_FRAMES)),
             failure: Mutex::new(None),
         });
-        let compressor =
-            Compressor { log, index, shared: Arc::clone(&shared), unwritten: Vec::new(), framed_end: length };
+        let compressor = Compressor {
+            log,
+            index,
+            shared: Arc::clone(&shared),
+            unwritten: Vec::new(),
+            framed_end: length,
+            stored: Vec::new(),
+        };
         let compressing = if background {
             let (to_compressor, inbox) = mpsc::sync_channel(HAND_OVERS_QUEUED_MAX);
             let thread = std::thread::Builder::new()
@@ -634,15 +642,16 @@ impl Compressor {
 
     fn frame(&mut self, start: u64, records: &[u8]) -> Result<(), JournalError> {
         assert_eq!(start, self.framed_end, "archive frames in order");
-        let mode = Some(lz4::block::CompressionMode::HIGHCOMPRESSION(COMPRESSION_LEVEL));
-        let stored = lz4::block::compress(records, mode, false)
-            .map_err(|source| io_error("compress a frame of", &self.log.path, source))?;
+        let stored = &mut self.stored;
+        stored.clear();
+        lzzzz::lz4_hc::compress_to_vec(records, stored, COMPRESSION_LEVEL)
+            .map_err(|error| io_error("compress a frame of", &self.log.path, std::io::Error::other(error)))?;
         let file_start = self.log.length() + self.log.buffer.len() as u64;
-        let buffer = &mut self.log.buffer;
+        let (buffer, stored) = (&mut self.log.buffer, &self.stored);
         buffer.extend_from_slice(&(records.len() as u32).to_le_bytes());
         buffer.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-        buffer.extend_from_slice(&crc32c::crc32c(&stored).to_le_bytes());
-        buffer.extend_from_slice(&stored);
+        buffer.extend_from_slice(&crc32c::crc32c(stored).to_le_bytes());
+        buffer.extend_from_slice(stored);
         self.index.buffer.extend_from_slice(&start.to_le_bytes());
         self.index.buffer.extend_from_slice(&file_start.to_le_bytes());
         self.unwritten.push((start, file_start));
@@ -987,11 +996,9 @@ impl Shared {
         if !whole || crc32c::crc32c(stored) != le_u32(&header[8..12]) {
             return Err(corrupt("archive frame checksum mismatch"));
         }
-        let records = i32::try_from(records_length)
-            .ok()
-            .and_then(|length| lz4::block::decompress(stored, Some(length)).ok())
-            .ok_or_else(|| corrupt("archive frame does not decompress"))?;
-        if records.len() != records_length {
+        let mut records = vec![0; records_length];
+        let decompressed = lzzzz::lz4::decompress(stored, &mut records).ok();
+        if decompressed != Some(records_length) {
             return Err(corrupt("archive frame does not decompress"));
         }
         Ok(records)

@@ -526,8 +526,7 @@ fn push_rows(
     for (index, payload) in payloads.iter().enumerate().take(end).skip(start) {
         wal::encode_record(first + index as u64, first, payload, &mut framed);
     }
-    let compressed = lz4::block::compress(&framed, Some(lz4::block::CompressionMode::FAST(1)), true)
-        .map_err(|error| JournalError::Failed(format!("cannot compress a group for PostgreSQL: {error}")))?;
+    let compressed = compress_row(&framed)?;
     if compressed.len() > ROW_BYTES_MAX && end - start > 1 {
         let middle = start + (end - start) / 2;
         push_rows(first, payloads, start, middle, rows)?;
@@ -537,11 +536,37 @@ fn push_rows(
     Ok(())
 }
 
-fn decompress(compressed: &[u8], description: &str, first: i64) -> Result<Vec<u8>, JournalError> {
-    lz4::block::decompress(compressed, None).map_err(|error| JournalError::Gap {
+/// A row's bytes: the records' length (`u32`, little-endian), then the
+/// records as an LZ4 block.
+fn compress_row(records: &[u8]) -> Result<Vec<u8>, JournalError> {
+    let failed = |why: String| JournalError::Failed(format!("cannot compress a group for PostgreSQL: {why}"));
+    let length = i32::try_from(records.len()).map_err(|_| failed(format!("{} bytes", records.len())))?;
+    let mut row = length.to_le_bytes().to_vec();
+    lzzzz::lz4::compress_to_vec(records, &mut row, lzzzz::lz4::ACC_LEVEL_DEFAULT)
+        .map_err(|error| failed(error.to_string()))?;
+    Ok(row)
+}
+
+/// LZ4 makes at most this many bytes of one: a row claiming more is damaged
+/// (and never an allocation of that size).
+const LZ4_EXPANSION_MAX: usize = 255;
+
+fn decompress(row: &[u8], description: &str, first: i64) -> Result<Vec<u8>, JournalError> {
+    let gap = |why: &str| JournalError::Gap {
         path: description.into(),
-        detail: format!("the row of records from {first} does not decompress: {error}"),
-    })
+        detail: format!("the row of records from {first} does not decompress: {why}"),
+    };
+    let (length, block) = row.split_first_chunk::<4>().ok_or_else(|| gap("shorter than its length"))?;
+    let length = usize::try_from(i32::from_le_bytes(*length)).map_err(|_| gap("a negative length"))?;
+    if length > block.len().saturating_mul(LZ4_EXPANSION_MAX) + 16 {
+        return Err(gap("a length beyond what its bytes can hold"));
+    }
+    let mut records = vec![0; length];
+    match lzzzz::lz4::decompress(block, &mut records) {
+        Ok(decompressed) if decompressed == length => Ok(records),
+        Ok(_) => Err(gap("shorter than its length")),
+        Err(error) => Err(gap(&error.to_string())),
+    }
 }
 
 /// The records framed in a row: `(sequence, payload)`, each checked.
@@ -602,6 +627,27 @@ mod tests {
             assert_eq!(*last, next - 1);
         }
         assert_eq!(next, 41 + 3_000);
+    }
+
+    /// A row is the records' length (little-endian) and a plain LZ4 block,
+    /// as rows written before (by another LZ4 binding) are: here a block of
+    /// five literals. A length its bytes cannot hold is a gap, not an
+    /// allocation.
+    #[test]
+    fn a_row_is_a_length_and_an_lz4_block() {
+        let row = [5, 0, 0, 0, 0x50, b'h', b'e', b'l', b'l', b'o'];
+        assert_eq!(decompress(&row, "test", 1).ok(), Some(b"hello".to_vec()));
+        let records = b"hello hello hello hello".repeat(40);
+        let compressed = compress_row(&records).unwrap_or_default();
+        assert_eq!(compressed[..4], (records.len() as u32).to_le_bytes());
+        assert!(compressed.len() < records.len() / 4, "{} bytes", compressed.len());
+        assert_eq!(decompress(&compressed, "test", 1).ok(), Some(records));
+        let claims_too_much = [0, 0, 0, 0x10, 0x50, b'h', b'e', b'l', b'l', b'o'];
+        assert!(matches!(decompress(&claims_too_much, "test", 1), Err(JournalError::Gap { .. })));
+        assert!(matches!(decompress(&row[..3], "test", 1), Err(JournalError::Gap { .. })));
+        let mut longer = row;
+        longer[0] = 6;
+        assert!(matches!(decompress(&longer, "test", 1), Err(JournalError::Gap { .. })));
     }
 
     #[test]
