@@ -536,8 +536,8 @@ fn push_rows(
     Ok(())
 }
 
-/// A row's bytes: the records' length (`u32`, little-endian), then the
-/// records as an LZ4 block.
+/// A row's bytes: the records' length (4 bytes, little-endian, below
+/// 2^31), then the records as an LZ4 block.
 fn compress_row(records: &[u8]) -> Result<Vec<u8>, JournalError> {
     let failed = |why: String| JournalError::Failed(format!("cannot compress a group for PostgreSQL: {why}"));
     let length = i32::try_from(records.len()).map_err(|_| failed(format!("{} bytes", records.len())))?;
