@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use rayon_core::{ThreadPool, ThreadPoolBuilder};
 
+use crate::archive::{ArchiveReader, ReadAhead};
 use crate::error::JournalError;
+use crate::machine::StateMachine;
 
 /// Threads a group's jobs aside from the writer's apply: its append and its read-ahead.
 const HELPER_THREADS: usize = 2;
@@ -36,4 +38,16 @@ pub(crate) fn start(directory: &Path) -> Result<Helpers, JournalError> {
 /// take the writer down unanswered; the caller decides what it means).
 pub(crate) fn caught<T>(job: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).ok()
+}
+
+/// Reads the archived records at `needed` ahead into `read`, on a helper
+/// thread of `scope`. A reader that panicked read nothing: whoever applies
+/// reads for itself.
+pub(crate) fn read_ahead_aside<'scope, M: StateMachine>(
+    scope: &rayon_core::Scope<'scope>,
+    reader: &'scope ArchiveReader,
+    needed: &'scope [u64],
+    read: &'scope mut ReadAhead,
+) {
+    scope.spawn(move |_| *read = caught(|| reader.read_ahead(needed, M::decode_read_ahead)).unwrap_or_default());
 }

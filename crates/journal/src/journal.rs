@@ -489,7 +489,7 @@ impl<M: StateMachine> Journal<M> {
     /// append a group while the one before applies (not in a deterministic
     /// simulation, whose disk must see one order of operations).
     pub fn uses_threads(&self) -> bool {
-        self.options.archive_in_background
+        self.helpers.is_some()
     }
 
     /// The helper threads, where the writer may use threads.

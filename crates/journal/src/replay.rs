@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::archive::{Archive, READ_AHEAD_RECORDS_MIN, ReadAhead};
 use crate::error::JournalError;
-use crate::helpers::{Helpers, caught};
+use crate::helpers::{Helpers, read_ahead_aside};
 use crate::history::History;
 use crate::journal::apply_and_collect;
 use crate::machine::StateMachine;
@@ -97,11 +97,7 @@ impl<'a, M: StateMachine> Batches<'a, M> {
             let replay = &mut self.replay;
             let mut read = ReadAhead::default();
             let applied = helpers.in_place_scope(|scope| {
-                let read = &mut read;
-                // A reader that panicked read nothing: the apply reads for itself.
-                scope.spawn(move |_| {
-                    *read = caught(|| reader.read_ahead(&needed, M::decode_read_ahead)).unwrap_or_default()
-                });
+                read_ahead_aside::<M>(scope, &reader, &needed, &mut read);
                 previous.map_or(Ok(()), |(previous, read)| replay.apply(previous, read))
             });
             applied.map(|()| read)?

@@ -14,7 +14,7 @@ use parking_lot::{RwLock as StateLock, RwLockWriteGuard};
 
 use crate::archive::{READ_AHEAD_RECORDS_MIN, ReadAhead};
 use crate::error::JournalError;
-use crate::helpers::caught;
+use crate::helpers::{caught, read_ahead_aside};
 use crate::journal::Journal;
 use crate::log::Lead;
 use crate::machine::StateMachine;
@@ -369,11 +369,7 @@ impl<M: StateMachine> Writer<M> {
         let mut appended_aside = None;
         let appended_here = helpers.in_place_scope(|scope| {
             if read_ahead {
-                // A reader that panicked read nothing: the writer reads for itself.
-                let read = &mut read;
-                scope.spawn(move |_| {
-                    *read = caught(|| reader.read_ahead(needed, M::decode_read_ahead)).unwrap_or_default()
-                });
+                read_ahead_aside::<M>(scope, &reader, needed, &mut read);
             }
             match previous {
                 Some(durable) => {
