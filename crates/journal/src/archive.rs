@@ -41,6 +41,7 @@ use crate::append_file::AppendFile;
 use crate::disk::{Disk, DiskFile, Open};
 use crate::error::{JournalError, io_error};
 use crate::frame_table::FrameTable;
+use crate::helpers::Helpers;
 use crate::machine::StateMachine;
 
 pub(crate) const FILE_NAME: &str = "archive.log";
@@ -123,6 +124,13 @@ pub trait ArchiveSource {
     fn take_decoded(&self, _offset: u64) -> Option<Decoded> {
         None
     }
+
+    /// Reads the records at `offsets` and decodes each with `decode` now,
+    /// for `take_decoded` to find: a command about to read many (a tick's
+    /// due trades) asks first, and a journal with helper threads reads and
+    /// decodes them on those as well as on the caller's. Nothing is lost if
+    /// it does nothing: each record is read when asked for.
+    fn decode_ahead(&self, _offsets: &[u64], _decode: DecodeFn) {}
 
     /// Every record, in the order they were archived: its offset and
     /// payload. Reads each frame once, in file order (what a walk over
@@ -250,6 +258,9 @@ pub(crate) struct Archive {
     /// for. A record's bytes at an offset never change while the archive is
     /// open, so a record read ahead is the record the writer would read.
     read_ahead: Mutex<HashMap<u64, ReadAheadRecord>>,
+    /// Threads that share `decode_ahead`'s work with the writer's (none in
+    /// a deterministic simulation).
+    helpers: Option<Helpers>,
 }
 
 /// Where frames are compressed and written.
@@ -446,7 +457,13 @@ impl Archive {
             frame_bytes: frame_bytes.clamp(1, BUFFER_BYTES_MAX),
             compressor: Some(compressing),
             read_ahead: Mutex::new(HashMap::new()),
+            helpers: None,
         })
+    }
+
+    /// Lets `decode_ahead` share its work with `helpers`.
+    pub(crate) fn decode_with(&mut self, helpers: Option<Helpers>) {
+        self.helpers = helpers;
     }
 
     /// Takes the records the machine made since the last call. Called after
@@ -692,6 +709,15 @@ pub(crate) type ReadAhead = Vec<(u64, ReadAheadRecord)>;
 /// value of its own, which it downcasts when it takes it back.
 pub type Decoded = Box<dyn std::any::Any + Send>;
 
+/// How a machine decodes a record read ahead (`StateMachine::decode_read_ahead`).
+pub type DecodeFn = fn(u64, &[u8]) -> Option<Decoded>;
+
+/// `decode_ahead` shares no fewer records than this with other threads
+/// (fewer are read as they are asked for), in chunks of
+/// `DECODE_AHEAD_CHUNK_RECORDS` (a chunk's records share frames).
+const DECODE_AHEAD_RECORDS_MIN: usize = 512;
+const DECODE_AHEAD_CHUNK_RECORDS: usize = 256;
+
 /// A record read ahead: as decoded on the reading thread, or its payload
 /// where the machine did not decode it.
 pub(crate) enum ReadAheadRecord {
@@ -728,7 +754,7 @@ impl ArchiveReader {
 
     /// [`ArchiveReader::read_many`], each record then decoded by `decode`
     /// where it can, on this thread (the writer's is the busiest).
-    pub(crate) fn read_ahead(&self, offsets: &[u64], decode: fn(u64, &[u8]) -> Option<Decoded>) -> ReadAhead {
+    pub(crate) fn read_ahead(&self, offsets: &[u64], decode: DecodeFn) -> ReadAhead {
         let records = self.read_many(offsets).into_iter();
         records
             .map(|(offset, payload)| match decode(offset, &payload) {
@@ -753,6 +779,29 @@ impl ArchiveSource for Archive {
         match self.take_read_ahead(offset, |record| matches!(record, ReadAheadRecord::Decoded(_)))? {
             ReadAheadRecord::Decoded(decoded) => Some(decoded),
             ReadAheadRecord::Payload(_) => None,
+        }
+    }
+
+    /// In chunks in file order, taken by the writer and whichever helpers
+    /// are free: a tick settling 4,096 parked trades spent a third of its
+    /// time reading and decoding them, with the other core idle.
+    fn decode_ahead(&self, offsets: &[u64], decode: DecodeFn) {
+        let Some(helpers) = self.helpers.as_ref().filter(|_| offsets.len() >= DECODE_AHEAD_RECORDS_MIN) else {
+            return;
+        };
+        let mut offsets = offsets.to_vec();
+        offsets.sort_unstable();
+        let offsets: Arc<[u64]> = offsets.into();
+        let chunks = offsets.len().div_ceil(DECODE_AHEAD_CHUNK_RECORDS);
+        let reader = self.reader();
+        let read = crate::helpers::share(helpers, chunks, move |chunk| {
+            let start = chunk * DECODE_AHEAD_CHUNK_RECORDS;
+            let end = (start + DECODE_AHEAD_CHUNK_RECORDS).min(offsets.len());
+            offsets.get(start..end).map(|part| reader.read_ahead(part, decode)).unwrap_or_default()
+        });
+        let mut kept = self.read_ahead.lock();
+        for records in read.into_iter().flatten() {
+            kept.extend(records);
         }
     }
 
@@ -1266,6 +1315,33 @@ mod tests {
             assert_eq!(archive.read_record(offset).unwrap(), record);
         }
         archive.clear_read_ahead();
+    }
+
+    /// Many records asked for at once are read and decoded by the writer and
+    /// the helpers together, each left for `take_decoded` (in any order);
+    /// a few, or an archive without helpers, are left to be read when asked.
+    #[test]
+    fn records_decoded_ahead_in_chunks_are_each_there_to_take() {
+        let directory = Path::new("/data");
+        let (disk, machine, offsets) = archived_on_a_simulated_disk(directory, 3_000);
+        let mut archive = Archive::open(&disk, directory, machine.archive_len(), 200, false).unwrap();
+        fn decode(offset: u64, record: &[u8]) -> Option<Decoded> {
+            Some(Box::new((offset, record.to_vec())) as Decoded)
+        }
+        let wanted: Vec<u64> = (0..3_000).rev().step_by(2).collect();
+        let wanted_offsets: Vec<u64> = wanted.iter().map(|&n| offsets[n as usize]).collect();
+        archive.decode_ahead(&wanted_offsets, decode);
+        assert!(archive.take_decoded(wanted_offsets[0]).is_none(), "no helpers: nothing read ahead");
+        archive.decode_with(Some(crate::helpers::start(directory).unwrap()));
+        archive.decode_ahead(&wanted_offsets[..DECODE_AHEAD_RECORDS_MIN - 1], decode);
+        assert!(archive.take_decoded(wanted_offsets[0]).is_none(), "too few to share");
+        archive.decode_ahead(&wanted_offsets, decode);
+        for &n in &wanted {
+            let offset = offsets[n as usize];
+            let decoded = archive.take_decoded(offset).unwrap_or_else(|| panic!("record {n} decoded ahead"));
+            assert_eq!(*decoded.downcast::<(u64, Vec<u8>)>().unwrap(), (offset, payload(n)));
+        }
+        assert!(archive.take_decoded(offsets[1]).is_none(), "only those asked for");
     }
 
     #[test]

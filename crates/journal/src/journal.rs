@@ -259,7 +259,7 @@ impl<M: StateMachine> Journal<M> {
         set_aside(&*disk, directory, &report.snapshots_skipped)?;
         let history = History::open(&*disk, directory, machine.ledger().transfer_count())?;
         machine.ledger_mut().set_eviction_floor(history.collected());
-        let archive = Archive::open(
+        let mut archive = Archive::open(
             &*disk,
             directory,
             machine.archive_len(),
@@ -269,6 +269,7 @@ impl<M: StateMachine> Journal<M> {
         report.snapshot_sequence = (snapshot_sequence > 0).then_some(snapshot_sequence);
         let snapshot_bytes = snapshot_bytes(&*disk, &listing.snapshots, snapshot_sequence);
         let helpers = options.archive_in_background.then(|| helpers::start(directory)).transpose()?;
+        archive.decode_with(helpers.clone());
         let mut journal = Journal {
             disk,
             directory: directory.to_path_buf(),

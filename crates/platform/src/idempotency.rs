@@ -58,10 +58,11 @@ impl Idempotency {
         self.expiry.insert((now, tag.caller, tag.key.clone()));
     }
 
-    /// Whether a key is old enough to forget by `now`.
-    pub(crate) fn anything_due(&self, now: Timestamp) -> bool {
-        let horizon = now.minus_nanos(IDEMPOTENCY_RETENTION_NANOS);
-        self.expiry.first().is_some_and(|(created_at, _, _)| *created_at < horizon)
+    /// When the oldest key is old enough to forget: the first moment the
+    /// retention has passed since it was made (`forget_expired`'s horizon).
+    pub(crate) fn first_due(&self) -> Option<Timestamp> {
+        let (created_at, _, _) = self.expiry.first()?;
+        Some(created_at.plus_nanos(IDEMPOTENCY_RETENTION_NANOS).plus_nanos(1))
     }
 
     /// How many keys are older than the retention at `now`, counting at most `limit`.

@@ -212,12 +212,13 @@ impl Platform {
         self.state.fees.schedule(product)
     }
 
-    /// When the next withdrawal falls due, if any (for a clock that skips ahead).
     /// The time of the newest command applied.
     pub fn last_command_at(&self) -> Timestamp {
         self.state.last_command_at
     }
 
+    /// When the next withdrawal, trade, campaign, key, dispute or freeze
+    /// falls due, if any (for a clock that skips ahead).
     pub fn next_due(&self) -> Option<Timestamp> {
         let withdrawal = self.state.bank.first_due();
         let trade = self.state.trades.first_due();
@@ -587,8 +588,18 @@ impl Platform {
 
     /// Whether anything that falls due by `now` is still waiting for a tick.
     pub fn anything_due(&self, now: Timestamp) -> bool {
-        let code = self.state.trades.code_due(now);
-        self.next_due().is_some_and(|due| due <= now) || code || self.state.idempotency.anything_due(now)
+        self.first_due_of_anything().is_some_and(|due| due <= now)
+    }
+
+    /// The first moment anything is due ([`Platform::anything_due`]), with
+    /// expired payment codes and idempotency keys too. A tick before it
+    /// finds nothing due (it may accrue loans and forget old days' takings,
+    /// which make nothing due), so a caller may send ticks before it
+    /// without waiting to see what each left.
+    pub fn first_due_of_anything(&self) -> Option<Timestamp> {
+        let codes = self.state.trades.first_code_due();
+        let keys = self.state.idempotency.first_due();
+        self.next_due().into_iter().chain(codes).chain(keys).min()
     }
 
     /// The fee for `amount` of `product` by `party` now, the quota counter it

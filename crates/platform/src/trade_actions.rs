@@ -85,9 +85,9 @@ impl TradeBook {
         self.parked_due.count_due_up_to(now, limit)
     }
 
-    /// Whether a payment code has expired by `now` and waits to be forgotten.
-    pub(crate) fn code_due(&self, now: Timestamp) -> bool {
-        self.payment_codes_due.first().is_some_and(|(at, _)| *at <= now)
+    /// When the first payment code expires (and waits to be forgotten), if any.
+    pub(crate) fn first_code_due(&self) -> Option<Timestamp> {
+        self.payment_codes_due.first().map(|(at, _)| *at)
     }
 
     /// Forgets payment codes expired by `now`, at most `budget` of them.
@@ -397,7 +397,11 @@ impl Platform {
             NamedTrades::Number(number) => return self.bring_back_trade(number, archive),
             NamedTrades::Reference(new) => self.numbers_by_reference(new.merchant, &new.out_trade_no),
             NamedTrades::DueOnes => {
-                self.state.trades.parked_due.due_up_to(now, crate::platform::TICK_ITEMS_MAX as usize)
+                let due = self.state.trades.parked_due.due_up_to(now, crate::platform::TICK_ITEMS_MAX as usize);
+                let directory = &self.state.trades.directory;
+                let offsets: Vec<u64> = due.iter().filter_map(|&number| directory.archived_at(number)).collect();
+                archive.decode_ahead(&offsets, <Platform as journal::StateMachine>::decode_read_ahead);
+                due
             }
             NamedTrades::None => return Ok(()),
         };

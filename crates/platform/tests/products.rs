@@ -1042,3 +1042,47 @@ fn a_trades_events_are_read_along_its_own_chain() {
     assert_eq!(kinds(&store), expected);
     store.shutdown();
 }
+
+/// `first_due_of_anything` is the first moment `anything_due` says yes,
+/// payment codes and idempotency keys included (which `next_due` leaves
+/// out): a caller sends the ticks before it without waiting for each one's
+/// answer, so a tick just before it must find nothing, and one at it
+/// something.
+#[test]
+fn nothing_is_due_before_the_first_due_moment_and_something_is_at_it() {
+    const DAY: u64 = 86_400 * SECOND;
+    let mut world = World::new();
+    let alice = world.party(PartyKind::User, 1);
+    assert_eq!(world.platform.first_due_of_anything(), None);
+    let made_at = START + 10 * SECOND;
+    let tag = Some(IdempotencyTag { caller: alice, key: "k1".into(), request_hash: [1; 32] });
+    let top_up = Action::TopUp { party: alice, amount: fen(500), bank: "ICBC".into() };
+    world.apply(Command { now: Timestamp::from_nanos(made_at), idempotency: tag, action: top_up });
+    // The key is forgotten once more than a day has passed since it was made.
+    let key_due = made_at + DAY + 1;
+    assert_eq!(world.platform.first_due_of_anything(), Some(Timestamp::from_nanos(key_due)));
+    world.now = made_at;
+    let code_due = made_at + 3_600 * SECOND;
+    let code = Action::IssuePaymentCode {
+        user: alice,
+        code: "286012345678901234".into(),
+        expires_at: Timestamp::from_nanos(code_due),
+    };
+    assert!(matches!(world.run(code), Outcome::PaymentCodeIssued { .. }));
+    for due in [code_due, key_due] {
+        assert_eq!(world.platform.first_due_of_anything(), Some(Timestamp::from_nanos(due)));
+        assert!(!world.platform.anything_due(Timestamp::from_nanos(due - 1)));
+        world.now = due - 1 - SECOND;
+        let before = world.run(Action::Tick);
+        assert!(matches!(before, Outcome::Ticked { more_due: false, .. }), "{before:?}");
+        assert_eq!(
+            world.platform.first_due_of_anything(),
+            Some(Timestamp::from_nanos(due)),
+            "the tick before did nothing"
+        );
+        assert!(world.platform.anything_due(Timestamp::from_nanos(due)));
+        world.run(Action::Tick);
+        assert!(world.platform.first_due_of_anything().is_none_or(|next| next.nanos() > due));
+    }
+    assert_eq!(world.platform.first_due_of_anything(), None);
+}

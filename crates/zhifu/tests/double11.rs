@@ -146,15 +146,27 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
 
     // A crash in the settlement, after a tick and before the checkpoint past
     // it: the resumed run counts the journal's last commands as that tick's.
-    let crash = ["--seed", "7", "--crash-in-settlement", "100", "--checkpoint-every-ms", "20"];
-    let (crashed, _) = double11(directory.path(), "settling", &crash);
-    assert!(!crashed.status.success());
-    assert!(String::from_utf8_lossy(&crashed.stderr).contains("after settlement tick 100"));
-    let (resumed, report_after) = double11(directory.path(), "settling", &["--seed", "7"]);
-    succeeded(&resumed);
-    let report_after = report_after.unwrap();
-    assert_eq!(report_after["digest"], report["digest"]);
-    assert_eq!(report_after["ledger"], report["ledger"]);
+    // Then a crash after a tick sent without a wait (nothing was due by its
+    // time), the last checkpoint ticks before it: the resumed run counts the
+    // journal's ticks past the checkpoint one by one, sending none twice.
+    let commands = |report: &Value| report["journal"]["commands"].as_u64().unwrap();
+    let crashes = [
+        ("settling", "100", "20", "after settlement tick 100\n"),
+        ("quiet", "1000", "60000", "after settlement tick 1000 (sent without a wait)"),
+    ];
+    for (name, tick, checkpoint_every_ms, says) in crashes {
+        let crash = ["--seed", "7", "--crash-in-settlement", tick, "--checkpoint-every-ms", checkpoint_every_ms];
+        let (crashed, _) = double11(directory.path(), name, &crash);
+        assert!(!crashed.status.success());
+        assert!(String::from_utf8_lossy(&crashed.stderr).contains(says), "{name}");
+        let (resumed, report_after) = double11(directory.path(), name, &["--seed", "7"]);
+        succeeded(&resumed);
+        let report_after = report_after.unwrap();
+        assert_eq!(report_after["digest"], report["digest"], "{name}");
+        assert_eq!(report_after["ledger"], report["ledger"], "{name}");
+        let resumed_after = report_after["resumed_after_commands"].as_u64().unwrap();
+        assert_eq!(resumed_after + commands(&report_after), commands(&report), "{name}: no command sent twice");
+    }
 
     // Another seed in the same data directory is refused, not mixed in.
     let (crashed, _) = double11(directory.path(), "mixed", &["--seed", "7", "--crash-at", "10"]);

@@ -110,7 +110,12 @@ enum Kind {
         packet: u64,
     },
     ClaimRedPacket,
-    Tick,
+    /// `quiet`: a settlement tick sent without waiting to see what the ticks
+    /// before it left, as the state forecast nothing due by its time (see
+    /// `Driver::quiet_before`): its answer must say nothing is left due.
+    Tick {
+        quiet: bool,
+    },
     FundYield,
 }
 
@@ -128,7 +133,7 @@ impl Kind {
             Kind::Withdraw => "withdrawal",
             Kind::SendRedPacket { .. } => "red packet",
             Kind::ClaimRedPacket => "red packet claim",
-            Kind::Tick => "tick",
+            Kind::Tick { .. } => "tick",
             Kind::FundYield => "fund yield",
         }
     }
@@ -209,6 +214,16 @@ struct Driver {
     /// by packet serial, perhaps not answered yet.
     payments: InFlight,
     packets_sent: InFlight,
+    /// The workload time before which nothing falls due, as the state said
+    /// when last read with nothing due at a settlement tick's time, while
+    /// only settlement ticks have been sent since (any other command may make
+    /// something due). Ticks before it go without a wait each: waiting would
+    /// show nothing due after each and send the same commands (each answer
+    /// proves it: `Kind::Tick { quiet }`), where a wait was a group commit
+    /// and a checkpoint's two syncs for each of twelve days' empty tick times.
+    quiet_before: Option<u64>,
+    /// The workload time of the journal's last command, when the run began.
+    journal_ends_at: u64,
 }
 
 /// A command's answer, as the writer filed it for the driver to tally.
@@ -402,7 +417,7 @@ impl<'a> Pass<'a> {
             driver.tally.day_started = Some(Instant::now());
             progress.setup_done(self.started.elapsed());
         }
-        let Some((action, kind)) = driver.action(timed)? else { return Ok(()) };
+        let Some((action, mut kind)) = driver.action(timed)? else { return Ok(()) };
         driver.generated += 1;
         let is_payment = matches!(kind, Kind::Pay { .. });
         if progress.advance(timed, is_payment) {
@@ -412,32 +427,30 @@ impl<'a> Pass<'a> {
         // auto-confirms millions of escrow trades at full scale): one at a
         // time, so that progress shows how far the settling has got, and
         // each followed by more at the same time while more is due (a tick
-        // does a bounded share), as the server's clock does.
+        // does a bounded share), as the server's clock does. A tick before
+        // anything falls due goes without a wait (`quiet_before`).
         let settling = timed.is_settlement_tick();
+        let quiet = settling && driver.quiet_before.is_some_and(|before| timed.at < before);
+        if quiet {
+            kind = Kind::Tick { quiet: true };
+        }
         if driver.generated <= driver.resume_after {
             if settling {
-                // Nothing was submitted after a settlement tick but its
-                // followers until the checkpoint after them: the journal's
-                // commands from here are this tick's. (That checkpoint is
-                // written after every settlement tick: without any, the
-                // journal's count cannot be trusted to mean this.)
-                if self.without_checkpoint {
-                    bail!(
-                        "the journal holds settlement ticks but the run left no checkpoint: it cannot be resumed safely (--fresh starts it again)"
-                    );
-                }
-                driver.generated = driver.resume_after;
-                driver.settle_at(timed.at, self.operations, &mut self.checkpoints)?;
+                self.resume_settlement_tick(timed.at, driver)?;
             }
             return Ok(());
         }
         self.payments_submitted += u64::from(is_payment);
         driver.submit(timed, action, kind)?;
         if settling {
-            driver.wait_for(driver.submitted, Stall::Everything)?;
+            if !quiet {
+                driver.wait_for(driver.submitted, Stall::Everything)?;
+            }
             self.settlement_ticks += 1;
-            self.crash_if_asked_in_settlement();
-            driver.settle_at(timed.at, self.operations, &mut self.checkpoints)?;
+            self.crash_if_asked_in_settlement(driver, quiet)?;
+            if !quiet {
+                driver.settle_at(timed.at, self.operations, &mut self.checkpoints)?;
+            }
         }
         if is_payment && self.crash_after_payments.is_some_and(|at| self.payments_submitted >= at) {
             let answered = driver.replies.completed.load(Ordering::Acquire);
@@ -450,11 +463,41 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    fn crash_if_asked_in_settlement(&self) {
+    /// A settlement tick the journal holds, on a resume. A tick that waited
+    /// was followed by nothing but its followers until the checkpoint after
+    /// them, so with no checkpoint past it the journal's commands from here
+    /// are this tick's. A quiet one (sent without a wait) had no followers,
+    /// and the journal may hold later ticks: it is counted like any command.
+    /// (The checkpoint is written after every tick that waited: without any,
+    /// the journal's count cannot be trusted to mean this.)
+    fn resume_settlement_tick(&mut self, at: u64, driver: &mut Driver) -> anyhow::Result<()> {
+        if self.without_checkpoint {
+            bail!(
+                "the journal holds settlement ticks but the run left no checkpoint: it cannot be resumed safely (--fresh starts it again)"
+            );
+        }
+        // A later command in the journal: this tick was quiet (one that
+        // waited with a later command is behind the checkpoint past it).
+        if at < driver.journal_ends_at {
+            return Ok(());
+        }
+        driver.generated = driver.resume_after;
+        driver.settle_at(at, self.operations, &mut self.checkpoints)
+    }
+
+    /// Aborts once the settlement tick asked for is durable, before the
+    /// ticks that would follow it and its checkpoint.
+    fn crash_if_asked_in_settlement(&self, driver: &mut Driver, quiet: bool) -> anyhow::Result<()> {
         if self.options.crash_in_settlement == Some(self.settlement_ticks) {
-            eprintln!("double11: crashing on purpose after settlement tick {}", self.settlement_ticks);
+            driver.wait_for(driver.submitted, Stall::Everything)?;
+            eprintln!(
+                "double11: crashing on purpose after settlement tick {}{}",
+                self.settlement_ticks,
+                if quiet { " (sent without a wait)" } else { "" }
+            );
             std::process::abort();
         }
+        Ok(())
     }
 }
 
@@ -562,6 +605,7 @@ fn open_store(
 
 impl Driver {
     fn new(store: Durable<Platform>, seed: u64, plan: sim::Plan, resume_after: u64) -> Driver {
+        let journal_ends_at = store.read(|platform| platform.last_command_at()).nanos().saturating_sub(DAY_START_NANOS);
         Driver {
             store,
             seed,
@@ -581,6 +625,8 @@ impl Driver {
             submitted: resume_after,
             payments: InFlight::default(),
             packets_sent: InFlight::default(),
+            quiet_before: None,
+            journal_ends_at,
         }
     }
 
@@ -606,6 +652,7 @@ impl Driver {
         if self.tallied != self.submitted {
             bail!("{} commands submitted, {} answers tallied", self.submitted, self.tallied);
         }
+        self.forecasts_held()?;
         self.store.shutdown();
         Ok(RunOutput {
             tally: self.tally,
@@ -627,7 +674,18 @@ impl Driver {
         if self.tallied < sequence {
             self.tally_answers();
         }
-        Ok(())
+        self.forecasts_held()
+    }
+
+    /// An error once a tick sent without a wait left something due.
+    fn forecasts_held(&self) -> anyhow::Result<()> {
+        match self.tally.quiet_ticks_left_due {
+            0 => Ok(()),
+            ticks => bail!(
+                "{ticks} settlement ticks sent without waiting left something due at their time: the forecast \
+                 of when anything falls due (Platform::first_due_of_anything) was wrong"
+            ),
+        }
     }
 
     /// Waits until `sequence` commands are answered (not tallied); a wait
@@ -658,18 +716,31 @@ impl Driver {
     /// more ticks at the same time until nothing is due. As many as are
     /// certainly needed go at once (one group, applied back to back, where
     /// one at a time each waited for its own append and answer), then the
-    /// state is asked again: the same ticks either way.
+    /// state is asked again: the same ticks either way. Called with every
+    /// command answered; notes when anything falls due next
+    /// (`quiet_before`).
     fn tick_until_nothing_due(&mut self, at: u64) -> anyhow::Result<()> {
         let now = Timestamp::from_nanos(DAY_START_NANOS + at);
         loop {
             let ticks = self.store.read(|platform| {
-                platform.anything_due(now).then(|| platform.ticks_needed_at_least(now, TICKS_AT_ONCE_MAX).max(1))
+                if platform.anything_due(now) {
+                    Ok(platform.ticks_needed_at_least(now, TICKS_AT_ONCE_MAX).max(1))
+                } else {
+                    Err(platform.first_due_of_anything())
+                }
             });
-            let Some(ticks) = ticks else { return Ok(()) };
+            let ticks = match ticks {
+                Ok(ticks) => ticks,
+                Err(first_due) => {
+                    let workload_time = |due: Timestamp| due.nanos().saturating_sub(DAY_START_NANOS);
+                    self.quiet_before = Some(first_due.map_or(u64::MAX, workload_time));
+                    return Ok(());
+                }
+            };
             for _ in 0..ticks {
                 let timed = TimedOp { at, op: Op::Tick, setup: false };
                 self.generated += 1;
-                self.submit(&timed, Action::Tick, Kind::Tick)?;
+                self.submit(&timed, Action::Tick, Kind::Tick { quiet: false })?;
             }
             self.wait_for(self.submitted, Stall::Everything)?;
         }
@@ -807,7 +878,7 @@ impl Driver {
                 let Some(number) = self.packets.get(&packet).copied() else { return Ok(None) };
                 (Action::ClaimRedPacket { packet: number, user: self.buyers[claimer as usize] }, Kind::ClaimRedPacket)
             }
-            Op::Tick => (Action::Tick, Kind::Tick),
+            Op::Tick => (Action::Tick, Kind::Tick { quiet: false }),
             Op::FundYield { annual_rate_bps } => {
                 (Action::FundYield { date: Date::of_nanos(DAY_START_NANOS), annual_rate_bps }, Kind::FundYield)
             }
@@ -945,6 +1016,9 @@ impl Driver {
     }
 
     fn submit(&mut self, timed: &TimedOp, action: Action, kind: Kind) -> anyhow::Result<()> {
+        if !matches!(kind, Kind::Tick { .. }) {
+            self.quiet_before = None;
+        }
         let command = Command { now: Timestamp::from_nanos(DAY_START_NANOS + timed.at), idempotency: None, action };
         let minute = (!timed.setup && timed.at < sim::DAY_NANOS).then_some((timed.at / 60_000_000_000) as usize);
         let replies = Arc::clone(&self.replies);
@@ -1089,8 +1163,9 @@ fn tally_outcome(
         (Kind::ClaimRedPacket, Outcome::RedPacketClaimed { .. }) => acknowledged.red_packet_claims += 1,
         (Kind::FundYield, Outcome::FundYieldPaid(day)) => acknowledged.fund_yield += day.income.get(),
         (Kind::Ship | Kind::Confirm, Outcome::TradeUpdated(_)) => {}
-        (Kind::Tick, Outcome::Ticked { trades_settled, .. }) => {
+        (Kind::Tick { quiet }, Outcome::Ticked { trades_settled, more_due, .. }) => {
             acknowledged.auto_confirmed += u64::from(trades_settled);
+            tally.quiet_ticks_left_due += u64::from(quiet && more_due);
         }
         (_, Outcome::Rejected(rejection)) => {
             tally.reject(kind.name(), &server::error::describe(&rejection));

@@ -110,6 +110,10 @@ pub struct Tally {
     /// the settlement (follow-ups, then twelve days of ticks) goes on.
     pub last_payment_answered: Option<Instant>,
     pub day_finished: Option<Instant>,
+    /// Settlement ticks sent without waiting that left something due at
+    /// their time: the forecast was wrong, and the run's commands are not
+    /// the ones waiting would have sent (the run fails).
+    pub quiet_ticks_left_due: u64,
 }
 
 #[allow(clippy::expect_used)] // constant bounds, valid for hdrhistogram: not input
@@ -127,6 +131,7 @@ impl Tally {
             day_started: None,
             last_payment_answered: None,
             day_finished: None,
+            quiet_ticks_left_due: 0,
             stalls: Stalls::default(),
         }
     }
