@@ -254,7 +254,8 @@ pub(crate) struct Archive {
     frame_bytes: usize,
     compressor: Option<Compressing>,
     /// Records read by another thread for the group being applied (see
-    /// `Writer::write_group`): offset → the record, taken as it is asked
+    /// `Writer::write_group`), or by `decode_ahead` for the command being
+    /// applied: offset → the record, taken as it is asked
     /// for. A record's bytes at an offset never change while the archive is
     /// open, so a record read ahead is the record the writer would read.
     read_ahead: Mutex<HashMap<u64, ReadAheadRecord>>,

@@ -62,7 +62,8 @@ impl Idempotency {
     /// retention has passed since it was made (`forget_expired`'s horizon).
     pub(crate) fn first_due(&self) -> Option<Timestamp> {
         let (created_at, _, _) = self.expiry.first()?;
-        Some(created_at.plus_nanos(IDEMPOTENCY_RETENTION_NANOS).plus_nanos(1))
+        // Past the end of time never (as `forget_expired` never forgets it).
+        created_at.nanos().checked_add(IDEMPOTENCY_RETENTION_NANOS + 1).map(Timestamp::from_nanos)
     }
 
     /// How many keys are older than the retention at `now`, counting at most `limit`.

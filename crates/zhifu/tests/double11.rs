@@ -6,8 +6,9 @@
 
 mod support;
 
+use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use journal::{Durable, Options, StateMachine};
 use ledger::LedgerConfig;
@@ -167,6 +168,30 @@ fn a_small_day_reconciles_with_the_ledger_and_the_same_seed_gives_the_same_day()
         let resumed_after = report_after["resumed_after_commands"].as_u64().unwrap();
         assert_eq!(resumed_after + commands(&report_after), commands(&report), "{name}: no command sent twice");
     }
+
+    // Killed once the day is over (the fund's yield, which comes at the last
+    // tick's time after ticks sent without a wait, is durable; the checks
+    // and the report are not done): the resumed run sends nothing again.
+    let mut killed = Command::new(env!("CARGO_BIN_EXE_zhifu"))
+        .args(["double11", "--scale", SCALE, "--seed", "7", "--data-dir"])
+        .arg(directory.path().join("yield-data"))
+        .arg("--report-dir")
+        .arg(directory.path().join("yield-report"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = std::io::BufReader::new(killed.stderr.take().unwrap());
+    assert!(progress.lines().any(|line| line.unwrap().starts_with("the day is over")), "the day ends");
+    killed.kill().unwrap();
+    assert!(!killed.wait().unwrap().success());
+    assert!(!directory.path().join("yield-report/report.json").exists(), "killed before its report");
+    let (resumed, report_after) = double11(directory.path(), "yield", &["--seed", "7"]);
+    succeeded(&resumed);
+    let report_after = report_after.unwrap();
+    assert_eq!(report_after["digest"], report["digest"]);
+    assert_eq!(report_after["resumed_after_commands"].as_u64().unwrap(), commands(&report), "all were durable");
+    assert_eq!(commands(&report_after), 0, "none sent again");
 
     // Another seed in the same data directory is refused, not mixed in.
     let (crashed, _) = double11(directory.path(), "mixed", &["--seed", "7", "--crash-at", "10"]);

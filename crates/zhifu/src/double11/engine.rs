@@ -222,6 +222,10 @@ struct Driver {
     /// proves it: `Kind::Tick { quiet }`), where a wait was a group commit
     /// and a checkpoint's two syncs for each of twelve days' empty tick times.
     quiet_before: Option<u64>,
+    /// Quiet ticks were sent since the last checkpoint: before any other
+    /// command they are waited for and a checkpoint written past them (see
+    /// `Pass::resume_settlement_tick`).
+    quiet_sent: bool,
     /// The workload time of the journal's last command, when the run began.
     journal_ends_at: u64,
 }
@@ -440,8 +444,12 @@ impl<'a> Pass<'a> {
             }
             return Ok(());
         }
+        if !settling && driver.quiet_sent {
+            self.checkpoint_past_quiet_ticks(driver)?;
+        }
         self.payments_submitted += u64::from(is_payment);
         driver.submit(timed, action, kind)?;
+        driver.quiet_sent |= quiet;
         if settling {
             if !quiet {
                 driver.wait_for(driver.submitted, Stall::Everything)?;
@@ -463,13 +471,30 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
+    /// Before a command other than a settlement tick, after quiet ticks:
+    /// waits for them and writes a checkpoint past them (before this
+    /// operation), so that a resume never meets a quiet tick followed by
+    /// another command of its time (the day's fund yield comes with the
+    /// last tick).
+    fn checkpoint_past_quiet_ticks(&mut self, driver: &mut Driver) -> anyhow::Result<()> {
+        driver.wait_for(driver.submitted, Stall::Everything)?;
+        // This operation and its command are counted already: the checkpoint is before them.
+        let checkpoint = Checkpoint { operations: self.operations - 1, commands: driver.generated - 1 };
+        let path = self.checkpoints.path.display().to_string();
+        self.checkpoints.write(checkpoint).with_context(|| format!("write {path}"))?;
+        driver.quiet_sent = false;
+        Ok(())
+    }
+
     /// A settlement tick the journal holds, on a resume. A tick that waited
     /// was followed by nothing but its followers until the checkpoint after
     /// them, so with no checkpoint past it the journal's commands from here
     /// are this tick's. A quiet one (sent without a wait) had no followers,
-    /// and the journal may hold later ticks: it is counted like any command.
-    /// (The checkpoint is written after every tick that waited: without any,
-    /// the journal's count cannot be trusted to mean this.)
+    /// and what the journal holds after it before the next checkpoint is
+    /// ticks of later times: with a command of a later time in the journal
+    /// it is counted like any command. (The checkpoint is written after
+    /// every tick that waited: without any, the journal's count cannot be
+    /// trusted to mean this.)
     fn resume_settlement_tick(&mut self, at: u64, driver: &mut Driver) -> anyhow::Result<()> {
         if self.without_checkpoint {
             bail!(
@@ -626,6 +651,7 @@ impl Driver {
             payments: InFlight::default(),
             packets_sent: InFlight::default(),
             quiet_before: None,
+            quiet_sent: false,
             journal_ends_at,
         }
     }
@@ -746,14 +772,16 @@ impl Driver {
         }
     }
 
-    /// After the settlement tick that is operation `operation`: the ticks
-    /// that finish what it left, then a checkpoint past them, written at
-    /// once (a resumed run counts on finding one after every settlement
-    /// tick whose followers all reached the journal).
+    /// After the settlement tick that is operation `operation` (one that
+    /// waited): the ticks that finish what it left, then a checkpoint past
+    /// them, written at once (a resumed run counts on finding one after
+    /// every such tick whose followers all reached the journal).
     fn settle_at(&mut self, at: u64, operation: u64, checkpoints: &mut Checkpoints) -> anyhow::Result<()> {
         self.tick_until_nothing_due(at)?;
         let checkpoint = Checkpoint { operations: operation, commands: self.generated };
-        checkpoints.write(checkpoint).with_context(|| format!("write {}", checkpoints.path.display()))
+        checkpoints.write(checkpoint).with_context(|| format!("write {}", checkpoints.path.display()))?;
+        self.quiet_sent = false;
+        Ok(())
     }
 
     fn resolve_parties(&mut self) -> anyhow::Result<()> {

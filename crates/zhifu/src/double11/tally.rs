@@ -53,7 +53,8 @@ pub struct Minute {
 pub enum Stall {
     /// A queue's worth in flight: the writer is the bottleneck.
     QueueFull,
-    /// Everything submitted (the setup's end, each settlement tick).
+    /// Everything submitted (the setup's end, each settlement tick that
+    /// waits, the ticks sent without a wait before the fund's yield).
     Everything,
     /// A follow-up waiting for its payment's answer (the trade's number).
     Payment,
