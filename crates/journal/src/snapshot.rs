@@ -122,11 +122,12 @@ fn write_ledger(ledger: &Ledger, out: &mut impl Write) -> std::io::Result<()> {
     w.u64(config.id_horizon_ns.unwrap_or(0));
     w.u64(ledger.last_timestamp());
     w.u64(ledger.first_position_in_memory());
-    w.u64(ledger.accounts().len() as u64);
-    for account in ledger.accounts() {
+    let accounts = ledger.accounts_with_last_transfer();
+    w.u64(accounts.len() as u64);
+    for (account, last_transfer) in accounts {
         let mut w = Writer(&mut piece);
         codec::write_account(&mut w, account);
-        w.u64(ledger.last_transfer_of(account.id));
+        w.u64(last_transfer);
         flush(&mut piece, out, PIECE_BYTES)?;
     }
     let in_memory = ledger.transfer_count() - ledger.first_position_in_memory();

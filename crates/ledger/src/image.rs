@@ -88,7 +88,7 @@ impl Ledger {
         LedgerImage {
             config: self.config(),
             last_timestamp: self.last_timestamp(),
-            accounts: self.accounts().iter().map(|a| (*a, self.last_transfer_of(a.id))).collect(),
+            accounts: self.accounts_with_last_transfer().map(|(account, last)| (*account, last)).collect(),
             first_position: self.first_position_in_memory(),
             transfers: self.stored_transfers_from(0).copied().collect(),
             pending: self.pending_records().collect(),

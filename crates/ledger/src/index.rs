@@ -47,6 +47,12 @@ impl IdIndex {
         IdIndex { ids: vec![EMPTY; slots], values: vec![u64::MAX; slots], len: 0, mask: slots - 1, reserved: 0 }
     }
 
+    /// Ids stored.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     pub fn memory_bytes(&self) -> usize {
         self.ids.len() * size_of::<u128>() + self.values.len() * size_of::<u64>()
     }

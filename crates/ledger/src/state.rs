@@ -384,6 +384,15 @@ impl Ledger {
         &self.accounts
     }
 
+    /// All accounts in creation order, each with the position of its newest
+    /// transfer (`NO_TRANSFER`: none): what a snapshot writes of each. Read
+    /// side by side, not looked up by id: with tens of millions of accounts
+    /// a lookup each missed the cache and was a third of a snapshot's time.
+    pub fn accounts_with_last_transfer(&self) -> impl ExactSizeIterator<Item = (&Account, u64)> + '_ {
+        assert_eq!(self.accounts.len(), self.account_last_transfer.len(), "an account without its last transfer");
+        self.accounts.iter().zip(self.account_last_transfer.iter().copied())
+    }
+
     pub fn stats(&self) -> LedgerStats {
         LedgerStats {
             accounts: self.accounts.len() as u64,

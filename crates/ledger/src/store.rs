@@ -1,7 +1,10 @@
 //! Transfer storage inside the ledger: the window of recent transfers.
 //!
 //! Bodies sit in fixed-size chunks (growing never copies what is stored, so
-//! a batch never stalls on a reallocation of gigabytes), found by id through
+//! a batch never stalls on a reallocation of gigabytes), found by id. An id
+//! above every id stored before it (a platform's ids grow with its clock)
+//! needs no index: such transfers are listed by position, which is also their
+//! ids' order, and found by a binary search; only the others go in an
 //! [`IdIndex`]. Every stored transfer has a position: its place in the order
 //! of all transfers ever applied, from 0. An account's history is a chain of
 //! back-links (positions) through its transfers. With an id horizon the
@@ -83,7 +86,22 @@ pub(crate) struct TransferStore {
     first: u64,
     /// Position the next transfer will get: transfers ever stored.
     len: u64,
+    /// Where the transfers not in `ascending` are, by id.
     index: IdIndex,
+    /// The positions, oldest first, of the transfers in memory whose id was
+    /// above every id stored before it: their ids ascend with their
+    /// positions. A new id above `ceiling` is therefore new without a look
+    /// at the index: with tens of millions of transfers in memory, that look
+    /// and the slot it took were cache misses of every transfer, and the
+    /// index's rebuilds as the midnight peak's window shrank stopped the
+    /// writer for seconds.
+    ascending: VecDeque<u64>,
+    /// The id of `ascending`'s oldest (`None`: it is empty): an id below it
+    /// is not there, without a read of the list.
+    lowest_ascending: Option<u128>,
+    /// The highest id stored since the store began (`None`: none yet); never
+    /// lowered, so at or above every id in memory.
+    ceiling: Option<u128>,
     /// Transfers reserved for: chunks for them stay mapped.
     reserved: usize,
 }
@@ -100,17 +118,20 @@ impl TransferStore {
     /// window shrinks below it as its transfers leave.
     pub fn starting_at(first: u64, transfers: usize) -> TransferStore {
         assert_eq!(first % CHUNK_TRANSFERS as u64, 0, "windows start at a chunk boundary");
-        let mut store =
-            TransferStore { first, len: first, index: IdIndex::with_capacity(transfers), ..Default::default() };
+        // The index grows as it needs: most ids of a platform's image ascend
+        // and take no slot.
+        let mut store = TransferStore { first, len: first, ..Default::default() };
         store.map_chunks_for(transfers);
         store
     }
 
     /// Makes room for `transfers` in memory (pre-mapped), kept however few
-    /// the window holds.
+    /// the window holds: for their bodies, and in the index for ids in any
+    /// order.
     pub fn reserve(&mut self, transfers: usize) {
         self.reserved = self.reserved.max(transfers);
         self.index.reserve(transfers);
+        self.ascending.reserve(transfers.saturating_sub(self.ascending.len()));
         self.map_chunks_for(transfers);
     }
 
@@ -124,6 +145,7 @@ impl TransferStore {
     pub fn memory_bytes(&self) -> usize {
         (self.chunks.len() + self.spare.len()) * CHUNK_TRANSFERS * size_of::<StoredTransfer>()
             + self.index.memory_bytes()
+            + self.ascending.capacity() * size_of::<u64>()
     }
 
     /// Transfers ever stored (the next position).
@@ -146,7 +168,36 @@ impl TransferStore {
     }
 
     pub fn position_of(&self, id: u128) -> Option<u64> {
-        self.index.get(id)
+        if self.ceiling.is_none_or(|ceiling| id > ceiling) {
+            return None;
+        }
+        if let Some(position) = self.index.get(id) {
+            return Some(position);
+        }
+        if self.lowest_ascending.is_none_or(|lowest| id < lowest) {
+            return None;
+        }
+        self.ascending_position_of(id)
+    }
+
+    fn id_at(&self, position: u64) -> u128 {
+        self.get(position).map_or(0, |stored| stored.transfer.id)
+    }
+
+    /// The position of `id` among the ascending ids, by a binary search
+    /// (the newest first: a caller that just stored a transfer asks for it).
+    fn ascending_position_of(&self, id: u128) -> Option<u64> {
+        let newest = *self.ascending.back()?;
+        if self.id_at(newest) == id {
+            return Some(newest);
+        }
+        let found = self.ascending.binary_search_by(|&position| self.id_at(position).cmp(&id)).ok()?;
+        self.ascending.get(found).copied()
+    }
+
+    /// Whether `id` would be listed in `ascending` if stored now.
+    fn ascends(&self, id: u128) -> bool {
+        self.ceiling.is_none_or(|ceiling| id > ceiling)
     }
 
     pub fn push(&mut self, stored: StoredTransfer) -> u64 {
@@ -158,7 +209,14 @@ impl TransferStore {
             self.chunks.push_back(fresh);
         }
         self.chunks[chunk][slot] = stored;
-        self.index.insert(stored.transfer.id, position);
+        let id = stored.transfer.id;
+        if self.ascends(id) {
+            self.ascending.push_back(position);
+            self.lowest_ascending = self.lowest_ascending.or(Some(id));
+            self.ceiling = Some(id);
+        } else {
+            self.index.insert(id, position);
+        }
         self.len += 1;
         position
     }
@@ -168,9 +226,28 @@ impl TransferStore {
         (position.max(self.first)..self.len).filter_map(|position| self.get(position))
     }
 
-    /// Brings the index slots of these ids into cache (see [`IdIndex::warm`]).
+    /// Brings the index slots of these ids into cache (see [`IdIndex::warm`]):
+    /// not for ids above every stored one, which are found new without it.
     pub fn warm(&self, ids: impl Iterator<Item = u128>) {
-        self.index.warm(ids);
+        self.index.warm(ids.filter(|&id| !self.ascends(id)));
+    }
+
+    /// Forgets where the transfer at `position` is (it leaves memory).
+    fn unlist(&mut self, position: u64, id: u128) {
+        let listed = |entry: Option<&u64>| entry == Some(&position);
+        // Only eviction takes the oldest of several, and sets the lowest id
+        // once the window has moved (mid-eviction, positions do not resolve).
+        if listed(self.ascending.front()) {
+            self.ascending.pop_front();
+        } else if listed(self.ascending.back()) {
+            self.ascending.pop_back();
+        } else {
+            let removed = self.index.remove(id);
+            assert_eq!(removed, Some(position), "transfer {id} listed at {position}");
+        }
+        if self.ascending.is_empty() {
+            self.lowest_ascending = None;
+        }
     }
 
     /// Removes the newest transfer (undoing a failed linked chain).
@@ -179,7 +256,7 @@ impl TransferStore {
             return None;
         }
         let stored = *self.get(self.len - 1)?;
-        self.index.remove(stored.transfer.id);
+        self.unlist(self.len - 1, stored.transfer.id);
         self.len -= 1;
         if ((self.len - self.first) as usize).is_multiple_of(CHUNK_TRANSFERS)
             && let Some(emptied) = self.chunks.pop_back()
@@ -202,13 +279,19 @@ impl TransferStore {
         let Some(chunk) = self.chunks.pop_front() else {
             return false;
         };
-        for stored in chunk.iter() {
-            self.index.remove(stored.transfer.id);
+        for (position, stored) in (self.first..).zip(chunk.iter()) {
+            self.unlist(position, stored.transfer.id);
             evicted(&stored.transfer);
         }
         self.first += CHUNK_TRANSFERS as u64;
+        self.lowest_ascending = self.ascending.front().map(|&oldest| self.id_at(oldest));
         self.keep_or_free(chunk);
         self.index.shrink_if_sparse();
+        // Gives the midnight peak's room back as the index does (the same
+        // proportions: rebuilt a quarter full when an eighth full).
+        if self.ascending.len().max(self.reserved).max(CHUNK_TRANSFERS) * 8 <= self.ascending.capacity() {
+            self.ascending.shrink_to((self.ascending.len() * 4).max(self.reserved));
+        }
         true
     }
 
@@ -219,5 +302,133 @@ impl TransferStore {
         if mapped_transfers < self.reserved || self.spare.len() < SPARE_CHUNKS_KEPT {
             self.spare.push(chunk);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn stored(id: u128) -> StoredTransfer {
+        StoredTransfer { transfer: Transfer { id, ..Transfer::default() }, ..EMPTY }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Ids above every one so far, this many.
+        Rising(u16),
+        /// An id anywhere below the rising ones (skipped if in memory: the
+        /// ledger never stores an id twice).
+        Anywhere(u32),
+        /// Undo the newest (a failed chain).
+        Pop,
+        /// Store again the id popped last (a failed chain retried), if any.
+        Retry,
+        /// Evict the oldest chunk if it is full.
+        Evict,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (1u16..6_000).prop_map(Step::Rising),
+            3 => any::<u32>().prop_map(Step::Anywhere),
+            1 => Just(Step::Pop),
+            1 => Just(Step::Retry),
+            1 => Just(Step::Evict),
+        ]
+    }
+
+    /// The store against a plain map of what is in memory: every id found
+    /// where it was stored, ids not in memory not found, whichever way each
+    /// was listed (ascending or in the index).
+    fn run(steps: Vec<Step>) {
+        let mut store = TransferStore::default();
+        let mut model: BTreeMap<u128, u64> = BTreeMap::new();
+        let mut order: VecDeque<u128> = VecDeque::new();
+        let mut rising = 1u128 << 40;
+        let mut gone: Vec<u128> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Rising(count) => {
+                    for _ in 0..count {
+                        rising += 3;
+                        model.insert(rising, store.push(stored(rising)));
+                        order.push_back(rising);
+                    }
+                }
+                Step::Anywhere(id) => {
+                    let id = u128::from(id) + 1;
+                    if let std::collections::btree_map::Entry::Vacant(entry) = model.entry(id) {
+                        entry.insert(store.push(stored(id)));
+                        order.push_back(id);
+                    }
+                }
+                Step::Pop => {
+                    let popped = store.pop().map(|stored| stored.transfer.id);
+                    assert_eq!(popped, order.pop_back());
+                    if let Some(id) = popped {
+                        model.remove(&id);
+                        gone.push(id);
+                    }
+                }
+                Step::Retry => {
+                    if let Some(id) = gone.pop().filter(|id| !model.contains_key(id)) {
+                        model.insert(id, store.push(stored(id)));
+                        order.push_back(id);
+                    }
+                }
+                Step::Evict => {
+                    let mut evicted = Vec::new();
+                    if store.evict_oldest_chunk(u64::MAX, u64::MAX, |transfer| evicted.push(transfer.id)) {
+                        for id in evicted {
+                            assert_eq!(order.pop_front(), Some(id));
+                            model.remove(&id);
+                            gone.push(id);
+                        }
+                    }
+                }
+            }
+            let recent = order.iter().rev().take(64);
+            let probes = recent.chain(model.keys().step_by(model.len() / 64 + 1));
+            for &id in probes {
+                assert_eq!(store.position_of(id), model.get(&id).copied(), "id {id}");
+            }
+            let absent = [0, 2, rising + 1, rising + 2, u128::MAX - 1];
+            for &absent in gone.iter().rev().take(64).chain(&absent) {
+                assert_eq!(store.position_of(absent), model.get(&absent).copied(), "id {absent}");
+            }
+        }
+        for (&id, &position) in &model {
+            assert_eq!(store.position_of(id), Some(position), "id {id}");
+            assert_eq!(store.get(position).map(|stored| stored.transfer.id), Some(id));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn ids_are_found_where_stored_however_they_came(steps in prop::collection::vec(step(), 1..40)) {
+            run(steps);
+        }
+    }
+
+    #[test]
+    fn ascending_ids_take_no_slot_in_the_index() {
+        let mut store = TransferStore::default();
+        for id in 1..=100_000u128 {
+            store.push(stored(id * 2));
+        }
+        assert_eq!(store.index.len(), 0);
+        assert_eq!(store.position_of(2 * 77_777), Some(77_776));
+        assert_eq!(store.position_of(2 * 77_777 + 1), None);
+        // One below the ceiling goes to the index, and is found there.
+        store.push(stored(3));
+        assert_eq!(store.index.len(), 1);
+        assert_eq!(store.position_of(3), Some(100_000));
+        assert_eq!(store.pop().map(|stored| stored.transfer.id), Some(3));
+        assert_eq!((store.index.len(), store.position_of(3)), (0, None));
     }
 }

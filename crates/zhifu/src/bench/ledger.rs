@@ -28,6 +28,9 @@ pub struct LedgerBenchArgs {
     memory_accounts: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The payments' transfer ids (without --durable).
+    #[arg(long, value_enum, default_value = "below")]
+    ids: IdOrder,
     /// Make every batch durable through the journal (write-ahead log with
     /// group commit) before applying it.
     #[arg(long)]
@@ -54,6 +57,17 @@ pub struct LedgerBenchArgs {
     /// PostgreSQL URL (its zhifu tables are dropped first).
     #[arg(long, value_delimiter = ',', default_value = "embedded")]
     store: Vec<String>,
+}
+
+/// In what order the payments' ids come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum IdOrder {
+    /// Counting up from 1, below the opening top-ups' ids: each goes in the
+    /// ledger's id index, as a client's own ids do.
+    Below,
+    /// Counting up above every earlier id, as the platform's do (they grow
+    /// with its clock): found new without a look at the index.
+    Rising,
 }
 
 struct RunReport {
@@ -96,8 +110,8 @@ pub fn run(args: &LedgerBenchArgs) -> anyhow::Result<()> {
     println!("zhifu bench ledger: the in-memory state machine on one core");
     println!("machine: {}", super::machine_line());
     println!(
-        "{} transfers per workload over {} wallet accounts, batches of {}, seed {}\n",
-        args.transfers, args.accounts, args.batch, args.seed
+        "{} transfers per workload over {} wallet accounts, batches of {}, seed {}, ids {:?}\n",
+        args.transfers, args.accounts, args.batch, args.seed, args.ids
     );
     // The first run in a fresh process pays for the allocator and the kernel
     // setting up its address space (long batch tails in the first seconds);
@@ -138,7 +152,11 @@ fn run_workload(args: &LedgerBenchArgs, shape: Shape) -> anyhow::Result<RunRepor
         now += NANOS_PER_SECOND;
     }
 
-    let mut payments = Payments::new(args.seed, shape, args.accounts);
+    let first_id = match args.ids {
+        IdOrder::Below => 1,
+        IdOrder::Rising => workload::TOPUP_IDS_ABOVE + u128::from(args.accounts) + 1,
+    };
+    let mut payments = Payments::starting_at(args.seed, shape, args.accounts, first_id);
     let mut batch = Vec::with_capacity(args.batch);
     // Up to a minute per batch, to three significant digits.
     let mut batch_latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;

@@ -74,11 +74,15 @@ pub fn accounts(count: u64) -> Vec<NewAccount> {
     std::iter::once(bank).chain(wallets).collect()
 }
 
+/// The opening top-ups' ids start above this, above every payment's that
+/// counts up from 1.
+pub const TOPUP_IDS_ABOVE: u128 = 1 << 96;
+
 /// One top-up per wallet from the bank, with ids above every payment's.
 pub fn opening_topups(count: u64) -> Vec<Transfer> {
     (1..=count)
         .map(|id| Transfer {
-            id: (1 << 96) + u128::from(id),
+            id: TOPUP_IDS_ABOVE + u128::from(id),
             debit_account_id: BANK_ACCOUNT_ID,
             credit_account_id: u128::from(id),
             amount: OPENING_BALANCE_FEN,
