@@ -168,7 +168,7 @@ impl TransferStore {
     }
 
     pub fn position_of(&self, id: u128) -> Option<u64> {
-        if self.ceiling.is_none_or(|ceiling| id > ceiling) {
+        if self.ascends(id) {
             return None;
         }
         if let Some(position) = self.index.get(id) {
