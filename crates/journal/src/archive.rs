@@ -1124,7 +1124,7 @@ mod tests {
         fn apply(&mut self, _: &(), _: &dyn ArchiveSource) -> Result<(), JournalError> {
             Ok(())
         }
-        fn encode_state(&self, _: &mut dyn std::io::Write) -> std::io::Result<()> {
+        fn encode_state(&self, _: usize, _: &mut dyn std::io::Write) -> std::io::Result<()> {
             Ok(())
         }
         fn restore(_: Ledger, _: &mut dyn std::io::Read) -> Result<Recorder, DecodeError> {

@@ -40,15 +40,21 @@ pub trait StateMachine: Send + Sync + Sized + 'static {
     /// an error reading them is an error of the store, not an answer.
     fn apply(&mut self, command: &Self::Command, archive: &dyn ArchiveSource) -> Result<Self::Outcome, JournalError>;
 
-    /// Writes the machine's state beyond its ledger, for snapshots
-    /// (streamed: it may be far larger than what is worth copying). The
-    /// encoding is canonical, since the digest is its hash: equal states
-    /// give equal bytes (nothing of capacity or hash order enters), and
-    /// `restore` then `encode_state` gives back the bytes restored from.
-    fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
-    /// Rebuilds a machine from its ledger and the bytes of `encode_state`,
-    /// read as it goes (a snapshot is not read into memory whole). It may
-    /// read past them (the platform reads in chunks): they are the last
+    /// The parts the state's encoding comes in (see `encode_state`).
+    const STATE_PARTS: usize = 1;
+
+    /// Writes part `part` (`0..STATE_PARTS`) of the machine's state beyond
+    /// its ledger, for snapshots (streamed: it may be far larger than what
+    /// is worth copying). The parts one after another are the state's
+    /// encoding; a snapshot may encode them at once, each on a thread of
+    /// its own (the writer waits for it). The encoding is canonical, since
+    /// the digest is its hash: equal states give equal bytes (nothing of
+    /// capacity or hash order enters), and `restore` then `encode_state`
+    /// gives back the bytes restored from.
+    fn encode_state(&self, part: usize, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+    /// Rebuilds a machine from its ledger and the bytes of `encode_state`'s
+    /// parts, read as it goes (a snapshot is not read into memory whole). It
+    /// may read past them (the platform reads in chunks): they are the last
     /// part of a snapshot's body, which is hashed whole however it is read.
     fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Self, DecodeError>;
 
@@ -135,7 +141,8 @@ impl StateMachine for Ledger {
         Ok(applied.unwrap_or_else(Outcome::Refused))
     }
 
-    fn encode_state(&self, _out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    fn encode_state(&self, part: usize, _out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        debug_assert_eq!(part, 0, "the ledger's state is one part");
         Ok(())
     }
 

@@ -112,7 +112,8 @@ impl StateMachine for Archiving {
         Ok(outcome)
     }
 
-    fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    fn encode_state(&self, part: usize, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        assert_eq!(part, 0, "one part");
         out.write_all(&(self.offsets.len() as u64).to_le_bytes())?;
         for offset in &self.offsets {
             out.write_all(&offset.to_le_bytes())?;
@@ -198,7 +199,7 @@ fn options(disk: &SimulatedDisk) -> Options {
         // Transfers older than 5 s leave memory: reads of them go to the history file.
         ledger: LedgerConfig { id_horizon_ns: Some(5 * SECOND) },
         archive_frame_bytes: 256,
-        archive_in_background: false,
+        background_threads: false,
         disk: Arc::new(disk.clone()),
         ..Options::default()
     }

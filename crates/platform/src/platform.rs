@@ -741,8 +741,56 @@ impl StateMachine for Platform {
         self.warm_lookups(&command.action);
     }
 
-    fn encode_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        crate::state_io::encode_to(&(STATE_FORMAT, &self.state), out)
+    /// In a Double Eleven's profile the trades took about half of the
+    /// state's encoding time, the fields before and after them the rest
+    /// between them: three parts, the trades one of them.
+    const STATE_PARTS: usize = 3;
+
+    /// `(STATE_FORMAT, &self.state)` encoded, in three parts: a struct's
+    /// encoding is its fields' one after another.
+    fn encode_state(&self, part: usize, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use crate::state_io::encode_to;
+        // Every field named, in the struct's order (a test holds the parts
+        // to the whole), so that a field added is not left out.
+        let State {
+            config,
+            next_number,
+            next_transfer_serial,
+            parties,
+            fees,
+            bank,
+            idempotency,
+            trades,
+            events,
+            archive,
+            fund,
+            loans,
+            marketing,
+            secret,
+            gateway_key,
+            books,
+            access,
+            royalties,
+            disputes,
+            freezes,
+            last_command_at,
+            takings,
+        } = &self.state;
+        match part {
+            0 => encode_to(
+                &(STATE_FORMAT, config, next_number, next_transfer_serial, parties, fees, bank, idempotency),
+                out,
+            ),
+            1 => encode_to(trades, out),
+            2 => encode_to(
+                &(
+                    (events, archive, fund, loans, marketing, secret, gateway_key),
+                    (books, access, royalties, disputes, freezes, last_command_at, takings),
+                ),
+                out,
+            ),
+            _ => Err(std::io::Error::other(format!("the platform's state has no part {part}"))),
+        }
     }
 
     fn restore(ledger: Ledger, state: &mut dyn std::io::Read) -> Result<Platform, DecodeError> {
@@ -792,7 +840,52 @@ pub(crate) fn hash_of(parts: &[u64]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::hash_of;
+    use super::*;
+
+    /// A snapshot encodes the state's parts, perhaps at once: one after
+    /// another they must be the state's whole encoding, field for field.
+    #[test]
+    fn the_states_parts_one_after_another_are_its_encoding() {
+        let mut platform = Platform::create(LedgerConfig::default());
+        let mut now = 1_700_000_000_000_000_000u64;
+        let mut run = |platform: &mut Platform, action: Action| {
+            now += 1_000_000_000;
+            platform.apply(&Command { now: Timestamp::from_nanos(now), idempotency: None, action }, &journal::NoArchive)
+        };
+        let mut parties = Vec::new();
+        for (key, kind) in [(1u8, PartyKind::User), (2, PartyKind::Merchant)] {
+            let action = Action::CreateParty {
+                kind,
+                name: format!("party {key}"),
+                key_hash: [key; 32],
+                fee_rate_bps: None,
+                webhook_url: None,
+                webhook_secret: String::new(),
+                app_public_key: None,
+            };
+            match run(&mut platform, action) {
+                Ok(Outcome::PartyCreated { number, .. }) => parties.push(number),
+                other => panic!("{other:?}"),
+            }
+        }
+        let (buyer, shop) = (parties[0], parties[1]);
+        run(&mut platform, Action::TopUp { party: buyer, amount: Fen::new(10_000), bank: "ICBC".into() }).unwrap();
+        let transfer = Action::Transfer { from: buyer, to: shop, amount: Fen::new(2_500), memo: Some("tea".into()) };
+        run(&mut platform, transfer).unwrap();
+        // Fields no command here sets, each its own value.
+        platform.state.secret = Some([7; 32]);
+        platform.state.gateway_key = Some("a key".into());
+
+        let whole = postcard::to_allocvec(&(STATE_FORMAT, &platform.state)).unwrap();
+        let mut parts = Vec::new();
+        for part in 0..Platform::STATE_PARTS {
+            let before = parts.len();
+            platform.encode_state(part, &mut parts).unwrap();
+            assert!(parts.len() > before, "part {part} is not empty");
+        }
+        assert_eq!(parts, whole);
+        assert!(platform.encode_state(Platform::STATE_PARTS, &mut Vec::new()).is_err());
+    }
 
     /// The machine's choices are part of what its log means: they come from
     /// XXH3-64 as specified (the reference value for no input; the parts in

@@ -254,7 +254,9 @@ fn a_state_of_another_format_is_refused_by_name() {
     let buyer = world.party(PartyKind::User, 1);
     world.run(Action::TopUp { party: buyer, amount: fen(10_000), bank: "ICBC".into() });
     let mut state = Vec::new();
-    world.platform.encode_state(&mut state).unwrap();
+    for part in 0..Platform::STATE_PARTS {
+        world.platform.encode_state(part, &mut state).unwrap();
+    }
     let restored = Platform::restore(ledger::Ledger::default(), &mut state.as_slice()).unwrap();
     assert_eq!(restored.party(buyer), world.platform.party(buyer));
     // The format is the first byte (a small varint): another number is refused.

@@ -162,7 +162,7 @@ fn options(disk: &SimulatedDisk) -> Options {
         archive_frame_bytes: 512,
         disk: Arc::new(disk.clone()),
         // Every disk operation in one order, so that a seed replays exactly.
-        archive_in_background: false,
+        background_threads: false,
         ..Options::default()
     }
 }
