@@ -790,8 +790,8 @@ fn problem(error: &JournalError) -> String {
     }
 }
 
-/// A `.tmp` file is a snapshot (or `FORMAT`) that was being written when
-/// the process stopped: never renamed, so never relied on.
+/// A `.tmp` file is a snapshot, a snapshot's part, or `FORMAT`, that was
+/// being written when the process stopped: never renamed, so never relied on.
 fn remove_temporary_files(disk: &dyn Disk, paths: &[PathBuf]) {
     for path in paths {
         let _ = disk.remove(path);

@@ -872,6 +872,18 @@ mod tests {
         run(&mut platform, Action::TopUp { party: buyer, amount: Fen::new(10_000), bank: "ICBC".into() }).unwrap();
         let transfer = Action::Transfer { from: buyer, to: shop, amount: Fen::new(2_500), memo: Some("tea".into()) };
         run(&mut platform, transfer).unwrap();
+        // A trade, and an escrow one left open: the trade book's indexes and
+        // due queue, the events, the takings.
+        for (number, mode) in [(1, crate::trades::TradeMode::Instant), (2, crate::trades::TradeMode::Escrow)] {
+            let trade = crate::command::NewTrade {
+                mode,
+                ..crate::command::NewTrade::instant(shop, format!("order-{number}"), Fen::new(300), "tea".into())
+            };
+            let pay =
+                Action::CreateAndPayTrade { trade, buyer, source: crate::command::PaySource::Balance, coupon: None };
+            let paid = run(&mut platform, pay);
+            assert!(matches!(paid, Ok(Outcome::TradeUpdated(_))), "{paid:?}");
+        }
         // Fields no command here sets, each its own value.
         platform.state.secret = Some([7; 32]);
         platform.state.gateway_key = Some("a key".into());
