@@ -14,8 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -31,6 +30,7 @@ use sim::{Mode, Op, RefundShare, TimedOp, Workload};
 
 use super::paid::{PaidTrade, PaidTrades};
 use super::progress::Progress;
+use super::replies::Replies;
 use super::tally::{Stall, Tally};
 use super::{DAY_START_NANOS, LedgerFigures, PlatformCheck, RunOutput};
 
@@ -139,10 +139,6 @@ impl Kind {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The made-up key hash of a simulated party: these parties act only in
 /// process, so no API key belongs to them; the hash finds them again after
 /// a restart. Its bits spread evenly, as a real key's SHA-256 does (the
@@ -169,27 +165,12 @@ fn packet_greeting(packet: u64) -> String {
     format!("d11-packet-{packet}")
 }
 
-/// What the writer's replies leave for the driver, in one block: a reply
-/// that held three references cost six atomic operations on lines both
-/// threads write.
-#[derive(Default)]
-struct Replies {
-    /// Commands answered (the writer counts them as it answers).
-    completed: AtomicU64,
-    failed: AtomicBool,
-    /// Answers not yet tallied, in order: the writer only files them, so
-    /// that the tallying (a cache miss or two in these maps, a histogram)
-    /// is the driver's time, not the writer's (3% of the writer's when it
-    /// tallied them itself).
-    answers: Mutex<Vec<Answer>>,
-}
-
 struct Driver {
     store: Durable<Platform>,
     seed: u64,
     tally: Tally,
     /// What the writer's replies leave (each reply holds one reference).
-    replies: Arc<Replies>,
+    replies: Arc<Replies<Answer>>,
     /// The list the answers were tallied from, empty, to be swapped in next.
     answers_spare: Vec<Answer>,
     /// Commands whose answers are tallied.
@@ -410,8 +391,7 @@ impl<'a> Pass<'a> {
     /// submitted unless the journal holds it already.
     fn step(&mut self, timed: &TimedOp, driver: &mut Driver, progress: &Progress) -> anyhow::Result<()> {
         self.last_at = timed.at;
-        let (durable, failed) =
-            (driver.replies.completed.load(Ordering::Acquire), driver.replies.failed.load(Ordering::Acquire));
+        let (durable, failed) = (driver.replies.completed(), driver.replies.failed());
         self.checkpoints.at_operation(self.operations, driver.generated, durable, failed);
         self.operations += 1;
         if self.in_setup && !timed.setup {
@@ -461,7 +441,7 @@ impl<'a> Pass<'a> {
             }
         }
         if is_payment && self.crash_after_payments.is_some_and(|at| self.payments_submitted >= at) {
-            let answered = driver.replies.completed.load(Ordering::Acquire);
+            let answered = driver.replies.completed();
             eprintln!(
                 "double11: crashing on purpose after {} payments submitted; {answered} commands acknowledged",
                 self.payments_submitted
@@ -635,7 +615,7 @@ impl Driver {
             store,
             seed,
             tally: Tally::new(),
-            replies: Arc::new(Replies { completed: AtomicU64::new(resume_after), ..Replies::default() }),
+            replies: Arc::new(Replies::new(resume_after)),
             answers_spare: Vec::new(),
             tallied: resume_after,
             packets: HashMap::new(),
@@ -717,7 +697,7 @@ impl Driver {
     /// Waits until `sequence` commands are answered (not tallied); a wait
     /// that stops the driver is counted under `why`.
     fn wait_answered(&mut self, sequence: u64, why: Stall) -> anyhow::Result<()> {
-        if self.replies.completed.load(Ordering::Acquire) >= sequence && !self.replies.failed.load(Ordering::Acquire) {
+        if self.replies.completed() >= sequence && !self.replies.failed() {
             return Ok(());
         }
         let started = Instant::now();
@@ -728,13 +708,13 @@ impl Driver {
 
     fn wait_until_answered(&self, sequence: u64) -> anyhow::Result<()> {
         loop {
-            if self.replies.failed.load(Ordering::Acquire) {
+            if self.replies.failed() {
                 bail!("the journal failed; see the rejections above");
             }
-            if self.replies.completed.load(Ordering::Acquire) >= sequence {
+            if self.replies.completed() >= sequence {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_micros(50));
+            self.replies.sleep_until(sequence);
         }
     }
 
@@ -1054,18 +1034,15 @@ impl Driver {
         let reply = move |result: Result<Outcome, JournalError>| {
             let answered = Instant::now();
             let is_failure = result.is_err();
-            lock(&replies.answers).push(Answer { sequence, kind, minute, submitted, answered, result });
-            if is_failure {
-                replies.failed.store(true, Ordering::Release);
-            }
-            replies.completed.fetch_add(1, Ordering::Release);
+            replies.file(Answer { sequence, kind, minute, submitted, answered, result }, is_failure);
         };
         // Only this driver submits: with fewer than a queue's worth in
-        // flight, the queue has room.
+        // flight, the queue has room. (Waiting for room for a group's worth
+        // instead, so as to wake less often, measured no faster.)
         self.wait_answered(self.submitted.saturating_sub(QUEUE_COMMANDS_MAX as u64 - 1), Stall::QueueFull)?;
         self.store.submit_with(command, reply)?;
         self.submitted += 1;
-        if self.replies.completed.load(Ordering::Acquire) >= self.tallied + ANSWERS_UNTALLIED_MAX {
+        if self.replies.completed() >= self.tallied + ANSWERS_UNTALLIED_MAX {
             self.tally_answers();
         }
         Ok(())
@@ -1075,7 +1052,7 @@ impl Driver {
     fn tally_answers(&mut self) {
         // Swapped with a spare, so the writer never grows the list from nothing.
         let mut answers = std::mem::take(&mut self.answers_spare);
-        std::mem::swap(&mut answers, &mut *lock(&self.replies.answers));
+        self.replies.take_answers(&mut answers);
         for Answer { sequence, kind, minute, submitted, answered, result } in answers.drain(..) {
             // What waits on an answer is forgotten by the count tallied
             // (`InFlight`): that count must be the first commands, in order.

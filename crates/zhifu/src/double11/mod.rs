@@ -15,6 +15,7 @@ mod engine;
 mod http;
 mod paid;
 mod progress;
+mod replies;
 mod report;
 mod tally;
 
