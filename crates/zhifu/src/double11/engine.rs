@@ -708,10 +708,13 @@ impl Driver {
 
     fn wait_until_answered(&self, sequence: u64) -> anyhow::Result<()> {
         loop {
+            // The count first: a failure is flagged before it is counted,
+            // so the answers counted here cannot hide one.
+            let completed = self.replies.completed();
             if self.replies.failed() {
                 bail!("the journal failed; see the rejections above");
             }
-            if self.replies.completed() >= sequence {
+            if completed >= sequence {
                 return Ok(());
             }
             self.replies.sleep_until(sequence);

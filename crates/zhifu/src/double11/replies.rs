@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
 
-/// A driver that sleeps wakes at least this often (a check on a wake the
-/// writer might never give).
+/// A driver that sleeps wakes at least this often: the most that a wake
+/// lost to a bug would cost.
 const DRIVER_SLEEP_MAX: Duration = Duration::from_millis(5);
 
 /// In one block: a reply that held three references cost six atomic
@@ -17,12 +17,15 @@ pub(super) struct Replies<A> {
     completed: AtomicU64,
     failed: AtomicBool,
     /// The count of answers the driver sleeps until (`u64::MAX`: it does
-    /// not sleep). The reply that reaches it wakes the driver: one wake a
-    /// wait, where sleeping 50 µs at a time woke it some 250 times for each
-    /// group commit, and each wake took the writer's core from it.
+    /// not sleep, or its wake is given). The reply that reaches it wakes the
+    /// driver: one wake a wait, where sleeping 50 µs at a time woke it some
+    /// 250 times for each group commit, and each wake took the writer's core
+    /// from it.
     wake_at: AtomicU64,
     /// The thread that submits and waits: the driver's.
     driver: Thread,
+    /// `DRIVER_SLEEP_MAX`, longer in tests (where it would hide a lost wake).
+    sleep_max: Duration,
     /// Answers not yet tallied, in order: the writer only files them, so
     /// that the tallying (a cache miss or two in these maps, a histogram)
     /// is the driver's time, not the writer's (3% of the writer's when it
@@ -38,6 +41,7 @@ impl<A> Replies<A> {
             failed: AtomicBool::new(false),
             wake_at: AtomicU64::new(u64::MAX),
             driver: std::thread::current(),
+            sleep_max: DRIVER_SLEEP_MAX,
             answers: Mutex::new(Vec::new()),
         }
     }
@@ -60,8 +64,10 @@ impl<A> Replies<A> {
         // SeqCst here and in `sleep_until`: either this sees the driver's
         // `wake_at` or the driver sees this count, so no wake is lost.
         let completed = self.completed.fetch_add(1, Ordering::SeqCst) + 1;
-        if completed >= self.wake_at.load(Ordering::SeqCst) || is_failure {
-            self.wake_at.store(u64::MAX, Ordering::SeqCst);
+        let wake_at = self.wake_at.load(Ordering::SeqCst);
+        if completed >= wake_at || is_failure {
+            // Only the wait seen is marked woken: a newer one keeps its count.
+            let _ = self.wake_at.compare_exchange(wake_at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst);
             self.driver.unpark();
         }
     }
@@ -75,9 +81,11 @@ impl<A> Replies<A> {
     /// Sleeps (on the driver's thread) until `sequence` commands are
     /// answered or one failed, or for `DRIVER_SLEEP_MAX` at most.
     pub(super) fn sleep_until(&self, sequence: u64) {
+        // Another thread's park would never be woken: it would look every `sleep_max`.
+        assert_eq!(std::thread::current().id(), self.driver.id(), "a driver sleeps on its own thread");
         self.wake_at.store(sequence, Ordering::SeqCst);
         if self.completed.load(Ordering::SeqCst) < sequence && !self.failed.load(Ordering::SeqCst) {
-            std::thread::park_timeout(DRIVER_SLEEP_MAX);
+            std::thread::park_timeout(self.sleep_max);
         }
         self.wake_at.store(u64::MAX, Ordering::SeqCst);
     }
@@ -94,15 +102,15 @@ mod tests {
     use std::time::Instant;
 
     /// A park this long was not woken (one woken returns at once).
-    const PARK: Duration = Duration::from_secs(1);
-    /// The driver waits no longer than this in a test.
-    const NEVER_WOKEN: Duration = Duration::from_secs(30);
+    const PARK_TIMEOUT: Duration = Duration::from_secs(1);
+    /// A driver's sleep in a test, so long that a lost wake shows.
+    const SLEEP_MAX_IN_TESTS: Duration = Duration::from_secs(60);
 
     /// Whether this thread's park token is set (a wake was given).
     fn woken() -> bool {
         let started = Instant::now();
-        std::thread::park_timeout(PARK);
-        started.elapsed() < PARK / 2
+        std::thread::park_timeout(PARK_TIMEOUT);
+        started.elapsed() < PARK_TIMEOUT / 2
     }
 
     #[test]
@@ -131,18 +139,25 @@ mod tests {
     }
 
     #[test]
-    fn a_driver_sleeps_until_the_writer_answers_enough() {
-        let replies = Arc::new(Replies::new(0));
+    fn a_driver_waiting_on_a_writer_thread_is_woken_for_each_wait() {
+        const ANSWERS: u64 = 100_000;
+        let mut replies = Replies::new(0);
+        replies.sleep_max = SLEEP_MAX_IN_TESTS;
+        let replies = Arc::new(replies);
         let writer = {
             let replies = Arc::clone(&replies);
-            std::thread::spawn(move || (1..=10_000u64).for_each(|answer| replies.file(answer, false)))
+            std::thread::spawn(move || (1..=ANSWERS).for_each(|answer| replies.file(answer, false)))
         };
-        let started = Instant::now();
-        while replies.completed() < 10_000 {
-            assert!(started.elapsed() < NEVER_WOKEN, "the driver was never woken");
-            replies.sleep_until(10_000);
+        // Many short waits, each racing the writer's answers: a lost wake
+        // would sleep the whole `SLEEP_MAX_IN_TESTS`.
+        for sequence in (1..=ANSWERS).step_by(97) {
+            let started = Instant::now();
+            while replies.completed() < sequence {
+                replies.sleep_until(sequence);
+            }
+            assert!(started.elapsed() < SLEEP_MAX_IN_TESTS / 2, "the wait for answer {sequence} was not woken");
         }
         assert!(writer.join().is_ok());
-        assert_eq!(replies.wake_at.load(Ordering::SeqCst), u64::MAX, "a driver awake is not waited for");
+        assert_eq!(replies.completed(), ANSWERS);
     }
 }
