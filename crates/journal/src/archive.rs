@@ -83,6 +83,8 @@ const FRAME_FILE_BYTES_MAX: usize =
 /// Hand-overs (a group's frames each) not yet taken by the compressor; the
 /// writer waits beyond.
 const HAND_OVERS_QUEUED_MAX: usize = 64;
+/// The compressor's nice value, the highest (see `lower_this_threads_priority`).
+const COMPRESSOR_NICE: i32 = 19;
 /// Records not yet handed over are handed over past this size even within
 /// a group (a replay collects a whole log before it writes).
 const HAND_OVER_BYTES_MAX: u64 = 1 << 20;
@@ -443,9 +445,13 @@ impl Archive {
         };
         let compressing = if background {
             let (to_compressor, inbox) = mpsc::sync_channel(HAND_OVERS_QUEUED_MAX);
+            let path_of_compressor = path.clone();
             let thread = std::thread::Builder::new()
                 .name("archive-compressor".to_string())
-                .spawn(move || compressor.run(&inbox))
+                .spawn(move || {
+                    lower_this_threads_priority(&path_of_compressor);
+                    compressor.run(&inbox)
+                })
                 .map_err(|source| io_error("start the compressor of", &path, source))?;
             Compressing::Background { to_compressor, thread }
         } else {
@@ -1077,6 +1083,22 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().unwrap_or_default())
 }
 
+/// Puts the calling thread (the compressor) at `COMPRESSOR_NICE`. On two
+/// cores it took the writer's core from it hundreds of times a second
+/// (5,643 times in 10 s, BENCHMARKS.md), and every command waits for the
+/// writer, while the compressor's work can wait: the writer hands it at
+/// most `HAND_OVERS_QUEUED_MAX` hand-overs, then waits itself, and so does
+/// a snapshot's `sync`; a writer waiting leaves the compressor its core.
+/// Without privilege the thread cannot be raised back. Failing to lower
+/// it changes only the speed: a warning, not an error.
+fn lower_this_threads_priority(path: &Path) {
+    // Linux keeps a nice value per thread, and `None` (who = 0) names the
+    // calling thread alone.
+    if let Err(error) = rustix::process::setpriority_process(None, COMPRESSOR_NICE) {
+        tracing::warn!("the compressor of {} keeps its priority: {error}", path.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
@@ -1141,6 +1163,50 @@ mod tests {
     /// Payload `n`: alike enough to compress, of sizes from 0 to 300 bytes.
     fn payload(n: u64) -> Vec<u8> {
         format!("record {n} ").repeat((n % 23) as usize).into_bytes()
+    }
+
+    /// The nice value of each of this process's threads named `name`
+    /// (`/proc/self/task/*/stat`: the 19th field, the 17th after the name).
+    fn nice_values_of_threads(name: &str) -> Vec<i32> {
+        // The kernel keeps a thread's first 15 bytes of name.
+        let name = &name[..name.len().min(15)];
+        let mut values = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            // A thread may end between the listing and the reads.
+            let (Ok(comm), Ok(stat)) =
+                (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat")))
+            else {
+                continue;
+            };
+            if comm.trim_end() == name {
+                let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+                values.push(after_name.split_whitespace().nth(16).unwrap().parse().unwrap());
+            }
+        }
+        values
+    }
+
+    #[test]
+    fn the_compressor_alone_is_lowered() {
+        let opener_nice = rustix::process::getpriority_process(None).unwrap();
+        assert!(opener_nice < COMPRESSOR_NICE, "run the tests below nice {COMPRESSOR_NICE}: nothing to lower");
+        let directory = tempfile::tempdir().unwrap();
+        let archive = Archive::open(&crate::disk::FileSystem, directory.path(), 0, 200, true).unwrap();
+        // Other tests' compressors may be starting: each lowers itself first thing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let values = loop {
+            let values = nice_values_of_threads("archive-compressor");
+            let all_lowered = !values.is_empty() && values.iter().all(|&nice| nice == COMPRESSOR_NICE);
+            if all_lowered || std::time::Instant::now() > deadline {
+                break values;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(!values.is_empty(), "no compressor thread");
+        assert!(values.iter().all(|&nice| nice == COMPRESSOR_NICE), "the compressors' nice values: {values:?}");
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), opener_nice, "the opener keeps its own");
+        drop(archive);
     }
 
     #[test]
