@@ -83,6 +83,7 @@ const FRAME_FILE_BYTES_MAX: usize =
 /// Hand-overs (a group's frames each) not yet taken by the compressor; the
 /// writer waits beyond.
 const HAND_OVERS_QUEUED_MAX: usize = 64;
+const COMPRESSOR_THREAD_NAME: &str = "archive-compressor";
 /// The compressor's nice value, the highest (see `lower_this_threads_priority`).
 const COMPRESSOR_NICE: i32 = 19;
 /// Records not yet handed over are handed over past this size even within
@@ -445,11 +446,10 @@ impl Archive {
         };
         let compressing = if background {
             let (to_compressor, inbox) = mpsc::sync_channel(HAND_OVERS_QUEUED_MAX);
-            let path_of_compressor = path.clone();
             let thread = std::thread::Builder::new()
-                .name("archive-compressor".to_string())
+                .name(COMPRESSOR_THREAD_NAME.to_string())
                 .spawn(move || {
-                    lower_this_threads_priority(&path_of_compressor);
+                    lower_this_threads_priority(&compressor.log.path);
                     compressor.run(&inbox)
                 })
                 .map_err(|source| io_error("start the compressor of", &path, source))?;
@@ -1196,7 +1196,7 @@ mod tests {
         // Other tests' compressors may be starting: each lowers itself first thing.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let values = loop {
-            let values = nice_values_of_threads("archive-compressor");
+            let values = nice_values_of_threads(COMPRESSOR_THREAD_NAME);
             let all_lowered = !values.is_empty() && values.iter().all(|&nice| nice == COMPRESSOR_NICE);
             if all_lowered || std::time::Instant::now() > deadline {
                 break values;
